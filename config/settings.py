@@ -1,0 +1,181 @@
+"""careflow settings.
+
+Everything comes from the environment (django-environ). The embedded defaults give a
+self-contained development setup: SQLite, a filesystem Celery broker that needs no server,
+and the local Twilio sandbox. Setting DATABASE_URL, CELERY_BROKER_URL and real Twilio
+credentials switches to production parts; `manage.py check --deploy` refuses the
+development secrets.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# Runtime files of the embedded setup (SQLite database, filesystem broker); git-ignored.
+VAR_DIR = Path(env.str("CAREFLOW_VAR_DIR", default=str(BASE_DIR / "var")))
+
+# Development-only secrets. Both are rejected by `manage.py check --deploy` (careflow.E001/E002).
+DEV_SECRET_KEY = "careflow-development-secret-key-not-for-production"  # noqa: S105
+DEV_ENCRYPTION_KEY = "Y2FyZWZsb3ctZGV2ZWxvcG1lbnQta2V5LTAwMDAwMDA="
+
+SECRET_KEY = env.str("SECRET_KEY", default=DEV_SECRET_KEY)
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Behind a TLS-terminating proxy, trust its scheme header so webhook signatures are checked
+# against the public https:// URL Twilio signed.
+if env.bool("USE_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "patients",
+    "workflows",
+    "integrations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'careflow.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded setup runs web, worker and beat against one file: WAL lets readers
+    # proceed during a write, IMMEDIATE takes the write lock up front instead of failing
+    # with "database is locked" on lock upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+
+# --- secrets at rest --------------------------------------------------------------------
+# Comma-separated Fernet keys; the first encrypts, all decrypt (rotation: prepend a new key,
+# re-save, then drop the old one). Deliberately separate from SECRET_KEY.
+CAREFLOW_ENCRYPTION_KEYS = env.list("CAREFLOW_ENCRYPTION_KEYS", default=[DEV_ENCRYPTION_KEY])
+
+# --- Celery -------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    # The embedded broker is a folder every process (web, worker, beat) must find in place.
+    for _folder in (_broker_dir, VAR_DIR / "broker-control"):
+        _folder.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "control_folder": str(VAR_DIR / "broker-control"),
+        "store_processed": False,
+        "polling_interval": 0.2,
+    }
+else:
+    # acks_late + Redis: an unacknowledged task is redelivered after this many seconds.
+    # Every task is idempotent, so redelivery costs time, never a duplicate SMS.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "runs"
+CELERY_TASK_ROUTES = {
+    "workflows.tasks.dispatch_event": {"queue": "events"},
+    "workflows.tasks.relay_events": {"queue": "events"},
+    "workflows.tasks.advance_run": {"queue": "runs"},
+    "workflows.tasks.sweep_runs": {"queue": "runs"},
+    "integrations.tasks.send_message": {"queue": "sends"},
+}
+CELERY_BEAT_SCHEDULE = {
+    "relay-events": {
+        "task": "workflows.tasks.relay_events",
+        "schedule": env.float("CAREFLOW_RELAY_INTERVAL", default=5.0),
+    },
+    "sweep-runs": {
+        "task": "workflows.tasks.sweep_runs",
+        "schedule": env.float("CAREFLOW_SWEEP_INTERVAL", default=5.0),
+    },
+}
+# Celery's Django fixup closes the DB connection after every task unless this is set; a new
+# PostgreSQL connection per task nearly halves throughput.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
+
+# --- careflow -----------------------------------------------------------------------------
+# Public base URL of this deployment, used to build Twilio StatusCallback URLs.
+CAREFLOW_PUBLIC_URL = env.str("CAREFLOW_PUBLIC_URL", default="http://127.0.0.1:8000")
+# An event that has not been dispatched this many seconds after it was recorded is picked
+# up by the relay (broker down at commit time, worker crash before dispatch).
+CAREFLOW_RELAY_AFTER_SECONDS = env.float("CAREFLOW_RELAY_AFTER_SECONDS", default=5.0)
+# A run left "running" longer than this (its worker died) is taken over by the sweeper.
+CAREFLOW_RUN_LEASE_SECONDS = env.float("CAREFLOW_RUN_LEASE_SECONDS", default=120.0)
+CAREFLOW_SEND_MAX_RETRIES = env.int("CAREFLOW_SEND_MAX_RETRIES", default=6)
+
+TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
+TWILIO_HTTP_TIMEOUT = env.float("TWILIO_HTTP_TIMEOUT", default=10.0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # twilio-python logs full request bodies (patient phone numbers, message text) at INFO.
+    "loggers": {"twilio.http_client": {"level": "WARNING"}},
+}

@@ -1,0 +1,61 @@
+"""Secrets at rest: MultiFernet with keys from CAREFLOW_ENCRYPTION_KEYS (rotatable, and
+separate from SECRET_KEY so a leaked session key does not expose clinic credentials)."""
+
+from functools import lru_cache
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+
+
+class SecretDecryptionError(ImproperlyConfigured):
+    """A stored secret cannot be decrypted with the configured keys: never silently empty."""
+
+
+@lru_cache(maxsize=8)
+def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    if not keys:
+        raise ImproperlyConfigured("CAREFLOW_ENCRYPTION_KEYS is empty.")
+    try:
+        return MultiFernet([Fernet(key) for key in keys])
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            "CAREFLOW_ENCRYPTION_KEYS holds an invalid key: each must be 32 url-safe "
+            "base64-encoded bytes (generate one with "
+            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)."
+        ) from exc
+
+
+def fernet() -> MultiFernet:
+    return _fernet(tuple(settings.CAREFLOW_ENCRYPTION_KEYS))
+
+
+def encrypt(plaintext: str) -> str:
+    return fernet().encrypt(plaintext.encode()).decode()
+
+
+def decrypt(token: str) -> str:
+    try:
+        return fernet().decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretDecryptionError(
+            "A stored secret cannot be decrypted: CAREFLOW_ENCRYPTION_KEYS does not include "
+            "the key it was encrypted with."
+        ) from exc
+
+
+class EncryptedTextField(models.TextField):
+    """Stores Fernet ciphertext; Python code only ever sees the plaintext."""
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str | None:
+        if value is None or value == "":
+            return value
+        return decrypt(value)
+
+    def get_prep_value(self, value: Any) -> Any:
+        value = super().get_prep_value(value)
+        if value is None or value == "":
+            return value
+        return encrypt(value)

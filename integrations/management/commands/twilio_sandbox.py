@@ -1,0 +1,100 @@
+"""Run the loopback Twilio-compatible sandbox in the foreground.
+
+    manage.py twilio_sandbox --port 8099 \\
+        --account AC00000000000000000000000000000000:sandbox-token:+15005550006,+15551230000
+
+Point TWILIO_API_BASE_URL at the printed URL. More accounts can be registered while it runs
+with POST /_sandbox/accounts; see `integrations.twilio.sandbox` for the control API.
+"""
+
+import argparse
+import signal
+import threading
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from integrations.twilio.sandbox import SandboxServer
+
+
+def parse_account(value: str) -> dict[str, Any]:
+    """`SID:TOKEN[:NUMBERS[:SERVICE_SIDS]]`, the lists comma-separated."""
+    parts = value.split(":")
+    if not 2 <= len(parts) <= 4 or not parts[0] or not parts[1]:
+        raise argparse.ArgumentTypeError(
+            "expected SID:TOKEN[:comma-separated numbers[:comma-separated MG sids]]"
+        )
+    numbers = parts[2].split(",") if len(parts) > 2 else []
+    services = parts[3].split(",") if len(parts) > 3 else []
+    return {
+        "sid": parts[0],
+        "token": parts[1],
+        "numbers": [n.strip() for n in numbers if n.strip()],
+        "messaging_service_sids": [s.strip() for s in services if s.strip()],
+    }
+
+
+class Command(BaseCommand):
+    help = "Run the loopback Twilio-compatible sandbox server in the foreground."
+    # The sandbox touches neither the database nor the apps: start even if they are broken.
+    requires_system_checks = ()
+    requires_migrations_checks = False
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8099)
+        parser.add_argument(
+            "--account",
+            action="append",
+            default=[],
+            type=parse_account,
+            metavar="SID:TOKEN[:NUMBERS[:MG_SIDS]]",
+            help="An account the sandbox accepts (repeatable). +15005550006 is always owned.",
+        )
+        parser.add_argument(
+            "--callback-delay",
+            type=float,
+            default=0.2,
+            metavar="SECONDS",
+            help="Delay before each status transition/callback; negative disables them.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        accounts = {spec["sid"]: spec for spec in options["account"]}
+        try:
+            server = SandboxServer(
+                host=options["host"],
+                port=options["port"],
+                accounts=accounts,
+                callback_delay=options["callback_delay"],
+            )
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {options['host']}:{options['port']}: {exc}"
+            ) from exc
+
+        stopping = threading.Event()
+
+        def request_stop(signum: int, frame: object) -> None:
+            stopping.set()
+
+        previous = {
+            sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            # The bare URL first, alone on its line, so scripts can read it.
+            self.stdout.write(server.start())
+            for sid, spec in accounts.items():
+                numbers = ", ".join(spec["numbers"]) or "(only +15005550006)"
+                self.stdout.write(f"account {sid}: {numbers}")
+            if not accounts:
+                self.stdout.write("no accounts yet: register one with POST /_sandbox/accounts")
+            self.stdout.flush()
+            # A timed wait keeps the main thread responsive to signals on every platform.
+            while not stopping.wait(0.5):
+                pass
+        finally:
+            server.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.stdout.write("twilio sandbox stopped")

@@ -1,0 +1,408 @@
+"""Outbound SMS: create the message row first, then claim it, decide, and call Twilio once.
+
+Twilio has no idempotency key for sends and Celery delivers at least once, so exactly-once
+rests on our database: the UNIQUE idempotency key makes the row, a conditional UPDATE
+(pending → sending) makes the claim, and an ambiguous outcome becomes `unknown`, which is
+reconciled by looking the message up at Twilio before anything is sent again.
+"""
+
+import logging
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+from twilio.base.exceptions import TwilioRestException
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from integrations.models import Integration, OutboundMessage
+from integrations.policy import send_decide
+from integrations.sms import segment_info
+from integrations.twilio.client import twilio_client
+from integrations.twilio.errors import error_explanation
+from patients.models import ConsentRecord, Organization, Patient
+
+logger = logging.getLogger(__name__)
+
+Status = OutboundMessage.Status
+
+# Twilio error codes that are safe to retry: the request was refused before acceptance.
+RETRYABLE_CODES = {20429, 21611}
+OPTED_OUT_CODE = 21610
+# How long after an ambiguous attempt we look the message up at Twilio, and how long a
+# message must be missing there before we conclude it was never accepted and send again.
+RECONCILE_AFTER = timedelta(seconds=15)
+RECONCILE_GRACE = timedelta(minutes=2)
+
+
+def message_prepare(
+    *,
+    organization: Organization,
+    integration: Integration,
+    idempotency_key: str,
+    to: str,
+    body: str,
+    purpose: str,
+    from_number: str = "",
+    messaging_service_sid: str = "",
+    patient: Patient | None = None,
+    step_run_id: int | None = None,
+    is_test: bool = False,
+) -> OutboundMessage:
+    """Create the message row for this idempotency key, or return the one that exists."""
+    info = segment_info(body)
+    defaults: dict[str, Any] = {
+        "organization": organization,
+        "integration": integration,
+        "patient": patient,
+        "step_run_id": step_run_id,
+        "purpose": purpose,
+        "to": to,
+        "from_number": from_number,
+        "messaging_service_sid": messaging_service_sid,
+        "body": body,
+        "characters": info.characters,
+        "encoding": info.encoding,
+        "segments": info.segments,
+        "is_test": is_test,
+    }
+    try:
+        with transaction.atomic():
+            return OutboundMessage.objects.create(idempotency_key=idempotency_key, **defaults)
+    except IntegrityError:
+        return OutboundMessage.objects.get(idempotency_key=idempotency_key)
+
+
+def status_callback_url(message: OutboundMessage) -> str:
+    path = reverse(
+        "twilio-status-callback",
+        kwargs={"integration_uuid": message.integration.uuid, "message_uuid": message.uuid},
+    )
+    return settings.CAREFLOW_PUBLIC_URL.rstrip("/") + path
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """Exponential backoff with jitter: about 2 s, 4 s, 8 s … capped at 5 minutes."""
+    base = min(300.0, 2.0 * 2 ** max(0, attempt - 1))
+    return timedelta(seconds=base * random.uniform(0.5, 1.0))  # noqa: S311 — jitter, not crypto
+
+
+def _sending_stale(message: OutboundMessage) -> bool:
+    started = message.sending_started_at or message.updated_at
+    return timezone.now() - started > timedelta(seconds=2 * settings.TWILIO_HTTP_TIMEOUT + 30)
+
+
+def message_send(*, message_id: int) -> OutboundMessage:
+    """Attempt to send one message; safe to call any number of times.
+
+    Returns the message in its new state: `sent`, `skipped`/`failed` (with the reason), or
+    still `pending`/`unknown` with `next_attempt_at` set when the caller should come back.
+    """
+    message = OutboundMessage.objects.select_related("integration", "patient").get(pk=message_id)
+    if message.status == Status.SENDING and _sending_stale(message):
+        # The worker that claimed it died mid-call: the outcome is ambiguous, not failed.
+        OutboundMessage.objects.filter(pk=message.pk, status=Status.SENDING).update(
+            status=Status.UNKNOWN,
+            error_code="stale",
+            error_message="the sending worker stopped before recording Twilio's answer",
+        )
+        message.refresh_from_db()
+    if message.status == Status.UNKNOWN:
+        return _message_reconcile(message)
+    if message.status != Status.PENDING:
+        return message
+    if message.next_attempt_at and message.next_attempt_at > timezone.now():
+        return message
+
+    decision = send_decide(message=message)
+    if not decision.allowed:
+        _update(
+            message,
+            status=Status.SKIPPED,
+            skip_reason=decision.reason,
+            consent_record=decision.consent_record,
+            next_attempt_at=None,
+        )
+        return message
+
+    now = timezone.now()
+    claimed = OutboundMessage.objects.filter(pk=message.pk, status=Status.PENDING).update(
+        status=Status.SENDING,
+        attempts=message.attempts + 1,
+        sending_started_at=now,
+        consent_record=decision.consent_record,
+        updated_at=now,
+    )
+    if not claimed:  # another worker has it
+        message.refresh_from_db()
+        return message
+    message.status, message.attempts = Status.SENDING, message.attempts + 1
+    message.sending_started_at, message.consent_record = now, decision.consent_record
+    return _message_call_twilio(message)
+
+
+def _message_call_twilio(message: OutboundMessage) -> OutboundMessage:
+    integration = message.integration
+    client = twilio_client(account_sid=integration.account_sid, auth_token=integration.auth_token)
+    params: dict[str, Any] = {
+        "to": message.to,
+        "body": message.body,
+        "status_callback": status_callback_url(message),
+    }
+    if message.messaging_service_sid:
+        params["messaging_service_sid"] = message.messaging_service_sid
+    else:
+        params["from_"] = message.from_number
+    try:
+        created = client.messages.create(**params)
+    except TwilioRestException as exc:
+        return _message_provider_error(message, exc)
+    except requests.RequestException as exc:
+        return _message_transport_error(message, exc)
+    _message_accepted(
+        message,
+        sid=created.sid,
+        provider_status=created.status or "queued",
+        segments=int(created.num_segments or message.segments),
+    )
+    return message
+
+
+def _message_accepted(
+    message: OutboundMessage, *, sid: str, provider_status: str, segments: int | None = None
+) -> None:
+    """Record Twilio's acceptance. A status callback may already have moved the message on
+    (it can arrive before this commit), so the status only advances from sending/unknown."""
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "provider_sid": sid,
+        "sent_at": now,
+        "next_attempt_at": None,
+        "error_code": "",
+        "error_message": "",
+        "updated_at": now,
+    }
+    if segments:
+        fields["segments"] = segments
+    OutboundMessage.objects.filter(pk=message.pk).update(**fields)
+    OutboundMessage.objects.filter(
+        pk=message.pk, status__in=[Status.SENDING, Status.UNKNOWN]
+    ).update(status=Status.SENT, provider_status=provider_status)
+    message.refresh_from_db()
+
+
+def _message_provider_error(message: OutboundMessage, exc: TwilioRestException) -> OutboundMessage:
+    code = int(exc.code) if exc.code else None
+    text = str(exc.msg or "")
+    logger.info("twilio refused message %s: code=%s status=%s", message.pk, code, exc.status)
+    if code == OPTED_OUT_CODE:
+        _record_provider_opt_out(message)
+        _update(
+            message,
+            status=Status.FAILED,
+            error_code=str(code),
+            error_message=text,
+            next_attempt_at=None,
+        )
+    elif code in RETRYABLE_CODES or exc.status == 429:
+        _schedule_retry(message, error_code=str(code or exc.status), error_message=text)
+    elif exc.status >= 500:
+        # 5xx after the request left: Twilio may have accepted it. Never resend blindly.
+        _mark_unknown(message, error_code=str(code or exc.status), error_message=text)
+    else:
+        _update(
+            message,
+            status=Status.FAILED,
+            error_code=str(code or exc.status),
+            error_message=text,
+            next_attempt_at=None,
+        )
+    return message
+
+
+def _message_transport_error(
+    message: OutboundMessage, exc: requests.RequestException
+) -> OutboundMessage:
+    logger.warning("transport error sending message %s: %s", message.pk, type(exc).__name__)
+    if _never_connected(exc):
+        _schedule_retry(
+            message,
+            error_code="network",
+            error_message=f"could not connect to Twilio ({type(exc).__name__})",
+        )
+    else:
+        _mark_unknown(
+            message,
+            error_code="network",
+            error_message=f"no answer from Twilio after the request was sent ({type(exc).__name__})",
+        )
+    return message
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """True only when the TCP connection was never made, so Twilio cannot have the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+
+
+def _schedule_retry(message: OutboundMessage, *, error_code: str, error_message: str) -> None:
+    if message.attempts >= settings.CAREFLOW_SEND_MAX_RETRIES:
+        _update(
+            message,
+            status=Status.FAILED,
+            error_code=error_code,
+            next_attempt_at=None,
+            error_message=f"gave up after {message.attempts} attempts: {error_message}",
+        )
+        return
+    _update(
+        message,
+        status=Status.PENDING,
+        error_code=error_code,
+        error_message=error_message,
+        next_attempt_at=timezone.now() + retry_delay(message.attempts),
+    )
+
+
+def _mark_unknown(message: OutboundMessage, *, error_code: str, error_message: str) -> None:
+    _update(
+        message,
+        status=Status.UNKNOWN,
+        error_code=error_code,
+        error_message=error_message,
+        next_attempt_at=timezone.now() + RECONCILE_AFTER,
+    )
+
+
+def _message_reconcile(message: OutboundMessage) -> OutboundMessage:
+    """Find out at Twilio whether an ambiguous attempt was accepted, before any resend."""
+    now = timezone.now()
+    if message.next_attempt_at and message.next_attempt_at > now:
+        return message
+    integration = message.integration
+    client = twilio_client(account_sid=integration.account_sid, auth_token=integration.auth_token)
+    started = message.sending_started_at or message.created_at
+    try:
+        found = _twilio_lookup(client, message, since=started)
+    except (TwilioRestException, requests.RequestException) as exc:
+        logger.warning("reconciling message %s failed: %s", message.pk, type(exc).__name__)
+        _update(message, next_attempt_at=now + RECONCILE_AFTER)
+        return message
+    if found is not None:
+        _message_accepted(message, sid=found.sid, provider_status=found.status or "sent")
+    elif now - started >= RECONCILE_GRACE:
+        # Twilio has no trace of it after the grace period: it was never accepted.
+        OutboundMessage.objects.filter(pk=message.pk, status=Status.UNKNOWN).update(
+            status=Status.PENDING, next_attempt_at=None, updated_at=now
+        )
+        message.refresh_from_db()
+    else:
+        _update(message, next_attempt_at=now + RECONCILE_AFTER)
+    return message
+
+
+def _twilio_lookup(client: Any, message: OutboundMessage, *, since: datetime) -> Any:
+    # No DateSent filter: a message Twilio accepted but still holds in its queue has no
+    # date_sent yet, and must still be found. Newest first; our attempt is recent.
+    filters: dict[str, Any] = {"to": message.to}
+    if message.from_number and not message.messaging_service_sid:
+        filters["from_"] = message.from_number
+    for candidate in client.messages.stream(page_size=50, limit=200, **filters):
+        if candidate.body == message.body and (
+            candidate.date_created is None or candidate.date_created >= since - timedelta(minutes=5)
+        ):
+            return candidate
+    return None
+
+
+def _record_provider_opt_out(message: OutboundMessage) -> None:
+    """Twilio says the recipient replied STOP to this sender: record it for every purpose."""
+    if message.patient is None:
+        return
+    for purpose in ConsentRecord.Purpose.values:
+        ConsentRecord.objects.create(
+            patient=message.patient,
+            purpose=purpose,
+            action=ConsentRecord.Action.OPT_OUT,
+            source=ConsentRecord.Source.PROVIDER_ERROR,
+            evidence={
+                "error_code": OPTED_OUT_CODE,
+                "message_id": message.pk,
+                "from": message.from_number,
+            },
+        )
+
+
+def _update(message: OutboundMessage, **fields: Any) -> None:
+    for name, value in fields.items():
+        setattr(message, name, value)
+    message.save(update_fields=[*fields, "updated_at"])
+
+
+# Twilio's statuses in the order a message moves through them; callbacks can repeat and
+# arrive out of order, so a status is applied only if it ranks above the current one.
+PROVIDER_RANK = {
+    "": 0,
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "read": 5,
+}
+PROVIDER_TO_STATUS = {
+    "accepted": Status.SENT,
+    "scheduled": Status.SENT,
+    "queued": Status.SENT,
+    "sending": Status.SENT,
+    "sent": Status.SENT,
+    "delivered": Status.DELIVERED,
+    "read": Status.DELIVERED,
+    "undelivered": Status.UNDELIVERED,
+    "failed": Status.FAILED,
+}
+
+
+def message_status_apply(
+    *, message: OutboundMessage, provider_status: str, sid: str = "", error_code: str = ""
+) -> bool:
+    """Apply a provider status report monotonically; True when it changed the message."""
+    rank = PROVIDER_RANK.get(provider_status)
+    if rank is None:
+        logger.info(
+            "ignoring unknown provider status %r for message %s", provider_status, message.pk
+        )
+        return False
+    lower = [status for status, r in PROVIDER_RANK.items() if r < rank]
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "provider_status": provider_status,
+        "status": PROVIDER_TO_STATUS[provider_status],
+        "updated_at": now,
+    }
+    if error_code:
+        fields["error_code"] = error_code
+        fields["error_message"] = error_explanation(error_code)
+    if fields["status"] == Status.DELIVERED:
+        fields["delivered_at"] = now
+    changed = (
+        OutboundMessage.objects.filter(pk=message.pk, provider_status__in=lower)
+        .exclude(status__in=[Status.SKIPPED])
+        .update(**fields)
+    )
+    if sid:
+        # A callback for an attempt we could not confirm proves Twilio accepted it.
+        OutboundMessage.objects.filter(pk=message.pk, provider_sid__isnull=True).update(
+            provider_sid=sid
+        )
+    return bool(changed)

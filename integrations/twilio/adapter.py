@@ -1,0 +1,95 @@
+"""Twilio → sendSMS, the first adapter."""
+
+from integrations.adapters import Adapter, Function, Outcome, Parameter, StepContext
+from integrations.models import Integration, OutboundMessage
+from integrations.sending import message_prepare, message_send
+from patients.models import Patient
+
+Status = OutboundMessage.Status
+
+SEND_SMS = Function(
+    name="sendSMS",
+    label="Send SMS",
+    parameters=(
+        Parameter(
+            "message",
+            "Message",
+            "The text to send. Use {{variables}} to personalise it.",
+            example="Hi {{customer.firstName}}, your order {{order.number}} has shipped!",
+        ),
+        Parameter(
+            "to",
+            "To Phone",
+            "The recipient, normally {{customer.phone}}.",
+            example="{{customer.phone}}",
+        ),
+        Parameter(
+            "from",
+            "From Phone",
+            "One of the clinic's approved Twilio numbers.",
+            example="+15005550006",
+        ),
+    ),
+)
+
+
+def _recipient(context: StepContext, to: str) -> Patient | None:
+    """The patient the message goes to: the event's customer when the number is theirs,
+    otherwise the one patient of this clinic with that number."""
+    if context.patient is not None and context.patient.phone == to:
+        return context.patient
+    matches = list(Patient.objects.filter(organization=context.organization, phone=to)[:2])
+    return matches[0] if len(matches) == 1 else None
+
+
+class TwilioAdapter(Adapter):
+    name = "twilio"
+    label = "Twilio"
+    functions = {SEND_SMS.name: SEND_SMS}
+
+    def execute(self, *, function: str, context: StepContext) -> Outcome:
+        if function != SEND_SMS.name:
+            return Outcome("failed", reason=f"Twilio has no function {function!r}")
+        integration = Integration.objects.filter(
+            organization=context.organization, adapter=Integration.Adapter.TWILIO, enabled=True
+        ).first()
+        if integration is None:
+            return Outcome("failed", reason="this clinic has no enabled Twilio integration")
+        to = context.inputs["to"].strip()
+        message = message_prepare(
+            organization=context.organization,
+            integration=integration,
+            idempotency_key=context.idempotency_key,
+            to=to,
+            from_number=context.inputs["from"].strip(),
+            body=context.inputs["message"],
+            purpose=context.purpose,
+            patient=_recipient(context, to),
+            step_run_id=context.step_run_id,
+            is_test=context.is_test,
+        )
+        message = message_send(message_id=message.pk)
+        return _outcome(message)
+
+
+def _outcome(message: OutboundMessage) -> Outcome:
+    result = {
+        "message_id": message.pk,
+        "status": message.status,
+        "sid": message.provider_sid,
+        "segments": message.segments,
+    }
+    if message.status in (Status.SENT, Status.DELIVERED):
+        return Outcome("succeeded", result=result)
+    if message.status == Status.SKIPPED:
+        return Outcome("skipped", result=result, reason=message.skip_reason)
+    if message.status in (Status.FAILED, Status.UNDELIVERED):
+        reason = f"Twilio error {message.error_code}: {message.error_message}".strip()
+        return Outcome("failed", result=result, reason=reason)
+    # pending with a retry time, unknown awaiting reconciliation, or claimed by another worker
+    reason = (
+        f"retrying after error {message.error_code}: {message.error_message}"
+        if message.error_code
+        else "send in progress"
+    )
+    return Outcome("retry", result=result, reason=reason, retry_at=message.next_attempt_at)

@@ -1,0 +1,1163 @@
+"""A loopback Twilio-compatible HTTP server for development and tests.
+
+The project talks to it with the real twilio-python library (only the origin is swapped, see
+`integrations.twilio.client.BaseUrlHttpClient`), so request building, auth and error parsing
+are exercised exactly as in production. It implements the slice of the 2010-04-01 REST API
+careflow uses, Twilio-style signed status callbacks and inbound webhooks, and a control API
+for fault injection. No Django imports: it runs in a thread inside pytest or as
+`manage.py twilio_sandbox`.
+
+Twilio API (HTTP basic auth with the Account SID and auth token):
+
+    GET  /2010-04-01/Accounts/{AccountSid}.json                      account
+    POST /2010-04-01/Accounts/{AccountSid}/Messages.json             create (201)
+    GET  /2010-04-01/Accounts/{AccountSid}/Messages.json             list: To, From, DateSent,
+                                                                     DateSent<, DateSent>,
+                                                                     PageSize, Page, PageToken
+    GET  /2010-04-01/Accounts/{AccountSid}/Messages/{MessageSid}.json fetch
+
+Create validation runs in Twilio's order, each failure a 400 with Twilio's code:
+21604 To missing, 21211 To not E.164, 21603 neither From nor MessagingServiceSid,
+21606 From not owned by the account, 21701 MessagingServiceSid not registered,
+21602 Body missing or empty, 21617 Body over 1600 characters. The test number
++15005550006 is an owned From for every account. A message sent through a Messaging Service
+has no "from" until it is sent, then the account's lowest owned number (or +15005550006).
+List filters: DateSent matches the UTC day; DateSent< and DateSent> are inclusive, by day
+for YYYY-MM-DD and by instant for the ISO datetimes twilio-python sends. Pages are newest
+first; next_page_uri carries a PageToken, so messages created while a client pages do not
+shift later pages.
+
+Magic To numbers:
+
+    To             on create                 later, on the status callback
+    +15005550001   400, 21211 invalid To     -
+    +15005550004   400, 21610 unsubscribed   -
+    +15005550009   400, 21614 not mobile     -
+    +15005550301   201                       sent, then undelivered, ErrorCode 30003
+    +15005550305   201                       failed, ErrorCode 30005 (no "sent" before it)
+    +15005550306   201                       sent, then undelivered, ErrorCode 30006
+    +15005550334   201                       sent, then undelivered, ErrorCode 30034
+    anything else  201                       sent, then delivered
+
+Lifecycle: `callback_delay` seconds after a message is accepted it moves to "sent" (date_sent
+is set), and `callback_delay` seconds after that callback was posted, to its final status.
+A message with a StatusCallback gets one signed POST per transition; every attempt's outcome
+is recorded on the message. `callback_delay=None` (or negative) freezes messages at
+"queued"/"accepted" and posts nothing.
+
+Control API (no auth, loopback clients only):
+
+    POST   /_sandbox/faults         add rule(s): a JSON object or a list of them
+    GET    /_sandbox/faults         rules with their remaining counts
+    DELETE /_sandbox/faults         clear rules
+    GET    /_sandbox/messages.json  {"messages": [...]} in arrival order
+    GET    /_sandbox/stats.json     counts of create requests: "creates" (all, even refused
+                                    ones), "accepted" (stored), "errors" (answered with an
+                                    error status), "dropped" (closed without a response)
+    POST   /_sandbox/reset          forget messages, faults, stats, pending callbacks
+    POST   /_sandbox/accounts       {"sid", "token", "numbers", "messaging_service_sids"}
+    POST   /_sandbox/inbound        {"account_sid", "from", "to", "body", "url"}: post a signed
+                                    inbound-SMS webhook to url; 200 {"message_sid",
+                                    "http_status", "response_body"}, or 502 {"error"} if the
+                                    webhook could not be reached
+    GET    /                        HTML page of received messages, newest first
+
+A fault rule: {"kind": "error" | "slow" | "drop" | "accept_then_error" | "accept_then_drop",
+"count": 1 (-1 = forever), "match": {"To": "+1..."} (every given create param must be
+equal), "status", "code", "message" (for the two error kinds; defaults 429/20429 for
+"error" and 500/20500 for "accept_then_error"), "delay" (seconds, for "slow"; default 3)}.
+Rules apply to authenticated Message-create requests only; the first matching rule with
+count left is consumed and decides the request:
+
+    error              answer status + Twilio error JSON, store nothing
+    slow               sleep delay, then process normally (stored even if the client gave up)
+    drop               close the connection without a response, store nothing
+    accept_then_error  process normally (validation errors still win), then answer the error
+    accept_then_drop   process normally, then close the connection without a response
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import heapq
+import hmac
+import html
+import ipaddress
+import itertools
+import json
+import logging
+import re
+import secrets
+import socket
+import socketserver
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import requests
+from twilio.request_validator import RequestValidator
+
+from integrations.sms import MAX_BODY_CHARS, segment_info
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "2010-04-01"
+MAGIC_FROM = "+15005550006"
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+
+# To numbers rejected on create: code, HTTP status, message.
+MAGIC_TO_ERRORS: dict[str, int] = {
+    "+15005550001": 21211,
+    "+15005550004": 21610,
+    "+15005550009": 21614,
+}
+# To numbers accepted on create whose delivery later fails: final status, ErrorCode.
+DELIVERY_FAILURES: dict[str, tuple[str, int]] = {
+    "+15005550301": ("undelivered", 30003),
+    "+15005550305": ("failed", 30005),
+    "+15005550306": ("undelivered", 30006),
+    "+15005550334": ("undelivered", 30034),
+}
+DELIVERY_ERROR_MESSAGES = {
+    30003: "Unreachable destination handset",
+    30005: "Unknown destination handset",
+    30006: "Landline or unreachable carrier",
+    30034: "Message from an unregistered number",
+}
+
+FAULT_KINDS = frozenset({"error", "slow", "drop", "accept_then_error", "accept_then_drop"})
+_FAULT_DEFAULTS: dict[str, tuple[int, int, str]] = {
+    "error": (429, 20429, "Too Many Requests"),
+    "accept_then_error": (500, 20500, "Internal Server Error"),
+}
+
+_MAX_REQUEST_BYTES = 1 << 20
+# Message bodies are attacker-controllable text: escape them, and forbid scripts anyway.
+_HTML_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),)
+_ACCOUNT_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+?)(?P<rest>/.*|\.json)$")
+_MESSAGE_PATH = re.compile(r"^/Messages/(?P<sid>[^/]+)\.json$")
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class SandboxError(Exception):
+    """A Twilio API error response: HTTP status plus Twilio's error code and message."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "more_info": f"https://www.twilio.com/docs/errors/{self.code}",
+            "status": self.status,
+        }
+
+
+def _auth_error() -> SandboxError:
+    return SandboxError(401, 20003, "Authenticate")
+
+
+def _rfc2822(moment: datetime | None) -> str | None:
+    return None if moment is None else format_datetime(moment)
+
+
+@dataclass
+class _Account:
+    sid: str
+    token: str
+    numbers: set[str]
+    messaging_service_sids: set[str]
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def sender_number(self) -> str:
+        """The number a Messaging Service picks for this account (the first owned one)."""
+        return min(self.numbers) if self.numbers else MAGIC_FROM
+
+
+@dataclass
+class _Message:
+    sid: str
+    account_sid: str
+    to: str
+    from_: str | None
+    body: str
+    status: str
+    num_segments: int
+    messaging_service_sid: str | None
+    status_callback: str | None
+    received_at: float
+    date_created: datetime
+    date_updated: datetime
+    # Statuses (with ErrorCode) the message will still move through, in order.
+    plan: list[tuple[str, int | None]]
+    date_sent: datetime | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def uri(self) -> str:
+        return f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{self.sid}.json"
+
+    def resource(self) -> dict[str, Any]:
+        """The Message resource as the 2010-04-01 API renders it."""
+        base = self.uri[: -len(".json")]
+        return {
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "body": self.body,
+            "date_created": _rfc2822(self.date_created),
+            "date_sent": _rfc2822(self.date_sent),
+            "date_updated": _rfc2822(self.date_updated),
+            "direction": "outbound-api",
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "from": self.from_,
+            "messaging_service_sid": self.messaging_service_sid,
+            "num_media": "0",
+            "num_segments": str(self.num_segments),
+            "price": None,
+            "price_unit": "USD",
+            "sid": self.sid,
+            "status": self.status,
+            "subresource_uris": {
+                "media": f"{base}/Media.json",
+                "feedback": f"{base}/Feedback.json",
+            },
+            "to": self.to,
+            "uri": self.uri,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the sandbox saw and did, for tests and the control API."""
+        return {
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "to": self.to,
+            "from": self.from_,
+            "body": self.body,
+            "status": self.status,
+            "num_segments": self.num_segments,
+            "messaging_service_sid": self.messaging_service_sid,
+            "status_callback": self.status_callback,
+            "received_at": self.received_at,
+            "date_sent": _rfc2822(self.date_sent),
+            "error_code": self.error_code,
+            "callbacks": [dict(attempt) for attempt in self.callbacks],
+        }
+
+
+@dataclass
+class _FaultRule:
+    id: int
+    kind: str
+    count: int
+    match: dict[str, str]
+    status: int
+    code: int
+    message: str
+    delay: float
+
+    @classmethod
+    def parse(cls, rule_id: int, raw: Any) -> _FaultRule:
+        if not isinstance(raw, Mapping):
+            raise TypeError("a fault rule is a JSON object")
+        kind = raw.get("kind")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {sorted(FAULT_KINDS)}")
+        count = raw.get("count", 1)
+        if not isinstance(count, int) or isinstance(count, bool) or (count < 1 and count != -1):
+            raise ValueError("count must be a positive integer or -1")
+        match = raw.get("match") or {}
+        if not isinstance(match, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in match.items()
+        ):
+            raise ValueError("match must map parameter names to strings")
+        status, code, message = _FAULT_DEFAULTS.get(kind, (500, 20500, "Internal Server Error"))
+        status = raw.get("status", status)
+        code = raw.get("code", code)
+        message = raw.get("message", message)
+        delay = raw.get("delay", 3.0)
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (400-599)")
+        if not isinstance(code, int) or not isinstance(message, str):
+            raise TypeError("code must be an integer and message a string")
+        if not isinstance(delay, int | float) or delay < 0:
+            raise ValueError("delay must be a non-negative number of seconds")
+        return cls(rule_id, kind, count, dict(match), status, code, message, float(delay))
+
+    def matches(self, params: Mapping[str, str]) -> bool:
+        return all(params.get(name) == value for name, value in self.match.items())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "count": self.count,
+            "match": dict(self.match),
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "delay": self.delay,
+        }
+
+
+def _new_sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def _parse_date_filter(name: str, value: str) -> tuple[datetime, bool]:
+    """A DateSent filter value as (UTC moment, whether only the day was given)."""
+    try:
+        if _DATE_ONLY.match(value):
+            day = date.fromisoformat(value)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC), True
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise SandboxError(400, 20001, f"Invalid {name}: {value}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC), False
+
+
+def _date_filter(name: str, value: str) -> Callable[[datetime], bool]:
+    """A predicate on date_sent for DateSent, DateSent< or DateSent> (bounds inclusive)."""
+    moment, day_only = _parse_date_filter(name, value)
+    if name == "DateSent":
+        return lambda sent: sent.date() == moment.date()
+    if name == "DateSent<":
+        if day_only:
+            return lambda sent: sent.date() <= moment.date()
+        return lambda sent: sent <= moment
+    if day_only:
+        return lambda sent: sent.date() >= moment.date()
+    return lambda sent: sent >= moment
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+class _CallbackDispatcher:
+    """A delay queue drained by a few worker threads, each with its own keep-alive Session.
+
+    One job is one status transition; the next transition of the same message is scheduled
+    only after the previous callback was posted, so a receiver sees them in order.
+    """
+
+    def __init__(
+        self, advance: Callable[[str, int, requests.Session], None], *, workers: int = 4
+    ) -> None:
+        self._advance = advance
+        self._workers = workers
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, str, int]] = []
+        self._seq = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        with self._cond:
+            if self._threads:
+                return
+            for index in range(self._workers):
+                thread = threading.Thread(
+                    target=self._run, name=f"twilio-sandbox-callbacks-{index}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def schedule(self, delay: float, sid: str, step: int) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), sid, step))
+            self._cond.notify()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._heap.clear()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _next_job(self) -> tuple[str, int] | None:
+        with self._cond:
+            while not self._stopping:
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait <= 0:
+                    _, _, sid, step = heapq.heappop(self._heap)
+                    return sid, step
+                self._cond.wait(wait)
+            return None
+
+    def _run(self) -> None:
+        session = requests.Session()
+        # Callbacks target loopback or a known test host: never route them via an env proxy.
+        session.trust_env = False
+        try:
+            while (job := self._next_job()) is not None:
+                try:
+                    self._advance(job[0], job[1], session)
+                except Exception:  # the dispatcher must outlive any single bad callback
+                    logger.exception("twilio sandbox: status transition failed")
+        finally:
+            session.close()
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], sandbox: SandboxServer) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.sandbox = sandbox
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Unblock handler threads parked on idle keep-alive connections."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out or went away mid-response is routine here (slow faults).
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        logger.exception("twilio sandbox: error while handling a request")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "TwilioSandbox/1.0"
+    sys_version = ""
+    # Nagle + the client's delayed ACK cost ~40 ms per keep-alive request without this.
+    disable_nagle_algorithm = True
+    # Idle keep-alive connections are closed after this many seconds.
+    timeout = 120
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Quiet on purpose: request lines carry phone numbers in list filters.
+        pass
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            raise SandboxError(411, 20001, "Chunked request bodies are not supported")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise SandboxError(400, 20001, "Invalid Content-Length") from None
+        if length < 0 or length > _MAX_REQUEST_BYTES:
+            raise SandboxError(413, 20001, "Request body too large")
+        return self.rfile.read(length) if length else b""
+
+    def _respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json; charset=utf-8",
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, payload: Any, headers: Iterable[tuple[str, str]] = ()) -> None:
+        self._respond(status, json.dumps(payload).encode(), headers=headers)
+
+    def _error(self, error: SandboxError) -> None:
+        headers = [("Twilio-Request-Id", _new_sid("RQ"))]
+        if error.status == 401:
+            headers.append(("WWW-Authenticate", 'Basic realm="Twilio API"'))
+        self._json(error.status, error.payload(), headers)
+
+    def _drop(self) -> None:
+        """Close the connection without writing a byte of response."""
+        self.close_connection = True
+
+    def _dispatch(self, method: str) -> None:
+        sandbox = self.server.sandbox
+        split = urlsplit(self.path)
+        path = split.path
+        query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        try:
+            body = self._read_body()
+        except SandboxError as error:
+            self.close_connection = True
+            self._error(error)
+            return
+        try:
+            if path == "/" and method == "GET":
+                self._respond(200, sandbox._html_page(), "text/html; charset=utf-8", _HTML_HEADERS)
+            elif path.startswith("/_sandbox/"):
+                self._control(method, path, body)
+            elif match := _ACCOUNT_PATH.match(path):
+                self._api(method, match["account"], match["rest"], query, body)
+            else:
+                raise SandboxError(404, 20404, f"The requested resource {path} was not found")
+        except SandboxError as error:
+            self._error(error)
+
+    # --- Twilio API ---------------------------------------------------------------------
+
+    def _authenticate(self, account_sid: str) -> _Account:
+        scheme, _, encoded = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            raise _auth_error()
+        try:
+            username, sep, password = (
+                base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            raise _auth_error() from None
+        account = self.server.sandbox._account(username)
+        if (
+            not sep
+            or account is None
+            or username != account_sid
+            or not hmac.compare_digest(account.token.encode(), password.encode())
+        ):
+            raise _auth_error()
+        return account
+
+    def _api(
+        self, method: str, account_sid: str, rest: str, query: dict[str, str], body: bytes
+    ) -> None:
+        sandbox = self.server.sandbox
+        received_at = time.time()
+        is_create = method == "POST" and rest == "/Messages.json"
+        if is_create:
+            sandbox._count("creates")
+        try:
+            account = self._authenticate(account_sid)
+            if rest == ".json":
+                if method != "GET":
+                    raise SandboxError(405, 20004, "Method not allowed")
+                self._json(200, sandbox._account_resource(account))
+            elif rest == "/Messages.json":
+                if method == "GET":
+                    self._json(200, sandbox._list_messages(account, query))
+                elif method == "POST":
+                    self._create(account, body, received_at)
+                else:
+                    raise SandboxError(405, 20004, "Method not allowed")
+            elif match := _MESSAGE_PATH.match(rest):
+                if method != "GET":
+                    raise SandboxError(405, 20004, "Method not allowed")
+                self._json(200, sandbox._fetch_message(account, match["sid"], self.path))
+            else:
+                raise SandboxError(404, 20404, f"The requested resource {self.path} was not found")
+        except SandboxError:
+            if is_create:
+                sandbox._count("errors")
+            raise
+
+    def _create(self, account: _Account, body: bytes, received_at: float) -> None:
+        sandbox = self.server.sandbox
+        try:
+            form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            raise SandboxError(400, 20001, "Request body is not UTF-8") from None
+        params = {name: values[0] for name, values in form.items()}
+        rule = sandbox._take_fault(params)
+        kind = rule.kind if rule else None
+        if rule is not None and kind == "error":
+            raise SandboxError(rule.status, rule.code, rule.message)
+        if kind == "drop":
+            sandbox._count("dropped")
+            self._drop()
+            return
+        if rule is not None and kind == "slow":
+            time.sleep(rule.delay)
+        message = sandbox._create_message(account, params, received_at)
+        if rule is not None and kind == "accept_then_error":
+            raise SandboxError(rule.status, rule.code, rule.message)
+        if kind == "accept_then_drop":
+            sandbox._count("dropped")
+            self._drop()
+            return
+        self._json(201, message, [("Twilio-Request-Id", _new_sid("RQ"))])
+
+    # --- control API --------------------------------------------------------------------
+
+    def _control(self, method: str, path: str, body: bytes) -> None:
+        sandbox = self.server.sandbox
+        if not _is_loopback(self.client_address[0]):
+            self._json(403, {"error": "the sandbox control API is loopback-only"})
+            return
+        route = (method, path)
+        try:
+            payload = json.loads(body) if body.strip() else None
+        except ValueError:
+            self._json(400, {"error": "body is not valid JSON"})
+            return
+        try:
+            if route == ("GET", "/_sandbox/messages.json"):
+                self._json(200, {"messages": sandbox.messages()})
+            elif route == ("GET", "/_sandbox/stats.json"):
+                self._json(200, sandbox.stats())
+            elif route == ("GET", "/_sandbox/faults"):
+                self._json(200, {"faults": sandbox.faults()})
+            elif route == ("POST", "/_sandbox/faults"):
+                rules = payload if isinstance(payload, list) else [payload]
+                self._json(201, {"faults": [sandbox.add_fault(rule) for rule in rules]})
+            elif route == ("DELETE", "/_sandbox/faults"):
+                self._json(200, {"cleared": sandbox.clear_faults()})
+            elif route == ("POST", "/_sandbox/reset"):
+                sandbox.reset()
+                self._json(200, {"reset": True})
+            elif route == ("POST", "/_sandbox/accounts"):
+                if not isinstance(payload, Mapping):
+                    raise ValueError("expected a JSON object")
+                sandbox.add_account(
+                    _required_str(payload, "sid"),
+                    _required_str(payload, "token"),
+                    numbers=_str_list(payload, "numbers"),
+                    messaging_service_sids=_str_list(payload, "messaging_service_sids"),
+                )
+                self._json(201, sandbox._account_summary(payload["sid"]))
+            elif route == ("POST", "/_sandbox/inbound"):
+                if not isinstance(payload, Mapping):
+                    raise ValueError("expected a JSON object")
+                result = sandbox.send_inbound(
+                    account_sid=_required_str(payload, "account_sid"),
+                    from_=_required_str(payload, "from"),
+                    to=_required_str(payload, "to"),
+                    body=_required_str(payload, "body", allow_empty=True),
+                    url=_required_str(payload, "url"),
+                )
+                self._json(200 if "http_status" in result else 502, result)
+            else:
+                self._json(404, {"error": f"no control endpoint {method} {path}"})
+        except (ValueError, TypeError, KeyError) as exc:
+            self._json(400, {"error": str(exc)})
+
+
+def _required_str(payload: Mapping[str, Any], name: str, *, allow_empty: bool = False) -> str:
+    value = payload.get(name)
+    if not isinstance(value, str) or (not value and not allow_empty):
+        raise ValueError(f"{name} must be a non-empty string")
+    return value
+
+
+def _str_list(payload: Mapping[str, Any], name: str) -> list[str]:
+    value = payload.get(name) or []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{name} must be a list of strings")
+    return value
+
+
+class SandboxServer:
+    """The sandbox: state behind one lock, an HTTP server, and a callback dispatcher.
+
+    `accounts` maps an Account SID to its auth token, or to a dict with `token`, `numbers`
+    and `messaging_service_sids`. The listening socket is bound on construction, so `url`
+    is known (and port 0 resolved) before `start()`.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        accounts: Mapping[str, Any] | None = None,
+        callback_delay: float | None = 0.2,
+        *,
+        callback_timeout: float = 5.0,
+        callback_workers: int = 4,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._accounts: dict[str, _Account] = {}
+        self._messages: dict[str, _Message] = {}
+        self._faults: list[_FaultRule] = []
+        self._fault_ids = itertools.count(1)
+        self._stats = dict.fromkeys(("creates", "accepted", "errors", "dropped"), 0)
+        self.callback_delay = (
+            None if callback_delay is None or callback_delay < 0 else float(callback_delay)
+        )
+        self.callback_timeout = callback_timeout
+        for sid, spec in (accounts or {}).items():
+            if isinstance(spec, str):
+                self.add_account(sid, spec)
+            else:
+                self.add_account(
+                    sid,
+                    spec["token"],
+                    numbers=spec.get("numbers", ()),
+                    messaging_service_sids=spec.get("messaging_service_sids", ()),
+                )
+        self._dispatcher = _CallbackDispatcher(self._advance, workers=callback_workers)
+        self._httpd = _HTTPServer((host, port), self)
+        self._thread: threading.Thread | None = None
+        self._serving = False
+        self._stopped = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host = self._httpd.server_name
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self._httpd.server_port}"
+
+    def start(self) -> str:
+        """Serve in a daemon thread; return the base URL."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self.serve_forever, name="twilio-sandbox", daemon=True
+            )
+            self._thread.start()
+        return self.url
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until `stop()` is called from another thread."""
+        self._dispatcher.start()
+        self._serving = True
+        self._httpd.serve_forever(poll_interval=0.1)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if self._serving:
+            self._httpd.shutdown()
+        self._httpd.server_close()
+        self._httpd.close_connections()
+        self._dispatcher.stop()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- state --------------------------------------------------------------------------
+
+    def add_account(
+        self,
+        sid: str,
+        token: str,
+        numbers: Iterable[str] = (),
+        messaging_service_sids: Iterable[str] = (),
+    ) -> None:
+        """Register (or replace) an account with its owned numbers and Messaging Services."""
+        account = _Account(sid, token, set(numbers), set(messaging_service_sids))
+        with self._lock:
+            self._accounts[sid] = account
+
+    def reset(self) -> None:
+        """Forget messages, fault rules, stats and pending callbacks; accounts stay."""
+        with self._lock:
+            self._messages.clear()
+            self._faults.clear()
+            self._stats = dict.fromkeys(self._stats, 0)
+        self._dispatcher.clear()
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Snapshots of every stored message, in arrival order."""
+        with self._lock:
+            return [message.snapshot() for message in self._messages.values()]
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._stats)
+
+    def add_fault(self, rule: Mapping[str, Any]) -> dict[str, Any]:
+        """Append a fault rule (format in the module docstring); raises ValueError if bad."""
+        with self._lock:
+            parsed = _FaultRule.parse(next(self._fault_ids), rule)
+            self._faults.append(parsed)
+            return parsed.describe()
+
+    def faults(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [rule.describe() for rule in self._faults]
+
+    def clear_faults(self) -> int:
+        with self._lock:
+            cleared = len(self._faults)
+            self._faults.clear()
+            return cleared
+
+    def send_inbound(
+        self, *, account_sid: str, from_: str, to: str, body: str, url: str
+    ) -> dict[str, Any]:
+        """POST a signed inbound-SMS webhook to `url` as Twilio would, synchronously."""
+        with self._lock:
+            account = self._accounts.get(account_sid)
+        if account is None:
+            raise ValueError(f"unknown account {account_sid}")
+        sid = _new_sid("SM")
+        params = {
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "SmsMessageSid": sid,
+            "AccountSid": account_sid,
+            "From": from_,
+            "To": to,
+            "Body": body,
+            "NumMedia": "0",
+            "NumSegments": str(segment_info(body).segments),
+            "SmsStatus": "received",
+            "ApiVersion": API_VERSION,
+        }
+        with requests.Session() as session:
+            session.trust_env = False
+            outcome = self._post_signed(session, url, params, account.token, keep_body=True)
+        return {"message_sid": sid, **outcome}
+
+    # --- internals shared with the handler ----------------------------------------------
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._stats[name] += 1
+
+    def _account(self, sid: str) -> _Account | None:
+        with self._lock:
+            return self._accounts.get(sid)
+
+    def _account_summary(self, sid: str) -> dict[str, Any]:
+        with self._lock:
+            account = self._accounts[sid]
+            return {
+                "sid": account.sid,
+                "numbers": sorted(account.numbers),
+                "messaging_service_sids": sorted(account.messaging_service_sids),
+            }
+
+    def _account_resource(self, account: _Account) -> dict[str, Any]:
+        base = f"/{API_VERSION}/Accounts/{account.sid}"
+        return {
+            "sid": account.sid,
+            "owner_account_sid": account.sid,
+            "friendly_name": f"Sandbox account {account.sid[-6:]}",
+            "status": "active",
+            "type": "Full",
+            "date_created": _rfc2822(account.created),
+            "date_updated": _rfc2822(account.created),
+            "uri": f"{base}.json",
+            "subresource_uris": {"messages": f"{base}/Messages.json"},
+        }
+
+    def _take_fault(self, params: Mapping[str, str]) -> _FaultRule | None:
+        with self._lock:
+            for index, rule in enumerate(self._faults):
+                if rule.matches(params):
+                    if rule.count > 0:
+                        rule.count -= 1
+                        if rule.count == 0:
+                            del self._faults[index]
+                    return rule
+        return None
+
+    def _create_message(
+        self, account: _Account, params: Mapping[str, str], received_at: float
+    ) -> dict[str, Any]:
+        """Validate a create in Twilio's order, store the message, return its resource."""
+        to = params.get("To", "")
+        from_ = params.get("From") or None
+        service_sid = params.get("MessagingServiceSid") or None
+        body = params.get("Body", "")
+        if not to:
+            raise SandboxError(400, 21604, "A 'To' phone number is required.")
+        if not E164.match(to) or MAGIC_TO_ERRORS.get(to) == 21211:
+            raise SandboxError(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if from_ is None and service_sid is None:
+            raise SandboxError(
+                400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required."
+            )
+        if from_ is not None and from_ != MAGIC_FROM and from_ not in account.numbers:
+            raise SandboxError(
+                400,
+                21606,
+                f"The From phone number {from_} is not a valid, SMS-capable inbound phone "
+                "number or short code for your account.",
+            )
+        if service_sid is not None and service_sid not in account.messaging_service_sids:
+            raise SandboxError(400, 21701, f"The Messaging Service Sid {service_sid} is invalid.")
+        if not body:
+            raise SandboxError(400, 21602, "Message body is required.")
+        if len(body) > MAX_BODY_CHARS:
+            raise SandboxError(
+                400, 21617, "The concatenated message body exceeds the 1600 character limit."
+            )
+        if MAGIC_TO_ERRORS.get(to) == 21610:
+            raise SandboxError(400, 21610, "Attempt to send to unsubscribed recipient")
+        if MAGIC_TO_ERRORS.get(to) == 21614:
+            raise SandboxError(400, 21614, f"'To' number {to} is not a valid mobile number")
+
+        failure = DELIVERY_FAILURES.get(to)
+        if failure is None:
+            plan: list[tuple[str, int | None]] = [("sent", None), ("delivered", None)]
+        elif failure[0] == "failed":
+            plan = [failure]
+        else:
+            plan = [("sent", None), failure]
+        now = datetime.now(UTC)
+        message = _Message(
+            sid=_new_sid("SM"),
+            account_sid=account.sid,
+            to=to,
+            from_=from_,
+            body=body,
+            status="accepted" if service_sid else "queued",
+            num_segments=segment_info(body).segments,
+            messaging_service_sid=service_sid,
+            status_callback=params.get("StatusCallback") or None,
+            received_at=received_at,
+            date_created=now,
+            date_updated=now,
+            plan=plan,
+        )
+        with self._lock:
+            self._messages[message.sid] = message
+            self._stats["accepted"] += 1
+            resource = message.resource()
+        if self.callback_delay is not None:
+            self._dispatcher.schedule(self.callback_delay, message.sid, 0)
+        return resource
+
+    def _fetch_message(self, account: _Account, sid: str, path: str) -> dict[str, Any]:
+        with self._lock:
+            message = self._messages.get(sid)
+            if message is not None and message.account_sid == account.sid:
+                return message.resource()
+        raise SandboxError(404, 20404, f"The requested resource {path} was not found")
+
+    def _list_messages(self, account: _Account, query: Mapping[str, str]) -> dict[str, Any]:
+        """One page of the account's messages, newest first, in the 2010-04-01 list format."""
+        try:
+            page_size = int(query.get("PageSize") or 50)
+            page = int(query.get("Page") or 0)
+        except ValueError:
+            raise SandboxError(400, 20001, "Invalid paging parameter") from None
+        if not 1 <= page_size <= 1000 or page < 0:
+            raise SandboxError(400, 20001, "Invalid paging parameter")
+        filters = {name: query[name] for name in ("To", "From") if query.get(name)}
+        date_names = [name for name in ("DateSent", "DateSent<", "DateSent>") if query.get(name)]
+        date_checks = [_date_filter(name, query[name]) for name in date_names]
+        with self._lock:
+            matching = [
+                message
+                for message in reversed(self._messages.values())
+                if message.account_sid == account.sid
+                and all(
+                    (message.to if name == "To" else message.from_) == value
+                    for name, value in filters.items()
+                )
+                and (
+                    not date_checks
+                    or (
+                        message.date_sent is not None
+                        and all(check(message.date_sent) for check in date_checks)
+                    )
+                )
+            ]
+            start = page * page_size
+            # A PageToken pins the page to the record after the previous page's last one, so
+            # messages created while a client pages do not shift later pages.
+            token = query.get("PageToken", "")
+            if token.startswith("PA"):
+                after = next(
+                    (i for i, message in enumerate(matching) if message.sid == token[2:]), None
+                )
+                if after is not None:
+                    start = after + 1
+            records = matching[start : start + page_size]
+            resources = [message.resource() for message in records]
+
+        base_query = {**filters, **{name: query[name] for name in date_names}}
+        base = f"/{API_VERSION}/Accounts/{account.sid}/Messages.json"
+
+        def page_uri(number: int, token: str | None = None) -> str:
+            params = {**base_query, "PageSize": page_size, "Page": number}
+            if token:
+                params["PageToken"] = token
+            return f"{base}?{urlencode(params)}"
+
+        has_next = start + page_size < len(matching)
+        return {
+            "messages": resources,
+            "page": page,
+            "page_size": page_size,
+            "start": start,
+            "end": start + len(resources) - 1 if resources else start,
+            "uri": page_uri(page, token or None),
+            "first_page_uri": page_uri(0),
+            "next_page_uri": page_uri(page + 1, "PA" + records[-1].sid) if has_next else None,
+            "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+        }
+
+    def _advance(self, sid: str, step: int, session: requests.Session) -> None:
+        """Move a message to its next planned status and post the status callback."""
+        with self._lock:
+            message = self._messages.get(sid)
+            account = self._accounts.get(message.account_sid) if message else None
+            if message is None or account is None or step >= len(message.plan):
+                return
+            status, error_code = message.plan[step]
+            now = datetime.now(UTC)
+            message.status = status
+            message.date_updated = now
+            if message.from_ is None:
+                message.from_ = account.sender_number()
+            if status == "sent":
+                message.date_sent = now
+            if error_code is not None:
+                message.error_code = error_code
+                message.error_message = DELIVERY_ERROR_MESSAGES.get(error_code)
+            url = message.status_callback
+            params = {
+                "MessageSid": sid,
+                "SmsSid": sid,
+                "AccountSid": message.account_sid,
+                "From": message.from_,
+                "To": message.to,
+                "MessageStatus": status,
+                "SmsStatus": status,
+                "ApiVersion": API_VERSION,
+            }
+            if message.messaging_service_sid:
+                params["MessagingServiceSid"] = message.messaging_service_sid
+            if error_code is not None:
+                params["ErrorCode"] = str(error_code)
+            token = account.token
+            has_next = step + 1 < len(message.plan)
+        if url:
+            outcome = self._post_signed(session, url, params, token)
+            with self._lock:
+                message.callbacks.append({"status": status, **outcome})
+        if has_next and self.callback_delay is not None:
+            self._dispatcher.schedule(self.callback_delay, sid, step + 1)
+
+    def _post_signed(
+        self,
+        session: requests.Session,
+        url: str,
+        params: dict[str, str],
+        token: str,
+        *,
+        keep_body: bool = False,
+    ) -> dict[str, Any]:
+        signature = RequestValidator(token).compute_signature(url, params)
+        headers = {
+            "X-Twilio-Signature": signature,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "User-Agent": "TwilioProxy/1.1",
+            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+        }
+        try:
+            response = session.post(
+                url,
+                data=params,
+                headers=headers,
+                timeout=self.callback_timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"[:300], "at": time.time()}
+        outcome: dict[str, Any] = {"http_status": response.status_code, "at": time.time()}
+        if keep_body:
+            outcome["response_body"] = response.text[:65536]
+        return outcome
+
+    def _html_page(self) -> bytes:
+        with self._lock:
+            rows = [message.snapshot() for message in reversed(self._messages.values())]
+            stats = dict(self._stats)
+        esc = html.escape
+        cells = "".join(
+            "<tr>"
+            f"<td>{esc(datetime.fromtimestamp(row['received_at'], UTC).strftime('%H:%M:%S'))}</td>"
+            f"<td>{esc(str(row['from'] or row['messaging_service_sid'] or ''))}</td>"
+            f"<td>{esc(row['to'])}</td>"
+            f"<td class=body>{esc(row['body'])}</td>"
+            f"<td>{esc(row['status'])}</td>"
+            f"<td>{row['num_segments']}</td>"
+            "</tr>"
+            for row in rows
+        )
+        page = (
+            "<!doctype html><html><head><meta charset=utf-8>"
+            '<meta http-equiv="refresh" content="5">'
+            "<title>Twilio sandbox</title><style>"
+            "body{font:14px system-ui,sans-serif;margin:1.5em}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;"
+            "vertical-align:top;text-align:left}.body{white-space:pre-wrap;max-width:40em}"
+            "</style></head><body><h1>Twilio sandbox</h1>"
+            f"<p>{stats['accepted']} accepted of {stats['creates']} create requests, "
+            f"{stats['errors']} errors, {stats['dropped']} dropped. Newest first.</p>"
+            "<table><thead><tr><th>Received (UTC)</th><th>From</th><th>To</th><th>Body</th>"
+            f"<th>Status</th><th>Segments</th></tr></thead><tbody>{cells}</tbody></table>"
+            "</body></html>"
+        )
+        return page.encode()

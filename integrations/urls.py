@@ -1,0 +1,11 @@
+from django.urls import path
+
+from integrations import webhooks
+
+urlpatterns = [
+    path(
+        "twilio/<uuid:integration_uuid>/status/<uuid:message_uuid>/",
+        webhooks.twilio_status_callback,
+        name="twilio-status-callback",
+    ),
+]

@@ -1,0 +1,46 @@
+"""Twilio webhooks. Every request must carry a valid X-Twilio-Signature made with the
+integration's own Auth Token; anything else gets 403 and changes nothing."""
+
+import logging
+
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.shortcuts import get_object_or_404
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from twilio.request_validator import RequestValidator
+
+from integrations.models import Integration, OutboundMessage
+from integrations.sending import message_status_apply
+
+logger = logging.getLogger(__name__)
+
+
+def _signature_valid(request: HttpRequest, integration: Integration) -> bool:
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature:
+        return False
+    # build_absolute_uri honours SECURE_PROXY_SSL_HEADER / USE_X_FORWARDED_HOST, so behind a
+    # TLS proxy we check against the public https:// URL Twilio actually signed.
+    url = request.build_absolute_uri()
+    return RequestValidator(integration.auth_token).validate(url, request.POST, signature)
+
+
+@csrf_exempt
+@require_POST
+def twilio_status_callback(
+    request: HttpRequest, integration_uuid: str, message_uuid: str
+) -> HttpResponse:
+    integration = get_object_or_404(Integration, uuid=integration_uuid)
+    if not _signature_valid(request, integration):
+        logger.warning(
+            "rejected unsigned or mis-signed status callback for integration %s", integration.pk
+        )
+        return HttpResponseForbidden("invalid signature")
+    message = get_object_or_404(OutboundMessage, uuid=message_uuid, integration=integration)
+    message_status_apply(
+        message=message,
+        provider_status=request.POST.get("MessageStatus", ""),
+        sid=request.POST.get("MessageSid", ""),
+        error_code=request.POST.get("ErrorCode", ""),
+    )
+    return HttpResponse(status=204)

@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_save
+
+
+class PatientsConfig(AppConfig):
+    name = "patients"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from patients import receivers
+        from patients.models import Order, Patient
+
+        post_save.connect(receivers.patient_saved, sender=Patient, dispatch_uid="patient_saved")
+        post_save.connect(receivers.order_saved, sender=Order, dispatch_uid="order_saved")

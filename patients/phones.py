@@ -1,0 +1,71 @@
+"""Phone numbers: parse anything a person types, store and compare E.164."""
+
+from typing import Any
+
+import phonenumbers
+from django.core.exceptions import ValidationError
+from django.db import models
+
+DEFAULT_REGION = "US"
+
+
+def phone_to_e164(value: str, *, region: str = DEFAULT_REGION) -> str:
+    """Return `value` as an E.164 string, or raise ValidationError saying what is wrong."""
+    raw = (value or "").strip()
+    if not raw:
+        raise ValidationError("Enter a phone number.", code="required")
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValidationError(
+            "“%(value)s” is not a phone number (%(reason)s).",
+            code="invalid_phone",
+            params={"value": raw, "reason": str(exc.args[0]) if exc.args else "unparseable"},
+        ) from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValidationError(
+            "“%(value)s” is not a valid phone number; use the international form, e.g. +14155550123.",
+            code="invalid_phone",
+            params={"value": raw},
+        )
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def is_e164(value: str) -> bool:
+    """True when `value` is already a valid number written in E.164."""
+    try:
+        return phone_to_e164(value) == value
+    except ValidationError:
+        return False
+
+
+def validate_e164(value: str) -> None:
+    """Model-field validator: the stored value must be a valid E.164 number."""
+    if not is_e164(value):
+        raise ValidationError(
+            "“%(value)s” is not a valid phone number in E.164 form, e.g. +14155550123.",
+            code="invalid_phone",
+            params={"value": value},
+        )
+
+
+class PhoneNumberField(models.CharField):
+    """A phone number normalised to E.164 on clean, so forms accept what people type."""
+
+    default_validators = [validate_e164]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 16)
+        super().__init__(*args, **kwargs)
+
+    def get_prep_value(self, value: Any) -> Any:
+        # CharField would run to_python here, turning a lookup for a malformed number into
+        # an exception instead of an empty result.
+        value = models.Field.get_prep_value(self, value)
+        return value if value is None else str(value)
+
+    def to_python(self, value: Any) -> Any:
+        value = super().to_python(value)
+        if value in self.empty_values:
+            return value
+        return phone_to_e164(value)

@@ -1,0 +1,74 @@
+"""Clinic isolation in the admin: staff linked to a clinic see and edit only its records."""
+
+from typing import Any
+
+from django.contrib import admin
+from django.db import models
+from django.http import HttpRequest
+
+from patients.models import Organization
+
+
+def request_organization_id(request: HttpRequest) -> int | None:
+    """The clinic a staff user belongs to; None for superusers and unlinked users."""
+    user = request.user
+    membership = getattr(user, "membership", None) if user.is_authenticated else None
+    return membership.organization_id if membership else None
+
+
+def _org_path_of(model: type[models.Model]) -> str | None:
+    names = {f.name for f in model._meta.get_fields()}
+    if model is Organization:
+        return "pk"
+    return "organization" if "organization" in names else None
+
+
+class OrganizationScopedAdmin(admin.ModelAdmin):
+    """Scopes querysets, foreign-key choices and new records to the user's clinic.
+
+    `organization_path` is the lookup from this model to its Organization.
+    """
+
+    organization_path = "organization"
+
+    def _scope(self, request: HttpRequest, queryset: models.QuerySet[Any], path: str) -> Any:
+        if request.user.is_superuser:  # type: ignore[union-attr]
+            return queryset
+        org_id = request_organization_id(request)
+        if org_id is None:
+            return queryset.none()
+        return queryset.filter(**{path: org_id})
+
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet[Any]:
+        return self._scope(request, super().get_queryset(request), self.organization_path)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        path = _org_path_of(db_field.related_model)
+        org_id = request_organization_id(request)
+        if db_field.related_model is Organization and org_id and not request.user.is_superuser:  # type: ignore[union-attr]
+            # A clinic's staff can only pick their own clinic; preselect it.
+            kwargs.setdefault("initial", org_id)
+            kwargs.setdefault("empty_label", None)
+        formfield = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if path and formfield is not None and formfield.queryset is not None:
+            formfield.queryset = self._scope(request, formfield.queryset, path)
+        return formfield
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        filters = list(super().get_list_filter(request))
+        if not request.user.is_superuser:  # type: ignore[union-attr]
+            filters = [f for f in filters if f != "organization"]
+        return filters
+
+
+class ReadOnlyAdminMixin:
+    """History is evidence: it can be browsed, never added, edited or deleted by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

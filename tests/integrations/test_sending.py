@@ -1,0 +1,206 @@
+"""message_send against the sandbox over HTTP: every provider answer and transport fault."""
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from integrations.models import OutboundMessage
+from integrations.sending import message_prepare, message_send
+from integrations.twilio.sandbox import SandboxServer
+from patients.models import ConsentRecord
+from tests.conftest import sandbox_account, wait_for
+from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
+
+pytestmark = pytest.mark.django_db
+Status = OutboundMessage.Status
+
+
+@pytest.fixture
+def make_message(sandbox: SandboxServer) -> Any:
+    integration = sandbox_account(sandbox, IntegrationFactory())
+
+    def make(
+        to: str = "+14155550123",
+        body: str = "Your order shipped",
+        consent: bool = True,
+        key: str = "run:1:step:0",
+    ) -> OutboundMessage:
+        patient = PatientFactory(organization=integration.organization, phone=to)
+        if consent:
+            ConsentFactory(patient=patient)
+        return message_prepare(
+            organization=integration.organization,
+            integration=integration,
+            idempotency_key=key,
+            to=to,
+            from_number="+15005550006",
+            body=body,
+            purpose="transactional",
+            patient=patient,
+        )
+
+    return make
+
+
+def _due_now(message: OutboundMessage) -> None:
+    OutboundMessage.objects.filter(pk=message.pk).update(next_attempt_at=timezone.now())
+
+
+def test_prepare_is_idempotent_per_key(make_message: Any) -> None:
+    first = make_message()
+    again = message_prepare(
+        organization=first.organization,
+        integration=first.integration,
+        idempotency_key=first.idempotency_key,
+        to="+19999999999",
+        body="different",
+        purpose="transactional",
+    )
+    assert again.pk == first.pk and again.body == "Your order shipped"
+
+
+def test_sent_message_is_not_sent_again(make_message: Any, sandbox: SandboxServer) -> None:
+    message = make_message()
+    assert message_send(message_id=message.pk).status == Status.SENT
+    assert message_send(message_id=message.pk).status == Status.SENT
+    assert len(sandbox.messages()) == 1
+
+
+def test_21610_records_an_opt_out_for_every_purpose_and_never_retries(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    message = make_message(to="+15005550004")
+    result = message_send(message_id=message.pk)
+    assert (result.status, result.error_code, result.next_attempt_at) == (
+        Status.FAILED,
+        "21610",
+        None,
+    )
+    opt_outs = ConsentRecord.objects.filter(patient=message.patient, action="opt_out")
+    assert {c.purpose for c in opt_outs} == {"transactional", "marketing"}
+    assert all(c.source == "provider_error" for c in opt_outs)
+    assert message_send(message_id=message.pk).status == Status.FAILED
+    assert sandbox.stats()["creates"] == 1
+
+
+def test_429_is_retried_with_backoff_then_sent_exactly_once(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    sandbox.add_fault({"kind": "error", "status": 429, "code": 20429, "count": 1})
+    message = make_message()
+    first = message_send(message_id=message.pk)
+    assert (first.status, first.error_code) == (Status.PENDING, "20429")
+    assert first.next_attempt_at is not None and first.next_attempt_at > timezone.now()
+    assert message_send(message_id=message.pk).status == Status.PENDING  # not due yet
+    _due_now(message)
+    assert message_send(message_id=message.pk).status == Status.SENT
+    assert len(sandbox.messages()) == 1
+    assert OutboundMessage.objects.get(pk=message.pk).attempts == 2
+
+
+def test_retries_give_up_after_the_limit(
+    make_message: Any, sandbox: SandboxServer, settings: Any
+) -> None:
+    settings.CAREFLOW_SEND_MAX_RETRIES = 2
+    sandbox.add_fault({"kind": "error", "status": 429, "code": 20429, "count": -1})
+    message = make_message()
+    message_send(message_id=message.pk)
+    _due_now(message)
+    final = message_send(message_id=message.pk)
+    assert final.status == Status.FAILED
+    assert final.error_message.startswith("gave up after 2 attempts")
+
+
+@pytest.mark.parametrize(("to", "code"), [("+15005550009", "21614"), ("+15005550001", "21211")])
+def test_other_4xx_fail_with_twilios_code_and_message(
+    make_message: Any, to: str, code: str
+) -> None:
+    result = message_send(message_id=make_message(to=to).pk)
+    assert (result.status, result.error_code) == (Status.FAILED, code)
+    assert result.error_message
+
+
+def test_wrong_credentials_fail_with_20003(make_message: Any, sandbox: SandboxServer) -> None:
+    message = make_message()
+    integration = message.integration
+    integration.auth_token = "0" * 32
+    integration.save()
+    result = message_send(message_id=message.pk)
+    assert (result.status, result.error_code) == (Status.FAILED, "20003")
+    assert sandbox.messages() == []
+
+
+def test_unreachable_twilio_is_retried(make_message: Any, settings: Any) -> None:
+    settings.TWILIO_API_BASE_URL = "http://127.0.0.1:9"  # nothing listens: refused at once
+    result = message_send(message_id=make_message().pk)
+    assert (result.status, result.error_code) == (Status.PENDING, "network")
+    assert result.next_attempt_at is not None
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "slow", "delay": 3.0},  # beyond the 2 s client timeout
+        {"kind": "accept_then_drop"},
+        {"kind": "accept_then_error", "status": 500, "code": 20500},
+    ],
+)
+def test_ambiguous_outcome_is_reconciled_not_resent(
+    make_message: Any, sandbox: SandboxServer, fault: dict[str, Any]
+) -> None:
+    sandbox.add_fault(fault)
+    message = make_message()
+    first = message_send(message_id=message.pk)
+    assert first.status == Status.UNKNOWN
+    wait_for(lambda: len(sandbox.messages()) == 1, what="the sandbox to store the message")
+    _due_now(message)
+    reconciled = message_send(message_id=message.pk)
+    assert reconciled.status == Status.SENT
+    assert reconciled.provider_sid == sandbox.messages()[0]["sid"]
+    assert len(sandbox.messages()) == 1
+
+
+def test_ambiguous_and_never_accepted_is_resent_after_the_grace_period(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    sandbox.add_fault({"kind": "drop"})
+    message = make_message()
+    assert message_send(message_id=message.pk).status == Status.UNKNOWN
+    _due_now(message)
+    assert message_send(message_id=message.pk).status == Status.UNKNOWN  # too early to tell
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        sending_started_at=timezone.now() - timedelta(minutes=5), next_attempt_at=timezone.now()
+    )
+    assert message_send(message_id=message.pk).status == Status.PENDING
+    assert message_send(message_id=message.pk).status == Status.SENT
+    assert len(sandbox.messages()) == 1
+
+
+def test_stale_sending_claim_is_reconciled(make_message: Any, sandbox: SandboxServer) -> None:
+    message = make_message()
+    message_send(message_id=message.pk)
+    # pretend the worker died after Twilio's 201 but before recording it
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        status=Status.SENDING,
+        provider_sid=None,
+        provider_status="",
+        sending_started_at=timezone.now() - timedelta(minutes=10),
+    )
+    OutboundMessage.objects.filter(pk=message.pk).update(next_attempt_at=None)
+    message_send(message_id=message.pk)  # stale → unknown, reconciled at once
+    result = OutboundMessage.objects.get(pk=message.pk)
+    assert result.status == Status.SENT
+    assert result.provider_sid == sandbox.messages()[0]["sid"]
+    assert len(sandbox.messages()) == 1
+
+
+def test_opt_out_after_prepare_but_before_send_stops_it(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    message = make_message()
+    ConsentFactory(patient=message.patient, action="opt_out", source="admin")
+    result = message_send(message_id=message.pk)
+    assert (result.status, result.skip_reason) == (Status.SKIPPED, "no SMS consent")
+    assert sandbox.messages() == []

@@ -1,0 +1,164 @@
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from twilio.request_validator import RequestValidator
+
+from integrations.models import OutboundMessage
+from tests.factories import IntegrationFactory, PatientFactory
+
+pytestmark = pytest.mark.django_db
+Status = OutboundMessage.Status
+
+
+@pytest.fixture
+def message() -> OutboundMessage:
+    integration = IntegrationFactory()
+    return OutboundMessage.objects.create(
+        organization=integration.organization,
+        integration=integration,
+        patient=PatientFactory(organization=integration.organization),
+        idempotency_key="k1",
+        purpose="transactional",
+        to="+14155550123",
+        from_number="+15005550006",
+        body="hi",
+        status=Status.SENT,
+        provider_status="queued",
+        provider_sid="SM" + "1" * 32,
+    )
+
+
+def _url(message: OutboundMessage) -> str:
+    return reverse(
+        "twilio-status-callback",
+        kwargs={"integration_uuid": message.integration.uuid, "message_uuid": message.uuid},
+    )
+
+
+def _post(
+    client: Client,
+    message: OutboundMessage,
+    params: dict[str, str],
+    *,
+    token: str | None = None,
+    signature: str | None = None,
+    **extra: Any,
+) -> Any:
+    url = _url(message)
+    full = f"http://testserver{url}"
+    if signature is None:
+        signature = RequestValidator(token or message.integration.auth_token).compute_signature(
+            full, params
+        )
+    headers = {"HTTP_X_TWILIO_SIGNATURE": signature} if signature else {}
+    return client.post(url, params, **headers, **extra)
+
+
+def _params(message: OutboundMessage, status: str, **more: str) -> dict[str, str]:
+    return {
+        "MessageSid": message.provider_sid or "",
+        "MessageStatus": status,
+        "AccountSid": message.integration.account_sid,
+        **more,
+    }
+
+
+def test_signed_callback_moves_message_to_delivered(
+    client: Client, message: OutboundMessage
+) -> None:
+    assert _post(client, message, _params(message, "delivered")).status_code == 204
+    message.refresh_from_db()
+    assert (message.status, message.provider_status) == (Status.DELIVERED, "delivered")
+    assert message.delivered_at is not None
+
+
+@pytest.mark.parametrize("case", ["wrong_token", "missing", "garbage"])
+def test_forged_callbacks_get_403_and_change_nothing(
+    client: Client, message: OutboundMessage, case: str
+) -> None:
+    params = _params(message, "delivered")
+    kwargs = {
+        "wrong_token": {"token": "f" * 32},
+        "missing": {"signature": ""},
+        "garbage": {"signature": "bm90IGEgc2lnbmF0dXJl"},
+    }[case]
+    assert _post(client, message, params, **kwargs).status_code == 403
+    message.refresh_from_db()
+    assert message.status == Status.SENT
+
+
+def test_tampered_parameter_is_rejected(client: Client, message: OutboundMessage) -> None:
+    url = _url(message)
+    good = _params(message, "sent")
+    signature = RequestValidator(message.integration.auth_token).compute_signature(
+        f"http://testserver{url}", good
+    )
+    response = client.post(
+        url, {**good, "MessageStatus": "delivered"}, HTTP_X_TWILIO_SIGNATURE=signature
+    )
+    assert response.status_code == 403
+    message.refresh_from_db()
+    assert message.provider_status == "queued"
+
+
+def test_statuses_apply_monotonically(client: Client, message: OutboundMessage) -> None:
+    for status in ("delivered", "sent", "queued", "sending"):
+        _post(client, message, _params(message, status))
+    message.refresh_from_db()
+    assert (message.status, message.provider_status) == (Status.DELIVERED, "delivered")
+
+
+def test_delivery_error_is_stored_with_an_explanation(
+    client: Client, message: OutboundMessage
+) -> None:
+    _post(client, message, _params(message, "undelivered", ErrorCode="30003"))
+    message.refresh_from_db()
+    assert message.status == Status.UNDELIVERED
+    assert message.error_code == "30003"
+    assert "Unreachable handset" in message.error_message
+
+
+def test_callback_for_another_integrations_message_is_404(
+    client: Client, message: OutboundMessage
+) -> None:
+    other = IntegrationFactory()
+    url = reverse(
+        "twilio-status-callback",
+        kwargs={"integration_uuid": other.uuid, "message_uuid": message.uuid},
+    )
+    params = _params(message, "delivered")
+    signature = RequestValidator(other.auth_token).compute_signature(
+        f"http://testserver{url}", params
+    )
+    assert client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature).status_code == 404
+    message.refresh_from_db()
+    assert message.status == Status.SENT
+
+
+def test_behind_a_tls_proxy_the_public_https_url_is_checked(
+    client: Client, message: OutboundMessage, settings: Any
+) -> None:
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.USE_X_FORWARDED_HOST = True
+    settings.ALLOWED_HOSTS = ["careflow.example.com", "testserver"]
+    url = _url(message)
+    params = _params(message, "delivered")
+    signature = RequestValidator(message.integration.auth_token).compute_signature(
+        f"https://careflow.example.com{url}", params
+    )
+    response = client.post(
+        url,
+        params,
+        HTTP_X_TWILIO_SIGNATURE=signature,
+        HTTP_X_FORWARDED_PROTO="https",
+        HTTP_X_FORWARDED_HOST="careflow.example.com",
+    )
+    assert response.status_code == 204
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+
+
+def test_get_is_not_allowed(client: Client, message: OutboundMessage) -> None:
+    assert client.get(_url(message)).status_code == 405

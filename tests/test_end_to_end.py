@@ -1,0 +1,173 @@
+"""End to end: model change → signal → outbox → Redis → a real Celery worker process →
+engine → twilio-python over HTTP → sandbox → signed status callback → our webhook."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from config.celery import app as celery_app
+from integrations.models import Integration, OutboundMessage
+from integrations.twilio.sandbox import SandboxServer
+from patients.models import ConsentRecord, Order, Patient
+from tests.conftest import sandbox_account, wait_for
+from tests.factories import (
+    ConsentFactory,
+    IntegrationFactory,
+    OrderFactory,
+    PatientFactory,
+    SmsStepFactory,
+    WorkflowFactory,
+)
+from workflows.models import Event, Run, StepRun
+from workflows.tasks import dispatch_event
+
+pytestmark = pytest.mark.integration
+Status = OutboundMessage.Status
+
+
+@pytest.fixture
+def clinic(worker: Any, sandbox: SandboxServer) -> Integration:
+    integration = sandbox_account(sandbox, IntegrationFactory())
+    SmsStepFactory(
+        workflow=WorkflowFactory(organization=integration.organization, trigger="order.shipped")
+    )
+    return integration
+
+
+def _patient(
+    integration: Integration, *, phone: str = "+14155550123", consent: bool = True
+) -> Patient:
+    patient = PatientFactory(organization=integration.organization, first_name="Ann", phone=phone)
+    if consent:
+        ConsentFactory(patient=patient)
+    return patient
+
+
+def _ship(patient: Patient, number: str = "5001") -> Order:
+    order = OrderFactory(patient=patient, number=number, status=Order.Status.AWAITING_SHIPMENT)
+    order.status = Order.Status.SHIPPED
+    order.save()
+    return order
+
+
+def _message(**filters: Any) -> OutboundMessage | None:
+    return OutboundMessage.objects.filter(**filters).first()
+
+
+def test_order_shipped_sends_exactly_one_sms_and_callbacks_mark_it_delivered(
+    clinic: Integration, sandbox: SandboxServer
+) -> None:
+    _ship(_patient(clinic))
+    message = wait_for(lambda: _message(status=Status.DELIVERED), what="a delivered message")
+    received = sandbox.messages()
+    assert [(m["to"], m["from"], m["body"]) for m in received] == [
+        ("+14155550123", "+15005550006", "Hi Ann, order 5001 has shipped!")
+    ]
+    assert message.provider_sid == received[0]["sid"]
+    assert [c.get("http_status") for c in received[0]["callbacks"]] == [204, 204]
+    run = Run.objects.get()
+    assert run.status == Run.Status.SUCCEEDED
+    assert StepRun.objects.get(run=run).status == StepRun.Status.SUCCEEDED
+
+
+def test_no_consent_sends_nothing_and_records_why(
+    clinic: Integration, sandbox: SandboxServer
+) -> None:
+    _ship(_patient(clinic, consent=False))
+    step_run = wait_for(
+        lambda: StepRun.objects.filter(status=StepRun.Status.SKIPPED).first(),
+        what="the skipped step",
+    )
+    assert step_run.skip_reason == "no SMS consent"
+    assert OutboundMessage.objects.get().skip_reason == "no SMS consent"
+    assert sandbox.stats()["creates"] == 0
+
+
+def test_opt_out_after_the_event_but_before_the_send_wins(
+    clinic: Integration, sandbox: SandboxServer
+) -> None:
+    sandbox.add_fault({"kind": "error", "status": 429, "code": 20429, "count": 1})
+    patient = _patient(clinic)
+    _ship(patient)
+    wait_for(
+        lambda: _message(status=Status.PENDING, error_code="20429"),
+        what="the first attempt to be throttled",
+    )
+    ConsentFactory(
+        patient=patient, action=ConsentRecord.Action.OPT_OUT, source=ConsentRecord.Source.ADMIN
+    )
+    message = wait_for(lambda: _message(status=Status.SKIPPED), what="the retry to skip")
+    assert message.skip_reason == "no SMS consent"
+    assert sandbox.stats()["accepted"] == 0
+
+
+def test_21610_records_the_opt_out(clinic: Integration, sandbox: SandboxServer) -> None:
+    patient = _patient(clinic, phone="+15005550004")
+    _ship(patient)
+    message = wait_for(lambda: _message(status=Status.FAILED), what="the refused message")
+    assert message.error_code == "21610"
+    assert (
+        ConsentRecord.objects.filter(
+            patient=patient, action="opt_out", source="provider_error"
+        ).count()
+        == 2
+    )
+    assert Run.objects.get().status == Run.Status.FAILED
+
+
+def test_429_then_success_sends_exactly_one(clinic: Integration, sandbox: SandboxServer) -> None:
+    sandbox.add_fault({"kind": "error", "status": 429, "code": 20429, "count": 2})
+    _ship(_patient(clinic))
+    message = wait_for(
+        lambda: _message(status__in=[Status.SENT, Status.DELIVERED]),
+        timeout=30,
+        what="the message to go out after two 429s",
+    )
+    assert message.attempts == 3
+    assert sandbox.stats()["accepted"] == 1
+    assert wait_for(lambda: Run.objects.get().status == Run.Status.SUCCEEDED)
+
+
+def test_the_same_event_dispatched_again_makes_one_run_and_one_message(
+    clinic: Integration, sandbox: SandboxServer
+) -> None:
+    _ship(_patient(clinic))
+    event = Event.objects.get(type="order.shipped")
+    for _ in range(3):
+        dispatch_event.delay(event.pk)
+    wait_for(lambda: _message(status=Status.DELIVERED), what="the delivered message")
+    wait_for(lambda: not Run.objects.exclude(status=Run.Status.SUCCEEDED).exists())
+    assert Run.objects.count() == 1
+    assert OutboundMessage.objects.count() == 1
+    assert sandbox.stats()["accepted"] == 1
+
+
+@pytest.fixture
+def broker_down() -> Iterator[None]:
+    """Make this process's publisher point at a port where no broker listens."""
+    old_pool, old_producers = celery_app._pool, celery_app.amqp._producer_pool
+    celery_app.conf.broker_write_url = "redis://127.0.0.1:9/15"
+    celery_app._pool = celery_app.amqp._producer_pool = None
+    try:
+        yield
+    finally:
+        celery_app.conf.broker_write_url = None
+        celery_app._pool, celery_app.amqp._producer_pool = old_pool, old_producers
+
+
+def test_event_committed_while_the_broker_is_down_is_relayed_later(
+    clinic: Integration, sandbox: SandboxServer, broker_down: None, caplog: Any
+) -> None:
+    patient = _patient(clinic)
+    with transaction.atomic():
+        _ship(patient)
+    event = Event.objects.get(type="order.shipped")
+    # the on_commit publish failed, and said so without failing the save
+    assert f"broker unavailable; event {event.pk} left for the relay" in caplog.text
+    # the worker's beat relay (its own connection to the real broker) picks it up
+    wait_for(lambda: _message(status=Status.DELIVERED), what="the relayed event's SMS")
+    event.refresh_from_db()
+    assert event.dispatched_at is not None
+    assert sandbox.stats()["accepted"] == 1

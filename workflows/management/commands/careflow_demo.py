@@ -1,0 +1,158 @@
+"""Demo data: a clinic, its staff, consented patients, a sandbox Twilio integration and the
+integration guide's order-shipped workflow. Safe to run again: it only adds what is missing."""
+
+import secrets
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from integrations.models import Integration
+from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
+from workflows.models import Step, Workflow
+
+DEMO_ACCOUNT_SID = "AC" + "de" * 16
+DEMO_FROM = "+15005550006"
+CONSENT_TEXT = (
+    "By checking this box I agree to receive text messages from Sunrise Telehealth about my "
+    "care and orders. Message frequency varies. Msg & data rates may apply. Reply STOP to "
+    "opt out, HELP for help."
+)
+CLINIC_ADMIN_PERMISSIONS = [
+    "view_organization",
+    "view_patient",
+    "add_patient",
+    "change_patient",
+    "view_consentrecord",
+    "add_consentrecord",
+    "view_order",
+    "add_order",
+    "change_order",
+    "view_workflow",
+    "add_workflow",
+    "change_workflow",
+    "delete_workflow",
+    "view_step",
+    "add_step",
+    "change_step",
+    "delete_step",
+    "view_event",
+    "view_run",
+    "view_steprun",
+    "view_integration",
+    "view_outboundmessage",
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo clinic, users, patients, integration and workflow."
+
+    @transaction.atomic
+    def handle(self, *args: Any, **options: Any) -> None:
+        clinic, _ = Organization.objects.get_or_create(
+            slug="sunrise", defaults={"name": "Sunrise Telehealth", "timezone": "America/Chicago"}
+        )
+        Organization.objects.get_or_create(
+            slug="harbor", defaults={"name": "Harbor Pharmacy", "timezone": "America/New_York"}
+        )
+        integration = Integration.objects.filter(organization=clinic).first()
+        if integration is None:
+            integration = Integration.objects.create(
+                organization=clinic,
+                name="Twilio (sandbox)",
+                account_sid=DEMO_ACCOUNT_SID,
+                auth_token=secrets.token_hex(16),
+                sending_numbers=[DEMO_FROM],
+            )
+        patients = [
+            ("Maria", "Garcia", "+14155550101", "America/Chicago", True),
+            ("James", "Wilson", "+14155550102", "America/New_York", True),
+            ("Test", "Patient", "+14155550199", "America/Chicago", True),
+            ("Noah", "Kim", "+14155550103", "America/Los_Angeles", False),
+        ]
+        for first, last, phone, tz, consented in patients:
+            patient, created = Patient.objects.get_or_create(
+                organization=clinic,
+                phone=phone,
+                defaults={
+                    "first_name": first,
+                    "last_name": last,
+                    "timezone": tz,
+                    "email": f"{first.lower()}@example.com",
+                    "is_test": first == "Test",
+                    "source": "patient-portal",
+                },
+            )
+            if created and consented:
+                ConsentRecord.objects.create(
+                    patient=patient,
+                    purpose=ConsentRecord.Purpose.TRANSACTIONAL,
+                    action=ConsentRecord.Action.OPT_IN,
+                    source=ConsentRecord.Source.SIGNUP_FORM,
+                    consent_text=CONSENT_TEXT,
+                )
+            if created:
+                Order.objects.create(
+                    organization=clinic,
+                    patient=patient,
+                    number=f"SR-{1000 + patient.pk}",
+                    status=Order.Status.AWAITING_SHIPMENT,
+                    total_amount=Decimal("89.00"),
+                    line_items=[
+                        {
+                            "name": "Vitamin D3 2000 IU",
+                            "productId": "vd3",
+                            "price": "89.00",
+                            "quantity": 1,
+                            "isSubscription": True,
+                        }
+                    ],
+                )
+        workflow, created = Workflow.objects.get_or_create(
+            organization=clinic,
+            name="Order shipped SMS",
+            defaults={
+                "trigger": "order.shipped",
+                "enabled": True,
+                "description": "The integration guide's example: text the patient when "
+                "their order ships.",
+            },
+        )
+        if created:
+            Step.objects.create(
+                workflow=workflow,
+                position=1,
+                adapter="twilio",
+                function="sendSMS",
+                parameters={
+                    "message": 'Hi {{customer.firstName | default:"there"}}, your order '
+                    "{{order.number}} has shipped! Tracking: "
+                    '{{order.trackingNumber | default:"coming soon"}}',
+                    "to": "{{customer.phone}}",
+                    "from": DEMO_FROM,
+                },
+            )
+        group, _ = Group.objects.get_or_create(name="Clinic admins")
+        group.permissions.set(Permission.objects.filter(codename__in=CLINIC_ADMIN_PERMISSIONS))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo data ready: {clinic.name}, {Patient.objects.filter(organization=clinic).count()} "
+                f"patients, integration {integration.masked_account_sid()}."
+            )
+        )
+
+
+def demo_user(username: str, *, superuser: bool, organization: Organization | None) -> str:
+    """Create (or reset) a demo login and return its new random password."""
+    password = secrets.token_urlsafe(9)
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    user.is_staff, user.is_superuser = True, superuser
+    user.set_password(password)
+    user.save()
+    if organization is not None:
+        StaffMembership.objects.update_or_create(user=user, defaults={"organization": organization})
+        user.groups.add(Group.objects.get(name="Clinic admins"))
+    return password

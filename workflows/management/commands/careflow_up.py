@@ -1,0 +1,124 @@
+"""Start the whole product on embedded defaults: migrations, demo data, the Twilio sandbox,
+a Celery worker with beat, and the web server, until Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+from integrations.models import Integration
+from patients.models import Organization
+from workflows.management.commands.careflow_demo import demo_user
+
+
+class Command(BaseCommand):
+    help = "Run careflow locally: web, worker + beat, and the Twilio sandbox, with demo data."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--sandbox-port", type=int, default=8099)
+        parser.add_argument(
+            "--no-sandbox",
+            action="store_true",
+            help="Talk to TWILIO_API_BASE_URL instead of a local sandbox.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("careflow_demo")
+        admin_password = demo_user("admin", superuser=True, organization=None)
+        clinic_password = demo_user(
+            "clinic", superuser=False, organization=Organization.objects.get(slug="sunrise")
+        )
+        web = f"http://127.0.0.1:{options['port']}"
+        env = {**os.environ, "CAREFLOW_PUBLIC_URL": os.environ.get("CAREFLOW_PUBLIC_URL", web)}
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        commands: dict[str, list[str]] = {}
+        if not options["no_sandbox"]:
+            sandbox = f"http://127.0.0.1:{options['sandbox_port']}"
+            env["TWILIO_API_BASE_URL"] = sandbox
+            accounts = [
+                f"{i.account_sid}:{i.auth_token}:{','.join(i.sending_numbers)}"
+                for i in Integration.objects.filter(enabled=True)
+            ]
+            commands["sandbox"] = [
+                *manage,
+                "twilio_sandbox",
+                "--port",
+                str(options["sandbox_port"]),
+                *[arg for a in accounts for arg in ("--account", a)],
+            ]
+        commands["worker"] = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-B",
+            "-s",
+            str(settings.VAR_DIR / "beat-schedule"),
+            "-Q",
+            "events,runs,sends",
+            "-c",
+            "2",
+            "-l",
+            "WARNING",
+        ]
+        commands["web"] = [*manage, "runserver", "--noreload", f"127.0.0.1:{options['port']}"]
+        processes = {
+            name: subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR)  # noqa: S603
+            for name, cmd in commands.items()
+        }
+        self.stdout.write(
+            self.style.SUCCESS(
+                "\ncareflow is running.\n"
+                f"  Admin:          {web}/admin/\n"
+                f"  Support staff:  admin / {admin_password}   (superuser, all clinics)\n"
+                f"  Clinic admin:   clinic / {clinic_password}   (Sunrise Telehealth only)\n"
+                + (
+                    f"  Twilio sandbox: {env['TWILIO_API_BASE_URL']}/  (messages it received)\n"
+                    if "sandbox" in processes
+                    else ""
+                )
+                + "  Try it: Patients › Orders › pick an order › Status: Shipped › Save, then "
+                "Integrations › Outbound messages.\n"
+                "Press Ctrl-C to stop.\n"
+            )
+        )
+        self._supervise(processes)
+
+    def _supervise(self, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+        stop = False
+
+        def _request_stop(signum: int, frame: Any) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGINT, _request_stop)
+        signal.signal(signal.SIGTERM, _request_stop)
+        try:
+            while not stop:
+                for name, process in processes.items():
+                    if process.poll() is not None:
+                        self.stderr.write(
+                            f"{name} exited with code {process.returncode}; stopping."
+                        )
+                        stop = True
+                time.sleep(0.5)
+        finally:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.terminate()
+            for process in processes.values():
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()

@@ -1,0 +1,178 @@
+"""The workflow engine's records: the event outbox, workflow definitions, and their runs."""
+
+import uuid
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from patients.models import ConsentRecord, Organization, TimeStamped
+from workflows.events import event_choices
+
+
+class Event(models.Model):
+    """The outbox: written in the same transaction as the change that caused it."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="events")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    type = models.CharField(max_length=64, db_index=True)
+    payload = models.JSONField(default=dict)
+    # What the event is about, so a resumed run can re-read the record's current data.
+    subject_type = models.CharField(max_length=32, blank=True)
+    subject_id = models.CharField(max_length=64, blank=True)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    dedupe_key = models.CharField(max_length=200, unique=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                condition=Q(dispatched_at__isnull=True),
+                name="event_undispatched",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.pk}"
+
+
+class Workflow(TimeStamped):
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="workflows"
+    )
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    trigger = models.CharField(max_length=64, choices=event_choices, db_index=True)
+    filter = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Optional MongoDB-style query on the event data, e.g. {"order.status": "shipped"}.',
+    )
+    enabled = models.BooleanField(default=False)
+    # Bumped on every save of the definition; runs pin the version they started with.
+    version = models.PositiveIntegerField(default=1, editable=False)
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["organization", "trigger", "enabled"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Step(TimeStamped):
+    class Type(models.TextChoices):
+        ADAPTER = "adapter", "Adapter action"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField(default=1, help_text="Steps run in this order.")
+    type = models.CharField(max_length=16, choices=Type.choices, default=Type.ADAPTER)
+    adapter = models.CharField(max_length=32, default="twilio")
+    function = models.CharField(max_length=64, default="sendSMS")
+    parameters = models.JSONField(default=dict, blank=True)
+    purpose = models.CharField(
+        max_length=16,
+        choices=ConsentRecord.Purpose.choices,
+        default=ConsentRecord.Purpose.TRANSACTIONAL,
+        help_text="Which SMS consent the recipient must have given.",
+    )
+
+    class Meta:
+        ordering = ["workflow", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.adapter} → {self.function}"
+
+    def definition(self) -> dict[str, Any]:
+        """The step as pinned into a run."""
+        return {
+            "id": self.pk,
+            "position": self.position,
+            "type": self.type,
+            "adapter": self.adapter,
+            "function": self.function,
+            "parameters": self.parameters,
+            "purpose": self.purpose,
+        }
+
+
+class Run(TimeStamped):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        WAITING = "waiting", "Waiting"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+        CANCELLED = "cancelled", "Cancelled"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="runs")
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="runs")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # The workflow definition this run started with; later edits never change it.
+    definition = models.JSONField(default=dict)
+    # 0-based index into definition["steps"] of the next step to run (step number - 1).
+    next_index = models.PositiveIntegerField(default=0)
+    due_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "event"], name="one_run_per_workflow_event")
+        ]
+        indexes = [
+            models.Index(
+                fields=["status", "due_at"],
+                condition=Q(status__in=["pending", "running", "waiting"]),
+                name="run_active",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} of {self.workflow_id}"
+
+
+class StepRun(TimeStamped):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        WAITING = "waiting", "Waiting"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+        CANCELLED = "cancelled", "Cancelled"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs")
+    index = models.PositiveIntegerField(help_text="0-based index into the run's pinned steps.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    inputs = models.JSONField(default=dict, blank=True, help_text="Rendered parameters.")
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    skip_reason = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    due_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="one_step_run_per_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"Step {self.number} of run {self.run_id}"
+
+    @property
+    def number(self) -> int:
+        return self.index + 1

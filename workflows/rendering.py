@@ -1,0 +1,163 @@
+"""Message templates: `{{customer.firstName | default:"there"}}`.
+
+A deliberately tiny language, not a general template engine: a dotted path into the event
+data (array indexes allowed), then optional filters. Nothing else is evaluated, so an admin's
+template can read payload data and nothing more: no attribute access, no calls, no code.
+Rendering is all-or-nothing: any problem raises, and a half-rendered message never exists.
+"""
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+_TAG = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|\d+))*\Z")
+_FILTER = re.compile(
+    r"""\s*(?P<name>[a-z_]+)\s*(?::\s*(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'))?\s*\Z"""
+)
+
+
+class TemplateError(ValueError):
+    """A template that cannot be rendered; the message is meant for a clinic admin."""
+
+    def __init__(self, message: str, *, variable: str = "") -> None:
+        super().__init__(message)
+        self.variable = variable
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    name: str
+    argument: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    path: str
+    filters: tuple[Filter, ...]
+
+    @property
+    def default(self) -> str | None:
+        for f in self.filters:
+            if f.name == "default":
+                return f.argument or ""
+        return None
+
+
+def _format_date(value: Any, argument: str | None) -> str:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise TemplateError(f"“{value}” is not a date") from None
+    if not isinstance(value, date):
+        raise TemplateError(f"“{value}” is not a date")
+    return value.strftime(argument or "%b %-d, %Y")
+
+
+def _format_money(value: Any, argument: str | None) -> str:
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise TemplateError(f"“{value}” is not an amount of money") from None
+    return f"{argument if argument is not None else '$'}{amount:,.2f}"
+
+
+FORMATTERS: dict[str, Callable[[Any, str | None], str]] = {
+    "upper": lambda value, _: _text(value).upper(),
+    "lower": lambda value, _: _text(value).lower(),
+    "date": _format_date,
+    "money": _format_money,
+}
+FILTER_NAMES = ("default", *FORMATTERS)
+
+
+def _parse_tag(source: str) -> Variable:
+    path, *filter_sources = source.split("|")
+    path = path.strip()
+    if not _PATH.match(path):
+        raise TemplateError(
+            f"“{{{{{source.strip()}}}}}” is not a variable; write a name such as "
+            "{{customer.firstName}}",
+            variable=path,
+        )
+    filters = []
+    for filter_source in filter_sources:
+        match = _FILTER.match(filter_source)
+        if not match or match["name"] not in FILTER_NAMES:
+            raise TemplateError(
+                f"unknown filter “{filter_source.strip()}” on {path}; "
+                f"use one of: {', '.join(FILTER_NAMES)}",
+                variable=path,
+            )
+        argument = match["dq"] if match["dq"] is not None else match["sq"]
+        if match["name"] == "default" and argument is None:
+            raise TemplateError(
+                f'default needs a value, e.g. {path} | default:"there"', variable=path
+            )
+        filters.append(Filter(match["name"], argument))
+    return Variable(path, tuple(filters))
+
+
+def template_variables(template: str) -> list[Variable]:
+    """The variables a template uses, raising TemplateError on a syntax mistake."""
+    unclosed = template.count("{{") - len(_TAG.findall(template))
+    if unclosed > 0:
+        raise TemplateError("a “{{” is never closed with “}}”")
+    return [_parse_tag(m.group(1)) for m in _TAG.finditer(template)]
+
+
+MISSING = object()
+
+
+def resolve_path(data: Any, path: str) -> Any:
+    """Follow a dotted path through dicts and lists; `MISSING` where it leads nowhere."""
+    value = data
+    for part in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(part, MISSING)
+        elif isinstance(value, list) and part.isdigit():
+            index = int(part)
+            value = value[index] if index < len(value) else MISSING
+        else:
+            return MISSING
+        if value is MISSING:
+            return MISSING
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _render_variable(variable: Variable, data: Mapping[str, Any]) -> str:
+    value = resolve_path(data, variable.path)
+    if value is MISSING or value is None or value == "":
+        if variable.default is not None:
+            return variable.default
+        what = "is not in this event's data" if value is MISSING else "is empty"
+        raise TemplateError(
+            f'{variable.path} {what}; add a fallback, e.g. {{{{{variable.path} | default:"…"}}}}',
+            variable=variable.path,
+        )
+    if isinstance(value, (dict, list)):
+        kind = "an object" if isinstance(value, dict) else "a list"
+        raise TemplateError(
+            f"{variable.path} is {kind}, not text; pick one of its fields", variable=variable.path
+        )
+    text: str | None = None
+    for f in variable.filters:
+        if f.name != "default":
+            text = FORMATTERS[f.name](value if text is None else text, f.argument)
+    return _text(value) if text is None else text
+
+
+def template_render(template: str, data: Mapping[str, Any]) -> str:
+    """Render all of `template` against `data`, or raise TemplateError naming the problem."""
+    template_variables(template)  # syntax errors first, for the whole template
+    return _TAG.sub(lambda m: _render_variable(_parse_tag(m.group(1)), data), template)

@@ -1,10 +1,11 @@
 """The event catalogue, and `event_record`, the one way an event enters the outbox."""
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.db import IntegrityError, transaction
 
@@ -15,11 +16,33 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+FieldType = Literal["string", "number", "boolean", "date", "datetime", "object", "array"]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One variable of a payload schema (the "data reference").
+
+    Objects list their `fields`; arrays describe one element as `items`. Templates may only
+    use scalar leaves; `{{order.lineItems.0.name}}` indexes into an array.
+    """
+
+    type: FieldType
+    description: str = ""
+    example: Any = None
+    fields: Mapping[str, "Field"] | None = None
+    items: "Field | None" = None
+
+
 @dataclass(frozen=True, slots=True)
 class EventType:
     name: str
     category: str
     description: str
+    # Top-level payload keys (e.g. "customer", "order") and what they hold.
+    schema: Mapping[str, Field] = field(default_factory=dict)
+    # What the event is about, for re-reading current data after a delay ("order", …).
+    subject: str = ""
 
 
 _ORDER_STATUS_DESCRIPTIONS = {

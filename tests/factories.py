@@ -23,11 +23,10 @@ class OrganizationFactory(factory.django.DjangoModelFactory[Organization]):
 class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()
-        skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"user{n}")
     is_staff = True
-    password = factory.PostGenerationMethodCall("set_password", "pw")
+    password = factory.django.Password("pw")
 
 
 class StaffMembershipFactory(factory.django.DjangoModelFactory[StaffMembership]):

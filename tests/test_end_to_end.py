@@ -5,7 +5,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import transaction
+from django.test import Client
+from django.urls import reverse
 
 from config.celery import app as celery_app
 from integrations.models import Integration, OutboundMessage
@@ -18,6 +21,7 @@ from tests.factories import (
     OrderFactory,
     PatientFactory,
     SmsStepFactory,
+    StaffMembershipFactory,
     WorkflowFactory,
 )
 from workflows.models import Event, Run, StepRun
@@ -171,3 +175,35 @@ def test_event_committed_while_the_broker_is_down_is_relayed_later(
     event.refresh_from_db()
     assert event.dispatched_at is not None
     assert sandbox.stats()["accepted"] == 1
+
+
+def test_readme_walkthrough_clinic_admin_ships_an_order_in_the_admin(
+    clinic: Integration, sandbox: SandboxServer
+) -> None:
+    patient = _patient(clinic, phone="+14155550101")
+    order = OrderFactory(patient=patient, number="SR-1001", status=Order.Status.AWAITING_SHIPMENT)
+    membership = StaffMembershipFactory(organization=clinic.organization)
+    membership.user.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_order", "change_order"])
+    )
+    client = Client()
+    client.force_login(membership.user)
+    response = client.post(
+        reverse("admin:patients_order_change", args=[order.pk]),
+        {
+            "organization": clinic.organization.pk,
+            "patient": patient.pk,
+            "number": "SR-1001",
+            "status": "shipped",
+            "line_items": "[]",
+            "shipping_address": "{}",
+            "total_amount": "89.00",
+            "discount_amount": "0",
+            "coupon": "",
+            "tracking_number": "1Z9",
+        },
+    )
+    assert response.status_code == 302
+    message = wait_for(lambda: _message(status=Status.DELIVERED), what="the walkthrough's SMS")
+    assert message.to == "+14155550101"
+    assert message.body == "Hi Ann, order SR-1001 has shipped!"

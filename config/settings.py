@@ -141,6 +141,7 @@ CELERY_TASK_ROUTES = {
     "workflows.tasks.relay_events": {"queue": "events"},
     "workflows.tasks.advance_run": {"queue": "runs"},
     "workflows.tasks.sweep_runs": {"queue": "runs"},
+    "workflows.tasks.scan_time_triggers": {"queue": "events"},
     "integrations.tasks.send_message": {"queue": "sends"},
 }
 CELERY_BEAT_SCHEDULE = {
@@ -151,6 +152,12 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-runs": {
         "task": "workflows.tasks.sweep_runs",
         "schedule": env.float("CAREFLOW_SWEEP_INTERVAL", default=5.0),
+    },
+    # Time-based triggers (upcoming renewals, appointment reminders). Safe to overlap or to
+    # run from two beat processes: each record is claimed in the database.
+    "scan-time-triggers": {
+        "task": "workflows.tasks.scan_time_triggers",
+        "schedule": env.float("CAREFLOW_SCAN_INTERVAL", default=60.0),
     },
 }
 # Celery's Django fixup closes the DB connection after every task unless this is set; a new
@@ -166,6 +173,10 @@ CAREFLOW_RELAY_AFTER_SECONDS = env.float("CAREFLOW_RELAY_AFTER_SECONDS", default
 # A run left "running" longer than this (its worker died) is taken over by the sweeper.
 CAREFLOW_RUN_LEASE_SECONDS = env.float("CAREFLOW_RUN_LEASE_SECONDS", default=120.0)
 CAREFLOW_SEND_MAX_RETRIES = env.int("CAREFLOW_SEND_MAX_RETRIES", default=6)
+# subscription.upcoming_renewal fires this many days before a subscription's renewal date.
+CAREFLOW_RENEWAL_LEAD_DAYS = env.int("CAREFLOW_RENEWAL_LEAD_DAYS", default=7)
+# appointment.reminder fires this many hours before an appointment starts.
+CAREFLOW_APPOINTMENT_REMINDER_HOURS = env.float("CAREFLOW_APPOINTMENT_REMINDER_HOURS", default=24.0)
 
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
 TWILIO_HTTP_TIMEOUT = env.float("TWILIO_HTTP_TIMEOUT", default=10.0)

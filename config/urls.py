@@ -1,11 +1,32 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from integrations import inbound
+from workflows import reference
+
 admin.site.site_header = "careflow"
 admin.site.site_title = "careflow"
 admin.site.index_title = "Patient messaging workflows"
 
 urlpatterns = [
+    # Extra admin pages, staff only (admin_view), matched before the admin's own catch-all.
+    path(
+        "admin/careflow/reference/",
+        admin.site.admin_view(reference.reference_index),
+        name="careflow-reference",
+    ),
+    path(
+        "admin/careflow/reference/<str:name>/",
+        admin.site.admin_view(reference.reference_event),
+        name="careflow-reference-event",
+    ),
     path("admin/", admin.site.urls),
+    path(
+        "webhooks/events/<uuid:organization_uuid>/",
+        inbound.custom_event,
+        name="webhook-custom-event",
+    ),
+    # Callers often drop the slash; APPEND_SLASH cannot redirect a POST (500 under DEBUG).
+    path("webhooks/events/<uuid:organization_uuid>", inbound.custom_event),
     path("webhooks/", include("integrations.urls")),
 ]

@@ -41,6 +41,7 @@ class StepContext:
     patient: "Patient | None" = None
     step_run_id: int | None = None
     is_test: bool = False
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,18 +65,3 @@ class Adapter:
         """Perform `function` once for this step. Must be safe to call again with the same
         `context.idempotency_key` (a redelivered task, a retry): never act twice."""
         raise NotImplementedError
-
-
-REGISTRY: dict[str, Adapter] = {}
-
-
-def adapter_register(adapter: Adapter) -> Adapter:
-    REGISTRY[adapter.name] = adapter
-    return adapter
-
-
-def adapter_get(name: str) -> Adapter:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise LookupError(f"no adapter named {name!r}") from None

@@ -5,10 +5,11 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html
 from twilio.base.exceptions import TwilioRestException
 
-from integrations.models import Integration, OutboundMessage
+from integrations.models import InboundMessage, Integration, MessagingPolicy, OutboundMessage
 from integrations.twilio.client import twilio_client
 from integrations.twilio.errors import error_explanation
 from patients.phones import phone_to_e164
@@ -162,3 +163,69 @@ class OutboundMessageAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     @admin.display(description="What the error means")
     def error_explained(self, obj: OutboundMessage) -> str:
         return error_explanation(obj.error_code) if obj.error_code else ""
+
+
+@admin.register(MessagingPolicy)
+class MessagingPolicyAdmin(OrganizationScopedAdmin):
+    list_display = [
+        "organization",
+        "quiet_hours_start",
+        "quiet_hours_end",
+        "transactional_per_day",
+        "marketing_per_day",
+        "marketing_per_week",
+    ]
+    list_select_related = ["organization"]
+    fieldsets = [
+        (None, {"fields": ["organization"]}),
+        (
+            "Quiet hours (recipient's local time; Florida and Oklahoma end at 20:00 regardless)",
+            {"fields": ["quiet_hours_start", "quiet_hours_end"]},
+        ),
+        (
+            "Frequency caps per patient (blank: none)",
+            {
+                "fields": [
+                    "transactional_per_day",
+                    "transactional_per_week",
+                    "marketing_per_day",
+                    "marketing_per_week",
+                ]
+            },
+        ),
+        ("Keywords", {"fields": ["help_text_reply"]}),
+    ]
+
+
+@admin.register(InboundMessage)
+class InboundMessageAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
+    list_display = [
+        "created_at",
+        "from_number",
+        "patient",
+        "short_body",
+        "action",
+        "needs_review",
+        "reviewed_by",
+    ]
+    list_filter = ["needs_review", "action", "organization"]
+    list_select_related = ["patient", "reviewed_by"]
+    search_fields = ["from_number", "body", "provider_sid"]
+    show_full_result_count = False
+    actions = ["mark_reviewed"]
+
+    @admin.display(description="Body")
+    def short_body(self, obj: InboundMessage) -> str:
+        return obj.body if len(obj.body) <= 60 else obj.body[:57] + "…"
+
+    def has_review_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("integrations.view_inboundmessage"))  # type: ignore[union-attr]
+
+    @admin.action(
+        description="Mark as reviewed (record consent separately if needed)", permissions=["review"]
+    )
+    def mark_reviewed(self, request: HttpRequest, queryset: QuerySet[InboundMessage]) -> None:
+        count = queryset.filter(needs_review=True).update(
+            needs_review=False, reviewed_by=request.user, reviewed_at=timezone.now()
+        )
+        self.message_user(request, f"{count} message(s) marked as reviewed.", messages.SUCCESS)

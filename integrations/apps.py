@@ -6,4 +6,4 @@ class IntegrationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from integrations import checks, registry  # noqa: F401 — deploy checks, adapters
+        from integrations import checks  # noqa: F401 — registers the deploy checks

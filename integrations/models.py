@@ -1,7 +1,9 @@
-"""Adapter integrations (per clinic, secrets encrypted) and the outbound message log."""
+"""Adapter integrations (per clinic, secrets encrypted), messaging policies and the message log."""
 
 import uuid
+from datetime import time
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -141,13 +143,113 @@ class OutboundMessage(TimeStamped):
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     is_test = models.BooleanField(default=False)
+    urgent = models.BooleanField(
+        default=False, help_text="Urgent transactional: sent even during quiet hours."
+    )
+    # Every send-time check, in order, with its outcome: the evidence of why it was sent
+    # (or not), kept with the message.
+    decision = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
+            models.Index(fields=["patient", "purpose", "-created_at"]),
             models.Index(fields=["organization", "-created_at"]),
             models.Index(fields=["status", "-created_at"]),
         ]
 
     def __str__(self) -> str:
         return f"SMS {self.pk} ({self.status})"
+
+
+class MessagingPolicy(TimeStamped):
+    """A clinic's messaging rules: quiet hours, frequency caps and the HELP reply.
+
+    Stricter state rules (Florida and Oklahoma: 08:00–20:00, at most 3 texts in 24 hours)
+    always apply on top of these; see integrations.quiet_hours.
+    """
+
+    organization = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="messaging_policy"
+    )
+    quiet_hours_start = models.TimeField(
+        "sending allowed from",
+        default=time(8, 0),
+        help_text="Earliest local time of the recipient at which texts may go out.",
+    )
+    quiet_hours_end = models.TimeField(
+        "sending allowed until",
+        default=time(21, 0),
+        help_text="Texts due later wait until the next morning.",
+    )
+    transactional_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Blank: no cap. Rolling 24 hours, per patient."
+    )
+    transactional_per_week = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Blank: no cap. Rolling 7 days, per patient."
+    )
+    marketing_per_day = models.PositiveIntegerField(null=True, blank=True, default=1)
+    marketing_per_week = models.PositiveIntegerField(null=True, blank=True, default=3)
+    help_text_reply = models.CharField(
+        "HELP reply",
+        max_length=320,
+        default="{clinic}: for help call us or reply STOP to opt out. Msg & data rates may apply.",
+        help_text="Sent when a patient texts HELP or INFO. {clinic} is replaced by the clinic name.",
+    )
+
+    class Meta:
+        verbose_name_plural = "messaging policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quiet_hours_start__lt=models.F("quiet_hours_end")),
+                name="quiet_hours_start_before_end",
+                violation_error_message="“Sending allowed from” must be before “until”.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Messaging policy of {self.organization}"
+
+    def cap(self, purpose: str, window: str) -> int | None:
+        value: int | None = getattr(self, f"{purpose}_per_{window}")
+        return value
+
+
+class InboundMessage(TimeStamped):
+    """An SMS a patient sent to a clinic number, and what careflow did about it."""
+
+    class Action(models.TextChoices):
+        OPT_OUT = "opt_out", "Opt-out keyword"
+        OPT_IN = "opt_in", "Opt-in keyword"
+        HELP = "help", "Help keyword"
+        NONE = "none", "Free text"
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="inbound_messages"
+    )
+    integration = models.ForeignKey(
+        Integration, on_delete=models.PROTECT, related_name="inbound_messages"
+    )
+    provider_sid = models.CharField(max_length=34, unique=True)
+    from_number = models.CharField("from", max_length=32)
+    to = models.CharField(max_length=32)
+    body = models.TextField(blank=True)
+    patient = models.ForeignKey(
+        Patient, null=True, blank=True, on_delete=models.SET_NULL, related_name="inbound_messages"
+    )
+    action = models.CharField(max_length=8, choices=Action.choices, default=Action.NONE)
+    needs_review = models.BooleanField(
+        default=False,
+        help_text="Free text that reads like a request to stop texting: staff should decide.",
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["organization", "needs_review", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Inbound SMS {self.pk} ({self.get_action_display()})"

@@ -1,43 +1,191 @@
 """May we text this person now? Every check runs at send time, not when the run started,
-so a consent withdrawn while a message waited is honoured."""
+so a consent withdrawn while a message waited is honoured.
 
-from dataclasses import dataclass
+The checks, in order: consent for the message's purpose → no opt-out since → frequency caps →
+quiet hours → approved sender → valid recipient. The first that fails decides; every check
+that ran is recorded with the message, with the consent record relied on.
+"""
 
-from integrations.models import OutboundMessage
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+
+from integrations.models import MessagingPolicy, OutboundMessage
+from integrations.quiet_hours import (
+    STRICT_STATE_DAILY_LIMIT,
+    STRICT_STATES,
+    effective_window,
+    next_allowed,
+    recipient_whereabouts,
+)
 from patients.models import ConsentRecord
 from patients.phones import is_e164
-from patients.selectors import consent_active_opt_in
+
+Status = OutboundMessage.Status
+# Messages that count towards caps: everything that reached, or may have reached, Twilio.
+COUNTED_STATUSES = (
+    Status.SENDING,
+    Status.SENT,
+    Status.DELIVERED,
+    Status.UNDELIVERED,
+    Status.UNKNOWN,
+)
+CHANNEL_WIDE_SOURCES = (ConsentRecord.Source.INBOUND_KEYWORD, ConsentRecord.Source.PROVIDER_ERROR)
+# Sources by which a patient can give express written consent (needed for marketing).
+WRITTEN_SOURCES = {
+    ConsentRecord.Source.SIGNUP_FORM,
+    ConsentRecord.Source.CHECKOUT,
+    ConsentRecord.Source.PATIENT_PORTAL,
+    ConsentRecord.Source.ADMIN,
+    ConsentRecord.Source.IMPORT,
+    ConsentRecord.Source.INBOUND_KEYWORD,
+}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class SendDecision:
-    allowed: bool
+    allowed: bool = True
     reason: str = ""
     consent_record: ConsentRecord | None = None
+    defer_until: datetime | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    def passed(self, check: str, detail: str) -> None:
+        self.checks.append({"check": check, "ok": True, "detail": detail})
+
+    def failed(
+        self, check: str, reason: str, *, defer_until: datetime | None = None
+    ) -> "SendDecision":
+        self.allowed, self.reason, self.defer_until = False, reason, defer_until
+        self.checks.append({"check": check, "ok": False, "detail": reason})
+        return self
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        return {
+            "at": now.isoformat(),
+            "allowed": self.allowed,
+            "reason": self.reason,
+            "defer_until": self.defer_until.isoformat() if self.defer_until else None,
+            "consent_record_id": self.consent_record.pk if self.consent_record else None,
+            "checks": self.checks,
+        }
 
 
-def send_decide(*, message: OutboundMessage) -> SendDecision:
-    """Decide whether `message` may go out now; the first failing check gives the reason."""
+def messaging_policy(organization_id: int) -> MessagingPolicy:
+    policy, _ = MessagingPolicy.objects.get_or_create(organization_id=organization_id)
+    return policy
+
+
+def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> SendDecision:
+    """Decide whether `message` may go out at `now`; the first failing check gives the reason.
+    A quiet-hours failure is a deferral (`defer_until`), never a refusal."""
+    now = now or timezone.now()
+    decision = SendDecision()
     patient = message.patient
     if patient is None:
-        return SendDecision(False, "recipient is not a patient of this clinic")
-    consent = consent_active_opt_in(patient=patient, purpose=message.purpose)
-    if consent is None:
-        return SendDecision(False, "no SMS consent")
+        return decision.failed("consent", "recipient is not a patient of this clinic")
+
+    history = ConsentRecord.objects.filter(patient=patient, channel=ConsentRecord.Channel.SMS)
+    consent = history.filter(purpose=message.purpose).order_by("-occurred_at", "-id").first()
+    if consent is None or consent.action != ConsentRecord.Action.OPT_IN:
+        return decision.failed("consent", "no SMS consent")
+    if message.purpose == ConsentRecord.Purpose.MARKETING and not (
+        consent.consent_text.strip() and consent.source in WRITTEN_SOURCES
+    ):
+        return decision.failed(
+            "consent",
+            "marketing needs express written consent (the consent text shown must be recorded)",
+        )
+    decision.consent_record = consent
+    decision.passed(
+        "consent",
+        f"{message.purpose} opt-in #{consent.pk} "
+        f"({consent.get_source_display()}, {consent.occurred_at:%Y-%m-%d})",
+    )
+
+    # STOP (or Twilio's 21610) means stop everything: a channel-wide opt-out recorded under any
+    # purpose after this opt-in wins, even if its own purpose's record were missing.
+    later_opt_out = (
+        history.filter(action=ConsentRecord.Action.OPT_OUT, source__in=CHANNEL_WIDE_SOURCES)
+        .filter(
+            Q(occurred_at__gt=consent.occurred_at)
+            | Q(occurred_at=consent.occurred_at, id__gt=consent.pk)
+        )
+        .order_by("-occurred_at")
+        .first()
+    )
+    if later_opt_out is not None:
+        return decision.failed(
+            "opt-out",
+            f"opted out of {later_opt_out.purpose} SMS on "
+            f"{later_opt_out.occurred_at:%Y-%m-%d} ({later_opt_out.get_source_display()})",
+        )
+    decision.passed("opt-out", "no opt-out since")
+
+    policy = messaging_policy(message.organization_id)
+    whereabouts = recipient_whereabouts(patient, message.to)
+    sent = OutboundMessage.objects.filter(patient=patient, status__in=COUNTED_STATUSES).exclude(
+        pk=message.pk
+    )
+    for period, days in (("day", 1), ("week", 7)):
+        cap = policy.cap(message.purpose, period)
+        if cap is not None:
+            count = sent.filter(
+                purpose=message.purpose, sending_started_at__gte=now - timedelta(days=days)
+            ).count()
+            if count >= cap:
+                return decision.failed(
+                    "frequency cap",
+                    f"frequency cap: at most {cap} {message.purpose} text(s) "
+                    f"per {period} for this patient",
+                )
+    strict = whereabouts.states & set(STRICT_STATES)
+    if strict:
+        count = sent.filter(sending_started_at__gte=now - timedelta(days=1)).count()
+        if count >= STRICT_STATE_DAILY_LIMIT:
+            return decision.failed(
+                "frequency cap",
+                f"frequency cap: at most {STRICT_STATE_DAILY_LIMIT} texts in 24 "
+                f"hours for recipients in {'/'.join(sorted(strict))}",
+            )
+    decision.passed("frequency cap", "within the clinic's caps")
+
+    window = effective_window(policy.quiet_hours_start, policy.quiet_hours_end, whereabouts.states)
+    zones = ", ".join(whereabouts.zones)
+    if message.urgent:
+        decision.passed("quiet hours", "bypassed: urgent transactional step")
+    else:
+        allowed_at = next_allowed(now, whereabouts.zones, window)
+        if allowed_at is None:  # zones whose windows never overlap: take the first zone's
+            allowed_at = next_allowed(now, whereabouts.zones[:1], window)
+        if allowed_at is not None and allowed_at > now:
+            return decision.failed(
+                "quiet hours",
+                f"quiet hours ({window.start:%H:%M}–{window.end:%H:%M} in {zones}, from "
+                f"{whereabouts.source}): deferred to {allowed_at.isoformat()}",
+                defer_until=allowed_at,
+            )
+        decision.passed(
+            "quiet hours",
+            f"{window.start:%H:%M}–{window.end:%H:%M} in {zones} ({whereabouts.source})",
+        )
+
     integration = message.integration
     if not integration.enabled:
-        return SendDecision(False, "the clinic's Twilio integration is disabled", consent)
+        return decision.failed("sender", "the clinic's Twilio integration is disabled")
     if message.messaging_service_sid:
         if message.messaging_service_sid != integration.messaging_service_sid:
-            return SendDecision(
-                False, "messaging service is not the clinic's approved one", consent
-            )
+            return decision.failed("sender", "messaging service is not the clinic's approved one")
     elif message.from_number not in integration.sending_numbers:
-        return SendDecision(
-            False,
-            f"sender {message.from_number} is not an approved number for this clinic",
-            consent,
+        return decision.failed(
+            "sender", f"sender {message.from_number} is not an approved number for this clinic"
         )
+    decision.passed("sender", message.from_number or message.messaging_service_sid)
+
     if not is_e164(message.to):
-        return SendDecision(False, f"recipient {message.to!r} is not a valid phone number", consent)
-    return SendDecision(True, consent_record=consent)
+        return decision.failed("recipient", f"recipient {message.to!r} is not a valid phone number")
+    decision.passed("recipient", "valid E.164 number")
+    return decision

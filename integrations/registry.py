@@ -1,6 +1,30 @@
-"""Every adapter careflow offers: one line each."""
+"""Every adapter careflow offers: one line each in `_register_all`.
 
-from integrations.adapters import adapter_register
-from integrations.twilio.adapter import TwilioAdapter
+Import adapters from here (not from integrations.adapters) so the registry is complete
+whenever it is read, whatever the order in which apps and admin modules load.
+"""
 
-adapter_register(TwilioAdapter())
+from integrations.adapters import Adapter
+
+REGISTRY: dict[str, Adapter] = {}
+
+
+def adapter_register(adapter: Adapter) -> Adapter:
+    REGISTRY[adapter.name] = adapter
+    return adapter
+
+
+def adapter_get(name: str) -> Adapter:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise LookupError(f"no adapter named {name!r}") from None
+
+
+def _register_all() -> None:
+    from integrations.twilio.adapter import TwilioAdapter
+
+    adapter_register(TwilioAdapter())
+
+
+_register_all()

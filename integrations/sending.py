@@ -52,6 +52,7 @@ def message_prepare(
     patient: Patient | None = None,
     step_run_id: int | None = None,
     is_test: bool = False,
+    urgent: bool = False,
 ) -> OutboundMessage:
     """Create the message row for this idempotency key, or return the one that exists."""
     info = segment_info(body)
@@ -69,6 +70,7 @@ def message_prepare(
         "encoding": info.encoding,
         "segments": info.segments,
         "is_test": is_test,
+        "urgent": urgent,
     }
     try:
         with transaction.atomic():
@@ -118,31 +120,56 @@ def message_send(*, message_id: int) -> OutboundMessage:
     if message.next_attempt_at and message.next_attempt_at > timezone.now():
         return message
 
-    decision = send_decide(message=message)
-    if not decision.allowed:
-        _update(
-            message,
-            status=Status.SKIPPED,
-            skip_reason=decision.reason,
-            consent_record=decision.consent_record,
-            next_attempt_at=None,
-        )
+    if not _message_decide_and_claim(message):
         return message
+    return _message_call_twilio(message)
 
-    now = timezone.now()
-    claimed = OutboundMessage.objects.filter(pk=message.pk, status=Status.PENDING).update(
-        status=Status.SENDING,
-        attempts=message.attempts + 1,
-        sending_started_at=now,
-        consent_record=decision.consent_record,
-        updated_at=now,
-    )
+
+def _message_decide_and_claim(message: OutboundMessage) -> bool:
+    """Run the send-time checks and, if they pass, claim the message (pending → sending).
+
+    The patient's row is locked meanwhile, so two sends to the same patient cannot both pass
+    a frequency cap that only one of them fits under.
+    """
+    with transaction.atomic():
+        if message.patient_id:
+            Patient.objects.select_for_update().filter(pk=message.patient_id).first()
+        now = timezone.now()
+        decision = send_decide(message=message, now=now)
+        record = decision.as_dict(now)
+        if decision.defer_until is not None:
+            _update(
+                message,
+                decision=record,
+                next_attempt_at=decision.defer_until,
+                consent_record=decision.consent_record,
+            )
+            return False
+        if not decision.allowed:
+            _update(
+                message,
+                status=Status.SKIPPED,
+                skip_reason=decision.reason,
+                decision=record,
+                consent_record=decision.consent_record,
+                next_attempt_at=None,
+            )
+            return False
+        claimed = OutboundMessage.objects.filter(pk=message.pk, status=Status.PENDING).update(
+            status=Status.SENDING,
+            attempts=message.attempts + 1,
+            sending_started_at=now,
+            consent_record=decision.consent_record,
+            decision=record,
+            updated_at=now,
+        )
     if not claimed:  # another worker has it
         message.refresh_from_db()
-        return message
+        return False
     message.status, message.attempts = Status.SENDING, message.attempts + 1
     message.sending_started_at, message.consent_record = now, decision.consent_record
-    return _message_call_twilio(message)
+    message.decision = record
+    return True
 
 
 def _message_call_twilio(message: OutboundMessage) -> OutboundMessage:

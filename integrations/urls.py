@@ -4,6 +4,11 @@ from integrations import webhooks
 
 urlpatterns = [
     path(
+        "twilio/<uuid:integration_uuid>/inbound/",
+        webhooks.twilio_inbound_sms,
+        name="twilio-inbound-sms",
+    ),
+    path(
         "twilio/<uuid:integration_uuid>/status/<uuid:message_uuid>/",
         webhooks.twilio_status_callback,
         name="twilio-status-callback",

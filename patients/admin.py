@@ -1,18 +1,78 @@
 from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
 
-from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
+from patients.models import (
+    Appointment,
+    Cart,
+    ConsentRecord,
+    Lead,
+    Order,
+    Organization,
+    Patient,
+    Prescription,
+    QuestionnaireSubmission,
+    Requisition,
+    StaffMembership,
+    Subscription,
+    Task,
+)
+from patients.services import organization_webhook_token_issue, subscription_renew
 from patients.tenancy import OrganizationScopedAdmin
 
 
 @admin.register(Organization)
 class OrganizationAdmin(OrganizationScopedAdmin):
     organization_path = "pk"
-    list_display = ["name", "slug", "timezone"]
+    list_display = ["name", "slug", "timezone", "webhook_token_issued_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["uuid", "webhook_endpoint", "webhook_token_issued_at"]
+    actions = ["issue_webhook_token"]
+
+    @admin.display(description="Custom event webhook URL")
+    def webhook_endpoint(self, obj: Organization) -> str:
+        if obj.pk is None:
+            return "-"
+        return reverse("webhook-custom-event", kwargs={"organization_uuid": obj.uuid})
+
+    @admin.action(
+        description="Issue a new webhook token (the old one stops working)",
+        permissions=["change"],
+    )
+    def issue_webhook_token(
+        self, request: HttpRequest, queryset: QuerySet[Organization]
+    ) -> HttpResponse | None:
+        organizations = list(queryset[:2])
+        if len(organizations) != 1:
+            self.message_user(
+                request, "Select exactly one organization to issue a token for.", messages.ERROR
+            )
+            return None
+        organization = organizations[0]
+        token = organization_webhook_token_issue(organization=organization)
+        # Rendered into this one response only: never stored, logged or put in a message
+        # (messages can live in a cookie).
+        response = TemplateResponse(
+            request,
+            "admin/careflow/webhook_token.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Webhook token issued",
+                "opts": self.model._meta,
+                "organization": organization,
+                "token": token,
+                "endpoint": request.build_absolute_uri(self.webhook_endpoint(organization)),
+            },
+        )
+        response["Cache-Control"] = "no-store"
+        return response
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.is_superuser)  # type: ignore[union-attr]
@@ -111,6 +171,131 @@ class OrderAdmin(OrganizationScopedAdmin):
     list_filter = ["status", "organization"]
     list_select_related = ["patient", "organization"]
     search_fields = ["number", "tracking_number", "patient__last_name"]
-    autocomplete_fields = ["patient"]
+    autocomplete_fields = ["patient", "subscription"]
     readonly_fields = ["status_history"]
     show_full_result_count = False
+
+
+class PatientRecordAdmin(OrganizationScopedAdmin):
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    list_select_related = ["patient", "organization"]
+    autocomplete_fields = ["patient"]
+    search_fields = ["patient__first_name", "patient__last_name", "patient__phone"]
+    show_full_result_count = False
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(PatientRecordAdmin):
+    list_display = [
+        "product_name",
+        "patient",
+        "status",
+        "current_cycle",
+        "next_cycle_date",
+        "organization",
+    ]
+    list_filter = ["status", "organization"]
+    search_fields = [*PatientRecordAdmin.search_fields, "product_name", "product_id"]
+    fields = [
+        "organization",
+        "patient",
+        "product_id",
+        "product_name",
+        "price",
+        "interval_days",
+        "status",
+        "current_cycle",
+        "next_cycle_date",
+    ]
+    actions = ["renew"]
+
+    @admin.action(description="Renew now (create the next cycle’s order)", permissions=["change"])
+    def renew(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        renewed = 0
+        for subscription in queryset:
+            try:
+                subscription_renew(subscription=subscription)
+            except ValidationError as exc:
+                self.message_user(request, f"{subscription}: {exc.messages[0]}", messages.WARNING)
+            else:
+                renewed += 1
+        if renewed:
+            self.message_user(request, f"Renewed {renewed} subscription(s).", messages.SUCCESS)
+
+
+@admin.register(Appointment)
+class AppointmentAdmin(PatientRecordAdmin):
+    list_display = ["starts_at", "patient", "status", "provider_name", "organization"]
+    list_filter = ["status", "organization"]
+    search_fields = [*PatientRecordAdmin.search_fields, "provider_name"]
+    date_hierarchy = "starts_at"
+    fields = [
+        "organization",
+        "patient",
+        "starts_at",
+        "duration_minutes",
+        "status",
+        "provider_name",
+        "location",
+        "video_url",
+    ]
+
+
+@admin.register(Cart)
+class CartAdmin(PatientRecordAdmin):
+    list_display = ["__str__", "patient", "checked_out_at", "organization", "created_at"]
+    list_filter = ["organization"]
+    fields = ["organization", "patient", "line_items", "checkout_url", "checked_out_at"]
+
+
+@admin.register(QuestionnaireSubmission)
+class QuestionnaireSubmissionAdmin(PatientRecordAdmin):
+    list_display = ["questionnaire_name", "patient", "submitted_at", "organization"]
+    list_filter = ["organization"]
+    search_fields = [*PatientRecordAdmin.search_fields, "questionnaire_name"]
+    fields = ["organization", "patient", "questionnaire_name", "answers", "submitted_at"]
+
+
+@admin.register(Prescription)
+class PrescriptionAdmin(PatientRecordAdmin):
+    list_display = ["medication_name", "patient", "status", "organization", "created_at"]
+    list_filter = ["status", "organization"]
+    fields = ["organization", "patient", "medication_name", "status"]
+
+
+@admin.register(Requisition)
+class RequisitionAdmin(PatientRecordAdmin):
+    list_display = ["lab_name", "test_panel", "patient", "status", "organization", "created_at"]
+    list_filter = ["status", "organization"]
+    fields = ["organization", "patient", "lab_name", "test_panel", "status"]
+
+
+@admin.register(Lead)
+class LeadAdmin(OrganizationScopedAdmin):
+    list_display = ["__str__", "phone", "email", "status", "source", "organization", "created_at"]
+    list_filter = ["status", "organization"]
+    list_select_related = ["organization"]
+    search_fields = ["first_name", "last_name", "email", "phone"]
+    autocomplete_fields = ["converted_patient"]
+    show_full_result_count = False
+    fields = [
+        "organization",
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "source",
+        "status",
+        "converted_patient",
+    ]
+
+
+@admin.register(Task)
+class TaskAdmin(OrganizationScopedAdmin):
+    list_display = ["title", "patient", "status", "due_at", "organization"]
+    list_filter = ["status", "organization"]
+    list_select_related = ["patient", "organization"]
+    search_fields = ["title", "patient__last_name"]
+    autocomplete_fields = ["patient"]
+    show_full_result_count = False
+    fields = ["organization", "patient", "title", "status", "due_at"]

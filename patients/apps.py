@@ -8,7 +8,14 @@ class PatientsConfig(AppConfig):
 
     def ready(self) -> None:
         from patients import receivers
-        from patients.models import Order, Patient
+        from patients.models import Cart, Order, Patient
 
         post_save.connect(receivers.patient_saved, sender=Patient, dispatch_uid="patient_saved")
         post_save.connect(receivers.order_saved, sender=Order, dispatch_uid="order_saved")
+        post_save.connect(receivers.cart_saved, sender=Cart, dispatch_uid="cart_saved")
+        for model in receivers.LIFECYCLES:
+            post_save.connect(
+                receivers.lifecycle_saved,
+                sender=model,
+                dispatch_uid=f"lifecycle_saved:{model._meta.label}",
+            )

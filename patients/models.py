@@ -2,12 +2,15 @@
 
 import uuid
 import zoneinfo
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from patients.phones import PhoneNumberField
@@ -30,14 +33,86 @@ class TimeStamped(models.Model):
         abstract = True
 
 
+class ChangeTracked(models.Model):
+    """Remembers the `tracked_fields` as loaded from the database, so that a save can tell
+    which of them really changed (`saved_changes`) and receivers record events only then.
+
+    A real change bumps the integer field named by `version_field`; event dedupe keys include
+    it, so two stale copies saving the same change collapse into one event while A→B→A→B
+    still records each change. An instance built by hand with an existing pk (not loaded)
+    has nothing to compare against and reports no changes; deferred fields likewise.
+    """
+
+    tracked_fields: ClassVar[tuple[str, ...]] = ()
+    version_field: ClassVar[str] = ""
+
+    # None for an instance not loaded from (or saved to) the database: nothing to compare.
+    _loaded: dict[str, Any] | None = None
+    saved_changes: tuple[str, ...] = ()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        update_fields = kwargs.get("update_fields")
+        changes = self.tracked_changes(update_fields)
+        if changes and self.version_field:
+            setattr(self, self.version_field, getattr(self, self.version_field) + 1)
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, self.version_field}
+        self.saved_changes = changes
+        super().save(*args, **kwargs)
+        saved = self._tracked_values()
+        if update_fields is not None and self._loaded is not None:
+            # Only what was written is now the database's value; a change left out of
+            # update_fields is still pending.
+            saved = {**self._loaded, **{k: v for k, v in saved.items() if k in update_fields}}
+        self._loaded = saved
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        fields = kwargs.get("fields")
+        refreshed = self._tracked_values()
+        if fields is not None:
+            refreshed = {name: value for name, value in refreshed.items() if name in fields}
+        self._loaded = {**(self._loaded or {}), **refreshed}
+
+    @classmethod
+    def from_db(cls, db: Any, field_names: Any, values: Any) -> Any:
+        instance = super().from_db(db, field_names, values)
+        instance._loaded = instance._tracked_values()
+        return instance
+
+    def _tracked_values(self) -> dict[str, Any]:
+        # Deferred fields are not in __dict__; their changes cannot be seen, so none are claimed.
+        return {name: self.__dict__[name] for name in self.tracked_fields if name in self.__dict__}
+
+    def tracked_changes(self, update_fields: Iterable[str] | None = None) -> tuple[str, ...]:
+        """The tracked fields whose value differs from the one loaded (and would be saved)."""
+        if self._loaded is None:
+            return ()
+        saving = None if update_fields is None else set(update_fields)
+        return tuple(
+            name
+            for name, loaded in self._loaded.items()
+            if (saving is None or name in saving) and self.__dict__.get(name) != loaded
+        )
+
+
 class Organization(TimeStamped):
     """A clinic: the tenant boundary for every record, secret and workflow."""
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
+    # Part of the custom-event webhook URL: unguessable, and never the database id.
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     timezone = models.CharField(
         max_length=64, default="America/New_York", validators=[validate_timezone]
     )
+    # SHA-256 of the custom-event webhook's bearer token; the token itself is shown once
+    # when issued and never stored. The token is 256 random bits, so no salt or slow hash.
+    webhook_token_hash = models.CharField(max_length=64, blank=True, editable=False)
+    webhook_token_issued_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -63,8 +138,29 @@ class StaffMembership(TimeStamped):
         return f"{self.user} @ {self.organization}"
 
 
-class Patient(TimeStamped):
+class Patient(ChangeTracked, TimeStamped):
     """A patient; called "customer" in event payloads, as in the platform we model."""
+
+    # The profile: a real change of any of these records customer.updated.
+    tracked_fields = (
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "dob",
+        "gender",
+        "timezone",
+        "address1",
+        "address2",
+        "city",
+        "province",
+        "province_code",
+        "postal_code",
+        "country_code",
+        "source",
+        "accept_marketing",
+    )
+    version_field = "profile_version"
 
     class Gender(models.TextChoices):
         FEMALE = "female", "Female"
@@ -102,6 +198,7 @@ class Patient(TimeStamped):
         default=False,
         help_text="Test patients may receive live test sends from the workflow builder.",
     )
+    profile_version = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["last_name", "first_name", "id"]
@@ -198,6 +295,14 @@ class Order(TimeStamped):
     discount_amount = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0"))
     coupon = models.CharField(max_length=50, blank=True)
     tracking_number = models.CharField(max_length=100, blank=True)
+    # Set on orders created by a subscription renewal (they record order.subscription_cycle).
+    subscription = models.ForeignKey(
+        "Subscription",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="orders",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -241,5 +346,276 @@ class Order(TimeStamped):
             self.patient_id
             and self.organization_id
             and self.patient.organization_id != self.organization_id
+        ):
+            raise ValidationError({"patient": "This patient belongs to another clinic."})
+        subscription = self.subscription if self.subscription_id else None
+        if (
+            subscription is not None
+            and self.patient_id
+            and subscription.patient_id != self.patient_id
+        ):
+            raise ValidationError({"subscription": "This subscription belongs to another patient."})
+
+
+class PatientRecord(ChangeTracked, TimeStamped):
+    """A record about one patient. `organization` is copied from the patient when left unset,
+    and kept alongside for tenant scoping without a join."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="%(class)ss"
+    )
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="%(class)ss")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+
+    tracked_fields: ClassVar[tuple[str, ...]] = ("status",)
+    version_field: ClassVar[str] = "status_version"
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-id"]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.organization_id and self.patient_id:
+            self.organization_id = self.patient.organization_id
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        if not self.organization_id and self.patient_id:
+            self.organization_id = self.patient.organization_id
+        if (
+            self.patient_id
+            and self.organization_id
+            and self.patient.organization_id != self.organization_id
+        ):
+            raise ValidationError({"patient": "This patient belongs to another clinic."})
+
+
+class Subscription(PatientRecord):
+    class Status(models.TextChoices):
+        CREATED = "created", "Created"
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        CANCELLED = "cancelled", "Cancelled"
+
+    product_id = models.CharField(max_length=64)
+    product_name = models.CharField(max_length=200)
+    price = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0"))
+    interval_days = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED)
+    current_cycle = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1)], help_text="The first cycle is 1."
+    )
+    next_cycle_date = models.DateField(
+        "renewal date", null=True, blank=True, help_text="When the next cycle starts."
+    )
+    status_version = models.PositiveIntegerField(default=0, editable=False)
+    # The cycle whose upcoming-renewal event the scan recorded (claimed by conditional UPDATE).
+    renewal_notice_cycle = models.PositiveIntegerField(null=True, blank=True, editable=False)
+
+    class Meta(PatientRecord.Meta):
+        indexes = [
+            # The renewal scan reads active subscriptions by date, every minute.
+            models.Index(
+                fields=["next_cycle_date"],
+                condition=Q(status="active"),
+                name="subscription_renewal_due",
+            )
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(current_cycle__gte=1), name="subscription_cycle_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(interval_days__gte=1), name="subscription_interval_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.product_name
+
+
+class Appointment(PatientRecord):
+    class Status(models.TextChoices):
+        BOOKED = "booked", "Booked"
+        CONFIRMED = "confirmed", "Confirmed"
+        CANCELLED = "cancelled", "Cancelled"
+        COMPLETED = "completed", "Completed"
+        NO_SHOW = "no_show", "No-show"
+
+    starts_at = models.DateTimeField()
+    duration_minutes = models.PositiveIntegerField(default=30)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.BOOKED)
+    provider_name = models.CharField(max_length=200, blank=True)
+    location = models.CharField(max_length=300, blank=True, help_text="For in-person visits.")
+    video_url = models.URLField(max_length=500, blank=True, help_text="For video visits.")
+    status_version = models.PositiveIntegerField(default=0, editable=False)
+    # The start time the reminder scan recorded a reminder for; a reschedule differs from it.
+    reminder_starts_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta(PatientRecord.Meta):
+        ordering = ["-starts_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["starts_at"],
+                condition=Q(status__in=["booked", "confirmed"]),
+                name="appointment_upcoming",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Appointment {self.starts_at:%Y-%m-%d %H:%M}"
+
+
+class Cart(PatientRecord):
+    line_items = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='[{"name": "…", "productId": "…", "price": "49.00", "quantity": 1, '
+        '"isSubscription": false}]',
+    )
+    checkout_url = models.URLField(max_length=500, blank=True)
+    checked_out_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the patient started checkout."
+    )
+
+    tracked_fields = ("checked_out_at",)
+    version_field = ""
+
+    def __str__(self) -> str:
+        return f"Cart {self.pk}"
+
+
+class QuestionnaireSubmission(PatientRecord):
+    questionnaire_name = models.CharField(max_length=200)
+    # Clinical content: stays in the database and the admin, never in an event payload.
+    answers = models.JSONField(default=dict, blank=True)
+    submitted_at = models.DateTimeField(default=timezone.now)
+
+    tracked_fields = ()
+    version_field = ""
+
+    class Meta(PatientRecord.Meta):
+        ordering = ["-submitted_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.questionnaire_name
+
+
+class Prescription(PatientRecord):
+    class Status(models.TextChoices):
+        CREATED = "created", "Created"
+        FULFILLED = "fulfilled", "Fulfilled"
+
+    medication_name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED)
+    status_version = models.PositiveIntegerField(default=0, editable=False)
+
+    def __str__(self) -> str:
+        return self.medication_name
+
+
+class Requisition(PatientRecord):
+    class Status(models.TextChoices):
+        CREATED = "created", "Created"
+        SUBMITTED = "submitted", "Sent to the lab"
+        COLLECTED = "collected", "Sample collected"
+        RESULTED = "resulted", "Results in"
+        CANCELLED = "cancelled", "Cancelled"
+
+    lab_name = models.CharField(max_length=200)
+    test_panel = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED)
+    status_version = models.PositiveIntegerField(default=0, editable=False)
+
+    def __str__(self) -> str:
+        return f"{self.lab_name} requisition"
+
+
+class Lead(ChangeTracked, TimeStamped):
+    """A prospective patient; `converted_patient` is set when they become one."""
+
+    class Status(models.TextChoices):
+        CREATED = "created", "Created"
+        CONVERTED = "converted", "Converted"
+        LOST = "lost", "Lost"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="leads")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    first_name = models.CharField(max_length=100)
+    last_name = models.CharField(max_length=100, blank=True)
+    email = models.EmailField(blank=True)
+    phone = PhoneNumberField(blank=True, help_text="Any common format; stored as E.164.")
+    source = models.CharField(max_length=50, blank=True, help_text="e.g. facebook-ad")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED)
+    converted_patient = models.ForeignKey(
+        Patient, on_delete=models.PROTECT, null=True, blank=True, related_name="leads"
+    )
+    status_version = models.PositiveIntegerField(default=0, editable=False)
+
+    tracked_fields = ("status",)
+    version_field = "status_version"
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(status="converted") | Q(converted_patient__isnull=False),
+                name="converted_lead_has_patient",
+                violation_error_message="A converted lead needs the patient it became.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    def clean(self) -> None:
+        patient = self.converted_patient if self.converted_patient_id else None
+        if (
+            patient is not None
+            and self.organization_id
+            and patient.organization_id != self.organization_id
+        ):
+            raise ValidationError({"converted_patient": "This patient belongs to another clinic."})
+
+
+class Task(ChangeTracked, TimeStamped):
+    """A to-do for clinic staff, optionally about one patient."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="tasks")
+    patient = models.ForeignKey(
+        Patient, on_delete=models.PROTECT, null=True, blank=True, related_name="tasks"
+    )
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    title = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    due_at = models.DateTimeField(null=True, blank=True)
+    status_version = models.PositiveIntegerField(default=0, editable=False)
+
+    tracked_fields = ("status",)
+    version_field = "status_version"
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        patient = self.patient if self.patient_id else None
+        if not self.organization_id and patient is not None:
+            self.organization_id = patient.organization_id
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        patient = self.patient if self.patient_id else None
+        if (
+            patient is not None
+            and self.organization_id
+            and patient.organization_id != self.organization_id
         ):
             raise ValidationError({"patient": "This patient belongs to another clinic."})

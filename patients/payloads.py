@@ -1,21 +1,112 @@
 """Event payloads in the field names of the platform's Customer Data Reference (camelCase).
 
-A payload is a JSON snapshot taken when the event is recorded; it never carries secrets.
+A payload is a JSON snapshot taken when the event is recorded; it never carries secrets, and
+no clinical free text (questionnaire answers stay in the database). Its shape is documented
+in `workflows.events` (the data reference); a test holds the two together.
 """
 
+import zoneinfo
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from patients.models import Order, Patient
+from django.db import models
+
+from patients.models import (
+    Appointment,
+    Cart,
+    Lead,
+    Order,
+    Patient,
+    Prescription,
+    QuestionnaireSubmission,
+    Requisition,
+    Subscription,
+    Task,
+)
 
 
 def _iso(value: date | datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _money(value: Decimal) -> str:
-    return f"{value:.2f}"
+def _money(value: Decimal) -> float:
+    # A JSON number, so filters can compare amounts ({"order.totalAmount": {"$gte": 50}});
+    # the template filter `money` formats it back to $49.00.
+    return float(value.quantize(Decimal("0.01")))
+
+
+# Patient model field → its variable path in the customer payload (customer.updated lists
+# the paths that changed, so a filter can say {"changedFields": "phone"}).
+CUSTOMER_FIELD_PATHS: dict[str, str] = {
+    "first_name": "firstName",
+    "last_name": "lastName",
+    "email": "email",
+    "phone": "phone",
+    "dob": "dob",
+    "gender": "gender",
+    "timezone": "timezone",
+    "address1": "defaultAddress.address1",
+    "address2": "defaultAddress.address2",
+    "city": "defaultAddress.city",
+    "province": "defaultAddress.province",
+    "province_code": "defaultAddress.provinceCode",
+    "postal_code": "defaultAddress.postalCode",
+    "country_code": "defaultAddress.countryCode",
+    "source": "source",
+    "accept_marketing": "acceptMarketing",
+}
+
+ADDRESS_KEYS = (
+    "address1",
+    "address2",
+    "city",
+    "province",
+    "provinceCode",
+    "postalCode",
+    "countryCode",
+)
+
+
+def address_payload(value: Any) -> dict[str, str]:
+    """An address as stored in free JSON (orders), reduced to the documented keys."""
+    value = value if isinstance(value, Mapping) else {}
+    return {key: str(value.get(key) or "") for key in ADDRESS_KEYS}
+
+
+def _price(value: Any) -> float:
+    try:
+        return _money(Decimal(str(value)))
+    except (InvalidOperation, ValueError):
+        return 0.0
+
+
+def _quantity(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 1
+
+
+def line_items_payload(value: Any) -> list[dict[str, Any]]:
+    """Line items as stored in free JSON, reduced to the documented keys and types.
+
+    Never raises: it runs inside a signal receiver, where an odd value typed into the admin
+    must not make the save fail.
+    """
+    items = value if isinstance(value, list) else []
+    return [
+        {
+            "name": str(item.get("name") or ""),
+            "productId": str(item.get("productId") or ""),
+            "price": _price(item.get("price", "0")),
+            "quantity": _quantity(item.get("quantity", 1)),
+            "isSubscription": bool(item.get("isSubscription", False)),
+        }
+        for item in items
+        if isinstance(item, Mapping)
+    ]
 
 
 def customer_summary(patient: Patient) -> dict[str, Any]:
@@ -52,28 +143,262 @@ def customer_payload(patient: Patient) -> dict[str, Any]:
     }
 
 
+def _timestamps(record: Any) -> dict[str, str | None]:
+    return {"createdAt": _iso(record.created_at), "updatedAt": _iso(record.updated_at)}
+
+
 def order_payload(order: Order) -> dict[str, Any]:
     return {
         "id": str(order.uuid),
         "number": order.number,
         "status": order.status,
-        "statusHistory": list(order.status_history),
+        "statusHistory": [
+            {"status": str(entry.get("status", "")), "at": entry.get("at")}
+            for entry in order.status_history
+            if isinstance(entry, Mapping)
+        ],
         "customer": customer_summary(order.patient),
-        "lineItems": list(order.line_items),
-        "shippingAddress": dict(order.shipping_address),
+        "lineItems": line_items_payload(order.line_items),
+        "shippingAddress": address_payload(order.shipping_address),
         "totalAmount": _money(order.total_amount),
         "discountAmount": _money(order.discount_amount),
         "coupon": order.coupon,
         "trackingNumber": order.tracking_number,
-        "createdAt": _iso(order.created_at),
-        "updatedAt": _iso(order.updated_at),
+        **_timestamps(order),
     }
 
 
-def order_event_payload(order: Order) -> dict[str, Any]:
-    """Order events carry the full customer too, so `{{customer.phone}}` works on them."""
-    return {"order": order_payload(order), "customer": customer_payload(order.patient)}
+def subscription_payload(subscription: Subscription) -> dict[str, Any]:
+    return {
+        "id": str(subscription.uuid),
+        "customer": customer_summary(subscription.patient),
+        "product": {"id": subscription.product_id, "name": subscription.product_name},
+        "status": subscription.status,
+        "price": _money(subscription.price),
+        "intervalDays": subscription.interval_days,
+        "currentCycle": subscription.current_cycle,
+        "nextCycleDate": _iso(subscription.next_cycle_date),
+        **_timestamps(subscription),
+    }
+
+
+def cart_payload(cart: Cart) -> dict[str, Any]:
+    return {
+        "id": str(cart.uuid),
+        "customer": customer_summary(cart.patient),
+        "lineItems": line_items_payload(cart.line_items),
+        "checkoutUrl": cart.checkout_url,
+        "checkedOutAt": _iso(cart.checked_out_at),
+        **_timestamps(cart),
+    }
+
+
+def questionnaire_payload(submission: QuestionnaireSubmission) -> dict[str, Any]:
+    # Deliberately without `answers`: they can be clinical and must not reach templates.
+    return {
+        "id": str(submission.uuid),
+        "name": submission.questionnaire_name,
+        "submittedAt": _iso(submission.submitted_at),
+    }
+
+
+def prescription_payload(prescription: Prescription) -> dict[str, Any]:
+    return {
+        "id": str(prescription.uuid),
+        "status": prescription.status,
+        "medication": {"name": prescription.medication_name},
+        **_timestamps(prescription),
+    }
+
+
+def requisition_payload(requisition: Requisition) -> dict[str, Any]:
+    return {
+        "id": str(requisition.uuid),
+        "status": requisition.status,
+        "labName": requisition.lab_name,
+        "testPanel": requisition.test_panel,
+        **_timestamps(requisition),
+    }
+
+
+def _display_zone(appointment: Appointment) -> str:
+    for name in (appointment.patient.timezone, appointment.organization.timezone):
+        if name and name in zoneinfo.available_timezones():
+            return name
+    return "UTC"
+
+
+def appointment_payload(appointment: Appointment) -> dict[str, Any]:
+    zone = _display_zone(appointment)
+    return {
+        "id": str(appointment.uuid),
+        "status": appointment.status,
+        "startsAt": _iso(appointment.starts_at),
+        "startsAtLocal": _iso(appointment.starts_at.astimezone(zoneinfo.ZoneInfo(zone))),
+        "timezone": zone,
+        "durationMinutes": appointment.duration_minutes,
+        "providerName": appointment.provider_name,
+        "location": appointment.location,
+        "videoUrl": appointment.video_url,
+        **_timestamps(appointment),
+    }
+
+
+def lead_payload(lead: Lead) -> dict[str, Any]:
+    return {
+        "id": str(lead.uuid),
+        "firstName": lead.first_name,
+        "lastName": lead.last_name,
+        "email": lead.email,
+        "phone": lead.phone,
+        "source": lead.source,
+        "status": lead.status,
+        **_timestamps(lead),
+    }
+
+
+def task_payload(task: Task) -> dict[str, Any]:
+    return {
+        "id": str(task.uuid),
+        "title": task.title,
+        "status": task.status,
+        "dueAt": _iso(task.due_at),
+        **_timestamps(task),
+    }
+
+
+# --- whole event payloads: the subject's object plus the full customer ---------------------
 
 
 def customer_event_payload(patient: Patient) -> dict[str, Any]:
     return {"customer": customer_payload(patient)}
+
+
+def customer_updated_payload(patient: Patient, changed_fields: list[str]) -> dict[str, Any]:
+    return {**customer_event_payload(patient), "changedFields": list(changed_fields)}
+
+
+def order_event_payload(order: Order) -> dict[str, Any]:
+    """Order events carry the full customer too, so `{{customer.phone}}` works on them, and
+    the subscription a renewal order belongs to (null for one-off orders)."""
+    return {
+        "order": order_payload(order),
+        "customer": customer_payload(order.patient),
+        "subscription": subscription_payload(order.subscription) if order.subscription else None,
+    }
+
+
+def subscription_event_payload(subscription: Subscription) -> dict[str, Any]:
+    return {
+        "subscription": subscription_payload(subscription),
+        "customer": customer_payload(subscription.patient),
+    }
+
+
+def cart_event_payload(cart: Cart) -> dict[str, Any]:
+    return {"cart": cart_payload(cart), "customer": customer_payload(cart.patient)}
+
+
+def questionnaire_event_payload(submission: QuestionnaireSubmission) -> dict[str, Any]:
+    return {
+        "questionnaire": questionnaire_payload(submission),
+        "customer": customer_payload(submission.patient),
+    }
+
+
+def prescription_event_payload(prescription: Prescription) -> dict[str, Any]:
+    return {
+        "prescription": prescription_payload(prescription),
+        "customer": customer_payload(prescription.patient),
+    }
+
+
+def requisition_event_payload(requisition: Requisition) -> dict[str, Any]:
+    return {
+        "requisition": requisition_payload(requisition),
+        "customer": customer_payload(requisition.patient),
+    }
+
+
+def appointment_event_payload(appointment: Appointment) -> dict[str, Any]:
+    return {
+        "appointment": appointment_payload(appointment),
+        "customer": customer_payload(appointment.patient),
+    }
+
+
+def lead_event_payload(lead: Lead) -> dict[str, Any]:
+    patient = lead.converted_patient
+    return {"lead": lead_payload(lead), "customer": customer_payload(patient) if patient else None}
+
+
+def task_event_payload(task: Task) -> dict[str, Any]:
+    patient = task.patient
+    return {"task": task_payload(task), "customer": customer_payload(patient) if patient else None}
+
+
+def message_event_payload(
+    *,
+    channel: str,
+    body: str,
+    from_: str,
+    to: str,
+    sid: str,
+    received_at: datetime,
+    patient: Patient | None,
+) -> dict[str, Any]:
+    """An inbound message, with the sender resolved to a patient (None when unknown)."""
+    return {
+        "message": {
+            "sid": sid,
+            "channel": channel,
+            "body": body,
+            "from": from_,
+            "to": to,
+            "receivedAt": _iso(received_at),
+            "customer": customer_summary(patient) if patient else None,
+        },
+        "customer": customer_payload(patient) if patient else None,
+    }
+
+
+def webhook_event_payload(*, name: str, data: dict[str, Any], patient: Patient) -> dict[str, Any]:
+    return {"webhook": {"name": name, "data": data}, "customer": customer_payload(patient)}
+
+
+# --- the current state of an event's subject -----------------------------------------------
+
+_SUBJECTS: dict[
+    str, tuple[type[models.Model], tuple[str, ...], Callable[[Any], dict[str, Any]]]
+] = {
+    "customer": (Patient, (), customer_event_payload),
+    "order": (Order, ("patient", "subscription__patient"), order_event_payload),
+    "subscription": (Subscription, ("patient",), subscription_event_payload),
+    "cart": (Cart, ("patient",), cart_event_payload),
+    "questionnaire": (QuestionnaireSubmission, ("patient",), questionnaire_event_payload),
+    "prescription": (Prescription, ("patient",), prescription_event_payload),
+    "requisition": (Requisition, ("patient",), requisition_event_payload),
+    "appointment": (Appointment, ("patient", "organization"), appointment_event_payload),
+    "lead": (Lead, ("converted_patient",), lead_event_payload),
+    "task": (Task, ("patient",), task_event_payload),
+}
+
+SUBJECT_TYPES = tuple(_SUBJECTS)
+
+
+def payload_for_subject(subject_type: str, subject_id: str) -> dict[str, Any] | None:
+    """The payload an event about this record would carry now, or None if the record (or
+    the subject type) no longer exists.
+
+    Used after a delay, so conditions see current data. It rebuilds the subject's part of
+    the payload (e.g. {"order", "customer", "subscription"}); keys only an event has
+    (customer.updated's `changedFields`, message.inbound's `message`, webhook.event's
+    `webhook`) are not rebuilt: merge the result over the recorded payload.
+    """
+    subject = _SUBJECTS.get(subject_type)
+    # Ids are bigint primary keys; anything else cannot name a record (and must not reach SQL).
+    if subject is None or not str(subject_id).isdecimal() or len(str(subject_id)) > 18:
+        return None
+    model, related, build = subject
+    record = model._default_manager.select_related(*related).filter(pk=int(subject_id)).first()
+    return build(record) if record is not None else None

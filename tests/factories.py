@@ -1,10 +1,11 @@
 import secrets
+from datetime import time
 from decimal import Decimal
 
 import factory
 from django.contrib.auth import get_user_model
 
-from integrations.models import Integration
+from integrations.models import Integration, MessagingPolicy
 from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
 from workflows.models import Step, Workflow
 
@@ -14,10 +15,27 @@ SANDBOX_FROM = "+15005550006"  # Twilio's magic "valid sender" test number
 class OrganizationFactory(factory.django.DjangoModelFactory[Organization]):
     class Meta:
         model = Organization
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"Clinic {n}")
     slug = factory.Sequence(lambda n: f"clinic-{n}")
     timezone = "America/New_York"
+    # Quiet hours open all day, so tests do not depend on the hour they run at; tests of
+    # quiet hours set the window and pin "now" themselves.
+    messaging_policy = factory.RelatedFactory(
+        "tests.factories.MessagingPolicyFactory", factory_related_name="organization"
+    )
+
+
+class MessagingPolicyFactory(factory.django.DjangoModelFactory[MessagingPolicy]):
+    class Meta:
+        model = MessagingPolicy
+
+    organization = factory.SubFactory(OrganizationFactory, messaging_policy=None)
+    quiet_hours_start = time(0, 0)
+    quiet_hours_end = time.max
+    marketing_per_day = None
+    marketing_per_week = None
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -117,3 +135,114 @@ class SmsStepFactory(factory.django.DjangoModelFactory[Step]):
             "from": SANDBOX_FROM,
         }
     )
+
+
+# --- the records that fire triggers (appended: the imports above belong to other factories) ---
+from datetime import timedelta  # noqa: E402
+
+from django.utils import timezone  # noqa: E402
+
+from patients import models as records  # noqa: E402
+
+
+def _same_organization(record: object) -> Organization:
+    return record.patient.organization  # type: ignore[attr-defined]
+
+
+class SubscriptionFactory(factory.django.DjangoModelFactory[records.Subscription]):
+    class Meta:
+        model = records.Subscription
+
+    patient = factory.SubFactory(PatientFactory)
+    organization = factory.LazyAttribute(_same_organization)
+    product_id = factory.Sequence(lambda n: f"prod_{n}")
+    product_name = "Vitamin D 2000 IU"
+    price = Decimal("49.00")
+    interval_days = 30
+    status = records.Subscription.Status.ACTIVE
+    current_cycle = 1
+    next_cycle_date = factory.LazyFunction(lambda: timezone.localdate() + timedelta(days=20))
+
+
+class AppointmentFactory(factory.django.DjangoModelFactory[records.Appointment]):
+    class Meta:
+        model = records.Appointment
+
+    patient = factory.SubFactory(PatientFactory)
+    organization = factory.LazyAttribute(_same_organization)
+    starts_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=3))
+    status = records.Appointment.Status.BOOKED
+    provider_name = "Dr. Maria Gomez"
+    video_url = "https://meet.example.com/r/8fd2"
+
+
+class CartFactory(factory.django.DjangoModelFactory[records.Cart]):
+    class Meta:
+        model = records.Cart
+
+    patient = factory.SubFactory(PatientFactory)
+    organization = factory.LazyAttribute(_same_organization)
+    checkout_url = factory.Sequence(lambda n: f"https://shop.example.com/checkout/{n}")
+    line_items = factory.LazyFunction(
+        lambda: [
+            {
+                "name": "Vitamin D",
+                "productId": "p1",
+                "price": "49.00",
+                "quantity": 1,
+                "isSubscription": True,
+            }
+        ]
+    )
+
+
+class QuestionnaireSubmissionFactory(
+    factory.django.DjangoModelFactory[records.QuestionnaireSubmission]
+):
+    class Meta:
+        model = records.QuestionnaireSubmission
+
+    patient = factory.SubFactory(PatientFactory)
+    organization = factory.LazyAttribute(_same_organization)
+    questionnaire_name = "Intake questionnaire"
+    answers = factory.LazyFunction(lambda: {"symptoms": "chest pain", "smoker": True})
+
+
+class PrescriptionFactory(factory.django.DjangoModelFactory[records.Prescription]):
+    class Meta:
+        model = records.Prescription
+
+    patient = factory.SubFactory(PatientFactory)
+    organization = factory.LazyAttribute(_same_organization)
+    medication_name = "Atorvastatin 10 mg"
+
+
+class RequisitionFactory(factory.django.DjangoModelFactory[records.Requisition]):
+    class Meta:
+        model = records.Requisition
+
+    patient = factory.SubFactory(PatientFactory)
+    organization = factory.LazyAttribute(_same_organization)
+    lab_name = "Quest Diagnostics"
+    test_panel = "Lipid panel"
+
+
+class LeadFactory(factory.django.DjangoModelFactory[records.Lead]):
+    class Meta:
+        model = records.Lead
+
+    organization = factory.SubFactory(OrganizationFactory)
+    first_name = factory.Sequence(lambda n: f"Lead{n}")
+    last_name = "Rivera"
+    email = factory.LazyAttribute(lambda lead: f"{lead.first_name.lower()}@example.com")
+    phone = factory.Sequence(lambda n: f"+1415556{n % 10000:04d}")
+    source = "facebook-ad"
+
+
+class TaskFactory(factory.django.DjangoModelFactory[records.Task]):
+    class Meta:
+        model = records.Task
+
+    organization = factory.SubFactory(OrganizationFactory)
+    title = factory.Sequence(lambda n: f"Call patient {n}")
+    due_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=1))

@@ -7,7 +7,8 @@ died is taken over once the lease expires.
 """
 
 import logging
-from datetime import timedelta
+import zoneinfo
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -16,11 +17,14 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from integrations.adapters import Outcome, StepContext, adapter_get
+from integrations.adapters import Outcome, StepContext
+from integrations.registry import adapter_get
 from patients.models import Patient
+from patients.payloads import payload_for_subject
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, Run, StepRun, Workflow
 from workflows.rendering import TemplateError, template_render
+from workflows.steps import StepConfigError, condition_evaluate, delay_until
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +93,50 @@ def run_claim(*, run_id: int) -> bool:
     )
 
 
-def _event_patient(event: Event) -> Patient | None:
-    customer = event.payload.get("customer")
+def _event_patient(organization_id: int, payload: dict[str, Any]) -> Patient | None:
+    customer = payload.get("customer")
     customer_id = customer.get("id") if isinstance(customer, dict) else None
     if not customer_id:
         return None
-    return Patient.objects.filter(organization_id=event.organization_id, uuid=customer_id).first()
+    return Patient.objects.filter(organization_id=organization_id, uuid=customer_id).first()
+
+
+class RunData:
+    """What a run's steps see: the event data, `trigger.` (the snapshot taken when the event
+    happened) and `history.<n>` (earlier steps' status and result). Once the run has waited
+    in a delay step, the event data is re-read from the record, so "wait 3 days, then text
+    only if the subscription is still active" tests the subscription as it is now."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.snapshot: dict[str, Any] = run.event.payload
+        self.history: dict[str, dict[str, Any]] = {}
+        self._current: dict[str, Any] | None = None
+
+    def remember(self, step_run: StepRun) -> None:
+        self.history[str(step_run.number)] = {"status": step_run.status, "result": step_run.result}
+
+    def for_step(self, index: int) -> dict[str, Any]:
+        steps = self.run.definition.get("steps", [])
+        base = self.snapshot
+        if any(step.get("type") == "delay" for step in steps[:index]):
+            # The record's current state over the snapshot: event-only data (an inbound
+            # message's body, a webhook's data, changed fields) stays as it was.
+            base = {**self.snapshot, **self._current_payload()}
+        return {**base, "trigger": self.snapshot, "history": self.history}
+
+    def _current_payload(self) -> dict[str, Any]:
+        if self._current is None:
+            event = self.run.event
+            current = payload_for_subject(event.subject_type, event.subject_id)
+            # A record deleted meanwhile leaves only what was known when the event happened.
+            self._current = current if current is not None else self.snapshot
+        return self._current
+
+
+def _run_still_mine(run: Run) -> bool:
+    """False once the run was cancelled (workflow disabled) while this worker held it."""
+    return Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).exists()
 
 
 def run_advance(*, run_id: int) -> Run | None:
@@ -103,11 +145,16 @@ def run_advance(*, run_id: int) -> Run | None:
         return None
     run = Run.objects.select_related("event", "workflow__organization").get(pk=run_id)
     steps = run.definition.get("steps", [])
-    patient = _event_patient(run.event)
+    data = RunData(run)
+    for done in run.step_runs.filter(index__lt=run.next_index):
+        data.remember(done)
     while run.next_index < len(steps):
+        if not _run_still_mine(run):
+            return run
         step_run, _ = StepRun.objects.get_or_create(run=run, index=run.next_index)
+        next_index: int | None = run.next_index + 1
         if step_run.status not in (StepRun.Status.SUCCEEDED, StepRun.Status.SKIPPED):
-            outcome = _step_execute(run, steps[run.next_index], step_run, patient)
+            outcome, next_index = _step_execute(run, steps[run.next_index], step_run, data)
             if outcome.status == "retry":
                 _run_wait(run, step_run, outcome)
                 return run
@@ -115,7 +162,11 @@ def run_advance(*, run_id: int) -> Run | None:
                 _run_fail(run, step_run, outcome)
                 return run
             _step_finish(step_run, outcome)
-        run.next_index += 1
+        data.remember(step_run)
+        target = len(steps) if next_index is None else next_index
+        if target > run.next_index + 1:
+            _steps_not_reached(run, range(run.next_index + 1, target), step_run.number)
+        run.next_index = target
         run.lease_expires_at = timezone.now() + timedelta(
             seconds=settings.CAREFLOW_RUN_LEASE_SECONDS
         )
@@ -126,38 +177,99 @@ def run_advance(*, run_id: int) -> Run | None:
     return run
 
 
+def _steps_not_reached(run: Run, indexes: range, condition_number: int) -> None:
+    reason = f"not reached: the condition at step {condition_number} was false"
+    now = timezone.now()
+    for index in indexes:
+        StepRun.objects.update_or_create(
+            run=run,
+            index=index,
+            defaults={"status": StepRun.Status.SKIPPED, "skip_reason": reason, "finished_at": now},
+        )
+
+
 def _step_execute(
-    run: Run, step: dict[str, Any], step_run: StepRun, patient: Patient | None
-) -> Outcome:
+    run: Run, step: dict[str, Any], step_run: StepRun, data: RunData
+) -> tuple[Outcome, int | None]:
+    """Run one step; return its outcome and the index of the step to run next (None: end)."""
     now = timezone.now()
     step_run.status = StepRun.Status.RUNNING
     step_run.attempts += 1
     step_run.started_at = step_run.started_at or now
     step_run.due_at = None
     step_run.save(update_fields=["status", "attempts", "started_at", "due_at", "updated_at"])
-    data = run.event.payload
+    values = data.for_step(step_run.index)
+    following = step_run.index + 1
+    try:
+        if step.get("type") == "condition":
+            result = condition_evaluate(step.get("parameters") or {}, values)
+            next_index = following if result.matched else result.goto_index
+            then = (
+                "continue"
+                if result.matched
+                else ("end" if next_index is None else f"go to step {next_index + 1}")
+            )
+            return Outcome(
+                "succeeded", result={"matched": result.matched, "then": then}
+            ), next_index
+        if step.get("type") == "delay":
+            return _delay_execute(run, step, step_run, values), following
+    except StepConfigError as exc:
+        return Outcome("failed", reason=str(exc)), None
+    return _adapter_execute(run, step, step_run, values), following
+
+
+def _delay_execute(
+    run: Run, step: dict[str, Any], step_run: StepRun, values: dict[str, Any]
+) -> Outcome:
+    until_text = step_run.result.get("until")
+    if until_text:
+        until = datetime.fromisoformat(until_text)
+    else:
+        patient = _event_patient(run.event.organization_id, values)
+        tz = zoneinfo.ZoneInfo(
+            (patient.timezone if patient and patient.timezone else "")
+            or run.workflow.organization.timezone
+        )
+        started = step_run.started_at or timezone.now()
+        until = delay_until(step.get("parameters") or {}, data=values, started_at=started, tz=tz)
+    result = {"until": until.isoformat()}
+    if until > timezone.now():
+        step_run.result = result
+        return Outcome("retry", result=result, retry_at=until)
+    return Outcome("succeeded", result=result)
+
+
+def _adapter_execute(
+    run: Run, step: dict[str, Any], step_run: StepRun, values: dict[str, Any]
+) -> Outcome:
     inputs: dict[str, str] = {}
     for name, template in (step.get("parameters") or {}).items():
         try:
-            inputs[name] = template_render(str(template), data)
+            inputs[name] = template_render(str(template), values)
         except TemplateError as exc:
             return Outcome("failed", reason=f"could not fill in {name}: {exc}")
     step_run.inputs = inputs
     step_run.save(update_fields=["inputs", "updated_at"])
     try:
-        adapter = adapter_get(step["adapter"])
+        adapter = adapter_get(step.get("adapter", ""))
     except LookupError as exc:
         return Outcome("failed", reason=str(exc))
+    patient = _event_patient(run.event.organization_id, values)
+    key = f"run:{run.pk}:step:{step_run.index}"
+    if step_run.generation:
+        key += f":retry:{step_run.generation}"
     return adapter.execute(
-        function=step["function"],
+        function=step.get("function", ""),
         context=StepContext(
             organization=run.workflow.organization,
-            idempotency_key=f"run:{run.pk}:step:{step_run.index}",
+            idempotency_key=key,
             inputs=inputs,
             purpose=step.get("purpose", "transactional"),
             patient=patient,
             step_run_id=step_run.pk,
             is_test=bool(patient and patient.is_test),
+            urgent=bool(step.get("urgent")),
         ),
     )
 
@@ -178,15 +290,10 @@ def _step_finish(step_run: StepRun, outcome: Outcome) -> None:
 def _run_wait(run: Run, step_run: StepRun, outcome: Outcome) -> None:
     due = outcome.retry_at or timezone.now() + DEFAULT_RETRY_AFTER
     with transaction.atomic():
-        step_run.status, step_run.due_at, step_run.result = (
-            StepRun.Status.WAITING,
-            due,
-            outcome.result,
-        )
-        step_run.error = outcome.reason
+        step_run.status, step_run.due_at = StepRun.Status.WAITING, due
+        step_run.result, step_run.error = outcome.result, outcome.reason
         step_run.save(update_fields=["status", "due_at", "result", "error", "updated_at"])
-        run.status, run.due_at, run.lease_expires_at = Run.Status.WAITING, due, None
-        run.save(update_fields=["status", "due_at", "lease_expires_at", "updated_at"])
+        _run_transition(run, Run.Status.WAITING, due_at=due)
 
 
 def _run_fail(run: Run, step_run: StepRun, outcome: Outcome) -> None:
@@ -198,20 +305,100 @@ def _run_fail(run: Run, step_run: StepRun, outcome: Outcome) -> None:
         )
         step_run.finished_at = timezone.now()
         step_run.save(update_fields=["status", "error", "result", "finished_at", "updated_at"])
-        run.error = f"step {step_run.number}: {outcome.reason}"
-        _run_finish(run, Run.Status.FAILED)
+        _run_finish(run, Run.Status.FAILED, error=f"step {step_run.number}: {outcome.reason}")
 
 
-def _run_finish(run: Run, status: str) -> None:
-    run.status, run.finished_at, run.lease_expires_at, run.due_at = (
-        status,
-        timezone.now(),
-        None,
-        None,
+def _run_finish(run: Run, status: str, *, error: str = "") -> None:
+    _run_transition(run, status, finished_at=timezone.now(), error=error)
+
+
+def _run_transition(run: Run, status: str, **fields: Any) -> bool:
+    """Move a run this worker holds to `status`; a run cancelled meanwhile stays cancelled."""
+    fields = {"lease_expires_at": None, "due_at": None, **fields}
+    changed = Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(
+        status=status, updated_at=timezone.now(), **fields
     )
-    run.save(
-        update_fields=["status", "error", "finished_at", "lease_expires_at", "due_at", "updated_at"]
-    )
+    if changed:
+        run.status = status
+        for name, value in fields.items():
+            setattr(run, name, value)
+    else:
+        run.refresh_from_db()
+    return bool(changed)
+
+
+ACTIVE_STATUSES = (Run.Status.PENDING, Run.Status.WAITING)
+
+
+def workflow_disable(*, workflow: Workflow) -> int:
+    """Disable a workflow and cancel its runs that have not finished; return how many.
+
+    A run that a worker holds right now finishes the step it is on (an SMS mid-flight is
+    not torn) and then stops, since its status is no longer "running" (see run_advance).
+    """
+    with transaction.atomic():
+        Workflow.objects.filter(pk=workflow.pk).update(enabled=False, updated_at=timezone.now())
+        workflow.enabled = False
+        now = timezone.now()
+        runs = Run.objects.filter(
+            workflow=workflow, status__in=[*ACTIVE_STATUSES, Run.Status.RUNNING]
+        )
+        run_ids = list(runs.values_list("id", flat=True))
+        StepRun.objects.filter(
+            run_id__in=run_ids,
+            status__in=[StepRun.Status.PENDING, StepRun.Status.WAITING],
+        ).update(
+            status=StepRun.Status.CANCELLED,
+            finished_at=now,
+            updated_at=now,
+            skip_reason="workflow disabled",
+        )
+        return runs.update(
+            status=Run.Status.CANCELLED,
+            finished_at=now,
+            due_at=None,
+            lease_expires_at=None,
+            updated_at=now,
+            error="cancelled: the workflow was disabled",
+        )
+
+
+def workflow_waiting_runs(*, workflow: Workflow) -> int:
+    """How many runs disabling this workflow would cancel."""
+    return Run.objects.filter(
+        workflow=workflow, status__in=[*ACTIVE_STATUSES, Run.Status.RUNNING]
+    ).count()
+
+
+def run_retry(*, run: Run) -> bool:
+    """Retry a failed run from its failed step; steps that succeeded are not repeated.
+
+    The failed step gets a new generation, hence a new idempotency key: its failed message
+    stays as the record of what happened, and the retry is a new message.
+    """
+    with transaction.atomic():
+        failed = (
+            StepRun.objects.select_for_update()
+            .filter(run=run, status=StepRun.Status.FAILED)
+            .first()
+        )
+        if failed is None or run.status != Run.Status.FAILED:
+            return False
+        StepRun.objects.filter(pk=failed.pk).update(
+            status=StepRun.Status.PENDING,
+            generation=failed.generation + 1,
+            error="",
+            finished_at=None,
+            updated_at=timezone.now(),
+        )
+        changed = Run.objects.filter(pk=run.pk, status=Run.Status.FAILED).update(
+            status=Run.Status.PENDING,
+            next_index=failed.index,
+            error="",
+            finished_at=None,
+            updated_at=timezone.now(),
+        )
+    return bool(changed)
 
 
 def runs_due(*, limit: int = 500) -> list[int]:

@@ -67,13 +67,15 @@ class Workflow(TimeStamped):
 
 class Step(TimeStamped):
     class Type(models.TextChoices):
+        CONDITION = "condition", "Condition"
+        DELAY = "delay", "Delay"
         ADAPTER = "adapter", "Adapter action"
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
     position = models.PositiveIntegerField(default=1, help_text="Steps run in this order.")
     type = models.CharField(max_length=16, choices=Type.choices, default=Type.ADAPTER)
-    adapter = models.CharField(max_length=32, default="twilio")
-    function = models.CharField(max_length=64, default="sendSMS")
+    adapter = models.CharField(max_length=32, blank=True, default="twilio")
+    function = models.CharField(max_length=64, blank=True, default="sendSMS")
     parameters = models.JSONField(default=dict, blank=True)
     purpose = models.CharField(
         max_length=16,
@@ -81,12 +83,20 @@ class Step(TimeStamped):
         default=ConsentRecord.Purpose.TRANSACTIONAL,
         help_text="Which SMS consent the recipient must have given.",
     )
+    urgent = models.BooleanField(
+        "urgent transactional",
+        default=False,
+        help_text="Send even during quiet hours (e.g. a same-day appointment change). "
+        "Recorded with every message it sends.",
+    )
 
     class Meta:
         ordering = ["workflow", "position", "id"]
 
     def __str__(self) -> str:
-        return f"{self.position}. {self.adapter} → {self.function}"
+        if self.type == self.Type.ADAPTER:
+            return f"{self.position}. {self.adapter} → {self.function}"
+        return f"{self.position}. {self.get_type_display()}"
 
     def definition(self) -> dict[str, Any]:
         """The step as pinned into a run."""
@@ -98,6 +108,7 @@ class Step(TimeStamped):
             "function": self.function,
             "parameters": self.parameters,
             "purpose": self.purpose,
+            "urgent": self.urgent,
         }
 
 
@@ -160,6 +171,9 @@ class StepRun(TimeStamped):
     error = models.TextField(blank=True)
     skip_reason = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Bumped when an admin retries the run from this step, so the retry gets a fresh
+    # idempotency key (a message that failed stays failed; the retry is a new message).
+    generation = models.PositiveIntegerField(default=0)
     due_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -52,3 +52,11 @@ def sweep_runs() -> int:
     for run_id in run_ids:
         advance_run.delay(run_id)
     return len(run_ids)
+
+
+@shared_task
+def scan_time_triggers() -> dict[str, int]:
+    """Record the time-based events that are due (upcoming renewals, appointment reminders)."""
+    from workflows.scans import time_triggers_scan
+
+    return time_triggers_scan()

@@ -67,6 +67,7 @@ class TwilioAdapter(Adapter):
             patient=_recipient(context, to),
             step_run_id=context.step_run_id,
             is_test=context.is_test,
+            urgent=context.urgent,
         )
         message = message_send(message_id=message.pk)
         return _outcome(message)
@@ -86,10 +87,12 @@ def _outcome(message: OutboundMessage) -> Outcome:
     if message.status in (Status.FAILED, Status.UNDELIVERED):
         reason = f"Twilio error {message.error_code}: {message.error_message}".strip()
         return Outcome("failed", result=result, reason=reason)
-    # pending with a retry time, unknown awaiting reconciliation, or claimed by another worker
-    reason = (
-        f"retrying after error {message.error_code}: {message.error_message}"
-        if message.error_code
-        else "send in progress"
-    )
+    # deferred by quiet hours, pending with a retry time, unknown awaiting reconciliation,
+    # or claimed by another worker
+    if message.status == Status.PENDING and message.decision.get("defer_until"):
+        reason = f"waiting: {message.decision['reason']}"
+    elif message.error_code:
+        reason = f"retrying after error {message.error_code}: {message.error_message}"
+    else:
+        reason = "send in progress"
     return Outcome("retry", result=result, reason=reason, retry_at=message.next_attempt_at)

@@ -118,4 +118,4 @@ def test_check_credentials_action_reports_each_outcome(
     text = response.content.decode()
     assert "credentials accepted" in text
     assert "Twilio error 20003" in text and "check the Account SID and Auth Token" in text
-    assert bad.auth_token not in text
+    assert str(bad.auth_token) not in text

@@ -1,7 +1,7 @@
 import pytest
 from django.db import transaction
 
-from patients.models import Order
+from patients.models import Order, Patient
 from tests.factories import OrderFactory, PatientFactory
 from workflows.models import Event
 
@@ -22,10 +22,10 @@ def test_new_patient_records_customer_signup_with_platform_field_names() -> None
     assert event.subject_type == "customer" and event.subject_id == str(patient.pk)
 
 
-def test_saving_a_patient_again_records_nothing_more() -> None:
+def test_saving_a_patient_unchanged_records_nothing_more() -> None:
     patient = PatientFactory()
-    patient.first_name = "Changed"
     patient.save()
+    Patient.objects.get(pk=patient.pk).save()
     assert _types() == ["customer.signup"]
 
 

@@ -170,3 +170,211 @@ def test_runs_pin_the_definition_they_started_with(
     step.save()
     run_advance(run_id=run_id)
     assert sandbox.messages()[0]["body"] == "Hi Ann, order 7001 has shipped!"
+
+
+def _steps(workflow: Any, *definitions: dict[str, Any]) -> None:
+    workflow.steps.all().delete()
+    for position, definition in enumerate(definitions, start=1):
+        SmsStepFactory(workflow=workflow, position=position, **definition)
+
+
+def _sms(message: str = "Hi {{customer.firstName}}") -> dict[str, Any]:
+    return {
+        "type": "adapter",
+        "parameters": {"message": message, "to": "{{customer.phone}}", "from": "+15005550006"},
+    }
+
+
+def _due(run_id: int) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    past = timezone.now() - timedelta(seconds=1)
+    Run.objects.filter(pk=run_id).update(due_at=past)
+    StepRun.objects.filter(run_id=run_id, status="waiting").update(due_at=past)
+    for step_run in StepRun.objects.filter(run_id=run_id, status="waiting"):
+        if "until" in step_run.result:
+            step_run.result = {"until": past.isoformat()}
+            step_run.save()
+
+
+def test_condition_false_ends_the_run_and_marks_the_rest_not_reached(
+    clinic: dict[str, Any], sandbox: SandboxServer
+) -> None:
+    ConsentFactory(patient=clinic["patient"])
+    _steps(
+        clinic["workflow"],
+        {
+            "type": "condition",
+            "adapter": "",
+            "function": "",
+            "parameters": {"query": {"order.totalAmount": 0}},
+        },
+        _sms(),
+    )
+    (run_id,) = event_dispatch(event_id=_ship(clinic["patient"]).pk)
+    run = run_advance(run_id=run_id)
+    assert run is not None and run.status == Run.Status.SUCCEEDED
+    first, second = StepRun.objects.filter(run_id=run_id).order_by("index")
+    assert first.result == {"matched": False, "then": "end"}
+    assert (second.status, second.skip_reason) == (
+        StepRun.Status.SKIPPED,
+        "not reached: the condition at step 1 was false",
+    )
+    assert sandbox.messages() == []
+
+
+def test_condition_false_can_jump_ahead(clinic: dict[str, Any], sandbox: SandboxServer) -> None:
+    ConsentFactory(patient=clinic["patient"])
+    _steps(
+        clinic["workflow"],
+        {
+            "type": "condition",
+            "adapter": "",
+            "function": "",
+            "parameters": {"query": {"order.number": "nope"}, "else": "3"},
+        },
+        _sms("skipped text"),
+        _sms("jumped text"),
+    )
+    (run_id,) = event_dispatch(event_id=_ship(clinic["patient"]).pk)
+    run_advance(run_id=run_id)
+    assert [m["body"] for m in sandbox.messages()] == ["jumped text"]
+    statuses = list(
+        StepRun.objects.filter(run_id=run_id).order_by("index").values_list("status", flat=True)
+    )
+    assert statuses == ["succeeded", "skipped", "succeeded"]
+
+
+def test_condition_on_an_earlier_steps_result(
+    clinic: dict[str, Any], sandbox: SandboxServer
+) -> None:
+    ConsentFactory(patient=clinic["patient"])
+    _steps(
+        clinic["workflow"],
+        _sms("first"),
+        {
+            "type": "condition",
+            "adapter": "",
+            "function": "",
+            "parameters": {"query": {"status": "sent"}, "context": "history.1.result"},
+        },
+        _sms("second, because the first was sent"),
+    )
+    (run_id,) = event_dispatch(event_id=_ship(clinic["patient"]).pk)
+    run_advance(run_id=run_id)
+    assert [m["body"] for m in sandbox.messages()] == [
+        "first",
+        "second, because the first was sent",
+    ]
+
+
+def test_delay_waits_then_sees_current_data_and_the_trigger_snapshot(
+    clinic: dict[str, Any], sandbox: SandboxServer
+) -> None:
+    ConsentFactory(patient=clinic["patient"])
+    _steps(
+        clinic["workflow"],
+        {
+            "type": "delay",
+            "adapter": "",
+            "function": "",
+            "parameters": {"kind": "duration", "seconds": 3600},
+        },
+        {
+            "type": "condition",
+            "adapter": "",
+            "function": "",
+            "parameters": {"query": {"order.trackingNumber": "1Z-NEW"}},
+        },
+        _sms('was {{trigger.order.trackingNumber | default:"none"}}, now {{order.trackingNumber}}'),
+    )
+    event = _ship(clinic["patient"])
+    (run_id,) = event_dispatch(event_id=event.pk)
+    run = run_advance(run_id=run_id)
+    assert run is not None and run.status == Run.Status.WAITING
+    assert run.due_at is not None
+    assert run_advance(run_id=run_id) is None  # not due yet: nobody may claim it
+    order = Order.objects.get(pk=event.subject_id)
+    order.tracking_number = "1Z-NEW"
+    order.save()
+    _due(run_id)
+    run = run_advance(run_id=run_id)
+    assert run is not None and run.status == Run.Status.SUCCEEDED
+    assert [m["body"] for m in sandbox.messages()] == ["was none, now 1Z-NEW"]
+
+
+def test_retry_from_the_failed_step_does_not_repeat_succeeded_steps(
+    clinic: dict[str, Any], sandbox: SandboxServer
+) -> None:
+    from workflows.engine import run_retry
+
+    ConsentFactory(patient=clinic["patient"])
+    _steps(clinic["workflow"], _sms("first"), _sms("second"))
+    sandbox.add_fault(
+        {"kind": "error", "status": 400, "code": 21602, "count": 1, "match": {"Body": "second"}}
+    )
+    (run_id,) = event_dispatch(event_id=_ship(clinic["patient"]).pk)
+    run = run_advance(run_id=run_id)
+    assert run is not None and run.status == Run.Status.FAILED
+    assert run.error.startswith("step 2: Twilio error 21602")
+    assert run_retry(run=run) is True
+    assert run_retry(run=Run.objects.get(pk=run_id)) is False  # pending now, not failed
+    run = run_advance(run_id=run_id)
+    assert run is not None and run.status == Run.Status.SUCCEEDED
+    assert [m["body"] for m in sandbox.messages()] == ["first", "second"]
+    assert OutboundMessage.objects.filter(body="second").count() == 2  # the failure stays on record
+    assert OutboundMessage.objects.filter(body="first").count() == 1
+
+
+def test_disabling_cancels_waiting_runs_and_says_how_many(clinic: dict[str, Any]) -> None:
+    from workflows.engine import workflow_disable, workflow_waiting_runs
+
+    _steps(
+        clinic["workflow"],
+        {
+            "type": "delay",
+            "adapter": "",
+            "function": "",
+            "parameters": {"kind": "duration", "seconds": 3600},
+        },
+        _sms(),
+    )
+    run_ids = []
+    for number in ("1", "2"):
+        order = OrderFactory(patient=clinic["patient"], number=number)
+        order.status = Order.Status.SHIPPED
+        order.save()
+        run_ids += event_dispatch(
+            event_id=Event.objects.get(subject_id=str(order.pk), type="order.shipped").pk
+        )
+    for run_id in run_ids:
+        run_advance(run_id=run_id)
+    assert workflow_waiting_runs(workflow=clinic["workflow"]) == 2
+    assert workflow_disable(workflow=clinic["workflow"]) == 2
+    assert set(Run.objects.values_list("status", flat=True)) == {Run.Status.CANCELLED}
+    assert set(StepRun.objects.values_list("status", flat=True)) == {StepRun.Status.CANCELLED}
+    _due(run_ids[0])
+    assert run_advance(run_id=run_ids[0]) is None
+    assert not OutboundMessage.objects.exists()
+
+
+def test_a_run_cancelled_while_held_stops_after_its_current_step(
+    clinic: dict[str, Any], sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workflows import engine
+
+    ConsentFactory(patient=clinic["patient"])
+    _steps(clinic["workflow"], _sms("first"), _sms("second"))
+    (run_id,) = event_dispatch(event_id=_ship(clinic["patient"]).pk)
+    real_finish = engine._step_finish
+
+    def finish_then_cancel(step_run: StepRun, outcome: Any) -> None:
+        real_finish(step_run, outcome)
+        Run.objects.filter(pk=run_id).update(status=Run.Status.CANCELLED)
+
+    monkeypatch.setattr(engine, "_step_finish", finish_then_cancel)
+    engine.run_advance(run_id=run_id)
+    assert [m["body"] for m in sandbox.messages()] == ["first"]
+    assert Run.objects.get(pk=run_id).status == Run.Status.CANCELLED

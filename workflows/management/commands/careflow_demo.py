@@ -2,6 +2,7 @@
 integration guide's order-shipped workflow. Safe to run again: it only adds what is missing."""
 
 import secrets
+from datetime import time
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +11,7 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from integrations.models import Integration
+from integrations.models import Integration, MessagingPolicy
 from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
 from workflows.models import Step, Workflow
 
@@ -57,6 +58,12 @@ class Command(BaseCommand):
         )
         Organization.objects.get_or_create(
             slug="harbor", defaults={"name": "Harbor Pharmacy", "timezone": "America/New_York"}
+        )
+        # Demo only: quiet hours open all day, so the README walk-through works at any hour.
+        # Real clinics keep the default 08:00–21:00 (change it under Messaging policies).
+        MessagingPolicy.objects.get_or_create(
+            organization=clinic,
+            defaults={"quiet_hours_start": time(0, 0), "quiet_hours_end": time(23, 59)},
         )
         integration = Integration.objects.filter(organization=clinic).first()
         if integration is None:

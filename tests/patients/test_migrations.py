@@ -1,0 +1,60 @@
+"""Organization.uuid is backfilled with distinct values for clinics that existed before it."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+BEFORE_UUID = [("patients", "0001_initial")]
+UUID_NULLABLE = [("patients", "0002_organization_webhook_credentials")]
+
+
+def _migrate(targets: list[tuple[str, str]]) -> Any:
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+    return executor.loader.project_state(targets).apps
+
+
+def _latest() -> list[tuple[str, str]]:
+    executor = MigrationExecutor(connection)
+    return executor.loader.graph.leaf_nodes()
+
+
+@pytest.fixture
+def migrated_back(transactional_db: Any) -> Iterator[None]:
+    latest = _latest()
+    try:
+        yield
+    finally:
+        _migrate(latest)  # leave the database as every other test expects it
+
+
+def test_existing_clinics_get_distinct_uuids(migrated_back: None) -> None:
+    old_apps = _migrate(UUID_NULLABLE)
+    Organization = old_apps.get_model("patients", "Organization")
+    for n in range(3):
+        Organization.objects.create(name=f"Clinic {n}", slug=f"c{n}", timezone="UTC")
+    assert set(Organization.objects.values_list("uuid", flat=True)) == {None}
+
+    new_apps = _migrate(_latest())
+    uuids = list(
+        new_apps.get_model("patients", "Organization").objects.values_list("uuid", flat=True)
+    )
+    assert len(uuids) == 3 and None not in uuids
+    assert len(set(uuids)) == 3
+
+
+def test_the_migrations_reverse_cleanly(migrated_back: None) -> None:
+    _migrate(_latest())
+    old_apps = _migrate(BEFORE_UUID)
+    Organization = old_apps.get_model("patients", "Organization")
+    assert "uuid" not in {f.name for f in Organization._meta.get_fields()}
+    Organization.objects.create(name="Clinic", slug="c", timezone="UTC")
+    with connection.cursor() as cursor:
+        tables = connection.introspection.table_names(cursor)
+    assert "patients_subscription" not in tables
+    new_apps = _migrate(_latest())
+    assert new_apps.get_model("patients", "Organization").objects.get().uuid is not None

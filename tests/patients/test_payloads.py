@@ -1,0 +1,157 @@
+"""payload_for_subject: the current payload of an event's subject, for conditions after a delay."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from patients.models import Order, Subscription
+from patients.payloads import SUBJECT_TYPES, payload_for_subject
+from patients.services import subscription_renew
+from tests.factories import (
+    AppointmentFactory,
+    CartFactory,
+    LeadFactory,
+    OrderFactory,
+    PatientFactory,
+    PrescriptionFactory,
+    QuestionnaireSubmissionFactory,
+    RequisitionFactory,
+    SubscriptionFactory,
+    TaskFactory,
+)
+from workflows.events import CATALOGUE
+from workflows.models import Event
+
+pytestmark = pytest.mark.django_db
+
+FACTORIES: dict[str, Any] = {
+    "customer": PatientFactory,
+    "order": OrderFactory,
+    "subscription": SubscriptionFactory,
+    "cart": lambda: CartFactory(checked_out_at=timezone.now()),
+    "questionnaire": QuestionnaireSubmissionFactory,
+    "prescription": PrescriptionFactory,
+    "requisition": RequisitionFactory,
+    "appointment": AppointmentFactory,
+    "lead": LeadFactory,
+    "task": TaskFactory,
+}
+
+
+def test_every_catalogue_subject_can_be_rebuilt() -> None:
+    assert {event.subject for event in CATALOGUE} <= set(SUBJECT_TYPES)
+    assert set(FACTORIES) == set(SUBJECT_TYPES)
+
+
+def _shape(value: Any) -> Any:
+    """The keys, recursively: values move on (updatedAt), the shape must not."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shape(item) for item in value]
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("subject_type", list(FACTORIES))
+def test_current_payload_has_the_recorded_event_shape(subject_type: str) -> None:
+    record = FACTORIES[subject_type]()
+    event = (
+        Event.objects.filter(subject_type=subject_type, subject_id=str(record.pk))
+        .order_by("id")
+        .first()
+    )
+    assert event is not None
+    current = payload_for_subject(subject_type, str(record.pk))
+    assert current is not None
+    assert _shape(current) == _shape(event.payload)
+
+
+def test_order_payload_reflects_the_current_state() -> None:
+    order = OrderFactory(status=Order.Status.PROCESSING)
+    order.status, order.tracking_number = Order.Status.SHIPPED, "1Z1"
+    order.save()
+    order.patient.first_name = "Renamed"
+    order.patient.save()
+    current = payload_for_subject("order", str(order.pk))
+    assert current is not None
+    assert current["order"]["status"] == "shipped"
+    assert current["order"]["trackingNumber"] == "1Z1"
+    assert current["customer"]["firstName"] == "Renamed"
+    assert current["order"]["customer"]["firstName"] == "Renamed"
+    assert current["subscription"] is None
+
+
+def test_subscription_paused_after_the_event_is_seen_as_paused() -> None:
+    subscription = SubscriptionFactory(status=Subscription.Status.ACTIVE)
+    recorded = Event.objects.get(type="subscription.active").payload
+    subscription.status = Subscription.Status.PAUSED
+    subscription.save()
+    current = payload_for_subject("subscription", str(subscription.pk))
+    assert recorded["subscription"]["status"] == "active"
+    assert current is not None and current["subscription"]["status"] == "paused"
+
+
+def test_renewal_order_carries_the_current_subscription() -> None:
+    subscription = SubscriptionFactory()
+    order = subscription_renew(subscription=subscription)
+    current = payload_for_subject("order", str(order.pk))
+    assert current is not None
+    assert current["subscription"]["currentCycle"] == 2
+    assert current["subscription"]["id"] == str(subscription.uuid)
+
+
+def test_appointment_local_time_uses_the_patients_zone_else_the_clinics() -> None:
+    starts = datetime(2025, 7, 1, 15, 0, tzinfo=UTC)
+    appointment = AppointmentFactory(starts_at=starts, patient__timezone="America/Los_Angeles")
+    payload = payload_for_subject("appointment", str(appointment.pk))
+    assert payload is not None
+    assert payload["appointment"]["startsAt"] == "2025-07-01T15:00:00+00:00"
+    assert payload["appointment"]["startsAtLocal"] == "2025-07-01T08:00:00-07:00"
+    assert payload["appointment"]["timezone"] == "America/Los_Angeles"
+    appointment.patient.timezone = ""
+    appointment.patient.save()
+    payload = payload_for_subject("appointment", str(appointment.pk))
+    assert payload is not None
+    assert payload["appointment"]["startsAtLocal"] == "2025-07-01T11:00:00-04:00"
+
+
+def test_deleted_record_gives_none() -> None:
+    task = TaskFactory()
+    task_id = str(task.pk)
+    task.delete()
+    assert payload_for_subject("task", task_id) is None
+
+
+@pytest.mark.parametrize(
+    ("subject_type", "subject_id"),
+    [
+        ("order", "999999999"),
+        ("order", ""),
+        ("order", "12abc"),
+        ("order", "-1"),
+        ("order", "9" * 30),  # beyond bigint: must not reach SQL
+        ("spaceship", "1"),
+        ("", ""),
+    ],
+)
+def test_unknown_subjects_give_none(subject_type: str, subject_id: str) -> None:
+    assert payload_for_subject(subject_type, subject_id) is None
+
+
+def test_rebuilding_does_not_record_events() -> None:
+    cart = CartFactory(checked_out_at=timezone.now())
+    before = Event.objects.count()
+    payload_for_subject("cart", str(cart.pk))
+    assert Event.objects.count() == before
+
+
+def test_rebuilding_costs_a_constant_number_of_queries(django_assert_num_queries: Any) -> None:
+    subscription = SubscriptionFactory()
+    order = subscription_renew(subscription=subscription)
+    with django_assert_num_queries(1):
+        payload_for_subject("order", str(order.pk))
+    appointment = AppointmentFactory()
+    with django_assert_num_queries(1):
+        payload_for_subject("appointment", str(appointment.pk))

@@ -1,0 +1,181 @@
+"""The data reference in the admin: /admin/careflow/reference/ and one page per trigger."""
+
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from tests.factories import StaffMembershipFactory, UserFactory
+from workflows import events
+from workflows.events import CATALOGUE, EVENT_TYPES, EventType, Field, schema_variables
+
+pytestmark = pytest.mark.django_db
+
+INDEX = "/admin/careflow/reference/"
+
+
+def _page(name: str) -> str:
+    return f"/admin/careflow/reference/{name}/"
+
+
+@pytest.fixture
+def staff_client(client: Client) -> Client:
+    # A clinic's staff user with no model permissions at all: the reference is for any staff.
+    client.force_login(StaffMembershipFactory().user)
+    return client
+
+
+def test_urls_are_the_documented_ones() -> None:
+    assert reverse("careflow-reference") == INDEX
+    assert reverse("careflow-reference-event", args=["order.shipped"]) == _page("order.shipped")
+
+
+def test_staff_see_every_trigger_grouped_by_category(staff_client: Client) -> None:
+    response = staff_client.get(INDEX)
+    assert response.status_code == 200
+    assert "admin/base_site.html" in [t.name for t in response.templates]
+    html = response.content.decode()
+    for event in CATALOGUE:
+        assert f'href="{_page(event.name)}"' in html, event.name
+    for category in {event.category for event in CATALOGUE}:
+        assert f"<caption>{category}</caption>" in html
+    assert '<div class="breadcrumbs">' in html
+
+
+@pytest.mark.parametrize("name", list(EVENT_TYPES))
+def test_every_trigger_has_a_page_with_its_variables(staff_client: Client, name: str) -> None:
+    response = staff_client.get(_page(name))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f"<h1>{name}</h1>" in html
+    for path, _ in schema_variables(name):
+        assert "{{" + path + "}}" in html, path
+    assert f'href="{INDEX}"' in html  # breadcrumbs back to the index
+
+
+def test_trigger_page_shows_type_description_example_and_flags(staff_client: Client) -> None:
+    html = staff_client.get(_page("prescription.fulfilled")).content.decode()
+    assert "Medication name. Clinical: keep it out of SMS bodies." in html
+    assert "&quot;Atorvastatin 10 mg&quot;" in html
+    assert "<strong>clinical</strong>" in html
+    html = staff_client.get(_page("message.inbound")).content.decode()
+    assert "<em>may be null</em>" in html
+    html = staff_client.get(_page("webhook.event")).content.decode()
+    assert "(free-form)" in html
+
+
+def test_anonymous_users_are_sent_to_the_login(client: Client) -> None:
+    for url in (INDEX, _page("order.shipped"), INDEX + "?format=json"):
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_non_staff_users_are_sent_to_the_login(client: Client) -> None:
+    client.force_login(UserFactory(is_staff=False))
+    assert client.get(INDEX).status_code == 302
+    assert client.get(_page("order.shipped")).status_code == 302
+
+
+@pytest.mark.parametrize("name", ["order.teleported", "order", "<script>", "ORDER.SHIPPED"])
+def test_unknown_trigger_is_404(staff_client: Client, name: str) -> None:
+    assert staff_client.get(_page(name)).status_code == 404
+
+
+def test_index_as_json(staff_client: Client) -> None:
+    response = staff_client.get(INDEX, {"format": "json"})
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    data = response.json()
+    names = [event["name"] for category in data["categories"] for event in category["events"]]
+    assert sorted(names) == sorted(EVENT_TYPES)
+    order = next(c for c in data["categories"] if c["name"] == "Order")
+    shipped = next(e for e in order["events"] if e["name"] == "order.shipped")
+    assert shipped == {
+        "name": "order.shipped",
+        "category": "Order",
+        "description": EVENT_TYPES["order.shipped"].description,
+        "subject": "order",
+        "url": _page("order.shipped"),
+    }
+
+
+def test_trigger_as_json_for_the_builder(staff_client: Client) -> None:
+    data = staff_client.get(_page("message.inbound"), {"format": "json"}).json()
+    assert data["name"] == "message.inbound" and data["subject"] == "customer"
+    variables = {v["path"]: v for v in data["variables"]}
+    assert [v["path"] for v in data["variables"]] == [
+        path for path, _ in schema_variables("message.inbound")
+    ]
+    assert variables["message.body"] == {
+        "path": "message.body",
+        "type": "string",
+        "description": "The text the patient sent.",
+        "example": "Can I move my appointment to Friday?",
+        "nullable": False,
+        "sensitive": False,
+        "freeForm": False,
+    }
+    # Below a null-able customer, every variable may be null too.
+    assert variables["customer.phone"]["nullable"] is True
+    assert variables["message.customer.firstName"]["nullable"] is True
+    fields = {f["path"]: f for f in data["fields"]}
+    assert fields["customer"]["type"] == "object" and fields["customer"]["nullable"] is True
+
+
+def test_webhook_data_is_marked_free_form_in_json(staff_client: Client) -> None:
+    data = staff_client.get(_page("webhook.event"), {"format": "json"}).json()
+    fields = {f["path"]: f for f in data["fields"]}
+    assert fields["webhook.data"]["freeForm"] is True
+    assert "webhook.data" not in {v["path"] for v in data["variables"]}
+
+
+def test_output_is_escaped(staff_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    hostile = EventType(
+        "test.hostile",
+        "<b>Cat</b>",
+        "<script>alert(1)</script>",
+        {"x": Field("string", "<img src=x onerror=alert(1)>", "</code><script>")},
+        "customer",
+    )
+    monkeypatch.setitem(events.EVENT_TYPES, hostile.name, hostile)
+    html = staff_client.get(_page("test.hostile")).content.decode()
+    assert "<script>alert(1)" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_pages_carry_no_inline_javascript(staff_client: Client) -> None:
+    for url in (INDEX, _page("order.shipped")):
+        html = staff_client.get(url).content.decode().lower()
+        assert " onclick=" not in html and " onload=" not in html
+        assert "javascript:" not in html
+
+
+def _queries(client: Client, url: str) -> int:
+    with CaptureQueriesContext(connection) as context:
+        assert client.get(url).status_code == 200
+    return len(context.captured_queries)
+
+
+def test_query_count_is_constant(staff_client: Client) -> None:
+    staff_client.get(INDEX)  # warm per-process caches (content types, permissions)
+    counts = {name: _queries(staff_client, _page(name)) for name in EVENT_TYPES}
+    index = _queries(staff_client, INDEX)
+    assert len(set(counts.values())) == 1, counts
+    assert index == next(iter(counts.values()))
+    # Only what the admin's chrome needs (session, user, membership, permissions).
+    assert index <= 6
+    assert _queries(staff_client, INDEX + "?format=json") <= index
+
+
+def test_query_count_does_not_grow_with_data(staff_client: Client, django_db_blocker: Any) -> None:
+    from tests.factories import OrderFactory, SubscriptionFactory
+
+    before = _queries(staff_client, _page("order.shipped"))
+    for _ in range(5):
+        OrderFactory()
+        SubscriptionFactory()
+    assert _queries(staff_client, _page("order.shipped")) == before

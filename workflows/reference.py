@@ -1,0 +1,132 @@
+"""The data reference: every trigger and the variables its events offer, for clinic admins
+(HTML in the admin) and for the workflow builder (`?format=json`).
+
+Built from the catalogue in `workflows.events` alone; it reads nothing from the database
+beyond what the admin's own chrome needs, so its cost does not grow with the data.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import admin
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from workflows.events import CATALOGUE, EVENT_TYPES, EventType, Field, schema_paths
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    path: str
+    depth: int
+    field: Field
+    # Null here, or inside an object that may be null: a template needs a `default`.
+    nullable: bool
+
+    @property
+    def is_variable(self) -> bool:
+        return self.field.type not in ("object", "array")
+
+    @property
+    def is_free_form(self) -> bool:
+        return self.field.type == "object" and self.field.fields is None
+
+    @property
+    def example_text(self) -> str:
+        if self.field.example is None:
+            return ""
+        return json.dumps(self.field.example, ensure_ascii=False)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "type": self.field.type,
+            "description": self.field.description,
+            "example": self.field.example,
+            "nullable": self.nullable,
+            "sensitive": self.field.sensitive,
+            "freeForm": self.is_free_form,
+        }
+
+
+def reference_rows(event: EventType) -> list[Row]:
+    """Every path of the event's payload, containers included, with effective nullability."""
+    rows: list[Row] = []
+    nullable_prefixes: list[str] = []
+    for path, node in schema_paths(event.name):
+        inherited = any(path.startswith(prefix) for prefix in nullable_prefixes)
+        if node.nullable:
+            nullable_prefixes.append(f"{path}.")
+        rows.append(Row(path, path.count("."), node, node.nullable or inherited))
+    return rows
+
+
+def _categories() -> list[tuple[str, list[EventType]]]:
+    groups: dict[str, list[EventType]] = {}
+    for event in CATALOGUE:
+        groups.setdefault(event.category, []).append(event)
+    return list(groups.items())
+
+
+def _event_summary(event: EventType) -> dict[str, Any]:
+    return {
+        "name": event.name,
+        "category": event.category,
+        "description": event.description,
+        "subject": event.subject,
+        "url": reverse("careflow-reference-event", args=[event.name]),
+    }
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.GET.get("format") == "json"
+
+
+def reference_index(request: HttpRequest) -> HttpResponse:
+    categories = _categories()
+    if _wants_json(request):
+        return JsonResponse(
+            {
+                "categories": [
+                    {"name": name, "events": [_event_summary(event) for event in events]}
+                    for name, events in categories
+                ]
+            }
+        )
+    return TemplateResponse(
+        request,
+        "admin/careflow/reference_index.html",
+        {
+            **admin.site.each_context(request),
+            "title": "Data reference",
+            "categories": categories,
+        },
+    )
+
+
+def reference_event(request: HttpRequest, name: str) -> HttpResponse:
+    event = EVENT_TYPES.get(name)
+    if event is None:
+        raise Http404(f"There is no trigger named {name!r}.")
+    rows = reference_rows(event)
+    if _wants_json(request):
+        return JsonResponse(
+            {
+                **_event_summary(event),
+                "variables": [row.as_json() for row in rows if row.is_variable],
+                "fields": [row.as_json() for row in rows],
+            }
+        )
+    return TemplateResponse(
+        request,
+        "admin/careflow/reference_event.html",
+        {
+            **admin.site.each_context(request),
+            "title": event.name,
+            "subtitle": event.description,
+            "event": event,
+            "rows": rows,
+        },
+    )

@@ -1,0 +1,241 @@
+"""Step types: what each one needs (its parameter schema, the source of truth for the admin
+and the builder), how it is validated at save time, and how condition and delay steps act.
+Adapter steps are described by the adapter registry (integrations.adapters)."""
+
+import re
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from integrations.adapters import Parameter
+from integrations.registry import REGISTRY
+from workflows.filters import FilterError, filter_matches, filter_validate
+from workflows.rendering import MISSING, resolve_path
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HISTORY_PATH = re.compile(r"^history\.(\d+)\.result(?:\.[A-Za-z0-9_.]+)?$")
+MAX_DELAY = timedelta(days=366)
+
+
+@dataclass(frozen=True, slots=True)
+class StepType:
+    name: str
+    label: str
+    description: str
+    parameters: tuple[Parameter, ...]
+
+
+CONDITION = StepType(
+    "condition",
+    "Condition",
+    "Continue only when the data matches a query; otherwise end the run or jump ahead.",
+    (
+        Parameter(
+            "query",
+            "Query",
+            'MongoDB-style query, e.g. {"subscription.status": "active"}',
+            example='{"subscription.status": "active"}',
+        ),
+        Parameter(
+            "context",
+            "Context path",
+            "Blank: the event data. Or history.<step>.result to test an earlier step's output.",
+            required=False,
+            example="",
+        ),
+        Parameter(
+            "else",
+            "If false",
+            '"end" to end the run, or a later step number to go to.',
+            required=False,
+            example="end",
+        ),
+    ),
+)
+DELAY = StepType(
+    "delay",
+    "Delay",
+    "Wait before the next step: a duration, until a time of day in the patient's time zone, "
+    "or until a date in the event data plus or minus an offset.",
+    (
+        Parameter("kind", "Wait", "duration | until_time | until_field", example="duration"),
+        Parameter(
+            "seconds", "Duration (seconds)", "For a duration.", required=False, example="259200"
+        ),
+        Parameter(
+            "time",
+            "Time of day (HH:MM)",
+            "For until_time, in the patient's time zone.",
+            required=False,
+            example="09:00",
+        ),
+        Parameter(
+            "path",
+            "Date field",
+            "For until_field, e.g. appointment.startsAt.",
+            required=False,
+            example="appointment.startsAt",
+        ),
+        Parameter(
+            "offset_seconds",
+            "Offset (seconds)",
+            "For until_field; negative is before.",
+            required=False,
+            example="-86400",
+        ),
+    ),
+)
+ADAPTER = StepType(
+    "adapter", "Adapter action", "Act through an integration, e.g. Twilio → sendSMS.", ()
+)
+STEP_TYPES: dict[str, StepType] = {t.name: t for t in (CONDITION, DELAY, ADAPTER)}
+
+
+class StepConfigError(ValueError):
+    """A step definition that cannot run; `field` names the parameter at fault."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _int(params: Mapping[str, Any], name: str) -> int:
+    value = params.get(name)
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise StepConfigError(f"{name} must be a whole number of seconds", field=name) from None
+
+
+def _offset(params: Mapping[str, Any]) -> int:
+    return 0 if params.get("offset_seconds") in (None, "") else _int(params, "offset_seconds")
+
+
+def step_validate(step: Mapping[str, Any], *, number: int, total: int) -> None:
+    """Raise StepConfigError unless the step (1-based `number` of `total`) can run."""
+    params = step.get("parameters") or {}
+    kind = step.get("type")
+    if kind == CONDITION.name:
+        try:
+            filter_validate(params.get("query"))
+        except FilterError as exc:
+            raise StepConfigError(f"query: {exc}", field="query") from exc
+        context = params.get("context") or ""
+        if context:
+            match = _HISTORY_PATH.match(context)
+            if not match or not 1 <= int(match[1]) < number:
+                raise StepConfigError(
+                    f"context must be blank or history.<n>.result with n an earlier step "
+                    f"(1 to {number - 1})",
+                    field="context",
+                )
+        target = params.get("else", "end") or "end"
+        if target != "end":
+            try:
+                goto = int(target)
+            except (TypeError, ValueError):
+                raise StepConfigError(
+                    '"if false" must be "end" or a step number', field="else"
+                ) from None
+            if not number < goto <= total:
+                raise StepConfigError(
+                    f"“if false” can only go forward: a step number from {number + 1} to {total}",
+                    field="else",
+                )
+    elif kind == DELAY.name:
+        delay_kind = params.get("kind")
+        if delay_kind == "duration":
+            seconds = _int(params, "seconds")
+            if not 0 < seconds <= MAX_DELAY.total_seconds():
+                raise StepConfigError("a delay lasts from 1 second to 366 days", field="seconds")
+        elif delay_kind == "until_time":
+            if not _HHMM.match(str(params.get("time", ""))):
+                raise StepConfigError("time must be HH:MM, e.g. 09:00", field="time")
+        elif delay_kind == "until_field":
+            if not str(params.get("path", "")).strip():
+                raise StepConfigError("name the date field to wait for", field="path")
+            if abs(_offset(params)) > MAX_DELAY.total_seconds():
+                raise StepConfigError("the offset is at most 366 days", field="offset_seconds")
+        else:
+            raise StepConfigError("wait must be duration, until_time or until_field", field="kind")
+    elif kind == ADAPTER.name:
+        adapter = REGISTRY.get(step.get("adapter", ""))
+        if adapter is None:
+            raise StepConfigError("choose an adapter", field="adapter")
+        function = adapter.functions.get(step.get("function", ""))
+        if function is None:
+            raise StepConfigError(
+                f"{adapter.label} has no function {step.get('function')!r}", field="function"
+            )
+        for parameter in function.parameters:
+            if parameter.required and not str(params.get(parameter.name, "")).strip():
+                raise StepConfigError(f"{parameter.label} is required", field=parameter.name)
+    else:
+        raise StepConfigError(f"unknown step type {kind!r}", field="type")
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionResult:
+    matched: bool
+    goto_index: int | None  # 0-based index of the next step; None = end the run
+
+
+def condition_evaluate(params: Mapping[str, Any], data: Mapping[str, Any]) -> ConditionResult:
+    """Evaluate a condition step; raise StepConfigError if its context is unusable."""
+    subject: Any = data
+    context = params.get("context") or ""
+    if context:
+        subject = resolve_path(data, context)
+        if not isinstance(subject, Mapping):
+            raise StepConfigError(f"{context} is not an object this condition can test")
+    try:
+        matched = filter_matches(params.get("query") or {}, subject)
+    except FilterError as exc:
+        raise StepConfigError(str(exc)) from exc
+    target = params.get("else", "end") or "end"
+    return ConditionResult(matched, None if target == "end" else int(target) - 1)
+
+
+def _parse_moment(value: Any, tz: zoneinfo.ZoneInfo) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            moment = datetime.combine(date.fromisoformat(value), time(0, 0))
+        except ValueError:
+            return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+
+
+def delay_until(
+    params: Mapping[str, Any],
+    *,
+    data: Mapping[str, Any],
+    started_at: datetime,
+    tz: zoneinfo.ZoneInfo,
+) -> datetime:
+    """When a delay step that started at `started_at` is over (an aware datetime)."""
+    kind = params.get("kind")
+    if kind == "duration":
+        return started_at + timedelta(seconds=_int(params, "seconds"))
+    if kind == "until_time":
+        hour, minute = (int(part) for part in str(params["time"]).split(":"))
+        local = started_at.astimezone(tz)
+        candidate = datetime.combine(local.date(), time(hour, minute), tzinfo=tz)
+        if candidate <= local:
+            candidate = datetime.combine(
+                local.date() + timedelta(days=1), time(hour, minute), tzinfo=tz
+            )
+        return candidate
+    if kind == "until_field":
+        path = str(params.get("path", ""))
+        value = resolve_path(data, path)
+        moment = _parse_moment(value, tz) if value is not MISSING else None
+        if moment is None:
+            raise StepConfigError(f"{path} is not a date in this event's data", field="path")
+        return moment + timedelta(seconds=_offset(params))
+    raise StepConfigError(f"unknown delay kind {kind!r}", field="kind")

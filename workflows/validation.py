@@ -1,0 +1,109 @@
+"""Save-time validation of a whole workflow definition, shared by the admin forms and the
+builder: every problem is reported on the step and parameter it belongs to, in words a
+clinic admin can act on."""
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from integrations.registry import REGISTRY
+from workflows.events import EVENT_TYPES, schema_field, schema_variables
+from workflows.filters import FilterError, filter_validate
+from workflows.rendering import TemplateError, template_variables
+from workflows.steps import StepConfigError, step_validate
+
+
+@dataclass
+class ValidationReport:
+    """Problems by place: the trigger, the filter, and each step's parameters (by index)."""
+
+    trigger: list[str] = field(default_factory=list)
+    filter: list[str] = field(default_factory=list)
+    steps: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+
+    def add_step(self, index: int, name: str, message: str) -> None:
+        self.steps.setdefault(index, {}).setdefault(name, []).append(message)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.trigger or self.filter or self.steps)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "trigger": self.trigger,
+            "filter": self.filter,
+            "steps": {str(i): fields for i, fields in self.steps.items()},
+        }
+
+
+def _scalar_paths(trigger: str) -> list[str]:
+    return [path for path, f in schema_variables(trigger) if f.type not in ("object", "array")]
+
+
+def template_problems(template: str, *, trigger: str, step_number: int) -> list[str]:
+    """Problems with one template: syntax, unknown variables (with the nearest valid names),
+    and variables that are objects or lists rather than text."""
+    try:
+        variables = template_variables(template)
+    except TemplateError as exc:
+        return [str(exc)]
+    problems = []
+    for variable in variables:
+        path = variable.path
+        head, _, rest = path.partition(".")
+        if head == "history":
+            number = rest.split(".", 1)[0]
+            if not (number.isdigit() and 1 <= int(number) < step_number):
+                problems.append(
+                    f"{{{{{path}}}}}: history can only refer to an earlier step "
+                    f"(1 to {step_number - 1})"
+                )
+            continue
+        lookup = rest if head == "trigger" else path
+        found = schema_field(trigger, lookup) if lookup else None
+        if found is None:
+            known = _scalar_paths(trigger)
+            suggestions = difflib.get_close_matches(lookup, known, n=3, cutoff=0.6)
+            hint = (
+                f"; did you mean {', '.join('{{' + s + '}}' for s in suggestions)}?"
+                if (suggestions)
+                else "; see the data reference for this trigger"
+            )
+            problems.append(f"{{{{{path}}}}} is not a variable of {trigger}{hint}")
+        elif found.type in ("object", "array"):
+            kind = "an object" if found.type == "object" else "a list"
+            inside = [p for p in _scalar_paths(trigger) if p.startswith(lookup + ".")]
+            example = ("trigger." if head == "trigger" else "") + inside[0] if inside else ""
+            pick = f": use one of its fields, e.g. {{{{{example}}}}}" if example else ""
+            problems.append(f"{{{{{path}}}}} is {kind}, not text{pick}")
+    return problems
+
+
+def workflow_validate(
+    *, trigger: str, filter: Any, steps: Sequence[Mapping[str, Any]]
+) -> ValidationReport:
+    """Everything wrong with a workflow definition; `steps` are definitions in run order."""
+    report = ValidationReport()
+    if trigger not in EVENT_TYPES:
+        report.trigger.append(f"unknown trigger {trigger!r}")
+    try:
+        filter_validate(filter or {})
+    except FilterError as exc:
+        report.filter.append(str(exc))
+    for index, step in enumerate(steps):
+        number = index + 1
+        try:
+            step_validate(step, number=number, total=len(steps))
+        except StepConfigError as exc:
+            report.add_step(index, exc.field or "type", str(exc))
+        if step.get("type") == "adapter" and trigger in EVENT_TYPES:
+            adapter = REGISTRY.get(step.get("adapter", ""))
+            function = adapter.functions.get(step.get("function", "")) if adapter else None
+            params = step.get("parameters") or {}
+            for parameter in function.parameters if function else ():
+                for problem in template_problems(
+                    str(params.get(parameter.name, "")), trigger=trigger, step_number=number
+                ):
+                    report.add_step(index, parameter.name, problem)
+    return report

@@ -28,6 +28,8 @@ class Function:
     name: str
     label: str
     parameters: tuple[Parameter, ...]
+    # SMS is not a private channel: clinical details (medications, test panels) stay out.
+    clinical_data_allowed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ tasks really cross the broker and the process boundary; nothing runs eagerly.
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,6 +73,72 @@ def sandbox_account(sandbox: SandboxServer, integration: Integration) -> Integra
     return integration
 
 
+class WorkerProcess:
+    """A real `celery worker -B` process; can be killed and started again mid-test."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env, self.workdir = env, workdir
+        self.log_path = workdir / "worker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 — our own interpreter and arguments
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "-B",
+                    "-s",
+                    str(self.workdir / "beat-schedule"),
+                    "-Q",
+                    "events,runs,sends",
+                    "-c",
+                    "2",
+                    "-l",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so kill() takes the children
+            )
+
+        def started() -> bool:
+            return b"ready." in self.log_path.read_bytes()[offset:] or not self.alive()
+
+        wait_for(started, timeout=60, what="the Celery worker to start")
+        if not self.alive():
+            pytest.fail("Celery worker exited:\n" + self.log_path.read_text()[-3000:])
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        if kill:
+            # The whole process group: the prefork children die with their parent, as they
+            # would when a machine loses power.
+            os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(
     django_db_setup: Any,
@@ -79,12 +146,11 @@ def celery_worker_process(
     sandbox_server: SandboxServer,
     live_server: Any,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> Iterator[WorkerProcess]:
     """A real `celery worker -B` process on the test database, Redis and the sandbox."""
     broker_url = settings.CELERY_BROKER_URL
     redis.Redis.from_url(broker_url).flushdb()
     db = settings.DATABASES["default"]
-    workdir = tmp_path_factory.mktemp("worker")
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -96,60 +162,24 @@ def celery_worker_process(
         "CAREFLOW_RELAY_AFTER_SECONDS": "1",
         "CAREFLOW_RELAY_INTERVAL": "0.5",
         "CAREFLOW_SWEEP_INTERVAL": "0.5",
+        "CAREFLOW_SCAN_INTERVAL": "0.5",
         "CAREFLOW_SEND_MAX_RETRIES": "4",
     }
-    log_path = workdir / "worker.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(  # noqa: S603 — our own interpreter and arguments
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-B",
-            "-s",
-            str(workdir / "beat-schedule"),
-            "-Q",
-            "events,runs,sends",
-            "-c",
-            "2",
-            "-l",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    worker = WorkerProcess(env, tmp_path_factory.mktemp("worker"))
+    worker.start()
     try:
-        wait_for(
-            lambda: b"ready." in log_path.read_bytes() or process.poll() is not None,
-            timeout=60,
-            what="the Celery worker to start",
-        )
-        if process.poll() is not None:
-            pytest.fail("Celery worker exited:\n" + log_path.read_text()[-3000:])
-        yield process
+        yield worker
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        worker.stop()
         if os.environ.get("CAREFLOW_SHOW_WORKER_LOG"):
-            print(log_path.read_text())
+            print(worker.log_path.read_text())
 
 
 @pytest.fixture
 def worker(
-    celery_worker_process: subprocess.Popen[bytes], transactional_db: Any, sandbox: SandboxServer
-) -> subprocess.Popen[bytes]:
+    celery_worker_process: WorkerProcess, transactional_db: Any, sandbox: SandboxServer
+) -> WorkerProcess:
     """Use in integration tests: committed data, a live worker, an empty sandbox."""
-    assert celery_worker_process.poll() is None, "the Celery worker died"
+    if not celery_worker_process.alive():  # a previous test stopped it
+        celery_worker_process.start()
     return celery_worker_process

@@ -41,9 +41,12 @@ def _scalar_paths(trigger: str) -> list[str]:
     return [path for path, f in schema_variables(trigger) if f.type not in ("object", "array")]
 
 
-def template_problems(template: str, *, trigger: str, step_number: int) -> list[str]:
+def template_problems(
+    template: str, *, trigger: str, step_number: int, clinical_data_allowed: bool = False
+) -> list[str]:
     """Problems with one template: syntax, unknown variables (with the nearest valid names),
-    and variables that are objects or lists rather than text."""
+    variables that are objects or lists rather than text, and clinical details where the
+    channel is not private enough for them."""
     try:
         variables = template_variables(template)
     except TemplateError as exc:
@@ -77,6 +80,11 @@ def template_problems(template: str, *, trigger: str, step_number: int) -> list[
             example = ("trigger." if head == "trigger" else "") + inside[0] if inside else ""
             pick = f": use one of its fields, e.g. {{{{{example}}}}}" if example else ""
             problems.append(f"{{{{{path}}}}} is {kind}, not text{pick}")
+        elif found.sensitive and not clinical_data_allowed:
+            problems.append(
+                f"{{{{{path}}}}} is clinical information; keep it out of text "
+                "messages (say “your prescription is ready” instead)"
+            )
     return problems
 
 
@@ -103,7 +111,10 @@ def workflow_validate(
             params = step.get("parameters") or {}
             for parameter in function.parameters if function else ():
                 for problem in template_problems(
-                    str(params.get(parameter.name, "")), trigger=trigger, step_number=number
+                    str(params.get(parameter.name, "")),
+                    trigger=trigger,
+                    step_number=number,
+                    clinical_data_allowed=function.clinical_data_allowed,
                 ):
                     report.add_step(index, parameter.name, problem)
     return report

@@ -113,3 +113,37 @@ def test_a_good_workflow_is_ok() -> None:
         ],
     )
     assert report.ok, report.as_dict()
+
+
+@pytest.mark.parametrize(
+    ("trigger", "variable"),
+    [
+        ("prescription.fulfilled", "prescription.medication.name"),
+        ("requisition.resulted", "requisition.testPanel"),
+    ],
+)
+def test_clinical_details_are_kept_out_of_sms(trigger: str, variable: str) -> None:
+    report = workflow_validate(
+        trigger=trigger,
+        filter={},
+        steps=[
+            {
+                "type": "adapter",
+                "adapter": "twilio",
+                "function": "sendSMS",
+                "parameters": {
+                    "message": f"Your {{{{{variable}}}}} is ready",
+                    "to": "{{customer.phone}}",
+                    "from": "+15005550006",
+                },
+            }
+        ],
+    )
+    (problem,) = report.steps[0]["message"]
+    assert problem.startswith(f"{{{{{variable}}}}} is clinical information")
+    assert (
+        template_problems(
+            f"{{{{{variable}}}}}", trigger=trigger, step_number=1, clinical_data_allowed=True
+        )
+        == []
+    )

@@ -105,11 +105,11 @@ def workflow_validate(
             step_validate(step, number=number, total=len(steps))
         except StepConfigError as exc:
             report.add_step(index, exc.field or "type", str(exc))
-        if step.get("type") == "adapter" and trigger in EVENT_TYPES:
-            adapter = REGISTRY.get(step.get("adapter", ""))
-            function = adapter.functions.get(step.get("function", "")) if adapter else None
+        adapter = REGISTRY.get(step.get("adapter", ""))
+        function = adapter.functions.get(step.get("function", "")) if adapter else None
+        if step.get("type") == "adapter" and trigger in EVENT_TYPES and function is not None:
             params = step.get("parameters") or {}
-            for parameter in function.parameters if function else ():
+            for parameter in function.parameters:
                 for problem in template_problems(
                     str(params.get(parameter.name, "")),
                     trigger=trigger,

@@ -187,5 +187,7 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
 
     if not is_e164(message.to):
         return decision.failed("recipient", f"recipient {message.to!r} is not a valid phone number")
+    if message.is_test and not patient.is_test:
+        return decision.failed("recipient", "test messages only go to test patients")
     decision.passed("recipient", "valid E.164 number")
     return decision

@@ -34,7 +34,7 @@ def _iso(value: date | datetime | None) -> str | None:
 def _money(value: Decimal) -> float:
     # A JSON number, so filters can compare amounts ({"order.totalAmount": {"$gte": 50}});
     # the template filter `money` formats it back to $49.00.
-    return float(value.quantize(Decimal("0.01")))
+    return float(Decimal(value).quantize(Decimal("0.01")))
 
 
 # Patient model field → its variable path in the customer payload (customer.updated lists
@@ -401,4 +401,23 @@ def payload_for_subject(subject_type: str, subject_id: str) -> dict[str, Any] | 
         return None
     model, related, build = subject
     record = model._default_manager.select_related(*related).filter(pk=int(subject_id)).first()
+    return build(record) if record is not None else None
+
+
+def payload_for_patient(subject_type: str, patient: Patient) -> dict[str, Any] | None:
+    """The payload an event about this patient's most recent record of `subject_type` would
+    carry (their own record for "customer"); None when they have none. For test mode."""
+    if subject_type == "customer":
+        return customer_event_payload(patient)
+    subject = _SUBJECTS.get(subject_type)
+    if subject is None:
+        return None
+    model, related, build = subject
+    owner = "converted_patient" if model is Lead else "patient"
+    record = (
+        model._default_manager.select_related(*related)
+        .filter(**{owner: patient})
+        .order_by("-pk")
+        .first()
+    )
     return build(record) if record is not None else None

@@ -268,7 +268,7 @@ def _adapter_execute(
             purpose=step.get("purpose", "transactional"),
             patient=patient,
             step_run_id=step_run.pk,
-            is_test=bool(patient and patient.is_test),
+            is_test=run.is_test or bool(patient and patient.is_test),
             urgent=bool(step.get("urgent")),
         ),
     )

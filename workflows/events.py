@@ -550,6 +550,21 @@ def schema_paths(event_type: str) -> list[tuple[str, Field]]:
     return list(_walk(event.schema)) if event else []
 
 
+def _example(node: Field) -> Any:
+    if node.type == "object":
+        return {name: _example(child) for name, child in (node.fields or {}).items()}
+    if node.type == "array":
+        return [_example(node.items)] if node.items is not None else []
+    return node.example
+
+
+def schema_example(event_type: str) -> dict[str, Any]:
+    """A payload made of the schema's examples: what the data reference shows, and what test
+    mode uses for the parts a test patient has no record of."""
+    event = EVENT_TYPES.get(event_type)
+    return {name: _example(node) for name, node in event.schema.items()} if event else {}
+
+
 def schema_variables(event_type: str) -> list[tuple[str, Field]]:
     """The scalar variables a template can use, e.g. ("order.lineItems.0.name", Field)."""
     return [(path, node) for path, node in schema_paths(event_type) if node.type not in _CONTAINERS]

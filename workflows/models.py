@@ -135,6 +135,8 @@ class Run(TimeStamped):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # A live test from the builder: its messages are test messages, for test patients only.
+    is_test = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -3,7 +3,7 @@
 from integrations.adapters import Adapter, Function, Outcome, Parameter, StepContext
 from integrations.models import Integration, OutboundMessage
 from integrations.sending import message_prepare, message_send
-from patients.models import Patient
+from patients.models import Organization, Patient
 
 Status = OutboundMessage.Status
 
@@ -33,13 +33,22 @@ SEND_SMS = Function(
 )
 
 
-def _recipient(context: StepContext, to: str) -> Patient | None:
-    """The patient the message goes to: the event's customer when the number is theirs,
-    otherwise the one patient of this clinic with that number."""
-    if context.patient is not None and context.patient.phone == to:
-        return context.patient
-    matches = list(Patient.objects.filter(organization=context.organization, phone=to)[:2])
+def recipient_patient(
+    organization: Organization, customer: Patient | None, to: str
+) -> Patient | None:
+    """The patient a message to `to` goes to: the event's customer when the number is
+    theirs, otherwise the one patient of this clinic with that number."""
+    if customer is not None and customer.phone == to:
+        return customer
+    matches = list(Patient.objects.filter(organization=organization, phone=to)[:2])
     return matches[0] if len(matches) == 1 else None
+
+
+def twilio_integration(organization: Organization) -> Integration | None:
+    """The clinic's enabled Twilio integration (at most one, by constraint)."""
+    return Integration.objects.filter(
+        organization=organization, adapter=Integration.Adapter.TWILIO, enabled=True
+    ).first()
 
 
 class TwilioAdapter(Adapter):
@@ -50,9 +59,7 @@ class TwilioAdapter(Adapter):
     def execute(self, *, function: str, context: StepContext) -> Outcome:
         if function != SEND_SMS.name:
             return Outcome("failed", reason=f"Twilio has no function {function!r}")
-        integration = Integration.objects.filter(
-            organization=context.organization, adapter=Integration.Adapter.TWILIO, enabled=True
-        ).first()
+        integration = twilio_integration(context.organization)
         if integration is None:
             return Outcome("failed", reason="this clinic has no enabled Twilio integration")
         to = context.inputs["to"].strip()
@@ -64,7 +71,7 @@ class TwilioAdapter(Adapter):
             from_number=context.inputs["from"].strip(),
             body=context.inputs["message"],
             purpose=context.purpose,
-            patient=_recipient(context, to),
+            patient=recipient_patient(context.organization, context.patient, to),
             step_run_id=context.step_run_id,
             is_test=context.is_test,
             urgent=context.urgent,

@@ -1,0 +1,206 @@
+"""Test mode: a dry run reports what would happen and changes nothing; a live test sends,
+but only to test patients."""
+
+from datetime import UTC, datetime, time
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from integrations.models import MessagingPolicy, OutboundMessage
+from patients.models import Order
+from tests.factories import (
+    ConsentFactory,
+    IntegrationFactory,
+    OrderFactory,
+    PatientFactory,
+    SmsStepFactory,
+    WorkflowFactory,
+)
+from workflows import dry_run
+from workflows.dry_run import workflow_dry_run, workflow_live_test
+from workflows.models import Event, Run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def setup() -> dict[str, Any]:
+    integration = IntegrationFactory()
+    org = integration.organization
+    workflow = WorkflowFactory(
+        organization=org,
+        trigger="order.shipped",
+        enabled=False,
+        filter={"order.totalAmount": {"$gte": 40}},
+    )
+    patient = PatientFactory(
+        organization=org,
+        first_name="Tess",
+        phone="+14155550177",
+        is_test=True,
+        timezone="America/Chicago",
+    )
+    return {"org": org, "workflow": workflow, "patient": patient}
+
+
+def test_payload_comes_from_the_patients_latest_record(setup: dict[str, Any]) -> None:
+    OrderFactory(patient=setup["patient"], number="OLD")
+    OrderFactory(patient=setup["patient"], number="NEW")
+    payload, source = dry_run.test_payload(trigger="order.shipped", patient=setup["patient"])
+    assert payload["order"]["number"] == "NEW"
+    assert payload["customer"]["firstName"] == "Tess"
+    assert "latest order record" in source
+
+
+def test_payload_falls_back_to_examples_with_the_patients_own_data(setup: dict[str, Any]) -> None:
+    payload, source = dry_run.test_payload(
+        trigger="subscription.upcoming_renewal", patient=setup["patient"]
+    )
+    assert payload["customer"]["phone"] == "+14155550177"
+    assert payload["subscription"]["product"]["name"]  # from the data reference's example
+    assert "no subscription record" in source
+
+
+def test_dry_run_walks_conditions_and_decides_without_side_effects(setup: dict[str, Any]) -> None:
+    workflow, patient = setup["workflow"], setup["patient"]
+    ConsentFactory(patient=patient)
+    OrderFactory(patient=patient, number="T-1", total_amount=55)
+    SmsStepFactory(
+        workflow=workflow,
+        position=1,
+        type="condition",
+        adapter="",
+        function="",
+        parameters={"query": {"order.number": "T-1"}},
+    )
+    SmsStepFactory(
+        workflow=workflow,
+        position=2,
+        parameters={
+            "message": "Hi {{customer.firstName}} 😀",
+            "to": "{{customer.phone}}",
+            "from": "+15005550006",
+        },
+    )
+    events_before = Event.objects.count()
+    report = workflow_dry_run(workflow=workflow, patient=patient)
+    assert report.filter_matches is True
+    condition, sms = report.steps
+    assert (condition.outcome, condition.detail) == ("continue", "the condition is true: continue")
+    assert sms.outcome == "send"
+    assert sms.message == {
+        "to": "+14155550177",
+        "from": "+15005550006",
+        "body": "Hi Tess 😀",
+        "characters": 9,
+        "encoding": "UCS-2",
+        "segments": 1,
+    }
+    assert [c["check"] for c in sms.decision["checks"]] == [
+        "consent",
+        "opt-out",
+        "frequency cap",
+        "quiet hours",
+        "sender",
+        "recipient",
+    ]
+    assert Event.objects.count() == events_before
+    assert not Run.objects.exists() and not OutboundMessage.objects.exists()
+
+
+def test_dry_run_reports_no_consent_and_a_false_condition(setup: dict[str, Any]) -> None:
+    workflow, patient = setup["workflow"], setup["patient"]
+    OrderFactory(patient=patient, total_amount=10)
+    SmsStepFactory(workflow=workflow, position=1)
+    report = workflow_dry_run(workflow=workflow, patient=patient)
+    assert report.filter_matches is False
+    assert report.filter_detail == "the filter does not match"
+    (sms,) = report.steps
+    assert (sms.outcome, sms.detail) == ("skip", "would not send: no SMS consent")
+    condition_definition = {
+        "trigger": "order.shipped",
+        "filter": {},
+        "steps": [
+            {"type": "condition", "parameters": {"query": {"order.number": "nope"}}},
+            {"type": "adapter", "adapter": "twilio", "function": "sendSMS", "parameters": {}},
+        ],
+    }
+    report = workflow_dry_run(workflow=workflow, patient=patient, definition=condition_definition)
+    assert [s.outcome for s in report.steps] == ["end"]
+
+
+def test_dry_run_defers_for_quiet_hours_after_a_delay(setup: dict[str, Any]) -> None:
+    workflow, patient = setup["workflow"], setup["patient"]
+    MessagingPolicy.objects.filter(organization=setup["org"]).update(
+        quiet_hours_start=time(8, 0), quiet_hours_end=time(21, 0)
+    )
+    ConsentFactory(patient=patient)
+    definition = {
+        "trigger": "order.shipped",
+        "filter": {},
+        "steps": [
+            {"type": "delay", "parameters": {"kind": "until_time", "time": "22:30"}},
+            {
+                "type": "adapter",
+                "adapter": "twilio",
+                "function": "sendSMS",
+                "parameters": {
+                    "message": "late",
+                    "to": "{{customer.phone}}",
+                    "from": "+15005550006",
+                },
+            },
+        ],
+    }
+    noon_chicago = datetime(2026, 6, 1, 17, 0, tzinfo=UTC)
+    report = workflow_dry_run(
+        workflow=workflow, patient=patient, definition=definition, now=noon_chicago
+    )
+    delay, sms = report.steps
+    assert delay.outcome == "wait" and "2026-06-01T22:30:00-05:00" in delay.detail
+    assert sms.outcome == "defer"
+    assert "deferred to 2026-06-02T08:00:00-05:00" in sms.detail
+
+
+def test_dry_run_reports_template_errors_on_their_step(setup: dict[str, Any]) -> None:
+    definition = {
+        "trigger": "order.shipped",
+        "filter": {},
+        "steps": [
+            {
+                "type": "adapter",
+                "adapter": "twilio",
+                "function": "sendSMS",
+                "parameters": {
+                    "message": "Hi {{customer.nickname}}",
+                    "to": "{{customer.phone}}",
+                    "from": "+15005550006",
+                },
+            }
+        ],
+    }
+    (step,) = workflow_dry_run(
+        workflow=setup["workflow"], patient=setup["patient"], definition=definition
+    ).steps
+    assert step.outcome == "error"
+    assert "customer.nickname is not in this event's data" in step.detail
+
+
+def test_live_test_refuses_patients_who_are_not_test_patients(setup: dict[str, Any]) -> None:
+    real = PatientFactory(organization=setup["org"], is_test=False)
+    with pytest.raises(ValidationError, match="only run for test patients"):
+        workflow_live_test(workflow=setup["workflow"], patient=real)
+    other_clinic = PatientFactory(is_test=True)
+    with pytest.raises(ValidationError, match="another clinic"):
+        workflow_live_test(workflow=setup["workflow"], patient=other_clinic)
+    assert not Run.objects.exists()
+
+
+def test_live_test_creates_a_test_run_that_no_other_workflow_sees(setup: dict[str, Any]) -> None:
+    other = WorkflowFactory(organization=setup["org"], trigger="order.shipped", enabled=True)
+    run = workflow_live_test(workflow=setup["workflow"], patient=setup["patient"])
+    assert run.is_test and run.workflow == setup["workflow"]
+    assert run.event.dispatched_at is not None  # the relay will never pick it up
+    assert not Run.objects.filter(workflow=other).exists()
+    assert Order.objects.count() == 0

@@ -1,0 +1,264 @@
+"""Test mode: try a workflow on a test patient before enabling it.
+
+A dry run walks the steps with the same pieces the engine uses (filter matching, condition
+evaluation, delay arithmetic, template rendering, the send-time policy) and reports what
+would happen, with no side effects: no event, no run, no message, nothing sent. A live test
+really runs the workflow, but only ever texts test patients, and marks its messages as test.
+"""
+
+import uuid
+import zoneinfo
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from integrations.models import OutboundMessage
+from integrations.policy import send_decide
+from integrations.registry import REGISTRY
+from integrations.sms import segment_info
+from integrations.twilio.adapter import recipient_patient, twilio_integration
+from patients.models import Patient
+from patients.payloads import payload_for_patient
+from workflows.engine import workflow_definition
+from workflows.events import EVENT_TYPES, schema_example
+from workflows.filters import FilterError, filter_matches
+from workflows.models import Event, Run, Workflow
+from workflows.rendering import TemplateError, template_render
+from workflows.steps import StepConfigError, condition_evaluate, delay_until
+from workflows.tasks import advance_run
+
+
+@dataclass
+class DryRunStep:
+    number: int
+    type: str
+    title: str
+    outcome: str  # "continue" | "end" | "jump" | "wait" | "send" | "skip" | "defer" | "error"
+    detail: str
+    inputs: dict[str, str] = field(default_factory=dict)
+    message: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
+
+
+@dataclass
+class DryRunReport:
+    trigger: str
+    payload: dict[str, Any]
+    payload_source: str
+    filter_matches: bool
+    filter_detail: str
+    steps: list[DryRunStep] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def test_payload(*, trigger: str, patient: Patient) -> tuple[dict[str, Any], str]:
+    """The payload the trigger would carry for this patient, and where it came from: their
+    most recent record of the trigger's kind, else the data reference's examples around
+    their own customer data."""
+    event = EVENT_TYPES[trigger]
+    example = schema_example(trigger)
+    record = payload_for_patient(event.subject, patient)
+    if record is not None:
+        return {**example, **record}, f"{patient}'s latest {event.subject} record"
+    own = payload_for_patient("customer", patient) or {}
+    return (
+        {**example, **own},
+        f"{patient} has no {event.subject} record: example {event.subject} data is used",
+    )
+
+
+def _patient_zone(patient: Patient, workflow: Workflow) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(patient.timezone or workflow.organization.timezone)
+
+
+def workflow_dry_run(
+    *,
+    workflow: Workflow,
+    patient: Patient,
+    definition: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> DryRunReport:
+    """What running `definition` (default: the workflow as saved) for `patient` would do."""
+    definition = definition or {
+        "trigger": workflow.trigger,
+        "filter": workflow.filter,
+        **workflow_definition(workflow),
+    }
+    trigger = definition.get("trigger") or workflow.trigger
+    payload, source = test_payload(trigger=trigger, patient=patient)
+    try:
+        matches = filter_matches(definition.get("filter") or {}, payload)
+        filter_detail = (
+            "no filter"
+            if not definition.get("filter")
+            else "the filter matches"
+            if matches
+            else "the filter does not match"
+        )
+    except FilterError as exc:
+        matches, filter_detail = False, f"the filter is invalid: {exc}"
+    report = DryRunReport(trigger, payload, source, matches, filter_detail)
+    clock = now or timezone.now()
+    data: dict[str, Any] = {**payload, "trigger": payload, "history": {}}
+    steps = definition.get("steps", [])
+    index = 0
+    while index < len(steps):
+        step = steps[index]
+        number, kind = index + 1, step.get("type", "")
+        params = step.get("parameters") or {}
+        next_index: int | None = index + 1
+        try:
+            if kind == "condition":
+                result = condition_evaluate(params, data)
+                next_index = index + 1 if result.matched else result.goto_index
+                outcome = (
+                    "continue" if result.matched else ("end" if next_index is None else "jump")
+                )
+                detail = (
+                    "the condition is true: continue"
+                    if result.matched
+                    else "the condition is false: the run ends"
+                    if next_index is None
+                    else f"the condition is false: go to step {next_index + 1}"
+                )
+                entry = DryRunStep(number, kind, "Condition", outcome, detail)
+                data["history"][str(number)] = {
+                    "status": "succeeded",
+                    "result": {"matched": result.matched},
+                }
+            elif kind == "delay":
+                until = delay_until(
+                    params, data=data, started_at=clock, tz=_patient_zone(patient, workflow)
+                )
+                clock = max(clock, until)
+                entry = DryRunStep(
+                    number, kind, "Delay", "wait", f"waits until {until.isoformat()}"
+                )
+                data["history"][str(number)] = {
+                    "status": "succeeded",
+                    "result": {"until": until.isoformat()},
+                }
+            else:
+                entry = _adapter_dry_run(workflow, patient, step, number, data, clock)
+        except StepConfigError as exc:
+            entry = DryRunStep(number, kind, kind.title(), "error", str(exc))
+            next_index = None
+        report.steps.append(entry)
+        if next_index is None:
+            break
+        index = next_index
+    return report
+
+
+def _adapter_dry_run(
+    workflow: Workflow,
+    patient: Patient,
+    step: dict[str, Any],
+    number: int,
+    data: dict[str, Any],
+    clock: datetime,
+) -> DryRunStep:
+    adapter = REGISTRY.get(step.get("adapter", ""))
+    function = adapter.functions.get(step.get("function", "")) if adapter else None
+    title = f"{adapter.label} → {function.label}" if adapter and function else "Adapter"
+    inputs: dict[str, str] = {}
+    for name, template in (step.get("parameters") or {}).items():
+        try:
+            inputs[name] = template_render(str(template), data)
+        except TemplateError as exc:
+            return DryRunStep(
+                number, "adapter", title, "error", f"could not fill in {name}: {exc}", inputs
+            )
+    if step.get("adapter") != "twilio":
+        return DryRunStep(number, "adapter", title, "send", "would call the adapter", inputs)
+    integration = twilio_integration(workflow.organization)
+    if integration is None:
+        return DryRunStep(
+            number,
+            "adapter",
+            title,
+            "error",
+            "this clinic has no enabled Twilio integration",
+            inputs,
+        )
+    to = inputs.get("to", "").strip()
+    body = inputs.get("message", "")
+    info = segment_info(body)
+    message = OutboundMessage(
+        organization=workflow.organization,
+        integration=integration,
+        patient=recipient_patient(workflow.organization, patient, to),
+        to=to,
+        from_number=inputs.get("from", "").strip(),
+        body=body,
+        purpose=step.get("purpose", "transactional"),
+        urgent=bool(step.get("urgent")),
+    )
+    decision = send_decide(message=message, now=clock)
+    record = decision.as_dict(clock)
+    preview = {
+        "to": to,
+        "from": message.from_number,
+        "body": body,
+        "characters": info.characters,
+        "encoding": info.encoding,
+        "segments": info.segments,
+    }
+    data["history"][str(number)] = {
+        "status": "succeeded" if decision.allowed else "skipped",
+        "result": {"status": "sent" if decision.allowed else "skipped"},
+    }
+    if decision.allowed:
+        return DryRunStep(
+            number, "adapter", title, "send", "would send now", inputs, preview, record
+        )
+    if decision.defer_until:
+        return DryRunStep(
+            number, "adapter", title, "defer", decision.reason, inputs, preview, record
+        )
+    return DryRunStep(
+        number,
+        "adapter",
+        title,
+        "skip",
+        f"would not send: {decision.reason}",
+        inputs,
+        preview,
+        record,
+    )
+
+
+def workflow_live_test(*, workflow: Workflow, patient: Patient) -> Run:
+    """Run the saved workflow for a test patient now, for real, whether or not it is enabled.
+
+    The run is marked as a test: its messages are test messages, and the send-time policy
+    refuses any of them to a patient who is not a test patient. No other workflow sees the
+    event.
+    """
+    if not patient.is_test:
+        raise ValidationError("Live tests only run for test patients (tick “test patient”).")
+    if patient.organization_id != workflow.organization_id:
+        raise ValidationError("This patient belongs to another clinic.")
+    payload, _ = test_payload(trigger=workflow.trigger, patient=patient)
+    now = timezone.now()
+    with transaction.atomic():
+        event = Event.objects.create(
+            organization=workflow.organization,
+            type=workflow.trigger,
+            payload=payload,
+            dedupe_key=f"test:{uuid.uuid4()}",
+            subject_type=EVENT_TYPES[workflow.trigger].subject,
+            subject_id="",
+            dispatched_at=now,  # never dispatched to other workflows
+        )
+        run = Run.objects.create(
+            workflow=workflow, event=event, is_test=True, definition=workflow_definition(workflow)
+        )
+    transaction.on_commit(lambda: advance_run.delay(run.pk))
+    return run

@@ -74,6 +74,13 @@ class SendDecision:
         }
 
 
+def _opted_out(record: ConsentRecord) -> str:
+    return (
+        f"opted out of {record.purpose} SMS on {record.occurred_at:%Y-%m-%d} "
+        f"({record.get_source_display()})"
+    )
+
+
 def messaging_policy(organization_id: int) -> MessagingPolicy:
     policy, _ = MessagingPolicy.objects.get_or_create(organization_id=organization_id)
     return policy
@@ -90,8 +97,10 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
 
     history = ConsentRecord.objects.filter(patient=patient, channel=ConsentRecord.Channel.SMS)
     consent = history.filter(purpose=message.purpose).order_by("-occurred_at", "-id").first()
-    if consent is None or consent.action != ConsentRecord.Action.OPT_IN:
+    if consent is None:
         return decision.failed("consent", "no SMS consent")
+    if consent.action != ConsentRecord.Action.OPT_IN:
+        return decision.failed("consent", _opted_out(consent))
     if message.purpose == ConsentRecord.Purpose.MARKETING and not (
         consent.consent_text.strip() and consent.source in WRITTEN_SOURCES
     ):
@@ -118,11 +127,7 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
         .first()
     )
     if later_opt_out is not None:
-        return decision.failed(
-            "opt-out",
-            f"opted out of {later_opt_out.purpose} SMS on "
-            f"{later_opt_out.occurred_at:%Y-%m-%d} ({later_opt_out.get_source_display()})",
-        )
+        return decision.failed("opt-out", _opted_out(later_opt_out))
     decision.passed("opt-out", "no opt-out since")
 
     policy = messaging_policy(message.organization_id)

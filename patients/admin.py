@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from patients.models import (
     Appointment,
+    AuditEntry,
     Cart,
     ConsentRecord,
     Lead,
@@ -24,7 +25,7 @@ from patients.models import (
     Task,
 )
 from patients.services import organization_webhook_token_issue, subscription_renew
-from patients.tenancy import OrganizationScopedAdmin
+from patients.tenancy import OrganizationScopedAdmin, ReadOnlyAdminMixin
 
 
 @admin.register(Organization)
@@ -299,3 +300,19 @@ class TaskAdmin(OrganizationScopedAdmin):
     autocomplete_fields = ["patient"]
     show_full_result_count = False
     fields = ["organization", "patient", "title", "status", "due_at"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
+    """The audit trail: browsable and filterable, never editable."""
+
+    list_display = ["at", "actor_repr", "action", "model", "object_repr", "changed_fields"]
+    list_filter = ["action", "model", "organization"]
+    search_fields = ["object_repr", "actor_repr", "object_id"]
+    date_hierarchy = "at"
+    show_full_result_count = False
+    list_select_related = ["organization"]
+
+    @admin.display(description="Changed")
+    def changed_fields(self, obj: AuditEntry) -> str:
+        return ", ".join(sorted(obj.changes))

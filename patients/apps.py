@@ -8,6 +8,7 @@ class PatientsConfig(AppConfig):
 
     def ready(self) -> None:
         from patients import receivers
+        from patients.audit import audit_connect
         from patients.models import Cart, Order, Patient
 
         post_save.connect(receivers.patient_saved, sender=Patient, dispatch_uid="patient_saved")
@@ -19,3 +20,4 @@ class PatientsConfig(AppConfig):
                 sender=model,
                 dispatch_uid=f"lifecycle_saved:{model._meta.label}",
             )
+        audit_connect()

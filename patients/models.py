@@ -619,3 +619,38 @@ class Task(ChangeTracked, TimeStamped):
             and patient.organization_id != self.organization_id
         ):
             raise ValidationError({"patient": "This patient belongs to another clinic."})
+
+
+class AuditEntry(models.Model):
+    """Who changed what, when, with the values before and after (secrets masked).
+
+    Written by patients.audit from model signals, so every path that changes an audited
+    record (admin, builder, services) leaves a trace. Never edited.
+    """
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        UPDATED = "updated", "Updated"
+        DELETED = "deleted", "Deleted"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_repr = models.CharField("by", max_length=150, blank=True)
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries"
+    )
+    action = models.CharField(max_length=8, choices=Action.choices)
+    model = models.CharField(max_length=64, db_index=True)
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField("object", max_length=200)
+    changes = models.JSONField(default=dict, help_text="field: [before, after]")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit trail"
+        indexes = [models.Index(fields=["model", "object_id", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.model} {self.object_repr}"

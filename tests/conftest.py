@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 
 from integrations.models import Integration
 from integrations.twilio.sandbox import SandboxServer
@@ -171,6 +172,12 @@ def celery_worker_process(
         yield worker
     finally:
         worker.stop()
+        # Connections a killed worker left behind would block dropping the test database.
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
         if os.environ.get("CAREFLOW_SHOW_WORKER_LOG"):
             print(worker.log_path.read_text())
 

@@ -337,8 +337,8 @@ def workflow_disable(*, workflow: Workflow) -> int:
     not torn) and then stops, since its status is no longer "running" (see run_advance).
     """
     with transaction.atomic():
-        Workflow.objects.filter(pk=workflow.pk).update(enabled=False, updated_at=timezone.now())
         workflow.enabled = False
+        workflow.save(update_fields=["enabled", "updated_at"])  # a save, so it is audited
         now = timezone.now()
         runs = Run.objects.filter(
             workflow=workflow, status__in=[*ACTIVE_STATUSES, Run.Status.RUNNING]

@@ -1,5 +1,6 @@
 """message_send against the sandbox over HTTP: every provider answer and transport fault."""
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -202,5 +203,9 @@ def test_opt_out_after_prepare_but_before_send_stops_it(
     message = make_message()
     ConsentFactory(patient=message.patient, action="opt_out", source="admin")
     result = message_send(message_id=message.pk)
-    assert (result.status, result.skip_reason) == (Status.SKIPPED, "no SMS consent")
+    assert result.status == Status.SKIPPED
+    assert re.fullmatch(
+        r"opted out of transactional SMS on \d{4}-\d\d-\d\d \(Recorded by staff\)",
+        result.skip_reason,
+    )
     assert sandbox.messages() == []

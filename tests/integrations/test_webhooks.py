@@ -162,3 +162,15 @@ def test_behind_a_tls_proxy_the_public_https_url_is_checked(
 
 def test_get_is_not_allowed(client: Client, message: OutboundMessage) -> None:
     assert client.get(_url(message)).status_code == 405
+
+
+def test_a_replayed_callback_is_harmless(client: Client, message: OutboundMessage) -> None:
+    params = _params(message, "delivered")
+    for _ in range(3):
+        assert _post(client, message, params).status_code == 204
+    message.refresh_from_db()
+    first_delivered_at = message.delivered_at
+    assert _post(client, message, params).status_code == 204
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+    assert message.delivered_at == first_delivered_at  # not re-applied

@@ -1,0 +1,146 @@
+"""The audit trail: who changed which workflow, step, integration, consent record or
+messaging policy, and when, with before/after values. Captured from model signals so that
+no code path can change an audited record without a trace; secrets are never recorded."""
+
+import contextvars
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser
+from django.db import models
+from django.db.models.signals import post_delete, post_save, pre_save
+from django.http import HttpRequest, HttpResponse
+
+from patients.models import AuditEntry
+
+MASK = "••••••"
+AUDITED = (
+    "workflows.Workflow",
+    "workflows.Step",
+    "integrations.Integration",
+    "integrations.MessagingPolicy",
+    "patients.ConsentRecord",
+)
+SECRET_FIELDS = {"integrations.Integration": {"auth_token"}}
+IGNORED_FIELDS = {"updated_at", "created_at"}
+
+_actor: contextvars.ContextVar[Any] = contextvars.ContextVar("careflow_audit_actor", default=None)
+
+
+class AuditActorMiddleware:
+    """Makes the request's user the actor of any audited change made while handling it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        token = _actor.set(request)
+        try:
+            return self.get_response(request)
+        finally:
+            _actor.reset(token)
+
+
+def _current_actor() -> Any:
+    request = _actor.get()
+    user = getattr(request, "user", None) if request is not None else None
+    if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated:
+        return None
+    return user
+
+
+def _label(instance: models.Model) -> str:
+    return f"{instance._meta.app_label}.{instance._meta.object_name}"
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+def _values(instance: models.Model) -> dict[str, Any]:
+    secret = SECRET_FIELDS.get(_label(instance), set())
+    values = {}
+    for field in instance._meta.concrete_fields:
+        if field.name in IGNORED_FIELDS:
+            continue
+        value = getattr(instance, field.attname)
+        values[field.name] = (MASK if value else "") if field.name in secret else _jsonable(value)
+    return values
+
+
+def _organization_id(instance: models.Model) -> int | None:
+    for path in ("organization_id", "workflow.organization_id", "patient.organization_id"):
+        target: Any = instance
+        for part in path.split("."):
+            target = getattr(target, part, None)
+        if target is not None:
+            return int(target)
+    return None
+
+
+def _before(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    state: dict[str, Any] | None = None
+    if not (kwargs.get("raw") or instance._state.adding or instance.pk is None):
+        old = sender._default_manager.filter(pk=instance.pk).first()
+        if old is not None:
+            secrets = SECRET_FIELDS.get(_label(instance), set())
+            state = {
+                "values": _values(old),
+                "secrets": {name: getattr(old, name) for name in secrets},
+            }
+    instance._audit_before = state  # type: ignore[attr-defined]
+
+
+def _record(instance: models.Model, action: str, changes: dict[str, Any]) -> None:
+    actor = _current_actor()
+    AuditEntry.objects.create(
+        actor=actor,
+        actor_repr=str(actor) if actor else "system",
+        organization_id=_organization_id(instance),
+        action=action,
+        model=_label(instance),
+        object_id=str(instance.pk),
+        object_repr=str(instance)[:200],
+        changes=changes,
+    )
+
+
+def _after(
+    sender: type[models.Model], instance: models.Model, created: bool, **kwargs: Any
+) -> None:
+    if kwargs.get("raw"):
+        return
+    after = _values(instance)
+    state = getattr(instance, "_audit_before", None)
+    if created or state is None:
+        _record(instance, AuditEntry.Action.CREATED, {k: [None, v] for k, v in after.items()})
+        return
+    before = state["values"]
+    changes = {k: [before.get(k), v] for k, v in after.items() if before.get(k) != v}
+    for name, old_secret in state["secrets"].items():
+        if getattr(instance, name) != old_secret:  # say that it changed, never what to
+            changes[name] = [MASK, f"{MASK} (changed)"]
+    if changes:
+        _record(instance, AuditEntry.Action.UPDATED, changes)
+
+
+def _deleted(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    _record(
+        instance, AuditEntry.Action.DELETED, {k: [v, None] for k, v in _values(instance).items()}
+    )
+
+
+def audit_connect() -> None:
+    from django.apps import apps
+
+    for label in AUDITED:
+        model = apps.get_model(label)
+        uid = f"audit:{label}"
+        pre_save.connect(_before, sender=model, dispatch_uid=f"{uid}:before")
+        post_save.connect(_after, sender=model, dispatch_uid=f"{uid}:after")
+        post_delete.connect(_deleted, sender=model, dispatch_uid=f"{uid}:deleted")

@@ -1,0 +1,194 @@
+"""Inbound SMS webhook: real signatures from twilio's RequestValidator; STOP/START/HELP;
+free-text revocations flagged for review; the message.inbound event; replays."""
+
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from twilio.request_validator import RequestValidator
+
+from integrations.models import InboundMessage, Integration
+from patients.models import ConsentRecord
+from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
+from workflows.models import Event
+
+pytestmark = pytest.mark.django_db
+PHONE = "+14155550123"
+
+
+@pytest.fixture
+def integration() -> Integration:
+    return IntegrationFactory()
+
+
+def _post(
+    client: Client,
+    integration: Integration,
+    body: str,
+    *,
+    sid: str = "SM" + "a" * 32,
+    token: str | None = None,
+    signature: str | None = None,
+    **extra: Any,
+) -> Any:
+    url = reverse("twilio-inbound-sms", kwargs={"integration_uuid": integration.uuid})
+    params = {
+        "MessageSid": sid,
+        "AccountSid": integration.account_sid,
+        "From": PHONE,
+        "To": "+15005550006",
+        "Body": body,
+        "NumMedia": "0",
+    }
+    if signature is None:
+        signature = RequestValidator(token or integration.auth_token).compute_signature(
+            f"http://testserver{url}", params
+        )
+    headers = {"HTTP_X_TWILIO_SIGNATURE": signature} if signature else {}
+    return client.post(url, params, **headers, **extra)
+
+
+def _state(patient: Any, purpose: str) -> str | None:
+    latest = (
+        ConsentRecord.objects.filter(patient=patient, purpose=purpose)
+        .order_by("-occurred_at", "-id")
+        .first()
+    )
+    return latest.action if latest else None
+
+
+@pytest.mark.parametrize(
+    "keyword", ["STOP", "stop", " Unsubscribe ", "CANCEL", "END", "QUIT", "STOPALL"]
+)
+def test_opt_out_keywords_opt_out_every_purpose_for_everyone_at_that_number(
+    client: Client, integration: Integration, keyword: str
+) -> None:
+    parent = PatientFactory(organization=integration.organization, phone=PHONE)
+    child = PatientFactory(organization=integration.organization, phone=PHONE)
+    for patient in (parent, child):
+        ConsentFactory(patient=patient, purpose="transactional")
+        ConsentFactory(patient=patient, purpose="marketing")
+    response = _post(client, integration, keyword)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/xml"
+    for patient in (parent, child):
+        assert _state(patient, "transactional") == _state(patient, "marketing") == "opt_out"
+    record = ConsentRecord.objects.filter(action="opt_out").first()
+    assert (
+        record.source == "inbound_keyword" and record.evidence["keyword"] == keyword.strip().upper()
+    )
+    assert InboundMessage.objects.get().action == "opt_out"
+
+
+def test_start_restores_what_was_given_before_and_nothing_more(
+    client: Client, integration: Integration
+) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    given = ConsentFactory(patient=patient, purpose="transactional", consent_text="Care texts ok")
+    _post(client, integration, "STOP", sid="SM" + "1" * 32)
+    _post(client, integration, "start", sid="SM" + "2" * 32)
+    assert _state(patient, "transactional") == "opt_in"
+    restored = (
+        ConsentRecord.objects.filter(patient=patient, action="opt_in").order_by("-id").first()
+    )
+    assert (
+        restored.consent_text == "Care texts ok" and restored.evidence["restored_from"] == given.pk
+    )
+    assert _state(patient, "marketing") == "opt_out"  # never given in writing: not granted
+
+
+def test_help_replies_with_the_clinics_text(client: Client, integration: Integration) -> None:
+    response = _post(client, integration, "HELP")
+    text = response.content.decode()
+    assert "<Message>" in text and integration.organization.name in text
+    assert InboundMessage.objects.get().action == "help"
+
+
+def test_free_text_revocation_is_flagged_for_review(
+    client: Client, integration: Integration
+) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    ConsentFactory(patient=patient)
+    _post(client, integration, "please stop texting me", sid="SM" + "3" * 32)
+    _post(client, integration, "See you Tuesday!", sid="SM" + "4" * 32)
+    flagged, plain = InboundMessage.objects.order_by("id")
+    assert (flagged.needs_review, flagged.action) == (True, "none")
+    assert plain.needs_review is False
+    assert _state(patient, "transactional") == "opt_in"  # a person decides, not a regex
+
+
+def test_every_inbound_records_message_inbound_with_the_customer(
+    client: Client, integration: Integration
+) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE, first_name="Ida")
+    _post(client, integration, "What time is my appointment?")
+    event = Event.objects.get(type="message.inbound")
+    assert event.payload["message"]["body"] == "What time is my appointment?"
+    assert event.payload["customer"]["firstName"] == "Ida"
+    assert event.payload["customer"]["id"] == str(patient.uuid)
+
+
+def test_unknown_sender_is_recorded_without_a_customer(
+    client: Client, integration: Integration
+) -> None:
+    assert _post(client, integration, "hello?").status_code == 200
+    assert InboundMessage.objects.get().patient is None
+    assert Event.objects.get(type="message.inbound").payload["customer"] is None
+
+
+def test_a_replayed_webhook_changes_nothing_more(client: Client, integration: Integration) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    ConsentFactory(patient=patient)
+    for _ in range(3):
+        assert _post(client, integration, "STOP").status_code == 200
+    assert InboundMessage.objects.count() == 1
+    assert ConsentRecord.objects.filter(action="opt_out").count() == 2  # one per purpose, once
+    assert Event.objects.filter(type="message.inbound").count() == 1
+
+
+@pytest.mark.parametrize("case", ["wrong_token", "missing", "tampered"])
+def test_forged_inbound_gets_403_and_changes_nothing(
+    client: Client, integration: Integration, case: str
+) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    ConsentFactory(patient=patient)
+    if case == "tampered":
+        url = reverse("twilio-inbound-sms", kwargs={"integration_uuid": integration.uuid})
+        params = {"MessageSid": "SM" + "5" * 32, "From": PHONE, "Body": "Hello"}
+        signature = RequestValidator(integration.auth_token).compute_signature(
+            f"http://testserver{url}", params
+        )
+        response = client.post(url, {**params, "Body": "STOP"}, HTTP_X_TWILIO_SIGNATURE=signature)
+    else:
+        response = _post(
+            client,
+            integration,
+            "STOP",
+            **({"token": "f" * 32} if case == "wrong_token" else {"signature": ""}),
+        )
+    assert response.status_code == 403
+    assert not InboundMessage.objects.exists()
+    assert _state(patient, "transactional") == "opt_in"
+    assert not Event.objects.filter(type="message.inbound").exists()
+
+
+def test_signature_made_for_another_integration_is_refused(client: Client) -> None:
+    mine, theirs = IntegrationFactory(), IntegrationFactory()
+    url = reverse("twilio-inbound-sms", kwargs={"integration_uuid": mine.uuid})
+    params = {"MessageSid": "SM" + "6" * 32, "From": PHONE, "Body": "STOP"}
+    signature = RequestValidator(theirs.auth_token).compute_signature(
+        f"http://testserver{url}", params
+    )
+    assert client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature).status_code == 403
+
+
+def test_missing_sender_is_a_clear_400(client: Client, integration: Integration) -> None:
+    url = reverse("twilio-inbound-sms", kwargs={"integration_uuid": integration.uuid})
+    params = {"MessageSid": "SM" + "7" * 32, "Body": "hi"}
+    signature = RequestValidator(integration.auth_token).compute_signature(
+        f"http://testserver{url}", params
+    )
+    response = client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature)
+    assert response.status_code == 400
+    assert b"From" in response.content

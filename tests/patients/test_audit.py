@@ -1,0 +1,81 @@
+"""The audit trail records who changed which workflow, step, integration, consent record or
+messaging policy, with before/after values, and never a secret."""
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+
+from patients.models import AuditEntry
+from tests.factories import (
+    ConsentFactory,
+    IntegrationFactory,
+    SmsStepFactory,
+    StaffMembershipFactory,
+    UserFactory,
+    WorkflowFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def test_changes_outside_a_request_are_recorded_as_system() -> None:
+    workflow = WorkflowFactory(name="Before")
+    workflow.name = "After"
+    workflow.save()
+    entry = AuditEntry.objects.filter(model="workflows.Workflow", action="updated").get()
+    assert entry.changes == {"name": ["Before", "After"]}
+    assert entry.actor is None and entry.actor_repr == "system"
+    assert entry.organization_id == workflow.organization_id
+
+
+def test_saving_without_changes_records_nothing() -> None:
+    workflow = WorkflowFactory()
+    workflow.save()
+    assert not AuditEntry.objects.filter(action="updated").exists()
+
+
+def test_secrets_are_masked_but_their_change_is_recorded() -> None:
+    integration = IntegrationFactory(auth_token="first-secret")
+    created = AuditEntry.objects.get(model="integrations.Integration", action="created")
+    assert created.changes["auth_token"] == [None, "••••••"]
+    integration.auth_token = "second-secret"
+    integration.save()
+    updated = AuditEntry.objects.get(model="integrations.Integration", action="updated")
+    assert updated.changes == {"auth_token": ["••••••", "•••••• (changed)"]}
+    assert "secret" not in str(list(AuditEntry.objects.values_list("changes", flat=True)))
+
+
+def test_steps_consents_and_deletions_are_recorded() -> None:
+    step = SmsStepFactory()
+    ConsentFactory()
+    step.delete()
+    assert set(AuditEntry.objects.values_list("model", "action")) >= {
+        ("workflows.Step", "created"),
+        ("patients.ConsentRecord", "created"),
+        ("workflows.Step", "deleted"),
+    }
+
+
+def test_admin_changes_name_the_user_and_the_trail_is_read_only_and_scoped() -> None:
+    membership = StaffMembershipFactory(user=UserFactory(is_superuser=True))
+    workflow = WorkflowFactory(organization=membership.organization, name="Mine")
+    client = Client()
+    client.force_login(membership.user)
+    client.post(
+        reverse("admin:workflows_workflow_changelist"),
+        {"action": "disable_workflows", "_selected_action": [workflow.pk]},
+    )
+    entry = AuditEntry.objects.filter(model="workflows.Workflow", action="updated").get()
+    assert entry.actor == membership.user
+    assert entry.changes["enabled"] == [True, False]
+    page = client.get(reverse("admin:patients_auditentry_changelist")).content.decode()
+    assert "Mine" in page
+    assert client.get(reverse("admin:patients_auditentry_add")).status_code == 403
+
+    other_staff = StaffMembershipFactory()
+    other_staff.user.user_permissions.add(Permission.objects.get(codename="view_auditentry"))
+    other = Client()
+    other.force_login(other_staff.user)
+    page = other.get(reverse("admin:patients_auditentry_changelist")).content.decode()
+    assert "Mine" not in page

@@ -165,6 +165,9 @@ CELERY_BEAT_SCHEDULE = {
 # PostgreSQL connection per task nearly halves throughput.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 
+# Redis for the per-sender throttle shared by all workers; by default the broker's Redis.
+CAREFLOW_THROTTLE_REDIS_URL = env.str("CAREFLOW_THROTTLE_REDIS_URL", default=CELERY_BROKER_URL)
+
 # --- careflow -----------------------------------------------------------------------------
 # Public base URL of this deployment, used to build Twilio StatusCallback URLs.
 CAREFLOW_PUBLIC_URL = env.str("CAREFLOW_PUBLIC_URL", default="http://127.0.0.1:8000")

@@ -5,7 +5,7 @@ from datetime import time
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -37,11 +37,22 @@ def validate_sending_numbers(value: object) -> None:
             )
 
 
+TOLL_FREE_PREFIXES = ("+1800", "+1833", "+1844", "+1855", "+1866", "+1877", "+1888")
+DEFAULT_RATES = {"long_code": 1.0, "toll_free": 3.0, "short_code": 100.0, "ten_dlc": 12.0}
+
+
 class Integration(TimeStamped):
     """A clinic's connection to an adapter's provider; entered by support staff."""
 
     class Adapter(models.TextChoices):
         TWILIO = "twilio", "Twilio"
+
+    class SenderType(models.TextChoices):
+        AUTO = "auto", "Detect from the number (long code or toll-free)"
+        LONG_CODE = "long_code", "Long code (1 segment/s)"
+        TOLL_FREE = "toll_free", "Toll-free (3 segments/s)"
+        TEN_DLC = "ten_dlc", "10DLC (rate by trust tier)"
+        SHORT_CODE = "short_code", "Short code (100 segments/s)"
 
     organization = models.ForeignKey(
         Organization, on_delete=models.PROTECT, related_name="integrations"
@@ -64,6 +75,19 @@ class Integration(TimeStamped):
         blank=True,
         validators=[validate_messaging_service_sid],
     )
+    sender_type = models.CharField(
+        max_length=16,
+        choices=SenderType.choices,
+        default=SenderType.AUTO,
+        help_text="Sets the default sending rate Twilio allows.",
+    )
+    segments_per_second = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.01), MaxValueValidator(1000)],
+        help_text="Override, e.g. your 10DLC tier's rate. Blank: long code 1/s, toll-free 3/s, "
+        "short code 100/s, 10DLC 12/s.",
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:
@@ -79,6 +103,16 @@ class Integration(TimeStamped):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.organization})"
+
+    def send_rate(self, sender: str) -> float:
+        """Segments per second Twilio lets this sender (a number or the Messaging Service)
+        send; what the throttle shapes to."""
+        if self.segments_per_second:
+            return float(self.segments_per_second)
+        kind = self.sender_type
+        if kind == self.SenderType.AUTO:
+            kind = "toll_free" if sender.startswith(TOLL_FREE_PREFIXES) else "long_code"
+        return DEFAULT_RATES[kind]
 
     def masked_account_sid(self) -> str:
         """Enough to recognise the account, not enough to use it."""
@@ -139,6 +173,8 @@ class OutboundMessage(TimeStamped):
     )
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # The send time the sender's throttle reserved for this message, once reserved.
+    slot_at = models.DateTimeField(null=True, blank=True)
     sending_started_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)

@@ -8,9 +8,11 @@ reconciled by looking the message up at Twilio before anything is sent again.
 
 import logging
 import random
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 import requests
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -22,6 +24,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from integrations.models import Integration, OutboundMessage
 from integrations.policy import send_decide
 from integrations.sms import segment_info
+from integrations.throttle import throttle_key, throttle_reserve
 from integrations.twilio.client import twilio_client
 from integrations.twilio.errors import error_explanation
 from patients.models import ConsentRecord, Organization, Patient
@@ -125,6 +128,33 @@ def message_send(*, message_id: int) -> OutboundMessage:
     return _message_call_twilio(message)
 
 
+# A reserved slot at most this far ahead is waited for in the worker; later ones are
+# handed back to the queue (with the time) so the worker serves other senders meanwhile.
+INLINE_WAIT_SECONDS = 0.5
+THROTTLE_RETRY_SECONDS = 5.0
+# A slot reserved longer ago than this (the message was deferred by quiet hours, say) is
+# stale: a new one is reserved.
+SLOT_STALE = timedelta(minutes=1)
+
+
+def _message_slot(message: OutboundMessage, now: datetime) -> float | None:
+    """Seconds until this message's send slot (reserving one if needed); None if the
+    throttle cannot be reached."""
+    if message.slot_at is not None and now - message.slot_at < SLOT_STALE:
+        return max(0.0, (message.slot_at - now).total_seconds())
+    integration = message.integration
+    sender = message.messaging_service_sid or message.from_number
+    try:
+        return throttle_reserve(
+            key=throttle_key(account_sid=integration.account_sid, sender=sender),
+            rate=integration.send_rate(sender),
+            segments=max(1, message.segments),
+        )
+    except redis.RedisError:
+        logger.warning("throttle unreachable; message %s waits", message.pk)
+        return None
+
+
 def _message_decide_and_claim(message: OutboundMessage) -> bool:
     """Run the send-time checks and, if they pass, claim the message (pending → sending).
 
@@ -155,6 +185,19 @@ def _message_decide_and_claim(message: OutboundMessage) -> bool:
                 next_attempt_at=None,
             )
             return False
+        wait = _message_slot(message, now)
+        if wait is None or wait > INLINE_WAIT_SECONDS:
+            # Queued behind this sender's throughput (or Redis is unreachable, in which
+            # case sending unshaped is not an option): come back at the reserved time.
+            later = now + timedelta(seconds=wait if wait is not None else THROTTLE_RETRY_SECONDS)
+            _update(
+                message,
+                decision=record,
+                consent_record=decision.consent_record,
+                next_attempt_at=later,
+                **({"slot_at": later} if wait is not None else {}),
+            )
+            return False
         claimed = OutboundMessage.objects.filter(pk=message.pk, status=Status.PENDING).update(
             status=Status.SENDING,
             attempts=message.attempts + 1,
@@ -166,6 +209,8 @@ def _message_decide_and_claim(message: OutboundMessage) -> bool:
     if not claimed:  # another worker has it
         message.refresh_from_db()
         return False
+    if wait > 0:
+        time.sleep(wait)  # a fraction of a second: cheaper than a round trip via the broker
     message.status, message.attempts = Status.SENDING, message.attempts + 1
     message.sending_started_at, message.consent_record = now, decision.consent_record
     message.decision = record

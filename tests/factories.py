@@ -108,6 +108,8 @@ class IntegrationFactory(factory.django.DjangoModelFactory[Integration]):
     account_sid = factory.LazyFunction(lambda: "AC" + secrets.token_hex(16))
     auth_token = factory.LazyFunction(lambda: secrets.token_hex(16))
     sending_numbers = factory.LazyFunction(lambda: [SANDBOX_FROM])
+    # Fast enough that the throttle never delays a test; throttle tests set their own rate.
+    segments_per_second = 1000.0
 
 
 class WorkflowFactory(factory.django.DjangoModelFactory[Workflow]):

@@ -128,4 +128,4 @@ def test_a_delay_survives_the_worker_being_killed(
     )
     assert message.body == "Your order D-1 is on its way"
     assert sandbox.stats()["accepted"] == 1
-    assert Run.objects.get().status == Run.Status.SUCCEEDED
+    wait_for(lambda: Run.objects.get().status == Run.Status.SUCCEEDED, what="the run to finish")

@@ -330,6 +330,22 @@ def _run_transition(run: Run, status: str, **fields: Any) -> bool:
 ACTIVE_STATUSES = (Run.Status.PENDING, Run.Status.WAITING)
 
 
+def run_waiting_message(*, run: Run) -> int | None:
+    """The message a waiting run's current step waits on, if it waits on one."""
+    step_run = StepRun.objects.filter(
+        run=run, index=run.next_index, status=StepRun.Status.WAITING
+    ).first()
+    message_id = step_run.result.get("message_id") if step_run else None
+    return int(message_id) if message_id else None
+
+
+def run_wake(*, run_id: int) -> None:
+    """Make a waiting run due now (what it waited for has happened)."""
+    Run.objects.filter(pk=run_id, status=Run.Status.WAITING).update(
+        due_at=timezone.now(), updated_at=timezone.now()
+    )
+
+
 def workflow_disable(*, workflow: Workflow) -> int:
     """Disable a workflow and cancel its runs that have not finished; return how many.
 
@@ -401,17 +417,25 @@ def run_retry(*, run: Run) -> bool:
     return bool(changed)
 
 
-def runs_due(*, limit: int = 500) -> list[int]:
-    """Runs a sweeper should push: waiting and due, lease expired, or pending but never
-    picked up (the task was lost between commit and broker)."""
+def runs_due(
+    *, lookahead: timedelta = timedelta(0), limit: int = 2000
+) -> list[tuple[int, datetime | None]]:
+    """Runs a sweeper should push, with the time to push them at: waiting runs due before
+    the next sweep (so each is released on time, not at sweep granularity), runs whose
+    lease expired (their worker died), and pending runs never picked up (the task was lost
+    between commit and broker)."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.CAREFLOW_RELAY_AFTER_SECONDS)
     due = (
-        Q(status=Run.Status.WAITING, due_at__lte=now)
+        Q(status=Run.Status.WAITING, due_at__lte=now + lookahead)
         | Q(status=Run.Status.RUNNING, lease_expires_at__lt=now)
         | Q(status=Run.Status.PENDING, created_at__lt=stale)
     )
-    return list(Run.objects.filter(due).order_by("id").values_list("id", flat=True)[:limit])
+    rows = Run.objects.filter(due).order_by("due_at", "id").values_list("id", "status", "due_at")
+    return [
+        (run_id, due_at if status == Run.Status.WAITING else None)
+        for run_id, status, due_at in rows[:limit]
+    ]
 
 
 def events_undispatched(*, limit: int = 500) -> list[int]:

@@ -3,14 +3,27 @@
 from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
-from workflows.engine import event_dispatch, events_undispatched, run_advance, runs_due
+from integrations.tasks import send_message
+from workflows.engine import (
+    event_dispatch,
+    events_undispatched,
+    run_advance,
+    run_waiting_message,
+    runs_due,
+)
 from workflows.models import Event, Run
 
 # A wait shorter than this is also handed to the broker as an ETA for promptness; longer
 # waits are left to the beat sweeper alone (a long ETA on Redis would be redelivered).
 SHORT_WAIT = timedelta(seconds=60)
+
+
+# Runs of one event advanced in the dispatching task itself: the common case (an event that
+# starts one run whose SMS goes out at once) then costs one task, not a chain of them.
+INLINE_RUNS = 3
 
 
 @shared_task
@@ -19,22 +32,35 @@ def dispatch_event(event_id: int) -> None:
         run_ids = event_dispatch(event_id=event_id)
     except Event.DoesNotExist:
         return
-    for run_id in run_ids:
+    for run_id in run_ids[:INLINE_RUNS]:
+        _advance(run_id)
+    for run_id in run_ids[INLINE_RUNS:]:
         advance_run.delay(run_id)
 
 
 @shared_task
 def advance_run(run_id: int) -> None:
+    _advance(run_id)
+
+
+def _advance(run_id: int) -> None:
     try:
         run = run_advance(run_id=run_id)
     except Run.DoesNotExist:
         return
     if (
-        run is not None
-        and run.status == Run.Status.WAITING
-        and run.due_at is not None
-        and run.due_at - timezone.now() <= SHORT_WAIT
+        run is None
+        or run.status != Run.Status.WAITING
+        or run.due_at is None
+        or run.due_at - timezone.now() > SHORT_WAIT
     ):
+        return  # finished, or a long wait: the sweeper resumes it when due
+    message_id = run_waiting_message(run=run)
+    if message_id is not None:
+        # The run waits on an SMS (throttle slot, retry, reconciliation): the send queue
+        # sends it at its time and then wakes the run.
+        send_message.apply_async((message_id,), eta=run.due_at)
+    else:
         advance_run.apply_async((run_id,), eta=run.due_at)
 
 
@@ -48,10 +74,16 @@ def relay_events() -> int:
 
 @shared_task
 def sweep_runs() -> int:
-    run_ids = runs_due()
-    for run_id in run_ids:
-        advance_run.delay(run_id)
-    return len(run_ids)
+    now = timezone.now()
+    due = runs_due(
+        lookahead=timedelta(seconds=settings.CELERY_BEAT_SCHEDULE["sweep-runs"]["schedule"])
+    )
+    for run_id, due_at in due:
+        if due_at is not None and due_at > now:
+            advance_run.apply_async((run_id,), eta=due_at)
+        else:
+            advance_run.delay(run_id)
+    return len(due)
 
 
 @shared_task

@@ -96,7 +96,13 @@ def _outcome(message: OutboundMessage) -> Outcome:
         return Outcome("failed", result=result, reason=reason)
     # deferred by quiet hours, pending with a retry time, unknown awaiting reconciliation,
     # or claimed by another worker
-    if message.status == Status.PENDING and message.decision.get("defer_until"):
+    if (
+        message.status == Status.PENDING
+        and message.slot_at
+        and (message.next_attempt_at == message.slot_at)
+    ):
+        reason = "queued: waiting for this sending number's turn (Twilio's throughput limit)"
+    elif message.status == Status.PENDING and message.decision.get("defer_until"):
         reason = f"waiting: {message.decision['reason']}"
     elif message.error_code:
         reason = f"retrying after error {message.error_code}: {message.error_message}"

@@ -1,0 +1,85 @@
+"""Per-sender throughput shaping: one token bucket per sending number or Messaging Service,
+in segments per second, shared by every worker on every machine through Redis.
+
+Twilio meters senders per segment (long code 1/s, toll-free 3/s, 10DLC by trust tier) and
+queues the excess for about 10 hours before refusing with 21611; sending faster only moves
+the queue to Twilio and risks 429s. So each send *reserves* its slot: the bucket (GCRA, a
+"theoretical arrival time" per sender) says when this message's segments fit, and the
+message waits until then instead of polling. Reservations are atomic (one Lua script), so
+two workers can never take the same slot.
+
+Without Redis (the embedded development setup's filesystem broker) the bucket lives in the
+process, which shapes each worker process separately; production uses Redis.
+"""
+
+import threading
+import time
+from functools import lru_cache
+from typing import Any
+
+import redis
+from django.conf import settings
+
+# KEYS[1] = the sender's key; ARGV = now, seconds per segment, segments, burst (segments)
+# Returns the seconds from now at which this send may go (0: now). A reservation is always
+# made: the caller sends at that time, so the bucket never over-books.
+_RESERVE = """
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local burst = tonumber(ARGV[4])
+if tat < now then tat = now end
+local start = tat - (burst - 1) * interval
+if start < now then start = now end
+local new_tat = tat + cost * interval
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 60000)
+return tostring(start - now)
+"""
+
+_local_lock = threading.Lock()
+_local_tat: dict[str, float] = {}
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> Any:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def _redis_url() -> str | None:
+    url: str = settings.CAREFLOW_THROTTLE_REDIS_URL
+    return url if url.startswith(("redis://", "rediss://")) else None
+
+
+def throttle_key(*, account_sid: str, sender: str) -> str:
+    return f"careflow:throttle:{account_sid}:{sender}"
+
+
+def throttle_reserve(*, key: str, rate: float, segments: int, burst: int = 1) -> float:
+    """Reserve `segments` at `rate` segments/s; return how many seconds to wait first.
+
+    Raises redis.RedisError when Redis is unreachable: the caller must not send unshaped.
+    """
+    interval = 1.0 / rate
+    now = time.time()
+    url = _redis_url()
+    if url is None:
+        with _local_lock:
+            tat = max(_local_tat.get(key, 0.0), now)
+            start = max(now, tat - (burst - 1) * interval)
+            _local_tat[key] = tat + segments * interval
+            return start - now
+    script = _client(url).register_script(_RESERVE)
+    return max(0.0, float(script(keys=[key], args=[now, interval, segments, burst])))
+
+
+def throttle_backlog(*, key: str) -> float:
+    """Seconds of sending already reserved ahead for this sender (0 when idle)."""
+    url = _redis_url()
+    if url is None:
+        with _local_lock:
+            tat = _local_tat.get(key, 0.0)
+    else:
+        raw = _client(url).get(key)
+        tat = float(raw) if raw else 0.0
+    return max(0.0, tat - time.time())

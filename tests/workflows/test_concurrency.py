@@ -1,0 +1,83 @@
+"""Claims under concurrency, on PostgreSQL with real connections per thread: two relays
+dispatching one event make one run; two workers claiming one run, one wins; a run whose
+worker died is taken over after its lease, not before."""
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from patients.models import Order
+from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
+from workflows.engine import event_dispatch, run_claim, runs_due
+from workflows.models import Event, Run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _in_threads(target: Callable[[], Any], count: int = 6) -> list[Any]:
+    results: list[Any] = []
+    barrier = threading.Barrier(count)
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            results.append(target())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def _shipped_event() -> Event:
+    workflow = WorkflowFactory(trigger="order.shipped")
+    SmsStepFactory(workflow=workflow)
+    order = OrderFactory(
+        patient__organization=workflow.organization, organization=workflow.organization
+    )
+    order.status = Order.Status.SHIPPED
+    order.save()
+    return Event.objects.get(type="order.shipped")
+
+
+def test_concurrent_dispatches_of_one_event_make_one_run() -> None:
+    event = _shipped_event()
+    results = _in_threads(lambda: event_dispatch(event_id=event.pk))
+    assert sorted(len(r) for r in results) == [0, 0, 0, 0, 0, 1]
+    assert Run.objects.filter(event=event).count() == 1
+
+
+def test_concurrent_claims_of_one_run_have_one_winner() -> None:
+    event = _shipped_event()
+    (run_id,) = event_dispatch(event_id=event.pk)
+    results = _in_threads(lambda: run_claim(run_id=run_id))
+    assert results.count(True) == 1
+
+
+def test_a_dead_workers_run_is_taken_over_after_its_lease_only() -> None:
+    event = _shipped_event()
+    (run_id,) = event_dispatch(event_id=event.pk)
+    assert run_claim(run_id=run_id)
+    assert not run_claim(run_id=run_id)  # leased
+    assert run_id not in [r for r, _ in runs_due()]
+    Run.objects.filter(pk=run_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert run_id in [r for r, _ in runs_due()]
+    assert run_claim(run_id=run_id)
+
+
+def test_the_sweeper_releases_waiting_runs_at_their_due_time() -> None:
+    event = _shipped_event()
+    (run_id,) = event_dispatch(event_id=event.pk)
+    due = timezone.now() + timedelta(seconds=3)
+    Run.objects.filter(pk=run_id).update(status=Run.Status.WAITING, due_at=due)
+    assert runs_due() == []
+    assert runs_due(lookahead=timedelta(seconds=5)) == [(run_id, due)]

@@ -1,8 +1,6 @@
 """A burst from one sending number goes out at the sender's rate, through a real worker
 process (two prefork children sharing the bucket in Redis), with no 429 at the sandbox."""
 
-import itertools
-
 import pytest
 
 from integrations.models import OutboundMessage
@@ -42,7 +40,9 @@ def test_a_burst_is_shaped_to_the_senders_rate(
     )
     received = sorted(m["received_at"] for m in sandbox.messages())
     assert len(received) == BURST
-    gaps = [b - a for a, b in itertools.pairwise(received)]
-    assert min(gaps) > 0.8 / RATE, gaps  # never faster than the rate (less some jitter)
-    assert received[-1] - received[0] >= (BURST - 1) / RATE * 0.95
+    # Never ahead of the schedule the rate allows (arrival jitter of a connection setup or
+    # a scheduling hiccup aside), and the burst as a whole takes as long as the rate says.
+    ahead = [(k / RATE) - (at - received[0]) for k, at in enumerate(received)]
+    assert max(ahead) < 0.1, ahead
+    assert received[-1] - received[0] >= (BURST - 1) / RATE - 0.1
     assert sandbox.stats()["errors"] == 0

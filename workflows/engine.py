@@ -417,13 +417,19 @@ def run_retry(*, run: Run) -> bool:
     return bool(changed)
 
 
+# A run or event the sweeper/relay queued is queued again only after this long (its task
+# may have been lost); until then, a backlog in the broker is not multiplied.
+REQUEUE_AFTER = timedelta(seconds=60)
+
+
 def runs_due(
     *, lookahead: timedelta = timedelta(0), limit: int = 2000
 ) -> list[tuple[int, datetime | None]]:
-    """Runs a sweeper should push, with the time to push them at: waiting runs due before
-    the next sweep (so each is released on time, not at sweep granularity), runs whose
+    """Claim the runs a sweeper should push, with the time to push them at: waiting runs due
+    before the next sweep (so each is released on time, not at sweep granularity), runs whose
     lease expired (their worker died), and pending runs never picked up (the task was lost
-    between commit and broker)."""
+    between commit and broker). Safe with several sweepers: rows are claimed with
+    SKIP LOCKED and stamped, so each is pushed by one of them."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.CAREFLOW_RELAY_AFTER_SECONDS)
     due = (
@@ -431,18 +437,34 @@ def runs_due(
         | Q(status=Run.Status.RUNNING, lease_expires_at__lt=now)
         | Q(status=Run.Status.PENDING, created_at__lt=stale)
     )
-    rows = Run.objects.filter(due).order_by("due_at", "id").values_list("id", "status", "due_at")
+    not_recently_pushed = Q(pushed_at__isnull=True) | Q(pushed_at__lt=now - REQUEUE_AFTER)
+    with transaction.atomic():
+        rows = list(
+            Run.objects.filter(due, not_recently_pushed)
+            .select_for_update(skip_locked=True)
+            .order_by("due_at", "id")
+            .values_list("id", "status", "due_at")[:limit]
+        )
+        Run.objects.filter(pk__in=[row[0] for row in rows]).update(pushed_at=now)
     return [
         (run_id, due_at if status == Run.Status.WAITING else None)
-        for run_id, status, due_at in rows[:limit]
+        for run_id, status, due_at in rows
     ]
 
 
 def events_undispatched(*, limit: int = 500) -> list[int]:
-    """Events recorded a while ago that no dispatch has handled (broker down at commit)."""
-    stale = timezone.now() - timedelta(seconds=settings.CAREFLOW_RELAY_AFTER_SECONDS)
-    return list(
-        Event.objects.filter(dispatched_at__isnull=True, created_at__lt=stale)
-        .order_by("id")
-        .values_list("id", flat=True)[:limit]
-    )
+    """Claim events recorded a while ago that no dispatch has handled (the broker was down
+    at commit, or the task was lost); each is relayed once per REQUEUE_AFTER at most, by one
+    relay even when several run."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.CAREFLOW_RELAY_AFTER_SECONDS)
+    with transaction.atomic():
+        ids = list(
+            Event.objects.filter(dispatched_at__isnull=True, created_at__lt=stale)
+            .filter(Q(relayed_at__isnull=True) | Q(relayed_at__lt=now - REQUEUE_AFTER))
+            .select_for_update(skip_locked=True)
+            .order_by("id")
+            .values_list("id", flat=True)[:limit]
+        )
+        Event.objects.filter(pk__in=ids).update(relayed_at=now)
+    return ids

@@ -24,6 +24,9 @@ class Event(models.Model):
     occurred_at = models.DateTimeField(default=timezone.now)
     dedupe_key = models.CharField(max_length=200, unique=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # When the relay last handed this event to the broker, so a backlog is not re-published
+    # every few seconds while it is still queued.
+    relayed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -132,6 +135,8 @@ class Run(TimeStamped):
     next_index = models.PositiveIntegerField(default=0)
     due_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # When the sweeper last queued this run, so a queued backlog is not queued again and again.
+    pushed_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)

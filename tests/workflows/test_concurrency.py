@@ -81,3 +81,26 @@ def test_the_sweeper_releases_waiting_runs_at_their_due_time() -> None:
     Run.objects.filter(pk=run_id).update(status=Run.Status.WAITING, due_at=due)
     assert runs_due() == []
     assert runs_due(lookahead=timedelta(seconds=5)) == [(run_id, due)]
+
+
+def test_relays_claim_each_stale_event_once_and_retry_only_after_a_while() -> None:
+    from workflows.engine import REQUEUE_AFTER, events_undispatched
+
+    _shipped_event()
+    old = timezone.now() - timedelta(seconds=30)
+    Event.objects.update(created_at=old)
+    claimed = _in_threads(events_undispatched, count=4)
+    ids = [event_id for batch in claimed for event_id in batch]
+    assert sorted(ids) == sorted(Event.objects.values_list("id", flat=True))  # each once
+    assert events_undispatched() == []  # still queued: not relayed again
+    Event.objects.update(relayed_at=timezone.now() - REQUEUE_AFTER - timedelta(seconds=1))
+    assert len(events_undispatched()) == Event.objects.count()  # its task may be lost: again
+
+
+def test_sweepers_push_each_run_once_while_it_is_queued() -> None:
+    event = _shipped_event()
+    (run_id,) = event_dispatch(event_id=event.pk)
+    Run.objects.filter(pk=run_id).update(created_at=timezone.now() - timedelta(seconds=30))
+    pushed = _in_threads(runs_due, count=4)
+    assert sorted(len(batch) for batch in pushed) == [0, 0, 0, 1]
+    assert runs_due() == []

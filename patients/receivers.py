@@ -46,7 +46,7 @@ def patient_saved(sender: type[Patient], instance: Patient, created: bool, **kwa
         return
     if created:
         event_record(
-            organization=instance.organization,
+            organization_id=instance.organization_id,
             type="customer.signup",
             payload=customer_event_payload(instance),
             dedupe_key=f"customer.signup:{instance.pk}",
@@ -62,7 +62,7 @@ def patient_saved(sender: type[Patient], instance: Patient, created: bool, **kwa
     values = json.dumps({name: getattr(instance, name) for name in changed}, default=str)
     digest = hashlib.sha256(values.encode()).hexdigest()[:16]
     event_record(
-        organization=instance.organization,
+        organization_id=instance.organization_id,
         type="customer.updated",
         payload=customer_updated_payload(
             instance, [CUSTOMER_FIELD_PATHS[name] for name in changed]
@@ -95,7 +95,7 @@ def order_saved(sender: type[Order], instance: Order, created: bool, **kwargs: A
     payload = order_event_payload(instance)
     for event_type, key in recorded:
         event_record(
-            organization=instance.organization,
+            organization_id=instance.organization_id,
             type=event_type,
             payload=payload,
             dedupe_key=key,
@@ -199,7 +199,7 @@ def lifecycle_saved(sender: type[Any], instance: Any, created: bool, **kwargs: A
     payload = lifecycle.payload(instance)
     for event_type, key in recorded:
         event_record(
-            organization=instance.organization,
+            organization_id=instance.organization_id,
             type=event_type,
             payload=payload,
             dedupe_key=key,
@@ -216,7 +216,7 @@ def cart_saved(sender: type[Cart], instance: Cart, created: bool, **kwargs: Any)
     if not created and "checked_out_at" not in instance.saved_changes:
         return
     event_record(
-        organization=instance.organization,
+        organization_id=instance.organization_id,
         type="cart.checkout",
         payload=cart_event_payload(instance),
         dedupe_key=f"cart.checkout:{instance.pk}:{instance.checked_out_at.isoformat()}",

@@ -107,7 +107,7 @@ def inbound_message_record(
     )
     key = provider_sid or uuid.uuid4().hex
     return event_record(
-        organization=organization,
+        organization_id=organization.pk,
         type="message.inbound",
         payload=message_event_payload(
             channel=channel,
@@ -178,7 +178,7 @@ def webhook_event_record(
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
     dedupe_key = f"webhook.event:{organization.pk}:{digest}"
     event = event_record(
-        organization=organization,
+        organization_id=organization.pk,
         type="webhook.event",
         payload=webhook_event_payload(name=name, data=data, patient=patient),
         dedupe_key=dedupe_key,

@@ -74,11 +74,15 @@ def sandbox_account(sandbox: SandboxServer, integration: Integration) -> Integra
     return integration
 
 
+RUNNING_WORKERS: list["WorkerProcess"] = []
+
+
 class WorkerProcess:
     """A real `celery worker -B` process; can be killed and started again mid-test."""
 
     def __init__(self, env: dict[str, str], workdir: Path) -> None:
         self.env, self.workdir = env, workdir
+        RUNNING_WORKERS.append(self)
         self.log_path = workdir / "worker.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -190,3 +194,12 @@ def worker(
     if not celery_worker_process.alive():  # a previous test stopped it
         celery_worker_process.start()
     return celery_worker_process
+
+
+@pytest.fixture
+def no_worker() -> None:
+    """For tests that commit events and must process them alone: stop the session's worker
+    (and its beat relay) if an earlier test started it; the next `worker` user restarts it."""
+    for process in RUNNING_WORKERS:
+        if process.alive():
+            process.stop()

@@ -1,6 +1,11 @@
 """The event catalogue, and `event_record`, the one way an event enters the outbox."""
 
+import atexit
 import logging
+import os
+import queue
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -10,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from django.db import IntegrityError, transaction
 
 if TYPE_CHECKING:
-    from patients.models import Organization
     from workflows.models import Event
 
 logger = logging.getLogger(__name__)
@@ -606,7 +610,7 @@ def event_choices() -> list[tuple[str, list[tuple[str, str]]]]:
 
 def event_record(
     *,
-    organization: "Organization",
+    organization_id: int,
     type: str,
     payload: dict[str, Any],
     dedupe_key: str,
@@ -625,7 +629,7 @@ def event_record(
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
     fields: dict[str, Any] = {
-        "organization": organization,
+        "organization_id": organization_id,
         "type": type,
         "payload": payload,
         "dedupe_key": dedupe_key,
@@ -642,8 +646,47 @@ def event_record(
         if Event.objects.filter(dedupe_key=dedupe_key).exists():
             return None
         raise
-    transaction.on_commit(partial(event_publish, event_id=event.pk))
+    transaction.on_commit(partial(_publisher.submit, event.pk))
     return event
+
+
+class _BackgroundPublisher:
+    """Hands committed events to the broker from a background thread, so saving a record
+    never waits for a broker round trip. Whatever it cannot hand over (the broker is down,
+    the process exits first) the periodic relay dispatches later: nothing is lost."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def submit(self, event_id: int) -> None:
+        if self._pid != os.getpid():  # first use in this process (or after a fork)
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._queue = queue.SimpleQueue()
+                    threading.Thread(
+                        target=self._run, name="careflow-publisher", daemon=True
+                    ).start()
+                    self._pid = os.getpid()
+        self._queue.put(event_id)
+
+    def _run(self) -> None:
+        while True:
+            event_publish(event_id=self._queue.get())
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Publish what is still queued (at exit), for at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self._pid == os.getpid() and time.monotonic() < deadline:
+            try:
+                event_publish(event_id=self._queue.get_nowait())
+            except queue.Empty:
+                return
+
+
+_publisher = _BackgroundPublisher()
+atexit.register(_publisher.flush)
 
 
 def event_publish(*, event_id: int) -> None:

@@ -96,7 +96,7 @@ def _renewal_notice_record(subscription: Subscription, now: datetime) -> int:
         if not claimed:
             return 0
         event = event_record(
-            organization=subscription.organization,
+            organization_id=subscription.organization_id,
             type="subscription.upcoming_renewal",
             payload=subscription_event_payload(subscription),
             dedupe_key=f"subscription.upcoming_renewal:{subscription.pk}:cycle:{cycle}",
@@ -138,7 +138,7 @@ def _reminder_record(appointment: Appointment, now: datetime) -> int:
         if not claimed:
             return 0
         event = event_record(
-            organization=appointment.organization,
+            organization_id=appointment.organization_id,
             type="appointment.reminder",
             payload=appointment_event_payload(appointment),
             dedupe_key=(

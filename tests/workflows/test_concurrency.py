@@ -16,7 +16,7 @@ from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
 from workflows.engine import event_dispatch, run_claim, runs_due
 from workflows.models import Event, Run
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_worker")]
 
 
 def _in_threads(target: Callable[[], Any], count: int = 6) -> list[Any]:

@@ -256,7 +256,7 @@ def test_custom_webhook_data_is_free_form() -> None:
 def test_event_record_refuses_unknown_types() -> None:
     with pytest.raises(ValueError, match="unknown event type"):
         event_record(
-            organization=None,  # type: ignore[arg-type]
+            organization_id=0,
             type="order.teleported",
             payload={},
             dedupe_key="x",

@@ -126,7 +126,7 @@ def test_a_concurrent_scan_that_already_recorded_the_event_is_not_duplicated() -
     # backup): the unique dedupe key still holds.
     subscription = SubscriptionFactory(next_cycle_date=TODAY + timedelta(days=5))
     event_record(
-        organization=subscription.organization,
+        organization_id=subscription.organization_id,
         type="subscription.upcoming_renewal",
         payload={},
         dedupe_key=f"subscription.upcoming_renewal:{subscription.pk}:cycle:1",
@@ -249,6 +249,7 @@ def test_scan_uses_the_partial_indexes() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_worker")  # its beat would scan too
 def test_two_scans_racing_record_each_event_once() -> None:
     for hours in (1, 2, 3):
         AppointmentFactory(starts_at=NOW + timedelta(hours=hours))

@@ -6,4 +6,15 @@ class IntegrationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_save
+
         from integrations import checks  # noqa: F401 — registers the deploy checks
+        from integrations.models import MessagingPolicy
+        from integrations.policy import messaging_policy_forget
+
+        post_save.connect(
+            lambda sender, instance, **kw: messaging_policy_forget(instance.organization_id),
+            sender=MessagingPolicy,
+            weak=False,
+            dispatch_uid="messaging_policy_forget",
+        )

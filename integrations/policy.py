@@ -6,11 +6,11 @@ quiet hours → approved sender → valid recipient. The first that fails decide
 that ran is recorded with the message, with the consent record relied on.
 """
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Q
 from django.utils import timezone
 
 from integrations.models import MessagingPolicy, OutboundMessage
@@ -81,9 +81,38 @@ def _opted_out(record: ConsentRecord) -> str:
     )
 
 
+# Policies change rarely and are read for every send: each process keeps them briefly.
+POLICY_CACHE_SECONDS = 5.0
+_policies: dict[int, tuple[float, MessagingPolicy]] = {}
+
+
 def messaging_policy(organization_id: int) -> MessagingPolicy:
+    cached = _policies.get(organization_id)
+    if cached is not None and time.monotonic() - cached[0] < POLICY_CACHE_SECONDS:
+        return cached[1]
     policy, _ = MessagingPolicy.objects.get_or_create(organization_id=organization_id)
+    _policies[organization_id] = (time.monotonic(), policy)
     return policy
+
+
+def messaging_policy_forget(organization_id: int | None = None) -> None:
+    """Drop cached policies (after an edit in this process, or between tests)."""
+    if organization_id is None:
+        _policies.clear()
+    else:
+        _policies.pop(organization_id, None)
+
+
+def send_needs_lock(*, message: OutboundMessage) -> bool:
+    """Whether a frequency cap may apply to this send (then it must hold the patient's lock)."""
+    policy = messaging_policy(message.organization_id)
+    if policy.cap(message.purpose, "day") is not None or policy.cap(message.purpose, "week"):
+        return True
+    return bool(recipient_whereabouts(message.patient, message.to).states & set(STRICT_STATES))
+
+
+def _newest(records: list[ConsentRecord]) -> ConsentRecord | None:
+    return max(records, key=lambda r: (r.occurred_at, r.pk), default=None)
 
 
 def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> SendDecision:
@@ -95,8 +124,9 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
     if patient is None:
         return decision.failed("consent", "recipient is not a patient of this clinic")
 
-    history = ConsentRecord.objects.filter(patient=patient, channel=ConsentRecord.Channel.SMS)
-    consent = history.filter(purpose=message.purpose).order_by("-occurred_at", "-id").first()
+    # The whole (short) SMS consent history in one query; the rules are applied below.
+    history = list(ConsentRecord.objects.filter(patient=patient, channel=ConsentRecord.Channel.SMS))
+    consent = _newest([r for r in history if r.purpose == message.purpose])
     if consent is None:
         return decision.failed("consent", "no SMS consent")
     if consent.action != ConsentRecord.Action.OPT_IN:
@@ -117,14 +147,14 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
 
     # STOP (or Twilio's 21610) means stop everything: a channel-wide opt-out recorded under any
     # purpose after this opt-in wins, even if its own purpose's record were missing.
-    later_opt_out = (
-        history.filter(action=ConsentRecord.Action.OPT_OUT, source__in=CHANNEL_WIDE_SOURCES)
-        .filter(
-            Q(occurred_at__gt=consent.occurred_at)
-            | Q(occurred_at=consent.occurred_at, id__gt=consent.pk)
-        )
-        .order_by("-occurred_at")
-        .first()
+    later_opt_out = _newest(
+        [
+            r
+            for r in history
+            if r.action == ConsentRecord.Action.OPT_OUT
+            and r.source in CHANNEL_WIDE_SOURCES
+            and (r.occurred_at, r.pk) > (consent.occurred_at, consent.pk)
+        ]
     )
     if later_opt_out is not None:
         return decision.failed("opt-out", _opted_out(later_opt_out))

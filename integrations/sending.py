@@ -9,25 +9,27 @@ reconciled by looking the message up at Twilio before anything is sent again.
 import logging
 import random
 import time
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 import requests
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
 from django.urls import reverse
 from django.utils import timezone
 from twilio.base.exceptions import TwilioRestException
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from integrations.models import Integration, OutboundMessage
-from integrations.policy import send_decide
+from integrations.policy import send_decide, send_needs_lock
 from integrations.sms import segment_info
 from integrations.throttle import throttle_key, throttle_reserve
 from integrations.twilio.client import twilio_client
 from integrations.twilio.errors import error_explanation
-from patients.models import ConsentRecord, Organization, Patient
+from patients.models import ConsentRecord, Organization, Patient, insert_or_get
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +77,7 @@ def message_prepare(
         "is_test": is_test,
         "urgent": urgent,
     }
-    try:
-        with transaction.atomic():
-            return OutboundMessage.objects.create(idempotency_key=idempotency_key, **defaults)
-    except IntegrityError:
-        return OutboundMessage.objects.get(idempotency_key=idempotency_key)
+    return insert_or_get(OutboundMessage, {"idempotency_key": idempotency_key}, defaults)
 
 
 def status_callback_url(message: OutboundMessage) -> str:
@@ -108,6 +106,11 @@ def message_send(*, message_id: int) -> OutboundMessage:
     still `pending`/`unknown` with `next_attempt_at` set when the caller should come back.
     """
     message = OutboundMessage.objects.select_related("integration", "patient").get(pk=message_id)
+    return message_deliver(message)
+
+
+def message_deliver(message: OutboundMessage) -> OutboundMessage:
+    """message_send for a message already in hand (with its integration and patient)."""
     if message.status == Status.SENDING and _sending_stale(message):
         # The worker that claimed it died mid-call: the outcome is ambiguous, not failed.
         OutboundMessage.objects.filter(pk=message.pk, status=Status.SENDING).update(
@@ -158,12 +161,14 @@ def _message_slot(message: OutboundMessage, now: datetime) -> float | None:
 def _message_decide_and_claim(message: OutboundMessage) -> bool:
     """Run the send-time checks and, if they pass, claim the message (pending → sending).
 
-    The patient's row is locked meanwhile, so two sends to the same patient cannot both pass
-    a frequency cap that only one of them fits under.
+    Where a frequency cap applies, the patient's row is locked meanwhile, so two sends to the
+    same patient cannot both pass a cap that only one of them fits under.
     """
-    with transaction.atomic():
-        if message.patient_id:
-            Patient.objects.select_for_update().filter(pk=message.patient_id).first()
+    patient_id = message.patient_id
+    locking = patient_id is not None and send_needs_lock(message=message)
+    with transaction.atomic() if locking else nullcontext():
+        if locking and patient_id is not None:
+            Patient.objects.select_for_update().filter(pk=patient_id).first()
         now = timezone.now()
         decision = send_decide(message=message, now=now)
         record = decision.as_dict(now)
@@ -250,6 +255,7 @@ def _message_accepted(
     """Record Twilio's acceptance. A status callback may already have moved the message on
     (it can arrive before this commit), so the status only advances from sending/unknown."""
     now = timezone.now()
+    unsettled = Q(status__in=[Status.SENDING, Status.UNKNOWN])
     fields: dict[str, Any] = {
         "provider_sid": sid,
         "sent_at": now,
@@ -257,14 +263,19 @@ def _message_accepted(
         "error_code": "",
         "error_message": "",
         "updated_at": now,
+        "status": Case(When(unsettled, then=Value(Status.SENT)), default=F("status")),
+        "provider_status": Case(
+            When(unsettled, then=Value(provider_status)), default=F("provider_status")
+        ),
     }
     if segments:
         fields["segments"] = segments
     OutboundMessage.objects.filter(pk=message.pk).update(**fields)
-    OutboundMessage.objects.filter(
-        pk=message.pk, status__in=[Status.SENDING, Status.UNKNOWN]
-    ).update(status=Status.SENT, provider_status=provider_status)
-    message.refresh_from_db()
+    for name, value in fields.items():
+        if not isinstance(value, Case):
+            setattr(message, name, value)
+    if message.status in (Status.SENDING, Status.UNKNOWN):
+        message.status, message.provider_status = Status.SENT, provider_status
 
 
 def _message_provider_error(message: OutboundMessage, exc: TwilioRestException) -> OutboundMessage:

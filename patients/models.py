@@ -4,12 +4,12 @@ import uuid
 import zoneinfo
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -23,6 +23,26 @@ def validate_timezone(value: str) -> None:
             code="invalid_timezone",
             params={"value": value},
         )
+
+
+M = TypeVar("M", bound=models.Model)
+
+
+def insert_or_get(
+    model: type[M], unique: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> M:
+    """Create the row with these unique fields, or return the one that exists.
+
+    Cheaper than get_or_create for the common case of a new row: one INSERT, and a savepoint
+    only inside a transaction (where a failed INSERT would poison it on PostgreSQL).
+    """
+    try:
+        if transaction.get_connection().in_atomic_block:
+            with transaction.atomic():
+                return model._default_manager.create(**unique, **(defaults or {}))
+        return model._default_manager.create(**unique, **(defaults or {}))
+    except IntegrityError:
+        return model._default_manager.get(**unique)
 
 
 class TimeStamped(models.Model):

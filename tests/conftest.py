@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import connection
 
 from integrations.models import Integration
+from integrations.policy import messaging_policy_forget
 from integrations.twilio.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,12 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_policy_cache() -> None:
+    """Tests change messaging policies with queryset updates; never serve a cached one."""
+    messaging_policy_forget()
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from integrations.adapters import Outcome, StepContext
 from integrations.registry import adapter_get
-from patients.models import Patient
+from patients.models import Patient, insert_or_get
 from patients.payloads import payload_for_subject
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, Run, StepRun, Workflow
@@ -45,14 +45,17 @@ def event_dispatch(*, event_id: int) -> list[int]:
     """Create one run per matching enabled workflow; return the ids of runs created now.
 
     Safe to call any number of times for the same event: the event row is locked while
-    matching, and the database allows one run per workflow and event.
+    matching, its runs are created in the same transaction that marks it dispatched, so a
+    dispatched event is done (and the database allows one run per workflow and event).
     """
-    created: list[int] = []
     with transaction.atomic():
         event = Event.objects.select_for_update().get(pk=event_id)
+        if event.dispatched_at is not None:
+            return []
         workflows = Workflow.objects.filter(
             organization_id=event.organization_id, trigger=event.type, enabled=True
         ).prefetch_related("steps")
+        runs = []
         for workflow in workflows:
             try:
                 if not filter_matches(workflow.filter or {}, event.payload):
@@ -60,17 +63,13 @@ def event_dispatch(*, event_id: int) -> list[int]:
             except (FilterError, TypeError) as exc:
                 logger.error("workflow %s has an unusable filter: %s", workflow.pk, exc)
                 continue
-            run, was_created = Run.objects.get_or_create(
-                workflow=workflow,
-                event=event,
-                defaults={"definition": workflow_definition(workflow)},
+            runs.append(
+                Run(workflow=workflow, event=event, definition=workflow_definition(workflow))
             )
-            if was_created:
-                created.append(run.pk)
-        if event.dispatched_at is None:
-            event.dispatched_at = timezone.now()
-            event.save(update_fields=["dispatched_at"])
-    return created
+        created = Run.objects.bulk_create(runs)
+        event.dispatched_at = timezone.now()
+        event.save(update_fields=["dispatched_at"])
+    return [run.pk for run in created]
 
 
 def run_claim(*, run_id: int) -> bool:
@@ -134,24 +133,31 @@ class RunData:
         return self._current
 
 
-def _run_still_mine(run: Run) -> bool:
-    """False once the run was cancelled (workflow disabled) while this worker held it."""
-    return Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).exists()
+def _step_run_get(run: Run, index: int, known: dict[int, StepRun]) -> StepRun:
+    if index not in known:
+        known[index] = insert_or_get(StepRun, {"run": run, "index": index})
+    return known[index]
 
 
 def run_advance(*, run_id: int) -> Run | None:
-    """Advance a run as far as it can go now; None if another worker holds it."""
+    """Advance a run as far as it can go now; None if another worker holds it.
+
+    Between steps the run's progress is written with a conditional UPDATE that also tells
+    whether it is still ours: a run cancelled meanwhile (workflow disabled) stops there.
+    """
     if not run_claim(run_id=run_id):
         return None
     run = Run.objects.select_related("event", "workflow__organization").get(pk=run_id)
     steps = run.definition.get("steps", [])
     data = RunData(run)
-    for done in run.step_runs.filter(index__lt=run.next_index):
-        data.remember(done)
+    known = {step_run.index: step_run for step_run in run.step_runs.all()}
+    for index in sorted(i for i in known if i < run.next_index):
+        data.remember(known[index])
+    executed = not steps or any(
+        sr.status != StepRun.Status.SKIPPED for i, sr in known.items() if i < run.next_index
+    )
     while run.next_index < len(steps):
-        if not _run_still_mine(run):
-            return run
-        step_run, _ = StepRun.objects.get_or_create(run=run, index=run.next_index)
+        step_run = _step_run_get(run, run.next_index, known)
         next_index: int | None = run.next_index + 1
         if step_run.status not in (StepRun.Status.SUCCEEDED, StepRun.Status.SKIPPED):
             outcome, next_index = _step_execute(run, steps[run.next_index], step_run, data)
@@ -162,19 +168,28 @@ def run_advance(*, run_id: int) -> Run | None:
                 _run_fail(run, step_run, outcome)
                 return run
             _step_finish(step_run, outcome)
+        executed = executed or step_run.status != StepRun.Status.SKIPPED
         data.remember(step_run)
         target = len(steps) if next_index is None else next_index
         if target > run.next_index + 1:
             _steps_not_reached(run, range(run.next_index + 1, target), step_run.number)
         run.next_index = target
-        run.lease_expires_at = timezone.now() + timedelta(
-            seconds=settings.CAREFLOW_RUN_LEASE_SECONDS
-        )
-        run.save(update_fields=["next_index", "lease_expires_at", "updated_at"])
+        if target < len(steps) and not _run_progress(run):
+            return run  # cancelled while we held it
     # A run whose every step was skipped (e.g. no SMS consent) did nothing: say so.
-    executed = run.step_runs.exclude(status=StepRun.Status.SKIPPED).exists() or not steps
     _run_finish(run, Run.Status.SUCCEEDED if executed else Run.Status.SKIPPED)
     return run
+
+
+def _run_progress(run: Run) -> bool:
+    """Record the next step and renew the lease; False if the run is no longer ours."""
+    now = timezone.now()
+    run.lease_expires_at = now + timedelta(seconds=settings.CAREFLOW_RUN_LEASE_SECONDS)
+    return bool(
+        Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(
+            next_index=run.next_index, lease_expires_at=run.lease_expires_at, updated_at=now
+        )
+    )
 
 
 def _steps_not_reached(run: Run, indexes: range, condition_number: int) -> None:
@@ -192,16 +207,15 @@ def _step_execute(
     run: Run, step: dict[str, Any], step_run: StepRun, data: RunData
 ) -> tuple[Outcome, int | None]:
     """Run one step; return its outcome and the index of the step to run next (None: end)."""
-    now = timezone.now()
     step_run.status = StepRun.Status.RUNNING
     step_run.attempts += 1
-    step_run.started_at = step_run.started_at or now
+    step_run.started_at = step_run.started_at or timezone.now()
     step_run.due_at = None
-    step_run.save(update_fields=["status", "attempts", "started_at", "due_at", "updated_at"])
     values = data.for_step(step_run.index)
     following = step_run.index + 1
     try:
         if step.get("type") == "condition":
+            _step_started(step_run)
             result = condition_evaluate(step.get("parameters") or {}, values)
             next_index = following if result.matched else result.goto_index
             then = (
@@ -213,10 +227,17 @@ def _step_execute(
                 "succeeded", result={"matched": result.matched, "then": then}
             ), next_index
         if step.get("type") == "delay":
+            _step_started(step_run)
             return _delay_execute(run, step, step_run, values), following
     except StepConfigError as exc:
         return Outcome("failed", reason=str(exc)), None
     return _adapter_execute(run, step, step_run, values), following
+
+
+def _step_started(step_run: StepRun, *extra: str) -> None:
+    step_run.save(
+        update_fields=["status", "attempts", "started_at", "due_at", *extra, "updated_at"]
+    )
 
 
 def _delay_execute(
@@ -250,7 +271,7 @@ def _adapter_execute(
         except TemplateError as exc:
             return Outcome("failed", reason=f"could not fill in {name}: {exc}")
     step_run.inputs = inputs
-    step_run.save(update_fields=["inputs", "updated_at"])
+    _step_started(step_run, "inputs")
     try:
         adapter = adapter_get(step.get("adapter", ""))
     except LookupError as exc:
@@ -304,12 +325,23 @@ def _run_fail(run: Run, step_run: StepRun, outcome: Outcome) -> None:
             outcome.result,
         )
         step_run.finished_at = timezone.now()
-        step_run.save(update_fields=["status", "error", "result", "finished_at", "updated_at"])
+        step_run.save(
+            update_fields=[
+                "status",
+                "error",
+                "result",
+                "finished_at",
+                "attempts",
+                "started_at",
+                "inputs",
+                "updated_at",
+            ]
+        )
         _run_finish(run, Run.Status.FAILED, error=f"step {step_run.number}: {outcome.reason}")
 
 
 def _run_finish(run: Run, status: str, *, error: str = "") -> None:
-    _run_transition(run, status, finished_at=timezone.now(), error=error)
+    _run_transition(run, status, finished_at=timezone.now(), error=error, next_index=run.next_index)
 
 
 def _run_transition(run: Run, status: str, **fields: Any) -> bool:

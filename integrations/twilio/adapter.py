@@ -2,7 +2,7 @@
 
 from integrations.adapters import Adapter, Function, Outcome, Parameter, StepContext
 from integrations.models import Integration, OutboundMessage
-from integrations.sending import message_prepare, message_send
+from integrations.sending import message_deliver, message_prepare
 from patients.models import Organization, Patient
 
 Status = OutboundMessage.Status
@@ -76,7 +76,7 @@ class TwilioAdapter(Adapter):
             is_test=context.is_test,
             urgent=context.urgent,
         )
-        message = message_send(message_id=message.pk)
+        message = message_deliver(message)
         return _outcome(message)
 
 

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck install clean
+.PHONY: run test lint typecheck install clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+
+# Benchmarks against a hand-written baseline (bench/README.md). BENCH_ARGS=--quick for a smoke run.
+bench: $(STAMP)
+	$(PY) bench/request_path.py $(BENCH_ARGS)
+	$(PY) bench/e2e.py $(BENCH_ARGS)
+	$(PY) bench/burst.py $(BENCH_ARGS)
+	$(PY) bench/admin.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -1,0 +1,3 @@
+from bench.baseline.celery_app import app as celery_app
+
+__all__ = ("celery_app",)

@@ -1,0 +1,513 @@
+"""Shared plumbing for the benchmarks: machine report, databases, processes, the sandbox.
+
+Nothing here imports Django at module level: the orchestrating scripts stay unconfigured and
+start one child process per system (careflow, baseline), each with its own settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+PG = "postgres://postgres@127.0.0.1:5432"
+REDIS = "redis://127.0.0.1:6379"
+# Ours alone: other engineers use test_careflow, careflow_h*, careflow_ci and Redis 12-15.
+CAREFLOW_DB, BASELINE_DB = "careflow_bench", "careflow_bench_base"
+CAREFLOW_REDIS, BASELINE_REDIS = f"{REDIS}/10", f"{REDIS}/11"
+WORKER_CONCURRENCY = 2
+SANDBOX_ACCOUNT = ("AC" + "b" * 32, "bench-auth-token")
+SANDBOX_FROM = "+15005550006"
+
+
+class SetupError(RuntimeError):
+    """Raised when the benchmark cannot be set up; scripts exit 2 with the reason."""
+
+
+def fail(reason: str) -> None:
+    print(f"\nSETUP FAILED: {reason}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def guarded(main: Callable[[], int]) -> None:
+    try:
+        code = main()
+    except SetupError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted")
+    sys.exit(code or 0)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_total() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _os_release() -> str:
+    try:
+        info = dict(
+            line.split("=", 1)
+            for line in Path("/etc/os-release").read_text().splitlines()
+            if "=" in line
+        )
+        return info.get("PRETTY_NAME", "").strip('"')
+    except OSError:
+        return platform.system()
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _server_versions() -> dict[str, str]:
+    out = {}
+    try:
+        out["postgresql"] = subprocess.run(
+            ["psql", f"{PG}/postgres", "-Atc", "show server_version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except Exception as exc:  # noqa: BLE001
+        out["postgresql"] = f"unknown ({type(exc).__name__})"
+    try:
+        import redis
+
+        out["redis"] = redis.Redis.from_url(f"{REDIS}/10").info()["redis_version"]
+    except Exception as exc:  # noqa: BLE001
+        out["redis"] = f"unknown ({type(exc).__name__})"
+    return out
+
+
+def print_header(title: str, settings: dict[str, Any]) -> dict[str, Any]:
+    machine = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory": _mem_total(),
+        "os": _os_release(),
+        "kernel": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "loadavg at start": Path("/proc/loadavg").read_text().split(" ")[0],
+    }
+    versions = {
+        "python": platform.python_version(),
+        **{d: _version(d) for d in ("django", "celery", "kombu", "psycopg", "twilio", "redis")},
+        **{f"{k}-server": v for k, v in _server_versions().items()},
+    }
+    print(f"=== {title} ===")
+    print("machine:  " + ", ".join(f"{k}={v}" for k, v in machine.items()))
+    print("versions: " + ", ".join(f"{k}={v}" for k, v in versions.items()))
+    print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    print(flush=True)
+    return {"machine": machine, "versions": versions, "settings": settings}
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def fmt(stat: dict[str, float], unit: str, digits: int = 1) -> str:
+    return (
+        f"{stat['median']:.{digits}f} {unit} (min {stat['min']:.{digits}f}, "
+        f"max {stat['max']:.{digits}f}, n={stat['n']})"
+    )
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+# --- databases and Redis --------------------------------------------------------------------
+
+
+def psql(sql: str, db: str = "postgres") -> str:
+    proc = subprocess.run(
+        ["psql", f"{PG}/{db}", "-v", "ON_ERROR_STOP=1", "-Atc", sql],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        raise SetupError(f"psql failed on {db}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def recreate_db(name: str) -> None:
+    assert name.startswith("careflow_bench"), name  # never anyone else's database
+    psql(
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    )
+    psql(f'DROP DATABASE IF EXISTS "{name}"')
+    psql(f'CREATE DATABASE "{name}"')
+
+
+def drop_db(name: str) -> None:
+    assert name.startswith("careflow_bench"), name
+    try:
+        psql(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        )
+        psql(f'DROP DATABASE IF EXISTS "{name}"')
+    except SetupError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+
+
+def flush_redis(url: str) -> None:
+    assert url.rsplit("/", 1)[1] in ("10", "11"), url
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_timeout=5).flushdb()
+    except Exception as exc:
+        raise SetupError(f"Redis at {url} unreachable: {exc}") from exc
+
+
+def check_services() -> None:
+    psql("SELECT 1")
+    flush_redis(CAREFLOW_REDIS)
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Proc:
+    """A child process in its own process group, logged to a file, stopped by its pid."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: Path) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = logdir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: bytes | None = None, timeout: float = 60) -> Proc:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if ready is not None:
+            deadline = time.monotonic() + timeout
+            while ready not in self.log_path.read_bytes():
+                if self.process.poll() is not None:
+                    raise SetupError(f"{self.name} exited:\n{self.tail()}")
+                if time.monotonic() > deadline:
+                    raise SetupError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
+                time.sleep(0.1)
+        return self
+
+    def tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        LOG_LEVEL="WARNING",
+        ALLOWED_HOSTS="127.0.0.1,localhost,testserver",
+        CONN_MAX_AGE="60",
+        CELERY_DB_REUSE_MAX="1000",
+        TWILIO_HTTP_TIMEOUT="10",
+    )
+    env.update(extra)
+    return env
+
+
+def careflow_env(sandbox_url: str = "http://127.0.0.1:9", **extra: str) -> dict[str, str]:
+    return base_env(
+        **{
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DATABASE_URL": f"{PG}/{CAREFLOW_DB}",
+            "CELERY_BROKER_URL": CAREFLOW_REDIS,
+            "TWILIO_API_BASE_URL": sandbox_url,
+            "CAREFLOW_VAR_DIR": str(Path(tempfile.gettempdir()) / "careflow-bench-var"),
+            **extra,
+        }
+    )
+
+
+def baseline_env(sandbox_url: str = "http://127.0.0.1:9", **extra: str) -> dict[str, str]:
+    return base_env(
+        **{
+            "DJANGO_SETTINGS_MODULE": "bench.baseline.settings",
+            "DATABASE_URL": f"{PG}/{BASELINE_DB}",
+            "CELERY_BROKER_URL": BASELINE_REDIS,
+            "TWILIO_API_BASE_URL": sandbox_url,
+            "BENCH_TWILIO_ACCOUNT_SID": SANDBOX_ACCOUNT[0],
+            "BENCH_TWILIO_AUTH_TOKEN": SANDBOX_ACCOUNT[1],
+            **extra,
+        }
+    )
+
+
+def migrate(env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [PY, "manage.py", "migrate", "--run-syncdb", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        raise SetupError(f"migrate failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+
+
+class Sandbox:
+    """The Twilio-compatible sandbox as its own process (`manage.py twilio_sandbox`).
+
+    Status callbacks are disabled (`--callback-delay -1`): neither side runs a web server to
+    receive them, the baseline sets no StatusCallback, and the figure is "accepted by Twilio".
+    """
+
+    def __init__(self, logdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        sid, token = SANDBOX_ACCOUNT
+        self.proc = Proc(
+            "sandbox",
+            [
+                PY,
+                "manage.py",
+                "twilio_sandbox",
+                "--port",
+                str(self.port),
+                "--callback-delay",
+                "-1",
+                "--account",
+                f"{sid}:{token}:{SANDBOX_FROM}",
+            ],
+            careflow_env(),
+            logdir,
+        )
+
+    def start(self) -> Sandbox:
+        self.proc.start(ready=self.url.encode(), timeout=60)
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        response = requests.request(method, self.url + path, timeout=60, **kw)
+        response.raise_for_status()
+        return response.json()
+
+    def reset(self) -> None:
+        self._call("POST", "/_sandbox/reset")
+
+    def stats(self) -> dict[str, int]:
+        return self._call("GET", "/_sandbox/stats.json")
+
+    def messages(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/_sandbox/messages.json")["messages"]
+
+    def wait_accepted(self, count: int, timeout: float, stall: float = 60) -> dict[str, int]:
+        """Poll until `count` messages were accepted; stop early if nothing moves for `stall` s."""
+        deadline = time.monotonic() + timeout
+        last, last_change = -1, time.monotonic()
+        while True:
+            stats = self.stats()
+            if stats["accepted"] >= count:
+                return stats
+            if stats["accepted"] != last:
+                last, last_change = stats["accepted"], time.monotonic()
+            now = time.monotonic()
+            if now > deadline or now - last_change > stall:
+                return stats
+            time.sleep(0.2)
+
+
+def careflow_worker(env: dict[str, str], logdir: Path) -> list[Proc]:
+    """`celery -A config worker -Q events,runs,sends -c 2` plus a separate beat (the relay)."""
+    worker = Proc(
+        "careflow-worker",
+        [
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "events,runs,sends",
+            "-c",
+            str(WORKER_CONCURRENCY),
+            "-P",
+            "prefork",
+            "-l",
+            "INFO",
+            "-n",
+            "cfbench@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        env,
+        logdir,
+    )
+    beat = Proc(
+        "careflow-beat",
+        [
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "beat",
+            "-l",
+            "INFO",
+            "-s",
+            str(logdir / "beat-schedule"),
+        ],
+        env,
+        logdir,
+    )
+    worker.start(ready=b"ready.")
+    beat.start(ready=b"beat: Starting")
+    return [worker, beat]
+
+
+def baseline_worker(env: dict[str, str], logdir: Path) -> list[Proc]:
+    worker = Proc(
+        "baseline-worker",
+        [
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "bench.baseline.celery_app",
+            "worker",
+            "-Q",
+            "sends",
+            "-c",
+            str(WORKER_CONCURRENCY),
+            "-P",
+            "prefork",
+            "-l",
+            "INFO",
+            "-n",
+            "basebench@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        env,
+        logdir,
+    )
+    worker.start(ready=b"ready.")
+    return [worker]
+
+
+def stop_all(procs: Iterable[Proc]) -> None:
+    for proc in procs:
+        proc.stop()
+
+
+def run_child(argv: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run a child (a driver in one system's settings); its last stdout line is JSON."""
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)
+        raise SetupError(f"child {argv[1:4]} timed out after {timeout}s") from None
+    lines = [line for line in out.splitlines() if line.strip()]
+    for line in lines[:-1]:
+        print("  " + line, flush=True)
+    if proc.returncode != 0 or not lines:
+        raise SetupError(f"child {argv[1:4]} failed (exit {proc.returncode}); see output above")
+    try:
+        return json.loads(lines[-1])
+    except ValueError:
+        raise SetupError(f"child {argv[1:4]} printed no JSON result: {lines[-1][:300]}") from None
+
+
+def django_setup() -> None:
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()

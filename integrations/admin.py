@@ -1,19 +1,26 @@
+from datetime import timedelta
 from typing import Any
 
+import redis
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from twilio.base.exceptions import TwilioRestException
 
 from integrations.models import InboundMessage, Integration, MessagingPolicy, OutboundMessage
+from integrations.throttle import throttle_backlog, throttle_key
 from integrations.twilio.client import twilio_client
 from integrations.twilio.errors import error_explanation
 from patients.phones import phone_to_e164
 from patients.tenancy import OrganizationScopedAdmin, ReadOnlyAdminMixin
+
+TWILIO_QUEUE_SECONDS = 10 * 3600
 
 
 class IntegrationForm(forms.ModelForm):
@@ -41,6 +48,8 @@ class IntegrationForm(forms.ModelForm):
             "auth_token",
             "sending_numbers",
             "messaging_service_sid",
+            "sender_type",
+            "segments_per_second",
             "enabled",
         ]
 
@@ -80,10 +89,57 @@ class IntegrationForm(forms.ModelForm):
 @admin.register(Integration)
 class IntegrationAdmin(OrganizationScopedAdmin):
     form = IntegrationForm
-    list_display = ["name", "organization", "adapter", "masked_sid", "numbers", "enabled"]
+    list_display = [
+        "name",
+        "organization",
+        "adapter",
+        "masked_sid",
+        "numbers",
+        "rate",
+        "backlog",
+        "enabled",
+    ]
     list_filter = ["adapter", "enabled", "organization"]
     list_select_related = ["organization"]
     actions = ["check_credentials"]
+
+    readonly_fields = ["inbound_webhook_url"]
+
+    @admin.display(description="Inbound SMS webhook (set it on each number in Twilio)")
+    def inbound_webhook_url(self, obj: Integration) -> str:
+        if obj.pk is None:
+            return "shown once saved"
+        path = reverse("twilio-inbound-sms", kwargs={"integration_uuid": obj.uuid})
+        return settings.CAREFLOW_PUBLIC_URL.rstrip("/") + path
+
+    @admin.display(description="Segments/s")
+    def rate(self, obj: Integration) -> str:
+        return ", ".join(f"{obj.send_rate(n):g}" for n in obj.sending_numbers)
+
+    @admin.display(description="Queued sending")
+    def backlog(self, obj: Integration) -> str:
+        """How far ahead each sender's throughput is booked; Twilio would refuse (21611)
+        beyond about 10 hours, so that is flagged for support staff."""
+        parts = []
+        for sender in [*obj.sending_numbers, obj.messaging_service_sid]:
+            if not sender:
+                continue
+            try:
+                seconds = throttle_backlog(
+                    key=throttle_key(account_sid=obj.account_sid, sender=sender)
+                )
+            except redis.RedisError:
+                return "unknown (throttle unreachable)"
+            if seconds >= 1:
+                parts.append(
+                    format_html(
+                        "{}: {}{}",
+                        sender,
+                        timedelta(seconds=round(seconds)),
+                        " ⚠ over Twilio's 10-hour queue" if seconds > TWILIO_QUEUE_SECONDS else "",
+                    )
+                )
+        return format_html_join(", ", "{}", ((p,) for p in parts)) if parts else "none"
 
     @admin.display(description="Account SID")
     def masked_sid(self, obj: Integration) -> str:
@@ -124,6 +180,9 @@ class IntegrationAdmin(OrganizationScopedAdmin):
 
 @admin.register(OutboundMessage)
 class OutboundMessageAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
+    """The message log: every SMS decided on, its delivery status, and why it was or was not
+    sent, with Twilio's error codes explained."""
+
     list_display = [
         "created_at",
         "to",
@@ -134,13 +193,59 @@ class OutboundMessageAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
         "error",
         "patient",
         "is_test",
+        "run_link",
     ]
     list_filter = ["status", "is_test", "purpose", "organization"]
-    list_select_related = ["patient"]
+    list_select_related = ["patient", "step_run"]
     search_fields = ["to", "provider_sid", "idempotency_key"]
     date_hierarchy = "created_at"
     show_full_result_count = False
-    readonly_fields = ["error_explained"]
+    readonly_fields = ["status_badge", "error_explained", "decision_checks", "run_link"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "organization",
+                    "patient",
+                    "to",
+                    "from_number",
+                    "messaging_service_sid",
+                    "body",
+                    "purpose",
+                    "urgent",
+                    "is_test",
+                ]
+            },
+        ),
+        (
+            "Delivery",
+            {
+                "fields": [
+                    "status_badge",
+                    "provider_status",
+                    "provider_sid",
+                    "error_code",
+                    "error_message",
+                    "error_explained",
+                    "skip_reason",
+                    "attempts",
+                    "next_attempt_at",
+                    "sending_started_at",
+                    "sent_at",
+                    "delivered_at",
+                    "characters",
+                    "encoding",
+                    "segments",
+                ]
+            },
+        ),
+        ("Send-time decision", {"fields": ["decision_checks", "consent_record"]}),
+        ("Where it came from", {"fields": ["run_link", "idempotency_key", "integration"]}),
+    ]
+
+    class Media:
+        css = {"all": ["careflow/history.css"]}
 
     @admin.display(description="Body")
     def short_body(self, obj: OutboundMessage) -> str:
@@ -149,7 +254,10 @@ class OutboundMessageAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: OutboundMessage) -> str:
         return format_html(
-            "<span title='{}'>{}</span>", obj.provider_status or "", obj.get_status_display()
+            '<span class="cf-badge cf-status-{}" title="{}">{}</span>',
+            obj.status,
+            f"Twilio status: {obj.provider_status}" if obj.provider_status else "",
+            obj.get_status_display(),
         )
 
     @admin.display(description="Error / reason")
@@ -163,6 +271,47 @@ class OutboundMessageAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     @admin.display(description="What the error means")
     def error_explained(self, obj: OutboundMessage) -> str:
         return error_explanation(obj.error_code) if obj.error_code else ""
+
+    @admin.display(description="Run")
+    def run_link(self, obj: OutboundMessage) -> str:
+        if obj.step_run is None:
+            return ""
+        url = reverse("admin:workflows_run_change", args=[obj.step_run.run_id])
+        return format_html(
+            '<a href="{}">Run {}, step {}</a>', url, obj.step_run.run_id, obj.step_run.number
+        )
+
+    @admin.display(description="Checks")
+    def decision_checks(self, obj: OutboundMessage) -> str:
+        decision = obj.decision or {}
+        if not decision:
+            return "No decision recorded yet."
+        verdict = (
+            "send"
+            if decision.get("allowed")
+            else f"wait until {decision['defer_until']}"
+            if decision.get("defer_until")
+            else f"do not send ({decision.get('reason', '')})"
+        )
+        rows = format_html_join(
+            "",
+            '<tr class="cf-check-{}"><th scope="row">{}</th><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    "passed" if check.get("ok") else "failed",
+                    check.get("check", ""),
+                    "✓ passed" if check.get("ok") else "✗ failed",
+                    check.get("detail", ""),
+                )
+                for check in decision.get("checks", [])
+            ),
+        )
+        return format_html(
+            '<table class="cf-checks"><caption>Decided {}: {}</caption><tbody>{}</tbody></table>',
+            decision.get("at", ""),
+            verdict,
+            rows,
+        )
 
 
 @admin.register(MessagingPolicy)

@@ -3,174 +3,120 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import F, QuerySet
-from django.http import HttpRequest
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
-from integrations.registry import REGISTRY
-from patients.tenancy import OrganizationScopedAdmin, ReadOnlyAdminMixin
-from workflows.engine import run_retry, workflow_disable
-from workflows.filters import FilterError, filter_validate
-from workflows.models import Event, Run, Step, StepRun, Workflow
-from workflows.steps import STEP_TYPES
+from integrations.models import Integration, OutboundMessage
+from integrations.twilio.errors import error_explanation
+from patients.models import Patient
+from patients.tenancy import OrganizationScopedAdmin, ReadOnlyAdminMixin, request_organization_id
+from workflows import builder
+from workflows.diagram import step_detail, step_title, workflow_diagram
+from workflows.dry_run import workflow_dry_run, workflow_live_test
+from workflows.engine import run_retry, workflow_definition, workflow_disable, workflow_waiting_runs
+from workflows.models import Event, Run, StepRun, Workflow
 from workflows.tasks import advance_run
-from workflows.validation import workflow_validate
-
-
-def _parameter_names() -> dict[str, str]:
-    """Every parameter of every step type and adapter function: name → label."""
-    names = {p.name: f"{t.label}: {p.label}" for t in STEP_TYPES.values() for p in t.parameters}
-    for adapter in REGISTRY.values():
-        for function in adapter.functions.values():
-            for p in function.parameters:
-                names.setdefault(p.name, f"{adapter.label} {function.name}: {p.label}")
-    return names
-
-
-def _step_parameter_names(step: Step) -> list[str]:
-    if step.type == Step.Type.ADAPTER:
-        adapter = REGISTRY.get(step.adapter)
-        function = adapter.functions.get(step.function) if adapter else None
-        return [p.name for p in function.parameters] if function else []
-    return [p.name for p in STEP_TYPES[step.type].parameters]
-
-
-def _parameter_fields() -> dict[str, forms.Field]:
-    fields: dict[str, forms.Field] = {}
-    for name, label in _parameter_names().items():
-        big = name in ("message", "query")
-        widget = (
-            forms.Textarea(attrs={"rows": 2, "cols": 60})
-            if big
-            else forms.TextInput(attrs={"size": 40})
-        )
-        fields[name] = forms.CharField(label=label, required=False, widget=widget)
-    return fields
-
-
-class _StepFormBase(forms.ModelForm):
-    """One step with its parameters as plain fields; the visual builder replaces this form
-    with a friendlier editor, and both validate through workflows.validation."""
-
-    class Meta:
-        model = Step
-        fields = ["position", "type", "adapter", "function", "purpose", "urgent"]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        params = self.instance.parameters or {}
-        for name in _parameter_names():
-            value = params.get(name)
-            if value is not None:
-                self.initial[name] = json.dumps(value) if name == "query" else value
-        self.fields["adapter"].widget = forms.Select(
-            choices=[("", "—"), *((a.name, a.label) for a in REGISTRY.values())]
-        )
-        self.fields["function"].widget = forms.Select(
-            choices=[
-                ("", "—"),
-                *(
-                    (f.name, f"{a.label} → {f.label}")
-                    for a in REGISTRY.values()
-                    for f in a.functions.values()
-                ),
-            ]
-        )
-
-    def clean_query(self) -> Any:
-        raw = self.cleaned_data.get("query", "")
-        if not raw.strip():
-            return {}
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise ValidationError(f"The query is not valid JSON: {exc}") from exc
-
-    def definition(self) -> dict[str, Any]:
-        """The step as the engine would pin it, from the submitted values."""
-        step = Step(**{f: self.cleaned_data.get(f) for f in _StepFormBase.Meta.fields})
-        return {
-            **step.definition(),
-            "parameters": {
-                name: self.cleaned_data.get(name)
-                for name in _step_parameter_names(step)
-                if self.cleaned_data.get(name) not in (None, "")
-            },
-        }
-
-    def save(self, commit: bool = True) -> Step:
-        self.instance.parameters = self.definition()["parameters"]
-        if self.instance.type != Step.Type.ADAPTER:
-            self.instance.adapter = self.instance.function = ""
-        return super().save(commit)
-
-
-# Declared (not added in __init__) so the admin renders them and binds their data; the
-# parameter list comes from the step types and the adapter registry.
-StepForm = type("StepForm", (_StepFormBase,), _parameter_fields())
-
-
-class StepFormSet(forms.BaseInlineFormSet):
-    def clean(self) -> None:
-        super().clean()
-        forms_in_order = sorted(
-            (
-                f
-                for f in self.forms
-                if f.is_valid() and f.cleaned_data and not f.cleaned_data.get("DELETE")
-            ),
-            key=lambda f: f.cleaned_data.get("position") or 0,
-        )
-        report = workflow_validate(
-            trigger=self.instance.trigger,
-            filter=self.instance.filter,
-            steps=[f.definition() for f in forms_in_order],
-        )
-        for index, problems in report.steps.items():
-            form = forms_in_order[index]
-            for name, texts in problems.items():
-                for text in texts:
-                    form.add_error(name if name in form.fields else None, text)
-
-
-class StepInline(admin.StackedInline):
-    model = Step
-    form = StepForm
-    formset = StepFormSet
-    extra = 0
-    ordering = ["position", "id"]
+from workflows.validation import ValidationReport, workflow_validate
 
 
 class WorkflowForm(forms.ModelForm):
-    filter = forms.JSONField(
+    """The workflow's own fields, and its whole definition (trigger, filter, steps) as one
+    JSON document written by the builder. Saving validates it with `workflow_validate`."""
+
+    definition = forms.CharField(
+        label="Definition (JSON)",
         required=False,
-        initial=dict,
-        widget=forms.Textarea(attrs={"rows": 3}),
-        help_text='Optional, e.g. {"order.totalAmount": {"$gte": 50}}',
+        strip=False,
+        widget=forms.Textarea(
+            attrs={
+                "rows": 14,
+                "class": "vLargeTextField careflow-definition",
+                "spellcheck": "false",
+            }
+        ),
+        help_text="Trigger, filter and steps. The builder below edits this for you; "
+        "without JavaScript, edit the JSON here.",
     )
 
     class Meta:
         model = Workflow
-        fields = ["organization", "name", "description", "trigger", "filter", "enabled"]
+        fields = ["organization", "name", "description", "enabled"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2, "cols": 60})}
 
-    def clean_filter(self) -> dict[str, Any]:
-        value = self.cleaned_data.get("filter") or {}
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.report: ValidationReport | None = None
+        self.steps: list[dict[str, Any]] = []
+        if not self.is_bound:
+            self.initial["definition"] = json.dumps(
+                builder.definition_initial(self.instance), indent=2, ensure_ascii=False
+            )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
         try:
-            filter_validate(value)
-        except FilterError as exc:
-            raise ValidationError(f"Filter: {exc}") from exc
-        return value
+            parsed = builder.definition_parse(cleaned.get("definition", ""))
+        except builder.DefinitionError as exc:
+            self.add_error("definition", str(exc))
+            return cleaned
+        self.report = builder.definition_report(parsed)
+        if not self.report.ok:
+            raise ValidationError(builder.report_lines(self.report, parsed.steps))
+        self.instance.trigger = parsed.trigger
+        self.instance.filter = parsed.filter
+        self.steps = parsed.steps
+        return cleaned
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ValidationError("The request body must be a JSON object.")
+    return body
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        raise Http404("No such patient.") from None
 
 
 @admin.register(Workflow)
 class WorkflowAdmin(OrganizationScopedAdmin):
     form = WorkflowForm
-    inlines = [StepInline]
-    list_display = ["name", "trigger", "enabled", "organization", "version", "updated_at"]
+    change_form_template = "admin/workflows/workflow/change_form.html"
+    list_display = ["name", "trigger", "enabled", "organization", "version", "updated_at", "runs"]
     list_filter = ["enabled", "trigger", "organization"]
     list_select_related = ["organization"]
     search_fields = ["name"]
     actions = ["disable_workflows"]
+    fieldsets = [
+        (None, {"fields": ["organization", "name", "description", "enabled"]}),
+        ("Definition", {"fields": ["definition"], "classes": ["careflow-definition-fallback"]}),
+    ]
+
+    @admin.display(description="Runs")
+    def runs(self, obj: Workflow) -> str:
+        url = reverse("admin:workflows_run_changelist") + f"?workflow={obj.pk}"
+        return format_html('<a href="{}">Runs</a>', url)
+
+    # --- saving ---------------------------------------------------------------------------
 
     def save_model(self, request: HttpRequest, obj: Workflow, form: Any, change: bool) -> None:
         disabling = change and "enabled" in form.changed_data and not obj.enabled
@@ -186,7 +132,10 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             )
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # changeform_view runs in one transaction: the workflow, its trigger and filter, and
+        # its steps are saved together or not at all.
         super().save_related(request, form, formsets, change)
+        builder.workflow_steps_save(workflow=form.instance, steps=form.steps)
         if change:
             # Runs already started keep the definition they pinned; new runs see this version.
             Workflow.objects.filter(pk=form.instance.pk).update(version=F("version") + 1)
@@ -198,6 +147,367 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             request,
             f"Disabled {queryset.count()} workflow(s); {total} waiting run(s) were cancelled.",
             messages.WARNING,
+        )
+
+    # --- the builder page -----------------------------------------------------------------
+
+    def _visible_organization_ids(
+        self, request: HttpRequest, obj: Workflow | None
+    ) -> list[int] | None:
+        if obj is not None and obj.pk:
+            return [obj.organization_id]
+        if request.user.is_superuser:  # type: ignore[union-attr]
+            return None
+        org_id = request_organization_id(request)
+        return [org_id] if org_id else []
+
+    def _builder_urls(self, obj: Workflow | None) -> dict[str, str]:
+        args = [obj.pk] if obj is not None and obj.pk else []
+        urls = {
+            name: reverse(f"admin:workflows_workflow_builder_{name.replace('-', '_')}", args=args)
+            for name in ("validate", "diagram", "preview", "dry-run")
+        }
+        urls = {"dryRun" if k == "dry-run" else k: v for k, v in urls.items()}
+        if args:
+            urls["liveTest"] = reverse("admin:workflows_workflow_live_test", args=args)
+        urls["patients"] = reverse("admin:patients_patient_changelist") + "?is_test__exact=1"
+        return urls
+
+    def _builder_config(
+        self, request: HttpRequest, form: WorkflowForm, obj: Workflow | None, editable: bool
+    ) -> dict[str, Any]:
+        definition: Any = None
+        if form.is_bound:
+            try:
+                definition = json.loads(form.data.get("definition") or "{}")
+            except ValueError:
+                definition = None  # the fallback textarea shows what was typed, and its error
+        else:
+            definition = json.loads(form.initial["definition"])
+        org_ids = self._visible_organization_ids(request, obj)
+        integrations = Integration.objects.filter(adapter=Integration.Adapter.TWILIO, enabled=True)
+        if org_ids is not None:
+            integrations = integrations.filter(organization_id__in=org_ids)
+        senders: dict[str, list[str]] = {}
+        for organization_id, numbers in integrations.values_list(
+            "organization_id", "sending_numbers"
+        ):
+            senders.setdefault(str(organization_id), []).extend(numbers or [])
+        return {
+            "schema": builder.builder_schema(),
+            "definition": definition,
+            "errors": form.report.as_dict() if form.report is not None else None,
+            "urls": self._builder_urls(obj),
+            "testPatients": builder.test_patients(org_ids),
+            "senders": senders,
+            "organization": obj.organization_id if obj is not None and obj.pk else None,
+            "editable": editable,
+            "saved": bool(obj is not None and obj.pk),
+        }
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Workflow | None = None,
+    ) -> HttpResponse:
+        form = context["adminform"].form
+        editable = (
+            self.has_add_permission(request) if add else self.has_change_permission(request, obj)
+        )
+        context["builder"] = self._builder_config(request, form, obj, editable)
+        if obj is not None and obj.pk:
+            context["waiting_runs"] = workflow_waiting_runs(workflow=obj)
+            context["runs_url"] = reverse("admin:workflows_run_changelist") + f"?workflow={obj.pk}"
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # --- builder endpoints ----------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        def view(function: Any) -> Any:
+            return self.admin_site.admin_view(function)
+
+        urls = []
+        for name, function in (
+            ("validate", self.builder_validate_view),
+            ("diagram", self.builder_diagram_view),
+            ("preview", self.builder_preview_view),
+            ("dry-run", self.builder_dry_run_view),
+        ):
+            url_name = f"workflows_workflow_builder_{name.replace('-', '_')}"
+            urls += [
+                path(f"builder/{name}/", view(function), name=url_name),
+                path(f"<int:object_id>/builder/{name}/", view(function), name=url_name),
+            ]
+        urls += [
+            path(
+                "builder/schema/",
+                view(self.builder_schema_view),
+                name="workflows_workflow_builder_schema",
+            ),
+            path(
+                "<int:object_id>/builder/live-test/",
+                view(self.live_test_view),
+                name="workflows_workflow_live_test",
+            ),
+            path(
+                "<int:object_id>/enable/", view(self.enable_view), name="workflows_workflow_enable"
+            ),
+            path(
+                "<int:object_id>/disable/",
+                view(self.disable_view),
+                name="workflows_workflow_disable",
+            ),
+        ]
+        return urls + super().get_urls()
+
+    def _workflow(
+        self, request: HttpRequest, object_id: int | None, *, change: bool
+    ) -> Workflow | None:
+        """The workflow an endpoint acts on (None on the add page), scoped to the user's
+        clinic: another clinic's workflow is a 404, as if it did not exist."""
+        if object_id is None:
+            if not self.has_add_permission(request):
+                raise PermissionDenied
+            return None
+        workflow = (
+            self.get_queryset(request).select_related("organization").filter(pk=object_id).first()
+        )
+        if workflow is None:
+            raise Http404("No such workflow.")
+        allowed = (
+            self.has_change_permission(request, workflow)
+            if change
+            else self.has_view_or_change_permission(request, workflow)
+        )
+        if not allowed:
+            raise PermissionDenied
+        return workflow
+
+    def _patient(
+        self, request: HttpRequest, workflow: Workflow | None, body: dict[str, Any]
+    ) -> Patient | None:
+        """The patient named in the request, from the workflow's clinic (on the add page: the
+        chosen clinic, which must be one the user may see). A patient of another clinic is a
+        404."""
+        patient_id = _int_or_none(body.get("patient"))
+        if patient_id is None:
+            return None
+        patients = Patient.objects.select_related("organization")
+        if workflow is not None:
+            patients = patients.filter(organization_id=workflow.organization_id)
+        else:
+            org_ids = self._visible_organization_ids(request, None)
+            if org_ids is not None:
+                patients = patients.filter(organization_id__in=org_ids)
+            organization = _int_or_none(body.get("organization"))
+            if organization is not None:
+                patients = patients.filter(organization_id=organization)
+        patient = patients.filter(pk=patient_id).first()
+        if patient is None:
+            raise Http404("No such patient.")
+        return patient
+
+    def _endpoint(self, request: HttpRequest, handler: Any) -> HttpResponseBase:
+        """Run a builder endpoint: POST only (CSRF-checked by admin_view), a JSON body in;
+        a refusal the admin can act on comes back as {"error": …} with status 400."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        try:
+            return handler(_json_body(request))
+        except ValidationError as exc:
+            return JsonResponse({"error": " ".join(exc.messages)}, status=400)
+        except builder.DefinitionError as exc:
+            return JsonResponse({"error": str(exc)}, status=400)
+
+    def builder_schema_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        return JsonResponse(builder.builder_schema())
+
+    def builder_validate_view(
+        self, request: HttpRequest, object_id: int | None = None
+    ) -> HttpResponseBase:
+        self._workflow(request, object_id, change=False)
+
+        def handle(body: dict[str, Any]) -> HttpResponse:
+            parsed = builder.definition_parse(body.get("definition") or {})
+            report = builder.definition_report(parsed)
+            return JsonResponse({"ok": report.ok, **report.as_dict()})
+
+        return self._endpoint(request, handle)
+
+    def builder_diagram_view(
+        self, request: HttpRequest, object_id: int | None = None
+    ) -> HttpResponseBase:
+        self._workflow(request, object_id, change=False)
+
+        def handle(body: dict[str, Any]) -> HttpResponse:
+            parsed = builder.definition_parse(body.get("definition") or {})
+            report = builder.definition_report(parsed)
+            svg = workflow_diagram(
+                trigger=parsed.trigger,
+                filter=parsed.filter,
+                steps=parsed.steps,
+                problems=set(report.steps),
+            )
+            return HttpResponse(svg, content_type="image/svg+xml; charset=utf-8")
+
+        return self._endpoint(request, handle)
+
+    def builder_preview_view(
+        self, request: HttpRequest, object_id: int | None = None
+    ) -> HttpResponseBase:
+        workflow = self._workflow(request, object_id, change=False)
+
+        def handle(body: dict[str, Any]) -> HttpResponse:
+            patient = self._patient(request, workflow, body)
+            messages_ = body.get("messages") or {}
+            if not isinstance(messages_, dict):
+                raise ValidationError("messages must be an object")
+            return JsonResponse(
+                builder.message_previews(
+                    trigger=str(body.get("trigger") or ""), patient=patient, messages=messages_
+                )
+            )
+
+        return self._endpoint(request, handle)
+
+    def builder_dry_run_view(
+        self, request: HttpRequest, object_id: int | None = None
+    ) -> HttpResponseBase:
+        workflow = self._workflow(request, object_id, change=False)
+
+        def handle(body: dict[str, Any]) -> HttpResponse:
+            patient = self._patient(request, workflow, body)
+            if patient is None:
+                raise ValidationError("Choose a test patient first.")
+            parsed = builder.definition_parse(body.get("definition") or {})
+            report = builder.definition_report(parsed)
+            context: dict[str, Any] = {"patient": patient, "problems": []}
+            if not report.ok:
+                context["problems"] = builder.report_lines(report, parsed.steps)
+            else:
+                target = workflow or Workflow(
+                    organization=patient.organization, trigger=parsed.trigger, name="(new)"
+                )
+                result = workflow_dry_run(
+                    workflow=target,
+                    patient=patient,
+                    definition={
+                        "trigger": parsed.trigger,
+                        "filter": parsed.filter,
+                        "steps": parsed.steps,
+                    },
+                )
+                context.update(builder.dry_run_context(result.as_dict()))
+            return TemplateResponse(request, "admin/workflows/workflow/dry_run.html", context)
+
+        return self._endpoint(request, handle)
+
+    def live_test_view(self, request: HttpRequest, object_id: int) -> HttpResponseBase:
+        workflow = self._workflow(request, object_id, change=True)
+        assert workflow is not None  # noqa: S101 — object_id is always given here
+
+        def handle(body: dict[str, Any]) -> HttpResponse:
+            patient = self._patient(request, workflow, body)
+            if patient is None:
+                raise ValidationError("Choose a test patient first.")
+            saved = workflow_definition(workflow)
+            report = workflow_validate(
+                trigger=workflow.trigger, filter=workflow.filter, steps=saved["steps"]
+            )
+            if not report.ok or not saved["steps"]:
+                raise ValidationError(
+                    "The saved workflow has problems or no steps: fix them and save first."
+                )
+            run = workflow_live_test(workflow=workflow, patient=patient)
+            return JsonResponse(
+                {
+                    "run": run.pk,
+                    "url": reverse("admin:workflows_run_change", args=[run.pk]),
+                    "message": f"Live test started for {patient}: run {run.pk}.",
+                }
+            )
+
+        return self._endpoint(request, handle)
+
+    # --- enable / disable with confirmation ----------------------------------------------
+
+    def _toggle_page(
+        self, request: HttpRequest, workflow: Workflow, action: str, **extra: Any
+    ) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            "admin/workflows/workflow/toggle_confirmation.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"{action.title()} “{workflow}”?",
+                "opts": self.opts,
+                "original": workflow,
+                "workflow": workflow,
+                "action": action,
+                "change_url": reverse("admin:workflows_workflow_change", args=[workflow.pk]),
+                **extra,
+            },
+        )
+
+    def enable_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        workflow = self._workflow(request, object_id, change=True)
+        assert workflow is not None  # noqa: S101
+        change_url = reverse("admin:workflows_workflow_change", args=[workflow.pk])
+        if workflow.enabled:
+            self.message_user(request, f"“{workflow}” is already enabled.", messages.INFO)
+            return HttpResponseRedirect(change_url)
+        steps = workflow_definition(workflow)["steps"]
+        report = workflow_validate(trigger=workflow.trigger, filter=workflow.filter, steps=steps)
+        problems = builder.report_lines(report, steps)
+        if not steps:
+            problems.append("The workflow has no steps yet.")
+        if request.method == "POST" and not problems:
+            # No engine service enables a workflow: there is nothing to do but set the flag,
+            # with a save so that the audit trail records who did it.
+            workflow.enabled = True
+            workflow.save(update_fields=["enabled", "updated_at"])
+            self.message_user(
+                request,
+                f"“{workflow}” is enabled: every {workflow.trigger} event of "
+                f"{workflow.organization} now starts a run.",
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(change_url)
+        has_twilio = Integration.objects.filter(
+            organization=workflow.organization, adapter=Integration.Adapter.TWILIO, enabled=True
+        ).exists()
+        needs_twilio = any(step.get("adapter") == "twilio" for step in steps)
+        return self._toggle_page(
+            request,
+            workflow,
+            "enable",
+            problems=problems,
+            missing_twilio=needs_twilio and not has_twilio,
+        )
+
+    def disable_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        workflow = self._workflow(request, object_id, change=True)
+        assert workflow is not None  # noqa: S101
+        change_url = reverse("admin:workflows_workflow_change", args=[workflow.pk])
+        if request.method == "POST":
+            cancelled = workflow_disable(workflow=workflow)
+            self.message_user(
+                request,
+                f"“{workflow}” is disabled; {cancelled} waiting run(s) were cancelled.",
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(change_url)
+        if not workflow.enabled:
+            self.message_user(request, f"“{workflow}” is already disabled.", messages.INFO)
+            return HttpResponseRedirect(change_url)
+        return self._toggle_page(
+            request, workflow, "disable", waiting=workflow_waiting_runs(workflow=workflow)
         )
 
 
@@ -215,44 +525,96 @@ class EventAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
         return json.dumps(obj.payload, indent=2, sort_keys=True)
 
 
-class StepRunInline(admin.TabularInline):
-    model = StepRun
-    extra = 0
-    can_delete = False
-    readonly_fields = (
-        "number",
-        "status",
-        "inputs",
-        "result",
-        "skip_reason",
-        "error",
-        "attempts",
-        "due_at",
-        "finished_at",
-    )
-    fields = readonly_fields
+class WorkflowListFilter(admin.SimpleListFilter):
+    """Runs of one workflow; lists only the workflows of the user's clinic."""
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    title = "workflow"
+    parameter_name = "workflow"
 
-    @admin.display(description="Step")
-    def number(self, obj: StepRun) -> int:
-        return obj.number
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        workflows = Workflow.objects.select_related("organization").only(
+            "id", "name", "organization__name"
+        )
+        if not request.user.is_superuser:  # type: ignore[union-attr]
+            workflows = workflows.filter(organization_id=request_organization_id(request) or 0)
+            return [(str(w.pk), w.name) for w in workflows[:200]]
+        return [(str(w.pk), f"{w.name} ({w.organization.name})") for w in workflows[:200]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(workflow_id=value) if value else queryset
+
+
+def _status_badge(status: str, label: str) -> str:
+    return format_html('<span class="cf-badge cf-status-{}">{}</span>', status, label)
+
+
+class HistoryMedia:
+    css = {"all": ["careflow/history.css"]}
+
+
+RUN_FIELDS = (
+    "workflow",
+    "event",
+    "status_badge",
+    "is_test",
+    "version",
+    "created_at",
+    "started_at",
+    "due_at",
+    "finished_at",
+    "error",
+)
 
 
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     organization_path = "workflow__organization"
-    list_display = ["id", "workflow", "status", "event_type", "created_at", "finished_at"]
-    list_filter = ["status"]
+    change_form_template = "admin/workflows/run/change_form.html"
+    list_display = [
+        "id",
+        "workflow",
+        "status_badge",
+        "event_type",
+        "is_test",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["status", WorkflowListFilter, "is_test"]
     list_select_related = ["workflow", "event"]
     show_full_result_count = False
-    inlines = [StepRunInline]
+    fields = RUN_FIELDS
+    readonly_fields = RUN_FIELDS
     actions = ["retry_failed_runs"]
+    Media = HistoryMedia
 
     @admin.display(description="Event", ordering="event__type")
     def event_type(self, obj: Run) -> str:
         return obj.event.type
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: Run) -> str:
+        return _status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="Workflow version")
+    def version(self, obj: Run) -> Any:
+        return obj.definition.get("version", "")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
+        return super().get_queryset(request).select_related("workflow", "event")
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Run | None = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            context["timeline"] = run_timeline(obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("workflows.change_run"))  # type: ignore[union-attr]
@@ -270,6 +632,40 @@ class RunAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
             + (f" {skipped} run(s) had not failed and were left alone." if skipped else ""),
             messages.SUCCESS if retried else messages.WARNING,
         )
+
+
+def run_timeline(run: Run) -> list[dict[str, Any]]:
+    """The run step by step, as pinned when it started: each step with its step run (if it
+    got that far), the messages it produced, and the send decision of each message. Two
+    queries, however long the run."""
+    step_runs = {step_run.index: step_run for step_run in run.step_runs.all()}
+    by_step_run: dict[int, list[dict[str, Any]]] = {}
+    for message in OutboundMessage.objects.filter(step_run__run=run).order_by("created_at", "id"):
+        by_step_run.setdefault(message.step_run_id or 0, []).append(
+            {
+                "message": message,
+                "explanation": error_explanation(message.error_code) if message.error_code else "",
+                "checks": builder.decision_checks(message.decision),
+            }
+        )
+    timeline = []
+    for index, step in enumerate(run.definition.get("steps", [])):
+        step_run = step_runs.get(index)
+        timeline.append(
+            {
+                "number": index + 1,
+                "title": step_title(step),
+                "detail": step_detail(step),
+                "step_run": step_run,
+                "inputs": sorted((step_run.inputs or {}).items()) if step_run else [],
+                "result": json.dumps(step_run.result, indent=2, ensure_ascii=False)
+                if step_run and step_run.result
+                else "",
+                "messages": by_step_run.get(step_run.pk, []) if step_run else [],
+                "current": index == run.next_index and run.status in ("waiting", "running"),
+            }
+        )
+    return timeline
 
 
 @admin.register(StepRun)

@@ -30,6 +30,8 @@ def _form(org: Any, **overrides: str) -> dict[str, Any]:
         "account_sid": SID,
         "auth_token": "tok-secret-123",
         "sending_numbers": "(415) 555-0123\n+15005550006",
+        "sender_type": "auto",
+        "segments_per_second": "",
         "messaging_service_sid": "",
         "enabled": "on",
         **overrides,

@@ -15,6 +15,7 @@ from tests.factories import (
     ConsentFactory,
     IntegrationFactory,
     OrderFactory,
+    OrganizationFactory,
     PatientFactory,
     SmsStepFactory,
     StaffMembershipFactory,
@@ -91,4 +92,69 @@ def test_run_change_page_query_count_is_constant() -> None:
     few = _queries(client, url)
     for index in range(1, 6):
         StepRun.objects.create(run=run, index=index, status="succeeded")
+    assert _queries(client, url) == few
+
+
+def _clinic_admin(organization: Any) -> Client:
+    from django.contrib.auth.models import Permission
+
+    user = StaffMembershipFactory(organization=organization).user
+    user.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_workflow", "add_workflow", "change_workflow"])
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_builder_page_query_count_is_constant() -> None:
+    integration = IntegrationFactory()
+    org = integration.organization
+    workflow = WorkflowFactory(organization=org)
+    SmsStepFactory(workflow=workflow)
+    PatientFactory(organization=org, is_test=True)
+    client = _clinic_admin(org)
+    change = reverse("admin:workflows_workflow_change", args=[workflow.pk])
+    add = reverse("admin:workflows_workflow_add")
+    few = _queries(client, change), _queries(client, add)
+    for position in range(2, 8):
+        SmsStepFactory(workflow=workflow, position=position)
+        PatientFactory(organization=org, is_test=True)
+    IntegrationFactory(organization=OrganizationFactory())
+    _populate(integration, 3)  # runs waiting or not, events, messages
+    assert workflow.steps.count() == 7
+    assert (_queries(client, change), _queries(client, add)) == few
+
+
+def test_run_timeline_query_count_is_constant() -> None:
+    integration = IntegrationFactory()
+    _populate(integration, 1)
+    client = Client()
+    client.force_login(UserFactory(is_superuser=True))
+    run = Run.objects.get()
+    url = reverse("admin:workflows_run_change", args=[run.pk])
+    few = _queries(client, url)
+    step = run.definition["steps"][0]
+    run.definition = {**run.definition, "steps": [step] * 6}
+    run.save()
+    for index in range(1, 6):
+        step_run = StepRun.objects.create(run=run, index=index, status="succeeded")
+        for n in range(2):
+            OutboundMessage.objects.create(
+                organization=integration.organization,
+                integration=integration,
+                step_run=step_run,
+                patient=PatientFactory(organization=integration.organization),
+                idempotency_key=f"t:{index}:{n}",
+                purpose="transactional",
+                to="+14155550100",
+                body="hi",
+                error_code="30007",
+                decision={
+                    "allowed": True,
+                    "checks": [{"check": "consent", "ok": True, "detail": "x"}],
+                },
+            )
+    response = client.get(url)
+    assert response.content.decode().count('class="cf-sms"') == 11
     assert _queries(client, url) == few

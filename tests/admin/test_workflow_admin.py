@@ -1,16 +1,25 @@
-"""Building a workflow in the admin: invalid filters and templates are refused at save,
-with messages a clinic admin understands, and nothing is saved."""
+"""Building a workflow in the admin: the builder posts the whole definition as one JSON field;
+invalid filters and templates are refused at save with messages a clinic admin understands,
+on the step and field they belong to, and nothing is saved."""
 
+import json
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import reverse
 
-from tests.factories import OrganizationFactory, SmsStepFactory, UserFactory, WorkflowFactory
-from workflows.models import Step, Workflow
+from tests.factories import (
+    OrganizationFactory,
+    SmsStepFactory,
+    UserFactory,
+    WorkflowFactory,
+)
+from workflows.models import Run, Step, Workflow
 
 pytestmark = pytest.mark.django_db
+
+SMS = {"message": "Hi {{customer.firstName}}", "to": "{{customer.phone}}", "from": "+15005550006"}
 
 
 @pytest.fixture
@@ -20,91 +29,209 @@ def client_() -> Client:
     return client
 
 
-def _post_data(org: Any, steps: list[dict[str, Any]], **workflow: Any) -> dict[str, Any]:
-    data = {
+def _sms(**parameters: Any) -> dict[str, Any]:
+    return {
+        "type": "adapter",
+        "adapter": "twilio",
+        "function": "sendSMS",
+        "parameters": {**SMS, **parameters},
+        "purpose": "transactional",
+    }
+
+
+def _post_data(
+    org: Any,
+    steps: list[dict[str, Any]],
+    *,
+    trigger: str = "order.shipped",
+    filter: Any = "",
+    **fields: Any,
+) -> dict[str, Any]:
+    return {
         "organization": org.pk,
         "name": "Shipped",
         "description": "",
-        "trigger": "order.shipped",
-        "filter": "{}",
         "enabled": "on",
-        "steps-TOTAL_FORMS": len(steps),
-        "steps-INITIAL_FORMS": 0,
-        "steps-MIN_NUM_FORMS": 0,
-        "steps-MAX_NUM_FORMS": 1000,
-        **workflow,
+        "definition": json.dumps({"trigger": trigger, "filter": filter, "steps": steps}),
+        **fields,
     }
-    for i, step in enumerate(steps):
-        base = {
-            "position": i + 1,
-            "type": "adapter",
-            "adapter": "twilio",
-            "function": "sendSMS",
-            "purpose": "transactional",
-        }
-        for key, value in {**base, **step}.items():
-            data[f"steps-{i}-{key}"] = value
-    return data
 
 
-SMS = {"message": "Hi {{customer.firstName}}", "to": "{{customer.phone}}", "from": "+15005550006"}
+def _text(response: Any) -> str:
+    return response.content.decode().replace("&quot;", '"').replace("&#x27;", "'")
 
 
 def test_the_guides_workflow_saves(client_: Client) -> None:
     org = OrganizationFactory()
-    response = client_.post(reverse("admin:workflows_workflow_add"), _post_data(org, [SMS]))
-    assert response.status_code == 302, response.content.decode()[:3000]
+    response = client_.post(reverse("admin:workflows_workflow_add"), _post_data(org, [_sms()]))
+    assert response.status_code == 302, _text(response)[:3000]
     step = Step.objects.get()
     assert step.parameters == SMS
+    assert (step.position, step.type, step.adapter, step.function) == (
+        1,
+        "adapter",
+        "twilio",
+        "sendSMS",
+    )
     assert step.workflow.trigger == "order.shipped"
+    assert step.workflow.filter == {}
+
+
+def test_trigger_filter_and_conditions_are_saved_from_the_definition(client_: Client) -> None:
+    org = OrganizationFactory()
+    condition = {
+        "type": "condition",
+        "parameters": {"query": '{"order.totalAmount": {"$gte": 50}}', "else": "end"},
+    }
+    delay = {"type": "delay", "parameters": {"kind": "duration", "seconds": "3600", "time": ""}}
+    data = _post_data(
+        org, [condition, delay, _sms()], trigger="order.created", filter='{"order.coupon": "VIP"}'
+    )
+    response = client_.post(reverse("admin:workflows_workflow_add"), data)
+    assert response.status_code == 302, _text(response)[:3000]
+    workflow = Workflow.objects.get()
+    assert (workflow.trigger, workflow.filter) == ("order.created", {"order.coupon": "VIP"})
+    steps = list(workflow.steps.all())
+    assert [s.type for s in steps] == ["condition", "delay", "adapter"]
+    assert steps[0].parameters == {"query": {"order.totalAmount": {"$gte": 50}}, "else": "end"}
+    assert (steps[0].adapter, steps[0].function) == ("", "")
+    # blank parameters are not stored
+    assert steps[1].parameters == {"kind": "duration", "seconds": "3600"}
 
 
 @pytest.mark.parametrize(
-    ("steps", "workflow", "message"),
+    ("steps", "definition", "place", "message"),
     [
         (
-            [{**SMS, "message": "Hi {{customer.frstName}}"}],
+            [_sms(message="Hi {{customer.frstName}}")],
             {},
+            ("0", "message"),
             "{{customer.frstName}} is not a variable of order.shipped; did you mean {{customer.firstName}}",
         ),
-        ([{**SMS, "to": "{{customer}}"}], {}, "{{customer}} is an object, not text"),
-        ([{**SMS, "message": "Hi {{customer.firstName"}], {}, "never closed"),
-        ([{**SMS, "from": ""}], {}, "From Phone is required"),
-        ([SMS], {"filter": '{"order.totalAmount": {"$gtee": 5}}'}, "$gtee"),
-        ([SMS], {"filter": "{not json"}, "Enter a valid JSON"),
+        ([_sms(to="{{customer}}")], {}, ("0", "to"), "{{customer}} is an object, not text"),
+        ([_sms(message="Hi {{customer.firstName")], {}, ("0", "message"), "never closed"),
+        ([_sms(**{"from": ""})], {}, ("0", "from"), "From Phone is required"),
+        ([_sms()], {"filter": '{"order.totalAmount": {"$gtee": 5}}'}, ("filter",), "$gtee"),
+        ([_sms()], {"filter": "{not json"}, ("filter",), "the filter is not valid JSON"),
+        ([_sms()], {"trigger": ""}, ("trigger",), "choose the trigger"),
         (
-            [{"type": "condition", "adapter": "", "function": "", "query": "{oops"}, SMS],
+            [{"type": "condition", "parameters": {"query": "{oops"}}, _sms()],
             {},
-            "The query is not valid JSON",
+            ("0", "query"),
+            "the query is not valid JSON",
         ),
         (
-            [{"type": "delay", "adapter": "", "function": "", "kind": "until_time", "time": "9am"}],
+            [{"type": "delay", "parameters": {"kind": "until_time", "time": "9am"}}],
             {},
+            ("0", "time"),
             "time must be HH:MM",
+        ),
+        (
+            [{"type": "adapter", "adapter": "twilio", "function": "", "parameters": {}}],
+            {},
+            ("0", "function"),
+            "choose a function",
         ),
     ],
 )
-def test_invalid_definitions_are_refused_and_nothing_is_saved(
-    client_: Client, steps: list[dict[str, Any]], workflow: dict[str, Any], message: str
+def test_invalid_definitions_are_refused_on_the_right_place_and_nothing_is_saved(
+    client_: Client,
+    steps: list[dict[str, Any]],
+    definition: dict[str, Any],
+    place: tuple[str, ...],
+    message: str,
 ) -> None:
     org = OrganizationFactory()
     response = client_.post(
-        reverse("admin:workflows_workflow_add"), _post_data(org, steps, **workflow)
+        reverse("admin:workflows_workflow_add"), _post_data(org, steps, **definition)
     )
     assert response.status_code == 200
-    assert message in response.content.decode().replace("&quot;", '"').replace("&#x27;", "'")
+    assert message in _text(response)  # in the form's error list, for pages without JS
+    errors = response.context["builder"]["errors"]
+    where = errors["steps"][place[0]][place[1]] if len(place) == 2 else errors[place[0]]
+    assert any(message in text for text in where), errors
     assert not Workflow.objects.exists()
 
 
-def test_editing_bumps_the_version(client_: Client) -> None:
+def test_an_error_is_reported_on_the_step_it_belongs_to(client_: Client) -> None:
+    org = OrganizationFactory()
+    steps = [_sms(), _sms(message="Hello {{customer.frstName}}")]
+    response = client_.post(reverse("admin:workflows_workflow_add"), _post_data(org, steps))
+    errors = response.context["builder"]["errors"]["steps"]
+    assert list(errors) == ["1"]
+    assert list(errors["1"]) == ["message"]
+    assert "Step 2 (Twilio → Send SMS), Message: {{customer.frstName}}" in _text(response)
+
+
+def test_a_refused_save_keeps_everything_that_was_typed(client_: Client) -> None:
+    org = OrganizationFactory()
+    steps = [_sms(message="Typed with care {{customer.frstName}} ✓")]
+    data = _post_data(org, steps, filter='{"order.coupon": "X"}', name="My draft")
+    response = client_.post(reverse("admin:workflows_workflow_add"), data)
+    assert response.status_code == 200
+    kept = response.context["builder"]["definition"]
+    assert kept["steps"][0]["parameters"]["message"] == "Typed with care {{customer.frstName}} ✓"
+    assert kept["filter"] == '{"order.coupon": "X"}'
+    assert response.context["adminform"].form["name"].value() == "My draft"
+
+
+def test_a_definition_that_is_not_json_is_an_error_on_its_field(client_: Client) -> None:
+    org = OrganizationFactory()
+    data = {**_post_data(org, []), "definition": "{oops"}
+    response = client_.post(reverse("admin:workflows_workflow_add"), data)
+    assert response.status_code == 200
+    assert "the definition is not valid JSON" in _text(response)
+    assert response.context["builder"]["definition"] is None  # the builder leaves the text alone
+    assert not Workflow.objects.exists()
+
+
+def test_editing_bumps_the_version_and_keeps_step_ids(client_: Client) -> None:
     workflow = WorkflowFactory()
     step = SmsStepFactory(workflow=workflow)
-    data = _post_data(workflow.organization, [{**SMS, "id": step.pk, "workflow": workflow.pk}])
-    data["steps-INITIAL_FORMS"] = 1
+    data = _post_data(workflow.organization, [{**_sms(message="New text"), "id": step.pk}])
     response = client_.post(reverse("admin:workflows_workflow_change", args=[workflow.pk]), data)
     assert response.status_code == 302
     workflow.refresh_from_db()
     assert workflow.version == 2
+    assert list(workflow.steps.values_list("pk", "parameters__message")) == [(step.pk, "New text")]
+
+
+def test_saving_reorders_adds_and_removes_steps(client_: Client) -> None:
+    workflow = WorkflowFactory()
+    first = SmsStepFactory(workflow=workflow, position=1)
+    second = SmsStepFactory(workflow=workflow, position=2)
+    gone = SmsStepFactory(workflow=workflow, position=3)
+    steps = [
+        {**_sms(message="second"), "id": second.pk},
+        {"type": "delay", "parameters": {"kind": "duration", "seconds": "60"}},
+        {**_sms(message="first"), "id": first.pk},
+        # an id of another workflow's step is not taken over: a new step is made
+        {**_sms(message="new"), "id": SmsStepFactory().pk},
+    ]
+    data = _post_data(workflow.organization, steps)
+    response = client_.post(reverse("admin:workflows_workflow_change", args=[workflow.pk]), data)
+    assert response.status_code == 302, _text(response)[:2000]
+    saved = list(workflow.steps.order_by("position"))
+    assert [(s.position, s.type, s.parameters.get("message")) for s in saved] == [
+        (1, "adapter", "second"),
+        (2, "delay", None),
+        (3, "adapter", "first"),
+        (4, "adapter", "new"),
+    ]
+    assert saved[0].pk == second.pk and saved[2].pk == first.pk
+    assert not Step.objects.filter(pk=gone.pk).exists()
+
+
+def test_a_refused_edit_changes_nothing(client_: Client) -> None:
+    workflow = WorkflowFactory()
+    step = SmsStepFactory(workflow=workflow)
+    data = _post_data(workflow.organization, [{**_sms(message="{{nope}}"), "id": step.pk}])
+    response = client_.post(reverse("admin:workflows_workflow_change", args=[workflow.pk]), data)
+    assert response.status_code == 200
+    workflow.refresh_from_db()
+    step.refresh_from_db()
+    assert workflow.version == 1
+    assert step.parameters["message"].startswith("Hi {{customer.firstName}}")
 
 
 def test_unchecking_enabled_cancels_waiting_runs_and_says_so(client_: Client) -> None:
@@ -117,3 +244,36 @@ def test_unchecking_enabled_cancels_waiting_runs_and_says_so(client_: Client) ->
     assert "is disabled; 0 waiting run(s) were cancelled" in response.content.decode()
     workflow.refresh_from_db()
     assert workflow.enabled is False
+
+
+def test_the_change_page_shows_the_saved_definition_to_the_builder(client_: Client) -> None:
+    workflow = WorkflowFactory(filter={"order.coupon": "VIP"})
+    step = SmsStepFactory(workflow=workflow)
+    response = client_.get(reverse("admin:workflows_workflow_change", args=[workflow.pk]))
+    config = response.context["builder"]
+    assert config["definition"]["trigger"] == "order.shipped"
+    assert json.loads(config["definition"]["filter"]) == {"order.coupon": "VIP"}
+    assert config["definition"]["steps"][0]["id"] == step.pk
+    assert config["errors"] is None
+    assert 'id="careflow-builder-config"' in response.content.decode()
+    assert Run.objects.count() == 0
+
+
+def test_a_user_who_may_only_view_gets_a_read_only_builder() -> None:
+    from django.contrib.auth.models import Permission
+
+    from tests.factories import StaffMembershipFactory
+
+    workflow = WorkflowFactory()
+    SmsStepFactory(workflow=workflow)
+    user = StaffMembershipFactory(organization=workflow.organization).user
+    user.user_permissions.set(Permission.objects.filter(codename="view_workflow"))
+    client = Client()
+    client.force_login(user)
+    response = client.get(reverse("admin:workflows_workflow_change", args=[workflow.pk]))
+    assert response.status_code == 200
+    config = response.context["builder"]
+    assert config["editable"] is False
+    assert config["definition"]["steps"][0]["parameters"]["to"] == "{{customer.phone}}"
+    assert "liveTest" in config["urls"]  # the URL is there, but the page offers no button
+    assert 'id="cf-live-test"' not in response.content.decode()

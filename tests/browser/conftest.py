@@ -1,0 +1,106 @@
+"""Browser tests: Playwright's Python package driving Debian's Chromium (/usr/bin/chromium,
+installed by .ci/run; Playwright's own browser download is not used) against pytest-django's
+live server.
+
+Playwright's sync API keeps an asyncio loop running in this thread while it is started, and
+Django refuses ORM calls from a thread with a running loop. So Playwright lives for one module
+at a time, and for that time only DJANGO_ALLOW_ASYNC_UNSAFE is set: the ORM calls are still
+synchronous, in this thread, while no coroutine runs.
+"""
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Permission
+from django.test import Client
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.factories import StaffMembershipFactory
+from workflows.management.commands.careflow_demo import CLINIC_ADMIN_PERMISSIONS
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (see .ci/run)")
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def clinic_admin(organization: Any) -> Any:
+    """A staff user of this clinic with the demo's "Clinic admins" permissions."""
+    user = StaffMembershipFactory(organization=organization).user
+    user.user_permissions.set(Permission.objects.filter(codename__in=CLINIC_ADMIN_PERMISSIONS))
+    return user
+
+
+@pytest.fixture
+def admin_page(browser: Browser, live_server: Any) -> Iterator[Callable[[Any], Page]]:
+    """Open a logged-in admin tab for a user: the session cookie of `Client.force_login`."""
+    contexts = []
+
+    def open_page(user: Any) -> Page:
+        client = Client()
+        client.force_login(user)
+        context = browser.new_context(
+            base_url=live_server.url, viewport={"width": 1280, "height": 900}
+        )
+        context.add_cookies(
+            [
+                {
+                    "name": settings.SESSION_COOKIE_NAME,
+                    "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                    "url": live_server.url,
+                }
+            ]
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.js_errors = errors  # type: ignore[attr-defined]
+        return page
+
+    yield open_page
+    for context in contexts:
+        pages = context.pages
+        for page in pages:
+            assert page.js_errors == [], page.js_errors  # type: ignore[attr-defined]
+        context.close()
+
+
+def screenshot_path(name: str, tmp_path: Path) -> Path:
+    """docs/<name> when CAREFLOW_SCREENSHOTS=1 (to refresh the README's pictures), else a
+    temporary file: the test still takes it, so a broken page still fails loudly."""
+    if os.environ.get("CAREFLOW_SCREENSHOTS") == "1":
+        DOCS.mkdir(exist_ok=True)
+        return DOCS / name
+    return tmp_path / name

@@ -1,0 +1,497 @@
+"""The builder's endpoints on WorkflowAdmin: validate, preview, diagram, dry run, live test,
+enable/disable; staff only, scoped to the user's clinic, CSRF-protected."""
+
+import json
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+
+from integrations.models import OutboundMessage
+from patients.models import AuditEntry
+from tests.factories import (
+    ConsentFactory,
+    IntegrationFactory,
+    OrderFactory,
+    OrganizationFactory,
+    PatientFactory,
+    SmsStepFactory,
+    StaffMembershipFactory,
+    UserFactory,
+    WorkflowFactory,
+)
+from workflows import builder
+from workflows.models import Event, Run, Workflow
+
+pytestmark = pytest.mark.django_db
+
+SMS: dict[str, Any] = {
+    "type": "adapter",
+    "adapter": "twilio",
+    "function": "sendSMS",
+    "parameters": {
+        "message": "Hi {{customer.firstName}}, order {{order.number}} has shipped!",
+        "to": "{{customer.phone}}",
+        "from": "+15005550006",
+    },
+}
+WORKFLOW_PERMISSIONS = ["view_workflow", "add_workflow", "change_workflow"]
+
+
+def _staff(organization: Any, permissions: list[str] = WORKFLOW_PERMISSIONS) -> Client:
+    user = StaffMembershipFactory(organization=organization).user
+    user.user_permissions.set(Permission.objects.filter(codename__in=permissions))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _url(name: str, workflow: Workflow | None = None) -> str:
+    return reverse(f"admin:workflows_workflow_{name}", args=[workflow.pk] if workflow else [])
+
+
+def _post(client: Client, url: str, body: dict[str, Any]) -> Any:
+    return client.post(url, json.dumps(body), content_type="application/json")
+
+
+def _definition(
+    *steps: dict[str, Any], trigger: str = "order.shipped", filter: Any = ""
+) -> dict[str, Any]:
+    return {"trigger": trigger, "filter": filter, "steps": list(steps)}
+
+
+def _sms(message: str) -> dict[str, Any]:
+    return {**SMS, "parameters": {**SMS["parameters"], "message": message}}
+
+
+@pytest.fixture
+def workflow() -> Workflow:
+    integration = IntegrationFactory()
+    workflow = WorkflowFactory(organization=integration.organization, enabled=False)
+    SmsStepFactory(workflow=workflow)
+    return workflow
+
+
+@pytest.fixture
+def staff(workflow: Workflow) -> Client:
+    return _staff(workflow.organization)
+
+
+@pytest.fixture
+def test_patient(workflow: Workflow) -> Any:
+    patient = PatientFactory(
+        organization=workflow.organization, first_name="Tess", phone="+14155550199", is_test=True
+    )
+    ConsentFactory(patient=patient)
+    OrderFactory(patient=patient, number="7007")
+    return patient
+
+
+# --- validate ------------------------------------------------------------------------------
+
+
+def test_validate_reports_each_problem_on_its_step_and_field(
+    staff: Client, workflow: Workflow
+) -> None:
+    definition = _definition(
+        _sms("fine {{customer.firstName}}"),
+        {"type": "delay", "parameters": {"kind": "duration", "seconds": "0"}},
+        _sms("Hi {{customer.frstName}}"),
+    )
+    response = _post(staff, _url("builder_validate", workflow), {"definition": definition})
+    assert response.status_code == 200
+    report = response.json()
+    assert report["ok"] is False
+    assert set(report["steps"]) == {"1", "2"}
+    assert report["steps"]["1"] == {"seconds": ["a delay lasts from 1 second to 366 days"]}
+    assert "did you mean {{customer.firstName}}" in report["steps"]["2"]["message"][0]
+    assert report["trigger"] == [] and report["filter"] == []
+
+
+def test_validate_accepts_a_valid_definition_on_the_add_page(staff: Client) -> None:
+    response = _post(staff, _url("builder_validate"), {"definition": _definition(SMS)})
+    assert response.json() == {"ok": True, "trigger": [], "filter": [], "steps": {}}
+
+
+def test_validate_reports_filter_and_query_json_errors(staff: Client, workflow: Workflow) -> None:
+    definition = _definition(
+        {"type": "condition", "parameters": {"query": "{nope"}}, filter="{also nope"
+    )
+    report = _post(staff, _url("builder_validate", workflow), {"definition": definition}).json()
+    assert report["filter"][0].startswith("the filter is not valid JSON")
+    assert report["steps"]["0"]["query"][0].startswith("the query is not valid JSON")
+
+
+def test_a_definition_of_the_wrong_shape_is_a_400(staff: Client, workflow: Workflow) -> None:
+    response = _post(staff, _url("builder_validate", workflow), {"definition": {"steps": [1]}})
+    assert response.status_code == 400
+    assert response.json() == {"error": "step 1 is not an object"}
+
+
+def test_endpoints_only_take_posts(staff: Client, workflow: Workflow) -> None:
+    assert staff.get(_url("builder_validate", workflow)).status_code == 405
+
+
+# --- preview -------------------------------------------------------------------------------
+
+
+def _preview(
+    client: Client, workflow: Workflow | None, patient: Any, messages: dict[str, str]
+) -> Any:
+    body = {
+        "trigger": "order.shipped",
+        "patient": patient.pk if patient else None,
+        "messages": messages,
+    }
+    response = _post(client, _url("builder_preview", workflow), body)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_preview_renders_for_the_test_patient_with_counts(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    data = _preview(staff, workflow, test_patient, {"7": SMS["parameters"]["message"]})
+    assert data["patient"] == str(test_patient)
+    assert "latest order record" in data["source"]
+    preview = data["previews"]["7"]
+    assert preview["text"] == "Hi Tess, order 7007 has shipped!"
+    assert (preview["characters"], preview["segments"], preview["encoding"]) == (32, 1, "GSM-7")
+    assert preview["warnings"] == []
+
+
+def test_preview_without_a_patient_uses_the_reference_examples(
+    staff: Client, workflow: Workflow
+) -> None:
+    data = _preview(staff, workflow, None, {"1": "Hi {{customer.firstName}}"})
+    assert data["previews"]["1"]["text"] == "Hi Ann"
+    assert data["source"] == "example data from the data reference"
+
+
+def test_preview_warns_about_ucs2(staff: Client, workflow: Workflow, test_patient: Any) -> None:
+    preview = _preview(staff, workflow, test_patient, {"1": "Your order’s on its way 📦"})[
+        "previews"
+    ]["1"]
+    assert preview["encoding"] == "UCS-2"
+    assert preview["segments"] == 1
+    assert preview["perSegment"] == 70
+    assert "“’”" in preview["warnings"][0] and "UCS-2" in preview["warnings"][0]
+
+
+def test_preview_warns_above_160_characters(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    previews = _preview(staff, workflow, test_patient, {"1": "x" * 160, "2": "x" * 161})["previews"]
+    assert (previews["1"]["segments"], previews["1"]["warnings"]) == (1, [])
+    assert previews["2"]["characters"] == 161
+    assert previews["2"]["segments"] == 2
+    assert previews["2"]["warnings"] == [
+        "Longer than 160 characters: sent as 2 segments, each billed as one SMS."
+    ]
+
+
+def test_preview_reports_a_template_error(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    preview = _preview(staff, workflow, test_patient, {"1": "Hi {{customer.firstName"})["previews"][
+        "1"
+    ]
+    assert "never closed" in preview["error"]
+
+
+def test_message_preview_warns_over_twilios_limit() -> None:
+    preview = builder.message_preview("y" * 1601, {})
+    assert preview["warnings"][-1] == "Twilio refuses messages over 1,600 characters."
+
+
+# --- diagram -------------------------------------------------------------------------------
+
+
+def test_diagram_endpoint_returns_svg_with_problems_marked(
+    staff: Client, workflow: Workflow
+) -> None:
+    definition = _definition(SMS, _sms("<b>{{nope}}"))
+    response = _post(staff, _url("builder_diagram", workflow), {"definition": definition})
+    assert response["Content-Type"] == "image/svg+xml; charset=utf-8"
+    svg = response.content.decode()
+    assert svg.startswith("<svg") and svg.count('class="cf-d-step"') == 2
+    assert svg.count('class="cf-d-box cf-d-problem"') == 1
+    assert "&lt;b&gt;" in svg and "<b>" not in svg
+
+
+# --- dry run -------------------------------------------------------------------------------
+
+
+def test_dry_run_shows_payload_filter_path_message_and_every_check(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    events = Event.objects.count()
+    body = {"patient": test_patient.pk, "definition": _definition(SMS)}
+    response = _post(staff, _url("builder_dry_run", workflow), body)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Dry run for Tess Lee" in html
+    assert "Tess Lee&#x27;s latest order record" in html
+    assert "No filter" in html
+    assert "would send now" in html
+    assert "Hi Tess, order 7007 has shipped!" in html
+    assert "32 characters · 1 segment · GSM-7" in html
+    for check in ("consent", "opt-out", "frequency cap", "quiet hours", "sender", "recipient"):
+        assert f'<th scope="row">{check}</th>' in html
+    assert "✗ failed" not in html
+    assert Event.objects.count() == events and not Run.objects.exists()
+    assert not OutboundMessage.objects.exists()
+
+
+def test_dry_run_lists_the_checks_not_reached_after_a_refusal(
+    staff: Client, workflow: Workflow
+) -> None:
+    unconsented = PatientFactory(organization=workflow.organization, is_test=True)
+    body = {"patient": unconsented.pk, "definition": _definition(SMS)}
+    html = _post(staff, _url("builder_dry_run", workflow), body).content.decode()
+    assert "would not send: no SMS consent" in html
+    assert html.count("✗ failed") == 1
+    assert html.count("– not checked") == 5
+
+
+def test_dry_run_escapes_what_the_admin_typed(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    body = {
+        "patient": test_patient.pk,
+        "definition": _definition(_sms("<img src=x onerror=alert(1)>")),
+    }
+    html = _post(staff, _url("builder_dry_run", workflow), body).content.decode()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<img" not in html
+
+
+def test_dry_run_of_an_invalid_definition_lists_the_problems(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    body = {"patient": test_patient.pk, "definition": _definition(_sms("{{nope}}"))}
+    html = _post(staff, _url("builder_dry_run", workflow), body).content.decode()
+    assert "Fix these first" in html and "{{nope}} is not a variable" in html
+
+
+def test_dry_run_on_the_add_page_uses_the_patients_clinic(staff: Client, test_patient: Any) -> None:
+    body = {
+        "patient": test_patient.pk,
+        "organization": test_patient.organization_id,
+        "definition": _definition(SMS),
+    }
+    html = _post(staff, _url("builder_dry_run"), body).content.decode()
+    assert "would send now" in html
+
+
+def test_dry_run_needs_a_patient(staff: Client, workflow: Workflow) -> None:
+    response = _post(staff, _url("builder_dry_run", workflow), {"definition": _definition(SMS)})
+    assert response.status_code == 400
+    assert response.json() == {"error": "Choose a test patient first."}
+
+
+# --- live test -----------------------------------------------------------------------------
+
+
+def test_live_test_runs_the_saved_workflow_for_a_test_patient(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    response = _post(staff, _url("live_test", workflow), {"patient": test_patient.pk})
+    assert response.status_code == 200, response.content
+    run = Run.objects.get()
+    assert run.is_test and run.workflow == workflow
+    assert response.json()["url"] == reverse("admin:workflows_run_change", args=[run.pk])
+
+
+def test_live_test_refuses_a_patient_who_is_not_a_test_patient(
+    staff: Client, workflow: Workflow
+) -> None:
+    patient = PatientFactory(organization=workflow.organization, is_test=False)
+    response = _post(staff, _url("live_test", workflow), {"patient": patient.pk})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Live tests only run for test patients (tick “test patient”)."
+    }
+    assert not Run.objects.exists()
+
+
+def test_live_test_refuses_a_saved_workflow_with_problems(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    workflow.steps.update(parameters={"message": "{{nope}}", "to": "x", "from": "y"})
+    response = _post(staff, _url("live_test", workflow), {"patient": test_patient.pk})
+    assert response.status_code == 400
+    assert "fix them and save first" in response.json()["error"]
+
+
+def test_live_test_needs_the_change_permission(workflow: Workflow, test_patient: Any) -> None:
+    viewer = _staff(workflow.organization, ["view_workflow"])
+    response = _post(viewer, _url("live_test", workflow), {"patient": test_patient.pk})
+    assert response.status_code == 403
+    assert not Run.objects.exists()
+
+
+# --- clinic scoping, staff only, CSRF ------------------------------------------------------
+
+ENDPOINTS = [
+    "builder_validate",
+    "builder_diagram",
+    "builder_preview",
+    "builder_dry_run",
+    "live_test",
+]
+
+
+@pytest.mark.parametrize("name", ENDPOINTS)
+def test_another_clinics_workflow_is_a_404(
+    name: str, workflow: Workflow, test_patient: Any
+) -> None:
+    other_clinic = _staff(OrganizationFactory())
+    body = {"patient": test_patient.pk, "definition": _definition(SMS), "messages": {}}
+    assert _post(other_clinic, _url(name, workflow), body).status_code == 404
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["builder_preview", "builder_dry_run", "live_test"])
+def test_another_clinics_patient_is_a_404(name: str, staff: Client, workflow: Workflow) -> None:
+    stranger = PatientFactory(is_test=True)  # another clinic's test patient
+    body = {"patient": stranger.pk, "definition": _definition(SMS), "messages": {"1": "hi"}}
+    assert _post(staff, _url(name, workflow), body).status_code == 404
+
+
+@pytest.mark.parametrize("name", ["builder_preview", "builder_dry_run"])
+def test_another_clinics_patient_is_a_404_on_the_add_page(name: str, staff: Client) -> None:
+    stranger = PatientFactory(is_test=True)
+    body = {
+        "patient": stranger.pk,
+        "organization": stranger.organization_id,
+        "definition": _definition(SMS),
+        "messages": {"1": "hi"},
+        "trigger": "order.shipped",
+    }
+    assert _post(staff, _url(name), body).status_code == 404
+
+
+@pytest.mark.parametrize("name", ["enable", "disable"])
+def test_another_clinics_enable_and_disable_are_404(name: str, workflow: Workflow) -> None:
+    other_clinic = _staff(OrganizationFactory())
+    assert other_clinic.get(_url(name, workflow)).status_code == 404
+    assert other_clinic.post(_url(name, workflow)).status_code == 404
+
+
+def test_non_staff_are_sent_to_the_login_page(workflow: Workflow) -> None:
+    client = Client()
+    client.force_login(UserFactory(is_staff=False))
+    response = _post(client, _url("builder_validate", workflow), {"definition": {}})
+    assert response.status_code == 302
+    assert reverse("admin:login") in response["Location"]
+
+
+def test_posts_need_the_csrf_token(workflow: Workflow, test_patient: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    user = UserFactory(is_superuser=True)
+    client.force_login(user)
+    body = json.dumps({"patient": test_patient.pk})
+    assert (
+        client.post(_url("live_test", workflow), body, content_type="application/json").status_code
+        == 403
+    )
+    # the change page hands out the token the builder sends back in X-CSRFToken
+    client.get(_url("change", workflow))
+    token = client.cookies["csrftoken"].value
+    response = client.post(
+        _url("live_test", workflow),
+        body,
+        content_type="application/json",
+        headers={"X-CSRFToken": token},
+    )
+    assert response.status_code == 200
+    assert Run.objects.count() == 1
+
+
+# --- enable / disable ----------------------------------------------------------------------
+
+
+def test_disable_confirmation_says_how_many_runs_are_waiting(
+    staff: Client, workflow: Workflow
+) -> None:
+    Workflow.objects.filter(pk=workflow.pk).update(enabled=True)
+    for status in ("waiting", "pending", "succeeded"):
+        event = Event.objects.create(
+            organization=workflow.organization, type="order.shipped", dedupe_key=f"e-{status}"
+        )
+        Run.objects.create(workflow=workflow, event=event, status=status)
+    page = staff.get(_url("disable", workflow)).content.decode()
+    assert "2 runs are waiting" in page
+    response = staff.post(_url("disable", workflow), follow=True)
+    assert "is disabled; 2 waiting run(s) were cancelled" in response.content.decode()
+    workflow.refresh_from_db()
+    assert workflow.enabled is False
+    assert Run.objects.filter(status="cancelled").count() == 2
+
+
+def test_enable_after_confirmation(staff: Client, workflow: Workflow) -> None:
+    page = staff.get(_url("enable", workflow)).content.decode()
+    assert "Yes, enable it" in page
+    workflow.refresh_from_db()
+    assert workflow.enabled is False  # a GET only asks
+    response = staff.post(_url("enable", workflow), follow=True)
+    assert "is enabled" in response.content.decode()
+    workflow.refresh_from_db()
+    assert workflow.enabled is True
+    entry = AuditEntry.objects.filter(model="workflows.Workflow", action="updated").get()
+    assert entry.changes["enabled"] == [False, True]
+    assert entry.actor == response.wsgi_request.user
+
+
+def test_enable_is_refused_while_the_saved_workflow_has_problems(
+    staff: Client, workflow: Workflow
+) -> None:
+    workflow.steps.update(
+        parameters={"message": "{{nope}}", "to": "{{customer.phone}}", "from": "+1"}
+    )
+    page = staff.post(_url("enable", workflow)).content.decode()
+    assert "cannot be enabled yet" in page
+    assert "{{nope}} is not a variable" in page
+    workflow.refresh_from_db()
+    assert workflow.enabled is False
+
+
+def test_enable_warns_when_the_clinic_has_no_twilio_integration() -> None:
+    workflow = WorkflowFactory(organization=OrganizationFactory(), enabled=False)
+    SmsStepFactory(workflow=workflow)
+    client = _staff(workflow.organization)
+    page = client.get(_url("enable", workflow)).content.decode()
+    assert "no enabled Twilio integration" in page
+
+
+# --- the page ------------------------------------------------------------------------------
+
+
+def test_builder_page_offers_only_the_clinics_test_patients_and_numbers(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    PatientFactory(organization=workflow.organization, is_test=False)
+    PatientFactory(is_test=True)  # another clinic's
+    IntegrationFactory(sending_numbers=["+15005559999"])  # another clinic's
+    config = staff.get(_url("change", workflow)).context["builder"]
+    assert [p["id"] for p in config["testPatients"]] == [test_patient.pk]
+    assert config["senders"] == {str(workflow.organization_id): ["+15005550006"]}
+    assert config["urls"]["liveTest"] == _url("live_test", workflow)
+    assert config["editable"] is True
+
+
+def test_schema_comes_from_the_python_step_types_and_registry(staff: Client) -> None:
+    schema = staff.get(_url("builder_schema")).json()
+    assert [t["name"] for t in schema["stepTypes"]] == ["condition", "delay", "adapter"]
+    twilio = next(a for a in schema["adapters"] if a["name"] == "twilio")
+    send_sms = twilio["functions"][0]
+    assert send_sms["name"] == "sendSMS"
+    assert [p["name"] for p in send_sms["parameters"]] == ["message", "to", "from"]
+    assert send_sms["parameters"][0]["preview"] == "sms"
+    assert all(p["templated"] for p in send_sms["parameters"])
+    order = next(c for c in schema["triggers"] if c["category"] == "Order")
+    shipped = next(e for e in order["events"] if e["name"] == "order.shipped")
+    assert shipped["description"].startswith("The order was handed to the carrier")

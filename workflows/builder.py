@@ -1,0 +1,435 @@
+"""The visual workflow builder's server side, used by the builder endpoints of WorkflowAdmin.
+
+The builder page edits one JSON document, the *definition*: `{"trigger", "filter", "steps"}`.
+What each step type and adapter function needs comes from Python (workflows.steps, the
+adapter registry, the event catalogue) through `builder_schema`; the JS only renders and
+edits it. Everything the page posts is parsed here and validated by
+`workflows.validation.workflow_validate`, the one validation there is.
+"""
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.urls import reverse
+
+from integrations.registry import REGISTRY
+from integrations.sms import MAX_BODY_CHARS, segment_info
+from patients.models import ConsentRecord, Patient
+from workflows.dry_run import test_payload
+from workflows.events import CATALOGUE, EVENT_TYPES, schema_example
+from workflows.models import Step, Workflow
+from workflows.rendering import TemplateError, template_render
+from workflows.steps import STEP_TYPES
+from workflows.validation import ValidationReport, workflow_validate
+
+# How the builder shows a parameter, by "<step type>.<name>" or "<adapter>.<function>.<name>".
+# The parameters themselves (names, labels, help, required) come from workflows.steps and the
+# adapter registry; anything not listed here is a one-line text field.
+WIDGETS: dict[str, dict[str, Any]] = {
+    "condition.query": {"widget": "json"},
+    "condition.else": {"widget": "step-target"},
+    "delay.kind": {
+        "widget": "select",
+        "choices": [
+            ["duration", "For a length of time"],
+            ["until_time", "Until a time of day (patient's time zone)"],
+            ["until_field", "Until a date in the event data"],
+        ],
+    },
+    "delay.seconds": {"widget": "seconds", "showWhen": {"kind": "duration"}},
+    "delay.time": {"showWhen": {"kind": "until_time"}},
+    "delay.path": {"showWhen": {"kind": "until_field"}},
+    "delay.offset_seconds": {"widget": "seconds", "showWhen": {"kind": "until_field"}},
+    "twilio.sendSMS.message": {"widget": "textarea", "preview": "sms"},
+    "twilio.sendSMS.from": {"widget": "sender"},
+}
+
+# The send-time checks in the order integrations.policy makes them (see its docstring); a
+# dry run lists those after the first failure as "not checked".
+SEND_CHECKS = ("consent", "opt-out", "frequency cap", "quiet hours", "sender", "recipient")
+
+# The JSON of one step as the builder holds it.
+STEP_KEYS = ("id", "type", "adapter", "function", "parameters", "purpose", "urgent")
+
+
+class DefinitionError(ValueError):
+    """A definition that is not even the right shape (e.g. not JSON): nothing to validate."""
+
+
+def _parameter(parameter: Any, key: str, *, templated: bool) -> dict[str, Any]:
+    return {
+        "name": parameter.name,
+        "label": parameter.label,
+        "help": parameter.help,
+        "required": parameter.required,
+        "example": parameter.example,
+        "templated": templated,
+        "widget": "text",
+        **WIDGETS.get(key, {}),
+    }
+
+
+def builder_schema() -> dict[str, Any]:
+    """What the builder can build: triggers by category, step types, adapters and their
+    functions with parameter schemas, and consent purposes."""
+    categories: dict[str, list[dict[str, str]]] = {}
+    for event in CATALOGUE:
+        categories.setdefault(event.category, []).append(
+            {"name": event.name, "description": event.description}
+        )
+    return {
+        "triggers": [{"category": name, "events": events} for name, events in categories.items()],
+        "stepTypes": [
+            {
+                "name": step_type.name,
+                "label": step_type.label,
+                "description": step_type.description,
+                "parameters": [
+                    _parameter(p, f"{step_type.name}.{p.name}", templated=False)
+                    for p in step_type.parameters
+                ],
+            }
+            for step_type in STEP_TYPES.values()
+        ],
+        "adapters": [
+            {
+                "name": adapter.name,
+                "label": adapter.label,
+                "functions": [
+                    {
+                        "name": function.name,
+                        "label": function.label,
+                        # The engine renders every adapter parameter as a template.
+                        "parameters": [
+                            _parameter(
+                                p, f"{adapter.name}.{function.name}.{p.name}", templated=True
+                            )
+                            for p in function.parameters
+                        ],
+                    }
+                    for function in adapter.functions.values()
+                ],
+            }
+            for adapter in REGISTRY.values()
+        ],
+        "purposes": [[value, label] for value, label in ConsentRecord.Purpose.choices],
+        "referenceUrl": reverse("careflow-reference-event", args=["__trigger__"]) + "?format=json",
+        "referencePage": reverse("careflow-reference-event", args=["__trigger__"]),
+    }
+
+
+# --- the definition: from the database to the page and back ---------------------------------
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if value not in (None, {}, "") else ""
+
+
+def definition_initial(workflow: Workflow | None) -> dict[str, Any]:
+    """The definition of a saved workflow (or a new one) as the builder edits it: queries and
+    the filter as the JSON text the admin sees and types."""
+    if workflow is None or workflow.pk is None:
+        return {"trigger": "", "filter": "", "steps": []}
+    steps = []
+    for step in workflow.steps.all():
+        parameters = dict(step.parameters or {})
+        if step.type == Step.Type.CONDITION and "query" in parameters:
+            parameters["query"] = _json_text(parameters["query"])
+        steps.append(
+            {
+                "id": step.pk,
+                "type": step.type,
+                "adapter": step.adapter if step.type == Step.Type.ADAPTER else "",
+                "function": step.function if step.type == Step.Type.ADAPTER else "",
+                "parameters": {k: str(v) for k, v in parameters.items()},
+                "purpose": step.purpose,
+                "urgent": step.urgent,
+            }
+        )
+    return {
+        "trigger": workflow.trigger,
+        "filter": json.dumps(workflow.filter, indent=2, ensure_ascii=False)
+        if workflow.filter
+        else "",
+        "steps": steps,
+    }
+
+
+@dataclass
+class ParsedDefinition:
+    """A definition ready for `workflow_validate` and for saving, with the problems found in
+    reading it (JSON that does not parse, blanks) by the same places the report uses."""
+
+    trigger: str
+    filter: dict[str, Any]
+    steps: list[dict[str, Any]]
+    problems: ValidationReport = field(default_factory=ValidationReport)
+
+
+def _step_parameter_names(step: Mapping[str, Any]) -> list[str] | None:
+    """The parameter names a step of this type (and adapter function) has; None if unknown."""
+    kind = step.get("type")
+    if kind == "adapter":
+        adapter = REGISTRY.get(str(step.get("adapter") or ""))
+        function = adapter.functions.get(str(step.get("function") or "")) if adapter else None
+        return [p.name for p in function.parameters] if function else []
+    step_type = STEP_TYPES.get(str(kind))
+    return [p.name for p in step_type.parameters] if step_type else None
+
+
+def _parse_json_text(text: Any) -> Any:
+    return json.loads(text) if isinstance(text, str) else text
+
+
+def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise DefinitionError(f"step {index + 1} is not an object")
+    kind = str(raw.get("type") or "")
+    is_adapter = kind == "adapter"
+    raw_parameters = raw.get("parameters") or {}
+    if not isinstance(raw_parameters, Mapping):
+        raise DefinitionError(f"the parameters of step {index + 1} are not an object")
+    names = _step_parameter_names(raw)
+    parameters: dict[str, Any] = {}
+    for name, value in raw_parameters.items():
+        if names is not None and name not in names:
+            continue  # left over from another type or function: not part of this step
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        parameters[name] = value if isinstance(value, Mapping) else str(value)
+    if kind == "condition":
+        query = parameters.get("query")
+        if query is None:
+            problems.add_step(index, "query", 'write the query, e.g. {"order.totalAmount": 50}')
+        else:
+            try:
+                parameters["query"] = _parse_json_text(query)
+            except ValueError as exc:
+                problems.add_step(index, "query", f"the query is not valid JSON: {exc}")
+    purpose = str(raw.get("purpose") or ConsentRecord.Purpose.TRANSACTIONAL)
+    if purpose not in ConsentRecord.Purpose.values:
+        problems.add_step(index, "purpose", f"unknown purpose {purpose!r}")
+    step_id = raw.get("id")
+    step = {
+        "id": step_id if isinstance(step_id, int) else None,
+        "type": kind,
+        "adapter": str(raw.get("adapter") or "") if is_adapter else "",
+        "function": str(raw.get("function") or "") if is_adapter else "",
+        "parameters": parameters,
+        "purpose": purpose,
+        "urgent": bool(raw.get("urgent")) and is_adapter,
+    }
+    if is_adapter and step["adapter"] in REGISTRY and not step["function"]:
+        problems.add_step(index, "function", "choose a function")
+    return step
+
+
+def definition_parse(raw: Any) -> ParsedDefinition:
+    """Read a definition posted by the builder (JSON text or an already decoded object).
+    Raise DefinitionError when it is not a definition at all."""
+    if isinstance(raw, str):
+        if not raw.strip():
+            raw = {}
+        else:
+            try:
+                raw = json.loads(raw)
+            except ValueError as exc:
+                raise DefinitionError(f"the definition is not valid JSON: {exc}") from exc
+    if not isinstance(raw, Mapping):
+        raise DefinitionError("the definition must be a JSON object")
+    problems = ValidationReport()
+    trigger = str(raw.get("trigger") or "")
+    if not trigger:
+        problems.trigger.append("choose the trigger that starts this workflow")
+    filter_value: Any = raw.get("filter") or {}
+    try:
+        filter_value = _parse_json_text(filter_value) if str(filter_value).strip() else {}
+    except ValueError as exc:
+        problems.filter.append(f"the filter is not valid JSON: {exc}")
+        filter_value = {}
+    steps_raw = raw.get("steps") or []
+    if not isinstance(steps_raw, list):
+        raise DefinitionError("steps must be a list")
+    steps = [_parse_step(index, step, problems) for index, step in enumerate(steps_raw)]
+    return ParsedDefinition(trigger, filter_value, steps, problems)
+
+
+def definition_report(parsed: ParsedDefinition) -> ValidationReport:
+    """`workflow_validate` on the parsed definition; a problem found while reading a place
+    (the trigger, the filter, a step's field) replaces what validation says about it."""
+    report = workflow_validate(trigger=parsed.trigger, filter=parsed.filter, steps=parsed.steps)
+    problems = parsed.problems
+    if problems.trigger:
+        report.trigger = list(problems.trigger)
+    if problems.filter:
+        report.filter = list(problems.filter)
+    for index, fields in problems.steps.items():
+        for name, messages in fields.items():
+            report.steps.setdefault(index, {})[name] = list(messages)
+    # "Twilio has no function ''" says the same as "choose a function", less clearly.
+    for index, step in enumerate(parsed.steps):
+        fields = report.steps.get(index, {})
+        if not step["function"] and "function" in fields:
+            fields["function"] = ["choose a function"]
+    return report
+
+
+def report_lines(report: ValidationReport, steps: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The report as sentences, for the form's error list (and pages without JavaScript)."""
+    from workflows.diagram import step_title
+
+    lines = [f"Trigger: {text}" for text in report.trigger]
+    lines += [f"Filter: {text}" for text in report.filter]
+    for index in sorted(report.steps):
+        step = steps[index] if index < len(steps) else {}
+        labels = _parameter_labels(step)
+        for name, messages in report.steps[index].items():
+            place = labels.get(name, name)
+            for text in messages:
+                lines.append(f"Step {index + 1} ({step_title(step)}), {place}: {text}")
+    return lines
+
+
+def _parameter_labels(step: Mapping[str, Any]) -> dict[str, str]:
+    labels = {"type": "type", "adapter": "adapter", "function": "function", "purpose": "purpose"}
+    step_type = STEP_TYPES.get(str(step.get("type")))
+    for parameter in step_type.parameters if step_type else ():
+        labels[parameter.name] = parameter.label
+    adapter = REGISTRY.get(str(step.get("adapter") or ""))
+    function = adapter.functions.get(str(step.get("function") or "")) if adapter else None
+    for parameter in function.parameters if function else ():
+        labels[parameter.name] = parameter.label
+    return labels
+
+
+@transaction.atomic
+def workflow_steps_save(*, workflow: Workflow, steps: Sequence[Mapping[str, Any]]) -> list[Step]:
+    """Make the workflow's steps exactly `steps` (parsed and validated), in this order.
+
+    A step that kept its id is updated in place, new ones are created, the others deleted.
+    Runs are not affected: each pinned its definition when it started.
+    """
+    existing = {step.pk: step for step in workflow.steps.all()}
+    saved = []
+    for index, data in enumerate(steps):
+        step = existing.pop(data.get("id"), None) or Step(workflow=workflow)  # type: ignore[arg-type]
+        step.position = index + 1
+        step.type = data["type"]
+        step.adapter = data["adapter"]
+        step.function = data["function"]
+        step.parameters = dict(data["parameters"])
+        step.purpose = data["purpose"]
+        step.urgent = data["urgent"]
+        step.save()
+        saved.append(step)
+    if existing:
+        Step.objects.filter(pk__in=existing).delete()
+    return saved
+
+
+# --- message previews -------------------------------------------------------------------------
+
+
+def _preview_data(trigger: str, patient: Patient | None) -> tuple[dict[str, Any], str]:
+    if patient is not None:
+        payload, source = test_payload(trigger=trigger, patient=patient)
+    else:
+        payload, source = schema_example(trigger), "example data from the data reference"
+    return {**payload, "trigger": payload, "history": {}}, source
+
+
+def _non_gsm_characters(text: str) -> list[str]:
+    return sorted({ch for ch in text if segment_info(ch).encoding == "UCS-2"})
+
+
+def message_preview(template: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """One SMS body rendered against `data`, with what it costs and what to watch out for."""
+    try:
+        text = template_render(template, data)
+    except TemplateError as exc:
+        return {"error": str(exc)}
+    info = segment_info(text)
+    warnings = []
+    if info.encoding == "UCS-2":
+        shown = ", ".join(f"“{ch}”" for ch in _non_gsm_characters(text)[:5])
+        warnings.append(
+            f"Contains {shown}, which plain SMS cannot carry: the whole message is sent as "
+            "UCS-2, 70 characters per segment instead of 160."
+        )
+    if info.characters > 160:
+        warnings.append(
+            f"Longer than 160 characters: sent as {info.segments} segments, each billed as one SMS."
+        )
+    elif info.segments > 1:
+        warnings.append(f"Sent as {info.segments} segments, each billed as one SMS.")
+    if info.characters > MAX_BODY_CHARS:
+        warnings.append(f"Twilio refuses messages over {MAX_BODY_CHARS:,} characters.")
+    return {
+        "text": text,
+        "characters": info.characters,
+        "segments": info.segments,
+        "encoding": info.encoding,
+        "perSegment": info.per_segment,
+        "warnings": warnings,
+    }
+
+
+def message_previews(
+    *, trigger: str, patient: Patient | None, messages: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Every message of the builder (by step index) rendered for the test patient, or for the
+    data reference's example data when no patient is chosen."""
+    if trigger not in EVENT_TYPES:
+        return {"source": "", "previews": {}, "error": "choose a trigger to preview messages"}
+    data, source = _preview_data(trigger, patient)
+    return {
+        "patient": str(patient) if patient else "",
+        "source": source,
+        "previews": {str(key): message_preview(str(text), data) for key, text in messages.items()},
+    }
+
+
+# --- dry run presentation -------------------------------------------------------------------
+
+
+def decision_checks(decision: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """A send decision's checks in policy order, the ones never reached marked as such."""
+    if not decision:
+        return []
+    checks: list[dict[str, Any]] = [
+        {**check, "state": "passed" if check.get("ok") else "failed"}
+        for check in decision.get("checks", [])
+    ]
+    made = {check.get("check") for check in checks}
+    if not decision.get("allowed"):
+        checks += [
+            {"check": name, "ok": None, "state": "skipped", "detail": "not checked"}
+            for name in SEND_CHECKS
+            if name not in made
+        ]
+    return checks
+
+
+def dry_run_context(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Template context for the dry-run partial, from `DryRunReport.as_dict()`."""
+    steps = [{**step, "checks": decision_checks(step.get("decision"))} for step in report["steps"]]
+    return {
+        "report": report,
+        "steps": steps,
+        "payload_json": json.dumps(report["payload"], indent=2, ensure_ascii=False, default=str),
+        "sends": sum(1 for step in steps if step["outcome"] == "send"),
+    }
+
+
+def test_patients(organization_ids: Iterable[int] | None) -> list[dict[str, Any]]:
+    """Test patients (of these clinics; None: all), for the builder's patient picker."""
+    patients = Patient.objects.filter(is_test=True)
+    if organization_ids is not None:
+        patients = patients.filter(organization_id__in=list(organization_ids))
+    return [
+        {"id": p.pk, "name": str(p), "organization": p.organization_id, "phone": p.phone}
+        for p in patients.only("id", "first_name", "last_name", "organization_id", "phone")[:500]
+    ]

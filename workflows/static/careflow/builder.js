@@ -1,0 +1,814 @@
+/* careflow workflow builder.
+ *
+ * Renders and edits the workflow definition ({trigger, filter, steps}) described by the
+ * server's schema (Python is the source of truth for step types, adapters and their
+ * parameters), keeps the form's hidden JSON field in sync, and asks the server to validate,
+ * preview messages, draw the diagram and dry-run. Plain script, no build step; ordering by
+ * drag uses the vendored SortableJS, ordering by keyboard uses the up/down buttons.
+ */
+(function () {
+  "use strict";
+
+  const configNode = document.getElementById("careflow-builder-config");
+  const root = document.getElementById("careflow-builder");
+  if (!configNode || !root) return;
+  const config = JSON.parse(configNode.textContent);
+  const schema = config.schema;
+  const urls = config.urls;
+  const form = root.closest("form");
+  // A definition typed by hand that is not JSON stays in the plain text field, with its error.
+  if (config.definition === null) return;
+  const fallback = document.querySelector("fieldset.careflow-definition-fallback");
+  if (fallback) fallback.hidden = true;
+  // Users who may only view the workflow have no field to write to: the builder shows the
+  // definition read-only.
+  const definitionField =
+    form.querySelector("textarea[name=definition]") || document.createElement("textarea");
+  root.hidden = false;
+
+  const $ = (id) => document.getElementById(id);
+  const csrfToken = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+
+  // --- small DOM helpers ----------------------------------------------------------------
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    Object.entries(attrs || {}).forEach(([name, value]) => {
+      if (value === undefined || value === null || value === false) return;
+      if (name === "text") node.textContent = value;
+      else if (name === "class") node.className = value;
+      else node.setAttribute(name, value === true ? "" : value);
+    });
+    children.forEach((child) => child && node.append(child));
+    return node;
+  }
+  const option = (value, label) => el("option", { value: value, text: label });
+  function fillList(list, messages) {
+    list.replaceChildren(...(messages || []).map((text) => el("li", { text: text })));
+  }
+  function announce(text) {
+    $("cf-announce").textContent = text;
+  }
+  function debounce(fn, ms) {
+    let timer;
+    return () => {
+      clearTimeout(timer);
+      timer = setTimeout(fn, ms);
+    };
+  }
+  function humanSeconds(value) {
+    const total = Math.abs(Number(value));
+    if (!value || !Number.isInteger(total) || total === 0) return "";
+    const sign = Number(value) < 0 ? "−" : "";
+    for (const [unit, size] of [["day", 86400], ["hour", 3600], ["minute", 60], ["second", 1]]) {
+      if (total % size === 0) {
+        const count = total / size;
+        return `= ${sign}${count} ${unit}${count === 1 ? "" : "s"}`;
+      }
+    }
+    return "";
+  }
+  async function post(url, body) {
+    return fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken },
+      body: JSON.stringify(body),
+    });
+  }
+
+  // --- the schema -----------------------------------------------------------------------
+  const stepTypes = Object.fromEntries(schema.stepTypes.map((t) => [t.name, t]));
+  const adapters = Object.fromEntries(schema.adapters.map((a) => [a.name, a]));
+  const functionOf = (step) =>
+    (adapters[step.adapter] ? adapters[step.adapter].functions : []).find(
+      (f) => f.name === step.function
+    );
+  function parametersOf(step) {
+    if (step.type === "adapter") return functionOf(step) ? functionOf(step).parameters : [];
+    return stepTypes[step.type] ? stepTypes[step.type].parameters : [];
+  }
+  function titleOf(step) {
+    if (step.type !== "adapter") return stepTypes[step.type] ? stepTypes[step.type].label : step.type;
+    const adapter = adapters[step.adapter];
+    const fn = functionOf(step);
+    if (adapter && fn) return `${adapter.label} → ${fn.label}`;
+    return adapter ? adapter.label : "Adapter action";
+  }
+
+  // --- state: what the admin is building ------------------------------------------------
+  let nextKey = 1;
+  function newStep(data) {
+    const parameters = {};
+    Object.entries(data.parameters || {}).forEach(([name, value]) => {
+      parameters[name] = typeof value === "string" ? value : JSON.stringify(value);
+    });
+    return {
+      key: nextKey++,
+      id: data.id === undefined ? null : data.id,
+      type: data.type || "adapter",
+      adapter: data.adapter || "",
+      function: data.function || "",
+      parameters: parameters,
+      purpose: data.purpose || "transactional",
+      urgent: Boolean(data.urgent),
+    };
+  }
+  const initial = config.definition || {};
+  const state = {
+    trigger: initial.trigger || "",
+    filter:
+      typeof initial.filter === "string" || !initial.filter
+        ? initial.filter || ""
+        : JSON.stringify(initial.filter, null, 2),
+    steps: (initial.steps || []).map(newStep),
+  };
+  let dirty = config.errors !== null;
+  let submitting = false;
+  let lastFieldId = null;
+  const previewsByKey = {};
+  const seq = { validate: 0, diagram: 0, preview: 0 };
+
+  function definition() {
+    return {
+      trigger: state.trigger,
+      filter: state.filter,
+      steps: state.steps.map((s) => ({
+        id: s.id,
+        type: s.type,
+        adapter: s.type === "adapter" ? s.adapter : "",
+        function: s.type === "adapter" ? s.function : "",
+        parameters: Object.fromEntries(
+          parametersOf(s)
+            .filter((p) => (s.parameters[p.name] || "") !== "")
+            .map((p) => [p.name, s.parameters[p.name]])
+        ),
+        purpose: s.purpose,
+        urgent: s.type === "adapter" && s.urgent,
+      })),
+    };
+  }
+  function sync() {
+    definitionField.value = JSON.stringify(definition(), null, 2);
+  }
+  function changed(options) {
+    dirty = true;
+    sync();
+    refreshChecks();
+    if (!options || options.previews !== false) refreshPreviews();
+  }
+
+  // --- trigger and filter ---------------------------------------------------------------
+  const triggerSelect = $("cf-trigger");
+  function renderTrigger() {
+    triggerSelect.replaceChildren(option("", "Choose a trigger…"));
+    let known = false;
+    schema.triggers.forEach((group) => {
+      const optgroup = el("optgroup", { label: group.category });
+      group.events.forEach((event) => {
+        known = known || event.name === state.trigger;
+        optgroup.append(option(event.name, `${event.name} — ${event.description}`));
+      });
+      triggerSelect.append(optgroup);
+    });
+    if (state.trigger && !known) triggerSelect.append(option(state.trigger, state.trigger));
+    triggerSelect.value = state.trigger;
+    describeTrigger();
+  }
+  function describeTrigger() {
+    const event = schema.triggers
+      .flatMap((group) => group.events.map((e) => Object.assign({ category: group.category }, e)))
+      .find((e) => e.name === state.trigger);
+    $("cf-trigger-description").textContent = event
+      ? `${event.category}: ${event.description}`
+      : "What starts a run of this workflow.";
+  }
+  triggerSelect.addEventListener("change", () => {
+    state.trigger = triggerSelect.value;
+    describeTrigger();
+    loadVariables();
+    changed();
+  });
+  const filterField = $("cf-filter");
+  filterField.value = state.filter;
+  filterField.addEventListener("input", () => {
+    state.filter = filterField.value;
+    changed({ previews: false });
+  });
+
+  // --- steps ----------------------------------------------------------------------------
+  const list = $("cf-steps");
+
+  function stepButton(text, label, className, disabled) {
+    return el("button", {
+      type: "button",
+      class: `button ${className}`,
+      "aria-label": label,
+      title: label,
+      disabled: disabled,
+      text: text,
+    });
+  }
+
+  function field(step, name, label, control, help, extra) {
+    const id = control.id;
+    const wrapper = el("div", { class: "cf-field", "data-param": name });
+    wrapper.append(el("label", { for: id, class: "cf-label" + (extra && extra.required ? " cf-required" : ""), text: label }));
+    wrapper.append(control);
+    if (extra && extra.after) wrapper.append(extra.after);
+    if (help) wrapper.append(el("p", { class: "cf-help", id: `${id}-help`, text: help }));
+    wrapper.append(el("ul", { class: "errorlist cf-errors", id: `${id}-errors`, "data-errors-for": name }));
+    control.setAttribute("aria-describedby", `${help ? id + "-help " : ""}${id}-errors`);
+    return wrapper;
+  }
+
+  function stepTargetOptions(select, index, value) {
+    const total = state.steps.length;
+    select.append(option("end", "End the run"));
+    for (let number = index + 2; number <= total; number += 1) {
+      select.append(option(String(number), `Go to step ${number}`));
+    }
+    if (value && value !== "end" && !select.querySelector(`option[value="${CSS.escape(value)}"]`)) {
+      select.append(option(value, `Step ${value} (not a later step)`));
+    }
+    select.value = value || "end";
+  }
+
+  function parameterControl(step, index, parameter) {
+    const id = `cf-s${step.key}-${parameter.name}`;
+    const value = step.parameters[parameter.name] || "";
+    let control;
+    if (parameter.widget === "textarea" || parameter.widget === "json") {
+      control = el("textarea", {
+        id: id,
+        rows: parameter.widget === "json" ? 2 : 3,
+        class: parameter.widget === "json" ? "cf-code" : "",
+        spellcheck: parameter.widget === "json" ? "false" : null,
+        placeholder: parameter.example || null,
+      });
+      control.value = value;
+    } else if (parameter.widget === "select") {
+      control = el("select", { id: id }, option("", "Choose…"));
+      parameter.choices.forEach(([choice, label]) => control.append(option(choice, label)));
+      control.value = value;
+    } else if (parameter.widget === "step-target") {
+      control = el("select", { id: id });
+      stepTargetOptions(control, index, value);
+    } else {
+      control = el("input", {
+        type: "text",
+        id: id,
+        placeholder: parameter.example || null,
+        list: parameter.widget === "sender" ? "cf-senders" : null,
+        inputmode: parameter.widget === "seconds" ? "numeric" : null,
+        autocomplete: "off",
+      });
+      control.value = value;
+    }
+    control.dataset.param = parameter.name;
+    if (parameter.templated) control.dataset.templated = "1";
+    return control;
+  }
+
+  function visible(step, parameter) {
+    return Object.entries(parameter.showWhen || {}).every(
+      ([name, wanted]) => (step.parameters[name] || "") === wanted
+    );
+  }
+
+  function renderParameter(step, index, parameter) {
+    const control = parameterControl(step, index, parameter);
+    let after = null;
+    if (parameter.widget === "seconds") {
+      after = el("span", { class: "cf-help", text: humanSeconds(control.value) });
+    }
+    let help = parameter.help;
+    if (parameter.widget === "sender") {
+      const numbers = senders();
+      help += numbers.length ? ` Approved: ${numbers.join(", ")}.` : " This clinic has no approved numbers yet.";
+    }
+    const wrapper = field(step, parameter.name, parameter.label, control, help, {
+      required: parameter.required,
+      after: after,
+    });
+    wrapper.hidden = !visible(step, parameter);
+    const structural = parameter.widget === "select" || parameter.widget === "step-target";
+    control.addEventListener(structural ? "change" : "input", () => {
+      step.parameters[parameter.name] = control.value;
+      if (after) after.textContent = humanSeconds(control.value);
+      if (structural) renderSteps(control.id);
+      changed({ previews: Boolean(parameter.templated) });
+    });
+    if (parameter.preview === "sms") {
+      const box = el("div", { class: "cf-preview", "data-preview-for": step.key, "aria-live": "polite", hidden: true });
+      wrapper.append(box);
+      if (previewsByKey[step.key]) showPreview(box, previewsByKey[step.key]);
+    }
+    return wrapper;
+  }
+
+  function renderAdapterChoice(step) {
+    const adapterSelect = el("select", { id: `cf-s${step.key}-adapter` }, option("", "Choose an adapter…"));
+    schema.adapters.forEach((a) => adapterSelect.append(option(a.name, a.label)));
+    adapterSelect.value = step.adapter;
+    adapterSelect.addEventListener("change", () => {
+      step.adapter = adapterSelect.value;
+      step.function = "";
+      renderSteps(adapterSelect.id);
+      changed();
+    });
+    const row = el("div", { class: "cf-row" });
+    row.append(field(step, "adapter", "Adapter", adapterSelect, "", { required: true }));
+    if (adapters[step.adapter]) {
+      const functionSelect = el("select", { id: `cf-s${step.key}-function` }, option("", "Choose a function…"));
+      adapters[step.adapter].functions.forEach((f) =>
+        functionSelect.append(option(f.name, `${f.name} — ${f.label}`))
+      );
+      functionSelect.value = step.function;
+      functionSelect.addEventListener("change", () => {
+        step.function = functionSelect.value;
+        renderSteps(functionSelect.id);
+        changed();
+      });
+      row.append(field(step, "function", "Function", functionSelect, "", { required: true }));
+    }
+    return row;
+  }
+
+  function renderSendOptions(step) {
+    const purpose = el("select", { id: `cf-s${step.key}-purpose` });
+    schema.purposes.forEach(([value, label]) => purpose.append(option(value, label)));
+    purpose.value = step.purpose;
+    purpose.addEventListener("change", () => {
+      step.purpose = purpose.value;
+      changed({ previews: false });
+    });
+    const urgent = el("input", { type: "checkbox", id: `cf-s${step.key}-urgent` });
+    urgent.checked = step.urgent;
+    urgent.addEventListener("change", () => {
+      step.urgent = urgent.checked;
+      changed({ previews: false });
+    });
+    const urgentField = el(
+      "div",
+      { class: "cf-field", "data-param": "urgent" },
+      urgent,
+      el("label", { for: urgent.id, class: "vCheckboxLabel", text: " Urgent: send even during quiet hours" }),
+      el("ul", { class: "errorlist cf-errors", "data-errors-for": "urgent" })
+    );
+    return el(
+      "div",
+      { class: "cf-row" },
+      field(step, "purpose", "Consent needed", purpose, "Which SMS consent the recipient must have given."),
+      urgentField
+    );
+  }
+
+  function renderStep(step, index) {
+    const number = index + 1;
+    const last = index === state.steps.length - 1;
+    const up = stepButton("↑", `Move step ${number} up`, "cf-up", index === 0);
+    const down = stepButton("↓", `Move step ${number} down`, "cf-down", last);
+    const remove = stepButton("Remove", `Remove step ${number}`, "cf-remove", false);
+    up.addEventListener("click", () => move(index, index - 1, "cf-up"));
+    down.addEventListener("click", () => move(index, index + 1, "cf-down"));
+    remove.addEventListener("click", () => removeStep(index));
+    const head = el(
+      "div",
+      { class: "cf-step-head" },
+      el("span", { class: "cf-handle", title: "Drag to reorder", "aria-hidden": "true", text: "⠿" }),
+      el("span", { class: "cf-step-number", text: String(number) }),
+      el("span", { class: "cf-step-title", text: titleOf(step) }),
+      el("span", { class: "cf-step-actions" }, up, down, remove)
+    );
+    const body = el("div", { class: "cf-step-body" });
+    body.append(el("ul", { class: "errorlist cf-errors cf-step-errors" }));
+    const description = stepTypes[step.type] ? stepTypes[step.type].description : "";
+    if (description) body.append(el("p", { class: "cf-help", text: description }));
+    if (step.type === "adapter") body.append(renderAdapterChoice(step));
+    parametersOf(step).forEach((p) => body.append(renderParameter(step, index, p)));
+    if (step.type === "adapter" && functionOf(step)) body.append(renderSendOptions(step));
+    return el(
+      "li",
+      { class: "cf-step", "data-key": step.key, "aria-label": `Step ${number}: ${titleOf(step)}` },
+      head,
+      body
+    );
+  }
+
+  function renderSteps(focusId) {
+    list.replaceChildren(...state.steps.map(renderStep));
+    $("cf-no-steps").hidden = state.steps.length > 0;
+    if (!config.editable) {
+      root.querySelectorAll(".cf-main input, .cf-main select, .cf-main textarea, .cf-main button").forEach((node) => {
+        node.disabled = true;
+      });
+    }
+    if (focusId && $(focusId)) $(focusId).focus();
+  }
+
+  function targetsByStep() {
+    const targets = new Map();
+    state.steps.forEach((step) => {
+      const target = step.type === "condition" ? step.parameters.else : "";
+      if (target && /^\d+$/.test(target) && state.steps[Number(target) - 1]) {
+        targets.set(step, state.steps[Number(target) - 1]);
+      }
+    });
+    return targets;
+  }
+  function restoreTargets(targets) {
+    // "If false, go to step N" follows its step when steps move, and ends the run if that
+    // step is removed.
+    targets.forEach((target, step) => {
+      const index = state.steps.indexOf(target);
+      step.parameters.else = index >= 0 ? String(index + 1) : "end";
+    });
+  }
+
+  function move(from, to, focusClass) {
+    if (to < 0 || to >= state.steps.length || from === to) return;
+    const targets = targetsByStep();
+    const [step] = state.steps.splice(from, 1);
+    state.steps.splice(to, 0, step);
+    restoreTargets(targets);
+    renderSteps();
+    changed({ previews: false });
+    announce(`${titleOf(step)} moved to position ${to + 1} of ${state.steps.length}.`);
+    if (focusClass) {
+      const item = list.children[to];
+      const wanted = item.querySelector(`.${focusClass}`);
+      const other = item.querySelector(focusClass === "cf-up" ? ".cf-down" : ".cf-up");
+      (wanted && !wanted.disabled ? wanted : other).focus();
+    }
+  }
+
+  function removeStep(index) {
+    const targets = targetsByStep();
+    const [step] = state.steps.splice(index, 1);
+    restoreTargets(targets);
+    delete previewsByKey[step.key];
+    renderSteps();
+    changed();
+    announce(`Step ${index + 1} (${titleOf(step)}) removed.`);
+    const next = list.children[Math.min(index, state.steps.length - 1)];
+    (next ? next.querySelector(".cf-remove") : $("cf-add-buttons").querySelector("button")).focus();
+  }
+
+  function addStep(type) {
+    const step = newStep({ type: type });
+    parametersOf(step).forEach((p) => {
+      if (p.widget === "select" && p.example) step.parameters[p.name] = p.example;
+    });
+    state.steps.push(step);
+    renderSteps();
+    changed();
+    announce(`Step ${state.steps.length} added: ${titleOf(step)}.`);
+    const item = list.lastElementChild;
+    const first = item.querySelector(".cf-step-body select, .cf-step-body textarea, .cf-step-body input");
+    (first || item.querySelector(".cf-remove")).focus();
+  }
+
+  schema.stepTypes.forEach((type) => {
+    const button = el("button", {
+      type: "button",
+      class: "button",
+      "data-add": type.name,
+      title: type.description,
+      text: type.label,
+    });
+    button.addEventListener("click", () => addStep(type.name));
+    $("cf-add-buttons").append(button, " ");
+  });
+  if (!config.editable) $("cf-add-buttons").closest(".cf-add").hidden = true;
+
+  if (window.Sortable && config.editable) {
+    window.Sortable.create(list, {
+      handle: ".cf-handle",
+      // Pointer events rather than native HTML5 drag and drop: the same on every browser,
+      // touch screens included.
+      forceFallback: true,
+      animation: 120,
+      ghostClass: "cf-sortable-ghost",
+      chosenClass: "cf-sortable-chosen",
+      onEnd: (event) => move(event.oldIndex, event.newIndex, null),
+    });
+  }
+
+  // --- validation, shown on the step and field it belongs to ------------------------------
+  // `keys`: the steps' keys in the order they had when the report was asked for, so a
+  // report that arrives after a reorder still lands on the right steps.
+  function showErrors(report, keys) {
+    fillList($("cf-trigger-errors"), report.trigger);
+    fillList($("cf-filter-errors"), report.filter);
+    let count = report.trigger.length + report.filter.length;
+    Array.from(list.children).forEach((item) => {
+      const index = keys.indexOf(Number(item.dataset.key));
+      const problems = (index >= 0 && report.steps[String(index)]) || {};
+      const shown = new Set();
+      item.querySelectorAll("[data-errors-for]").forEach((errors) => {
+        const name = errors.dataset.errorsFor;
+        const wrapper = errors.closest(".cf-field");
+        if (problems[name] && !(wrapper && wrapper.hidden)) shown.add(name);
+        fillList(errors, shown.has(name) ? problems[name] : []);
+      });
+      const rest = Object.entries(problems)
+        .filter(([name]) => !shown.has(name))
+        .flatMap(([name, messages]) => messages.map((m) => (name === "type" ? m : `${name}: ${m}`)));
+      fillList(item.querySelector(".cf-step-errors"), rest);
+      const total = Object.values(problems).reduce((sum, messages) => sum + messages.length, 0);
+      item.classList.toggle("cf-step-problem", total > 0);
+      count += total;
+    });
+    const summary = $("cf-problems");
+    summary.textContent = count
+      ? `${count} problem${count === 1 ? "" : "s"} to fix before saving (marked below).`
+      : "✓ No problems found.";
+    summary.className = `cf-summary ${count ? "cf-has-problems" : "cf-no-problems"}`;
+  }
+
+  async function validate() {
+    const mine = ++seq.validate;
+    const keys = state.steps.map((step) => step.key);
+    try {
+      const response = await post(urls.validate, { definition: definition() });
+      if (mine !== seq.validate) return;
+      const data = await response.json();
+      if (!response.ok) throw new Error(data.error || response.statusText);
+      showErrors(data, keys);
+    } catch (error) {
+      if (mine === seq.validate) $("cf-problems").textContent = `Could not check the workflow: ${error.message}`;
+    }
+  }
+
+  async function drawDiagram() {
+    const mine = ++seq.diagram;
+    try {
+      const response = await post(urls.diagram, { definition: definition() });
+      if (mine !== seq.diagram || !response.ok) return;
+      // Server-rendered SVG; every text in it is escaped there.
+      $("cf-diagram").innerHTML = await response.text();
+    } catch (error) {
+      $("cf-diagram").textContent = `Could not draw the diagram: ${error.message}`;
+    }
+  }
+
+  const refreshChecks = debounce(() => {
+    validate();
+    drawDiagram();
+  }, 350);
+
+  // --- message previews -----------------------------------------------------------------
+  function showPreview(box, preview) {
+    box.hidden = false;
+    const parts = [el("p", { class: "cf-preview-meta", text: `Preview for ${preview.who}` })];
+    if (preview.error) {
+      parts.push(el("p", { class: "cf-bad", text: preview.error }));
+    } else {
+      parts.push(el("p", { class: "cf-preview-text", text: preview.text }));
+      parts.push(
+        el("p", {
+          class: "cf-preview-meta cf-preview-numbers",
+          text: `${preview.characters} characters · ${preview.segments} segment${preview.segments === 1 ? "" : "s"} · ${preview.encoding}`,
+        })
+      );
+      preview.warnings.forEach((text) => parts.push(el("p", { class: "cf-warning", text: text })));
+    }
+    box.replaceChildren(...parts);
+  }
+
+  async function previews() {
+    const messages = {};
+    state.steps.forEach((step) => {
+      parametersOf(step).forEach((p) => {
+        if (p.preview === "sms") messages[step.key] = step.parameters[p.name] || "";
+      });
+    });
+    if (!Object.keys(messages).length || !state.trigger) return;
+    const mine = ++seq.preview;
+    try {
+      const response = await post(urls.preview, {
+        trigger: state.trigger,
+        patient: patientSelect.value || null,
+        organization: organization(),
+        messages: messages,
+      });
+      const data = await response.json();
+      if (mine !== seq.preview || !response.ok) return;
+      const who = data.patient ? `${data.patient} (${data.source})` : data.source;
+      Object.entries(data.previews).forEach(([key, preview]) => {
+        previewsByKey[key] = Object.assign({ who: who }, preview);
+        const box = list.querySelector(`[data-preview-for="${key}"]`);
+        if (box) showPreview(box, previewsByKey[key]);
+      });
+    } catch (error) {
+      /* previews are a convenience; validation reports real problems */
+    }
+  }
+  const refreshPreviews = debounce(previews, 350);
+
+  // --- variables ------------------------------------------------------------------------
+  const variableCache = {};
+  const variableList = $("cf-variables");
+  const variableSearch = $("cf-var-search");
+  root.addEventListener("focusin", (event) => {
+    if (event.target.dataset && event.target.dataset.templated) lastFieldId = event.target.id;
+  });
+
+  function insertVariable(path) {
+    const target = lastFieldId && $(lastFieldId);
+    if (!target) {
+      $("cf-vars-help").classList.add("cf-warning");
+      announce("Click into a step's field first, then pick a variable.");
+      return;
+    }
+    const text = `{{${path}}}`;
+    const start = target.selectionStart === null ? target.value.length : target.selectionStart;
+    const end = target.selectionEnd === null ? start : target.selectionEnd;
+    target.setRangeText(text, start, end, "end");
+    target.focus();
+    target.dispatchEvent(new Event("input", { bubbles: true }));
+    announce(`Inserted ${text}.`);
+  }
+
+  function renderVariables() {
+    const variables = variableCache[state.trigger];
+    if (!state.trigger || !variables) {
+      variableList.replaceChildren(
+        el("li", { class: "cf-help", text: state.trigger ? "Loading…" : "Choose a trigger to see its variables." })
+      );
+      return;
+    }
+    const query = variableSearch.value.trim().toLowerCase();
+    const items = [];
+    let group = null;
+    variables
+      .filter((v) => !query || v.path.toLowerCase().includes(query) || v.description.toLowerCase().includes(query))
+      .forEach((variable) => {
+        const head = variable.path.split(".")[0];
+        if (head !== group) {
+          group = head;
+          items.push(el("li", { class: "cf-var-group", text: head }));
+        }
+        const notes = [variable.description];
+        if (variable.nullable) notes.push("may be empty: add | default:\"…\"");
+        const button = el(
+          "button",
+          { type: "button", class: "cf-var", "data-path": variable.path, "aria-label": `Insert {{${variable.path}}}` },
+          el("code", { text: `{{${variable.path}}}` }),
+          el("small", { text: notes.join(" · ") })
+        );
+        if (variable.sensitive) button.append(el("small", { class: "cf-var-flag", text: "Clinical: keep it out of SMS." }));
+        // Keep the caret where it is in the field being edited.
+        button.addEventListener("mousedown", (event) => event.preventDefault());
+        button.addEventListener("click", () => insertVariable(variable.path));
+        items.push(el("li", {}, button));
+      });
+    variableList.replaceChildren(...(items.length ? items : [el("li", { class: "cf-help", text: "No variable matches." })]));
+  }
+
+  async function loadVariables() {
+    const trigger = state.trigger;
+    $("cf-reference-link").href = trigger
+      ? schema.referencePage.replace("__trigger__", encodeURIComponent(trigger))
+      : $("cf-reference-link").href;
+    renderVariables();
+    if (!trigger || variableCache[trigger]) return;
+    try {
+      const response = await fetch(schema.referenceUrl.replace("__trigger__", encodeURIComponent(trigger)), {
+        credentials: "same-origin",
+      });
+      if (!response.ok) throw new Error(response.statusText);
+      variableCache[trigger] = (await response.json()).variables;
+    } catch (error) {
+      variableCache[trigger] = [];
+    }
+    if (trigger === state.trigger) renderVariables();
+  }
+  variableSearch.addEventListener("input", renderVariables);
+
+  // --- the clinic, its test patients and approved numbers -------------------------------
+  const patientSelect = $("cf-patient");
+  const organizationSelect = document.getElementById("id_organization");
+  function organization() {
+    if (config.organization) return config.organization;
+    return organizationSelect && organizationSelect.value ? Number(organizationSelect.value) : null;
+  }
+  function senders() {
+    const org = organization();
+    if (org) return config.senders[String(org)] || [];
+    return [...new Set(Object.values(config.senders).flat())];
+  }
+  function renderClinic() {
+    const org = organization();
+    const patients = config.testPatients.filter((p) => !org || p.organization === org);
+    const previous = patientSelect.value;
+    patientSelect.replaceChildren(option("", "No patient: example data"));
+    patients.forEach((p) => patientSelect.append(option(String(p.id), `${p.name}${p.phone ? " · " + p.phone : ""}`)));
+    patientSelect.value = patients.some((p) => String(p.id) === previous)
+      ? previous
+      : patients.length
+        ? String(patients[0].id)
+        : "";
+    $("cf-no-patients").hidden = patients.length > 0;
+    let datalist = $("cf-senders");
+    if (!datalist) {
+      datalist = el("datalist", { id: "cf-senders" });
+      root.append(datalist);
+    }
+    datalist.replaceChildren(...senders().map((n) => option(n, n)));
+  }
+  patientSelect.addEventListener("change", refreshPreviews);
+  if (organizationSelect) {
+    organizationSelect.addEventListener("change", () => {
+      renderClinic();
+      renderSteps();
+      refreshPreviews();
+    });
+  }
+
+  // --- test mode ------------------------------------------------------------------------
+  const resultSection = $("cf-test-section");
+  const resultBox = $("cf-test-result");
+  function showResult(...nodes) {
+    resultSection.hidden = false;
+    resultBox.replaceChildren(...nodes);
+  }
+  function needPatient() {
+    if (patientSelect.value) return false;
+    showResult(el("p", { class: "cf-warning", text: "Choose a test patient first (Test mode, on the right)." }));
+    return true;
+  }
+
+  $("cf-dry-run").addEventListener("click", async () => {
+    if (needPatient()) return;
+    showResult(el("p", { class: "cf-help", text: "Running the dry run…" }));
+    try {
+      const response = await post(urls.dryRun, {
+        patient: patientSelect.value,
+        organization: organization(),
+        definition: definition(),
+      });
+      if (!response.ok) {
+        const data = await response.json().catch(() => ({}));
+        throw new Error(data.error || response.statusText);
+      }
+      resultSection.hidden = false;
+      // A server-rendered partial: Django's templates escaped everything in it.
+      resultBox.innerHTML = await response.text();
+      resultSection.scrollIntoView({ block: "start" });
+    } catch (error) {
+      showResult(el("p", { class: "cf-bad", text: `The dry run failed: ${error.message}` }));
+    }
+  });
+
+  const liveButton = $("cf-live-test");
+  if (liveButton) {
+    liveButton.addEventListener("click", () => {
+      if (needPatient()) return;
+      $("cf-live-who").textContent = patientSelect.selectedOptions[0].textContent;
+      $("cf-live-unsaved").hidden = !dirty;
+      $("cf-live-confirm").hidden = false;
+      $("cf-live-go").focus();
+    });
+    $("cf-live-cancel").addEventListener("click", () => {
+      $("cf-live-confirm").hidden = true;
+      liveButton.focus();
+    });
+    $("cf-live-go").addEventListener("click", async () => {
+      $("cf-live-confirm").hidden = true;
+      try {
+        const response = await post(urls.liveTest, { patient: patientSelect.value });
+        const data = await response.json();
+        if (!response.ok) throw new Error(data.error || response.statusText);
+        showResult(
+          el("p", { class: "cf-lead", text: `${data.message} ` }, el("a", { href: data.url, text: "Open the run's timeline" }))
+        );
+      } catch (error) {
+        showResult(el("p", { class: "cf-bad", text: `Live test refused: ${error.message}` }));
+      }
+    });
+  }
+
+  // --- saving ---------------------------------------------------------------------------
+  form.addEventListener("submit", () => {
+    sync();
+    submitting = true;
+  });
+  window.addEventListener("beforeunload", (event) => {
+    if (dirty && !submitting) {
+      event.preventDefault();
+      event.returnValue = "";
+    }
+  });
+
+  // --- start ----------------------------------------------------------------------------
+  renderTrigger();
+  renderClinic();
+  renderSteps();
+  loadVariables();
+  sync();
+  if (config.errors) showErrors(config.errors, state.steps.map((step) => step.key));
+  if (config.saved || config.errors) validate();
+  drawDiagram();
+  previews();
+})();

@@ -161,14 +161,7 @@ class Run(TimeStamped):
 
 
 class StepRun(TimeStamped):
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        WAITING = "waiting", "Waiting"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        SKIPPED = "skipped", "Skipped"
-        CANCELLED = "cancelled", "Cancelled"
+    Status = Run.Status  # a step moves through the same states as its run
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs")
     index = models.PositiveIntegerField(help_text="0-based index into the run's pinned steps.")

@@ -149,12 +149,7 @@ def main() -> int:
                 env = common.careflow_env(sandbox.url)
             else:
                 env = common.baseline_env(sandbox.url, BENCH_RATE_LIMIT=f"{args.rate:g}/s")
-            common.recreate_db(db)
-            common.migrate(env)
-            common.flush_redis(env["CELERY_BROKER_URL"])
-            procs = (common.careflow_worker if system == "careflow" else common.baseline_worker)(
-                env, logdir
-            )
+            procs = common.system_start(system, db, env, logdir)
             try:
                 results[system] = common.run_child(
                     [

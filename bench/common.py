@@ -511,3 +511,12 @@ def django_setup() -> None:
     import django
 
     django.setup()
+
+
+def system_start(system: str, db: str, env: dict[str, str], logdir: Any) -> Any:
+    """A fresh database and broker for `system` ("careflow" or "baseline"), and its workers."""
+    recreate_db(db)
+    migrate(env)
+    flush_redis(env["CELERY_BROKER_URL"])
+    start = careflow_worker if system == "careflow" else baseline_worker
+    return start(env, logdir)

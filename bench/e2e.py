@@ -193,12 +193,7 @@ def main() -> int:
             db = common.CAREFLOW_DB if system == "careflow" else common.BASELINE_DB
             env_of = common.careflow_env if system == "careflow" else common.baseline_env
             env = env_of(sandbox.url)
-            common.recreate_db(db)
-            common.migrate(env)
-            common.flush_redis(env["CELERY_BROKER_URL"])
-            procs = (common.careflow_worker if system == "careflow" else common.baseline_worker)(
-                env, logdir
-            )
+            procs = common.system_start(system, db, env, logdir)
             try:
                 results[system] = common.run_child(
                     [

@@ -5,7 +5,7 @@ a parameter schema. Python is the source of truth for that schema: the admin, va
 the builder read it from here. Adding an adapter is one module and one `adapter_register`.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,11 +16,25 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Parameter:
+    """One input of an adapter function. The engine renders it against the run's data.
+
+    `kind` says how: "text" is one template (the whole value); "json" is a JSON object whose
+    string values are each a template, rendered into a JSON document, so a value can never
+    break out of its string (keys, numbers, booleans and null stay as written). `check`, if
+    set, vets a literal value at save time; a templated one is the adapter's to check when
+    it runs."""
+
     name: str
     label: str
     help: str = ""
     required: bool = True
     example: str = ""
+    kind: Literal["text", "json"] = "text"
+    # A save-time check of a value written without {{variables}}: the problem, or "".
+    check: Callable[[str], str] | None = None
+
+
+SMS_CLINICAL_DATA_NOTE = "keep it out of text messages (say “your prescription is ready” instead)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +44,11 @@ class Function:
     parameters: tuple[Parameter, ...]
     # SMS is not a private channel: clinical details (medications, test panels) stay out.
     clinical_data_allowed: bool = False
+    # What save-time validation says when a clinical variable is used anyway.
+    clinical_data_note: str = SMS_CLINICAL_DATA_NOTE
+
+    def parameter(self, name: str) -> Parameter | None:
+        return next((p for p in self.parameters if p.name == name), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +63,8 @@ class StepContext:
     step_run_id: int | None = None
     is_test: bool = False
     urgent: bool = False
+    # How many times the engine has executed this step, this time included (1 the first time).
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)

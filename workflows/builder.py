@@ -27,7 +27,8 @@ from workflows.validation import ValidationReport, workflow_validate
 
 # How the builder shows a parameter, by "<step type>.<name>" or "<adapter>.<function>.<name>".
 # The parameters themselves (names, labels, help, required) come from workflows.steps and the
-# adapter registry; anything not listed here is a one-line text field.
+# adapter registry; anything not listed here is a one-line text field (a code box for a JSON
+# parameter).
 WIDGETS: dict[str, dict[str, Any]] = {
     "condition.query": {"widget": "json"},
     "condition.else": {"widget": "step-target"},
@@ -60,6 +61,8 @@ class DefinitionError(ValueError):
 
 
 def _parameter(parameter: Any, key: str, *, templated: bool) -> dict[str, Any]:
+    # A JSON parameter (a webhook body) is a multi-line document: a code box with room.
+    by_kind = {"widget": "json", "rows": 8} if parameter.kind == "json" else {"widget": "text"}
     return {
         "name": parameter.name,
         "label": parameter.label,
@@ -67,7 +70,7 @@ def _parameter(parameter: Any, key: str, *, templated: bool) -> dict[str, Any]:
         "required": parameter.required,
         "example": parameter.example,
         "templated": templated,
-        "widget": "text",
+        **by_kind,
         **WIDGETS.get(key, {}),
     }
 
@@ -144,7 +147,10 @@ def definition_initial(workflow: Workflow | None) -> dict[str, Any]:
                 "type": step.type,
                 "adapter": step.adapter if step.type == Step.Type.ADAPTER else "",
                 "function": step.function if step.type == Step.Type.ADAPTER else "",
-                "parameters": {k: str(v) for k, v in parameters.items()},
+                "parameters": {
+                    k: _json_text(v) if isinstance(v, (dict, list)) else str(v)
+                    for k, v in parameters.items()
+                },
                 "purpose": step.purpose,
                 "urgent": step.urgent,
             }

@@ -27,8 +27,12 @@ from workflows.engine import workflow_definition
 from workflows.events import EVENT_TYPES, schema_example
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, Run, Workflow
-from workflows.rendering import TemplateError, template_render
-from workflows.steps import StepConfigError, condition_evaluate, delay_until
+from workflows.steps import (
+    StepConfigError,
+    adapter_inputs_render,
+    condition_evaluate,
+    delay_until,
+)
 from workflows.tasks import advance_run
 
 
@@ -168,13 +172,10 @@ def _adapter_dry_run(
     function = adapter.functions.get(step.get("function", "")) if adapter else None
     title = f"{adapter.label} → {function.label}" if adapter and function else "Adapter"
     inputs: dict[str, str] = {}
-    for name, template in (step.get("parameters") or {}).items():
-        try:
-            inputs[name] = template_render(str(template), data)
-        except TemplateError as exc:
-            return DryRunStep(
-                number, "adapter", title, "error", f"could not fill in {name}: {exc}", inputs
-            )
+    try:
+        adapter_inputs_render(step, data, into=inputs)
+    except StepConfigError as exc:
+        return DryRunStep(number, "adapter", title, "error", str(exc), inputs)
     if step.get("adapter") != "twilio":
         return DryRunStep(number, "adapter", title, "send", "would call the adapter", inputs)
     integration = twilio_integration(workflow.organization)

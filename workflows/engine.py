@@ -23,8 +23,12 @@ from patients.models import Patient, insert_or_get
 from patients.payloads import payload_for_subject
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, Run, StepRun, Workflow
-from workflows.rendering import TemplateError, template_render
-from workflows.steps import StepConfigError, condition_evaluate, delay_until
+from workflows.steps import (
+    StepConfigError,
+    adapter_inputs_render,
+    condition_evaluate,
+    delay_until,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -265,11 +269,10 @@ def _adapter_execute(
     run: Run, step: dict[str, Any], step_run: StepRun, values: dict[str, Any]
 ) -> Outcome:
     inputs: dict[str, str] = {}
-    for name, template in (step.get("parameters") or {}).items():
-        try:
-            inputs[name] = template_render(str(template), values)
-        except TemplateError as exc:
-            return Outcome("failed", reason=f"could not fill in {name}: {exc}")
+    try:
+        adapter_inputs_render(step, values, into=inputs)
+    except StepConfigError as exc:
+        return Outcome("failed", reason=str(exc))
     step_run.inputs = inputs
     _step_started(step_run, "inputs")
     try:
@@ -291,6 +294,7 @@ def _adapter_execute(
             step_run_id=step_run.pk,
             is_test=run.is_test or bool(patient and patient.is_test),
             urgent=bool(step.get("urgent")),
+            attempt=step_run.attempts,
         ),
     )
 

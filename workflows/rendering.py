@@ -6,6 +6,7 @@ template can read payload data and nothing more: no attribute access, no calls, 
 Rendering is all-or-nothing: any problem raises, and a half-rendered message never exists.
 """
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -161,3 +162,60 @@ def template_render(template: str, data: Mapping[str, Any]) -> str:
     """Render all of `template` against `data`, or raise TemplateError naming the problem."""
     template_variables(template)  # syntax errors first, for the whole template
     return _TAG.sub(lambda m: _render_variable(_parse_tag(m.group(1)), data), template)
+
+
+# --- JSON templates (Parameter.kind == "json") ------------------------------------------------
+# Rendering the JSON text as one template would let a value end its string and add fields of
+# its own (a first name of `", "admin": true, "x": "`). So the text is parsed first and only
+# its string values are templates; the rendered document is serialised again by json.dumps.
+
+
+def json_template_load(template: Any) -> dict[str, Any]:
+    """A JSON template as a document: a JSON object (its text, or already decoded), or
+    TemplateError saying why it is not one."""
+    if isinstance(template, Mapping):
+        return dict(template)
+    try:
+        document = json.loads(str(template))
+    except json.JSONDecodeError as exc:
+        raise TemplateError(
+            f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(document, dict):
+        kind = (
+            "a list"
+            if isinstance(document, list)
+            else "a string"
+            if isinstance(document, str)
+            else "a single value"
+        )
+        raise TemplateError(f"must be a JSON object, {{…}}, not {kind}")
+    return document
+
+
+def json_template_map(document: Any, render: Callable[[str], Any]) -> Any:
+    """`document` with every string value replaced by `render(value)`, at any depth. Keys,
+    numbers, booleans and null are kept as they are."""
+    if isinstance(document, str):
+        return render(document)
+    if isinstance(document, Mapping):
+        return {key: json_template_map(value, render) for key, value in document.items()}
+    if isinstance(document, list):
+        return [json_template_map(value, render) for value in document]
+    return document
+
+
+def json_template_render(template: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Render a JSON template against `data`: each string value as a template, all or nothing."""
+    document = json_template_load(template)
+    json_template_map(document, template_variables)  # syntax errors first, in any value
+    rendered: dict[str, Any] = json_template_map(document, lambda text: template_render(text, data))
+    return rendered
+
+
+def parameter_render(template: Any, data: Mapping[str, Any], *, kind: str = "text") -> str:
+    """One adapter parameter rendered as its kind says (see integrations.adapters.Parameter):
+    a JSON parameter becomes the JSON text of the rendered document."""
+    if kind == "json":
+        return json.dumps(json_template_render(template, data), ensure_ascii=False)
+    return template_render(str(template), data)

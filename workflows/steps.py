@@ -12,7 +12,7 @@ from typing import Any
 from integrations.adapters import Parameter
 from integrations.registry import REGISTRY
 from workflows.filters import FilterError, filter_matches, filter_validate
-from workflows.rendering import MISSING, resolve_path
+from workflows.rendering import MISSING, TemplateError, parameter_render, resolve_path
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _HISTORY_PATH = re.compile(r"^history\.(\d+)\.result(?:\.[A-Za-z0-9_.]+)?$")
@@ -174,6 +174,24 @@ def step_validate(step: Mapping[str, Any], *, number: int, total: int) -> None:
                 raise StepConfigError(f"{parameter.label} is required", field=parameter.name)
     else:
         raise StepConfigError(f"unknown step type {kind!r}", field="type")
+
+
+def adapter_inputs_render(
+    step: Mapping[str, Any], data: Mapping[str, Any], *, into: dict[str, str]
+) -> None:
+    """Render an adapter step's parameters against `data` into `into`, each as its parameter's
+    kind says (text, or JSON rendered value by value). Raise StepConfigError naming the first
+    that cannot be filled in; the ones before it are left in `into` (a dry run shows them)."""
+    adapter = REGISTRY.get(str(step.get("adapter") or ""))
+    function = adapter.functions.get(str(step.get("function") or "")) if adapter else None
+    for name, template in (step.get("parameters") or {}).items():
+        parameter = function.parameter(name) if function else None
+        try:
+            into[name] = parameter_render(
+                template, data, kind=parameter.kind if parameter else "text"
+            )
+        except TemplateError as exc:
+            raise StepConfigError(f"could not fill in {name}: {exc}", field=name) from exc
 
 
 @dataclass(frozen=True, slots=True)

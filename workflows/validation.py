@@ -7,10 +7,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from integrations.adapters import SMS_CLINICAL_DATA_NOTE, Function, Parameter
 from integrations.registry import REGISTRY
 from workflows.events import EVENT_TYPES, schema_field, schema_variables
 from workflows.filters import FilterError, filter_validate
-from workflows.rendering import TemplateError, template_variables
+from workflows.rendering import (
+    TemplateError,
+    json_template_load,
+    json_template_map,
+    template_variables,
+)
 from workflows.steps import StepConfigError, step_validate
 
 
@@ -42,11 +48,16 @@ def _scalar_paths(trigger: str) -> list[str]:
 
 
 def template_problems(
-    template: str, *, trigger: str, step_number: int, clinical_data_allowed: bool = False
+    template: str,
+    *,
+    trigger: str,
+    step_number: int,
+    clinical_data_allowed: bool = False,
+    clinical_data_note: str = SMS_CLINICAL_DATA_NOTE,
 ) -> list[str]:
     """Problems with one template: syntax, unknown variables (with the nearest valid names),
     variables that are objects or lists rather than text, and clinical details where the
-    channel is not private enough for them."""
+    channel is not private enough for them (`clinical_data_note` says where they stay out)."""
     try:
         variables = template_variables(template)
     except TemplateError as exc:
@@ -81,11 +92,43 @@ def template_problems(
             pick = f": use one of its fields, e.g. {{{{{example}}}}}" if example else ""
             problems.append(f"{{{{{path}}}}} is {kind}, not text{pick}")
         elif found.sensitive and not clinical_data_allowed:
-            problems.append(
-                f"{{{{{path}}}}} is clinical information; keep it out of text "
-                "messages (say “your prescription is ready” instead)"
-            )
+            problems.append(f"{{{{{path}}}}} is clinical information; {clinical_data_note}")
     return problems
+
+
+def parameter_problems(
+    parameter: Parameter, value: Any, *, function: Function, trigger: str, step_number: int
+) -> list[str]:
+    """Problems with one adapter parameter's value, as the engine will render it: a text
+    template, or a JSON object whose string values are templates (each checked as one)."""
+    if parameter.kind == "json":
+        if not isinstance(value, Mapping) and not str(value).strip():
+            return []  # "required" is step_validate's to say
+        try:
+            document = json_template_load(value)
+        except TemplateError as exc:
+            return [str(exc)]
+        templates: list[str] = []
+        json_template_map(document, templates.append)
+    else:
+        templates = [str(value)]
+        literal = templates[0].strip()
+        if parameter.check is not None and literal and "{{" not in literal:
+            problem = parameter.check(literal)
+            if problem:
+                return [problem]
+    problems = [
+        problem
+        for template in templates
+        for problem in template_problems(
+            template,
+            trigger=trigger,
+            step_number=step_number,
+            clinical_data_allowed=function.clinical_data_allowed,
+            clinical_data_note=function.clinical_data_note,
+        )
+    ]
+    return list(dict.fromkeys(problems))  # a variable used twice is one problem
 
 
 def workflow_validate(
@@ -110,11 +153,12 @@ def workflow_validate(
         if step.get("type") == "adapter" and trigger in EVENT_TYPES and function is not None:
             params = step.get("parameters") or {}
             for parameter in function.parameters:
-                for problem in template_problems(
-                    str(params.get(parameter.name, "")),
+                for problem in parameter_problems(
+                    parameter,
+                    params.get(parameter.name, ""),
+                    function=function,
                     trigger=trigger,
                     step_number=number,
-                    clinical_data_allowed=function.clinical_data_allowed,
                 ):
                     report.add_step(index, parameter.name, problem)
     return report

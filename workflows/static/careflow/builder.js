@@ -240,7 +240,7 @@
     if (parameter.widget === "textarea" || parameter.widget === "json") {
       control = el("textarea", {
         id: id,
-        rows: parameter.widget === "json" ? 2 : 3,
+        rows: parameter.rows || (parameter.widget === "json" ? 2 : 3),
         class: parameter.widget === "json" ? "cf-code" : "",
         spellcheck: parameter.widget === "json" ? "false" : null,
         placeholder: parameter.example || null,

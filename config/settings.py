@@ -185,6 +185,13 @@ CAREFLOW_APPOINTMENT_REMINDER_HOURS = env.float("CAREFLOW_APPOINTMENT_REMINDER_H
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
 TWILIO_HTTP_TIMEOUT = env.float("TWILIO_HTTP_TIMEOUT", default=10.0)
 
+# The outbound webhook adapter (postJSON): seconds to connect and, separately, to wait for
+# each read of the answer.
+CAREFLOW_WEBHOOK_TIMEOUT = env.float("CAREFLOW_WEBHOOK_TIMEOUT", default=10.0)
+# True lets webhooks reach loopback/private/link-local addresses and plain http://. Only for
+# tests and local development: with it on, a workflow can probe the internal network.
+CAREFLOW_WEBHOOK_ALLOW_PRIVATE = env.bool("CAREFLOW_WEBHOOK_ALLOW_PRIVATE", default=False)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

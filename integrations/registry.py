@@ -23,8 +23,10 @@ def adapter_get(name: str) -> Adapter:
 
 def _register_all() -> None:
     from integrations.twilio.adapter import TwilioAdapter
+    from integrations.webhook import WebhookAdapter
 
     adapter_register(TwilioAdapter())
+    adapter_register(WebhookAdapter())
 
 
 _register_all()

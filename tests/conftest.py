@@ -1,4 +1,5 @@
-"""Shared fixtures: the Twilio sandbox over real HTTP, and a real Celery worker process.
+"""Shared fixtures: the Twilio sandbox over real HTTP, a loopback webhook receiver, and a real
+Celery worker process.
 
 Integration tests run against PostgreSQL and Redis (see config/settings_test.py) with a
 worker started as a separate `celery worker -B` process pointed at the test database, so
@@ -9,8 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -83,6 +87,98 @@ def sandbox_account(sandbox: SandboxServer, integration: Integration) -> Integra
         else [],
     )
     return integration
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: str = '{"ok": true}'
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class WebhookReceiver:
+    """A loopback HTTP server standing in for a clinic's webhook endpoint: it records every
+    POST and answers as told (`answer` for every request, or `answers` queued one by one)."""
+
+    def __init__(self) -> None:
+        self.requests: list[ReceivedRequest] = []
+        self.queued: list[Answer] = []
+        self.default = Answer()
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    receiver.requests.append(ReceivedRequest(self.path, dict(self.headers), body))
+                    answer = receiver.queued.pop(0) if receiver.queued else receiver.default
+                time.sleep(answer.delay)
+                payload = answer.body.encode()
+                try:
+                    self.send_response(answer.status)
+                    for name, value in answer.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    pass  # the client gave up waiting (a timeout test)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def answer(self, status: int = 200, body: str = '{"ok": true}', **extra: Any) -> None:
+        self.default = Answer(status, body, **extra)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests, self.queued, self.default = [], [], Answer()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def webhook_receiver_server() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def webhook_receiver(webhook_receiver_server: WebhookReceiver, settings: Any) -> WebhookReceiver:
+    """The receiver, emptied and answering 200; this process may post to it (loopback, plain
+    http), with a short timeout."""
+    webhook_receiver_server.reset()
+    settings.CAREFLOW_WEBHOOK_ALLOW_PRIVATE = True
+    settings.CAREFLOW_WEBHOOK_TIMEOUT = 2.0
+    return webhook_receiver_server
 
 
 RUNNING_WORKERS: list["WorkerProcess"] = []
@@ -180,6 +276,9 @@ def celery_worker_process(
         "CAREFLOW_SWEEP_INTERVAL": "0.5",
         "CAREFLOW_SCAN_INTERVAL": "0.5",
         "CAREFLOW_SEND_MAX_RETRIES": "4",
+        # The webhook receiver is a loopback http:// server.
+        "CAREFLOW_WEBHOOK_ALLOW_PRIVATE": "1",
+        "CAREFLOW_WEBHOOK_TIMEOUT": "2",
     }
     worker = WorkerProcess(env, tmp_path_factory.mktemp("worker"))
     worker.start()

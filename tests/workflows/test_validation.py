@@ -1,5 +1,8 @@
+from typing import Any
+
 import pytest
 
+from workflows.builder import report_lines
 from workflows.validation import template_problems, workflow_validate
 
 
@@ -147,3 +150,98 @@ def test_clinical_details_are_kept_out_of_sms(trigger: str, variable: str) -> No
         )
         == []
     )
+
+
+# --- the outbound webhook's parameters: a JSON body and a URL --------------------------------
+
+
+def _webhook_step(body: str, url: str = "https://93.184.216.34/hooks/careflow") -> dict:
+    return {
+        "type": "adapter",
+        "adapter": "webhook",
+        "function": "postJSON",
+        "parameters": {"url": url, "body": body},
+    }
+
+
+def _webhook_report(step: dict, trigger: str = "order.shipped") -> dict:
+    report = workflow_validate(trigger=trigger, filter={}, steps=[step])
+    return report.steps.get(0, {})
+
+
+def test_a_valid_webhook_step_has_no_problems() -> None:
+    body = '{"order": "{{order.number}}", "who": {"first": "{{customer.firstName}}"}, "n": 1}'
+    assert _webhook_report(_webhook_step(body)) == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            '{"order": "{{order.number}}",}',
+            "not valid JSON: Expecting property name enclosed in double quotes (line 1, column 30)",
+        ),
+        ('["{{order.number}}"]', "must be a JSON object, {…}, not a list"),
+        ('"{{order.number}}"', "must be a JSON object, {…}, not a string"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_refused_with_the_step_and_parameter_named(
+    body: str, expected: str
+) -> None:
+    step = _webhook_step(body)
+    assert _webhook_report(step) == {"body": [expected]}
+    report = workflow_validate(trigger="order.shipped", filter={}, steps=[step])
+    assert report_lines(report, [step]) == [
+        f"Step 1 (Outbound webhook → Post JSON), Body (JSON): {expected}"
+    ]
+
+
+def test_unknown_variables_inside_the_body_are_found_in_every_value() -> None:
+    body = '{"a": "{{customer.frstName}}", "deep": [{"b": "{{order.numbr}}"}], "again": "{{customer.frstName}}"}'
+    (first, second) = _webhook_report(_webhook_step(body))["body"]
+    assert first.startswith("{{customer.frstName}} is not a variable of order.shipped")
+    assert "did you mean {{customer.firstName}}" in first
+    assert second.startswith("{{order.numbr}} is not a variable of order.shipped")
+
+
+def test_clinical_details_are_kept_out_of_webhook_bodies() -> None:
+    body = '{"medication": "{{prescription.medication.name}}"}'
+    (problem,) = _webhook_report(_webhook_step(body), trigger="prescription.fulfilled")["body"]
+    assert problem == (
+        "{{prescription.medication.name}} is clinical information; keep it out of webhook "
+        "bodies: the receiver is a third party (send an id it can look up instead)"
+    )
+
+
+def test_an_empty_body_is_reported_once_as_required() -> None:
+    assert _webhook_report(_webhook_step("")) == {"body": ["Body (JSON) is required"]}
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "http://93.184.216.34/hook",
+            "the URL must start with https:// (webhooks are only sent encrypted)",
+        ),
+        ("hooks.example.com/careflow", "write the whole URL, starting with https://"),
+        ("https://user:secret@93.184.216.34/", "put no user name or password in the URL"),
+        ("https://127.0.0.1/hook", "127.0.0.1 is not a public address"),
+        # resolved: ::1 or 127.0.0.1 first, depending on the resolver
+        ("https://localhost:8443/hook", "localhost ("),
+        ("https://10.1.2.3/hook", "10.1.2.3 is not a public address"),
+        ("https://169.254.169.254/latest/meta-data/", "169.254.169.254 is not a public address"),
+        ("https://[::1]/hook", "::1 is not a public address"),
+    ],
+)
+def test_a_literal_url_is_checked_at_save_time(url: str, expected: str, settings: Any) -> None:
+    settings.CAREFLOW_WEBHOOK_ALLOW_PRIVATE = False
+    (problem,) = _webhook_report(_webhook_step('{"a": 1}', url=url))["url"]
+    assert problem.startswith(expected)
+    if "://" in url and "@" not in url and url.startswith("https"):
+        assert "is not a public address; webhooks only go to public addresses" in problem
+
+
+def test_a_templated_url_is_left_to_the_send_time_check() -> None:
+    step = _webhook_step('{"a": 1}', url="https://{{customer.email}}/hook")
+    assert _webhook_report(step) == {}

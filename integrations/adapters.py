@@ -46,6 +46,9 @@ class Function:
     clinical_data_allowed: bool = False
     # What save-time validation says when a clinical variable is used anyway.
     clinical_data_note: str = SMS_CLINICAL_DATA_NOTE
+    # Texts a patient: the step's consent purpose and "urgent" (quiet hours) apply at send
+    # time (integrations.policy), so the builder offers them.
+    messages_patient: bool = True
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)

@@ -192,6 +192,8 @@ POST_JSON = Function(
         "keep it out of webhook bodies: the receiver is a third party (send an id it can look "
         "up instead)"
     ),
+    # Not a message to the patient: SMS consent and quiet hours do not apply.
+    messages_patient=False,
 )
 
 

@@ -105,6 +105,8 @@ def builder_schema() -> dict[str, Any]:
                     {
                         "name": function.name,
                         "label": function.label,
+                        # Whether the step's consent purpose and urgency mean anything.
+                        "sendOptions": function.messages_patient,
                         # The engine renders every adapter parameter as a template.
                         "parameters": [
                             _parameter(

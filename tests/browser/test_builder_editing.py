@@ -1,5 +1,6 @@
-"""The builder in a real browser: reordering steps by dragging and by keyboard, and a live
-validation error shown on the step it belongs to, kept through a refused save."""
+"""The builder in a real browser: reordering steps by dragging and by keyboard, a live
+validation error shown on the step it belongs to, kept through a refused save, and a webhook
+step with a multi-line JSON body."""
 
 from collections.abc import Callable
 from typing import Any
@@ -191,3 +192,50 @@ def test_a_viewer_sees_the_builder_read_only(
     expect(page.locator(".cf-add")).to_be_hidden()
     expect(page.locator("#cf-diagram svg")).to_contain_text("Twilio → Send SMS")
     expect(page.locator("#cf-dry-run")).to_be_enabled()
+
+
+def test_a_webhook_step_with_a_multi_line_json_body(
+    admin_page: Callable[[Any], Page], workflow: Workflow
+) -> None:
+    page = _open(admin_page, workflow)
+    page.locator("[data-add=adapter]").click()
+    step = page.locator("#cf-steps > li").nth(3)
+    step.get_by_label("Adapter").select_option("webhook")
+    step.get_by_label("Function").select_option("postJSON")
+    expect(step.locator(".cf-step-title")).to_have_text("Outbound webhook → Post JSON")
+    # SMS consent and quiet hours mean nothing for a webhook: not offered
+    expect(step.locator("[data-param=urgent]")).to_have_count(0)
+    expect(step.locator("[data-param=purpose]")).to_have_count(0)
+
+    step.locator("input[data-param=url]").fill("https://93.184.216.34/careflow")
+    body = step.locator("textarea[data-param=body]")
+    expect(body).to_have_attribute("rows", "8")
+    expect(body).to_have_class("cf-code")
+    body.fill('{\n  "order": "{{order.number}}",\n}')
+    expect(step.locator("[data-errors-for=body]")).to_contain_text(
+        "not valid JSON: Expecting property name enclosed in double quotes (line 3, column 1)"
+    )
+
+    # typed as an admin would: Enter starts a new line in the box, it does not submit
+    body.fill('{\n  "order": "{{order.number}}",')
+    body.press("End")
+    body.press("Enter")
+    body.press_sequentially('  "who": "{{customer.frstName}}"\n}')
+    expect(step.locator("[data-errors-for=body]")).to_contain_text(
+        "{{customer.frstName}} is not a variable of order.shipped; did you mean "
+        "{{customer.firstName}}"
+    )
+    body.fill('{\n  "order": "{{order.number}}",\n  "who": "{{customer.firstName}}"\n}')
+    expect(page.locator("#cf-problems")).to_have_text("✓ No problems found.")
+
+    page.locator("input[name=_continue]").click()
+    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+    saved = workflow.steps.get(position=4)
+    assert (saved.adapter, saved.function) == ("webhook", "postJSON")
+    assert saved.parameters == {
+        "url": "https://93.184.216.34/careflow",
+        "body": '{\n  "order": "{{order.number}}",\n  "who": "{{customer.firstName}}"\n}',
+    }
+    expect(
+        page.locator("#cf-steps > li").nth(3).locator("textarea[data-param=body]")
+    ).to_have_value('{\n  "order": "{{order.number}}",\n  "who": "{{customer.firstName}}"\n}')

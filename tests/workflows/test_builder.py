@@ -495,3 +495,34 @@ def test_schema_comes_from_the_python_step_types_and_registry(staff: Client) -> 
     order = next(c for c in schema["triggers"] if c["category"] == "Order")
     shipped = next(e for e in order["events"] if e["name"] == "order.shipped")
     assert shipped["description"].startswith("The order was handed to the carrier")
+
+
+def test_schema_offers_the_webhook_with_a_code_box_for_its_json_body(staff: Client) -> None:
+    schema = staff.get(_url("builder_schema")).json()
+    webhook = next(a for a in schema["adapters"] if a["name"] == "webhook")
+    assert webhook["label"] == "Outbound webhook"
+    (post_json,) = webhook["functions"]
+    assert (post_json["name"], post_json["sendOptions"]) == ("postJSON", False)
+    url, body = post_json["parameters"]
+    assert (url["name"], url["widget"], url["templated"]) == ("url", "text", True)
+    assert (body["name"], body["widget"], body["rows"], body["templated"]) == (
+        "body",
+        "json",
+        8,
+        True,
+    )
+    send_sms = next(a for a in schema["adapters"] if a["name"] == "twilio")["functions"][0]
+    assert send_sms["sendOptions"] is True
+
+
+@pytest.mark.django_db
+def test_a_body_stored_as_an_object_is_edited_as_json_text() -> None:
+    workflow = WorkflowFactory()
+    SmsStepFactory(
+        workflow=workflow,
+        adapter="webhook",
+        function="postJSON",
+        parameters={"url": "https://93.184.216.34/h", "body": {"who": "{{customer.firstName}}"}},
+    )
+    (step,) = builder.definition_initial(workflow)["steps"]
+    assert step["parameters"]["body"] == '{"who": "{{customer.firstName}}"}'

@@ -386,7 +386,9 @@
     if (description) body.append(el("p", { class: "cf-help", text: description }));
     if (step.type === "adapter") body.append(renderAdapterChoice(step));
     parametersOf(step).forEach((p) => body.append(renderParameter(step, index, p)));
-    if (step.type === "adapter" && functionOf(step)) body.append(renderSendOptions(step));
+    if (step.type === "adapter" && functionOf(step) && functionOf(step).sendOptions) {
+      body.append(renderSendOptions(step));
+    }
     return el(
       "li",
       { class: "cf-step", "data-key": step.key, "aria-label": `Step ${number}: ${titleOf(step)}` },

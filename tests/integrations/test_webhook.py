@@ -401,3 +401,19 @@ def test_a_404_fails_the_run_with_the_reason(webhook_receiver: WebhookReceiver) 
     run = run_advance(run_id=run_id)
     assert run is not None and run.status == Run.Status.FAILED
     assert run.error == "step 1: the webhook answered 404 Not Found"
+
+
+@pytest.mark.django_db
+def test_a_test_patients_run_skips_the_post(webhook_receiver: WebhookReceiver) -> None:
+    workflow = _webhook_workflow(webhook_receiver, '{"order": "{{order.number}}"}')
+    patient = PatientFactory(organization=workflow.organization, is_test=True)
+    (run_id,) = event_dispatch(event_id=_ship(patient).pk)
+    run = run_advance(run_id=run_id)
+    assert run is not None and run.status == Run.Status.SKIPPED
+    step_run = StepRun.objects.get(run_id=run_id)
+    assert (step_run.status, step_run.skip_reason) == (
+        StepRun.Status.SKIPPED,
+        "test run: webhook not called",
+    )
+    assert step_run.result["would_post"]["body"] == {"order": "7001"}
+    assert webhook_receiver.requests == []

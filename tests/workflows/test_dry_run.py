@@ -204,3 +204,25 @@ def test_live_test_creates_a_test_run_that_no_other_workflow_sees(setup: dict[st
     assert run.event.dispatched_at is not None  # the relay will never pick it up
     assert not Run.objects.filter(workflow=other).exists()
     assert Order.objects.count() == 0
+
+
+def test_a_webhook_step_shows_its_rendered_body_and_posts_nothing(
+    setup: dict[str, Any], webhook_receiver: Any
+) -> None:
+    setup["patient"].first_name = 'Tess "T"'
+    setup["patient"].save()
+    OrderFactory(patient=setup["patient"], number="W-7", total_amount=50)
+    SmsStepFactory(
+        workflow=setup["workflow"],
+        adapter="webhook",
+        function="postJSON",
+        parameters={
+            "url": f"{webhook_receiver.url}/hook",
+            "body": '{"order": "{{order.number}}", "who": "{{customer.firstName}}"}',
+        },
+    )
+    report = workflow_dry_run(workflow=setup["workflow"], patient=setup["patient"])
+    (step,) = report.steps
+    assert (step.title, step.outcome) == ("Outbound webhook → Post JSON", "send")
+    assert step.inputs["body"] == '{"order": "W-7", "who": "Tess \\"T\\""}'
+    assert webhook_receiver.requests == []

@@ -52,14 +52,28 @@ def event_dispatch(*, event_id: int) -> list[int]:
     matching, its runs are created in the same transaction that marks it dispatched, so a
     dispatched event is done (and the database allows one run per workflow and event).
     """
+    return [run.pk for run in event_dispatch_claiming(event_id=event_id, claim=0)]
+
+
+def event_dispatch_claiming(*, event_id: int, claim: int) -> list[Run]:
+    """event_dispatch, returning the runs, of which the first `claim` are created already
+    claimed by this worker (running, with a lease) for `run_continue`: the common event
+    that starts one run then costs no separate claim and reload. Should the worker die
+    before continuing them, their lease expires and the sweeper hands them on."""
     with transaction.atomic():
         event = Event.objects.select_for_update().get(pk=event_id)
         if event.dispatched_at is not None:
             return []
-        workflows = Workflow.objects.filter(
-            organization_id=event.organization_id, trigger=event.type, enabled=True
-        ).prefetch_related("steps")
-        runs = []
+        workflows = (
+            Workflow.objects.filter(
+                organization_id=event.organization_id, trigger=event.type, enabled=True
+            )
+            .select_related("organization")
+            .prefetch_related("steps")
+        )
+        now = timezone.now()
+        lease = now + timedelta(seconds=settings.CAREFLOW_RUN_LEASE_SECONDS)
+        runs: list[Run] = []
         for workflow in workflows:
             try:
                 if not filter_matches(workflow.filter or {}, event.payload):
@@ -67,13 +81,14 @@ def event_dispatch(*, event_id: int) -> list[int]:
             except (FilterError, TypeError) as exc:
                 logger.error("workflow %s has an unusable filter: %s", workflow.pk, exc)
                 continue
-            runs.append(
-                Run(workflow=workflow, event=event, definition=workflow_definition(workflow))
-            )
+            run = Run(workflow=workflow, event=event, definition=workflow_definition(workflow))
+            if len(runs) < claim:
+                run.status, run.lease_expires_at, run.started_at = Run.Status.RUNNING, lease, now
+            runs.append(run)
         created = Run.objects.bulk_create(runs)
-        event.dispatched_at = timezone.now()
+        event.dispatched_at = now
         event.save(update_fields=["dispatched_at"])
-    return [run.pk for run in created]
+    return created
 
 
 def run_claim(*, run_id: int) -> bool:
@@ -152,9 +167,18 @@ def run_advance(*, run_id: int) -> Run | None:
     if not run_claim(run_id=run_id):
         return None
     run = Run.objects.select_related("event", "workflow__organization").get(pk=run_id)
+    return _run_continue(run, {step_run.index: step_run for step_run in run.step_runs.all()})
+
+
+def run_continue(*, run: Run) -> Run:
+    """Advance a run this worker created claimed (event_dispatch_claiming): it has no step
+    runs yet, and its event and workflow are in hand."""
+    return _run_continue(run, {})
+
+
+def _run_continue(run: Run, known: dict[int, StepRun]) -> Run:
     steps = run.definition.get("steps", [])
     data = RunData(run)
-    known = {step_run.index: step_run for step_run in run.step_runs.all()}
     for index in sorted(i for i in known if i < run.next_index):
         data.remember(known[index])
     executed = not steps or any(

@@ -8,9 +8,10 @@ from django.utils import timezone
 
 from integrations.tasks import send_message
 from workflows.engine import (
-    event_dispatch,
+    event_dispatch_claiming,
     events_undispatched,
     run_advance,
+    run_continue,
     run_waiting_message,
     runs_due,
 )
@@ -29,13 +30,13 @@ INLINE_RUNS = 3
 @shared_task
 def dispatch_event(event_id: int) -> None:
     try:
-        run_ids = event_dispatch(event_id=event_id)
+        runs = event_dispatch_claiming(event_id=event_id, claim=INLINE_RUNS)
     except Event.DoesNotExist:
         return
-    for run_id in run_ids[:INLINE_RUNS]:
-        _advance(run_id)
-    for run_id in run_ids[INLINE_RUNS:]:
-        advance_run.delay(run_id)
+    for run in runs[:INLINE_RUNS]:
+        _after_advance(run_continue(run=run))
+    for run in runs[INLINE_RUNS:]:
+        advance_run.delay(run.pk)
 
 
 @shared_task
@@ -48,6 +49,10 @@ def _advance(run_id: int) -> None:
         run = run_advance(run_id=run_id)
     except Run.DoesNotExist:
         return
+    _after_advance(run)
+
+
+def _after_advance(run: Run | None) -> None:
     if (
         run is None
         or run.status != Run.Status.WAITING
@@ -61,7 +66,7 @@ def _advance(run_id: int) -> None:
         # sends it at its time and then wakes the run.
         send_message.apply_async((message_id,), eta=run.due_at)
     else:
-        advance_run.apply_async((run_id,), eta=run.due_at)
+        advance_run.apply_async((run.pk,), eta=run.due_at)
 
 
 @shared_task

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from patients.models import Order
 from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
-from workflows.engine import event_dispatch, run_claim, runs_due
+from workflows.engine import event_dispatch, event_dispatch_claiming, run_claim, runs_due
 from workflows.models import Event, Run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_worker")]
@@ -72,6 +72,29 @@ def test_a_dead_workers_run_is_taken_over_after_its_lease_only() -> None:
     Run.objects.filter(pk=run_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert run_id in [r for r, _ in runs_due()]
     assert run_claim(run_id=run_id)
+
+
+def test_a_run_created_claimed_is_taken_over_after_its_lease_when_its_worker_died() -> None:
+    # dispatch_event creates the runs it advances inline already claimed; a worker killed
+    # before continuing one leaves it running, which is recovered like any dead claim.
+    event = _shipped_event()
+    (run,) = event_dispatch_claiming(event_id=event.pk, claim=1)
+    assert run.status == Run.Status.RUNNING and run.lease_expires_at is not None
+    assert not run_claim(run_id=run.pk)
+    assert run.pk not in [r for r, _ in runs_due()]
+    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert run.pk in [r for r, _ in runs_due()]
+    assert run_claim(run_id=run.pk)
+
+
+def test_only_the_asked_number_of_runs_is_created_claimed() -> None:
+    event = _shipped_event()
+    for _ in range(2):
+        workflow = WorkflowFactory(organization=event.organization, trigger="order.shipped")
+        SmsStepFactory(workflow=workflow)
+    runs = event_dispatch_claiming(event_id=event.pk, claim=2)
+    assert [run.status for run in runs] == [Run.Status.RUNNING] * 2 + [Run.Status.PENDING]
+    assert event_dispatch_claiming(event_id=event.pk, claim=2) == []  # dispatched once
 
 
 def test_the_sweeper_releases_waiting_runs_at_their_due_time() -> None:

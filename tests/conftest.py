@@ -184,6 +184,10 @@ def webhook_receiver(webhook_receiver_server: WebhookReceiver, settings: Any) ->
 RUNNING_WORKERS: list["WorkerProcess"] = []
 
 
+# The session worker's PostgreSQL sessions carry this name, so a test can end theirs only.
+WORKER_APPLICATION_NAME = "careflow-test-worker"
+
+
 class WorkerProcess:
     """A real `celery worker -B` process; can be killed and started again mid-test."""
 
@@ -266,7 +270,10 @@ def celery_worker_process(
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DATABASE_URL": (
+            f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+            f"?application_name={WORKER_APPLICATION_NAME}"
+        ),
         "CELERY_BROKER_URL": broker_url,
         "TWILIO_API_BASE_URL": sandbox_server.url,
         "TWILIO_HTTP_TIMEOUT": "2",

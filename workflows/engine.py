@@ -449,8 +449,9 @@ def workflow_waiting_runs(*, workflow: Workflow) -> int:
 def run_retry(*, run: Run) -> bool:
     """Retry a failed run from its failed step; steps that succeeded are not repeated.
 
-    The failed step gets a new generation, hence a new idempotency key: its failed message
-    stays as the record of what happened, and the retry is a new message.
+    The failed step gets a new generation, hence a new idempotency key and its own count of
+    attempts: its failed message stays as the record of what happened, and the retry is a
+    new message.
     """
     with transaction.atomic():
         failed = (
@@ -463,6 +464,7 @@ def run_retry(*, run: Run) -> bool:
         StepRun.objects.filter(pk=failed.pk).update(
             status=StepRun.Status.PENDING,
             generation=failed.generation + 1,
+            attempts=0,  # a new generation gets its own attempts (an adapter's retry cap)
             error="",
             finished_at=None,
             updated_at=timezone.now(),

@@ -321,6 +321,8 @@ def test_retry_from_the_failed_step_does_not_repeat_succeeded_steps(
     assert run.error.startswith("step 2: Twilio error 21602")
     assert run_retry(run=run) is True
     assert run_retry(run=Run.objects.get(pk=run_id)) is False  # pending now, not failed
+    retried = StepRun.objects.get(run_id=run_id, index=1)
+    assert (retried.status, retried.generation, retried.attempts) == ("pending", 1, 0)
     run = run_advance(run_id=run_id)
     assert run is not None and run.status == Run.Status.SUCCEEDED
     assert [m["body"] for m in sandbox.messages()] == ["first", "second"]

@@ -59,6 +59,10 @@ WORKER_TIMINGS = {
 }
 
 
+# Our workers' PostgreSQL sessions carry this name, so teardown ends theirs and no other.
+WORKER_APPLICATION_NAME = "careflow-faults-worker"
+
+
 def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -339,7 +343,10 @@ def worker_env(
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DATABASE_URL": f"postgres://{credentials}@{host}:{port}/{db['NAME']}",
+            "DATABASE_URL": (
+                f"postgres://{credentials}@{host}:{port}/{db['NAME']}"
+                f"?application_name={WORKER_APPLICATION_NAME}"
+            ),
             "CELERY_BROKER_URL": private_redis.url,
             # The per-sender throttle's Redis: ours too, never the shared one.
             "CAREFLOW_THROTTLE_REDIS_URL": private_redis.url,
@@ -353,7 +360,10 @@ def worker_env(
 
 @pytest.fixture
 def workers(
-    worker_env: dict[str, str], tmp_path: Path, transactional_db: Any
+    worker_env: dict[str, str],
+    tmp_path: Path,
+    transactional_db: Any,
+    sandbox_server: SandboxServer,
 ) -> Iterator[list[FaultWorker]]:
     """Two worker processes of 2 prefork children each, started; beat runs in the first."""
     pair = [
@@ -367,7 +377,13 @@ def workers(
     finally:
         for worker in pair:
             worker.stop()
-        # Backends a killed worker left behind would block the flush of the test database.
+        # Sessions left on the test database would block its flush, or its drop at the end
+        # of the session: a SIGKILLed worker's lingers until PostgreSQL notices, and the live
+        # server's threads keep theirs while the sandbox's keep-alive connections post the
+        # status callbacks still pending (dropped here: the test is over).
+        sandbox_server.reset()
+        with contextlib.suppress(Exception):
+            _wait(_worker_backends_gone, timeout=15, what="the workers' database sessions")
         with contextlib.suppress(Exception), connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -376,6 +392,18 @@ def workers(
         if os.environ.get("CAREFLOW_SHOW_WORKER_LOG"):
             for worker in pair:
                 print(f"--- {worker.name} ---\n{worker.log_tail(20000)}")
+
+
+def _worker_backends_gone() -> bool:
+    """Terminate this suite's worker sessions on the test database; True once none is left."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            [WORKER_APPLICATION_NAME],
+        )
+        (count,) = cursor.fetchone()
+    return count == 0
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -232,6 +232,7 @@ def wait_until(
     timeout: float,
     what: str,
     inject: Callable[[], None] | None = None,
+    extra: Callable[[], str] = lambda: "",
     started: float | None = None,
     scenario: str = "",
 ) -> Tally:
@@ -261,6 +262,7 @@ def wait_until(
                 if now > deadline
                 else f"{what}: no progress for {now - last_change:.0f}s"
             )
+            why = f"{why}; {extra()}" if extra() else why
             report(f"{scenario} FAILED", tally, now - started, why)
             pytest.fail(
                 f"{scenario}: {why}\n{HEADER}\n{tally.row(scenario, now - started)}\n"
@@ -316,8 +318,9 @@ def ship_under_faults(
         burst,
         lambda _: not injector.points,
         timeout=timeout,
-        what=f"the burst's progress ({len(injector.points)} faults still to inject)",
+        what=f"the burst's progress while injecting {len(injector.points)} faults",
         inject=injector,
+        extra=lambda: f"{injector.injected} injected, {len(injector.points)} not reached",
         started=started,
         scenario=scenario,
     )

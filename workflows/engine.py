@@ -153,9 +153,24 @@ class RunData:
 
 
 def _step_run_get(run: Run, index: int, known: dict[int, StepRun]) -> StepRun:
+    """The step run at `index`; a new one is not written until it has something to say
+    (see _step_save)."""
     if index not in known:
-        known[index] = insert_or_get(StepRun, {"run": run, "index": index})
+        known[index] = StepRun(run=run, index=index)
     return known[index]
+
+
+def _step_save(step_run: StepRun, fields: list[str]) -> None:
+    """Write these fields of the step run. A new step run's first write is its INSERT, with
+    them: one statement where inserting it empty and then updating it took two."""
+    if step_run.pk is None:
+        values = {name: getattr(step_run, name) for name in [*fields, "created_at"]}
+        row = insert_or_get(StepRun, {"run": step_run.run, "index": step_run.index}, values)
+        step_run.pk, step_run._state.adding = row.pk, False
+        if row.created_at == step_run.created_at:
+            return  # our INSERT wrote every field
+        # Another holder of the run created it meanwhile (a lease taken over): update it.
+    step_run.save(update_fields=fields)
 
 
 def run_advance(*, run_id: int) -> Run | None:
@@ -263,9 +278,7 @@ def _step_execute(
 
 
 def _step_started(step_run: StepRun, *extra: str) -> None:
-    step_run.save(
-        update_fields=["status", "attempts", "started_at", "due_at", *extra, "updated_at"]
-    )
+    _step_save(step_run, ["status", "attempts", "started_at", "due_at", *extra, "updated_at"])
 
 
 def _delay_execute(
@@ -331,9 +344,7 @@ def _step_finish(step_run: StepRun, outcome: Outcome) -> None:
     step_run.skip_reason = outcome.reason if outcome.status == "skipped" else ""
     step_run.error = ""
     step_run.finished_at = timezone.now()
-    step_run.save(
-        update_fields=["status", "result", "skip_reason", "error", "finished_at", "updated_at"]
-    )
+    _step_save(step_run, ["status", "result", "skip_reason", "error", "finished_at", "updated_at"])
 
 
 def _run_wait(run: Run, step_run: StepRun, outcome: Outcome) -> None:
@@ -341,7 +352,7 @@ def _run_wait(run: Run, step_run: StepRun, outcome: Outcome) -> None:
     with transaction.atomic():
         step_run.status, step_run.due_at = StepRun.Status.WAITING, due
         step_run.result, step_run.error = outcome.result, outcome.reason
-        step_run.save(update_fields=["status", "due_at", "result", "error", "updated_at"])
+        _step_save(step_run, ["status", "due_at", "result", "error", "updated_at"])
         _run_transition(run, Run.Status.WAITING, due_at=due)
 
 
@@ -353,8 +364,9 @@ def _run_fail(run: Run, step_run: StepRun, outcome: Outcome) -> None:
             outcome.result,
         )
         step_run.finished_at = timezone.now()
-        step_run.save(
-            update_fields=[
+        _step_save(
+            step_run,
+            [
                 "status",
                 "error",
                 "result",
@@ -363,7 +375,7 @@ def _run_fail(run: Run, step_run: StepRun, outcome: Outcome) -> None:
                 "started_at",
                 "inputs",
                 "updated_at",
-            ]
+            ],
         )
         _run_finish(run, Run.Status.FAILED, error=f"step {step_run.number}: {outcome.reason}")
 

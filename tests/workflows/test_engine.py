@@ -3,6 +3,8 @@
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from integrations.models import OutboundMessage
 from integrations.twilio.sandbox import SandboxServer
@@ -59,6 +61,30 @@ def test_shipped_order_sends_one_sms_with_right_to_from_body(
     step_run = StepRun.objects.get(run_id=run_id)
     assert step_run.inputs["to"] == "+14155550123"
     assert step_run.result["sid"] == received[0]["sid"]
+
+
+# The statements one order.shipped event costs a worker, from dispatch to a sent SMS: the
+# hot path of every burst (bench/e2e.py), including the read of the clinic's messaging policy
+# (cached for 5 s in a worker). Savepoints only exist inside the test's transaction.
+STATEMENTS_PER_EVENT = 16
+
+
+def test_an_event_that_sends_one_sms_costs_a_bounded_number_of_statements(
+    clinic: dict[str, Any], sandbox: SandboxServer
+) -> None:
+    from workflows.tasks import dispatch_event
+
+    ConsentFactory(patient=clinic["patient"])
+    event = _ship(clinic["patient"])
+    with CaptureQueriesContext(connection) as queries:
+        dispatch_event(event.pk)
+    assert OutboundMessage.objects.get().status == OutboundMessage.Status.SENT
+    statements = [
+        query["sql"]
+        for query in queries.captured_queries
+        if not query["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
+    ]
+    assert len(statements) <= STATEMENTS_PER_EVENT, "\n".join(s[:100] for s in statements)
 
 
 def test_dispatching_the_same_event_twice_makes_one_run(clinic: dict[str, Any]) -> None:

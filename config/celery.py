@@ -2,21 +2,14 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init
+from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
-
-from config.durability import worker_commits_asynchronously
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("careflow")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-
-# Prefork children start with worker_process_init; solo and thread pools run tasks in the
-# worker's own process, which starts with worker_init.
-worker_process_init.connect(worker_commits_asynchronously, weak=False)
-worker_init.connect(worker_commits_asynchronously, weak=False)
 
 
 def _database_sessions_checked(**kwargs: Any) -> None:

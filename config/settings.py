@@ -164,9 +164,6 @@ CELERY_BEAT_SCHEDULE = {
 # Celery's Django fixup closes the DB connection after every task unless this is set; a new
 # PostgreSQL connection per task nearly halves throughput.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
-# Worker sessions commit without waiting for the WAL flush, except the claim before a send
-# (config/durability.py says why that is safe). False: every commit waits.
-CAREFLOW_WORKER_ASYNC_COMMIT = env.bool("CAREFLOW_WORKER_ASYNC_COMMIT", default=True)
 
 # Redis for the per-sender throttle shared by all workers; by default the broker's Redis.
 CAREFLOW_THROTTLE_REDIS_URL = env.str("CAREFLOW_THROTTLE_REDIS_URL", default=CELERY_BROKER_URL)

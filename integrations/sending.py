@@ -9,19 +9,20 @@ reconciled by looking the message up at Twilio before anything is sent again.
 import logging
 import random
 import time
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 import requests
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 from django.urls import reverse
 from django.utils import timezone
 from twilio.base.exceptions import TwilioRestException
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from config.durability import durable
 from integrations.models import Integration, OutboundMessage
 from integrations.policy import send_decide, send_needs_lock
 from integrations.sms import segment_info
@@ -165,8 +166,7 @@ def _message_decide_and_claim(message: OutboundMessage) -> bool:
     """
     patient_id = message.patient_id
     locking = patient_id is not None and send_needs_lock(message=message)
-    # durable(): the claim must be on disk before Twilio is called (config/durability.py).
-    with durable():
+    with transaction.atomic() if locking else nullcontext():
         if locking and patient_id is not None:
             Patient.objects.select_for_update().filter(pk=patient_id).first()
         now = timezone.now()

@@ -185,6 +185,17 @@ RUNNING_WORKERS: list["WorkerProcess"] = []
 WORKER_APPLICATION_NAME = "careflow-test-worker"
 
 
+def sessions_terminate(application_name: str) -> int:
+    """End the test database's sessions of this application (a worker's); how many there were."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            [application_name],
+        )
+        return int(cursor.fetchone()[0])
+
+
 class WorkerProcess:
     """A real `celery worker -B` process; can be killed and started again mid-test."""
 

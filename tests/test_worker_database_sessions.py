@@ -1,15 +1,21 @@
 """A worker whose database sessions were terminated (server restart, administrator) goes on
 working: every task checks its session first, as Django does around a request."""
 
+import re
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from integrations.models import OutboundMessage
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import Order
-from tests.conftest import WORKER_APPLICATION_NAME, WorkerProcess, sandbox_account, wait_for
+from tests.conftest import (
+    WORKER_APPLICATION_NAME,
+    WorkerProcess,
+    sandbox_account,
+    sessions_terminate,
+    wait_for,
+)
 from tests.factories import (
     ConsentFactory,
     IntegrationFactory,
@@ -18,23 +24,15 @@ from tests.factories import (
     SmsStepFactory,
     WorkflowFactory,
 )
-from workflows.models import Event
+from workflows.models import Run
 
 pytestmark = pytest.mark.integration
-DATABASE_ERRORS = (b"OperationalError", b"InterfaceError")
+# A dispatch task that failed. (Beat's own tasks run every half second here, and one may be
+# mid-query when its session is ended: that failure is the termination, not what follows.)
+DISPATCH_FAILED = re.compile(rb"Task workflows\.tasks\.dispatch_event\[[^\]]+\] raised")
 
 
-def _terminate_worker_sessions() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = %s",
-            [WORKER_APPLICATION_NAME],
-        )
-        return int(cursor.fetchone()[0])
-
-
-def test_tasks_after_the_workers_sessions_were_terminated_run_without_a_database_error(
+def test_tasks_after_the_workers_sessions_were_terminated_run_without_a_failure(
     worker: WorkerProcess, sandbox: SandboxServer
 ) -> None:
     integration = sandbox_account(sandbox, IntegrationFactory())
@@ -58,12 +56,15 @@ def test_tasks_after_the_workers_sessions_were_terminated_run_without_a_database
     # given a worker whose processes have open sessions (two prefork children)
     for order in orders[:2]:
         ship(order)
-    wait_for(lambda: len(sandbox.messages()) == 2, what="the first two messages")
+    wait_for(
+        lambda: Run.objects.filter(status=Run.Status.SUCCEEDED).count() == 2,
+        what="the first two runs finished",
+    )
     # when an administrator terminates them all
-    assert _terminate_worker_sessions() >= 1
+    assert sessions_terminate(WORKER_APPLICATION_NAME) >= 1
     offset = worker.log_path.stat().st_size
 
-    # then the next events are dispatched by their own tasks, with no failed task between
+    # then the next events are dispatched by their own tasks, none of them failing
     for order in orders[2:]:
         ship(order)
     wait_for(lambda: len(sandbox.messages()) == 4, what="the messages after the termination")
@@ -72,5 +73,4 @@ def test_tasks_after_the_workers_sessions_were_terminated_run_without_a_database
     ]
     assert OutboundMessage.objects.count() == 4
     log = worker.log_path.read_bytes()[offset:]
-    assert not any(error in log for error in DATABASE_ERRORS), log.decode(errors="replace")[-3000:]
-    assert not Event.objects.filter(relayed_at__isnull=False).exists()
+    assert not DISPATCH_FAILED.search(log), log.decode(errors="replace")[-3000:]

@@ -37,6 +37,7 @@ from django.db import connection
 
 from config.celery import app as celery_app
 from integrations.twilio.sandbox import SandboxServer
+from tests.conftest import sessions_terminate
 from tests.faults.harness import REPORTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -383,7 +384,11 @@ def workers(
         # status callbacks still pending (dropped here: the test is over).
         sandbox_server.reset()
         with contextlib.suppress(Exception):
-            _wait(_worker_backends_gone, timeout=15, what="the workers' database sessions")
+            _wait(
+                lambda: sessions_terminate(WORKER_APPLICATION_NAME) == 0,
+                timeout=15,
+                what="the workers' database sessions",
+            )
         with contextlib.suppress(Exception), connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -392,18 +397,6 @@ def workers(
         if os.environ.get("CAREFLOW_SHOW_WORKER_LOG"):
             for worker in pair:
                 print(f"--- {worker.name} ---\n{worker.log_tail(20000)}")
-
-
-def _worker_backends_gone() -> bool:
-    """Terminate this suite's worker sessions on the test database; True once none is left."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = %s",
-            [WORKER_APPLICATION_NAME],
-        )
-        (count,) = cursor.fetchone()
-    return count == 0
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

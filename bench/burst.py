@@ -129,10 +129,7 @@ def main() -> int:
     common.print_header(
         f"burst: {args.events} events, one sender at {args.rate:g} segments/s",
         {
-            "broker": "Redis 127.0.0.1:6379 (careflow db 10, baseline db 11)",
-            "worker": f"prefork -c {common.WORKER_CONCURRENCY}, prefetch 1, acks_late",
-            "CELERY_DB_REUSE_MAX": 1000,
-            "CONN_MAX_AGE": 60,
+            **common.WORKER_SETTINGS,
             "sandbox": "own process, status callbacks off, no rate enforcement",
             "runs": args.runs,
         },

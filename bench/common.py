@@ -31,6 +31,13 @@ REDIS = "redis://127.0.0.1:6379"
 CAREFLOW_DB, BASELINE_DB = "careflow_bench", "careflow_bench_base"
 CAREFLOW_REDIS, BASELINE_REDIS = f"{REDIS}/10", f"{REDIS}/11"
 WORKER_CONCURRENCY = 2
+# What both systems' workers run with, as the scripts print it in their headers.
+WORKER_SETTINGS = {
+    "broker": "Redis 127.0.0.1:6379 (careflow db 10, baseline db 11)",
+    "worker": f"prefork -c {WORKER_CONCURRENCY}, prefetch 1, acks_late",
+    "CELERY_DB_REUSE_MAX": 1000,
+    "CONN_MAX_AGE": 60,
+}
 SANDBOX_ACCOUNT = ("AC" + "b" * 32, "bench-auth-token")
 SANDBOX_FROM = "+15005550006"
 
@@ -398,33 +405,36 @@ class Sandbox:
             time.sleep(0.2)
 
 
+def _worker_argv(app: str, queues: str, name: str) -> list[str]:
+    """One `celery worker` command line for both systems: only the app, queues and name
+    differ, never the pool, concurrency or the features turned off."""
+    return [
+        PY,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        str(WORKER_CONCURRENCY),
+        "-P",
+        "prefork",
+        "-l",
+        "INFO",
+        "-n",
+        f"{name}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+
+
 def careflow_worker(env: dict[str, str], logdir: Path) -> list[Proc]:
     """`celery -A config worker -Q events,runs,sends -c 2` plus a separate beat (the relay)."""
     worker = Proc(
-        "careflow-worker",
-        [
-            PY,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "events,runs,sends",
-            "-c",
-            str(WORKER_CONCURRENCY),
-            "-P",
-            "prefork",
-            "-l",
-            "INFO",
-            "-n",
-            "cfbench@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        env,
-        logdir,
+        "careflow-worker", _worker_argv("config", "events,runs,sends", "cfbench"), env, logdir
     )
     beat = Proc(
         "careflow-beat",
@@ -451,27 +461,7 @@ def careflow_worker(env: dict[str, str], logdir: Path) -> list[Proc]:
 def baseline_worker(env: dict[str, str], logdir: Path) -> list[Proc]:
     worker = Proc(
         "baseline-worker",
-        [
-            PY,
-            "-m",
-            "celery",
-            "-A",
-            "bench.baseline.celery_app",
-            "worker",
-            "-Q",
-            "sends",
-            "-c",
-            str(WORKER_CONCURRENCY),
-            "-P",
-            "prefork",
-            "-l",
-            "INFO",
-            "-n",
-            "basebench@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
+        _worker_argv("bench.baseline.celery_app", "sends", "basebench"),
         env,
         logdir,
     )

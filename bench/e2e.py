@@ -169,11 +169,8 @@ def main() -> int:
     common.print_header(
         "e2e: order shipped → SMS accepted by the sandbox",
         {
-            "broker": "Redis 127.0.0.1:6379 (careflow db 10, baseline db 11)",
-            "worker": f"prefork -c {common.WORKER_CONCURRENCY}, prefetch 1, acks_late",
+            **common.WORKER_SETTINGS,
             "careflow queues": "events,runs,sends + separate beat",
-            "CELERY_DB_REUSE_MAX": 1000,
-            "CONN_MAX_AGE": 60,
             "TWILIO_HTTP_TIMEOUT": 10,
             "sandbox": "own process, status callbacks off",
             "runs": args.runs,

@@ -196,6 +196,19 @@ def sessions_terminate(application_name: str) -> int:
         return int(cursor.fetchone()[0])
 
 
+def celery_worker_argv(*, name: str = "", beat_schedule: Path | None = None) -> list[str]:
+    """`celery worker` as the tests run it: all three queues, 2 prefork children, beat
+    embedded when given a schedule file."""
+    argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "events,runs,sends"]
+    argv += ["-c", "2", "-l", "INFO", "--without-gossip", "--without-mingle"]
+    argv += ["--without-heartbeat"]
+    if name:
+        argv += ["-n", f"{name}@%h"]
+    if beat_schedule is not None:
+        argv += ["-B", "-s", str(beat_schedule)]
+    return argv
+
+
 class WorkerProcess:
     """A real `celery worker -B` process; can be killed and started again mid-test."""
 
@@ -209,26 +222,7 @@ class WorkerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 — our own interpreter and arguments
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "-B",
-                    "-s",
-                    str(self.workdir / "beat-schedule"),
-                    "-Q",
-                    "events,runs,sends",
-                    "-c",
-                    "2",
-                    "-l",
-                    "INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                ],
+                celery_worker_argv(beat_schedule=self.workdir / "beat-schedule"),
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,

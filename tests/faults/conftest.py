@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,7 +36,7 @@ from django.db import connection
 
 from config.celery import app as celery_app
 from integrations.twilio.sandbox import SandboxServer
-from tests.conftest import sessions_terminate
+from tests.conftest import celery_worker_argv, sessions_terminate
 from tests.faults.harness import REPORTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,28 +172,9 @@ class FaultWorker:
 
     def start(self, *, timeout: float = 60.0) -> None:
         self.starts += 1
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-n",
-            f"{self.name}@%h",
-            "-Q",
-            "events,runs,sends",
-            "-c",
-            "2",
-            "-l",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-        if self.beat:
-            # A fresh schedule file per start: a SIGKILL can leave the old one half-written.
-            argv += ["-B", "-s", str(self.workdir / f"{self.name}-beat-{self.starts}")]
+        # A fresh schedule file per start: a SIGKILL can leave the old one half-written.
+        schedule = self.workdir / f"{self.name}-beat-{self.starts}" if self.beat else None
+        argv = celery_worker_argv(name=self.name, beat_schedule=schedule)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 — our own interpreter and arguments

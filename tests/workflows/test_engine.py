@@ -87,6 +87,22 @@ def test_an_event_that_sends_one_sms_costs_a_bounded_number_of_statements(
     assert len(statements) <= STATEMENTS_PER_EVENT, "\n".join(s[:100] for s in statements)
 
 
+def test_a_step_run_another_holder_created_meanwhile_is_updated_not_duplicated(
+    clinic: dict[str, Any], sandbox: SandboxServer
+) -> None:
+    from workflows.engine import event_dispatch_claiming, run_continue
+
+    ConsentFactory(patient=clinic["patient"])
+    (run,) = event_dispatch_claiming(event_id=_ship(clinic["patient"]).pk, claim=1)
+    StepRun.objects.create(run=run, index=0)  # e.g. a worker whose lease was taken over
+    run = run_continue(run=run)
+    assert run.status == Run.Status.SUCCEEDED
+    step_run = StepRun.objects.get(run=run)  # still one row, and it says what happened
+    assert step_run.status == StepRun.Status.SUCCEEDED
+    assert step_run.inputs["to"] == "+14155550123" and step_run.result["status"] == "sent"
+    assert len(sandbox.messages()) == 1
+
+
 def test_dispatching_the_same_event_twice_makes_one_run(clinic: dict[str, Any]) -> None:
     event = _ship(clinic["patient"])
     assert len(event_dispatch(event_id=event.pk)) == 1

@@ -526,17 +526,29 @@ def runs_due(
     ]
 
 
-def events_undispatched(*, limit: int = 500) -> list[int]:
+def events_undispatched(*, limit: int = 500, queued: int = 0) -> list[int]:
     """Claim events recorded a while ago that no dispatch has handled (the broker was down
     at commit, or the task was lost); each is relayed once per REQUEUE_AFTER at most, by one
-    relay even when several run."""
+    relay even when several run.
+
+    `queued` is how many dispatch tasks the broker still holds. In a burst the workers are
+    behind, and events wait in the queue longer than the relay's delay: those are not lost,
+    and relaying them would only queue a second task for each. So as many of the oldest
+    candidates are taken as the queue cannot account for; when tasks were really lost, they
+    are relayed (the oldest first) once the queue holds fewer than the events waiting.
+    """
     now = timezone.now()
     stale = now - timedelta(seconds=settings.CAREFLOW_RELAY_AFTER_SECONDS)
+    candidates = Event.objects.filter(dispatched_at__isnull=True, created_at__lt=stale).filter(
+        Q(relayed_at__isnull=True) | Q(relayed_at__lt=now - REQUEUE_AFTER)
+    )
+    if queued:
+        limit = min(limit, candidates.count() - queued)
+        if limit <= 0:
+            return []
     with transaction.atomic():
         ids = list(
-            Event.objects.filter(dispatched_at__isnull=True, created_at__lt=stale)
-            .filter(Q(relayed_at__isnull=True) | Q(relayed_at__lt=now - REQUEUE_AFTER))
-            .select_for_update(skip_locked=True)
+            candidates.select_for_update(skip_locked=True)
             .order_by("id")
             .values_list("id", flat=True)[:limit]
         )

@@ -1,10 +1,13 @@
 """Celery tasks: thin, id-taking, safe to run twice. The logic is in workflows.engine."""
 
 from datetime import timedelta
+from typing import Any
 
-from celery import shared_task
+from celery import current_app, shared_task
 from django.conf import settings
 from django.utils import timezone
+from kombu import Queue
+from kombu.exceptions import ChannelError, KombuError
 
 from integrations.tasks import send_message
 from workflows.engine import (
@@ -69,9 +72,23 @@ def _after_advance(run: Run | None) -> None:
         advance_run.apply_async((run.pk,), eta=run.due_at)
 
 
+def _queued(queue: str) -> int:
+    """Tasks waiting in this broker queue (not those a worker has taken); 0 when the broker
+    cannot say, so the relay then relays as if nothing were queued."""
+    try:
+        with current_app.connection_for_read() as connection:
+            # kombu's stubs say str; a passive declare answers (name, messages, consumers).
+            declared: Any = Queue(queue, channel=connection.default_channel).queue_declare(
+                passive=True
+            )
+    except (OSError, KombuError, ChannelError):  # no such queue yet, or no broker
+        return 0
+    return int(declared.message_count)
+
+
 @shared_task
 def relay_events() -> int:
-    event_ids = events_undispatched()
+    event_ids = events_undispatched(queued=_queued("events"))
     for event_id in event_ids:
         dispatch_event.delay(event_id)
     return len(event_ids)

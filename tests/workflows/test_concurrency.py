@@ -12,6 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from patients.models import Order
+from tests.conftest import wait_for
 from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
 from workflows.engine import event_dispatch, event_dispatch_claiming, run_claim, runs_due
 from workflows.models import Event, Run
@@ -127,3 +128,53 @@ def test_sweepers_push_each_run_once_while_it_is_queued() -> None:
     pushed = _in_threads(runs_due, count=4)
     assert sorted(len(batch) for batch in pushed) == [0, 0, 0, 1]
     assert runs_due() == []
+
+
+def _ship_orders(count: int) -> list[int]:
+    """Ship `count` orders; the only events left (and queued) are their order.shipped."""
+    from config.celery import app as celery_app
+
+    workflow = WorkflowFactory(trigger="order.shipped")
+    SmsStepFactory(workflow=workflow)
+    orders = OrderFactory.create_batch(
+        count, patient__organization=workflow.organization, organization=workflow.organization
+    )
+    from workflows.tasks import _queued
+
+    created = Event.objects.count()  # the orders' and patients' creation
+    wait_for(lambda: _queued("events") >= created, what="the creation events published")
+    Event.objects.all().delete()
+    with celery_app.connection_for_write() as broker:
+        broker.default_channel.queue_purge("events")
+    for order in orders:
+        order.status = Order.Status.SHIPPED
+        order.save()
+    return list(Event.objects.order_by("id").values_list("id", flat=True))
+
+
+def test_a_relay_takes_only_the_oldest_events_the_queue_cannot_account_for() -> None:
+    from workflows.engine import events_undispatched
+
+    shipped = _ship_orders(5)
+    Event.objects.update(created_at=timezone.now() - timedelta(seconds=30))
+    assert events_undispatched(queued=5) == []  # all five may still be in the queue
+    assert events_undispatched(queued=3) == shipped[:2]  # at least two were lost: the oldest
+    assert events_undispatched(queued=0) == shipped[2:]
+
+
+def test_relay_events_leaves_a_backlog_in_the_broker_alone_and_relays_lost_tasks() -> None:
+    from config.celery import app as celery_app
+    from workflows.tasks import _queued, relay_events
+
+    # given five events whose dispatch tasks wait in the broker (no worker is consuming)
+    _ship_orders(5)
+    wait_for(lambda: _queued("events") == 5, what="the five dispatch tasks in the queue")
+    Event.objects.update(created_at=timezone.now() - timedelta(seconds=30))
+    # then the relay, seeing them queued, queues nothing more
+    assert relay_events() == 0
+    assert _queued("events") == 5
+    # and once the broker has lost them, it relays them all
+    with celery_app.connection_for_write() as broker:
+        broker.default_channel.queue_purge("events")
+    assert relay_events() == 5
+    assert _queued("events") == 5

@@ -18,6 +18,7 @@ import requests
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 from twilio.base.exceptions import TwilioRestException
@@ -478,13 +479,17 @@ def message_status_apply(
         fields["error_message"] = error_explanation(error_code)
     if fields["status"] == Status.DELIVERED:
         fields["delivered_at"] = now
+    if sid:
+        # A callback for an attempt we could not confirm proves Twilio accepted it. The SID
+        # goes in the same statement as the status: a message is never left "sent" without it.
+        fields["provider_sid"] = Coalesce(F("provider_sid"), Value(sid))
     changed = (
         OutboundMessage.objects.filter(pk=message.pk, provider_status__in=lower)
         .exclude(status__in=[Status.SKIPPED])
         .update(**fields)
     )
-    if sid:
-        # A callback for an attempt we could not confirm proves Twilio accepted it.
+    if sid and not changed:
+        # A stale report (the status is already further on) can still carry a missing SID.
         OutboundMessage.objects.filter(pk=message.pk, provider_sid__isnull=True).update(
             provider_sid=sid
         )

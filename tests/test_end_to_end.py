@@ -124,7 +124,8 @@ def test_21610_records_the_opt_out(clinic: Integration, sandbox: SandboxServer) 
         ).count()
         == 2
     )
-    assert Run.objects.get().status == Run.Status.FAILED
+    # The run's outcome is written after the message's, in the worker's next statement.
+    assert wait_for(lambda: Run.objects.get().status == Run.Status.FAILED, what="the failed run")
 
 
 def test_429_then_success_sends_exactly_one(clinic: Integration, sandbox: SandboxServer) -> None:

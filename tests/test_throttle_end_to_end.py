@@ -40,9 +40,15 @@ def test_a_burst_is_shaped_to_the_senders_rate(
     )
     received = sorted(m["received_at"] for m in sandbox.messages())
     assert len(received) == BURST
-    # Never ahead of the schedule the rate allows (arrival jitter of a connection setup or
-    # a scheduling hiccup aside), and the burst as a whole takes as long as the rate says.
-    ahead = [(k / RATE) - (at - received[0]) for k, at in enumerate(received)]
-    assert max(ahead) < 0.1, ahead
-    assert received[-1] - received[0] >= (BURST - 1) / RATE - 0.1
+    # The k-th message may leave k / RATE after the first token at the earliest. Arrivals carry
+    # jitter (the first send of each of the two fresh worker children also opens its HTTP
+    # connection: 0.13-0.18 s seen), so the schedule is anchored at the median offset rather
+    # than at one arrival: no message may be ahead of it by more than the jitter. A throttle
+    # that let the burst through would put the last message (BURST - 1) / RATE ahead of it.
+    offsets = sorted(at - k / RATE for k, at in enumerate(received))
+    anchor = offsets[len(offsets) // 2]
+    ahead = [anchor - (at - k / RATE) for k, at in enumerate(received)]
+    assert max(ahead) < 0.15, ahead
+    # Nor does shaping hold the burst back much beyond what the rate needs.
+    assert received[-1] - received[0] <= (BURST - 1) / RATE + 1.0
     assert sandbox.stats()["errors"] == 0

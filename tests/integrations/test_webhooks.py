@@ -1,11 +1,13 @@
 from typing import Any
 
 import pytest
+from django.db import OperationalError, connection
 from django.test import Client
 from django.urls import reverse
 from twilio.request_validator import RequestValidator
 
 from integrations.models import OutboundMessage
+from integrations.sending import message_status_apply
 from tests.factories import IntegrationFactory, PatientFactory
 
 pytestmark = pytest.mark.django_db
@@ -174,3 +176,55 @@ def test_a_replayed_callback_is_harmless(client: Client, message: OutboundMessag
     message.refresh_from_db()
     assert message.status == Status.DELIVERED
     assert message.delivered_at == first_delivered_at  # not re-applied
+
+
+def _unconfirmed(message: OutboundMessage) -> OutboundMessage:
+    """The message as a worker leaves it when it could not confirm Twilio's answer."""
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        status=Status.UNKNOWN, provider_status="", provider_sid=None
+    )
+    message.refresh_from_db()
+    return message
+
+
+def test_a_callback_for_an_unconfirmed_send_records_status_and_sid_in_one_statement(
+    message: OutboundMessage,
+) -> None:
+    sid = "SM" + "2" * 32
+    message = _unconfirmed(message)
+    writes: list[str] = []
+
+    def fail_after_the_first_write(execute: Any, sql: str, *args: Any) -> Any:
+        if sql.lstrip().upper().startswith("UPDATE"):
+            writes.append(sql)
+            if len(writes) > 1:  # the connection drops after one statement
+                raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, *args)
+
+    with connection.execute_wrapper(fail_after_the_first_write):
+        assert message_status_apply(message=message, provider_status="sent", sid=sid)
+    message.refresh_from_db()
+    assert (message.status, message.provider_status, message.provider_sid) == (
+        Status.SENT,
+        "sent",
+        sid,
+    )
+    assert len(writes) == 1
+
+
+def test_a_stale_callback_still_fills_in_a_missing_sid(message: OutboundMessage) -> None:
+    sid = "SM" + "3" * 32
+    message = _unconfirmed(message)
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        status=Status.DELIVERED, provider_status="delivered"
+    )
+    assert not message_status_apply(message=message, provider_status="sent", sid=sid)
+    message.refresh_from_db()
+    assert (message.status, message.provider_sid) == (Status.DELIVERED, sid)
+
+
+def test_a_callback_never_replaces_a_known_sid(message: OutboundMessage) -> None:
+    known = message.provider_sid
+    assert message_status_apply(message=message, provider_status="delivered", sid="SM" + "4" * 32)
+    message.refresh_from_db()
+    assert (message.status, message.provider_sid) == (Status.DELIVERED, known)

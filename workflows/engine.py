@@ -526,29 +526,52 @@ def runs_due(
     ]
 
 
+def _dispatch_frontier() -> datetime | None:
+    """When the newest event a worker has dispatched was recorded (None before any)."""
+    return (
+        Event.objects.filter(dispatched_at__isnull=False)
+        .order_by("-id")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+
+
 def events_undispatched(*, limit: int = 500, queued: int = 0) -> list[int]:
     """Claim events recorded a while ago that no dispatch has handled (the broker was down
     at commit, or the task was lost); each is relayed once per REQUEUE_AFTER at most, by one
     relay even when several run.
 
-    `queued` is how many dispatch tasks the broker still holds. In a burst the workers are
-    behind, and events wait in the queue longer than the relay's delay: those are not lost,
-    and relaying them would only queue a second task for each. So as many of the oldest
-    candidates are taken as the queue cannot account for; when tasks were really lost, they
-    are relayed (the oldest first) once the queue holds fewer than the events waiting.
+    `queued` is how many tasks the broker's events queue still holds. In a burst the workers
+    are behind, and events wait in the queue longer than the relay's delay: those are not
+    lost, and relaying them would only queue a second task for each. An event is taken as
+    lost when either
+    - the queue cannot account for it: there are more candidates than queued tasks, so at
+      least the surplus (taken oldest first) are not in it; or
+    - it has been overtaken: the queue is first in, first out, so once an event published
+      after this one's task (plus the relay delay, for prefetch and commit order) has been
+      dispatched, this one's task is gone. This keeps a lost event from waiting behind steady
+      traffic, when the queue (beat's tasks and fresh events included) is never empty.
     """
     now = timezone.now()
-    stale = now - timedelta(seconds=settings.CAREFLOW_RELAY_AFTER_SECONDS)
-    candidates = Event.objects.filter(dispatched_at__isnull=True, created_at__lt=stale).filter(
-        Q(relayed_at__isnull=True) | Q(relayed_at__lt=now - REQUEUE_AFTER)
-    )
+    after = timedelta(seconds=settings.CAREFLOW_RELAY_AFTER_SECONDS)
+    candidates = Event.objects.filter(
+        dispatched_at__isnull=True, created_at__lt=now - after
+    ).filter(Q(relayed_at__isnull=True) | Q(relayed_at__lt=now - REQUEUE_AFTER))
+    surplus = limit
+    overtaken = Q(pk__in=[])
     if queued:
-        limit = min(limit, candidates.count() - queued)
-        if limit <= 0:
-            return []
+        surplus = max(0, candidates.count() - queued)
+        frontier = _dispatch_frontier()
+        if frontier is not None:
+            # A relayed event's task was published again at relayed_at.
+            overtaken = Q(relayed_at__isnull=True, created_at__lt=frontier - after) | Q(
+                relayed_at__lt=frontier - after
+            )
     with transaction.atomic():
+        oldest = candidates.order_by("id").values_list("id", flat=True)[:surplus]
         ids = list(
-            candidates.select_for_update(skip_locked=True)
+            candidates.filter(Q(pk__in=list(oldest)) | overtaken)
+            .select_for_update(skip_locked=True)
             .order_by("id")
             .values_list("id", flat=True)[:limit]
         )

@@ -162,6 +162,35 @@ def test_a_relay_takes_only_the_oldest_events_the_queue_cannot_account_for() -> 
     assert events_undispatched(queued=0) == shipped[2:]
 
 
+def test_under_steady_traffic_a_relay_takes_the_events_that_later_dispatches_overtook() -> None:
+    from workflows.engine import REQUEUE_AFTER, events_undispatched
+
+    now = timezone.now()
+    queued = _ship_orders(3)  # their tasks wait in the queue, behind a few of beat's
+    Event.objects.filter(pk__in=queued).update(created_at=now - timedelta(seconds=5))
+    organization = Event.objects.get(pk=queued[0]).organization
+
+    def event(key: str, age: float, **fields: Any) -> int:
+        created_at = now - timedelta(seconds=age)
+        return Event.objects.create(
+            organization=organization,
+            type="order.shipped",
+            dedupe_key=key,
+            created_at=created_at,
+            **fields,
+        ).pk
+
+    lost = event("lost", 30)
+    relayed_lost = event("relayed-lost", 200, relayed_at=now - REQUEUE_AFTER * 2)
+    # no event dispatched yet: nothing shows the queue has moved past any of them
+    assert events_undispatched(queued=6) == []
+    # an event recorded 10 s ago has been dispatched: everything published before it is gone
+    event("dispatched", 10, dispatched_at=now)
+    assert events_undispatched(queued=6) == sorted([lost, relayed_lost])
+    # and once relayed, they are not taken again until REQUEUE_AFTER has passed
+    assert events_undispatched(queued=6) == []
+
+
 def test_relay_events_leaves_a_backlog_in_the_broker_alone_and_relays_lost_tasks() -> None:
     from config.celery import app as celery_app
     from workflows.tasks import _queued, relay_events

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -61,8 +61,9 @@ def event_dispatch_claiming(*, event_id: int, claim: int) -> list[Run]:
     that starts one run then costs no separate claim and reload. Should the worker die
     before continuing them, their lease expires and the sweeper hands them on."""
     with transaction.atomic():
-        event = Event.objects.select_for_update().get(pk=event_id)
-        if event.dispatched_at is not None:
+        now = timezone.now()
+        event = _event_claim(event_id=event_id, now=now)
+        if event is None:  # dispatched already (or no such event)
             return []
         workflows = (
             Workflow.objects.filter(
@@ -71,7 +72,6 @@ def event_dispatch_claiming(*, event_id: int, claim: int) -> list[Run]:
             .select_related("organization")
             .prefetch_related("steps")
         )
-        now = timezone.now()
         lease = now + timedelta(seconds=settings.CAREFLOW_RUN_LEASE_SECONDS)
         runs: list[Run] = []
         for workflow in workflows:
@@ -86,9 +86,23 @@ def event_dispatch_claiming(*, event_id: int, claim: int) -> list[Run]:
                 run.status, run.lease_expires_at, run.started_at = Run.Status.RUNNING, lease, now
             runs.append(run)
         created = Run.objects.bulk_create(runs)
-        event.dispatched_at = now
-        event.save(update_fields=["dispatched_at"])
     return created
+
+
+def _event_claim(*, event_id: int, now: datetime) -> Event | None:
+    """Mark the event dispatched and return it, in one statement; None when it already was.
+    The row stays locked until the caller's transaction ends, so a concurrent dispatch of the
+    same event waits, then finds it dispatched."""
+    quote = connection.ops.quote_name
+    meta = Event._meta
+    dispatched = quote(meta.get_field("dispatched_at").column)
+    columns = ", ".join(quote(field.column) for field in meta.concrete_fields)
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {dispatched} = %s"  # noqa: S608 — names from the model
+        f" WHERE {quote(meta.pk.column)} = %s AND {dispatched} IS NULL RETURNING {columns}"
+    )
+    params = [connection.ops.adapt_datetimefield_value(now), event_id]
+    return next(iter(Event.objects.raw(sql, params)), None)
 
 
 def run_claim(*, run_id: int) -> bool:

@@ -45,11 +45,10 @@ RECONCILE_AFTER = timedelta(seconds=15)
 RECONCILE_GRACE = timedelta(minutes=2)
 
 
-def message_prepare(
+def _message_defaults(
     *,
     organization: Organization,
     integration: Integration,
-    idempotency_key: str,
     to: str,
     body: str,
     purpose: str,
@@ -59,10 +58,9 @@ def message_prepare(
     step_run_id: int | None = None,
     is_test: bool = False,
     urgent: bool = False,
-) -> OutboundMessage:
-    """Create the message row for this idempotency key, or return the one that exists."""
+) -> dict[str, Any]:
     info = segment_info(body)
-    defaults: dict[str, Any] = {
+    return {
         "organization": organization,
         "integration": integration,
         "patient": patient,
@@ -78,7 +76,40 @@ def message_prepare(
         "is_test": is_test,
         "urgent": urgent,
     }
+
+
+def message_prepare(*, idempotency_key: str, **fields: Any) -> OutboundMessage:
+    """Create the message row for this idempotency key, or return the one that exists.
+    `fields`: organization, integration, to, body, purpose and optionally from_number,
+    messaging_service_sid, patient, step_run_id, is_test, urgent."""
+    defaults = _message_defaults(**fields)
     return insert_or_get(OutboundMessage, {"idempotency_key": idempotency_key}, defaults)
+
+
+def message_prepare_and_deliver(*, idempotency_key: str, **fields: Any) -> OutboundMessage:
+    """message_prepare, then message_deliver, with one write fewer: a new message's first
+    write is its INSERT, already carrying the send-time decision (claimed for sending,
+    deferred or skipped). Sends a frequency cap may limit are decided the usual way, after
+    the INSERT and under the patient's lock; a message that exists already goes on as it is.
+    """
+    defaults = _message_defaults(**fields)
+    message = OutboundMessage(idempotency_key=idempotency_key, **defaults)
+    if message.patient_id is not None and send_needs_lock(message=message):
+        return message_deliver(message_prepare(idempotency_key=idempotency_key, **fields))
+    now = timezone.now()
+    decided, wait = _message_decide(message, now)
+    row = insert_or_get(
+        OutboundMessage,
+        {"idempotency_key": idempotency_key},
+        {**defaults, **decided, "uuid": message.uuid},
+    )
+    if row.uuid != message.uuid:  # written before (a retried step): it goes on from there
+        return message_deliver(row)
+    if wait is None:
+        return row
+    if wait > 0:
+        time.sleep(wait)  # a fraction of a second: cheaper than a round trip via the broker
+    return _message_call_twilio(row)
 
 
 def status_callback_url(message: OutboundMessage) -> str:
@@ -159,6 +190,30 @@ def _message_slot(message: OutboundMessage, now: datetime) -> float | None:
         return None
 
 
+def _message_decide(message: OutboundMessage, now: datetime) -> tuple[dict[str, Any], float | None]:
+    """Run the send-time checks: the fields recording their outcome, and how long to wait
+    before sending when the message may be claimed now (None: not now; the fields say why)."""
+    decision = send_decide(message=message, now=now)
+    fields: dict[str, Any] = {
+        "decision": decision.as_dict(now),
+        "consent_record": decision.consent_record,
+    }
+    if decision.defer_until is not None:
+        return {**fields, "next_attempt_at": decision.defer_until}, None
+    if not decision.allowed:
+        skipped = {"status": Status.SKIPPED, "skip_reason": decision.reason}
+        return {**fields, **skipped, "next_attempt_at": None}, None
+    wait = _message_slot(message, now)
+    if wait is None or wait > INLINE_WAIT_SECONDS:
+        # Queued behind this sender's throughput (or Redis is unreachable, in which
+        # case sending unshaped is not an option): come back at the reserved time.
+        later = now + timedelta(seconds=wait if wait is not None else THROTTLE_RETRY_SECONDS)
+        slot = {"slot_at": later} if wait is not None else {}
+        return {**fields, "next_attempt_at": later, **slot}, None
+    claim = {"status": Status.SENDING, "attempts": message.attempts + 1, "sending_started_at": now}
+    return {**fields, **claim}, wait
+
+
 def _message_decide_and_claim(message: OutboundMessage) -> bool:
     """Run the send-time checks and, if they pass, claim the message (pending → sending).
 
@@ -171,55 +226,20 @@ def _message_decide_and_claim(message: OutboundMessage) -> bool:
         if locking and patient_id is not None:
             Patient.objects.select_for_update().filter(pk=patient_id).first()
         now = timezone.now()
-        decision = send_decide(message=message, now=now)
-        record = decision.as_dict(now)
-        if decision.defer_until is not None:
-            _update(
-                message,
-                decision=record,
-                next_attempt_at=decision.defer_until,
-                consent_record=decision.consent_record,
-            )
-            return False
-        if not decision.allowed:
-            _update(
-                message,
-                status=Status.SKIPPED,
-                skip_reason=decision.reason,
-                decision=record,
-                consent_record=decision.consent_record,
-                next_attempt_at=None,
-            )
-            return False
-        wait = _message_slot(message, now)
-        if wait is None or wait > INLINE_WAIT_SECONDS:
-            # Queued behind this sender's throughput (or Redis is unreachable, in which
-            # case sending unshaped is not an option): come back at the reserved time.
-            later = now + timedelta(seconds=wait if wait is not None else THROTTLE_RETRY_SECONDS)
-            _update(
-                message,
-                decision=record,
-                consent_record=decision.consent_record,
-                next_attempt_at=later,
-                **({"slot_at": later} if wait is not None else {}),
-            )
+        fields, wait = _message_decide(message, now)
+        if wait is None:
+            _update(message, **fields)
             return False
         claimed = OutboundMessage.objects.filter(pk=message.pk, status=Status.PENDING).update(
-            status=Status.SENDING,
-            attempts=message.attempts + 1,
-            sending_started_at=now,
-            consent_record=decision.consent_record,
-            decision=record,
-            updated_at=now,
+            **fields, updated_at=now
         )
     if not claimed:  # another worker has it
         message.refresh_from_db()
         return False
+    for name, value in fields.items():
+        setattr(message, name, value)
     if wait > 0:
         time.sleep(wait)  # a fraction of a second: cheaper than a round trip via the broker
-    message.status, message.attempts = Status.SENDING, message.attempts + 1
-    message.sending_started_at, message.consent_record = now, decision.consent_record
-    message.decision = record
     return True
 
 

@@ -2,7 +2,7 @@
 
 from integrations.adapters import Adapter, Function, Outcome, Parameter, StepContext
 from integrations.models import Integration, OutboundMessage
-from integrations.sending import message_deliver, message_prepare
+from integrations.sending import message_prepare_and_deliver
 from patients.models import Organization, Patient
 
 Status = OutboundMessage.Status
@@ -63,7 +63,7 @@ class TwilioAdapter(Adapter):
         if integration is None:
             return Outcome("failed", reason="this clinic has no enabled Twilio integration")
         to = context.inputs["to"].strip()
-        message = message_prepare(
+        message = message_prepare_and_deliver(
             organization=context.organization,
             integration=integration,
             idempotency_key=context.idempotency_key,
@@ -76,7 +76,6 @@ class TwilioAdapter(Adapter):
             is_test=context.is_test,
             urgent=context.urgent,
         )
-        message = message_deliver(message)
         return _outcome(message)
 
 

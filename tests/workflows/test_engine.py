@@ -66,7 +66,7 @@ def test_shipped_order_sends_one_sms_with_right_to_from_body(
 # The statements one order.shipped event costs a worker, from dispatch to a sent SMS: the
 # hot path of every burst (bench/e2e.py), including the read of the clinic's messaging policy
 # (cached for 5 s in a worker). Savepoints only exist inside the test's transaction.
-STATEMENTS_PER_EVENT = 16
+STATEMENTS_PER_EVENT = 13
 
 
 def test_an_event_that_sends_one_sms_costs_a_bounded_number_of_statements(

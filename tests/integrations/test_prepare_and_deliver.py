@@ -1,0 +1,127 @@
+"""message_prepare_and_deliver, the engine's way to send: a new message's first write is its
+INSERT, already carrying the send-time decision; capped sends still decide under the
+patient's lock; a message that exists goes on as it is."""
+
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from integrations.models import MessagingPolicy, OutboundMessage
+from integrations.policy import messaging_policy_forget
+from integrations.sending import message_prepare_and_deliver
+from integrations.twilio.sandbox import SandboxServer
+from patients.models import Patient
+from tests.conftest import sandbox_account
+from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
+
+Status = OutboundMessage.Status
+
+
+@pytest.fixture
+def send(sandbox: SandboxServer) -> Any:
+    integration = sandbox_account(sandbox, IntegrationFactory())
+
+    def send(patient: Patient, key: str = "run:1:step:0") -> OutboundMessage:
+        return message_prepare_and_deliver(
+            organization=integration.organization,
+            integration=integration,
+            idempotency_key=key,
+            to=patient.phone,
+            from_number="+15005550006",
+            body="Your order shipped",
+            purpose="transactional",
+            patient=patient,
+        )
+
+    send.organization = integration.organization  # type: ignore[attr-defined]
+    return send
+
+
+def _message_writes(queries: CaptureQueriesContext) -> list[str]:
+    return [
+        query["sql"]
+        for query in queries.captured_queries
+        if query["sql"].startswith(("INSERT", "UPDATE"))
+        and "integrations_outboundmessage" in query["sql"]
+    ]
+
+
+@pytest.mark.django_db
+def test_a_new_message_is_inserted_claimed_then_sent(send: Any, sandbox: SandboxServer) -> None:
+    patient = PatientFactory(organization=send.organization, phone="+14155550123")
+    ConsentFactory(patient=patient)
+    with CaptureQueriesContext(connection) as queries:
+        message = send(patient)
+    assert (message.status, message.attempts) == (Status.SENT, 1)
+    assert message.decision["allowed"] is True
+    inserted, accepted = _message_writes(queries)  # no separate claim UPDATE
+    assert inserted.startswith("INSERT") and "'sending'" in inserted
+    assert accepted.startswith("UPDATE") and message.provider_sid in accepted
+    stored = OutboundMessage.objects.get()
+    assert (stored.status, stored.provider_sid, stored.consent_record_id) == (
+        Status.SENT,
+        message.provider_sid,
+        patient.consents.get().pk,
+    )
+    assert [m["to"] for m in sandbox.messages()] == ["+14155550123"]
+
+
+@pytest.mark.django_db
+def test_without_consent_the_message_is_inserted_skipped_and_nothing_is_sent(
+    send: Any, sandbox: SandboxServer
+) -> None:
+    patient = PatientFactory(organization=send.organization, phone="+14155550123")
+    with CaptureQueriesContext(connection) as queries:
+        message = send(patient)
+    assert (message.status, message.skip_reason) == (Status.SKIPPED, "no SMS consent")
+    assert len(_message_writes(queries)) == 1
+    assert OutboundMessage.objects.get().status == Status.SKIPPED
+    assert sandbox.messages() == []
+
+
+@pytest.mark.django_db
+def test_a_message_that_exists_goes_on_as_it_is_and_is_not_sent_twice(
+    send: Any, sandbox: SandboxServer
+) -> None:
+    patient = PatientFactory(organization=send.organization, phone="+14155550123")
+    ConsentFactory(patient=patient)
+    first = send(patient)
+    again = send(patient)
+    assert again.pk == first.pk and again.status == Status.SENT
+    assert OutboundMessage.objects.count() == 1
+    assert len(sandbox.messages()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_sends_under_a_cap_are_decided_one_at_a_time(
+    send: Any, sandbox: SandboxServer
+) -> None:
+    patient = PatientFactory(organization=send.organization, phone="+14155550123")
+    ConsentFactory(patient=patient)
+    MessagingPolicy.objects.update_or_create(
+        organization=send.organization, defaults={"transactional_per_day": 1}
+    )
+    messaging_policy_forget()
+    barrier = threading.Barrier(4)
+    results: list[OutboundMessage] = []
+
+    def one(n: int) -> None:
+        try:
+            barrier.wait()
+            results.append(send(patient, key=f"run:{n}:step:0"))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(message.status for message in results)
+    assert statuses == [Status.SENT, Status.SKIPPED, Status.SKIPPED, Status.SKIPPED]
+    skipped = [m for m in results if m.status == Status.SKIPPED]
+    assert all(m.skip_reason.startswith("frequency cap") for m in skipped)
+    assert len(sandbox.messages()) == 1

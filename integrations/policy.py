@@ -125,7 +125,9 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
         return decision.failed("consent", "recipient is not a patient of this clinic")
 
     # The whole (short) SMS consent history in one query; the rules are applied below.
-    history = list(ConsentRecord.objects.filter(patient=patient, channel=ConsentRecord.Channel.SMS))
+    history = list(
+        ConsentRecord.objects.filter(patient=patient, channel=ConsentRecord.Channel.SMS).order_by()
+    )
     consent = _newest([r for r in history if r.purpose == message.purpose])
     if consent is None:
         return decision.failed("consent", "no SMS consent")

@@ -46,9 +46,10 @@ def recipient_patient(
 
 def twilio_integration(organization: Organization) -> Integration | None:
     """The clinic's enabled Twilio integration (at most one, by constraint)."""
-    return Integration.objects.filter(
+    enabled = Integration.objects.filter(
         organization=organization, adapter=Integration.Adapter.TWILIO, enabled=True
-    ).first()
+    ).order_by()
+    return next(iter(enabled[:1]), None)
 
 
 class TwilioAdapter(Adapter):

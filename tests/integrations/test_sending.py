@@ -209,3 +209,40 @@ def test_opt_out_after_prepare_but_before_send_stops_it(
         result.skip_reason,
     )
     assert sandbox.messages() == []
+
+
+def test_twilios_answer_recorded_after_a_callback_keeps_the_callbacks_status(
+    make_message: Any,
+) -> None:
+    from integrations.sending import _message_accepted, message_status_apply
+
+    message = make_message()
+    OutboundMessage.objects.filter(pk=message.pk).update(status=Status.SENDING)
+    sid = "SM" + "5" * 32
+    # the delivery callback for this very send arrives before the worker records the 201
+    message_status_apply(message=message, provider_status="delivered", sid=sid)
+    message.status = Status.SENDING
+    _message_accepted(message, sid=sid, provider_status="queued", segments=1)
+    assert (message.status, message.provider_status) == (Status.DELIVERED, "delivered")
+    stored = OutboundMessage.objects.get(pk=message.pk)
+    assert (stored.status, stored.provider_status, stored.provider_sid) == (
+        Status.DELIVERED,
+        "delivered",
+        sid,
+    )
+    assert stored.sent_at is not None
+
+
+def test_twilios_answer_moves_a_claimed_message_to_sent(make_message: Any) -> None:
+    from integrations.sending import _message_accepted
+
+    message = make_message()
+    OutboundMessage.objects.filter(pk=message.pk).update(status=Status.UNKNOWN)
+    message.status = Status.UNKNOWN
+    _message_accepted(message, sid="SM" + "6" * 32, provider_status="queued")
+    stored = OutboundMessage.objects.get(pk=message.pk)
+    assert (stored.status, stored.provider_status, message.status) == (
+        Status.SENT,
+        "queued",
+        Status.SENT,
+    )

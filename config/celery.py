@@ -2,7 +2,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import beat_init, task_postrun, task_prerun
 from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -26,3 +26,12 @@ def _database_sessions_checked(**kwargs: Any) -> None:
 
 task_prerun.connect(_database_sessions_checked, weak=False)
 task_postrun.connect(_database_sessions_checked, weak=False)
+
+
+def _events_listener_start(**kwargs: Any) -> None:
+    from workflows.listener import events_listener_start
+
+    events_listener_start()
+
+
+beat_init.connect(_events_listener_start, weak=False)

@@ -174,6 +174,10 @@ CAREFLOW_PUBLIC_URL = env.str("CAREFLOW_PUBLIC_URL", default="http://127.0.0.1:8
 # An event that has not been dispatched this many seconds after it was recorded is picked
 # up by the relay (broker down at commit time, worker crash before dispatch).
 CAREFLOW_RELAY_AFTER_SECONDS = env.float("CAREFLOW_RELAY_AFTER_SECONDS", default=5.0)
+# On PostgreSQL, recording an event queues a NOTIFY (delivered at commit) and the beat
+# process's listener publishes the dispatch task: saving a record does no broker work.
+# Off (or on SQLite), the saving process publishes from a background thread after commit.
+CAREFLOW_EVENTS_NOTIFY = env.bool("CAREFLOW_EVENTS_NOTIFY", default=True)
 # A run left "running" longer than this (its worker died) is taken over by the sweeper.
 CAREFLOW_RUN_LEASE_SECONDS = env.float("CAREFLOW_RUN_LEASE_SECONDS", default=120.0)
 CAREFLOW_SEND_MAX_RETRIES = env.int("CAREFLOW_SEND_MAX_RETRIES", default=6)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from django.db import connections, router, transaction
 
+from workflows.listener import EVENTS_CHANNEL, events_notify_enabled
+
 if TYPE_CHECKING:
     from workflows.models import Event
 
@@ -639,17 +641,21 @@ def event_record(
     if occurred_at is not None:
         fields["occurred_at"] = occurred_at
     event = Event(**fields)
-    event.pk = _insert_unless_recorded(event)
+    notify = events_notify_enabled()
+    event.pk = _insert_unless_recorded(event, notify=notify)
     if event.pk is None:
         return None
-    transaction.on_commit(partial(_publisher.submit, event.pk))
+    if not notify:
+        transaction.on_commit(partial(_publisher.submit, event.pk))
     return event
 
 
-def _insert_unless_recorded(event: "Event") -> int | None:
+def _insert_unless_recorded(event: "Event", *, notify: bool) -> int | None:
     """INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING id: one statement on the
     request path, where a savepoint around a plain INSERT costs three, and a duplicate
-    neither raises nor poisons the caller's transaction."""
+    neither raises nor poisons the caller's transaction. With `notify` (PostgreSQL) the
+    same statement queues a NOTIFY for the beat's listener (workflows.listener), which
+    PostgreSQL delivers at commit."""
     from workflows.models import Event
 
     connection = connections[router.db_for_write(Event)]
@@ -664,6 +670,11 @@ def _insert_unless_recorded(event: "Event") -> int | None:
         f"VALUES ({', '.join(['%s'] * len(columns))}) "
         f"ON CONFLICT ({quote('dedupe_key')}) DO NOTHING RETURNING {quote('id')}"
     )
+    if notify:
+        sql = (
+            f"WITH inserted AS ({sql}) "  # noqa: S608 — a constant channel name
+            f"SELECT id, pg_notify('{EVENTS_CHANNEL}', id::text) FROM inserted"
+        )
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
         row = cursor.fetchone()

@@ -130,6 +130,13 @@ def test_sweepers_push_each_run_once_while_it_is_queued() -> None:
     assert runs_due() == []
 
 
+@pytest.fixture
+def publishing(settings: Any) -> None:
+    """The saving process publishes each event after commit (as on SQLite), so that the
+    broker's events queue holds one dispatch task per event without a beat listener."""
+    settings.CAREFLOW_EVENTS_NOTIFY = False
+
+
 def _ship_orders(count: int) -> list[int]:
     """Ship `count` orders; the only events left (and queued) are their order.shipped."""
     from config.celery import app as celery_app
@@ -152,6 +159,7 @@ def _ship_orders(count: int) -> list[int]:
     return list(Event.objects.order_by("id").values_list("id", flat=True))
 
 
+@pytest.mark.usefixtures("publishing")
 def test_a_relay_takes_only_the_oldest_events_the_queue_cannot_account_for() -> None:
     from workflows.engine import events_undispatched
 
@@ -162,6 +170,7 @@ def test_a_relay_takes_only_the_oldest_events_the_queue_cannot_account_for() -> 
     assert events_undispatched(queued=0) == shipped[2:]
 
 
+@pytest.mark.usefixtures("publishing")
 def test_under_steady_traffic_a_relay_takes_the_events_that_later_dispatches_overtook() -> None:
     from workflows.engine import REQUEUE_AFTER, events_undispatched
 
@@ -191,6 +200,7 @@ def test_under_steady_traffic_a_relay_takes_the_events_that_later_dispatches_ove
     assert events_undispatched(queued=6) == []
 
 
+@pytest.mark.usefixtures("publishing")
 def test_relay_events_leaves_a_backlog_in_the_broker_alone_and_relays_lost_tasks() -> None:
     from config.celery import app as celery_app
     from workflows.tasks import _queued, relay_events

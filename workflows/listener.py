@@ -1,0 +1,78 @@
+"""Hands committed events to the broker from the beat process, so that recording an event
+costs the saving process no broker round trip and no publishing work at all.
+
+On PostgreSQL the outbox INSERT also queues a NOTIFY on `EVENTS_CHANNEL` with the event's
+id (`workflows.events`); PostgreSQL delivers it when, and only if, the transaction
+commits. This listener, a thread of every beat process, publishes a dispatch task for each.
+While it is not listening (its session dropped, the broker down) nothing is lost: the relay
+dispatches whatever stays undispatched. Two beat processes both listening publish twice,
+which the dispatch's claim makes harmless.
+"""
+
+import logging
+import threading
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.db import connections
+
+logger = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "careflow_events"
+RECONNECT_AFTER = (0.5, 1.0, 2.0, 5.0)  # seconds, then every 5 s
+
+
+def events_notify_enabled() -> bool:
+    """Whether event_record notifies (PostgreSQL) instead of publishing from the saving
+    process; the embedded SQLite setup publishes from a background thread."""
+    return bool(settings.CAREFLOW_EVENTS_NOTIFY) and connections["default"].vendor == "postgresql"
+
+
+def _connect() -> psycopg.Connection[Any]:
+    params = connections["default"].get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    return psycopg.connect(**params, autocommit=True)
+
+
+def events_listen(stop: threading.Event) -> None:
+    """Publish a dispatch task for every event notified, reconnecting when the session drops,
+    until `stop` is set (checked between notifications and at least every second)."""
+    from workflows.events import event_publish
+
+    failures = 0
+    while not stop.is_set():
+        try:
+            with _connect() as connection:
+                connection.execute(f"LISTEN {EVENTS_CHANNEL}")
+                if failures:
+                    logger.info("event listener reconnected")
+                failures = 0
+                while not stop.is_set():
+                    for notify in connection.notifies(timeout=1.0):
+                        event_publish(event_id=int(notify.payload))
+        except (psycopg.Error, OSError) as exc:
+            delay = RECONNECT_AFTER[min(failures, len(RECONNECT_AFTER) - 1)]
+            failures += 1
+            logger.warning(
+                "event listener lost its database session (%s); retrying in %.1f s",
+                type(exc).__name__,
+                delay,
+            )
+            stop.wait(delay)
+
+
+_started: list[threading.Thread] = []
+
+
+def events_listener_start(**kwargs: Any) -> None:
+    """beat_init receiver: start the listener thread once per beat process."""
+    if _started or not events_notify_enabled():
+        return
+    thread = threading.Thread(
+        target=events_listen, args=(threading.Event(),), name="careflow-events", daemon=True
+    )
+    thread.start()
+    _started.append(thread)
+    logger.info("event listener started on channel %s", EVENTS_CHANNEL)

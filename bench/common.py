@@ -432,7 +432,8 @@ def _worker_argv(app: str, queues: str, name: str) -> list[str]:
 
 
 def careflow_worker(env: dict[str, str], logdir: Path) -> list[Proc]:
-    """`celery -A config worker -Q events,runs,sends -c 2` plus a separate beat (the relay)."""
+    """`celery -A config worker -Q events,runs,sends -c 2` plus a separate beat (the relay and
+    the event listener)."""
     worker = Proc(
         "careflow-worker", _worker_argv("config", "events,runs,sends", "cfbench"), env, logdir
     )

@@ -107,8 +107,7 @@ def message_prepare_and_deliver(*, idempotency_key: str, **fields: Any) -> Outbo
         return message_deliver(row)
     if wait is None:
         return row
-    if wait > 0:
-        time.sleep(wait)  # a fraction of a second: cheaper than a round trip via the broker
+    _slot_wait(wait)
     return _message_call_twilio(row)
 
 
@@ -214,6 +213,11 @@ def _message_decide(message: OutboundMessage, now: datetime) -> tuple[dict[str, 
     return {**fields, **claim}, wait
 
 
+def _slot_wait(wait: float) -> None:
+    if wait > 0:
+        time.sleep(wait)  # a fraction of a second: cheaper than a round trip via the broker
+
+
 def _message_decide_and_claim(message: OutboundMessage) -> bool:
     """Run the send-time checks and, if they pass, claim the message (pending → sending).
 
@@ -238,8 +242,7 @@ def _message_decide_and_claim(message: OutboundMessage) -> bool:
         return False
     for name, value in fields.items():
         setattr(message, name, value)
-    if wait > 0:
-        time.sleep(wait)  # a fraction of a second: cheaper than a round trip via the broker
+    _slot_wait(wait)
     return True
 
 

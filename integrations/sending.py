@@ -86,15 +86,19 @@ def message_prepare(*, idempotency_key: str, **fields: Any) -> OutboundMessage:
     return insert_or_get(OutboundMessage, {"idempotency_key": idempotency_key}, defaults)
 
 
-def message_prepare_and_deliver(*, idempotency_key: str, **fields: Any) -> OutboundMessage:
+def message_prepare_and_deliver(
+    *, idempotency_key: str, first_attempt: bool, **fields: Any
+) -> OutboundMessage:
     """message_prepare, then message_deliver, with one write fewer: a new message's first
     write is its INSERT, already carrying the send-time decision (claimed for sending,
-    deferred or skipped). Sends a frequency cap may limit are decided the usual way, after
-    the INSERT and under the patient's lock; a message that exists already goes on as it is.
+    deferred or skipped). That is for the first attempt of a step, whose message does not
+    exist yet: deciding first for one that does would reserve a throttle slot for nothing.
+    Later attempts, and sends a frequency cap may limit (decided under the patient's lock),
+    go the usual way; a message found to exist already goes on as it is.
     """
     defaults = _message_defaults(**fields)
     message = OutboundMessage(idempotency_key=idempotency_key, **defaults)
-    if message.patient_id is not None and send_needs_lock(message=message):
+    if not first_attempt or (message.patient_id is not None and send_needs_lock(message=message)):
         return message_deliver(message_prepare(idempotency_key=idempotency_key, **fields))
     now = timezone.now()
     decided, wait = _message_decide(message, now)

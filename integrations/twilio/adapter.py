@@ -68,6 +68,7 @@ class TwilioAdapter(Adapter):
             organization=context.organization,
             integration=integration,
             idempotency_key=context.idempotency_key,
+            first_attempt=context.attempt <= 1,
             to=to,
             from_number=context.inputs["from"].strip(),
             body=context.inputs["message"],

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from integrations.models import MessagingPolicy, OutboundMessage
 from integrations.policy import messaging_policy_forget
 from integrations.sending import message_prepare_and_deliver
+from integrations.throttle import throttle_backlog, throttle_key
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import Patient
 from tests.conftest import sandbox_account
@@ -22,13 +23,17 @@ Status = OutboundMessage.Status
 
 @pytest.fixture
 def send(sandbox: SandboxServer) -> Any:
-    integration = sandbox_account(sandbox, IntegrationFactory())
+    # A long code's 1 segment/s: each send's slot shows in the bucket for a second.
+    integration = sandbox_account(sandbox, IntegrationFactory(segments_per_second=1))
 
-    def send(patient: Patient, key: str = "run:1:step:0") -> OutboundMessage:
+    def send(
+        patient: Patient, key: str = "run:1:step:0", first_attempt: bool = True
+    ) -> OutboundMessage:
         return message_prepare_and_deliver(
             organization=integration.organization,
             integration=integration,
             idempotency_key=key,
+            first_attempt=first_attempt,
             to=patient.phone,
             from_number="+15005550006",
             body="Your order shipped",
@@ -37,6 +42,9 @@ def send(sandbox: SandboxServer) -> Any:
         )
 
     send.organization = integration.organization  # type: ignore[attr-defined]
+    send.throttle_key = throttle_key(  # type: ignore[attr-defined]
+        account_sid=integration.account_sid, sender="+15005550006"
+    )
     return send
 
 
@@ -92,6 +100,21 @@ def test_a_message_that_exists_goes_on_as_it_is_and_is_not_sent_twice(
     again = send(patient)
     assert again.pk == first.pk and again.status == Status.SENT
     assert OutboundMessage.objects.count() == 1
+    assert len(sandbox.messages()) == 1
+
+
+@pytest.mark.django_db
+def test_a_later_attempt_of_the_step_reserves_no_throttle_slot_for_its_sent_message(
+    send: Any, sandbox: SandboxServer
+) -> None:
+    patient = PatientFactory(organization=send.organization, phone="+14155550123")
+    ConsentFactory(patient=patient)
+    first = send(patient)
+    booked = throttle_backlog(key=send.throttle_key)  # the first send's slot
+    assert booked > 0
+    again = send(patient, first_attempt=False)  # the run resumed after the send
+    assert (again.pk, again.status) == (first.pk, Status.SENT)
+    assert throttle_backlog(key=send.throttle_key) <= booked  # nothing more reserved
     assert len(sandbox.messages()) == 1
 
 

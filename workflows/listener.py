@@ -66,8 +66,8 @@ def events_listen(stop: threading.Event) -> None:
 _started: list[threading.Thread] = []
 
 
-def events_listener_start(**kwargs: Any) -> None:
-    """beat_init receiver: start the listener thread once per beat process."""
+def events_listener_start() -> None:
+    """Start the listener thread, once per beat process (on beat_init: config.celery)."""
     if _started or not events_notify_enabled():
         return
     thread = threading.Thread(

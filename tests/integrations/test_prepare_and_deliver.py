@@ -48,6 +48,13 @@ def send(sandbox: SandboxServer) -> Any:
     return send
 
 
+def _patient(send: Any, *, consent: bool) -> Patient:
+    patient: Patient = PatientFactory(organization=send.organization, phone="+14155550123")
+    if consent:
+        ConsentFactory(patient=patient)
+    return patient
+
+
 def _message_writes(queries: CaptureQueriesContext) -> list[str]:
     return [
         query["sql"]
@@ -59,8 +66,7 @@ def _message_writes(queries: CaptureQueriesContext) -> list[str]:
 
 @pytest.mark.django_db
 def test_a_new_message_is_inserted_claimed_then_sent(send: Any, sandbox: SandboxServer) -> None:
-    patient = PatientFactory(organization=send.organization, phone="+14155550123")
-    ConsentFactory(patient=patient)
+    patient = _patient(send, consent=True)
     with CaptureQueriesContext(connection) as queries:
         message = send(patient)
     assert (message.status, message.attempts) == (Status.SENT, 1)
@@ -81,7 +87,7 @@ def test_a_new_message_is_inserted_claimed_then_sent(send: Any, sandbox: Sandbox
 def test_without_consent_the_message_is_inserted_skipped_and_nothing_is_sent(
     send: Any, sandbox: SandboxServer
 ) -> None:
-    patient = PatientFactory(organization=send.organization, phone="+14155550123")
+    patient = _patient(send, consent=False)
     with CaptureQueriesContext(connection) as queries:
         message = send(patient)
     assert (message.status, message.skip_reason) == (Status.SKIPPED, "no SMS consent")
@@ -94,8 +100,7 @@ def test_without_consent_the_message_is_inserted_skipped_and_nothing_is_sent(
 def test_a_message_that_exists_goes_on_as_it_is_and_is_not_sent_twice(
     send: Any, sandbox: SandboxServer
 ) -> None:
-    patient = PatientFactory(organization=send.organization, phone="+14155550123")
-    ConsentFactory(patient=patient)
+    patient = _patient(send, consent=True)
     first = send(patient)
     again = send(patient)
     assert again.pk == first.pk and again.status == Status.SENT
@@ -107,8 +112,7 @@ def test_a_message_that_exists_goes_on_as_it_is_and_is_not_sent_twice(
 def test_a_later_attempt_of_the_step_reserves_no_throttle_slot_for_its_sent_message(
     send: Any, sandbox: SandboxServer
 ) -> None:
-    patient = PatientFactory(organization=send.organization, phone="+14155550123")
-    ConsentFactory(patient=patient)
+    patient = _patient(send, consent=True)
     first = send(patient)
     booked = throttle_backlog(key=send.throttle_key)  # the first send's slot
     assert booked > 0
@@ -122,8 +126,7 @@ def test_a_later_attempt_of_the_step_reserves_no_throttle_slot_for_its_sent_mess
 def test_concurrent_sends_under_a_cap_are_decided_one_at_a_time(
     send: Any, sandbox: SandboxServer
 ) -> None:
-    patient = PatientFactory(organization=send.organization, phone="+14155550123")
-    ConsentFactory(patient=patient)
+    patient = _patient(send, consent=True)
     MessagingPolicy.objects.update_or_create(
         organization=send.organization, defaults={"transactional_per_day": 1}
     )

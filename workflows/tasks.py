@@ -18,7 +18,7 @@ from workflows.engine import (
     run_waiting_message,
     runs_due,
 )
-from workflows.models import Event, Run
+from workflows.models import Run
 
 # A wait shorter than this is also handed to the broker as an ETA for promptness; longer
 # waits are left to the beat sweeper alone (a long ETA on Redis would be redelivered).
@@ -32,10 +32,7 @@ INLINE_RUNS = 3
 
 @shared_task
 def dispatch_event(event_id: int) -> None:
-    try:
-        runs = event_dispatch_claiming(event_id=event_id, claim=INLINE_RUNS)
-    except Event.DoesNotExist:
-        return
+    runs = event_dispatch_claiming(event_id=event_id, claim=INLINE_RUNS)  # [] if no such event
     for run in runs[:INLINE_RUNS]:
         _after_advance(run_continue(run=run))
     for run in runs[INLINE_RUNS:]:

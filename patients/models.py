@@ -1,5 +1,6 @@
 """The CRM records that fire workflow triggers, and the clinics (organizations) that own them."""
 
+import functools
 import uuid
 import zoneinfo
 from collections.abc import Iterable
@@ -9,7 +10,7 @@ from typing import Any, ClassVar, TypeVar
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -43,6 +44,41 @@ def insert_or_get(
         return model._default_manager.create(**unique, **(defaults or {}))
     except IntegrityError:
         return model._default_manager.get(**unique)
+
+
+@functools.cache
+def _by_pk_read(
+    model: type[models.Model], alias: str
+) -> tuple[str, list[str], Any, dict[int, Any]]:
+    """`model._base_manager.get(pk=…)` compiled once per model and database (no ORDER BY: a
+    pk is unique): its SQL, each column's attribute name, and the compiler with its result
+    converters. The converters (UUIDs and booleans on SQLite, for instance) read no session
+    state, so one compiler serves every thread."""
+    query = model._base_manager.db_manager(alias).filter(pk=0).order_by().query
+    compiler = query.get_compiler(using=alias)
+    sql, params = compiler.as_sql()
+    if list(params) != [0]:
+        raise RuntimeError(f"{model.__name__} by pk compiled with parameters {params!r}")
+    columns = [expression for expression, _, _ in compiler.select]
+    names = [column.target.attname for column in columns]
+    return sql, names, compiler, compiler.get_converters(columns)
+
+
+def model_get(model: type[M], pk: Any) -> M:
+    """`model._base_manager.get(pk=pk)` without the ORM building and compiling the query on
+    every call, which cost more than the round trip itself (0.3 ms of a 0.45 ms read here).
+    For reads on the request path: a record's patient when an event is recorded."""
+    alias = router.db_for_read(model)
+    sql, names, compiler, converters = _by_pk_read(model, alias)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, [pk])
+        row = cursor.fetchone()
+    if row is None:
+        # Every concrete model has DoesNotExist; a TypeVar bound to Model does not say so.
+        raise model.DoesNotExist(f"{model.__name__} matching query does not exist.")  # type: ignore[attr-defined]
+    if converters:
+        row = next(iter(compiler.apply_converters([row], converters)))
+    return model.from_db(alias, names, tuple(row))
 
 
 class TimeStamped(models.Model):

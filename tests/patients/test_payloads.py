@@ -1,13 +1,15 @@
 """payload_for_subject: the current payload of an event's subject, for conditions after a delay."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from patients.models import Order, Subscription
-from patients.payloads import SUBJECT_TYPES, payload_for_subject
+from patients.models import Order, Patient, Subscription, _by_pk_read, model_get
+from patients.payloads import SUBJECT_TYPES, customer_payload, payload_for_subject
 from patients.services import subscription_renew
 from tests.factories import (
     AppointmentFactory,
@@ -155,3 +157,37 @@ def test_rebuilding_costs_a_constant_number_of_queries(django_assert_num_queries
     appointment = AppointmentFactory()
     with django_assert_num_queries(1):
         payload_for_subject("appointment", str(appointment.pk))
+
+
+def test_model_get_loads_what_the_orm_loads() -> None:
+    patient = PatientFactory(
+        dob=date(1980, 2, 29), accept_marketing=True, is_test=True, province_code="FL"
+    )
+    loaded = model_get(Patient, patient.pk)
+    expected = Patient.objects.get(pk=patient.pk)
+    assert type(loaded) is Patient and loaded._state.adding is False
+    for field in Patient._meta.concrete_fields:
+        assert getattr(loaded, field.attname) == getattr(expected, field.attname), field.name
+    # What ChangeTracked compares a later save against is loaded too.
+    assert loaded._loaded == expected._loaded and loaded._loaded
+    compiled = _by_pk_read.cache_info().misses
+    model_get(Patient, patient.pk)
+    assert _by_pk_read.cache_info().misses == compiled  # the SQL is compiled once
+
+
+def test_model_get_of_a_missing_row_raises_does_not_exist() -> None:
+    with pytest.raises(Patient.DoesNotExist):
+        model_get(Patient, 987654321)
+
+
+def test_an_order_event_reads_its_patient_once() -> None:
+    order = Order.objects.get(pk=OrderFactory().pk)  # its patient not loaded, as in a request
+    order.status = Order.Status.SHIPPED
+    with CaptureQueriesContext(connection) as queries:
+        order.save()
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    assert len(reads) == 1 and '"patients_patient"' in reads[0]
+    assert "ORDER BY" not in reads[0]
+    event = Event.objects.get(type="order.shipped")
+    assert event.payload["customer"] == customer_payload(Patient.objects.get(pk=order.patient_id))
+    assert event.payload["order"]["customer"]["phone"] == order.patient.phone

@@ -30,7 +30,9 @@ REDIS = "redis://127.0.0.1:6379"
 # Ours alone: other engineers use test_careflow, careflow_h*, careflow_ci and Redis 12-15.
 CAREFLOW_DB, BASELINE_DB = "careflow_bench", "careflow_bench_base"
 CAREFLOW_REDIS, BASELINE_REDIS = f"{REDIS}/10", f"{REDIS}/11"
-WORKER_CONCURRENCY = 2
+# Worker processes per system (the same for both); BENCH_WORKER_CONCURRENCY=4 to see how
+# each scales when its processes spend part of each task waiting on PostgreSQL and Twilio.
+WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "2"))
 # What both systems' workers run with, as the scripts print it in their headers.
 WORKER_SETTINGS = {
     "broker": "Redis 127.0.0.1:6379 (careflow db 10, baseline db 11)",

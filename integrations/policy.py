@@ -25,6 +25,9 @@ from patients.models import ConsentRecord
 from patients.phones import is_e164
 
 Status = OutboundMessage.Status
+# The checks by name, in the order send_decide makes them (a dry run lists those after the
+# first failure as "not checked").
+SEND_CHECKS = ("consent", "opt-out", "frequency cap", "quiet hours", "sender", "recipient")
 # Messages that count towards caps: everything that reached, or may have reached, Twilio.
 COUNTED_STATUSES = (
     Status.SENDING,

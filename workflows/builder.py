@@ -15,6 +15,7 @@ from typing import Any
 from django.db import transaction
 from django.urls import reverse
 
+from integrations.policy import SEND_CHECKS
 from integrations.registry import REGISTRY
 from integrations.sms import MAX_BODY_CHARS, segment_info
 from patients.models import ConsentRecord, Patient
@@ -47,10 +48,6 @@ WIDGETS: dict[str, dict[str, Any]] = {
     "twilio.sendSMS.message": {"widget": "textarea", "preview": "sms"},
     "twilio.sendSMS.from": {"widget": "sender"},
 }
-
-# The send-time checks in the order integrations.policy makes them (see its docstring); a
-# dry run lists those after the first failure as "not checked".
-SEND_CHECKS = ("consent", "opt-out", "frequency cap", "quiet hours", "sender", "recipient")
 
 # The JSON of one step as the builder holds it.
 STEP_KEYS = ("id", "type", "adapter", "function", "parameters", "purpose", "urgent")

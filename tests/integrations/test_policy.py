@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from integrations.models import MessagingPolicy, OutboundMessage
-from integrations.policy import send_decide
+from integrations.policy import SEND_CHECKS, send_decide
 from patients.models import ConsentRecord
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 
@@ -60,6 +60,7 @@ def test_all_checks_pass_in_order_and_the_consent_is_recorded(make: Any) -> None
         ("sender", True),
         ("recipient", True),
     ]
+    assert [name for name, _ in _checks(decision)] == list(SEND_CHECKS)  # what dry runs list
     record = decision.as_dict(NOON_NY)
     assert record["consent_record_id"] == consent.pk and record["allowed"] is True
 

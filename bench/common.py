@@ -288,6 +288,76 @@ class Proc:
             pass
 
 
+# Process groups for CPU accounting, by a piece of the command line (first match wins).
+CPU_GROUPS = (
+    ("postgres", "postgres"),
+    ("redis", "redis-server"),
+    ("sandbox", "twilio_sandbox"),
+    ("beat", " beat "),
+    ("worker", " worker "),
+)
+
+
+class CpuMeter:
+    """CPU time of this machine's processes by group (PostgreSQL, Redis, sandbox, beat,
+    worker, and the driver: this process) between start() and stop(), from /proc, as a
+    percentage of one core. Processes that start or end in between count from or until
+    then. Linux only; elsewhere it reports nothing."""
+
+    def __init__(self) -> None:
+        self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._start: dict[str, tuple[str, int]] = {}
+        self._t0 = 0.0
+
+    def _group(self, pid: str) -> str | None:
+        if pid == str(os.getpid()):
+            return "driver"
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return next((name for name, part in CPU_GROUPS if part in f"{cmd} "), None)
+
+    def _snapshot(self) -> dict[str, tuple[str, int]]:
+        out: dict[str, tuple[str, int]] = {}
+        proc = Path("/proc")
+        if not proc.is_dir():
+            return out
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            group = self._group(entry.name)
+            if group is None:
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            out[entry.name] = (group, int(fields[11]) + int(fields[12]))  # utime + stime
+        return out
+
+    def start(self) -> None:
+        self._start, self._t0 = self._snapshot(), time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        end, elapsed = self._snapshot(), time.monotonic() - self._t0
+        used: dict[str, int] = {}
+        for pid, (group, ticks) in end.items():
+            used[group] = used.get(group, 0) + ticks - self._start.get(pid, (group, 0))[1]
+        if elapsed <= 0:
+            return {}
+        shares = {g: round(100 * t / self._ticks / elapsed, 1) for g, t in used.items()}
+        return dict(sorted(shares.items(), key=lambda item: -item[1]))
+
+
+def cpu_text(shares: dict[str, float]) -> str:
+    if not shares:
+        return "cpu: not measured"
+    total = sum(shares.values())
+    parts = ", ".join(f"{group} {share:.0f}%" for group, share in shares.items())
+    return f"cpu: {parts} (total {total:.0f}% of {os.cpu_count() or '?'}00%)"
+
+
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
     env.update(

@@ -100,8 +100,11 @@ def child(args: argparse.Namespace) -> int:
         if drained > 2:
             print(f"{system}: waited {drained:.1f}s for leftover queued tasks to drain", flush=True)
         sandbox.reset()
+        meter = common.CpuMeter()
+        meter.start()
         committed = fixtures.ship(system, ids, rate)
         stats = sandbox.wait_accepted(len(ids), timeout=900, stall=60)
+        cpu = meter.stop()
         received = {}
         for message in sandbox.messages():
             match = NUMBER.search(message["body"])
@@ -117,6 +120,7 @@ def child(args: argparse.Namespace) -> int:
             "throughput": len(received) / (last_receipt - first_commit) if received else 0.0,
             "commit_span_s": max(committed.values()) - first_commit,
             "latencies_ms": latencies,
+            "cpu": cpu,
         }
 
     # Warm-up: worker processes import, connect and open their Twilio pools.
@@ -133,7 +137,7 @@ def child(args: argparse.Namespace) -> int:
             f"{system} run {run + 1}: flood {flood['received']}/{flood['sent']} in "
             f"{flood['received'] / flood['throughput'] if flood['throughput'] else 0:.1f}s "
             f"= {flood['throughput']:.1f} ev/s (commits took {flood['commit_span_s']:.1f}s); "
-            f"sandbox {flood['stats']}",
+            f"sandbox {flood['stats']}; {common.cpu_text(flood['cpu'])}",
             flush=True,
         )
         floods.append({k: v for k, v in flood.items() if k != "latencies_ms"})

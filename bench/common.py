@@ -301,8 +301,8 @@ CPU_GROUPS = (
 class CpuMeter:
     """CPU time of this machine's processes by group (PostgreSQL, Redis, sandbox, beat,
     worker, and the driver: this process) between start() and stop(), from /proc, as a
-    percentage of one core. Processes that start or end in between count from or until
-    then. Linux only; elsewhere it reports nothing."""
+    percentage of one core. A process that starts in between counts from its start; one
+    that ends in between is not counted. Linux only; elsewhere it reports nothing."""
 
     def __init__(self) -> None:
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -355,7 +355,7 @@ def cpu_text(shares: dict[str, float]) -> str:
         return "cpu: not measured"
     total = sum(shares.values())
     parts = ", ".join(f"{group} {share:.0f}%" for group, share in shares.items())
-    return f"cpu: {parts} (total {total:.0f}% of {os.cpu_count() or '?'}00%)"
+    return f"cpu: {parts} (total {total:.0f}% of {100 * (os.cpu_count() or 1)}%)"
 
 
 def base_env(**extra: str) -> dict[str, str]:

@@ -22,7 +22,8 @@ class Parameter:
     string values are each a template, rendered into a JSON document, so a value can never
     break out of its string (keys, numbers, booleans and null stay as written). `check`, if
     set, vets a literal value at save time; a templated one is the adapter's to check when
-    it runs."""
+    it runs. `choices`, if set, are the only values it takes, with their labels (the
+    builder shows a list to pick from)."""
 
     name: str
     label: str
@@ -32,6 +33,7 @@ class Parameter:
     kind: Literal["text", "json"] = "text"
     # A save-time check of a value written without {{variables}}: the problem, or "".
     check: Callable[[str], str] | None = None
+    choices: tuple[tuple[str, str], ...] = ()
 
 
 SMS_CLINICAL_DATA_NOTE = "keep it out of text messages (say “your prescription is ready” instead)"

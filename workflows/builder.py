@@ -27,20 +27,12 @@ from workflows.steps import STEP_TYPES
 from workflows.validation import ValidationReport, workflow_validate
 
 # How the builder shows a parameter, by "<step type>.<name>" or "<adapter>.<function>.<name>".
-# The parameters themselves (names, labels, help, required) come from workflows.steps and the
-# adapter registry; anything not listed here is a one-line text field (a code box for a JSON
-# parameter).
+# The parameters themselves (names, labels, help, required, choices) come from workflows.steps
+# and the adapter registry; anything not listed here is a one-line text field (a code box for
+# a JSON parameter, a list for one with choices).
 WIDGETS: dict[str, dict[str, Any]] = {
     "condition.query": {"widget": "json"},
     "condition.else": {"widget": "step-target"},
-    "delay.kind": {
-        "widget": "select",
-        "choices": [
-            ["duration", "For a length of time"],
-            ["until_time", "Until a time of day (patient's time zone)"],
-            ["until_field", "Until a date in the event data"],
-        ],
-    },
     "delay.seconds": {"widget": "seconds", "showWhen": {"kind": "duration"}},
     "delay.time": {"showWhen": {"kind": "until_time"}},
     "delay.path": {"showWhen": {"kind": "until_field"}},
@@ -60,6 +52,8 @@ class DefinitionError(ValueError):
 def _parameter(parameter: Any, key: str, *, templated: bool) -> dict[str, Any]:
     # A JSON parameter (a webhook body) is a multi-line document: a code box with room.
     by_kind = {"widget": "json", "rows": 8} if parameter.kind == "json" else {"widget": "text"}
+    if parameter.choices:
+        by_kind = {"widget": "select", "choices": [list(choice) for choice in parameter.choices]}
     return {
         "name": parameter.name,
         "label": parameter.label,

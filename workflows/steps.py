@@ -54,13 +54,24 @@ CONDITION = StepType(
         ),
     ),
 )
+DELAY_KIND = Parameter(
+    "kind",
+    "Wait",
+    "How long to wait.",
+    example="duration",
+    choices=(
+        ("duration", "For a length of time"),
+        ("until_time", "Until a time of day (patient's time zone)"),
+        ("until_field", "Until a date in the event data"),
+    ),
+)
 DELAY = StepType(
     "delay",
     "Delay",
     "Wait before the next step: a duration, until a time of day in the patient's time zone, "
     "or until a date in the event data plus or minus an offset.",
     (
-        Parameter("kind", "Wait", "duration | until_time | until_field", example="duration"),
+        DELAY_KIND,
         Parameter(
             "seconds", "Duration (seconds)", "For a duration.", required=False, example="259200"
         ),
@@ -159,7 +170,8 @@ def step_validate(step: Mapping[str, Any], *, number: int, total: int) -> None:
             if abs(_offset(params)) > MAX_DELAY.total_seconds():
                 raise StepConfigError("the offset is at most 366 days", field="offset_seconds")
         else:
-            raise StepConfigError("wait must be duration, until_time or until_field", field="kind")
+            *first, last = (value for value, _ in DELAY_KIND.choices)
+            raise StepConfigError(f"wait must be {', '.join(first)} or {last}", field="kind")
     elif kind == ADAPTER.name:
         adapter = REGISTRY.get(step.get("adapter", ""))
         if adapter is None:

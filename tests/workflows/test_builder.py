@@ -24,6 +24,7 @@ from tests.factories import (
 )
 from workflows import builder
 from workflows.models import Event, Run, Workflow
+from workflows.steps import DELAY_KIND
 
 pytestmark = pytest.mark.django_db
 
@@ -526,3 +527,12 @@ def test_a_body_stored_as_an_object_is_edited_as_json_text() -> None:
     )
     (step,) = builder.definition_initial(workflow)["steps"]
     assert step["parameters"]["body"] == '{"who": "{{customer.firstName}}"}'
+
+
+def test_schema_offers_a_parameters_choices_as_a_list(staff: Client) -> None:
+    schema = staff.get(_url("builder_schema")).json()
+    delay = next(t for t in schema["stepTypes"] if t["name"] == "delay")
+    kind = next(p for p in delay["parameters"] if p["name"] == "kind")
+    assert kind["widget"] == "select"
+    assert kind["choices"] == [list(choice) for choice in DELAY_KIND.choices]
+    assert [value for value, _ in kind["choices"]] == ["duration", "until_time", "until_field"]

@@ -57,14 +57,6 @@ def test_concurrent_dispatches_of_one_event_make_one_run() -> None:
     assert Run.objects.filter(event=event).count() == 1
 
 
-def test_dispatching_an_event_twice_or_one_that_does_not_exist_makes_nothing() -> None:
-    event = _shipped_event()
-    assert len(event_dispatch(event_id=event.pk)) == 1
-    assert event_dispatch(event_id=event.pk) == []
-    assert event_dispatch(event_id=event.pk + 1000) == []
-    assert Run.objects.count() == 1
-
-
 def test_concurrent_claims_of_one_run_have_one_winner() -> None:
     event = _shipped_event()
     (run_id,) = event_dispatch(event_id=event.pk)

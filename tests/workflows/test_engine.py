@@ -103,11 +103,15 @@ def test_a_step_run_another_holder_created_meanwhile_is_updated_not_duplicated(
     assert len(sandbox.messages()) == 1
 
 
-def test_dispatching_the_same_event_twice_makes_one_run(clinic: dict[str, Any]) -> None:
+def test_dispatching_the_same_event_twice_or_one_that_does_not_exist_makes_one_run(
+    clinic: dict[str, Any],
+) -> None:
     event = _ship(clinic["patient"])
     assert len(event_dispatch(event_id=event.pk)) == 1
     assert event_dispatch(event_id=event.pk) == []
+    assert event_dispatch(event_id=event.pk + 1000) == []
     assert Run.objects.filter(event=event).count() == 1
+    assert Run.objects.count() == 1
     event.refresh_from_db()
     assert event.dispatched_at is not None
 

@@ -3,7 +3,7 @@
 import functools
 import uuid
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
@@ -79,6 +79,41 @@ def model_get(model: type[M], pk: Any) -> M:
     if converters:
         row = next(iter(compiler.apply_converters([row], converters)))
     return model.from_db(alias, names, tuple(row))
+
+
+def rows_update(model: type[M], objs: Sequence[M], fields: Sequence[str]) -> None:
+    """Write these fields of these saved rows, each its own values, in one statement:
+    `UPDATE … FROM (VALUES …) WHERE pk = …`. What `bulk_update` does with a CASE per field
+    and row, whose building cost about 4 ms of CPU per row here (JSON fields, dates),
+    more than the statements it saves."""
+    if not objs:
+        return
+    alias = router.db_for_write(model)
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    meta = model._meta
+    columns: list[Any] = [meta.pk, *(meta.get_field(name) for name in fields)]
+    row = f"({', '.join(['%s'] * len(columns))})"
+    # A VALUES list names its columns column1, column2, … (PostgreSQL and SQLite alike);
+    # PostgreSQL types them from the first row, so a NULL there needs the column's type.
+    typed = connection.vendor == "postgresql"
+    assignments = ", ".join(
+        f"{quote(column.column)} = "
+        + (f"CAST(v.column{i} AS {column.db_type(connection)})" if typed else f"v.column{i}")
+        for i, column in enumerate(columns[1:], start=2)
+    )
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {assignments}"  # noqa: S608 — names from the model
+        f" FROM (VALUES {', '.join([row] * len(objs))}) AS v"
+        f" WHERE {quote(meta.db_table)}.{quote(meta.pk.column)} = v.column1"
+    )
+    params = [
+        column.get_db_prep_save(getattr(obj, column.attname), connection)
+        for obj in objs
+        for column in columns
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 class TimeStamped(models.Model):

@@ -1,5 +1,6 @@
 """Phone numbers: parse anything a person types, store and compare E.164."""
 
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -31,6 +32,7 @@ def phone_to_e164(value: str, *, region: str = DEFAULT_REGION) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+@lru_cache(maxsize=8192)  # checked for every send; a number's validity never changes
 def is_e164(value: str) -> bool:
     """True when `value` is already a valid number written in E.164."""
     try:

@@ -138,7 +138,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "runs"
 CELERY_TASK_ROUTES = {
-    "workflows.tasks.dispatch_event": {"queue": "events"},
+    "workflows.tasks.dispatch_events": {"queue": "events"},
     "workflows.tasks.relay_events": {"queue": "events"},
     "workflows.tasks.advance_run": {"queue": "runs"},
     "workflows.tasks.sweep_runs": {"queue": "runs"},

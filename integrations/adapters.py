@@ -70,6 +70,9 @@ class StepContext:
     urgent: bool = False
     # How many times the engine has executed this step, this time included (1 the first time).
     attempt: int = 1
+    # Shared by the steps of one batch of runs (workflows.engine.RunBatch): an adapter keeps
+    # here what it reads for every step alike (the clinic's integration), to read it once.
+    memo: dict[Any, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

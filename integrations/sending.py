@@ -25,7 +25,7 @@ from twilio.base.exceptions import TwilioRestException
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from integrations.models import Integration, OutboundMessage
-from integrations.policy import send_decide, send_needs_lock
+from integrations.policy import SMS_HISTORY, send_decide, send_needs_lock
 from integrations.sms import segment_info
 from integrations.throttle import throttle_key, throttle_reserve
 from integrations.twilio.client import twilio_client
@@ -434,6 +434,8 @@ def _record_provider_opt_out(message: OutboundMessage) -> None:
     """Twilio says the recipient replied STOP to this sender: record it for every purpose."""
     if message.patient is None:
         return
+    # A consent history read with the patient for a batch no longer tells the whole story.
+    message.patient.__dict__.pop(SMS_HISTORY, None)
     for purpose in ConsentRecord.Purpose.values:
         ConsentRecord.objects.create(
             patient=message.patient,

@@ -51,6 +51,13 @@ def _redis_url() -> str | None:
     return url if url.startswith(("redis://", "rediss://")) else None
 
 
+def coordination_redis() -> Any | None:
+    """The Redis that coordinates workers on every machine (these buckets, the events
+    wake-up flag), or None in the embedded setup that has none."""
+    url = _redis_url()
+    return _client(url) if url is not None else None
+
+
 def throttle_key(*, account_sid: str, sender: str) -> str:
     return f"careflow:throttle:{account_sid}:{sender}"
 

@@ -7,7 +7,9 @@ died is taken over once the lease expires.
 """
 
 import logging
+import time
 import zoneinfo
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,8 +20,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from integrations.adapters import Outcome, StepContext
+from integrations.policy import consent_history_prefetch
 from integrations.registry import adapter_get
-from patients.models import Patient, insert_or_get
+from patients.models import Patient, insert_or_get, rows_update
 from patients.payloads import payload_for_subject
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, Run, Step, StepRun, Workflow
@@ -52,60 +55,79 @@ def event_dispatch(*, event_id: int) -> list[int]:
     matching, its runs are created in the same transaction that marks it dispatched, so a
     dispatched event is done (and the database allows one run per workflow and event).
     """
-    return [run.pk for run in event_dispatch_claiming(event_id=event_id, claim=0)]
+    _, runs = events_dispatch_claiming(event_ids=[event_id], claim_per_event=0)
+    return [run.pk for run in runs]
 
 
-def event_dispatch_claiming(*, event_id: int, claim: int) -> list[Run]:
-    """event_dispatch, returning the runs, of which the first `claim` are created already
-    claimed by this worker (running, with a lease) for `run_continue`: the common event
-    that starts one run then costs no separate claim and reload. Should the worker die
-    before continuing them, their lease expires and the sweeper hands them on."""
+def events_dispatch_claiming(
+    *, event_ids: Sequence[int], claim_per_event: int
+) -> tuple[int, list[Run]]:
+    """event_dispatch for several events at once (those of them not dispatched yet). Return
+    how many events were claimed and their runs, of which the first `claim_per_event` of
+    each event are created already claimed by this worker (running, with a lease) for
+    `runs_continue`: the common event that starts one run then costs no separate claim and
+    reload. Should the worker die before continuing them, their lease expires and the
+    sweeper hands them on. One claim, one read of the workflows with their steps and one
+    INSERT of runs serve the whole batch."""
     with transaction.atomic():
         now = timezone.now()
-        event = _event_claim(event_id=event_id, now=now)
-        if event is None:  # dispatched already (or no such event)
-            return []
-        workflows = (
-            Workflow.objects.filter(
-                organization_id=event.organization_id, trigger=event.type, enabled=True
-            )
+        events = _events_claim(event_ids=event_ids, now=now)
+        if not events:  # dispatched already (or no such event)
+            return 0, []
+        triggers = Q()
+        for organization_id, trigger in {(e.organization_id, e.type) for e in events}:
+            triggers |= Q(organization_id=organization_id, trigger=trigger)
+        matching: dict[tuple[int, str], list[Workflow]] = {}
+        for workflow in (
+            Workflow.objects.filter(triggers, enabled=True)
             .select_related("organization")
             # Only the order the definition needs: Step's default ordering starts with its
             # workflow's name, which costs a JOIN and its compilation on every event.
             .prefetch_related(Prefetch("steps", queryset=Step.objects.order_by("position", "id")))
             .order_by("id")
-        )
+        ):
+            matching.setdefault((workflow.organization_id, workflow.trigger), []).append(workflow)
         lease = now + timedelta(seconds=settings.CAREFLOW_RUN_LEASE_SECONDS)
         runs: list[Run] = []
-        for workflow in workflows:
-            try:
-                if not filter_matches(workflow.filter or {}, event.payload):
+        for event in events:
+            started = 0
+            for workflow in matching.get((event.organization_id, event.type), []):
+                try:
+                    if not filter_matches(workflow.filter or {}, event.payload):
+                        continue
+                except (FilterError, TypeError) as exc:
+                    logger.error("workflow %s has an unusable filter: %s", workflow.pk, exc)
                     continue
-            except (FilterError, TypeError) as exc:
-                logger.error("workflow %s has an unusable filter: %s", workflow.pk, exc)
-                continue
-            run = Run(workflow=workflow, event=event, definition=workflow_definition(workflow))
-            if len(runs) < claim:
-                run.status, run.lease_expires_at, run.started_at = Run.Status.RUNNING, lease, now
-            runs.append(run)
+                run = Run(workflow=workflow, event=event, definition=workflow_definition(workflow))
+                if started < claim_per_event:
+                    run.status, run.lease_expires_at, run.started_at = (
+                        Run.Status.RUNNING,
+                        lease,
+                        now,
+                    )
+                    started += 1
+                runs.append(run)
         created = Run.objects.bulk_create(runs)
-    return created
+    return len(events), created
 
 
-def _event_claim(*, event_id: int, now: datetime) -> Event | None:
-    """Mark the event dispatched and return it, in one statement; None when it already was.
-    The row stays locked until the caller's transaction ends, so a concurrent dispatch of the
-    same event waits, then finds it dispatched."""
+def _events_claim(*, event_ids: Sequence[int], now: datetime) -> list[Event]:
+    """Mark the events dispatched and return them, oldest first, in one statement; those
+    already dispatched are left out. The rows stay locked until the caller's transaction
+    ends, so a concurrent dispatch of the same event waits, then finds it dispatched."""
+    if not event_ids:
+        return []
     quote = connection.ops.quote_name
     meta = Event._meta
     dispatched = quote(meta.get_field("dispatched_at").column)
     columns = ", ".join(quote(field.column) for field in meta.concrete_fields)
     sql = (
         f"UPDATE {quote(meta.db_table)} SET {dispatched} = %s"  # noqa: S608 — names from the model
-        f" WHERE {quote(meta.pk.column)} = %s AND {dispatched} IS NULL RETURNING {columns}"
+        f" WHERE {quote(meta.pk.column)} IN ({', '.join(['%s'] * len(event_ids))})"
+        f" AND {dispatched} IS NULL RETURNING {columns}"
     )
-    params = [connection.ops.adapt_datetimefield_value(now), event_id]
-    return next(iter(Event.objects.raw(sql, params)), None)
+    params = [connection.ops.adapt_datetimefield_value(now), *event_ids]
+    return sorted(Event.objects.raw(sql, params), key=lambda e: (e.created_at, e.pk))
 
 
 def run_claim(*, run_id: int) -> bool:
@@ -128,14 +150,103 @@ def run_claim(*, run_id: int) -> bool:
     )
 
 
-def _event_patient(organization_id: int, payload: dict[str, Any]) -> Patient | None:
+def _customer_id(payload: dict[str, Any]) -> Any:
     customer = payload.get("customer")
-    customer_id = customer.get("id") if isinstance(customer, dict) else None
-    if not customer_id:
-        return None
-    # Unique: no ORDER BY (Patient's default sorts by name).
-    found = Patient.objects.filter(organization_id=organization_id, uuid=customer_id).order_by()
-    return next(iter(found[:1]), None)
+    return customer.get("id") if isinstance(customer, dict) else None
+
+
+class RunBatch:
+    """Runs one worker advances together. What they share is read once for all of them: the
+    customers of their events (with their SMS consent histories, for the send-time checks)
+    and, in `memo`, what adapters read (the clinic's integration). The writes that finish a
+    run are made together at the end (`finish`): until then a run whose last step is done is
+    still "running" in the database, so a worker that dies first leaves it to its lease, and
+    whoever takes it over finds the step's work done (its message sent) and repeats nothing.
+    The lease of every run still held is renewed as the batch goes on."""
+
+    def __init__(self, runs: list[Run]) -> None:
+        self.runs = runs
+        self.memo: dict[Any, Any] = {}
+        self._patients: dict[tuple[int, str], Patient | None] | None = None
+        self._finished_steps: list[StepRun] = []
+        self._finished_runs: list[tuple[Run, str]] = []
+        self._renewed = time.monotonic()
+
+    def patient(self, organization_id: int, payload: dict[str, Any]) -> Patient | None:
+        """The event's customer, if a patient of this clinic (the first call reads those of
+        every run in the batch)."""
+        customer_id = _customer_id(payload)
+        if not customer_id:
+            return None
+        if self._patients is None:
+            self._patients = self._patients_read()
+        key = (organization_id, str(customer_id))
+        if key not in self._patients:  # a payload re-read after a delay names someone else
+            found = Patient.objects.filter(organization_id=organization_id, uuid=customer_id)
+            self._patients[key] = next(iter(found.order_by()[:1]), None)
+        return self._patients[key]
+
+    def _patients_read(self) -> dict[tuple[int, str], Patient | None]:
+        patients: dict[tuple[int, str], Patient | None] = {}
+        wanted: dict[int, set[str]] = {}
+        for run in self.runs:
+            customer_id = _customer_id(run.event.payload)
+            if customer_id:
+                wanted.setdefault(run.event.organization_id, set()).add(str(customer_id))
+                patients[(run.event.organization_id, str(customer_id))] = None
+        if not wanted:
+            return patients
+        who = Q()
+        for organization_id, uuids in wanted.items():
+            who |= Q(organization_id=organization_id, uuid__in=uuids)
+        # No ORDER BY: Patient's default sorts by name.
+        for patient in (
+            Patient.objects.filter(who).order_by().prefetch_related(consent_history_prefetch())
+        ):
+            patients[(patient.organization_id, str(patient.uuid))] = patient
+        return patients
+
+    def hold(self) -> None:
+        """Renew the lease of the runs still held, once a third of it has passed."""
+        lease = settings.CAREFLOW_RUN_LEASE_SECONDS
+        if time.monotonic() - self._renewed < lease / 3:
+            return
+        self._renewed = time.monotonic()
+        held = [run.pk for run in self.runs if run.status == Run.Status.RUNNING]
+        Run.objects.filter(pk__in=held, status=Run.Status.RUNNING).update(
+            lease_expires_at=timezone.now() + timedelta(seconds=lease)
+        )
+
+    def step_finished(self, step_run: StepRun) -> None:
+        if step_run.pk is None:  # never written: its INSERT says it all
+            _step_save(step_run, STEP_FINISH_FIELDS)
+        else:
+            self._finished_steps.append(step_run)
+
+    def run_finished(self, run: Run, status: str) -> None:
+        self._finished_runs.append((run, status))
+
+    def finish(self) -> None:
+        """Write the finished step runs, then the finished runs: a run cancelled meanwhile
+        stays cancelled (and is reloaded as it is)."""
+        rows_update(StepRun, self._finished_steps, STEP_FINISH_FIELDS)
+        now = timezone.now()
+        groups: dict[tuple[str, int], list[Run]] = {}
+        for run, status in self._finished_runs:
+            groups.setdefault((status, run.next_index), []).append(run)
+        for (status, next_index), runs in groups.items():
+            fields = {"lease_expires_at": None, "due_at": None, "finished_at": now, "error": ""}
+            changed = Run.objects.filter(
+                pk__in=[run.pk for run in runs], status=Run.Status.RUNNING
+            ).update(status=status, next_index=next_index, updated_at=now, **fields)
+            for run in runs:
+                if changed == len(runs):
+                    run.status = status
+                    for name, value in fields.items():
+                        setattr(run, name, value)
+                else:
+                    run.refresh_from_db()
+        self._finished_steps, self._finished_runs = [], []
 
 
 class RunData:
@@ -201,16 +312,25 @@ def run_advance(*, run_id: int) -> Run | None:
     if not run_claim(run_id=run_id):
         return None
     run = Run.objects.select_related("event", "workflow__organization").get(pk=run_id)
-    return _run_continue(run, {step_run.index: step_run for step_run in run.step_runs.all()})
+    known = {step_run.index: step_run for step_run in run.step_runs.all()}
+    batch = RunBatch([run])
+    _run_continue(run, known, batch)
+    batch.finish()
+    return run
 
 
-def run_continue(*, run: Run) -> Run:
-    """Advance a run this worker created claimed (event_dispatch_claiming): it has no step
-    runs yet, and its event and workflow are in hand."""
-    return _run_continue(run, {})
+def runs_continue(*, runs: list[Run]) -> list[Run]:
+    """Advance runs this worker created claimed (events_dispatch_claiming), together: they
+    have no step runs yet, and their events and workflows are in hand."""
+    batch = RunBatch(runs)
+    for run in runs:
+        batch.hold()
+        _run_continue(run, {}, batch)
+    batch.finish()
+    return runs
 
 
-def _run_continue(run: Run, known: dict[int, StepRun]) -> Run:
+def _run_continue(run: Run, known: dict[int, StepRun], batch: RunBatch) -> None:
     steps = run.definition.get("steps", [])
     data = RunData(run)
     for index in sorted(i for i in known if i < run.next_index):
@@ -221,26 +341,31 @@ def _run_continue(run: Run, known: dict[int, StepRun]) -> Run:
     while run.next_index < len(steps):
         step_run = _step_run_get(run, run.next_index, known)
         next_index: int | None = run.next_index + 1
+        finished: StepRun | None = None
         if step_run.status not in (StepRun.Status.SUCCEEDED, StepRun.Status.SKIPPED):
-            outcome, next_index = _step_execute(run, steps[run.next_index], step_run, data)
+            outcome, next_index = _step_execute(run, steps[run.next_index], step_run, data, batch)
             if outcome.status == "retry":
                 _run_wait(run, step_run, outcome)
-                return run
+                return
             if outcome.status == "failed":
                 _run_fail(run, step_run, outcome)
-                return run
+                return
             _step_finish(step_run, outcome)
+            finished = step_run
         executed = executed or step_run.status != StepRun.Status.SKIPPED
         data.remember(step_run)
         target = len(steps) if next_index is None else next_index
         if target > run.next_index + 1:
             _steps_not_reached(run, range(run.next_index + 1, target), step_run.number)
         run.next_index = target
+        if finished is not None and target >= len(steps):
+            batch.step_finished(finished)  # written with the run's end (RunBatch.finish)
+        elif finished is not None:
+            _step_save(finished, STEP_FINISH_FIELDS)
         if target < len(steps) and not _run_progress(run):
-            return run  # cancelled while we held it
+            return  # cancelled while we held it
     # A run whose every step was skipped (e.g. no SMS consent) did nothing: say so.
-    _run_finish(run, Run.Status.SUCCEEDED if executed else Run.Status.SKIPPED)
-    return run
+    batch.run_finished(run, Run.Status.SUCCEEDED if executed else Run.Status.SKIPPED)
 
 
 def _run_progress(run: Run) -> bool:
@@ -266,7 +391,7 @@ def _steps_not_reached(run: Run, indexes: range, condition_number: int) -> None:
 
 
 def _step_execute(
-    run: Run, step: dict[str, Any], step_run: StepRun, data: RunData
+    run: Run, step: dict[str, Any], step_run: StepRun, data: RunData, batch: RunBatch
 ) -> tuple[Outcome, int | None]:
     """Run one step; return its outcome and the index of the step to run next (None: end)."""
     step_run.status = StepRun.Status.RUNNING
@@ -290,10 +415,10 @@ def _step_execute(
             ), next_index
         if step.get("type") == "delay":
             _step_started(step_run)
-            return _delay_execute(run, step, step_run, values), following
+            return _delay_execute(run, step, step_run, values, batch), following
     except StepConfigError as exc:
         return Outcome("failed", reason=str(exc)), None
-    return _adapter_execute(run, step, step_run, values), following
+    return _adapter_execute(run, step, step_run, values, batch), following
 
 
 def _step_started(step_run: StepRun, *extra: str) -> None:
@@ -301,13 +426,13 @@ def _step_started(step_run: StepRun, *extra: str) -> None:
 
 
 def _delay_execute(
-    run: Run, step: dict[str, Any], step_run: StepRun, values: dict[str, Any]
+    run: Run, step: dict[str, Any], step_run: StepRun, values: dict[str, Any], batch: RunBatch
 ) -> Outcome:
     until_text = step_run.result.get("until")
     if until_text:
         until = datetime.fromisoformat(until_text)
     else:
-        patient = _event_patient(run.event.organization_id, values)
+        patient = batch.patient(run.event.organization_id, values)
         tz = zoneinfo.ZoneInfo(
             (patient.timezone if patient and patient.timezone else "")
             or run.workflow.organization.timezone
@@ -322,7 +447,7 @@ def _delay_execute(
 
 
 def _adapter_execute(
-    run: Run, step: dict[str, Any], step_run: StepRun, values: dict[str, Any]
+    run: Run, step: dict[str, Any], step_run: StepRun, values: dict[str, Any], batch: RunBatch
 ) -> Outcome:
     inputs: dict[str, str] = {}
     try:
@@ -335,7 +460,7 @@ def _adapter_execute(
         adapter = adapter_get(step.get("adapter", ""))
     except LookupError as exc:
         return Outcome("failed", reason=str(exc))
-    patient = _event_patient(run.event.organization_id, values)
+    patient = batch.patient(run.event.organization_id, values)
     key = f"run:{run.pk}:step:{step_run.index}"
     if step_run.generation:
         key += f":retry:{step_run.generation}"
@@ -351,19 +476,24 @@ def _adapter_execute(
             is_test=run.is_test or bool(patient and patient.is_test),
             urgent=bool(step.get("urgent")),
             attempt=step_run.attempts,
+            memo=batch.memo,
         ),
     )
 
 
+# What finishing a step writes (RunBatch.finish writes a run's last step with the run's end).
+STEP_FINISH_FIELDS = ["status", "result", "skip_reason", "error", "finished_at", "updated_at"]
+
+
 def _step_finish(step_run: StepRun, outcome: Outcome) -> None:
+    """Record the step's outcome on the step run, to be written (STEP_FINISH_FIELDS)."""
     step_run.status = (
         StepRun.Status.SKIPPED if outcome.status == "skipped" else StepRun.Status.SUCCEEDED
     )
     step_run.result = outcome.result
     step_run.skip_reason = outcome.reason if outcome.status == "skipped" else ""
     step_run.error = ""
-    step_run.finished_at = timezone.now()
-    _step_save(step_run, ["status", "result", "skip_reason", "error", "finished_at", "updated_at"])
+    step_run.finished_at = step_run.updated_at = timezone.now()
 
 
 def _run_wait(run: Run, step_run: StepRun, outcome: Outcome) -> None:

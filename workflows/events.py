@@ -12,6 +12,7 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
+import redis
 from django.db import connections, router, transaction
 
 from workflows.listener import EVENTS_CHANNEL, events_notify_enabled
@@ -720,11 +721,98 @@ _publisher = _BackgroundPublisher()
 atexit.register(_publisher.flush)
 
 
-def event_publish(*, event_id: int) -> None:
-    """Hand an event to the broker; on failure leave it to the relay instead of failing."""
-    from workflows.tasks import dispatch_event
+# The events committed that no worker has taken yet, in order, and a flag set while a
+# wake-up task is queued that no worker has started: the events recorded meanwhile need no
+# task of their own, since the worker that starts it takes whatever waits by then, a batch
+# at a time. The flag expires in case that task is lost (the relay covers its events).
+WAITING_KEY = "careflow:events:waiting"
+WAKE_KEY = "careflow:events:wake"
+WAKE_EXPIRES_SECONDS = 5
 
+
+def event_publish(*, event_id: int) -> None:
+    """Hand a committed event to the workers (beat's listener does, for each one notified).
+    With the shared Redis it joins the events waiting and a worker is woken unless a
+    wake-up is queued already: in a burst the broker then holds one task, not one per
+    event. Without it (or should it fail) the event gets a task of its own. On failure the
+    event is left to the relay instead of failing."""
+    from integrations.throttle import coordination_redis
+
+    client = coordination_redis()
+    if client is not None:
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.rpush(WAITING_KEY, event_id)
+            pipe.set(WAKE_KEY, 1, nx=True, ex=WAKE_EXPIRES_SECONDS)
+            _, woken = pipe.execute()
+        except redis.RedisError:
+            pass
+        else:
+            if woken:
+                _wake_up_publish(client, f"event {event_id}")
+            return
     try:
-        dispatch_event.apply_async((event_id,), retry=False)
+        _dispatch_task().apply_async(([event_id],), retry=False)
     except Exception:
         logger.warning("broker unavailable; event %s left for the relay", event_id, exc_info=True)
+
+
+def events_wake() -> None:
+    """Wake a worker for the events waiting, unless a wake-up is queued already."""
+    from integrations.throttle import coordination_redis
+
+    client = coordination_redis()
+    try:
+        if client is not None and not client.set(WAKE_KEY, 1, nx=True, ex=WAKE_EXPIRES_SECONDS):
+            return
+    except redis.RedisError:
+        pass
+    _wake_up_publish(client, "the events waiting")
+
+
+def _wake_up_publish(client: Any, what: str) -> None:
+    try:
+        _dispatch_task().apply_async(retry=False)
+    except Exception:
+        logger.warning("broker unavailable; %s left for the relay", what, exc_info=True)
+        try:  # no wake-up is queued: the next event tries again
+            if client is not None:
+                client.delete(WAKE_KEY)
+        except redis.RedisError:
+            pass
+
+
+def _dispatch_task() -> Any:
+    from workflows.tasks import dispatch_events
+
+    return dispatch_events
+
+
+def events_waiting_take(count: int) -> list[int]:
+    """For a worker woken: up to `count` of the events waiting, oldest first, taken off the
+    list (one the worker dies holding is left to the relay). It clears the flag: an event
+    after that wakes a worker again (the other one, while this one is busy)."""
+    from integrations.throttle import coordination_redis
+
+    client = coordination_redis()
+    if client is None:
+        return []
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.delete(WAKE_KEY)
+        pipe.lpop(WAITING_KEY, count)
+        _, taken = pipe.execute()
+    except redis.RedisError:
+        return []  # the flag expires; the relay dispatches the events
+    return [int(event_id) for event_id in taken or []]
+
+
+def events_waiting_count() -> int:
+    """How many events wait for a worker in the list (0 if it cannot be read)."""
+    from integrations.throttle import coordination_redis
+
+    client = coordination_redis()
+    try:
+        return int(client.llen(WAITING_KEY)) if client is not None else 0
+    except redis.RedisError:
+        return 0

@@ -3,10 +3,11 @@ costs the saving process no broker round trip and no publishing work at all.
 
 On PostgreSQL the outbox INSERT also queues a NOTIFY on `EVENTS_CHANNEL` with the event's
 id (`workflows.events`); PostgreSQL delivers it when, and only if, the transaction
-commits. This listener, a thread of every beat process, publishes a dispatch task for each.
-While it is not listening (its session dropped, the broker down) nothing is lost: the relay
-dispatches whatever stays undispatched. Two beat processes both listening publish twice,
-which the dispatch's claim makes harmless.
+commits. This listener, a thread of every beat process, hands it to the workers
+(`event_publish`: one queued task for however many events arrive before a worker starts on
+them). While it is not listening (its session dropped, the broker down) nothing is lost: the
+relay dispatches whatever stays undispatched. Two beat processes both listening may both
+wake a worker, which the dispatch's claim makes harmless.
 """
 
 import logging

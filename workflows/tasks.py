@@ -11,13 +11,14 @@ from kombu.exceptions import ChannelError, KombuError
 
 from integrations.tasks import send_message
 from workflows.engine import (
-    event_dispatch_claiming,
+    events_dispatch_claiming,
     events_undispatched,
     run_advance,
-    run_continue,
     run_waiting_message,
+    runs_continue,
     runs_due,
 )
+from workflows.events import events_waiting_count, events_waiting_take, events_wake
 from workflows.models import Run
 
 # A wait shorter than this is also handed to the broker as an ETA for promptness; longer
@@ -26,25 +27,47 @@ SHORT_WAIT = timedelta(seconds=60)
 
 
 # Runs of one event advanced in the dispatching task itself: the common case (an event that
-# starts one run whose SMS goes out at once) then costs one task, not a chain of them.
+# starts one run whose SMS goes out at once) then costs no task of its own.
 INLINE_RUNS = 3
+# Events a worker takes at a time when it dispatches whatever waits: one claim, one read of
+# workflows and one INSERT of runs for all of them, and their runs advanced together
+# (engine.RunBatch). Bigger batches save little more and make one worker's share lumpier.
+DISPATCH_BATCH = 20
+# A worker woken for the waiting events takes at most this many batches, then leaves the
+# rest to a fresh wake-up (so a long backlog does not hold one task for minutes).
+WAKE_BATCHES = 50
 
 
 @shared_task
-def dispatch_event(event_id: int) -> None:
-    runs = event_dispatch_claiming(event_id=event_id, claim=INLINE_RUNS)  # [] if no such event
-    for run in runs[:INLINE_RUNS]:
-        _after_advance(run_continue(run=run))
-    for run in runs[INLINE_RUNS:]:
-        advance_run.delay(run.pk)
+def dispatch_events(event_ids: list[int] | None = None) -> None:
+    """Dispatch these events (the relay's, or one published without the shared Redis); with
+    none, the events waiting (workflows.events.event_publish), a batch at a time until fewer
+    than a full batch were left."""
+    if event_ids is not None:
+        _dispatch(event_ids)
+        return
+    for _ in range(WAKE_BATCHES):
+        event_ids = events_waiting_take(DISPATCH_BATCH)
+        if event_ids:
+            _dispatch(event_ids)
+        if len(event_ids) < DISPATCH_BATCH:
+            return
+    events_wake()
+
+
+def _dispatch(event_ids: list[int]) -> None:
+    """Dispatch a batch of events, advance their first runs here and queue the others."""
+    _, runs = events_dispatch_claiming(event_ids=event_ids, claim_per_event=INLINE_RUNS)
+    inline = [run for run in runs if run.status == Run.Status.RUNNING]
+    for run in runs:
+        if run.status == Run.Status.PENDING:
+            advance_run.delay(run.pk)
+    for run in runs_continue(runs=inline):
+        _after_advance(run)
 
 
 @shared_task
 def advance_run(run_id: int) -> None:
-    _advance(run_id)
-
-
-def _advance(run_id: int) -> None:
     try:
         run = run_advance(run_id=run_id)
     except Run.DoesNotExist:
@@ -85,9 +108,14 @@ def _queued(queue: str) -> int:
 
 @shared_task
 def relay_events() -> int:
-    event_ids = events_undispatched(queued=_queued("events"))
-    for event_id in event_ids:
-        dispatch_event.delay(event_id)
+    # Events waiting in the list are as good as queued, provided a wake-up is queued for them
+    # (its publish may have failed, or its task been lost when the flag expired).
+    waiting = events_waiting_count()
+    if waiting:
+        events_wake()
+    event_ids = events_undispatched(queued=_queued("events") + waiting)
+    for start in range(0, len(event_ids), DISPATCH_BATCH):
+        dispatch_events.delay(event_ids[start : start + DISPATCH_BATCH])
     return len(event_ids)
 
 

@@ -60,7 +60,10 @@ class TwilioAdapter(Adapter):
     def execute(self, *, function: str, context: StepContext) -> Outcome:
         if function != SEND_SMS.name:
             return Outcome("failed", reason=f"Twilio has no function {function!r}")
-        integration = twilio_integration(context.organization)
+        key = ("twilio-integration", context.organization.pk)
+        if key not in context.memo:
+            context.memo[key] = twilio_integration(context.organization)
+        integration = context.memo[key]
         if integration is None:
             return Outcome("failed", reason="this clinic has no enabled Twilio integration")
         to = context.inputs["to"].strip()

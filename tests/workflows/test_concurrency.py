@@ -14,7 +14,7 @@ from django.utils import timezone
 from patients.models import Order
 from tests.conftest import wait_for
 from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
-from workflows.engine import event_dispatch, event_dispatch_claiming, run_claim, runs_due
+from workflows.engine import event_dispatch, events_dispatch_claiming, run_claim, runs_due
 from workflows.models import Event, Run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_worker")]
@@ -76,10 +76,10 @@ def test_a_dead_workers_run_is_taken_over_after_its_lease_only() -> None:
 
 
 def test_a_run_created_claimed_is_taken_over_after_its_lease_when_its_worker_died() -> None:
-    # dispatch_event creates the runs it advances inline already claimed; a worker killed
+    # dispatch_events creates the runs it advances inline already claimed; a worker killed
     # before continuing one leaves it running, which is recovered like any dead claim.
     event = _shipped_event()
-    (run,) = event_dispatch_claiming(event_id=event.pk, claim=1)
+    _, (run,) = events_dispatch_claiming(event_ids=[event.pk], claim_per_event=1)
     assert run.status == Run.Status.RUNNING and run.lease_expires_at is not None
     assert not run_claim(run_id=run.pk)
     assert run.pk not in [r for r, _ in runs_due()]
@@ -93,9 +93,11 @@ def test_only_the_asked_number_of_runs_is_created_claimed() -> None:
     for _ in range(2):
         workflow = WorkflowFactory(organization=event.organization, trigger="order.shipped")
         SmsStepFactory(workflow=workflow)
-    runs = event_dispatch_claiming(event_id=event.pk, claim=2)
+    claimed, runs = events_dispatch_claiming(event_ids=[event.pk], claim_per_event=2)
+    assert claimed == 1
     assert [run.status for run in runs] == [Run.Status.RUNNING] * 2 + [Run.Status.PENDING]
-    assert event_dispatch_claiming(event_id=event.pk, claim=2) == []  # dispatched once
+    # dispatched once
+    assert events_dispatch_claiming(event_ids=[event.pk], claim_per_event=2) == (0, [])
 
 
 def test_the_sweeper_releases_waiting_runs_at_their_due_time() -> None:
@@ -132,9 +134,11 @@ def test_sweepers_push_each_run_once_while_it_is_queued() -> None:
 
 @pytest.fixture
 def publishing(settings: Any) -> None:
-    """The saving process publishes each event after commit (as on SQLite), so that the
-    broker's events queue holds one dispatch task per event without a beat listener."""
+    """The saving process publishes each event after commit (as on SQLite), and without the
+    shared Redis each gets a dispatch task of its own: the broker's events queue holds one
+    task per event, without a beat listener."""
     settings.CAREFLOW_EVENTS_NOTIFY = False
+    settings.CAREFLOW_THROTTLE_REDIS_URL = ""
 
 
 def _ship_orders(count: int) -> list[int]:
@@ -146,13 +150,19 @@ def _ship_orders(count: int) -> list[int]:
     orders = OrderFactory.create_batch(
         count, patient__organization=workflow.organization, organization=workflow.organization
     )
+    from workflows.events import events_waiting_count, events_waiting_take
     from workflows.tasks import _queued
 
     created = Event.objects.count()  # the orders' and patients' creation
-    wait_for(lambda: _queued("events") >= created, what="the creation events published")
+    wait_for(
+        lambda: _queued("events") + events_waiting_count() >= created,
+        what="the creation events published",
+    )
     Event.objects.all().delete()
     with celery_app.connection_for_write() as broker:
         broker.default_channel.queue_purge("events")
+    while events_waiting_take(1000):
+        pass
     for order in orders:
         order.status = Order.Status.SHIPPED
         order.save()
@@ -216,4 +226,44 @@ def test_relay_events_leaves_a_backlog_in_the_broker_alone_and_relays_lost_tasks
     with celery_app.connection_for_write() as broker:
         broker.default_channel.queue_purge("events")
     assert relay_events() == 5
-    assert _queued("events") == 5
+    assert _queued("events") == 1  # one task dispatches a batch of relayed events
+
+
+def test_relay_events_leaves_events_waiting_in_the_list_alone_and_relays_lost_ones(
+    settings: Any,
+) -> None:
+    from config.celery import app as celery_app
+    from workflows.events import events_waiting_take
+    from workflows.tasks import _queued, relay_events
+
+    settings.CAREFLOW_EVENTS_NOTIFY = False  # the saving process publishes, with Redis
+    # given five events waiting in the list, with one wake-up queued (no worker consuming)
+    shipped = _ship_orders(5)
+    wait_for(lambda: _queued("events") == 1, what="the wake-up in the queue")
+    Event.objects.update(created_at=timezone.now() - timedelta(seconds=30))
+    # then the relay, seeing them waiting, queues nothing more
+    assert relay_events() == 0
+    # and once a worker died holding them (taken off the list, never dispatched), it relays
+    # them all
+    with celery_app.connection_for_write() as broker:
+        broker.default_channel.queue_purge("events")
+    assert events_waiting_take(20) == shipped
+    assert relay_events() == 5
+
+
+def test_a_worker_woken_dispatches_every_event_waiting_a_batch_at_a_time(settings: Any) -> None:
+    from workflows.events import events_waiting_count
+    from workflows.tasks import DISPATCH_BATCH, dispatch_events
+
+    settings.CAREFLOW_EVENTS_NOTIFY = False  # the saving process publishes, with Redis
+    shipped = _ship_orders(DISPATCH_BATCH * 2 + 5)
+    wait_for(lambda: events_waiting_count() == len(shipped), what="the events in the list")
+    dispatch_events()  # what the one wake-up queued for all of them does
+    assert events_waiting_count() == 0
+    assert not Event.objects.filter(dispatched_at__isnull=True).exists()
+    assert sorted(Run.objects.values_list("event_id", flat=True)) == shipped
+    # every run was advanced to its end in that task (this clinic has no Twilio
+    # integration: failed, saying so), none left to a sweeper
+    assert set(Run.objects.values_list("error", flat=True)) == {
+        "step 1: this clinic has no enabled Twilio integration"
+    }

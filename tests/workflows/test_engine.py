@@ -72,12 +72,12 @@ STATEMENTS_PER_EVENT = 13
 def test_an_event_that_sends_one_sms_costs_a_bounded_number_of_statements(
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:
-    from workflows.tasks import dispatch_event
+    from workflows.tasks import dispatch_events
 
     ConsentFactory(patient=clinic["patient"])
     event = _ship(clinic["patient"])
     with CaptureQueriesContext(connection) as queries:
-        dispatch_event(event.pk)
+        dispatch_events([event.pk])
     assert OutboundMessage.objects.get().status == OutboundMessage.Status.SENT
     statements = [
         query["sql"]
@@ -90,12 +90,12 @@ def test_an_event_that_sends_one_sms_costs_a_bounded_number_of_statements(
 def test_a_step_run_another_holder_created_meanwhile_is_updated_not_duplicated(
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:
-    from workflows.engine import event_dispatch_claiming, run_continue
+    from workflows.engine import events_dispatch_claiming, runs_continue
 
     ConsentFactory(patient=clinic["patient"])
-    (run,) = event_dispatch_claiming(event_id=_ship(clinic["patient"]).pk, claim=1)
+    _, (run,) = events_dispatch_claiming(event_ids=[_ship(clinic["patient"]).pk], claim_per_event=1)
     StepRun.objects.create(run=run, index=0)  # e.g. a worker whose lease was taken over
-    run = run_continue(run=run)
+    (run,) = runs_continue(runs=[run])
     assert run.status == Run.Status.SUCCEEDED
     step_run = StepRun.objects.get(run=run)  # still one row, and it says what happened
     assert step_run.status == StepRun.Status.SUCCEEDED
@@ -426,3 +426,112 @@ def test_a_run_cancelled_while_held_stops_after_its_current_step(
     engine.run_advance(run_id=run_id)
     assert [m["body"] for m in sandbox.messages()] == ["first"]
     assert Run.objects.get(pk=run_id).status == Run.Status.CANCELLED
+
+
+def _ship_many(patient: Any, count: int) -> list[int]:
+    orders = OrderFactory.create_batch(
+        count, patient=patient, organization=patient.organization, status="awaiting_shipment"
+    )
+    for order in orders:
+        order.status = Order.Status.SHIPPED
+        order.save()
+    return list(
+        Event.objects.filter(type="order.shipped").order_by("id").values_list("id", flat=True)
+    )
+
+
+# A batch of events, each sending one SMS: what a worker woken for a burst does per batch
+# (claim, workflows, steps, runs; patients with consents; integration; the messaging
+# policy, cached for 5 s in a worker) and per event (the step run's INSERT, the message's
+# INSERT and the record of Twilio's answer), then the step runs and runs finished together.
+BATCH_STATEMENTS = 10
+STATEMENTS_PER_EVENT_IN_A_BATCH = 3
+
+
+def test_a_batch_of_events_costs_three_statements_per_event_and_a_few_per_batch(
+    clinic: dict[str, Any], sandbox: SandboxServer
+) -> None:
+    from workflows.tasks import dispatch_events
+
+    ConsentFactory(patient=clinic["patient"])
+    event_ids = _ship_many(clinic["patient"], 20)
+    with CaptureQueriesContext(connection) as queries:
+        dispatch_events(event_ids)
+    assert len(sandbox.messages()) == 20
+    assert set(Run.objects.values_list("status", flat=True)) == {Run.Status.SUCCEEDED}
+    assert set(StepRun.objects.values_list("status", flat=True)) == {StepRun.Status.SUCCEEDED}
+    assert all(sr.result["sid"] for sr in StepRun.objects.all())
+    statements = [
+        query["sql"]
+        for query in queries.captured_queries
+        if not query["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
+    ]
+    assert len(statements) <= BATCH_STATEMENTS + 20 * STATEMENTS_PER_EVENT_IN_A_BATCH, "\n".join(
+        s[:100] for s in statements
+    )
+
+
+def test_a_run_finished_in_a_batch_stays_running_until_the_batch_ends_and_its_successor_repeats_nothing(
+    clinic: dict[str, Any], sandbox: SandboxServer, settings: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workflows.engine import RunBatch, _run_continue, events_dispatch_claiming
+
+    ConsentFactory(patient=clinic["patient"])
+    _, runs = events_dispatch_claiming(
+        event_ids=_ship_many(clinic["patient"], 2), claim_per_event=1
+    )
+    batch = RunBatch(runs)
+    for run in runs:
+        _run_continue(run, {}, batch)
+    # the worker dies here, before the batch's finishing writes: both SMS went out
+    assert len(sandbox.messages()) == 2
+    assert set(Run.objects.values_list("status", flat=True)) == {Run.Status.RUNNING}
+    Run.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    for run in runs:  # whoever takes them over after the lease
+        taken = run_advance(run_id=run.pk)
+        assert taken is not None and taken.status == Run.Status.SUCCEEDED
+    assert len(sandbox.messages()) == 2  # nothing sent again
+    assert OutboundMessage.objects.count() == 2
+
+
+def test_a_run_cancelled_while_its_batch_went_on_stays_cancelled(
+    clinic: dict[str, Any], sandbox: SandboxServer
+) -> None:
+    from workflows.engine import RunBatch, _run_continue, events_dispatch_claiming
+
+    ConsentFactory(patient=clinic["patient"])
+    _, (first, second) = events_dispatch_claiming(
+        event_ids=_ship_many(clinic["patient"], 2), claim_per_event=1
+    )
+    batch = RunBatch([first, second])
+    for run in (first, second):
+        _run_continue(run, {}, batch)
+    Run.objects.filter(pk=second.pk).update(status=Run.Status.CANCELLED)  # workflow disabled
+    batch.finish()
+    assert (first.status, second.status) == (Run.Status.SUCCEEDED, Run.Status.CANCELLED)
+    assert Run.objects.get(pk=second.pk).status == Run.Status.CANCELLED
+    assert Run.objects.get(pk=first.pk).status == Run.Status.SUCCEEDED
+
+
+def test_a_batch_renews_the_lease_of_the_runs_it_still_holds(
+    clinic: dict[str, Any], settings: Any
+) -> None:
+    from workflows.engine import RunBatch, events_dispatch_claiming
+
+    _, runs = events_dispatch_claiming(
+        event_ids=_ship_many(clinic["patient"], 2), claim_per_event=1
+    )
+    leases = dict(Run.objects.values_list("id", "lease_expires_at"))
+    batch = RunBatch(runs)
+    batch.hold()  # too soon: nothing written
+    assert dict(Run.objects.values_list("id", "lease_expires_at")) == leases
+    batch._renewed -= settings.CAREFLOW_RUN_LEASE_SECONDS  # a third of the lease has passed
+    batch.hold()
+    for run in Run.objects.all():
+        before = leases[run.pk]
+        assert run.lease_expires_at is not None and before is not None
+        assert run.lease_expires_at > before

@@ -1,6 +1,7 @@
 """Events reach the broker through PostgreSQL NOTIFY and the beat's listener: the saving
-process does no broker work, a rolled-back save notifies nothing, and the listener
-survives losing its session."""
+process does no broker work, a rolled-back save notifies nothing, the listener wakes a
+worker once for however many events arrive before one starts on them, and it survives
+losing its session."""
 
 import threading
 from collections.abc import Iterator
@@ -13,10 +14,25 @@ from django.db import connection, transaction
 from patients.models import Order
 from tests.conftest import wait_for
 from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
+from workflows.events import event_publish, events_waiting_take
 from workflows.listener import EVENTS_CHANNEL, _connect, events_listen
 from workflows.models import Event
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_worker")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("no_worker", "no_wake_up_pending"),
+]
+
+
+@pytest.fixture
+def no_wake_up_pending() -> Iterator[None]:
+    """No earlier test's events wait in the list, and no wake-up flag (no worker took its
+    task) holds this one's back."""
+    while events_waiting_take(1000):
+        pass
+    yield
+    while events_waiting_take(1000):
+        pass
 
 
 @pytest.fixture
@@ -42,21 +58,22 @@ def _ship(order: Order) -> None:
     order.save()
 
 
-def _dispatch_tasks() -> list[int]:
-    """The event ids of the dispatch tasks waiting in the broker's events queue."""
+def _dispatch_tasks() -> list[list[Any]]:
+    """The arguments of the dispatch tasks waiting in the broker's events queue (a wake-up
+    has none: its worker takes the oldest events waiting), taken out of it."""
     from config.celery import app
 
-    ids = []
+    tasks = []
     with app.connection_for_read() as broker:
         queue = broker.SimpleQueue("events")
         try:
             while True:
                 message = queue.get(timeout=0.5)
-                assert message.headers["task"] == "workflows.tasks.dispatch_event"
-                ids.append(message.payload[0][0])
+                assert message.headers["task"] == "workflows.tasks.dispatch_events"
+                tasks.append(message.payload[0])
                 message.ack()
         except queue.Empty:
-            return ids
+            return tasks
         finally:
             queue.close()
 
@@ -87,7 +104,21 @@ def test_the_saving_process_publishes_nothing_itself(order: Order) -> None:
     assert _dispatch_tasks() == []  # no listener is running: only the relay would act
 
 
-def test_the_listener_publishes_each_event_and_outlives_its_session(order: Order) -> None:
+def test_events_published_before_a_worker_starts_share_one_wake_up() -> None:
+    _dispatch_tasks()
+    for event_id in (11, 12, 13):  # three events notified before any worker starts
+        event_publish(event_id=event_id)
+    assert _dispatch_tasks() == [[]]
+    # a worker starts on it and takes a batch: the events after that need a new wake-up
+    assert events_waiting_take(2) == [11, 12]
+    event_publish(event_id=14)
+    event_publish(event_id=15)
+    assert _dispatch_tasks() == [[]]
+    assert events_waiting_take(20) == [13, 14, 15]
+    assert events_waiting_take(20) == []
+
+
+def test_the_listener_wakes_a_worker_and_outlives_its_session(order: Order) -> None:
     other: Order = OrderFactory(patient=order.patient, organization=order.organization)
     _dispatch_tasks()
     stop = threading.Event()
@@ -97,7 +128,8 @@ def test_the_listener_publishes_each_event_and_outlives_its_session(order: Order
         wait_for(_listening_pid, what="the listener's LISTEN")
         _ship(order)
         first = Event.objects.get(type="order.shipped", subject_id=str(order.pk))
-        assert wait_for(_dispatch_tasks, what="the dispatch task") == [first.pk]
+        assert wait_for(_dispatch_tasks, what="the wake-up") == [[]]
+        assert events_waiting_take(20) == [first.pk]  # as the worker woken does
         # an administrator (or a failover) terminates the listener's session
         pid = _listening_pid()
         with connection.cursor() as cursor:
@@ -105,7 +137,8 @@ def test_the_listener_publishes_each_event_and_outlives_its_session(order: Order
         wait_for(lambda: _listening_pid() not in (None, pid), timeout=10, what="a new session")
         _ship(other)
         second = Event.objects.get(type="order.shipped", subject_id=str(other.pk))
-        assert wait_for(_dispatch_tasks, what="the next dispatch task") == [second.pk]
+        assert wait_for(_dispatch_tasks, what="the next wake-up") == [[]]
+        assert events_waiting_take(20) == [second.pk]
     finally:
         stop.set()
         listener.join(timeout=5)

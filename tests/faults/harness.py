@@ -10,6 +10,7 @@ of the send path.
 
 import os
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 import phonenumbers
 import pytest
+from django.db import connections
 
 from integrations.models import Integration, OutboundMessage
 from integrations.twilio.sandbox import SandboxServer
@@ -306,14 +308,37 @@ class Injector:
 
 
 def ship_under_faults(
-    burst: Burst, injector: Injector, *, held_back: float = 0.2, timeout: float, scenario: str
+    burst: Burst,
+    injector: Injector,
+    *,
+    held_back: float = 0.2,
+    timeout: float,
+    scenario: str,
+    while_shipping: bool = False,
 ) -> None:
-    """Ship most of the burst at once, then inject faults while it is processed until every
-    planned fault has been injected; then ship the part held back, which so always meets
-    workers that went through the faults. (Injecting between the saves would pause the
-    burst for every worker restart.)"""
+    """Ship most of the burst, then inject faults while it is processed until every planned
+    fault has been injected; then ship the part held back, which so always meets workers
+    that went through the faults. (Injecting between the saves would pause the burst for
+    every worker restart.) With `while_shipping` the first part is shipped from a thread
+    meanwhile: workers that keep up with the saves would otherwise have processed most of
+    it before the first fault, and the faults would meet a burst nearly done."""
     started = time.monotonic()
-    burst.ship(int(burst.size * (1 - held_back)))
+    count = int(burst.size * (1 - held_back))
+    shipping, failures = None, []
+    if while_shipping:
+
+        def ship() -> None:
+            try:
+                burst.ship(count)
+            except Exception as exc:  # noqa: BLE001 — re-raised in the test's thread
+                failures.append(exc)
+            finally:
+                connections.close_all()  # this thread's own
+
+        shipping = threading.Thread(target=ship, name="fault-burst-shipping", daemon=True)
+        shipping.start()
+    else:
+        burst.ship(count)
     wait_until(
         burst,
         lambda _: not injector.points,
@@ -324,6 +349,10 @@ def ship_under_faults(
         started=started,
         scenario=scenario,
     )
+    if shipping is not None:
+        shipping.join(timeout=timeout)
+        if failures:
+            raise failures[0]
     burst.ship()
 
 

@@ -71,7 +71,7 @@ def test_burst_is_sent_exactly_once_while_workers_are_killed_at_random(
     killer = Killer(workers, burst, rng)
     started = time.monotonic()
 
-    ship_under_faults(burst, killer, timeout=300, scenario="worker SIGKILL")
+    ship_under_faults(burst, killer, timeout=300, scenario="worker SIGKILL", while_shipping=True)
     tally = wait_until_settled(burst, timeout=480, started=started, scenario="worker SIGKILL")
 
     elapsed = time.monotonic() - started

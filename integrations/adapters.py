@@ -73,6 +73,11 @@ class StepContext:
     # Shared by the steps of one batch of runs (workflows.engine.RunBatch): an adapter keeps
     # here what it reads for every step alike (the clinic's integration), to read it once.
     memo: dict[Any, Any] = field(default_factory=dict)
+    # Where an adapter may leave writes to the end of that batch (the engine makes them
+    # before it records the steps finished); None: no batch, write at once. Only for records
+    # a worker dying first may lose: Twilio's acceptance of a message, which reconciliation
+    # recovers.
+    at_batch_end: list[Callable[[], None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ died is taken over once the lease expires.
 import logging
 import time
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -167,6 +167,7 @@ class RunBatch:
     def __init__(self, runs: list[Run]) -> None:
         self.runs = runs
         self.memo: dict[Any, Any] = {}
+        self.at_end: list[Callable[[], None]] = []
         self._patients: dict[tuple[int, str], Patient | None] | None = None
         self._finished_steps: list[StepRun] = []
         self._finished_runs: list[tuple[Run, str]] = []
@@ -227,8 +228,11 @@ class RunBatch:
         self._finished_runs.append((run, status))
 
     def finish(self) -> None:
-        """Write the finished step runs, then the finished runs: a run cancelled meanwhile
-        stays cancelled (and is reloaded as it is)."""
+        """Make the writes adapters left to the end (StepContext.at_batch_end), then write
+        the finished step runs, then the finished runs: a run cancelled meanwhile stays
+        cancelled (and is reloaded as it is)."""
+        for write in self.at_end:
+            write()
         rows_update(StepRun, self._finished_steps, STEP_FINISH_FIELDS)
         now = timezone.now()
         groups: dict[tuple[str, int], list[Run]] = {}
@@ -477,6 +481,7 @@ def _adapter_execute(
             urgent=bool(step.get("urgent")),
             attempt=step_run.attempts,
             memo=batch.memo,
+            at_batch_end=batch.at_end,
         ),
     )
 

@@ -2,7 +2,7 @@
 
 from integrations.adapters import Adapter, Function, Outcome, Parameter, StepContext
 from integrations.models import Integration, OutboundMessage
-from integrations.sending import message_prepare_and_deliver
+from integrations.sending import MessagesAccepted, message_prepare_and_deliver
 from patients.models import Organization, Patient
 
 Status = OutboundMessage.Status
@@ -66,8 +66,13 @@ class TwilioAdapter(Adapter):
         integration = context.memo[key]
         if integration is None:
             return Outcome("failed", reason="this clinic has no enabled Twilio integration")
+        accepted = context.memo.get("twilio-accepted")
+        if accepted is None and context.at_batch_end is not None:
+            accepted = context.memo["twilio-accepted"] = MessagesAccepted()
+            context.at_batch_end.append(accepted.write)
         to = context.inputs["to"].strip()
         message = message_prepare_and_deliver(
+            accepted=accepted,
             organization=context.organization,
             integration=integration,
             idempotency_key=context.idempotency_key,

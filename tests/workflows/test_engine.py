@@ -442,13 +442,13 @@ def _ship_many(patient: Any, count: int) -> list[int]:
 
 # A batch of events, each sending one SMS: what a worker woken for a burst does per batch
 # (claim, workflows, steps, runs; patients with consents; integration; the messaging
-# policy, cached for 5 s in a worker) and per event (the step run's INSERT, the message's
-# INSERT and the record of Twilio's answer), then the step runs and runs finished together.
-BATCH_STATEMENTS = 10
-STATEMENTS_PER_EVENT_IN_A_BATCH = 3
+# policy, cached for 5 s in a worker), per event (the step run's INSERT and the message's
+# INSERT), then Twilio's answers (two), the step runs and the runs recorded together.
+BATCH_STATEMENTS = 12
+STATEMENTS_PER_EVENT_IN_A_BATCH = 2
 
 
-def test_a_batch_of_events_costs_three_statements_per_event_and_a_few_per_batch(
+def test_a_batch_of_events_costs_two_statements_per_event_and_a_few_per_batch(
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:
     from workflows.tasks import dispatch_events
@@ -461,6 +461,10 @@ def test_a_batch_of_events_costs_three_statements_per_event_and_a_few_per_batch(
     assert set(Run.objects.values_list("status", flat=True)) == {Run.Status.SUCCEEDED}
     assert set(StepRun.objects.values_list("status", flat=True)) == {StepRun.Status.SUCCEEDED}
     assert all(sr.result["sid"] for sr in StepRun.objects.all())
+    messages = OutboundMessage.objects.all()
+    assert {m.status for m in messages} == {OutboundMessage.Status.SENT}
+    assert {m.provider_status for m in messages} == {"queued"}
+    assert {m.provider_sid for m in messages} == {m["sid"] for m in sandbox.messages()}
     statements = [
         query["sql"]
         for query in queries.captured_queries
@@ -471,7 +475,7 @@ def test_a_batch_of_events_costs_three_statements_per_event_and_a_few_per_batch(
     )
 
 
-def test_a_run_finished_in_a_batch_stays_running_until_the_batch_ends_and_its_successor_repeats_nothing(
+def test_a_batch_whose_worker_dies_before_its_end_is_taken_over_and_sends_nothing_again(
     clinic: dict[str, Any], sandbox: SandboxServer, settings: Any
 ) -> None:
     from datetime import timedelta
@@ -487,15 +491,24 @@ def test_a_run_finished_in_a_batch_stays_running_until_the_batch_ends_and_its_su
     batch = RunBatch(runs)
     for run in runs:
         _run_continue(run, {}, batch)
-    # the worker dies here, before the batch's finishing writes: both SMS went out
+    # the worker dies here, before the batch's finishing writes: both SMS went out, and
+    # neither Twilio's answers nor the runs' ends were recorded
     assert len(sandbox.messages()) == 2
     assert set(Run.objects.values_list("status", flat=True)) == {Run.Status.RUNNING}
+    sending = OutboundMessage.objects.all()
+    assert {m.status for m in sending} == {OutboundMessage.Status.SENDING}
+    assert {m.provider_sid for m in sending} == {None}
+    # whoever takes the runs over after the lease, once the messages are stale
     Run.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    for run in runs:  # whoever takes them over after the lease
+    OutboundMessage.objects.update(sending_started_at=timezone.now() - timedelta(hours=1))
+    for run in runs:
         taken = run_advance(run_id=run.pk)
         assert taken is not None and taken.status == Run.Status.SUCCEEDED
-    assert len(sandbox.messages()) == 2  # nothing sent again
-    assert OutboundMessage.objects.count() == 2
+    assert len(sandbox.messages()) == 2  # found at Twilio, not sent again
+    assert set(OutboundMessage.objects.values_list("provider_sid", flat=True)) == {
+        m["sid"] for m in sandbox.messages()
+    }
+    assert {m.status for m in OutboundMessage.objects.all()} == {OutboundMessage.Status.SENT}
 
 
 def test_a_run_cancelled_while_its_batch_went_on_stays_cancelled(
@@ -535,3 +548,26 @@ def test_a_batch_renews_the_lease_of_the_runs_it_still_holds(
         before = leases[run.pk]
         assert run.lease_expires_at is not None and before is not None
         assert run.lease_expires_at > before
+
+
+def test_a_status_callback_before_the_batch_records_twilios_answer_keeps_its_status(
+    clinic: dict[str, Any], sandbox: SandboxServer
+) -> None:
+    from integrations.sending import message_status_apply
+    from workflows.engine import RunBatch, _run_continue, events_dispatch_claiming
+
+    ConsentFactory(patient=clinic["patient"])
+    _, (run,) = events_dispatch_claiming(
+        event_ids=_ship_many(clinic["patient"], 1), claim_per_event=1
+    )
+    batch = RunBatch([run])
+    _run_continue(run, {}, batch)
+    (sent,) = sandbox.messages()
+    message = OutboundMessage.objects.get()
+    assert message.status == OutboundMessage.Status.SENDING
+    assert message_status_apply(message=message, provider_status="delivered", sid=sent["sid"])
+    batch.finish()
+    message.refresh_from_db()
+    assert (message.status, message.provider_status) == ("delivered", "delivered")
+    assert message.provider_sid == sent["sid"] and message.sent_at is not None
+    assert Run.objects.get().status == Run.Status.SUCCEEDED

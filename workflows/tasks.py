@@ -38,7 +38,13 @@ DISPATCH_BATCH = 20
 WAKE_BATCHES = 50
 
 
-@shared_task
+# Acknowledged when a worker takes it, not when it is done: the events' state is in the
+# database (a worker dying mid-batch leaves its events to the relay and its runs to their
+# leases), so a redelivery would add nothing. And a task that is still unacknowledged when
+# the broker connection drops makes kombu 5.7 crash the whole worker ("Unrecoverable
+# error: AttributeError … 'hostname'", restoring unacked messages after the connection is
+# gone), which a wake-up that works through a burst for seconds would make likely.
+@shared_task(acks_late=False)
 def dispatch_events(event_ids: list[int] | None = None) -> None:
     """Dispatch these events (the relay's, or one published without the shared Redis); with
     none, the events waiting (workflows.events.event_publish), a batch at a time until fewer

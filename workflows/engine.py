@@ -239,17 +239,7 @@ class RunBatch:
         for run, status in self._finished_runs:
             groups.setdefault((status, run.next_index), []).append(run)
         for (status, next_index), runs in groups.items():
-            fields = {"lease_expires_at": None, "due_at": None, "finished_at": now, "error": ""}
-            changed = Run.objects.filter(
-                pk__in=[run.pk for run in runs], status=Run.Status.RUNNING
-            ).update(status=status, next_index=next_index, updated_at=now, **fields)
-            for run in runs:
-                if changed == len(runs):
-                    run.status = status
-                    for name, value in fields.items():
-                        setattr(run, name, value)
-                else:
-                    run.refresh_from_db()
+            _runs_transition(runs, status, finished_at=now, error="", next_index=next_index)
         self._finished_steps, self._finished_runs = [], []
 
 
@@ -507,7 +497,7 @@ def _run_wait(run: Run, step_run: StepRun, outcome: Outcome) -> None:
         step_run.status, step_run.due_at = StepRun.Status.WAITING, due
         step_run.result, step_run.error = outcome.result, outcome.reason
         _step_save(step_run, ["status", "due_at", "result", "error", "updated_at"])
-        _run_transition(run, Run.Status.WAITING, due_at=due)
+        _runs_transition([run], Run.Status.WAITING, due_at=due)
 
 
 def _run_fail(run: Run, step_run: StepRun, outcome: Outcome) -> None:
@@ -535,22 +525,25 @@ def _run_fail(run: Run, step_run: StepRun, outcome: Outcome) -> None:
 
 
 def _run_finish(run: Run, status: str, *, error: str = "") -> None:
-    _run_transition(run, status, finished_at=timezone.now(), error=error, next_index=run.next_index)
+    _runs_transition(
+        [run], status, finished_at=timezone.now(), error=error, next_index=run.next_index
+    )
 
 
-def _run_transition(run: Run, status: str, **fields: Any) -> bool:
-    """Move a run this worker holds to `status`; a run cancelled meanwhile stays cancelled."""
+def _runs_transition(runs: list[Run], status: str, **fields: Any) -> None:
+    """Move runs this worker holds to `status`, in one UPDATE; a run cancelled meanwhile
+    stays cancelled (and is reloaded as it is)."""
     fields = {"lease_expires_at": None, "due_at": None, **fields}
-    changed = Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(
+    changed = Run.objects.filter(pk__in=[run.pk for run in runs], status=Run.Status.RUNNING).update(
         status=status, updated_at=timezone.now(), **fields
     )
-    if changed:
-        run.status = status
-        for name, value in fields.items():
-            setattr(run, name, value)
-    else:
-        run.refresh_from_db()
-    return bool(changed)
+    for run in runs:
+        if changed == len(runs):
+            run.status = status
+            for name, value in fields.items():
+                setattr(run, name, value)
+        else:
+            run.refresh_from_db()
 
 
 ACTIVE_STATUSES = (Run.Status.PENDING, Run.Status.WAITING)

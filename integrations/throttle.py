@@ -69,24 +69,24 @@ def throttle_reserve(*, key: str, rate: float, segments: int, burst: int = 1) ->
     """
     interval = 1.0 / rate
     now = time.time()
-    url = _redis_url()
-    if url is None:
+    client = coordination_redis()
+    if client is None:
         with _local_lock:
             tat = max(_local_tat.get(key, 0.0), now)
             start = max(now, tat - (burst - 1) * interval)
             _local_tat[key] = tat + segments * interval
             return start - now
-    script = _client(url).register_script(_RESERVE)
+    script = client.register_script(_RESERVE)
     return max(0.0, float(script(keys=[key], args=[now, interval, segments, burst])))
 
 
 def throttle_backlog(*, key: str) -> float:
     """Seconds of sending already reserved ahead for this sender (0 when idle)."""
-    url = _redis_url()
-    if url is None:
+    client = coordination_redis()
+    if client is None:
         with _local_lock:
             tat = _local_tat.get(key, 0.0)
     else:
-        raw = _client(url).get(key)
+        raw = client.get(key)
         tat = float(raw) if raw else 0.0
     return max(0.0, tat - time.time())

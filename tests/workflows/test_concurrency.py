@@ -11,6 +11,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from integrations.throttle import coordination_redis
 from patients.models import Order
 from tests.conftest import wait_for
 from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
@@ -267,3 +268,42 @@ def test_a_worker_woken_dispatches_every_event_waiting_a_batch_at_a_time(setting
     assert set(Run.objects.values_list("error", flat=True)) == {
         "step 1: this clinic has no enabled Twilio integration"
     }
+
+
+def test_the_relay_wakes_a_worker_for_events_left_waiting_without_a_wake_up(
+    settings: Any,
+) -> None:
+    from config.celery import app as celery_app
+    from workflows.events import WAKE_KEY, events_waiting_count
+    from workflows.tasks import _queued, relay_events
+
+    settings.CAREFLOW_EVENTS_NOTIFY = False  # the saving process publishes, with Redis
+    shipped = _ship_orders(3)
+    wait_for(lambda: events_waiting_count() == len(shipped), what="the events in the list")
+    # the wake-up was lost (its worker died, the broker lost it) and its flag expired
+    with celery_app.connection_for_write() as broker:
+        broker.default_channel.queue_purge("events")
+    coordination_redis().delete(WAKE_KEY)
+    assert relay_events() == 0  # the events are not relayed one by one: they wait in the list
+    assert _queued("events") == 1  # but a worker is woken for them
+    assert events_waiting_count() == len(shipped)
+
+
+def test_a_worker_woken_for_a_long_backlog_leaves_the_rest_to_a_fresh_wake_up(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config.celery import app as celery_app
+    from workflows import tasks
+    from workflows.events import events_waiting_count
+
+    settings.CAREFLOW_EVENTS_NOTIFY = False
+    monkeypatch.setattr(tasks, "DISPATCH_BATCH", 2)
+    monkeypatch.setattr(tasks, "WAKE_BATCHES", 2)
+    shipped = _ship_orders(5)
+    wait_for(lambda: events_waiting_count() == len(shipped), what="the events in the list")
+    with celery_app.connection_for_write() as broker:
+        broker.default_channel.queue_purge("events")  # the wake-up this task stands for
+    tasks.dispatch_events()
+    assert Event.objects.filter(dispatched_at__isnull=True).count() == 1
+    assert events_waiting_count() == 1
+    assert tasks._queued("events") == 1  # a fresh wake-up for the one left

@@ -440,6 +440,21 @@ def _ship_many(patient: Any, count: int) -> list[int]:
     )
 
 
+def _batch_sent_but_not_finished(clinic: dict[str, Any], count: int) -> tuple[Any, list[Run]]:
+    """`count` events dispatched and their runs advanced as one batch, whose SMS went out,
+    up to (not including) the batch's finishing writes."""
+    from workflows.engine import RunBatch, _run_continue, events_dispatch_claiming
+
+    ConsentFactory(patient=clinic["patient"])
+    _, runs = events_dispatch_claiming(
+        event_ids=_ship_many(clinic["patient"], count), claim_per_event=1
+    )
+    batch = RunBatch(runs)
+    for run in runs:
+        _run_continue(run, {}, batch)
+    return batch, runs
+
+
 # A batch of events, each sending one SMS: what a worker woken for a burst does per batch
 # (claim, workflows, steps, runs; patients with consents; integration; the messaging
 # policy, cached for 5 s in a worker), per event (the step run's INSERT and the message's
@@ -482,15 +497,7 @@ def test_a_batch_whose_worker_dies_before_its_end_is_taken_over_and_sends_nothin
 
     from django.utils import timezone
 
-    from workflows.engine import RunBatch, _run_continue, events_dispatch_claiming
-
-    ConsentFactory(patient=clinic["patient"])
-    _, runs = events_dispatch_claiming(
-        event_ids=_ship_many(clinic["patient"], 2), claim_per_event=1
-    )
-    batch = RunBatch(runs)
-    for run in runs:
-        _run_continue(run, {}, batch)
+    _, runs = _batch_sent_but_not_finished(clinic, 2)
     # the worker dies here, before the batch's finishing writes: both SMS went out, and
     # neither Twilio's answers nor the runs' ends were recorded
     assert len(sandbox.messages()) == 2
@@ -514,15 +521,8 @@ def test_a_batch_whose_worker_dies_before_its_end_is_taken_over_and_sends_nothin
 def test_a_run_cancelled_while_its_batch_went_on_stays_cancelled(
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:
-    from workflows.engine import RunBatch, _run_continue, events_dispatch_claiming
 
-    ConsentFactory(patient=clinic["patient"])
-    _, (first, second) = events_dispatch_claiming(
-        event_ids=_ship_many(clinic["patient"], 2), claim_per_event=1
-    )
-    batch = RunBatch([first, second])
-    for run in (first, second):
-        _run_continue(run, {}, batch)
+    batch, (first, second) = _batch_sent_but_not_finished(clinic, 2)
     Run.objects.filter(pk=second.pk).update(status=Run.Status.CANCELLED)  # workflow disabled
     batch.finish()
     assert (first.status, second.status) == (Run.Status.SUCCEEDED, Run.Status.CANCELLED)
@@ -554,14 +554,8 @@ def test_a_status_callback_before_the_batch_records_twilios_answer_keeps_its_sta
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:
     from integrations.sending import message_status_apply
-    from workflows.engine import RunBatch, _run_continue, events_dispatch_claiming
 
-    ConsentFactory(patient=clinic["patient"])
-    _, (run,) = events_dispatch_claiming(
-        event_ids=_ship_many(clinic["patient"], 1), claim_per_event=1
-    )
-    batch = RunBatch([run])
-    _run_continue(run, {}, batch)
+    batch, _ = _batch_sent_but_not_finished(clinic, 1)
     (sent,) = sandbox.messages()
     message = OutboundMessage.objects.get()
     assert message.status == OutboundMessage.Status.SENDING
@@ -571,3 +565,22 @@ def test_a_status_callback_before_the_batch_records_twilios_answer_keeps_its_sta
     assert (message.status, message.provider_status) == ("delivered", "delivered")
     assert message.provider_sid == sent["sid"] and message.sent_at is not None
     assert Run.objects.get().status == Run.Status.SUCCEEDED
+
+
+def test_a_batch_records_twilios_answers_together_and_keeps_a_callbacks_status(
+    clinic: dict[str, Any], sandbox: SandboxServer
+) -> None:
+    from integrations.sending import message_status_apply
+
+    batch, _ = _batch_sent_but_not_finished(clinic, 3)
+    sids = {m["sid"] for m in sandbox.messages()}
+    first = OutboundMessage.objects.order_by("id").first()
+    assert first is not None and first.status == OutboundMessage.Status.SENDING
+    # the first message's delivery report arrives before the batch records the answers
+    first_sid = {m["body"]: m["sid"] for m in sandbox.messages()}[first.body]
+    assert message_status_apply(message=first, provider_status="delivered", sid=first_sid)
+    batch.finish()
+    messages = list(OutboundMessage.objects.order_by("id"))
+    assert {m.provider_sid for m in messages} == sids
+    assert [m.status for m in messages] == ["delivered", "sent", "sent"]
+    assert all(m.sent_at is not None for m in messages)

@@ -3,14 +3,17 @@
 import functools
 import uuid
 import zoneinfo
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import IntegrityError, connections, models, router, transaction
+from django.db.backends.utils import CursorDebugWrapper
 from django.db.models import Q
 from django.utils import timezone
 
@@ -79,6 +82,47 @@ def model_get(model: type[M], pk: Any) -> M:
     if converters:
         row = next(iter(compiler.apply_converters([row], converters)))
     return model.from_db(alias, names, tuple(row))
+
+
+class _PreparedCursor(psycopg.Cursor[Any]):
+    """Binds on the server and prepares every statement on first use. Django's cursors bind
+    on the client, which never prepares."""
+
+    def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+        return super().execute(query, params, **{**options, "prepare": True})
+
+
+@contextmanager
+def prepared_cursor(connection: Any) -> Iterator[Any]:
+    """A cursor whose statements PostgreSQL parses and plans once per connection: for a
+    statement run on every request that takes longer to plan than to run. Wrapped as
+    Django's own (query logging, execute wrappers, error translation); elsewhere than on
+    PostgreSQL, Django's own. Prepared only where the connection allows it (its
+    `prepare_threshold` set: config.settings); behind PgBouncer in transaction mode, that
+    needs its `max_prepared_statements` (1.21 and later)."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    raw = _PreparedCursor(connection.connection)
+    wrapped = (
+        _PreparedDebugWrapper(raw, connection)
+        if connection.queries_logged
+        else connection.make_cursor(raw)
+    )
+    with wrapped as cursor:
+        yield cursor
+
+
+class _PreparedDebugWrapper(CursorDebugWrapper):
+    """Logs a prepared statement with its values, as Django logs its own: psycopg keeps no
+    text of a statement it runs by name, where Django would read it from."""
+
+    def execute(self, sql: Any, params: Any = None) -> Any:
+        with self.debug_sql(self.db.ops.compose_sql(sql, params)):
+            return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
 
 
 def rows_update(model: type[M], objs: Sequence[M], fields: Sequence[str]) -> None:

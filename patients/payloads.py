@@ -7,6 +7,7 @@ in `workflows.events` (the data reference); a test holds the two together.
 
 import zoneinfo
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -120,38 +121,150 @@ def _patient(record: Any) -> Patient:
     return record.patient
 
 
+# The customer objects, as {payload key: (Patient attribute, kind)} with nested objects as
+# dicts: one definition for the object built here from a patient in hand (`customer_build`)
+# and for the one PostgreSQL builds from the patient's row (`customer_sql`).
+Spec = Mapping[str, Any]
+
+CUSTOMER_SUMMARY: Spec = {
+    "id": ("uuid", "uuid"),
+    "email": ("email", "text"),
+    "phone": ("phone", "text"),
+    "firstName": ("first_name", "text"),
+    "lastName": ("last_name", "text"),
+}
+
+CUSTOMER: Spec = {
+    **CUSTOMER_SUMMARY,
+    "gender": ("gender", "text"),
+    "dob": ("dob", "date"),
+    "timezone": ("timezone", "text"),
+    "defaultAddress": {
+        "address1": ("address1", "text"),
+        "address2": ("address2", "text"),
+        "city": ("city", "text"),
+        "province": ("province", "text"),
+        "provinceCode": ("province_code", "text"),
+        "postalCode": ("postal_code", "text"),
+        "countryCode": ("country_code", "text"),
+    },
+    "source": ("source", "text"),
+    "acceptMarketing": ("accept_marketing", "boolean"),
+    "isTest": ("is_test", "boolean"),
+    "createdAt": ("created_at", "datetime"),
+    "updatedAt": ("updated_at", "datetime"),
+}
+
+_PYTHON: dict[str, Callable[[Any], Any]] = {
+    "text": lambda value: value,
+    "boolean": lambda value: value,
+    "uuid": str,
+    "date": _iso,
+    "datetime": _iso,
+}
+
+# The same values as PostgreSQL expressions of a column ({}): datetimes as Python's
+# isoformat() writes an aware UTC one (microseconds only when there are any).
+_POSTGRESQL: dict[str, str] = {
+    "text": "{}",
+    "boolean": "{}",
+    "uuid": "{}::text",
+    "date": "to_char({}, 'YYYY-MM-DD')",
+    "datetime": "to_char({0} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+    " || CASE WHEN date_trunc('second', {0}) = {0} THEN ''"
+    " ELSE to_char({0} AT TIME ZONE 'UTC', '.US') END || '+00:00'",
+}
+
+
+def customer_build(patient: Patient, spec: Spec = CUSTOMER) -> dict[str, Any]:
+    return {
+        key: customer_build(patient, part)
+        if isinstance(part, Mapping)
+        else _PYTHON[part[1]](getattr(patient, part[0]))
+        for key, part in spec.items()
+    }
+
+
+def customer_sql(spec: Spec, column: Callable[[str], str]) -> str:
+    """The object as a PostgreSQL `jsonb_build_object(…)` of the patient's row; `column`
+    names an attribute's column as the query may refer to it."""
+    pairs = [
+        f"'{key}', "
+        + (
+            customer_sql(part, column)
+            if isinstance(part, Mapping)
+            else _POSTGRESQL[part[1]].format(column(part[0]))
+        )
+        for key, part in spec.items()
+    ]
+    return f"jsonb_build_object({', '.join(pairs)})"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCustomer:
+    """A customer object (the summary, or the whole) left for the outbox INSERT to build
+    from the patient's row in its own statement (`workflows.events`): a record saved in a
+    request rarely has its patient loaded, and reading it took a round trip of its own."""
+
+    patient_id: int
+    summary: bool
+
+    @property
+    def spec(self) -> Spec:
+        return CUSTOMER_SUMMARY if self.summary else CUSTOMER
+
+
+def _customer(record: Any, *, summary: bool = False) -> dict[str, Any] | StoredCustomer:
+    """The customer object of a record's patient: built here when the patient is in hand,
+    else left to the outbox (only event payloads are built from records without it)."""
+    if type(record)._meta.get_field("patient").is_cached(record):
+        return customer_build(record.patient, CUSTOMER_SUMMARY if summary else CUSTOMER)
+    return StoredCustomer(record.patient_id, summary)
+
+
 def customer_summary(patient: Patient) -> dict[str, Any]:
     """The short customer object nested in orders, subscriptions and carts."""
-    return {
-        "id": str(patient.uuid),
-        "email": patient.email,
-        "phone": patient.phone,
-        "firstName": patient.first_name,
-        "lastName": patient.last_name,
-    }
+    return customer_build(patient, CUSTOMER_SUMMARY)
 
 
 def customer_payload(patient: Patient) -> dict[str, Any]:
-    return {
-        **customer_summary(patient),
-        "gender": patient.gender,
-        "dob": _iso(patient.dob),
-        "timezone": patient.timezone,
-        "defaultAddress": {
-            "address1": patient.address1,
-            "address2": patient.address2,
-            "city": patient.city,
-            "province": patient.province,
-            "provinceCode": patient.province_code,
-            "postalCode": patient.postal_code,
-            "countryCode": patient.country_code,
-        },
-        "source": patient.source,
-        "acceptMarketing": patient.accept_marketing,
-        "isTest": patient.is_test,
-        "createdAt": _iso(patient.created_at),
-        "updatedAt": _iso(patient.updated_at),
-    }
+    return customer_build(patient, CUSTOMER)
+
+
+def stored_customers(
+    payload: dict[str, Any],
+) -> tuple[dict[str, Any], list[tuple[tuple[str, ...], StoredCustomer]]]:
+    """A copy of the payload with each StoredCustomer replaced by null, and where each was
+    (its path of keys)."""
+    stored: list[tuple[tuple[str, ...], StoredCustomer]] = []
+
+    def walk(value: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+        copy: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(item, StoredCustomer):
+                stored.append(((*path, key), item))
+                item = None
+            elif isinstance(item, dict):
+                item = walk(item, (*path, key))
+            copy[key] = item
+        return copy
+
+    return walk(payload, ()), stored
+
+
+def stored_customers_build(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with every StoredCustomer built here, reading its patient: for databases
+    where the outbox INSERT does not build them itself."""
+    payload, stored = stored_customers(payload)
+    patients: dict[int, Patient] = {}
+    for path, customer in stored:
+        if customer.patient_id not in patients:
+            patients[customer.patient_id] = model_get(Patient, customer.patient_id)
+        parent = payload
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = customer_build(patients[customer.patient_id], customer.spec)
+    return payload
 
 
 def _timestamps(record: Any) -> dict[str, str | None]:
@@ -168,7 +281,7 @@ def order_payload(order: Order) -> dict[str, Any]:
             for entry in order.status_history
             if isinstance(entry, Mapping)
         ],
-        "customer": customer_summary(_patient(order)),
+        "customer": _customer(order, summary=True),
         "lineItems": line_items_payload(order.line_items),
         "shippingAddress": address_payload(order.shipping_address),
         "totalAmount": _money(order.total_amount),
@@ -182,7 +295,7 @@ def order_payload(order: Order) -> dict[str, Any]:
 def subscription_payload(subscription: Subscription) -> dict[str, Any]:
     return {
         "id": str(subscription.uuid),
-        "customer": customer_summary(_patient(subscription)),
+        "customer": _customer(subscription, summary=True),
         "product": {"id": subscription.product_id, "name": subscription.product_name},
         "status": subscription.status,
         "price": _money(subscription.price),
@@ -196,7 +309,7 @@ def subscription_payload(subscription: Subscription) -> dict[str, Any]:
 def cart_payload(cart: Cart) -> dict[str, Any]:
     return {
         "id": str(cart.uuid),
-        "customer": customer_summary(_patient(cart)),
+        "customer": _customer(cart, summary=True),
         "lineItems": line_items_payload(cart.line_items),
         "checkoutUrl": cart.checkout_url,
         "checkedOutAt": _iso(cart.checked_out_at),
@@ -294,7 +407,7 @@ def order_event_payload(order: Order) -> dict[str, Any]:
     the subscription a renewal order belongs to (null for one-off orders)."""
     return {
         "order": order_payload(order),
-        "customer": customer_payload(_patient(order)),
+        "customer": _customer(order),
         "subscription": subscription_payload(order.subscription) if order.subscription else None,
     }
 
@@ -302,39 +415,39 @@ def order_event_payload(order: Order) -> dict[str, Any]:
 def subscription_event_payload(subscription: Subscription) -> dict[str, Any]:
     return {
         "subscription": subscription_payload(subscription),
-        "customer": customer_payload(_patient(subscription)),
+        "customer": _customer(subscription),
     }
 
 
 def cart_event_payload(cart: Cart) -> dict[str, Any]:
-    return {"cart": cart_payload(cart), "customer": customer_payload(_patient(cart))}
+    return {"cart": cart_payload(cart), "customer": _customer(cart)}
 
 
 def questionnaire_event_payload(submission: QuestionnaireSubmission) -> dict[str, Any]:
     return {
         "questionnaire": questionnaire_payload(submission),
-        "customer": customer_payload(_patient(submission)),
+        "customer": _customer(submission),
     }
 
 
 def prescription_event_payload(prescription: Prescription) -> dict[str, Any]:
     return {
         "prescription": prescription_payload(prescription),
-        "customer": customer_payload(_patient(prescription)),
+        "customer": _customer(prescription),
     }
 
 
 def requisition_event_payload(requisition: Requisition) -> dict[str, Any]:
     return {
         "requisition": requisition_payload(requisition),
-        "customer": customer_payload(_patient(requisition)),
+        "customer": _customer(requisition),
     }
 
 
 def appointment_event_payload(appointment: Appointment) -> dict[str, Any]:
     return {
         "appointment": appointment_payload(appointment),
-        "customer": customer_payload(_patient(appointment)),
+        "customer": _customer(appointment),
     }
 
 

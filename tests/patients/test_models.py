@@ -1,14 +1,15 @@
-"""Database helpers in patients.models: rows_update writes each row's own values at once."""
+"""Database helpers in patients.models: rows_update writes each row's own values at once;
+prepared_cursor has PostgreSQL plan a statement once per connection."""
 
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from patients.models import rows_update
-from tests.factories import SmsStepFactory, WorkflowFactory
+from patients.models import Order, prepared_cursor, rows_update
+from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
 from workflows.models import Event, Run, StepRun
 
 pytestmark = pytest.mark.django_db
@@ -48,3 +49,53 @@ def test_rows_update_with_no_rows_says_nothing_to_the_database() -> None:
     with CaptureQueriesContext(connection) as queries:
         rows_update(StepRun, [], ["status"])
     assert queries.captured_queries == []
+
+
+def _prepared(text: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", [f"%{text}%"]
+        )
+        return int(cursor.fetchone()[0])
+
+
+def test_a_statement_through_prepared_cursor_is_prepared_once_and_logged() -> None:
+    sql = "SELECT %s::int + 1 AS careflow_probe"
+    with CaptureQueriesContext(connection) as queries:
+        for value in (1, 41):
+            with prepared_cursor(connection) as cursor:
+                cursor.execute(sql, [value])
+                answer = cursor.fetchone()[0]
+    assert answer == 42
+    assert _prepared("careflow_probe") == 1  # one prepared statement, run twice
+    # Logged as Django logs its own statements, with the values.
+    assert [q["sql"] for q in queries.captured_queries] == [
+        "SELECT 1::int + 1 AS careflow_probe",
+        "SELECT 41::int + 1 AS careflow_probe",
+    ]
+
+
+def test_prepared_cursor_errors_are_djangos() -> None:
+    first = OrderFactory()
+    second = OrderFactory(organization=first.organization)
+    with pytest.raises(IntegrityError), transaction.atomic(), prepared_cursor(connection) as cursor:
+        cursor.execute(
+            'UPDATE "patients_order" SET "number" = %s WHERE "id" = %s', [first.number, second.pk]
+        )
+
+
+def test_without_a_prepare_threshold_nothing_is_prepared(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connection.connection, "prepare_threshold", None)
+    for _ in range(2):
+        with prepared_cursor(connection) as cursor:
+            cursor.execute("SELECT %s::int AS careflow_unprepared", [7])
+            assert cursor.fetchone()[0] == 7
+    assert _prepared("careflow_unprepared") == 0
+
+
+def test_the_outbox_insert_is_prepared() -> None:
+    for _ in range(2):
+        order = Order.objects.get(pk=OrderFactory().pk)
+        order.status = Order.Status.SHIPPED
+        order.save()
+    assert _prepared('INSERT INTO "workflows_event"') >= 1

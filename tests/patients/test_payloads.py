@@ -9,7 +9,15 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from patients.models import Order, Patient, Subscription, _by_pk_read, model_get
-from patients.payloads import SUBJECT_TYPES, customer_payload, payload_for_subject
+from patients.payloads import (
+    SUBJECT_TYPES,
+    StoredCustomer,
+    customer_payload,
+    customer_summary,
+    order_event_payload,
+    payload_for_subject,
+    stored_customers,
+)
 from patients.services import subscription_renew
 from tests.factories import (
     AppointmentFactory,
@@ -23,7 +31,7 @@ from tests.factories import (
     SubscriptionFactory,
     TaskFactory,
 )
-from workflows.events import CATALOGUE
+from workflows.events import CATALOGUE, event_record
 from workflows.models import Event
 
 pytestmark = pytest.mark.django_db
@@ -180,14 +188,91 @@ def test_model_get_of_a_missing_row_raises_does_not_exist() -> None:
         model_get(Patient, 987654321)
 
 
-def test_an_order_event_reads_its_patient_once() -> None:
+def test_an_order_event_reads_its_patient_in_the_outbox_insert() -> None:
     order = Order.objects.get(pk=OrderFactory().pk)  # its patient not loaded, as in a request
     order.status = Order.Status.SHIPPED
     with CaptureQueriesContext(connection) as queries:
         order.save()
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert statements == ["UPDATE", "WITH"]  # the order, then the event with its NOTIFY
+    event = Event.objects.get(type="order.shipped")
+    patient = Patient.objects.get(pk=order.patient_id)
+    assert event.payload["customer"] == customer_payload(patient)
+    assert event.payload["order"]["customer"] == customer_summary(patient)
+    assert event.payload["order"]["number"] == order.number
+
+
+EDGES: list[dict[str, Any]] = [
+    # Microseconds and none (isoformat leaves them out), a date of birth and none, quotes,
+    # backslashes and non-ASCII text, both booleans, empty strings.
+    {"created_at": datetime(2025, 3, 1, 14, 5, 9, 120000, tzinfo=UTC), "dob": None},
+    {"created_at": datetime(2025, 3, 1, 14, 5, 9, tzinfo=UTC), "dob": date(1980, 2, 29)},
+    {"created_at": datetime(2025, 3, 1, 14, 5, 9, 7, tzinfo=UTC), "dob": date(1901, 1, 1)},
+    {"first_name": "Zoë 'Jo'", "last_name": 'O"Brien \\ 李', "email": "", "is_test": True},
+    {"accept_marketing": True, "address2": "", "timezone": "", "gender": "", "source": ""},
+]
+
+
+@pytest.mark.parametrize("fields", EDGES)
+def test_postgresql_builds_the_customer_as_python_does(fields: dict[str, Any]) -> None:
+    created_at = fields.pop("created_at", None)
+    patient = PatientFactory(**fields)
+    if created_at is not None:
+        Patient.objects.filter(pk=patient.pk).update(created_at=created_at)
+    order = Order.objects.get(
+        pk=OrderFactory(patient=patient, organization=patient.organization).pk
+    )
+    order.status = Order.Status.SHIPPED
+    order.save()
+    event = Event.objects.get(type="order.shipped", subject_id=str(order.pk))
+    patient = Patient.objects.get(pk=patient.pk)
+    assert event.payload["customer"] == customer_payload(patient)
+    assert event.payload["order"]["customer"] == customer_summary(patient)
+
+
+def test_the_recorded_event_loads_the_payload_postgresql_built() -> None:
+    order = Order.objects.get(pk=OrderFactory().pk)
+    event = event_record(
+        organization_id=order.organization_id,
+        type="order.shipped",
+        payload=order_event_payload(order),
+        dedupe_key=f"test:{order.pk}",
+    )
+    assert event is not None
+    assert event.payload["customer"]["id"] == str(order.patient.uuid)  # read when first used
+
+
+def test_elsewhere_the_outbox_reads_the_patient_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The embedded SQLite setup: the payload is built in Python, reading the patient once.
+    order = Order.objects.get(pk=OrderFactory().pk)
+    payload = order_event_payload(order)
+    assert isinstance(payload["customer"], StoredCustomer)
+    monkeypatch.setattr(connection, "vendor", "sqlite")
+    with CaptureQueriesContext(connection) as queries:
+        event = event_record(
+            organization_id=order.organization_id,
+            type="order.shipped",
+            payload=payload,
+            dedupe_key=f"test:{order.pk}",
+        )
     reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
     assert len(reads) == 1 and '"patients_patient"' in reads[0]
-    assert "ORDER BY" not in reads[0]
-    event = Event.objects.get(type="order.shipped")
-    assert event.payload["customer"] == customer_payload(Patient.objects.get(pk=order.patient_id))
-    assert event.payload["order"]["customer"]["phone"] == order.patient.phone
+    monkeypatch.undo()
+    patient = Patient.objects.get(pk=order.patient_id)
+    assert event is not None and event.payload == Event.objects.get(pk=event.pk).payload
+    assert event.payload["customer"] == customer_payload(patient)
+    assert event.payload["order"]["customer"] == customer_summary(patient)
+
+
+def test_a_patient_in_hand_is_built_in_python() -> None:
+    order = OrderFactory()  # the factory's order holds its patient
+    payload = order_event_payload(order)
+    assert payload["customer"] == customer_payload(order.patient)
+    assert stored_customers(payload) == (payload, [])
+
+
+def test_current_payloads_never_leave_customers_to_the_outbox() -> None:
+    for subject_type, factory in FACTORIES.items():
+        record = factory()
+        payload = payload_for_subject(subject_type, str(record.pk))
+        assert payload is not None and stored_customers(payload)[1] == [], subject_type

@@ -258,7 +258,7 @@ def _message_decide_and_claim(message: OutboundMessage) -> bool:
 
 class MessagesAccepted:
     """Twilio's acceptance of the messages a batch of runs sent, recorded together at the
-    end of the batch (`write`: two statements) instead of one UPDATE per message. Until then
+    end of the batch (`write`: one statement) instead of one UPDATE per message. Until then
     they stay "sending": a worker that dies first leaves them to reconciliation, which finds
     them at Twilio, so nothing is sent twice."""
 
@@ -288,14 +288,13 @@ class MessagesAccepted:
                 segments=message.segments,
             )
             return
-        rows_update(OutboundMessage, messages, ACCEPTED_FIELDS)
-        by_status: dict[str, list[int]] = {}
-        for message in messages:
-            by_status.setdefault(message.provider_status, []).append(message.pk)
-        for provider_status, ids in by_status.items():
-            OutboundMessage.objects.filter(
-                pk__in=ids, status__in=[Status.SENDING, Status.UNKNOWN]
-            ).update(status=Status.SENT, provider_status=provider_status)
+        rows_update(
+            OutboundMessage,
+            messages,
+            [*ACCEPTED_FIELDS, "status", "provider_status"],
+            guarded=["status", "provider_status"],
+            unless_not=("status", [Status.SENDING, Status.UNKNOWN]),
+        )
 
 
 # What recording Twilio's acceptance writes besides the status.

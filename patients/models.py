@@ -125,33 +125,52 @@ class _PreparedDebugWrapper(CursorDebugWrapper):
             return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
 
 
-def rows_update(model: type[M], objs: Sequence[M], fields: Sequence[str]) -> None:
+def rows_update(
+    model: type[M],
+    objs: Sequence[M],
+    fields: Sequence[str],
+    *,
+    guarded: Sequence[str] = (),
+    unless_not: tuple[str, Sequence[Any]] | None = None,
+) -> None:
     """Write these fields of these saved rows, each its own values, in one statement:
     `UPDATE … FROM (VALUES …) WHERE pk = …`. What `bulk_update` does with a CASE per field
     and row, whose building cost about 4 ms of CPU per row here (JSON fields, dates),
-    more than the statements it saves."""
+    more than the statements it saves.
+
+    The `guarded` fields are written only to rows whose `unless_not` field still holds one
+    of the values given (a status that may only advance, say); the others keep theirs.
+    """
     if not objs:
         return
     alias = router.db_for_write(model)
     connection = connections[alias]
     quote = connection.ops.quote_name
     meta = model._meta
+    table = quote(meta.db_table)
     columns: list[Any] = [meta.pk, *(meta.get_field(name) for name in fields)]
     row = f"({', '.join(['%s'] * len(columns))})"
     # A VALUES list names its columns column1, column2, … (PostgreSQL and SQLite alike);
     # PostgreSQL types them from the first row, so a NULL there needs the column's type.
     typed = connection.vendor == "postgresql"
-    assignments = ", ".join(
-        f"{quote(column.column)} = "
-        + (f"CAST(v.column{i} AS {column.db_type(connection)})" if typed else f"v.column{i}")
-        for i, column in enumerate(columns[1:], start=2)
-    )
+    assignments, params = [], []
+    for i, column in enumerate(columns[1:], start=2):
+        value = f"CAST(v.column{i} AS {column.db_type(connection)})" if typed else f"v.column{i}"
+        if column.name in guarded and unless_not is not None:
+            name, allowed = unless_not
+            current = quote(next(f.column for f in meta.concrete_fields if f.name == name))
+            value = (
+                f"CASE WHEN {table}.{current} IN ({', '.join(['%s'] * len(allowed))})"
+                f" THEN {value} ELSE {table}.{quote(column.column)} END"
+            )
+            params += list(allowed)
+        assignments.append(f"{quote(column.column)} = {value}")
     sql = (
-        f"UPDATE {quote(meta.db_table)} SET {assignments}"  # noqa: S608 — names from the model
+        f"UPDATE {table} SET {', '.join(assignments)}"  # noqa: S608 — names from the model
         f" FROM (VALUES {', '.join([row] * len(objs))}) AS v"
-        f" WHERE {quote(meta.db_table)}.{quote(meta.pk.column)} = v.column1"
+        f" WHERE {table}.{quote(meta.pk.column)} = v.column1"
     )
-    params = [
+    params += [
         column.get_db_prep_save(getattr(obj, column.attname), connection)
         for obj in objs
         for column in columns

@@ -51,6 +51,26 @@ def test_rows_update_with_no_rows_says_nothing_to_the_database() -> None:
     assert queries.captured_queries == []
 
 
+def test_rows_update_writes_guarded_fields_only_where_the_guard_still_holds() -> None:
+    running, finished = _step_runs(2)
+    StepRun.objects.filter(pk=finished.pk).update(status=StepRun.Status.SUCCEEDED)
+    for step_run in (running, finished):
+        step_run.status, step_run.result = StepRun.Status.FAILED, {"written": True}
+    with CaptureQueriesContext(connection) as queries:
+        rows_update(
+            StepRun,
+            [running, finished],
+            ["status", "result"],
+            guarded=["status"],
+            unless_not=("status", [StepRun.Status.PENDING, StepRun.Status.RUNNING]),
+        )
+    assert len(queries.captured_queries) == 1
+    rows = {row.pk: row for row in StepRun.objects.all()}
+    assert rows[running.pk].status == StepRun.Status.FAILED
+    assert rows[finished.pk].status == StepRun.Status.SUCCEEDED  # kept: the guard failed
+    assert rows[running.pk].result == rows[finished.pk].result == {"written": True}
+
+
 def _prepared(text: str) -> int:
     with connection.cursor() as cursor:
         cursor.execute(

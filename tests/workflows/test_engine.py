@@ -458,8 +458,8 @@ def _batch_sent_but_not_finished(clinic: dict[str, Any], count: int) -> tuple[An
 # A batch of events, each sending one SMS: what a worker woken for a burst does per batch
 # (claim, workflows, steps, runs; patients with consents; integration; the messaging
 # policy, cached for 5 s in a worker), per event (the step run's INSERT and the message's
-# INSERT), then Twilio's answers (two), the step runs and the runs recorded together.
-BATCH_STATEMENTS = 12
+# INSERT), then Twilio's answers, the step runs and the runs recorded together.
+BATCH_STATEMENTS = 11
 STATEMENTS_PER_EVENT_IN_A_BATCH = 2
 
 

@@ -759,16 +759,26 @@ class _BackgroundPublisher:
 
     def _run(self) -> None:
         while True:
-            event_publish(event_id=self._queue.get())
+            event_ids = [self._queue.get()]
+            events_publish(event_ids=event_ids + self._taken())
+
+    def _taken(self) -> list[int]:
+        """Whatever else is queued by now (published with the first: one task for them)."""
+        event_ids = []
+        while True:
+            try:
+                event_ids.append(self._queue.get_nowait())
+            except queue.Empty:
+                return event_ids
 
     def flush(self, timeout: float = 2.0) -> None:
         """Publish what is still queued (at exit), for at most `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while self._pid == os.getpid() and time.monotonic() < deadline:
-            try:
-                event_publish(event_id=self._queue.get_nowait())
-            except queue.Empty:
+            event_ids = self._taken()
+            if not event_ids:
                 return
+            events_publish(event_ids=event_ids)
 
 
 _publisher = _BackgroundPublisher()
@@ -784,31 +794,36 @@ WAKE_KEY = "careflow:events:wake"
 WAKE_EXPIRES_SECONDS = 5
 
 
-def event_publish(*, event_id: int) -> None:
-    """Hand a committed event to the workers (beat's listener does, for each one notified).
-    With the shared Redis it joins the events waiting and a worker is woken unless a
-    wake-up is queued already: in a burst the broker then holds one task, not one per
-    event. Without it (or should it fail) the event gets a task of its own. On failure the
-    event is left to the relay instead of failing."""
+def events_publish(*, event_ids: Sequence[int]) -> None:
+    """Hand committed events to the workers (beat's listener does, for those notified
+    together). With the shared Redis they join the events waiting and a worker is woken
+    unless a wake-up is queued already: in a burst the broker then holds one task, not one
+    per event. Without it (or should it fail) they get tasks of their own, a batch each.
+    On failure the events are left to the relay instead of failing."""
     from integrations.throttle import coordination_redis
+    from workflows.tasks import DISPATCH_BATCH
 
+    if not event_ids:
+        return
     client = coordination_redis()
     if client is not None:
         try:
             pipe = client.pipeline(transaction=False)
-            pipe.rpush(WAITING_KEY, event_id)
+            pipe.rpush(WAITING_KEY, *event_ids)
             pipe.set(WAKE_KEY, 1, nx=True, ex=WAKE_EXPIRES_SECONDS)
             _, woken = pipe.execute()
         except redis.RedisError:
             pass
         else:
             if woken:
-                _wake_up_publish(client, f"event {event_id}")
+                _wake_up_publish(client, f"{len(event_ids)} event(s)")
             return
-    try:
-        _dispatch_task().apply_async(([event_id],), retry=False)
-    except Exception:
-        logger.warning("broker unavailable; event %s left for the relay", event_id, exc_info=True)
+    for start in range(0, len(event_ids), DISPATCH_BATCH):
+        batch = list(event_ids[start : start + DISPATCH_BATCH])
+        try:
+            _dispatch_task().apply_async((batch,), retry=False)
+        except Exception:
+            logger.warning("broker unavailable; events %s left for the relay", batch, exc_info=True)
 
 
 def events_wake() -> None:

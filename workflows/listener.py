@@ -4,8 +4,8 @@ costs the saving process no broker round trip and no publishing work at all.
 On PostgreSQL the outbox INSERT also queues a NOTIFY on `EVENTS_CHANNEL` with the event's
 id (`workflows.events`); PostgreSQL delivers it when, and only if, the transaction
 commits. This listener, a thread of every beat process, hands it to the workers
-(`event_publish`: one queued task for however many events arrive before a worker starts on
-them). While it is not listening (its session dropped, the broker down) nothing is lost: the
+(`events_publish`: one queued task for however many events arrive before a worker starts
+on them). While it is not listening (its session dropped, the broker down) nothing is lost: the
 relay dispatches whatever stays undispatched. Two beat processes both listening may both
 wake a worker, which the dispatch's claim makes harmless.
 """
@@ -38,9 +38,9 @@ def _connect() -> psycopg.Connection[Any]:
 
 
 def events_listen(stop: threading.Event) -> None:
-    """Publish a dispatch task for every event notified, reconnecting when the session drops,
-    until `stop` is set (checked between notifications and at least every second)."""
-    from workflows.events import event_publish
+    """Hand the events notified to the workers, reconnecting when the session drops, until
+    `stop` is set (checked at least every second)."""
+    from workflows.events import events_publish
 
     failures = 0
     while not stop.is_set():
@@ -51,8 +51,10 @@ def events_listen(stop: threading.Event) -> None:
                     logger.info("event listener reconnected")
                 failures = 0
                 while not stop.is_set():
-                    for notify in connection.notifies(timeout=1.0):
-                        event_publish(event_id=int(notify.payload))
+                    # One read returns every notification arrived by then (in a burst,
+                    # many), published together: one Redis round trip for them all.
+                    notified = connection.notifies(timeout=1.0, stop_after=1)
+                    events_publish(event_ids=[int(notify.payload) for notify in notified])
         except (psycopg.Error, OSError) as exc:
             delay = RECONNECT_AFTER[min(failures, len(RECONNECT_AFTER) - 1)]
             failures += 1

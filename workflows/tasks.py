@@ -47,7 +47,7 @@ WAKE_BATCHES = 50
 @shared_task(acks_late=False)
 def dispatch_events(event_ids: list[int] | None = None) -> None:
     """Dispatch these events (the relay's, or one published without the shared Redis); with
-    none, the events waiting (workflows.events.event_publish), a batch at a time until fewer
+    none, the events waiting (workflows.events.events_publish), a batch at a time until fewer
     than a full batch were left."""
     if event_ids is not None:
         _dispatch(event_ids)

@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from patients.models import Order
 from tests.conftest import wait_for
 from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
-from workflows.events import event_publish, events_waiting_take
+from workflows.events import events_publish, events_waiting_take
 from workflows.listener import EVENTS_CHANNEL, _connect, events_listen
 from workflows.models import Event
 
@@ -106,16 +106,51 @@ def test_the_saving_process_publishes_nothing_itself(order: Order) -> None:
 
 def test_events_published_before_a_worker_starts_share_one_wake_up() -> None:
     _dispatch_tasks()
-    for event_id in (11, 12, 13):  # three events notified before any worker starts
-        event_publish(event_id=event_id)
+    events_publish(event_ids=[11, 12])  # notified together
+    events_publish(event_ids=[13])  # all three before any worker starts
     assert _dispatch_tasks() == [[]]
     # a worker starts on it and takes a batch: the events after that need a new wake-up
     assert events_waiting_take(2) == [11, 12]
-    event_publish(event_id=14)
-    event_publish(event_id=15)
+    events_publish(event_ids=[14, 15])
     assert _dispatch_tasks() == [[]]
     assert events_waiting_take(20) == [13, 14, 15]
     assert events_waiting_take(20) == []
+
+
+def test_without_the_shared_redis_events_get_a_task_per_batch(settings: Any) -> None:
+    from workflows.tasks import DISPATCH_BATCH
+
+    settings.CAREFLOW_THROTTLE_REDIS_URL = ""  # the embedded setup: no coordination Redis
+    _dispatch_tasks()
+    event_ids = list(range(1, DISPATCH_BATCH + 4))
+    events_publish(event_ids=event_ids)
+    assert _dispatch_tasks() == [[event_ids[:DISPATCH_BATCH]], [event_ids[DISPATCH_BATCH:]]]
+    assert events_waiting_take(100) == []
+
+
+def test_events_notified_together_are_published_together(
+    order: Order, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    others = [OrderFactory(patient=order.patient, organization=order.organization) for _ in "ab"]
+    published: list[list[int]] = []
+    monkeypatch.setattr(
+        "workflows.events.events_publish",
+        lambda *, event_ids: published.append(list(event_ids)),
+    )
+    stop = threading.Event()
+    listener = threading.Thread(target=events_listen, args=(stop,), daemon=True)
+    listener.start()
+    try:
+        wait_for(_listening_pid, what="the listener's LISTEN")
+        with transaction.atomic():  # three events, notified at one commit
+            for each in (order, *others):
+                _ship(each)
+        shipped = set(Event.objects.filter(type="order.shipped").values_list("pk", flat=True))
+        wait_for(lambda: {i for ids in published for i in ids} == shipped, what="the three")
+    finally:
+        stop.set()
+        listener.join(timeout=5)
+    assert len(published) < 3  # in one Redis round trip (two, should a read split them)
 
 
 def test_the_listener_wakes_a_worker_and_outlives_its_session(order: Order) -> None:

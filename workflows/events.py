@@ -816,14 +816,23 @@ def events_publish(*, event_ids: Sequence[int]) -> None:
             pass
         else:
             if woken:
-                _wake_up_publish(client, f"{len(event_ids)} event(s)")
+                _wake_up_publish(client, _events_named(event_ids))
             return
     for start in range(0, len(event_ids), DISPATCH_BATCH):
         batch = list(event_ids[start : start + DISPATCH_BATCH])
         try:
             _dispatch_task().apply_async((batch,), retry=False)
         except Exception:
-            logger.warning("broker unavailable; events %s left for the relay", batch, exc_info=True)
+            logger.warning(
+                "broker unavailable; %s left for the relay", _events_named(batch), exc_info=True
+            )
+
+
+def _events_named(event_ids: Sequence[int]) -> str:
+    shown = ", ".join(str(event_id) for event_id in event_ids[:5])
+    if len(event_ids) == 1:
+        return f"event {shown}"
+    return f"events {shown}{', …' if len(event_ids) > 5 else ''} ({len(event_ids)})"
 
 
 def events_wake() -> None:

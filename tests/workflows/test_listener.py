@@ -60,7 +60,8 @@ def _ship(order: Order) -> None:
 
 def _dispatch_tasks() -> list[list[Any]]:
     """The arguments of the dispatch tasks waiting in the broker's events queue (a wake-up
-    has none: its worker takes the oldest events waiting), taken out of it."""
+    has none: its worker takes the oldest events waiting), taken out of it with whatever
+    else waits there."""
     from config.celery import app
 
     tasks = []
@@ -69,8 +70,9 @@ def _dispatch_tasks() -> list[list[Any]]:
         try:
             while True:
                 message = queue.get(timeout=0.5)
-                assert message.headers["task"] == "workflows.tasks.dispatch_events"
-                tasks.append(message.payload[0])
+                # A beat stopped by `no_worker` may have left its periodic tasks queued.
+                if message.headers["task"] == "workflows.tasks.dispatch_events":
+                    tasks.append(message.payload[0])
                 message.ack()
         except queue.Empty:
             return tasks

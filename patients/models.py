@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.backends.utils import CursorDebugWrapper
-from django.db.models import Q
+from django.db.models import Q, signals
 from django.utils import timezone
 
 from patients.phones import PhoneNumberField
@@ -40,13 +40,75 @@ def insert_or_get(
     Cheaper than get_or_create for the common case of a new row: one INSERT, and a savepoint
     only inside a transaction (where a failed INSERT would poison it on PostgreSQL).
     """
+    obj = model(**unique, **(defaults or {}))
     try:
         if transaction.get_connection().in_atomic_block:
             with transaction.atomic():
-                return model._default_manager.create(**unique, **(defaults or {}))
-        return model._default_manager.create(**unique, **(defaults or {}))
+                model_insert(obj)
+        else:
+            model_insert(obj)
     except IntegrityError:
         return model._default_manager.get(**unique)
+    return obj
+
+
+def model_insert(obj: models.Model) -> None:
+    """`obj.save(force_insert=True)` for a new row, from an INSERT compiled once per model and
+    database and prepared by PostgreSQL (`prepared_cursor`): a worker writes a step run and
+    a message for every SMS, and the ORM built and compiled each INSERT anew, and PostgreSQL
+    parsed and planned it anew. Where a save does more than write the row (signal receivers,
+    a parent table, a pk or a value given as an expression), it is the ORM's save."""
+    model = type(obj)
+    alias = router.db_for_write(model, instance=obj)
+    connection = connections[alias]
+    compiled = _insert_compiled(model, alias)
+    values = None
+    if (
+        compiled is not None
+        and obj.pk is None
+        and not signals.pre_save.has_listeners(model)
+        and not signals.post_save.has_listeners(model)
+    ):
+        sql, fields = compiled
+        obj._prepare_related_fields_for_save(operation_name="save")  # type: ignore[attr-defined]
+        values = [field.pre_save(obj, True) for field in fields]
+    if values is None or any(hasattr(value, "resolve_expression") for value in values):
+        obj.save(force_insert=True, using=alias)
+        return
+    with prepared_cursor(connection) as cursor:
+        cursor.execute(
+            sql,
+            [
+                field.get_db_prep_save(value, connection)
+                for field, value in zip(fields, values, strict=True)
+            ],
+        )
+        obj.pk = cursor.fetchone()[0]
+    obj._state.adding, obj._state.db = False, alias
+
+
+@functools.cache
+def _insert_compiled(model: type[models.Model], alias: str) -> tuple[str, list[Any]] | None:
+    """The model's `INSERT … RETURNING pk` of every field but an automatic pk, as the ORM
+    writes a new row, and those fields; None where the ORM's save is needed (a parent
+    table, a database default, a backend that cannot return the pk)."""
+    meta = model._meta
+    connection = connections[alias]
+    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
+    if (
+        meta.parents
+        or meta.auto_field is None
+        or not connection.features.can_return_columns_from_insert
+        or any(f.db_default is not models.NOT_PROVIDED for f in fields)
+    ):
+        return None
+    quote = connection.ops.quote_name
+    returning, _ = connection.ops.return_insert_columns([meta.pk])
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"  # noqa: S608 — names from the model
+        f" VALUES ({', '.join(['%s'] * len(fields))}) {returning}"
+    )
+    return sql, fields
 
 
 @functools.cache

@@ -1,5 +1,6 @@
 """Database helpers in patients.models: rows_update writes each row's own values at once;
-prepared_cursor has PostgreSQL plan a statement once per connection."""
+prepared_cursor has PostgreSQL plan a statement once per connection; model_insert writes a
+new row as the ORM's save does."""
 
 from datetime import timedelta
 
@@ -8,8 +9,16 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from patients.models import Order, prepared_cursor, rows_update
-from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
+from patients.models import (
+    AuditEntry,
+    ConsentRecord,
+    Order,
+    insert_or_get,
+    model_insert,
+    prepared_cursor,
+    rows_update,
+)
+from tests.factories import OrderFactory, PatientFactory, SmsStepFactory, WorkflowFactory
 from workflows.models import Event, Run, StepRun
 
 pytestmark = pytest.mark.django_db
@@ -119,3 +128,57 @@ def test_the_outbox_insert_is_prepared() -> None:
         order.status = Order.Status.SHIPPED
         order.save()
     assert _prepared('INSERT INTO "workflows_event"') >= 1
+
+
+def test_model_insert_writes_the_row_the_orms_save_writes_in_one_prepared_statement() -> None:
+    (template,) = _step_runs(1)
+    StepRun.objects.all().delete()
+    fields = {"run": template.run, "index": 3, "status": StepRun.Status.RUNNING}
+    ours = StepRun(**fields, inputs={"body": 'it\'s "quoted" — ok'}, started_at=timezone.now())
+    theirs = StepRun(**{**fields, "index": 4}, inputs=ours.inputs, started_at=ours.started_at)
+    with CaptureQueriesContext(connection) as queries:
+        model_insert(ours)
+    assert len(queries.captured_queries) == 1
+    assert queries.captured_queries[0]["sql"].startswith('INSERT INTO "workflows_steprun"')
+    theirs.save(force_insert=True)
+    assert ours.pk is not None and ours._state.adding is False and ours._state.db == "default"
+    stored, saved = StepRun.objects.get(pk=ours.pk), StepRun.objects.get(pk=theirs.pk)
+    for field in StepRun._meta.concrete_fields:
+        if field.name not in ("id", "index", "created_at", "updated_at"):
+            assert getattr(stored, field.attname) == getattr(saved, field.attname), field.name
+        assert getattr(stored, field.attname) == getattr(ours, field.attname), field.name
+    assert stored.updated_at == ours.updated_at  # auto_now, as the ORM sets it
+    # Prepared once (per kinds of values: psycopg tells a NULL from a date), then reused.
+    prepared = _prepared('INSERT INTO "workflows_steprun"')
+    assert prepared >= 1
+    model_insert(StepRun(**{**fields, "index": 5}, inputs={}, started_at=timezone.now()))
+    assert _prepared('INSERT INTO "workflows_steprun"') == prepared
+
+
+def test_model_insert_of_a_model_with_save_receivers_is_the_orms_save() -> None:
+    patient = PatientFactory()
+    consent = ConsentRecord(
+        patient=patient,
+        purpose=ConsentRecord.Purpose.TRANSACTIONAL,
+        action=ConsentRecord.Action.OPT_IN,
+        source=ConsentRecord.Source.ADMIN,
+        consent_text="Yes",
+    )
+    before = AuditEntry.objects.count()
+    model_insert(consent)  # audited: the audit log's receivers must see it
+    assert consent.pk is not None
+    assert AuditEntry.objects.count() == before + 1
+
+
+def test_model_insert_refuses_an_unsaved_related_object_as_save_does() -> None:
+    (template,) = _step_runs(1)
+    unsaved_run = Run(workflow=template.run.workflow, event=template.run.event, definition={})
+    with pytest.raises(ValueError, match="unsaved related object"):
+        model_insert(StepRun(run=unsaved_run, index=0))
+
+
+def test_insert_or_get_returns_the_row_that_exists() -> None:
+    (existing,) = _step_runs(1)
+    row = insert_or_get(StepRun, {"run": existing.run, "index": 0}, {"status": "failed"})
+    assert row.pk == existing.pk and row.status == StepRun.Status.PENDING
+    assert StepRun.objects.count() == 1

@@ -91,8 +91,10 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # psycopg prepares no statement at all while this is None (Django's default). Django's
     # cursors bind on the client and never prepare; with a threshold no statement reaches,
-    # only those run through patients.models.prepared_cursor are prepared.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2**31 - 1)
+    # only those run through patients.models.prepared_cursor are prepared. Off behind a
+    # pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
+    if env.bool("CAREFLOW_PREPARED_STATEMENTS", default=True):
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2**31 - 1)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

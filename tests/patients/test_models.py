@@ -2,6 +2,9 @@
 prepared_cursor has PostgreSQL plan a statement once per connection; model_insert writes a
 new row as the ORM's save does."""
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -120,6 +123,20 @@ def test_without_a_prepare_threshold_nothing_is_prepared(monkeypatch: pytest.Mon
             cursor.execute("SELECT %s::int AS careflow_unprepared", [7])
             assert cursor.fetchone()[0] == 7
     assert _prepared("careflow_unprepared") == 0
+
+
+@pytest.mark.parametrize(("setting", "threshold"), [("true", "2147483647"), ("false", "None")])
+def test_prepared_statements_can_be_turned_off_for_a_pooler(setting: str, threshold: str) -> None:
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.DATABASES['default'].get('OPTIONS', {}).get('prepare_threshold'))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    env["CAREFLOW_PREPARED_STATEMENTS"] = setting
+    result = subprocess.run(  # noqa: S603 — this interpreter, a constant program
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == threshold
 
 
 def test_the_outbox_insert_is_prepared() -> None:

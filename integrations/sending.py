@@ -293,7 +293,7 @@ class MessagesAccepted:
             messages,
             [*ACCEPTED_FIELDS, "status", "provider_status"],
             guarded=["status", "provider_status"],
-            unless_not=("status", [Status.SENDING, Status.UNKNOWN]),
+            only_where=("status", [Status.SENDING, Status.UNKNOWN]),
         )
 
 

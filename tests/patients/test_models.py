@@ -74,7 +74,7 @@ def test_rows_update_writes_guarded_fields_only_where_the_guard_still_holds() ->
             [running, finished],
             ["status", "result"],
             guarded=["status"],
-            unless_not=("status", [StepRun.Status.PENDING, StepRun.Status.RUNNING]),
+            only_where=("status", [StepRun.Status.PENDING, StepRun.Status.RUNNING]),
         )
     assert len(queries.captured_queries) == 1
     rows = {row.pk: row for row in StepRun.objects.all()}

@@ -176,6 +176,11 @@ _POSTGRESQL: dict[str, str] = {
 }
 
 
+def customer_spec(*, summary: bool) -> Spec:
+    """The short customer object nested in orders, subscriptions and carts, or the whole one."""
+    return CUSTOMER_SUMMARY if summary else CUSTOMER
+
+
 def customer_build(patient: Patient, spec: Spec = CUSTOMER) -> dict[str, Any]:
     return {
         key: customer_build(patient, part)
@@ -211,14 +216,14 @@ class StoredCustomer:
 
     @property
     def spec(self) -> Spec:
-        return CUSTOMER_SUMMARY if self.summary else CUSTOMER
+        return customer_spec(summary=self.summary)
 
 
 def _customer(record: Any, *, summary: bool = False) -> dict[str, Any] | StoredCustomer:
     """The customer object of a record's patient: built here when the patient is in hand,
     else left to the outbox (only event payloads are built from records without it)."""
     if type(record)._meta.get_field("patient").is_cached(record):
-        return customer_build(record.patient, CUSTOMER_SUMMARY if summary else CUSTOMER)
+        return customer_build(record.patient, customer_spec(summary=summary))
     return StoredCustomer(record.patient_id, summary)
 
 

@@ -705,7 +705,7 @@ def _insert_sql(notify: bool, stored: tuple[tuple[tuple[str, ...], bool], ...]) 
     path, summary or not), which it sets into the payload from a scalar subquery on the
     patient's row (JSON null, as for a record without a patient, should the row be gone)."""
     from patients.models import Patient
-    from patients.payloads import CUSTOMER, CUSTOMER_SUMMARY, customer_sql
+    from patients.payloads import customer_spec, customer_sql
     from workflows.models import Event
 
     quote = connections[router.db_for_write(Event)].ops.quote_name
@@ -717,7 +717,7 @@ def _insert_sql(notify: bool, stored: tuple[tuple[tuple[str, ...], bool], ...]) 
 
     payload = "%s"
     for _, summary in stored:
-        customer = customer_sql(CUSTOMER_SUMMARY if summary else CUSTOMER, column)
+        customer = customer_sql(customer_spec(summary=summary), column)
         subquery = f"SELECT {customer} FROM {patients} WHERE {column('id')} = %s"  # noqa: S608 — names from the models
         payload = f"jsonb_set({payload}, %s::text[], COALESCE(({subquery}), 'null'::jsonb))"
     event_columns = _event_columns()

@@ -3,6 +3,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import beat_init, task_postrun, task_prerun
+from celery.worker.consumer import Consumer as CeleryConsumer
 from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -35,3 +36,31 @@ def _events_listener_start(**kwargs: Any) -> None:
 
 
 beat_init.connect(_events_listener_start, weak=False)
+
+
+class Consumer(CeleryConsumer):
+    """Celery's worker consumer (CELERY_WORKER_CONSUMER), without celery 5.7's crash on losing
+    the broker while a task is unacknowledged.
+
+    On a lost connection, celery 5.7 first collects the connection (closing its channels and
+    dropping its transport) and then closes it once more. When the broker went away in the
+    middle of a read, the Redis channel's first close fails half-way; the second one then
+    disconnects the channel's pools and restores its unacknowledged tasks through the transport
+    already dropped: AttributeError ("'NoneType' object has no attribute 'hostname'"), which
+    is not a connection error, so the whole worker exits ("Unrecoverable error"), and so does
+    any later acknowledgement on that channel. A send or a run advance (acks_late) running
+    while the consumer waits for the next task is that moment. Leaving the second close out
+    is celery 5.6's behaviour: the collected connection is let go, its channel keeps its pool
+    for the acknowledgements still to come, and those that cannot be made leave their tasks to
+    the visibility timeout (or, with the broker's data gone, to the relay and the sweeper).
+    """
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        connection = self.connection
+        if connection is not None:
+            connection.close = _collected_already  # type: ignore[method-assign]
+        super().on_connection_error_after_connected(exc)
+
+
+def _collected_already() -> None:
+    """Closing a connection that Consumer.on_connection_error_after_connected collected."""

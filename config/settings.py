@@ -142,6 +142,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's consumer, less a crash of celery 5.7 on losing the broker (see the class).
+CELERY_WORKER_CONSUMER = "config.celery:Consumer"
 CELERY_TASK_DEFAULT_QUEUE = "runs"
 CELERY_TASK_ROUTES = {
     "workflows.tasks.dispatch_events": {"queue": "events"},

@@ -41,6 +41,9 @@ from tests.faults.harness import REPORTS
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK_RECEIVED = re.compile(r"Task ([\w.]+)\[[0-9a-f-]+\] received")
+NOTABLE_LOG_LINE = re.compile(
+    r": (WARNING|ERROR|CRITICAL)/|Unrecoverable|Error: |beat: |Connected to"
+)
 
 # Recovery timings for the workers, overridden for test speed (see each value's reason).
 WORKER_TIMINGS = {
@@ -231,6 +234,31 @@ class FaultWorker:
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
+    def state(self) -> str:
+        """ "running", or how the process ended (a worker that exits by itself is a finding)."""
+        if self.process is None:
+            return "stopped by the test"
+        code = self.process.poll()
+        return "running" if code is None else f"exited by itself with code {code}"
+
+    def log_notable(self, lines: int = 40) -> str:
+        """The last warnings and errors of its log, one line each (tracebacks left out, a
+        line repeated in a row counted instead)."""
+        if not self.log_path.exists():
+            return ""
+        notable: list[list[Any]] = []  # [line, how many times its text came in a row]
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if not NOTABLE_LOG_LINE.search(line):
+                continue
+            if notable and notable[-1][0].partition("] ")[2] == line.partition("] ")[2]:
+                notable[-1][1] += 1
+            else:
+                notable.append([line[:300], 1])
+        return "\n".join(
+            line if count == 1 else f"{line} (and {count - 1} more like it)"
+            for line, count in notable[-lines:]
+        )
+
 
 def tasks_received(workers: list[FaultWorker]) -> str:
     """e.g. "dispatch_events 41, advance_run 2": what beat's relay and sweeper added shows
@@ -339,24 +367,43 @@ def worker_env(
     return env
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item, for the `workers` fixture's teardown."""
+    report = yield
+    setattr(item, f"careflow_report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def workers(
+def start_worker(
     worker_env: dict[str, str],
     tmp_path: Path,
     transactional_db: Any,
     sandbox_server: SandboxServer,
-) -> Iterator[list[FaultWorker]]:
-    """Two worker processes of 2 prefork children each, started; beat runs in the first."""
-    pair = [
-        FaultWorker("faults-a", worker_env, tmp_path, beat=True),
-        FaultWorker("faults-b", worker_env, tmp_path, beat=False),
-    ]
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[..., FaultWorker]]:
+    """`start_worker(name, beat=False, **env)`: a worker process of 2 prefork children,
+    started on this suite's environment (`env` overrides part of it); every one is stopped at
+    the end of the test. When the test fails, each one's state and the last warnings of its
+    log are printed."""
+    started: list[FaultWorker] = []
+
+    def start(name: str, *, beat: bool = False, **env: str) -> FaultWorker:
+        worker = FaultWorker(name, {**worker_env, **env}, tmp_path, beat=beat)
+        started.append(worker)
+        worker.start()
+        return worker
+
     try:
-        for worker in pair:
-            worker.start()
-        yield pair
+        yield start
     finally:
-        for worker in pair:
+        call = getattr(request.node, "careflow_report_call", None)
+        if call is not None and call.failed:
+            for worker in started:
+                print(f"--- {worker.name}: {worker.state()}; its log's last warnings ---")
+                print(worker.log_notable())
+        for worker in started:
             worker.stop()
         # Sessions left on the test database would block its flush, or its drop at the end
         # of the session: a SIGKILLed worker's lingers until PostgreSQL notices, and the live
@@ -375,8 +422,14 @@ def workers(
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         if os.environ.get("CAREFLOW_SHOW_WORKER_LOG"):
-            for worker in pair:
+            for worker in started:
                 print(f"--- {worker.name} ---\n{worker.log_tail(20000)}")
+
+
+@pytest.fixture
+def workers(start_worker: Callable[..., FaultWorker]) -> list[FaultWorker]:
+    """Two worker processes, started; beat runs in the first."""
+    return [start_worker("faults-a", beat=True), start_worker("faults-b")]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -195,7 +195,8 @@ def _message_slot(message: OutboundMessage, now: datetime) -> float | None:
             segments=max(1, message.segments),
         )
     except redis.RedisError:
-        logger.warning("throttle unreachable; message %s waits", message.pk)
+        waiting = f"message {message.pk}" if message.pk else "a new message"
+        logger.warning("throttle unreachable; %s waits %.0f s", waiting, THROTTLE_RETRY_SECONDS)
         return None
 
 

@@ -237,6 +237,8 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
     if message.messaging_service_sid:
         if message.messaging_service_sid != integration.messaging_service_sid:
             return decision.failed("sender", "messaging service is not the clinic's approved one")
+    elif not message.from_number:
+        return decision.failed("sender", "no sender: the message has no From number")
     elif message.from_number not in integration.sending_numbers:
         return decision.failed(
             "sender", f"sender {message.from_number} is not an approved number for this clinic"

@@ -208,6 +208,7 @@ def test_florida_window_ends_at_20(make: Any) -> None:
     ("fields", "reason"),
     [
         ({"from_number": "+14155550000"}, "sender +14155550000 is not an approved number"),
+        ({"from_number": ""}, "no sender: the message has no From number"),
         ({"to": "12"}, "recipient '12' is not a valid phone number"),
     ],
 )

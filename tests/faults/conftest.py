@@ -235,7 +235,8 @@ class FaultWorker:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
     def state(self) -> str:
-        """ "running", or how the process ended (a worker that exits by itself is a finding)."""
+        """Whether the process is running, or how it ended (a worker that exits by itself is
+        a finding)."""
         if self.process is None:
             return "stopped by the test"
         code = self.process.poll()
@@ -369,7 +370,7 @@ def worker_env(
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """Keep each phase's report on the test item, for the `workers` fixture's teardown."""
+    """Keep each phase's report on the test item, for the `start_worker` fixture's teardown."""
     report = yield
     setattr(item, f"careflow_report_{report.when}", report)
     return report

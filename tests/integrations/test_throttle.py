@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from integrations.models import OutboundMessage
-from integrations.sending import message_prepare, message_send
+from integrations.sending import message_prepare, message_prepare_and_deliver, message_send
 from integrations.throttle import throttle_backlog, throttle_key, throttle_reserve
 from integrations.twilio.sandbox import SandboxServer
 from tests.conftest import sandbox_account
@@ -109,3 +109,29 @@ def test_unreachable_throttle_means_wait_not_send_unshaped(
     assert message.status == Status.PENDING
     assert message.next_attempt_at is not None and message.slot_at is None
     assert sandbox.messages() == []
+
+
+def test_an_unreachable_throttle_is_logged_with_the_message_or_as_a_new_one(
+    slow_sender: Any, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.CAREFLOW_THROTTLE_REDIS_URL = "redis://127.0.0.1:9/0"
+    existing = slow_sender(1)
+    message_send(message_id=existing.pk)
+    # A batch's first attempt decides before the row exists: no id to name yet.
+    new = message_prepare_and_deliver(
+        idempotency_key=f"thr:{uuid.uuid4()}",
+        first_attempt=True,
+        organization=existing.organization,
+        integration=existing.integration,
+        to=existing.to,
+        from_number=existing.from_number,
+        body="message 2",
+        purpose="transactional",
+        patient=existing.patient,
+    )
+    assert new.status == Status.PENDING
+    warnings = [r.getMessage() for r in caplog.records if "throttle unreachable" in r.getMessage()]
+    assert warnings == [
+        f"throttle unreachable; message {existing.pk} waits 5 s",
+        "throttle unreachable; a new message waits 5 s",
+    ]

@@ -32,13 +32,25 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
+        # The web process serves the admin's CSS and the builder's JS from STATIC_ROOT through
+        # WhiteNoise, hashed and compressed as in production: collect them on every start so
+        # an updated checkout never serves stale files.
+        call_command("collectstatic", interactive=False, verbosity=0)
         call_command("careflow_demo")
         admin_password = demo_user("admin", superuser=True, organization=None)
         clinic_password = demo_user(
             "clinic", superuser=False, organization=Organization.objects.get(slug="sunrise")
         )
         web = f"http://127.0.0.1:{options['port']}"
-        env = {**os.environ, "CAREFLOW_PUBLIC_URL": os.environ.get("CAREFLOW_PUBLIC_URL", web)}
+        env = {
+            **os.environ,
+            "CAREFLOW_PUBLIC_URL": os.environ.get("CAREFLOW_PUBLIC_URL", web),
+            # This stack serves plain http://127.0.0.1: the production defaults (HTTPS
+            # redirect, cookies only over HTTPS) would lock everyone out of it.
+            "SECURE_SSL_REDIRECT": "false",
+            "SESSION_COOKIE_SECURE": "false",
+            "CSRF_COOKIE_SECURE": "false",
+        }
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands: dict[str, list[str]] = {}
         if not options["no_sandbox"]:

@@ -5,15 +5,17 @@ import functools
 import logging
 import os
 import queue
+import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import redis
+from django.conf import settings
 from django.db import connections, router, transaction
 
 from workflows.listener import EVENTS_CHANNEL, events_notify_enabled
@@ -51,11 +53,45 @@ class Field:
 class EventType:
     name: str
     category: str
-    description: str
+    # As written in the catalogue; a `{placeholder}` names a setting's value (CONFIGURED).
+    description_template: str
     # Top-level payload keys (e.g. "customer", "order") and what they hold.
     schema: Mapping[str, Field] = field(default_factory=dict)
     # What the event is about, for re-reading current data after a delay ("order", …).
     subject: str = ""
+
+    @property
+    def description(self) -> str:
+        """What makes the event fire, with the configured values filled in ("24 hours
+        before"): read when shown, so the catalogue stays data and a changed setting shows."""
+        return configured_text(self.description_template)
+
+
+def _amount(value: float, unit: str) -> str:
+    return f"{value:g} {unit}" + ("" if value == 1 else "s")
+
+
+def _hours(value: float) -> str:
+    return (
+        _amount(value, "hour")
+        if float(value).is_integer()
+        else _amount(round(value * 60), "minute")
+    )
+
+
+# Placeholders a description may use, and the setting each shows as people say it.
+CONFIGURED: dict[str, Callable[[], str]] = {
+    "renewal_lead": lambda: _amount(settings.CAREFLOW_RENEWAL_LEAD_DAYS, "day"),
+    "appointment_reminder_lead": lambda: _hours(settings.CAREFLOW_APPOINTMENT_REMINDER_HOURS),
+}
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def configured_text(text: str) -> str:
+    """`text` with each known `{placeholder}` replaced by its setting's current value."""
+    return _PLACEHOLDER.sub(
+        lambda match: CONFIGURED[match[1]]() if match[1] in CONFIGURED else match[0], text
+    )
 
 
 # --- schema building blocks: one definition per idea -----------------------------------------
@@ -453,7 +489,7 @@ CATALOGUE: tuple[EventType, ...] = (
             "subscription.paused": "A subscription was paused.",
             "subscription.cancelled": "A subscription was cancelled.",
             "subscription.upcoming_renewal": "An active subscription renews soon "
-            "(CAREFLOW_RENEWAL_LEAD_DAYS before its next cycle date; once per cycle).",
+            "({renewal_lead} before its next cycle date; once per cycle).",
         },
     ),
     *_events(
@@ -500,7 +536,7 @@ CATALOGUE: tuple[EventType, ...] = (
             "appointment.completed": "An appointment took place.",
             "appointment.no_show": "The patient did not attend an appointment.",
             "appointment.reminder": "A booked or confirmed appointment starts soon "
-            "(CAREFLOW_APPOINTMENT_REMINDER_HOURS before; again if rescheduled).",
+            "({appointment_reminder_lead} before; again if rescheduled).",
         },
     ),
     *_events(

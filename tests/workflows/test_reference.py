@@ -179,3 +179,28 @@ def test_query_count_does_not_grow_with_data(staff_client: Client, django_db_blo
         OrderFactory()
         SubscriptionFactory()
     assert _queries(staff_client, _page("order.shipped")) == before
+
+
+def test_trigger_descriptions_show_the_configured_lead_times(
+    staff_client: Client, settings: Any
+) -> None:
+    html = staff_client.get(INDEX).content.decode()
+    assert "starts soon (24 hours before; again if rescheduled)." in html
+    assert "renews soon (7 days before its next cycle date; once per cycle)." in html
+    page = staff_client.get(_page("appointment.reminder")).content.decode()
+    assert "24 hours before" in page
+    # Read when shown: a changed setting shows at once, in words people use.
+    settings.CAREFLOW_APPOINTMENT_REMINDER_HOURS = 1.5
+    settings.CAREFLOW_RENEWAL_LEAD_DAYS = 1
+    data = staff_client.get(INDEX, {"format": "json"}).json()
+    described = {e["name"]: e["description"] for c in data["categories"] for e in c["events"]}
+    assert "(90 minutes before;" in described["appointment.reminder"]
+    assert "(1 day before its next cycle date;" in described["subscription.upcoming_renewal"]
+
+
+def test_no_page_names_an_environment_variable_or_a_placeholder(staff_client: Client) -> None:
+    for url in [INDEX, INDEX + "?format=json", *(_page(name) for name in EVENT_TYPES)]:
+        text = staff_client.get(url).content.decode()
+        assert "CAREFLOW_" not in text, url
+    for event in CATALOGUE:
+        assert "{" not in event.description and "CAREFLOW_" not in event.description, event.name

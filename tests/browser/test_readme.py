@@ -1,0 +1,209 @@
+"""The README's front door, as a new user meets it: the real `careflow_up` stack (what
+`make run` starts: SQLite, the filesystem broker, a Celery worker with beat, the Twilio
+sandbox, the web server with DEBUG off) in processes of its own, then the README's
+walk-through in Chromium with the printed `clinic` login.
+
+The test live server serves static files by itself; this stack does not, so only this test
+sees what a user sees: an admin without its CSS, or a builder that never loads.
+"""
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, Response, expect
+
+from tests.browser.conftest import screenshot_path
+from tests.deployments import ROOT, free_port, fresh_env, wait_until_serving
+
+pytestmark = [pytest.mark.browser]
+
+LOGIN = re.compile(r"^\s+(?P<role>[A-Za-z ]+):\s+(?P<user>\w+) / (?P<password>\S+)")
+STARTUP_SECONDS = 180  # first migrate + collectstatic on a cold 2-core machine
+
+
+@dataclass
+class Stack:
+    url: str
+    process: subprocess.Popen[str]
+    logins: dict[str, str] = field(default_factory=dict)
+    output: list[str] = field(default_factory=list)
+
+    def tail(self, lines: int = 40) -> str:
+        return "".join(self.output[-lines:])
+
+
+def _read_output(stack: Stack, ready: threading.Event) -> None:
+    assert stack.process.stdout is not None
+    for line in stack.process.stdout:
+        stack.output.append(line)
+        if match := LOGIN.match(line):
+            stack.logins[match["user"]] = match["password"]
+        if "Press Ctrl-C to stop" in line:
+            ready.set()
+    ready.set()  # the process ended: stop waiting
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    port, sandbox_port = free_port(), free_port()
+    process = subprocess.Popen(  # noqa: S603 — this checkout's manage.py, as `make run` runs it
+        [
+            sys.executable,
+            "manage.py",
+            "careflow_up",
+            "--port",
+            str(port),
+            "--sandbox-port",
+            str(sandbox_port),
+        ],
+        env=fresh_env(tmp_path_factory.mktemp("make-run")),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    stack = Stack(url=f"http://127.0.0.1:{port}", process=process)
+    ready = threading.Event()
+    threading.Thread(target=_read_output, args=(stack, ready), daemon=True).start()
+    try:
+        if not ready.wait(STARTUP_SECONDS) or process.poll() is not None:
+            pytest.fail(f"careflow_up did not start:\n{stack.tail()}")
+        wait_until_serving(
+            f"{stack.url}/admin/login/", timeout=60, alive=lambda: process.poll() is None
+        )
+        yield stack
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C, as the README says
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        # Whatever careflow_up failed to stop would outlive the test run.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+    context = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    failed: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def _record(response: Response) -> None:
+        if response.status >= 400:
+            failed.append(f"{response.status} {response.url}")
+
+    page.on("response", _record)
+    page.on("dialog", lambda dialog: dialog.accept())
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+    assert failed == [], f"requests that failed: {failed}\n{stack.tail()}"
+
+
+def log_in(page: Page, stack: Stack, user: str) -> None:
+    assert user in stack.logins, f"careflow_up printed no {user!r} login:\n{stack.tail()}"
+    page.goto("/admin/")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(stack.logins[user])
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#user-tools")).to_contain_text(user.upper(), ignore_case=True)
+
+
+def assert_styled(page: Page) -> None:
+    """The admin's own stylesheet is applied: its variables are defined and the header
+    takes its colour from them (unstyled, both are empty/transparent)."""
+    primary = page.evaluate(
+        "getComputedStyle(document.documentElement).getPropertyValue('--primary').trim()"
+    )
+    header = page.evaluate("getComputedStyle(document.querySelector('#header')).backgroundColor")
+    assert primary == "#79aec8", f"the admin's CSS is not applied (--primary = {primary!r})"
+    assert header not in ("", "rgba(0, 0, 0, 0)", "transparent"), header
+
+
+def open_order(page: Page, patient: str) -> None:
+    page.goto("/admin/patients/order/")
+    page.locator("#result_list tbody tr", has_text=patient).locator("th a").click()
+
+
+def ship(page: Page, tracking: str) -> None:
+    page.get_by_label("Status").select_option(label="Shipped")
+    page.get_by_label("Tracking number").fill(tracking)
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+
+
+def message_row_with(
+    page: Page, stack: Stack, phone: str, text: str, *, timeout: float = 90
+) -> str:
+    """Reload the message log until the row for phone contains text, as a user would."""
+    deadline = time.monotonic() + timeout
+    row = ""
+    while time.monotonic() < deadline:
+        assert stack.process.poll() is None, f"careflow_up exited:\n{stack.tail()}"
+        page.goto("/admin/integrations/outboundmessage/")
+        rows = page.locator("#result_list tbody tr", has_text=phone)
+        row = rows.first.inner_text() if rows.count() else ""
+        if text in row:
+            return row
+        time.sleep(1)
+    raise AssertionError(f"no message row for {phone} says {text!r} (last: {row!r})")
+
+
+def test_the_readme_walk_through_on_the_make_run_stack(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    # 1. Open the admin and log in as `clinic`: the login page is already styled.
+    page.goto("/admin/")
+    assert_styled(page)
+    log_in(page, stack, "clinic")
+    assert_styled(page)
+
+    # 2. Workflows › Workflows › Order shipped SMS opens in the visual builder, not the
+    #    JSON fallback.
+    page.locator("#content-main tr.model-workflow th a").click()
+    page.locator("#result_list").get_by_role("link", name="Order shipped SMS").click()
+    builder = page.locator("#careflow-builder")
+    expect(builder).to_be_visible()
+    expect(page.locator("#cf-trigger")).to_have_value("order.shipped")
+    step = page.locator("#cf-steps > li").first
+    expect(step.get_by_label("Message")).to_have_value(
+        re.compile(r"your order \{\{order.number\}\}")
+    )
+    expect(step.get_by_label("To Phone")).to_have_value("{{customer.phone}}")
+    expect(page.locator("#cf-diagram svg")).to_contain_text("Twilio → Send SMS")
+    page.locator("#toggle-nav-sidebar").click()
+    page.locator("#content-main").screenshot(path=screenshot_path("builder.png", tmp_path))
+    page.locator("#cf-dry-run").click()
+    expect(page.locator("#cf-test-result")).to_contain_text("Dry run for Test Patient")
+    page.locator("#cf-test-section").screenshot(path=screenshot_path("dry-run.png", tmp_path))
+    page.locator("#toggle-nav-sidebar").click()
+
+    # 3–4. Maria's order ships; her SMS goes out and the sandbox reports it delivered.
+    open_order(page, "Maria Garcia")
+    ship(page, "1Z999AA10123456784")
+    row = message_row_with(page, stack, "+14155550101", "Delivered")
+    assert "Hi Maria, your order SR-" in row and "has shipped! Tracking: 1Z999" in row
+
+    # 5. Noah never consented: nothing is sent, and the log says why.
+    open_order(page, "Noah Kim")
+    ship(page, "1Z999AA10123456785")
+    row = message_row_with(page, stack, "+14155550103", "Skipped")
+    assert "no SMS consent" in row
+    page.goto("/admin/workflows/run/")
+    expect(page.locator("#result_list tbody tr")).to_have_count(2)

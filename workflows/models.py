@@ -42,6 +42,18 @@ class Event(models.Model):
     def __str__(self) -> str:
         return f"{self.type} #{self.pk}"
 
+    @property
+    def customer(self) -> dict[str, Any] | None:
+        """The patient the event is about, as its payload recorded them (id, names, phone):
+        the admin lists runs by patient without a query per row or a column on the outbox."""
+        customer = self.payload.get("customer") if isinstance(self.payload, dict) else None
+        return customer if isinstance(customer, dict) else None
+
+    @property
+    def patient_name(self) -> str:
+        customer = self.customer or {}
+        return f"{customer.get('firstName') or ''} {customer.get('lastName') or ''}".strip()
+
 
 class Workflow(TimeStamped):
     organization = models.ForeignKey(
@@ -153,11 +165,21 @@ class Run(TimeStamped):
                 fields=["status", "due_at"],
                 condition=Q(status__in=["pending", "running", "waiting"]),
                 name="run_active",
-            )
+            ),
+            # The clinic home's "runs failed in the last 7 days", on every admin visit: only
+            # failed runs are in it, and status already breaks HOT updates (run_active).
+            models.Index(fields=["finished_at"], condition=Q(status="failed"), name="run_failed"),
         ]
 
     def __str__(self) -> str:
-        return f"Run {self.pk} of {self.workflow_id}"
+        # No patient name: a run's repr may reach logs and error reports.
+        return f"{self.workflow.name} (run {self.pk})"
+
+    @property
+    def title(self) -> str:
+        """What the admin calls the run: "Order shipped SMS — Maria Garcia (run 2)"."""
+        patient = self.event.patient_name
+        return f"{self.workflow.name} — {patient} (run {self.pk})" if patient else str(self)
 
 
 class StepRun(TimeStamped):

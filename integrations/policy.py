@@ -22,6 +22,13 @@ from integrations.quiet_hours import (
     next_allowed,
     recipient_whereabouts,
 )
+from patients.consent import (  # noqa: F401 — the sources are re-exported for the policy's readers
+    CHANNEL_WIDE_SOURCES,
+    SMS_HISTORY,
+    WRITTEN_SOURCES,
+    consent_verdict,
+    sms_consent_history,
+)
 from patients.models import ConsentRecord
 from patients.phones import is_e164
 
@@ -37,16 +44,6 @@ COUNTED_STATUSES = (
     Status.UNDELIVERED,
     Status.UNKNOWN,
 )
-CHANNEL_WIDE_SOURCES = (ConsentRecord.Source.INBOUND_KEYWORD, ConsentRecord.Source.PROVIDER_ERROR)
-# Sources by which a patient can give express written consent (needed for marketing).
-WRITTEN_SOURCES = {
-    ConsentRecord.Source.SIGNUP_FORM,
-    ConsentRecord.Source.CHECKOUT,
-    ConsentRecord.Source.PATIENT_PORTAL,
-    ConsentRecord.Source.ADMIN,
-    ConsentRecord.Source.IMPORT,
-    ConsentRecord.Source.INBOUND_KEYWORD,
-}
 
 
 @dataclass
@@ -76,13 +73,6 @@ class SendDecision:
             "consent_record_id": self.consent_record.pk if self.consent_record else None,
             "checks": self.checks,
         }
-
-
-def _opted_out(record: ConsentRecord) -> str:
-    return (
-        f"opted out of {record.purpose} SMS on {record.occurred_at:%Y-%m-%d} "
-        f"({record.get_source_display()})"
-    )
 
 
 # Policies change rarely and are read for every send: each process keeps them briefly.
@@ -115,20 +105,12 @@ def send_needs_lock(*, message: OutboundMessage) -> bool:
     return bool(recipient_whereabouts(message.patient, message.to).states & set(STRICT_STATES))
 
 
-# Where a patient read for a batch of sends carries its SMS consent history.
-SMS_HISTORY = "sms_consent_history"
-
-
 def consent_history_prefetch() -> Prefetch:
     """For a read of the patients a batch of messages goes to: their SMS consent histories in
     one query, which send_decide then uses instead of a query per message. Read when the
     batch starts (within a second of each send), not when the message was created."""
     sms = ConsentRecord.objects.filter(channel=ConsentRecord.Channel.SMS).order_by()
     return Prefetch("consents", queryset=sms, to_attr=SMS_HISTORY)
-
-
-def _newest(records: list[ConsentRecord]) -> ConsentRecord | None:
-    return max(records, key=lambda r: (r.occurred_at, r.pk), default=None)
 
 
 def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> SendDecision:
@@ -141,46 +123,19 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
         return decision.failed("consent", "recipient is not a patient of this clinic")
 
     # The whole (short) SMS consent history in one query (or read with the patient for a
-    # batch); the rules are applied below.
-    history: list[ConsentRecord] | None = getattr(patient, SMS_HISTORY, None)
-    if history is None:
-        history = list(
-            ConsentRecord.objects.filter(
-                patient=patient, channel=ConsentRecord.Channel.SMS
-            ).order_by()
-        )
-    consent = _newest([r for r in history if r.purpose == message.purpose])
+    # batch), judged by the rule the patient's page and acceptMarketing show (patients.consent).
+    verdict = consent_verdict(sms_consent_history(patient), purpose=message.purpose)
+    consent = verdict.opt_in
     if consent is None:
-        return decision.failed("consent", "no SMS consent")
-    if consent.action != ConsentRecord.Action.OPT_IN:
-        return decision.failed("consent", _opted_out(consent))
-    if message.purpose == ConsentRecord.Purpose.MARKETING and not (
-        consent.consent_text.strip() and consent.source in WRITTEN_SOURCES
-    ):
-        return decision.failed(
-            "consent",
-            "marketing needs express written consent (the consent text shown must be recorded)",
-        )
+        return decision.failed("consent", verdict.reason)
     decision.consent_record = consent
     decision.passed(
         "consent",
         f"{message.purpose} opt-in #{consent.pk} "
         f"({consent.get_source_display()}, {consent.occurred_at:%Y-%m-%d})",
     )
-
-    # STOP (or Twilio's 21610) means stop everything: a channel-wide opt-out recorded under any
-    # purpose after this opt-in wins, even if its own purpose's record were missing.
-    later_opt_out = _newest(
-        [
-            r
-            for r in history
-            if r.action == ConsentRecord.Action.OPT_OUT
-            and r.source in CHANNEL_WIDE_SOURCES
-            and (r.occurred_at, r.pk) > (consent.occurred_at, consent.pk)
-        ]
-    )
-    if later_opt_out is not None:
-        return decision.failed("opt-out", _opted_out(later_opt_out))
+    if verdict.check == "opt-out":
+        return decision.failed("opt-out", verdict.reason)
     decision.passed("opt-out", "no opt-out since")
 
     policy = messaging_policy(message.organization_id)

@@ -285,6 +285,8 @@ class InboundMessage(TimeStamped):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Marking reviewed is the one change a read-only role may make (clinic staff).
+        permissions = [("review_inboundmessage", "Can mark inbound messages as reviewed")]
         indexes = [models.Index(fields=["organization", "needs_review", "-created_at"])]
 
     def __str__(self) -> str:

@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_save
+from django.db.models.signals import post_migrate, post_save
 
 
 class PatientsConfig(AppConfig):
@@ -10,6 +10,7 @@ class PatientsConfig(AppConfig):
         from patients import receivers
         from patients.audit import audit_connect
         from patients.models import Cart, Order, Patient
+        from patients.roles import roles_post_migrate
 
         post_save.connect(receivers.patient_saved, sender=Patient, dispatch_uid="patient_saved")
         post_save.connect(receivers.order_saved, sender=Order, dispatch_uid="order_saved")
@@ -21,3 +22,5 @@ class PatientsConfig(AppConfig):
                 dispatch_uid=f"lifecycle_saved:{model._meta.label}",
             )
         audit_connect()
+        # Roles are code: every migrate (and test-database flush) re-applies patients.roles.
+        post_migrate.connect(roles_post_migrate, sender=self, dispatch_uid="roles_post_migrate")

@@ -332,6 +332,8 @@ class Organization(TimeStamped):
 
     class Meta:
         ordering = ["name"]
+        # Support staff work across clinics without being superusers (patients.tenancy).
+        permissions = [("view_all_organizations", "Can see and act on every clinic's records")]
 
     def __str__(self) -> str:
         return self.name

@@ -7,10 +7,17 @@ from django.db import models
 from django.http import HttpRequest
 
 from patients.models import Organization
+from patients.roles import VIEW_ALL_ORGANIZATIONS
+
+
+def sees_all_organizations(user: Any) -> bool:
+    """Superusers and support staff (`patients.view_all_organizations`) work in every clinic;
+    everyone else only in the clinic of their StaffMembership."""
+    return bool(user.is_superuser or user.has_perm(VIEW_ALL_ORGANIZATIONS))
 
 
 def request_organization_id(request: HttpRequest) -> int | None:
-    """The clinic a staff user belongs to; None for superusers and unlinked users."""
+    """The clinic a staff user belongs to; None for users linked to no clinic."""
     user = request.user
     membership = getattr(user, "membership", None) if user.is_authenticated else None
     return membership.organization_id if membership else None
@@ -32,7 +39,7 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
     organization_path = "organization"
 
     def _scope(self, request: HttpRequest, queryset: models.QuerySet[Any], path: str) -> Any:
-        if request.user.is_superuser:  # type: ignore[union-attr]
+        if sees_all_organizations(request.user):
             return queryset
         org_id = request_organization_id(request)
         if org_id is None:
@@ -45,7 +52,11 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         path = _org_path_of(db_field.related_model)
         org_id = request_organization_id(request)
-        if db_field.related_model is Organization and org_id and not request.user.is_superuser:  # type: ignore[union-attr]
+        if (
+            db_field.related_model is Organization
+            and org_id
+            and not sees_all_organizations(request.user)
+        ):
             # A clinic's staff can only pick their own clinic; preselect it.
             kwargs.setdefault("initial", org_id)
             kwargs.setdefault("empty_label", None)
@@ -56,7 +67,7 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
 
     def get_list_filter(self, request: HttpRequest) -> Any:
         filters = list(super().get_list_filter(request))
-        if not request.user.is_superuser:  # type: ignore[union-attr]
+        if not sees_all_organizations(request.user):
             filters = [f for f in filters if f != "organization"]
         return filters
 

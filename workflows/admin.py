@@ -21,7 +21,12 @@ from django.utils.html import format_html
 from integrations.models import Integration, OutboundMessage
 from integrations.twilio.errors import error_explanation
 from patients.models import Patient
-from patients.tenancy import OrganizationScopedAdmin, ReadOnlyAdminMixin, request_organization_id
+from patients.tenancy import (
+    OrganizationScopedAdmin,
+    ReadOnlyAdminMixin,
+    request_organization_id,
+    sees_all_organizations,
+)
 from workflows import builder
 from workflows.diagram import step_detail, step_title, workflow_diagram
 from workflows.dry_run import workflow_dry_run, workflow_live_test
@@ -156,7 +161,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
     ) -> list[int] | None:
         if obj is not None and obj.pk:
             return [obj.organization_id]
-        if request.user.is_superuser:  # type: ignore[union-attr]
+        if sees_all_organizations(request.user):
             return None
         org_id = request_organization_id(request)
         return [org_id] if org_id else []
@@ -535,7 +540,7 @@ class WorkflowListFilter(admin.SimpleListFilter):
         workflows = Workflow.objects.select_related("organization").only(
             "id", "name", "organization__name"
         )
-        if not request.user.is_superuser:  # type: ignore[union-attr]
+        if not sees_all_organizations(request.user):
             workflows = workflows.filter(organization_id=request_organization_id(request) or 0)
             return [(str(w.pk), w.name) for w in workflows[:200]]
         return [(str(w.pk), f"{w.name} ({w.organization.name})") for w in workflows[:200]]

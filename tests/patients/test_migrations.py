@@ -1,14 +1,21 @@
-"""Organization.uuid is backfilled with distinct values for clinics that existed before it."""
+"""Organization.uuid is backfilled with distinct values for clinics that existed before it;
+the roles' migration creates the role groups on a fresh database; the migrations reverse."""
 
+import importlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.contrib.auth.models import Group, Permission
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.migrations.executor import MigrationExecutor
+
+from patients.roles import roles_post_migrate
 
 BEFORE_UUID = [("patients", "0001_initial")]
 UUID_NULLABLE = [("patients", "0002_organization_webhook_credentials")]
+BEFORE_ROLES = [("patients", "0006_audit_trail")]
+ROLES_MIGRATION = importlib.import_module("patients.migrations.0007_roles")
 
 
 def _migrate(targets: list[tuple[str, str]]) -> Any:
@@ -58,3 +65,28 @@ def test_the_migrations_reverse_cleanly(migrated_back: None) -> None:
     assert "patients_subscription" not in tables
     new_apps = _migrate(_latest())
     assert new_apps.get_model("patients", "Organization").objects.get().uuid is not None
+
+
+def _groups() -> dict[str, set[str]]:
+    return {
+        group.name: {
+            f"{p.content_type.app_label}.{p.codename}"
+            for p in group.permissions.select_related("content_type")
+        }
+        for group in Group.objects.filter(name__in=ROLES_MIGRATION.ROLES)
+    }
+
+
+def test_the_roles_migration_creates_the_groups_on_a_fresh_database(migrated_back: None) -> None:
+    old_apps = _migrate(BEFORE_ROLES)
+    assert _groups() == {}
+    assert not Permission.objects.filter(codename="view_all_organizations").exists()
+    # Before its migration there are no roles to keep in step: migrate back runs post_migrate.
+    roles_post_migrate(sender=None, apps=old_apps, using=DEFAULT_DB_ALIAS)
+    assert _groups() == {}
+    # As on a fresh database, where Django creates permissions only after migrate.
+    Permission.objects.all().delete()
+
+    _migrate(_latest())  # the executor alone: no post_migrate
+
+    assert _groups() == {name: set(perms) for name, perms in ROLES_MIGRATION.ROLES.items()}

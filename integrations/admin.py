@@ -105,6 +105,14 @@ class IntegrationAdmin(OrganizationScopedAdmin):
 
     readonly_fields = ["inbound_webhook_url"]
 
+    def get_fields(self, request: HttpRequest, obj: Integration | None = None) -> Any:
+        fields = super().get_fields(request, obj)
+        if obj is not None and not self.has_change_permission(request, obj):
+            # A view-only page shows every field's value as text, which would be the
+            # decrypted token: only a form's write-only input may stand for it.
+            return [field for field in fields if field != "auth_token"]
+        return fields
+
     @admin.display(description="Inbound SMS webhook (set it on each number in Twilio)")
     def inbound_webhook_url(self, obj: Integration) -> str:
         if obj.pk is None:
@@ -149,7 +157,7 @@ class IntegrationAdmin(OrganizationScopedAdmin):
     def numbers(self, obj: Integration) -> str:
         return ", ".join(obj.sending_numbers)
 
-    @admin.action(description="Check credentials with Twilio")
+    @admin.action(description="Check credentials with Twilio", permissions=["change"])
     def check_credentials(self, request: HttpRequest, queryset: QuerySet[Integration]) -> None:
         for integration in queryset:
             client = twilio_client(
@@ -375,7 +383,8 @@ class InboundMessageAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
         return obj.body if len(obj.body) <= 60 else obj.body[:57] + "…"
 
     def has_review_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.has_perm("integrations.view_inboundmessage"))  # type: ignore[union-attr]
+        # Its own permission: seeing a message (view) is not deciding about it.
+        return bool(request.user.has_perm("integrations.review_inboundmessage"))  # type: ignore[union-attr]
 
     @admin.action(
         description="Mark as reviewed (record consent separately if needed)", permissions=["review"]

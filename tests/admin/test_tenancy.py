@@ -1,14 +1,15 @@
-"""Clinic staff see and edit only their clinic; superusers see all."""
+"""Clinic staff see and edit only their clinic; superusers and support staff see all."""
 
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from django.urls import reverse
 
 from integrations.models import Integration, OutboundMessage
 from patients.models import Order, Patient
+from patients.roles import CLINIC_ADMIN, SUPPORT_STAFF
 from tests.factories import (
     IntegrationFactory,
     OrganizationFactory,
@@ -95,6 +96,32 @@ def test_superuser_sees_every_clinic(two_clinics: dict[str, Any]) -> None:
     client.force_login(UserFactory(is_superuser=True))
     page = client.get(reverse("admin:patients_patient_changelist")).content.decode()
     assert "Mine-patient" in page and "Their-patient" in page
+
+
+def test_support_staff_see_every_clinic_without_being_superusers(
+    two_clinics: dict[str, Any],
+) -> None:
+    user = UserFactory()  # neither a superuser nor linked to a clinic
+    user.groups.add(Group.objects.get(name=SUPPORT_STAFF))
+    client = Client()
+    client.force_login(user)
+    page = client.get(reverse("admin:patients_patient_changelist")).content.decode()
+    assert "Mine-patient" in page and "Their-patient" in page
+    # They enter any clinic's Twilio credentials: every clinic is a choice, none preselected.
+    form = client.get(reverse("admin:integrations_integration_add")).context["adminform"].form
+    choices = {str(label) for _, label in form.fields["organization"].choices}
+    assert {"Mine", "Theirs"} <= choices
+    assert form.fields["organization"].initial is None
+
+
+def test_a_clinic_admin_picks_only_their_own_clinic(two_clinics: dict[str, Any]) -> None:
+    user = StaffMembershipFactory(organization=two_clinics["mine"]).user
+    user.groups.add(Group.objects.get(name=CLINIC_ADMIN))
+    client = Client()
+    client.force_login(user)
+    form = client.get(reverse("admin:patients_order_add")).context["adminform"].form
+    assert [str(label) for _, label in form.fields["organization"].choices] == ["Mine"]
+    assert form.fields["organization"].initial == two_clinics["mine"].pk
 
 
 def test_staff_sees_only_their_messages_workflows_and_integrations(

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group
 from django.test import Client
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from patients.roles import CLINIC_ADMIN
 from tests.factories import StaffMembershipFactory
-from workflows.management.commands.careflow_demo import CLINIC_ADMIN_PERMISSIONS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -54,9 +54,9 @@ def browser() -> Iterator[Browser]:
 
 
 def clinic_admin(organization: Any) -> Any:
-    """A staff user of this clinic with the demo's "Clinic admins" permissions."""
+    """A staff user of this clinic in the clinic admin role (the group every deployment has)."""
     user = StaffMembershipFactory(organization=organization).user
-    user.user_permissions.set(Permission.objects.filter(codename__in=CLINIC_ADMIN_PERMISSIONS))
+    user.groups.add(Group.objects.get(name=CLINIC_ADMIN))
     return user
 
 

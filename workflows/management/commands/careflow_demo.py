@@ -7,12 +7,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from integrations.models import Integration, MessagingPolicy
 from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
+from patients.roles import ROLES
 from workflows.models import Step, Workflow
 
 DEMO_ACCOUNT_SID = "AC" + "de" * 16
@@ -22,30 +23,6 @@ CONSENT_TEXT = (
     "care and orders. Message frequency varies. Msg & data rates may apply. Reply STOP to "
     "opt out, HELP for help."
 )
-CLINIC_ADMIN_PERMISSIONS = [
-    "view_organization",
-    "view_patient",
-    "add_patient",
-    "change_patient",
-    "view_consentrecord",
-    "add_consentrecord",
-    "view_order",
-    "add_order",
-    "change_order",
-    "view_workflow",
-    "add_workflow",
-    "change_workflow",
-    "delete_workflow",
-    "view_step",
-    "add_step",
-    "change_step",
-    "delete_step",
-    "view_event",
-    "view_run",
-    "view_steprun",
-    "view_integration",
-    "view_outboundmessage",
-]
 
 
 class Command(BaseCommand):
@@ -142,8 +119,6 @@ class Command(BaseCommand):
                     "from": DEMO_FROM,
                 },
             )
-        group, _ = Group.objects.get_or_create(name="Clinic admins")
-        group.permissions.set(Permission.objects.filter(codename__in=CLINIC_ADMIN_PERMISSIONS))
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready: {clinic.name}, {Patient.objects.filter(organization=clinic).count()} "
@@ -152,14 +127,25 @@ class Command(BaseCommand):
         )
 
 
-def demo_user(username: str, *, superuser: bool, organization: Organization | None) -> str:
-    """Create (or reset) a demo login and return its new random password."""
+def demo_user(
+    username: str,
+    *,
+    superuser: bool = False,
+    role: str | None = None,
+    organization: Organization | None = None,
+) -> str:
+    """Create (or reset) a demo login with one role (a group of `patients.roles`, created by
+    the migrations) and, for a clinic role, its clinic; return its new random password."""
+    if role is not None and role not in ROLES:
+        raise ValueError(f"No role named {role!r}; the roles are {sorted(ROLES)}.")
     password = secrets.token_urlsafe(9)
     user, _ = get_user_model().objects.get_or_create(username=username)
     user.is_staff, user.is_superuser = True, superuser
     user.set_password(password)
     user.save()
+    user.groups.set([Group.objects.get(name=role)] if role else [])
     if organization is not None:
         StaffMembership.objects.update_or_create(user=user, defaults={"organization": organization})
-        user.groups.add(Group.objects.get(name="Clinic admins"))
+    else:
+        StaffMembership.objects.filter(user=user).delete()
     return password

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from integrations.models import Integration
 from patients.models import Organization
+from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
 from workflows.management.commands.careflow_demo import demo_user
 
 
@@ -37,10 +38,11 @@ class Command(BaseCommand):
         # an updated checkout never serves stale files.
         call_command("collectstatic", interactive=False, verbosity=0)
         call_command("careflow_demo")
-        admin_password = demo_user("admin", superuser=True, organization=None)
-        clinic_password = demo_user(
-            "clinic", superuser=False, organization=Organization.objects.get(slug="sunrise")
-        )
+        sunrise = Organization.objects.get(slug="sunrise")
+        admin_password = demo_user("admin", superuser=True)
+        support_password = demo_user("support", role=SUPPORT_STAFF)
+        clinic_password = demo_user("clinic", role=CLINIC_ADMIN, organization=sunrise)
+        staff_password = demo_user("staff", role=CLINIC_STAFF, organization=sunrise)
         web = f"http://127.0.0.1:{options['port']}"
         env = {
             **os.environ,
@@ -93,8 +95,10 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 "\ncareflow is running.\n"
                 f"  Admin:          {web}/admin/\n"
-                f"  Support staff:  admin / {admin_password}   (superuser, all clinics)\n"
+                f"  Superuser:      admin / {admin_password}   (everything, all clinics)\n"
+                f"  Support staff:  support / {support_password}   (all clinics, Twilio credentials)\n"
                 f"  Clinic admin:   clinic / {clinic_password}   (Sunrise Telehealth only)\n"
+                f"  Clinic staff:   staff / {staff_password}   (Sunrise Telehealth only, read-mostly)\n"
                 + (
                     f"  Twilio sandbox: {env['TWILIO_API_BASE_URL']}/  (messages it received)\n"
                     if "sandbox" in processes

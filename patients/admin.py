@@ -121,7 +121,7 @@ class PatientAdmin(OrganizationScopedAdmin):
             None,
             {"fields": ["organization", "first_name", "last_name", "email", "phone", "is_test"]},
         ),
-        ("Details", {"fields": ["dob", "gender", "timezone", "source", "accept_marketing"]}),
+        ("Details", {"fields": ["dob", "gender", "timezone", "source"]}),
         (
             "Address",
             {

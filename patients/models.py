@@ -376,7 +376,6 @@ class Patient(ChangeTracked, TimeStamped):
         "postal_code",
         "country_code",
         "source",
-        "accept_marketing",
     )
     version_field = "profile_version"
 
@@ -410,7 +409,8 @@ class Patient(ChangeTracked, TimeStamped):
     postal_code = models.CharField(max_length=20, blank=True)
     country_code = models.CharField(max_length=2, default="US")
     source = models.CharField(max_length=50, blank=True, help_text="e.g. patient-portal")
-    accept_marketing = models.BooleanField(default=False)
+    # No consent flag here: consent is the append-only ConsentRecord history, and anything
+    # shown elsewhere (the patient page, customer.acceptMarketing) is derived from it.
     is_test = models.BooleanField(
         "test patient",
         default=False,

@@ -12,11 +12,14 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db import models
+from django.db import connections, models, router
+from django.db.models.expressions import RawSQL
 
+from patients.consent import MARKETING_ALLOWED, consent_allowed_sql, patient_accepts_marketing
 from patients.models import (
     Appointment,
     Cart,
+    ConsentRecord,
     Lead,
     Order,
     Patient,
@@ -57,7 +60,6 @@ CUSTOMER_FIELD_PATHS: dict[str, str] = {
     "postal_code": "defaultAddress.postalCode",
     "country_code": "defaultAddress.countryCode",
     "source": "source",
-    "accept_marketing": "acceptMarketing",
 }
 
 ADDRESS_KEYS = (
@@ -122,9 +124,28 @@ def _patient(record: Any) -> Patient:
 
 
 # The customer objects, as {payload key: (Patient attribute, kind)} with nested objects as
-# dicts: one definition for the object built here from a patient in hand (`customer_build`)
-# and for the one PostgreSQL builds from the patient's row (`customer_sql`).
+# dicts and values read from other tables as `Derived`: one definition for the object built
+# here from a patient in hand (`customer_build`) and for the one PostgreSQL builds from the
+# patient's row (`customer_sql`).
 Spec = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """A customer value derived from records beside the patient's row: computed here from
+    the patient (`python`), and by PostgreSQL from the SQL of the patient's id (`sql`)."""
+
+    python: Callable[[Patient], Any]
+    sql: Callable[[str], str]
+
+
+# customer.acceptMarketing: what the consent history allows, never a flag of its own.
+ACCEPT_MARKETING = Derived(
+    python=patient_accepts_marketing,
+    sql=lambda patient_id: consent_allowed_sql(
+        purpose=ConsentRecord.Purpose.MARKETING, patient_id=patient_id
+    ),
+)
 
 CUSTOMER_SUMMARY: Spec = {
     "id": ("uuid", "uuid"),
@@ -149,7 +170,7 @@ CUSTOMER: Spec = {
         "countryCode": ("country_code", "text"),
     },
     "source": ("source", "text"),
-    "acceptMarketing": ("accept_marketing", "boolean"),
+    "acceptMarketing": ACCEPT_MARKETING,
     "isTest": ("is_test", "boolean"),
     "createdAt": ("created_at", "datetime"),
     "updatedAt": ("updated_at", "datetime"),
@@ -185,6 +206,8 @@ def customer_build(patient: Patient, spec: Spec = CUSTOMER) -> dict[str, Any]:
     return {
         key: customer_build(patient, part)
         if isinstance(part, Mapping)
+        else part.python(patient)
+        if isinstance(part, Derived)
         else _PYTHON[part[1]](getattr(patient, part[0]))
         for key, part in spec.items()
     }
@@ -198,6 +221,8 @@ def customer_sql(spec: Spec, column: Callable[[str], str]) -> str:
         + (
             customer_sql(part, column)
             if isinstance(part, Mapping)
+            else part.sql(column("id"))
+            if isinstance(part, Derived)
             else _POSTGRESQL[part[1]].format(column(part[0]))
         )
         for key, part in spec.items()
@@ -529,8 +554,32 @@ def payload_for_subject(subject_type: str, subject_id: str) -> dict[str, Any] | 
     if subject is None or not str(subject_id).isdecimal() or len(str(subject_id)) > 18:
         return None
     model, related, build = subject
-    record = model._default_manager.select_related(*related).filter(pk=int(subject_id)).first()
-    return build(record) if record is not None else None
+    # The first related record is the patient whose whole customer object the payload
+    # carries (none: the subject is that patient).
+    owner = related[0] if related else None
+    queryset = model._default_manager.select_related(*related).filter(pk=int(subject_id))
+    record = _with_marketing_consent(queryset, owner).first()
+    if record is None:
+        return None
+    patient = record if owner is None else getattr(record, owner)
+    if patient is not None and MARKETING_ALLOWED in record.__dict__:
+        patient.__dict__[MARKETING_ALLOWED] = record.__dict__[MARKETING_ALLOWED]
+    return build(record)
+
+
+def _with_marketing_consent(queryset: models.QuerySet[Any], owner: str | None) -> Any:
+    """The records with whether their patient's consent allows marketing
+    (`customer.acceptMarketing`) read in the same query, on PostgreSQL: a condition after a
+    delay rebuilds the payload, and the consent history would cost a query of its own."""
+    connection = connections[queryset.db or router.db_for_read(queryset.model)]
+    if connection.vendor != "postgresql":
+        return queryset
+    meta = queryset.model._meta
+    column = meta.pk.column if owner is None else meta.get_field(owner).column
+    quote = connection.ops.quote_name
+    patient_id = f"{quote(meta.db_table)}.{quote(column)}"
+    sql = consent_allowed_sql(purpose=ConsentRecord.Purpose.MARKETING, patient_id=patient_id)
+    return queryset.annotate(**{MARKETING_ALLOWED: RawSQL(sql, ())})  # noqa: S611 — names and constants, no input
 
 
 def payload_for_patient(subject_type: str, patient: Patient) -> dict[str, Any] | None:

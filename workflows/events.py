@@ -176,7 +176,11 @@ CUSTOMER = _object(
         "timezone": _string("IANA time zone (may be empty).", "America/New_York"),
         "defaultAddress": ADDRESS,
         "source": _string("Where the patient signed up (may be empty).", "patient-portal"),
-        "acceptMarketing": _boolean("Whether the patient accepts marketing.", False),
+        "acceptMarketing": _boolean(
+            "Whether a marketing text may rely on the patient's consent history: their latest "
+            "marketing decision is an opt-in in writing, with no STOP since.",
+            False,
+        ),
         "isTest": _boolean("A test patient (live test sends from the builder).", False),
         **_timestamps("patient"),
     },

@@ -1,6 +1,6 @@
 """payload_for_subject: the current payload of an event's subject, for conditions after a delay."""
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -8,8 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from patients.models import Order, Patient, Subscription, _by_pk_read, model_get
+from patients.models import ConsentRecord, Order, Patient, Subscription, _by_pk_read, model_get
 from patients.payloads import (
+    CUSTOMER_FIELD_PATHS,
     SUBJECT_TYPES,
     StoredCustomer,
     customer_payload,
@@ -168,9 +169,7 @@ def test_rebuilding_costs_a_constant_number_of_queries(django_assert_num_queries
 
 
 def test_model_get_loads_what_the_orm_loads() -> None:
-    patient = PatientFactory(
-        dob=date(1980, 2, 29), accept_marketing=True, is_test=True, province_code="FL"
-    )
+    patient = PatientFactory(dob=date(1980, 2, 29), is_test=True, province_code="FL")
     loaded = model_get(Patient, patient.pk)
     expected = Patient.objects.get(pk=patient.pk)
     assert type(loaded) is Patient and loaded._state.adding is False
@@ -209,7 +208,7 @@ EDGES: list[dict[str, Any]] = [
     {"created_at": datetime(2025, 3, 1, 14, 5, 9, tzinfo=UTC), "dob": date(1980, 2, 29)},
     {"created_at": datetime(2025, 3, 1, 14, 5, 9, 7, tzinfo=UTC), "dob": date(1901, 1, 1)},
     {"first_name": "Zoë 'Jo'", "last_name": 'O"Brien \\ 李', "email": "", "is_test": True},
-    {"accept_marketing": True, "address2": "", "timezone": "", "gender": "", "source": ""},
+    {"address2": "", "timezone": "", "gender": "", "source": ""},
 ]
 
 
@@ -243,7 +242,8 @@ def test_the_recorded_event_loads_the_payload_postgresql_built() -> None:
 
 
 def test_elsewhere_the_outbox_reads_the_patient_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The embedded SQLite setup: the payload is built in Python, reading the patient once.
+    # The embedded SQLite setup: the payload is built in Python, reading the patient once
+    # (and its consent history, for customer.acceptMarketing).
     order = Order.objects.get(pk=OrderFactory().pk)
     payload = order_event_payload(order)
     assert isinstance(payload["customer"], StoredCustomer)
@@ -256,7 +256,8 @@ def test_elsewhere_the_outbox_reads_the_patient_itself(monkeypatch: pytest.Monke
             dedupe_key=f"test:{order.pk}",
         )
     reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
-    assert len(reads) == 1 and '"patients_patient"' in reads[0]
+    assert len(reads) == 2 and '"patients_patient"' in reads[0]
+    assert '"patients_consentrecord"' in reads[1]
     monkeypatch.undo()
     patient = Patient.objects.get(pk=order.patient_id)
     assert event is not None and event.payload == Event.objects.get(pk=event.pk).payload
@@ -276,3 +277,94 @@ def test_current_payloads_never_leave_customers_to_the_outbox() -> None:
         record = factory()
         payload = payload_for_subject(subject_type, str(record.pk))
         assert payload is not None and stored_customers(payload)[1] == [], subject_type
+
+
+# --- customer.acceptMarketing: derived from the consent history, never a flag ---------------
+
+MARKETING_TEXT = "Yes, text me offers. Reply STOP to opt out."
+# Histories and what a marketing text may rely on: the same answer from Python and SQL.
+MARKETING_HISTORIES: list[tuple[str, list[dict[str, Any]], bool]] = [
+    ("none", [], False),
+    ("written opt-in", [{"consent_text": MARKETING_TEXT}], True),
+    ("opt-in without its text", [{"consent_text": "  "}], False),
+    (
+        "opt-in, then opted out",
+        [
+            {"consent_text": MARKETING_TEXT, "hours": -2},
+            {"action": "opt_out", "source": "admin", "consent_text": ""},
+        ],
+        False,
+    ),
+    (
+        "opt-in, then STOP under the other purpose",
+        [
+            {"consent_text": MARKETING_TEXT, "hours": -2},
+            {"purpose": "transactional", "action": "opt_out", "source": "inbound_keyword"},
+        ],
+        False,
+    ),
+    (
+        "back-dated opt-out entered later",
+        [
+            {"consent_text": MARKETING_TEXT},
+            {"action": "opt_out", "source": "admin", "hours": -5},
+        ],
+        True,
+    ),
+    ("transactional only", [{"purpose": "transactional"}], False),
+]
+
+
+def _marketing_history(patient: Patient, decisions: list[dict[str, Any]]) -> None:
+    for decision in decisions:
+        decision = dict(decision)
+        hours = decision.pop("hours", 0)
+        ConsentRecord.objects.create(
+            patient=patient,
+            purpose=decision.pop("purpose", "marketing"),
+            action=decision.pop("action", "opt_in"),
+            source=decision.pop("source", "signup_form"),
+            occurred_at=timezone.now() + timedelta(hours=hours),
+            **decision,
+        )
+
+
+@pytest.mark.parametrize(
+    ("decisions", "expected"),
+    [pytest.param(d, e, id=name) for name, d, e in MARKETING_HISTORIES],
+)
+def test_accept_marketing_is_derived_from_the_history_on_every_path(
+    decisions: list[dict[str, Any]], expected: bool
+) -> None:
+    patient = PatientFactory()
+    _marketing_history(patient, decisions)
+    # Python, from a patient in hand.
+    assert customer_payload(Patient.objects.get(pk=patient.pk))["acceptMarketing"] is expected
+    # PostgreSQL, in the outbox INSERT's single statement.
+    order = Order.objects.get(pk=OrderFactory(patient=patient).pk)
+    order.status = Order.Status.SHIPPED
+    with CaptureQueriesContext(connection) as queries:
+        order.save()
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["UPDATE", "WITH"]
+    event = Event.objects.get(type="order.shipped", subject_id=str(order.pk))
+    assert event.payload["customer"]["acceptMarketing"] is expected
+    # Rebuilt after a delay, in the record's one query.
+    current = payload_for_subject("order", str(order.pk))
+    assert current is not None and current["customer"]["acceptMarketing"] is expected
+    current = payload_for_subject("customer", str(patient.pk))
+    assert current is not None and current["customer"]["acceptMarketing"] is expected
+
+
+def test_a_stop_turns_accept_marketing_off_in_the_next_event() -> None:
+    patient = PatientFactory()
+    _marketing_history(patient, [{"consent_text": MARKETING_TEXT, "hours": -1}])
+    assert payload_for_subject("customer", str(patient.pk))["customer"]["acceptMarketing"]
+    ConsentRecord.objects.create(
+        patient=patient, purpose="transactional", action="opt_out", source="provider_error"
+    )
+    assert not payload_for_subject("customer", str(patient.pk))["customer"]["acceptMarketing"]
+
+
+def test_the_payload_has_no_accept_marketing_field_to_change() -> None:
+    assert "accept_marketing" not in {f.name for f in Patient._meta.get_fields()}
+    assert "acceptMarketing" not in CUSTOMER_FIELD_PATHS.values()

@@ -28,6 +28,7 @@ from patients.services import inbound_message_record, subscription_renew, webhoo
 from tests.factories import (
     AppointmentFactory,
     CartFactory,
+    ConsentFactory,
     LeadFactory,
     OrganizationFactory,
     PatientFactory,
@@ -339,8 +340,8 @@ def _record_every_event() -> dict[str, list[dict[str, Any]]]:
         province_code="FL",
         postal_code="33602",
         source="patient-portal",
-        accept_marketing=True,
     )
+    ConsentFactory(patient=patient, purpose="marketing")  # customer.acceptMarketing: true
     patient.phone = "+14155550999"
     patient.save()  # customer.updated
 

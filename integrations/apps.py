@@ -10,7 +10,9 @@ class IntegrationsConfig(AppConfig):
 
         from integrations import checks  # noqa: F401 — registers the deploy checks
         from integrations.models import MessagingPolicy
+        from integrations.patient_panel import PANEL
         from integrations.policy import messaging_policy_forget
+        from patients.panels import patient_panel_register
 
         post_save.connect(
             lambda sender, instance, **kw: messaging_policy_forget(instance.organization_id),
@@ -18,3 +20,5 @@ class IntegrationsConfig(AppConfig):
             weak=False,
             dispatch_uid="messaging_policy_forget",
         )
+        # The conversation on the patient page: patients cannot import the messages.
+        patient_panel_register(PANEL)

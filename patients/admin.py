@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 
 from patients.models import (
     Appointment,
@@ -24,6 +25,7 @@ from patients.models import (
     Subscription,
     Task,
 )
+from patients.panels import patient_panels
 from patients.services import organization_webhook_token_issue, subscription_renew
 from patients.tenancy import OrganizationScopedAdmin, ReadOnlyAdminMixin
 
@@ -104,18 +106,27 @@ class ConsentInline(admin.TabularInline):
     ordering = ["-occurred_at", "-id"]
     show_change_link = True
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ConsentRecord]:
+        return super().get_queryset(request).select_related("recorded_by")
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 @admin.register(Patient)
 class PatientAdmin(OrganizationScopedAdmin):
+    """A patient, with at the top what a clinic needs before texting them: the current
+    consent per purpose and the conversation (panels from `patients.panels`)."""
+
+    change_form_template = "admin/patients/patient/change_form.html"
     list_display = ["__str__", "phone", "email", "organization", "is_test", "created_at"]
     list_filter = ["organization", "is_test"]
     list_select_related = ["organization"]
     search_fields = ["first_name", "last_name", "email", "phone"]
     show_full_result_count = False
     inlines = [ConsentInline]
+    # Consent is not a field of the patient: it is the history below, and the panel at the
+    # top derives the current state from it.
     fieldsets = [
         (
             None,
@@ -137,6 +148,28 @@ class PatientAdmin(OrganizationScopedAdmin):
             },
         ),
     ]
+
+    class Media:
+        css = {"all": ["careflow/history.css", "careflow/patient.css"]}
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Patient | None = None,
+    ) -> Any:
+        # Here rather than in change_view: the object is the one this user may see.
+        if obj is None or obj.pk is None:
+            return super().render_change_form(request, context, add, change, form_url, obj)
+        context["patient_panels"] = patient_panels(request=request, patient=obj)
+        response = super().render_change_form(request, context, add, change, form_url, obj)
+        # Times as the clinic reads them (the conversation, the consent history below), in
+        # the patient's clinic's zone whoever looks: rendered now, while it is the current one.
+        with timezone.override(obj.organization.timezone):
+            return response.render()
 
 
 @admin.register(ConsentRecord)

@@ -10,6 +10,7 @@ class PatientsConfig(AppConfig):
         from patients import receivers
         from patients.audit import audit_connect
         from patients.models import Cart, Order, Patient
+        from patients.panels import CONSENT_PANEL, patient_panel_register
         from patients.roles import roles_post_migrate
 
         post_save.connect(receivers.patient_saved, sender=Patient, dispatch_uid="patient_saved")
@@ -24,3 +25,4 @@ class PatientsConfig(AppConfig):
         audit_connect()
         # Roles are code: every migrate (and test-database flush) re-applies patients.roles.
         post_migrate.connect(roles_post_migrate, sender=self, dispatch_uid="roles_post_migrate")
+        patient_panel_register(CONSENT_PANEL)

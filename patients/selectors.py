@@ -1,5 +1,8 @@
 """Reads over patient records."""
 
+from dataclasses import dataclass
+
+from patients.consent import ConsentVerdict, consent_verdict, keyword_opt_out
 from patients.models import ConsentRecord, Patient
 
 
@@ -26,3 +29,56 @@ def consent_active_opt_in(
     if latest is not None and latest.action == ConsentRecord.Action.OPT_IN:
         return latest
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class PurposeConsent:
+    """A purpose's current consent, as the patient page shows it."""
+
+    purpose: str
+    label: str
+    state: str  # one of CONSENT_STATES
+    # The decision the state comes from: the latest for the purpose, or the STOP after it.
+    record: ConsentRecord | None
+    # What the send-time policy makes of the history for this purpose (the same rule).
+    verdict: ConsentVerdict
+
+    @property
+    def state_label(self) -> str:
+        return CONSENT_STATES[self.state]
+
+
+OPTED_IN, OPTED_OUT, NEVER_ASKED = "opted_in", "opted_out", "never_asked"
+CONSENT_STATES = {OPTED_IN: "Opted in", OPTED_OUT: "Opted out", NEVER_ASKED: "Never asked"}
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentSummary:
+    purposes: list[PurposeConsent]
+    # The STOP (or Twilio 21610) in force for this patient's number, if any.
+    keyword_opt_out: ConsentRecord | None
+    decisions: int
+
+
+def patient_consent_summary(*, patient: Patient) -> ConsentSummary:
+    """The patient's current SMS consent for each purpose, derived from the append-only
+    history by the send-time rule (`patients.consent`), and whether a STOP is in force.
+    One query."""
+    history = list(
+        ConsentRecord.objects.filter(patient=patient, channel=ConsentRecord.Channel.SMS)
+        .select_related("recorded_by")
+        .order_by()
+    )
+    purposes = []
+    for purpose, label in ConsentRecord.Purpose.choices:
+        verdict = consent_verdict(history, purpose=purpose)
+        if verdict.latest is None:
+            state, record = NEVER_ASKED, None
+        elif verdict.opt_out is not None:
+            state, record = OPTED_OUT, verdict.opt_out
+        elif verdict.latest.action == ConsentRecord.Action.OPT_OUT:
+            state, record = OPTED_OUT, verdict.latest
+        else:
+            state, record = OPTED_IN, verdict.latest
+        purposes.append(PurposeConsent(purpose, str(label), state, record, verdict))
+    return ConsentSummary(purposes, keyword_opt_out(history), len(history))

@@ -20,7 +20,7 @@ from django.utils.html import format_html
 
 from integrations.models import Integration, OutboundMessage
 from integrations.twilio.errors import error_explanation
-from patients.models import Patient
+from patients.models import Organization, Patient
 from patients.tenancy import (
     OrganizationScopedAdmin,
     ReadOnlyAdminMixin,
@@ -33,7 +33,7 @@ from workflows.dry_run import workflow_dry_run, workflow_live_test
 from workflows.engine import run_retry, workflow_definition, workflow_disable, workflow_waiting_runs
 from workflows.models import Event, Run, StepRun, Workflow
 from workflows.tasks import advance_run
-from workflows.validation import ValidationReport, workflow_validate
+from workflows.validation import ApprovedSenders, ValidationReport, workflow_validate
 
 
 class WorkflowForm(forms.ModelForm):
@@ -57,7 +57,9 @@ class WorkflowForm(forms.ModelForm):
 
     class Meta:
         model = Workflow
-        fields = ["organization", "name", "description", "enabled"]
+        # Not "enabled": a workflow is enabled and disabled only through the banner's
+        # Enable…/Disable…, which check it and confirm. A new one starts disabled.
+        fields = ["organization", "name", "description"]
         widgets = {"description": forms.Textarea(attrs={"rows": 2, "cols": 60})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -76,7 +78,10 @@ class WorkflowForm(forms.ModelForm):
         except builder.DefinitionError as exc:
             self.add_error("definition", str(exc))
             return cleaned
-        self.report = builder.definition_report(parsed)
+        organization = cleaned.get("organization")
+        self.report = builder.definition_report(
+            parsed, senders=builder.approved_senders(organization) if organization else None
+        )
         if not self.report.ok:
             raise ValidationError(builder.report_lines(self.report, parsed.steps))
         self.instance.trigger = parsed.trigger
@@ -112,7 +117,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
     search_fields = ["name"]
     actions = ["disable_workflows"]
     fieldsets = [
-        (None, {"fields": ["organization", "name", "description", "enabled"]}),
+        (None, {"fields": ["organization", "name", "description"]}),
         ("Definition", {"fields": ["definition"], "classes": ["careflow-definition-fallback"]}),
     ]
 
@@ -122,19 +127,6 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         return format_html('<a href="{}">Runs</a>', url)
 
     # --- saving ---------------------------------------------------------------------------
-
-    def save_model(self, request: HttpRequest, obj: Workflow, form: Any, change: bool) -> None:
-        disabling = change and "enabled" in form.changed_data and not obj.enabled
-        if disabling:
-            obj.enabled = True  # workflow_disable does it, together with the cancellations
-        super().save_model(request, obj, form, change)
-        if disabling:
-            cancelled = workflow_disable(workflow=obj)
-            self.message_user(
-                request,
-                f"“{obj}” is disabled; {cancelled} waiting run(s) were cancelled.",
-                messages.WARNING,
-            )
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         # changeform_view runs in one transaction: the workflow, its trigger and filter, and
@@ -190,14 +182,11 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         else:
             definition = json.loads(form.initial["definition"])
         org_ids = self._visible_organization_ids(request, obj)
-        integrations = Integration.objects.filter(adapter=Integration.Adapter.TWILIO, enabled=True)
-        if org_ids is not None:
-            integrations = integrations.filter(organization_id__in=org_ids)
-        senders: dict[str, list[str]] = {}
-        for organization_id, numbers in integrations.values_list(
-            "organization_id", "sending_numbers"
-        ):
-            senders.setdefault(str(organization_id), []).extend(numbers or [])
+        # Whoever sees every clinic may move a workflow to another one: offer every clinic's
+        # numbers, the builder shows those of the clinic chosen.
+        every = request.user.is_superuser  # type: ignore[union-attr]
+        numbers = builder.approved_numbers(organization_ids=None if every else org_ids)
+        senders = {str(organization_id): found for organization_id, found in numbers.items()}
         return {
             "schema": builder.builder_schema(),
             "definition": definition,
@@ -316,6 +305,26 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             raise Http404("No such patient.")
         return patient
 
+    def _senders(
+        self, request: HttpRequest, workflow: Workflow | None, body: dict[str, Any]
+    ) -> ApprovedSenders | None:
+        """The approved numbers of the clinic a definition is checked for: a clinic user's
+        own (the workflow's); for whoever sees every clinic the one chosen on the page, else
+        the workflow's. None while no clinic is known."""
+        organization = workflow.organization if workflow is not None else None
+        if request.user.is_superuser:  # type: ignore[union-attr]
+            try:
+                chosen = int(body.get("organization") or 0)
+            except (TypeError, ValueError):
+                chosen = 0
+            if chosen:
+                organization = Organization.objects.filter(pk=chosen).first() or organization
+        elif organization is None:
+            organization = Organization.objects.filter(
+                pk=request_organization_id(request) or 0
+            ).first()
+        return builder.approved_senders(organization) if organization is not None else None
+
     def _endpoint(self, request: HttpRequest, handler: Any) -> HttpResponseBase:
         """Run a builder endpoint: POST only (CSRF-checked by admin_view), a JSON body in;
         a refusal the admin can act on comes back as {"error": …} with status 400."""
@@ -336,11 +345,12 @@ class WorkflowAdmin(OrganizationScopedAdmin):
     def builder_validate_view(
         self, request: HttpRequest, object_id: int | None = None
     ) -> HttpResponseBase:
-        self._workflow(request, object_id, change=False)
+        workflow = self._workflow(request, object_id, change=False)
 
         def handle(body: dict[str, Any]) -> HttpResponse:
             parsed = builder.definition_parse(body.get("definition") or {})
-            report = builder.definition_report(parsed)
+            senders = self._senders(request, workflow, body)
+            report = builder.definition_report(parsed, senders=senders)
             return JsonResponse({"ok": report.ok, **report.as_dict()})
 
         return self._endpoint(request, handle)
@@ -391,7 +401,8 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             if patient is None:
                 raise ValidationError("Choose a test patient first.")
             parsed = builder.definition_parse(body.get("definition") or {})
-            report = builder.definition_report(parsed)
+            clinic = workflow.organization if workflow is not None else patient.organization
+            report = builder.definition_report(parsed, senders=builder.approved_senders(clinic))
             context: dict[str, Any] = {"patient": patient, "problems": []}
             if not report.ok:
                 context["problems"] = builder.report_lines(report, parsed.steps)
@@ -423,7 +434,10 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                 raise ValidationError("Choose a test patient first.")
             saved = workflow_definition(workflow)
             report = workflow_validate(
-                trigger=workflow.trigger, filter=workflow.filter, steps=saved["steps"]
+                trigger=workflow.trigger,
+                filter=workflow.filter,
+                steps=saved["steps"],
+                senders=builder.approved_senders(workflow.organization),
             )
             if not report.ok or not saved["steps"]:
                 raise ValidationError(
@@ -468,7 +482,12 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             self.message_user(request, f"“{workflow}” is already enabled.", messages.INFO)
             return HttpResponseRedirect(change_url)
         steps = workflow_definition(workflow)["steps"]
-        report = workflow_validate(trigger=workflow.trigger, filter=workflow.filter, steps=steps)
+        report = workflow_validate(
+            trigger=workflow.trigger,
+            filter=workflow.filter,
+            steps=steps,
+            senders=builder.approved_senders(workflow.organization),
+        )
         problems = builder.report_lines(report, steps)
         if not steps:
             problems.append("The workflow has no steps yet.")

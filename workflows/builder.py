@@ -15,30 +15,95 @@ from typing import Any
 from django.db import transaction
 from django.urls import reverse
 
+from integrations.models import Integration
 from integrations.policy import SEND_CHECKS
 from integrations.registry import REGISTRY
 from integrations.sms import MAX_BODY_CHARS, segment_info
-from patients.models import ConsentRecord, Patient
+from patients.models import ConsentRecord, Organization, Patient
 from workflows.dry_run import test_payload
-from workflows.events import CATALOGUE, EVENT_TYPES, schema_example
+from workflows.events import CATALOGUE, EVENT_TYPES, schema_example, schema_paths
 from workflows.models import Step, Workflow
 from workflows.rendering import TemplateError, template_render
 from workflows.steps import STEP_TYPES
-from workflows.validation import ValidationReport, workflow_validate
+from workflows.validation import (
+    SENDER_PARAMETERS,
+    ApprovedSenders,
+    ValidationReport,
+    workflow_validate,
+)
 
 # How the builder shows a parameter, by "<step type>.<name>" or "<adapter>.<function>.<name>".
 # The parameters themselves (names, labels, help, required, choices) come from workflows.steps
 # and the adapter registry; anything not listed here is a one-line text field (a code box for
 # a JSON parameter, a list for one with choices).
 WIDGETS: dict[str, dict[str, Any]] = {
-    "condition.query": {"widget": "json"},
+    # The point-and-click query builder, with the JSON as its advanced view.
+    "condition.query": {"widget": "query"},
+    "condition.context": {"widget": "context"},
     "condition.else": {"widget": "step-target"},
-    "delay.seconds": {"widget": "seconds", "showWhen": {"kind": "duration"}},
-    "delay.time": {"showWhen": {"kind": "until_time"}},
-    "delay.path": {"showWhen": {"kind": "until_field"}},
-    "delay.offset_seconds": {"widget": "seconds", "showWhen": {"kind": "until_field"}},
+    # Stored in seconds, edited as a number and a unit (minutes, hours, days).
+    "delay.seconds": {"widget": "duration", "showWhen": {"kind": "duration"}},
+    "delay.time": {"widget": "time", "showWhen": {"kind": "until_time"}},
+    "delay.path": {"widget": "date-field", "showWhen": {"kind": "until_field"}},
+    "delay.offset_seconds": {
+        "widget": "duration",
+        "signed": True,
+        "showWhen": {"kind": "until_field"},
+    },
     "twilio.sendSMS.message": {"widget": "textarea", "preview": "sms"},
-    "twilio.sendSMS.from": {"widget": "sender"},
+    # One of the clinic's approved numbers, or a {{variable}}.
+    **{
+        f"{adapter}.{function}.{name}": {"widget": "sender"}
+        for adapter, function, name in SENDER_PARAMETERS
+    },
+}
+
+# The visual query builder's operators for each type of field, in menu order: (key, label).
+# builder.js turns each key into the query language of workflows.filters and reads it back:
+# "is" is an implicit $eq, "contains" a case-insensitive $regex of the escaped text, "is
+# empty" {"$in": [null, ""]} (missing, null or blank). Anything else stays JSON.
+_EMPTY = [("empty", "is empty"), ("notEmpty", "is not empty")]
+_ORDERED = [
+    ("eq", "= equals"),
+    ("ne", "≠ does not equal"),
+    ("lt", "< less than"),
+    ("lte", "≤ at most"),
+    ("gt", "> more than"),
+    ("gte", "≥ at least"),
+]
+_TEXT = [
+    ("eq", "is"),
+    ("ne", "is not"),
+    ("in", "is one of"),
+    ("nin", "is none of"),
+    ("contains", "contains"),
+    ("notContains", "does not contain"),
+    ("startsWith", "starts with"),
+    ("regex", "matches the pattern"),
+]
+QUERY_OPERATORS: dict[str, list[tuple[str, str]]] = {
+    "string": [*_TEXT, *_EMPTY],
+    "number": [*_ORDERED, ("in", "is one of"), ("nin", "is none of"), *_EMPTY],
+    "date": [
+        ("eq", "is"),
+        ("ne", "is not"),
+        ("lt", "is before"),
+        ("lte", "is on or before"),
+        ("gt", "is after"),
+        ("gte", "is on or after"),
+        *_EMPTY,
+    ],
+    "datetime": [
+        ("lt", "is before"),
+        ("lte", "is at or before"),
+        ("gt", "is after"),
+        ("gte", "is at or after"),
+        *_EMPTY,
+    ],
+    "boolean": [("true", "is true"), ("false", "is false"), *_EMPTY],
+    # A path the data reference does not describe (a webhook's free-form data, an earlier
+    # step's result): its values are typed as written.
+    "any": [*_TEXT[:4], *_ORDERED[2:], *_TEXT[4:7], *_EMPTY],
 }
 
 # The JSON of one step as the builder holds it.
@@ -66,15 +131,65 @@ def _parameter(parameter: Any, key: str, *, templated: bool) -> dict[str, Any]:
     }
 
 
+def query_fields(event_type: str) -> list[dict[str, Any]]:
+    """What a filter or condition on this trigger can test, for the visual query builder:
+    every scalar of its payload with its type, grouped by the object it belongs to.
+
+    An array is tested through its own path, as the query language matches a condition on
+    any element: `order.lineItems.name` is "any line item's name", `changedFields` "any
+    changed field" (a list field)."""
+    fields: list[dict[str, Any]] = []
+    for path, node in schema_paths(event_type):
+        if node.type in ("object", "array"):
+            continue  # their scalars are listed; a free-form object's keys are typed by hand
+        parts = path.split(".")
+        description = node.description
+        if "0" in parts:
+            array = ".".join(parts[: parts.index("0")])
+            description = f"{description.rstrip('.')} (any of {array})."
+        logical = [part for part in parts if part != "0"]
+        fields.append(
+            {
+                "path": ".".join(logical),
+                "type": node.type,
+                "description": description,
+                "group": ".".join(logical[:-1]) or logical[0],
+                "list": parts[-1] == "0",
+                "example": node.example,
+            }
+        )
+    return fields
+
+
+def _query_schema() -> dict[str, Any]:
+    """The query builder's operators, and each trigger's fields; triggers that share a
+    payload (every order.* event) share one list, which keeps the page small."""
+    field_sets: list[list[dict[str, Any]]] = []
+    by_json: dict[str, int] = {}
+    field_set_of: dict[str, int] = {}
+    for event in CATALOGUE:
+        fields = query_fields(event.name)
+        key = json.dumps(fields, sort_keys=True, default=str)
+        field_set_of[event.name] = by_json.setdefault(key, len(field_sets))
+        if by_json[key] == len(field_sets):
+            field_sets.append(fields)
+    return {
+        "operators": {kind: [list(op) for op in ops] for kind, ops in QUERY_OPERATORS.items()},
+        "fieldSets": field_sets,
+        "fieldSetOf": field_set_of,
+    }
+
+
 def builder_schema() -> dict[str, Any]:
     """What the builder can build: triggers by category, step types, adapters and their
-    functions with parameter schemas, and consent purposes."""
+    functions with parameter schemas, consent purposes, and what queries can test."""
     categories: dict[str, list[dict[str, str]]] = {}
     for event in CATALOGUE:
         categories.setdefault(event.category, []).append(
             {"name": event.name, "description": event.description}
         )
     return {
+        "query": _query_schema(),
         "triggers": [{"category": name, "events": events} for name, events in categories.items()],
         "stepTypes": [
             {
@@ -202,7 +317,11 @@ def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, A
     if kind == "condition":
         query = parameters.get("query")
         if query is None:
-            problems.add_step(index, "query", 'write the query, e.g. {"order.totalAmount": 50}')
+            problems.add_step(
+                index,
+                "query",
+                'add a condition to test, or write the query as JSON, e.g. {"order.totalAmount": 50}',
+            )
         else:
             try:
                 parameters["query"] = _parse_json_text(query)
@@ -256,10 +375,15 @@ def definition_parse(raw: Any) -> ParsedDefinition:
     return ParsedDefinition(trigger, filter_value, steps, problems)
 
 
-def definition_report(parsed: ParsedDefinition) -> ValidationReport:
-    """`workflow_validate` on the parsed definition; a problem found while reading a place
-    (the trigger, the filter, a step's field) replaces what validation says about it."""
-    report = workflow_validate(trigger=parsed.trigger, filter=parsed.filter, steps=parsed.steps)
+def definition_report(
+    parsed: ParsedDefinition, *, senders: ApprovedSenders | None = None
+) -> ValidationReport:
+    """`workflow_validate` on the parsed definition (with the clinic's approved `senders`,
+    when known); a problem found while reading a place (the trigger, the filter, a step's
+    field) replaces what validation says about it."""
+    report = workflow_validate(
+        trigger=parsed.trigger, filter=parsed.filter, steps=parsed.steps, senders=senders
+    )
     problems = parsed.problems
     if problems.trigger:
         report.trigger = list(problems.trigger)
@@ -327,6 +451,32 @@ def workflow_steps_save(*, workflow: Workflow, steps: Sequence[Mapping[str, Any]
     if existing:
         Step.objects.filter(pk__in=existing).delete()
     return saved
+
+
+# --- the clinic's approved sending numbers ------------------------------------------------
+
+
+def approved_numbers(*, organization_ids: Iterable[int] | None) -> dict[int, list[str]]:
+    """The approved sending numbers of each clinic's enabled Twilio integration (None: of
+    every clinic), in the order support staff entered them."""
+    integrations = Integration.objects.filter(
+        adapter=Integration.Adapter.TWILIO, enabled=True
+    ).order_by("pk")
+    if organization_ids is not None:
+        integrations = integrations.filter(organization_id__in=list(organization_ids))
+    numbers: dict[int, list[str]] = {}
+    for organization_id, sending_numbers in integrations.values_list(
+        "organization_id", "sending_numbers"
+    ):
+        found = numbers.setdefault(organization_id, [])
+        found += [n for n in sending_numbers or [] if n not in found]
+    return numbers
+
+
+def approved_senders(organization: Organization) -> ApprovedSenders:
+    """What a workflow of this clinic may send from, for `workflow_validate`."""
+    numbers = approved_numbers(organization_ids=[organization.pk]).get(organization.pk, [])
+    return ApprovedSenders(clinic=str(organization), numbers=tuple(numbers))
 
 
 # --- message previews -------------------------------------------------------------------------

@@ -62,23 +62,29 @@ def _wrap(text: str, limit: int = LINE_CHARS, lines: int = 2) -> list[str]:
     return out
 
 
-def _duration(seconds: Any) -> str:
+def _text_of(value: Any) -> str:
+    """A parameter as text: "" for a missing or blank one (never "None")."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return " ".join(str(value).split())
+
+
+def duration_text(seconds: Any) -> str:
+    """A number of seconds in the largest unit that divides it: "3 days", "90 minutes";
+    "" when there is none, the value itself when it is not a whole number."""
+    text = _text_of(seconds)
     try:
-        total = int(seconds)
-    except (TypeError, ValueError):
-        return f"{seconds} seconds"
+        total = int(text)
+    except ValueError:
+        return f"{text} seconds" if text else ""
     sign, total = ("-" if total < 0 else ""), abs(total)
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if total and total % size == 0:
             count = total // size
             return f"{sign}{count} {unit}{'s' if count != 1 else ''}"
     return f"{sign}{total} second{'s' if total != 1 else ''}"
-
-
-def _query_text(query: Any) -> str:
-    if isinstance(query, str):
-        return query
-    return json.dumps(query, ensure_ascii=False, separators=(", ", ": "))
 
 
 def step_title(step: Mapping[str, Any]) -> str:
@@ -94,33 +100,49 @@ def step_title(step: Mapping[str, Any]) -> str:
         return "Condition"
     if kind == "delay":
         return "Delay"
+    if not kind:
+        return "Step without a type"
     return f"Unknown step type {kind!r}"
 
 
+def _delay_detail(params: Mapping[str, Any]) -> str:
+    kind = params.get("kind")
+    if kind == "duration":
+        duration = duration_text(params.get("seconds"))
+        return f"Wait {duration}" if duration else "Wait (how long is not set yet)"
+    if kind == "until_time":
+        time = _text_of(params.get("time")) or "(a time not set yet)"
+        return f"Wait until {time}, patient's time"
+    if kind == "until_field":
+        path = _text_of(params.get("path")) or "(a date field not set yet)"
+        offset = _text_of(params.get("offset_seconds"))
+        after = duration_text(offset.lstrip("-")) if offset.lstrip("-0") else ""
+        shift = f" {'−' if offset.startswith('-') else '+'} {after}" if after else ""
+        return f"Wait until {path}{shift}"
+    return "Wait"
+
+
 def step_detail(step: Mapping[str, Any]) -> str:
-    """What the step does with its parameters, in one line."""
+    """What the step does with its parameters, in one line; parameters not set yet are
+    said to be so, never shown as "None"."""
     params = step.get("parameters") or {}
+    if not isinstance(params, Mapping):
+        return ""
     kind = step.get("type")
     if kind == "condition":
-        context = params.get("context")
+        query = params.get("query")
+        context = _text_of(params.get("context"))
         subject = f" in {context}" if context else ""
-        return f"if {_query_text(params.get('query', ''))}{subject}"
+        if query in (None, "", {}):
+            return f"If (no condition yet){subject}"
+        return f"If {_text_of(query)}{subject}"
     if kind == "delay":
-        delay_kind = params.get("kind")
-        if delay_kind == "duration":
-            return f"wait {_duration(params.get('seconds'))}"
-        if delay_kind == "until_time":
-            return f"wait until {params.get('time', '?')}, patient's time"
-        if delay_kind == "until_field":
-            offset = params.get("offset_seconds")
-            shift = f" {'−' if str(offset).startswith('-') else '+'} " if offset else ""
-            after = _duration(str(offset).lstrip("-")) if offset else ""
-            return f"wait until {params.get('path', '?')}{shift}{after}"
-        return "wait"
+        return _delay_detail(params)
     if kind == "adapter":
         if "to" in params or "message" in params:
-            return f"to {params.get('to', '?')}: “{params.get('message', '')}”"
-        return ", ".join(f"{k}: {v}" for k, v in params.items())
+            to = _text_of(params.get("to")) or "(no recipient yet)"
+            return f"To {to}: “{_text_of(params.get('message'))}”"
+        return ", ".join(f"{k}: {_text_of(v)}" for k, v in params.items() if _text_of(v))
     return ""
 
 
@@ -181,7 +203,7 @@ def workflow_diagram(
         )
     )
     filter_text = (
-        f"only if {_query_text(filter)}"
+        f"only if {_text_of(filter)}"
         if filter
         else (event.description if event else "no trigger chosen yet")
     )

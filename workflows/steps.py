@@ -34,14 +34,15 @@ CONDITION = StepType(
     (
         Parameter(
             "query",
-            "Query",
-            'MongoDB-style query, e.g. {"subscription.status": "active"}',
+            "Continue only if",
+            "The conditions the data must meet (stored as a MongoDB-style query).",
             example='{"subscription.status": "active"}',
         ),
         Parameter(
             "context",
-            "Context path",
-            "Blank: the event data. Or history.<step>.result to test an earlier step's output.",
+            "Test",
+            "What the conditions look at: the event's data (blank), or history.<step>.result, "
+            "an earlier step's result.",
             required=False,
             example="",
         ),
@@ -72,9 +73,8 @@ DELAY = StepType(
     "or until a date in the event data plus or minus an offset.",
     (
         DELAY_KIND,
-        Parameter(
-            "seconds", "Duration (seconds)", "For a duration.", required=False, example="259200"
-        ),
+        # Stored in seconds; the builder edits it in minutes, hours or days.
+        Parameter("seconds", "Duration", "How long to wait.", required=False, example="259200"),
         Parameter(
             "time",
             "Time of day (HH:MM)",
@@ -85,14 +85,14 @@ DELAY = StepType(
         Parameter(
             "path",
             "Date field",
-            "For until_field, e.g. appointment.startsAt.",
+            "The date or time in the event's data to wait for, e.g. appointment.startsAt.",
             required=False,
             example="appointment.startsAt",
         ),
         Parameter(
             "offset_seconds",
-            "Offset (seconds)",
-            "For until_field; negative is before.",
+            "Offset",
+            "How long before or after that date (none: at that moment).",
             required=False,
             example="-86400",
         ),
@@ -158,6 +158,8 @@ def step_validate(step: Mapping[str, Any], *, number: int, total: int) -> None:
     elif kind == DELAY.name:
         delay_kind = params.get("kind")
         if delay_kind == "duration":
+            if params.get("seconds") in (None, ""):
+                raise StepConfigError("enter how long to wait, e.g. 3 days", field="seconds")
             seconds = _int(params, "seconds")
             if not 0 < seconds <= MAX_DELAY.total_seconds():
                 raise StepConfigError("a delay lasts from 1 second to 366 days", field="seconds")

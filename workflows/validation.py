@@ -43,6 +43,38 @@ class ValidationReport:
         }
 
 
+# Adapter parameters that name the clinic's own sending number, as (adapter, function,
+# parameter). A number written there must be one the clinic's integration approved: a typo
+# would otherwise be found only when the first patient's message is skipped. A {{variable}}
+# is left to the send-time check (integrations.policy), which refuses unapproved senders too.
+SENDER_PARAMETERS = frozenset({("twilio", "sendSMS", "from")})
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedSenders:
+    """The sending numbers a clinic may use (its enabled integrations'), and its name for
+    the messages that say so."""
+
+    clinic: str
+    numbers: tuple[str, ...]
+
+
+def sender_problem(value: Any, senders: ApprovedSenders) -> str:
+    """Why `value` cannot be the From number, or "" if it can (or is a {{variable}})."""
+    literal = str(value or "").strip()
+    if not literal or "{{" in literal or literal in senders.numbers:
+        return ""
+    if not senders.numbers:
+        return (
+            f"{senders.clinic} has no approved sending numbers yet: support staff add them to "
+            "its Twilio integration"
+        )
+    return (
+        f"{literal} is not an approved sending number of {senders.clinic}; choose "
+        f"{' or '.join(senders.numbers)}, or use a {{{{variable}}}}"
+    )
+
+
 def _scalar_paths(trigger: str) -> list[str]:
     return [path for path, f in schema_variables(trigger) if f.type not in ("object", "array")]
 
@@ -132,9 +164,14 @@ def parameter_problems(
 
 
 def workflow_validate(
-    *, trigger: str, filter: Any, steps: Sequence[Mapping[str, Any]]
+    *,
+    trigger: str,
+    filter: Any,
+    steps: Sequence[Mapping[str, Any]],
+    senders: ApprovedSenders | None = None,
 ) -> ValidationReport:
-    """Everything wrong with a workflow definition; `steps` are definitions in run order."""
+    """Everything wrong with a workflow definition; `steps` are definitions in run order.
+    With `senders` (the workflow's clinic's), a From number must be one of them."""
     report = ValidationReport()
     if trigger not in EVENT_TYPES:
         report.trigger.append(f"unknown trigger {trigger!r}")
@@ -150,9 +187,11 @@ def workflow_validate(
             report.add_step(index, exc.field or "type", str(exc))
         adapter = REGISTRY.get(step.get("adapter", ""))
         function = adapter.functions.get(step.get("function", "")) if adapter else None
-        if step.get("type") == "adapter" and trigger in EVENT_TYPES and function is not None:
-            params = step.get("parameters") or {}
-            for parameter in function.parameters:
+        if step.get("type") != "adapter" or adapter is None or function is None:
+            continue
+        params = step.get("parameters") or {}
+        for parameter in function.parameters:
+            if trigger in EVENT_TYPES:
                 for problem in parameter_problems(
                     parameter,
                     params.get(parameter.name, ""),
@@ -160,5 +199,11 @@ def workflow_validate(
                     trigger=trigger,
                     step_number=number,
                 ):
+                    report.add_step(index, parameter.name, problem)
+            key = (adapter.name, function.name, parameter.name)
+            if senders is not None and key in SENDER_PARAMETERS:
+                problem = sender_problem(params.get(parameter.name), senders)
+                # "required" (or a template error) says more than "not approved" would.
+                if problem and parameter.name not in report.steps.get(index, {}):
                     report.add_step(index, parameter.name, problem)
     return report

@@ -1,6 +1,7 @@
 """Building a workflow in the admin: the builder posts the whole definition as one JSON field;
 invalid filters and templates are refused at save with messages a clinic admin understands,
-on the step and field they belong to, and nothing is saved."""
+on the step and field they belong to, and nothing is saved. A From number must be one the
+clinic's integration approved; "enabled" is not a field of the form."""
 
 import json
 from typing import Any
@@ -10,6 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from tests.factories import (
+    IntegrationFactory,
     OrganizationFactory,
     SmsStepFactory,
     UserFactory,
@@ -20,6 +22,11 @@ from workflows.models import Run, Step, Workflow
 pytestmark = pytest.mark.django_db
 
 SMS = {"message": "Hi {{customer.firstName}}", "to": "{{customer.phone}}", "from": "+15005550006"}
+
+
+def _clinic(numbers: tuple[str, ...] = ("+15005550006",)) -> Any:
+    """A clinic whose Twilio integration approved `numbers`."""
+    return IntegrationFactory(sending_numbers=list(numbers)).organization
 
 
 @pytest.fixture
@@ -51,7 +58,6 @@ def _post_data(
         "organization": org.pk,
         "name": "Shipped",
         "description": "",
-        "enabled": "on",
         "definition": json.dumps({"trigger": trigger, "filter": filter, "steps": steps}),
         **fields,
     }
@@ -62,7 +68,7 @@ def _text(response: Any) -> str:
 
 
 def test_the_guides_workflow_saves(client_: Client) -> None:
-    org = OrganizationFactory()
+    org = _clinic()
     response = client_.post(reverse("admin:workflows_workflow_add"), _post_data(org, [_sms()]))
     assert response.status_code == 302, _text(response)[:3000]
     step = Step.objects.get()
@@ -78,7 +84,7 @@ def test_the_guides_workflow_saves(client_: Client) -> None:
 
 
 def test_trigger_filter_and_conditions_are_saved_from_the_definition(client_: Client) -> None:
-    org = OrganizationFactory()
+    org = _clinic()
     condition = {
         "type": "condition",
         "parameters": {"query": '{"order.totalAmount": {"$gte": 50}}', "else": "end"},
@@ -141,7 +147,7 @@ def test_invalid_definitions_are_refused_on_the_right_place_and_nothing_is_saved
     place: tuple[str, ...],
     message: str,
 ) -> None:
-    org = OrganizationFactory()
+    org = _clinic()
     response = client_.post(
         reverse("admin:workflows_workflow_add"), _post_data(org, steps, **definition)
     )
@@ -154,7 +160,7 @@ def test_invalid_definitions_are_refused_on_the_right_place_and_nothing_is_saved
 
 
 def test_an_error_is_reported_on_the_step_it_belongs_to(client_: Client) -> None:
-    org = OrganizationFactory()
+    org = _clinic()
     steps = [_sms(), _sms(message="Hello {{customer.frstName}}")]
     response = client_.post(reverse("admin:workflows_workflow_add"), _post_data(org, steps))
     errors = response.context["builder"]["errors"]["steps"]
@@ -164,7 +170,7 @@ def test_an_error_is_reported_on_the_step_it_belongs_to(client_: Client) -> None
 
 
 def test_a_refused_save_keeps_everything_that_was_typed(client_: Client) -> None:
-    org = OrganizationFactory()
+    org = _clinic()
     steps = [_sms(message="Typed with care {{customer.frstName}} ✓")]
     data = _post_data(org, steps, filter='{"order.coupon": "X"}', name="My draft")
     response = client_.post(reverse("admin:workflows_workflow_add"), data)
@@ -176,7 +182,7 @@ def test_a_refused_save_keeps_everything_that_was_typed(client_: Client) -> None
 
 
 def test_a_definition_that_is_not_json_is_an_error_on_its_field(client_: Client) -> None:
-    org = OrganizationFactory()
+    org = _clinic()
     data = {**_post_data(org, []), "definition": "{oops"}
     response = client_.post(reverse("admin:workflows_workflow_add"), data)
     assert response.status_code == 200
@@ -186,7 +192,7 @@ def test_a_definition_that_is_not_json_is_an_error_on_its_field(client_: Client)
 
 
 def test_editing_bumps_the_version_and_keeps_step_ids(client_: Client) -> None:
-    workflow = WorkflowFactory()
+    workflow = WorkflowFactory(organization=_clinic())
     step = SmsStepFactory(workflow=workflow)
     data = _post_data(workflow.organization, [{**_sms(message="New text"), "id": step.pk}])
     response = client_.post(reverse("admin:workflows_workflow_change", args=[workflow.pk]), data)
@@ -197,7 +203,7 @@ def test_editing_bumps_the_version_and_keeps_step_ids(client_: Client) -> None:
 
 
 def test_saving_reorders_adds_and_removes_steps(client_: Client) -> None:
-    workflow = WorkflowFactory()
+    workflow = WorkflowFactory(organization=_clinic())
     first = SmsStepFactory(workflow=workflow, position=1)
     second = SmsStepFactory(workflow=workflow, position=2)
     gone = SmsStepFactory(workflow=workflow, position=3)
@@ -234,16 +240,96 @@ def test_a_refused_edit_changes_nothing(client_: Client) -> None:
     assert step.parameters["message"].startswith("Hi {{customer.firstName}}")
 
 
-def test_unchecking_enabled_cancels_waiting_runs_and_says_so(client_: Client) -> None:
-    workflow = WorkflowFactory(enabled=True)
-    data = _post_data(workflow.organization, [])
-    data.pop("enabled")
-    response = client_.post(
-        reverse("admin:workflows_workflow_change", args=[workflow.pk]), data, follow=True
-    )
-    assert "is disabled; 0 waiting run(s) were cancelled" in response.content.decode()
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_form_neither_enables_nor_disables(client_: Client, enabled: bool) -> None:
+    """Only the banner's Enable…/Disable… do, after their checks and confirmation: a posted
+    "enabled" (an old form, a crafted post) changes nothing."""
+    workflow = WorkflowFactory(organization=_clinic(), enabled=enabled)
+    data = _post_data(workflow.organization, [_sms()], enabled="" if enabled else "on")
+    response = client_.post(reverse("admin:workflows_workflow_change", args=[workflow.pk]), data)
+    assert response.status_code == 302, _text(response)[:2000]
     workflow.refresh_from_db()
-    assert workflow.enabled is False
+    assert workflow.enabled is enabled
+    assert workflow.version == 2  # the rest was saved
+
+
+def test_the_form_has_no_enabled_checkbox_and_a_new_workflow_starts_disabled(
+    client_: Client,
+) -> None:
+    page = client_.get(reverse("admin:workflows_workflow_add"))
+    assert "enabled" not in page.context["adminform"].form.fields
+    assert 'name="enabled"' not in page.content.decode()
+    assert "A new workflow starts disabled" in page.content.decode()
+    response = client_.post(
+        reverse("admin:workflows_workflow_add"), _post_data(_clinic(), [_sms()], enabled="on")
+    )
+    assert response.status_code == 302
+    assert Workflow.objects.get().enabled is False
+
+
+def test_the_changelist_still_shows_and_filters_by_enabled(client_: Client) -> None:
+    WorkflowFactory(name="On", enabled=True)
+    WorkflowFactory(name="Off", enabled=False)
+    response = client_.get(reverse("admin:workflows_workflow_changelist") + "?enabled__exact=1")
+    assert [w.name for w in response.context["cl"].result_list] == ["On"]
+    assert "column-enabled" in response.content.decode()
+
+
+# --- From Phone: one of the clinic's approved numbers, or a variable ------------------------
+
+
+@pytest.mark.parametrize("sender", ["+15005550006", "+14155550100", "{{customer.phone}}"])
+def test_an_approved_number_or_a_variable_is_accepted(client_: Client, sender: str) -> None:
+    org = _clinic(("+15005550006", "+14155550100"))
+    data = _post_data(org, [_sms(**{"from": sender})])
+    response = client_.post(reverse("admin:workflows_workflow_add"), data)
+    assert response.status_code == 302, _text(response)[:2000]
+    assert Step.objects.get().parameters["from"] == sender
+
+
+@pytest.mark.parametrize(
+    ("numbers", "message"),
+    [
+        (
+            ("+15005550006",),
+            "+15005550007 is not an approved sending number of {clinic}; choose +15005550006, "
+            "or use a {{variable}}",
+        ),
+        (
+            (),
+            "{clinic} has no approved sending numbers yet: support staff add them to its "
+            "Twilio integration",
+        ),
+    ],
+)
+def test_a_number_that_is_not_approved_is_refused_on_its_field(
+    client_: Client, numbers: tuple[str, ...], message: str
+) -> None:
+    org = _clinic(numbers) if numbers else OrganizationFactory()
+    data = _post_data(org, [_sms(**{"from": "+15005550007"})])
+    response = client_.post(reverse("admin:workflows_workflow_add"), data)
+    assert response.status_code == 200
+    expected = message.replace("{clinic}", str(org))
+    assert response.context["builder"]["errors"]["steps"]["0"]["from"] == [expected]
+    assert f"Step 1 (Twilio → Send SMS), From Phone: {expected}" in _text(response)
+    assert not Workflow.objects.exists()
+
+
+def test_another_clinics_number_is_not_approved_for_this_one(client_: Client) -> None:
+    _clinic(("+14155550100",))
+    org = _clinic(("+15005550006",))
+    data = _post_data(org, [_sms(**{"from": "+14155550100"})])
+    response = client_.post(reverse("admin:workflows_workflow_add"), data)
+    assert response.status_code == 200
+    assert "is not an approved sending number" in _text(response)
+
+
+def test_a_disabled_integrations_numbers_are_not_approved(client_: Client) -> None:
+    integration = IntegrationFactory(enabled=False)
+    data = _post_data(integration.organization, [_sms()])
+    response = client_.post(reverse("admin:workflows_workflow_add"), data)
+    assert response.status_code == 200
+    assert "has no approved sending numbers yet" in _text(response)
 
 
 def test_the_change_page_shows_the_saved_definition_to_the_builder(client_: Client) -> None:

@@ -54,9 +54,12 @@ def _order(page: Page) -> list[str]:
         number = item.locator(".cf-step-number").inner_text()
         title = item.locator(".cf-step-title").inner_text()
         message = item.locator("textarea[data-param=message]")
-        seconds = item.locator("input[data-param=seconds]")
-        value = message.input_value() if message.count() else seconds.input_value()
-        result.append(f"{number} {title} {value.split(' ')[0]}")
+        if message.count():
+            value = message.input_value().split(" ")[0]
+        else:  # a delay: its number and unit
+            unit = item.get_by_label("Duration: unit").locator("option:checked").inner_text()
+            value = f"{item.get_by_label('Duration', exact=True).input_value()} {unit}"
+        result.append(f"{number} {title} {value}")
     return result
 
 
@@ -66,7 +69,7 @@ def test_reorder_by_dragging_and_by_keyboard_then_save(
     page = _open(admin_page, workflow)
     assert _order(page) == [
         "1 Twilio → Send SMS First",
-        "2 Delay 3600",
+        "2 Delay 1 hours",
         "3 Twilio → Send SMS Third",
     ]
 
@@ -83,7 +86,7 @@ def test_reorder_by_dragging_and_by_keyboard_then_save(
     assert _order(page) == [
         "1 Twilio → Send SMS Third",
         "2 Twilio → Send SMS First",
-        "3 Delay 3600",
+        "3 Delay 1 hours",
     ]
     expect(page.locator("#cf-diagram")).to_contain_text("3Delay")
 
@@ -93,14 +96,14 @@ def test_reorder_by_dragging_and_by_keyboard_then_save(
     assert _order(page) == [
         "1 Twilio → Send SMS First",
         "2 Twilio → Send SMS Third",
-        "3 Delay 3600",
+        "3 Delay 1 hours",
     ]
     focused = page.evaluate("document.activeElement.getAttribute('aria-label')")
     assert focused == "Move step 2 down"
     page.keyboard.press("Space")
     assert _order(page) == [
         "1 Twilio → Send SMS First",
-        "2 Delay 3600",
+        "2 Delay 1 hours",
         "3 Twilio → Send SMS Third",
     ]
     # at the bottom "down" is disabled, so focus moves to "up" on the same step
@@ -110,7 +113,7 @@ def test_reorder_by_dragging_and_by_keyboard_then_save(
     assert _order(page) == [
         "1 Twilio → Send SMS First",
         "2 Twilio → Send SMS Third",
-        "3 Delay 3600",
+        "3 Delay 1 hours",
     ]
 
     page.locator("input[name=_continue]").click()
@@ -124,7 +127,7 @@ def test_reorder_by_dragging_and_by_keyboard_then_save(
     assert _order(page) == [
         "1 Twilio → Send SMS First",
         "2 Twilio → Send SMS Third",
-        "3 Delay 3600",
+        "3 Delay 1 hours",
     ]
 
 

@@ -462,10 +462,85 @@ def test_enable_is_refused_while_the_saved_workflow_has_problems(
 
 def test_enable_warns_when_the_clinic_has_no_twilio_integration() -> None:
     workflow = WorkflowFactory(organization=OrganizationFactory(), enabled=False)
-    SmsStepFactory(workflow=workflow)
+    SmsStepFactory(workflow=workflow, parameters={**SMS["parameters"], "from": "{{x.y}}"})
+    SmsStepFactory(workflow=workflow, position=2)
+    client = _staff(workflow.organization)
+    page = client.get(_url("enable", workflow)).content.decode()
+    assert "cannot be enabled yet" in page
+    assert "has no approved sending numbers yet: support staff add them" in page
+
+
+def test_enable_warns_about_the_integration_when_the_sender_is_a_variable() -> None:
+    workflow = WorkflowFactory(organization=OrganizationFactory(), enabled=False)
+    SmsStepFactory(
+        workflow=workflow, parameters={**SMS["parameters"], "from": "{{customer.phone}}"}
+    )
     client = _staff(workflow.organization)
     page = client.get(_url("enable", workflow)).content.decode()
     assert "no enabled Twilio integration" in page
+    assert "Yes, enable it" in page
+
+
+def test_enable_and_live_test_are_refused_once_the_number_is_no_longer_approved(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    workflow.organization.integrations.update(sending_numbers=["+14155550100"])
+    page = staff.post(_url("enable", workflow)).content.decode()
+    assert "+15005550006 is not an approved sending number" in page
+    workflow.refresh_from_db()
+    assert workflow.enabled is False
+    response = _post(staff, _url("live_test", workflow), {"patient": test_patient.pk})
+    assert response.status_code == 400
+    assert not Run.objects.exists()
+
+
+# --- From Phone: checked against the clinic's approved numbers, live --------------------------
+
+
+def test_validate_checks_the_sender_against_the_workflows_clinic(
+    staff: Client, workflow: Workflow
+) -> None:
+    IntegrationFactory(sending_numbers=["+14155550100"])  # another clinic's number
+    definition = _definition({**SMS, "parameters": {**SMS["parameters"], "from": "+14155550100"}})
+    report = _post(staff, _url("builder_validate", workflow), {"definition": definition}).json()
+    assert report["steps"]["0"]["from"] == [
+        f"+14155550100 is not an approved sending number of {workflow.organization}; choose "
+        "+15005550006, or use a {{variable}}"
+    ]
+
+
+def test_validate_on_the_add_page_uses_the_users_clinic_whatever_is_posted(
+    staff: Client, workflow: Workflow
+) -> None:
+    other = IntegrationFactory(sending_numbers=["+14155550100"])
+    definition = _definition({**SMS, "parameters": {**SMS["parameters"], "from": "+14155550100"}})
+    body = {"definition": definition, "organization": other.organization_id}
+    report = _post(staff, _url("builder_validate"), body).json()
+    assert "is not an approved sending number" in report["steps"]["0"]["from"][0]
+    body = {"definition": _definition(SMS), "organization": other.organization_id}
+    assert _post(staff, _url("builder_validate"), body).json()["ok"] is True
+
+
+def test_a_superuser_validates_for_the_clinic_chosen_on_the_page(workflow: Workflow) -> None:
+    other = IntegrationFactory(sending_numbers=["+14155550100"])
+    client = Client()
+    client.force_login(UserFactory(is_superuser=True))
+    definition = _definition({**SMS, "parameters": {**SMS["parameters"], "from": "+14155550100"}})
+    for url in (_url("builder_validate"), _url("builder_validate", workflow)):
+        body = {"definition": definition, "organization": other.organization_id}
+        assert _post(client, url, body).json()["ok"] is True
+        body = {"definition": definition, "organization": "not a number"}
+        report = _post(client, url, body).json()
+        assert report["ok"] is (url == _url("builder_validate"))  # no clinic: not checked
+
+
+def test_a_dry_run_lists_an_unapproved_sender(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    definition = _definition({**SMS, "parameters": {**SMS["parameters"], "from": "+19995550000"}})
+    body = {"patient": test_patient.pk, "definition": definition}
+    page = _post(staff, _url("builder_dry_run", workflow), body).content.decode()
+    assert "+19995550000 is not an approved sending number" in page
 
 
 # --- the page ------------------------------------------------------------------------------
@@ -480,6 +555,7 @@ def test_builder_page_offers_only_the_clinics_test_patients_and_numbers(
     config = staff.get(_url("change", workflow)).context["builder"]
     assert [p["id"] for p in config["testPatients"]] == [test_patient.pk]
     assert config["senders"] == {str(workflow.organization_id): ["+15005550006"]}
+    assert config["organization"] == workflow.organization_id
     assert config["urls"]["liveTest"] == _url("live_test", workflow)
     assert config["editable"] is True
 
@@ -536,3 +612,92 @@ def test_schema_offers_a_parameters_choices_as_a_list(staff: Client) -> None:
     assert kind["widget"] == "select"
     assert kind["choices"] == [list(choice) for choice in DELAY_KIND.choices]
     assert [value for value, _ in kind["choices"]] == ["duration", "until_time", "until_field"]
+
+
+# --- the query builder's and the other widgets' data, from Python -------------------------
+
+
+def test_schema_gives_every_trigger_its_fields_with_types(staff: Client) -> None:
+    query = staff.get(_url("builder_schema")).json()["query"]
+    triggers = [
+        e["name"] for c in staff.get(_url("builder_schema")).json()["triggers"] for e in c["events"]
+    ]
+    assert set(query["fieldSetOf"]) == set(triggers)
+    # every order.* event has the same payload: one list for all of them
+    assert query["fieldSetOf"]["order.shipped"] == query["fieldSetOf"]["order.created"]
+    assert len(query["fieldSets"]) < len(triggers)
+    fields = {f["path"]: f for f in query["fieldSets"][query["fieldSetOf"]["order.shipped"]]}
+    assert fields["order.totalAmount"]["type"] == "number"
+    assert fields["order.status"] == {
+        "path": "order.status",
+        "type": "string",
+        "description": fields["order.status"]["description"],
+        "group": "order",
+        "list": False,
+        "example": "shipped",
+    }
+    assert fields["customer.acceptMarketing"]["type"] == "boolean"
+    assert fields["customer.dob"]["type"] == "date"
+    assert fields["order.createdAt"]["type"] == "datetime"
+    # an array's elements are tested through the array's path (any element matches)
+    assert fields["order.lineItems.name"]["group"] == "order.lineItems"
+    assert fields["order.lineItems.name"]["description"].endswith("(any of order.lineItems).")
+    assert not any(".0" in path for path in fields)
+    assert "order.lineItems" not in fields and "order" not in fields  # containers
+    updated = query["fieldSets"][query["fieldSetOf"]["customer.updated"]]
+    changed = next(f for f in updated if f["path"] == "changedFields")
+    assert (changed["type"], changed["list"]) == ("string", True)
+
+
+def test_every_field_offered_is_a_path_the_query_language_reaches() -> None:
+    """Built for the class: for every trigger, each field the builder offers finds its
+    value in the data reference's example payload, with the type it is offered as."""
+    from workflows.events import CATALOGUE, schema_example
+    from workflows.filters import filter_matches
+
+    types = {"string": str, "number": (int, float), "boolean": bool, "date": str, "datetime": str}
+    for event in CATALOGUE:
+        example = schema_example(event.name)
+        for found in builder.query_fields(event.name):
+            path, kind = found["path"], found["type"]
+            assert filter_matches({path: {"$exists": True}}, example), (event.name, path)
+            if found["example"] is not None:
+                assert isinstance(found["example"], types[kind]), (event.name, found)
+                value = found["example"]
+                assert filter_matches({path: value}, example), (event.name, path)
+
+
+def test_schema_offers_operators_that_fit_each_type(staff: Client) -> None:
+    operators = staff.get(_url("builder_schema")).json()["query"]["operators"]
+    names = {kind: [op for op, _ in ops] for kind, ops in operators.items()}
+    assert set(names) == {"string", "number", "date", "datetime", "boolean", "any"}
+    assert names["boolean"] == ["true", "false", "empty", "notEmpty"]
+    assert names["number"][:6] == ["eq", "ne", "lt", "lte", "gt", "gte"]
+    assert "contains" in names["string"] and "contains" not in names["number"]
+    assert "regex" in names["string"]
+    assert all(ops[-2:] == ["empty", "notEmpty"] for ops in names.values())
+    assert dict(operators["number"])["gte"] == "≥ at least"
+
+
+def test_schema_widgets_for_delays_conditions_and_the_sender(staff: Client) -> None:
+    schema = staff.get(_url("builder_schema")).json()
+    types = {t["name"]: {p["name"]: p for p in t["parameters"]} for t in schema["stepTypes"]}
+    assert types["delay"]["seconds"]["widget"] == "duration"
+    assert types["delay"]["seconds"]["label"] == "Duration"
+    assert types["delay"]["offset_seconds"]["widget"] == "duration"
+    assert types["delay"]["offset_seconds"]["signed"] is True
+    assert types["delay"]["path"]["widget"] == "date-field"
+    assert types["delay"]["time"]["widget"] == "time"
+    assert types["condition"]["query"]["widget"] == "query"
+    assert types["condition"]["context"]["widget"] == "context"
+    twilio = next(a for a in schema["adapters"] if a["name"] == "twilio")
+    sender = next(p for p in twilio["functions"][0]["parameters"] if p["name"] == "from")
+    assert sender["widget"] == "sender"
+
+
+def test_a_condition_without_a_query_asks_for_a_condition(
+    staff: Client, workflow: Workflow
+) -> None:
+    definition = _definition({"type": "condition", "parameters": {"query": ""}}, SMS)
+    report = _post(staff, _url("builder_validate", workflow), {"definition": definition}).json()
+    assert report["steps"]["0"]["query"][0].startswith("add a condition to test")

@@ -1,10 +1,15 @@
-"""The workflow diagram: numbered boxes, condition branches, delays, and escaped text."""
+"""The workflow diagram: numbered boxes, condition branches, delays in days, hours or minutes,
+escaped text, and nothing ever shown as "None"."""
 
 import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from workflows.diagram import step_detail, step_title, workflow_diagram
+import pytest
+
+from integrations.registry import REGISTRY
+from workflows.diagram import duration_text, step_detail, step_title, workflow_diagram
+from workflows.steps import STEP_TYPES
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -40,10 +45,10 @@ def test_steps_are_numbered_boxes_between_the_trigger_and_the_end() -> None:
     assert texts[3:7] == [
         "1",
         "Twilio → Send SMS",
-        "to {{customer.phone}}: “Hi",
+        "To {{customer.phone}}: “Hi",
         "{{customer.firstName}}”",
     ]
-    assert texts[7:10] == ["2", "Delay", "wait 3 days"]
+    assert texts[7:10] == ["2", "Delay", "Wait 3 days"]
     assert texts[-1] == "End"
     assert svg.count('class="cf-d-step"') == 2
 
@@ -65,7 +70,7 @@ def test_conditions_branch_yes_down_and_no_to_their_target_or_the_end() -> None:
     assert texts.count("yes") == 2
     assert "no → step 3" in texts
     assert "no → end" in texts
-    assert 'if {"order.totalAmount": 50}' in texts
+    assert 'If {"order.totalAmount": 50}' in texts
 
 
 def test_a_target_that_is_not_a_later_step_is_drawn_to_the_end() -> None:
@@ -81,16 +86,44 @@ def test_delays_say_how_long_or_until_when() -> None:
     def detail(**params: Any) -> str:
         return step_detail({"type": "delay", "parameters": params})
 
-    assert detail(kind="duration", seconds="90") == "wait 90 seconds"
-    assert detail(kind="duration", seconds="3600") == "wait 1 hour"
-    assert detail(kind="until_time", time="09:00") == "wait until 09:00, patient's time"
+    assert detail(kind="duration", seconds="259200") == "Wait 3 days"
+    assert detail(kind="duration", seconds="90") == "Wait 90 seconds"
+    assert detail(kind="duration", seconds="5400") == "Wait 90 minutes"
+    assert detail(kind="duration", seconds="3600") == "Wait 1 hour"
+    assert detail(kind="until_time", time="09:00") == "Wait until 09:00, patient's time"
     assert (
         detail(kind="until_field", path="appointment.startsAt", offset_seconds="-86400")
-        == "wait until appointment.startsAt − 1 day"
+        == "Wait until appointment.startsAt − 1 day"
     )
     assert (
-        detail(kind="until_field", path="appointment.startsAt") == "wait until appointment.startsAt"
+        detail(kind="until_field", path="appointment.startsAt", offset_seconds="7200")
+        == "Wait until appointment.startsAt + 2 hours"
     )
+    assert (
+        detail(kind="until_field", path="appointment.startsAt", offset_seconds="0")
+        == "Wait until appointment.startsAt"
+    )
+    assert (
+        detail(kind="until_field", path="appointment.startsAt") == "Wait until appointment.startsAt"
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (60, "1 minute"),
+        (7200, "2 hours"),
+        (86400 * 7, "7 days"),
+        (86400 + 3600, "25 hours"),
+        (61, "61 seconds"),
+        ("-86400", "-1 day"),
+        (None, ""),
+        ("", ""),
+        ("abc", "abc seconds"),
+    ],
+)
+def test_durations_in_the_largest_unit_that_divides_them(seconds: Any, text: str) -> None:
+    assert duration_text(seconds) == text
 
 
 def test_all_text_is_escaped() -> None:
@@ -122,6 +155,71 @@ def test_titles() -> None:
     assert step_title({"type": "adapter", "adapter": "twilio", "function": ""}) == "Twilio"
     assert step_title({"type": "adapter"}) == "Adapter action"
     assert step_title({"type": "bogus"}) == "Unknown step type 'bogus'"
+    assert step_title({"type": None}) == "Step without a type"
+    assert step_title({}) == "Step without a type"
+
+
+def _steps_with_missing_parameters() -> list[dict[str, Any]]:
+    """Every step type (every adapter function, every delay kind) with each parameter
+    missing, None, blank, or all of them at once."""
+    shapes: list[dict[str, Any]] = []
+    for step_type in STEP_TYPES.values():
+        if step_type.name == "adapter":
+            for adapter in REGISTRY.values():
+                for function in adapter.functions.values():
+                    names = [p.name for p in function.parameters]
+                    base = {"type": "adapter", "adapter": adapter.name, "function": function.name}
+                    shapes += [{**base, "parameters": params} for params in _gaps(names)]
+                shapes += [{"type": "adapter", "adapter": adapter.name, "function": None}]
+            continue
+        names = [p.name for p in step_type.parameters]
+        kinds = [value for value, _ in step_type.parameters[0].choices] or [None]
+        for kind in kinds if step_type.name == "delay" else [None]:
+            for params in _gaps(names):
+                if kind is not None:
+                    params = {**params, "kind": kind}
+                shapes.append({"type": step_type.name, "parameters": params})
+    shapes += [{"type": None}, {}, {"type": "delay", "parameters": None}]
+    return shapes
+
+
+def _gaps(names: list[str]) -> list[dict[str, Any]]:
+    filled = {name: "x" for name in names}
+    out: list[dict[str, Any]] = [{}, {name: None for name in names}, dict.fromkeys(names, "")]
+    for name in names:
+        out += [{**filled, name: None}, {**filled, name: ""}]
+        out.append({k: v for k, v in filled.items() if k != name})
+    return out
+
+
+def test_no_step_ever_shows_none_whatever_its_parameters() -> None:
+    steps = _steps_with_missing_parameters()
+    assert len(steps) > 80  # every type and kind, each parameter missing in three ways
+    for step in steps:
+        title, detail = step_title(step), step_detail(step)
+        assert "None" not in title + detail and "null" not in detail, (step, title, detail)
+        texts = _texts(workflow_diagram(trigger="order.shipped", filter=None, steps=[step]))
+        assert not any("None" in text or "null" in text for text in texts), (step, texts)
+
+
+def test_missing_parameters_are_said_to_be_missing() -> None:
+    assert step_detail({"type": "delay", "parameters": {"kind": "duration"}}) == (
+        "Wait (how long is not set yet)"
+    )
+    assert step_detail({"type": "condition", "parameters": {"query": None}}) == (
+        "If (no condition yet)"
+    )
+    assert (
+        step_detail(
+            {
+                "type": "adapter",
+                "adapter": "twilio",
+                "function": "sendSMS",
+                "parameters": {"message": "Hi", "to": None},
+            }
+        )
+        == "To (no recipient yet): “Hi”"
+    )
 
 
 def test_long_text_wraps_onto_two_lines_then_is_cut() -> None:

@@ -889,3 +889,65 @@ def test_unvalidated_filters_never_crash(query: Any, data: Any) -> None:
 def test_non_object_data_has_no_fields(data: Any) -> None:
     assert filter_matches({"a": {"$exists": False}}, data) is True
     assert filter_matches({"a": 1}, data) is False
+
+
+# --- what the point-and-click builder writes (builder.js, query-builder.js) -----------------
+
+IS_EMPTY = {"$in": [None, ""]}
+LIST_IS_EMPTY = {"$in": [None, []]}
+
+
+@pytest.mark.parametrize(
+    ("data", "empty"),
+    [
+        ({}, True),  # missing
+        ({"a": None}, True),
+        ({"a": ""}, True),
+        ({"a": "x"}, False),
+        ({"a": " "}, False),
+        ({"a": 0}, False),
+        ({"a": False}, False),
+    ],
+)
+def test_is_empty_is_missing_null_or_blank_and_is_not_empty_its_opposite(
+    data: dict[str, Any], empty: bool
+) -> None:
+    filter_validate({"a": IS_EMPTY})
+    assert filter_matches({"a": IS_EMPTY}, data) is empty
+    assert filter_matches({"a": {"$nin": [None, ""]}}, data) is not empty
+
+
+@pytest.mark.parametrize(
+    ("data", "empty"),
+    [({}, True), ({"a": None}, True), ({"a": []}, True), ({"a": ["phone"]}, False)],
+)
+def test_a_list_is_empty_when_missing_null_or_without_items(
+    data: dict[str, Any], empty: bool
+) -> None:
+    filter_validate({"a": LIST_IS_EMPTY})
+    assert filter_matches({"a": LIST_IS_EMPTY}, data) is empty
+    assert filter_matches({"a": {"$nin": [None, []]}}, data) is not empty
+
+
+@pytest.mark.parametrize(
+    ("query", "matches", "misses"),
+    [
+        # "contains" (any case): the text escaped, so "." and "+" are themselves
+        ({"$regex": r"1\.5\+", "$options": "i"}, "Dose 1.5+ mg", "Dose 105+ mg"),
+        ({"$regex": "^vip", "$options": "i"}, "VIP-2025", "not VIP"),  # "starts with"
+        ({"$not": {"$regex": "test", "$options": "i"}}, "Real", "A TEST order"),
+        # a datetime compared by instant with {"$date": …}, as the builder writes it
+        ({"$gte": {"$date": "2026-01-01T09:00:00Z"}}, "2026-01-01T10:00:00+01:00", "2025-12-31"),
+    ],
+)
+def test_the_builders_text_and_date_operators(query: Any, matches: str, misses: str) -> None:
+    filter_validate({"a": query})
+    assert filter_matches({"a": query}, {"a": matches}) is True
+    assert filter_matches({"a": query}, {"a": misses}) is False
+
+
+def test_any_item_of_a_list_of_objects_is_tested_through_the_lists_path() -> None:
+    order = {"order": {"lineItems": [{"name": "Zinc", "price": 9}, {"name": "Iron", "price": 60}]}}
+    assert filter_matches({"order.lineItems.name": "Iron"}, order) is True
+    assert filter_matches({"order.lineItems.price": {"$gte": 50}}, order) is True
+    assert filter_matches({"order.lineItems.price": {"$gte": 100}}, order) is False

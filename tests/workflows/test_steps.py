@@ -28,6 +28,8 @@ def _delay(**params: Any) -> dict[str, Any]:
         (_cond(**{"else": "later"}), 1, 3, "else", '"end" or a step number'),
         (_delay(kind="duration", seconds="0"), 1, 1, "seconds", "1 second to 366 days"),
         (_delay(kind="duration", seconds="abc"), 1, 1, "seconds", "whole number"),
+        (_delay(kind="duration"), 1, 1, "seconds", "enter how long to wait, e.g. 3 days"),
+        (_delay(kind="duration", seconds=""), 1, 1, "seconds", "enter how long to wait"),
         (_delay(kind="duration", seconds=str(400 * 86400)), 1, 1, "seconds", "366 days"),
         (_delay(kind="until_time", time="25:00"), 1, 1, "time", "HH:MM"),
         (_delay(kind="until_field", path=""), 1, 1, "path", "date field"),

@@ -3,7 +3,12 @@ from typing import Any
 import pytest
 
 from workflows.builder import report_lines
-from workflows.validation import template_problems, workflow_validate
+from workflows.validation import (
+    ApprovedSenders,
+    sender_problem,
+    template_problems,
+    workflow_validate,
+)
 
 
 @pytest.mark.parametrize(
@@ -245,3 +250,61 @@ def test_a_literal_url_is_checked_at_save_time(url: str, expected: str, settings
 def test_a_templated_url_is_left_to_the_send_time_check() -> None:
     step = _webhook_step('{"a": 1}', url="https://{{customer.email}}/hook")
     assert _webhook_report(step) == {}
+
+
+# --- the sender: one of the clinic's approved numbers --------------------------------------
+
+SUNRISE = ApprovedSenders(clinic="Sunrise", numbers=("+15005550006", "+14155550100"))
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("+15005550006", ""),
+        (" +14155550100 ", ""),
+        ("{{customer.phone}}", ""),  # checked when the message is sent
+        ("", ""),  # "required" is step_validate's to say
+        (None, ""),
+        (
+            "+15005550007",
+            "+15005550007 is not an approved sending number of Sunrise; choose +15005550006 "
+            "or +14155550100, or use a {{variable}}",
+        ),
+    ],
+)
+def test_sender_problem(value: Any, problem: str) -> None:
+    assert sender_problem(value, SUNRISE) == problem
+
+
+def test_a_clinic_without_numbers_is_told_who_adds_them() -> None:
+    problem = sender_problem("+15005550006", ApprovedSenders(clinic="Dawn", numbers=()))
+    assert problem == (
+        "Dawn has no approved sending numbers yet: support staff add them to its Twilio integration"
+    )
+
+
+def _sms_step(sender: str) -> dict[str, Any]:
+    return {
+        "type": "adapter",
+        "adapter": "twilio",
+        "function": "sendSMS",
+        "parameters": {"message": "Hi", "to": "{{customer.phone}}", "from": sender},
+    }
+
+
+def test_workflow_validate_checks_senders_only_when_given_them() -> None:
+    steps = [_sms_step("+19995550000")]
+    assert workflow_validate(trigger="order.shipped", filter={}, steps=steps).ok
+    report = workflow_validate(trigger="order.shipped", filter={}, steps=steps, senders=SUNRISE)
+    assert list(report.steps[0]) == ["from"]
+    assert "not an approved sending number of Sunrise" in report.steps[0]["from"][0]
+    # also when the trigger is unknown (the template checks need one; this one does not)
+    report = workflow_validate(trigger="nope", filter={}, steps=steps, senders=SUNRISE)
+    assert "from" in report.steps[0]
+
+
+def test_a_missing_sender_is_reported_once_as_required() -> None:
+    report = workflow_validate(
+        trigger="order.shipped", filter={}, steps=[_sms_step("")], senders=SUNRISE
+    )
+    assert report.steps[0]["from"] == ["From Phone is required"]

@@ -4,7 +4,8 @@
  * server's schema (Python is the source of truth for step types, adapters and their
  * parameters), keeps the form's hidden JSON field in sync, and asks the server to validate,
  * preview messages, draw the diagram and dry-run. Plain script, no build step; ordering by
- * drag uses the vendored SortableJS, ordering by keyboard uses the up/down buttons.
+ * drag uses the vendored SortableJS, ordering by keyboard uses the up/down buttons; filters
+ * and conditions are edited with query-builder.js (window.CareflowQuery).
  */
 (function () {
   "use strict";
@@ -55,18 +56,27 @@
       timer = setTimeout(fn, ms);
     };
   }
-  function humanSeconds(value) {
-    const total = Math.abs(Number(value));
-    if (!value || !Number.isInteger(total) || total === 0) return "";
-    const sign = Number(value) < 0 ? "−" : "";
-    for (const [unit, size] of [["day", 86400], ["hour", 3600], ["minute", 60], ["second", 1]]) {
-      if (total % size === 0) {
-        const count = total / size;
-        return `= ${sign}${count} ${unit}${count === 1 ? "" : "s"}`;
-      }
-    }
-    return "";
+  // Durations are stored in seconds and edited in the largest unit that divides them.
+  const UNITS = [["minutes", 60], ["hours", 3600], ["days", 86400]];
+  function splitSeconds(value) {
+    const text = String(value === undefined || value === null ? "" : value).trim();
+    const total = Number(text);
+    if (text === "" || total === 0) return { count: text, size: 3600, negative: false };
+    if (!Number.isInteger(total)) return { count: text, size: 1, negative: false };
+    const size = [86400, 3600, 60].find((unit) => total % unit === 0) || 1;
+    return { count: String(Math.abs(total) / size), size: size, negative: total < 0 };
   }
+  function joinSeconds(count, size, sign) {
+    const text = String(count).trim();
+    if (text === "") return "";
+    const seconds = Number(text) * size * sign;
+    if (!Number.isFinite(seconds)) return text;  // the server says what is wrong with it
+    const rounded = Math.round(seconds);
+    // 1.1 hours is 3960.0000000000005 seconds in floating point: still a whole number.
+    return String(Math.abs(seconds - rounded) < 1e-6 ? rounded : seconds);
+  }
+  const VARIABLE = "__variable__";
+  const OTHER = "__other__";
   async function post(url, body) {
     return fetch(url, {
       method: "POST",
@@ -86,6 +96,27 @@
   function parametersOf(step) {
     if (step.type === "adapter") return functionOf(step) ? functionOf(step).parameters : [];
     return stepTypes[step.type] ? stepTypes[step.type].parameters : [];
+  }
+  const queryOperators = schema.query.operators;
+  function triggerFields() {
+    const index = schema.query.fieldSetOf[state.trigger];
+    return index === undefined ? [] : schema.query.fieldSets[index];
+  }
+  function conditionFields(step) {
+    // Tested against an earlier step's result (its context): no schema, paths are typed.
+    if ((step.parameters.context || "") !== "") return [];
+    const earlier = [];
+    for (let number = 1; number <= state.steps.indexOf(step); number += 1) {
+      earlier.push({
+        path: `history.${number}.status`,
+        type: "string",
+        description: `What step ${number} did: succeeded, skipped or failed.`,
+        group: "Earlier steps",
+        list: false,
+        example: "succeeded",
+      });
+    }
+    return triggerFields().concat(earlier);
   }
   function titleOf(step) {
     if (step.type !== "adapter") return stepTypes[step.type] ? stepTypes[step.type].label : step.type;
@@ -121,6 +152,8 @@
         ? initial.filter || ""
         : JSON.stringify(initial.filter, null, 2),
     steps: (initial.steps || []).map(newStep),
+    // The filter's query builder keeps its conditions here (also those not complete yet).
+    filterQuery: {},
   };
   let dirty = config.errors !== null;
   let submitting = false;
@@ -186,14 +219,40 @@
     state.trigger = triggerSelect.value;
     describeTrigger();
     loadVariables();
+    // Another trigger, other fields (and types): queries are read again from their JSON.
+    filterQuery.refresh();
+    state.steps.forEach((step) => {
+      if (step.queryState) step.queryState.root = null;
+    });
+    renderSteps(triggerSelect.id);
     changed();
   });
-  const filterField = $("cf-filter");
-  filterField.value = state.filter;
-  filterField.addEventListener("input", () => {
-    state.filter = filterField.value;
-    changed({ previews: false });
+  const filterQuery = window.CareflowQuery.create({
+    id: "cf-filter-builder",
+    jsonId: "cf-filter",
+    text: state.filter,
+    state: state.filterQuery,
+    fields: triggerFields,
+    operators: queryOperators,
+    noun: "filter",
+    rows: 3,
+    placeholder: 'e.g. {"order.totalAmount": {"$gte": 50}}',
+    onChange: (text) => {
+      state.filter = text;
+      changed({ previews: false });
+    },
   });
+  $("cf-filter-mount").replaceWith(filterQuery.element);
+
+  /* Conditions (of the filter or a condition step) not complete yet: [{text, focus}]. */
+  function queryProblems() {
+    const found = filterQuery.problems().map((p) => Object.assign({}, p, { text: `Filter, ${p.text}` }));
+    state.steps.forEach((step, index) => {
+      if (step.type !== "condition" || !step.queryState) return;
+      (step.queryState.problems || []).forEach((p) => found.push(Object.assign({}, p, { text: `Step ${index + 1}, ${p.text}` })));
+    });
+    return found;
+  }
 
   // --- steps ----------------------------------------------------------------------------
   const list = $("cf-steps");
@@ -255,11 +314,9 @@
       stepTargetOptions(control, index, value);
     } else {
       control = el("input", {
-        type: "text",
+        type: parameter.widget === "time" ? "time" : "text",
         id: id,
         placeholder: parameter.example || null,
-        list: parameter.widget === "sender" ? "cf-senders" : null,
-        inputmode: parameter.widget === "seconds" ? "numeric" : null,
         autocomplete: "off",
       });
       control.value = value;
@@ -275,29 +332,199 @@
     );
   }
 
+  // --- parameters edited with more than one control ---------------------------------------
+  // Each returns {control (the one the parameter's label names), after (the others)} and
+  // writes the parameter itself.
+
+  function durationControls(step, parameter, id) {
+    const parts = splitSeconds(step.parameters[parameter.name]);
+    const count = el("input", {
+      type: "number",
+      id: id,
+      step: "any",
+      inputmode: "decimal",
+      class: "cf-duration-count",
+      autocomplete: "off",
+    });
+    count.value = parts.count;
+    const unit = el("select", { id: `${id}-unit`, class: "cf-duration-unit" });
+    if (parts.size === 1) unit.append(option("1", "seconds"));
+    UNITS.forEach(([label, size]) => unit.append(option(String(size), label)));
+    unit.value = String(parts.size);
+    const after = el(
+      "span",
+      { class: "cf-duration" },
+      el("label", { for: unit.id, class: "cf-visually-hidden", text: `${parameter.label}: unit` }),
+      unit
+    );
+    let direction = null;
+    if (parameter.signed) {
+      // An offset: before (stored negative) or after the date.
+      direction = el("select", { id: `${id}-direction` }, option("-1", "before"), option("1", "after"));
+      direction.value = parts.negative || parts.count === "" ? "-1" : "1";
+      after.append(
+        " ",
+        el("label", { for: direction.id, class: "cf-visually-hidden", text: `${parameter.label}: before or after` }),
+        direction,
+        el("span", { text: " the date" })
+      );
+    }
+    function update() {
+      const sign = direction ? Number(direction.value) : 1;
+      step.parameters[parameter.name] = joinSeconds(count.value, Number(unit.value), sign);
+      changed({ previews: false });
+    }
+    count.addEventListener("input", update);
+    unit.addEventListener("change", update);
+    if (direction) direction.addEventListener("change", update);
+    return { control: count, after: after };
+  }
+
+  /* A list to pick from, with "Other…" revealing a text box for what the list lacks. */
+  function pickOrType(step, parameter, id, choices, other) {
+    const value = step.parameters[parameter.name] || "";
+    const listed = choices.some(([choice]) => choice === value);
+    const typing = step.typing && step.typing[parameter.name] !== undefined
+      ? step.typing[parameter.name]
+      : other.isTyped(value, listed);
+    const select = el("select", { id: id }, option("", other.empty));
+    choices.forEach(([choice, label]) => select.append(option(choice, label)));
+    if (value && !listed && !typing) select.append(option(value, `${value} ${other.unlisted}`));
+    select.append(option(OTHER, other.label));
+    select.value = typing ? OTHER : value;
+    const text = el("input", {
+      type: "text",
+      id: `${id}-other`,
+      placeholder: other.placeholder,
+      autocomplete: "off",
+      spellcheck: "false",
+    });
+    text.value = typing ? value : "";
+    if (other.templated) text.dataset.templated = "1";
+    const after = el(
+      "div",
+      { class: "cf-other", hidden: !typing },
+      el("label", { for: text.id, class: "cf-label", text: other.textLabel }),
+      text
+    );
+    select.addEventListener("change", () => {
+      step.typing = Object.assign(step.typing || {}, { [parameter.name]: select.value === OTHER });
+      step.parameters[parameter.name] = select.value === OTHER ? text.value : select.value;
+      after.hidden = select.value !== OTHER;
+      if (select.value === OTHER) text.focus();
+      changed({ previews: false });
+    });
+    text.addEventListener("input", () => {
+      step.parameters[parameter.name] = text.value;
+      changed({ previews: false });
+    });
+    return { control: select, after: after };
+  }
+
+  function contextControl(step, index, parameter, id) {
+    const value = step.parameters[parameter.name] || "";
+    const select = el("select", { id: id }, option("", "The event's data (and earlier steps' outcomes)"));
+    for (let number = 1; number <= index; number += 1) {
+      select.append(option(`history.${number}.result`, `The result of step ${number}`));
+    }
+    if (value && !select.querySelector(`option[value="${CSS.escape(value)}"]`)) {
+      select.append(option(value, `${value} (not an earlier step's result)`));
+    }
+    select.value = value;
+    select.addEventListener("change", () => {
+      step.parameters[parameter.name] = select.value;
+      // Other data, other fields: the query is read again from its JSON.
+      if (step.queryState) step.queryState.root = null;
+      renderSteps(id);
+      changed({ previews: false });
+    });
+    return { control: select, after: null };
+  }
+
+  function compositeControls(step, index, parameter) {
+    const id = `cf-s${step.key}-${parameter.name}`;
+    switch (parameter.widget) {
+      case "duration":
+        return durationControls(step, parameter, id);
+      case "context":
+        return contextControl(step, index, parameter, id);
+      case "sender": {
+        const numbers = senders();
+        return pickOrType(step, parameter, id, numbers.map((n) => [n, n]), {
+          empty: numbers.length ? "Choose a number…" : "No approved numbers yet",
+          unlisted: "(not an approved number)",
+          label: "Use a variable…",
+          textLabel: `${parameter.label} from a variable`,
+          placeholder: "e.g. {{…}}",
+          templated: true,
+          isTyped: (value) => value.includes("{{"),
+        });
+      }
+      case "date-field": {
+        const dates = triggerFields().filter((f) => !f.list && (f.type === "date" || f.type === "datetime"));
+        return pickOrType(step, parameter, id, dates.map((f) => [f.path, `${f.path} — ${f.description}`]), {
+          empty: "Choose a date field…",
+          unlisted: "(not in this trigger's data)",
+          label: "Other path…",
+          textLabel: `${parameter.label}: path`,
+          placeholder: parameter.example || "",
+          templated: false,
+          isTyped: () => false,
+        });
+      }
+      default:
+        return null;
+    }
+  }
+
+  function renderQuery(step, parameter) {
+    const id = `cf-s${step.key}-${parameter.name}`;
+    step.queryState = step.queryState || {};
+    const query = window.CareflowQuery.create({
+      id: `${id}-builder`,
+      jsonId: id,
+      param: parameter.name,
+      text: step.parameters[parameter.name] || "",
+      state: step.queryState,
+      fields: () => conditionFields(step),
+      operators: queryOperators,
+      noun: "condition",
+      rows: 2,
+      placeholder: parameter.example || null,
+      onChange: (text) => {
+        step.parameters[parameter.name] = text;
+        changed({ previews: false });
+      },
+    });
+    const labelId = `${id}-label`;
+    return el(
+      "div",
+      { class: "cf-field", "data-param": parameter.name, role: "group", "aria-labelledby": labelId },
+      el("span", { class: "cf-label cf-required", id: labelId, text: parameter.label }),
+      parameter.help ? el("p", { class: "cf-help", text: parameter.help }) : null,
+      query.element,
+      el("ul", { class: "errorlist cf-errors", id: `${id}-errors`, "data-errors-for": parameter.name })
+    );
+  }
+
   function renderParameter(step, index, parameter) {
-    const control = parameterControl(step, index, parameter);
-    let after = null;
-    if (parameter.widget === "seconds") {
-      after = el("span", { class: "cf-help", text: humanSeconds(control.value) });
-    }
-    let help = parameter.help;
-    if (parameter.widget === "sender") {
-      const numbers = senders();
-      help += numbers.length ? ` Approved: ${numbers.join(", ")}.` : " This clinic has no approved numbers yet.";
-    }
-    const wrapper = field(step, parameter.name, parameter.label, control, help, {
+    if (parameter.widget === "query") return renderQuery(step, parameter);
+    const composite = compositeControls(step, index, parameter);
+    const control = composite ? composite.control : parameterControl(step, index, parameter);
+    control.dataset.param = parameter.name;
+    const wrapper = field(step, parameter.name, parameter.label, control, parameter.help, {
       required: parameter.required,
-      after: after,
+      after: composite ? composite.after : null,
     });
     wrapper.hidden = !visible(step, parameter);
-    const structural = parameter.widget === "select" || parameter.widget === "step-target";
-    control.addEventListener(structural ? "change" : "input", () => {
-      step.parameters[parameter.name] = control.value;
-      if (after) after.textContent = humanSeconds(control.value);
-      if (structural) renderSteps(control.id);
-      changed({ previews: Boolean(parameter.templated) });
-    });
+    if (!composite) {
+      const structural = parameter.widget === "select" || parameter.widget === "step-target";
+      control.addEventListener(structural ? "change" : "input", () => {
+        step.parameters[parameter.name] = control.value;
+        if (structural) renderSteps(control.id);
+        changed({ previews: Boolean(parameter.templated) });
+      });
+    }
     if (parameter.preview === "sms") {
       const box = el("div", { class: "cf-preview", "data-preview-for": step.key, "aria-live": "polite", hidden: true });
       wrapper.append(box);
@@ -306,13 +533,26 @@
     return wrapper;
   }
 
+  /* What a newly chosen adapter function can fill in by itself: the clinic's one number. */
+  function prefill(step) {
+    const numbers = senders();
+    parametersOf(step).forEach((p) => {
+      if (p.widget === "sender" && !step.parameters[p.name] && numbers.length === 1) {
+        step.parameters[p.name] = numbers[0];
+      }
+    });
+  }
+
   function renderAdapterChoice(step) {
     const adapterSelect = el("select", { id: `cf-s${step.key}-adapter` }, option("", "Choose an adapter…"));
     schema.adapters.forEach((a) => adapterSelect.append(option(a.name, a.label)));
     adapterSelect.value = step.adapter;
     adapterSelect.addEventListener("change", () => {
       step.adapter = adapterSelect.value;
-      step.function = "";
+      const functions = adapters[step.adapter] ? adapters[step.adapter].functions : [];
+      // An adapter with one function: nothing to choose.
+      step.function = functions.length === 1 ? functions[0].name : "";
+      prefill(step);
       renderSteps(adapterSelect.id);
       changed();
     });
@@ -326,6 +566,7 @@
       functionSelect.value = step.function;
       functionSelect.addEventListener("change", () => {
         step.function = functionSelect.value;
+        prefill(step);
         renderSteps(functionSelect.id);
         changed();
       });
@@ -532,7 +773,7 @@
     const mine = ++seq.validate;
     const keys = state.steps.map((step) => step.key);
     try {
-      const response = await post(urls.validate, { definition: definition() });
+      const response = await post(urls.validate, { definition: definition(), organization: organization() });
       if (mine !== seq.validate) return;
       const data = await response.json();
       if (!response.ok) throw new Error(data.error || response.statusText);
@@ -692,8 +933,9 @@
   const patientSelect = $("cf-patient");
   const organizationSelect = document.getElementById("id_organization");
   function organization() {
-    if (config.organization) return config.organization;
-    return organizationSelect && organizationSelect.value ? Number(organizationSelect.value) : null;
+    // The clinic chosen on the page (a superuser may move a workflow), else the saved one's.
+    if (organizationSelect && organizationSelect.value) return Number(organizationSelect.value);
+    return config.organization || null;
   }
   function senders() {
     const org = organization();
@@ -712,12 +954,6 @@
         ? String(patients[0].id)
         : "";
     $("cf-no-patients").hidden = patients.length > 0;
-    let datalist = $("cf-senders");
-    if (!datalist) {
-      datalist = el("datalist", { id: "cf-senders" });
-      root.append(datalist);
-    }
-    datalist.replaceChildren(...senders().map((n) => option(n, n)));
   }
   patientSelect.addEventListener("change", refreshPreviews);
   if (organizationSelect) {
@@ -725,6 +961,7 @@
       renderClinic();
       renderSteps();
       refreshPreviews();
+      refreshChecks();  // its approved numbers are others
     });
   }
 
@@ -792,7 +1029,20 @@
   }
 
   // --- saving ---------------------------------------------------------------------------
-  form.addEventListener("submit", () => {
+  form.addEventListener("submit", (event) => {
+    // A condition not complete yet is not in the JSON: saving now would drop it unseen.
+    const incomplete = queryProblems();
+    if (incomplete.length) {
+      event.preventDefault();
+      const summary = $("cf-problems");
+      summary.textContent =
+        `Not saved: finish or remove ${incomplete.length === 1 ? "the condition" : "the conditions"} ` +
+        `not complete yet (${incomplete.map((p) => p.text).join("; ")}).`;
+      summary.className = "cf-summary cf-has-problems";
+      announce(summary.textContent);
+      if (incomplete[0].focus) incomplete[0].focus.focus();
+      return;
+    }
     sync();
     submitting = true;
   });

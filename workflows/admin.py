@@ -1,8 +1,10 @@
 import json
+import uuid
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import F, QuerySet
 from django.http import (
@@ -20,6 +22,13 @@ from django.utils.html import format_html
 
 from integrations.models import Integration, OutboundMessage
 from integrations.twilio.errors import error_explanation
+from patients.clinic_view import (
+    ClinicDaysFilter,
+    TechnicalDetailsMixin,
+    clinic_datetime,
+    request_is_clinic_role,
+    search_phone,
+)
 from patients.models import Organization, Patient
 from patients.tenancy import (
     OrganizationScopedAdmin,
@@ -536,13 +545,32 @@ class WorkflowAdmin(OrganizationScopedAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
-    list_display = ["id", "type", "occurred_at", "dispatched_at", "organization"]
+class EventAdmin(TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmin):
+    list_display = ["id", "type", "patient", "occurred", "organization"]
     list_filter = ["type", "organization"]
     list_select_related = ["organization"]
     show_full_result_count = False
-    readonly_fields = ["payload_pretty"]
-    exclude = ["payload"]
+    fieldsets = [
+        (None, {"fields": ["type", "organization", "patient", "occurred", "payload_pretty"]})
+    ]
+    technical_fields = [
+        "uuid",
+        "subject_type",
+        "subject_id",
+        "dedupe_key",
+        "created_at",
+        "dispatched_at",
+        "relayed_at",
+    ]
+    readonly_fields = ["patient", "occurred", "payload_pretty", *technical_fields]
+
+    @admin.display(description="Patient")
+    def patient(self, obj: Event) -> str:
+        return obj.patient_name
+
+    @admin.display(description="Occurred", ordering="occurred_at")
+    def occurred(self, obj: Event) -> str:
+        return clinic_datetime(obj.occurred_at, obj.organization.timezone)
 
     @admin.display(description="Payload")
     def payload_pretty(self, obj: Event) -> str:
@@ -566,7 +594,21 @@ class WorkflowListFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
-        return queryset.filter(workflow_id=value) if value else queryset
+        if not value:
+            return queryset
+        if not value.isdigit():
+            raise IncorrectLookupParameters(f"No such workflow: {value!r}.")
+        return queryset.filter(workflow_id=value)
+
+
+class RunFinishedFilter(ClinicDaysFilter):
+    """Runs that finished today or in the last 7 days, in the clinic's time zone (the clinic
+    home's "runs failed in the last 7 days" links here)."""
+
+    title = "finished (clinic time)"
+    parameter_name = "finished"
+    field = "finished_at"
+    organization = "workflow__organization"
 
 
 def _status_badge(status: str, label: str) -> str:
@@ -579,41 +621,77 @@ class HistoryMedia:
 
 RUN_FIELDS = (
     "workflow",
-    "event",
+    "patient_link",
+    "trigger",
     "status_badge",
     "is_test",
     "version",
-    "created_at",
-    "started_at",
-    "due_at",
-    "finished_at",
+    "created",
+    "started",
+    "due",
+    "finished",
     "error",
 )
+# Searched in the event's payload, where the patient and the order were recorded: no join
+# and no column on the outbox, whose INSERT is on every trigger's path.
+RUN_SEARCH_FIELDS = [
+    "event__payload__customer__firstName",
+    "event__payload__customer__lastName",
+    "event__payload__customer__phone",
+    "event__payload__order__number",
+]
+
+
+def run_patient(run: Run) -> Patient | None:
+    """The patient of the run, as its event recorded them, if still on record in its clinic."""
+    try:
+        patient_uuid = uuid.UUID(str((run.event.customer or {}).get("id")))
+    except ValueError:
+        return None
+    return Patient.objects.filter(
+        organization_id=run.workflow.organization_id, uuid=patient_uuid
+    ).first()
 
 
 @admin.register(Run)
-class RunAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
+class RunAdmin(TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmin):
     organization_path = "workflow__organization"
     change_form_template = "admin/workflows/run/change_form.html"
     list_display = [
         "id",
         "workflow",
+        "patient",
+        "trigger",
         "status_badge",
-        "event_type",
         "is_test",
-        "created_at",
-        "finished_at",
+        "created",
+        "finished",
     ]
-    list_filter = ["status", WorkflowListFilter, "is_test"]
-    list_select_related = ["workflow", "event"]
+    list_filter = ["status", WorkflowListFilter, RunFinishedFilter, "is_test"]
+    list_select_related = ["workflow__organization", "event"]
+    search_fields = RUN_SEARCH_FIELDS
+    search_help_text = "Patient name, phone number or order number."
     show_full_result_count = False
-    fields = RUN_FIELDS
-    readonly_fields = RUN_FIELDS
+    fieldsets = [(None, {"fields": RUN_FIELDS})]
+    technical_fields = ["uuid", "event", "next_index", "lease_expires_at", "pushed_at"]
+    readonly_fields = [*RUN_FIELDS, *technical_fields]
     actions = ["retry_failed_runs"]
     Media = HistoryMedia
 
-    @admin.display(description="Event", ordering="event__type")
-    def event_type(self, obj: Run) -> str:
+    @admin.display(description="Patient")
+    def patient(self, obj: Run) -> str:
+        return obj.event.patient_name
+
+    @admin.display(description="Patient")
+    def patient_link(self, obj: Run) -> str:
+        patient = run_patient(obj)
+        if patient is None:
+            return obj.event.patient_name or "—"
+        url = reverse("admin:patients_patient_change", args=[patient.pk])
+        return format_html('<a href="{}">{}</a>', url, patient)
+
+    @admin.display(description="Trigger", ordering="event__type")
+    def trigger(self, obj: Run) -> str:
         return obj.event.type
 
     @admin.display(description="Status", ordering="status")
@@ -624,8 +702,39 @@ class RunAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     def version(self, obj: Run) -> Any:
         return obj.definition.get("version", "")
 
+    def _time(self, obj: Run, value: Any) -> str:
+        return clinic_datetime(value, obj.workflow.organization.timezone)
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj: Run) -> str:
+        return self._time(obj, obj.created_at)
+
+    @admin.display(description="Started", ordering="started_at")
+    def started(self, obj: Run) -> str:
+        return self._time(obj, obj.started_at)
+
+    @admin.display(description="Due", ordering="due_at")
+    def due(self, obj: Run) -> str:
+        return self._time(obj, obj.due_at)
+
+    @admin.display(description="Finished", ordering="finished_at")
+    def finished(self, obj: Run) -> str:
+        return self._time(obj, obj.finished_at)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
-        return super().get_queryset(request).select_related("workflow", "event")
+        # The change page needs them too; and a changelist only applies list_select_related
+        # to a queryset that has none yet.
+        return super().get_queryset(request).select_related(*self.list_select_related)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Run], search_term: str
+    ) -> tuple[QuerySet[Run], bool]:
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        phone = search_phone(search_term)
+        if phone and phone != search_term.strip():
+            # Typed as people write it, "(415) 555-0101"; stored as "+14155550101".
+            results = results | queryset.filter(event__payload__customer__phone=phone)
+        return results, may_have_duplicates
 
     def render_change_form(
         self,
@@ -637,6 +746,8 @@ class RunAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
         obj: Run | None = None,
     ) -> HttpResponse:
         if obj is not None:
+            context["subtitle"] = obj.title
+            context["show_technical"] = not request_is_clinic_role(request)
             context["timeline"] = run_timeline(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -660,16 +771,22 @@ class RunAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
 
 def run_timeline(run: Run) -> list[dict[str, Any]]:
     """The run step by step, as pinned when it started: each step with its step run (if it
-    got that far), the messages it produced, and the send decision of each message. Two
-    queries, however long the run."""
+    got that far), the messages it produced, and the send decision of each message; times in
+    the clinic's zone. Two queries, however long the run."""
+    zone = run.workflow.organization.timezone
     step_runs = {step_run.index: step_run for step_run in run.step_runs.all()}
     by_step_run: dict[int, list[dict[str, Any]]] = {}
     for message in OutboundMessage.objects.filter(step_run__run=run).order_by("created_at", "id"):
+        decision = message.decision or {}
         by_step_run.setdefault(message.step_run_id or 0, []).append(
             {
                 "message": message,
                 "explanation": error_explanation(message.error_code) if message.error_code else "",
                 "checks": builder.decision_checks(message.decision),
+                "decided": clinic_datetime(decision.get("at"), zone),
+                "defer_until": clinic_datetime(decision.get("defer_until"), zone),
+                "sent": clinic_datetime(message.sent_at, zone),
+                "delivered": clinic_datetime(message.delivered_at, zone),
             }
         )
     timeline = []
@@ -681,6 +798,9 @@ def run_timeline(run: Run) -> list[dict[str, Any]]:
                 "title": step_title(step),
                 "detail": step_detail(step),
                 "step_run": step_run,
+                "started": clinic_datetime(step_run.started_at, zone) if step_run else "",
+                "finished": clinic_datetime(step_run.finished_at, zone) if step_run else "",
+                "due": clinic_datetime(step_run.due_at, zone) if step_run else "",
                 "inputs": sorted((step_run.inputs or {}).items()) if step_run else [],
                 "result": json.dumps(step_run.result, indent=2, ensure_ascii=False)
                 if step_run and step_run.result
@@ -695,7 +815,19 @@ def run_timeline(run: Run) -> list[dict[str, Any]]:
 @admin.register(StepRun)
 class StepRunAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     organization_path = "run__workflow__organization"
-    list_display = ["id", "run", "index", "status", "skip_reason", "error", "finished_at"]
+    list_display = ["id", "run", "patient", "step", "status", "skip_reason", "error", "finished"]
     list_filter = ["status"]
-    list_select_related = ["run"]
+    list_select_related = ["run__workflow__organization", "run__event"]
     show_full_result_count = False
+
+    @admin.display(description="Patient")
+    def patient(self, obj: StepRun) -> str:
+        return obj.run.event.patient_name
+
+    @admin.display(description="Step", ordering="index")
+    def step(self, obj: StepRun) -> int:
+        return obj.number
+
+    @admin.display(description="Finished", ordering="finished_at")
+    def finished(self, obj: StepRun) -> str:
+        return clinic_datetime(obj.finished_at, obj.run.workflow.organization.timezone)

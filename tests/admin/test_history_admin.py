@@ -1,6 +1,7 @@
 """Run history and the message log: runs per workflow with status filters, a run's timeline
 step by step with each message and its send decision, and Twilio errors explained."""
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -154,3 +155,214 @@ def test_the_message_log_shows_delivery_and_explains_twilio_errors(superuser: Cl
     assert "Unreachable handset" in page
     assert "do not send (no SMS consent)" in page
     assert reverse("admin:workflows_run_change", args=[run.pk]) in page
+
+
+# --- lists people scan: who, what, when (in the clinic's time), and no internal keys -------
+
+CHICAGO_MORNING = datetime(2026, 12, 6, 15, 14, tzinfo=UTC)  # 9:14 AM CST
+PROVIDER_SID = "SM" + "ab" * 16
+
+
+def _shipped(patient: Any, number: str) -> Run:
+    """A real run: the patient's order ships, the event is recorded and dispatched."""
+    from patients.models import Order
+    from tests.factories import OrderFactory, SmsStepFactory
+    from workflows.engine import event_dispatch
+
+    workflow = patient.organization.workflows.filter(name="Order shipped SMS").first()
+    if workflow is None:
+        workflow = WorkflowFactory(organization=patient.organization, name="Order shipped SMS")
+        SmsStepFactory(workflow=workflow)
+    order = OrderFactory(patient=patient, number=number)
+    order.status = Order.Status.SHIPPED
+    order.save()
+    event = Event.objects.get(
+        organization=patient.organization, type="order.shipped", payload__order__number=number
+    )
+    (run_id,) = event_dispatch(event_id=event.pk)
+    return Run.objects.get(pk=run_id)
+
+
+@pytest.fixture
+def maria() -> Any:
+    org = OrganizationFactory(timezone="America/Chicago")
+    return PatientFactory(
+        organization=org, first_name="Maria", last_name="Garcia", phone="+14155550101"
+    )
+
+
+def _clinic_client(organization: Any, codenames: list[str]) -> Client:
+    user = StaffMembershipFactory(organization=organization).user
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_run_list_names_the_patient_and_the_trigger(superuser: Client, maria: Any) -> None:
+    run = _shipped(maria, "10077")
+    Run.objects.filter(pk=run.pk).update(created_at=CHICAGO_MORNING)
+    response = superuser.get(reverse("admin:workflows_run_changelist"))
+    html = response.content.decode()
+    assert '<td class="field-patient">Maria Garcia</td>' in html
+    assert '<td class="field-trigger">order.shipped</td>' in html
+    assert "Dec 6, 2026, 9:14 AM CST" in html
+
+
+@pytest.mark.parametrize(
+    "term", ["Maria", "garcia", "Maria Garcia", "+14155550101", "(415) 555-0101", "10077"]
+)
+def test_runs_are_found_by_patient_name_phone_and_order_number(maria: Any, term: str) -> None:
+    mine = _shipped(maria, "10077")
+    other = PatientFactory(organization=maria.organization, first_name="Noah", last_name="Kim")
+    _shipped(other, "10078")
+    # Another clinic's Maria Garcia with the same phone and order number: never found.
+    twin = PatientFactory(first_name="Maria", last_name="Garcia", phone="+14155550101")
+    _shipped(twin, "10077")
+    client = _clinic_client(maria.organization, ["view_run"])
+    response = client.get(reverse("admin:workflows_run_changelist"), {"q": term})
+    assert response.status_code == 200
+    assert [run.pk for run in response.context["cl"].result_list] == [mine.pk]
+
+
+def test_a_search_that_matches_nothing_lists_nothing(superuser: Client, maria: Any) -> None:
+    _shipped(maria, "10077")
+    for term in ("Zelda", "555-0199", "99999", "{}", "%"):
+        response = superuser.get(reverse("admin:workflows_run_changelist"), {"q": term})
+        assert response.status_code == 200 and not response.context["cl"].result_list, term
+
+
+def test_the_run_page_is_titled_with_workflow_and_patient(superuser: Client, maria: Any) -> None:
+    run = _shipped(maria, "10077")
+    html = superuser.get(reverse("admin:workflows_run_change", args=[run.pk])).content.decode()
+    title = f"Order shipped SMS — Maria Garcia (run {run.pk})"
+    assert f"<title>{title} |" in html and f"<h2>{title}</h2>" in html
+    assert f'href="{reverse("admin:patients_patient_change", args=[maria.pk])}">Maria Garcia<' in (
+        html
+    )
+    # The model's own name for it stays free of patient data (logs, error reports).
+    assert str(run) == f"Order shipped SMS (run {run.pk})"
+
+
+def test_a_run_without_a_patient_is_titled_by_its_workflow(superuser: Client) -> None:
+    workflow = WorkflowFactory(name="Inbound triage")
+    event = Event.objects.create(
+        organization=workflow.organization,
+        type="message.inbound",
+        dedupe_key="x",
+        payload={"customer": None, "message": {"body": "hi"}},
+    )
+    run = Run.objects.create(workflow=workflow, event=event, definition={"steps": []})
+    response = superuser.get(reverse("admin:workflows_run_change", args=[run.pk]))
+    assert f"<h2>Inbound triage (run {run.pk})</h2>" in response.content.decode()
+    listing = superuser.get(reverse("admin:workflows_run_changelist")).content.decode()
+    assert '<td class="field-patient">-</td>' in listing
+
+
+def _logged_message(maria: Any) -> OutboundMessage:
+    run = _shipped(maria, "10077")
+    step_run = StepRun.objects.create(run=run, index=0, status="succeeded")
+    message = _message(
+        run,
+        step_run,
+        status="delivered",
+        provider_sid=PROVIDER_SID,
+        provider_status="delivered",
+        decision={**DECISION, "allowed": True},
+    )
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        created_at=CHICAGO_MORNING,
+        sent_at=CHICAGO_MORNING + timedelta(seconds=2),
+        delivered_at=CHICAGO_MORNING + timedelta(minutes=1),
+    )
+    return message
+
+
+def test_message_times_are_the_clinics(superuser: Client, maria: Any) -> None:
+    message = _logged_message(maria)
+    listing = superuser.get(reverse("admin:integrations_outboundmessage_changelist"))
+    assert ">Dec 6, 2026, 9:14 AM CST</a></th>" in listing.content.decode()  # the first column
+    page = superuser.get(
+        reverse("admin:integrations_outboundmessage_change", args=[message.pk])
+    ).content.decode()
+    assert "Dec 6, 2026, 9:15 AM CST" in page  # delivered
+    assert "Decided Mar 1, 2026, 8:00 AM CST: send" in page  # the decision's stored UTC time
+    assert "2026-03-01T14:00:00" not in page.split("Technical details")[0]
+
+
+def test_internal_keys_are_for_support_staff_only(superuser: Client, maria: Any) -> None:
+    message = _logged_message(maria)
+    internals = [message.idempotency_key, PROVIDER_SID, "2026-03-01T14:00:00"]
+    change = reverse("admin:integrations_outboundmessage_change", args=[message.pk])
+    run_page = reverse("admin:workflows_run_change", args=[message.step_run.run_id])
+    clinic = _clinic_client(maria.organization, ["view_outboundmessage", "view_run"])
+    for url in (change, run_page, reverse("admin:integrations_outboundmessage_changelist")):
+        response = clinic.get(url)
+        assert response.status_code == 200, url
+        html = response.content.decode()
+        assert "Technical details" not in html, url
+        for internal in internals:
+            assert internal not in html, (url, internal)
+    page = clinic.get(change).content.decode()
+    assert "Delivered" in page and "Dec 6, 2026, 9:15 AM CST" in page  # what a clinic needs
+    support = superuser.get(change).content.decode()
+    assert "Technical details" in support
+    for internal in internals:
+        assert internal in support, internal
+    assert PROVIDER_SID in superuser.get(run_page).content.decode()
+
+
+def test_messages_are_found_by_patient_name_and_phone(superuser: Client, maria: Any) -> None:
+    message = _logged_message(maria)
+    url = reverse("admin:integrations_outboundmessage_changelist")
+    for term in ("+14155550100", "(415) 555-0100", message.patient.first_name):
+        found = superuser.get(url, {"q": term}).context["cl"].result_list
+        assert [m.pk for m in found] == [message.pk], term
+
+
+def test_inbound_messages_show_the_clinics_time(superuser: Client, maria: Any) -> None:
+    from integrations.models import InboundMessage
+
+    inbound = InboundMessage.objects.create(
+        organization=maria.organization,
+        integration=IntegrationFactory(organization=maria.organization),
+        provider_sid="SM" + "cd" * 16,
+        from_number=maria.phone,
+        to="+15005550006",
+        body="STOP",
+        patient=maria,
+    )
+    InboundMessage.objects.filter(pk=inbound.pk).update(created_at=CHICAGO_MORNING)
+    html = superuser.get(reverse("admin:integrations_inboundmessage_changelist")).content.decode()
+    assert '<th class="field-received"><a href=' in html
+    assert ">Dec 6, 2026, 9:14 AM CST</a></th>" in html
+
+
+def test_the_event_list_names_the_patient_in_the_clinics_time(
+    superuser: Client, maria: Any
+) -> None:
+    run = _shipped(maria, "10077")
+    Event.objects.filter(pk=run.event_id).update(occurred_at=CHICAGO_MORNING)
+    html = superuser.get(reverse("admin:workflows_event_changelist")).content.decode()
+    assert '<td class="field-patient">Maria Garcia</td>' in html
+    assert "Dec 6, 2026, 9:14 AM CST" in html
+    page = superuser.get(reverse("admin:workflows_event_change", args=[run.event_id]))
+    assert page.status_code == 200 and "Technical details" in page.content.decode()
+
+
+def test_step_runs_name_their_run_and_patient(superuser: Client, maria: Any) -> None:
+    run = _shipped(maria, "10077")
+    StepRun.objects.create(run=run, index=0, status="succeeded")
+    html = superuser.get(reverse("admin:workflows_steprun_changelist")).content.decode()
+    assert f"Order shipped SMS (run {run.pk})" in html and "Maria Garcia" in html
+
+
+def test_support_staff_find_a_message_by_its_keys(superuser: Client, maria: Any) -> None:
+    message = _logged_message(maria)
+    url = reverse("admin:integrations_outboundmessage_changelist")
+    for term in (message.idempotency_key, PROVIDER_SID):
+        assert [m.pk for m in superuser.get(url, {"q": term}).context["cl"].result_list] == [
+            message.pk
+        ]
+    clinic = _clinic_client(maria.organization, ["view_outboundmessage"])
+    assert not clinic.get(url, {"q": PROVIDER_SID}).context["cl"].result_list

@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 from django.contrib import admin
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -158,3 +159,37 @@ def test_run_timeline_query_count_is_constant() -> None:
     response = client.get(url)
     assert response.content.decode().count('class="cf-sms"') == 11
     assert _queries(client, url) == few
+
+
+@pytest.mark.parametrize(
+    ("changelist", "query"),
+    [
+        ("admin:integrations_outboundmessage_changelist", "?created=today&outcome=sent"),
+        ("admin:integrations_outboundmessage_changelist", "?created=7d&q=Pat"),
+        ("admin:integrations_outboundmessage_changelist", "?q=(415)%20555-0100"),
+        ("admin:workflows_run_changelist", "?status__exact=succeeded&finished=7d"),
+        ("admin:workflows_run_changelist", "?q=Lee"),
+        ("admin:workflows_run_changelist", "?q=(415)%20555-0100"),
+        ("admin:integrations_inboundmessage_changelist", "?needs_review__exact=1"),
+    ],
+)
+@pytest.mark.parametrize("role", ["superuser", "clinic"])
+def test_filtered_changelists_query_count_is_constant(
+    changelist: str, query: str, role: str
+) -> None:
+    """The clinic home's links and the searches cost the same however many rows they show,
+    for support staff (every clinic, each in its own zone) and for a clinic."""
+    integration = IntegrationFactory()
+    OrganizationFactory(timezone="Pacific/Kiritimati")  # a second zone for support staff
+    _populate(integration, 2)
+    client = Client()
+    if role == "superuser":
+        client.force_login(UserFactory(is_superuser=True))
+    else:
+        user = StaffMembershipFactory(organization=integration.organization).user
+        user.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+        client.force_login(user)
+    url = reverse(changelist) + query
+    few = _queries(client, url)
+    _populate(integration, 8)
+    assert _queries(client, url) == few, f"{url} makes a query per row"

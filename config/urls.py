@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from integrations import inbound
+from integrations import home, inbound
 from workflows import reference
 
 admin.site.site_header = "careflow"
@@ -20,6 +20,9 @@ urlpatterns = [
         admin.site.admin_view(reference.reference_event),
         name="careflow-reference-event",
     ),
+    # The admin index with the clinic home on top (integrations.home); the rest of the admin
+    # is the admin's own.
+    path("admin/", admin.site.admin_view(home.admin_home), name="careflow-home"),
     path("admin/", admin.site.urls),
     path(
         "webhooks/events/<uuid:organization_uuid>/",

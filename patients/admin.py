@@ -160,7 +160,7 @@ class PatientAdmin(OrganizationScopedAdmin):
         change: bool = False,
         form_url: str = "",
         obj: Patient | None = None,
-    ) -> Any:
+    ) -> HttpResponse:
         # Here rather than in change_view: the object is the one this user may see.
         if obj is None or obj.pk is None:
             return super().render_change_form(request, context, add, change, form_url, obj)
@@ -168,8 +168,10 @@ class PatientAdmin(OrganizationScopedAdmin):
         response = super().render_change_form(request, context, add, change, form_url, obj)
         # Times as the clinic reads them (the conversation, the consent history below), in
         # the patient's clinic's zone whoever looks: rendered now, while it is the current one.
-        with timezone.override(obj.organization.timezone):
-            return response.render()
+        if isinstance(response, TemplateResponse):
+            with timezone.override(obj.organization.timezone):
+                response.render()
+        return response
 
 
 @admin.register(ConsentRecord)

@@ -24,11 +24,11 @@ def consent_current(
 def consent_active_opt_in(
     *, patient: Patient, purpose: str, channel: str = ConsentRecord.Channel.SMS
 ) -> ConsentRecord | None:
-    """The opt-in a send may rely on: the latest decision, if it is an opt-in."""
-    latest = consent_current(patient=patient, purpose=purpose, channel=channel)
-    if latest is not None and latest.action == ConsentRecord.Action.OPT_IN:
-        return latest
-    return None
+    """The opt-in a send may rely on, by the send-time rule (`patients.consent`): the latest
+    decision, if it is an opt-in (in writing, for marketing) with no STOP since."""
+    history = ConsentRecord.objects.filter(patient=patient, channel=channel).order_by()
+    verdict = consent_verdict(history, purpose=purpose)
+    return verdict.opt_in if verdict.allowed else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,23 @@ def test_purposes_are_independent() -> None:
     assert consent_active_opt_in(patient=patient, purpose=MKT) is None
 
 
+def test_an_active_opt_in_is_one_the_send_time_policy_relies_on() -> None:
+    patient = PatientFactory()
+    ConsentFactory(patient=patient, purpose=MKT, consent_text="")  # no written consent
+    assert consent_active_opt_in(patient=patient, purpose=MKT) is None
+    ConsentFactory(patient=patient, occurred_at=timezone.now() - timedelta(hours=1))
+    ConsentFactory(
+        patient=patient,
+        purpose=MKT,
+        action=OPT_OUT,
+        source=ConsentRecord.Source.INBOUND_KEYWORD,
+        consent_text="",
+    )
+    # The STOP was recorded under marketing; it still ends the transactional opt-in.
+    assert consent_current(patient=patient, purpose=TX).action == OPT_IN
+    assert consent_active_opt_in(patient=patient, purpose=TX) is None
+
+
 def test_same_timestamp_ties_go_to_the_later_record() -> None:
     patient = PatientFactory()
     moment = timezone.now()

@@ -12,6 +12,7 @@ from django.utils.html import escape
 
 from integrations.registry import REGISTRY
 from workflows.events import EVENT_TYPES
+from workflows.filters import filter_summary
 
 BOX_X = 24
 BOX_WIDTH = 270
@@ -135,7 +136,7 @@ def step_detail(step: Mapping[str, Any]) -> str:
         subject = f" in {context}" if context else ""
         if query in (None, "", {}):
             return f"If (no condition yet){subject}"
-        return f"If {_text_of(query)}{subject}"
+        return f"If {filter_summary(query) or _text_of(query)}{subject}"
     if kind == "delay":
         return _delay_detail(params)
     if kind == "adapter":
@@ -203,7 +204,7 @@ def workflow_diagram(
         )
     )
     filter_text = (
-        f"only if {_text_of(filter)}"
+        f"only if {filter_summary(filter) or _text_of(filter)}"
         if filter
         else (event.description if event else "no trigger chosen yet")
     )

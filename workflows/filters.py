@@ -698,3 +698,109 @@ def _literal_operator_error(path: str, op: str | None, key: str) -> FilterError:
             f'{{"{path}": {{"{key}": …}}}}',
         )
     return _error(path, f'"{op}" takes plain values, so it cannot contain the operator "{key}"')
+
+
+# --- a query in words ------------------------------------------------------------------------
+
+_SYMBOLS = {"$ne": "is not", "$lt": "<", "$lte": "≤", "$gt": ">", "$gte": "≥"}
+_EMPTY_LISTS = ([None, ""], [None, []])
+_ESCAPED = re2.compile(r"^(?:[^.*+?^${}()|\[\]\\]|\\[.*+?^${}()|\[\]\\])*$", _RE2_OPTIONS)
+
+
+def filter_summary(query: Any) -> str | None:
+    """A query as a clinic admin reads it — `order.totalAmount ≥ 50 and (customer.isTest is
+    true or order.coupon starts with “vip”)` — for what the point-and-click builder writes;
+    None for anything else (the caller shows the JSON)."""
+    if not isinstance(query, Mapping) or not query:
+        return None
+    try:
+        return _document_words(query, depth=1)[0]
+    except _NoWords:
+        return None
+
+
+class _NoWords(Exception):
+    pass
+
+
+# Words and how they are joined: "" for one condition, else "and" or "or".
+_Words = tuple[str, str]
+
+
+def _joined(parts: list[_Words], joiner: str) -> _Words:
+    if len(parts) == 1:
+        return parts[0]
+    pieces = [words if kind in ("", joiner) else f"({words})" for words, kind in parts]
+    return f" {joiner} ".join(pieces), joiner
+
+
+def _document_words(query: Mapping[str, Any], *, depth: int) -> _Words:
+    if depth > MAX_DEPTH or not query:
+        raise _NoWords
+    parts: list[_Words] = []
+    for key, condition in query.items():
+        if key in ("$and", "$or") and isinstance(condition, list) and condition:
+            subs = [_document_words(_mapping(sub), depth=depth + 1) for sub in condition]
+            parts.append(_joined(subs, key[1:]))
+        elif isinstance(key, str) and key and not key.startswith("$"):
+            parts.append(_joined([(w, "") for w in _condition_words(key, condition)], "and"))
+        else:
+            raise _NoWords
+    return _joined(parts, "and")
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _NoWords
+    return value
+
+
+def _condition_words(path: str, condition: Any) -> list[str]:
+    if not _is_operator_object(condition):
+        if isinstance(condition, bool):
+            return [f"{path} is {'true' if condition else 'false'}"]
+        return [f"{path} is {_value_words(condition)}"]
+    if set(condition) == {"$regex", "$options"} and condition["$options"] == "i":
+        pattern = condition["$regex"]
+        starts = isinstance(pattern, str) and pattern.startswith("^")
+        text = _unescaped(pattern[1:] if starts else pattern)
+        return [f"{path} {'starts with' if starts else 'contains'} “{text}”"]
+    words = []
+    for op, arg in condition.items():
+        if op in ("$in", "$nin") and arg in _EMPTY_LISTS:
+            words.append(f"{path} is {'not ' if op == '$nin' else ''}empty")
+        elif op in ("$in", "$nin") and isinstance(arg, list) and arg:
+            values = ", ".join(_value_words(item) for item in arg)
+            words.append(f"{path} is {'one' if op == '$in' else 'none'} of {values}")
+        elif op in _SYMBOLS:
+            words.append(f"{path} {_SYMBOLS[op]} {_value_words(arg)}")
+        elif op == "$regex" and len(condition) == 1 and isinstance(arg, str):
+            words.append(f"{path} matches the pattern “{arg}”")
+        elif (
+            op == "$not"
+            and isinstance(arg, Mapping)
+            and set(arg) == {"$regex", "$options"}
+            and arg["$options"] == "i"
+        ):
+            words.append(f"{path} does not contain “{_unescaped(arg['$regex'])}”")
+        else:
+            raise _NoWords
+    return words
+
+
+def _unescaped(pattern: Any) -> str:
+    if not isinstance(pattern, str) or not _ESCAPED.search(pattern):
+        raise _NoWords
+    return re2.sub(r"\\(.)", r"\1", pattern)
+
+
+def _value_words(value: Any) -> str:
+    if isinstance(value, str):
+        return f"“{value}”"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if _is_number(value):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    if _is_date(value) and isinstance(value["$date"], str):
+        return value["$date"].replace("T", " ").replace(":00Z", " UTC")
+    raise _NoWords

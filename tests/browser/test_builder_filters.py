@@ -103,7 +103,7 @@ def test_a_filter_built_by_clicking_with_an_or_group_is_saved_as_its_query(
     }
     assert _filter_json(page) == expected
     expect(page.locator("#cf-problems")).to_have_text("✓ No problems found.")
-    expect(page.locator("#cf-diagram svg")).to_contain_text("only if")
+    expect(page.locator("#cf-diagram svg")).to_contain_text("only if order.totalAmount ≥ 50")
     page.locator("#toggle-nav-sidebar").click()
     page.locator("section[aria-labelledby=cf-filter-heading]").screenshot(
         path=screenshot_path("filter-builder.png", tmp_path)
@@ -189,7 +189,7 @@ def test_a_condition_step_built_by_clicking(
     expect(step.locator("textarea[data-param=query]")).to_have_value(
         '{"order.lineItems.price":{"$gt":100}}'
     )
-    expect(page.locator("#cf-diagram svg")).to_contain_text('If {"order.lineItems.price"')
+    expect(page.locator("#cf-diagram svg")).to_contain_text("If order.lineItems.price > 100")
     _save(page)
     condition = workflow.steps.get(position=2)
     assert condition.parameters == {"query": {"order.lineItems.price": {"$gt": 100}}}
@@ -343,3 +343,51 @@ def test_a_workflow_is_enabled_only_through_the_banner(
     expect(page.locator("#cf-status")).to_contain_text("Enabled.")
     workflow.refresh_from_db()
     assert workflow.enabled is True
+
+
+def test_a_field_is_found_by_typing_and_an_unlisted_path_is_typed(
+    admin_page: Callable[[Any], Page], workflow: Workflow
+) -> None:
+    page = _open(admin_page, workflow)
+    page.get_by_role("button", name="Add a condition to the filter").click()
+    page.get_by_label("Condition 1: field", exact=True).select_option("Search or type a path…")
+    search = page.get_by_label("Condition 1: path", exact=True)
+    expect(search).to_be_focused()
+    expect(page.locator("#cf-filter-builder-paths option[value='order.coupon']")).to_have_count(1)
+    search.fill("order.coupon")
+    search.press("Tab")
+    # a listed path becomes that field, with its type's operators
+    expect(page.get_by_label("Condition 1: field", exact=True)).to_have_value("order.coupon")
+    expect(page.get_by_label("Condition 1: operator", exact=True)).to_be_focused()
+    page.get_by_label("Condition 1: value", exact=True).fill("VIP")
+
+    page.get_by_role("button", name="Add a condition to the filter").click()
+    page.get_by_label("Condition 2: field", exact=True).select_option("Search or type a path…")
+    page.get_by_label("Condition 2: path", exact=True).fill("order.partnerCode")
+    page.get_by_label("Condition 2: path", exact=True).press("Tab")
+    expect(page.get_by_label("Condition 2: field", exact=True)).to_have_value("__custom__")
+    page.get_by_label("Condition 2: value", exact=True).fill("12")
+    expect(page.locator("#cf-filter-builder")).to_contain_text(
+        "A path the data reference does not list"
+    )
+    assert _filter_json(page) == {"order.coupon": "VIP", "order.partnerCode": 12}
+
+
+def test_whoever_sees_every_clinic_gets_the_numbers_of_the_clinic_chosen(
+    admin_page: Callable[[Any], Page], workflow: Workflow
+) -> None:
+    from tests.factories import UserFactory
+
+    other = IntegrationFactory(sending_numbers=["+14155550177"]).organization
+    page = admin_page(UserFactory(is_superuser=True, is_staff=True))
+    page.goto("/admin/workflows/workflow/add/")
+    page.locator("#id_organization").select_option(str(workflow.organization_id))
+    page.locator("[data-add=adapter]").click()
+    step = page.locator("#cf-steps > li").first
+    step.get_by_label("Adapter").select_option("twilio")
+    sender = step.get_by_label("From Phone", exact=True)
+    expect(sender.locator("option")).to_have_text(["Choose a number…", *NUMBERS, "Use a variable…"])
+    page.locator("#id_organization").select_option(str(other.pk))
+    expect(sender.locator("option")).to_have_text(
+        ["Choose a number…", "+14155550177", "Use a variable…"]
+    )

@@ -57,7 +57,16 @@ def test_a_filter_is_shown_under_the_trigger() -> None:
     texts = _texts(
         workflow_diagram(trigger="order.shipped", filter={"order.coupon": "X"}, steps=[])
     )
-    assert texts[1] == 'only if {"order.coupon": "X"}'
+    assert texts[1] == "only if order.coupon is “X”"
+
+
+def test_a_query_the_builder_cannot_write_is_shown_as_json() -> None:
+    texts = _texts(
+        workflow_diagram(
+            trigger="order.shipped", filter={"order.lineItems": {"$size": 2}}, steps=[]
+        )
+    )
+    assert texts[1:3] == ['only if {"order.lineItems": {"$size":', "2}}"]
 
 
 def test_conditions_branch_yes_down_and_no_to_their_target_or_the_end() -> None:
@@ -70,7 +79,7 @@ def test_conditions_branch_yes_down_and_no_to_their_target_or_the_end() -> None:
     assert texts.count("yes") == 2
     assert "no → step 3" in texts
     assert "no → end" in texts
-    assert 'If {"order.totalAmount": 50}' in texts
+    assert "If order.totalAmount is 50" in texts
 
 
 def test_a_target_that_is_not_a_later_step_is_drawn_to_the_end() -> None:
@@ -173,7 +182,7 @@ def _steps_with_missing_parameters() -> list[dict[str, Any]]:
                 shapes += [{"type": "adapter", "adapter": adapter.name, "function": None}]
             continue
         names = [p.name for p in step_type.parameters]
-        kinds = [value for value, _ in step_type.parameters[0].choices] or [None]
+        kinds: list[str | None] = [value for value, _ in step_type.parameters[0].choices]
         for kind in kinds if step_type.name == "delay" else [None]:
             for params in _gaps(names):
                 if kind is not None:
@@ -184,8 +193,8 @@ def _steps_with_missing_parameters() -> list[dict[str, Any]]:
 
 
 def _gaps(names: list[str]) -> list[dict[str, Any]]:
-    filled = {name: "x" for name in names}
-    out: list[dict[str, Any]] = [{}, {name: None for name in names}, dict.fromkeys(names, "")]
+    filled = dict.fromkeys(names, "x")
+    out: list[dict[str, Any]] = [{}, dict.fromkeys(names), dict.fromkeys(names, "")]
     for name in names:
         out += [{**filled, name: None}, {**filled, name: ""}]
         out.append({k: v for k, v in filled.items() if k != name})

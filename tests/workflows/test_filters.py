@@ -893,8 +893,8 @@ def test_non_object_data_has_no_fields(data: Any) -> None:
 
 # --- what the point-and-click builder writes (builder.js, query-builder.js) -----------------
 
-IS_EMPTY = {"$in": [None, ""]}
-LIST_IS_EMPTY = {"$in": [None, []]}
+IS_EMPTY: dict[str, list[Any]] = {"$in": [None, ""]}
+LIST_IS_EMPTY: dict[str, list[Any]] = {"$in": [None, []]}
 
 
 @pytest.mark.parametrize(
@@ -951,3 +951,38 @@ def test_any_item_of_a_list_of_objects_is_tested_through_the_lists_path() -> Non
     assert filter_matches({"order.lineItems.name": "Iron"}, order) is True
     assert filter_matches({"order.lineItems.price": {"$gte": 50}}, order) is True
     assert filter_matches({"order.lineItems.price": {"$gte": 100}}, order) is False
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ({"order.status": "shipped"}, "order.status is “shipped”"),
+        (
+            {"order.totalAmount": {"$gte": 50, "$lt": 99.5}},
+            "order.totalAmount ≥ 50 and order.totalAmount < 99.5",
+        ),
+        ({"customer.isTest": False}, "customer.isTest is false"),
+        ({"order.coupon": {"$in": [None, ""]}}, "order.coupon is empty"),
+        ({"changedFields": {"$nin": [None, []]}}, "changedFields is not empty"),
+        ({"order.status": {"$nin": ["a", "b"]}}, "order.status is none of “a”, “b”"),
+        ({"order.coupon": {"$regex": r"1\.5", "$options": "i"}}, "order.coupon contains “1.5”"),
+        ({"order.coupon": {"$regex": "^vip", "$options": "i"}}, "order.coupon starts with “vip”"),
+        ({"a": {"$not": {"$regex": "x", "$options": "i"}}}, "a does not contain “x”"),
+        ({"a": {"$regex": "^a.*b$"}}, "a matches the pattern “^a.*b$”"),
+        ({"a": {"$lt": {"$date": "2026-01-01T09:00:00Z"}}}, "a < 2026-01-01 09:00 UTC"),
+        (
+            {"a": 1, "$or": [{"b": 2, "c": 3}, {"d": {"$ne": 4}}]},
+            "a is 1 and ((b is 2 and c is 3) or d is not 4)",
+        ),
+        ({"$and": [{"$or": [{"a": 1}, {"b": 2}]}, {"c": 3}]}, "(a is 1 or b is 2) and c is 3"),
+        # what the builder does not write: the JSON is shown instead
+        ({"a": {"$size": 2}}, None),
+        ({"a": {"$regex": "a.b", "$options": "i"}}, None),
+        ({"a": None}, None),
+        ({"$nor": [{"a": 1}]}, None),
+        ({}, None),
+        ("not a query", None),
+    ],
+)
+def test_filter_summary_says_the_builders_queries_in_words(query: Any, words: str | None) -> None:
+    assert filters.filter_summary(query) == words

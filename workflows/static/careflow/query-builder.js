@@ -433,6 +433,7 @@
         }
       );
       parts.push(el("div", { class: "cf-query-add" }, add, " ", addGroup));
+      parts.push(el("datalist", { id: `${id}-paths` }, ...fieldsList().map((f) => option(f.path, f.description))));
       visual.replaceChildren(...parts);
       showProblems(write(root, field).problems);
       if (focusId && document.getElementById(focusId)) document.getElementById(focusId).focus();
@@ -513,7 +514,12 @@
     }
 
     function pathSelect(condition, selectId, label) {
-      const select = el("select", { id: selectId, class: "cf-query-field" }, option("", "Choose a field…"));
+      const listed = fieldsList().length;
+      const select = el(
+        "select",
+        { id: selectId, class: "cf-query-field" },
+        option("", listed ? "Choose a field…" : "Type a path (choose Search or type…)")
+      );
       const groups = new Map();
       fieldsList().forEach((f) => {
         if (!groups.has(f.group)) groups.set(f.group, el("optgroup", { label: f.group }));
@@ -522,7 +528,9 @@
         groups.get(f.group).append(item);
       });
       groups.forEach((group) => select.append(group));
-      select.append(el("optgroup", { label: "Not in the list" }, option(CUSTOM, "Other path…")));
+      // Long lists are searched by typing (the box suggests the listed paths); a path the
+      // list lacks (a webhook's own data, an earlier step's result) is typed there too.
+      select.append(el("optgroup", { label: "Not in the list, or to search it" }, option(CUSTOM, "Search or type a path…")));
       select.value = condition.custom ? CUSTOM : condition.path;
       return select;
     }
@@ -553,15 +561,32 @@
           type: "text",
           id: `${prefix}-path`,
           class: "cf-query-path",
-          placeholder: "e.g. webhook.data.kitId",
+          placeholder: "type to search, e.g. coupon",
           autocomplete: "off",
           spellcheck: "false",
+          list: `${id}-paths`,
         });
         path.value = condition.path;
-        path.addEventListener("input", () => {
+        // A listed path, picked from the suggestions or typed in full, becomes that field
+        // (with its type) once chosen: not while typing, "order.status" may go on to
+        // "order.statusHistory.status".
+        const adopt = () => {
+          const found = field(condition.path);
+          if (!found) return;
+          condition.custom = false;
+          if (!operatorsOf(found.type).some(([op]) => op === condition.op)) {
+            condition.op = operatorsOf(found.type)[0][0];
+            condition.value = "";
+          }
+          render(`${prefix}-op`);
+          emit();
+        };
+        path.addEventListener("input", (event) => {
           condition.path = path.value.trim();
           emit();
+          if (!event.inputType || event.inputType === "insertReplacementText") adopt();
         });
+        path.addEventListener("change", adopt);
         parts.push(el("label", { for: path.id, class: "cf-visually-hidden", text: `${label}: path` }), path);
       }
       const opSelect = el("select", { id: `${prefix}-op`, class: "cf-query-op" });

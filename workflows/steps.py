@@ -41,15 +41,15 @@ CONDITION = StepType(
         Parameter(
             "context",
             "Test",
-            "What the conditions look at: the event's data (blank), or history.<step>.result, "
-            "an earlier step's result.",
+            "What the conditions look at: the event's data (blank), or an earlier step's "
+            "result (history.<step>.result), e.g. the answer a webhook returned.",
             required=False,
             example="",
         ),
         Parameter(
             "else",
             "If false",
-            '"end" to end the run, or a later step number to go to.',
+            'End the run ("end"), or skip ahead to a later step (its number).',
             required=False,
             example="end",
         ),
@@ -58,7 +58,7 @@ CONDITION = StepType(
 DELAY_KIND = Parameter(
     "kind",
     "Wait",
-    "How long to wait.",
+    "What to wait for.",
     example="duration",
     choices=(
         ("duration", "For a length of time"),

@@ -518,7 +518,7 @@
       const select = el(
         "select",
         { id: selectId, class: "cf-query-field" },
-        option("", listed ? "Choose a field…" : "Type a path (choose Search or type…)")
+        option("", listed ? "Choose a field…" : "No fields listed: type a path")
       );
       const groups = new Map();
       fieldsList().forEach((f) => {

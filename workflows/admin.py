@@ -193,7 +193,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         org_ids = self._visible_organization_ids(request, obj)
         # Whoever sees every clinic may move a workflow to another one: offer every clinic's
         # numbers, the builder shows those of the clinic chosen.
-        every = request.user.is_superuser  # type: ignore[union-attr]
+        every = sees_all_organizations(request.user)
         numbers = builder.approved_numbers(organization_ids=None if every else org_ids)
         senders = {str(organization_id): found for organization_id, found in numbers.items()}
         return {
@@ -321,7 +321,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         own (the workflow's); for whoever sees every clinic the one chosen on the page, else
         the workflow's. None while no clinic is known."""
         organization = workflow.organization if workflow is not None else None
-        if request.user.is_superuser:  # type: ignore[union-attr]
+        if sees_all_organizations(request.user):
             try:
                 chosen = int(body.get("organization") or 0)
             except (TypeError, ValueError):

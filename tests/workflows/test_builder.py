@@ -534,6 +534,25 @@ def test_a_superuser_validates_for_the_clinic_chosen_on_the_page(workflow: Workf
         assert report["ok"] is (url == _url("builder_validate"))  # no clinic: not checked
 
 
+def test_support_staff_validate_for_the_clinic_chosen_too(workflow: Workflow) -> None:
+    from django.contrib.auth.models import Group
+
+    from patients.roles import SUPPORT_STAFF
+
+    other = IntegrationFactory(sending_numbers=["+14155550100"])
+    user = UserFactory(is_staff=True)
+    user.groups.add(Group.objects.get(name=SUPPORT_STAFF))
+    client = Client()
+    client.force_login(user)
+    definition = _definition({**SMS, "parameters": {**SMS["parameters"], "from": "+14155550100"}})
+    body = {"definition": definition, "organization": other.organization_id}
+    assert _post(client, _url("builder_validate", workflow), body).json()["ok"] is True
+    body = {"definition": definition}
+    assert _post(client, _url("builder_validate", workflow), body).json()["ok"] is False
+    config = client.get(_url("change", workflow)).context["builder"]
+    assert config["senders"][str(other.organization_id)] == ["+14155550100"]
+
+
 def test_a_dry_run_lists_an_unapproved_sender(
     staff: Client, workflow: Workflow, test_patient: Any
 ) -> None:

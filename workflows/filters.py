@@ -703,7 +703,7 @@ def _literal_operator_error(path: str, op: str | None, key: str) -> FilterError:
 # --- a query in words ------------------------------------------------------------------------
 
 _SYMBOLS = {"$ne": "is not", "$lt": "<", "$lte": "≤", "$gt": ">", "$gte": "≥"}
-_EMPTY_LISTS = ([None, ""], [None, []])
+_EMPTY_LISTS: tuple[list[Any], ...] = ([None, ""], [None, []])
 _ESCAPED = re2.compile(r"^(?:[^.*+?^${}()|\[\]\\]|\\[.*+?^${}()|\[\]\\])*$", _RE2_OPTIONS)
 
 

@@ -15,8 +15,11 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tes
 # The test client and live server speak plain HTTP; the production defaults would redirect it.
 SECURE_SSL_REDIRECT = False
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False
-# Templates render {% static %} without a collectstatic manifest; the README's stack test
-# (tests/browser/test_readme.py) runs the real storage through careflow_up.
+# Templates render {% static %} without a collectstatic manifest, and WhiteNoise serves the
+# apps' files as they are (no STATIC_ROOT to collect into); the README's stack test
+# (tests/browser/test_readme.py) and tests/test_production_server.py run the real storage.
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True
 STORAGES = {
     **STORAGES,  # noqa: F405
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -18,7 +18,7 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False
 # Templates render {% static %} without a collectstatic manifest, and WhiteNoise serves the
 # apps' files as they are (no STATIC_ROOT to collect into); the README's stack test
 # (tests/browser/test_readme.py) and tests/test_production_server.py run the real storage.
-STATIC_ROOT = None
+STATIC_ROOT = None  # type: ignore[assignment]
 WHITENOISE_USE_FINDERS = True
 STORAGES = {
     **STORAGES,  # noqa: F405

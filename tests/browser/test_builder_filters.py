@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.conftest import clinic_admin, screenshot_path
+from tests.browser.conftest import clinic_admin
 from tests.factories import IntegrationFactory, SmsStepFactory, WorkflowFactory
 from workflows.models import Step, Workflow
 
@@ -106,7 +106,7 @@ def test_a_filter_built_by_clicking_with_an_or_group_is_saved_as_its_query(
     expect(page.locator("#cf-diagram svg")).to_contain_text("only if order.totalAmount ≥ 50")
     page.locator("#toggle-nav-sidebar").click()
     page.locator("section[aria-labelledby=cf-filter-heading]").screenshot(
-        path=screenshot_path("filter-builder.png", tmp_path)
+        path=tmp_path / "filter-builder.png"
     )
 
     _save(page)

@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 from integrations.models import OutboundMessage
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import Order
-from tests.browser.conftest import clinic_admin, screenshot_path
+from tests.browser.conftest import clinic_admin
 from tests.conftest import sandbox_account, wait_for
 from tests.factories import (
     ConsentFactory,
@@ -88,7 +88,7 @@ def test_build_test_enable_and_fire_the_guides_workflow(
     expect(page.locator("#cf-problems")).to_have_text("✓ No problems found.")
     expect(page.locator("#cf-diagram svg")).to_contain_text("Twilio → Send SMS")
     page.locator("#toggle-nav-sidebar").click()  # more room, as many admins keep it
-    page.locator("#content-main").screenshot(path=screenshot_path("builder.png", tmp_path))
+    page.locator("#content-main").screenshot(path=tmp_path / "builder.png")
 
     page.locator("input[name=_continue]").click()
     expect(page.locator(".messagelist")).to_contain_text("was added successfully")
@@ -113,7 +113,7 @@ def test_build_test_enable_and_fire_the_guides_workflow(
     expect(result).to_contain_text("would send now")
     expect(result.locator(".cf-check-passed")).to_have_count(6)
     expect(result).to_contain_text("transactional opt-in")
-    page.locator("#cf-test-section").screenshot(path=screenshot_path("dry-run.png", tmp_path))
+    page.locator("#cf-test-section").screenshot(path=tmp_path / "dry-run.png")
     assert not OutboundMessage.objects.exists()
 
     # --- live test: really texts the test patient, marked as a test -----------------------

@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 
 from integrations.models import InboundMessage, OutboundMessage
 from patients.clinic_view import clinic_days
-from tests.browser.conftest import clinic_admin, screenshot_path
+from tests.browser.conftest import clinic_admin
 from tests.factories import (
     IntegrationFactory,
     OrganizationFactory,
@@ -121,7 +121,7 @@ def test_the_clinic_home_shows_the_day_and_links_to_its_rows(
     )
     expect(page.locator("#content-main a", has_text="Data reference")).to_be_visible()
     expect(page.locator(".app-patients")).to_be_visible()  # the apps stay below
-    page.screenshot(path=str(screenshot_path("clinic-home.png", tmp_path)), full_page=True)
+    page.screenshot(path=str(tmp_path / "clinic-home.png"), full_page=True)
 
     for key, names in (
         ("failed", ["Emma Rossi", "Mia Novak"]),

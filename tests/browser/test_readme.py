@@ -8,6 +8,7 @@ sees what a user sees: an admin without its CSS, or a builder that never loads.
 """
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ from playwright.sync_api import Browser, Page, Response, expect
 
 from tests.browser.conftest import screenshot_path
 from tests.deployments import ROOT, free_port, fresh_env, wait_until_serving
+from workflows.management.commands.careflow_demo import DEMO_ACCOUNT_SID, DEMO_FROM
 
 pytestmark = [pytest.mark.browser]
 
@@ -34,6 +37,7 @@ STARTUP_SECONDS = 180  # first migrate + collectstatic on a cold 2-core machine
 @dataclass
 class Stack:
     url: str
+    sandbox_url: str
     process: subprocess.Popen[str]
     logins: dict[str, str] = field(default_factory=dict)
     output: list[str] = field(default_factory=list)
@@ -73,7 +77,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         text=True,
         start_new_session=True,
     )
-    stack = Stack(url=f"http://127.0.0.1:{port}", process=process)
+    stack = Stack(
+        url=f"http://127.0.0.1:{port}",
+        sandbox_url=f"http://127.0.0.1:{sandbox_port}",
+        process=process,
+    )
     ready = threading.Event()
     threading.Thread(target=_read_output, args=(stack, ready), daemon=True).start()
     try:
@@ -165,6 +173,33 @@ def message_row_with(
     raise AssertionError(f"no message row for {phone} says {text!r} (last: {row!r})")
 
 
+def patient_replies(page: Page, stack: Stack, *, phone: str, body: str) -> None:
+    """The patient texts the clinic's number: the sandbox posts a signed inbound webhook to
+    the URL the integration page tells clinics to give Twilio."""
+    page.goto("/admin/integrations/integration/")
+    page.locator("#result_list tbody tr th a").first.click()
+    webhook = page.locator(".field-inbound_webhook_url .readonly").inner_text().strip()
+    assert re.fullmatch(
+        rf"{re.escape(stack.url)}/webhooks/twilio/[0-9a-f-]{{36}}/inbound/", webhook
+    )
+    request = urllib.request.Request(  # noqa: S310 — the stack's own loopback sandbox
+        f"{stack.sandbox_url}/_sandbox/inbound",
+        data=json.dumps(
+            {
+                "account_sid": DEMO_ACCOUNT_SID,
+                "from": phone,
+                "to": DEMO_FROM,
+                "body": body,
+                "url": webhook,
+            }
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:  # noqa: S310
+        assert response.status == 200
+
+
 def test_the_readme_walk_through_on_the_make_run_stack(
     page: Page, stack: Stack, tmp_path: Path
 ) -> None:
@@ -206,4 +241,46 @@ def test_the_readme_walk_through_on_the_make_run_stack(
     row = message_row_with(page, stack, "+14155550103", "Skipped")
     assert "no SMS consent" in row
     page.goto("/admin/workflows/run/")
-    expect(page.locator("#result_list tbody tr")).to_have_count(2)
+    runs = page.locator("#result_list tbody tr")
+    expect(runs).to_have_count(2)
+    expect(runs.filter(has_text="Maria Garcia")).to_contain_text("order.shipped")
+
+    # Maria answers; her page shows her consent and the conversation, both ways.
+    patient_replies(page, stack, phone="+14155550101", body="Thank you! Can't wait.")
+    page.goto("/admin/patients/patient/")
+    page.locator("#result_list tbody tr", has_text="Garcia").locator("th a").click()
+    consent = page.locator("#cf-consent")
+    expect(consent.locator("[data-purpose=transactional]")).to_contain_text("Opted in")
+    expect(consent.locator("[data-purpose=marketing]")).to_contain_text("Never asked")
+    chat = page.locator("#cf-conversation .cf-chat > li")
+    expect(chat).to_have_count(2)
+    expect(chat.first).to_contain_text("has shipped!")
+    expect(chat.first).to_contain_text("Delivered")
+    expect(chat.last).to_contain_text("Thank you! Can't wait.")
+    page.locator(".cf-patient-panels").screenshot(path=screenshot_path("patient.png", tmp_path))
+
+    # The clinic home counts the day, each number linking to its rows.
+    page.goto("/admin/")
+    for tile, count in {"sent": "1", "delivered": "1", "failed": "0", "skipped": "1"}.items():
+        expect(page.locator(f".cf-home-tile[data-tile='{tile}'] .cf-home-count")).to_have_text(
+            count
+        )
+    page.screenshot(path=screenshot_path("clinic-home.png", tmp_path), full_page=True)
+
+    # A filter built by clicking, on the demo workflow (looked at, not saved).
+    page.goto("/admin/workflows/workflow/")
+    page.locator("#result_list").get_by_role("link", name="Order shipped SMS").click()
+    page.get_by_role("button", name="Add a condition to the filter").click()
+    page.get_by_label("Condition 1: field", exact=True).select_option("order.totalAmount")
+    page.get_by_label("Condition 1: operator", exact=True).select_option("gte")
+    page.get_by_label("Condition 1: value", exact=True).fill("50")
+    page.get_by_role("button", name="Add a group to the filter").click()
+    page.get_by_label("Condition 2.1: field", exact=True).select_option("order.coupon")
+    page.get_by_label("Condition 2.1: operator", exact=True).select_option("in")
+    page.get_by_label("Condition 2.1: value", exact=True).fill("WELCOME5, VIP10")
+    expect(page.locator("#cf-problems")).to_have_text("✓ No problems found.")
+    expect(page.locator("#cf-diagram svg")).to_contain_text("only if order.totalAmount ≥ 50")
+    page.locator("#toggle-nav-sidebar").click()
+    page.locator("section[aria-labelledby=cf-filter-heading]").screenshot(
+        path=screenshot_path("filter-builder.png", tmp_path)
+    )

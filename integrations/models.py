@@ -1,7 +1,9 @@
 """Adapter integrations (per clinic, secrets encrypted), messaging policies and the message log."""
 
+import re
 import uuid
 from datetime import time
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -24,6 +26,17 @@ validate_messaging_service_sid = RegexValidator(
     "A Messaging Service SID is “MG” followed by 32 hexadecimal characters.",
     code="invalid_messaging_service_sid",
 )
+
+
+def twilio_sid_normal(value: str) -> str:
+    """A Twilio SID (upper-case prefix + 32 hex digits) as careflow stores it: Twilio's own
+    pattern allows hex of either case (`^AC[0-9a-fA-F]{32}$`), its API and Console write it
+    in lower case, and SIDs are compared as text, so the hex is lowered. Anything else is
+    returned stripped, for the validators to explain."""
+    text = (value or "").strip()
+    if re.fullmatch(r"[A-Z]{2}[0-9a-fA-F]{32}", text):
+        return text[:2] + text[2:].lower()
+    return text
 
 
 def validate_sending_numbers(value: object) -> None:
@@ -113,6 +126,12 @@ class Integration(TimeStamped):
         if kind == self.SenderType.AUTO:
             kind = "toll_free" if sender.startswith(TOLL_FREE_PREFIXES) else "long_code"
         return DEFAULT_RATES[kind]
+
+    def clean_fields(self, exclude: Any = None) -> None:
+        # Before the validators, which hold the stored (normal) form.
+        self.account_sid = twilio_sid_normal(self.account_sid)
+        self.messaging_service_sid = twilio_sid_normal(self.messaging_service_sid)
+        super().clean_fields(exclude)
 
     def masked_account_sid(self) -> str:
         """Enough to recognise the account, not enough to use it."""

@@ -14,10 +14,11 @@ from tests.factories import IntegrationFactory
         "AC" + "g" * 32,
         "AC" + "0" * 33,
         "SK" + "0" * 32,
-        "AC" + "A" * 32,
+        "AC" + "G" * 32,
+        "AC" + "é" * 32,
     ],
 )
-def test_account_sid_must_be_ac_and_32_lowercase_hex(sid: str) -> None:
+def test_account_sid_must_be_ac_and_32_hex(sid: str) -> None:
     integration = IntegrationFactory.build(account_sid=sid, organization=None)
     with pytest.raises(ValidationError) as excinfo:
         integration.full_clean(exclude=["organization"])
@@ -32,6 +33,28 @@ def test_valid_account_sid_and_numbers_pass() -> None:
         sending_numbers=["+14155550123"],
     )
     integration.full_clean(exclude=["organization"])
+
+
+@pytest.mark.django_db
+def test_sids_with_upper_case_hex_are_accepted_and_stored_in_lower_case() -> None:
+    # Twilio's own pattern is ^AC[0-9a-fA-F]{32}$; its Console and API write lower case.
+    integration = IntegrationFactory.build(
+        account_sid="  AC" + "0123456789ABCDEF" * 2 + " ",
+        messaging_service_sid="MG" + "ABCDEF0123456789" * 2,
+        organization=None,
+    )
+    integration.full_clean(exclude=["organization"])
+    assert integration.account_sid == "AC" + "0123456789abcdef" * 2
+    assert integration.messaging_service_sid == "MG" + "abcdef0123456789" * 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("sid", ["MG" + "G" * 32, "mg" + "0" * 32, "MG" + "0" * 31])
+def test_messaging_service_sid_must_be_mg_and_32_hex(sid: str) -> None:
+    integration = IntegrationFactory.build(messaging_service_sid=sid, organization=None)
+    with pytest.raises(ValidationError) as excinfo:
+        integration.full_clean(exclude=["organization"])
+    assert "messaging_service_sid" in excinfo.value.message_dict
 
 
 @pytest.mark.django_db

@@ -8,6 +8,7 @@ reconciled by looking the message up at Twilio before anything is sent again.
 
 import logging
 import random
+import re
 import time
 from contextlib import nullcontext
 from datetime import datetime, timedelta
@@ -16,8 +17,8 @@ from typing import Any
 import redis
 import requests
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Value
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -554,15 +555,50 @@ PROVIDER_TO_STATUS = {
 }
 
 
+# What Twilio's message SIDs look like (SM: SMS, MM: MMS); nothing else fits our column.
+MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}\Z")
+
+
+def message_sid_mismatch(*, message: OutboundMessage, sid: str) -> str | None:
+    """Why a status report naming `sid` is not about `message`, or None when it is.
+
+    A report is about a message when it names the message's own SID. A message Twilio's
+    answer never reached us for has none yet: the report may be the first to tell us, so its
+    SID is taken, unless another message already holds it (then it is that one's report).
+    """
+    if not MESSAGE_SID.match(sid):
+        return "MessageSid is missing or is not a Twilio message SID"
+    if message.provider_sid:
+        return None if message.provider_sid == sid else "MessageSid is not this message's"
+    if OutboundMessage.objects.filter(provider_sid=sid).exclude(pk=message.pk).exists():
+        return "MessageSid belongs to another message"
+    return None
+
+
 def message_status_apply(
-    *, message: OutboundMessage, provider_status: str, sid: str = "", error_code: str = ""
+    *,
+    message: OutboundMessage,
+    provider_status: str,
+    sid: str = "",
+    error_code: str = "",
+    accepted_at: datetime | None = None,
+    reported_at: datetime | None = None,
 ) -> bool:
-    """Apply a provider status report monotonically; True when it changed the message."""
+    """Apply a provider status report monotonically; True when it changed the message.
+
+    `sid` (a callback's MessageSid) must be the message's own, or fill a missing one that no
+    other message holds; a report naming another SID changes nothing. `accepted_at` is when
+    Twilio accepted the message and fills a missing `sent_at`: a callback carries no
+    timestamp, so without it the time the report arrived is the best we know. `reported_at`
+    is when the status was reached (reconciliation reads it from Twilio), else now.
+    """
     rank = PROVIDER_RANK.get(provider_status)
     if rank is None:
         logger.info(
             "ignoring unknown provider status %r for message %s", provider_status, message.pk
         )
+        return False
+    if sid and not MESSAGE_SID.match(sid):
         return False
     lower = [status for status, r in PROVIDER_RANK.items() if r < rank]
     now = timezone.now()
@@ -570,24 +606,40 @@ def message_status_apply(
         "provider_status": provider_status,
         "status": PROVIDER_TO_STATUS[provider_status],
         "updated_at": now,
+        # Accepted by Twilio, whoever told us first: the create answer, a callback or a
+        # look-up. The first to record it wins.
+        "sent_at": Coalesce(F("sent_at"), Value(accepted_at or now)),
     }
     if error_code:
         fields["error_code"] = error_code
         fields["error_message"] = error_explanation(error_code)
     if fields["status"] == Status.DELIVERED:
-        fields["delivered_at"] = now
+        fields["delivered_at"] = reported_at or now
+    mine = OutboundMessage.objects.filter(pk=message.pk)
     if sid:
         # A callback for an attempt we could not confirm proves Twilio accepted it. The SID
         # goes in the same statement as the status: a message is never left "sent" without it.
+        # The conditions are checked again here, in the statement: the row may have changed
+        # since the caller read it.
         fields["provider_sid"] = Coalesce(F("provider_sid"), Value(sid))
-    changed = (
-        OutboundMessage.objects.filter(pk=message.pk, provider_status__in=lower)
-        .exclude(status__in=[Status.SKIPPED])
-        .update(**fields)
-    )
-    if sid and not changed:
-        # A stale report (the status is already further on) can still carry a missing SID.
-        OutboundMessage.objects.filter(pk=message.pk, provider_sid__isnull=True).update(
-            provider_sid=sid
+        mine = mine.filter(Q(provider_sid__isnull=True) | Q(provider_sid=sid)).exclude(
+            Exists(OutboundMessage.objects.filter(provider_sid=sid).exclude(pk=OuterRef("pk")))
         )
+    try:
+        with transaction.atomic():
+            changed = (
+                mine.filter(provider_status__in=lower)
+                .exclude(status__in=[Status.SKIPPED])
+                .update(**fields)
+            )
+            if sid and not changed:
+                # A stale report (the status is already further on) can still carry a
+                # missing SID.
+                mine.filter(provider_sid__isnull=True).update(
+                    provider_sid=sid, sent_at=fields["sent_at"]
+                )
+    except IntegrityError:
+        # Another message took this SID between the check and the write: not ours.
+        logger.warning("status report for message %s names another message's SID", message.pk)
+        return False
     return bool(changed)

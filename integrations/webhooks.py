@@ -13,10 +13,13 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from integrations.keywords import inbound_sms_receive
 from integrations.models import Integration, OutboundMessage
-from integrations.sending import message_status_apply
+from integrations.sending import MESSAGE_SID, message_sid_mismatch, message_status_apply
 from patients.phones import phone_to_e164
 
 logger = logging.getLogger(__name__)
+
+# InboundMessage.from_number's length: an E.164 number, short code or alphanumeric sender.
+MAX_SENDER_CHARS = 32
 
 
 def _signature_valid(request: HttpRequest, integration: Integration) -> bool:
@@ -27,6 +30,37 @@ def _signature_valid(request: HttpRequest, integration: Integration) -> bool:
     # TLS proxy we check against the public https:// URL Twilio actually signed.
     url = request.build_absolute_uri()
     return RequestValidator(integration.auth_token).validate(url, request.POST, signature)
+
+
+def _account_mismatch(request: HttpRequest, integration: Integration) -> str | None:
+    """Why a correctly signed request was not meant for this integration, if it was not.
+
+    A signature only proves the sender knows the Auth Token; two integrations may share one
+    (a clinic's subaccounts, a token pasted twice), so the account the request names must be
+    the integration's own. Twilio prints SIDs in either case of hex: compared without case.
+    """
+    account_sid = request.POST.get("AccountSid", "")
+    if account_sid.lower() != integration.account_sid.lower():
+        return "AccountSid does not match this integration"
+    return None
+
+
+def _number_mismatch(request: HttpRequest, integration: Integration) -> str | None:
+    """Why an inbound SMS was not sent to one of this integration's senders, if it was not:
+    a reply to another number is not a reply to this clinic (and its STOP not for it)."""
+    service_sid = request.POST.get("MessagingServiceSid", "")
+    if service_sid and integration.messaging_service_sid:
+        # The service picks among its own numbers, which need not be listed here.
+        if service_sid.lower() == integration.messaging_service_sid.lower():
+            return None
+        return "MessagingServiceSid does not match this integration"
+    try:
+        to = phone_to_e164(request.POST.get("To", ""))
+    except ValidationError:
+        return "To is not one of this integration's numbers"
+    if to not in integration.sending_numbers:
+        return "To is not one of this integration's numbers"
+    return None
 
 
 @csrf_exempt
@@ -41,11 +75,24 @@ def twilio_status_callback(
         )
         return HttpResponseForbidden("invalid signature")
     message = get_object_or_404(OutboundMessage, uuid=message_uuid, integration=integration)
+    error_code = request.POST.get("ErrorCode", "")
+    refused = _account_mismatch(request, integration) or message_sid_mismatch(
+        message=message, sid=request.POST.get("MessageSid", "")
+    )
+    if (
+        not refused
+        and error_code
+        and not (error_code.isascii() and error_code.isdigit() and len(error_code) <= 16)
+    ):
+        refused = "ErrorCode is not a Twilio error code"
+    if refused:
+        logger.warning("refused status callback for message %s: %s", message.pk, refused)
+        return HttpResponseBadRequest(refused)
     message_status_apply(
         message=message,
         provider_status=request.POST.get("MessageStatus", ""),
         sid=request.POST.get("MessageSid", ""),
-        error_code=request.POST.get("ErrorCode", ""),
+        error_code=error_code,
     )
     return HttpResponse(status=204)
 
@@ -64,6 +111,13 @@ def twilio_inbound_sms(request: HttpRequest, integration_uuid: str) -> HttpRespo
     raw_from = request.POST.get("From", "")
     if not sid or not raw_from:
         return HttpResponseBadRequest("MessageSid and From are required")
+    if not MESSAGE_SID.match(sid) or len(raw_from) > MAX_SENDER_CHARS:
+        # Signed, yet not what Twilio sends: refused before it reaches a column too short.
+        return HttpResponseBadRequest("MessageSid or From is not in Twilio's format")
+    refused = _account_mismatch(request, integration) or _number_mismatch(request, integration)
+    if refused:
+        logger.warning("refused inbound SMS for integration %s: %s", integration.pk, refused)
+        return HttpResponseBadRequest(refused)
     try:
         from_ = phone_to_e164(raw_from)
     except ValidationError:

@@ -6,9 +6,10 @@ from django.test import Client
 from django.urls import reverse
 from twilio.request_validator import RequestValidator
 
-from integrations.models import OutboundMessage
+from integrations.models import InboundMessage, OutboundMessage
 from integrations.sending import message_status_apply
-from tests.factories import IntegrationFactory, PatientFactory
+from patients.models import ConsentRecord
+from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 
 pytestmark = pytest.mark.django_db
 Status = OutboundMessage.Status
@@ -223,8 +224,168 @@ def test_a_stale_callback_still_fills_in_a_missing_sid(message: OutboundMessage)
     assert (message.status, message.provider_sid) == (Status.DELIVERED, sid)
 
 
-def test_a_callback_never_replaces_a_known_sid(message: OutboundMessage) -> None:
+def test_a_report_naming_another_sid_neither_replaces_it_nor_moves_the_message(
+    message: OutboundMessage,
+) -> None:
     known = message.provider_sid
-    assert message_status_apply(message=message, provider_status="delivered", sid="SM" + "4" * 32)
+    assert not message_status_apply(
+        message=message, provider_status="delivered", sid="SM" + "4" * 32
+    )
     message.refresh_from_db()
-    assert (message.status, message.provider_sid) == (Status.DELIVERED, known)
+    assert (message.status, message.provider_sid) == (Status.SENT, known)
+
+
+# --- a signed request must also be addressed to what its URL names ---------------------
+
+
+def test_a_callback_naming_another_sid_changes_nothing(
+    client: Client, message: OutboundMessage
+) -> None:
+    # Signed with the integration's own token: only the SID is wrong.
+    params = _params(message, "undelivered", MessageSid="SM" + "9" * 32, ErrorCode="30003")
+    response = _post(client, message, params)
+    assert response.status_code == 400
+    assert b"MessageSid" in response.content
+    message.refresh_from_db()
+    assert (message.status, message.provider_status, message.error_code) == (
+        Status.SENT,
+        "queued",
+        "",
+    )
+
+
+def test_a_callback_naming_another_account_changes_nothing(
+    client: Client, message: OutboundMessage
+) -> None:
+    params = _params(message, "delivered", AccountSid="AC" + "e" * 32)
+    response = _post(client, message, params)
+    assert response.status_code == 400
+    assert b"AccountSid" in response.content
+    message.refresh_from_db()
+    assert message.status == Status.SENT
+
+
+def test_the_account_sid_is_compared_without_case(client: Client, message: OutboundMessage) -> None:
+    params = _params(message, "delivered", AccountSid=message.integration.account_sid.upper())
+    assert _post(client, message, params).status_code == 204
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+
+
+def test_a_callback_is_the_first_to_tell_an_unconfirmed_message_its_sid(
+    client: Client, message: OutboundMessage
+) -> None:
+    message = _unconfirmed(message)
+    sid = "SM" + "5" * 32
+    assert (
+        _post(client, message, {**_params(message, "sent"), "MessageSid": sid}).status_code == 204
+    )
+    message.refresh_from_db()
+    assert (message.status, message.provider_sid) == (Status.SENT, sid)
+
+
+def test_an_unconfirmed_message_does_not_take_a_sid_another_message_holds(
+    client: Client, message: OutboundMessage
+) -> None:
+    other_sid = message.provider_sid
+    assert other_sid
+    unconfirmed = OutboundMessage.objects.create(
+        organization=message.organization,
+        integration=message.integration,
+        idempotency_key="k2",
+        purpose="transactional",
+        to="+14155550124",
+        from_number="+15005550006",
+        body="hello",
+        status=Status.UNKNOWN,
+    )
+    params = {**_params(message, "delivered"), "MessageSid": other_sid}
+    response = _post(client, unconfirmed, params)
+    assert response.status_code == 400
+    unconfirmed.refresh_from_db()
+    message.refresh_from_db()
+    assert (unconfirmed.status, unconfirmed.provider_sid) == (Status.UNKNOWN, None)
+    assert message.status == Status.SENT
+    # and the service refuses it too, whoever calls it (the unique column would raise)
+    assert not message_status_apply(message=unconfirmed, provider_status="sent", sid=other_sid)
+    unconfirmed.refresh_from_db()
+    assert unconfirmed.provider_sid is None
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"MessageSid": ""},
+        {"MessageSid": "SM" + "1" * 200},
+        {"MessageSid": "not a sid"},
+        {"ErrorCode": "3" * 40},
+        {"ErrorCode": "abc"},
+    ],
+)
+def test_malformed_signed_callbacks_are_a_clear_400_not_a_500(
+    client: Client, message: OutboundMessage, override: dict[str, str]
+) -> None:
+    response = _post(client, message, {**_params(message, "undelivered"), **override})
+    assert response.status_code == 400
+    message.refresh_from_db()
+    assert message.status == Status.SENT
+
+
+def _inbound(client: Client, integration: Any, **override: str) -> Any:
+    url = reverse("twilio-inbound-sms", kwargs={"integration_uuid": integration.uuid})
+    params = {
+        "MessageSid": "SM" + "c" * 32,
+        "AccountSid": integration.account_sid,
+        "From": "+14155550123",
+        "To": integration.sending_numbers[0],
+        "Body": "STOP",
+        **override,
+    }
+    signature = RequestValidator(integration.auth_token).compute_signature(
+        f"http://testserver{url}", params
+    )
+    return client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature)
+
+
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ({"AccountSid": "AC" + "e" * 32}, b"AccountSid"),
+        ({"AccountSid": ""}, b"AccountSid"),
+        ({"To": "+14155550199"}, b"To"),
+        ({"To": "not a number"}, b"To"),
+        ({"MessagingServiceSid": "MG" + "d" * 32, "To": "+14155550199"}, b"To"),
+        ({"MessageSid": "SM" + "c" * 200}, b"MessageSid"),
+        ({"From": "+1" * 40}, b"From"),
+    ],
+)
+def test_a_signed_inbound_sms_not_addressed_to_the_integration_changes_nothing(
+    client: Client, override: dict[str, str], said: bytes
+) -> None:
+    integration = IntegrationFactory()
+    patient = PatientFactory(organization=integration.organization, phone="+14155550123")
+    ConsentFactory(patient=patient)
+    response = _inbound(client, integration, **override)
+    assert response.status_code == 400
+    assert said in response.content
+    assert not InboundMessage.objects.exists()
+    assert not ConsentRecord.objects.filter(patient=patient, action="opt_out").exists()
+
+
+def test_an_inbound_sms_through_the_integrations_messaging_service_is_accepted(
+    client: Client,
+) -> None:
+    service = "MG" + "d" * 32
+    integration = IntegrationFactory(messaging_service_sid=service)
+    # The service chose one of its own numbers, not listed on the integration.
+    response = _inbound(client, integration, To="+14155550199", MessagingServiceSid=service)
+    assert response.status_code == 200
+    assert InboundMessage.objects.get().action == InboundMessage.Action.OPT_OUT
+    other = _inbound(
+        client,
+        integration,
+        MessageSid="SM" + "f" * 32,
+        To="+14155550199",
+        MessagingServiceSid="MG" + "e" * 32,
+    )
+    assert other.status_code == 400

@@ -1,5 +1,6 @@
 """Phone numbers: parse anything a person types, store and compare E.164."""
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -10,13 +11,35 @@ from django.db import models
 DEFAULT_REGION = "US"
 
 
+# What a person may type for one number: spaces, brackets, dots, an international prefix and
+# an extension make it longer than the E.164 form stored, which is what column limits apply to.
+MAX_TYPED_LENGTH = 64
+# An extension marker with no number after it ("… ext. "), which libphonenumber refuses.
+_EMPTY_EXTENSION = re.compile(r"[\s,;]*(?:ext\.?|extension|x|#)[\s.]*\Z", re.IGNORECASE)
+
+
+def _parseable(raw: str, region: str) -> str:
+    raw = _EMPTY_EXTENSION.sub("", raw)
+    # "00" is the international call prefix across most of the world; in the NANP (the
+    # default region's plan) no national number starts with 0, so there it can only mean "+".
+    if raw.startswith("00") and phonenumbers.country_code_for_region(region) == 1:
+        raw = "+" + raw[2:]
+    return raw
+
+
 def phone_to_e164(value: str, *, region: str = DEFAULT_REGION) -> str:
     """Return `value` as an E.164 string, or raise ValidationError saying what is wrong."""
     raw = (value or "").strip()
     if not raw:
         raise ValidationError("Enter a phone number.", code="required")
+    if len(raw) > MAX_TYPED_LENGTH:
+        raise ValidationError(
+            "This is too long for a phone number (at most %(limit)d characters).",
+            code="invalid_phone",
+            params={"limit": MAX_TYPED_LENGTH},
+        )
     try:
-        parsed = phonenumbers.parse(raw, region)
+        parsed = phonenumbers.parse(_parseable(raw, region), region)
     except phonenumbers.NumberParseException as exc:
         raise ValidationError(
             "“%(value)s” is not a phone number (%(reason)s).",
@@ -59,6 +82,11 @@ class PhoneNumberField(models.CharField):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 16)
         super().__init__(*args, **kwargs)
+
+    def formfield(self, **kwargs: Any) -> Any:
+        # max_length is the stored E.164 form's (checked on the model after normalising); the
+        # form takes what people type, which is longer.
+        return super().formfield(**{"max_length": MAX_TYPED_LENGTH, **kwargs})
 
     def get_prep_value(self, value: Any) -> Any:
         # CharField would run to_python here, turning a lookup for a malformed number into

@@ -103,8 +103,20 @@ def _parse_tag(source: str) -> Variable:
     return Variable(path, tuple(filters))
 
 
+# Tags and comments of the template languages admins may know (Django, Jinja, Liquid): this
+# language has neither, so they would be texted to patients exactly as written.
+_FOREIGN_SYNTAX = re.compile(r"\{[%#]")
+
+
 def template_variables(template: str) -> list[Variable]:
     """The variables a template uses, raising TemplateError on a syntax mistake."""
+    foreign = _FOREIGN_SYNTAX.search(template)
+    if foreign:
+        kind = "tag “{% … %}”" if foreign.group() == "{%" else "comment “{# … #}”"
+        raise TemplateError(
+            f"a template {kind} is not allowed here: only variables in double braces are "
+            'filled in, e.g. {{customer.firstName}} or {{customer.firstName | default:"there"}}'
+        )
     unclosed = template.count("{{") - len(_TAG.findall(template))
     if unclosed > 0:
         raise TemplateError("a “{{” is never closed with “}}”")

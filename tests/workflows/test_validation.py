@@ -308,3 +308,50 @@ def test_a_missing_sender_is_reported_once_as_required() -> None:
         trigger="order.shipped", filter={}, steps=[_sms_step("")], senders=SUNRISE
     )
     assert report.steps[0]["from"] == ["From Phone is required"]
+
+
+# --- only {{variables}}: other template syntax would be texted verbatim ----------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "kind"),
+    [
+        ("{% if customer.firstName %}Hi{% endif %}", "tag “{% … %}”"),
+        ("Hi {{customer.firstName}} {# greet #}", "comment “{# … #}”"),
+        ("{%- raw -%}", "tag “{% … %}”"),
+    ],
+)
+def test_tags_and_comments_are_refused_with_what_is_allowed(template: str, kind: str) -> None:
+    (problem,) = template_problems(template, trigger="order.shipped", step_number=1)
+    assert problem.startswith(f"a template {kind} is not allowed here")
+    assert "{{customer.firstName}}" in problem
+
+
+@pytest.mark.parametrize("parameter", ["message", "to", "from"])
+def test_tags_are_refused_in_every_sms_parameter(parameter: str) -> None:
+    parameters = {"message": "Hi", "to": "{{customer.phone}}", "from": "+15005550006"}
+    parameters[parameter] = "{% if x %}{{customer.phone}}{% endif %}"
+    step = {"type": "adapter", "adapter": "twilio", "function": "sendSMS", "parameters": parameters}
+    report = workflow_validate(trigger="order.shipped", filter={}, steps=[step])
+    assert "is not allowed here" in report.steps[0][parameter][0]
+
+
+@pytest.mark.parametrize(
+    ("body", "url"),
+    [
+        ('{"a": "{# note #}{{order.number}}"}', "https://hooks.example.com/x"),
+        ('{"a": "{{order.number}}"}', "https://hooks.example.com/{% now %}/{{order.number}}"),
+    ],
+)
+def test_tags_are_refused_in_webhook_urls_and_body_strings(body: str, url: str) -> None:
+    report = _webhook_report(_webhook_step(body, url=url))
+    assert any(
+        "is not allowed here" in problem for problems in report.values() for problem in problems
+    )
+
+
+def test_a_percent_or_hash_beside_a_brace_alone_is_text() -> None:
+    assert (
+        template_problems("50% off {{order.number}} #1 {x}", trigger="order.shipped", step_number=1)
+        == []
+    )

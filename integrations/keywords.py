@@ -1,7 +1,14 @@
 """Inbound SMS: opt-out/opt-in/help keywords, staff review of free-text revocations, and
-the message.inbound event. Keywords match the whole body, case-insensitively, as Twilio's."""
+the message.inbound event.
+
+Keywords match the whole message, as Twilio's do, but after `keyword_normalize`: a patient's
+phone or keyboard adds invisible and compatibility characters (zero-width spaces, non-breaking
+spaces, full-width letters), and people type "Stop." or "STOP 🛑". Missing such a STOP means the
+next text goes out after consent was revoked, so every matcher reads the normalised text.
+"""
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
@@ -11,15 +18,111 @@ from integrations.policy import messaging_policy
 from patients.models import ConsentRecord, Patient
 from patients.services import inbound_message_record
 
-OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
-OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
-HELP_KEYWORDS = frozenset({"HELP", "INFO"})
+# The one list of words that revoke consent: every matcher, reply and document reads it.
+# Twilio's defaults plus the words the FCC's consent-revocation rule (47 CFR 64.1200(a)(10),
+# in force since 11 April 2025) says must be honoured: stop, quit, end, revoke, opt out,
+# cancel, unsubscribe. Spacing and hyphens inside do not matter ("OPT OUT" = "OPT-OUT" = "OPTOUT").
+OPT_OUT_KEYWORDS: tuple[str, ...] = (
+    "STOP",
+    "STOPALL",
+    "UNSUBSCRIBE",
+    "CANCEL",
+    "END",
+    "QUIT",
+    "REVOKE",
+    "OPT OUT",
+    "OPTOUT",
+)
+OPT_IN_KEYWORDS: tuple[str, ...] = ("START", "YES", "UNSTOP")
+HELP_KEYWORDS: tuple[str, ...] = ("HELP", "INFO")
+# What Twilio itself blocks and confirms on a long code: the exact word, trimmed, any case
+# (Twilio's Advanced Opt-Out guide). For any other opt-out careflow recognises, Twilio sends
+# nothing, so careflow sends the one confirmation the FCC rule allows.
+TWILIO_OPT_OUT_KEYWORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+)
+OPT_OUT_CONFIRMATION = (
+    "{clinic}: you are unsubscribed and will receive no more texts from this number. "
+    "Reply START to resubscribe."
+)
 # Free text that may be a request to stop, by "any reasonable means": a person decides.
 REVOCATION = re.compile(
-    r"\b(stop|unsubscribe|opt[\s-]*out|remove me|take me off|leave me alone|"
+    r"\b(stop|unsubscribe|revoke|opt[\s-]*out|remove me|take me off|leave me alone|"
     r"(do not|don'?t|dont|never) (text|message|sms|contact|send)|no more (texts?|messages?|sms))\b",
     re.IGNORECASE,
 )
+
+# Unicode general categories a keyword never starts or ends with: punctuation, symbols (emoji),
+# separators, combining marks (emoji variation selectors) and other (control, private use).
+_DECORATION = frozenset("PSZMC")
+# Typographic apostrophes, so that "don’t text me" reads like "don't text me".
+_APOSTROPHES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\uff07": "'"})
+
+
+def keyword_normalize(body: str) -> str:
+    """`body` as keywords are matched: Unicode NFKC with case folded (full-width and other
+    compatibility letters become plain ones), format characters (zero-width spaces and joiners,
+    soft hyphens, BOM) removed, runs of whitespace made one space, punctuation, symbols and
+    emoji stripped from both ends. Inner punctuation stays: "don't stop" is not "stop"."""
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", body).casefold())
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    text = " ".join(text.translate(_APOSTROPHES).split())
+    start, end = 0, len(text)
+    while start < end and unicodedata.category(text[start])[0] in _DECORATION:
+        start += 1
+    while end > start and unicodedata.category(text[end - 1])[0] in _DECORATION:
+        end -= 1
+    return text[start:end]
+
+
+def _compact(text: str) -> str:
+    """A normalised text, or a keyword, without inner spaces, hyphens and underscores."""
+    return "".join(
+        ch for ch in text if not ch.isspace() and unicodedata.category(ch)[:2] not in ("Pd", "Pc")
+    )
+
+
+def _keys(keywords: tuple[str, ...]) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for word in keywords:
+        keys.setdefault(_compact(keyword_normalize(word)), word)
+    return keys
+
+
+_KEYWORD_FAMILIES = (
+    (InboundMessage.Action.OPT_OUT, _keys(OPT_OUT_KEYWORDS)),
+    (InboundMessage.Action.OPT_IN, _keys(OPT_IN_KEYWORDS)),
+    (InboundMessage.Action.HELP, _keys(HELP_KEYWORDS)),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordMatch:
+    action: str
+    keyword: str  # the listed keyword matched, e.g. "OPT OUT"; "" for free text
+
+
+def keyword_match(body: str) -> KeywordMatch:
+    """Which keyword `body` is, once normalised: the whole message must be the keyword."""
+    key = _compact(keyword_normalize(body))
+    for action, keys in _KEYWORD_FAMILIES:
+        if key in keys:
+            return KeywordMatch(action, keys[key])
+    return KeywordMatch(InboundMessage.Action.NONE, "")
+
+
+def keyword_action(body: str) -> str:
+    return keyword_match(body).action
+
+
+def reads_like_revocation(body: str) -> bool:
+    """Free text a person should read: it may be a request to stop by other words."""
+    return bool(REVOCATION.search(keyword_normalize(body)))
+
+
+def twilio_handles_opt_out(body: str) -> bool:
+    """Whether Twilio itself treats `body` as an opt-out (and blocks and confirms it)."""
+    return body.strip().upper() in TWILIO_OPT_OUT_KEYWORDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,18 +132,7 @@ class InboundResult:
     created: bool
 
 
-def keyword_action(body: str) -> str:
-    word = body.strip().upper()
-    if word in OPT_OUT_KEYWORDS:
-        return InboundMessage.Action.OPT_OUT
-    if word in OPT_IN_KEYWORDS:
-        return InboundMessage.Action.OPT_IN
-    if word in HELP_KEYWORDS:
-        return InboundMessage.Action.HELP
-    return InboundMessage.Action.NONE
-
-
-def _opt_out(patient: Patient, inbound: InboundMessage) -> None:
+def _opt_out(patient: Patient, inbound: InboundMessage, keyword: str) -> None:
     for purpose in ConsentRecord.Purpose.values:
         ConsentRecord.objects.create(
             patient=patient,
@@ -51,12 +143,12 @@ def _opt_out(patient: Patient, inbound: InboundMessage) -> None:
             evidence={
                 "inbound_message_id": inbound.pk,
                 "sid": inbound.provider_sid,
-                "keyword": inbound.body.strip().upper(),
+                "keyword": keyword,
             },
         )
 
 
-def _opt_in_restore(patient: Patient, inbound: InboundMessage) -> None:
+def _opt_in_restore(patient: Patient, inbound: InboundMessage, keyword: str) -> None:
     """START restores what the patient had agreed to before they opted out, with the same
     consent text; it does not grant a consent (e.g. marketing) never given in writing."""
     for purpose in ConsentRecord.Purpose.values:
@@ -82,23 +174,49 @@ def _opt_in_restore(patient: Patient, inbound: InboundMessage) -> None:
             evidence={
                 "inbound_message_id": inbound.pk,
                 "sid": inbound.provider_sid,
-                "keyword": inbound.body.strip().upper(),
+                "keyword": keyword,
                 "restored_from": previous.pk,
             },
         )
 
 
+def _already_opted_out(organization_id: int, from_: str) -> bool:
+    """Whether this number's latest opt-out or opt-in keyword here was an opt-out."""
+    latest = (
+        InboundMessage.objects.filter(
+            organization_id=organization_id,
+            from_number=from_,
+            action__in=[InboundMessage.Action.OPT_OUT, InboundMessage.Action.OPT_IN],
+        )
+        .order_by("-created_at", "-id")
+        .values_list("action", flat=True)
+        .first()
+    )
+    return latest == InboundMessage.Action.OPT_OUT
+
+
 def inbound_sms_receive(
     *, integration: Integration, sid: str, from_: str, to: str, body: str
 ) -> InboundResult:
-    """Handle one inbound SMS exactly once (Twilio may deliver a webhook more than once)."""
+    """Handle one inbound SMS exactly once (Twilio may deliver a webhook more than once).
+
+    An opt-out Twilio does not itself recognise ("STOP!", "OPT OUT", "ＳＴＯＰ") gets no reply
+    from Twilio, so careflow confirms it once, as the FCC rule allows; a repeat while the
+    number is already opted out gets no further text."""
     organization = integration.organization
-    action = keyword_action(body)
+    match = keyword_match(body)
+    action = match.action
     reply = None
     if action == InboundMessage.Action.HELP:
         reply = messaging_policy(organization.pk).help_text_reply.replace(
             "{clinic}", organization.name
         )
+    elif (
+        action == InboundMessage.Action.OPT_OUT
+        and not twilio_handles_opt_out(body)
+        and not _already_opted_out(organization.pk, from_)
+    ):
+        reply = OPT_OUT_CONFIRMATION.replace("{clinic}", organization.name)
     patients = list(Patient.objects.filter(organization=organization, phone=from_).order_by("id"))
     try:
         with transaction.atomic():
@@ -111,14 +229,14 @@ def inbound_sms_receive(
                 body=body,
                 action=action,
                 patient=patients[0] if patients else None,
-                needs_review=action == InboundMessage.Action.NONE and bool(REVOCATION.search(body)),
+                needs_review=action == InboundMessage.Action.NONE and reads_like_revocation(body),
             )
             # Everyone at this number: a STOP from a shared family phone stops them all.
             for patient in patients:
                 if action == InboundMessage.Action.OPT_OUT:
-                    _opt_out(patient, inbound)
+                    _opt_out(patient, inbound, match.keyword)
                 elif action == InboundMessage.Action.OPT_IN:
-                    _opt_in_restore(patient, inbound)
+                    _opt_in_restore(patient, inbound, match.keyword)
             inbound_message_record(
                 organization=organization, from_=from_, to=to, body=body, provider_sid=sid
             )

@@ -9,6 +9,8 @@ from django.urls import reverse
 from twilio.request_validator import RequestValidator
 
 from integrations.models import InboundMessage, Integration
+from integrations.policy import send_decide
+from integrations.sending import message_prepare
 from patients.models import ConsentRecord
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 from workflows.models import Event
@@ -192,3 +194,102 @@ def test_missing_sender_is_a_clear_400(client: Client, integration: Integration)
     response = client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature)
     assert response.status_code == 400
     assert b"From" in response.content
+
+
+# --- issue 14: keywords after normalisation, the FCC's words, careflow's own confirmation ---
+
+
+@pytest.mark.parametrize(
+    ("body", "keyword"),
+    [
+        ("ＳＴＯＰ", "STOP"),
+        ("STOP!", "STOP"),
+        ("Stop.", "STOP"),
+        ("STOP 🛑", "STOP"),
+        ("S\u200bTOP", "STOP"),
+        ("\u00a0stop\u00a0", "STOP"),
+        ("“Unsubscribe”", "UNSUBSCRIBE"),
+        ("REVOKE", "REVOKE"),
+        ("Opt out", "OPT OUT"),
+        ("opt-out", "OPT OUT"),
+        ("OPTOUT", "OPT OUT"),
+    ],
+)
+def test_decorated_and_fcc_opt_outs_opt_out_and_the_next_text_is_not_sent(
+    client: Client, integration: Integration, body: str, keyword: str
+) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    ConsentFactory(patient=patient, purpose="transactional")
+    assert _post(client, integration, body).status_code == 200
+    assert InboundMessage.objects.get().action == "opt_out"
+    assert _state(patient, "transactional") == "opt_out"
+    record = ConsentRecord.objects.filter(action="opt_out").first()
+    assert record.evidence["keyword"] == keyword
+    next_text = message_prepare(
+        idempotency_key="after-stop",
+        organization=integration.organization,
+        integration=integration,
+        to=PHONE,
+        body="Your appointment is tomorrow",
+        purpose="transactional",
+        patient=patient,
+    )
+    decision = send_decide(message=next_text)
+    assert not decision.allowed and "opt" in decision.reason.lower()
+
+
+def _reply(response: Any) -> str:
+    return response.content.decode()
+
+
+@pytest.mark.parametrize("body", ["STOP", " stop ", "Revoke", "OPTOUT", "unsubscribe"])
+def test_an_opt_out_twilio_confirms_itself_gets_no_second_confirmation(
+    client: Client, integration: Integration, body: str
+) -> None:
+    assert "<Message>" not in _reply(_post(client, integration, body))
+
+
+@pytest.mark.parametrize("body", ["STOP!", "ＳＴＯＰ", "Opt out", "S\u200bTOP", "Stop 🛑"])
+def test_an_opt_out_only_careflow_recognises_is_confirmed_once(
+    client: Client, integration: Integration, body: str
+) -> None:
+    PatientFactory(organization=integration.organization, phone=PHONE)
+    first = _reply(_post(client, integration, body, sid="SM" + "a" * 32))
+    assert "<Message>" in first and "unsubscribed" in first
+    assert integration.organization.name in first and "START" in first
+    # The same webhook again, and the same request again while opted out: no more texts.
+    assert "<Message>" not in _reply(_post(client, integration, body, sid="SM" + "a" * 32))
+    assert "<Message>" not in _reply(_post(client, integration, body, sid="SM" + "b" * 32))
+    # Opted back in, then out again: a new revocation, confirmed again.
+    _post(client, integration, "START", sid="SM" + "c" * 32)
+    assert "unsubscribed" in _reply(_post(client, integration, body, sid="SM" + "d" * 32))
+
+
+def test_decorated_help_gets_the_help_text(client: Client, integration: Integration) -> None:
+    text = _reply(_post(client, integration, "Help?"))
+    assert "<Message>" in text and integration.organization.name in text
+    assert InboundMessage.objects.get().action == "help"
+
+
+def test_decorated_start_restores_consent(client: Client, integration: Integration) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    ConsentFactory(patient=patient, purpose="transactional")
+    _post(client, integration, "STOP!", sid="SM" + "1" * 32)
+    assert _state(patient, "transactional") == "opt_out"
+    _post(client, integration, "Ｓｔａｒｔ 👍", sid="SM" + "2" * 32)
+    assert _state(patient, "transactional") == "opt_in"
+
+
+@pytest.mark.parametrize(
+    "body", ["please ｓｔｏｐ texting me", "don’t text me", "I revoke consent", "stop it"]
+)
+def test_free_text_revocation_is_flagged_after_normalising(
+    client: Client, integration: Integration, body: str
+) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    ConsentFactory(patient=patient)
+    response = _post(client, integration, body)
+    inbound = InboundMessage.objects.get()
+    assert (inbound.needs_review, inbound.action) == (True, "none")
+    assert _state(patient, "transactional") == "opt_in"  # a person decides
+    assert "<Message>" not in _reply(response)

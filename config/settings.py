@@ -178,6 +178,7 @@ CELERY_TASK_ROUTES = {
     "workflows.tasks.sweep_runs": {"queue": "runs"},
     "workflows.tasks.scan_time_triggers": {"queue": "events"},
     "integrations.tasks.send_message": {"queue": "sends"},
+    "integrations.tasks.reconcile_sent_messages": {"queue": "sends"},
 }
 CELERY_BEAT_SCHEDULE = {
     "relay-events": {
@@ -194,7 +195,21 @@ CELERY_BEAT_SCHEDULE = {
         "task": "workflows.tasks.scan_time_triggers",
         "schedule": env.float("CAREFLOW_SCAN_INTERVAL", default=60.0),
     },
+    # Messages still "sent" long after acceptance: their final status callback was lost
+    # (Twilio does not retry it), so they are looked up at Twilio. Claimed in the database.
+    "reconcile-sent-messages": {
+        "task": "integrations.tasks.reconcile_sent_messages",
+        "schedule": env.float("CAREFLOW_STATUS_RECONCILE_INTERVAL", default=60.0),
+    },
 }
+# How long a message may stay "sent" without news before it is looked up at Twilio (then
+# again after twice as long each time, at most 12 hours apart), how many look-ups at most
+# (some carriers never report delivery), and how many messages one run looks up.
+CAREFLOW_STATUS_RECONCILE_AFTER_SECONDS = env.float(
+    "CAREFLOW_STATUS_RECONCILE_AFTER_SECONDS", default=600.0
+)
+CAREFLOW_STATUS_RECONCILE_MAX_CHECKS = env.int("CAREFLOW_STATUS_RECONCILE_MAX_CHECKS", default=8)
+CAREFLOW_STATUS_RECONCILE_BATCH = env.int("CAREFLOW_STATUS_RECONCILE_BATCH", default=50)
 # Celery's Django fixup closes the DB connection after every task unless this is set; a new
 # PostgreSQL connection per task nearly halves throughput.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)

@@ -197,6 +197,11 @@ class OutboundMessage(TimeStamped):
     sending_started_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # Twilio does not retry a status callback we failed to take, so a message still "sent"
+    # after a grace period is looked up at Twilio (sending.sent_messages_reconcile): when
+    # next, and how many times so far (the backoff, and the point where we stop asking).
+    status_check_at = models.DateTimeField(null=True, blank=True)
+    status_checks = models.PositiveSmallIntegerField(default=0)
     is_test = models.BooleanField(default=False)
     urgent = models.BooleanField(
         default=False, help_text="Urgent transactional: sent even during quiet hours."
@@ -211,6 +216,12 @@ class OutboundMessage(TimeStamped):
             models.Index(fields=["patient", "purpose", "-created_at"]),
             models.Index(fields=["organization", "-created_at"]),
             models.Index(fields=["status", "-created_at"]),
+            # Only the few messages waiting for their final status: what reconciliation scans.
+            models.Index(
+                fields=["status_check_at"],
+                condition=Q(status="sent"),
+                name="outboundmessage_sent_check",
+            ),
         ]
 
     def __str__(self) -> str:

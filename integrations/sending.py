@@ -312,12 +312,12 @@ ACCEPTED_FIELDS = [
 
 
 def _accepted_fields(
-    *, sid: str, provider_status: str, segments: int | None
+    *, sid: str, provider_status: str, segments: int | None, accepted_at: datetime | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     now = timezone.now()
     fields: dict[str, Any] = {
         "provider_sid": sid,
-        "sent_at": now,
+        "sent_at": accepted_at or now,
         "next_attempt_at": None,
         "error_code": "",
         "error_message": "",
@@ -361,11 +361,19 @@ def _message_call_twilio(
 
 
 def _message_accepted(
-    message: OutboundMessage, *, sid: str, provider_status: str, segments: int | None = None
+    message: OutboundMessage,
+    *,
+    sid: str,
+    provider_status: str,
+    segments: int | None = None,
+    accepted_at: datetime | None = None,
 ) -> None:
-    """Record Twilio's acceptance. A status callback may already have moved the message on
-    (it can arrive before this commit), so the status only advances from sending/unknown."""
-    fields, status = _accepted_fields(sid=sid, provider_status=provider_status, segments=segments)
+    """Record Twilio's acceptance (at `accepted_at`, when Twilio told us; else now). A status
+    callback may already have moved the message on (it can arrive before this commit), so
+    the status only advances from sending/unknown."""
+    fields, status = _accepted_fields(
+        sid=sid, provider_status=provider_status, segments=segments, accepted_at=accepted_at
+    )
     mine = OutboundMessage.objects.filter(pk=message.pk)
     # The common case is one plain UPDATE (a CASE per column cost 5 % of a busy worker's time).
     if not mine.filter(status__in=[Status.SENDING, Status.UNKNOWN]).update(**fields, **status):
@@ -476,7 +484,7 @@ def _message_reconcile(message: OutboundMessage) -> OutboundMessage:
         _update(message, next_attempt_at=now + RECONCILE_AFTER)
         return message
     if found is not None:
-        _message_accepted(message, sid=found.sid, provider_status=found.status or "sent")
+        _message_found(message, found)
     elif now - started >= RECONCILE_GRACE:
         # Twilio has no trace of it after the grace period: it was never accepted.
         OutboundMessage.objects.filter(pk=message.pk, status=Status.UNKNOWN).update(
@@ -486,6 +494,28 @@ def _message_reconcile(message: OutboundMessage) -> OutboundMessage:
     else:
         _update(message, next_attempt_at=now + RECONCILE_AFTER)
     return message
+
+
+def _message_found(message: OutboundMessage, found: Any) -> None:
+    """Record what Twilio's copy of an ambiguous attempt says: accepted (when Twilio says it
+    was, not when we asked), and any status it has reached since, by the path a callback
+    takes, so a message found already delivered or failed is not left "sent"."""
+    reached = found.status or "sent"
+    accepted = reached if PROVIDER_RANK.get(reached, 0) <= PROVIDER_RANK["sent"] else "sent"
+    _message_accepted(
+        message,
+        sid=found.sid,
+        provider_status=accepted,
+        accepted_at=found.date_created or found.date_sent,
+    )
+    if reached != accepted:
+        message_status_apply(
+            message=message,
+            provider_status=reached,
+            error_code=str(found.error_code or ""),
+            reported_at=found.date_updated,
+        )
+        message.refresh_from_db()
 
 
 def _twilio_lookup(client: Any, message: OutboundMessage, *, since: datetime) -> Any:
@@ -643,3 +673,75 @@ def message_status_apply(
         logger.warning("status report for message %s names another message's SID", message.pk)
         return False
     return bool(changed)
+
+
+def _status_check_delay(checks: int) -> timedelta:
+    """The wait before the next look-up of a message still "sent" after `checks` of them:
+    the grace period, doubling each time (at most 12 hours)."""
+    grace = settings.CAREFLOW_STATUS_RECONCILE_AFTER_SECONDS
+    return timedelta(seconds=min(12 * 3600, grace * 2**checks))
+
+
+def sent_messages_reconcile(*, limit: int | None = None) -> int:
+    """Look up at Twilio the messages still "sent" a grace period after we last heard of
+    them, and settle those Twilio has settled (delivered, undelivered, failed; error codes
+    explained) by the status callback's own path. Returns how many changed.
+
+    Twilio does not retry a status callback we failed to take (a 500, a restart), so without
+    this a message could stay "sent" for ever. Each message is claimed (its next check time
+    moved on, by a backoff) in one short transaction before Twilio is asked, so two runs
+    never ask about the same message and a crash only postpones it. After
+    CAREFLOW_STATUS_RECONCILE_MAX_CHECKS look-ups it is left as it is: some carriers never
+    report delivery, and Twilio's own copy then stays "sent" too.
+    """
+    now = timezone.now()
+    grace = timedelta(seconds=settings.CAREFLOW_STATUS_RECONCILE_AFTER_SECONDS)
+    batch = settings.CAREFLOW_STATUS_RECONCILE_BATCH if limit is None else limit
+    with transaction.atomic():
+        due = list(
+            OutboundMessage.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("integration")
+            .filter(
+                status=Status.SENT,
+                provider_sid__isnull=False,
+                status_checks__lt=settings.CAREFLOW_STATUS_RECONCILE_MAX_CHECKS,
+            )
+            .filter(
+                Q(status_check_at__lte=now)
+                | Q(status_check_at__isnull=True, updated_at__lte=now - grace)
+            )
+            .order_by(F("status_check_at").asc(nulls_first=True), "id")[:batch]
+        )
+        for message in due:
+            message.status_check_at = now + _status_check_delay(message.status_checks)
+            message.status_checks += 1
+        OutboundMessage.objects.bulk_update(due, ["status_check_at", "status_checks"])
+    changed = 0
+    for message in due:
+        integration = message.integration
+        client = twilio_client(
+            account_sid=integration.account_sid, auth_token=integration.auth_token
+        )
+        try:
+            found = client.messages(message.provider_sid).fetch()
+        except TwilioRestException as exc:
+            logger.warning(
+                "status look-up of message %s refused: code=%s status=%s",
+                message.pk,
+                exc.code,
+                exc.status,
+            )
+            continue
+        except requests.RequestException as exc:
+            logger.warning(
+                "status look-up of message %s failed: %s", message.pk, type(exc).__name__
+            )
+            continue
+        changed += message_status_apply(
+            message=message,
+            provider_status=found.status or "",
+            error_code=str(found.error_code or ""),
+            accepted_at=found.date_created,
+            reported_at=found.date_updated,
+        )
+    return changed

@@ -6,7 +6,7 @@ from celery import current_app, shared_task
 from django.utils import timezone
 
 from integrations.models import OutboundMessage
-from integrations.sending import message_send
+from integrations.sending import message_send, sent_messages_reconcile
 
 Status = OutboundMessage.Status
 UNSETTLED = (Status.PENDING, Status.SENDING, Status.UNKNOWN)
@@ -36,3 +36,9 @@ def send_message(message_id: int) -> None:
     run_id = message.step_run.run_id  # type: ignore[union-attr]
     run_wake(run_id=run_id)
     current_app.send_task("workflows.tasks.advance_run", (run_id,))
+
+
+@shared_task
+def reconcile_sent_messages() -> int:
+    """Beat: settle messages whose final status callback never came (see the service)."""
+    return sent_messages_reconcile()

@@ -43,7 +43,8 @@ Lifecycle: `callback_delay` seconds after a message is accepted it moves to "sen
 is set), and `callback_delay` seconds after that callback was posted, to its final status.
 A message with a StatusCallback gets one signed POST per transition; every attempt's outcome
 is recorded on the message. `callback_delay=None` (or negative) freezes messages at
-"queued"/"accepted" and posts nothing.
+"queued"/"accepted" and posts nothing. `status_callbacks = False` (or the control API) lets
+messages move on as usual but posts no status callback, as when every callback was lost.
 
 Control API (no auth, loopback clients only):
 
@@ -54,7 +55,10 @@ Control API (no auth, loopback clients only):
     GET    /_sandbox/stats.json     counts of create requests: "creates" (all, even refused
                                     ones), "accepted" (stored), "errors" (answered with an
                                     error status), "dropped" (closed without a response)
-    POST   /_sandbox/reset          forget messages, faults, stats, pending callbacks
+    POST   /_sandbox/reset          forget messages, faults, stats, pending callbacks; status
+                                    callbacks on again
+    POST   /_sandbox/callbacks      {"enabled": false}: messages still move on, but no status
+                                    callback is posted (recorded as "not posted"); true: again
     POST   /_sandbox/accounts       {"sid", "token", "numbers", "messaging_service_sids"}
     POST   /_sandbox/inbound        {"account_sid", "from", "to", "body", "url"}: post a signed
                                     inbound-SMS webhook to url; 200 {"message_sid",
@@ -669,6 +673,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(201, {"faults": [sandbox.add_fault(rule) for rule in rules]})
             elif route == ("DELETE", "/_sandbox/faults"):
                 self._json(200, {"cleared": sandbox.clear_faults()})
+            elif route == ("POST", "/_sandbox/callbacks"):
+                if not isinstance(payload, Mapping) or not isinstance(payload.get("enabled"), bool):
+                    raise ValueError('expected {"enabled": true or false}')
+                sandbox.status_callbacks = payload["enabled"]
+                self._json(200, {"enabled": sandbox.status_callbacks})
             elif route == ("POST", "/_sandbox/reset"):
                 sandbox.reset()
                 self._json(200, {"reset": True})
@@ -741,6 +750,8 @@ class SandboxServer:
             None if callback_delay is None or callback_delay < 0 else float(callback_delay)
         )
         self.callback_timeout = callback_timeout
+        # False: statuses still advance, but their callbacks are never posted (lost).
+        self.status_callbacks = True
         for sid, spec in (accounts or {}).items():
             if isinstance(spec, str):
                 self.add_account(sid, spec)
@@ -815,11 +826,13 @@ class SandboxServer:
             self._accounts[sid] = account
 
     def reset(self) -> None:
-        """Forget messages, fault rules, stats and pending callbacks; accounts stay."""
+        """Forget messages, fault rules, stats and pending callbacks; accounts stay, and
+        status callbacks are posted again."""
         with self._lock:
             self._messages.clear()
             self._faults.clear()
             self._stats = dict.fromkeys(self._stats, 0)
+            self.status_callbacks = True
         self._dispatcher.clear()
 
     def messages(self) -> list[dict[str, Any]]:
@@ -1092,7 +1105,10 @@ class SandboxServer:
                 params["ErrorCode"] = str(error_code)
             token = account.token
             has_next = step + 1 < len(message.plan)
-        if url:
+        if url and not self.status_callbacks:
+            with self._lock:
+                message.callbacks.append({"status": status, "not_posted": True, "at": time.time()})
+        elif url:
             outcome = self._post_signed(session, url, params, token)
             with self._lock:
                 message.callbacks.append({"status": status, **outcome})

@@ -158,7 +158,9 @@ def test_ambiguous_outcome_is_reconciled_not_resent(
     wait_for(lambda: len(sandbox.messages()) == 1, what="the sandbox to store the message")
     _due_now(message)
     reconciled = message_send(message_id=message.pk)
-    assert reconciled.status == Status.SENT
+    # sent, or already delivered: the look-up records what Twilio has reached meanwhile
+    assert reconciled.status in (Status.SENT, Status.DELIVERED)
+    assert reconciled.sent_at is not None
     assert reconciled.provider_sid == sandbox.messages()[0]["sid"]
     assert len(sandbox.messages()) == 1
 

@@ -4,6 +4,7 @@ import pytest
 from django.db import OperationalError, connection
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
 from integrations.models import InboundMessage, OutboundMessage
@@ -389,3 +390,26 @@ def test_an_inbound_sms_through_the_integrations_messaging_service_is_accepted(
         MessagingServiceSid="MG" + "e" * 32,
     )
     assert other.status_code == 400
+
+
+def test_acceptance_first_told_by_a_callback_is_dated_when_it_arrived(
+    client: Client, message: OutboundMessage
+) -> None:
+    """A callback carries no timestamp: the time it was received is the best we know."""
+    message = _unconfirmed(message)
+    OutboundMessage.objects.filter(pk=message.pk).update(sent_at=None)
+    sid = "SM" + "6" * 32
+    before = timezone.now()
+    assert (
+        _post(client, message, {**_params(message, "sent"), "MessageSid": sid}).status_code == 204
+    )
+    message.refresh_from_db()
+    assert message.sent_at is not None and before <= message.sent_at <= timezone.now()
+    # a later report does not move it
+    first = message.sent_at
+    assert (
+        _post(client, message, {**_params(message, "delivered"), "MessageSid": sid}).status_code
+        == 204
+    )
+    message.refresh_from_db()
+    assert (message.status, message.sent_at) == (Status.DELIVERED, first)

@@ -8,8 +8,9 @@ IntegrationsConfig.ready()): the messages live here, and `patients` must not imp
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 
@@ -21,6 +22,8 @@ from patients.panels import PatientPanel
 # A page, not an archive: the latest texts, with links to the filtered lists for the rest.
 CONVERSATION_LIMIT = 50
 SENT, RECEIVED = "sent", "received"
+
+M = TypeVar("M", bound=Model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,10 @@ def _received(message: InboundMessage) -> ConversationEntry:
     )
 
 
+def _latest(messages: QuerySet[M], count: int) -> list[M]:
+    return list(messages.order_by("-created_at", "-id")[:count])
+
+
 def patient_conversation(
     *, patient: Patient, sent: bool = True, received: bool = True, limit: int | None = None
 ) -> Conversation:
@@ -114,27 +121,16 @@ def patient_conversation(
     their patient link, not by phone number: patients sharing a phone (a family) each see
     only their own."""
     limit = limit or CONVERSATION_LIMIT
+    # One text more than shown from each direction: if it is there, older texts exist.
     entries: list[ConversationEntry] = []
-    truncated = False
     if sent:
-        outbound = list(
-            OutboundMessage.objects.filter(patient=patient)
-            .select_related("step_run__run__workflow")
-            .order_by("-created_at", "-id")[: limit + 1]
-        )
-        truncated |= len(outbound) > limit
-        entries += [_sent(m) for m in outbound[:limit]]
+        outbound = OutboundMessage.objects.select_related("step_run__run__workflow")
+        entries += [_sent(m) for m in _latest(outbound.filter(patient=patient), limit + 1)]
     if received:
-        inbound = list(
-            InboundMessage.objects.filter(patient=patient)
-            .select_related("reviewed_by")
-            .order_by("-created_at", "-id")[: limit + 1]
-        )
-        truncated |= len(inbound) > limit
-        entries += [_received(m) for m in inbound[:limit]]
+        inbound = InboundMessage.objects.select_related("reviewed_by")
+        entries += [_received(m) for m in _latest(inbound.filter(patient=patient), limit + 1)]
     entries.sort(key=lambda e: (e.at, e.direction, e.pk))
-    truncated |= len(entries) > limit
-    return Conversation(entries=entries[-limit:], truncated=truncated, limit=limit)
+    return Conversation(entries=entries[-limit:], truncated=len(entries) > limit, limit=limit)
 
 
 def _list_url(model: type[Any], patient: Patient) -> str:

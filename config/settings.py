@@ -140,6 +140,9 @@ STORAGES = {
 }
 
 # --- secrets at rest --------------------------------------------------------------------
+# Error pages and error reports hide sensitive POST parameters and local variables (the Auth
+# Token of the integration form, the plaintext being encrypted) with DEBUG on as well.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.reporting.SecretsHiddenExceptionReporterFilter"
 # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation: prepend a new key,
 # re-save, then drop the old one). Deliberately separate from SECRET_KEY.
 CAREFLOW_ENCRYPTION_KEYS = env.list("CAREFLOW_ENCRYPTION_KEYS", default=[DEV_ENCRYPTION_KEY])

@@ -11,7 +11,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.debug import sensitive_post_parameters
 from twilio.base.exceptions import TwilioRestException
 
 from integrations.home import MESSAGE_OUTCOMES
@@ -113,6 +115,12 @@ class IntegrationAdmin(OrganizationScopedAdmin):
     actions = ["check_credentials"]
 
     readonly_fields = ["inbound_webhook_url"]
+
+    # The form posts the new token: an error page or error e-mail shows the request's POST
+    # data, less the parameters named here.
+    @method_decorator(sensitive_post_parameters("auth_token"))
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        return super().changeform_view(request, *args, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj: Integration | None = None) -> Any:
         fields = super().get_fields(request, obj)

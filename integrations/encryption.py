@@ -8,6 +8,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from django.views.decorators.debug import sensitive_variables
 
 
 class SecretDecryptionError(ImproperlyConfigured):
@@ -32,10 +33,13 @@ def fernet() -> MultiFernet:
     return _fernet(tuple(settings.CAREFLOW_ENCRYPTION_KEYS))
 
 
+# An error page lists each frame's local variables: hide the plaintext in these frames.
+@sensitive_variables("plaintext")
 def encrypt(plaintext: str) -> str:
     return fernet().encrypt(plaintext.encode()).decode()
 
 
+@sensitive_variables()
 def decrypt(token: str) -> str:
     try:
         return fernet().decrypt(token.encode()).decode()
@@ -54,6 +58,7 @@ class EncryptedTextField(models.TextField):
             return value
         return decrypt(value)
 
+    @sensitive_variables("value")
     def get_prep_value(self, value: Any) -> Any:
         value = super().get_prep_value(value)
         if value is None or value == "":

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 from requests import Session
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
@@ -65,6 +66,7 @@ _lock = threading.Lock()
 
 
 @lru_cache(maxsize=256)
+@sensitive_variables("auth_token")
 def _cached_client(account_sid: str, auth_token: str, base_url: str, timeout: float) -> Client:
     return Client(
         account_sid,
@@ -73,6 +75,7 @@ def _cached_client(account_sid: str, auth_token: str, base_url: str, timeout: fl
     )
 
 
+@sensitive_variables("auth_token")  # not on an error page's list of local variables
 def twilio_client(*, account_sid: str, auth_token: str) -> Client:
     """A Client for these credentials, reused per process so connections stay warm."""
     with _lock:

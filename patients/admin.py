@@ -1,6 +1,8 @@
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import QuerySet
@@ -8,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django_celery_results.models import GroupResult, TaskResult
 
 from patients.models import (
     Appointment,
@@ -27,7 +30,7 @@ from patients.models import (
 )
 from patients.panels import patient_panels
 from patients.services import organization_webhook_token_issue, subscription_renew
-from patients.tenancy import OrganizationScopedAdmin, ReadOnlyAdminMixin
+from patients.tenancy import OrganizationScopedAdmin, ReadOnlyAdminMixin, sees_all_organizations
 
 
 @admin.register(Organization)
@@ -84,17 +87,99 @@ class OrganizationAdmin(OrganizationScopedAdmin):
         return bool(request.user.is_superuser)  # type: ignore[union-attr]
 
 
+def manages_memberships(request: HttpRequest, action: str) -> bool:
+    """Support staff (every clinic) and superusers decide who works in which clinic. A clinic
+    user holding the model permissions (a hand-made group) must not: a membership is not
+    clinic-owned, so holding them would list every clinic's staff and let a user move
+    themselves into another clinic."""
+    user: Any = request.user
+    return bool(
+        user.is_superuser
+        or (
+            sees_all_organizations(user)
+            and user.has_perm(f"patients.{action}_{StaffMembership._meta.model_name}")
+        )
+    )
+
+
 @admin.register(StaffMembership)
 class StaffMembershipAdmin(admin.ModelAdmin):
     list_display = ["user", "organization"]
     list_select_related = ["user", "organization"]
     autocomplete_fields = ["user"]
 
+    def get_autocomplete_fields(self, request: HttpRequest) -> Any:
+        # The user autocomplete asks the user admin, which is superuser-only; support staff
+        # pick from a plain list instead.
+        return self.autocomplete_fields if request.user.is_superuser else []  # type: ignore[union-attr]
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        formfield = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if (
+            db_field.name == "user"
+            and formfield is not None
+            and formfield.queryset is not None
+            and not request.user.is_superuser  # type: ignore[union-attr]
+        ):
+            # Only a superuser touches a superuser's account, even its clinic.
+            formfield.queryset = formfield.queryset.filter(is_superuser=False)
+        return formfield
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[StaffMembership]:
+        queryset = super().get_queryset(request)
+        if not request.user.is_superuser:  # type: ignore[union-attr]
+            queryset = queryset.filter(user__is_superuser=False)
+        return queryset
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return manages_memberships(request, "view") or manages_memberships(request, "change")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return manages_memberships(request, "view") or manages_memberships(request, "change")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return manages_memberships(request, "add")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return manages_memberships(request, "change")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return manages_memberships(request, "delete")
+
+
+class SuperuserOnlyAdminMixin:
+    """Accounts, permission groups and Celery's task results are not clinic-owned and are
+    not part of any role: a user who edits users or groups can make themselves superuser,
+    and task results carry task arguments. Whatever permissions a non-superuser holds, these
+    stay closed to them."""
+
     def has_module_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.is_superuser)  # type: ignore[union-attr]
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return bool(request.user.is_superuser)  # type: ignore[union-attr]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return bool(request.user.is_superuser)  # type: ignore[union-attr]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)  # type: ignore[union-attr]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)  # type: ignore[union-attr]
+
+
+def _superuser_only(model: type[models.Model]) -> None:
+    """Re-register another app's ModelAdmin with SuperuserOnlyAdminMixin in front of it."""
+    model_admin = type(admin.site.get_model_admin(model))
+    admin.site.unregister(model)
+    admin.site.register(
+        model, type(model_admin.__name__, (SuperuserOnlyAdminMixin, model_admin), {})
+    )
+
+
+for _model in (get_user_model(), Group, TaskResult, GroupResult):
+    _superuser_only(_model)
 
 
 class ConsentInline(admin.TabularInline):

@@ -54,6 +54,7 @@ def _grant(actions: str, *models: str) -> set[str]:
 
 ROLES: dict[str, frozenset[str]] = {
     # Every clinic; enters and rotates credentials (Twilio, the custom-event webhook token);
+    # links staff accounts to their clinic (StaffMembership);
     # reads everything else to answer "why did this patient not get a text?"; changes no
     # clinic's workflows, policies, patients or messages.
     SUPPORT_STAFF: frozenset(
@@ -61,6 +62,8 @@ ROLES: dict[str, frozenset[str]] = {
             VIEW_ALL_ORGANIZATIONS,
             *_grant("view change", "patients.organization"),
             *_grant("view add change", "integrations.integration"),
+            # Who works in which clinic; accounts themselves stay with superusers.
+            *_grant("view add change delete", "patients.staffmembership"),
             *_grant(
                 "view",
                 "patients.patient",

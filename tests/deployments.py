@@ -2,13 +2,22 @@
 environment of a fresh shell (none of the test suite's settings), free ports, and waiting for
 a server to answer."""
 
+import contextlib
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,3 +67,105 @@ def wait_until_serving(url: str, *, timeout: float, alive: Callable[[], bool]) -
         else:
             return
     raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def child_processes(pid: int) -> dict[int, str]:
+    """The running children of a process, by pid, with their command lines (from /proc:
+    no psutil here)."""
+    children: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            # The command name in parentheses may itself hold spaces or parentheses.
+            fields = stat[stat.rindex(")") + 2 :].split()
+            state, parent = fields[0], int(fields[1])
+            if parent == pid and state != "Z":
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                children[int(entry.name)] = " ".join(a.decode(errors="replace") for a in argv)
+        except (OSError, ValueError, IndexError):
+            continue  # it exited while we looked
+    return children
+
+
+@dataclass
+class CareflowUp:
+    """A `manage.py careflow_up` stack (what `make run` starts) in processes of its own."""
+
+    url: str
+    sandbox_url: str
+    env: dict[str, str]
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    def tail(self, lines: int = 40) -> str:
+        return "".join(self.output[-lines:])
+
+    def manage(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        """Run a manage.py command against this stack's database and broker."""
+        return subprocess.run(  # noqa: S603 — this interpreter and this checkout's manage.py
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            env={**self.env, **extra_env},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def sandbox_messages(self) -> list[dict[str, Any]]:
+        with http_opener().open(f"{self.sandbox_url}/_sandbox/messages.json", timeout=5) as r:
+            messages: list[dict[str, Any]] = json.load(r)["messages"]
+            return messages
+
+
+@contextmanager
+def careflow_up(var_dir: Path, *, startup_timeout: float = 180) -> Iterator[CareflowUp]:
+    """Start `manage.py careflow_up` on fresh embedded defaults under var_dir; stop it as
+    the README says (Ctrl-C) on leaving, and whatever it failed to stop after it."""
+    port, sandbox_port = free_port(), free_port()
+    env = fresh_env(var_dir)
+    ports = ["--port", str(port), "--sandbox-port", str(sandbox_port)]
+    process = subprocess.Popen(  # noqa: S603 — this checkout's manage.py, as `make run` runs it
+        [sys.executable, "manage.py", "careflow_up", *ports],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    stack = CareflowUp(
+        url=f"http://127.0.0.1:{port}",
+        sandbox_url=f"http://127.0.0.1:{sandbox_port}",
+        env=env,
+        process=process,
+    )
+    ready = threading.Event()
+
+    def read_output() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            stack.output.append(line)
+            if "Press Ctrl-C to stop" in line:
+                ready.set()
+        ready.set()  # the process ended: stop waiting
+
+    threading.Thread(target=read_output, daemon=True).start()
+    try:
+        if not ready.wait(startup_timeout) or process.poll() is not None:
+            raise AssertionError(f"careflow_up did not start:\n{stack.tail()}")
+        wait_until_serving(
+            f"{stack.url}/admin/login/", timeout=60, alive=lambda: process.poll() is None
+        )
+        yield stack
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)

@@ -1,11 +1,19 @@
 """Start the whole product on embedded defaults: migrations, demo data, the Twilio sandbox,
-a Celery worker with beat, and the web server, until Ctrl-C."""
+a Celery worker, Celery beat, and the web server, until Ctrl-C.
+
+Beat runs as a process of its own, not inside the worker (`-B`): it carries the event relay,
+the run sweeper, the time-trigger scan, the status reconciliation and the PostgreSQL event
+listener, and an embedded beat that dies is never started again. Here the worker, beat and
+the sandbox are restarted whenever they exit (after a short backoff, said on stderr); only
+the web server's exit stops the stack, as it is what the user is looking at.
+"""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -17,9 +25,16 @@ from patients.models import Organization
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
 from workflows.management.commands.careflow_demo import demo_user
 
+# Processes restarted when they exit; the web server's exit stops the stack instead.
+RESTARTED = frozenset({"sandbox", "beat", "worker"})
+RESTART_BACKOFF_MIN = 1.0
+RESTART_BACKOFF_MAX = 30.0
+# A process that ran this long before exiting starts again from the shortest backoff.
+RESTART_STABLE_SECONDS = 60.0
+
 
 class Command(BaseCommand):
-    help = "Run careflow locally: web, worker + beat, and the Twilio sandbox, with demo data."
+    help = "Run careflow locally: web, worker, beat and the Twilio sandbox, with demo data."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=8000)
@@ -69,16 +84,18 @@ class Command(BaseCommand):
                 str(options["sandbox_port"]),
                 *[arg for a in accounts for arg in ("--account", a)],
             ]
-        commands["worker"] = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-B",
+        celery = [sys.executable, "-m", "celery", "-A", "config"]
+        commands["beat"] = [
+            *celery,
+            "beat",
             "-s",
             str(settings.VAR_DIR / "beat-schedule"),
+            "-l",
+            "WARNING",
+        ]
+        commands["worker"] = [
+            *celery,
+            "worker",
             "-Q",
             "events,runs,sends",
             "-c",
@@ -87,10 +104,11 @@ class Command(BaseCommand):
             "WARNING",
         ]
         commands["web"] = [*manage, "runserver", "--noreload", f"127.0.0.1:{options['port']}"]
-        processes = {
-            name: subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR)  # noqa: S603
-            for name, cmd in commands.items()
-        }
+
+        def start(name: str) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(commands[name], env=env, cwd=settings.BASE_DIR)  # noqa: S603
+
+        processes = {name: start(name) for name in commands}
         self.stdout.write(
             self.style.SUCCESS(
                 "\ncareflow is running.\n"
@@ -109,10 +127,19 @@ class Command(BaseCommand):
                 "Press Ctrl-C to stop.\n"
             )
         )
-        self._supervise(processes)
+        self._supervise(processes, start)
 
-    def _supervise(self, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    def _supervise(
+        self,
+        processes: dict[str, subprocess.Popen[bytes]],
+        start: Callable[[str], subprocess.Popen[bytes]],
+    ) -> None:
+        """Wait for Ctrl-C; restart what exits (but the web server), each after a backoff
+        that doubles while it keeps failing, so a process that cannot start does not spin."""
         stop = False
+        started = dict.fromkeys(processes, time.monotonic())
+        backoff = dict.fromkeys(processes, RESTART_BACKOFF_MIN)
+        restart_at: dict[str, float] = {}
 
         def _request_stop(signum: int, frame: Any) -> None:
             nonlocal stop
@@ -122,12 +149,35 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, _request_stop)
         try:
             while not stop:
-                for name, process in processes.items():
-                    if process.poll() is not None:
+                now = time.monotonic()
+                for name, process in list(processes.items()):
+                    if stop:  # Ctrl-C arrived meanwhile: its children exit, none restarts
+                        break
+                    if name in restart_at:
+                        if now >= restart_at[name]:
+                            del restart_at[name]
+                            processes[name], started[name] = start(name), now
+                            self.stderr.write(f"{name} restarted.")
+                        continue
+                    if process.poll() is None:
+                        continue
+                    if name not in RESTARTED:
                         self.stderr.write(
                             f"{name} exited with code {process.returncode}; stopping."
                         )
                         stop = True
+                        break
+                    if now - started[name] > RESTART_STABLE_SECONDS:
+                        backoff[name] = RESTART_BACKOFF_MIN  # it ran well: not a crash loop
+                    delay, backoff[name] = (
+                        backoff[name],
+                        min(2 * backoff[name], RESTART_BACKOFF_MAX),
+                    )
+                    self.stderr.write(
+                        f"{name} exited with code {process.returncode}; "
+                        f"restarting it in {delay:.0f} s."
+                    )
+                    restart_at[name] = now + delay
                 time.sleep(0.5)
         finally:
             for process in processes.values():

@@ -31,18 +31,7 @@
   const csrfToken = form.querySelector("input[name=csrfmiddlewaretoken]").value;
 
   // --- small DOM helpers ----------------------------------------------------------------
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    Object.entries(attrs || {}).forEach(([name, value]) => {
-      if (value === undefined || value === null || value === false) return;
-      if (name === "text") node.textContent = value;
-      else if (name === "class") node.className = value;
-      else node.setAttribute(name, value === true ? "" : value);
-    });
-    children.forEach((child) => child && node.append(child));
-    return node;
-  }
-  const option = (value, label) => el("option", { value: value, text: label });
+  const { el, option } = window.CareflowDom;  // dom.js
   function fillList(list, messages) {
     list.replaceChildren(...(messages || []).map((text) => el("li", { text: text })));
   }

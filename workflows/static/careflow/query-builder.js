@@ -23,18 +23,7 @@
   const MAX_DEPTH = 3;
 
   // --- small helpers ---------------------------------------------------------------------
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    Object.entries(attrs || {}).forEach(([name, value]) => {
-      if (value === undefined || value === null || value === false) return;
-      if (name === "text") node.textContent = value;
-      else if (name === "class") node.className = value;
-      else node.setAttribute(name, value === true ? "" : value);
-    });
-    children.forEach((child) => child && node.append(child));
-    return node;
-  }
-  const option = (value, label) => el("option", { value: value, text: label });
+  const { el, option } = window.CareflowDom;  // dom.js
   const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
   const isDate = (value) => isObject(value) && Object.keys(value).length === 1 && "$date" in value;
   const isOperators = (value) =>

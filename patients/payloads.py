@@ -30,6 +30,7 @@ from patients.models import (
     Task,
     model_get,
 )
+from patients.zones import display_zone
 
 
 def _iso(value: date | datetime | None) -> str | None:
@@ -376,10 +377,13 @@ def requisition_payload(requisition: Requisition) -> dict[str, Any]:
 
 
 def _display_zone(appointment: Appointment) -> str:
-    for name in (_patient(appointment).timezone, appointment.organization.timezone):
-        if name and name in zoneinfo.available_timezones():
-            return name
-    return "UTC"
+    # The zone the date filter renders in too, so startsAtLocal and startsAt | date agree.
+    patient = _patient(appointment)
+    return display_zone(
+        patient_timezone=patient.timezone,
+        province_code=patient.province_code,
+        clinic_timezone=appointment.organization.timezone,
+    )
 
 
 def appointment_payload(appointment: Appointment) -> dict[str, Any]:

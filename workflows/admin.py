@@ -394,7 +394,10 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                 raise ValidationError("messages must be an object")
             return JsonResponse(
                 builder.message_previews(
-                    trigger=str(body.get("trigger") or ""), patient=patient, messages=messages_
+                    trigger=str(body.get("trigger") or ""),
+                    patient=patient,
+                    messages=messages_,
+                    organization=workflow.organization if workflow else None,
                 )
             )
 

@@ -8,6 +8,7 @@ edits it. Everything the page posts is parsed here and validated by
 """
 
 import json
+import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from integrations.policy import SEND_CHECKS
 from integrations.registry import REGISTRY
 from integrations.sms import MAX_BODY_CHARS, segment_info
 from patients.models import ConsentRecord, Organization, Patient
+from patients.zones import patient_zone
 from workflows.dry_run import test_payload
 from workflows.events import CATALOGUE, EVENT_TYPES, schema_example, schema_paths
 from workflows.models import Step, Workflow
@@ -494,10 +496,13 @@ def _non_gsm_characters(text: str) -> list[str]:
     return sorted({ch for ch in text if segment_info(ch).encoding == "UCS-2"})
 
 
-def message_preview(template: str, data: Mapping[str, Any]) -> dict[str, Any]:
-    """One SMS body rendered against `data`, with what it costs and what to watch out for."""
+def message_preview(
+    template: str, data: Mapping[str, Any], *, tz: zoneinfo.ZoneInfo | None = None
+) -> dict[str, Any]:
+    """One SMS body rendered against `data` (dates and times in `tz`), with what it costs and
+    what to watch out for."""
     try:
-        text = template_render(template, data)
+        text = template_render(template, data, tz=tz)
     except TemplateError as exc:
         return {"error": str(exc)}
     info = segment_info(text)
@@ -527,17 +532,26 @@ def message_preview(template: str, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def message_previews(
-    *, trigger: str, patient: Patient | None, messages: Mapping[str, Any]
+    *,
+    trigger: str,
+    patient: Patient | None,
+    messages: Mapping[str, Any],
+    organization: Organization | None = None,
 ) -> dict[str, Any]:
     """Every message of the builder (by step index) rendered for the test patient, or for the
-    data reference's example data when no patient is chosen."""
+    data reference's example data when no patient is chosen. Dates and times are shown as the
+    engine would text them: in the patient's zone, or for example data in `organization`'s."""
     if trigger not in EVENT_TYPES:
         return {"source": "", "previews": {}, "error": "choose a trigger to preview messages"}
     data, source = _preview_data(trigger, patient)
+    owner = patient.organization if patient is not None else organization
+    tz = patient_zone(patient, owner) if owner is not None else None
     return {
         "patient": str(patient) if patient else "",
         "source": source,
-        "previews": {str(key): message_preview(str(text), data) for key, text in messages.items()},
+        "previews": {
+            str(key): message_preview(str(text), data, tz=tz) for key, text in messages.items()
+        },
     }
 
 

@@ -23,6 +23,7 @@ from integrations.sms import segment_info
 from integrations.twilio.adapter import recipient_patient, twilio_integration
 from patients.models import Patient
 from patients.payloads import payload_for_patient
+from patients.zones import patient_zone
 from workflows.engine import workflow_definition
 from workflows.events import EVENT_TYPES, schema_example
 from workflows.filters import FilterError, filter_matches
@@ -78,7 +79,8 @@ def test_payload(*, trigger: str, patient: Patient) -> tuple[dict[str, Any], str
 
 
 def _patient_zone(patient: Patient, workflow: Workflow) -> zoneinfo.ZoneInfo:
-    return zoneinfo.ZoneInfo(patient.timezone or workflow.organization.timezone)
+    # The engine's rule (patient → address state → clinic), so the dry run shows what it does.
+    return patient_zone(patient, workflow.organization)
 
 
 def workflow_dry_run(
@@ -173,7 +175,7 @@ def _adapter_dry_run(
     title = f"{adapter.label} → {function.label}" if adapter and function else "Adapter"
     inputs: dict[str, str] = {}
     try:
-        adapter_inputs_render(step, data, into=inputs)
+        adapter_inputs_render(step, data, into=inputs, tz=_patient_zone(patient, workflow))
     except StepConfigError as exc:
         return DryRunStep(number, "adapter", title, "error", str(exc), inputs)
     if step.get("adapter") != "twilio":

@@ -8,7 +8,6 @@ died is taken over once the lease expires.
 
 import logging
 import time
-import zoneinfo
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from integrations.policy import consent_history_prefetch
 from integrations.registry import adapter_get
 from patients.models import Patient, insert_or_get, rows_update
 from patients.payloads import payload_for_subject
+from patients.zones import patient_zone
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, Run, Step, StepRun, Workflow
 from workflows.steps import (
@@ -427,10 +427,7 @@ def _delay_execute(
         until = datetime.fromisoformat(until_text)
     else:
         patient = batch.patient(run.event.organization_id, values)
-        tz = zoneinfo.ZoneInfo(
-            (patient.timezone if patient and patient.timezone else "")
-            or run.workflow.organization.timezone
-        )
+        tz = patient_zone(patient, run.workflow.organization)
         started = step_run.started_at or timezone.now()
         until = delay_until(step.get("parameters") or {}, data=values, started_at=started, tz=tz)
     result = {"until": until.isoformat()}
@@ -444,8 +441,11 @@ def _adapter_execute(
     run: Run, step: dict[str, Any], step_run: StepRun, values: dict[str, Any], batch: RunBatch
 ) -> Outcome:
     inputs: dict[str, str] = {}
+    patient = batch.patient(run.event.organization_id, values)
     try:
-        adapter_inputs_render(step, values, into=inputs)
+        adapter_inputs_render(
+            step, values, into=inputs, tz=patient_zone(patient, run.workflow.organization)
+        )
     except StepConfigError as exc:
         return Outcome("failed", reason=str(exc))
     step_run.inputs = inputs
@@ -454,7 +454,6 @@ def _adapter_execute(
         adapter = adapter_get(step.get("adapter", ""))
     except LookupError as exc:
         return Outcome("failed", reason=str(exc))
-    patient = batch.patient(run.event.organization_id, values)
     key = f"run:{run.pk}:step:{step_run.index}"
     if step_run.generation:
         key += f":retry:{step_run.generation}"

@@ -334,8 +334,8 @@ APPOINTMENT = _object(
         "status": _status("appointment", APPOINTMENT_STATUSES, "confirmed"),
         "startsAt": _datetime("Start time (ISO 8601, UTC).", "2025-03-05T15:00:00+00:00"),
         "startsAtLocal": _datetime(
-            "Start time in the patient's time zone (else the clinic's), with its offset; "
-            'format with | date:"%b %-d at %-I:%M %p".',
+            "Start time in the patient's time zone (else their address's state's, else the "
+            'clinic\'s), with its offset; format with | date:"%b %-d at %-I:%M %p".',
             "2025-03-05T10:00:00-05:00",
         ),
         "timezone": _string("The time zone of startsAtLocal.", "America/New_York"),

@@ -16,6 +16,15 @@ from django.urls import reverse
 
 from workflows.events import CATALOGUE, EVENT_TYPES, EventType, Field, schema_paths
 
+# How the date filter treats time zones (workflows.rendering._format_date), for every page
+# and the builder's JSON: clinic admins write times once, patients read their own clock.
+DATES_NOTE = (
+    'The date filter, e.g. {{appointment.startsAt | date:"%b %-d at %-I:%M %p"}}, shows a '
+    "time in the recipient's time zone: the patient's time zone, else the state of their "
+    "address, else the clinic's. Daylight saving time is taken into account. A date without "
+    "a time (e.g. a birth date) is shown as it is, never moved to another day."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -92,7 +101,8 @@ def reference_index(request: HttpRequest) -> HttpResponse:
                 "categories": [
                     {"name": name, "events": [_event_summary(event) for event in events]}
                     for name, events in categories
-                ]
+                ],
+                "dates": DATES_NOTE,
             }
         )
     return TemplateResponse(
@@ -102,6 +112,7 @@ def reference_index(request: HttpRequest) -> HttpResponse:
             **admin.site.each_context(request),
             "title": "Data reference",
             "categories": categories,
+            "dates_note": DATES_NOTE,
         },
     )
 
@@ -117,6 +128,7 @@ def reference_event(request: HttpRequest, name: str) -> HttpResponse:
                 **_event_summary(event),
                 "variables": [row.as_json() for row in rows if row.is_variable],
                 "fields": [row.as_json() for row in rows],
+                "dates": DATES_NOTE,
             }
         )
     return TemplateResponse(
@@ -128,5 +140,6 @@ def reference_event(request: HttpRequest, name: str) -> HttpResponse:
             "subtitle": event.description,
             "event": event,
             "rows": rows,
+            "dates_note": DATES_NOTE,
         },
     )

@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -48,7 +48,7 @@ class Variable:
         return None
 
 
-def _format_date(value: Any, argument: str | None) -> str:
+def _format_date(value: Any, argument: str | None, tz: tzinfo | None = None) -> str:
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
@@ -56,10 +56,16 @@ def _format_date(value: Any, argument: str | None) -> str:
             raise TemplateError(f"“{value}” is not a date") from None
     if not isinstance(value, date):
         raise TemplateError(f"“{value}” is not a date")
+    # An instant (a timestamp with an offset, as every payload time has) is shown as the
+    # recipient's clock reads it: an appointment at 15:00Z is "9:00 AM" in Chicago in winter,
+    # "10:00 AM" in summer. A date, or a time without an offset, is a calendar or wall-clock
+    # value already and is shown as given: converting it would move a birthday by a day.
+    if isinstance(value, datetime) and value.tzinfo is not None and tz is not None:
+        value = value.astimezone(tz)
     return value.strftime(argument or "%b %-d, %Y")
 
 
-def _format_money(value: Any, argument: str | None) -> str:
+def _format_money(value: Any, argument: str | None, tz: tzinfo | None = None) -> str:
     try:
         amount = Decimal(str(value))
     except InvalidOperation:
@@ -67,9 +73,10 @@ def _format_money(value: Any, argument: str | None) -> str:
     return f"{argument if argument is not None else '$'}{amount:,.2f}"
 
 
-FORMATTERS: dict[str, Callable[[Any, str | None], str]] = {
-    "upper": lambda value, _: _text(value).upper(),
-    "lower": lambda value, _: _text(value).lower(),
+# Each formatter gets the value, the filter's argument and the recipient's time zone.
+FORMATTERS: dict[str, Callable[[Any, str | None, tzinfo | None], str]] = {
+    "upper": lambda value, _, __: _text(value).upper(),
+    "lower": lambda value, _, __: _text(value).lower(),
     "date": _format_date,
     "money": _format_money,
 }
@@ -148,7 +155,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _render_variable(variable: Variable, data: Mapping[str, Any]) -> str:
+def _render_variable(variable: Variable, data: Mapping[str, Any], tz: tzinfo | None) -> str:
     value = resolve_path(data, variable.path)
     if value is MISSING or value is None or value == "":
         if variable.default is not None:
@@ -166,14 +173,16 @@ def _render_variable(variable: Variable, data: Mapping[str, Any]) -> str:
     text: str | None = None
     for f in variable.filters:
         if f.name != "default":
-            text = FORMATTERS[f.name](value if text is None else text, f.argument)
+            text = FORMATTERS[f.name](value if text is None else text, f.argument, tz)
     return _text(value) if text is None else text
 
 
-def template_render(template: str, data: Mapping[str, Any]) -> str:
-    """Render all of `template` against `data`, or raise TemplateError naming the problem."""
+def template_render(template: str, data: Mapping[str, Any], *, tz: tzinfo | None = None) -> str:
+    """Render all of `template` against `data`, or raise TemplateError naming the problem.
+    `tz`: the recipient's time zone, which the date filter shows timestamps in (None: as
+    given, e.g. UTC; only for text no patient reads)."""
     template_variables(template)  # syntax errors first, for the whole template
-    return _TAG.sub(lambda m: _render_variable(_parse_tag(m.group(1)), data), template)
+    return _TAG.sub(lambda m: _render_variable(_parse_tag(m.group(1)), data, tz), template)
 
 
 # --- JSON templates (Parameter.kind == "json") ------------------------------------------------
@@ -217,17 +226,23 @@ def json_template_map(document: Any, render: Callable[[str], Any]) -> Any:
     return document
 
 
-def json_template_render(template: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+def json_template_render(
+    template: Any, data: Mapping[str, Any], *, tz: tzinfo | None = None
+) -> dict[str, Any]:
     """Render a JSON template against `data`: each string value as a template, all or nothing."""
     document = json_template_load(template)
     json_template_map(document, template_variables)  # syntax errors first, in any value
-    rendered: dict[str, Any] = json_template_map(document, lambda text: template_render(text, data))
+    rendered: dict[str, Any] = json_template_map(
+        document, lambda text: template_render(text, data, tz=tz)
+    )
     return rendered
 
 
-def parameter_render(template: Any, data: Mapping[str, Any], *, kind: str = "text") -> str:
+def parameter_render(
+    template: Any, data: Mapping[str, Any], *, kind: str = "text", tz: tzinfo | None = None
+) -> str:
     """One adapter parameter rendered as its kind says (see integrations.adapters.Parameter):
     a JSON parameter becomes the JSON text of the rendered document."""
     if kind == "json":
-        return json.dumps(json_template_render(template, data), ensure_ascii=False)
-    return template_render(str(template), data)
+        return json.dumps(json_template_render(template, data, tz=tz), ensure_ascii=False)
+    return template_render(str(template), data, tz=tz)

@@ -191,10 +191,15 @@ def step_validate(step: Mapping[str, Any], *, number: int, total: int) -> None:
 
 
 def adapter_inputs_render(
-    step: Mapping[str, Any], data: Mapping[str, Any], *, into: dict[str, str]
+    step: Mapping[str, Any],
+    data: Mapping[str, Any],
+    *,
+    into: dict[str, str],
+    tz: zoneinfo.ZoneInfo,
 ) -> None:
     """Render an adapter step's parameters against `data` into `into`, each as its parameter's
-    kind says (text, or JSON rendered value by value). Raise StepConfigError naming the first
+    kind says (text, or JSON rendered value by value), with dates and times in `tz`, the
+    recipient's zone (`patients.zones.patient_zone`). Raise StepConfigError naming the first
     that cannot be filled in; the ones before it are left in `into` (a dry run shows them)."""
     adapter = REGISTRY.get(str(step.get("adapter") or ""))
     function = adapter.functions.get(str(step.get("function") or "")) if adapter else None
@@ -202,7 +207,7 @@ def adapter_inputs_render(
         parameter = function.parameter(name) if function else None
         try:
             into[name] = parameter_render(
-                template, data, kind=parameter.kind if parameter else "text"
+                template, data, kind=parameter.kind if parameter else "text", tz=tz
             )
         except TemplateError as exc:
             raise StepConfigError(f"could not fill in {name}: {exc}", field=name) from exc

@@ -1,8 +1,24 @@
 import json
+import zoneinfo
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from integrations.twilio.sandbox import SandboxServer
+from tests.conftest import sandbox_account
+from tests.factories import (
+    SANDBOX_FROM,
+    AppointmentFactory,
+    IntegrationFactory,
+    PatientFactory,
+    SmsStepFactory,
+    WorkflowFactory,
+)
+from workflows.builder import message_previews
+from workflows.dry_run import workflow_dry_run
+from workflows.engine import event_dispatch, run_advance
+from workflows.models import Event, StepRun
 from workflows.rendering import (
     TemplateError,
     json_template_render,
@@ -134,3 +150,108 @@ def test_json_template_errors_name_the_problem(template: str, fragment: str) -> 
 
 def test_a_json_template_already_decoded_is_rendered_too() -> None:
     assert json_template_render({"who": "{{customer.firstName}}"}, DATA) == {"who": "Ann"}
+
+
+# --- dates and times in the recipient's time zone (issue 14, "Also") ---------------------------
+
+CHICAGO = zoneinfo.ZoneInfo("America/Chicago")
+WHEN = '{{appointment.startsAt | date:"%b %-d at %-I:%M %p %Z"}}'
+
+
+@pytest.mark.parametrize(
+    ("starts_at", "expected"),
+    [
+        # Spring forward: 2:00 CST becomes 3:00 CDT on Sunday 8 March 2026 (08:00 UTC).
+        ("2026-03-07T15:00:00+00:00", "Mar 7 at 9:00 AM CST"),
+        ("2026-03-08T07:30:00+00:00", "Mar 8 at 1:30 AM CST"),
+        ("2026-03-08T08:30:00+00:00", "Mar 8 at 3:30 AM CDT"),
+        ("2026-03-08T15:00:00Z", "Mar 8 at 10:00 AM CDT"),
+        # Fall back: 2:00 CDT becomes 1:00 CST on Sunday 1 November 2026 (07:00 UTC).
+        ("2026-11-01T06:30:00+00:00", "Nov 1 at 1:30 AM CDT"),
+        ("2026-11-01T07:30:00+00:00", "Nov 1 at 1:30 AM CST"),
+        ("2026-11-01T15:00:00+00:00", "Nov 1 at 9:00 AM CST"),
+        # Late evening in Chicago is already the next day in UTC: the patient's day is shown.
+        ("2026-11-02T03:30:00+00:00", "Nov 1 at 9:30 PM CST"),
+        # An offset other than UTC is an instant too.
+        ("2026-03-08T11:00:00-05:00", "Mar 8 at 11:00 AM CDT"),
+    ],
+)
+def test_date_shows_a_timestamp_on_the_recipients_clock_across_dst(
+    starts_at: str, expected: str
+) -> None:
+    data = {"appointment": {"startsAt": starts_at}}
+    assert template_render(WHEN, data, tz=CHICAGO) == expected
+
+
+@pytest.mark.parametrize("zone", ["America/Chicago", "Pacific/Honolulu", "Pacific/Kiritimati"])
+def test_a_date_without_a_time_is_never_moved_to_another_day(zone: str) -> None:
+    data = {"customer": {"birthDate": "2026-03-08"}, "order": {"dueOn": "2026-11-01"}}
+    tz = zoneinfo.ZoneInfo(zone)
+    assert template_render("{{customer.birthDate | date}}", data, tz=tz) == "Mar 8, 2026"
+    assert template_render('{{order.dueOn | date:"%A %-d %B"}}', data, tz=tz) == "Sunday 1 November"
+
+
+def test_a_time_without_an_offset_is_shown_as_given() -> None:
+    data = {"webhook": {"data": {"pickupAt": "2026-03-08T09:15:00"}}}
+    template = '{{webhook.data.pickupAt | date:"%-I:%M %p"}}'
+    assert template_render(template, data, tz=CHICAGO) == "9:15 AM"
+
+
+def test_json_parameters_render_dates_in_the_recipients_zone_too() -> None:
+    data = {"appointment": {"startsAt": "2026-03-08T15:00:00+00:00"}}
+    text = parameter_render(
+        '{"when": "{{appointment.startsAt | date:\\"%H:%M\\"}}"}', data, kind="json", tz=CHICAGO
+    )
+    assert json.loads(text) == {"when": "10:00"}
+    assert parameter_render(WHEN, data, tz=CHICAGO) == "Mar 8 at 10:00 AM CDT"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("starts_at", "expected"),
+    [
+        (datetime(2026, 3, 7, 15, 0, tzinfo=UTC), "Your visit: Mar 7 at 9:00 AM"),
+        (datetime(2026, 3, 8, 15, 0, tzinfo=UTC), "Your visit: Mar 8 at 10:00 AM"),
+        (datetime(2026, 11, 1, 15, 0, tzinfo=UTC), "Your visit: Nov 1 at 9:00 AM"),
+    ],
+)
+def test_engine_dry_run_and_preview_text_the_same_local_time(
+    sandbox: SandboxServer, starts_at: datetime, expected: str
+) -> None:
+    """A clinic in New York, a patient with no time zone of their own whose address is in
+    Illinois: the text shows Chicago time, the same in the run, the dry run and the preview."""
+    integration = sandbox_account(sandbox, IntegrationFactory())
+    organization = integration.organization
+    organization.timezone = "America/New_York"
+    organization.save()
+    template = 'Your visit: {{appointment.startsAt | date:"%b %-d at %-I:%M %p"}}'
+    workflow = WorkflowFactory(organization=organization, trigger="appointment.booked")
+    SmsStepFactory(
+        workflow=workflow,
+        parameters={"message": template, "to": "{{customer.phone}}", "from": SANDBOX_FROM},
+    )
+    patient = PatientFactory(
+        organization=organization, timezone="", province_code="IL", phone="+13125550123"
+    )
+    AppointmentFactory(patient=patient, starts_at=starts_at)
+    event = Event.objects.get(type="appointment.booked")
+    assert event.payload["appointment"]["timezone"] == "America/Chicago"  # startsAtLocal agrees
+
+    (run_id,) = event_dispatch(event_id=event.pk)
+    run_advance(run_id=run_id)
+    assert StepRun.objects.get(run_id=run_id).inputs["message"] == expected
+
+    (sms,) = workflow_dry_run(workflow=workflow, patient=patient).steps
+    assert sms.inputs["message"] == expected
+
+    previews = message_previews(
+        trigger="appointment.booked", patient=patient, messages={"0": template}
+    )
+    assert previews["previews"]["0"]["text"] == expected
+    example = message_previews(
+        trigger="appointment.booked",
+        patient=None,
+        messages={"0": template},
+        organization=organization,
+    )
+    assert "error" not in example["previews"]["0"]

@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.test import Client
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from patients.roles import CLINIC_ADMIN
 from tests.factories import StaffMembershipFactory
@@ -95,6 +95,20 @@ def admin_page(browser: Browser, live_server: Any) -> Iterator[Callable[[Any], P
         for page in pages:
             assert page.js_errors == [], page.js_errors  # type: ignore[attr-defined]
         context.close()
+
+
+def builder_open(admin_page: Callable[[Any], Page], workflow: Any) -> Page:
+    """The workflow's builder as its clinic's admin sees it, loaded and with no problems."""
+    page = admin_page(clinic_admin(workflow.organization))
+    page.goto(f"/admin/workflows/workflow/{workflow.pk}/change/")
+    expect(page.locator("#cf-problems")).to_have_text("✓ No problems found.")
+    return page
+
+
+def builder_save(page: Page) -> None:
+    """Save and continue editing; the save succeeds."""
+    page.locator("input[name=_continue]").click()
+    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
 
 
 def screenshot_path(name: str, tmp_path: Path) -> Path:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import clinic_admin
+from tests.browser.conftest import builder_open, builder_save
 from tests.factories import IntegrationFactory, SmsStepFactory, WorkflowFactory
 from workflows.models import Step, Workflow
 
@@ -40,13 +40,6 @@ def workflow(transactional_db: Any) -> Workflow:
     return workflow
 
 
-def _open(admin_page: Callable[[Any], Page], workflow: Workflow) -> Page:
-    page = admin_page(clinic_admin(workflow.organization))
-    page.goto(f"/admin/workflows/workflow/{workflow.pk}/change/")
-    expect(page.locator("#cf-problems")).to_have_text("✓ No problems found.")
-    return page
-
-
 def _order(page: Page) -> list[str]:
     """Each step as "<number> <title> <first words of its message or wait>"."""
     result = []
@@ -66,7 +59,7 @@ def _order(page: Page) -> list[str]:
 def test_reorder_by_dragging_and_by_keyboard_then_save(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     assert _order(page) == [
         "1 Twilio → Send SMS First",
         "2 Delay 1 hours",
@@ -116,8 +109,7 @@ def test_reorder_by_dragging_and_by_keyboard_then_save(
         "3 Delay 1 hours",
     ]
 
-    page.locator("input[name=_continue]").click()
-    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+    builder_save(page)
     saved = list(workflow.steps.order_by("position"))
     assert [(s.type, s.parameters.get("message", "")[:5]) for s in saved] == [
         ("adapter", "First"),
@@ -134,7 +126,7 @@ def test_reorder_by_dragging_and_by_keyboard_then_save(
 def test_an_unknown_variable_is_shown_on_its_step_live_and_after_saving(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     third = page.locator("#cf-steps > li").nth(2)
     message = third.get_by_label("Message")
     message.fill("Hello {{customer.frstName}}, order {{order.number}}")
@@ -167,7 +159,7 @@ def test_an_unknown_variable_is_shown_on_its_step_live_and_after_saving(
 def test_preview_counts_characters_and_warns(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     first = page.locator("#cf-steps > li").first
     first.get_by_label("Message").fill("Your order’s on its way " + "x" * 150)
     preview = first.locator(".cf-preview")
@@ -200,7 +192,7 @@ def test_a_viewer_sees_the_builder_read_only(
 def test_a_webhook_step_with_a_multi_line_json_body(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     page.locator("[data-add=adapter]").click()
     step = page.locator("#cf-steps > li").nth(3)
     step.get_by_label("Adapter").select_option("webhook")
@@ -231,8 +223,7 @@ def test_a_webhook_step_with_a_multi_line_json_body(
     body.fill('{\n  "order": "{{order.number}}",\n  "who": "{{customer.firstName}}"\n}')
     expect(page.locator("#cf-problems")).to_have_text("✓ No problems found.")
 
-    page.locator("input[name=_continue]").click()
-    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+    builder_save(page)
     saved = workflow.steps.get(position=4)
     assert (saved.adapter, saved.function) == ("webhook", "postJSON")
     assert saved.parameters == {

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.conftest import clinic_admin
+from tests.browser.conftest import builder_open, builder_save, clinic_admin
 from tests.factories import IntegrationFactory, SmsStepFactory, WorkflowFactory
 from workflows.models import Step, Workflow
 
@@ -25,18 +25,6 @@ def workflow(transactional_db: Any) -> Workflow:
     workflow = WorkflowFactory(organization=integration.organization, enabled=False)
     SmsStepFactory(workflow=workflow)
     return workflow
-
-
-def _open(admin_page: Callable[[Any], Page], workflow: Workflow) -> Page:
-    page = admin_page(clinic_admin(workflow.organization))
-    page.goto(f"/admin/workflows/workflow/{workflow.pk}/change/")
-    expect(page.locator("#cf-problems")).to_have_text("✓ No problems found.")
-    return page
-
-
-def _save(page: Page) -> None:
-    page.locator("input[name=_continue]").click()
-    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
 
 
 def _condition(scope: Page | Locator, number: str, field: str, op: str, value: str = "") -> None:
@@ -55,7 +43,7 @@ def _filter_json(page: Page) -> Any:
 def test_a_filter_built_by_clicking_with_an_or_group_is_saved_as_its_query(
     admin_page: Callable[[Any], Page], workflow: Workflow, tmp_path: Path
 ) -> None:
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     section = page.locator("#cf-filter-builder")
     expect(section).to_contain_text("No conditions: every event passes.")
 
@@ -109,7 +97,7 @@ def test_a_filter_built_by_clicking_with_an_or_group_is_saved_as_its_query(
         path=tmp_path / "filter-builder.png"
     )
 
-    _save(page)
+    builder_save(page)
     workflow.refresh_from_db()
     assert workflow.filter == expected
     # read back from the saved JSON, the same conditions
@@ -122,7 +110,7 @@ def test_the_json_view_and_the_conditions_update_each_other(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
     Workflow.objects.filter(pk=workflow.pk).update(filter={"order.status": "shipped"})
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     expect(page.get_by_label("Condition 1: field", exact=True)).to_have_value("order.status")
     expect(page.get_by_label("Condition 1: value", exact=True)).to_have_value("shipped")
 
@@ -139,7 +127,7 @@ def test_the_json_view_and_the_conditions_update_each_other(
     page.get_by_label("Condition 1: value", exact=True).fill("25")
     page.get_by_role("button", name="Remove condition 2").click()
     assert _filter_json(page) == {"order.totalAmount": {"$lt": 25}}
-    _save(page)
+    builder_save(page)
     workflow.refresh_from_db()
     assert workflow.filter == {"order.totalAmount": {"$lt": 25}}
 
@@ -149,7 +137,7 @@ def test_a_query_the_builder_cannot_show_stays_json_untouched(
 ) -> None:
     stored = {"order.lineItems": {"$size": 2}, "order.status": "shipped"}
     Workflow.objects.filter(pk=workflow.pk).update(filter=stored)
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     note = page.locator("#cf-filter-builder .cf-query-note")
     expect(note).to_contain_text("cannot show, so it stays as JSON below, exactly as written")
     expect(page.locator("#cf-filter")).to_be_visible()
@@ -158,7 +146,7 @@ def test_a_query_the_builder_cannot_show_stays_json_untouched(
 
     # saving something else keeps it as it was
     page.locator("#id_name").fill("Renamed")
-    _save(page)
+    builder_save(page)
     workflow.refresh_from_db()
     assert (workflow.name, workflow.filter) == ("Renamed", stored)
     expect(note).to_be_visible()
@@ -175,7 +163,7 @@ def test_a_query_the_builder_cannot_show_stays_json_untouched(
 def test_a_condition_step_built_by_clicking(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     page.locator("[data-add=condition]").click()
     step = page.locator("#cf-steps > li").nth(1)
     expect(step.get_by_label("Test", exact=True)).to_have_value("")
@@ -190,7 +178,7 @@ def test_a_condition_step_built_by_clicking(
         '{"order.lineItems.price":{"$gt":100}}'
     )
     expect(page.locator("#cf-diagram svg")).to_contain_text("If order.lineItems.price > 100")
-    _save(page)
+    builder_save(page)
     condition = workflow.steps.get(position=2)
     assert condition.parameters == {"query": {"order.lineItems.price": {"$gt": 100}}}
 
@@ -198,7 +186,7 @@ def test_a_condition_step_built_by_clicking(
 def test_a_condition_not_complete_yet_is_not_saved_unseen(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     page.get_by_role("button", name="Add a condition to the filter").click()
     _condition(page, "1", "order.totalAmount", "gt")
     problem = page.locator("#cf-filter-builder .cf-cond-problem")
@@ -216,7 +204,7 @@ def test_a_condition_not_complete_yet_is_not_saved_unseen(
     assert workflow.version == 1
     page.get_by_label("Condition 1: value", exact=True).fill("10.5")
     expect(problem).to_be_hidden()
-    _save(page)
+    builder_save(page)
     workflow.refresh_from_db()
     assert workflow.filter == {"order.totalAmount": {"$gt": 10.5}}
 
@@ -224,7 +212,7 @@ def test_a_condition_not_complete_yet_is_not_saved_unseen(
 def test_a_delay_of_three_days_is_stored_in_seconds(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     page.locator("[data-add=delay]").click()
     step = page.locator("#cf-steps > li").nth(1)
     step.get_by_label("Duration", exact=True).fill("3")
@@ -240,7 +228,7 @@ def test_a_delay_of_three_days_is_stored_in_seconds(
     until.get_by_label("Offset: unit").select_option("days")
     expect(until.get_by_label("Offset: before or after")).to_have_value("-1")
     expect(page.locator("#cf-diagram svg")).to_contain_text("Wait until order.updatedAt − 1 day")
-    _save(page)
+    builder_save(page)
     saved = list(workflow.steps.order_by("position"))
     assert saved[1].parameters == {"kind": "duration", "seconds": "259200"}
     assert saved[2].parameters == {
@@ -263,19 +251,19 @@ def test_a_stored_duration_in_odd_seconds_is_shown_as_is(
         type="delay",
         parameters={"kind": "duration", "seconds": "90"},
     )
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     step = page.locator("#cf-steps > li").nth(1)
     expect(step.get_by_label("Duration", exact=True)).to_have_value("90")
     expect(step.get_by_label("Duration: unit")).to_have_value("1")  # "seconds", kept
     step.get_by_label("Duration: unit").select_option("minutes")
-    _save(page)
+    builder_save(page)
     assert workflow.steps.get(position=2).parameters["seconds"] == "5400"
 
 
 def test_from_phone_is_picked_from_the_clinics_approved_numbers(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     page.locator("[data-add=adapter]").click()
     step = page.locator("#cf-steps > li").nth(1)
     step.get_by_label("Adapter").select_option("twilio")
@@ -296,7 +284,7 @@ def test_from_phone_is_picked_from_the_clinics_approved_numbers(
     variable.fill("{{order.number}}")
     expect(page.locator("#cf-problems")).to_have_text("✓ No problems found.")
     sender.select_option("+14155550100")
-    _save(page)
+    builder_save(page)
     assert workflow.steps.get(position=2).parameters["from"] == "+14155550100"
 
 
@@ -322,7 +310,7 @@ def test_a_clinics_only_number_is_preselected(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
     workflow.organization.integrations.update(sending_numbers=["+15005550006"])
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     page.locator("[data-add=adapter]").click()
     step = page.locator("#cf-steps > li").nth(1)
     step.get_by_label("Adapter").select_option("twilio")
@@ -348,7 +336,7 @@ def test_a_workflow_is_enabled_only_through_the_banner(
 def test_a_field_is_found_by_typing_and_an_unlisted_path_is_typed(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
-    page = _open(admin_page, workflow)
+    page = builder_open(admin_page, workflow)
     page.get_by_role("button", name="Add a condition to the filter").click()
     page.get_by_label("Condition 1: field", exact=True).select_option("Search or type a path…")
     search = page.get_by_label("Condition 1: path", exact=True)

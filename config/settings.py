@@ -107,8 +107,28 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Each process keeps a bounded pool of PostgreSQL sessions (psycopg_pool; Django closes a
+    # connection by handing it back). Without one, a threaded server (runserver, gunicorn
+    # gthread) opens a session per thread, and a burst of status callbacks exhausted
+    # max_connections (measured: 150 concurrent callbacks at runserver held 78 sessions and
+    # 127 answers were 500s; with the pool, 4 sessions and no 500). A sync gunicorn worker or
+    # a Celery prefork child uses one at a time, so keeps one, as a persistent connection
+    # did. Sessions in all: processes × CAREFLOW_DB_POOL_MAX_SIZE at most (README, sizing).
+    # 0 turns pooling off for persistent connections (CONN_MAX_AGE), e.g. behind PgBouncer.
+    _pool_max = env.int("CAREFLOW_DB_POOL_MAX_SIZE", default=4)
+    if _pool_max > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django refuses persistence with a pool
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": _pool_max,
+            # A request waits this long for a free session, then fails (rather than queue
+            # without end behind a stuck one).
+            "timeout": env.float("CAREFLOW_DB_POOL_TIMEOUT", default=10.0),
+            "max_idle": 300.0,
+        }
+    else:
+        DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     # psycopg prepares no statement at all while this is None (Django's default). Django's
     # cursors bind on the client and never prepare; with a threshold no statement reaches,
     # only those run through patients.models.prepared_cursor are prepared. Off behind a

@@ -59,13 +59,18 @@ _DECORATION = frozenset("PSZMC")
 _APOSTROPHES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\uff07": "'"})
 
 
+def _invisible(ch: str) -> bool:
+    category = unicodedata.category(ch)
+    return category == "Cf" or (category == "Cc" and not ch.isspace())
+
+
 def keyword_normalize(body: str) -> str:
     """`body` as keywords are matched: Unicode NFKC with case folded (full-width and other
-    compatibility letters become plain ones), format characters (zero-width spaces and joiners,
-    soft hyphens, BOM) removed, runs of whitespace made one space, punctuation, symbols and
+    compatibility letters become plain ones), format and control characters (zero-width spaces
+    and joiners, soft hyphens, BOM, NUL) removed, runs of whitespace made one space, punctuation, symbols and
     emoji stripped from both ends. Inner punctuation stays: "don't stop" is not "stop"."""
     text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", body).casefold())
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    text = "".join(ch for ch in text if not _invisible(ch))
     text = " ".join(text.translate(_APOSTROPHES).split())
     start, end = 0, len(text)
     while start < end and unicodedata.category(text[start])[0] in _DECORATION:
@@ -205,6 +210,9 @@ def inbound_sms_receive(
     number is already opted out gets no further text."""
     organization = integration.organization
     match = keyword_match(body)
+    # PostgreSQL's text and jsonb cannot hold NUL. Twilio does not send one, but a signed
+    # request must not fail (and its STOP be lost): the text is kept, U+FFFD where NUL was.
+    body, from_, to = (value.replace("\x00", "\ufffd") for value in (body, from_, to))
     action = match.action
     reply = None
     if action == InboundMessage.Action.HELP:

@@ -293,3 +293,17 @@ def test_free_text_revocation_is_flagged_after_normalising(
     assert (inbound.needs_review, inbound.action) == (True, "none")
     assert _state(patient, "transactional") == "opt_in"  # a person decides
     assert "<Message>" not in _reply(response)
+
+
+@pytest.mark.parametrize("body", ["STOP\x00", "hello\x00there"])
+def test_a_nul_in_a_signed_inbound_is_kept_visibly_not_a_500(
+    client: Client, integration: Integration, body: str
+) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    ConsentFactory(patient=patient)
+    assert _post(client, integration, body).status_code == 200
+    inbound = InboundMessage.objects.get()
+    assert inbound.body == body.replace("\x00", "\ufffd")
+    assert Event.objects.get(type="message.inbound").payload["message"]["body"] == inbound.body
+    expected = "opt_out" if body.startswith("STOP") else "opt_in"
+    assert _state(patient, "transactional") == expected

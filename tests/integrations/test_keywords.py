@@ -52,6 +52,8 @@ EMOJI = ["🛑", "✋", "🙏", "👍🏽", "😡", "❌", "🚫", "❤️", "�
         ("OPT  OUT!", "OPT OUT"),
         ("optout", "OPT OUT"),
         ("Stop all", "STOPALL"),
+        ("ST\x00OP", "STOP"),  # control characters, as a broken client may send
+        ("STOP\x07", "STOP"),
     ],
 )
 def test_decorated_opt_out_keywords_match(body: str, expected: str) -> None:

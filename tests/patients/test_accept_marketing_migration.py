@@ -1,41 +1,16 @@
 """patients.0008: the "Accept marketing" checkbox goes without inventing consent, and
 without losing what it said (the audit trail keeps it; reversing restores it)."""
 
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+from tests.patients.conftest import latest_migrations, migrate
 
 BEFORE = [("patients", "0007_roles")]
 ACTOR = "migration patients.0008 (the checkbox was no consent evidence)"
 
 
-def _migrate(targets: list[tuple[str, str]]) -> Any:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
-def _latest() -> list[tuple[str, str]]:
-    return MigrationExecutor(connection).loader.graph.leaf_nodes()
-
-
-@pytest.fixture
-def migrated_back(transactional_db: Any) -> Iterator[None]:
-    latest = _latest()
-    try:
-        yield
-    finally:
-        _migrate(latest)  # leave the database as every other test expects it
-
-
 def test_ticked_boxes_go_to_the_audit_trail_not_to_the_consent_history(
     migrated_back: None,
 ) -> None:
-    old = _migrate(BEFORE)
+    old = migrate(BEFORE)
     Organization = old.get_model("patients", "Organization")
     Patient = old.get_model("patients", "Patient")
     clinic = Organization.objects.create(name="Clinic", slug="c", timezone="UTC")
@@ -44,7 +19,7 @@ def test_ticked_boxes_go_to_the_audit_trail_not_to_the_consent_history(
     )
     Patient.objects.create(organization=clinic, first_name="Bo", accept_marketing=False)
 
-    new = _migrate(_latest())
+    new = migrate(latest_migrations())
     assert "accept_marketing" not in {
         f.name for f in new.get_model("patients", "Patient")._meta.get_fields()
     }
@@ -56,7 +31,7 @@ def test_ticked_boxes_go_to_the_audit_trail_not_to_the_consent_history(
     assert entries[0].actor_repr == ACTOR and entries[0].action == "updated"
 
     # Reversing puts the tick back where it was, and the entries go with the change.
-    old = _migrate(BEFORE)
+    old = migrate(BEFORE)
     Patient = old.get_model("patients", "Patient")
     assert dict(Patient.objects.values_list("first_name", "accept_marketing")) == {
         "Ann": True,

@@ -2,15 +2,12 @@
 the roles' migration creates the role groups on a fresh database; the migrations reverse."""
 
 import importlib
-from collections.abc import Iterator
-from typing import Any
 
-import pytest
 from django.contrib.auth.models import Group, Permission
 from django.db import DEFAULT_DB_ALIAS, connection
-from django.db.migrations.executor import MigrationExecutor
 
 from patients.roles import roles_post_migrate
+from tests.patients.conftest import latest_migrations, migrate
 
 BEFORE_UUID = [("patients", "0001_initial")]
 UUID_NULLABLE = [("patients", "0002_organization_webhook_credentials")]
@@ -18,35 +15,14 @@ BEFORE_ROLES = [("patients", "0006_audit_trail")]
 ROLES_MIGRATION = importlib.import_module("patients.migrations.0007_roles")
 
 
-def _migrate(targets: list[tuple[str, str]]) -> Any:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
-def _latest() -> list[tuple[str, str]]:
-    executor = MigrationExecutor(connection)
-    return executor.loader.graph.leaf_nodes()
-
-
-@pytest.fixture
-def migrated_back(transactional_db: Any) -> Iterator[None]:
-    latest = _latest()
-    try:
-        yield
-    finally:
-        _migrate(latest)  # leave the database as every other test expects it
-
-
 def test_existing_clinics_get_distinct_uuids(migrated_back: None) -> None:
-    old_apps = _migrate(UUID_NULLABLE)
+    old_apps = migrate(UUID_NULLABLE)
     Organization = old_apps.get_model("patients", "Organization")
     for n in range(3):
         Organization.objects.create(name=f"Clinic {n}", slug=f"c{n}", timezone="UTC")
     assert set(Organization.objects.values_list("uuid", flat=True)) == {None}
 
-    new_apps = _migrate(_latest())
+    new_apps = migrate(latest_migrations())
     uuids = list(
         new_apps.get_model("patients", "Organization").objects.values_list("uuid", flat=True)
     )
@@ -55,15 +31,15 @@ def test_existing_clinics_get_distinct_uuids(migrated_back: None) -> None:
 
 
 def test_the_migrations_reverse_cleanly(migrated_back: None) -> None:
-    _migrate(_latest())
-    old_apps = _migrate(BEFORE_UUID)
+    migrate(latest_migrations())
+    old_apps = migrate(BEFORE_UUID)
     Organization = old_apps.get_model("patients", "Organization")
     assert "uuid" not in {f.name for f in Organization._meta.get_fields()}
     Organization.objects.create(name="Clinic", slug="c", timezone="UTC")
     with connection.cursor() as cursor:
         tables = connection.introspection.table_names(cursor)
     assert "patients_subscription" not in tables
-    new_apps = _migrate(_latest())
+    new_apps = migrate(latest_migrations())
     assert new_apps.get_model("patients", "Organization").objects.get().uuid is not None
 
 
@@ -78,7 +54,7 @@ def _groups() -> dict[str, set[str]]:
 
 
 def test_the_roles_migration_creates_the_groups_on_a_fresh_database(migrated_back: None) -> None:
-    old_apps = _migrate(BEFORE_ROLES)
+    old_apps = migrate(BEFORE_ROLES)
     assert _groups() == {}
     assert not Permission.objects.filter(codename="view_all_organizations").exists()
     # Before its migration there are no roles to keep in step: migrate back runs post_migrate.
@@ -87,6 +63,6 @@ def test_the_roles_migration_creates_the_groups_on_a_fresh_database(migrated_bac
     # As on a fresh database, where Django creates permissions only after migrate.
     Permission.objects.all().delete()
 
-    _migrate(_latest())  # the executor alone: no post_migrate
+    migrate(latest_migrations())  # the executor alone: no post_migrate
 
     assert _groups() == {name: set(perms) for name, perms in ROLES_MIGRATION.ROLES.items()}

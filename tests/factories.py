@@ -4,6 +4,8 @@ from decimal import Decimal
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import Client
 
 from integrations.models import Integration, MessagingPolicy
 from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
@@ -53,6 +55,19 @@ class StaffMembershipFactory(factory.django.DjangoModelFactory[StaffMembership])
 
     user = factory.SubFactory(UserFactory)
     organization = factory.SubFactory(OrganizationFactory)
+
+
+def clinic_client(organization: Organization, *codenames: str) -> Client:
+    """A client logged in as a staff user of this clinic holding these permissions (codenames,
+    e.g. "view_patient"), and no others."""
+    permissions = list(Permission.objects.filter(codename__in=codenames))
+    # A misspelt codename fails here instead of leaving the user quietly without it.
+    assert len(permissions) == len(set(codenames)), f"not one permission each: {codenames}"
+    user = StaffMembershipFactory(organization=organization).user
+    user.user_permissions.set(permissions)
+    client = Client()
+    client.force_login(user)
+    return client
 
 
 class PatientFactory(factory.django.DjangoModelFactory[Patient]):
@@ -110,6 +125,11 @@ class IntegrationFactory(factory.django.DjangoModelFactory[Integration]):
     sending_numbers = factory.LazyFunction(lambda: [SANDBOX_FROM])
     # Fast enough that the throttle never delays a test; throttle tests set their own rate.
     segments_per_second = 1000.0
+
+
+def clinic_integration(organization: Organization) -> Integration:
+    """The clinic's integration; one is made if it has none yet."""
+    return organization.integrations.first() or IntegrationFactory(organization=organization)
 
 
 class WorkflowFactory(factory.django.DjangoModelFactory[Workflow]):

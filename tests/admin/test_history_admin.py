@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
@@ -14,9 +13,10 @@ from tests.factories import (
     IntegrationFactory,
     OrganizationFactory,
     PatientFactory,
-    StaffMembershipFactory,
     UserFactory,
     WorkflowFactory,
+    clinic_client,
+    clinic_integration,
 )
 from workflows.models import Event, Run, StepRun
 
@@ -58,7 +58,7 @@ def _run(workflow: Any, *, status: str = "succeeded", key: str = "e1") -> Run:
 
 def _message(run: Run, step_run: StepRun, **fields: Any) -> OutboundMessage:
     organization = run.workflow.organization
-    integration = organization.integrations.first() or IntegrationFactory(organization=organization)
+    integration = clinic_integration(organization)
     return OutboundMessage.objects.create(
         organization=run.workflow.organization,
         integration=integration,
@@ -95,10 +95,7 @@ def test_the_workflow_filter_lists_only_the_clinics_workflows() -> None:
     org = OrganizationFactory()
     WorkflowFactory(organization=org, name="Ours")
     WorkflowFactory(name="Someone else's")
-    user = StaffMembershipFactory(organization=org).user
-    user.user_permissions.set(Permission.objects.filter(codename="view_run"))
-    client = Client()
-    client.force_login(user)
+    client = clinic_client(org, "view_run")
     page = client.get(reverse("admin:workflows_run_changelist")).content.decode()
     assert "Ours" in page and "Someone else" not in page
 
@@ -191,14 +188,6 @@ def maria() -> Any:
     )
 
 
-def _clinic_client(organization: Any, codenames: list[str]) -> Client:
-    user = StaffMembershipFactory(organization=organization).user
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def test_the_run_list_names_the_patient_and_the_trigger(superuser: Client, maria: Any) -> None:
     run = _shipped(maria, "10077")
     Run.objects.filter(pk=run.pk).update(created_at=CHICAGO_MORNING)
@@ -219,7 +208,7 @@ def test_runs_are_found_by_patient_name_phone_and_order_number(maria: Any, term:
     # Another clinic's Maria Garcia with the same phone and order number: never found.
     twin = PatientFactory(first_name="Maria", last_name="Garcia", phone="+14155550101")
     _shipped(twin, "10077")
-    client = _clinic_client(maria.organization, ["view_run"])
+    client = clinic_client(maria.organization, "view_run")
     response = client.get(reverse("admin:workflows_run_changelist"), {"q": term})
     assert response.status_code == 200
     assert [run.pk for run in response.context["cl"].result_list] == [mine.pk]
@@ -295,7 +284,7 @@ def test_internal_keys_are_for_support_staff_only(superuser: Client, maria: Any)
     internals = [message.idempotency_key, PROVIDER_SID, "2026-03-01T14:00:00"]
     change = reverse("admin:integrations_outboundmessage_change", args=[message.pk])
     run_page = reverse("admin:workflows_run_change", args=[message.step_run.run_id])
-    clinic = _clinic_client(maria.organization, ["view_outboundmessage", "view_run"])
+    clinic = clinic_client(maria.organization, "view_outboundmessage", "view_run")
     for url in (change, run_page, reverse("admin:integrations_outboundmessage_changelist")):
         response = clinic.get(url)
         assert response.status_code == 200, url
@@ -364,5 +353,5 @@ def test_support_staff_find_a_message_by_its_keys(superuser: Client, maria: Any)
         assert [m.pk for m in superuser.get(url, {"q": term}).context["cl"].result_list] == [
             message.pk
         ]
-    clinic = _clinic_client(maria.organization, ["view_outboundmessage"])
+    clinic = clinic_client(maria.organization, "view_outboundmessage")
     assert not clinic.get(url, {"q": PROVIDER_SID}).context["cl"].result_list

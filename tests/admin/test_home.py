@@ -18,12 +18,12 @@ from integrations.models import InboundMessage, OutboundMessage
 from patients.clinic_view import clinic_days
 from patients.models import Organization
 from tests.factories import (
-    IntegrationFactory,
     OrganizationFactory,
     PatientFactory,
-    StaffMembershipFactory,
     UserFactory,
     WorkflowFactory,
+    clinic_client,
+    clinic_integration,
 )
 from workflows.models import Event, Run
 
@@ -41,7 +41,7 @@ EXPECTED = {"sent": 6, "delivered": 3, "failed": 2, "skipped": 2}
 
 
 def _message(org: Organization, status: str, created_at: datetime) -> OutboundMessage:
-    integration = org.integrations.first() or IntegrationFactory(organization=org)
+    integration = clinic_integration(org)
     message = OutboundMessage.objects.create(
         organization=org,
         integration=integration,
@@ -58,7 +58,7 @@ def _message(org: Organization, status: str, created_at: datetime) -> OutboundMe
 
 
 def _inbound(org: Organization, *, needs_review: bool) -> InboundMessage:
-    integration = org.integrations.first() or IntegrationFactory(organization=org)
+    integration = clinic_integration(org)
     return InboundMessage.objects.create(
         organization=org,
         integration=integration,
@@ -111,14 +111,6 @@ def _clinic(zone: str) -> dict[str, Any]:
     return {"org": org, "ids": ids}
 
 
-def _clinic_client(org: Organization, codenames: list[str] = VIEW) -> Client:
-    user = StaffMembershipFactory(organization=org).user
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def _tiles(response: Any) -> dict[str, Any]:
     home = response.context["home"]
     return {tile.key: tile for tile in [*home.messages, *home.attention]}
@@ -134,7 +126,7 @@ def _listed(client: Client, url: str) -> set[int]:
 
 def test_a_clinic_sees_its_own_day_and_each_count_links_to_exactly_those_rows() -> None:
     east, west = _clinic(EAST), _clinic(WEST)
-    client = _clinic_client(east["org"])
+    client = clinic_client(east["org"], *VIEW)
     response = client.get(reverse("admin:index"))
     assert response.status_code == 200
     tiles = _tiles(response)
@@ -149,7 +141,7 @@ def test_a_clinic_sees_its_own_day_and_each_count_links_to_exactly_those_rows() 
 
 def test_the_page_shows_the_counts_with_the_apps_and_the_data_reference() -> None:
     east = _clinic(EAST)
-    html = _clinic_client(east["org"]).get(reverse("admin:index")).content.decode()
+    html = clinic_client(east["org"], *VIEW).get(reverse("admin:index")).content.decode()
     assert f"({EAST})" in html
     assert '<span class="cf-home-count">6</span>' in html  # sent
     assert "Inbound messages waiting for review" in html
@@ -174,10 +166,10 @@ def test_support_staff_see_every_clinic_each_in_its_own_time_zone() -> None:
 
 def test_a_count_the_user_may_not_see_is_left_out() -> None:
     east = _clinic(EAST)
-    client = _clinic_client(east["org"], ["view_outboundmessage"])
+    client = clinic_client(east["org"], "view_outboundmessage")
     tiles = _tiles(client.get(reverse("admin:index")))
     assert set(tiles) == set(EXPECTED)
-    nothing = _clinic_client(east["org"], [])
+    nothing = clinic_client(east["org"])
     response = nothing.get(reverse("admin:index"))
     assert response.status_code == 200 and response.context["home"] is None
 
@@ -207,7 +199,7 @@ def _queries(client: Client) -> int:
 
 def test_query_count_is_constant() -> None:
     east = _clinic(EAST)
-    client = _clinic_client(east["org"])
+    client = clinic_client(east["org"], *VIEW)
     few = _queries(client)
     for _ in range(3):
         _clinic(WEST)
@@ -240,7 +232,7 @@ def test_the_summary_is_computed_in_three_queries() -> None:
 )
 def test_unknown_filter_values_do_not_break_the_message_list(query: str) -> None:
     east = _clinic(EAST)
-    response = _clinic_client(east["org"]).get(
+    response = clinic_client(east["org"], *VIEW).get(
         reverse("admin:integrations_outboundmessage_changelist") + "?" + query
     )
     assert response.status_code == 200
@@ -249,7 +241,7 @@ def test_unknown_filter_values_do_not_break_the_message_list(query: str) -> None
 @pytest.mark.parametrize("query", ["finished=never", "workflow=abc", "finished=7d&workflow=1"])
 def test_unknown_filter_values_do_not_break_the_run_list(query: str) -> None:
     east = _clinic(EAST)
-    response = _clinic_client(east["org"]).get(
+    response = clinic_client(east["org"], *VIEW).get(
         reverse("admin:workflows_run_changelist") + "?" + query
     )
     assert response.status_code in (200, 302)  # 302: the admin's own "?e=1" for a bad lookup

@@ -22,6 +22,7 @@ from tests.factories import (
     StaffMembershipFactory,
     UserFactory,
     WorkflowFactory,
+    clinic_client,
 )
 from workflows.engine import event_dispatch
 from workflows.models import Event, Run, StepRun
@@ -96,25 +97,13 @@ def test_run_change_page_query_count_is_constant() -> None:
     assert _queries(client, url) == few
 
 
-def _clinic_admin(organization: Any) -> Client:
-    from django.contrib.auth.models import Permission
-
-    user = StaffMembershipFactory(organization=organization).user
-    user.user_permissions.set(
-        Permission.objects.filter(codename__in=["view_workflow", "add_workflow", "change_workflow"])
-    )
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def test_builder_page_query_count_is_constant() -> None:
     integration = IntegrationFactory()
     org = integration.organization
     workflow = WorkflowFactory(organization=org)
     SmsStepFactory(workflow=workflow)
     PatientFactory(organization=org, is_test=True)
-    client = _clinic_admin(org)
+    client = clinic_client(org, "view_workflow", "add_workflow", "change_workflow")
     change = reverse("admin:workflows_workflow_change", args=[workflow.pk])
     add = reverse("admin:workflows_workflow_add")
     few = _queries(client, change), _queries(client, add)

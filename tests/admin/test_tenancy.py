@@ -17,18 +17,11 @@ from tests.factories import (
     StaffMembershipFactory,
     UserFactory,
     WorkflowFactory,
+    clinic_client,
 )
 from workflows.models import Workflow
 
 pytestmark = pytest.mark.django_db
-
-
-def _staff_client(organization: Any, *codenames: str) -> Client:
-    membership = StaffMembershipFactory(organization=organization)
-    membership.user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    client = Client()
-    client.force_login(membership.user)
-    return client
 
 
 @pytest.fixture
@@ -43,14 +36,14 @@ def two_clinics() -> dict[str, Any]:
 
 
 def test_staff_changelist_shows_only_their_clinic(two_clinics: dict[str, Any]) -> None:
-    client = _staff_client(two_clinics["mine"], "view_patient")
+    client = clinic_client(two_clinics["mine"], "view_patient")
     page = client.get(reverse("admin:patients_patient_changelist")).content.decode()
     assert "Mine-patient" in page
     assert "Their-patient" not in page
 
 
 def test_staff_cannot_open_another_clinics_record(two_clinics: dict[str, Any]) -> None:
-    client = _staff_client(two_clinics["mine"], "view_patient", "change_patient")
+    client = clinic_client(two_clinics["mine"], "view_patient", "change_patient")
     url = reverse("admin:patients_patient_change", args=[two_clinics["their_patient"].pk])
     response = client.get(url)
     assert response.status_code == 302  # the admin redirects: "doesn't exist"
@@ -63,7 +56,7 @@ def test_staff_cannot_open_another_clinics_record(two_clinics: dict[str, Any]) -
 
 
 def test_staff_cannot_create_records_in_another_clinic(two_clinics: dict[str, Any]) -> None:
-    client = _staff_client(two_clinics["mine"], "add_order", "view_order")
+    client = clinic_client(two_clinics["mine"], "add_order", "view_order")
     response = client.post(
         reverse("admin:patients_order_add"),
         {
@@ -138,7 +131,7 @@ def test_staff_sees_only_their_messages_workflows_and_integrations(
             to="+14155550100",
             body=f"Body for {org.name}",
         )
-    client = _staff_client(
+    client = clinic_client(
         two_clinics["mine"], "view_outboundmessage", "view_workflow", "view_integration"
     )
     for name, mine, theirs in [
@@ -152,7 +145,7 @@ def test_staff_sees_only_their_messages_workflows_and_integrations(
 
 
 def test_patient_autocomplete_is_scoped(two_clinics: dict[str, Any]) -> None:
-    client = _staff_client(two_clinics["mine"], "view_patient", "view_order", "add_order")
+    client = clinic_client(two_clinics["mine"], "view_patient", "view_order", "add_order")
     response = client.get(
         reverse("admin:autocomplete"),
         {"app_label": "patients", "model_name": "order", "field_name": "patient", "term": ""},

@@ -16,6 +16,7 @@ from tests.factories import (
     SmsStepFactory,
     UserFactory,
     WorkflowFactory,
+    clinic_client,
 )
 from workflows.models import Run, Step, Workflow
 
@@ -346,16 +347,9 @@ def test_the_change_page_shows_the_saved_definition_to_the_builder(client_: Clie
 
 
 def test_a_user_who_may_only_view_gets_a_read_only_builder() -> None:
-    from django.contrib.auth.models import Permission
-
-    from tests.factories import StaffMembershipFactory
-
     workflow = WorkflowFactory()
     SmsStepFactory(workflow=workflow)
-    user = StaffMembershipFactory(organization=workflow.organization).user
-    user.user_permissions.set(Permission.objects.filter(codename="view_workflow"))
-    client = Client()
-    client.force_login(user)
+    client = clinic_client(workflow.organization, "view_workflow")
     response = client.get(reverse("admin:workflows_workflow_change", args=[workflow.pk]))
     assert response.status_code == 200
     config = response.context["builder"]

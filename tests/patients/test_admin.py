@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -29,11 +28,12 @@ from tests.factories import (
     PrescriptionFactory,
     QuestionnaireSubmissionFactory,
     RequisitionFactory,
-    StaffMembershipFactory,
     SubscriptionFactory,
     TaskFactory,
     UserFactory,
     WorkflowFactory,
+    clinic_client,
+    clinic_integration,
 )
 from workflows.models import Event, Run, StepRun
 
@@ -80,16 +80,6 @@ def _superuser_client() -> Client:
     return client
 
 
-def _staff_client(organization: Organization, *codenames: str) -> Client:
-    membership = StaffMembershipFactory(organization=organization)
-    membership.user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="patients", codename__in=codenames)
-    )
-    client = Client()
-    client.force_login(membership.user)
-    return client
-
-
 @pytest.mark.parametrize("model", [*RECORDS, "organization"])
 def test_changelist_query_count_is_constant(model: str) -> None:
     organization = OrganizationFactory()
@@ -118,7 +108,7 @@ def test_clinic_staff_see_only_their_clinics_records(model: str) -> None:
     mine, theirs = OrganizationFactory(), OrganizationFactory()
     _populate(mine, 1)
     _populate(theirs, 2)
-    client = _staff_client(mine, f"view_{model}")
+    client = clinic_client(mine, f"view_{model}")
     response = client.get(reverse(f"admin:patients_{model}_changelist"))
     assert response.status_code == 200
     shown = list(response.context["cl"].queryset)
@@ -129,7 +119,7 @@ def test_clinic_staff_see_only_their_clinics_records(model: str) -> None:
 def test_staff_adding_a_subscription_cannot_pick_another_clinics_patient() -> None:
     mine = OrganizationFactory()
     stranger = PatientFactory()
-    client = _staff_client(mine, "add_subscription", "view_subscription")
+    client = clinic_client(mine, "add_subscription", "view_subscription")
     response = client.post(
         reverse("admin:patients_subscription_add"),
         {
@@ -152,7 +142,7 @@ def test_staff_adding_a_task_records_task_created() -> None:
     from workflows.models import Event
 
     mine = OrganizationFactory()
-    client = _staff_client(mine, "add_task", "view_task")
+    client = clinic_client(mine, "add_task", "view_task")
     response = client.post(
         reverse("admin:patients_task_add"),
         {"organization": mine.pk, "title": "Call back", "status": "open"},
@@ -164,7 +154,7 @@ def test_staff_adding_a_task_records_task_created() -> None:
 
 def test_a_converted_lead_without_a_patient_is_refused_in_the_form() -> None:
     mine = OrganizationFactory()
-    client = _staff_client(mine, "add_lead", "view_lead")
+    client = clinic_client(mine, "add_lead", "view_lead")
     response = client.post(
         reverse("admin:patients_lead_add"),
         {"organization": mine.pk, "first_name": "Sam", "status": "converted"},
@@ -224,7 +214,7 @@ def test_issuing_needs_exactly_one_organization() -> None:
 
 def test_clinic_staff_issue_a_token_only_for_their_own_clinic() -> None:
     mine, theirs = OrganizationFactory(), OrganizationFactory()
-    client = _staff_client(mine, "view_organization", "change_organization")
+    client = clinic_client(mine, "view_organization", "change_organization")
     _issue(client, theirs)
     theirs.refresh_from_db()
     assert theirs.webhook_token_hash == ""
@@ -233,7 +223,7 @@ def test_clinic_staff_issue_a_token_only_for_their_own_clinic() -> None:
 
 def test_staff_without_change_permission_cannot_issue() -> None:
     mine = OrganizationFactory()
-    client = _staff_client(mine, "view_organization")
+    client = clinic_client(mine, "view_organization")
     _issue(client, mine)
     mine.refresh_from_db()
     assert mine.webhook_token_hash == ""
@@ -290,22 +280,9 @@ def _stamp(record: Any, at: datetime, field: str = "created_at") -> None:
     type(record).objects.filter(pk=record.pk).update(**{field: at})
 
 
-def _clinic_staff(organization: Organization, *codenames: str) -> Client:
-    """A clinic user with these permissions (app_label.codename)."""
-    membership = StaffMembershipFactory(organization=organization)
-    for name in codenames:
-        app_label, codename = name.split(".")
-        membership.user.user_permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
-    client = Client()
-    client.force_login(membership.user)
-    return client
-
-
 def _sent(patient: Patient, body: str, *, at: datetime, **fields: Any) -> OutboundMessage:
     organization = patient.organization
-    integration = organization.integrations.first() or IntegrationFactory(organization=organization)
+    integration = clinic_integration(organization)
     message = OutboundMessage.objects.create(
         organization=organization,
         integration=integration,
@@ -323,7 +300,7 @@ def _sent(patient: Patient, body: str, *, at: datetime, **fields: Any) -> Outbou
 
 def _received(patient: Patient, body: str, *, at: datetime, **fields: Any) -> InboundMessage:
     organization = patient.organization
-    integration = organization.integrations.first() or IntegrationFactory(organization=organization)
+    integration = clinic_integration(organization)
     message = InboundMessage.objects.create(
         organization=organization,
         integration=integration,
@@ -577,12 +554,7 @@ def test_clinic_staff_see_the_panels_of_their_patients_only() -> None:
     mine, theirs = OrganizationFactory(), OrganizationFactory()
     stranger = PatientFactory(organization=theirs, first_name="Stranger")
     _sent(stranger, "A private text", at=timezone.now())
-    client = _clinic_staff(
-        mine,
-        "patients.view_patient",
-        "integrations.view_outboundmessage",
-        "integrations.view_inboundmessage",
-    )
+    client = clinic_client(mine, "view_patient", "view_outboundmessage", "view_inboundmessage")
     response = client.get(reverse("admin:patients_patient_change", args=[stranger.pk]))
     assert response.status_code == 302  # "does not exist", as for any other clinic's record
     assert "A private text" not in response.content.decode()
@@ -597,7 +569,7 @@ def test_without_message_permissions_the_conversation_is_not_shown() -> None:
     organization = OrganizationFactory()
     patient = PatientFactory(organization=organization)
     _sent(patient, "Hidden from this role", at=timezone.now())
-    html = _patient_page(_clinic_staff(organization, "patients.view_patient"), patient)
+    html = _patient_page(clinic_client(organization, "view_patient"), patient)
     assert "Consent to texts" in html
     assert "Conversation" not in html and "Hidden from this role" not in html
     # nor a link to record consent the user may not add

@@ -5,7 +5,6 @@ import json
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
@@ -18,9 +17,9 @@ from tests.factories import (
     OrganizationFactory,
     PatientFactory,
     SmsStepFactory,
-    StaffMembershipFactory,
     UserFactory,
     WorkflowFactory,
+    clinic_client,
 )
 from workflows import builder
 from workflows.models import Event, Run, Workflow
@@ -39,14 +38,6 @@ SMS: dict[str, Any] = {
     },
 }
 WORKFLOW_PERMISSIONS = ["view_workflow", "add_workflow", "change_workflow"]
-
-
-def _staff(organization: Any, permissions: list[str] = WORKFLOW_PERMISSIONS) -> Client:
-    user = StaffMembershipFactory(organization=organization).user
-    user.user_permissions.set(Permission.objects.filter(codename__in=permissions))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _url(name: str, workflow: Workflow | None = None) -> str:
@@ -77,7 +68,7 @@ def workflow() -> Workflow:
 
 @pytest.fixture
 def staff(workflow: Workflow) -> Client:
-    return _staff(workflow.organization)
+    return clinic_client(workflow.organization, *WORKFLOW_PERMISSIONS)
 
 
 @pytest.fixture
@@ -328,7 +319,7 @@ def test_live_test_refuses_a_saved_workflow_with_problems(
 
 
 def test_live_test_needs_the_change_permission(workflow: Workflow, test_patient: Any) -> None:
-    viewer = _staff(workflow.organization, ["view_workflow"])
+    viewer = clinic_client(workflow.organization, "view_workflow")
     response = _post(viewer, _url("live_test", workflow), {"patient": test_patient.pk})
     assert response.status_code == 403
     assert not Run.objects.exists()
@@ -349,7 +340,7 @@ ENDPOINTS = [
 def test_another_clinics_workflow_is_a_404(
     name: str, workflow: Workflow, test_patient: Any
 ) -> None:
-    other_clinic = _staff(OrganizationFactory())
+    other_clinic = clinic_client(OrganizationFactory(), *WORKFLOW_PERMISSIONS)
     body = {"patient": test_patient.pk, "definition": _definition(SMS), "messages": {}}
     assert _post(other_clinic, _url(name, workflow), body).status_code == 404
     assert not Run.objects.exists()
@@ -377,7 +368,7 @@ def test_another_clinics_patient_is_a_404_on_the_add_page(name: str, staff: Clie
 
 @pytest.mark.parametrize("name", ["enable", "disable"])
 def test_another_clinics_enable_and_disable_are_404(name: str, workflow: Workflow) -> None:
-    other_clinic = _staff(OrganizationFactory())
+    other_clinic = clinic_client(OrganizationFactory(), *WORKFLOW_PERMISSIONS)
     assert other_clinic.get(_url(name, workflow)).status_code == 404
     assert other_clinic.post(_url(name, workflow)).status_code == 404
 
@@ -464,7 +455,7 @@ def test_enable_warns_when_the_clinic_has_no_twilio_integration() -> None:
     workflow = WorkflowFactory(organization=OrganizationFactory(), enabled=False)
     SmsStepFactory(workflow=workflow, parameters={**SMS["parameters"], "from": "{{x.y}}"})
     SmsStepFactory(workflow=workflow, position=2)
-    client = _staff(workflow.organization)
+    client = clinic_client(workflow.organization, *WORKFLOW_PERMISSIONS)
     page = client.get(_url("enable", workflow)).content.decode()
     assert "cannot be enabled yet" in page
     assert "has no approved sending numbers yet: support staff add them" in page
@@ -475,7 +466,7 @@ def test_enable_warns_about_the_integration_when_the_sender_is_a_variable() -> N
     SmsStepFactory(
         workflow=workflow, parameters={**SMS["parameters"], "from": "{{customer.phone}}"}
     )
-    client = _staff(workflow.organization)
+    client = clinic_client(workflow.organization, *WORKFLOW_PERMISSIONS)
     page = client.get(_url("enable", workflow)).content.decode()
     assert "no enabled Twilio integration" in page
     assert "Yes, enable it" in page

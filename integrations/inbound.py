@@ -21,6 +21,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from patients.inputs import json_problem
 from patients.models import Organization
 from patients.services import (
     CustomerNotFound,
@@ -65,21 +66,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _check_storable(value: Any, where: str, depth: int = 0) -> None:
-    """Refuse what PostgreSQL's jsonb cannot store (NUL characters) and absurd nesting."""
-    if depth > MAX_DATA_DEPTH:
-        raise BadRequest(f"{where} is nested more than {MAX_DATA_DEPTH} levels deep")
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise BadRequest(f"{where} contains a NUL character")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                raise BadRequest(f"{where} has a key with a NUL character")
-            _check_storable(item, f"{where}.{key}", depth + 1)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_storable(item, f"{where}.{index}", depth + 1)
+def _check_storable(value: Any, where: str) -> None:
+    """Refuse what PostgreSQL cannot store or look up (a NUL, a lone surrogate: a 500 on
+    insert, or on the customer lookup), other control characters, and absurd nesting."""
+    problem = json_problem(value, max_depth=MAX_DATA_DEPTH)
+    if problem:
+        raise BadRequest(f"{where} {problem}")
 
 
 def _parse(body: bytes) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db import models
 from django.http import HttpRequest
 
+from patients.inputs import StorableJSONField, validate_storable_line, validate_storable_text
 from patients.models import Organization
 from patients.roles import VIEW_ALL_ORGANIZATIONS
 
@@ -63,6 +65,20 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
         formfield = super().formfield_for_foreignkey(db_field, request, **kwargs)
         if path and formfield is not None and formfield.queryset is not None:
             formfield.queryset = self._scope(request, formfield.queryset, path)
+        return formfield
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        # Every admin form of every model: text PostgreSQL cannot store (NUL, lone
+        # surrogates) or that would reach a patient invisible (control characters), and JSON
+        # too deep for the parser, are a form error instead of a 500.
+        if isinstance(db_field, models.JSONField):
+            kwargs.setdefault("form_class", StorableJSONField)
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if isinstance(formfield, forms.CharField) and not isinstance(formfield, forms.JSONField):
+            multiline = isinstance(formfield.widget, forms.Textarea)
+            formfield.validators.append(
+                validate_storable_text if multiline else validate_storable_line
+            )
         return formfield
 
     def get_list_filter(self, request: HttpRequest) -> Any:

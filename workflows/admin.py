@@ -29,6 +29,7 @@ from patients.clinic_view import (
     request_is_clinic_role,
     search_phone,
 )
+from patients.inputs import JSONInputError, json_parse
 from patients.models import Organization, Patient
 from patients.tenancy import (
     OrganizationScopedAdmin,
@@ -101,9 +102,9 @@ class WorkflowForm(forms.ModelForm):
 
 def _json_body(request: HttpRequest) -> dict[str, Any]:
     try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        body = None
+        body = json_parse(request.body or b"{}")
+    except JSONInputError as exc:
+        raise ValidationError(f"The request body {exc}.") from None
     if not isinstance(body, dict):
         raise ValidationError("The request body must be a JSON object.")
     return body
@@ -185,8 +186,8 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         definition: Any = None
         if form.is_bound:
             try:
-                definition = json.loads(form.data.get("definition") or "{}")
-            except ValueError:
+                definition = json_parse(form.data.get("definition") or "{}")
+            except JSONInputError:
                 definition = None  # the fallback textarea shows what was typed, and its error
         else:
             definition = json.loads(form.initial["definition"])

@@ -20,6 +20,7 @@ from integrations.models import Integration
 from integrations.policy import SEND_CHECKS
 from integrations.registry import REGISTRY
 from integrations.sms import MAX_BODY_CHARS, segment_info
+from patients.inputs import JSONInputError, json_parse, json_problem
 from patients.models import ConsentRecord, Organization, Patient
 from patients.zones import patient_zone
 from workflows.dry_run import test_payload
@@ -297,7 +298,8 @@ def _step_parameter_names(step: Mapping[str, Any]) -> list[str] | None:
 
 
 def _parse_json_text(text: Any) -> Any:
-    return json.loads(text) if isinstance(text, str) else text
+    """JSON typed into a filter or query box; JSONInputError says why it cannot be read."""
+    return json_parse(text) if isinstance(text, str) else text
 
 
 def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, Any]:
@@ -327,8 +329,8 @@ def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, A
         else:
             try:
                 parameters["query"] = _parse_json_text(query)
-            except ValueError as exc:
-                problems.add_step(index, "query", f"the query is not valid JSON: {exc}")
+            except JSONInputError as exc:
+                problems.add_step(index, "query", f"the query {exc}")
     purpose = str(raw.get("purpose") or ConsentRecord.Purpose.TRANSACTIONAL)
     if purpose not in ConsentRecord.Purpose.values:
         problems.add_step(index, "purpose", f"unknown purpose {purpose!r}")
@@ -355,20 +357,25 @@ def definition_parse(raw: Any) -> ParsedDefinition:
             raw = {}
         else:
             try:
-                raw = json.loads(raw)
-            except ValueError as exc:
-                raise DefinitionError(f"the definition is not valid JSON: {exc}") from exc
+                raw = json_parse(raw)
+            except JSONInputError as exc:
+                raise DefinitionError(f"the definition {exc}") from None
     if not isinstance(raw, Mapping):
         raise DefinitionError("the definition must be a JSON object")
+    # Bounded before anything walks it (validation, the diagram, saving it as jsonb).
+    problem = json_problem(raw)
+    if problem:
+        raise DefinitionError(f"the definition {problem}")
     problems = ValidationReport()
     trigger = str(raw.get("trigger") or "")
     if not trigger:
         problems.trigger.append("choose the trigger that starts this workflow")
     filter_value: Any = raw.get("filter") or {}
     try:
-        filter_value = _parse_json_text(filter_value) if str(filter_value).strip() else {}
-    except ValueError as exc:
-        problems.filter.append(f"the filter is not valid JSON: {exc}")
+        blank = isinstance(filter_value, str) and not filter_value.strip()
+        filter_value = {} if blank else _parse_json_text(filter_value)
+    except JSONInputError as exc:
+        problems.filter.append(f"the filter {exc}")
         filter_value = {}
     steps_raw = raw.get("steps") or []
     if not isinstance(steps_raw, list):

@@ -14,6 +14,8 @@ from datetime import date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from patients.inputs import JSONInputError, json_parse
+
 _TAG = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|\d+))*\Z")
 _FILTER = re.compile(
@@ -197,11 +199,10 @@ def json_template_load(template: Any) -> dict[str, Any]:
     if isinstance(template, Mapping):
         return dict(template)
     try:
-        document = json.loads(str(template))
-    except json.JSONDecodeError as exc:
-        raise TemplateError(
-            f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
+        # Bounded in depth and size: deep JSON makes the parser raise RecursionError.
+        document = json_parse(str(template))
+    except JSONInputError as exc:
+        raise TemplateError(str(exc).removeprefix("is ")) from None
     if not isinstance(document, dict):
         kind = (
             "a list"

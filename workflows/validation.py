@@ -9,6 +9,7 @@ from typing import Any
 
 from integrations.adapters import SMS_CLINICAL_DATA_NOTE, Function, Parameter
 from integrations.registry import REGISTRY
+from patients.inputs import json_problem
 from workflows.events import EVENT_TYPES, schema_field, schema_variables
 from workflows.filters import FilterError, filter_validate
 from workflows.rendering import (
@@ -175,12 +176,29 @@ def workflow_validate(
     report = ValidationReport()
     if trigger not in EVENT_TYPES:
         report.trigger.append(f"unknown trigger {trigger!r}")
-    try:
-        filter_validate(filter or {})
-    except FilterError as exc:
-        report.filter.append(str(exc))
+    # What PostgreSQL's jsonb cannot store (a NUL, a lone surrogate) made saving a 500;
+    # other control characters would be texted as they are. Depth and size are bounded too,
+    # before anything walks the value.
+    problem = json_problem(filter or {})
+    if problem:
+        report.filter.append(f"the filter {problem}")
+    else:
+        try:
+            filter_validate(filter or {})
+        except FilterError as exc:
+            report.filter.append(str(exc))
     for index, step in enumerate(steps):
         number = index + 1
+        given = step.get("parameters")
+        unstorable = {
+            str(name): f"this value {problem}"
+            for name, value in (given.items() if isinstance(given, Mapping) else ())
+            if (problem := json_problem(value))
+        }
+        for name, problem in unstorable.items():
+            report.add_step(index, name, problem)
+        if unstorable:
+            continue
         try:
             step_validate(step, number=number, total=len(steps))
         except StepConfigError as exc:

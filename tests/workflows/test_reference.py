@@ -204,3 +204,10 @@ def test_no_page_names_an_environment_variable_or_a_placeholder(staff_client: Cl
         assert "CAREFLOW_" not in text, url
     for event in CATALOGUE:
         assert "{" not in event.description and "CAREFLOW_" not in event.description, event.name
+
+
+def test_the_reference_says_dates_are_shown_in_the_recipients_zone(staff_client: Client) -> None:
+    for url in (INDEX, _page("appointment.booked")):
+        html = staff_client.get(url).content.decode()
+        assert "recipient&#x27;s time zone" in html and "never moved to another day" in html
+        assert "recipient's time zone" in staff_client.get(url, {"format": "json"}).json()["dates"]

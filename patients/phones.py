@@ -55,6 +55,15 @@ def phone_to_e164(value: str, *, region: str = DEFAULT_REGION) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+def e164_problem(value: str) -> str:
+    """Why `value` is not a number written as Twilio takes it (E.164), or ""."""
+    try:
+        e164 = phone_to_e164(value)
+    except ValidationError as exc:
+        return exc.messages[0]
+    return "" if e164 == value else f"write the number in E.164 form: {e164}"
+
+
 @lru_cache(maxsize=8192)  # checked for every send; a number's validity never changes
 def is_e164(value: str) -> bool:
     """True when `value` is already a valid number written in E.164."""
@@ -83,10 +92,15 @@ class PhoneNumberField(models.CharField):
         kwargs.setdefault("max_length", 16)
         super().__init__(*args, **kwargs)
 
-    def formfield(self, **kwargs: Any) -> Any:
+    def formfield(
+        self, form_class: Any = None, choices_form_class: Any = None, **kwargs: Any
+    ) -> Any:
         # max_length is the stored E.164 form's (checked on the model after normalising); the
         # form takes what people type, which is longer.
-        return super().formfield(**{"max_length": MAX_TYPED_LENGTH, **kwargs})
+        kwargs = {"max_length": MAX_TYPED_LENGTH, **kwargs}
+        return super().formfield(
+            form_class=form_class, choices_form_class=choices_form_class, **kwargs
+        )
 
     def get_prep_value(self, value: Any) -> Any:
         # CharField would run to_python here, turning a lookup for a malformed number into

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models import Prefetch, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -457,26 +457,38 @@ def _adapter_execute(
     key = f"run:{run.pk}:step:{step_run.index}"
     if step_run.generation:
         key += f":retry:{step_run.generation}"
-    return adapter.execute(
-        function=step.get("function", ""),
-        context=StepContext(
-            organization=run.workflow.organization,
-            idempotency_key=key,
-            inputs=inputs,
-            purpose=step.get("purpose", "transactional"),
-            patient=patient,
-            step_run_id=step_run.pk,
-            is_test=run.is_test or bool(patient and patient.is_test),
-            urgent=bool(step.get("urgent")),
-            attempt=step_run.attempts,
-            memo=batch.memo,
-            at_batch_end=batch.at_end,
-        ),
+    context = StepContext(
+        organization=run.workflow.organization,
+        idempotency_key=key,
+        inputs=inputs,
+        purpose=step.get("purpose", "transactional"),
+        patient=patient,
+        step_run_id=step_run.pk,
+        is_test=run.is_test or bool(patient and patient.is_test),
+        urgent=bool(step.get("urgent")),
+        attempt=step_run.attempts,
+        memo=batch.memo,
+        at_batch_end=batch.at_end,
     )
+    try:
+        return adapter.execute(function=step.get("function", ""), context=context)
+    except (DataError, ValueError) as exc:
+        # Data the database will not hold (a value longer than its column, a NUL): raised,
+        # it left the run *running*, and every retry would fail the same way. The message
+        # names no value: it may be patient data, and so may the exception's text.
+        logger.warning(
+            "run %s step %s: data refused (%s)", run.pk, step_run.number, type(exc).__name__
+        )
+        return Outcome(
+            "failed",
+            reason=f"this step's data could not be stored ({type(exc).__name__}); "
+            "check its parameters",
+        )
 
 
 # What finishing a step writes (RunBatch.finish writes a run's last step with the run's end).
 STEP_FINISH_FIELDS = ["status", "result", "skip_reason", "error", "finished_at", "updated_at"]
+SKIP_REASON_LENGTH = StepRun._meta.get_field("skip_reason").max_length
 
 
 def _step_finish(step_run: StepRun, outcome: Outcome) -> None:
@@ -485,7 +497,9 @@ def _step_finish(step_run: StepRun, outcome: Outcome) -> None:
         StepRun.Status.SKIPPED if outcome.status == "skipped" else StepRun.Status.SUCCEEDED
     )
     step_run.result = outcome.result
-    step_run.skip_reason = outcome.reason if outcome.status == "skipped" else ""
+    # Cut to the column: a longer reason would fail the write and leave the run running.
+    reason = outcome.reason[:SKIP_REASON_LENGTH]
+    step_run.skip_reason = reason if outcome.status == "skipped" else ""
     step_run.error = ""
     step_run.finished_at = step_run.updated_at = timezone.now()
 

@@ -4,6 +4,7 @@ from integrations.adapters import Adapter, Function, Outcome, Parameter, StepCon
 from integrations.models import Integration, OutboundMessage
 from integrations.sending import MessagesAccepted, message_prepare_and_deliver
 from patients.models import Organization, Patient
+from patients.phones import e164_problem, is_e164
 
 Status = OutboundMessage.Status
 
@@ -22,12 +23,15 @@ SEND_SMS = Function(
             "To Phone",
             "The recipient, normally {{customer.phone}}.",
             example="{{customer.phone}}",
+            check=e164_problem,
         ),
         Parameter(
             "from",
             "From Phone",
             "One of the clinic's approved Twilio numbers.",
             example="+15005550006",
+            # No number check: whether it is one of the clinic's approved numbers
+            # (workflows.validation.SENDER_PARAMETERS) says more.
         ),
     ),
 )
@@ -71,6 +75,12 @@ class TwilioAdapter(Adapter):
             accepted = context.memo["twilio-accepted"] = MessagesAccepted()
             context.at_batch_end.append(accepted.write)
         to = context.inputs["to"].strip()
+        # A {{variable}} can render to anything (an email, a note, a long text): say so here.
+        # Later it would be "not a patient of this clinic", or too long for the message row.
+        for label, number in (("To Phone", to), ("From Phone", context.inputs["from"].strip())):
+            if (number or label == "To Phone") and not is_e164(number):
+                shown = number if len(number) <= 24 else number[:23] + "…"
+                return Outcome("skipped", reason=f"{label} “{shown}” is not a valid phone number")
         message = message_prepare_and_deliver(
             accepted=accepted,
             organization=context.organization,

@@ -185,9 +185,12 @@ def test_invalid_recipient_is_skipped(clinic: dict[str, Any], sandbox: SandboxSe
     step.parameters = {**step.parameters, "to": "+1555"}
     step.save()
     (run_id,) = event_dispatch(event_id=_ship(clinic["patient"]).pk)
-    run_advance(run_id=run_id)
-    # +1555 is not the customer's number, so no patient with consent is the recipient
-    assert OutboundMessage.objects.get().status == OutboundMessage.Status.SKIPPED
+    run = run_advance(run_id=run_id)
+    # Said as it is (not "not a patient of this clinic", which is where it used to end up).
+    assert run is not None and run.status == Run.Status.SKIPPED
+    step_run = StepRun.objects.get(run_id=run_id)
+    assert step_run.skip_reason == "To Phone “+1555” is not a valid phone number"
+    assert not OutboundMessage.objects.exists()
     assert sandbox.messages() == []
 
 

@@ -226,3 +226,27 @@ def test_a_webhook_step_shows_its_rendered_body_and_posts_nothing(
     assert (step.title, step.outcome) == ("Outbound webhook → Post JSON", "send")
     assert step.inputs["body"] == '{"order": "W-7", "who": "Tess \\"T\\""}'
     assert webhook_receiver.requests == []
+
+
+def test_a_delay_until_a_time_uses_the_address_state_when_the_patient_has_no_zone(
+    setup: dict[str, Any],
+) -> None:
+    """Patient → address state → clinic, as the date filter: 09:00 is Chicago's 09:00 for a
+    patient in Illinois of a New York clinic (it was New York's before)."""
+    workflow, patient = setup["workflow"], setup["patient"]
+    setup["org"].timezone = "America/New_York"
+    setup["org"].save()
+    patient.timezone, patient.province_code = "", "IL"
+    patient.save()
+    definition = {
+        "trigger": "order.shipped",
+        "filter": {},
+        "steps": [{"type": "delay", "parameters": {"kind": "until_time", "time": "09:00"}}],
+    }
+    (delay,) = workflow_dry_run(
+        workflow=workflow,
+        patient=patient,
+        definition=definition,
+        now=datetime(2026, 6, 1, 12, 0, tzinfo=UTC),
+    ).steps
+    assert "2026-06-01T09:00:00-05:00" in delay.detail  # not New York's 09:00 (-04:00)

@@ -23,10 +23,10 @@ from integrations.twilio.client import twilio_client
 from integrations.twilio.errors import error_explanation
 from patients.clinic_view import (
     ClinicDaysFilter,
+    PhoneSearchMixin,
     TechnicalDetailsMixin,
     clinic_datetime,
     request_is_clinic_role,
-    search_phone,
 )
 from patients.phones import phone_to_e164
 from patients.tenancy import OrganizationScopedAdmin, ReadOnlyAdminMixin
@@ -232,7 +232,9 @@ class MessageOutcomeFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboundMessage)
-class OutboundMessageAdmin(TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmin):
+class OutboundMessageAdmin(
+    PhoneSearchMixin, TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmin
+):
     """The message log: every SMS decided on, its delivery status, and why it was or was not
     sent, with Twilio's error codes explained. Times are the clinic's; internal keys are for
     support staff only (Technical details)."""
@@ -259,6 +261,7 @@ class OutboundMessageAdmin(TechnicalDetailsMixin, ReadOnlyAdminMixin, Organizati
     ]
     list_select_related = ["patient", "step_run", "organization"]
     search_fields = ["to", "patient__first_name", "patient__last_name"]
+    phone_search_field = "to"
     search_help_text = "Patient name or phone number."
     show_full_result_count = False
     fieldsets = [
@@ -334,16 +337,6 @@ class OutboundMessageAdmin(TechnicalDetailsMixin, ReadOnlyAdminMixin, Organizati
         if not request_is_clinic_role(request):
             fields += ["provider_sid", "idempotency_key"]  # support staff trace a message
         return fields
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[OutboundMessage], search_term: str
-    ) -> tuple[QuerySet[OutboundMessage], bool]:
-        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        phone = search_phone(search_term)
-        if phone and phone != search_term.strip():
-            # Typed as people write it, "(415) 555-0101"; stored as "+14155550101".
-            results = results | queryset.filter(to=phone)
-        return results, may_have_duplicates
 
     def _time(self, obj: OutboundMessage, value: Any) -> str:
         return clinic_datetime(value, obj.organization.timezone)

@@ -158,6 +158,24 @@ class TechnicalDetailsMixin:
         return fieldsets
 
 
+class PhoneSearchMixin:
+    """The changelist search also finds a phone number typed as people write it, "(415)
+    555-0101", in `phone_search_field`, where it is stored as "+14155550101"."""
+
+    phone_search_field: ClassVar[str]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        results, may_have_duplicates = super().get_search_results(  # type: ignore[misc]
+            request, queryset, search_term
+        )
+        phone = search_phone(search_term)
+        if phone and phone != search_term.strip():
+            results = results | queryset.filter(**{self.phone_search_field: phone})
+        return results, may_have_duplicates
+
+
 def search_phone(term: str) -> str | None:
     """The E.164 form of a search term typed as a phone number ("(415) 555-0101"), so the
     admin finds the stored "+14155550101"; None when the term is not a phone number."""

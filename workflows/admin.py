@@ -24,10 +24,10 @@ from integrations.models import Integration, OutboundMessage
 from integrations.twilio.errors import error_explanation
 from patients.clinic_view import (
     ClinicDaysFilter,
+    PhoneSearchMixin,
     TechnicalDetailsMixin,
     clinic_datetime,
     request_is_clinic_role,
-    search_phone,
 )
 from patients.inputs import JSONInputError, json_parse
 from patients.models import Organization, Patient
@@ -658,7 +658,9 @@ def run_patient(run: Run) -> Patient | None:
 
 
 @admin.register(Run)
-class RunAdmin(TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmin):
+class RunAdmin(
+    PhoneSearchMixin, TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmin
+):
     organization_path = "workflow__organization"
     change_form_template = "admin/workflows/run/change_form.html"
     list_display = [
@@ -674,6 +676,7 @@ class RunAdmin(TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmi
     list_filter = ["status", WorkflowListFilter, RunFinishedFilter, "is_test"]
     list_select_related = ["workflow__organization", "event"]
     search_fields = RUN_SEARCH_FIELDS
+    phone_search_field = "event__payload__customer__phone"
     search_help_text = "Patient name, phone number or order number."
     show_full_result_count = False
     fieldsets = [(None, {"fields": RUN_FIELDS})]
@@ -729,16 +732,6 @@ class RunAdmin(TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmi
         # The change page needs them too; and a changelist only applies list_select_related
         # to a queryset that has none yet.
         return super().get_queryset(request).select_related(*self.list_select_related)
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Run], search_term: str
-    ) -> tuple[QuerySet[Run], bool]:
-        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        phone = search_phone(search_term)
-        if phone and phone != search_term.strip():
-            # Typed as people write it, "(415) 555-0101"; stored as "+14155550101".
-            results = results | queryset.filter(event__payload__customer__phone=phone)
-        return results, may_have_duplicates
 
     def render_change_form(
         self,

@@ -7,6 +7,7 @@ credentials switches to production parts; `manage.py check --deploy` refuses the
 development secrets.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -57,6 +58,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_results",
+    # Login throttling (django-axes) and the optional second factor (django-otp, TOTP).
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "patients",
     "workflows",
     "integrations",
@@ -71,9 +76,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session logged in with a one-time code.
+    "django_otp.middleware.OTPMiddleware",
     "patients.audit.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a refused (locked-out) login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -137,6 +146,35 @@ else:
         DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2**31 - 1)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- admin login: throttling and second factor ---------------------------------------------
+# patients.login.LoginThrottleBackend (django-axes) refuses a locked-out username+address pair
+# before ModelBackend checks its password.
+AUTHENTICATION_BACKENDS = [
+    "patients.login.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+# Locked out after this many failed logins (a wrong one-time code counts too) for one
+# username from one address; other addresses and other usernames are not affected.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Unlocked this long after the last failed attempt (0: only by `axes_reset_username`).
+_axes_cooloff_minutes = env.float("AXES_COOLOFF_MINUTES", default=15.0)
+AXES_COOLOFF_TIME = timedelta(minutes=_axes_cooloff_minutes) if _axes_cooloff_minutes else None
+AXES_RESET_ON_SUCCESS = True  # a successful login clears that pair's failures
+AXES_LOCKOUT_TEMPLATE = "admin/careflow/locked_out.html"
+# Behind a reverse proxy every client has the proxy's address, so one attacker locks out
+# everyone; set AXES_PROXY_COUNT to the number of proxies in front of Django, which must
+# set X-Forwarded-For (the client cannot be trusted to).
+AXES_IPWARE_PROXY_COUNT = env.int("AXES_PROXY_COUNT", default=0) or None
+if AXES_IPWARE_PROXY_COUNT:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+# Support staff and superusers (who see every clinic) must log in with a one-time code from
+# a confirmed TOTP device; everyone with a device must anyway (patients.login).
+CAREFLOW_SUPPORT_STAFF_REQUIRE_OTP = env.bool("CAREFLOW_SUPPORT_STAFF_REQUIRE_OTP", default=False)
+# The issuer an authenticator app shows beside the account.
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="careflow")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

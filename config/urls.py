@@ -2,11 +2,15 @@ from django.contrib import admin
 from django.urls import include, path
 
 from integrations import home, inbound
+from patients.login import AdminLoginForm
 from workflows import reference
 
 admin.site.site_header = "careflow"
 admin.site.site_title = "careflow"
 admin.site.index_title = "Patient messaging workflows"
+# The one-time code for users with an authenticator (patients.login); throttled by axes.
+admin.site.login_form = AdminLoginForm
+admin.site.login_template = "admin/careflow/login.html"
 
 urlpatterns = [
     # Extra admin pages, staff only (admin_view), matched before the admin's own catch-all.

@@ -1,5 +1,6 @@
 from typing import Any
 
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -11,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_results.models import GroupResult, TaskResult
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from patients.models import (
     Appointment,
@@ -170,16 +172,47 @@ class SuperuserOnlyAdminMixin:
 
 
 def _superuser_only(model: type[models.Model]) -> None:
-    """Re-register another app's ModelAdmin with SuperuserOnlyAdminMixin in front of it."""
+    """Re-register another app's ModelAdmin with SuperuserOnlyAdminMixin in front of it.
+
+    Its own actions that declare no permission (axes' "Clean up expired attempts") would be
+    offered to anyone who may view the list: they get `permissions=["delete"]`, which only a
+    superuser holds here."""
     model_admin = type(admin.site.get_model_admin(model))
+    namespace: dict[str, Any] = {}
+    for name in model_admin.actions or []:
+        func = getattr(model_admin, name) if isinstance(name, str) else name
+        if not getattr(func, "allowed_permissions", None):
+            namespace[func.__name__] = admin.action(
+                permissions=["delete"], description=getattr(func, "short_description", None)
+            )(_same_action(func))
     admin.site.unregister(model)
     admin.site.register(
-        model, type(model_admin.__name__, (SuperuserOnlyAdminMixin, model_admin), {})
+        model, type(model_admin.__name__, (SuperuserOnlyAdminMixin, model_admin), namespace)
     )
 
 
-for _model in (get_user_model(), Group, TaskResult, GroupResult):
-    _superuser_only(_model)
+def _same_action(func: Any) -> Any:
+    def action(model_admin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        return func(model_admin, request, queryset)
+
+    action.__name__ = func.__name__
+    return action
+
+
+# Login attempts (django-axes: usernames, addresses) and authenticators (django-otp: each
+# device's key) too: a superuser enrols a user's authenticator and unlocks accounts.
+for _model in (
+    get_user_model(),
+    Group,
+    TaskResult,
+    GroupResult,
+    AccessAttempt,
+    AccessLog,
+    AccessFailureLog,
+    TOTPDevice,
+):
+    if admin.site.is_registered(_model):
+        _superuser_only(_model)
 
 
 class ConsentInline(admin.TabularInline):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.options import ModelAdmin
@@ -39,6 +40,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.resolvers import RoutePattern
 from django.utils import timezone
 from django_celery_results.models import GroupResult, TaskResult
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from integrations.models import InboundMessage, OutboundMessage
 from patients.models import AuditEntry
@@ -79,6 +81,10 @@ RACD = frozenset({VIEW, ADD, CHANGE, DELETE})
 MODELS = {
     "auth.group": False,
     "auth.user": False,
+    "axes.accessattempt": False,
+    "axes.accesslog": False,
+    "axes.accessfailurelog": False,
+    "otp_totp.totpdevice": False,
     "django_celery_results.groupresult": False,
     "django_celery_results.taskresult": False,
     "patients.staffmembership": False,
@@ -222,6 +228,9 @@ EXTRA: dict[tuple[str, bool], Extra] = {
     ("workflows_workflow_enable", True): Extra("GET POST", "workflows.workflow", CHANGE, "acts"),
     ("workflows_workflow_disable", True): Extra("GET POST", "workflows.workflow", CHANGE, "acts"),
     ("auth_user_password_change", True): Extra("GET", "auth.user", CHANGE, "200", "403"),
+    # A TOTP device's enrolment page and its QR code (django-otp), superuser-only.
+    ("otp_totp_totpdevice_config", True): Extra("GET", "otp_totp.totpdevice", VIEW, "200", "403"),
+    ("otp_totp_totpdevice_qrcode", True): Extra("GET", "otp_totp.totpdevice", VIEW, "200", "403"),
 }
 
 # Pages the project mounts under /admin/ outside the admin site, by URL name: every staff
@@ -247,8 +256,9 @@ SITE = {
 SITE_EXPANDED = {"autocomplete", "view_on_site", "app_list", None}
 
 STANDARD = ("changelist", "add", "change", "history", "delete")
-# The names a ModelAdmin's URLs give the object's primary key (UserAdmin's password: "id").
-OBJECT_PARAMETERS = {"object_id", "id"}
+# The names a ModelAdmin's URLs give the object's primary key (UserAdmin's password: "id",
+# django-otp's device pages: "pk").
+OBJECT_PARAMETERS = {"object_id", "id", "pk"}
 
 # --- what the test knows must never appear --------------------------------------------------
 AUTH_TOKEN = "f00dfacecafe1234f00dfacecafe5678"
@@ -346,6 +356,14 @@ def clinic() -> dict[str, Any]:
     objects: dict[str, Any] = {
         "auth.group": Group.objects.get(name=CLINIC_STAFF),
         "auth.user": users["clinic_staff"],
+        "axes.accessattempt": AccessAttempt.objects.create(
+            username="someone", ip_address="192.0.2.1", failures_since_start=1
+        ),
+        "axes.accesslog": AccessLog.objects.create(username="someone", ip_address="192.0.2.1"),
+        "axes.accessfailurelog": AccessFailureLog.objects.create(
+            username="someone", ip_address="192.0.2.1"
+        ),
+        "otp_totp.totpdevice": TOTPDevice.objects.create(user=users["support"], name="phone"),
         "django_celery_results.taskresult": TaskResult.objects.create(task_id="roles-task"),
         "django_celery_results.groupresult": GroupResult.objects.create(group_id="roles-group"),
         "patients.staffmembership": users["clinic_staff"].membership,

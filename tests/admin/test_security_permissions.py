@@ -134,6 +134,10 @@ SUPERUSER_ONLY = [
     "auth.group",
     "django_celery_results.taskresult",
     "django_celery_results.groupresult",
+    "axes.accessattempt",
+    "axes.accesslog",
+    "axes.accessfailurelog",
+    "otp_totp.totpdevice",
 ]
 
 
@@ -146,7 +150,7 @@ def hand_made_admin() -> Any:
     group = Group.objects.create(name="Too generous")
     group.permissions.set(
         Permission.objects.filter(
-            content_type__app_label__in=["auth", "django_celery_results"]
+            content_type__app_label__in=["auth", "django_celery_results", "axes", "otp_totp"]
         ).exclude(codename="view_all_organizations")
         | Permission.objects.filter(content_type__model="staffmembership")
     )

@@ -70,3 +70,29 @@ def test_sending_numbers_must_be_e164(numbers: object) -> None:
 def test_masked_account_sid_hides_most_of_it() -> None:
     integration = IntegrationFactory.build(account_sid="AC" + "ab12" * 7 + "cdef")
     assert integration.masked_account_sid() == "ACab12…cdef"
+
+
+@pytest.mark.django_db
+def test_the_integration_form_takes_an_upper_case_sid_and_stores_it_lower_case() -> None:
+    from integrations.admin import IntegrationForm
+    from tests.factories import OrganizationFactory
+
+    upper = "AC" + "0123456789ABCDEF" * 2
+    form = IntegrationForm(
+        data={
+            "organization": OrganizationFactory().pk,
+            "name": "Twilio",
+            "adapter": "twilio",
+            "account_sid": upper,
+            "auth_token": "tok-secret-123",
+            "sending_numbers": "+15005550006",
+            "sender_type": "auto",
+            "messaging_service_sid": "MG" + "ABCDEF0123456789" * 2,
+            "enabled": "on",
+        }
+    )
+    assert form.is_valid(), form.errors
+    integration = form.save()
+    integration.refresh_from_db()
+    assert integration.account_sid == upper.lower().replace("ac", "AC", 1)
+    assert integration.messaging_service_sid == "MG" + "abcdef0123456789" * 2

@@ -514,3 +514,20 @@ def test_a_skip_reason_longer_than_its_column_is_cut_not_a_stuck_run(
     run = _ship_and_run(clinic["patient"])
     assert run.status == Run.Status.SKIPPED
     assert [len(s.skip_reason) for s in StepRun.objects.filter(run=run)] == [200, 200]
+
+
+def test_the_dry_run_says_what_the_engine_says_of_a_to_that_is_not_a_phone() -> None:
+    from workflows.dry_run import workflow_dry_run
+
+    integration = IntegrationFactory()
+    workflow = WorkflowFactory(organization=integration.organization, trigger="order.shipped")
+    SmsStepFactory(workflow=workflow, parameters={**SMS["parameters"], "to": "{{customer.email}}"})
+    patient = PatientFactory(
+        organization=workflow.organization, email="tess@example.com", is_test=True
+    )
+    ConsentFactory(patient=patient)
+    (sms,) = workflow_dry_run(workflow=workflow, patient=patient).steps
+    assert (sms.outcome, sms.detail) == (
+        "skip",
+        "would not send: To Phone “tess@example.com” is not a valid phone number",
+    )

@@ -20,7 +20,7 @@ from integrations.models import OutboundMessage
 from integrations.policy import send_decide
 from integrations.registry import REGISTRY
 from integrations.sms import segment_info
-from integrations.twilio.adapter import recipient_patient, twilio_integration
+from integrations.twilio.adapter import numbers_problem, recipient_patient, twilio_integration
 from patients.models import Patient
 from patients.payloads import payload_for_patient
 from patients.zones import patient_zone
@@ -190,6 +190,10 @@ def _adapter_dry_run(
             "this clinic has no enabled Twilio integration",
             inputs,
         )
+    problem = numbers_problem(inputs)
+    if problem:  # as the engine says it (the send-time checks never see such a message)
+        data["history"][str(number)] = {"status": "skipped", "result": {"status": "skipped"}}
+        return DryRunStep(number, "adapter", title, "skip", f"would not send: {problem}", inputs)
     to = inputs.get("to", "").strip()
     body = inputs.get("message", "")
     info = segment_info(body)

@@ -1,5 +1,7 @@
 """Twilio → sendSMS, the first adapter."""
 
+from collections.abc import Mapping
+
 from integrations.adapters import Adapter, Function, Outcome, Parameter, StepContext
 from integrations.models import Integration, OutboundMessage
 from integrations.sending import MessagesAccepted, message_prepare_and_deliver
@@ -48,6 +50,18 @@ def recipient_patient(
     return matches[0] if len(matches) == 1 else None
 
 
+def numbers_problem(inputs: Mapping[str, str]) -> str:
+    """Why a step's rendered To or From cannot be texted, or "". A {{variable}} can render to
+    anything (an email, a note, a long text); unsaid here, it was "not a patient of this
+    clinic" later, or a value too long for the message row."""
+    for label, name in (("To Phone", "to"), ("From Phone", "from")):
+        number = inputs.get(name, "").strip()
+        if (number or name == "to") and not is_e164(number):
+            shown = number if len(number) <= 24 else number[:23] + "…"
+            return f"{label} “{shown}” is not a valid phone number"
+    return ""
+
+
 def twilio_integration(organization: Organization) -> Integration | None:
     """The clinic's enabled Twilio integration (at most one, by constraint)."""
     enabled = Integration.objects.filter(
@@ -75,12 +89,9 @@ class TwilioAdapter(Adapter):
             accepted = context.memo["twilio-accepted"] = MessagesAccepted()
             context.at_batch_end.append(accepted.write)
         to = context.inputs["to"].strip()
-        # A {{variable}} can render to anything (an email, a note, a long text): say so here.
-        # Later it would be "not a patient of this clinic", or too long for the message row.
-        for label, number in (("To Phone", to), ("From Phone", context.inputs["from"].strip())):
-            if (number or label == "To Phone") and not is_e164(number):
-                shown = number if len(number) <= 24 else number[:23] + "…"
-                return Outcome("skipped", reason=f"{label} “{shown}” is not a valid phone number")
+        problem = numbers_problem(context.inputs)
+        if problem:
+            return Outcome("skipped", reason=problem)
         message = message_prepare_and_deliver(
             accepted=accepted,
             organization=context.organization,

@@ -1,6 +1,7 @@
 """The Twilio Auth Token is stored as ciphertext and shown nowhere: not in `str`/`repr`, the
 admin's history (LogEntry), the audit trail, error pages or logs, for any user, the superuser
-included. (Every admin page of every role is walked for it in tests/admin/test_roles.py.)"""
+included; nor the custom-event webhook's bearer token on an error report. (Every admin page
+of every role is walked for both in tests/admin/test_roles.py.)"""
 
 import logging
 import sys
@@ -23,8 +24,9 @@ from integrations.models import Integration
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import AuditEntry
 from patients.roles import SUPPORT_STAFF
+from patients.services import organization_webhook_token_issue
 from tests.conftest import sandbox_account
-from tests.factories import IntegrationFactory, UserFactory
+from tests.factories import IntegrationFactory, OrganizationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -189,3 +191,42 @@ def test_an_error_page_or_report_shows_no_token(
     for text in texts:
         assert NEW_TOKEN not in text
         assert OLD_TOKEN not in text
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_an_error_in_the_custom_event_webhook_reports_no_bearer_token(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, debug: bool
+) -> None:
+    settings.DEBUG = debug
+    organization = OrganizationFactory()
+    token = organization_webhook_token_issue(organization=organization)
+
+    def fail(document: Any) -> Any:
+        raise RuntimeError("simulated failure")
+
+    # After the token is checked, while the body is read (a database outage would do).
+    monkeypatch.setattr("integrations.inbound._parse", fail)
+    failures: list[tuple[HttpRequest, Any]] = []
+
+    def remember(sender: Any, request: HttpRequest, **kwargs: Any) -> None:
+        failures.append((request, sys.exc_info()))
+
+    got_request_exception.connect(remember)
+    client = Client(raise_request_exception=False)
+    try:
+        response = client.post(
+            reverse("webhook-custom-event", args=[organization.uuid]),
+            data="{}",
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+            HTTP_ACCEPT="text/html",
+        )
+    finally:
+        got_request_exception.disconnect(remember)
+    assert response.status_code == 500
+    request, exc_info = failures[0]
+    reporter = ExceptionReporter(request, *exc_info, is_email=True)
+    html = reporter.get_traceback_html()
+    assert "simulated failure" in html and "custom_event" in html
+    for text in (response.content.decode(), html, reporter.get_traceback_text()):
+        assert token not in text

@@ -531,3 +531,17 @@ def test_the_dry_run_says_what_the_engine_says_of_a_to_that_is_not_a_phone() -> 
         "skip",
         "would not send: To Phone “tess@example.com” is not a valid phone number",
     )
+
+
+def test_a_definition_with_too_many_values_is_a_400_before_anything_walks_it(
+    staff: Client, workflow: Workflow
+) -> None:
+    huge = {"order.number": {"$in": [str(n) for n in range(30_000)]}}
+    body = json.dumps({"definition": {"trigger": "order.shipped", "filter": huge, "steps": [SMS]}})
+    response = staff.post(
+        _endpoint("builder_validate", workflow), body, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "The request body has more than 20,000 values; make it smaller."
+    )

@@ -62,6 +62,15 @@ def test_beat_and_worker_are_restarted_and_events_still_go_out(tmp_path: Path) -
     with careflow_up(tmp_path / "var") as stack:
         worker = child_processes(stack.process.pid)[_child(stack, "worker")]
         assert " -B" not in worker  # beat is not embedded in the worker
+        token = stack.manage(
+            "shell",
+            "--verbosity=0",
+            "-c",
+            "from integrations.models import Integration as I; print(I.objects.get().auth_token)",
+        ).stdout.strip()
+        assert len(token) == 32
+        for argv in child_processes(stack.process.pid).values():
+            assert token not in argv, "an Auth Token on a command line, readable with ps"
 
         _killed_and_restarted(stack, "beat")
         _ship_and_see_it_texted(stack, "Maria", "1ZBEATKILLED")

@@ -3,11 +3,16 @@
     manage.py twilio_sandbox --port 8099 \\
         --account AC00000000000000000000000000000000:sandbox-token:+15005550006,+15551230000
 
+Accounts can also come from the environment, one spec a line, in TWILIO_SANDBOX_ACCOUNTS:
+a command line is readable by every user of the machine (`ps`), an environment is not, so
+careflow_up passes the clinics' Auth Tokens that way.
+
 Point TWILIO_API_BASE_URL at the printed URL. More accounts can be registered while it runs
 with POST /_sandbox/accounts; see `integrations.twilio.sandbox` for the control API.
 """
 
 import argparse
+import os
 import signal
 import threading
 from typing import Any
@@ -15,6 +20,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from integrations.twilio.sandbox import SandboxServer
+
+ACCOUNTS_VARIABLE = "TWILIO_SANDBOX_ACCOUNTS"
 
 
 def parse_account(value: str) -> dict[str, Any]:
@@ -60,7 +67,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        accounts = {spec["sid"]: spec for spec in options["account"]}
+        try:
+            from_env = [
+                parse_account(line.strip())
+                for line in os.environ.get(ACCOUNTS_VARIABLE, "").splitlines()
+                if line.strip()
+            ]
+        except argparse.ArgumentTypeError as exc:
+            raise CommandError(f"{ACCOUNTS_VARIABLE}: {exc}") from exc
+        accounts = {spec["sid"]: spec for spec in [*from_env, *options["account"]]}
         try:
             server = SandboxServer(
                 host=options["host"],

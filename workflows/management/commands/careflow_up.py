@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from integrations.management.commands.twilio_sandbox import ACCOUNTS_VARIABLE
 from integrations.models import Integration
 from patients.models import Organization
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
@@ -70,6 +71,7 @@ class Command(BaseCommand):
         }
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands: dict[str, list[str]] = {}
+        own_env: dict[str, dict[str, str]] = {}
         if not options["no_sandbox"]:
             sandbox = f"http://127.0.0.1:{options['sandbox_port']}"
             env["TWILIO_API_BASE_URL"] = sandbox
@@ -82,8 +84,9 @@ class Command(BaseCommand):
                 "twilio_sandbox",
                 "--port",
                 str(options["sandbox_port"]),
-                *[arg for a in accounts for arg in ("--account", a)],
             ]
+            # Auth Tokens in the sandbox's environment only: any user can read a command line.
+            own_env["sandbox"] = {ACCOUNTS_VARIABLE: "\n".join(accounts)}
         celery = [sys.executable, "-m", "celery", "-A", "config"]
         commands["beat"] = [
             *celery,
@@ -106,7 +109,9 @@ class Command(BaseCommand):
         commands["web"] = [*manage, "runserver", "--noreload", f"127.0.0.1:{options['port']}"]
 
         def start(name: str) -> subprocess.Popen[bytes]:
-            return subprocess.Popen(commands[name], env=env, cwd=settings.BASE_DIR)  # noqa: S603
+            return subprocess.Popen(  # noqa: S603
+                commands[name], env={**env, **own_env.get(name, {})}, cwd=settings.BASE_DIR
+            )
 
         processes = {name: start(name) for name in commands}
         self.stdout.write(

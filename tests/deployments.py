@@ -5,6 +5,7 @@ a server to answer."""
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # What the test run sets for itself (config/settings_test.py, pytest-django) and a user's
 # shell does not have.
+# A login careflow_up prints: "  Clinic admin:   clinic / PASSWORD   (…)".
+LOGIN = re.compile(r"^\s+(?P<role>[A-Za-z ]+):\s+(?P<user>\w+) / (?P<password>\S+)")
+
 _TEST_ONLY = {"DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CELERY_BROKER_URL"}
 
 
@@ -98,6 +102,8 @@ class CareflowUp:
     env: dict[str, str]
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
+    # The logins it printed, user → password.
+    logins: dict[str, str] = field(default_factory=dict)
 
     def tail(self, lines: int = 40) -> str:
         return "".join(self.output[-lines:])
@@ -148,6 +154,8 @@ def careflow_up(var_dir: Path, *, startup_timeout: float = 180) -> Iterator[Care
         assert process.stdout is not None
         for line in process.stdout:
             stack.output.append(line)
+            if match := LOGIN.match(line):
+                stack.logins[match["user"]] = match["password"]
             if "Press Ctrl-C to stop" in line:
                 ready.set()
         ready.set()  # the process ended: stop waiting

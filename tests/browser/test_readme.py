@@ -1,5 +1,5 @@
 """The README's front door, as a new user meets it: the real `careflow_up` stack (what
-`make run` starts: SQLite, the filesystem broker, a Celery worker with beat, the Twilio
+`make run` starts: SQLite, the filesystem broker, a Celery worker and beat, the Twilio
 sandbox, the web server with DEBUG off) in processes of its own, then the README's
 walk-through in Chromium with the printed `clinic` login.
 
@@ -7,104 +7,31 @@ The test live server serves static files by itself; this stack does not, so only
 sees what a user sees: an admin without its CSS, or a builder that never loads.
 """
 
-import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, Response, expect
 
 from tests.browser.conftest import screenshot_path
-from tests.deployments import ROOT, free_port, fresh_env, wait_until_serving
+from tests.deployments import CareflowUp, careflow_up
 from workflows.management.commands.careflow_demo import DEMO_ACCOUNT_SID, DEMO_FROM
 
 pytestmark = [pytest.mark.browser]
 
-LOGIN = re.compile(r"^\s+(?P<role>[A-Za-z ]+):\s+(?P<user>\w+) / (?P<password>\S+)")
-STARTUP_SECONDS = 180  # first migrate + collectstatic on a cold 2-core machine
-
-
-@dataclass
-class Stack:
-    url: str
-    sandbox_url: str
-    process: subprocess.Popen[str]
-    logins: dict[str, str] = field(default_factory=dict)
-    output: list[str] = field(default_factory=list)
-
-    def tail(self, lines: int = 40) -> str:
-        return "".join(self.output[-lines:])
-
-
-def _read_output(stack: Stack, ready: threading.Event) -> None:
-    assert stack.process.stdout is not None
-    for line in stack.process.stdout:
-        stack.output.append(line)
-        if match := LOGIN.match(line):
-            stack.logins[match["user"]] = match["password"]
-        if "Press Ctrl-C to stop" in line:
-            ready.set()
-    ready.set()  # the process ended: stop waiting
-
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    port, sandbox_port = free_port(), free_port()
-    process = subprocess.Popen(  # noqa: S603 — this checkout's manage.py, as `make run` runs it
-        [
-            sys.executable,
-            "manage.py",
-            "careflow_up",
-            "--port",
-            str(port),
-            "--sandbox-port",
-            str(sandbox_port),
-        ],
-        env=fresh_env(tmp_path_factory.mktemp("make-run")),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    stack = Stack(
-        url=f"http://127.0.0.1:{port}",
-        sandbox_url=f"http://127.0.0.1:{sandbox_port}",
-        process=process,
-    )
-    ready = threading.Event()
-    threading.Thread(target=_read_output, args=(stack, ready), daemon=True).start()
-    try:
-        if not ready.wait(STARTUP_SECONDS) or process.poll() is not None:
-            pytest.fail(f"careflow_up did not start:\n{stack.tail()}")
-        wait_until_serving(
-            f"{stack.url}/admin/login/", timeout=60, alive=lambda: process.poll() is None
-        )
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CareflowUp]:
+    with careflow_up(tmp_path_factory.mktemp("make-run")) as stack:
         yield stack
-    finally:
-        process.send_signal(signal.SIGINT)  # Ctrl-C, as the README says
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        # Whatever careflow_up failed to stop would outlive the test run.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture
-def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+def page(browser: Browser, stack: CareflowUp) -> Iterator[Page]:
     context = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(15_000)
@@ -124,7 +51,7 @@ def page(browser: Browser, stack: Stack) -> Iterator[Page]:
     assert failed == [], f"requests that failed: {failed}\n{stack.tail()}"
 
 
-def log_in(page: Page, stack: Stack, user: str) -> None:
+def log_in(page: Page, stack: CareflowUp, user: str) -> None:
     assert user in stack.logins, f"careflow_up printed no {user!r} login:\n{stack.tail()}"
     page.goto("/admin/")
     page.get_by_label("Username").fill(user)
@@ -157,7 +84,7 @@ def ship(page: Page, tracking: str) -> None:
 
 
 def message_row_with(
-    page: Page, stack: Stack, phone: str, text: str, *, timeout: float = 90
+    page: Page, stack: CareflowUp, phone: str, text: str, *, timeout: float = 90
 ) -> str:
     """Reload the message log until the row for phone contains text, as a user would."""
     deadline = time.monotonic() + timeout
@@ -173,7 +100,7 @@ def message_row_with(
     raise AssertionError(f"no message row for {phone} says {text!r} (last: {row!r})")
 
 
-def patient_replies(page: Page, stack: Stack, *, phone: str, body: str) -> None:
+def patient_replies(page: Page, stack: CareflowUp, *, phone: str, body: str) -> None:
     """The patient texts the clinic's number: the sandbox posts a signed inbound webhook to
     the URL the integration page tells clinics to give Twilio."""
     page.goto("/admin/integrations/integration/")
@@ -201,7 +128,7 @@ def patient_replies(page: Page, stack: Stack, *, phone: str, body: str) -> None:
 
 
 def test_the_readme_walk_through_on_the_make_run_stack(
-    page: Page, stack: Stack, tmp_path: Path
+    page: Page, stack: CareflowUp, tmp_path: Path
 ) -> None:
     # 1. Open the admin and log in as `clinic`: the login page is already styled.
     page.goto("/admin/")

@@ -140,7 +140,7 @@ else:
         DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     # psycopg prepares no statement at all while this is None (Django's default). Django's
     # cursors bind on the client and never prepare; with a threshold no statement reaches,
-    # only those run through patients.models.prepared_cursor are prepared. Off behind a
+    # only those run through common.db.prepared_cursor are prepared. Off behind a
     # pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
     if env.bool("CAREFLOW_PREPARED_STATEMENTS", default=True):
         DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2**31 - 1)

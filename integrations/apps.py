@@ -12,7 +12,9 @@ class IntegrationsConfig(AppConfig):
         from integrations.models import MessagingPolicy
         from integrations.patient_panel import PANEL
         from integrations.policy import messaging_policy_forget
+        from integrations.tasks import send_message
         from patients.panels import patient_panel_register
+        from workflows.tasks import message_send_task_register
 
         post_save.connect(
             lambda sender, instance, **kw: messaging_policy_forget(instance.organization_id),
@@ -22,3 +24,5 @@ class IntegrationsConfig(AppConfig):
         )
         # The conversation on the patient page: patients cannot import the messages.
         patient_panel_register(PANEL)
+        # The engine hands a message its run waits on to the send queue through this.
+        message_send_task_register(send_message)

@@ -7,7 +7,6 @@ reconciled by looking the message up at Twilio before anything is sent again.
 """
 
 import logging
-import random
 import re
 import time
 from contextlib import nullcontext
@@ -25,13 +24,15 @@ from django.utils import timezone
 from twilio.base.exceptions import TwilioRestException
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from common.db import insert_or_get, rows_update
+from common.retry import retry_delay
 from integrations.models import Integration, OutboundMessage
 from integrations.policy import SMS_HISTORY, send_decide, send_needs_lock
 from integrations.sms import segment_info
 from integrations.throttle import throttle_key, throttle_reserve
 from integrations.twilio.client import twilio_client
 from integrations.twilio.errors import error_explanation
-from patients.models import ConsentRecord, Organization, Patient, insert_or_get, rows_update
+from patients.models import ConsentRecord, Organization, Patient
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +129,6 @@ def status_callback_url(message: OutboundMessage) -> str:
         kwargs={"integration_uuid": message.integration.uuid, "message_uuid": message.uuid},
     )
     return settings.CAREFLOW_PUBLIC_URL.rstrip("/") + path
-
-
-def retry_delay(attempt: int) -> timedelta:
-    """Exponential backoff with jitter: about 2 s, 4 s, 8 s … capped at 5 minutes."""
-    base = min(300.0, 2.0 * 2 ** max(0, attempt - 1))
-    return timedelta(seconds=base * random.uniform(0.5, 1.0))  # noqa: S311 — jitter, not crypto
 
 
 def _sending_stale(message: OutboundMessage) -> bool:

@@ -2,11 +2,13 @@
 
 from datetime import timedelta
 
-from celery import current_app, shared_task
+from celery import shared_task
 from django.utils import timezone
 
 from integrations.models import OutboundMessage
 from integrations.sending import message_send, sent_messages_reconcile
+from workflows.engine import run_wake
+from workflows.tasks import advance_run
 
 Status = OutboundMessage.Status
 UNSETTLED = (Status.PENDING, Status.SENDING, Status.UNKNOWN)
@@ -31,11 +33,9 @@ def send_message(message_id: int) -> None:
         if due is not None and due - timezone.now() <= SHORT_WAIT:
             send_message.apply_async((message_id,), eta=due)
         return
-    from workflows.engine import run_wake  # the engine depends on integrations, not back
-
     run_id = message.step_run.run_id  # type: ignore[union-attr]
     run_wake(run_id=run_id)
-    current_app.send_task("workflows.tasks.advance_run", (run_id,))
+    advance_run.delay(run_id)
 
 
 @shared_task

@@ -14,11 +14,8 @@ process, which shapes each worker process separately; production uses Redis.
 
 import threading
 import time
-from functools import lru_cache
-from typing import Any
 
-import redis
-from django.conf import settings
+from common.coordination import coordination_redis
 
 # KEYS[1] = the sender's key; ARGV = now, seconds per segment, segments, burst (segments)
 # Returns the seconds from now at which this send may go (0: now). A reservation is always
@@ -39,23 +36,6 @@ return tostring(start - now)
 
 _local_lock = threading.Lock()
 _local_tat: dict[str, float] = {}
-
-
-@lru_cache(maxsize=4)
-def _client(url: str) -> Any:
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-
-
-def _redis_url() -> str | None:
-    url: str = settings.CAREFLOW_THROTTLE_REDIS_URL
-    return url if url.startswith(("redis://", "rediss://")) else None
-
-
-def coordination_redis() -> Any | None:
-    """The Redis that coordinates workers on every machine (these buckets, the events
-    wake-up flag), or None in the embedded setup that has none."""
-    url = _redis_url()
-    return _client(url) if url is not None else None
 
 
 def throttle_key(*, account_sid: str, sender: str) -> str:

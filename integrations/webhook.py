@@ -38,8 +38,8 @@ from django.conf import settings
 from django.utils import timezone
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, SSLError
 
+from common.retry import retry_delay
 from integrations.adapters import Adapter, Function, Outcome, Parameter, StepContext
-from integrations.sending import retry_delay
 
 logger = logging.getLogger(__name__)
 

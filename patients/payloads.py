@@ -2,7 +2,7 @@
 
 A payload is a JSON snapshot taken when the event is recorded; it never carries secrets, and
 no clinical free text (questionnaire answers stay in the database). Its shape is documented
-in `workflows.events` (the data reference); a test holds the two together.
+in `workflows.catalogue` (the data reference); a test holds the two together.
 """
 
 import zoneinfo
@@ -15,6 +15,7 @@ from typing import Any
 from django.db import connections, models, router
 from django.db.models.expressions import RawSQL
 
+from common.db import model_get
 from patients.consent import MARKETING_ALLOWED, consent_allowed_sql, patient_accepts_marketing
 from patients.models import (
     Appointment,
@@ -28,7 +29,6 @@ from patients.models import (
     Requisition,
     Subscription,
     Task,
-    model_get,
 )
 from patients.zones import display_zone
 
@@ -234,7 +234,7 @@ def customer_sql(spec: Spec, column: Callable[[str], str]) -> str:
 @dataclass(frozen=True, slots=True)
 class StoredCustomer:
     """A customer object (the summary, or the whole) left for the outbox INSERT to build
-    from the patient's row in its own statement (`workflows.events`): a record saved in a
+    from the patient's row in its own statement (`workflows.outbox`): a record saved in a
     request rarely has its patient loaded, and reading it took a round trip of its own."""
 
     patient_id: int

@@ -38,7 +38,7 @@ from patients.payloads import (
     subscription_event_payload,
     task_event_payload,
 )
-from workflows.events import event_record
+from patients.recording import event_record
 
 
 def patient_saved(sender: type[Patient], instance: Patient, created: bool, **kwargs: Any) -> None:

@@ -6,7 +6,7 @@ import hmac
 import secrets
 import uuid
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -15,11 +15,7 @@ from django.utils import timezone
 from patients.models import Order, Organization, Patient, Subscription
 from patients.payloads import message_event_payload, webhook_event_payload
 from patients.phones import phone_to_e164
-from workflows.events import event_record
-
-if TYPE_CHECKING:
-    from workflows.models import Event
-
+from patients.recording import RecordedEvent, event_record, event_recorded
 
 MESSAGE_CHANNELS = ("SMS", "WEB")
 # Prefix so a leaked token is recognisable (secret scanners, logs) as a careflow token.
@@ -90,7 +86,7 @@ def inbound_message_record(
     body: str,
     channel: str = "SMS",
     provider_sid: str = "",
-) -> "Event | None":
+) -> RecordedEvent | None:
     """Record message.inbound with the sender resolved to this clinic's patient by phone.
 
     Several patients may share a phone (a family); the oldest record wins, deterministically.
@@ -167,14 +163,12 @@ def webhook_event_record(
     data: dict[str, Any],
     patient: Patient,
     idempotency_key: str,
-) -> tuple["Event", bool]:
+) -> tuple[RecordedEvent, bool]:
     """Record webhook.event; the same idempotency key within a clinic records it once.
 
     Returns the event and whether it was recorded now (False: the key was seen before, and
     the event returned is the one recorded then).
     """
-    from workflows.models import Event
-
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
     dedupe_key = f"webhook.event:{organization.pk}:{digest}"
     event = event_record(
@@ -187,7 +181,7 @@ def webhook_event_record(
     )
     if event is not None:
         return event, True
-    return Event.objects.get(dedupe_key=dedupe_key), False
+    return event_recorded(dedupe_key), False
 
 
 def _token_hash(token: str) -> str:

@@ -23,8 +23,8 @@ from integrations.sms import MAX_BODY_CHARS, segment_info
 from patients.inputs import JSONInputError, json_parse, json_problem
 from patients.models import ConsentRecord, Organization, Patient
 from patients.zones import patient_zone
+from workflows.catalogue import CATALOGUE, EVENT_TYPES, schema_example, schema_paths
 from workflows.dry_run import test_payload
-from workflows.events import CATALOGUE, EVENT_TYPES, schema_example, schema_paths
 from workflows.models import Step, Workflow
 from workflows.rendering import TemplateError, template_render
 from workflows.steps import STEP_TYPES

@@ -11,7 +11,7 @@ from typing import Any
 from django.utils.html import escape
 
 from integrations.registry import REGISTRY
-from workflows.events import EVENT_TYPES
+from workflows.catalogue import EVENT_TYPES
 from workflows.filters import filter_summary
 
 BOX_X = 24

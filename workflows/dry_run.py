@@ -24,8 +24,8 @@ from integrations.twilio.adapter import numbers_problem, recipient_patient, twil
 from patients.models import Patient
 from patients.payloads import payload_for_patient
 from patients.zones import patient_zone
+from workflows.catalogue import EVENT_TYPES, schema_example
 from workflows.engine import workflow_definition
-from workflows.events import EVENT_TYPES, schema_example
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, Run, Workflow
 from workflows.steps import (

@@ -18,10 +18,11 @@ from django.db.models import Prefetch, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from common.db import insert_or_get, rows_update
 from integrations.adapters import Outcome, StepContext
 from integrations.policy import consent_history_prefetch
 from integrations.registry import adapter_get
-from patients.models import Patient, insert_or_get, rows_update
+from patients.models import Patient
 from patients.payloads import payload_for_subject
 from patients.zones import patient_zone
 from workflows.filters import FilterError, filter_matches

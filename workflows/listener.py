@@ -2,7 +2,7 @@
 costs the saving process no broker round trip and no publishing work at all.
 
 On PostgreSQL the outbox INSERT also queues a NOTIFY on `EVENTS_CHANNEL` with the event's
-id (`workflows.events`); PostgreSQL delivers it when, and only if, the transaction
+id (`workflows.outbox`); PostgreSQL delivers it when, and only if, the transaction
 commits. This listener, a thread of every beat process, hands it to the workers
 (`events_publish`: one queued task for however many events arrive before a worker starts
 on them). While it is not listening (its session dropped, the broker down) nothing is lost: the
@@ -15,19 +15,14 @@ import threading
 from typing import Any
 
 import psycopg
-from django.conf import settings
 from django.db import connections
+
+from workflows.outbox import EVENTS_CHANNEL, events_notify_enabled
+from workflows.publishing import events_publish
 
 logger = logging.getLogger(__name__)
 
-EVENTS_CHANNEL = "careflow_events"
 RECONNECT_AFTER = (0.5, 1.0, 2.0, 5.0)  # seconds, then every 5 s
-
-
-def events_notify_enabled() -> bool:
-    """Whether event_record notifies (PostgreSQL) instead of publishing from the saving
-    process; the embedded SQLite setup publishes from a background thread."""
-    return bool(settings.CAREFLOW_EVENTS_NOTIFY) and connections["default"].vendor == "postgresql"
 
 
 def _connect() -> psycopg.Connection[Any]:
@@ -40,8 +35,6 @@ def _connect() -> psycopg.Connection[Any]:
 def events_listen(stop: threading.Event) -> None:
     """Hand the events notified to the workers, reconnecting when the session drops, until
     `stop` is set (checked at least every second)."""
-    from workflows.events import events_publish
-
     failures = 0
     while not stop.is_set():
         try:

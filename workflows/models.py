@@ -8,7 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from patients.models import ConsentRecord, Organization, TimeStamped
-from workflows.events import event_choices
+from workflows.catalogue import event_choices
 
 
 class Event(models.Model):

@@ -1,7 +1,7 @@
 """The data reference: every trigger and the variables its events offer, for clinic admins
 (HTML in the admin) and for the workflow builder (`?format=json`).
 
-Built from the catalogue in `workflows.events` alone; it reads nothing from the database
+Built from the catalogue in `workflows.catalogue` alone; it reads nothing from the database
 beyond what the admin's own chrome needs, so its cost does not grow with the data.
 """
 
@@ -14,7 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from workflows.events import CATALOGUE, EVENT_TYPES, EventType, Field, schema_paths
+from workflows.catalogue import CATALOGUE, EVENT_TYPES, EventType, Field, schema_paths
 
 # How the date filter treats time zones (workflows.rendering._format_date), for every page
 # and the builder's JSON: clinic admins write times once, patients read their own clock.

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from patients.models import Appointment, Subscription
 from patients.payloads import appointment_event_payload, subscription_event_payload
-from workflows.events import event_record
+from workflows.outbox import event_record
 
 M = TypeVar("M", bound=models.Model)
 

@@ -9,7 +9,6 @@ from django.utils import timezone
 from kombu import Queue
 from kombu.exceptions import ChannelError, KombuError
 
-from integrations.tasks import send_message
 from workflows.engine import (
     events_dispatch_claiming,
     events_undispatched,
@@ -18,8 +17,21 @@ from workflows.engine import (
     runs_continue,
     runs_due,
 )
-from workflows.events import events_waiting_count, events_waiting_take, events_wake
 from workflows.models import Run
+from workflows.publishing import DISPATCH_BATCH, events_wake
+from workflows.scans import time_triggers_scan
+from workflows.waiting import events_waiting_count, events_waiting_take
+
+# The send queue's task (integrations.tasks.send_message), registered by
+# IntegrationsConfig.ready(): integrations sits above the engine and imports it, so the
+# engine names the task it hands a waiting message to without importing it.
+_message_send_task: list[Any] = []
+
+
+def message_send_task_register(task: Any) -> None:
+    """Name the task that sends a message at its time (called once, at app loading)."""
+    _message_send_task[:] = [task]
+
 
 # A wait shorter than this is also handed to the broker as an ETA for promptness; longer
 # waits are left to the beat sweeper alone (a long ETA on Redis would be redelivered).
@@ -29,10 +41,6 @@ SHORT_WAIT = timedelta(seconds=60)
 # Runs of one event advanced in the dispatching task itself: the common case (an event that
 # starts one run whose SMS goes out at once) then costs no task of its own.
 INLINE_RUNS = 3
-# Events a worker takes at a time when it dispatches whatever waits: one claim, one read of
-# workflows and one INSERT of runs for all of them, and their runs advanced together
-# (engine.RunBatch). Bigger batches save little more and make one worker's share lumpier.
-DISPATCH_BATCH = 20
 # A worker woken for the waiting events takes at most this many batches, then leaves the
 # rest to a fresh wake-up (so a long backlog does not hold one task for minutes).
 WAKE_BATCHES = 50
@@ -46,7 +54,7 @@ WAKE_BATCHES = 50
 @shared_task(acks_late=False)
 def dispatch_events(event_ids: list[int] | None = None) -> None:
     """Dispatch these events (the relay's, or one published without the shared Redis); with
-    none, the events waiting (workflows.events.events_publish), a batch at a time until fewer
+    none, the events waiting (workflows.publishing.events_publish), a batch at a time until fewer
     than a full batch were left."""
     if event_ids is not None:
         _dispatch(event_ids)
@@ -92,7 +100,7 @@ def _after_advance(run: Run | None) -> None:
     if message_id is not None:
         # The run waits on an SMS (throttle slot, retry, reconciliation): the send queue
         # sends it at its time and then wakes the run.
-        send_message.apply_async((message_id,), eta=run.due_at)
+        _message_send_task[0].apply_async((message_id,), eta=run.due_at)
     else:
         advance_run.apply_async((run.pk,), eta=run.due_at)
 
@@ -141,6 +149,4 @@ def sweep_runs() -> int:
 @shared_task
 def scan_time_triggers() -> dict[str, int]:
     """Record the time-based events that are due (upcoming renewals, appointment reminders)."""
-    from workflows.scans import time_triggers_scan
-
     return time_triggers_scan()

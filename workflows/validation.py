@@ -10,7 +10,7 @@ from typing import Any
 from integrations.adapters import SMS_CLINICAL_DATA_NOTE, Function, Parameter
 from integrations.registry import REGISTRY
 from patients.inputs import json_problem
-from workflows.events import EVENT_TYPES, schema_field, schema_variables
+from workflows.catalogue import EVENT_TYPES, schema_field, schema_variables
 from workflows.filters import FilterError, filter_validate
 from workflows.rendering import (
     TemplateError,

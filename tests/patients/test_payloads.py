@@ -8,7 +8,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from patients.models import ConsentRecord, Order, Patient, Subscription, _by_pk_read, model_get
+from common.db import _by_pk_read, model_get
+from patients.models import ConsentRecord, Order, Patient, Subscription
 from patients.payloads import (
     CUSTOMER_FIELD_PATHS,
     SUBJECT_TYPES,
@@ -32,8 +33,9 @@ from tests.factories import (
     SubscriptionFactory,
     TaskFactory,
 )
-from workflows.events import CATALOGUE, event_record
+from workflows.catalogue import CATALOGUE
 from workflows.models import Event
+from workflows.outbox import event_record
 
 pytestmark = pytest.mark.django_db
 

@@ -662,7 +662,7 @@ def test_schema_gives_every_trigger_its_fields_with_types(staff: Client) -> None
 def test_every_field_offered_is_a_path_the_query_language_reaches() -> None:
     """Built for the class: for every trigger, each field the builder offers finds its
     value in the data reference's example payload, with the type it is offered as."""
-    from workflows.events import CATALOGUE, schema_example
+    from workflows.catalogue import CATALOGUE, schema_example
     from workflows.filters import filter_matches
 
     types = {"string": str, "number": (int, float), "boolean": bool, "date": str, "datetime": str}

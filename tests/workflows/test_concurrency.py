@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from integrations.throttle import coordination_redis
+from common.coordination import coordination_redis
 from patients.models import Order
 from tests.conftest import wait_for
 from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
@@ -151,8 +151,8 @@ def _ship_orders(count: int) -> list[int]:
     orders = OrderFactory.create_batch(
         count, patient__organization=workflow.organization, organization=workflow.organization
     )
-    from workflows.events import events_waiting_count, events_waiting_take
     from workflows.tasks import _queued
+    from workflows.waiting import events_waiting_count, events_waiting_take
 
     created = Event.objects.count()  # the orders' and patients' creation
     wait_for(
@@ -234,8 +234,8 @@ def test_relay_events_leaves_events_waiting_in_the_list_alone_and_relays_lost_on
     settings: Any,
 ) -> None:
     from config.celery import app as celery_app
-    from workflows.events import events_waiting_take
     from workflows.tasks import _queued, relay_events
+    from workflows.waiting import events_waiting_take
 
     settings.CAREFLOW_EVENTS_NOTIFY = False  # the saving process publishes, with Redis
     # given five events waiting in the list, with one wake-up queued (no worker consuming)
@@ -253,8 +253,8 @@ def test_relay_events_leaves_events_waiting_in_the_list_alone_and_relays_lost_on
 
 
 def test_a_worker_woken_dispatches_every_event_waiting_a_batch_at_a_time(settings: Any) -> None:
-    from workflows.events import events_waiting_count
     from workflows.tasks import DISPATCH_BATCH, dispatch_events
+    from workflows.waiting import events_waiting_count
 
     settings.CAREFLOW_EVENTS_NOTIFY = False  # the saving process publishes, with Redis
     shipped = _ship_orders(DISPATCH_BATCH * 2 + 5)
@@ -274,8 +274,8 @@ def test_the_relay_wakes_a_worker_for_events_left_waiting_without_a_wake_up(
     settings: Any,
 ) -> None:
     from config.celery import app as celery_app
-    from workflows.events import WAKE_KEY, events_waiting_count
     from workflows.tasks import _queued, relay_events
+    from workflows.waiting import WAKE_KEY, events_waiting_count
 
     settings.CAREFLOW_EVENTS_NOTIFY = False  # the saving process publishes, with Redis
     shipped = _ship_orders(3)
@@ -294,7 +294,7 @@ def test_a_worker_woken_for_a_long_backlog_leaves_the_rest_to_a_fresh_wake_up(
 ) -> None:
     from config.celery import app as celery_app
     from workflows import tasks
-    from workflows.events import events_waiting_count
+    from workflows.waiting import events_waiting_count
 
     settings.CAREFLOW_EVENTS_NOTIFY = False
     monkeypatch.setattr(tasks, "DISPATCH_BATCH", 2)

@@ -38,18 +38,18 @@ from tests.factories import (
     SubscriptionFactory,
     TaskFactory,
 )
-from workflows import events
-from workflows.events import (
+from workflows import catalogue
+from workflows.catalogue import (
     CATALOGUE,
     EVENT_TYPES,
     Field,
     event_choices,
-    event_record,
     schema_field,
     schema_paths,
     schema_variables,
 )
 from workflows.models import Event
+from workflows.outbox import event_record
 from workflows.rendering import MISSING, resolve_path
 from workflows.scans import appointment_reminders_scan, renewals_upcoming_scan
 
@@ -160,13 +160,13 @@ def test_shared_building_blocks_are_one_definition() -> None:
 @pytest.mark.parametrize(
     ("documented", "model"),
     [
-        (events.ORDER_STATUSES, Order),
-        (events.SUBSCRIPTION_STATUSES, Subscription),
-        (events.PRESCRIPTION_STATUSES, Prescription),
-        (events.REQUISITION_STATUSES, Requisition),
-        (events.APPOINTMENT_STATUSES, Appointment),
-        (events.LEAD_STATUSES, Lead),
-        (events.TASK_STATUSES, Task),
+        (catalogue.ORDER_STATUSES, Order),
+        (catalogue.SUBSCRIPTION_STATUSES, Subscription),
+        (catalogue.PRESCRIPTION_STATUSES, Prescription),
+        (catalogue.REQUISITION_STATUSES, Requisition),
+        (catalogue.APPOINTMENT_STATUSES, Appointment),
+        (catalogue.LEAD_STATUSES, Lead),
+        (catalogue.TASK_STATUSES, Task),
     ],
 )
 def test_documented_statuses_are_the_models(documented: tuple[str, ...], model: Any) -> None:

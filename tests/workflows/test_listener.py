@@ -14,9 +14,10 @@ from django.db import connection, transaction
 from patients.models import Order
 from tests.conftest import wait_for
 from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
-from workflows.events import events_publish, events_waiting_take
 from workflows.listener import EVENTS_CHANNEL, _connect, events_listen
 from workflows.models import Event
+from workflows.publishing import events_publish
+from workflows.waiting import events_waiting_take
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -136,7 +137,7 @@ def test_events_notified_together_are_published_together(
     others = [OrderFactory(patient=order.patient, organization=order.organization) for _ in "ab"]
     published: list[list[int]] = []
     monkeypatch.setattr(
-        "workflows.events.events_publish",
+        "workflows.listener.events_publish",
         lambda *, event_ids: published.append(list(event_ids)),
     )
     stop = threading.Event()

@@ -9,8 +9,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tests.factories import StaffMembershipFactory, UserFactory
-from workflows import events
-from workflows.events import CATALOGUE, EVENT_TYPES, EventType, Field, schema_variables
+from workflows import catalogue
+from workflows.catalogue import CATALOGUE, EVENT_TYPES, EventType, Field, schema_variables
 
 pytestmark = pytest.mark.django_db
 
@@ -140,7 +140,7 @@ def test_output_is_escaped(staff_client: Client, monkeypatch: pytest.MonkeyPatch
         {"x": Field("string", "<img src=x onerror=alert(1)>", "</code><script>")},
         "customer",
     )
-    monkeypatch.setitem(events.EVENT_TYPES, hostile.name, hostile)
+    monkeypatch.setitem(catalogue.EVENT_TYPES, hostile.name, hostile)
     html = staff_client.get(_page("test.hostile")).content.decode()
     assert "<script>alert(1)" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

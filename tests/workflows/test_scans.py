@@ -12,8 +12,8 @@ from patients.models import Appointment, Subscription
 from patients.services import subscription_renew
 from tests.factories import AppointmentFactory, OrganizationFactory, SubscriptionFactory
 from workflows import tasks
-from workflows.events import event_record
 from workflows.models import Event
+from workflows.outbox import event_record
 from workflows.scans import (
     appointment_reminders_scan,
     renewals_upcoming_scan,

@@ -3,7 +3,7 @@
 import django.db.models.deletion
 import django.utils.timezone
 import uuid
-import workflows.events
+import workflows.catalogue
 from django.db import migrations, models
 
 
@@ -87,7 +87,7 @@ class Migration(migrations.Migration):
                 ('uuid', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
                 ('name', models.CharField(max_length=200)),
                 ('description', models.TextField(blank=True)),
-                ('trigger', models.CharField(choices=workflows.events.event_choices, db_index=True, max_length=64)),
+                ('trigger', models.CharField(choices=workflows.catalogue.event_choices, db_index=True, max_length=64)),
                 ('filter', models.JSONField(blank=True, default=dict, help_text='Optional MongoDB-style query on the event data, e.g. {"order.status": "shipped"}.')),
                 ('enabled', models.BooleanField(default=False)),
                 ('version', models.PositiveIntegerField(default=1, editable=False)),

@@ -1,4 +1,4 @@
-"""Database helpers in patients.models: rows_update writes each row's own values at once;
+"""Database helpers in common.db: rows_update writes each row's own values at once;
 prepared_cursor has PostgreSQL plan a statement once per connection; model_insert writes a
 new row as the ORM's save does."""
 
@@ -12,15 +12,8 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from patients.models import (
-    AuditEntry,
-    ConsentRecord,
-    Order,
-    insert_or_get,
-    model_insert,
-    prepared_cursor,
-    rows_update,
-)
+from common.db import insert_or_get, model_insert, prepared_cursor, rows_update
+from patients.models import AuditEntry, ConsentRecord, Order
 from tests.factories import OrderFactory, PatientFactory, SmsStepFactory, WorkflowFactory
 from workflows.models import Event, Run, StepRun
 

@@ -1,0 +1,73 @@
+"""The seam through which the records' receivers and services record events.
+
+The outbox is the engine's (`workflows.outbox.event_record`, the Event table), and the engine
+sits above the records it reads: it registers itself here (WorkflowsConfig.ready()), so the
+records record their events without importing it. Recording stays what it was: the outbox
+INSERT in the caller's transaction (DESIGN.md rule 2).
+"""
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class RecordedEvent(Protocol):
+    """What the records' callers read of an event recorded (a workflows.models.Event)."""
+
+    pk: Any
+    uuid: uuid.UUID
+
+
+class EventRecorder(Protocol):
+    def __call__(
+        self,
+        *,
+        organization_id: int,
+        type: str,
+        payload: dict[str, Any],
+        dedupe_key: str,
+        subject_type: str = "",
+        subject_id: str = "",
+        occurred_at: datetime | None = None,
+    ) -> RecordedEvent | None: ...
+
+
+_recorder: list[EventRecorder] = []
+_by_dedupe_key: list[Callable[[str], RecordedEvent]] = []
+
+
+def event_recorder_register(
+    *, record: EventRecorder, recorded: Callable[[str], RecordedEvent]
+) -> None:
+    """Install the outbox: `record` writes an event, `recorded` reads one by its dedupe key."""
+    _recorder[:] = [record]
+    _by_dedupe_key[:] = [recorded]
+
+
+def event_record(
+    *,
+    organization_id: int,
+    type: str,
+    payload: dict[str, Any],
+    dedupe_key: str,
+    subject_type: str = "",
+    subject_id: str = "",
+    occurred_at: datetime | None = None,
+) -> RecordedEvent | None:
+    """Write an event into the outbox inside the caller's transaction; None when an event
+    with this dedupe key exists already (see workflows.outbox.event_record)."""
+    return _recorder[0](
+        organization_id=organization_id,
+        type=type,
+        payload=payload,
+        dedupe_key=dedupe_key,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        occurred_at=occurred_at,
+    )
+
+
+def event_recorded(dedupe_key: str) -> RecordedEvent:
+    """The event recorded with this dedupe key (it must exist)."""
+    return _by_dedupe_key[0](dedupe_key)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Response, expect
 
+from integrations.management.commands.careflow_demo import DEMO_ACCOUNT_SID, DEMO_FROM
 from tests.browser.conftest import screenshot_path
 from tests.deployments import CareflowUp, careflow_up
-from workflows.management.commands.careflow_demo import DEMO_ACCOUNT_SID, DEMO_FROM
 
 pytestmark = [pytest.mark.browser]
 

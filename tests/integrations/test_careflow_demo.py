@@ -9,9 +9,9 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
+from integrations.management.commands.careflow_demo import demo_user
 from patients.models import Organization, StaffMembership
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
-from workflows.management.commands.careflow_demo import demo_user
 
 pytestmark = pytest.mark.django_db
 

@@ -20,11 +20,11 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from integrations.management.commands.careflow_demo import demo_user
 from integrations.management.commands.twilio_sandbox import ACCOUNTS_VARIABLE
 from integrations.models import Integration
 from patients.models import Organization
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
-from workflows.management.commands.careflow_demo import demo_user
 
 # Processes restarted when they exit; the web server's exit stops the stack instead.
 RESTARTED = frozenset({"sandbox", "beat", "worker"})

@@ -30,6 +30,8 @@ task_postrun.connect(_database_sessions_checked, weak=False)
 
 
 def _events_listener_start(**kwargs: Any) -> None:
+    # Imported when beat starts, not with this module: config/__init__ imports this module
+    # before Django's apps are loaded, and the listener's outbox needs the models.
     from workflows.listener import events_listener_start
 
     events_listener_start()

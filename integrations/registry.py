@@ -5,6 +5,8 @@ whenever it is read, whatever the order in which apps and admin modules load.
 """
 
 from integrations.adapters import Adapter
+from integrations.twilio.adapter import TwilioAdapter
+from integrations.webhook import WebhookAdapter
 
 REGISTRY: dict[str, Adapter] = {}
 
@@ -22,9 +24,6 @@ def adapter_get(name: str) -> Adapter:
 
 
 def _register_all() -> None:
-    from integrations.twilio.adapter import TwilioAdapter
-    from integrations.webhook import WebhookAdapter
-
     adapter_register(TwilioAdapter())
     adapter_register(WebhookAdapter())
 

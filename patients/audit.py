@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from django.apps import apps
 from django.contrib.auth.models import AnonymousUser
 from django.db import models
 from django.db.models.signals import post_delete, post_save, pre_save
@@ -136,8 +137,6 @@ def _deleted(sender: type[models.Model], instance: models.Model, **kwargs: Any) 
 
 
 def audit_connect() -> None:
-    from django.apps import apps
-
     for label in AUDITED:
         model = apps.get_model(label)
         uid = f"audit:{label}"

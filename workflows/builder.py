@@ -24,6 +24,7 @@ from patients.inputs import JSONInputError, json_parse, json_problem
 from patients.models import ConsentRecord, Organization, Patient
 from patients.zones import patient_zone
 from workflows.catalogue import CATALOGUE, EVENT_TYPES, schema_example, schema_paths
+from workflows.diagram import step_title
 from workflows.dry_run import test_payload
 from workflows.models import Step, Workflow
 from workflows.rendering import TemplateError, template_render
@@ -411,8 +412,6 @@ def definition_report(
 
 def report_lines(report: ValidationReport, steps: Sequence[Mapping[str, Any]]) -> list[str]:
     """The report as sentences, for the form's error list (and pages without JavaScript)."""
-    from workflows.diagram import step_title
-
     lines = [f"Trigger: {text}" for text in report.trigger]
     lines += [f"Filter: {text}" for text in report.filter]
     for index in sorted(report.steps):

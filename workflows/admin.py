@@ -202,7 +202,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             "definition": definition,
             "errors": form.report.as_dict() if form.report is not None else None,
             "urls": self._builder_urls(obj),
-            "testPatients": builder.test_patients(org_ids),
+            "testPatients": builder.builder_test_patients(org_ids),
             "senders": senders,
             "organization": obj.organization_id if obj is not None and obj.pk else None,
             "editable": editable,

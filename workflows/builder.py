@@ -25,7 +25,7 @@ from patients.models import ConsentRecord, Organization, Patient
 from patients.zones import patient_zone
 from workflows.catalogue import CATALOGUE, EVENT_TYPES, schema_example, schema_paths
 from workflows.diagram import step_title
-from workflows.dry_run import test_payload
+from workflows.dry_run import dry_run_payload
 from workflows.models import Step, Workflow
 from workflows.rendering import TemplateError, template_render
 from workflows.steps import STEP_TYPES
@@ -492,7 +492,7 @@ def approved_senders(organization: Organization) -> ApprovedSenders:
 
 def _preview_data(trigger: str, patient: Patient | None) -> tuple[dict[str, Any], str]:
     if patient is not None:
-        payload, source = test_payload(trigger=trigger, patient=patient)
+        payload, source = dry_run_payload(trigger=trigger, patient=patient)
     else:
         payload, source = schema_example(trigger), "example data from the data reference"
     return {**payload, "trigger": payload, "history": {}}, source
@@ -593,7 +593,7 @@ def dry_run_context(report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_patients(organization_ids: Iterable[int] | None) -> list[dict[str, Any]]:
+def builder_test_patients(organization_ids: Iterable[int] | None) -> list[dict[str, Any]]:
     """Test patients (of these clinics; None: all), for the builder's patient picker."""
     patients = Patient.objects.filter(is_test=True)
     if organization_ids is not None:

@@ -62,7 +62,7 @@ class DryRunReport:
         return asdict(self)
 
 
-def test_payload(*, trigger: str, patient: Patient) -> tuple[dict[str, Any], str]:
+def dry_run_payload(*, trigger: str, patient: Patient) -> tuple[dict[str, Any], str]:
     """The payload the trigger would carry for this patient, and where it came from: their
     most recent record of the trigger's kind, else the data reference's examples around
     their own customer data."""
@@ -97,7 +97,7 @@ def workflow_dry_run(
         **workflow_definition(workflow),
     }
     trigger = definition.get("trigger") or workflow.trigger
-    payload, source = test_payload(trigger=trigger, patient=patient)
+    payload, source = dry_run_payload(trigger=trigger, patient=patient)
     try:
         matches = filter_matches(definition.get("filter") or {}, payload)
         filter_detail = (
@@ -252,7 +252,7 @@ def workflow_live_test(*, workflow: Workflow, patient: Patient) -> Run:
         raise ValidationError("Live tests only run for test patients (tick “test patient”).")
     if patient.organization_id != workflow.organization_id:
         raise ValidationError("This patient belongs to another clinic.")
-    payload, _ = test_payload(trigger=workflow.trigger, patient=patient)
+    payload, _ = dry_run_payload(trigger=workflow.trigger, patient=patient)
     now = timezone.now()
     with transaction.atomic():
         event = Event.objects.create(

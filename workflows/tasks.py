@@ -48,9 +48,7 @@ WAKE_BATCHES = 50
 
 # Acknowledged when a worker takes it, not when it is done: the events' state is in the
 # database (a worker dying mid-batch leaves its events to the relay and its runs to their
-# leases), so a redelivery would add nothing. (It also kept wake-ups, which work through a
-# burst for seconds, out of celery 5.7's crash on losing the broker with a task
-# unacknowledged, before config.celery.Consumer mended that for every task.)
+# leases), so a redelivery would add nothing.
 @shared_task(acks_late=False)
 def dispatch_events(event_ids: list[int] | None = None) -> None:
     """Dispatch these events (the relay's, or one published without the shared Redis); with

@@ -47,14 +47,14 @@ def setup() -> dict[str, Any]:
 def test_payload_comes_from_the_patients_latest_record(setup: dict[str, Any]) -> None:
     OrderFactory(patient=setup["patient"], number="OLD")
     OrderFactory(patient=setup["patient"], number="NEW")
-    payload, source = dry_run.test_payload(trigger="order.shipped", patient=setup["patient"])
+    payload, source = dry_run.dry_run_payload(trigger="order.shipped", patient=setup["patient"])
     assert payload["order"]["number"] == "NEW"
     assert payload["customer"]["firstName"] == "Tess"
     assert "latest order record" in source
 
 
 def test_payload_falls_back_to_examples_with_the_patients_own_data(setup: dict[str, Any]) -> None:
-    payload, source = dry_run.test_payload(
+    payload, source = dry_run.dry_run_payload(
         trigger="subscription.upcoming_renewal", patient=setup["patient"]
     )
     assert payload["customer"]["phone"] == "+14155550177"

@@ -38,7 +38,9 @@ WORKER_SETTINGS = {
     "broker": "Redis 127.0.0.1:6379 (careflow db 10, baseline db 11)",
     "worker": f"prefork -c {WORKER_CONCURRENCY}, prefetch 1, acks_late",
     "CELERY_DB_REUSE_MAX": 1000,
-    "CONN_MAX_AGE": 60,
+    # careflow's processes keep a psycopg pool (CAREFLOW_DB_POOL_MAX_SIZE, default 4), which
+    # replaces CONN_MAX_AGE; the baseline keeps one persistent connection per process.
+    "database sessions": "careflow psycopg pool (max 4 per process), baseline CONN_MAX_AGE=60",
 }
 SANDBOX_ACCOUNT = ("AC" + "b" * 32, "bench-auth-token")
 SANDBOX_FROM = "+15005550006"

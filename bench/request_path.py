@@ -131,7 +131,7 @@ def main() -> int:
     common.print_header(
         "request path: trigger-firing save vs plain save vs baseline save+publish",
         {
-            "database": f"PostgreSQL 127.0.0.1 db {DB}, CONN_MAX_AGE=60",
+            "database": f"PostgreSQL 127.0.0.1 db {DB} (one connection, in this process)",
             "broker": f"{args.broker} (no worker consuming)",
             "rounds": args.runs,
             "saves per variant per round": args.saves,

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Prefetch
 from django.utils import timezone
 
 from integrations.models import MessagingPolicy, OutboundMessage
@@ -24,7 +23,7 @@ from integrations.quiet_hours import (
 )
 from patients.consent import (  # noqa: F401 — the sources are re-exported for the policy's readers
     CHANNEL_WIDE_SOURCES,
-    SMS_HISTORY,
+    CONSENT_HISTORY,
     WRITTEN_SOURCES,
     consent_verdict,
     sms_consent_history,
@@ -105,12 +104,9 @@ def send_needs_lock(*, message: OutboundMessage) -> bool:
     return bool(recipient_whereabouts(message.patient, message.to).states & set(STRICT_STATES))
 
 
-def consent_history_prefetch() -> Prefetch:
-    """For a read of the patients a batch of messages goes to: their SMS consent histories in
-    one query, which send_decide then uses instead of a query per message. Read when the
-    batch starts (within a second of each send), not when the message was created."""
-    sms = ConsentRecord.objects.filter(channel=ConsentRecord.Channel.SMS).order_by()
-    return Prefetch("consents", queryset=sms, to_attr=SMS_HISTORY)
+# Where the batch's consent history is read with the patient (patients.consent), by the name
+# sending.py drops it under when a provider's opt-out makes it stale.
+SMS_HISTORY = CONSENT_HISTORY
 
 
 def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> SendDecision:

@@ -48,7 +48,6 @@ AGAINST_THE_DIRECTION = {
     ("workflows.dry_run", "integrations.sms"),
     ("workflows.dry_run", "integrations.twilio.adapter"),
     ("workflows.engine", "integrations.adapters"),
-    ("workflows.engine", "integrations.policy"),
     ("workflows.engine", "integrations.registry"),
     ("workflows.steps", "integrations.adapters"),
     ("workflows.steps", "integrations.registry"),

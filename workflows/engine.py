@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from common.db import insert_or_get, rows_update
 from integrations.adapters import Outcome, StepContext
-from integrations.policy import consent_history_prefetch
 from integrations.registry import adapter_get
+from patients.consent import consent_history_prefetch
 from patients.models import Patient
 from patients.payloads import payload_for_subject
 from patients.zones import patient_zone

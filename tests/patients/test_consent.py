@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from integrations.models import OutboundMessage
 from integrations.policy import send_decide
 from patients.consent import (
+    channel_consent_history,
     consent_allowed_sql,
+    consent_history_prefetch,
     consent_verdict,
     keyword_opt_out,
     patient_accepts_marketing,
@@ -182,3 +184,31 @@ def test_sql_python_and_the_send_time_policy_agree(decisions: list[tuple[Any, ..
             assert refused == [{"check": verdict.check, "ok": False, "detail": verdict.reason}]
     fresh = Patient.objects.get(pk=patient.pk)
     assert patient_accepts_marketing(fresh) is consent_verdict(history, purpose=MKT).allowed
+
+
+# --- the history read with a batch of patients ------------------------------------------------
+
+
+def test_the_prefetch_reads_every_channel_and_each_reader_takes_its_own(
+    django_assert_num_queries: Any,
+) -> None:
+    patient = PatientFactory()
+    sms = ConsentFactory(patient=patient)
+    # A channel the model does not offer yet: the history carries it all the same.
+    other = ConsentFactory(patient=patient, channel="email", purpose=MKT)
+    with django_assert_num_queries(2):
+        [read] = Patient.objects.filter(pk=patient.pk).prefetch_related(consent_history_prefetch())
+    with django_assert_num_queries(0):
+        assert sms_consent_history(read) == [sms]
+        assert channel_consent_history(read, "email") == [other]
+        assert channel_consent_history(read, "voice") == []
+
+
+def test_without_the_prefetch_a_channels_history_is_one_query(
+    django_assert_num_queries: Any,
+) -> None:
+    patient = PatientFactory()
+    ConsentFactory(patient=patient, channel="email")
+    read = Patient.objects.get(pk=patient.pk)
+    with django_assert_num_queries(1):
+        assert sms_consent_history(read) == []

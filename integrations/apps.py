@@ -6,14 +6,19 @@ class IntegrationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Everything that reads the adapter registry (admin forms, validation, the builder, a
+        # worker's engine) runs after the apps are ready, so it finds it full.
         from django.db.models.signals import post_save
 
         from integrations import checks  # noqa: F401 — registers the deploy checks
         from integrations.models import MessagingPolicy
         from integrations.patient_panel import PANEL
         from integrations.policy import messaging_policy_forget
+        from integrations.providers import providers_register
+        from integrations.run_messages import run_step_messages
         from integrations.tasks import send_message
         from patients.panels import patient_panel_register
+        from workflows.adapters import step_messages_register
         from workflows.tasks import message_send_task_register
 
         post_save.connect(
@@ -26,3 +31,7 @@ class IntegrationsConfig(AppConfig):
         patient_panel_register(PANEL)
         # The engine hands a message its run waits on to the send queue through this.
         message_send_task_register(send_message)
+        # The engine's adapters: one registry line per provider.
+        providers_register()
+        # The run page's messages per step: the engine cannot import the messaging models.
+        step_messages_register(run_step_messages)

@@ -39,7 +39,7 @@ from django.utils import timezone
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, SSLError
 
 from common.retry import retry_delay
-from integrations.adapters import Adapter, Function, Outcome, Parameter, StepContext
+from workflows.adapters import Adapter, Function, Outcome, Parameter, StepContext
 
 logger = logging.getLogger(__name__)
 

@@ -9,11 +9,6 @@ module, inside a function, under `if TYPE_CHECKING:`, so an import moved into a 
 dodge a cycle fails here as the cycle itself would.
 
 CAREFLOW_ARCH_ROOT points the test at another checkout (e.g. to see it fail on an older tree).
-
-One kind of import still runs against the direction, listed below and nowhere else: the engine
-(`workflows`) names the messaging app's adapters, policy and models. Turning those into a
-registry that each provider fills (issue 15, item 1: the provider boundary) empties the list;
-an import not listed fails, and so does a listed one that is gone (strike it off).
 """
 
 import ast
@@ -30,30 +25,6 @@ ROOT = Path(os.environ.get("CAREFLOW_ARCH_ROOT") or Path(__file__).resolve().par
 LAYERS = ("common", "patients", "workflows", "integrations")
 TOP = "config"
 PACKAGES = (*LAYERS, TOP)
-
-
-# (importing module, imported module) against the direction, waiting for the provider
-# boundary; nothing may be added here.
-AGAINST_THE_DIRECTION = {
-    ("workflows.admin", "integrations.models"),
-    ("workflows.admin", "integrations.twilio.errors"),
-    ("workflows.builder", "integrations.models"),
-    ("workflows.builder", "integrations.policy"),
-    ("workflows.builder", "integrations.registry"),
-    ("workflows.builder", "integrations.sms"),
-    ("workflows.diagram", "integrations.registry"),
-    ("workflows.dry_run", "integrations.models"),
-    ("workflows.dry_run", "integrations.policy"),
-    ("workflows.dry_run", "integrations.registry"),
-    ("workflows.dry_run", "integrations.sms"),
-    ("workflows.dry_run", "integrations.twilio.adapter"),
-    ("workflows.engine", "integrations.adapters"),
-    ("workflows.engine", "integrations.registry"),
-    ("workflows.steps", "integrations.adapters"),
-    ("workflows.steps", "integrations.registry"),
-    ("workflows.validation", "integrations.adapters"),
-    ("workflows.validation", "integrations.registry"),
-}
 
 
 @dataclass(frozen=True)
@@ -137,17 +108,11 @@ def _against_the_direction(edge: Import) -> bool:
 
 def test_dependencies_run_one_way(graph: list[Import]) -> None:
     against = [edge for edge in graph if _against_the_direction(edge)]
-    wrong = [
-        f"{edge.where}: {edge.source} imports {edge.target}"
-        for edge in against
-        if (edge.source, edge.target) not in AGAINST_THE_DIRECTION
-    ]
+    wrong = [f"{edge.where}: {edge.source} imports {edge.target}" for edge in against]
     assert not wrong, (
         f"imports against the direction {' < '.join(LAYERS)} (config above all, imported "
         "by nothing):\n" + "\n".join(wrong)
     )
-    gone = AGAINST_THE_DIRECTION - {(edge.source, edge.target) for edge in against}
-    assert not gone, f"no longer imported, strike off AGAINST_THE_DIRECTION: {sorted(gone)}"
 
 
 def _cycles(graph: list[Import]) -> list[list[Import]]:

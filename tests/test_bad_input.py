@@ -504,7 +504,7 @@ def test_data_the_database_refuses_fails_the_run_instead_of_leaving_it_running(
 def test_a_skip_reason_longer_than_its_column_is_cut_not_a_stuck_run(
     clinic: dict[str, Any], sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from integrations.adapters import Outcome
+    from workflows.adapters import Outcome
 
     # A step before the last is written on its own (the last one with the run's end).
     SmsStepFactory(workflow=clinic["workflow"], position=2)

@@ -1,5 +1,6 @@
 import json
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django import forms
@@ -19,9 +20,8 @@ from django.http import (
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from django.utils.text import capfirst
 
-from integrations.models import Integration, OutboundMessage
-from integrations.twilio.errors import error_explanation
 from patients.clinic_view import (
     ClinicDaysFilter,
     PhoneSearchMixin,
@@ -38,12 +38,13 @@ from patients.tenancy import (
     sees_all_organizations,
 )
 from workflows import builder
+from workflows.adapters import REGISTRY, step_messages
 from workflows.diagram import step_detail, step_title, workflow_diagram
 from workflows.dry_run import workflow_dry_run, workflow_live_test
 from workflows.engine import run_retry, workflow_definition, workflow_disable, workflow_waiting_runs
 from workflows.models import Event, Run, StepRun, Workflow
 from workflows.tasks import advance_run
-from workflows.validation import ApprovedSenders, ValidationReport, workflow_validate
+from workflows.validation import ClinicSenders, ValidationReport, workflow_validate
 
 
 class WorkflowForm(forms.ModelForm):
@@ -317,7 +318,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
 
     def _senders(
         self, request: HttpRequest, workflow: Workflow | None, body: dict[str, Any]
-    ) -> ApprovedSenders | None:
+    ) -> ClinicSenders | None:
         """The approved numbers of the clinic a definition is checked for: a clinic user's
         own (the workflow's); for whoever sees every clinic the one chosen on the page, else
         the workflow's. None while no clinic is known."""
@@ -516,16 +517,12 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                 messages.SUCCESS,
             )
             return HttpResponseRedirect(change_url)
-        has_twilio = Integration.objects.filter(
-            organization=workflow.organization, adapter=Integration.Adapter.TWILIO, enabled=True
-        ).exists()
-        needs_twilio = any(step.get("adapter") == "twilio" for step in steps)
         return self._toggle_page(
             request,
             workflow,
             "enable",
             problems=problems,
-            missing_twilio=needs_twilio and not has_twilio,
+            setup_problems=_setup_problems(workflow.organization, steps),
         )
 
     def disable_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
@@ -766,26 +763,29 @@ class RunAdmin(
         )
 
 
+def _setup_problems(organization: Organization, steps: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the clinic must set up before the steps' adapters can work: one line for each
+    adapter the steps use whose `setup_problem` says so."""
+    problems = []
+    used = dict.fromkeys(str(step.get("adapter") or "") for step in steps if step.get("adapter"))
+    for name in used:
+        adapter = REGISTRY.get(name)
+        problem = adapter.setup_problem(organization) if adapter is not None else ""
+        if adapter is not None and problem:
+            problems.append(
+                f"{capfirst(problem)}: its {adapter.label} steps will fail until support "
+                "staff set one up."
+            )
+    return problems
+
+
 def run_timeline(run: Run) -> list[dict[str, Any]]:
     """The run step by step, as pinned when it started: each step with its step run (if it
     got that far), the messages it produced, and the send decision of each message; times in
     the clinic's zone. Two queries, however long the run."""
     zone = run.workflow.organization.timezone
     step_runs = {step_run.index: step_run for step_run in run.step_runs.all()}
-    by_step_run: dict[int, list[dict[str, Any]]] = {}
-    for message in OutboundMessage.objects.filter(step_run__run=run).order_by("created_at", "id"):
-        decision = message.decision or {}
-        by_step_run.setdefault(message.step_run_id or 0, []).append(
-            {
-                "message": message,
-                "explanation": error_explanation(message.error_code) if message.error_code else "",
-                "checks": builder.decision_checks(message.decision),
-                "decided": clinic_datetime(decision.get("at"), zone),
-                "defer_until": clinic_datetime(decision.get("defer_until"), zone),
-                "sent": clinic_datetime(message.sent_at, zone),
-                "delivered": clinic_datetime(message.delivered_at, zone),
-            }
-        )
+    by_step_run = step_messages(run)
     timeline = []
     for index, step in enumerate(run.definition.get("steps", [])):
         step_run = step_runs.get(index)

@@ -16,13 +16,10 @@ from typing import Any
 from django.db import transaction
 from django.urls import reverse
 
-from integrations.models import Integration
-from integrations.policy import SEND_CHECKS
-from integrations.registry import REGISTRY
-from integrations.sms import MAX_BODY_CHARS, segment_info
 from patients.inputs import JSONInputError, json_parse, json_problem
 from patients.models import ConsentRecord, Organization, Patient
 from patients.zones import patient_zone
+from workflows.adapters import REGISTRY, Adapter, Function
 from workflows.catalogue import CATALOGUE, EVENT_TYPES, schema_example, schema_paths
 from workflows.diagram import step_title
 from workflows.dry_run import dry_run_payload
@@ -30,16 +27,17 @@ from workflows.models import Step, Workflow
 from workflows.rendering import TemplateError, template_render
 from workflows.steps import STEP_TYPES
 from workflows.validation import (
-    SENDER_PARAMETERS,
     ApprovedSenders,
+    ClinicSenders,
     ValidationReport,
     workflow_validate,
 )
 
-# How the builder shows a parameter, by "<step type>.<name>" or "<adapter>.<function>.<name>".
-# The parameters themselves (names, labels, help, required, choices) come from workflows.steps
-# and the adapter registry; anything not listed here is a one-line text field (a code box for
-# a JSON parameter, a list for one with choices).
+# How the builder shows a step type's parameter, by "<step type>.<name>". The parameters
+# themselves (names, labels, help, required, choices) come from workflows.steps and the
+# adapter registry; anything not listed here is a one-line text field (a code box for a JSON
+# parameter, a list for one with choices). An adapter function's previewed parameter and its
+# sender take the widgets of `_function_widgets`.
 WIDGETS: dict[str, dict[str, Any]] = {
     # The point-and-click query builder, with the JSON as its advanced view.
     "condition.query": {"widget": "query"},
@@ -54,13 +52,20 @@ WIDGETS: dict[str, dict[str, Any]] = {
         "signed": True,
         "showWhen": {"kind": "until_field"},
     },
-    "twilio.sendSMS.message": {"widget": "textarea", "preview": "sms"},
-    # One of the clinic's approved numbers, or a {{variable}}.
-    **{
-        f"{adapter}.{function}.{name}": {"widget": "sender"}
-        for adapter, function, name in SENDER_PARAMETERS
-    },
 }
+
+
+def _function_widgets(function: Function) -> dict[str, dict[str, Any]]:
+    """The widgets of an adapter function's own parameters: its previewed text (previewed as
+    its channel's messages are), and its sender (one of the clinic's approved, or a
+    {{variable}})."""
+    widgets: dict[str, dict[str, Any]] = {}
+    if function.preview_parameter:
+        widgets[function.preview_parameter] = {"widget": "textarea", "preview": function.channel}
+    if function.sender_parameter:
+        widgets[function.sender_parameter] = {"widget": "sender"}
+    return widgets
+
 
 # The visual query builder's operators for each type of field, in menu order: (key, label).
 # builder.js turns each key into the query language of workflows.filters and reads it back:
@@ -118,7 +123,9 @@ class DefinitionError(ValueError):
     """A definition that is not even the right shape (e.g. not JSON): nothing to validate."""
 
 
-def _parameter(parameter: Any, key: str, *, templated: bool) -> dict[str, Any]:
+def _parameter(
+    parameter: Any, key: str, *, templated: bool, widget: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     # A JSON parameter (a webhook body) is a multi-line document: a code box with room.
     by_kind = {"widget": "json", "rows": 8} if parameter.kind == "json" else {"widget": "text"}
     if parameter.choices:
@@ -131,7 +138,7 @@ def _parameter(parameter: Any, key: str, *, templated: bool) -> dict[str, Any]:
         "example": parameter.example,
         "templated": templated,
         **by_kind,
-        **WIDGETS.get(key, {}),
+        **(widget if widget is not None else WIDGETS.get(key, {})),
     }
 
 
@@ -220,7 +227,10 @@ def builder_schema() -> dict[str, Any]:
                         # The engine renders every adapter parameter as a template.
                         "parameters": [
                             _parameter(
-                                p, f"{adapter.name}.{function.name}.{p.name}", templated=True
+                                p,
+                                f"{adapter.name}.{function.name}.{p.name}",
+                                templated=True,
+                                widget=_function_widgets(function).get(p.name, {}),
                             )
                             for p in function.parameters
                         ],
@@ -386,7 +396,7 @@ def definition_parse(raw: Any) -> ParsedDefinition:
 
 
 def definition_report(
-    parsed: ParsedDefinition, *, senders: ApprovedSenders | None = None
+    parsed: ParsedDefinition, *, senders: ClinicSenders | None = None
 ) -> ValidationReport:
     """`workflow_validate` on the parsed definition (with the clinic's approved `senders`,
     when known); a problem found while reading a place (the trigger, the filter, a step's
@@ -461,30 +471,39 @@ def workflow_steps_save(*, workflow: Workflow, steps: Sequence[Mapping[str, Any]
     return saved
 
 
-# --- the clinic's approved sending numbers ------------------------------------------------
+# --- the clinic's approved senders -------------------------------------------------------
+
+
+def _sending_adapters() -> list[Adapter]:
+    """The adapters with a function that names the clinic's own sender."""
+    return [
+        adapter
+        for adapter in REGISTRY.values()
+        if any(function.sender_parameter for function in adapter.functions.values())
+    ]
 
 
 def approved_numbers(*, organization_ids: Iterable[int] | None) -> dict[int, list[str]]:
-    """The approved sending numbers of each clinic's enabled Twilio integration (None: of
-    every clinic), in the order support staff entered them."""
-    integrations = Integration.objects.filter(
-        adapter=Integration.Adapter.TWILIO, enabled=True
-    ).order_by("pk")
-    if organization_ids is not None:
-        integrations = integrations.filter(organization_id__in=list(organization_ids))
+    """The approved senders of each clinic's enabled integrations (None: of every clinic),
+    in the order support staff entered them, for the builder's sender lists."""
     numbers: dict[int, list[str]] = {}
-    for organization_id, sending_numbers in integrations.values_list(
-        "organization_id", "sending_numbers"
-    ):
-        found = numbers.setdefault(organization_id, [])
-        found += [n for n in sending_numbers or [] if n not in found]
+    for adapter in _sending_adapters():
+        for organization_id, senders in adapter.senders(organization_ids).items():
+            found = numbers.setdefault(organization_id, [])
+            found += [n for n in senders if n not in found]
     return numbers
 
 
-def approved_senders(organization: Organization) -> ApprovedSenders:
-    """What a workflow of this clinic may send from, for `workflow_validate`."""
-    numbers = approved_numbers(organization_ids=[organization.pk]).get(organization.pk, [])
-    return ApprovedSenders(clinic=str(organization), numbers=tuple(numbers))
+def approved_senders(organization: Organization) -> ClinicSenders:
+    """What a workflow of this clinic may send from, by adapter, for `workflow_validate`."""
+    return {
+        adapter.name: ApprovedSenders(
+            clinic=str(organization),
+            numbers=tuple(adapter.senders([organization.pk]).get(organization.pk, [])),
+            integration=adapter.label,
+        )
+        for adapter in _sending_adapters()
+    }
 
 
 # --- message previews -------------------------------------------------------------------------
@@ -498,43 +517,42 @@ def _preview_data(trigger: str, patient: Patient | None) -> tuple[dict[str, Any]
     return {**payload, "trigger": payload, "history": {}}, source
 
 
-def _non_gsm_characters(text: str) -> list[str]:
-    return sorted({ch for ch in text if segment_info(ch).encoding == "UCS-2"})
+def _previewer(key: str) -> tuple[Adapter, str] | None:
+    """The adapter and function previewing a message named "<adapter>.<function>"; for a bare
+    text (no name), the first registered function with a preview."""
+    for adapter in REGISTRY.values():
+        for function in adapter.functions.values():
+            if function.preview_parameter and key in ("", f"{adapter.name}.{function.name}"):
+                return adapter, function.name
+    return None
 
 
 def message_preview(
-    template: str, data: Mapping[str, Any], *, tz: zoneinfo.ZoneInfo | None = None
+    template: str,
+    data: Mapping[str, Any],
+    *,
+    tz: zoneinfo.ZoneInfo | None = None,
+    function: str = "",
 ) -> dict[str, Any]:
-    """One SMS body rendered against `data` (dates and times in `tz`), with what it costs and
-    what to watch out for."""
+    """One message rendered against `data` (dates and times in `tz`), previewed by its
+    adapter `function` ("<adapter>.<function>") with what it costs and what to watch out
+    for."""
     try:
         text = template_render(template, data, tz=tz)
     except TemplateError as exc:
         return {"error": str(exc)}
-    info = segment_info(text)
-    warnings = []
-    if info.encoding == "UCS-2":
-        shown = ", ".join(f"“{ch}”" for ch in _non_gsm_characters(text)[:5])
-        warnings.append(
-            f"Contains {shown}, which plain SMS cannot carry: the whole message is sent as "
-            "UCS-2, 70 characters per segment instead of 160."
-        )
-    if info.characters > 160:
-        warnings.append(
-            f"Longer than 160 characters: sent as {info.segments} segments, each billed as one SMS."
-        )
-    elif info.segments > 1:
-        warnings.append(f"Sent as {info.segments} segments, each billed as one SMS.")
-    if info.characters > MAX_BODY_CHARS:
-        warnings.append(f"Twilio refuses messages over {MAX_BODY_CHARS:,} characters.")
-    return {
-        "text": text,
-        "characters": info.characters,
-        "segments": info.segments,
-        "encoding": info.encoding,
-        "perSegment": info.per_segment,
-        "warnings": warnings,
-    }
+    previewer = _previewer(function)
+    if previewer is None:
+        return {"error": f"nothing previews {function!r}"}
+    adapter, name = previewer
+    return adapter.preview(name, text)
+
+
+def _message(value: Any) -> tuple[str, str]:
+    """A message as the builder posts it: {"text", "function"}, or a bare text."""
+    if isinstance(value, Mapping):
+        return str(value.get("text") or ""), str(value.get("function") or "")
+    return str(value), ""
 
 
 def message_previews(
@@ -556,7 +574,8 @@ def message_previews(
         "patient": str(patient) if patient else "",
         "source": source,
         "previews": {
-            str(key): message_preview(str(text), data, tz=tz) for key, text in messages.items()
+            str(key): message_preview(text, data, tz=tz, function=function)
+            for key, (text, function) in ((key, _message(value)) for key, value in messages.items())
         },
     }
 
@@ -564,27 +583,9 @@ def message_previews(
 # --- dry run presentation -------------------------------------------------------------------
 
 
-def decision_checks(decision: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """A send decision's checks in policy order, the ones never reached marked as such."""
-    if not decision:
-        return []
-    checks: list[dict[str, Any]] = [
-        {**check, "state": "passed" if check.get("ok") else "failed"}
-        for check in decision.get("checks", [])
-    ]
-    made = {check.get("check") for check in checks}
-    if not decision.get("allowed"):
-        checks += [
-            {"check": name, "ok": None, "state": "skipped", "detail": "not checked"}
-            for name in SEND_CHECKS
-            if name not in made
-        ]
-    return checks
-
-
 def dry_run_context(report: Mapping[str, Any]) -> dict[str, Any]:
     """Template context for the dry-run partial, from `DryRunReport.as_dict()`."""
-    steps = [{**step, "checks": decision_checks(step.get("decision"))} for step in report["steps"]]
+    steps = list(report["steps"])
     return {
         "report": report,
         "steps": steps,

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.utils.html import escape
 
-from integrations.registry import REGISTRY
+from workflows.adapters import REGISTRY
 from workflows.catalogue import EVENT_TYPES
 from workflows.filters import filter_summary
 

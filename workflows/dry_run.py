@@ -16,14 +16,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.models import OutboundMessage
-from integrations.policy import send_decide
-from integrations.registry import REGISTRY
-from integrations.sms import segment_info
-from integrations.twilio.adapter import numbers_problem, recipient_patient, twilio_integration
 from patients.models import Patient
 from patients.payloads import payload_for_patient
 from patients.zones import patient_zone
+from workflows.adapters import REGISTRY
 from workflows.catalogue import EVENT_TYPES, schema_example
 from workflows.engine import workflow_definition
 from workflows.filters import FilterError, filter_matches
@@ -47,6 +43,8 @@ class DryRunStep:
     inputs: dict[str, str] = field(default_factory=dict)
     message: dict[str, Any] | None = None
     decision: dict[str, Any] | None = None
+    # The decision's checks in policy order, those never reached marked "not checked".
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -178,66 +176,35 @@ def _adapter_dry_run(
         adapter_inputs_render(step, data, into=inputs, tz=_patient_zone(patient, workflow))
     except StepConfigError as exc:
         return DryRunStep(number, "adapter", title, "error", str(exc), inputs)
-    if step.get("adapter") != "twilio":
+    if adapter is None or function is None:
         return DryRunStep(number, "adapter", title, "send", "would call the adapter", inputs)
-    integration = twilio_integration(workflow.organization)
-    if integration is None:
-        return DryRunStep(
-            number,
-            "adapter",
-            title,
-            "error",
-            "this clinic has no enabled Twilio integration",
-            inputs,
-        )
-    problem = numbers_problem(inputs)
-    if problem:  # as the engine says it (the send-time checks never see such a message)
-        data["history"][str(number)] = {"status": "skipped", "result": {"status": "skipped"}}
-        return DryRunStep(number, "adapter", title, "skip", f"would not send: {problem}", inputs)
-    to = inputs.get("to", "").strip()
-    body = inputs.get("message", "")
-    info = segment_info(body)
-    message = OutboundMessage(
+    result = adapter.dry_run(
+        function.name,
         organization=workflow.organization,
-        integration=integration,
-        patient=recipient_patient(workflow.organization, patient, to),
-        to=to,
-        from_number=inputs.get("from", "").strip(),
-        body=body,
+        patient=patient,
+        inputs=inputs,
         purpose=step.get("purpose", "transactional"),
         urgent=bool(step.get("urgent")),
+        clock=clock,
     )
-    decision = send_decide(message=message, now=clock)
-    record = decision.as_dict(clock)
-    preview = {
-        "to": to,
-        "from": message.from_number,
-        "body": body,
-        "characters": info.characters,
-        "encoding": info.encoding,
-        "segments": info.segments,
-    }
-    data["history"][str(number)] = {
-        "status": "succeeded" if decision.allowed else "skipped",
-        "result": {"status": "sent" if decision.allowed else "skipped"},
-    }
-    if decision.allowed:
-        return DryRunStep(
-            number, "adapter", title, "send", "would send now", inputs, preview, record
-        )
-    if decision.defer_until:
-        return DryRunStep(
-            number, "adapter", title, "defer", decision.reason, inputs, preview, record
-        )
+    # What a later condition reads of this step: the send-time decision's outcome (or a
+    # skip before it); an adapter that decides nothing (a webhook) leaves no history.
+    if result.outcome == "skip" or result.decision is not None:
+        sent = result.outcome == "send"
+        data["history"][str(number)] = {
+            "status": "succeeded" if sent else "skipped",
+            "result": {"status": "sent" if sent else "skipped"},
+        }
     return DryRunStep(
         number,
         "adapter",
         title,
-        "skip",
-        f"would not send: {decision.reason}",
+        result.outcome,
+        result.detail,
         inputs,
-        preview,
-        record,
+        result.preview,
+        result.decision,
+        list(result.checks),
     )
 
 

@@ -19,12 +19,11 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from common.db import insert_or_get, rows_update
-from integrations.adapters import Outcome, StepContext
-from integrations.registry import adapter_get
 from patients.consent import consent_history_prefetch
 from patients.models import Patient
 from patients.payloads import payload_for_subject
 from patients.zones import patient_zone
+from workflows.adapters import Outcome, StepContext, adapter_get
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, Run, Step, StepRun, Workflow
 from workflows.steps import (

@@ -242,7 +242,7 @@ def json_template_render(
 def parameter_render(
     template: Any, data: Mapping[str, Any], *, kind: str = "text", tz: tzinfo | None = None
 ) -> str:
-    """One adapter parameter rendered as its kind says (see integrations.adapters.Parameter):
+    """One adapter parameter rendered as its kind says (see workflows.adapters.Parameter):
     a JSON parameter becomes the JSON text of the rendered document."""
     if kind == "json":
         return json.dumps(json_template_render(template, data, tz=tz), ensure_ascii=False)

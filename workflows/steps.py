@@ -1,6 +1,6 @@
 """Step types: what each one needs (its parameter schema, the source of truth for the admin
 and the builder), how it is validated at save time, and how condition and delay steps act.
-Adapter steps are described by the adapter registry (integrations.adapters)."""
+Adapter steps are described by the adapter registry (workflows.adapters)."""
 
 import re
 import zoneinfo
@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from integrations.adapters import Parameter
-from integrations.registry import REGISTRY
+from workflows.adapters import REGISTRY, Parameter
 from workflows.filters import FilterError, filter_matches, filter_validate
 from workflows.rendering import MISSING, TemplateError, parameter_render, resolve_path
 

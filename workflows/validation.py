@@ -7,9 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from integrations.adapters import SMS_CLINICAL_DATA_NOTE, Function, Parameter
-from integrations.registry import REGISTRY
 from patients.inputs import json_problem
+from workflows.adapters import REGISTRY, SMS_CLINICAL_DATA_NOTE, Function, Parameter
 from workflows.catalogue import EVENT_TYPES, schema_field, schema_variables
 from workflows.filters import FilterError, filter_validate
 from workflows.rendering import (
@@ -44,20 +43,24 @@ class ValidationReport:
         }
 
 
-# Adapter parameters that name the clinic's own sending number, as (adapter, function,
-# parameter). A number written there must be one the clinic's integration approved: a typo
-# would otherwise be found only when the first patient's message is skipped. A {{variable}}
-# is left to the send-time check (integrations.policy), which refuses unapproved senders too.
-SENDER_PARAMETERS = frozenset({("twilio", "sendSMS", "from")})
+# An adapter function's `sender_parameter` names the clinic's own sender. A sender written
+# there must be one the clinic's integration approved: a typo would otherwise be found only
+# when the first patient's message is skipped. A {{variable}} is left to the send-time
+# check, which refuses unapproved senders too.
 
 
 @dataclass(frozen=True, slots=True)
 class ApprovedSenders:
-    """The sending numbers a clinic may use (its enabled integrations'), and its name for
-    the messages that say so."""
+    """The senders a clinic may use with one adapter (its enabled integration's), with the
+    clinic's name and the adapter's label for the messages that say so."""
 
     clinic: str
     numbers: tuple[str, ...]
+    integration: str
+
+
+# A clinic's approved senders by adapter name.
+ClinicSenders = Mapping[str, ApprovedSenders]
 
 
 def sender_problem(value: Any, senders: ApprovedSenders) -> str:
@@ -68,7 +71,7 @@ def sender_problem(value: Any, senders: ApprovedSenders) -> str:
     if not senders.numbers:
         return (
             f"{senders.clinic} has no approved sending numbers yet: support staff add them to "
-            "its Twilio integration"
+            f"its {senders.integration} integration"
         )
     return (
         f"{literal} is not an approved sending number of {senders.clinic}; choose "
@@ -169,10 +172,11 @@ def workflow_validate(
     trigger: str,
     filter: Any,
     steps: Sequence[Mapping[str, Any]],
-    senders: ApprovedSenders | None = None,
+    senders: ClinicSenders | None = None,
 ) -> ValidationReport:
     """Everything wrong with a workflow definition; `steps` are definitions in run order.
-    With `senders` (the workflow's clinic's), a From number must be one of them."""
+    With `senders` (the workflow's clinic's, by adapter), a literal sender must be one of
+    them."""
     report = ValidationReport()
     if trigger not in EVENT_TYPES:
         report.trigger.append(f"unknown trigger {trigger!r}")
@@ -218,9 +222,9 @@ def workflow_validate(
                     step_number=number,
                 ):
                     report.add_step(index, parameter.name, problem)
-            key = (adapter.name, function.name, parameter.name)
-            if senders is not None and key in SENDER_PARAMETERS:
-                problem = sender_problem(params.get(parameter.name), senders)
+            approved = senders.get(adapter.name) if senders is not None else None
+            if approved is not None and parameter.name == function.sender_parameter:
+                problem = sender_problem(params.get(parameter.name), approved)
                 # "required" (or a template error) says more than "not approved" would.
                 if problem and parameter.name not in report.steps.get(index, {}):
                     report.add_step(index, parameter.name, problem)

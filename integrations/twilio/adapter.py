@@ -1,12 +1,19 @@
 """Twilio → sendSMS, the first adapter."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
 
-from integrations.adapters import Adapter, Function, Outcome, Parameter, StepContext
-from integrations.models import Integration, OutboundMessage
+from integrations.models import OutboundMessage
 from integrations.sending import MessagesAccepted, message_prepare_and_deliver
+from integrations.twilio.dry_run import sms_dry_run
+from integrations.twilio.errors import error_explanation
+from integrations.twilio.integration import NO_INTEGRATION, twilio_integration, twilio_senders
+from integrations.twilio.numbers import numbers_problem, recipient_patient
+from integrations.twilio.previews import sms_preview
 from patients.models import Organization, Patient
-from patients.phones import e164_problem, is_e164
+from patients.phones import e164_problem
+from workflows.adapters import Adapter, DryRunResult, Function, Outcome, Parameter, StepContext
 
 Status = OutboundMessage.Status
 
@@ -33,41 +40,13 @@ SEND_SMS = Function(
             "One of the clinic's approved Twilio numbers.",
             example="+15005550006",
             # No number check: whether it is one of the clinic's approved numbers
-            # (workflows.validation.SENDER_PARAMETERS) says more.
+            # (`sender_parameter`, checked against `TwilioAdapter.senders`) says more.
         ),
     ),
+    sender_parameter="from",
+    preview_parameter="message",
+    channel="sms",
 )
-
-
-def recipient_patient(
-    organization: Organization, customer: Patient | None, to: str
-) -> Patient | None:
-    """The patient a message to `to` goes to: the event's customer when the number is
-    theirs, otherwise the one patient of this clinic with that number."""
-    if customer is not None and customer.phone == to:
-        return customer
-    matches = list(Patient.objects.filter(organization=organization, phone=to)[:2])
-    return matches[0] if len(matches) == 1 else None
-
-
-def numbers_problem(inputs: Mapping[str, str]) -> str:
-    """Why a step's rendered To or From cannot be texted, or "". A {{variable}} can render to
-    anything (an email, a note, a long text); unsaid here, it was "not a patient of this
-    clinic" later, or a value too long for the message row."""
-    for label, name in (("To Phone", "to"), ("From Phone", "from")):
-        number = inputs.get(name, "").strip()
-        if (number or name == "to") and not is_e164(number):
-            shown = number if len(number) <= 24 else number[:23] + "…"
-            return f"{label} “{shown}” is not a valid phone number"
-    return ""
-
-
-def twilio_integration(organization: Organization) -> Integration | None:
-    """The clinic's enabled Twilio integration (at most one, by constraint)."""
-    enabled = Integration.objects.filter(
-        organization=organization, adapter=Integration.Adapter.TWILIO, enabled=True
-    ).order_by()
-    return next(iter(enabled[:1]), None)
 
 
 class TwilioAdapter(Adapter):
@@ -83,7 +62,7 @@ class TwilioAdapter(Adapter):
             context.memo[key] = twilio_integration(context.organization)
         integration = context.memo[key]
         if integration is None:
-            return Outcome("failed", reason="this clinic has no enabled Twilio integration")
+            return Outcome("failed", reason=NO_INTEGRATION)
         accepted = context.memo.get("twilio-accepted")
         if accepted is None and context.at_batch_end is not None:
             accepted = context.memo["twilio-accepted"] = MessagesAccepted()
@@ -108,6 +87,40 @@ class TwilioAdapter(Adapter):
             urgent=context.urgent,
         )
         return _outcome(message)
+
+    def setup_problem(self, organization: Organization) -> str:
+        return "" if twilio_integration(organization) is not None else NO_INTEGRATION
+
+    def senders(self, organization_ids: Iterable[int] | None) -> dict[int, list[str]]:
+        return twilio_senders(organization_ids)
+
+    def preview(self, function: str, text: str) -> dict[str, Any]:
+        return sms_preview(text)
+
+    def dry_run(
+        self,
+        function: str,
+        *,
+        organization: Organization,
+        patient: Patient,
+        inputs: Mapping[str, str],
+        purpose: str,
+        urgent: bool,
+        clock: datetime,
+    ) -> DryRunResult:
+        if function != SEND_SMS.name:
+            return DryRunResult("error", f"Twilio has no function {function!r}")
+        return sms_dry_run(
+            organization=organization,
+            patient=patient,
+            inputs=inputs,
+            purpose=purpose,
+            urgent=urgent,
+            clock=clock,
+        )
+
+    def error_explanation(self, code: str) -> str:
+        return error_explanation(code)
 
 
 def _outcome(message: OutboundMessage) -> Outcome:

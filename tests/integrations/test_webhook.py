@@ -18,12 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.utils import timezone
 
-from integrations.adapters import Outcome, StepContext
-from integrations.registry import adapter_get
 from integrations.webhook import RESPONSE_CHARS, USER_AGENT, address_forbidden
 from patients.models import Order
 from tests.conftest import Answer, WebhookReceiver
 from tests.factories import OrderFactory, OrganizationFactory, PatientFactory, WorkflowFactory
+from workflows.adapters import Outcome, StepContext, adapter_get
 from workflows.engine import event_dispatch, run_advance
 from workflows.models import Event, Run, Step, StepRun
 

@@ -22,6 +22,7 @@ from tests.factories import (
     clinic_client,
 )
 from workflows import builder
+from workflows.adapters import REGISTRY
 from workflows.models import Event, Run, Workflow
 from workflows.steps import DELAY_KIND
 
@@ -196,6 +197,31 @@ def test_preview_reports_a_template_error(
 def test_message_preview_warns_over_twilios_limit() -> None:
     preview = builder.message_preview("y" * 1601, {})
     assert preview["warnings"][-1] == "Twilio refuses messages over 1,600 characters."
+
+
+def test_a_message_is_previewed_by_the_function_it_names(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    messages: Any = {
+        "1": {"text": "Hi {{customer.firstName}}", "function": "twilio.sendSMS"},
+        "2": {"text": "Hi", "function": "webhook.postJSON"},
+        "3": {"text": "Hi {{customer.firstName", "function": "nobody.nothing"},
+    }
+    previews = _preview(staff, workflow, test_patient, messages)["previews"]
+    assert (previews["1"]["text"], previews["1"]["encoding"]) == ("Hi Tess", "GSM-7")
+    assert previews["2"] == {"error": "nothing previews 'webhook.postJSON'"}
+    assert "never closed" in previews["3"]["error"]  # the template's error comes first
+
+
+def test_the_builder_schema_marks_each_functions_preview_and_sender() -> None:
+    [twilio] = [a for a in builder.builder_schema()["adapters"] if a["name"] == "twilio"]
+    [send_sms] = twilio["functions"]
+    widgets = {p["name"]: (p["widget"], p.get("preview")) for p in send_sms["parameters"]}
+    assert widgets == {
+        "message": ("textarea", "sms"),
+        "to": ("text", None),
+        "from": ("sender", None),
+    }
 
 
 # --- diagram -------------------------------------------------------------------------------
@@ -459,6 +485,32 @@ def test_enable_warns_when_the_clinic_has_no_twilio_integration() -> None:
     page = client.get(_url("enable", workflow)).content.decode()
     assert "cannot be enabled yet" in page
     assert "has no approved sending numbers yet: support staff add them" in page
+
+
+def test_enable_lists_each_adapter_the_clinic_has_not_set_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    workflow = WorkflowFactory(organization=OrganizationFactory(), enabled=False)
+    SmsStepFactory(
+        workflow=workflow, parameters={**SMS["parameters"], "from": "{{customer.phone}}"}
+    )
+    SmsStepFactory(
+        workflow=workflow,
+        position=2,
+        adapter="webhook",
+        function="postJSON",
+        parameters={"url": "https://93.184.216.34/hooks/careflow", "body": '{"a": 1}'},
+    )
+    client = clinic_client(workflow.organization, *WORKFLOW_PERMISSIONS)
+    page = client.get(_url("enable", workflow)).content.decode()
+    assert page.count('<p class="errornote">') == 1  # the webhook needs no set-up
+    monkeypatch.setattr(
+        REGISTRY["webhook"], "setup_problem", lambda organization: "no endpoint is allowed yet"
+    )
+    page = client.get(_url("enable", workflow)).content.decode()
+    assert "its Twilio steps will fail until support staff set one up" in page
+    assert "No endpoint is allowed yet: its Outbound webhook steps will fail" in page
+    assert "Yes, enable it" in page
 
 
 def test_enable_warns_about_the_integration_when_the_sender_is_a_variable() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from integrations.registry import REGISTRY
+from workflows.adapters import REGISTRY
 from workflows.diagram import duration_text, step_detail, step_title, workflow_diagram
 from workflows.steps import STEP_TYPES
 

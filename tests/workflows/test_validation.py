@@ -254,7 +254,9 @@ def test_a_templated_url_is_left_to_the_send_time_check() -> None:
 
 # --- the sender: one of the clinic's approved numbers --------------------------------------
 
-SUNRISE = ApprovedSenders(clinic="Sunrise", numbers=("+15005550006", "+14155550100"))
+SUNRISE = ApprovedSenders(
+    clinic="Sunrise", numbers=("+15005550006", "+14155550100"), integration="Twilio"
+)
 
 
 @pytest.mark.parametrize(
@@ -277,7 +279,9 @@ def test_sender_problem(value: Any, problem: str) -> None:
 
 
 def test_a_clinic_without_numbers_is_told_who_adds_them() -> None:
-    problem = sender_problem("+15005550006", ApprovedSenders(clinic="Dawn", numbers=()))
+    problem = sender_problem(
+        "+15005550006", ApprovedSenders(clinic="Dawn", numbers=(), integration="Twilio")
+    )
     assert problem == (
         "Dawn has no approved sending numbers yet: support staff add them to its Twilio integration"
     )
@@ -295,17 +299,19 @@ def _sms_step(sender: str) -> dict[str, Any]:
 def test_workflow_validate_checks_senders_only_when_given_them() -> None:
     steps = [_sms_step("+19995550000")]
     assert workflow_validate(trigger="order.shipped", filter={}, steps=steps).ok
-    report = workflow_validate(trigger="order.shipped", filter={}, steps=steps, senders=SUNRISE)
+    report = workflow_validate(
+        trigger="order.shipped", filter={}, steps=steps, senders={"twilio": SUNRISE}
+    )
     assert list(report.steps[0]) == ["from"]
     assert "not an approved sending number of Sunrise" in report.steps[0]["from"][0]
     # also when the trigger is unknown (the template checks need one; this one does not)
-    report = workflow_validate(trigger="nope", filter={}, steps=steps, senders=SUNRISE)
+    report = workflow_validate(trigger="nope", filter={}, steps=steps, senders={"twilio": SUNRISE})
     assert "from" in report.steps[0]
 
 
 def test_a_missing_sender_is_reported_once_as_required() -> None:
     report = workflow_validate(
-        trigger="order.shipped", filter={}, steps=[_sms_step("")], senders=SUNRISE
+        trigger="order.shipped", filter={}, steps=[_sms_step("")], senders={"twilio": SUNRISE}
     )
     assert report.steps[0]["from"] == ["From Phone is required"]
 

@@ -514,7 +514,7 @@
         changed({ previews: Boolean(parameter.templated) });
       });
     }
-    if (parameter.preview === "sms") {
+    if (parameter.preview) {
       const box = el("div", { class: "cf-preview", "data-preview-for": step.key, "aria-live": "polite", hidden: true });
       wrapper.append(box);
       if (previewsByKey[step.key]) showPreview(box, previewsByKey[step.key]);
@@ -812,7 +812,10 @@
     const messages = {};
     state.steps.forEach((step) => {
       parametersOf(step).forEach((p) => {
-        if (p.preview === "sms") messages[step.key] = step.parameters[p.name] || "";
+        // Previewed by its adapter function, as its channel's messages are.
+        if (p.preview) {
+          messages[step.key] = { text: step.parameters[p.name] || "", function: `${step.adapter}.${step.function}` };
+        }
       });
     });
     if (!Object.keys(messages).length || !state.trigger) return;

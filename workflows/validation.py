@@ -43,16 +43,14 @@ class ValidationReport:
         }
 
 
-# An adapter function's `sender_parameter` names the clinic's own sender. A sender written
-# there must be one the clinic's integration approved: a typo would otherwise be found only
-# when the first patient's message is skipped. A {{variable}} is left to the send-time
-# check, which refuses unapproved senders too.
-
-
 @dataclass(frozen=True, slots=True)
 class ApprovedSenders:
     """The senders a clinic may use with one adapter (its enabled integration's), with the
-    clinic's name and the adapter's label for the messages that say so."""
+    clinic's name and the adapter's label for the messages that say so.
+
+    A sender written as the value of a function's `sender_parameter` must be one of them: a
+    typo would otherwise be found only when the first patient's message is skipped. A
+    {{variable}} is left to the send-time check, which refuses unapproved senders too."""
 
     clinic: str
     numbers: tuple[str, ...]

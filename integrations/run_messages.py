@@ -36,6 +36,11 @@ def _explanation(message: OutboundMessage) -> str:
     return adapter.error_explanation(message.error_code) if adapter else ""
 
 
+def _provider(message: OutboundMessage) -> str:
+    adapter = REGISTRY.get(message.integration.adapter)
+    return adapter.label if adapter else message.integration.adapter
+
+
 def run_step_messages(run: Run) -> dict[int, list[dict[str, Any]]]:
     """Each step run's messages (by step run id) with the send decision of each, times in
     the clinic's zone; one query."""
@@ -51,6 +56,7 @@ def run_step_messages(run: Run) -> dict[int, list[dict[str, Any]]]:
         by_step_run.setdefault(message.step_run_id or 0, []).append(
             {
                 "message": message,
+                "provider": _provider(message),
                 "explanation": _explanation(message) if message.error_code else "",
                 "checks": decision_checks(message.decision),
                 "decided": clinic_datetime(decision.get("at"), zone),

@@ -69,6 +69,7 @@ def test_a_runs_messages_by_step_run_with_their_explanations() -> None:
     )
     [first, second] = run_step_messages(run)[step_run.pk]
     assert first["message"] == failed and "STOP" in first["explanation"]
+    assert first["provider"] == "Twilio"
     assert first["decided"] != "" and first["checks"] == []
     assert second["message"] == unexplained and second["explanation"] == ""
     other = WorkflowFactory(organization=workflow.organization)

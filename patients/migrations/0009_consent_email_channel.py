@@ -4,20 +4,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('patients', '0008_remove_patient_accept_marketing'),
+        ("patients", "0008_remove_patient_accept_marketing"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='consentrecord',
-            name='channel',
-            field=models.CharField(choices=[('sms', 'SMS'), ('email', 'Email')], default='sms', max_length=8),
+            model_name="consentrecord",
+            name="channel",
+            field=models.CharField(
+                choices=[("sms", "SMS"), ("email", "Email")], default="sms", max_length=8
+            ),
         ),
         migrations.AlterField(
-            model_name='consentrecord',
-            name='source',
-            field=models.CharField(choices=[('signup_form', 'Signup form'), ('checkout', 'Checkout'), ('patient_portal', 'Patient portal'), ('admin', 'Recorded by staff'), ('inbound_keyword', 'Inbound keyword (STOP/START)'), ('provider_error', 'Provider error (e.g. Twilio 21610)'), ('provider_event', 'Provider event (e.g. hard bounce, spam complaint)'), ('import', 'Import')], max_length=20),
+            model_name="consentrecord",
+            name="source",
+            field=models.CharField(
+                choices=[
+                    ("signup_form", "Signup form"),
+                    ("checkout", "Checkout"),
+                    ("patient_portal", "Patient portal"),
+                    ("admin", "Recorded by staff"),
+                    ("inbound_keyword", "Inbound keyword (STOP/START)"),
+                    ("provider_error", "Provider error (e.g. Twilio 21610)"),
+                    ("provider_event", "Provider event (e.g. hard bounce, spam complaint)"),
+                    ("import", "Import"),
+                ],
+                max_length=20,
+            ),
         ),
     ]

@@ -299,6 +299,19 @@ CAREFLOW_APPOINTMENT_REMINDER_HOURS = env.float("CAREFLOW_APPOINTMENT_REMINDER_H
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
 TWILIO_HTTP_TIMEOUT = env.float("TWILIO_HTTP_TIMEOUT", default=10.0)
 
+# Email (integrations/email): how careflow's messages to patients leave. "postmark" sends
+# through django-anymail's Postmark backend with each integration's own server token;
+# "console" prints them and "file" writes them under EMAIL_FILE_PATH (`make run`, no ESP).
+CAREFLOW_EMAIL_DELIVERY = env.str("CAREFLOW_EMAIL_DELIVERY", default="postmark")
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "email"))
+# Postmark's API origin; the tests and `make run` point it at integrations.email.sandbox.
+CAREFLOW_POSTMARK_API_URL = env.str(
+    "CAREFLOW_POSTMARK_API_URL", default="https://api.postmarkapp.com/"
+)
+# Seconds to connect and, separately, to wait for Postmark's answer: anymail's default (30 s)
+# would hold a worker too long.
+CAREFLOW_EMAIL_HTTP_TIMEOUT = env.float("CAREFLOW_EMAIL_HTTP_TIMEOUT", default=10.0)
+
 # The outbound webhook adapter (postJSON): seconds to connect and, separately, to wait for
 # each read of the answer.
 CAREFLOW_WEBHOOK_TIMEOUT = env.float("CAREFLOW_WEBHOOK_TIMEOUT", default=10.0)

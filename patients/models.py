@@ -215,6 +215,7 @@ class ConsentRecord(models.Model):
 
     class Channel(models.TextChoices):
         SMS = "sms", "SMS"
+        EMAIL = "email", "Email"
 
     class Purpose(models.TextChoices):
         TRANSACTIONAL = "transactional", "Transactional / care"
@@ -231,6 +232,7 @@ class ConsentRecord(models.Model):
         ADMIN = "admin", "Recorded by staff"
         INBOUND_KEYWORD = "inbound_keyword", "Inbound keyword (STOP/START)"
         PROVIDER_ERROR = "provider_error", "Provider error (e.g. Twilio 21610)"
+        PROVIDER_EVENT = "provider_event", "Provider event (e.g. hard bounce, spam complaint)"
         IMPORT = "import", "Import"
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="consents")

@@ -1,0 +1,13 @@
+"""Email's webhook URLs, included under the project's webhooks/ prefix."""
+
+from django.urls import path
+
+from integrations.email import webhooks
+
+urlpatterns = [
+    path(
+        "email/<uuid:integration_uuid>/events/",
+        webhooks.email_events,
+        name="email-events",
+    ),
+]

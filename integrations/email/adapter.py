@@ -12,20 +12,13 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 
-from integrations.email._interfaces_pending import (
-    Adapter,
-    DryRunResult,
-    Function,
-    Outcome,
-    Parameter,
-    StepContext,
-)
 from integrations.email.account import email_account
 from integrations.email.transport import ERROR_EXPLANATIONS
 from integrations.models import Integration, OutboundMessage
 from integrations.policy import send_decide
 from integrations.sending import MessagesAccepted, message_prepare_and_deliver
 from patients.models import Organization, Patient
+from workflows.adapters import Adapter, DryRunResult, Function, Outcome, Parameter, StepContext
 
 Status = OutboundMessage.Status
 

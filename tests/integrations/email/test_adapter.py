@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from integrations.email import adapter as email_adapter
-from integrations.email._interfaces_pending import StepContext
 from integrations.email.account import EmailAccount
 from integrations.email.adapter import (
     SEND_EMAIL,
@@ -19,6 +18,7 @@ from integrations.email.adapter import (
 )
 from integrations.models import Integration, OutboundMessage
 from tests.factories import IntegrationFactory, OrganizationFactory, PatientFactory
+from workflows.adapters import StepContext
 
 SENDER = "clinic@example.com"
 adapter = EmailAdapter()

@@ -12,6 +12,7 @@ class IntegrationsConfig(AppConfig):
         from integrations.models import MessagingPolicy
         from integrations.patient_panel import PANEL
         from integrations.policy import messaging_policy_forget
+        from integrations.providers import providers_register
         from integrations.tasks import send_message
         from patients.panels import patient_panel_register
         from workflows.tasks import message_send_task_register
@@ -22,6 +23,7 @@ class IntegrationsConfig(AppConfig):
             weak=False,
             dispatch_uid="messaging_policy_forget",
         )
+        providers_register()
         # The conversation on the patient page: patients cannot import the messages.
         patient_panel_register(PANEL)
         # The engine hands a message its run waits on to the send queue through this.

@@ -184,7 +184,7 @@ class OutboundMessage(TimeStamped):
     encoding = models.CharField(max_length=8, blank=True)
     segments = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    # The provider's id of the message (a Twilio SID, an ESP's message id).
+    # The provider's id of the message (an SMS provider's SID, an ESP's message id).
     provider_sid = models.CharField(max_length=255, null=True, blank=True, unique=True)
     provider_status = models.CharField(max_length=16, blank=True)
     error_code = models.CharField(max_length=16, blank=True)

@@ -11,10 +11,10 @@ from django.views.decorators.http import require_POST
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from integrations.keywords import inbound_sms_receive
 from integrations.models import Integration, OutboundMessage
 from integrations.sending import message_status_apply
 from integrations.twilio.account import twilio_account
+from integrations.twilio.keywords import inbound_sms_receive
 from integrations.twilio.transport import MESSAGE_SID, message_sid_mismatch
 from patients.phones import phone_to_e164
 

@@ -150,9 +150,7 @@ class IntegrationAdmin(OrganizationScopedAdmin):
             if not sender:
                 continue
             try:
-                seconds = throttle_backlog(
-                    key=throttle_key(account_sid=obj.account_sid, sender=sender)
-                )
+                seconds = throttle_backlog(key=throttle_key(scope=obj.account_sid, sender=sender))
             except redis.RedisError:
                 return "unknown (throttle unreachable)"
             if seconds >= 1:

@@ -140,12 +140,13 @@ class Integration(TimeStamped):
 
 
 class OutboundMessage(TimeStamped):
-    """One SMS we decided to send (or not), and everything that happened to it."""
+    """One message (an SMS, an email) we decided to send (or not), and everything that
+    happened to it."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         SENDING = "sending", "Sending"
-        SENT = "sent", "Sent (accepted by Twilio)"
+        SENT = "sent", "Sent (accepted by the provider)"
         DELIVERED = "delivered", "Delivered"
         UNDELIVERED = "undelivered", "Undelivered"
         FAILED = "failed", "Failed"
@@ -169,15 +170,22 @@ class OutboundMessage(TimeStamped):
         related_name="messages",
     )
     purpose = models.CharField(max_length=16, choices=ConsentRecord.Purpose.choices)
-    to = models.CharField(max_length=32)
-    from_number = models.CharField("from", max_length=32, blank=True)
+    # The consent and caps channel ("sms", "email"): its transport's, checked there, not here,
+    # so a new channel needs no migration.
+    channel = models.CharField(max_length=16, default="sms")
+    # A phone number or an email address.
+    to = models.CharField(max_length=254)
+    from_number = models.CharField("from", max_length=254, blank=True)
     messaging_service_sid = models.CharField(max_length=34, blank=True)
     body = models.TextField()
+    # The channel's other parts (an email's "subject", "html").
+    content = models.JSONField(default=dict, blank=True)
     characters = models.PositiveIntegerField(default=0)
     encoding = models.CharField(max_length=8, blank=True)
     segments = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    provider_sid = models.CharField(max_length=34, null=True, blank=True, unique=True)
+    # The provider's id of the message (an SMS provider's SID, an ESP's message id).
+    provider_sid = models.CharField(max_length=255, null=True, blank=True, unique=True)
     provider_status = models.CharField(max_length=16, blank=True)
     error_code = models.CharField(max_length=16, blank=True)
     error_message = models.TextField(blank=True)
@@ -197,9 +205,10 @@ class OutboundMessage(TimeStamped):
     sending_started_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
-    # Twilio does not retry a status callback we failed to take, so a message still "sent"
-    # after a grace period is looked up at Twilio (sending.sent_messages_reconcile): when
-    # next, and how many times so far (the backoff, and the point where we stop asking).
+    # A provider need not retry a status callback we failed to take, so a message still
+    # "sent" after a grace period is looked up at the provider
+    # (sending.sent_messages_reconcile): when next, and how many times so far (the backoff,
+    # and the point where we stop asking).
     status_check_at = models.DateTimeField(null=True, blank=True)
     status_checks = models.PositiveSmallIntegerField(default=0)
     is_test = models.BooleanField(default=False)
@@ -225,7 +234,7 @@ class OutboundMessage(TimeStamped):
         ]
 
     def __str__(self) -> str:
-        return f"SMS {self.pk} ({self.status})"
+        return f"{self.channel.upper()} {self.pk} ({self.status})"
 
 
 class MessagingPolicy(TimeStamped):

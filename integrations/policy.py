@@ -1,8 +1,9 @@
-"""May we text this person now? Every check runs at send time, not when the run started,
+"""May we message this person now? Every check runs at send time, not when the run started,
 so a consent withdrawn while a message waited is honoured.
 
-The checks, in order: consent for the message's purpose → no opt-out since → frequency caps →
-quiet hours → approved sender → valid recipient. The first that fails decides; every check
+The checks, in order: consent for the message's channel and purpose → no opt-out since →
+frequency caps (counted per channel) → quiet hours → approved sender → valid recipient (the
+last two as the provider's transport judges them). The first that fails decides; every check
 that ran is recorded with the message, with the consent record relied on.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from integrations.messaging import transport_get
 from integrations.models import MessagingPolicy, OutboundMessage
 from integrations.quiet_hours import (
     STRICT_STATE_DAILY_LIMIT,
@@ -25,17 +27,17 @@ from patients.consent import (  # noqa: F401 — the sources are re-exported for
     CHANNEL_WIDE_SOURCES,
     CONSENT_HISTORY,
     WRITTEN_SOURCES,
+    channel_consent_history,
     consent_verdict,
-    sms_consent_history,
 )
 from patients.models import ConsentRecord
-from patients.phones import is_e164
 
 Status = OutboundMessage.Status
 # The checks by name, in the order send_decide makes them (a dry run lists those after the
 # first failure as "not checked").
 SEND_CHECKS = ("consent", "opt-out", "frequency cap", "quiet hours", "sender", "recipient")
-# Messages that count towards caps: everything that reached, or may have reached, Twilio.
+# Messages that count towards caps: everything that reached, or may have reached, the
+# provider.
 COUNTED_STATUSES = (
     Status.SENDING,
     Status.SENT,
@@ -104,11 +106,6 @@ def send_needs_lock(*, message: OutboundMessage) -> bool:
     return bool(recipient_whereabouts(message.patient, message.to).states & set(STRICT_STATES))
 
 
-# Where the batch's consent history is read with the patient (patients.consent), by the name
-# sending.py drops it under when a provider's opt-out makes it stale.
-SMS_HISTORY = CONSENT_HISTORY
-
-
 def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> SendDecision:
     """Decide whether `message` may go out at `now`; the first failing check gives the reason.
     A quiet-hours failure is a deferral (`defer_until`), never a refusal."""
@@ -118,9 +115,12 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
     if patient is None:
         return decision.failed("consent", "recipient is not a patient of this clinic")
 
-    # The whole (short) SMS consent history in one query (or read with the patient for a
-    # batch), judged by the rule the patient's page and acceptMarketing show (patients.consent).
-    verdict = consent_verdict(sms_consent_history(patient), purpose=message.purpose)
+    # The channel's whole (short) consent history in one query (or read with the patient for
+    # a batch), judged by the rule the patient's page and acceptMarketing show
+    # (patients.consent).
+    verdict = consent_verdict(
+        channel_consent_history(patient, message.channel), purpose=message.purpose
+    )
     consent = verdict.opt_in
     if consent is None:
         return decision.failed("consent", verdict.reason)
@@ -136,9 +136,10 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
 
     policy = messaging_policy(message.organization_id)
     whereabouts = recipient_whereabouts(patient, message.to)
-    sent = OutboundMessage.objects.filter(patient=patient, status__in=COUNTED_STATUSES).exclude(
-        pk=message.pk
-    )
+    # Caps count the messages of this channel only: texts do not use up an email cap.
+    sent = OutboundMessage.objects.filter(
+        patient=patient, channel=message.channel, status__in=COUNTED_STATUSES
+    ).exclude(pk=message.pk)
     for period, days in (("day", 1), ("week", 7)):
         cap = policy.cap(message.purpose, period)
         if cap is not None:
@@ -184,21 +185,17 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
 
     integration = message.integration
     if not integration.enabled:
-        return decision.failed("sender", "the clinic's Twilio integration is disabled")
-    if message.messaging_service_sid:
-        if message.messaging_service_sid != integration.messaging_service_sid:
-            return decision.failed("sender", "messaging service is not the clinic's approved one")
-    elif not message.from_number:
-        return decision.failed("sender", "no sender: the message has no From number")
-    elif message.from_number not in integration.sending_numbers:
-        return decision.failed(
-            "sender", f"sender {message.from_number} is not an approved number for this clinic"
-        )
-    decision.passed("sender", message.from_number or message.messaging_service_sid)
+        return decision.failed("sender", f"the clinic's {integration.name} integration is disabled")
+    transport = transport_get(integration.adapter)
+    ok, detail = transport.sender_check(message)
+    if not ok:
+        return decision.failed("sender", detail)
+    decision.passed("sender", detail)
 
-    if not is_e164(message.to):
-        return decision.failed("recipient", f"recipient {message.to!r} is not a valid phone number")
+    ok, detail = transport.recipient_check(message)
+    if not ok:
+        return decision.failed("recipient", detail)
     if message.is_test and not patient.is_test:
         return decision.failed("recipient", "test messages only go to test patients")
-    decision.passed("recipient", "valid E.164 number")
+    decision.passed("recipient", detail)
     return decision

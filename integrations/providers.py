@@ -1,14 +1,26 @@
-"""Every provider careflow offers: one `adapter_register` line each.
+"""Every provider careflow offers: one line each.
 
-Called by `IntegrationsConfig.ready()`, so the registry (workflows.adapters.REGISTRY) is full
-before anything reads it: a request, a management command, a Celery worker (each loads the
-apps first)."""
+A provider is an adapter (the functions the builder offers and the engine executes) and, for a
+messaging channel, the transport the messaging core sends through (integrations.messaging).
+Called by `IntegrationsConfig.ready()`, so both registries are full before anything reads them:
+a request, a management command, a Celery worker (each loads the apps first)."""
 
+from integrations.email.adapter import EmailAdapter
+from integrations.email.transport import EmailTransport
+from integrations.messaging import Transport, transport_register
 from integrations.twilio.adapter import TwilioAdapter
+from integrations.twilio.transport import TwilioTransport
 from integrations.webhook import WebhookAdapter
-from workflows.adapters import adapter_register
+from workflows.adapters import Adapter, adapter_register
 
 
 def providers_register() -> None:
-    adapter_register(TwilioAdapter())
-    adapter_register(WebhookAdapter())
+    _provider(TwilioAdapter(), TwilioTransport())
+    _provider(EmailAdapter(), EmailTransport())
+    _provider(WebhookAdapter())
+
+
+def _provider(adapter: Adapter, transport: Transport | None = None) -> None:
+    adapter_register(adapter)
+    if transport is not None:
+        transport_register(adapter.name, transport)

@@ -1,48 +1,40 @@
-"""Outbound SMS: create the message row first, then claim it, decide, and call Twilio once.
+"""Outbound messages: create the message row first, then claim it, decide, and hand it to
+the provider's transport (integrations.messaging) once.
 
-Twilio has no idempotency key for sends and Celery delivers at least once, so exactly-once
-rests on our database: the UNIQUE idempotency key makes the row, a conditional UPDATE
-(pending → sending) makes the claim, and an ambiguous outcome becomes `unknown`, which is
-reconciled by looking the message up at Twilio before anything is sent again.
+Providers need not have an idempotency key for sends and Celery delivers at least once, so
+exactly-once rests on our database: the UNIQUE idempotency key makes the row, a conditional
+UPDATE (pending → sending) makes the claim, and an ambiguous outcome becomes `unknown`, which
+is reconciled by looking the message up at the provider before anything is sent again.
 """
 
 import logging
-import re
 import time
 from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
-import requests
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Coalesce
-from django.urls import reverse
 from django.utils import timezone
-from twilio.base.exceptions import TwilioRestException
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from common.db import insert_or_get, rows_update
 from common.retry import retry_delay
+from integrations.messaging import Ambiguous, Found, Refused, Transport, transport_get
 from integrations.models import Integration, OutboundMessage
-from integrations.policy import SMS_HISTORY, send_decide, send_needs_lock
-from integrations.sms import segment_info
-from integrations.throttle import throttle_key, throttle_reserve
-from integrations.twilio.client import twilio_client
-from integrations.twilio.errors import error_explanation
+from integrations.policy import send_decide, send_needs_lock
+from integrations.throttle import throttle_reserve
+from patients.consent import CONSENT_HISTORY
 from patients.models import ConsentRecord, Organization, Patient
 
 logger = logging.getLogger(__name__)
 
 Status = OutboundMessage.Status
 
-# Twilio error codes that are safe to retry: the request was refused before acceptance.
-RETRYABLE_CODES = {20429, 21611}
-OPTED_OUT_CODE = 21610
-# How long after an ambiguous attempt we look the message up at Twilio, and how long a
-# message must be missing there before we conclude it was never accepted and send again.
+# How long after an ambiguous attempt we look the message up at the provider, and how long
+# a message must be missing there before we conclude it was never accepted and send again.
 RECONCILE_AFTER = timedelta(seconds=15)
 RECONCILE_GRACE = timedelta(minutes=2)
 
@@ -60,21 +52,25 @@ def _message_defaults(
     step_run_id: int | None = None,
     is_test: bool = False,
     urgent: bool = False,
+    channel: str = "sms",
+    content: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    info = segment_info(body)
+    characters, encoding, segments = transport_get(integration.adapter).measure(body)
     return {
         "organization": organization,
         "integration": integration,
         "patient": patient,
         "step_run_id": step_run_id,
         "purpose": purpose,
+        "channel": channel,
+        "content": content or {},
         "to": to,
         "from_number": from_number,
         "messaging_service_sid": messaging_service_sid,
         "body": body,
-        "characters": info.characters,
-        "encoding": info.encoding,
-        "segments": info.segments,
+        "characters": characters,
+        "encoding": encoding,
+        "segments": segments,
         "is_test": is_test,
         "urgent": urgent,
     }
@@ -83,7 +79,8 @@ def _message_defaults(
 def message_prepare(*, idempotency_key: str, **fields: Any) -> OutboundMessage:
     """Create the message row for this idempotency key, or return the one that exists.
     `fields`: organization, integration, to, body, purpose and optionally from_number,
-    messaging_service_sid, patient, step_run_id, is_test, urgent."""
+    messaging_service_sid, patient, step_run_id, is_test, urgent, channel ("sms" unless
+    said), content (the channel's other parts, e.g. an email's subject)."""
     defaults = _message_defaults(**fields)
     return insert_or_get(OutboundMessage, {"idempotency_key": idempotency_key}, defaults)
 
@@ -101,7 +98,7 @@ def message_prepare_and_deliver(
     exist yet: deciding first for one that does would reserve a throttle slot for nothing.
     Later attempts, and sends a frequency cap may limit (decided under the patient's lock),
     go the usual way; a message found to exist already goes on as it is. With `accepted`
-    (a batch of runs), Twilio's acceptance of a message sent here is recorded with the
+    (a batch of runs), the provider's acceptance of a message sent here is recorded with the
     others at the batch's end.
     """
     defaults = _message_defaults(**fields)
@@ -120,20 +117,17 @@ def message_prepare_and_deliver(
     if wait is None:
         return row
     _slot_wait(wait)
-    return _message_call_twilio(row, accepted)
+    return _message_call_provider(row, accepted)
 
 
-def status_callback_url(message: OutboundMessage) -> str:
-    path = reverse(
-        "twilio-status-callback",
-        kwargs={"integration_uuid": message.integration.uuid, "message_uuid": message.uuid},
-    )
-    return settings.CAREFLOW_PUBLIC_URL.rstrip("/") + path
+def _transport(message: OutboundMessage) -> Transport:
+    return transport_get(message.integration.adapter)
 
 
 def _sending_stale(message: OutboundMessage) -> bool:
     started = message.sending_started_at or message.updated_at
-    return timezone.now() - started > timedelta(seconds=2 * settings.TWILIO_HTTP_TIMEOUT + 30)
+    timeout = _transport(message).send_timeout()
+    return timezone.now() - started > timedelta(seconds=2 * timeout + 30)
 
 
 def message_send(*, message_id: int) -> OutboundMessage:
@@ -153,7 +147,7 @@ def message_deliver(message: OutboundMessage) -> OutboundMessage:
         OutboundMessage.objects.filter(pk=message.pk, status=Status.SENDING).update(
             status=Status.UNKNOWN,
             error_code="stale",
-            error_message="the sending worker stopped before recording Twilio's answer",
+            error_message="the sending worker stopped before recording the provider's answer",
         )
         message.refresh_from_db()
     if message.status == Status.UNKNOWN:
@@ -165,7 +159,7 @@ def message_deliver(message: OutboundMessage) -> OutboundMessage:
 
     if not _message_decide_and_claim(message):
         return message
-    return _message_call_twilio(message)
+    return _message_call_provider(message)
 
 
 # A reserved slot at most this far ahead is waited for in the worker; later ones are
@@ -179,17 +173,16 @@ SLOT_STALE = timedelta(minutes=1)
 
 def _message_slot(message: OutboundMessage, now: datetime) -> float | None:
     """Seconds until this message's send slot (reserving one if needed); None if the
-    throttle cannot be reached."""
+    throttle cannot be reached. A transport without a throttle sends at once."""
     if message.slot_at is not None and now - message.slot_at < SLOT_STALE:
         return max(0.0, (message.slot_at - now).total_seconds())
-    integration = message.integration
-    sender = message.messaging_service_sid or message.from_number
+    transport = _transport(message)
+    shaped = transport.throttle(message)
+    if shaped is None:
+        return 0.0
+    key, rate = shaped
     try:
-        return throttle_reserve(
-            key=throttle_key(account_sid=integration.account_sid, sender=sender),
-            rate=integration.send_rate(sender),
-            segments=max(1, message.segments),
-        )
+        return throttle_reserve(key=key, rate=rate, segments=transport.units(message))
     except redis.RedisError:
         waiting = f"message {message.pk}" if message.pk else "a new message"
         logger.warning("throttle unreachable; %s waits %.0f s", waiting, THROTTLE_RETRY_SECONDS)
@@ -254,10 +247,10 @@ def _message_decide_and_claim(message: OutboundMessage) -> bool:
 
 
 class MessagesAccepted:
-    """Twilio's acceptance of the messages a batch of runs sent, recorded together at the
-    end of the batch (`write`: one statement) instead of one UPDATE per message. Until then
-    they stay "sending": a worker that dies first leaves them to reconciliation, which finds
-    them at Twilio, so nothing is sent twice."""
+    """The provider's acceptance of the messages a batch of runs sent, recorded together at
+    the end of the batch (`write`: one statement) instead of one UPDATE per message. Until
+    then they stay "sending": a worker that dies first leaves them to reconciliation, which
+    finds them at the provider, so nothing is sent twice."""
 
     def __init__(self) -> None:
         self._messages: list[OutboundMessage] = []
@@ -294,7 +287,7 @@ class MessagesAccepted:
         )
 
 
-# What recording Twilio's acceptance writes besides the status.
+# What recording the provider's acceptance writes besides the status.
 ACCEPTED_FIELDS = [
     "provider_sid",
     "sent_at",
@@ -323,35 +316,23 @@ def _accepted_fields(
     return fields, {"status": Status.SENT, "provider_status": provider_status}
 
 
-def _message_call_twilio(
+def _message_call_provider(
     message: OutboundMessage, accepted: MessagesAccepted | None = None
 ) -> OutboundMessage:
-    integration = message.integration
-    client = twilio_client(account_sid=integration.account_sid, auth_token=integration.auth_token)
-    params: dict[str, Any] = {
-        "to": message.to,
-        "body": message.body,
-        "status_callback": status_callback_url(message),
-    }
-    if message.messaging_service_sid:
-        params["messaging_service_sid"] = message.messaging_service_sid
-    else:
-        params["from_"] = message.from_number
     try:
-        created = client.messages.create(**params)
-    except TwilioRestException as exc:
-        return _message_provider_error(message, exc)
-    except requests.RequestException as exc:
-        return _message_transport_error(message, exc)
-    answer = {
-        "sid": created.sid,
-        "provider_status": created.status or "queued",
-        "segments": int(created.num_segments or message.segments),
-    }
+        answer = _transport(message).send(message)
+    except Refused as exc:
+        return _message_refused(message, exc)
+    except Ambiguous as exc:
+        # The request went out and no answer says what became of it: never resend blindly.
+        _mark_unknown(message, error_code=exc.code, error_message=exc.message)
+        return message
+    sid, provider_status = answer.provider_id, answer.provider_status
+    segments = answer.units or message.segments
     if accepted is not None:
-        accepted.add(message, **answer)
+        accepted.add(message, sid=sid, provider_status=provider_status, segments=segments)
     else:
-        _message_accepted(message, **answer)
+        _message_accepted(message, sid=sid, provider_status=provider_status, segments=segments)
     return message
 
 
@@ -363,9 +344,9 @@ def _message_accepted(
     segments: int | None = None,
     accepted_at: datetime | None = None,
 ) -> None:
-    """Record Twilio's acceptance (at `accepted_at`, when Twilio told us; else now). A status
-    callback may already have moved the message on (it can arrive before this commit), so
-    the status only advances from sending/unknown."""
+    """Record the provider's acceptance (at `accepted_at`, when the provider told us; else
+    now). A status callback may already have moved the message on (it can arrive before this
+    commit), so the status only advances from sending/unknown."""
     fields, status = _accepted_fields(
         sid=sid, provider_status=provider_status, segments=segments, accepted_at=accepted_at
     )
@@ -378,61 +359,28 @@ def _message_accepted(
         setattr(message, name, value)
 
 
-def _message_provider_error(message: OutboundMessage, exc: TwilioRestException) -> OutboundMessage:
-    code = int(exc.code) if exc.code else None
-    text = str(exc.msg or "")
-    logger.info("twilio refused message %s: code=%s status=%s", message.pk, code, exc.status)
-    if code == OPTED_OUT_CODE:
-        _record_provider_opt_out(message)
+def _message_refused(message: OutboundMessage, exc: Refused) -> OutboundMessage:
+    """The provider refused before accepting: nothing went out."""
+    if exc.opted_out:
+        _record_provider_opt_out(message, exc.code)
         _update(
             message,
             status=Status.FAILED,
-            error_code=str(code),
-            error_message=text,
+            error_code=exc.code,
+            error_message=exc.message,
             next_attempt_at=None,
         )
-    elif code in RETRYABLE_CODES or exc.status == 429:
-        _schedule_retry(message, error_code=str(code or exc.status), error_message=text)
-    elif exc.status >= 500:
-        # 5xx after the request left: Twilio may have accepted it. Never resend blindly.
-        _mark_unknown(message, error_code=str(code or exc.status), error_message=text)
+    elif exc.retryable:
+        _schedule_retry(message, error_code=exc.code, error_message=exc.message)
     else:
         _update(
             message,
             status=Status.FAILED,
-            error_code=str(code or exc.status),
-            error_message=text,
+            error_code=exc.code,
+            error_message=exc.message,
             next_attempt_at=None,
         )
     return message
-
-
-def _message_transport_error(
-    message: OutboundMessage, exc: requests.RequestException
-) -> OutboundMessage:
-    logger.warning("transport error sending message %s: %s", message.pk, type(exc).__name__)
-    if _never_connected(exc):
-        _schedule_retry(
-            message,
-            error_code="network",
-            error_message=f"could not connect to Twilio ({type(exc).__name__})",
-        )
-    else:
-        _mark_unknown(
-            message,
-            error_code="network",
-            error_message=f"no answer from Twilio after the request was sent ({type(exc).__name__})",
-        )
-    return message
-
-
-def _never_connected(exc: requests.RequestException) -> bool:
-    """True only when the TCP connection was never made, so Twilio cannot have the request."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = exc.args[0] if exc.args else None
-    reason = getattr(reason, "reason", reason)
-    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 
 def _schedule_retry(message: OutboundMessage, *, error_code: str, error_message: str) -> None:
@@ -465,23 +413,27 @@ def _mark_unknown(message: OutboundMessage, *, error_code: str, error_message: s
 
 
 def _message_reconcile(message: OutboundMessage) -> OutboundMessage:
-    """Find out at Twilio whether an ambiguous attempt was accepted, before any resend."""
+    """Find out at the provider whether an ambiguous attempt was accepted, before any resend.
+    A provider that cannot be asked leaves the message "unknown" for staff: never resent."""
     now = timezone.now()
     if message.next_attempt_at and message.next_attempt_at > now:
         return message
-    integration = message.integration
-    client = twilio_client(account_sid=integration.account_sid, auth_token=integration.auth_token)
+    transport = _transport(message)
+    if not transport.can_lookup:
+        if message.next_attempt_at is not None:
+            _update(message, next_attempt_at=None)
+        return message
     started = message.sending_started_at or message.created_at
     try:
-        found = _twilio_lookup(client, message, since=started)
-    except (TwilioRestException, requests.RequestException) as exc:
-        logger.warning("reconciling message %s failed: %s", message.pk, type(exc).__name__)
+        found = transport.lookup(message, since=started)
+    except Ambiguous as exc:
+        logger.warning("reconciling message %s failed: %s", message.pk, exc.code)
         _update(message, next_attempt_at=now + RECONCILE_AFTER)
         return message
     if found is not None:
-        _message_found(message, found)
+        _message_found(message, found, transport)
     elif now - started >= RECONCILE_GRACE:
-        # Twilio has no trace of it after the grace period: it was never accepted.
+        # The provider has no trace of it after the grace period: it was never accepted.
         OutboundMessage.objects.filter(pk=message.pk, status=Status.UNKNOWN).update(
             status=Status.PENDING, next_attempt_at=None, updated_at=now
         )
@@ -491,56 +443,51 @@ def _message_reconcile(message: OutboundMessage) -> OutboundMessage:
     return message
 
 
-def _message_found(message: OutboundMessage, found: Any) -> None:
-    """Record what Twilio's copy of an ambiguous attempt says: accepted (when Twilio says it
-    was, not when we asked), and any status it has reached since, by the path a callback
-    takes, so a message found already delivered or failed is not left "sent"."""
-    reached = found.status or "sent"
-    accepted = reached if PROVIDER_RANK.get(reached, 0) <= PROVIDER_RANK["sent"] else "sent"
+def _accepted_status(transport: Transport) -> str:
+    """The furthest provider status that still means only "accepted by the provider"."""
+    rank = transport.status_rank
+    accepted = [word for word, status in transport.status_map.items() if status == Status.SENT]
+    return max(accepted, key=lambda word: rank.get(word, 0))
+
+
+def _message_found(message: OutboundMessage, found: Found, transport: Transport) -> None:
+    """Record what the provider's copy of an ambiguous attempt says: accepted (when the
+    provider says it was, not when we asked), and any status it has reached since, by the
+    path a callback takes, so a message found already delivered or failed is not left
+    "sent"."""
+    rank = transport.status_rank
+    ceiling = _accepted_status(transport)
+    reached = found.provider_status or ceiling
+    accepted = reached if rank.get(reached, 0) <= rank[ceiling] else ceiling
     _message_accepted(
-        message,
-        sid=found.sid,
-        provider_status=accepted,
-        accepted_at=found.date_created or found.date_sent,
+        message, sid=found.provider_id, provider_status=accepted, accepted_at=found.accepted_at
     )
     if reached != accepted:
         message_status_apply(
             message=message,
             provider_status=reached,
-            error_code=str(found.error_code or ""),
-            reported_at=found.date_updated,
+            error_code=found.error_code,
+            reported_at=found.reported_at,
         )
         message.refresh_from_db()
 
 
-def _twilio_lookup(client: Any, message: OutboundMessage, *, since: datetime) -> Any:
-    # No DateSent filter: a message Twilio accepted but still holds in its queue has no
-    # date_sent yet, and must still be found. Newest first; our attempt is recent.
-    filters: dict[str, Any] = {"to": message.to}
-    if message.from_number and not message.messaging_service_sid:
-        filters["from_"] = message.from_number
-    for candidate in client.messages.stream(page_size=50, limit=200, **filters):
-        if candidate.body == message.body and (
-            candidate.date_created is None or candidate.date_created >= since - timedelta(minutes=5)
-        ):
-            return candidate
-    return None
-
-
-def _record_provider_opt_out(message: OutboundMessage) -> None:
-    """Twilio says the recipient replied STOP to this sender: record it for every purpose."""
+def _record_provider_opt_out(message: OutboundMessage, code: str) -> None:
+    """The provider says the recipient refuses this sender (replied STOP, say): record it on
+    the message's channel for every purpose."""
     if message.patient is None:
         return
     # A consent history read with the patient for a batch no longer tells the whole story.
-    message.patient.__dict__.pop(SMS_HISTORY, None)
+    message.patient.__dict__.pop(CONSENT_HISTORY, None)
     for purpose in ConsentRecord.Purpose.values:
         ConsentRecord.objects.create(
             patient=message.patient,
+            channel=message.channel,
             purpose=purpose,
             action=ConsentRecord.Action.OPT_OUT,
             source=ConsentRecord.Source.PROVIDER_ERROR,
             evidence={
-                "error_code": OPTED_OUT_CODE,
+                "error_code": int(code) if code.isdigit() else code,
                 "message_id": message.pk,
                 "from": message.from_number,
             },
@@ -551,53 +498,6 @@ def _update(message: OutboundMessage, **fields: Any) -> None:
     for name, value in fields.items():
         setattr(message, name, value)
     message.save(update_fields=[*fields, "updated_at"])
-
-
-# Twilio's statuses in the order a message moves through them; callbacks can repeat and
-# arrive out of order, so a status is applied only if it ranks above the current one.
-PROVIDER_RANK = {
-    "": 0,
-    "accepted": 1,
-    "scheduled": 1,
-    "queued": 1,
-    "sending": 2,
-    "sent": 3,
-    "delivered": 4,
-    "undelivered": 4,
-    "failed": 4,
-    "read": 5,
-}
-PROVIDER_TO_STATUS = {
-    "accepted": Status.SENT,
-    "scheduled": Status.SENT,
-    "queued": Status.SENT,
-    "sending": Status.SENT,
-    "sent": Status.SENT,
-    "delivered": Status.DELIVERED,
-    "read": Status.DELIVERED,
-    "undelivered": Status.UNDELIVERED,
-    "failed": Status.FAILED,
-}
-
-
-# What Twilio's message SIDs look like (SM: SMS, MM: MMS); nothing else fits our column.
-MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}\Z")
-
-
-def message_sid_mismatch(*, message: OutboundMessage, sid: str) -> str | None:
-    """Why a status report naming `sid` is not about `message`, or None when it is.
-
-    A report is about a message when it names the message's own SID. A message Twilio's
-    answer never reached us for has none yet: the report may be the first to tell us, so its
-    SID is taken, unless another message already holds it (then it is that one's report).
-    """
-    if not MESSAGE_SID.match(sid):
-        return "MessageSid is missing or is not a Twilio message SID"
-    if message.provider_sid:
-        return None if message.provider_sid == sid else "MessageSid is not this message's"
-    if OutboundMessage.objects.filter(provider_sid=sid).exclude(pk=message.pk).exists():
-        return "MessageSid belongs to another message"
-    return None
 
 
 def message_status_apply(
@@ -611,38 +511,39 @@ def message_status_apply(
 ) -> bool:
     """Apply a provider status report monotonically; True when it changed the message.
 
-    `sid` (a callback's MessageSid) must be the message's own, or fill a missing one that no
-    other message holds; a report naming another SID changes nothing. `accepted_at` is when
-    Twilio accepted the message and fills a missing `sent_at`: a callback carries no
+    `sid` (a report's message id) must be the message's own, or fill a missing one that no
+    other message holds; a report naming another id changes nothing. `accepted_at` is when
+    the provider accepted the message and fills a missing `sent_at`: a callback may carry no
     timestamp, so without it the time the report arrived is the best we know. `reported_at`
-    is when the status was reached (reconciliation reads it from Twilio), else now.
+    is when the status was reached (reconciliation reads it from the provider), else now.
     """
-    rank = PROVIDER_RANK.get(provider_status)
-    if rank is None:
+    transport = _transport(message)
+    rank = transport.status_rank.get(provider_status)
+    if rank is None or provider_status not in transport.status_map:
         logger.info(
             "ignoring unknown provider status %r for message %s", provider_status, message.pk
         )
         return False
-    if sid and not MESSAGE_SID.match(sid):
+    if sid and not transport.provider_id_valid(sid):
         return False
-    lower = [status for status, r in PROVIDER_RANK.items() if r < rank]
+    lower = [status for status, r in transport.status_rank.items() if r < rank]
     now = timezone.now()
     fields: dict[str, Any] = {
         "provider_status": provider_status,
-        "status": PROVIDER_TO_STATUS[provider_status],
+        "status": transport.status_map[provider_status],
         "updated_at": now,
-        # Accepted by Twilio, whoever told us first: the create answer, a callback or a
-        # look-up. The first to record it wins.
+        # Accepted by the provider, whoever told us first: the send's answer, a callback or
+        # a look-up. The first to record it wins.
         "sent_at": Coalesce(F("sent_at"), Value(accepted_at or now)),
     }
     if error_code:
         fields["error_code"] = error_code
-        fields["error_message"] = error_explanation(error_code)
+        fields["error_message"] = transport.explain_error(error_code)
     if fields["status"] == Status.DELIVERED:
         fields["delivered_at"] = reported_at or now
     mine = OutboundMessage.objects.filter(pk=message.pk)
     if sid:
-        # A callback for an attempt we could not confirm proves Twilio accepted it. The SID
+        # A callback for an attempt we could not confirm proves the provider accepted it. The id
         # goes in the same statement as the status: a message is never left "sent" without it.
         # The conditions are checked again here, in the statement: the row may have changed
         # since the caller read it.
@@ -678,16 +579,16 @@ def _status_check_delay(checks: int) -> timedelta:
 
 
 def sent_messages_reconcile(*, limit: int | None = None) -> int:
-    """Look up at Twilio the messages still "sent" a grace period after we last heard of
-    them, and settle those Twilio has settled (delivered, undelivered, failed; error codes
-    explained) by the status callback's own path. Returns how many changed.
+    """Look up at the provider the messages still "sent" a grace period after we last heard
+    of them, and settle those the provider has settled (delivered, undelivered, failed; error
+    codes explained) by the status callback's own path. Returns how many changed.
 
-    Twilio does not retry a status callback we failed to take (a 500, a restart), so without
-    this a message could stay "sent" for ever. Each message is claimed (its next check time
-    moved on, by a backoff) in one short transaction before Twilio is asked, so two runs
-    never ask about the same message and a crash only postpones it. After
+    A provider need not retry a status callback we failed to take (a 500, a restart), so
+    without this a message could stay "sent" for ever. Each message is claimed (its next
+    check time moved on, by a backoff) in one short transaction before the provider is
+    asked, so two runs never ask about the same message and a crash only postpones it. After
     CAREFLOW_STATUS_RECONCILE_MAX_CHECKS look-ups it is left as it is: some carriers never
-    report delivery, and Twilio's own copy then stays "sent" too.
+    report delivery, and the provider's own copy then stays "sent" too.
     """
     now = timezone.now()
     grace = timedelta(seconds=settings.CAREFLOW_STATUS_RECONCILE_AFTER_SECONDS)
@@ -713,30 +614,22 @@ def sent_messages_reconcile(*, limit: int | None = None) -> int:
         OutboundMessage.objects.bulk_update(due, ["status_check_at", "status_checks"])
     changed = 0
     for message in due:
-        integration = message.integration
-        client = twilio_client(
-            account_sid=integration.account_sid, auth_token=integration.auth_token
-        )
-        try:
-            found = client.messages(message.provider_sid).fetch()
-        except TwilioRestException as exc:
-            logger.warning(
-                "status look-up of message %s refused: code=%s status=%s",
-                message.pk,
-                exc.code,
-                exc.status,
-            )
+        transport = _transport(message)
+        if not transport.can_lookup:
             continue
-        except requests.RequestException as exc:
-            logger.warning(
-                "status look-up of message %s failed: %s", message.pk, type(exc).__name__
-            )
+        started = message.sending_started_at or message.created_at
+        try:
+            found = transport.lookup(message, since=started)
+        except Ambiguous as exc:
+            logger.warning("status look-up of message %s failed: %s", message.pk, exc.code)
+            continue
+        if found is None:
             continue
         changed += message_status_apply(
             message=message,
-            provider_status=found.status or "",
-            error_code=str(found.error_code or ""),
-            accepted_at=found.date_created,
-            reported_at=found.date_updated,
+            provider_status=found.provider_status,
+            error_code=found.error_code,
+            accepted_at=found.accepted_at,
+            reported_at=found.reported_at,
         )
     return changed

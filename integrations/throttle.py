@@ -1,12 +1,12 @@
-"""Per-sender throughput shaping: one token bucket per sending number or Messaging Service,
-in segments per second, shared by every worker on every machine through Redis.
+"""Per-sender throughput shaping: one token bucket per sender (a number, a Messaging Service,
+an email sender), in the provider's units per second (SMS segments, emails), shared by every
+worker on every machine through Redis. Each transport names the bucket and its rate.
 
-Twilio meters senders per segment (long code 1/s, toll-free 3/s, 10DLC by trust tier) and
-queues the excess for about 10 hours before refusing with 21611; sending faster only moves
-the queue to Twilio and risks 429s. So each send *reserves* its slot: the bucket (GCRA, a
-"theoretical arrival time" per sender) says when this message's segments fit, and the
-message waits until then instead of polling. Reservations are atomic (one Lua script), so
-two workers can never take the same slot.
+Providers meter senders (an SMS provider per segment, by the kind of number) and queue or
+refuse the excess; sending faster only moves the queue to the provider and risks 429s. So
+each send *reserves* its slot: the bucket (GCRA, a "theoretical arrival time" per sender)
+says when this message's units fit, and the message waits until then instead of polling.
+Reservations are atomic (one Lua script), so two workers can never take the same slot.
 
 Without Redis (the embedded development setup's filesystem broker) the bucket lives in the
 process, which shapes each worker process separately; production uses Redis.
@@ -38,8 +38,9 @@ _local_lock = threading.Lock()
 _local_tat: dict[str, float] = {}
 
 
-def throttle_key(*, account_sid: str, sender: str) -> str:
-    return f"careflow:throttle:{account_sid}:{sender}"
+def throttle_key(*, scope: str, sender: str) -> str:
+    """The bucket of one sender within `scope` (what the provider meters by: an account)."""
+    return f"careflow:throttle:{scope}:{sender}"
 
 
 def throttle_reserve(*, key: str, rate: float, segments: int, burst: int = 1) -> float:

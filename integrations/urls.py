@@ -1,16 +1,8 @@
-from django.urls import path
+"""Each provider's webhooks, under its own prefix: one line per provider."""
 
-from integrations import webhooks
+from django.urls import include, path
 
 urlpatterns = [
-    path(
-        "twilio/<uuid:integration_uuid>/inbound/",
-        webhooks.twilio_inbound_sms,
-        name="twilio-inbound-sms",
-    ),
-    path(
-        "twilio/<uuid:integration_uuid>/status/<uuid:message_uuid>/",
-        webhooks.twilio_status_callback,
-        name="twilio-status-callback",
-    ),
+    path("twilio/", include("integrations.twilio.urls")),
+    path("email/", include("integrations.email.urls")),
 ]

@@ -29,8 +29,8 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from integrations.email._interfaces_pending import Accepted, Ambiguous, Found, Refused, Transport
 from integrations.email.account import email_account
+from integrations.messaging import Accepted, Ambiguous, Found, Refused, Transport
 from integrations.models import OutboundMessage
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from integrations.email import webhooks
 
 urlpatterns = [
     path(
-        "email/<uuid:integration_uuid>/events/",
+        "<uuid:integration_uuid>/events/",
         webhooks.email_events,
         name="email-events",
     ),

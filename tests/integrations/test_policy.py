@@ -6,10 +6,12 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from integrations.messaging import TRANSPORTS, transport_register
 from integrations.models import MessagingPolicy, OutboundMessage
-from integrations.policy import SEND_CHECKS, send_decide
+from integrations.policy import SEND_CHECKS, messaging_policy_forget, send_decide
 from patients.models import ConsentRecord
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
+from tests.integrations.fake_transport import ADAPTER, FakeTransport
 
 pytestmark = pytest.mark.django_db
 NOON_NY = datetime(2026, 6, 1, 16, 0, tzinfo=UTC)
@@ -236,3 +238,50 @@ def test_unknown_recipient_is_refused(make: Any) -> None:
         "recipient is not a patient of this clinic"
     )
     assert ConsentRecord.objects.count() == 0
+
+
+def test_consent_and_caps_are_per_channel(make: Any) -> None:
+    """An email needs email consent, and the patient's texts do not use up its cap."""
+
+    transport_register(ADAPTER, FakeTransport())
+    try:
+        text = make()
+        ConsentFactory(patient=text.patient)  # SMS consent
+        email = make(patient=text.patient, to="pat@example.com", channel="email")
+        email.integration = IntegrationFactory(adapter=ADAPTER, name="Letters")
+        refused = send_decide(message=email, now=NOON_NY)
+        assert not refused.allowed and _checks(refused) == [("consent", False)]
+        ConsentFactory(patient=text.patient, channel="email")
+        assert send_decide(message=email, now=NOON_NY).allowed
+        MessagingPolicy.objects.filter(organization=text.organization).update(
+            transactional_per_day=1
+        )
+        messaging_policy_forget()  # read above, before the cap was set
+        OutboundMessage.objects.create(
+            organization=text.organization,
+            integration=text.integration,
+            patient=text.patient,
+            purpose="transactional",
+            to=text.to,
+            body="x",
+            idempotency_key="sms-sent",
+            status="delivered",
+            sending_started_at=NOON_NY - timedelta(hours=1),
+        )
+        assert send_decide(message=email, now=NOON_NY).allowed  # a text: not this channel's
+        assert not send_decide(message=text, now=NOON_NY).allowed  # but the SMS cap is used
+        OutboundMessage.objects.create(
+            organization=text.organization,
+            integration=email.integration,
+            patient=text.patient,
+            purpose="transactional",
+            channel="email",
+            to=email.to,
+            body="x",
+            idempotency_key="email-sent",
+            status="delivered",
+            sending_started_at=NOON_NY - timedelta(hours=1),
+        )
+        assert "frequency cap" in send_decide(message=email, now=NOON_NY).reason
+    finally:
+        del TRANSPORTS[ADAPTER]

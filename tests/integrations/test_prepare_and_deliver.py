@@ -43,7 +43,7 @@ def send(sandbox: SandboxServer) -> Any:
 
     send.organization = integration.organization  # type: ignore[attr-defined]
     send.throttle_key = throttle_key(  # type: ignore[attr-defined]
-        account_sid=integration.account_sid, sender="+15005550006"
+        scope=integration.account_sid, sender="+15005550006"
     )
     return send
 

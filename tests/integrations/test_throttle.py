@@ -21,7 +21,7 @@ Status = OutboundMessage.Status
 
 
 def _key() -> str:
-    return throttle_key(account_sid="AC" + uuid.uuid4().hex, sender="+15005550006")
+    return throttle_key(scope="AC" + uuid.uuid4().hex, sender="+15005550006")
 
 
 def test_reservations_are_spaced_by_the_rate_and_segments() -> None:

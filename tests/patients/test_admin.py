@@ -14,8 +14,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations.keywords import inbound_sms_receive
 from integrations.models import InboundMessage, OutboundMessage
+from integrations.twilio.keywords import inbound_sms_receive
 from patients.models import ConsentRecord, Lead, Order, Organization, Patient, Subscription, Task
 from tests.factories import (
     AppointmentFactory,

@@ -93,10 +93,10 @@ def test_blank_secrets_keep_the_stored_ones_and_are_never_rendered(
     assert "clinic@example.com" in page
 
 
-@pytest.mark.urls("integrations.email.urls")
+@pytest.mark.urls("config.urls")
 def test_webhook_url_shows_where_postmark_posts(settings: Any) -> None:
     settings.CAREFLOW_PUBLIC_URL = "https://careflow.example/"
     integration: Integration = IntegrationFactory(adapter="email")
     assert webhook_url(integration) == (
-        f"https://postmark:SECRET@careflow.example/email/{integration.uuid}/events/"
+        f"https://postmark:SECRET@careflow.example/webhooks/email/{integration.uuid}/events/"
     )

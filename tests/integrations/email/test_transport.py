@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from integrations.email._interfaces_pending import Accepted, Ambiguous, Found, Refused
 from integrations.email.sandbox import SandboxServer
 from integrations.email.transport import STATUS_MAP, STATUS_RANK, EmailTransport
+from integrations.messaging import Accepted, Ambiguous, Found, Refused
 
 TOKEN = "server-token-1"
 SENDER = "clinic@example.com"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from integrations.keywords import (
+from integrations.twilio.keywords import (
     HELP_KEYWORDS,
     OPT_IN_KEYWORDS,
     OPT_OUT_KEYWORDS,

@@ -8,7 +8,10 @@ class IntegrationsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_save
 
-        from integrations import checks  # noqa: F401 — registers the deploy checks
+        from integrations import (
+            checks,  # noqa: F401 — registers the deploy checks
+            registry,  # noqa: F401 — every provider, and its admin form
+        )
         from integrations.models import MessagingPolicy
         from integrations.patient_panel import PANEL
         from integrations.policy import messaging_policy_forget

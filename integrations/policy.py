@@ -22,6 +22,7 @@ from integrations.quiet_hours import (
     next_allowed,
     recipient_whereabouts,
 )
+from integrations.twilio.account import twilio_account
 from patients.consent import (  # noqa: F401 — the sources are re-exported for the policy's readers
     CHANNEL_WIDE_SOURCES,
     SMS_HISTORY,
@@ -190,11 +191,11 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
     if not integration.enabled:
         return decision.failed("sender", "the clinic's Twilio integration is disabled")
     if message.messaging_service_sid:
-        if message.messaging_service_sid != integration.messaging_service_sid:
+        if message.messaging_service_sid != twilio_account(integration).messaging_service_sid:
             return decision.failed("sender", "messaging service is not the clinic's approved one")
     elif not message.from_number:
         return decision.failed("sender", "no sender: the message has no From number")
-    elif message.from_number not in integration.sending_numbers:
+    elif message.from_number not in integration.senders:
         return decision.failed(
             "sender", f"sender {message.from_number} is not an approved number for this clinic"
         )

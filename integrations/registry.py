@@ -5,7 +5,9 @@ whenever it is read, whatever the order in which apps and admin modules load.
 """
 
 from integrations.adapters import Adapter
+from integrations.forms import integration_form_register
 from integrations.twilio.adapter import TwilioAdapter
+from integrations.twilio.forms import TwilioIntegrationForm
 from integrations.webhook import WebhookAdapter
 
 REGISTRY: dict[str, Adapter] = {}
@@ -25,6 +27,7 @@ def adapter_get(name: str) -> Adapter:
 
 def _register_all() -> None:
     adapter_register(TwilioAdapter())
+    integration_form_register(TwilioIntegrationForm)
     adapter_register(WebhookAdapter())
 
 

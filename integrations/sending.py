@@ -30,6 +30,7 @@ from integrations.models import Integration, OutboundMessage
 from integrations.policy import SMS_HISTORY, send_decide, send_needs_lock
 from integrations.sms import segment_info
 from integrations.throttle import throttle_key, throttle_reserve
+from integrations.twilio.account import twilio_account
 from integrations.twilio.client import twilio_client
 from integrations.twilio.errors import error_explanation
 from patients.models import ConsentRecord, Organization, Patient
@@ -182,12 +183,12 @@ def _message_slot(message: OutboundMessage, now: datetime) -> float | None:
     throttle cannot be reached."""
     if message.slot_at is not None and now - message.slot_at < SLOT_STALE:
         return max(0.0, (message.slot_at - now).total_seconds())
-    integration = message.integration
+    account = twilio_account(message.integration)
     sender = message.messaging_service_sid or message.from_number
     try:
         return throttle_reserve(
-            key=throttle_key(account_sid=integration.account_sid, sender=sender),
-            rate=integration.send_rate(sender),
+            key=throttle_key(account_sid=account.account_sid, sender=sender),
+            rate=account.send_rate(sender),
             segments=max(1, message.segments),
         )
     except redis.RedisError:
@@ -326,8 +327,8 @@ def _accepted_fields(
 def _message_call_twilio(
     message: OutboundMessage, accepted: MessagesAccepted | None = None
 ) -> OutboundMessage:
-    integration = message.integration
-    client = twilio_client(account_sid=integration.account_sid, auth_token=integration.auth_token)
+    account = twilio_account(message.integration)
+    client = twilio_client(account_sid=account.account_sid, auth_token=account.auth_token)
     params: dict[str, Any] = {
         "to": message.to,
         "body": message.body,
@@ -469,8 +470,8 @@ def _message_reconcile(message: OutboundMessage) -> OutboundMessage:
     now = timezone.now()
     if message.next_attempt_at and message.next_attempt_at > now:
         return message
-    integration = message.integration
-    client = twilio_client(account_sid=integration.account_sid, auth_token=integration.auth_token)
+    account = twilio_account(message.integration)
+    client = twilio_client(account_sid=account.account_sid, auth_token=account.auth_token)
     started = message.sending_started_at or message.created_at
     try:
         found = _twilio_lookup(client, message, since=started)
@@ -713,10 +714,8 @@ def sent_messages_reconcile(*, limit: int | None = None) -> int:
         OutboundMessage.objects.bulk_update(due, ["status_check_at", "status_checks"])
     changed = 0
     for message in due:
-        integration = message.integration
-        client = twilio_client(
-            account_sid=integration.account_sid, auth_token=integration.auth_token
-        )
+        account = twilio_account(message.integration)
+        client = twilio_client(account_sid=account.account_sid, auth_token=account.auth_token)
         try:
             found = client.messages(message.provider_sid).fetch()
         except TwilioRestException as exc:

@@ -14,6 +14,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from integrations.keywords import inbound_sms_receive
 from integrations.models import Integration, OutboundMessage
 from integrations.sending import MESSAGE_SID, message_sid_mismatch, message_status_apply
+from integrations.twilio.account import twilio_account
 from patients.phones import phone_to_e164
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,9 @@ def _signature_valid(request: HttpRequest, integration: Integration) -> bool:
     # build_absolute_uri honours SECURE_PROXY_SSL_HEADER / USE_X_FORWARDED_HOST, so behind a
     # TLS proxy we check against the public https:// URL Twilio actually signed.
     url = request.build_absolute_uri()
-    return RequestValidator(integration.auth_token).validate(url, request.POST, signature)
+    return RequestValidator(twilio_account(integration).auth_token).validate(
+        url, request.POST, signature
+    )
 
 
 def _account_mismatch(request: HttpRequest, integration: Integration) -> str | None:
@@ -40,7 +43,7 @@ def _account_mismatch(request: HttpRequest, integration: Integration) -> str | N
     the integration's own. Twilio prints SIDs in either case of hex: compared without case.
     """
     account_sid = request.POST.get("AccountSid", "")
-    if account_sid.lower() != integration.account_sid.lower():
+    if account_sid.lower() != twilio_account(integration).account_sid.lower():
         return "AccountSid does not match this integration"
     return None
 
@@ -49,16 +52,17 @@ def _number_mismatch(request: HttpRequest, integration: Integration) -> str | No
     """Why an inbound SMS was not sent to one of this integration's senders, if it was not:
     a reply to another number is not a reply to this clinic (and its STOP not for it)."""
     service_sid = request.POST.get("MessagingServiceSid", "")
-    if service_sid and integration.messaging_service_sid:
+    own_service = twilio_account(integration).messaging_service_sid
+    if service_sid and own_service:
         # The service picks among its own numbers, which need not be listed here.
-        if service_sid.lower() == integration.messaging_service_sid.lower():
+        if service_sid.lower() == own_service.lower():
             return None
         return "MessagingServiceSid does not match this integration"
     try:
         to = phone_to_e164(request.POST.get("To", ""))
     except ValidationError:
         return "To is not one of this integration's numbers"
-    if to not in integration.sending_numbers:
+    if to not in integration.senders:
         return "To is not one of this integration's numbers"
     return None
 

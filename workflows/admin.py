@@ -517,7 +517,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             )
             return HttpResponseRedirect(change_url)
         has_twilio = Integration.objects.filter(
-            organization=workflow.organization, adapter=Integration.Adapter.TWILIO, enabled=True
+            organization=workflow.organization, adapter="twilio", enabled=True
         ).exists()
         needs_twilio = any(step.get("adapter") == "twilio" for step in steps)
         return self._toggle_page(

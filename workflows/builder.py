@@ -467,17 +467,13 @@ def workflow_steps_save(*, workflow: Workflow, steps: Sequence[Mapping[str, Any]
 def approved_numbers(*, organization_ids: Iterable[int] | None) -> dict[int, list[str]]:
     """The approved sending numbers of each clinic's enabled Twilio integration (None: of
     every clinic), in the order support staff entered them."""
-    integrations = Integration.objects.filter(
-        adapter=Integration.Adapter.TWILIO, enabled=True
-    ).order_by("pk")
+    integrations = Integration.objects.filter(adapter="twilio", enabled=True).order_by("pk")
     if organization_ids is not None:
         integrations = integrations.filter(organization_id__in=list(organization_ids))
     numbers: dict[int, list[str]] = {}
-    for organization_id, sending_numbers in integrations.values_list(
-        "organization_id", "sending_numbers"
-    ):
+    for organization_id, senders in integrations.values_list("organization_id", "senders"):
         found = numbers.setdefault(organization_id, [])
-        found += [n for n in sending_numbers or [] if n not in found]
+        found += [n for n in senders or [] if n not in found]
     return numbers
 
 

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from integrations.adapters import Adapter, Function, Outcome, Parameter, StepContext
 from integrations.models import Integration, OutboundMessage
 from integrations.sending import MessagesAccepted, message_prepare_and_deliver
+from integrations.twilio.account import ADAPTER
 from patients.models import Organization, Patient
 from patients.phones import e164_problem, is_e164
 
@@ -65,7 +66,7 @@ def numbers_problem(inputs: Mapping[str, str]) -> str:
 def twilio_integration(organization: Organization) -> Integration | None:
     """The clinic's enabled Twilio integration (at most one, by constraint)."""
     enabled = Integration.objects.filter(
-        organization=organization, adapter=Integration.Adapter.TWILIO, enabled=True
+        organization=organization, adapter=ADAPTER, enabled=True
     ).order_by()
     return next(iter(enabled[:1]), None)
 

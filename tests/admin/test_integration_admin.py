@@ -7,6 +7,7 @@ from django.test import Client
 from django.urls import reverse
 
 from integrations.models import Integration
+from integrations.twilio.account import twilio_account
 from integrations.twilio.sandbox import SandboxServer
 from tests.conftest import sandbox_account
 from tests.factories import IntegrationFactory, OrganizationFactory, UserFactory
@@ -43,8 +44,8 @@ def test_create_normalises_numbers_and_encrypts(admin_client_: Client) -> None:
     response = admin_client_.post(reverse("admin:integrations_integration_add"), _form(org))
     assert response.status_code == 302
     integration = Integration.objects.get()
-    assert integration.sending_numbers == ["+14155550123", "+15005550006"]
-    assert integration.auth_token == "tok-secret-123"
+    assert integration.senders == ["+14155550123", "+15005550006"]
+    assert twilio_account(integration).auth_token == "tok-secret-123"
 
 
 def test_token_is_never_rendered_back(admin_client_: Client) -> None:
@@ -64,7 +65,10 @@ def test_blank_token_keeps_the_stored_one(admin_client_: Client) -> None:
     )
     assert response.status_code == 302
     integration.refresh_from_db()
-    assert (integration.name, integration.auth_token) == ("Renamed", "tok-secret-123")
+    assert (integration.name, twilio_account(integration).auth_token) == (
+        "Renamed",
+        "tok-secret-123",
+    )
 
 
 def test_new_token_replaces_the_stored_one(admin_client_: Client) -> None:
@@ -74,7 +78,7 @@ def test_new_token_replaces_the_stored_one(admin_client_: Client) -> None:
         _form(integration.organization, auth_token="new-token"),
     )
     integration.refresh_from_db()
-    assert integration.auth_token == "new-token"
+    assert twilio_account(integration).auth_token == "new-token"
 
 
 @pytest.mark.parametrize(
@@ -120,4 +124,4 @@ def test_check_credentials_action_reports_each_outcome(
     text = response.content.decode()
     assert "credentials accepted" in text
     assert "Twilio error 20003" in text and "check the Account SID and Auth Token" in text
-    assert str(bad.auth_token) not in text
+    assert str(twilio_account(bad).auth_token) not in text

@@ -79,7 +79,14 @@ class IntegrationAdmin(OrganizationScopedAdmin):
         if obj is not None and not self.has_change_permission(request, obj):
             # A view-only page shows every field's value as text: the provider's settings
             # are shown by the form's own reading of them, which leaves secrets out.
-            return ["organization", "name", "adapter", "provider_settings", "enabled"]
+            return [
+                "organization",
+                "name",
+                "adapter",
+                "provider_settings",
+                "enabled",
+                "inbound_webhook_url",
+            ]
         provider = [
             name for name in form.declared_fields if name not in IntegrationForm.base_fields
         ]

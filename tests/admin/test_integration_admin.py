@@ -168,6 +168,7 @@ def test_a_read_only_page_shows_the_settings_but_not_the_token() -> None:
     ).content.decode()
     assert twilio_account(integration).account_sid in page
     assert "tok-secret-123" not in page and 'name="auth_token"' not in page
+    assert f"/webhooks/twilio/{integration.uuid}/inbound/" in page
 
 
 def test_checking_an_integration_of_no_known_provider_says_so(admin_client_: Client) -> None:

@@ -140,7 +140,7 @@ class IntegrationAdmin(OrganizationScopedAdmin):
         path = form.inbound_webhook_path(obj) if form else ""
         return settings.CAREFLOW_PUBLIC_URL.rstrip("/") + path if path else "none"
 
-    @admin.display(description="Segments/s")
+    @admin.display(description="Rate/s")
     def rate(self, obj: Integration) -> str:
         form = _form_of(obj)
         return form.rates_display(obj) if form else ""
@@ -173,12 +173,12 @@ class IntegrationAdmin(OrganizationScopedAdmin):
                 )
         return format_html_join(", ", "{}", ((p,) for p in parts)) if parts else "none"
 
-    @admin.display(description="Account SID")
+    @admin.display(description="Account")
     def masked_sid(self, obj: Integration) -> str:
         form = _form_of(obj)
         return form.account_display(obj) if form else ""
 
-    @admin.display(description="Sending numbers")
+    @admin.display(description="Senders")
     def numbers(self, obj: Integration) -> str:
         return ", ".join(obj.senders)
 

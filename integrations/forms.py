@@ -88,12 +88,15 @@ class IntegrationForm(forms.ModelForm):
             for name in self.secret_fields
             if cleaned.get(name) or stored.get(name)
         }
-        if self.errors:
-            return cleaned
-        try:
+        try:  # even when a field failed already: every problem is said at once
             settings, secrets, senders = self.provider_values(cleaned, secrets)
         except ValidationError as exc:  # keyed by the provider's form fields
-            self.add_error(None, exc)
+            problems = exc.error_dict if hasattr(exc, "error_dict") else {"": exc.error_list}
+            for name, errors in problems.items():
+                if name not in self.errors:  # a field's own error said it already
+                    self.add_error(name if name in self.fields else None, errors)
+            return cleaned
+        if self.errors:
             return cleaned
         self.instance.adapter = self.adapter_name
         self.instance.settings = settings

@@ -119,3 +119,17 @@ def test_list_summaries() -> None:
         "MG" + "0" * 32,
     ]
     assert str(integration.uuid) in TwilioIntegrationForm.inbound_webhook_path(integration)
+
+
+def test_every_problem_is_said_at_once() -> None:
+    form = TwilioIntegrationForm(
+        data=_data(account_sid="AC123", sending_numbers="call me maybe", sender_type="nope")
+    )
+    assert not form.is_valid()
+    assert {"account_sid", "sending_numbers", "sender_type"} <= set(form.errors)
+
+
+def test_a_field_that_failed_is_not_blamed_twice() -> None:
+    form = TwilioIntegrationForm(data=_data(account_sid="AC" + "0" * 40))
+    assert not form.is_valid()
+    assert len(form.errors["account_sid"]) == 1

@@ -148,7 +148,7 @@ class IntegrationAdmin(OrganizationScopedAdmin):
     @admin.display(description="Queued sending")
     def backlog(self, obj: Integration) -> str:
         """How far ahead each sender's throughput is booked; the provider would refuse
-        beyond its queue limit (Twilio: about 10 hours, 21611), so that is flagged."""
+        beyond its queue limit (the form's `queue_limit_seconds`), so that is flagged."""
         form = _form_of(obj)
         if form is None:
             return "none"

@@ -29,7 +29,7 @@ class Integration(TimeStamped):
 
     Provider-neutral: what a provider needs beyond its senders lives in `settings` (shown
     to support staff) and `secrets` (encrypted, write-only), read and validated only in
-    the provider's folder (e.g. `integrations.twilio.account.twilio_account`)."""
+    the provider's folder (`integrations/<provider>/account.py`)."""
 
     organization = models.ForeignKey(
         Organization, on_delete=models.PROTECT, related_name="integrations"

@@ -5,7 +5,7 @@
     .venv/bin/python bench/burst.py --quick         # 500 events
 
 careflow: the clinic's Integration gets the per-integration rate (looked up at run time:
-`segments_per_second` or a similarly named field). If no such field exists the script says so
+`settings.segments_per_second`). If no such field exists the script says so
 and measures the unshaped rate instead. Baseline: the same task with Celery's own
 `rate_limit="50/s"` (a per-worker-node token bucket; one node here).
 Measured at the sandbox: achieved rate (messages/s, every body is 1 segment) over all messages

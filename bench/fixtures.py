@@ -25,16 +25,9 @@ def phone(i: int) -> str:
     return f"+1415{2000000 + i:07d}"
 
 
-def rate_field() -> str | None:
-    """The per-integration sending-rate field, if the throttle has landed (looked up at run
-    time: the send path is being changed concurrently)."""
-    from integrations.models import Integration
-
-    names = {f.name for f in Integration._meta.get_fields()}
-    for name in ("segments_per_second", "send_rate_per_second", "rate_per_second"):
-        if name in names:
-            return name
-    return None
+def rate_field() -> str:
+    """Where the per-sender rate is set, for the reports."""
+    return "settings.segments_per_second"
 
 
 def careflow_clinic(
@@ -43,6 +36,7 @@ def careflow_clinic(
     """A clinic with open-all-day quiet hours and no caps, the sandbox account as its Twilio
     integration, and one enabled order.shipped workflow with one Twilio sendSMS step."""
     from integrations.models import Integration, MessagingPolicy
+    from integrations.twilio.account import ADAPTER, twilio_settings
     from patients.models import Organization
     from workflows.models import Step, Workflow
 
@@ -58,16 +52,12 @@ def careflow_clinic(
             "marketing_per_week": None,
         },
     )
-    extra = {}
-    field = rate_field()
-    if sender_rate is not None and field:
-        extra[field] = sender_rate
     Integration.objects.create(
         organization=org,
-        account_sid=SANDBOX_ACCOUNT[0],
-        auth_token=SANDBOX_ACCOUNT[1],
-        sending_numbers=[SANDBOX_FROM],
-        **extra,
+        adapter=ADAPTER,
+        settings=twilio_settings(account_sid=SANDBOX_ACCOUNT[0], segments_per_second=sender_rate),
+        secrets={"auth_token": SANDBOX_ACCOUNT[1]},
+        senders=[SANDBOX_FROM],
     )
     if with_sms_workflow:
         workflow = Workflow.objects.create(

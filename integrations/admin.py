@@ -3,23 +3,19 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
-from django.views.decorators.debug import sensitive_post_parameters
-from twilio.base.exceptions import TwilioRestException
 
+from integrations.forms import INTEGRATION_FORMS, IntegrationForm, integration_form_get
 from integrations.home import MESSAGE_OUTCOMES
 from integrations.models import InboundMessage, Integration, MessagingPolicy, OutboundMessage
-from integrations.throttle import throttle_backlog, throttle_key
-from integrations.twilio.client import twilio_client
+from integrations.throttle import throttle_backlog
 from integrations.twilio.errors import error_explanation
 from patients.clinic_view import (
     ClinicDaysFilter,
@@ -28,77 +24,19 @@ from patients.clinic_view import (
     clinic_datetime,
     request_is_clinic_role,
 )
-from patients.phones import phone_to_e164
 from patients.tenancy import OrganizationScopedAdmin, ReadOnlyAdminMixin
 
-TWILIO_QUEUE_SECONDS = 10 * 3600
 
-
-class IntegrationForm(forms.ModelForm):
-    # Write-only: the stored token is never rendered back into the page.
-    auth_token = forms.CharField(
-        label="Auth Token",
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Write-only. Leave blank to keep the current token.",
-    )
-    sending_numbers = forms.CharField(
-        label="Approved sending numbers",
-        widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="One per line, e.g. +14155550123. Must be approved (10DLC / toll-free) at Twilio.",
-    )
-
-    class Meta:
-        model = Integration
-        fields = [
-            "organization",
-            "name",
-            "adapter",
-            "account_sid",
-            "auth_token",
-            "sending_numbers",
-            "messaging_service_sid",
-            "sender_type",
-            "segments_per_second",
-            "enabled",
-        ]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.initial["auth_token"] = ""
-        self.initial["sending_numbers"] = "\n".join(self.instance.sending_numbers or [])
-        if self.instance.pk is None:
-            self.fields["auth_token"].required = True
-            self.fields["auth_token"].help_text = "From the Twilio Console. Stored encrypted."
-
-    def clean_account_sid(self) -> str:
-        return self.cleaned_data["account_sid"].strip()
-
-    def clean_auth_token(self) -> str:
-        token: str = self.cleaned_data.get("auth_token", "")
-        if not token and self.instance.pk:
-            return Integration.objects.get(pk=self.instance.pk).auth_token
-        return token
-
-    def clean_sending_numbers(self) -> list[str]:
-        numbers, errors = [], []
-        for line in self.cleaned_data["sending_numbers"].splitlines():
-            if not line.strip():
-                continue
-            try:
-                numbers.append(phone_to_e164(line))
-            except ValidationError as exc:
-                errors.extend(exc.messages)
-        if errors:
-            raise ValidationError(errors)
-        if not numbers:
-            raise ValidationError("Enter at least one approved sending number.")
-        return list(dict.fromkeys(numbers))
+def _form_of(obj: Integration) -> type[IntegrationForm] | None:
+    return integration_form_get(obj.adapter)
 
 
 @admin.register(Integration)
 class IntegrationAdmin(OrganizationScopedAdmin):
+    """Integrations of every provider; the form's provider fields come from the provider's
+    folder, picked by the integration's adapter (on the add page: `?adapter=…`, asked for
+    when more than one provider is registered)."""
+
     form = IntegrationForm
     list_display = [
         "name",
@@ -114,91 +52,147 @@ class IntegrationAdmin(OrganizationScopedAdmin):
     list_select_related = ["organization"]
     actions = ["check_credentials"]
 
-    readonly_fields = ["inbound_webhook_url"]
+    readonly_fields = ["adapter", "provider_settings", "inbound_webhook_url"]
 
-    # The form posts the new token: an error page or error e-mail shows the request's POST
-    # data, less the parameters named here.
-    @method_decorator(sensitive_post_parameters("auth_token"))
-    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        return super().changeform_view(request, *args, **kwargs)
+    def _adapter(self, request: HttpRequest, obj: Integration | None) -> str:
+        if obj is not None:
+            return obj.adapter
+        chosen = request.GET.get("adapter") or request.POST.get("adapter") or ""
+        if not chosen and len(INTEGRATION_FORMS) == 1:
+            chosen = next(iter(INTEGRATION_FORMS))
+        return chosen
+
+    def get_form(
+        self,
+        request: HttpRequest,
+        obj: Integration | None = None,
+        change: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        provider = integration_form_get(self._adapter(request, obj))
+        if provider is not None:
+            kwargs["form"] = provider
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj: Integration | None = None) -> Any:
-        fields = super().get_fields(request, obj)
+        form = integration_form_get(self._adapter(request, obj)) or IntegrationForm
         if obj is not None and not self.has_change_permission(request, obj):
-            # A view-only page shows every field's value as text, which would be the
-            # decrypted token: only a form's write-only input may stand for it.
-            return [field for field in fields if field != "auth_token"]
-        return fields
+            # A view-only page shows every field's value as text: the provider's settings
+            # are shown by the form's own reading of them, which leaves secrets out.
+            return [
+                "organization",
+                "name",
+                "adapter",
+                "provider_settings",
+                "enabled",
+                "inbound_webhook_url",
+            ]
+        provider = [
+            name for name in form.declared_fields if name not in IntegrationForm.base_fields
+        ]
+        return ["organization", "name", "adapter", *provider, "enabled", "inbound_webhook_url"]
 
-    @admin.display(description="Inbound SMS webhook (set it on each number in Twilio)")
+    @admin.display(description="Settings")
+    def provider_settings(self, obj: Integration) -> str:
+        form = _form_of(obj)
+        if form is None:
+            return ""
+        shown = form(instance=obj)
+        rows = [
+            (field.label, shown.initial.get(name) or "")
+            for name, field in shown.fields.items()
+            if name not in form.secret_fields and name not in IntegrationForm.base_fields
+        ]
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}: {}</li>", rows))
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
+        if integration_form_get(self._adapter(request, None)) is None:
+            return TemplateResponse(
+                request,
+                "admin/integrations/integration/choose_adapter.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "opts": self.opts,
+                    "title": "Add integration: which provider?",
+                    "providers": sorted(
+                        (form.adapter_label, form.adapter_name)
+                        for form in INTEGRATION_FORMS.values()
+                    ),
+                    "chosen": request.GET.get("adapter", ""),
+                },
+            )
+        return super().add_view(request, form_url, extra_context)
+
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        # The form posts secrets: an error page or error e-mail shows the request's POST
+        # data, less these parameters (what @sensitive_post_parameters sets, for every
+        # provider's secret fields).
+        request.sensitive_post_parameters = sorted(  # type: ignore[attr-defined]
+            {name for form in INTEGRATION_FORMS.values() for name in form.secret_fields}
+        )
+        return super().changeform_view(request, *args, **kwargs)
+
+    @admin.display(description="Inbound webhook (set it on each sender at the provider)")
     def inbound_webhook_url(self, obj: Integration) -> str:
         if obj.pk is None:
             return "shown once saved"
-        path = reverse("twilio-inbound-sms", kwargs={"integration_uuid": obj.uuid})
-        return settings.CAREFLOW_PUBLIC_URL.rstrip("/") + path
+        form = _form_of(obj)
+        path = form.inbound_webhook_path(obj) if form else ""
+        return settings.CAREFLOW_PUBLIC_URL.rstrip("/") + path if path else "none"
 
-    @admin.display(description="Segments/s")
+    @admin.display(description="Rate/s")
     def rate(self, obj: Integration) -> str:
-        return ", ".join(f"{obj.send_rate(n):g}" for n in obj.sending_numbers)
+        form = _form_of(obj)
+        return form.rates_display(obj) if form else ""
 
     @admin.display(description="Queued sending")
     def backlog(self, obj: Integration) -> str:
-        """How far ahead each sender's throughput is booked; Twilio would refuse (21611)
-        beyond about 10 hours, so that is flagged for support staff."""
+        """How far ahead each sender's throughput is booked; the provider would refuse
+        beyond its queue limit (the form's `queue_limit_seconds`), so that is flagged."""
+        form = _form_of(obj)
+        if form is None:
+            return "none"
         parts = []
-        for sender in [*obj.sending_numbers, obj.messaging_service_sid]:
-            if not sender:
-                continue
+        for sender, key in form.backlog_keys(obj):
             try:
-                seconds = throttle_backlog(key=throttle_key(scope=obj.account_sid, sender=sender))
+                seconds = throttle_backlog(key=key)
             except redis.RedisError:
                 return "unknown (throttle unreachable)"
+            limit = form.queue_limit_seconds
             if seconds >= 1:
+                over = limit is not None and seconds > limit
                 parts.append(
                     format_html(
                         "{}: {}{}",
                         sender,
                         timedelta(seconds=round(seconds)),
-                        " ⚠ over Twilio's 10-hour queue" if seconds > TWILIO_QUEUE_SECONDS else "",
+                        f" ⚠ over {form.adapter_label}'s {(limit or 0) / 3600:g}-hour queue"
+                        if over
+                        else "",
                     )
                 )
         return format_html_join(", ", "{}", ((p,) for p in parts)) if parts else "none"
 
-    @admin.display(description="Account SID")
+    @admin.display(description="Account")
     def masked_sid(self, obj: Integration) -> str:
-        return obj.masked_account_sid()
+        form = _form_of(obj)
+        return form.account_display(obj) if form else ""
 
-    @admin.display(description="Sending numbers")
+    @admin.display(description="Senders")
     def numbers(self, obj: Integration) -> str:
-        return ", ".join(obj.sending_numbers)
+        return ", ".join(obj.senders)
 
-    @admin.action(description="Check credentials with Twilio", permissions=["change"])
+    @admin.action(description="Check credentials with the provider", permissions=["change"])
     def check_credentials(self, request: HttpRequest, queryset: QuerySet[Integration]) -> None:
         for integration in queryset:
-            client = twilio_client(
-                account_sid=integration.account_sid, auth_token=integration.auth_token
-            )
-            try:
-                account = client.api.v2010.accounts(integration.account_sid).fetch()
-            except TwilioRestException as exc:
-                explanation = error_explanation(str(exc.code)) or exc.msg
-                self.message_user(
-                    request,
-                    f"{integration}: Twilio error {exc.code}: {explanation}",
-                    messages.ERROR,
-                )
-            except Exception as exc:  # noqa: BLE001 — report any transport failure to the user
-                self.message_user(
-                    request,
-                    f"{integration}: could not reach Twilio ({type(exc).__name__}).",
-                    messages.ERROR,
-                )
+            form = _form_of(integration)
+            if form is None:
+                accepted, said = False, f"no provider named “{integration.adapter}”."
             else:
-                self.message_user(
-                    request,
-                    f"{integration}: credentials accepted (account status: {account.status}).",
-                    messages.SUCCESS,
-                )
+                accepted, said = form.credentials_check(integration)
+            self.message_user(
+                request, f"{integration}: {said}", messages.SUCCESS if accepted else messages.ERROR
+            )
 
 
 class MessageCreatedFilter(ClinicDaysFilter):

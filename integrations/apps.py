@@ -31,7 +31,8 @@ class IntegrationsConfig(AppConfig):
         patient_panel_register(PANEL)
         # The engine hands a message its run waits on to the send queue through this.
         message_send_task_register(send_message)
-        # The engine's adapters and the messaging core's transports: one line per provider.
+        # The engine's adapters, the messaging core's transports and the integration admin's
+        # forms: one line per provider.
         providers_register()
         # The run page's messages per step: the engine cannot import the messaging models.
         step_messages_register(run_step_messages)

@@ -1,9 +1,14 @@
-"""Deploy checks: refuse the development secrets in production (`manage.py check --deploy`)."""
+"""Deploy checks: refuse the development secrets in production (`manage.py check --deploy`);
+and, on every check, that each provider's integration form keeps its secrets write-only."""
 
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.core.checks import Error, Tags, register
+
+from integrations.forms import INTEGRATION_FORMS
+from workflows.adapters import REGISTRY
 
 
 @register(Tags.security, deploy=True)
@@ -21,4 +26,31 @@ def development_secrets_check(**kwargs: Any) -> list[Error]:
         errors.append(
             Error("SECRET_KEY is the development key.", hint="Set SECRET_KEY.", id="careflow.E002")
         )
+    return errors
+
+
+@register(Tags.security)
+def integration_forms_check(**kwargs: Any) -> list[Error]:
+    """A provider's form must belong to a registered adapter, and render each of its secret
+    fields as a password input that is never filled in (the stored secret stays unseen)."""
+    errors = []
+    for adapter, form in INTEGRATION_FORMS.items():
+        if adapter not in REGISTRY:
+            errors.append(
+                Error(
+                    f"{form.__name__} is registered for {adapter!r}, which is no adapter.",
+                    id="careflow.E003",
+                )
+            )
+        for name in form.secret_fields:
+            field = form.base_fields.get(name)
+            widget = getattr(field, "widget", None)
+            if not isinstance(widget, forms.PasswordInput) or widget.render_value:
+                errors.append(
+                    Error(
+                        f"{form.__name__}.{name} is a secret: it must be a form field with a "
+                        "PasswordInput(render_value=False) widget.",
+                        id="careflow.E004",
+                    )
+                )
     return errors

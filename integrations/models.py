@@ -1,106 +1,56 @@
 """Adapter integrations (per clinic, secrets encrypted), messaging policies and the message log."""
 
-import re
 import uuid
 from datetime import time
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
-from integrations.encryption import EncryptedTextField
+from integrations.encryption import EncryptedJSONField
 from patients.models import ConsentRecord, Organization, Patient, TimeStamped
-from patients.phones import phone_to_e164
-
-validate_account_sid = RegexValidator(
-    r"^AC[0-9a-f]{32}\Z",
-    "An Account SID is “AC” followed by 32 hexadecimal characters (0-9, a-f), "
-    "as shown on the Twilio Console dashboard.",
-    code="invalid_account_sid",
-)
-validate_messaging_service_sid = RegexValidator(
-    r"^MG[0-9a-f]{32}\Z",
-    "A Messaging Service SID is “MG” followed by 32 hexadecimal characters.",
-    code="invalid_messaging_service_sid",
-)
 
 
-def twilio_sid_normal(value: str) -> str:
-    """A Twilio SID (upper-case prefix + 32 hex digits) as careflow stores it: Twilio's own
-    pattern allows hex of either case (`^AC[0-9a-fA-F]{32}$`), its API and Console write it
-    in lower case, and SIDs are compared as text, so the hex is lowered. Anything else is
-    returned stripped, for the validators to explain."""
-    text = (value or "").strip()
-    if re.fullmatch(r"[A-Z]{2}[0-9a-fA-F]{32}", text):
-        return text[:2] + text[2:].lower()
-    return text
-
-
-def validate_sending_numbers(value: object) -> None:
+def validate_senders(value: object) -> None:
+    """The shape every provider shares; what a valid sender is (an E.164 number, an email
+    address) is the provider's form's to check."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValidationError("Sending numbers must be a list of phone numbers.")
-    for number in value:
-        if phone_to_e164(number) != number:
-            raise ValidationError(
-                "“%(number)s” must be written in E.164 form (%(e164)s).",
-                params={"number": number, "e164": phone_to_e164(number)},
-            )
+        raise ValidationError("Senders must be a list of texts.")
 
 
-TOLL_FREE_PREFIXES = ("+1800", "+1833", "+1844", "+1855", "+1866", "+1877", "+1888")
-DEFAULT_RATES = {"long_code": 1.0, "toll_free": 3.0, "short_code": 100.0, "ten_dlc": 12.0}
+def validate_settings(value: object) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError("Settings must be a JSON object.")
 
 
 class Integration(TimeStamped):
-    """A clinic's connection to an adapter's provider; entered by support staff."""
+    """A clinic's connection to an adapter's provider; entered by support staff.
 
-    class Adapter(models.TextChoices):
-        TWILIO = "twilio", "Twilio"
-
-    class SenderType(models.TextChoices):
-        AUTO = "auto", "Detect from the number (long code or toll-free)"
-        LONG_CODE = "long_code", "Long code (1 segment/s)"
-        TOLL_FREE = "toll_free", "Toll-free (3 segments/s)"
-        TEN_DLC = "ten_dlc", "10DLC (rate by trust tier)"
-        SHORT_CODE = "short_code", "Short code (100 segments/s)"
+    Provider-neutral: what a provider needs beyond its senders lives in `settings` (shown
+    to support staff) and `secrets` (encrypted, write-only), read and validated only in
+    the provider's folder (`integrations/<provider>/account.py`)."""
 
     organization = models.ForeignKey(
         Organization, on_delete=models.PROTECT, related_name="integrations"
     )
     # Part of the webhook URLs: unguessable, and never the database id.
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    name = models.CharField(max_length=100, default="Twilio")
-    adapter = models.CharField(max_length=32, choices=Adapter.choices, default=Adapter.TWILIO)
-    account_sid = models.CharField("Account SID", max_length=34, validators=[validate_account_sid])
-    auth_token = EncryptedTextField("Auth Token")
-    sending_numbers = models.JSONField(
-        "approved sending numbers",
+    name = models.CharField(max_length=100, blank=True, default="")
+    # An adapter's name in the registry; no database choices, so that a provider is added
+    # without a migration (the admin offers only the registered ones).
+    adapter = models.CharField(max_length=32)
+    senders = models.JSONField(
+        "approved senders",
         default=list,
-        validators=[validate_sending_numbers],
-        help_text="E.164 numbers approved for this clinic (10DLC/toll-free registration done).",
-    )
-    messaging_service_sid = models.CharField(
-        "Messaging Service SID",
-        max_length=34,
         blank=True,
-        validators=[validate_messaging_service_sid],
+        validators=[validate_senders],
+        help_text="The clinic's own senders approved at the provider (numbers, addresses).",
     )
-    sender_type = models.CharField(
-        max_length=16,
-        choices=SenderType.choices,
-        default=SenderType.AUTO,
-        help_text="Sets the default sending rate Twilio allows.",
+    settings = models.JSONField(
+        default=dict, blank=True, validators=[validate_settings], help_text="Non-secret."
     )
-    segments_per_second = models.FloatField(
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(0.01), MaxValueValidator(1000)],
-        help_text="Override, e.g. your 10DLC tier's rate. Blank: long code 1/s, toll-free 3/s, "
-        "short code 100/s, 10DLC 12/s.",
-    )
+    secrets = EncryptedJSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=True)
 
     class Meta:
@@ -115,28 +65,7 @@ class Integration(TimeStamped):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.organization})"
-
-    def send_rate(self, sender: str) -> float:
-        """Segments per second Twilio lets this sender (a number or the Messaging Service)
-        send; what the throttle shapes to."""
-        if self.segments_per_second:
-            return float(self.segments_per_second)
-        kind = self.sender_type
-        if kind == self.SenderType.AUTO:
-            kind = "toll_free" if sender.startswith(TOLL_FREE_PREFIXES) else "long_code"
-        return DEFAULT_RATES[kind]
-
-    def clean_fields(self, exclude: Any = None) -> None:
-        # Before the validators, which hold the stored (normal) form.
-        self.account_sid = twilio_sid_normal(self.account_sid)
-        self.messaging_service_sid = twilio_sid_normal(self.messaging_service_sid)
-        super().clean_fields(exclude)
-
-    def masked_account_sid(self) -> str:
-        """Enough to recognise the account, not enough to use it."""
-        sid = self.account_sid
-        return f"{sid[:6]}…{sid[-4:]}" if len(sid) > 10 else "…"
+        return f"{self.name or self.adapter} ({self.organization})"
 
 
 class OutboundMessage(TimeStamped):

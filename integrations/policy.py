@@ -31,6 +31,7 @@ from patients.consent import (  # noqa: F401 — the sources are re-exported for
     consent_verdict,
 )
 from patients.models import ConsentRecord
+from workflows.adapters import adapter_get
 
 Status = OutboundMessage.Status
 # The checks by name, in the order send_decide makes them (a dry run lists those after the
@@ -185,7 +186,10 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
 
     integration = message.integration
     if not integration.enabled:
-        return decision.failed("sender", f"the clinic's {integration.name} integration is disabled")
+        return decision.failed(
+            "sender",
+            f"the clinic's {adapter_get(integration.adapter).label} integration is disabled",
+        )
     transport = transport_get(integration.adapter)
     ok, detail = transport.sender_check(message)
     if not ok:

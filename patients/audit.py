@@ -23,7 +23,7 @@ AUDITED = (
     "integrations.MessagingPolicy",
     "patients.ConsentRecord",
 )
-SECRET_FIELDS = {"integrations.Integration": {"auth_token"}}
+SECRET_FIELDS = {"integrations.Integration": {"secrets"}}
 IGNORED_FIELDS = {"updated_at", "created_at"}
 
 _actor: contextvars.ContextVar[Any] = contextvars.ContextVar("careflow_audit_actor", default=None)
@@ -63,6 +63,14 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
+def _secret_parts(name: str, value: Any) -> dict[str, Any]:
+    """A secret field's parts: each secret of a JSON object of secrets (so the trail says
+    that the Auth Token changed, not just "secrets"), or the field itself."""
+    if isinstance(value, dict):
+        return dict(value)
+    return {name: value}
+
+
 def _values(instance: models.Model) -> dict[str, Any]:
     secret = SECRET_FIELDS.get(_label(instance), set())
     values = {}
@@ -70,7 +78,11 @@ def _values(instance: models.Model) -> dict[str, Any]:
         if field.name in IGNORED_FIELDS:
             continue
         value = getattr(instance, field.attname)
-        values[field.name] = (MASK if value else "") if field.name in secret else _jsonable(value)
+        if field.name in secret:
+            for name, part in _secret_parts(field.name, value).items():
+                values[name] = MASK if part else ""
+        else:
+            values[field.name] = _jsonable(value)
     return values
 
 
@@ -124,8 +136,10 @@ def _after(
     before = state["values"]
     changes = {k: [before.get(k), v] for k, v in after.items() if before.get(k) != v}
     for name, old_secret in state["secrets"].items():
-        if getattr(instance, name) != old_secret:  # say that it changed, never what to
-            changes[name] = [MASK, f"{MASK} (changed)"]
+        old_parts = _secret_parts(name, old_secret)
+        for part, value in _secret_parts(name, getattr(instance, name)).items():
+            if value and old_parts.get(part) and value != old_parts[part]:
+                changes[part] = [MASK, f"{MASK} (changed)"]  # that it changed, never what to
     if changes:
         _record(instance, AuditEntry.Action.UPDATED, changes)
 

@@ -25,6 +25,7 @@ from django.db import connection
 
 from integrations.models import Integration
 from integrations.policy import messaging_policy_forget
+from integrations.twilio.account import twilio_account
 from integrations.twilio.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,12 +83,13 @@ def sandbox(sandbox_server: SandboxServer, settings: Any) -> SandboxServer:
 
 def sandbox_account(sandbox: SandboxServer, integration: Integration) -> Integration:
     """Register the integration's credentials and numbers as an account at the sandbox."""
+    account = twilio_account(integration)
     sandbox.add_account(
-        integration.account_sid,
-        integration.auth_token,
-        numbers=integration.sending_numbers,
-        messaging_service_sids=[integration.messaging_service_sid]
-        if integration.messaging_service_sid
+        account.account_sid,
+        account.auth_token,
+        numbers=integration.senders,
+        messaging_service_sids=[account.messaging_service_sid]
+        if account.messaging_service_sid
         else [],
     )
     return integration

@@ -8,6 +8,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from integrations.models import Integration, MessagingPolicy
+from integrations.twilio.account import ADAPTER, twilio_settings
 from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
 from workflows.models import Step, Workflow
 
@@ -119,12 +120,28 @@ class IntegrationFactory(factory.django.DjangoModelFactory[Integration]):
     class Meta:
         model = Integration
 
+    class Params:
+        # A Twilio integration's values, as support staff enter them.
+        account_sid = factory.LazyFunction(lambda: "AC" + secrets.token_hex(16))
+        auth_token = factory.LazyFunction(lambda: secrets.token_hex(16))
+        messaging_service_sid = ""
+        sender_type = "auto"
+        # Fast enough that the throttle never delays a test; throttle tests set their own rate.
+        segments_per_second = 1000.0
+
     organization = factory.SubFactory(OrganizationFactory)
-    account_sid = factory.LazyFunction(lambda: "AC" + secrets.token_hex(16))
-    auth_token = factory.LazyFunction(lambda: secrets.token_hex(16))
-    sending_numbers = factory.LazyFunction(lambda: [SANDBOX_FROM])
-    # Fast enough that the throttle never delays a test; throttle tests set their own rate.
-    segments_per_second = 1000.0
+    name = "Twilio"
+    adapter = ADAPTER
+    senders = factory.LazyFunction(lambda: [SANDBOX_FROM])
+    settings = factory.LazyAttribute(
+        lambda o: twilio_settings(
+            account_sid=o.account_sid,
+            messaging_service_sid=o.messaging_service_sid,
+            sender_type=o.sender_type,
+            segments_per_second=o.segments_per_second,
+        )
+    )
+    secrets = factory.LazyAttribute(lambda o: {"auth_token": o.auth_token})
 
 
 def clinic_integration(organization: Organization) -> Integration:

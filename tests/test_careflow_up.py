@@ -66,7 +66,9 @@ def test_beat_and_worker_are_restarted_and_events_still_go_out(tmp_path: Path) -
             "shell",
             "--verbosity=0",
             "-c",
-            "from integrations.models import Integration as I; print(I.objects.get().auth_token)",
+            "from integrations.models import Integration as I; "
+            "from integrations.twilio.account import twilio_account as t; "
+            "print(t(I.objects.get()).auth_token)",
         ).stdout.strip()
         assert len(token) == 32
         for argv in child_processes(stack.process.pid).values():

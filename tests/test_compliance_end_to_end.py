@@ -9,6 +9,7 @@ import time_machine
 
 from integrations.models import Integration, MessagingPolicy, OutboundMessage
 from integrations.sending import message_prepare, message_send
+from integrations.twilio.account import twilio_account
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import Order
 from tests.conftest import WorkerProcess, sandbox_account, wait_for
@@ -48,7 +49,7 @@ def test_stop_texted_while_a_delayed_workflow_waits_means_nothing_is_sent(
     wait_for(lambda: Run.objects.filter(status=Run.Status.WAITING).exists(), what="the wait")
     # the patient texts STOP: the sandbox posts a signed inbound webhook to our server
     answer = sandbox.send_inbound(
-        account_sid=integration.account_sid,
+        account_sid=twilio_account(integration).account_sid,
         from_=patient.phone,
         to="+15005550006",
         body="STOP",

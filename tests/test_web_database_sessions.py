@@ -18,6 +18,7 @@ from django.conf import settings
 from twilio.request_validator import RequestValidator
 
 from integrations.models import OutboundMessage
+from integrations.twilio.account import twilio_account
 from tests.deployments import ROOT, free_port, wait_until_serving
 from tests.factories import IntegrationFactory
 
@@ -87,9 +88,11 @@ def test_a_burst_of_status_callbacks_holds_a_bounded_number_of_sessions(web: str
     params = {
         "MessageSid": message.provider_sid or "",
         "MessageStatus": "sent",
-        "AccountSid": integration.account_sid,
+        "AccountSid": twilio_account(integration).account_sid,
     }
-    signature = RequestValidator(integration.auth_token).compute_signature(url, params)
+    signature = RequestValidator(twilio_account(integration).auth_token).compute_signature(
+        url, params
+    )
     answers: Counter[int] = Counter()
     peak = 0
     done = threading.Event()

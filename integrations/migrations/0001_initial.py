@@ -4,7 +4,7 @@ import django.core.validators
 import django.db.models.deletion
 import django.utils.timezone
 import integrations.encryption
-import integrations.models
+import integrations.twilio.account
 import uuid
 from django.db import migrations, models
 
@@ -30,7 +30,7 @@ class Migration(migrations.Migration):
                 ('adapter', models.CharField(choices=[('twilio', 'Twilio')], default='twilio', max_length=32)),
                 ('account_sid', models.CharField(max_length=34, validators=[django.core.validators.RegexValidator('^AC[0-9a-f]{32}\\Z', 'An Account SID is “AC” followed by 32 hexadecimal characters (0-9, a-f), as shown on the Twilio Console dashboard.', code='invalid_account_sid')], verbose_name='Account SID')),
                 ('auth_token', integrations.encryption.EncryptedTextField(verbose_name='Auth Token')),
-                ('sending_numbers', models.JSONField(default=list, help_text='E.164 numbers approved for this clinic (10DLC/toll-free registration done).', validators=[integrations.models.validate_sending_numbers], verbose_name='approved sending numbers')),
+                ('sending_numbers', models.JSONField(default=list, help_text='E.164 numbers approved for this clinic (10DLC/toll-free registration done).', validators=[integrations.twilio.account.validate_sending_numbers], verbose_name='approved sending numbers')),
                 ('messaging_service_sid', models.CharField(blank=True, max_length=34, validators=[django.core.validators.RegexValidator('^MG[0-9a-f]{32}\\Z', 'A Messaging Service SID is “MG” followed by 32 hexadecimal characters.', code='invalid_messaging_service_sid')], verbose_name='Messaging Service SID')),
                 ('enabled', models.BooleanField(default=True)),
                 ('organization', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='integrations', to='patients.organization')),

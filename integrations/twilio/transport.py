@@ -215,7 +215,7 @@ class TwilioTransport(Transport):
                 return False, "messaging service is not the clinic's approved one"
         elif not message.from_number:
             return False, "no sender: the message has no From number"
-        elif message.from_number not in integration.sending_numbers:
+        elif message.from_number not in integration.senders:
             return (
                 False,
                 f"sender {message.from_number} is not an approved number for this clinic",

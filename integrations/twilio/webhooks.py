@@ -62,7 +62,7 @@ def _number_mismatch(request: HttpRequest, integration: Integration) -> str | No
         to = phone_to_e164(request.POST.get("To", ""))
     except ValidationError:
         return "To is not one of this integration's numbers"
-    if to not in integration.sending_numbers:
+    if to not in integration.senders:
         return "To is not one of this integration's numbers"
     return None
 

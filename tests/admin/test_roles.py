@@ -337,7 +337,7 @@ def clinic() -> dict[str, Any]:
     integration = IntegrationFactory(organization=sunrise, auth_token=AUTH_TOKEN)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT auth_token FROM integrations_integration WHERE id = %s", [integration.pk]
+            "SELECT secrets FROM integrations_integration WHERE id = %s", [integration.pk]
         )
         ciphertext = cursor.fetchone()[0]
     webhook_token = organization_webhook_token_issue(organization=sunrise)
@@ -405,7 +405,7 @@ def clinic() -> dict[str, Any]:
             integration=integration,
             provider_sid="SM" + "0" * 32,
             from_number=patient.phone,
-            to=integration.sending_numbers[0],
+            to=integration.senders[0],
             body="please stop texting me",
             patient=patient,
             needs_review=True,

@@ -3,6 +3,7 @@ admin's history (LogEntry), the audit trail, error pages or logs, for any user, 
 included; nor the custom-event webhook's bearer token on an error report. (Every admin page
 of every role is walked for both in tests/admin/test_roles.py.)"""
 
+import json
 import logging
 import sys
 from typing import Any
@@ -21,6 +22,7 @@ from django.views.debug import ExceptionReporter
 
 from integrations.admin import IntegrationAdmin
 from integrations.models import Integration
+from integrations.twilio.account import twilio_account
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import AuditEntry
 from patients.roles import SUPPORT_STAFF
@@ -37,7 +39,7 @@ NEW_TOKEN = "new70kennew70kennew70kennew70ken"
 def _column(integration: Integration) -> str:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT auth_token FROM integrations_integration WHERE id = %s", [integration.pk]
+            "SELECT secrets FROM integrations_integration WHERE id = %s", [integration.pk]
         )
         return str(cursor.fetchone()[0])
 
@@ -47,9 +49,9 @@ def _form(integration: Integration, **overrides: str) -> dict[str, Any]:
         "organization": integration.organization_id,
         "name": integration.name,
         "adapter": "twilio",
-        "account_sid": integration.account_sid,
+        "account_sid": twilio_account(integration).account_sid,
         "auth_token": NEW_TOKEN,
-        "sending_numbers": "\n".join(integration.sending_numbers),
+        "sending_numbers": "\n".join(integration.senders),
         "sender_type": "auto",
         "segments_per_second": "",
         "messaging_service_sid": "",
@@ -76,10 +78,10 @@ def test_the_database_column_holds_only_ciphertext_the_keys_decrypt() -> None:
     stored = _column(integration)
     assert OLD_TOKEN not in stored
     keys = MultiFernet([Fernet(key) for key in settings.CAREFLOW_ENCRYPTION_KEYS])
-    assert keys.decrypt(stored.encode()).decode() == OLD_TOKEN
-    Integration.objects.filter(pk=integration.pk).update(auth_token=NEW_TOKEN)  # via the field
+    assert json.loads(keys.decrypt(stored.encode()).decode()) == {"auth_token": OLD_TOKEN}
+    Integration.objects.filter(pk=integration.pk).update(secrets={"auth_token": NEW_TOKEN})
     assert NEW_TOKEN not in _column(integration)
-    assert Integration.objects.get(pk=integration.pk).auth_token == NEW_TOKEN
+    assert twilio_account(Integration.objects.get(pk=integration.pk)).auth_token == NEW_TOKEN
 
 
 def test_str_and_repr_of_an_integration_name_no_token() -> None:
@@ -99,7 +101,7 @@ def test_changing_the_token_leaves_no_plaintext_in_history_audit_trail_or_logs(
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     integration.refresh_from_db()
-    assert integration.auth_token == NEW_TOKEN
+    assert twilio_account(integration).auth_token == NEW_TOKEN
     assert NEW_TOKEN not in _column(integration)
 
     # The admin's history says that the token changed, never what to.

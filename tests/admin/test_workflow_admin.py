@@ -27,7 +27,7 @@ SMS = {"message": "Hi {{customer.firstName}}", "to": "{{customer.phone}}", "from
 
 def _clinic(numbers: tuple[str, ...] = ("+15005550006",)) -> Any:
     """A clinic whose Twilio integration approved `numbers`."""
-    return IntegrationFactory(sending_numbers=list(numbers)).organization
+    return IntegrationFactory(senders=list(numbers)).organization
 
 
 @pytest.fixture

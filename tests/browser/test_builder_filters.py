@@ -21,7 +21,7 @@ NUMBERS = ["+15005550006", "+14155550100"]
 
 @pytest.fixture
 def workflow(transactional_db: Any) -> Workflow:
-    integration = IntegrationFactory(sending_numbers=NUMBERS)
+    integration = IntegrationFactory(senders=NUMBERS)
     workflow = WorkflowFactory(organization=integration.organization, enabled=False)
     SmsStepFactory(workflow=workflow)
     return workflow
@@ -291,7 +291,7 @@ def test_from_phone_is_picked_from_the_clinics_approved_numbers(
 def test_a_number_no_longer_approved_is_shown_and_refused(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
-    workflow.organization.integrations.update(sending_numbers=["+14155550100"])
+    workflow.organization.integrations.update(senders=["+14155550100"])
     page = admin_page(clinic_admin(workflow.organization))
     page.goto(f"/admin/workflows/workflow/{workflow.pk}/change/")
     sender = page.locator("#cf-steps > li").first.get_by_label("From Phone", exact=True)
@@ -309,7 +309,7 @@ def test_a_number_no_longer_approved_is_shown_and_refused(
 def test_a_clinics_only_number_is_preselected(
     admin_page: Callable[[Any], Page], workflow: Workflow
 ) -> None:
-    workflow.organization.integrations.update(sending_numbers=["+15005550006"])
+    workflow.organization.integrations.update(senders=["+15005550006"])
     page = builder_open(admin_page, workflow)
     page.locator("[data-add=adapter]").click()
     step = page.locator("#cf-steps > li").nth(1)
@@ -366,7 +366,7 @@ def test_whoever_sees_every_clinic_gets_the_numbers_of_the_clinic_chosen(
 ) -> None:
     from tests.factories import UserFactory
 
-    other = IntegrationFactory(sending_numbers=["+14155550177"]).organization
+    other = IntegrationFactory(senders=["+14155550177"]).organization
     page = admin_page(UserFactory(is_superuser=True, is_staff=True))
     page.goto("/admin/workflows/workflow/add/")
     page.locator("#id_organization").select_option(str(workflow.organization_id))

@@ -95,7 +95,7 @@ def test_a_worker_running_a_task_when_the_broker_goes_away_lives_on(
                 integration=integration,
                 idempotency_key=f"broker-lost:{index}",
                 to=phone,
-                from_number=integration.sending_numbers[0],
+                from_number=integration.senders[0],
                 body=f"Message {index}",
                 purpose="transactional",
                 patient=patient,

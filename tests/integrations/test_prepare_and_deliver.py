@@ -13,6 +13,7 @@ from integrations.models import MessagingPolicy, OutboundMessage
 from integrations.policy import messaging_policy_forget
 from integrations.sending import message_prepare_and_deliver
 from integrations.throttle import throttle_backlog, throttle_key
+from integrations.twilio.account import twilio_account
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import Patient
 from tests.conftest import sandbox_account
@@ -43,7 +44,7 @@ def send(sandbox: SandboxServer) -> Any:
 
     send.organization = integration.organization  # type: ignore[attr-defined]
     send.throttle_key = throttle_key(  # type: ignore[attr-defined]
-        scope=integration.account_sid, sender="+15005550006"
+        scope=twilio_account(integration).account_sid, sender="+15005550006"
     )
     return send
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from integrations.models import OutboundMessage
 from integrations.sending import message_prepare, message_send, sent_messages_reconcile
 from integrations.tasks import reconcile_sent_messages
+from integrations.twilio.account import twilio_account
 from integrations.twilio.sandbox import SandboxServer
 from tests.conftest import sandbox_account, wait_for
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
@@ -187,9 +188,9 @@ def _sandbox_date_created(sandbox: SandboxServer, message: OutboundMessage) -> d
     """Twilio's own date_created of the message (second precision, as Twilio gives it)."""
     integration = message.integration
     resource = requests.get(
-        f"{sandbox.url}/2010-04-01/Accounts/{integration.account_sid}/Messages/"
+        f"{sandbox.url}/2010-04-01/Accounts/{twilio_account(integration).account_sid}/Messages/"
         f"{message.provider_sid}.json",
-        auth=(integration.account_sid, integration.auth_token),
+        auth=(twilio_account(integration).account_sid, twilio_account(integration).auth_token),
         timeout=5,
     ).json()
     return parsedate_to_datetime(resource["date_created"]).astimezone(UTC)

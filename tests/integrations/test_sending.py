@@ -126,7 +126,7 @@ def test_other_4xx_fail_with_twilios_code_and_message(
 def test_wrong_credentials_fail_with_20003(make_message: Any, sandbox: SandboxServer) -> None:
     message = make_message()
     integration = message.integration
-    integration.auth_token = "0" * 32
+    integration.secrets = {"auth_token": "0" * 32}
     integration.save()
     result = message_send(message_id=message.pk)
     assert (result.status, result.error_code) == (Status.FAILED, "20003")

@@ -39,7 +39,7 @@ def test_secrets_are_masked_but_their_change_is_recorded() -> None:
     integration = IntegrationFactory(auth_token="first-secret")
     created = AuditEntry.objects.get(model="integrations.Integration", action="created")
     assert created.changes["auth_token"] == [None, "••••••"]
-    integration.auth_token = "second-secret"
+    integration.secrets = {"auth_token": "second-secret"}
     integration.save()
     updated = AuditEntry.objects.get(model="integrations.Integration", action="updated")
     assert updated.changes == {"auth_token": ["••••••", "•••••• (changed)"]}

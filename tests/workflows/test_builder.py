@@ -527,7 +527,7 @@ def test_enable_warns_about_the_integration_when_the_sender_is_a_variable() -> N
 def test_enable_and_live_test_are_refused_once_the_number_is_no_longer_approved(
     staff: Client, workflow: Workflow, test_patient: Any
 ) -> None:
-    workflow.organization.integrations.update(sending_numbers=["+14155550100"])
+    workflow.organization.integrations.update(senders=["+14155550100"])
     page = staff.post(_url("enable", workflow)).content.decode()
     assert "+15005550006 is not an approved sending number" in page
     workflow.refresh_from_db()
@@ -543,7 +543,7 @@ def test_enable_and_live_test_are_refused_once_the_number_is_no_longer_approved(
 def test_validate_checks_the_sender_against_the_workflows_clinic(
     staff: Client, workflow: Workflow
 ) -> None:
-    IntegrationFactory(sending_numbers=["+14155550100"])  # another clinic's number
+    IntegrationFactory(senders=["+14155550100"])  # another clinic's number
     definition = _definition({**SMS, "parameters": {**SMS["parameters"], "from": "+14155550100"}})
     report = _post(staff, _url("builder_validate", workflow), {"definition": definition}).json()
     assert report["steps"]["0"]["from"] == [
@@ -555,7 +555,7 @@ def test_validate_checks_the_sender_against_the_workflows_clinic(
 def test_validate_on_the_add_page_uses_the_users_clinic_whatever_is_posted(
     staff: Client, workflow: Workflow
 ) -> None:
-    other = IntegrationFactory(sending_numbers=["+14155550100"])
+    other = IntegrationFactory(senders=["+14155550100"])
     definition = _definition({**SMS, "parameters": {**SMS["parameters"], "from": "+14155550100"}})
     body = {"definition": definition, "organization": other.organization_id}
     report = _post(staff, _url("builder_validate"), body).json()
@@ -565,7 +565,7 @@ def test_validate_on_the_add_page_uses_the_users_clinic_whatever_is_posted(
 
 
 def test_a_superuser_validates_for_the_clinic_chosen_on_the_page(workflow: Workflow) -> None:
-    other = IntegrationFactory(sending_numbers=["+14155550100"])
+    other = IntegrationFactory(senders=["+14155550100"])
     client = Client()
     client.force_login(UserFactory(is_superuser=True))
     definition = _definition({**SMS, "parameters": {**SMS["parameters"], "from": "+14155550100"}})
@@ -582,7 +582,7 @@ def test_support_staff_validate_for_the_clinic_chosen_too(workflow: Workflow) ->
 
     from patients.roles import SUPPORT_STAFF
 
-    other = IntegrationFactory(sending_numbers=["+14155550100"])
+    other = IntegrationFactory(senders=["+14155550100"])
     user = UserFactory(is_staff=True)
     user.groups.add(Group.objects.get(name=SUPPORT_STAFF))
     client = Client()
@@ -613,7 +613,7 @@ def test_builder_page_offers_only_the_clinics_test_patients_and_numbers(
 ) -> None:
     PatientFactory(organization=workflow.organization, is_test=False)
     PatientFactory(is_test=True)  # another clinic's
-    IntegrationFactory(sending_numbers=["+15005559999"])  # another clinic's
+    IntegrationFactory(senders=["+15005559999"])  # another clinic's
     config = staff.get(_url("change", workflow)).context["builder"]
     assert [p["id"] for p in config["testPatients"]] == [test_patient.pk]
     assert config["senders"] == {str(workflow.organization_id): ["+15005550006"]}

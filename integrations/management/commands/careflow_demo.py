@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from integrations.models import Integration, MessagingPolicy
+from integrations.twilio.account import ADAPTER, twilio_account, twilio_settings
 from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
 from patients.roles import ROLES
 from workflows.models import Step, Workflow
@@ -47,9 +48,10 @@ class Command(BaseCommand):
             integration = Integration.objects.create(
                 organization=clinic,
                 name="Twilio (sandbox)",
-                account_sid=DEMO_ACCOUNT_SID,
-                auth_token=secrets.token_hex(16),
-                sending_numbers=[DEMO_FROM],
+                adapter=ADAPTER,
+                settings=twilio_settings(account_sid=DEMO_ACCOUNT_SID),
+                secrets={"auth_token": secrets.token_hex(16)},
+                senders=[DEMO_FROM],
             )
         patients = [
             ("Maria", "Garcia", "+14155550101", "America/Chicago", True),
@@ -122,7 +124,7 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready: {clinic.name}, {Patient.objects.filter(organization=clinic).count()} "
-                f"patients, integration {integration.masked_account_sid()}."
+                f"patients, integration {twilio_account(integration).masked_account_sid()}."
             )
         )
 

@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from integrations.management.commands.careflow_demo import demo_user
 from integrations.management.commands.twilio_sandbox import ACCOUNTS_VARIABLE
 from integrations.models import Integration
+from integrations.twilio.account import ADAPTER, twilio_account
 from patients.models import Organization
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
 
@@ -76,8 +77,9 @@ class Command(BaseCommand):
             sandbox = f"http://127.0.0.1:{options['sandbox_port']}"
             env["TWILIO_API_BASE_URL"] = sandbox
             accounts = [
-                f"{i.account_sid}:{i.auth_token}:{','.join(i.sending_numbers)}"
-                for i in Integration.objects.filter(enabled=True)
+                f"{account.account_sid}:{account.auth_token}:{','.join(i.senders)}"
+                for i in Integration.objects.filter(adapter=ADAPTER, enabled=True)
+                for account in [twilio_account(i)]
             ]
             commands["sandbox"] = [
                 *manage,

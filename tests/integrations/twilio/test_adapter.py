@@ -39,9 +39,9 @@ def test_setup_problem_until_the_clinic_has_an_enabled_integration() -> None:
 
 
 def test_senders_are_the_enabled_integrations_numbers_by_clinic() -> None:
-    sunrise = IntegrationFactory(sending_numbers=["+15005550006", "+14155550100"])
-    IntegrationFactory(sending_numbers=["+14155550199"], enabled=False)
-    dawn = IntegrationFactory(sending_numbers=[])
+    sunrise = IntegrationFactory(senders=["+15005550006", "+14155550100"])
+    IntegrationFactory(senders=["+14155550199"], enabled=False)
+    dawn = IntegrationFactory(senders=[])
     assert TWILIO.senders([sunrise.organization_id, dawn.organization_id]) == {
         sunrise.organization_id: ["+15005550006", "+14155550100"],
         dawn.organization_id: [],

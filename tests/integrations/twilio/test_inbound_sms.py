@@ -11,6 +11,7 @@ from twilio.request_validator import RequestValidator
 from integrations.models import InboundMessage, Integration
 from integrations.policy import send_decide
 from integrations.sending import message_prepare
+from integrations.twilio.account import twilio_account
 from patients.models import ConsentRecord
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 from workflows.models import Event
@@ -37,16 +38,16 @@ def _post(
     url = reverse("twilio-inbound-sms", kwargs={"integration_uuid": integration.uuid})
     params = {
         "MessageSid": sid,
-        "AccountSid": integration.account_sid,
+        "AccountSid": twilio_account(integration).account_sid,
         "From": PHONE,
         "To": "+15005550006",
         "Body": body,
         "NumMedia": "0",
     }
     if signature is None:
-        signature = RequestValidator(token or integration.auth_token).compute_signature(
-            f"http://testserver{url}", params
-        )
+        signature = RequestValidator(
+            token or twilio_account(integration).auth_token
+        ).compute_signature(f"http://testserver{url}", params)
     headers = {"HTTP_X_TWILIO_SIGNATURE": signature} if signature else {}
     return client.post(url, params, **headers, **extra)
 
@@ -158,7 +159,7 @@ def test_forged_inbound_gets_403_and_changes_nothing(
     if case == "tampered":
         url = reverse("twilio-inbound-sms", kwargs={"integration_uuid": integration.uuid})
         params = {"MessageSid": "SM" + "5" * 32, "From": PHONE, "Body": "Hello"}
-        signature = RequestValidator(integration.auth_token).compute_signature(
+        signature = RequestValidator(twilio_account(integration).auth_token).compute_signature(
             f"http://testserver{url}", params
         )
         response = client.post(url, {**params, "Body": "STOP"}, HTTP_X_TWILIO_SIGNATURE=signature)
@@ -179,7 +180,7 @@ def test_signature_made_for_another_integration_is_refused(client: Client) -> No
     mine, theirs = IntegrationFactory(), IntegrationFactory()
     url = reverse("twilio-inbound-sms", kwargs={"integration_uuid": mine.uuid})
     params = {"MessageSid": "SM" + "6" * 32, "From": PHONE, "Body": "STOP"}
-    signature = RequestValidator(theirs.auth_token).compute_signature(
+    signature = RequestValidator(twilio_account(theirs).auth_token).compute_signature(
         f"http://testserver{url}", params
     )
     assert client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature).status_code == 403
@@ -188,7 +189,7 @@ def test_signature_made_for_another_integration_is_refused(client: Client) -> No
 def test_missing_sender_is_a_clear_400(client: Client, integration: Integration) -> None:
     url = reverse("twilio-inbound-sms", kwargs={"integration_uuid": integration.uuid})
     params = {"MessageSid": "SM" + "7" * 32, "Body": "hi"}
-    signature = RequestValidator(integration.auth_token).compute_signature(
+    signature = RequestValidator(twilio_account(integration).auth_token).compute_signature(
         f"http://testserver{url}", params
     )
     response = client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature)

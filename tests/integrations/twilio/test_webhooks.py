@@ -9,6 +9,7 @@ from twilio.request_validator import RequestValidator
 
 from integrations.models import InboundMessage, OutboundMessage
 from integrations.sending import message_status_apply
+from integrations.twilio.account import twilio_account
 from patients.models import ConsentRecord
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 
@@ -53,9 +54,9 @@ def _post(
     url = _url(message)
     full = f"http://testserver{url}"
     if signature is None:
-        signature = RequestValidator(token or message.integration.auth_token).compute_signature(
-            full, params
-        )
+        signature = RequestValidator(
+            token or twilio_account(message.integration).auth_token
+        ).compute_signature(full, params)
     headers = {"HTTP_X_TWILIO_SIGNATURE": signature} if signature else {}
     return client.post(url, params, **headers, **extra)
 
@@ -64,7 +65,7 @@ def _params(message: OutboundMessage, status: str, **more: str) -> dict[str, str
     return {
         "MessageSid": message.provider_sid or "",
         "MessageStatus": status,
-        "AccountSid": message.integration.account_sid,
+        "AccountSid": twilio_account(message.integration).account_sid,
         **more,
     }
 
@@ -96,7 +97,7 @@ def test_forged_callbacks_get_403_and_change_nothing(
 def test_tampered_parameter_is_rejected(client: Client, message: OutboundMessage) -> None:
     url = _url(message)
     good = _params(message, "sent")
-    signature = RequestValidator(message.integration.auth_token).compute_signature(
+    signature = RequestValidator(twilio_account(message.integration).auth_token).compute_signature(
         f"http://testserver{url}", good
     )
     response = client.post(
@@ -133,7 +134,7 @@ def test_callback_for_another_integrations_message_is_404(
         kwargs={"integration_uuid": other.uuid, "message_uuid": message.uuid},
     )
     params = _params(message, "delivered")
-    signature = RequestValidator(other.auth_token).compute_signature(
+    signature = RequestValidator(twilio_account(other).auth_token).compute_signature(
         f"http://testserver{url}", params
     )
     assert client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature).status_code == 404
@@ -149,7 +150,7 @@ def test_behind_a_tls_proxy_the_public_https_url_is_checked(
     settings.ALLOWED_HOSTS = ["careflow.example.com", "testserver"]
     url = _url(message)
     params = _params(message, "delivered")
-    signature = RequestValidator(message.integration.auth_token).compute_signature(
+    signature = RequestValidator(twilio_account(message.integration).auth_token).compute_signature(
         f"https://careflow.example.com{url}", params
     )
     response = client.post(
@@ -267,7 +268,9 @@ def test_a_callback_naming_another_account_changes_nothing(
 
 
 def test_the_account_sid_is_compared_without_case(client: Client, message: OutboundMessage) -> None:
-    params = _params(message, "delivered", AccountSid=message.integration.account_sid.upper())
+    params = _params(
+        message, "delivered", AccountSid=twilio_account(message.integration).account_sid.upper()
+    )
     assert _post(client, message, params).status_code == 204
     message.refresh_from_db()
     assert message.status == Status.DELIVERED
@@ -336,13 +339,13 @@ def _inbound(client: Client, integration: Any, **override: str) -> Any:
     url = reverse("twilio-inbound-sms", kwargs={"integration_uuid": integration.uuid})
     params = {
         "MessageSid": "SM" + "c" * 32,
-        "AccountSid": integration.account_sid,
+        "AccountSid": twilio_account(integration).account_sid,
         "From": "+14155550123",
-        "To": integration.sending_numbers[0],
+        "To": integration.senders[0],
         "Body": "STOP",
         **override,
     }
-    signature = RequestValidator(integration.auth_token).compute_signature(
+    signature = RequestValidator(twilio_account(integration).auth_token).compute_signature(
         f"http://testserver{url}", params
     )
     return client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature)

@@ -382,6 +382,11 @@ def careflow_env(sandbox_url: str = "http://127.0.0.1:9", **extra: str) -> dict[
             "CELERY_BROKER_URL": CAREFLOW_REDIS,
             "TWILIO_API_BASE_URL": sandbox_url,
             "CAREFLOW_VAR_DIR": str(Path(tempfile.gettempdir()) / "careflow-bench-var"),
+            # The bench's client speaks plain http: the production defaults would redirect
+            # every admin request to https (a 301) and keep its cookies off plain http.
+            "SECURE_SSL_REDIRECT": "false",
+            "SESSION_COOKIE_SECURE": "false",
+            "CSRF_COOKIE_SECURE": "false",
             **extra,
         }
     )

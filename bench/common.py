@@ -407,16 +407,20 @@ def baseline_env(sandbox_url: str = "http://127.0.0.1:9", **extra: str) -> dict[
 
 
 def migrate(env: dict[str, str]) -> None:
-    proc = subprocess.run(
-        [PY, "manage.py", "migrate", "--run-syncdb", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        raise SetupError(f"migrate failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    """Migrate, and collect the static files the pages name (hashed, as in production)."""
+    for command in (["migrate", "--run-syncdb"], ["collectstatic", "--noinput"]):
+        proc = subprocess.run(
+            [PY, "manage.py", *command, "-v", "0"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode != 0:
+            raise SetupError(
+                f"{command[0]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+            )
 
 
 class Sandbox:

@@ -158,6 +158,7 @@ def _ship_orders(count: int) -> list[int]:
     wait_for(
         lambda: _queued("events") + events_waiting_count() >= created,
         what="the creation events published",
+        timeout=60.0,  # a background thread publishes them: slow on a loaded machine
     )
     Event.objects.all().delete()
     with celery_app.connection_for_write() as broker:

@@ -593,7 +593,7 @@ def test_support_staff_validate_for_the_clinic_chosen_too(workflow: Workflow) ->
     body = {"definition": definition}
     assert _post(client, _url("builder_validate", workflow), body).json()["ok"] is False
     config = client.get(_url("change", workflow)).context["builder"]
-    assert config["senders"][str(other.organization_id)] == ["+14155550100"]
+    assert config["senders"][str(other.organization_id)] == {"twilio": ["+14155550100"]}
 
 
 def test_a_dry_run_lists_an_unapproved_sender(
@@ -616,7 +616,7 @@ def test_builder_page_offers_only_the_clinics_test_patients_and_numbers(
     IntegrationFactory(sending_numbers=["+15005559999"])  # another clinic's
     config = staff.get(_url("change", workflow)).context["builder"]
     assert [p["id"] for p in config["testPatients"]] == [test_patient.pk]
-    assert config["senders"] == {str(workflow.organization_id): ["+15005550006"]}
+    assert config["senders"] == {str(workflow.organization_id): {"twilio": ["+15005550006"]}}
     assert config["organization"] == workflow.organization_id
     assert config["urls"]["liveTest"] == _url("live_test", workflow)
     assert config["editable"] is True

@@ -2,6 +2,7 @@ from typing import Any
 
 import pytest
 
+from integrations.twilio.adapter import SEND_SMS
 from workflows.builder import report_lines
 from workflows.validation import (
     ApprovedSenders,
@@ -275,12 +276,14 @@ SUNRISE = ApprovedSenders(
     ],
 )
 def test_sender_problem(value: Any, problem: str) -> None:
-    assert sender_problem(value, SUNRISE) == problem
+    assert sender_problem(value, SUNRISE, SEND_SMS.sender_noun) == problem
 
 
 def test_a_clinic_without_numbers_is_told_who_adds_them() -> None:
     problem = sender_problem(
-        "+15005550006", ApprovedSenders(clinic="Dawn", numbers=(), integration="Twilio")
+        "+15005550006",
+        ApprovedSenders(clinic="Dawn", numbers=(), integration="Twilio"),
+        SEND_SMS.sender_noun,
     )
     assert problem == (
         "Dawn has no approved sending numbers yet: support staff add them to its Twilio integration"

@@ -36,8 +36,8 @@ from workflows.validation import (
 # How the builder shows a step type's parameter, by "<step type>.<name>". The parameters
 # themselves (names, labels, help, required, choices) come from workflows.steps and the
 # adapter registry; anything not listed here is a one-line text field (a code box for a JSON
-# parameter, a list for one with choices). An adapter function's previewed parameter and its
-# sender take the widgets of `_function_widgets`.
+# parameter, a text box for a multi-line one, a list for one with choices). An adapter
+# function's previewed parameter and its sender take the widgets of `_function_widgets`.
 WIDGETS: dict[str, dict[str, Any]] = {
     # The point-and-click query builder, with the JSON as its advanced view.
     "condition.query": {"widget": "query"},

@@ -941,3 +941,36 @@ def test_an_email_step_is_saved_with_its_parameters(
     assert saved.parameters == step["parameters"]
     # and it comes back to the builder as written
     assert builder.definition_initial(workflow)["steps"][0]["parameters"] == step["parameters"]
+
+
+def test_the_dry_run_shows_an_email_with_its_subject_html_source_and_warnings() -> None:
+    from django.template.loader import render_to_string
+
+    message = {
+        "to": "pat@example.org",
+        "from": MAIL_SENDERS[0],
+        "subject": "Your order <shipped>",
+        "body": "Hi Pat",
+        "html": "<p>Hi <b>Pat</b></p><script>x()</script>",
+        "characters": 6,
+        "warnings": ["the subject is over 78 characters: inboxes will cut it"],
+    }
+    step = {"number": 1, "title": "Email → Send email", "outcome": "send", "detail": "ok"}
+    report = {
+        "trigger": "order.shipped",
+        "payload_source": "example data",
+        "filter_matches": True,
+        "filter_detail": "no filter",
+        "payload": {},
+        "steps": [{**step, "message": message}],
+    }
+    html = render_to_string(
+        "admin/workflows/workflow/dry_run.html",
+        {**builder.dry_run_context(report), "patient": "Pat", "problems": []},
+    )
+    assert "Subject: <strong>Your order &lt;shipped&gt;</strong>" in html
+    # the HTML body is shown as its source, never as markup of the admin page
+    assert "&lt;p&gt;Hi &lt;b&gt;Pat&lt;/b&gt;&lt;/p&gt;&lt;script&gt;x()&lt;/script&gt;" in html
+    assert "<script>" not in html
+    assert "6 characters</p>" in html and "segment" not in html
+    assert "inboxes will cut it" in html

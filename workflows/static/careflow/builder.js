@@ -813,7 +813,7 @@
       parts.push(el("p", { class: "cf-preview-text", text: preview.text }));
       const numbers = previewNumbers(preview);
       if (numbers) parts.push(el("p", { class: "cf-preview-meta cf-preview-numbers", text: numbers }));
-      preview.warnings.forEach((text) => parts.push(el("p", { class: "cf-warning", text: text })));
+      (preview.warnings || []).forEach((text) => parts.push(el("p", { class: "cf-warning", text: text })));
     }
     box.replaceChildren(...parts);
   }
@@ -902,7 +902,7 @@
           el("code", { text: `{{${variable.path}}}` }),
           el("small", { text: notes.join(" · ") })
         );
-        if (variable.sensitive) button.append(el("small", { class: "cf-var-flag", text: "Clinical: keep it out of SMS." }));
+        if (variable.sensitive) button.append(el("small", { class: "cf-var-flag", text: "Clinical: keep it out of messages." }));
         // Keep the caret where it is in the field being edited.
         button.addEventListener("mousedown", (event) => event.preventDefault());
         button.addEventListener("click", () => insertVariable(variable.path));

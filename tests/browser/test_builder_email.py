@@ -29,7 +29,9 @@ def workflow(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Workflow
     # The email provider is registered for this test only (the live server runs in this
     # process, so it sees the same registry).
     monkeypatch.setitem(REGISTRY, "email", EmailAdapter())
-    sms = IntegrationFactory(sending_numbers=NUMBERS)
+    # The numbers' column was renamed by the provider-neutral settings (issue 15, section 3).
+    numbers = "senders" if hasattr(Integration, "senders") else "sending_numbers"
+    sms = IntegrationFactory(**{numbers: NUMBERS})
     email = IntegrationFactory(organization=sms.organization, adapter="email")
     if hasattr(Integration, "senders"):  # the provider-neutral settings (issue 15, section 3)
         email.senders = list(ADDRESSES)  # type: ignore[attr-defined]

@@ -24,20 +24,37 @@ class Parameter:
 
     `kind` says how: "text" is one template (the whole value); "json" is a JSON object whose
     string values are each a template, rendered into a JSON document, so a value can never
-    break out of its string (keys, numbers, booleans and null stay as written). `check`, if
+    break out of its string (keys, numbers, booleans and null stay as written); "html" is
+    one template of HTML whose filled-in values are HTML-escaped, so the run's data is
+    shown as text and can never add markup (the markup the admin wrote is kept). `check`, if
     set, vets a literal value at save time; a templated one is the adapter's to check when
     it runs. `choices`, if set, are the only values it takes, with their labels (the
-    builder shows a list to pick from)."""
+    builder shows a list to pick from). `multiline`: written over several lines (the
+    builder gives it a text box with room)."""
 
     name: str
     label: str
     help: str = ""
     required: bool = True
     example: str = ""
-    kind: Literal["text", "json"] = "text"
+    kind: Literal["text", "json", "html"] = "text"
     # A save-time check of a value written without {{variables}}: the problem, or "".
     check: Callable[[str], str] | None = None
     choices: tuple[tuple[str, str], ...] = ()
+    multiline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SenderNoun:
+    """How the builder and save-time validation name a function's senders (a clinic's
+    approved numbers, its verified addresses, …): "one" (with its article) and "many" in
+    sentences, the rest in the builder's list of them."""
+
+    one: str = "an approved sender"
+    many: str = "approved senders"
+    choose: str = "Choose a sender…"
+    none: str = "No approved senders yet"
+    unlisted: str = "(not an approved sender)"
 
 
 SMS_CLINICAL_DATA_NOTE = "keep it out of text messages (say “your prescription is ready” instead)"
@@ -58,6 +75,8 @@ class Function:
     # The parameter naming the clinic's own sender ("from"): a literal value must be one of
     # `Adapter.senders`, and the builder offers those to pick from. "": none.
     sender_parameter: str = ""
+    # How those senders are named.
+    sender_noun: SenderNoun = SenderNoun()
     # The parameter the builder previews as the patient will get it (`Adapter.preview`).
     preview_parameter: str = ""
     # The channel consent and caps are kept by ("sms", "email"); "" for no patient channel.

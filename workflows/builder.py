@@ -36,8 +36,8 @@ from workflows.validation import (
 # How the builder shows a step type's parameter, by "<step type>.<name>". The parameters
 # themselves (names, labels, help, required, choices) come from workflows.steps and the
 # adapter registry; anything not listed here is a one-line text field (a code box for a JSON
-# parameter, a list for one with choices). An adapter function's previewed parameter and its
-# sender take the widgets of `_function_widgets`.
+# parameter, a text box for a multi-line one, a list for one with choices). An adapter
+# function's previewed parameter and its sender take the widgets of `_function_widgets`.
 WIDGETS: dict[str, dict[str, Any]] = {
     # The point-and-click query builder, with the JSON as its advanced view.
     "condition.query": {"widget": "query"},
@@ -63,7 +63,12 @@ def _function_widgets(function: Function) -> dict[str, dict[str, Any]]:
     if function.preview_parameter:
         widgets[function.preview_parameter] = {"widget": "textarea", "preview": function.channel}
     if function.sender_parameter:
-        widgets[function.sender_parameter] = {"widget": "sender"}
+        noun = function.sender_noun
+        widgets[function.sender_parameter] = {
+            "widget": "sender",
+            # The list's words: the function names its senders (numbers, addresses, …).
+            "senders": {"choose": noun.choose, "none": noun.none, "unlisted": noun.unlisted},
+        }
     return widgets
 
 
@@ -127,7 +132,11 @@ def _parameter(
     parameter: Any, key: str, *, templated: bool, widget: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     # A JSON parameter (a webhook body) is a multi-line document: a code box with room.
-    by_kind = {"widget": "json", "rows": 8} if parameter.kind == "json" else {"widget": "text"}
+    by_kind: dict[str, Any] = {"widget": "text"}
+    if parameter.kind == "json":
+        by_kind = {"widget": "json", "rows": 8}
+    elif parameter.multiline:
+        by_kind = {"widget": "textarea", "rows": 6}
     if parameter.choices:
         by_kind = {"widget": "select", "choices": [list(choice) for choice in parameter.choices]}
     return {
@@ -140,6 +149,16 @@ def _parameter(
         **by_kind,
         **(widget if widget is not None else WIDGETS.get(key, {})),
     }
+
+
+def _consent_help(function: Function) -> str:
+    """The help of a messaging step's "Consent needed": consent is kept by channel."""
+    channel = CHANNEL_NAMES.get(function.channel, function.channel)
+    return f"Which {channel + ' ' if channel else ''}consent the recipient must have given."
+
+
+# How a channel is named in a sentence ("Which SMS consent …"); others as they are spelled.
+CHANNEL_NAMES = {"sms": "SMS"}
 
 
 def query_fields(event_type: str) -> list[dict[str, Any]]:
@@ -224,6 +243,7 @@ def builder_schema() -> dict[str, Any]:
                         "label": function.label,
                         # Whether the step's consent purpose and urgency mean anything.
                         "sendOptions": function.messages_patient,
+                        "consentHelp": _consent_help(function),
                         # The engine renders every adapter parameter as a template.
                         "parameters": [
                             _parameter(
@@ -483,15 +503,15 @@ def _sending_adapters() -> list[Adapter]:
     ]
 
 
-def approved_numbers(*, organization_ids: Iterable[int] | None) -> dict[int, list[str]]:
-    """The approved senders of each clinic's enabled integrations (None: of every clinic),
-    in the order support staff entered them, for the builder's sender lists."""
-    numbers: dict[int, list[str]] = {}
+def approved_numbers(*, organization_ids: Iterable[int] | None) -> dict[int, dict[str, list[str]]]:
+    """The approved senders of each clinic's enabled integrations (None: of every clinic)
+    by adapter, in the order support staff entered them, for the builder's sender lists: an
+    email step offers the clinic's addresses, an SMS step its numbers."""
+    found: dict[int, dict[str, list[str]]] = {}
     for adapter in _sending_adapters():
         for organization_id, senders in adapter.senders(organization_ids).items():
-            found = numbers.setdefault(organization_id, [])
-            found += [n for n in senders if n not in found]
-    return numbers
+            found.setdefault(organization_id, {})[adapter.name] = list(senders)
+    return found
 
 
 def approved_senders(organization: Organization) -> ClinicSenders:

@@ -6,6 +6,7 @@ template can read payload data and nothing more: no attribute access, no calls, 
 Rendering is all-or-nothing: any problem raises, and a half-rendered message never exists.
 """
 
+import html
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -187,6 +188,22 @@ def template_render(template: str, data: Mapping[str, Any], *, tz: tzinfo | None
     return _TAG.sub(lambda m: _render_variable(_parse_tag(m.group(1)), data, tz), template)
 
 
+def html_template_render(
+    template: str, data: Mapping[str, Any], *, tz: tzinfo | None = None
+) -> str:
+    """Render an HTML template (Parameter.kind == "html"): as `template_render`, but every
+    value filled in, a default's text included, is HTML-escaped (quotes too, as a value may
+    stand in an attribute), so a patient named `<b>` reads "&lt;b&gt;" and no value can add
+    markup or leave its attribute. The markup written around the variables is the admin's
+    and is kept. Escaping does not vet URLs: `href="{{…}}"` may still receive a
+    "javascript:" link, so links come from the admin, not from the data."""
+    template_variables(template)
+    return _TAG.sub(
+        lambda m: html.escape(_render_variable(_parse_tag(m.group(1)), data, tz), quote=True),
+        template,
+    )
+
+
 # --- JSON templates (Parameter.kind == "json") ------------------------------------------------
 # Rendering the JSON text as one template would let a value end its string and add fields of
 # its own (a first name of `", "admin": true, "x": "`). So the text is parsed first and only
@@ -243,7 +260,10 @@ def parameter_render(
     template: Any, data: Mapping[str, Any], *, kind: str = "text", tz: tzinfo | None = None
 ) -> str:
     """One adapter parameter rendered as its kind says (see workflows.adapters.Parameter):
-    a JSON parameter becomes the JSON text of the rendered document."""
+    a JSON parameter becomes the JSON text of the rendered document, an HTML one has its
+    values escaped."""
     if kind == "json":
         return json.dumps(json_template_render(template, data, tz=tz), ensure_ascii=False)
+    if kind == "html":
+        return html_template_render(str(template), data, tz=tz)
     return template_render(str(template), data, tz=tz)

@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from patients.inputs import json_problem
-from workflows.adapters import REGISTRY, SMS_CLINICAL_DATA_NOTE, Function, Parameter
+from workflows.adapters import (
+    REGISTRY,
+    SMS_CLINICAL_DATA_NOTE,
+    Function,
+    Parameter,
+    SenderNoun,
+)
 from workflows.catalogue import EVENT_TYPES, schema_field, schema_variables
 from workflows.filters import FilterError, filter_validate
 from workflows.rendering import (
@@ -61,18 +67,22 @@ class ApprovedSenders:
 ClinicSenders = Mapping[str, ApprovedSenders]
 
 
-def sender_problem(value: Any, senders: ApprovedSenders) -> str:
-    """Why `value` cannot be the From number, or "" if it can (or is a {{variable}})."""
+_SENDERS = SenderNoun()
+
+
+def sender_problem(value: Any, senders: ApprovedSenders, noun: SenderNoun = _SENDERS) -> str:
+    """Why `value` cannot be the sender, or "" if it can (or is a {{variable}}); `noun`
+    names the senders as the function does (`Function.sender_noun`)."""
     literal = str(value or "").strip()
     if not literal or "{{" in literal or literal in senders.numbers:
         return ""
     if not senders.numbers:
         return (
-            f"{senders.clinic} has no approved sending numbers yet: support staff add them to "
+            f"{senders.clinic} has no {noun.many} yet: support staff add them to "
             f"its {senders.integration} integration"
         )
     return (
-        f"{literal} is not an approved sending number of {senders.clinic}; choose "
+        f"{literal} is not {noun.one} of {senders.clinic}; choose "
         f"{' or '.join(senders.numbers)}, or use a {{{{variable}}}}"
     )
 
@@ -222,7 +232,7 @@ def workflow_validate(
                     report.add_step(index, parameter.name, problem)
             approved = senders.get(adapter.name) if senders is not None else None
             if approved is not None and parameter.name == function.sender_parameter:
-                problem = sender_problem(params.get(parameter.name), approved)
+                problem = sender_problem(params.get(parameter.name), approved, function.sender_noun)
                 # "required" (or a template error) says more than "not approved" would.
                 if problem and parameter.name not in report.steps.get(index, {}):
                     report.add_step(index, parameter.name, problem)

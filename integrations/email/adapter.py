@@ -18,7 +18,15 @@ from integrations.models import Integration, OutboundMessage
 from integrations.policy import send_decide
 from integrations.sending import MessagesAccepted, message_prepare_and_deliver
 from patients.models import Organization, Patient
-from workflows.adapters import Adapter, DryRunResult, Function, Outcome, Parameter, StepContext
+from workflows.adapters import (
+    Adapter,
+    DryRunResult,
+    Function,
+    Outcome,
+    Parameter,
+    SenderNoun,
+    StepContext,
+)
 
 Status = OutboundMessage.Status
 
@@ -64,12 +72,15 @@ SEND_EMAIL = Function(
             "Body",
             "The email as plain text (every client can show it).",
             example="Hi {{customer.firstName}},\n\nyour order {{order.number}} has shipped!",
+            multiline=True,
         ),
         Parameter(
             "html",
             "HTML body",
             "Optional: the same email as HTML, for clients that show it.",
             required=False,
+            kind="html",
+            multiline=True,
         ),
         Parameter(
             "to",
@@ -90,6 +101,13 @@ SEND_EMAIL = Function(
     channel="email",
     preview_parameter="body",
     sender_parameter="from",
+    sender_noun=SenderNoun(
+        one="a verified sender address",
+        many="verified sender addresses",
+        choose="Choose an address…",
+        none="No verified sender addresses yet",
+        unlisted="(not a verified sender address)",
+    ),
 )
 
 

@@ -13,7 +13,15 @@ from integrations.twilio.numbers import numbers_problem, recipient_patient
 from integrations.twilio.previews import sms_preview
 from patients.models import Organization, Patient
 from patients.phones import e164_problem
-from workflows.adapters import Adapter, DryRunResult, Function, Outcome, Parameter, StepContext
+from workflows.adapters import (
+    Adapter,
+    DryRunResult,
+    Function,
+    Outcome,
+    Parameter,
+    SenderNoun,
+    StepContext,
+)
 
 Status = OutboundMessage.Status
 
@@ -44,6 +52,13 @@ SEND_SMS = Function(
         ),
     ),
     sender_parameter="from",
+    sender_noun=SenderNoun(
+        one="an approved sending number",
+        many="approved sending numbers",
+        choose="Choose a number…",
+        none="No approved numbers yet",
+        unlisted="(not an approved number)",
+    ),
     preview_parameter="message",
     channel="sms",
 )

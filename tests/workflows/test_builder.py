@@ -593,7 +593,7 @@ def test_support_staff_validate_for_the_clinic_chosen_too(workflow: Workflow) ->
     body = {"definition": definition}
     assert _post(client, _url("builder_validate", workflow), body).json()["ok"] is False
     config = client.get(_url("change", workflow)).context["builder"]
-    assert config["senders"][str(other.organization_id)] == ["+14155550100"]
+    assert config["senders"][str(other.organization_id)] == {"twilio": ["+14155550100"]}
 
 
 def test_a_dry_run_lists_an_unapproved_sender(
@@ -616,7 +616,7 @@ def test_builder_page_offers_only_the_clinics_test_patients_and_numbers(
     IntegrationFactory(senders=["+15005559999"])  # another clinic's
     config = staff.get(_url("change", workflow)).context["builder"]
     assert [p["id"] for p in config["testPatients"]] == [test_patient.pk]
-    assert config["senders"] == {str(workflow.organization_id): ["+15005550006"]}
+    assert config["senders"] == {str(workflow.organization_id): {"twilio": ["+15005550006"]}}
     assert config["organization"] == workflow.organization_id
     assert config["urls"]["liveTest"] == _url("live_test", workflow)
     assert config["editable"] is True
@@ -763,3 +763,214 @@ def test_a_condition_without_a_query_asks_for_a_condition(
     definition = _definition({"type": "condition", "parameters": {"query": ""}}, SMS)
     report = _post(staff, _url("builder_validate", workflow), {"definition": definition}).json()
     assert report["steps"]["0"]["query"][0].startswith("add a condition to test")
+
+
+# --- a second messaging adapter: email ------------------------------------------------------
+
+MAIL_SENDERS = ["care@sunrise.example", "news@sunrise.example"]
+
+
+def _email_integration(organization: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An enabled email integration of this clinic with MAIL_SENDERS verified, made as the
+    email provider's own tests make it (its account reader stands in until the
+    provider-neutral Integration columns land)."""
+    from integrations.email import adapter as email_module
+    from integrations.email.account import EmailAccount
+    from integrations.models import Integration
+
+    integration = IntegrationFactory(organization=organization, adapter="email")
+    if hasattr(Integration, "senders"):
+        integration.senders = list(MAIL_SENDERS)
+        integration.save()
+    else:
+        account = EmailAccount(
+            esp="postmark",
+            server_token="t",
+            webhook_auth="",
+            message_stream="outbound",
+            senders=tuple(MAIL_SENDERS),
+            send_rate=None,
+        )
+        monkeypatch.setattr(email_module, "email_account", lambda integration: account)
+    return integration
+
+
+def _email(**parameters: str) -> dict[str, Any]:
+    return {
+        "type": "adapter",
+        "adapter": "email",
+        "function": "sendEmail",
+        "parameters": {
+            "subject": "Order {{order.number}}",
+            "body": "Hi {{customer.firstName}},\nyour order has shipped.",
+            "to": "{{customer.email}}",
+            "from": MAIL_SENDERS[0],
+            **parameters,
+        },
+    }
+
+
+@pytest.mark.usefixtures("email_adapter")
+def test_the_schema_gives_email_its_text_boxes_and_sender_words(staff: Client) -> None:
+    schema = staff.get(_url("builder_schema")).json()
+    adapters = {a["name"]: a for a in schema["adapters"]}
+    [send_email] = adapters["email"]["functions"]
+    parameters = {p["name"]: p for p in send_email["parameters"]}
+    widgets = {name: (p["widget"], p.get("preview")) for name, p in parameters.items()}
+    assert widgets == {
+        "subject": ("text", None),
+        "body": ("textarea", "email"),
+        "html": ("textarea", None),
+        "to": ("text", None),
+        "from": ("sender", None),
+    }
+    assert parameters["html"]["rows"] == 6 and parameters["html"]["required"] is False
+    assert parameters["from"]["senders"] == {
+        "choose": "Choose an address…",
+        "none": "No verified sender addresses yet",
+        "unlisted": "(not a verified sender address)",
+    }
+    assert send_email["consentHelp"] == "Which email consent the recipient must have given."
+    # SMS keeps its words
+    [send_sms] = adapters["twilio"]["functions"]
+    sms_from = next(p for p in send_sms["parameters"] if p["name"] == "from")
+    assert sms_from["senders"] == {
+        "choose": "Choose a number…",
+        "none": "No approved numbers yet",
+        "unlisted": "(not an approved number)",
+    }
+    assert send_sms["consentHelp"] == "Which SMS consent the recipient must have given."
+
+
+def test_a_function_with_no_channel_asks_for_consent_in_general() -> None:
+    from workflows.adapters import Function
+
+    assert builder._consent_help(Function("f", "F", ())) == (
+        "Which consent the recipient must have given."
+    )
+
+
+@pytest.mark.usefixtures("email_adapter")
+def test_the_builder_page_offers_senders_per_adapter(
+    staff: Client, workflow: Workflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _email_integration(workflow.organization, monkeypatch)
+    IntegrationFactory()  # another clinic's
+    config = staff.get(_url("change", workflow)).context["builder"]
+    assert config["senders"] == {
+        str(workflow.organization_id): {"twilio": ["+15005550006"], "email": MAIL_SENDERS}
+    }
+    assert builder.approved_numbers(organization_ids=None)[workflow.organization_id] == {
+        "twilio": ["+15005550006"],
+        "email": MAIL_SENDERS,
+    }
+
+
+@pytest.mark.usefixtures("email_adapter")
+def test_an_email_step_is_validated_against_the_clinics_addresses(
+    staff: Client, workflow: Workflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _email_integration(workflow.organization, monkeypatch)
+    body = {"definition": _definition(SMS, _email())}
+    assert _post(staff, _url("builder_validate", workflow), body).json()["ok"] is True
+    # an SMS number is no email sender, nor the other way round
+    wrong = _definition(
+        {**SMS, "parameters": {**SMS["parameters"], "from": MAIL_SENDERS[0]}},
+        _email(**{"from": "+15005550006"}),
+    )
+    report = _post(staff, _url("builder_validate", workflow), {"definition": wrong}).json()
+    assert report["steps"]["0"]["from"] == [
+        f"{MAIL_SENDERS[0]} is not an approved sending number of {workflow.organization}; "
+        "choose +15005550006, or use a {{variable}}"
+    ]
+    assert report["steps"]["1"]["from"] == [
+        f"+15005550006 is not a verified sender address of {workflow.organization}; choose "
+        f"{MAIL_SENDERS[0]} or {MAIL_SENDERS[1]}, or use a {{{{variable}}}}"
+    ]
+
+
+@pytest.mark.usefixtures("email_adapter")
+def test_without_an_email_integration_the_clinic_is_told_who_adds_addresses(
+    staff: Client, workflow: Workflow
+) -> None:
+    report = _post(
+        staff, _url("builder_validate", workflow), {"definition": _definition(_email())}
+    ).json()
+    assert report["steps"]["0"]["from"] == [
+        f"{workflow.organization} has no verified sender addresses yet: support staff add "
+        "them to its Email integration"
+    ]
+
+
+@pytest.mark.usefixtures("email_adapter")
+def test_each_message_is_previewed_as_its_channel_counts(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    messages: Any = {
+        "1": {"text": "Hi {{customer.firstName}}", "function": "twilio.sendSMS"},
+        "2": {"text": "Hi {{customer.firstName}},\nsee you.", "function": "email.sendEmail"},
+        "3": {"text": "  ", "function": "email.sendEmail"},
+        "4": {"text": "Hi {{customer.frstName}}", "function": "email.sendEmail"},
+    }
+    previews = _preview(staff, workflow, test_patient, messages)["previews"]
+    assert (previews["1"]["text"], previews["1"]["segments"]) == ("Hi Tess", 1)
+    assert previews["2"] == {
+        "text": "Hi Tess,\nsee you.",
+        "characters": 17,
+        "lines": 2,
+        "warnings": [],
+    }
+    assert "segments" not in previews["2"]
+    assert previews["3"]["warnings"] == ["the body is empty"]
+    assert "is not in this event's data" in previews["4"]["error"]
+
+
+@pytest.mark.usefixtures("email_adapter")
+def test_an_email_step_is_saved_with_its_parameters(
+    staff: Client, workflow: Workflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _email_integration(workflow.organization, monkeypatch)
+    step = _email(html="<p>Hi <b>{{customer.firstName}}</b></p>")
+    parsed = builder.definition_parse(_definition(step))
+    report = builder.definition_report(
+        parsed, senders=builder.approved_senders(workflow.organization)
+    )
+    assert report.ok, report.as_dict()
+    [saved] = builder.workflow_steps_save(workflow=workflow, steps=parsed.steps)
+    assert (saved.adapter, saved.function) == ("email", "sendEmail")
+    assert saved.parameters == step["parameters"]
+    # and it comes back to the builder as written
+    assert builder.definition_initial(workflow)["steps"][0]["parameters"] == step["parameters"]
+
+
+def test_the_dry_run_shows_an_email_with_its_subject_html_source_and_warnings() -> None:
+    from django.template.loader import render_to_string
+
+    message = {
+        "to": "pat@example.org",
+        "from": MAIL_SENDERS[0],
+        "subject": "Your order <shipped>",
+        "body": "Hi Pat",
+        "html": "<p>Hi <b>Pat</b></p><script>x()</script>",
+        "characters": 6,
+        "warnings": ["the subject is over 78 characters: inboxes will cut it"],
+    }
+    step = {"number": 1, "title": "Email → Send email", "outcome": "send", "detail": "ok"}
+    report = {
+        "trigger": "order.shipped",
+        "payload_source": "example data",
+        "filter_matches": True,
+        "filter_detail": "no filter",
+        "payload": {},
+        "steps": [{**step, "message": message}],
+    }
+    html = render_to_string(
+        "admin/workflows/workflow/dry_run.html",
+        {**builder.dry_run_context(report), "patient": "Pat", "problems": []},
+    )
+    assert "Subject: <strong>Your order &lt;shipped&gt;</strong>" in html
+    # the HTML body is shown as its source, never as markup of the admin page
+    assert "&lt;p&gt;Hi &lt;b&gt;Pat&lt;/b&gt;&lt;/p&gt;&lt;script&gt;x()&lt;/script&gt;" in html
+    assert "<script>" not in html
+    assert "6 characters</p>" in html and "segment" not in html
+    assert "inboxes will cut it" in html

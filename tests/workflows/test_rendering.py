@@ -255,3 +255,60 @@ def test_engine_dry_run_and_preview_text_the_same_local_time(
         organization=organization,
     )
     assert "error" not in example["previews"]["0"]
+
+
+# --- HTML templates (Parameter.kind == "html") ------------------------------------------------
+# What a patient's data may hold, and what it must become: text, never markup, wherever the
+# admin placed the variable (between tags or inside a quoted attribute).
+HTML_ATTACKS = [
+    ("<b>", "&lt;b&gt;"),
+    ("<script>alert(1)</script>", "&lt;script&gt;alert(1)&lt;/script&gt;"),
+    ("</p><img src=x onerror=alert(1)>", "&lt;/p&gt;&lt;img src=x onerror=alert(1)&gt;"),
+    ('" onmouseover="alert(1)', "&quot; onmouseover=&quot;alert(1)"),
+    ("' onfocus='alert(1)", "&#x27; onfocus=&#x27;alert(1)"),
+    ("&amp; &lt;b&gt; &#60;", "&amp;amp; &amp;lt;b&amp;gt; &amp;#60;"),
+    ("<!-- -->", "&lt;!-- --&gt;"),
+    ("{{customer.lastName}}", "{{customer.lastName}}"),  # data is never a template
+    ("Zoë 👋", "Zoë 👋"),
+]
+
+
+@pytest.mark.parametrize(("value", "escaped"), HTML_ATTACKS)
+def test_html_parameters_escape_every_value_and_keep_the_admins_markup(
+    value: str, escaped: str
+) -> None:
+    data = {"customer": {"firstName": value}}
+    template = '<p title="{{customer.firstName}}">Hi <b>{{customer.firstName}}</b></p>'
+    assert parameter_render(template, data, kind="html") == (
+        f'<p title="{escaped}">Hi <b>{escaped}</b></p>'
+    )
+    # the same template as text keeps the value as it is (an SMS shows it as written)
+    assert parameter_render("{{customer.firstName}}", data) == value
+
+
+def test_html_escapes_defaults_and_formatted_values_too() -> None:
+    data = {"customer": {"firstName": "", "lastName": "<i>o'neil</i>"}, "order": {"total": "5"}}
+    template = (
+        '<p>{{customer.firstName | default:"<em>there</em>"}} {{customer.lastName | upper}}'
+        ' {{order.total | money:"<$>"}}</p>'
+    )
+    assert parameter_render(template, data, kind="html") == (
+        "<p>&lt;em&gt;there&lt;/em&gt; &lt;I&gt;O&#x27;NEIL&lt;/I&gt; &lt;$&gt;5.00</p>"
+    )
+
+
+def test_html_templates_fail_as_text_templates_do() -> None:
+    with pytest.raises(TemplateError, match="never closed"):
+        parameter_render("<p>{{customer.firstName</p>", DATA, kind="html")
+    with pytest.raises(TemplateError, match="is not in this event's data"):
+        parameter_render("<p>{{customer.nothing}}</p>", DATA, kind="html")
+    with pytest.raises(TemplateError, match="not allowed"):
+        parameter_render("<p>{% if x %}</p>", DATA, kind="html")
+    # all or nothing: no half-escaped document
+    with pytest.raises(TemplateError):
+        parameter_render("<p>{{customer.firstName}} {{customer.nothing}}</p>", DATA, kind="html")
+
+
+def test_html_without_variables_is_kept_exactly() -> None:
+    markup = '<a href="https://clinic.example/?a=1&amp;b=2">Portal</a> &copy; <br/>'
+    assert parameter_render(markup, DATA, kind="html") == markup

@@ -2,6 +2,7 @@ from typing import Any
 
 import pytest
 
+from integrations.twilio.adapter import SEND_SMS
 from workflows.builder import report_lines
 from workflows.validation import (
     ApprovedSenders,
@@ -275,12 +276,14 @@ SUNRISE = ApprovedSenders(
     ],
 )
 def test_sender_problem(value: Any, problem: str) -> None:
-    assert sender_problem(value, SUNRISE) == problem
+    assert sender_problem(value, SUNRISE, SEND_SMS.sender_noun) == problem
 
 
 def test_a_clinic_without_numbers_is_told_who_adds_them() -> None:
     problem = sender_problem(
-        "+15005550006", ApprovedSenders(clinic="Dawn", numbers=(), integration="Twilio")
+        "+15005550006",
+        ApprovedSenders(clinic="Dawn", numbers=(), integration="Twilio"),
+        SEND_SMS.sender_noun,
     )
     assert problem == (
         "Dawn has no approved sending numbers yet: support staff add them to its Twilio integration"
@@ -361,3 +364,85 @@ def test_a_percent_or_hash_beside_a_brace_alone_is_text() -> None:
         template_problems("50% off {{order.number}} #1 {x}", trigger="order.shipped", step_number=1)
         == []
     )
+
+
+# --- a second messaging adapter: email ------------------------------------------------------
+
+DAWN_MAIL = ApprovedSenders(
+    clinic="Dawn", numbers=("care@dawn.example", "news@dawn.example"), integration="Email"
+)
+
+
+def _email_step(**parameters: str) -> dict[str, Any]:
+    return {
+        "type": "adapter",
+        "adapter": "email",
+        "function": "sendEmail",
+        "parameters": {
+            "subject": "Order {{order.number}}",
+            "body": "Hi {{customer.firstName}}",
+            "to": "{{customer.email}}",
+            "from": "care@dawn.example",
+            **parameters,
+        },
+    }
+
+
+def _email_report(step: dict[str, Any], trigger: str = "order.shipped") -> dict[str, list[str]]:
+    report = workflow_validate(
+        trigger=trigger, filter={}, steps=[step], senders={"email": DAWN_MAIL}
+    )
+    return report.steps.get(0, {})
+
+
+@pytest.mark.usefixtures("email_adapter")
+def test_an_email_sender_is_named_as_an_address() -> None:
+    assert _email_report(_email_step()) == {}
+    (problem,) = _email_report(_email_step(**{"from": "care@dusk.example"}))["from"]
+    assert problem == (
+        "care@dusk.example is not a verified sender address of Dawn; choose care@dawn.example "
+        "or news@dawn.example, or use a {{variable}}"
+    )
+    none = ApprovedSenders(clinic="Dawn", numbers=(), integration="Email")
+    report = workflow_validate(
+        trigger="order.shipped", filter={}, steps=[_email_step()], senders={"email": none}
+    )
+    assert report.steps[0]["from"] == [
+        "Dawn has no verified sender addresses yet: support staff add them to its Email integration"
+    ]
+
+
+def test_a_function_without_a_noun_names_its_senders_neutrally() -> None:
+    problem = sender_problem("x", ApprovedSenders(clinic="Dawn", numbers=("y",), integration="I"))
+    assert problem == "x is not an approved sender of Dawn; choose y, or use a {{variable}}"
+
+
+@pytest.mark.usefixtures("email_adapter")
+@pytest.mark.parametrize(
+    ("html", "fragment"),
+    [
+        ("<p>{{customer.frstName}}</p>", "did you mean {{customer.firstName}}"),
+        ("<p>{{customer.firstName</p>", "never closed"),
+        ("<p>{% if customer.firstName %}Hi{% endif %}</p>", "is not allowed here"),
+        ("<p>{{customer.defaultAddress}}</p>", "is an object, not text"),
+    ],
+)
+def test_an_html_body_is_validated_as_a_text_template(html: str, fragment: str) -> None:
+    (problem,) = _email_report(_email_step(html=html))["html"]
+    assert fragment in problem
+
+
+@pytest.mark.usefixtures("email_adapter")
+def test_clinical_details_are_kept_out_of_every_email_part() -> None:
+    medication = "{{prescription.medication.name}}"
+    step = _email_step(subject=medication, body="Hi", html=f"<b>{medication}</b>")
+    report = _email_report(step, trigger="prescription.fulfilled")
+    assert set(report) == {"subject", "html"}
+    assert all("keep it out of emails" in problem for (problem,) in report.values())
+
+
+@pytest.mark.usefixtures("email_adapter")
+def test_a_literal_recipient_must_be_an_email_address() -> None:
+    (problem,) = _email_report(_email_step(to="not an address"))["to"]
+    assert problem == "is not a valid email address"
+    assert _email_report(_email_step(to="pat@example.org")) == {}

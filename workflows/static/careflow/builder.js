@@ -438,10 +438,12 @@
       case "context":
         return contextControl(step, index, parameter, id);
       case "sender": {
-        const numbers = senders();
+        // The clinic's senders for this step's adapter, named as its function names them.
+        const numbers = senders(step.adapter);
+        const words = parameter.senders;
         return pickOrType(step, parameter, id, numbers.map((n) => [n, n]), {
-          empty: numbers.length ? "Choose a number…" : "No approved numbers yet",
-          unlisted: "(not an approved number)",
+          empty: numbers.length ? words.choose : words.none,
+          unlisted: words.unlisted,
           label: "Use a variable…",
           textLabel: `${parameter.label} from a variable`,
           placeholder: "e.g. {{…}}",
@@ -522,9 +524,9 @@
     return wrapper;
   }
 
-  /* What a newly chosen adapter function can fill in by itself: the clinic's one number. */
+  /* What a newly chosen adapter function can fill in by itself: the clinic's one sender. */
   function prefill(step) {
-    const numbers = senders();
+    const numbers = senders(step.adapter);
     parametersOf(step).forEach((p) => {
       if (p.widget === "sender" && !step.parameters[p.name] && numbers.length === 1) {
         step.parameters[p.name] = numbers[0];
@@ -588,7 +590,7 @@
     return el(
       "div",
       { class: "cf-row" },
-      field(step, "purpose", "Consent needed", purpose, "Which SMS consent the recipient must have given."),
+      field(step, "purpose", "Consent needed", purpose, functionOf(step).consentHelp),
       urgentField
     );
   }
@@ -790,6 +792,18 @@
   }, 350);
 
   // --- message previews -----------------------------------------------------------------
+  const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
+  /* The counts line of a preview, by what its channel counts: an SMS its segments (what it
+   * costs), an email its lines; "" when the preview has neither. */
+  function previewNumbers(preview) {
+    if (preview.segments !== undefined) {
+      return `${plural(preview.characters, "character")} · ${plural(preview.segments, "segment")} · ${preview.encoding}`;
+    }
+    if (preview.lines !== undefined) {
+      return `${plural(preview.characters, "character")} · ${plural(preview.lines, "line")}`;
+    }
+    return "";
+  }
   function showPreview(box, preview) {
     box.hidden = false;
     const parts = [el("p", { class: "cf-preview-meta", text: `Preview for ${preview.who}` })];
@@ -797,13 +811,9 @@
       parts.push(el("p", { class: "cf-bad", text: preview.error }));
     } else {
       parts.push(el("p", { class: "cf-preview-text", text: preview.text }));
-      parts.push(
-        el("p", {
-          class: "cf-preview-meta cf-preview-numbers",
-          text: `${preview.characters} characters · ${preview.segments} segment${preview.segments === 1 ? "" : "s"} · ${preview.encoding}`,
-        })
-      );
-      preview.warnings.forEach((text) => parts.push(el("p", { class: "cf-warning", text: text })));
+      const numbers = previewNumbers(preview);
+      if (numbers) parts.push(el("p", { class: "cf-preview-meta cf-preview-numbers", text: numbers }));
+      (preview.warnings || []).forEach((text) => parts.push(el("p", { class: "cf-warning", text: text })));
     }
     box.replaceChildren(...parts);
   }
@@ -892,7 +902,7 @@
           el("code", { text: `{{${variable.path}}}` }),
           el("small", { text: notes.join(" · ") })
         );
-        if (variable.sensitive) button.append(el("small", { class: "cf-var-flag", text: "Clinical: keep it out of SMS." }));
+        if (variable.sensitive) button.append(el("small", { class: "cf-var-flag", text: "Clinical: keep it out of messages." }));
         // Keep the caret where it is in the field being edited.
         button.addEventListener("mousedown", (event) => event.preventDefault());
         button.addEventListener("click", () => insertVariable(variable.path));
@@ -929,10 +939,12 @@
     if (organizationSelect && organizationSelect.value) return Number(organizationSelect.value);
     return config.organization || null;
   }
-  function senders() {
+  /* The approved senders of the clinic for one adapter ({clinic: {adapter: [...]}}); with
+   * no clinic chosen yet, those of every clinic the user sees. */
+  function senders(adapter) {
     const org = organization();
-    if (org) return config.senders[String(org)] || [];
-    return [...new Set(Object.values(config.senders).flat())];
+    const clinics = org ? [config.senders[String(org)] || {}] : Object.values(config.senders);
+    return [...new Set(clinics.flatMap((byAdapter) => byAdapter[adapter] || []))];
   }
   function renderClinic() {
     const org = organization();

@@ -418,9 +418,7 @@ def migrate(env: dict[str, str]) -> None:
             timeout=600,
         )
         if proc.returncode != 0:
-            raise SetupError(
-                f"{command[0]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-            )
+            raise SetupError(f"{command[0]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
 
 
 class Sandbox:

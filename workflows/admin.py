@@ -43,7 +43,7 @@ from workflows.diagram import step_detail, step_title, workflow_diagram
 from workflows.dry_run import workflow_dry_run, workflow_live_test
 from workflows.engine import run_retry, workflow_definition, workflow_disable, workflow_waiting_runs
 from workflows.models import Event, Run, StepRun, Workflow
-from workflows.tasks import advance_run
+from workflows.tasks import run_advance
 from workflows.validation import ClinicSenders, ValidationReport, workflow_validate
 
 
@@ -752,7 +752,7 @@ class RunAdmin(
     def retry_failed_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
         retried = [run for run in queryset if run_retry(run=run)]
         for run in retried:
-            advance_run.delay(run.pk)
+            run_advance.delay(run.pk)
         skipped = queryset.count() - len(retried)
         self.message_user(
             request,

@@ -72,12 +72,12 @@ STATEMENTS_PER_EVENT = 13
 def test_an_event_that_sends_one_sms_costs_a_bounded_number_of_statements(
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:
-    from workflows.tasks import dispatch_events
+    from workflows.tasks import events_dispatch
 
     ConsentFactory(patient=clinic["patient"])
     event = _ship(clinic["patient"])
     with CaptureQueriesContext(connection) as queries:
-        dispatch_events([event.pk])
+        events_dispatch([event.pk])
     assert OutboundMessage.objects.get().status == OutboundMessage.Status.SENT
     statements = [
         query["sql"]
@@ -469,12 +469,12 @@ STATEMENTS_PER_EVENT_IN_A_BATCH = 2
 def test_a_batch_of_events_costs_two_statements_per_event_and_a_few_per_batch(
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:
-    from workflows.tasks import dispatch_events
+    from workflows.tasks import events_dispatch
 
     ConsentFactory(patient=clinic["patient"])
     event_ids = _ship_many(clinic["patient"], 20)
     with CaptureQueriesContext(connection) as queries:
-        dispatch_events(event_ids)
+        events_dispatch(event_ids)
     assert len(sandbox.messages()) == 20
     assert set(Run.objects.values_list("status", flat=True)) == {Run.Status.SUCCEEDED}
     assert set(StepRun.objects.values_list("status", flat=True)) == {StepRun.Status.SUCCEEDED}

@@ -219,18 +219,18 @@ def test_beat_task_runs_the_scan() -> None:
     from django.utils import timezone
 
     AppointmentFactory(starts_at=timezone.now() + timedelta(hours=1))
-    assert tasks.scan_time_triggers() == {
+    assert tasks.time_triggers_scan() == {
         "subscription.upcoming_renewal": 0,
         "appointment.reminder": 1,
     }
-    assert tasks.scan_time_triggers()["appointment.reminder"] == 0
+    assert tasks.time_triggers_scan()["appointment.reminder"] == 0
 
 
 def test_beat_schedule_and_route() -> None:
-    entry = django_settings.CELERY_BEAT_SCHEDULE["scan-time-triggers"]
-    assert entry["task"] == "workflows.tasks.scan_time_triggers"
+    entry = django_settings.CELERY_BEAT_SCHEDULE["time-triggers-scan"]
+    assert entry["task"] == "workflows.tasks.time_triggers_scan"
     assert entry["schedule"] == 60.0
-    assert django_settings.CELERY_TASK_ROUTES["workflows.tasks.scan_time_triggers"] == {
+    assert django_settings.CELERY_TASK_ROUTES["workflows.tasks.time_triggers_scan"] == {
         "queue": "events"
     }
 

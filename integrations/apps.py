@@ -15,7 +15,7 @@ class IntegrationsConfig(AppConfig):
         from integrations.patient_panel import PANEL
         from integrations.policy import messaging_policy_forget
         from integrations.providers import providers_register
-        from integrations.run_messages import run_step_messages
+        from integrations.selectors import run_step_messages
         from integrations.tasks import message_send
         from patients.panels import patient_panel_register
         from workflows.adapters import step_messages_register

@@ -9,17 +9,10 @@ from django.utils import timezone
 from kombu import Queue
 from kombu.exceptions import ChannelError, KombuError
 
-from workflows import scans
-from workflows.engine import (
-    events_dispatch_claiming,
-    events_undispatched,
-    run_waiting_message,
-    runs_continue,
-    runs_due,
-)
-from workflows.engine import run_advance as run_advance_service
+from workflows import engine, scans
 from workflows.models import Run
 from workflows.publishing import DISPATCH_BATCH, events_wake
+from workflows.selectors import run_waiting_message
 from workflows.waiting import events_waiting_count, events_waiting_take
 
 # The send queue's task (integrations.tasks.message_send), registered by
@@ -68,19 +61,19 @@ def events_dispatch(event_ids: list[int] | None = None) -> None:
 
 def _dispatch(event_ids: list[int]) -> None:
     """Dispatch a batch of events, advance their first runs here and queue the others."""
-    _, runs = events_dispatch_claiming(event_ids=event_ids, claim_per_event=INLINE_RUNS)
+    _, runs = engine.events_dispatch(event_ids=event_ids, claim_per_event=INLINE_RUNS)
     inline = [run for run in runs if run.status == Run.Status.RUNNING]
     for run in runs:
         if run.status == Run.Status.PENDING:
             run_advance.delay(run.pk)
-    for run in runs_continue(runs=inline):
+    for run in engine.runs_continue(runs=inline):
         _after_advance(run)
 
 
 @shared_task
 def run_advance(run_id: int) -> None:
     try:
-        run = run_advance_service(run_id=run_id)
+        run = engine.run_advance(run_id=run_id)
     except Run.DoesNotExist:
         return
     _after_advance(run)
@@ -124,7 +117,7 @@ def events_relay() -> int:
     waiting = events_waiting_count()
     if waiting:
         events_wake()
-    event_ids = events_undispatched(queued=_queued("events") + waiting)
+    event_ids = engine.events_undispatched(queued=_queued("events") + waiting)
     for start in range(0, len(event_ids), DISPATCH_BATCH):
         events_dispatch.delay(event_ids[start : start + DISPATCH_BATCH])
     return len(event_ids)
@@ -133,7 +126,7 @@ def events_relay() -> int:
 @shared_task
 def runs_sweep() -> int:
     now = timezone.now()
-    due = runs_due(
+    due = engine.runs_due(
         lookahead=timedelta(seconds=settings.CELERY_BEAT_SCHEDULE["runs-sweep"]["schedule"])
     )
     for run_id, due_at in due:

@@ -15,7 +15,7 @@ from common.coordination import coordination_redis
 from patients.models import Order
 from tests.conftest import wait_for
 from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
-from workflows.engine import event_dispatch, events_dispatch_claiming, run_claim, runs_due
+from workflows.engine import event_dispatch, events_dispatch, run_claim, runs_due
 from workflows.models import Event, Run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_worker")]
@@ -80,7 +80,7 @@ def test_a_run_created_claimed_is_taken_over_after_its_lease_when_its_worker_die
     # events_dispatch creates the runs it advances inline already claimed; a worker killed
     # before continuing one leaves it running, which is recovered like any dead claim.
     event = _shipped_event()
-    _, (run,) = events_dispatch_claiming(event_ids=[event.pk], claim_per_event=1)
+    _, (run,) = events_dispatch(event_ids=[event.pk], claim_per_event=1)
     assert run.status == Run.Status.RUNNING and run.lease_expires_at is not None
     assert not run_claim(run_id=run.pk)
     assert run.pk not in [r for r, _ in runs_due()]
@@ -94,11 +94,11 @@ def test_only_the_asked_number_of_runs_is_created_claimed() -> None:
     for _ in range(2):
         workflow = WorkflowFactory(organization=event.organization, trigger="order.shipped")
         SmsStepFactory(workflow=workflow)
-    claimed, runs = events_dispatch_claiming(event_ids=[event.pk], claim_per_event=2)
+    claimed, runs = events_dispatch(event_ids=[event.pk], claim_per_event=2)
     assert claimed == 1
     assert [run.status for run in runs] == [Run.Status.RUNNING] * 2 + [Run.Status.PENDING]
     # dispatched once
-    assert events_dispatch_claiming(event_ids=[event.pk], claim_per_event=2) == (0, [])
+    assert events_dispatch(event_ids=[event.pk], claim_per_event=2) == (0, [])
 
 
 def test_the_sweeper_releases_waiting_runs_at_their_due_time() -> None:

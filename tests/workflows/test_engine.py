@@ -90,10 +90,10 @@ def test_an_event_that_sends_one_sms_costs_a_bounded_number_of_statements(
 def test_a_step_run_another_holder_created_meanwhile_is_updated_not_duplicated(
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:
-    from workflows.engine import events_dispatch_claiming, runs_continue
+    from workflows.engine import events_dispatch, runs_continue
 
     ConsentFactory(patient=clinic["patient"])
-    _, (run,) = events_dispatch_claiming(event_ids=[_ship(clinic["patient"]).pk], claim_per_event=1)
+    _, (run,) = events_dispatch(event_ids=[_ship(clinic["patient"]).pk], claim_per_event=1)
     StepRun.objects.create(run=run, index=0)  # e.g. a worker whose lease was taken over
     (run,) = runs_continue(runs=[run])
     assert run.status == Run.Status.SUCCEEDED
@@ -380,7 +380,8 @@ def test_retry_from_the_failed_step_does_not_repeat_succeeded_steps(
 
 
 def test_disabling_cancels_waiting_runs_and_says_how_many(clinic: dict[str, Any]) -> None:
-    from workflows.engine import workflow_disable, workflow_waiting_runs
+    from workflows.engine import workflow_disable
+    from workflows.selectors import workflow_waiting_runs
 
     _steps(
         clinic["workflow"],
@@ -446,12 +447,10 @@ def _ship_many(patient: Any, count: int) -> list[int]:
 def _batch_sent_but_not_finished(clinic: dict[str, Any], count: int) -> tuple[Any, list[Run]]:
     """`count` events dispatched and their runs advanced as one batch, whose SMS went out,
     up to (not including) the batch's finishing writes."""
-    from workflows.engine import RunBatch, _run_continue, events_dispatch_claiming
+    from workflows.engine import RunBatch, _run_continue, events_dispatch
 
     ConsentFactory(patient=clinic["patient"])
-    _, runs = events_dispatch_claiming(
-        event_ids=_ship_many(clinic["patient"], count), claim_per_event=1
-    )
+    _, runs = events_dispatch(event_ids=_ship_many(clinic["patient"], count), claim_per_event=1)
     batch = RunBatch(runs)
     for run in runs:
         _run_continue(run, {}, batch)
@@ -543,11 +542,9 @@ def test_a_run_cancelled_while_its_batch_went_on_stays_cancelled(
 def test_a_batch_renews_the_lease_of_the_runs_it_still_holds(
     clinic: dict[str, Any], settings: Any
 ) -> None:
-    from workflows.engine import RunBatch, events_dispatch_claiming
+    from workflows.engine import RunBatch, events_dispatch
 
-    _, runs = events_dispatch_claiming(
-        event_ids=_ship_many(clinic["patient"], 2), claim_per_event=1
-    )
+    _, runs = events_dispatch(event_ids=_ship_many(clinic["patient"], 2), claim_per_event=1)
     leases = dict(Run.objects.values_list("id", "lease_expires_at"))
     batch = RunBatch(runs)
     batch.hold()  # too soon: nothing written

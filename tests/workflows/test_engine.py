@@ -186,7 +186,7 @@ def test_invalid_recipient_is_skipped(clinic: dict[str, Any], sandbox: SandboxSe
     step.save()
     (run_id,) = event_dispatch(event_id=_ship(clinic["patient"]).pk)
     run = run_advance(run_id=run_id)
-    # Said as it is (not "not a patient of this clinic", which is where it used to end up).
+    # Said as it is: the number is invalid, not "not a patient of this clinic".
     assert run is not None and run.status == Run.Status.SKIPPED
     step_run = StepRun.objects.get(run_id=run_id)
     assert step_run.skip_reason == "To Phone “+1555” is not a valid phone number"

@@ -233,6 +233,16 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CONSUMER = "config.celery:Consumer"
 CELERY_TASK_DEFAULT_QUEUE = "runs"
 CELERY_TASK_ROUTES = {
+    "workflows.tasks.events_dispatch": {"queue": "events"},
+    "workflows.tasks.events_relay": {"queue": "events"},
+    "workflows.tasks.run_advance": {"queue": "runs"},
+    "workflows.tasks.runs_sweep": {"queue": "runs"},
+    "workflows.tasks.time_triggers_scan": {"queue": "events"},
+    "integrations.tasks.message_send": {"queue": "sends"},
+    "integrations.tasks.sent_messages_reconcile": {"queue": "sends"},
+    # The former names of the same tasks, still registered as forwarders (see the end of
+    # workflows/tasks.py and integrations/tasks.py) for tasks queued before a deploy: routed
+    # to the same queues. Remove with the forwarders.
     "workflows.tasks.dispatch_events": {"queue": "events"},
     "workflows.tasks.relay_events": {"queue": "events"},
     "workflows.tasks.advance_run": {"queue": "runs"},
@@ -242,24 +252,24 @@ CELERY_TASK_ROUTES = {
     "integrations.tasks.reconcile_sent_messages": {"queue": "sends"},
 }
 CELERY_BEAT_SCHEDULE = {
-    "relay-events": {
-        "task": "workflows.tasks.relay_events",
+    "events-relay": {
+        "task": "workflows.tasks.events_relay",
         "schedule": env.float("CAREFLOW_RELAY_INTERVAL", default=5.0),
     },
-    "sweep-runs": {
-        "task": "workflows.tasks.sweep_runs",
+    "runs-sweep": {
+        "task": "workflows.tasks.runs_sweep",
         "schedule": env.float("CAREFLOW_SWEEP_INTERVAL", default=5.0),
     },
     # Time-based triggers (upcoming renewals, appointment reminders). Safe to overlap or to
     # run from two beat processes: each record is claimed in the database.
-    "scan-time-triggers": {
-        "task": "workflows.tasks.scan_time_triggers",
+    "time-triggers-scan": {
+        "task": "workflows.tasks.time_triggers_scan",
         "schedule": env.float("CAREFLOW_SCAN_INTERVAL", default=60.0),
     },
     # Messages still "sent" long after acceptance: their final status callback was lost
     # (Twilio does not retry it), so they are looked up at Twilio. Claimed in the database.
-    "reconcile-sent-messages": {
-        "task": "integrations.tasks.reconcile_sent_messages",
+    "sent-messages-reconcile": {
+        "task": "integrations.tasks.sent_messages_reconcile",
         "schedule": env.float("CAREFLOW_STATUS_RECONCILE_INTERVAL", default=60.0),
     },
 }

@@ -15,8 +15,8 @@ class IntegrationsConfig(AppConfig):
         from integrations.patient_panel import PANEL
         from integrations.policy import messaging_policy_forget
         from integrations.providers import providers_register
-        from integrations.run_messages import run_step_messages
-        from integrations.tasks import send_message
+        from integrations.selectors import run_step_messages
+        from integrations.tasks import message_send
         from patients.panels import patient_panel_register
         from workflows.adapters import step_messages_register
         from workflows.tasks import message_send_task_register
@@ -30,7 +30,7 @@ class IntegrationsConfig(AppConfig):
         # The conversation on the patient page: patients cannot import the messages.
         patient_panel_register(PANEL)
         # The engine hands a message its run waits on to the send queue through this.
-        message_send_task_register(send_message)
+        message_send_task_register(message_send)
         # The engine's adapters, the messaging core's transports and the integration admin's
         # forms: one line per provider.
         providers_register()

@@ -5,10 +5,10 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
+from integrations import sending
 from integrations.models import OutboundMessage
-from integrations.sending import message_send, sent_messages_reconcile
 from workflows.engine import run_wake
-from workflows.tasks import advance_run
+from workflows.tasks import run_advance
 
 Status = OutboundMessage.Status
 UNSETTLED = (Status.PENDING, Status.SENDING, Status.UNKNOWN)
@@ -18,10 +18,10 @@ SHORT_WAIT = timedelta(seconds=60)
 
 
 @shared_task
-def send_message(message_id: int) -> None:
+def message_send(message_id: int) -> None:
     """Send (or reconcile) one message at its time, then wake the run that waits on it."""
     try:
-        message = message_send(message_id=message_id)
+        message = sending.message_send(message_id=message_id)
     except OutboundMessage.DoesNotExist:
         return
     if message.step_run_id is None:
@@ -31,14 +31,28 @@ def send_message(message_id: int) -> None:
         # the run's own due time is the durable fallback.
         due = message.next_attempt_at
         if due is not None and due - timezone.now() <= SHORT_WAIT:
-            send_message.apply_async((message_id,), eta=due)
+            message_send.apply_async((message_id,), eta=due)
         return
     run_id = message.step_run.run_id  # type: ignore[union-attr]
     run_wake(run_id=run_id)
-    advance_run.delay(run_id)
+    run_advance.delay(run_id)
 
 
 @shared_task
-def reconcile_sent_messages() -> int:
+def sent_messages_reconcile() -> int:
     """Beat: settle messages whose final status callback never came (see the service)."""
+    return sending.sent_messages_reconcile()
+
+
+# Forwarders under the tasks' former wire names, so that a message queued before a deploy (in
+# Redis, as a retry's ETA, or sent by a beat still running the previous release) is still
+# sent. Routing is by name: config.settings.CELERY_TASK_ROUTES sends both names to "sends".
+# Remove them in the release after the one that renamed the tasks.
+@shared_task(name="integrations.tasks.send_message")
+def _send_message_forward(message_id: int) -> None:
+    message_send(message_id)
+
+
+@shared_task(name="integrations.tasks.reconcile_sent_messages")
+def _reconcile_sent_messages_forward() -> int:
     return sent_messages_reconcile()

@@ -1,6 +1,6 @@
-"""Input that crashed or slipped through (issue 14, items 6 and 8): JSON nested thousands of
-levels deep, bodies of megabytes, control characters PostgreSQL cannot store, a To Phone
-that is not a phone number. Every entry point answers with a clear, specific error — never a
+"""Input that must neither crash nor slip through: JSON nested thousands of levels deep,
+bodies of megabytes, control characters PostgreSQL cannot store, a To Phone that is not a
+phone number. Every entry point answers with a clear, specific error — never a
 500 — and nothing is saved half-way; a run is never left running by bad data."""
 
 import json

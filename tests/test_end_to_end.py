@@ -26,7 +26,7 @@ from tests.factories import (
     WorkflowFactory,
 )
 from workflows.models import Event, Run, StepRun
-from workflows.tasks import dispatch_events
+from workflows.tasks import events_dispatch
 
 pytestmark = pytest.mark.integration
 Status = OutboundMessage.Status
@@ -148,7 +148,7 @@ def test_the_same_event_dispatched_again_makes_one_run_and_one_message(
     _ship(_patient(clinic))
     event = Event.objects.get(type="order.shipped")
     for _ in range(3):
-        dispatch_events.delay([event.pk])
+        events_dispatch.delay([event.pk])
     wait_for(lambda: _message(status=Status.DELIVERED), what="the delivered message")
     wait_for(lambda: not Run.objects.exclude(status=Run.Status.SUCCEEDED).exists())
     assert Run.objects.count() == 1

@@ -29,7 +29,7 @@ from workflows.models import Run
 pytestmark = pytest.mark.integration
 # A dispatch task that failed. (Beat's own tasks run every half second here, and one may be
 # mid-query when its session is ended: that failure is the termination, not what follows.)
-DISPATCH_FAILED = re.compile(rb"Task workflows\.tasks\.dispatch_events\[[^\]]+\] raised")
+DISPATCH_FAILED = re.compile(rb"Task workflows\.tasks\.events_dispatch\[[^\]]+\] raised")
 
 
 def test_tasks_after_the_workers_sessions_were_terminated_run_without_a_failure(

@@ -1,5 +1,4 @@
 import json
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,12 +37,13 @@ from patients.tenancy import (
     sees_all_organizations,
 )
 from workflows import builder
-from workflows.adapters import REGISTRY, step_messages
-from workflows.diagram import step_detail, step_title, workflow_diagram
+from workflows.adapters import REGISTRY
+from workflows.diagram import workflow_diagram
 from workflows.dry_run import workflow_dry_run, workflow_live_test
-from workflows.engine import run_retry, workflow_definition, workflow_disable, workflow_waiting_runs
+from workflows.engine import run_retry, workflow_definition, workflow_disable
 from workflows.models import Event, Run, StepRun, Workflow
-from workflows.tasks import advance_run
+from workflows.selectors import run_patient, run_timeline, workflow_waiting_runs
+from workflows.tasks import run_advance
 from workflows.validation import ClinicSenders, ValidationReport, workflow_validate
 
 
@@ -643,17 +643,6 @@ RUN_SEARCH_FIELDS = [
 ]
 
 
-def run_patient(run: Run) -> Patient | None:
-    """The patient of the run, as its event recorded them, if still on record in its clinic."""
-    try:
-        patient_uuid = uuid.UUID(str((run.event.customer or {}).get("id")))
-    except ValueError:
-        return None
-    return Patient.objects.filter(
-        organization_id=run.workflow.organization_id, uuid=patient_uuid
-    ).first()
-
-
 @admin.register(Run)
 class RunAdmin(
     PhoneSearchMixin, TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmin
@@ -752,7 +741,7 @@ class RunAdmin(
     def retry_failed_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
         retried = [run for run in queryset if run_retry(run=run)]
         for run in retried:
-            advance_run.delay(run.pk)
+            run_advance.delay(run.pk)
         skipped = queryset.count() - len(retried)
         self.message_user(
             request,
@@ -777,36 +766,6 @@ def _setup_problems(organization: Organization, steps: Sequence[Mapping[str, Any
                 "staff set one up."
             )
     return problems
-
-
-def run_timeline(run: Run) -> list[dict[str, Any]]:
-    """The run step by step, as pinned when it started: each step with its step run (if it
-    got that far), the messages it produced, and the send decision of each message; times in
-    the clinic's zone. Two queries, however long the run."""
-    zone = run.workflow.organization.timezone
-    step_runs = {step_run.index: step_run for step_run in run.step_runs.all()}
-    by_step_run = step_messages(run)
-    timeline = []
-    for index, step in enumerate(run.definition.get("steps", [])):
-        step_run = step_runs.get(index)
-        timeline.append(
-            {
-                "number": index + 1,
-                "title": step_title(step),
-                "detail": step_detail(step),
-                "step_run": step_run,
-                "started": clinic_datetime(step_run.started_at, zone) if step_run else "",
-                "finished": clinic_datetime(step_run.finished_at, zone) if step_run else "",
-                "due": clinic_datetime(step_run.due_at, zone) if step_run else "",
-                "inputs": sorted((step_run.inputs or {}).items()) if step_run else [],
-                "result": json.dumps(step_run.result, indent=2, ensure_ascii=False)
-                if step_run and step_run.result
-                else "",
-                "messages": by_step_run.get(step_run.pk, []) if step_run else [],
-                "current": index == run.next_index and run.status in ("waiting", "running"),
-            }
-        )
-    return timeline
 
 
 @admin.register(StepRun)

@@ -10,7 +10,7 @@ class WorkflowsConfig(AppConfig):
         from workflows.models import Event
         from workflows.outbox import event_record
         from workflows.publishing import dispatch_task_register
-        from workflows.tasks import dispatch_events
+        from workflows.tasks import events_dispatch
 
         # The records record their events into the engine's outbox, which they cannot
         # import (the engine is above them): it is installed here.
@@ -19,4 +19,4 @@ class WorkflowsConfig(AppConfig):
         )
         # Publishing hands events to the dispatch task, whose module wakes workers through
         # publishing: so publishing is told the task rather than importing it.
-        dispatch_task_register(dispatch_events)
+        dispatch_task_register(events_dispatch)

@@ -30,7 +30,7 @@ from workflows.steps import (
     condition_evaluate,
     delay_until,
 )
-from workflows.tasks import advance_run
+from workflows.tasks import run_advance
 
 
 @dataclass
@@ -234,5 +234,5 @@ def workflow_live_test(*, workflow: Workflow, patient: Patient) -> Run:
         run = Run.objects.create(
             workflow=workflow, event=event, is_test=True, definition=workflow_definition(workflow)
         )
-    transaction.on_commit(lambda: advance_run.delay(run.pk))
+    transaction.on_commit(lambda: run_advance.delay(run.pk))
     return run

@@ -55,13 +55,11 @@ def event_dispatch(*, event_id: int) -> list[int]:
     matching, its runs are created in the same transaction that marks it dispatched, so a
     dispatched event is done (and the database allows one run per workflow and event).
     """
-    _, runs = events_dispatch_claiming(event_ids=[event_id], claim_per_event=0)
+    _, runs = events_dispatch(event_ids=[event_id], claim_per_event=0)
     return [run.pk for run in runs]
 
 
-def events_dispatch_claiming(
-    *, event_ids: Sequence[int], claim_per_event: int
-) -> tuple[int, list[Run]]:
+def events_dispatch(*, event_ids: Sequence[int], claim_per_event: int) -> tuple[int, list[Run]]:
     """event_dispatch for several events at once (those of them not dispatched yet). Return
     how many events were claimed and their runs, of which the first `claim_per_event` of
     each event are created already claimed by this worker (running, with a lease) for
@@ -314,7 +312,7 @@ def run_advance(*, run_id: int) -> Run | None:
 
 
 def runs_continue(*, runs: list[Run]) -> list[Run]:
-    """Advance runs this worker created claimed (events_dispatch_claiming), together: they
+    """Advance runs this worker created claimed (events_dispatch), together: they
     have no step runs yet, and their events and workflows are in hand."""
     batch = RunBatch(runs)
     for run in runs:
@@ -562,15 +560,6 @@ def _runs_transition(runs: list[Run], status: str, **fields: Any) -> None:
 ACTIVE_STATUSES = (Run.Status.PENDING, Run.Status.WAITING)
 
 
-def run_waiting_message(*, run: Run) -> int | None:
-    """The message a waiting run's current step waits on, if it waits on one."""
-    step_run = StepRun.objects.filter(
-        run=run, index=run.next_index, status=StepRun.Status.WAITING
-    ).first()
-    message_id = step_run.result.get("message_id") if step_run else None
-    return int(message_id) if message_id else None
-
-
 def run_wake(*, run_id: int) -> None:
     """Make a waiting run due now (what it waited for has happened)."""
     Run.objects.filter(pk=run_id, status=Run.Status.WAITING).update(
@@ -609,13 +598,6 @@ def workflow_disable(*, workflow: Workflow) -> int:
             updated_at=now,
             error="cancelled: the workflow was disabled",
         )
-
-
-def workflow_waiting_runs(*, workflow: Workflow) -> int:
-    """How many runs disabling this workflow would cancel."""
-    return Run.objects.filter(
-        workflow=workflow, status__in=[*ACTIVE_STATUSES, Run.Status.RUNNING]
-    ).count()
 
 
 def run_retry(*, run: Run) -> bool:

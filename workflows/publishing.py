@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 # (engine.RunBatch). Bigger batches save little more and make one worker's share lumpier.
 DISPATCH_BATCH = 20
 
-# The dispatch task (workflows.tasks.dispatch_events), registered by WorkflowsConfig.ready():
+# The dispatch task (workflows.tasks.events_dispatch), registered by WorkflowsConfig.ready():
 # the tasks module sits above this one (it wakes workers through it), so this one cannot
 # import it.
 _dispatch: list[Any] = []

@@ -48,7 +48,7 @@ def _clinic_today(now: datetime, zone_name: str) -> Any:
     return now.astimezone(zone).date()
 
 
-def renewals_upcoming_scan(*, now: datetime | None = None, batch_size: int = BATCH_SIZE) -> int:
+def upcoming_renewals_scan(*, now: datetime | None = None, batch_size: int = BATCH_SIZE) -> int:
     """Record subscription.upcoming_renewal for active subscriptions whose renewal date is
     within CAREFLOW_RENEWAL_LEAD_DAYS of today (in the clinic's time zone), once per cycle.
 
@@ -152,7 +152,7 @@ def _reminder_record(appointment: Appointment, now: datetime) -> int:
 
 
 SCANS: dict[str, Callable[..., int]] = {
-    "subscription.upcoming_renewal": renewals_upcoming_scan,
+    "subscription.upcoming_renewal": upcoming_renewals_scan,
     "appointment.reminder": appointment_reminders_scan,
 }
 

@@ -9,20 +9,13 @@ from django.utils import timezone
 from kombu import Queue
 from kombu.exceptions import ChannelError, KombuError
 
-from workflows.engine import (
-    events_dispatch_claiming,
-    events_undispatched,
-    run_advance,
-    run_waiting_message,
-    runs_continue,
-    runs_due,
-)
+from workflows import engine, scans
 from workflows.models import Run
 from workflows.publishing import DISPATCH_BATCH, events_wake
-from workflows.scans import time_triggers_scan
+from workflows.selectors import run_waiting_message
 from workflows.waiting import events_waiting_count, events_waiting_take
 
-# The send queue's task (integrations.tasks.send_message), registered by
+# The send queue's task (integrations.tasks.message_send), registered by
 # IntegrationsConfig.ready(): integrations sits above the engine and imports it, so the
 # engine names the task it hands a waiting message to without importing it.
 _message_send_task: list[Any] = []
@@ -50,7 +43,7 @@ WAKE_BATCHES = 50
 # database (a worker dying mid-batch leaves its events to the relay and its runs to their
 # leases), so a redelivery would add nothing.
 @shared_task(acks_late=False)
-def dispatch_events(event_ids: list[int] | None = None) -> None:
+def events_dispatch(event_ids: list[int] | None = None) -> None:
     """Dispatch these events (the relay's, or one published without the shared Redis); with
     none, the events waiting (workflows.publishing.events_publish), a batch at a time until fewer
     than a full batch were left."""
@@ -68,19 +61,19 @@ def dispatch_events(event_ids: list[int] | None = None) -> None:
 
 def _dispatch(event_ids: list[int]) -> None:
     """Dispatch a batch of events, advance their first runs here and queue the others."""
-    _, runs = events_dispatch_claiming(event_ids=event_ids, claim_per_event=INLINE_RUNS)
+    _, runs = engine.events_dispatch(event_ids=event_ids, claim_per_event=INLINE_RUNS)
     inline = [run for run in runs if run.status == Run.Status.RUNNING]
     for run in runs:
         if run.status == Run.Status.PENDING:
-            advance_run.delay(run.pk)
-    for run in runs_continue(runs=inline):
+            run_advance.delay(run.pk)
+    for run in engine.runs_continue(runs=inline):
         _after_advance(run)
 
 
 @shared_task
-def advance_run(run_id: int) -> None:
+def run_advance(run_id: int) -> None:
     try:
-        run = run_advance(run_id=run_id)
+        run = engine.run_advance(run_id=run_id)
     except Run.DoesNotExist:
         return
     _after_advance(run)
@@ -100,7 +93,7 @@ def _after_advance(run: Run | None) -> None:
         # sends it at its time and then wakes the run.
         _message_send_task[0].apply_async((message_id,), eta=run.due_at)
     else:
-        advance_run.apply_async((run.pk,), eta=run.due_at)
+        run_advance.apply_async((run.pk,), eta=run.due_at)
 
 
 def _queued(queue: str) -> int:
@@ -118,33 +111,63 @@ def _queued(queue: str) -> int:
 
 
 @shared_task
-def relay_events() -> int:
+def events_relay() -> int:
     # Events waiting in the list are as good as queued, provided a wake-up is queued for them
     # (its publish may have failed, or its task been lost when the flag expired).
     waiting = events_waiting_count()
     if waiting:
         events_wake()
-    event_ids = events_undispatched(queued=_queued("events") + waiting)
+    event_ids = engine.events_undispatched(queued=_queued("events") + waiting)
     for start in range(0, len(event_ids), DISPATCH_BATCH):
-        dispatch_events.delay(event_ids[start : start + DISPATCH_BATCH])
+        events_dispatch.delay(event_ids[start : start + DISPATCH_BATCH])
     return len(event_ids)
 
 
 @shared_task
-def sweep_runs() -> int:
+def runs_sweep() -> int:
     now = timezone.now()
-    due = runs_due(
-        lookahead=timedelta(seconds=settings.CELERY_BEAT_SCHEDULE["sweep-runs"]["schedule"])
+    due = engine.runs_due(
+        lookahead=timedelta(seconds=settings.CELERY_BEAT_SCHEDULE["runs-sweep"]["schedule"])
     )
     for run_id, due_at in due:
         if due_at is not None and due_at > now:
-            advance_run.apply_async((run_id,), eta=due_at)
+            run_advance.apply_async((run_id,), eta=due_at)
         else:
-            advance_run.delay(run_id)
+            run_advance.delay(run_id)
     return len(due)
 
 
 @shared_task
-def scan_time_triggers() -> dict[str, int]:
+def time_triggers_scan() -> dict[str, int]:
     """Record the time-based events that are due (upcoming renewals, appointment reminders)."""
+    return scans.time_triggers_scan()
+
+
+# Forwarders under the tasks' former wire names, so that a task queued before a deploy (in
+# Redis, as an ETA, or sent by a beat still running the previous release) still runs. They
+# carry their task's options (routing is by name: config.settings.CELERY_TASK_ROUTES keeps
+# both names). Remove them in the release after the one that renamed the tasks, once no
+# broker or beat can hold the old names.
+@shared_task(name="workflows.tasks.dispatch_events", acks_late=False)
+def _dispatch_events_forward(event_ids: list[int] | None = None) -> None:
+    events_dispatch(event_ids)
+
+
+@shared_task(name="workflows.tasks.advance_run")
+def _advance_run_forward(run_id: int) -> None:
+    run_advance(run_id)
+
+
+@shared_task(name="workflows.tasks.relay_events")
+def _relay_events_forward() -> int:
+    return events_relay()
+
+
+@shared_task(name="workflows.tasks.sweep_runs")
+def _sweep_runs_forward() -> int:
+    return runs_sweep()
+
+
+@shared_task(name="workflows.tasks.scan_time_triggers")
+def _scan_time_triggers_forward() -> dict[str, int]:
     return time_triggers_scan()

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from integrations.models import OutboundMessage
 from integrations.policy import send_decide
-from integrations.run_messages import decision_checks
+from integrations.selectors import decision_checks
 from integrations.sms import segment_info
 from integrations.twilio.integration import NO_INTEGRATION, twilio_integration
 from integrations.twilio.numbers import numbers_problem, recipient_patient

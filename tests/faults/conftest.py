@@ -262,7 +262,7 @@ class FaultWorker:
 
 
 def tasks_received(workers: list[FaultWorker]) -> str:
-    """e.g. "dispatch_events 41, advance_run 2": what beat's relay and sweeper added shows
+    """e.g. "events_dispatch 41, run_advance 2": what beat's relay and sweeper added shows
     as more tasks than events."""
     total: Counter[str] = Counter()
     for worker in workers:

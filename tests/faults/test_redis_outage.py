@@ -20,7 +20,7 @@ import pytest
 
 from integrations.models import OutboundMessage
 from integrations.sending import message_prepare
-from integrations.tasks import send_message
+from integrations.tasks import message_send
 from integrations.twilio.sandbox import SandboxServer
 from tests.conftest import sandbox_account, wait_for
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
@@ -106,7 +106,7 @@ def test_a_worker_running_a_task_when_the_broker_goes_away_lives_on(
     # task is simply running, unacknowledged, while the broker goes away.
     sandbox.add_fault({"kind": "slow", "delay": 3.0, "count": 1, "match": {"To": slow.to}})
     worker = start_worker("faults-c", TWILIO_HTTP_TIMEOUT="10")
-    send_message.delay(slow.pk)
+    message_send.delay(slow.pk)
 
     def status(message: OutboundMessage) -> str:
         return OutboundMessage.objects.values_list("status", flat=True).get(pk=message.pk)
@@ -120,7 +120,7 @@ def test_a_worker_running_a_task_when_the_broker_goes_away_lives_on(
     assert worker.alive()
     private_redis.start()
 
-    send_message.delay(after.pk)
+    message_send.delay(after.pk)
     wait_for(lambda: status(after) in DONE, timeout=60, what="a task after the outage")
     assert worker.alive()
     assert [message["to"] for message in sandbox.messages()] == [slow.to, after.to]

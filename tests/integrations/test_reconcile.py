@@ -11,9 +11,9 @@ import requests
 from django.conf import settings as django_settings
 from django.utils import timezone
 
+from integrations import tasks
 from integrations.models import OutboundMessage
 from integrations.sending import message_prepare, message_send, sent_messages_reconcile
-from integrations.tasks import reconcile_sent_messages
 from integrations.twilio.account import twilio_account
 from integrations.twilio.sandbox import SandboxServer
 from tests.conftest import sandbox_account, wait_for
@@ -197,8 +197,8 @@ def _sandbox_date_created(sandbox: SandboxServer, message: OutboundMessage) -> d
 
 
 def test_reconciliation_runs_on_beat_through_the_sends_queue() -> None:
-    entry = django_settings.CELERY_BEAT_SCHEDULE["reconcile-sent-messages"]
-    assert entry["task"] == reconcile_sent_messages.name
+    entry = django_settings.CELERY_BEAT_SCHEDULE["sent-messages-reconcile"]
+    assert entry["task"] == tasks.sent_messages_reconcile.name
     assert django_settings.CELERY_TASK_ROUTES[entry["task"]] == {"queue": "sends"}
 
 
@@ -209,7 +209,7 @@ def test_a_settled_message_through_the_real_worker(
     _settled_at_twilio(lost_callbacks, 1)
     # The worker's own grace period is the default; this message's look-up is due now.
     OutboundMessage.objects.filter(pk=message.pk).update(status_check_at=timezone.now())
-    reconcile_sent_messages.delay()
+    tasks.sent_messages_reconcile.delay()
     wait_for(
         lambda: OutboundMessage.objects.get(pk=message.pk).status == Status.UNDELIVERED,
         what="the worker to settle the message",

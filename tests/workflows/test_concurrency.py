@@ -15,7 +15,7 @@ from common.coordination import coordination_redis
 from patients.models import Order
 from tests.conftest import wait_for
 from tests.factories import OrderFactory, SmsStepFactory, WorkflowFactory
-from workflows.engine import event_dispatch, events_dispatch_claiming, run_claim, runs_due
+from workflows.engine import event_dispatch, events_dispatch, run_claim, runs_due
 from workflows.models import Event, Run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_worker")]
@@ -77,10 +77,10 @@ def test_a_dead_workers_run_is_taken_over_after_its_lease_only() -> None:
 
 
 def test_a_run_created_claimed_is_taken_over_after_its_lease_when_its_worker_died() -> None:
-    # dispatch_events creates the runs it advances inline already claimed; a worker killed
+    # events_dispatch creates the runs it advances inline already claimed; a worker killed
     # before continuing one leaves it running, which is recovered like any dead claim.
     event = _shipped_event()
-    _, (run,) = events_dispatch_claiming(event_ids=[event.pk], claim_per_event=1)
+    _, (run,) = events_dispatch(event_ids=[event.pk], claim_per_event=1)
     assert run.status == Run.Status.RUNNING and run.lease_expires_at is not None
     assert not run_claim(run_id=run.pk)
     assert run.pk not in [r for r, _ in runs_due()]
@@ -94,11 +94,11 @@ def test_only_the_asked_number_of_runs_is_created_claimed() -> None:
     for _ in range(2):
         workflow = WorkflowFactory(organization=event.organization, trigger="order.shipped")
         SmsStepFactory(workflow=workflow)
-    claimed, runs = events_dispatch_claiming(event_ids=[event.pk], claim_per_event=2)
+    claimed, runs = events_dispatch(event_ids=[event.pk], claim_per_event=2)
     assert claimed == 1
     assert [run.status for run in runs] == [Run.Status.RUNNING] * 2 + [Run.Status.PENDING]
     # dispatched once
-    assert events_dispatch_claiming(event_ids=[event.pk], claim_per_event=2) == (0, [])
+    assert events_dispatch(event_ids=[event.pk], claim_per_event=2) == (0, [])
 
 
 def test_the_sweeper_releases_waiting_runs_at_their_due_time() -> None:
@@ -215,19 +215,19 @@ def test_under_steady_traffic_a_relay_takes_the_events_that_later_dispatches_ove
 @pytest.mark.usefixtures("publishing")
 def test_relay_events_leaves_a_backlog_in_the_broker_alone_and_relays_lost_tasks() -> None:
     from config.celery import app as celery_app
-    from workflows.tasks import _queued, relay_events
+    from workflows.tasks import _queued, events_relay
 
     # given five events whose dispatch tasks wait in the broker (no worker is consuming)
     _ship_orders(5)
     wait_for(lambda: _queued("events") == 5, what="the five dispatch tasks in the queue")
     Event.objects.update(created_at=timezone.now() - timedelta(seconds=30))
     # then the relay, seeing them queued, queues nothing more
-    assert relay_events() == 0
+    assert events_relay() == 0
     assert _queued("events") == 5
     # and once the broker has lost them, it relays them all
     with celery_app.connection_for_write() as broker:
         broker.default_channel.queue_purge("events")
-    assert relay_events() == 5
+    assert events_relay() == 5
     assert _queued("events") == 1  # one task dispatches a batch of relayed events
 
 
@@ -235,7 +235,7 @@ def test_relay_events_leaves_events_waiting_in_the_list_alone_and_relays_lost_on
     settings: Any,
 ) -> None:
     from config.celery import app as celery_app
-    from workflows.tasks import _queued, relay_events
+    from workflows.tasks import _queued, events_relay
     from workflows.waiting import events_waiting_take
 
     settings.CAREFLOW_EVENTS_NOTIFY = False  # the saving process publishes, with Redis
@@ -244,23 +244,23 @@ def test_relay_events_leaves_events_waiting_in_the_list_alone_and_relays_lost_on
     wait_for(lambda: _queued("events") == 1, what="the wake-up in the queue")
     Event.objects.update(created_at=timezone.now() - timedelta(seconds=30))
     # then the relay, seeing them waiting, queues nothing more
-    assert relay_events() == 0
+    assert events_relay() == 0
     # and once a worker died holding them (taken off the list, never dispatched), it relays
     # them all
     with celery_app.connection_for_write() as broker:
         broker.default_channel.queue_purge("events")
     assert events_waiting_take(20) == shipped
-    assert relay_events() == 5
+    assert events_relay() == 5
 
 
 def test_a_worker_woken_dispatches_every_event_waiting_a_batch_at_a_time(settings: Any) -> None:
-    from workflows.tasks import DISPATCH_BATCH, dispatch_events
+    from workflows.tasks import DISPATCH_BATCH, events_dispatch
     from workflows.waiting import events_waiting_count
 
     settings.CAREFLOW_EVENTS_NOTIFY = False  # the saving process publishes, with Redis
     shipped = _ship_orders(DISPATCH_BATCH * 2 + 5)
     wait_for(lambda: events_waiting_count() == len(shipped), what="the events in the list")
-    dispatch_events()  # what the one wake-up queued for all of them does
+    events_dispatch()  # what the one wake-up queued for all of them does
     assert events_waiting_count() == 0
     assert not Event.objects.filter(dispatched_at__isnull=True).exists()
     assert sorted(Run.objects.values_list("event_id", flat=True)) == shipped
@@ -275,7 +275,7 @@ def test_the_relay_wakes_a_worker_for_events_left_waiting_without_a_wake_up(
     settings: Any,
 ) -> None:
     from config.celery import app as celery_app
-    from workflows.tasks import _queued, relay_events
+    from workflows.tasks import _queued, events_relay
     from workflows.waiting import WAKE_KEY, events_waiting_count
 
     settings.CAREFLOW_EVENTS_NOTIFY = False  # the saving process publishes, with Redis
@@ -285,7 +285,7 @@ def test_the_relay_wakes_a_worker_for_events_left_waiting_without_a_wake_up(
     with celery_app.connection_for_write() as broker:
         broker.default_channel.queue_purge("events")
     coordination_redis().delete(WAKE_KEY)
-    assert relay_events() == 0  # the events are not relayed one by one: they wait in the list
+    assert events_relay() == 0  # the events are not relayed one by one: they wait in the list
     assert _queued("events") == 1  # but a worker is woken for them
     assert events_waiting_count() == len(shipped)
 
@@ -304,7 +304,7 @@ def test_a_worker_woken_for_a_long_backlog_leaves_the_rest_to_a_fresh_wake_up(
     wait_for(lambda: events_waiting_count() == len(shipped), what="the events in the list")
     with celery_app.connection_for_write() as broker:
         broker.default_channel.queue_purge("events")  # the wake-up this task stands for
-    tasks.dispatch_events()
+    tasks.events_dispatch()
     assert Event.objects.filter(dispatched_at__isnull=True).count() == 1
     assert events_waiting_count() == 1
     assert tasks._queued("events") == 1  # a fresh wake-up for the one left

@@ -72,12 +72,12 @@ STATEMENTS_PER_EVENT = 13
 def test_an_event_that_sends_one_sms_costs_a_bounded_number_of_statements(
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:
-    from workflows.tasks import dispatch_events
+    from workflows.tasks import events_dispatch
 
     ConsentFactory(patient=clinic["patient"])
     event = _ship(clinic["patient"])
     with CaptureQueriesContext(connection) as queries:
-        dispatch_events([event.pk])
+        events_dispatch([event.pk])
     assert OutboundMessage.objects.get().status == OutboundMessage.Status.SENT
     statements = [
         query["sql"]
@@ -90,10 +90,10 @@ def test_an_event_that_sends_one_sms_costs_a_bounded_number_of_statements(
 def test_a_step_run_another_holder_created_meanwhile_is_updated_not_duplicated(
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:
-    from workflows.engine import events_dispatch_claiming, runs_continue
+    from workflows.engine import events_dispatch, runs_continue
 
     ConsentFactory(patient=clinic["patient"])
-    _, (run,) = events_dispatch_claiming(event_ids=[_ship(clinic["patient"]).pk], claim_per_event=1)
+    _, (run,) = events_dispatch(event_ids=[_ship(clinic["patient"]).pk], claim_per_event=1)
     StepRun.objects.create(run=run, index=0)  # e.g. a worker whose lease was taken over
     (run,) = runs_continue(runs=[run])
     assert run.status == Run.Status.SUCCEEDED
@@ -186,7 +186,7 @@ def test_invalid_recipient_is_skipped(clinic: dict[str, Any], sandbox: SandboxSe
     step.save()
     (run_id,) = event_dispatch(event_id=_ship(clinic["patient"]).pk)
     run = run_advance(run_id=run_id)
-    # Said as it is (not "not a patient of this clinic", which is where it used to end up).
+    # Said as it is: the number is invalid, not "not a patient of this clinic".
     assert run is not None and run.status == Run.Status.SKIPPED
     step_run = StepRun.objects.get(run_id=run_id)
     assert step_run.skip_reason == "To Phone “+1555” is not a valid phone number"
@@ -380,7 +380,8 @@ def test_retry_from_the_failed_step_does_not_repeat_succeeded_steps(
 
 
 def test_disabling_cancels_waiting_runs_and_says_how_many(clinic: dict[str, Any]) -> None:
-    from workflows.engine import workflow_disable, workflow_waiting_runs
+    from workflows.engine import workflow_disable
+    from workflows.selectors import workflow_waiting_runs
 
     _steps(
         clinic["workflow"],
@@ -446,12 +447,10 @@ def _ship_many(patient: Any, count: int) -> list[int]:
 def _batch_sent_but_not_finished(clinic: dict[str, Any], count: int) -> tuple[Any, list[Run]]:
     """`count` events dispatched and their runs advanced as one batch, whose SMS went out,
     up to (not including) the batch's finishing writes."""
-    from workflows.engine import RunBatch, _run_continue, events_dispatch_claiming
+    from workflows.engine import RunBatch, _run_continue, events_dispatch
 
     ConsentFactory(patient=clinic["patient"])
-    _, runs = events_dispatch_claiming(
-        event_ids=_ship_many(clinic["patient"], count), claim_per_event=1
-    )
+    _, runs = events_dispatch(event_ids=_ship_many(clinic["patient"], count), claim_per_event=1)
     batch = RunBatch(runs)
     for run in runs:
         _run_continue(run, {}, batch)
@@ -469,12 +468,12 @@ STATEMENTS_PER_EVENT_IN_A_BATCH = 2
 def test_a_batch_of_events_costs_two_statements_per_event_and_a_few_per_batch(
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:
-    from workflows.tasks import dispatch_events
+    from workflows.tasks import events_dispatch
 
     ConsentFactory(patient=clinic["patient"])
     event_ids = _ship_many(clinic["patient"], 20)
     with CaptureQueriesContext(connection) as queries:
-        dispatch_events(event_ids)
+        events_dispatch(event_ids)
     assert len(sandbox.messages()) == 20
     assert set(Run.objects.values_list("status", flat=True)) == {Run.Status.SUCCEEDED}
     assert set(StepRun.objects.values_list("status", flat=True)) == {StepRun.Status.SUCCEEDED}
@@ -543,11 +542,9 @@ def test_a_run_cancelled_while_its_batch_went_on_stays_cancelled(
 def test_a_batch_renews_the_lease_of_the_runs_it_still_holds(
     clinic: dict[str, Any], settings: Any
 ) -> None:
-    from workflows.engine import RunBatch, events_dispatch_claiming
+    from workflows.engine import RunBatch, events_dispatch
 
-    _, runs = events_dispatch_claiming(
-        event_ids=_ship_many(clinic["patient"], 2), claim_per_event=1
-    )
+    _, runs = events_dispatch(event_ids=_ship_many(clinic["patient"], 2), claim_per_event=1)
     leases = dict(Run.objects.values_list("id", "lease_expires_at"))
     batch = RunBatch(runs)
     batch.hold()  # too soon: nothing written

@@ -51,7 +51,7 @@ from workflows.catalogue import (
 from workflows.models import Event
 from workflows.outbox import event_record
 from workflows.rendering import MISSING, resolve_path
-from workflows.scans import appointment_reminders_scan, renewals_upcoming_scan
+from workflows.scans import appointment_reminders_scan, upcoming_renewals_scan
 
 # DOMAIN.md §2: the names the modelled platform publishes.
 CONFIRMED_NAMES = {
@@ -352,7 +352,7 @@ def _record_every_event() -> dict[str, list[dict[str, Any]]]:
     )
     subscription.status = Subscription.Status.ACTIVE
     subscription.save()
-    assert renewals_upcoming_scan() == 1
+    assert upcoming_renewals_scan() == 1
     order = subscription_renew(subscription=subscription)  # order.created + .subscription_cycle
     order.shipping_address = {"address1": "100 Main St", "city": "Tampa", "countryCode": "US"}
     order.coupon, order.discount_amount = "WELCOME5", Decimal("5")

@@ -72,7 +72,7 @@ def _dispatch_tasks() -> list[list[Any]]:
             while True:
                 message = queue.get(timeout=0.5)
                 # A beat stopped by `no_worker` may have left its periodic tasks queued.
-                if message.headers["task"] == "workflows.tasks.dispatch_events":
+                if message.headers["task"] == "workflows.tasks.events_dispatch":
                     tasks.append(message.payload[0])
                 message.ack()
         except queue.Empty:

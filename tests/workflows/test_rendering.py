@@ -152,7 +152,7 @@ def test_a_json_template_already_decoded_is_rendered_too() -> None:
     assert json_template_render({"who": "{{customer.firstName}}"}, DATA) == {"who": "Ann"}
 
 
-# --- dates and times in the recipient's time zone (issue 14, "Also") ---------------------------
+# --- dates and times in the recipient's time zone ------------------------------------------
 
 CHICAGO = zoneinfo.ZoneInfo("America/Chicago")
 WHEN = '{{appointment.startsAt | date:"%b %-d at %-I:%M %p %Z"}}'

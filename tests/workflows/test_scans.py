@@ -16,8 +16,8 @@ from workflows.models import Event
 from workflows.outbox import event_record
 from workflows.scans import (
     appointment_reminders_scan,
-    renewals_upcoming_scan,
     time_triggers_scan,
+    upcoming_renewals_scan,
 )
 
 pytestmark = pytest.mark.django_db
@@ -40,7 +40,7 @@ def _events(event_type: str) -> list[Event]:
 )
 def test_renewal_fires_only_within_the_lead_time(days_ahead: int, fires: bool) -> None:
     subscription = SubscriptionFactory(next_cycle_date=TODAY + timedelta(days=days_ahead))
-    assert renewals_upcoming_scan(now=NOW) == int(fires)
+    assert upcoming_renewals_scan(now=NOW) == int(fires)
     events = _events("subscription.upcoming_renewal")
     assert len(events) == int(fires)
     if fires:
@@ -54,8 +54,8 @@ def test_renewal_fires_only_within_the_lead_time(days_ahead: int, fires: bool) -
 def test_lead_time_is_configurable(settings: Any) -> None:
     settings.CAREFLOW_RENEWAL_LEAD_DAYS = 2
     SubscriptionFactory(next_cycle_date=TODAY + timedelta(days=3))
-    assert renewals_upcoming_scan(now=NOW) == 0
-    assert renewals_upcoming_scan(now=NOW + timedelta(days=1)) == 1
+    assert upcoming_renewals_scan(now=NOW) == 0
+    assert upcoming_renewals_scan(now=NOW + timedelta(days=1)) == 1
 
 
 def test_default_lead_time_is_seven_days() -> None:
@@ -66,29 +66,29 @@ def test_default_lead_time_is_seven_days() -> None:
 @pytest.mark.parametrize("status", ["created", "paused", "cancelled"])
 def test_inactive_subscriptions_get_no_renewal_notice(status: str) -> None:
     SubscriptionFactory(status=status, next_cycle_date=TODAY + timedelta(days=3))
-    assert renewals_upcoming_scan(now=NOW) == 0
+    assert upcoming_renewals_scan(now=NOW) == 0
     assert _events("subscription.upcoming_renewal") == []
 
 
 def test_subscription_without_a_renewal_date_is_skipped() -> None:
     SubscriptionFactory(next_cycle_date=None)
-    assert renewals_upcoming_scan(now=NOW) == 0
+    assert upcoming_renewals_scan(now=NOW) == 0
 
 
 def test_rerunning_the_scan_fires_once_per_cycle() -> None:
     SubscriptionFactory(next_cycle_date=TODAY + timedelta(days=5))
-    assert renewals_upcoming_scan(now=NOW) == 1
-    assert renewals_upcoming_scan(now=NOW) == 0
-    assert renewals_upcoming_scan(now=NOW + timedelta(days=2)) == 0
+    assert upcoming_renewals_scan(now=NOW) == 1
+    assert upcoming_renewals_scan(now=NOW) == 0
+    assert upcoming_renewals_scan(now=NOW + timedelta(days=2)) == 0
     assert len(_events("subscription.upcoming_renewal")) == 1
 
 
 def test_the_next_cycle_is_announced_again() -> None:
     subscription = SubscriptionFactory(next_cycle_date=TODAY + timedelta(days=5), interval_days=30)
-    assert renewals_upcoming_scan(now=NOW) == 1
+    assert upcoming_renewals_scan(now=NOW) == 1
     subscription_renew(subscription=subscription)  # renews on TODAY+35 now, cycle 2
-    assert renewals_upcoming_scan(now=NOW) == 0
-    assert renewals_upcoming_scan(now=NOW + timedelta(days=30)) == 1
+    assert upcoming_renewals_scan(now=NOW) == 0
+    assert upcoming_renewals_scan(now=NOW + timedelta(days=30)) == 1
     events = _events("subscription.upcoming_renewal")
     assert [e.payload["subscription"]["currentCycle"] for e in events] == [1, 2]
     assert {e.dedupe_key for e in events} == {
@@ -99,10 +99,10 @@ def test_the_next_cycle_is_announced_again() -> None:
 
 def test_moving_the_date_within_a_cycle_does_not_announce_twice() -> None:
     subscription = SubscriptionFactory(next_cycle_date=TODAY + timedelta(days=5))
-    renewals_upcoming_scan(now=NOW)
+    upcoming_renewals_scan(now=NOW)
     subscription.next_cycle_date = TODAY + timedelta(days=6)
     subscription.save()
-    assert renewals_upcoming_scan(now=NOW) == 0
+    assert upcoming_renewals_scan(now=NOW) == 0
 
 
 def test_the_window_is_the_clinics_today() -> None:
@@ -117,7 +117,7 @@ def test_the_window_is_the_clinics_today() -> None:
         patient__organization=OrganizationFactory(timezone="UTC"),
         next_cycle_date=date(2025, 6, 10),
     )
-    assert renewals_upcoming_scan(now=late) == 1
+    assert upcoming_renewals_scan(now=late) == 1
     assert _events("subscription.upcoming_renewal")[0].subject_id == str(west.pk)
 
 
@@ -131,7 +131,7 @@ def test_a_concurrent_scan_that_already_recorded_the_event_is_not_duplicated() -
         payload={},
         dedupe_key=f"subscription.upcoming_renewal:{subscription.pk}:cycle:1",
     )
-    assert renewals_upcoming_scan(now=NOW) == 0
+    assert upcoming_renewals_scan(now=NOW) == 0
     assert len(_events("subscription.upcoming_renewal")) == 1
 
 
@@ -139,7 +139,7 @@ def test_scan_works_through_more_candidates_than_a_batch() -> None:
     for _ in range(5):
         SubscriptionFactory(next_cycle_date=TODAY + timedelta(days=1))
     SubscriptionFactory(next_cycle_date=TODAY + timedelta(days=1), status="paused")
-    assert renewals_upcoming_scan(now=NOW, batch_size=2) == 5
+    assert upcoming_renewals_scan(now=NOW, batch_size=2) == 5
 
 
 def test_renewal_scan_query_count_does_not_grow_per_skipped_record(
@@ -147,12 +147,12 @@ def test_renewal_scan_query_count_does_not_grow_per_skipped_record(
 ) -> None:
     for _ in range(10):
         SubscriptionFactory(next_cycle_date=TODAY + timedelta(days=1))
-    renewals_upcoming_scan(now=NOW)
+    upcoming_renewals_scan(now=NOW)
     for _ in range(10):
         SubscriptionFactory(next_cycle_date=TODAY + timedelta(days=40))
     # Everything is announced or out of the window: one query to find nothing.
     with django_assert_max_num_queries(1):
-        assert renewals_upcoming_scan(now=NOW) == 0
+        assert upcoming_renewals_scan(now=NOW) == 0
 
 
 # --- appointment.reminder --------------------------------------------------------------------
@@ -219,18 +219,18 @@ def test_beat_task_runs_the_scan() -> None:
     from django.utils import timezone
 
     AppointmentFactory(starts_at=timezone.now() + timedelta(hours=1))
-    assert tasks.scan_time_triggers() == {
+    assert tasks.time_triggers_scan() == {
         "subscription.upcoming_renewal": 0,
         "appointment.reminder": 1,
     }
-    assert tasks.scan_time_triggers()["appointment.reminder"] == 0
+    assert tasks.time_triggers_scan()["appointment.reminder"] == 0
 
 
 def test_beat_schedule_and_route() -> None:
-    entry = django_settings.CELERY_BEAT_SCHEDULE["scan-time-triggers"]
-    assert entry["task"] == "workflows.tasks.scan_time_triggers"
+    entry = django_settings.CELERY_BEAT_SCHEDULE["time-triggers-scan"]
+    assert entry["task"] == "workflows.tasks.time_triggers_scan"
     assert entry["schedule"] == 60.0
-    assert django_settings.CELERY_TASK_ROUTES["workflows.tasks.scan_time_triggers"] == {
+    assert django_settings.CELERY_TASK_ROUTES["workflows.tasks.time_triggers_scan"] == {
         "queue": "events"
     }
 

@@ -197,7 +197,7 @@ def test_missing_sender_is_a_clear_400(client: Client, integration: Integration)
     assert b"From" in response.content
 
 
-# --- issue 14: keywords after normalisation, the FCC's words, careflow's own confirmation ---
+# --- keywords after normalisation, the FCC's words, careflow's own confirmation -----------
 
 
 @pytest.mark.parametrize(

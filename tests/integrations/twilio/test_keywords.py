@@ -1,5 +1,5 @@
-"""Keyword matching: the whole message, once normalised, is the keyword (issue 14, items 11
-and 12). A patient's "ＳＴＯＰ", "Stop." or "STOP 🛑" revokes consent as surely as "STOP"."""
+"""Keyword matching: the whole message, once normalised, is the keyword. A patient's
+"ＳＴＯＰ", "Stop." or "STOP 🛑" revokes consent as surely as "STOP"."""
 
 import unicodedata
 

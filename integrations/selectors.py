@@ -1,4 +1,6 @@
-"""The messages of a workflow run, as the engine's run page shows them: registered with the
+"""Reads of the messaging app for the pages that show them.
+
+The messages of a workflow run, as the engine's run page shows them: registered with the
 engine (workflows.adapters.step_messages_register) when the app is ready, because the engine
 cannot import the messaging models. The send decision's checks are presented here too, for
 that page and for a dry run's report."""

@@ -1,4 +1,4 @@
-"""integrations.run_messages: a run's messages for the engine's run page, and the send
+"""integrations.selectors: a run's messages for the engine's run page, and the send
 decision's checks as the run page and the dry run show them."""
 
 from typing import Any
@@ -7,7 +7,7 @@ import pytest
 
 from integrations.models import OutboundMessage
 from integrations.policy import SEND_CHECKS
-from integrations.run_messages import decision_checks, run_step_messages
+from integrations.selectors import decision_checks, run_step_messages
 from tests.factories import IntegrationFactory, PatientFactory, SmsStepFactory, WorkflowFactory
 from workflows.models import Event, Run, StepRun
 

@@ -122,9 +122,8 @@ def send_needs_lock(*, message: OutboundMessage) -> bool:
     rules = messaging_policy(message.organization_id).rules(message.channel)
     if rules.cap(message.purpose, "day") is not None or rules.cap(message.purpose, "week"):
         return True
-    if not _phone_rules(message):
-        return False
-    return bool(recipient_whereabouts(message.patient, message.to).states & set(STRICT_STATES))
+    strict = recipient_whereabouts(message.patient, message.to).states & set(STRICT_STATES)
+    return bool(strict) and _phone_rules(message)
 
 
 def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> SendDecision:
@@ -160,8 +159,11 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
     rules = messaging_policy(message.organization_id).rules(message.channel)
     decision.rules = rules.label
     which = f" ({rules.label})" if rules.own else ""
-    phone_rules = _phone_rules(message)
     whereabouts = recipient_whereabouts(patient, message.to)
+    # The state rules, for the channels they bind (DOMAIN.md §5; Transport.phone_rules).
+    strict = whereabouts.states & set(STRICT_STATES)
+    if strict and not _phone_rules(message):
+        strict = frozenset()
     # Caps count the messages of this channel only: texts do not use up an email cap.
     sent = OutboundMessage.objects.filter(
         patient=patient, channel=message.channel, status__in=COUNTED_STATUSES
@@ -178,8 +180,6 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
                     f"frequency cap: at most {cap} {message.purpose} "
                     f"{_noun(message.channel)} per {period} for this patient{which}",
                 )
-    # The state limits govern texts and calls only (DOMAIN.md §5; Transport.phone_rules).
-    strict = whereabouts.states & set(STRICT_STATES) if phone_rules else set()
     if strict:
         count = sent.filter(sending_started_at__gte=now - timedelta(days=1)).count()
         if count >= STRICT_STATE_DAILY_LIMIT:
@@ -190,9 +190,7 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
             )
     decision.passed("frequency cap", f"within the clinic's caps{which}")
 
-    window = effective_window(
-        rules.start, rules.end, whereabouts.states if phone_rules else frozenset()
-    )
+    window = effective_window(rules.start, rules.end, strict)
     zones = ", ".join(whereabouts.zones)
     if not rules.quiet_hours:
         # Only a channel the rules for texts and calls do not bind can have them off

@@ -12,6 +12,7 @@ from django.urls import reverse
 from integrations.messaging import TRANSPORTS
 from integrations.models import MessagingPolicy
 from integrations.policy import messaging_policy_forget
+from patients.models import AuditEntry
 from patients.roles import CLINIC_ADMIN, SUPPORT_STAFF
 from tests.factories import OrganizationFactory, StaffMembershipFactory
 
@@ -90,6 +91,10 @@ def test_email_gets_rules_of_its_own_and_sms_keeps_the_defaults(email_not_bound:
             "marketing_per_week": 2,
         }
     }
+    # who changed a channel's rules, and from what, is in the audit trail
+    entry = AuditEntry.objects.filter(model="integrations.MessagingPolicy").first()
+    assert entry is not None and entry.actor is not None
+    assert entry.changes["channel_rules"] == [{}, policy.channel_rules]
     messaging_policy_forget()
     email, sms = policy.rules("email"), policy.rules("sms")
     assert (email.own, email.quiet_hours, email.cap("marketing", "week")) == (True, False, 2)

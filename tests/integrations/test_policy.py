@@ -12,6 +12,7 @@ from integrations.policy import SEND_CHECKS, messaging_policy_forget, send_decid
 from patients.models import ConsentRecord
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 from tests.integrations.fake_transport import ADAPTER, FakeTransport
+from workflows.adapters import adapter_get
 
 pytestmark = pytest.mark.django_db
 NOON_NY = datetime(2026, 6, 1, 16, 0, tzinfo=UTC)
@@ -478,3 +479,39 @@ def test_rules_of_a_channel_that_does_not_exist_change_nothing(make: Any) -> Non
     _policy(message.organization, channel_rules={"fax": EMAIL_RULES, "sms": "x"})
     decision = send_decide(message=message, now=ELEVEN_PM_NY)
     assert decision.defer_until is not None and decision.rules == "the clinic's default rules"
+
+
+def test_a_dry_run_of_an_email_shows_the_rules_it_went_under(email_channel: Any) -> None:
+    integration = IntegrationFactory(adapter="email", name="Email")
+    integration.senders = ["clinic@example.org"]
+    integration.secrets = {"server_token": "t"}
+    integration.save()
+    patient = PatientFactory(
+        organization=integration.organization,
+        email="pat@example.org",
+        timezone="America/New_York",
+    )
+    ConsentFactory(patient=patient, channel="email")
+    _policy(integration.organization, channel_rules={"email": EMAIL_RULES})
+    result = adapter_get("email").dry_run(
+        "sendEmail",
+        organization=integration.organization,
+        patient=patient,
+        inputs={
+            "to": "pat@example.org",
+            "from": "clinic@example.org",
+            "subject": "Hi",
+            "body": "x",
+        },
+        purpose="transactional",
+        urgent=False,
+        clock=ELEVEN_PM_NY,
+    )
+    assert result.outcome == "send", result.detail
+    assert result.decision is not None
+    assert result.decision["rules"] == "the clinic's email rules"
+    assert {
+        "check": "quiet hours",
+        "ok": True,
+        "detail": "off for email (the clinic's email rules)",
+    } in result.decision["checks"]

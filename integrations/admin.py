@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from integrations.forms import INTEGRATION_FORMS, IntegrationForm, integration_form_get
 from integrations.home import MESSAGE_OUTCOMES
 from integrations.models import InboundMessage, Integration, MessagingPolicy, OutboundMessage
+from integrations.policy_forms import channel_fieldsets, channel_rules_summary, policy_form_class
 from integrations.throttle import throttle_backlog
 from integrations.twilio.errors import error_explanation
 from patients.clinic_view import (
@@ -418,6 +419,8 @@ class OutboundMessageAdmin(
 
 @admin.register(MessagingPolicy)
 class MessagingPolicyAdmin(OrganizationScopedAdmin):
+    """The clinic's default rules, then each channel's: the defaults or rules of its own."""
+
     list_display = [
         "organization",
         "quiet_hours_start",
@@ -425,16 +428,18 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
         "transactional_per_day",
         "marketing_per_day",
         "marketing_per_week",
+        "channels_with_own_rules",
     ]
     list_select_related = ["organization"]
     fieldsets = [
         (None, {"fields": ["organization"]}),
         (
-            "Quiet hours (recipient's local time; Florida and Oklahoma end at 20:00 regardless)",
+            "Default quiet hours (recipient's local time; texts to Florida and Oklahoma end at "
+            "20:00 regardless)",
             {"fields": ["quiet_hours_start", "quiet_hours_end"]},
         ),
         (
-            "Frequency caps per patient (blank: none)",
+            "Default frequency caps per patient and channel (blank: none)",
             {
                 "fields": [
                     "transactional_per_day",
@@ -444,8 +449,36 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
                 ]
             },
         ),
-        ("Keywords", {"fields": ["help_text_reply"]}),
     ]
+    keywords = ("Keywords", {"fields": ["help_text_reply"]})
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if not self.has_change_permission(request, obj):
+            # Read-only pages show model values only: the channels' rules as one summary.
+            return [*self.fieldsets, ("Channels", {"fields": ["rules_by_channel"]}), self.keywords]
+        return [*self.fieldsets, *channel_fieldsets(), self.keywords]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [*super().get_readonly_fields(request, obj), "rules_by_channel"]
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        # One set of fields per channel registered now, declared on the form class (the admin
+        # accepts only declared or model fields).
+        kwargs["form"] = policy_form_class()
+        return super().get_form(request, obj, change, **kwargs)
+
+    @admin.display(description="Own rules")
+    def channels_with_own_rules(self, obj: MessagingPolicy) -> str:
+        return ", ".join(sorted(obj.channel_rules or {})) or "—"
+
+    @admin.display(description="Rules by channel")
+    def rules_by_channel(self, obj: MessagingPolicy) -> str:
+        own = obj.channel_rules or {}
+        if not own:
+            return "Every channel follows the default rules."
+        return format_html_join("", "<p>{}: {}</p>", channel_rules_summary(own))
 
 
 @admin.register(InboundMessage)

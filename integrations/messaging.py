@@ -69,6 +69,12 @@ class Transport:
     status_map: Mapping[str, str] = {}  # provider status -> OutboundMessage.Status value
     # The order of provider statuses: a late report never moves a message backwards.
     status_rank: Mapping[str, int] = {}
+    # Whether the rules for texts and calls bind this channel: the state laws' quiet hours and
+    # daily limits (DOMAIN.md §5: "no texts before 8:00 or after 21:00 …; Florida and Oklahoma:
+    # 8:00–20:00 and at most 3 per 24 h") are about texts and calls, not email. True unless a
+    # channel says otherwise: a channel that has not said is held to the stricter rules. With
+    # it, a clinic cannot switch the channel's quiet hours off either.
+    phone_rules: bool = True
 
     def send(self, message: "OutboundMessage") -> Accepted:
         """Hand the message to the provider; raises Refused or Ambiguous."""

@@ -1,7 +1,9 @@
 """Adapter integrations (per clinic, secrets encrypted), messaging policies and the message log."""
 
 import uuid
+from dataclasses import dataclass
 from datetime import time
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -166,11 +168,91 @@ class OutboundMessage(TimeStamped):
         return f"{self.channel.upper()} {self.pk} ({self.status})"
 
 
+# What a channel's own rules say (MessagingPolicy.channel_rules[channel]); the caps as on the
+# policy: a count, or None for no cap.
+CAP_FIELDS = (
+    "transactional_per_day",
+    "transactional_per_week",
+    "marketing_per_day",
+    "marketing_per_week",
+)
+RULE_KEYS = ("quiet_hours", *CAP_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRules:
+    """The rules a message of one channel is sent under: the channel's own if the clinic set
+    them, else the clinic's default rules (the policy's own fields)."""
+
+    channel: str
+    own: bool  # the channel's own rules (False: the clinic's default rules)
+    quiet_hours: bool  # whether the clinic's window applies to this channel
+    start: time
+    end: time
+    caps: dict[str, int | None]
+
+    @property
+    def label(self) -> str:
+        """How decision records name the rules that applied."""
+        return f"the clinic's {self.channel} rules" if self.own else "the clinic's default rules"
+
+    def cap(self, purpose: str, window: str) -> int | None:
+        return self.caps.get(f"{purpose}_per_{window}")
+
+
+def registered_channels() -> dict[str, bool]:
+    """The channels of the registered messaging transports (one per provider), each with
+    whether the rules for texts and calls bind it (`Transport.phone_rules`)."""
+    from integrations.messaging import TRANSPORTS
+
+    channels: dict[str, bool] = {}
+    for transport in TRANSPORTS.values():
+        if transport.channel:
+            channels[transport.channel] = (
+                channels.get(transport.channel, False) or transport.phone_rules
+            )
+    return channels
+
+
+def validate_channel_rules(value: object) -> None:
+    """{channel: {"quiet_hours": bool, "<purpose>_per_<day|week>": count or null}} for
+    registered channels only."""
+    if not isinstance(value, dict):
+        raise ValidationError("Channel rules must be a JSON object.")
+    channels = registered_channels()
+    errors = []
+    for channel, rules in value.items():
+        if channel not in channels:
+            errors.append(
+                f"There is no channel “{channel}” (known: {', '.join(sorted(channels))})."
+            )
+            continue
+        if not isinstance(rules, dict) or set(rules) != set(RULE_KEYS):
+            errors.append(f"The {channel} rules must give {', '.join(RULE_KEYS)}.")
+            continue
+        if not isinstance(rules["quiet_hours"], bool):
+            errors.append(f"{channel}: quiet_hours must be true or false.")
+        elif not rules["quiet_hours"] and channels[channel]:
+            errors.append(
+                f"Quiet hours cannot be switched off for {channel}: the rules for texts and "
+                "calls bind it."
+            )
+        for name in CAP_FIELDS:
+            cap = rules[name]
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+                errors.append(f"{channel}: {name} must be blank or a whole number ≥ 0.")
+    if errors:
+        raise ValidationError(errors)
+
+
 class MessagingPolicy(TimeStamped):
     """A clinic's messaging rules: quiet hours, frequency caps and the HELP reply.
 
-    Stricter state rules (Florida and Oklahoma: 08:00–20:00, at most 3 texts in 24 hours)
-    always apply on top of these; see integrations.quiet_hours.
+    The quiet hours and caps here are the clinic's default rules: they apply to every channel
+    without rules of its own in `channel_rules` (so a new channel needs no column and no
+    migration). Stricter state rules (Florida and Oklahoma: 08:00–20:00, at most 3 texts in 24
+    hours) apply on top of any channel's rules to the channels they govern, texts and calls
+    (DOMAIN.md §5; `Transport.phone_rules`); see integrations.quiet_hours.
     """
 
     organization = models.OneToOneField(
@@ -194,6 +276,12 @@ class MessagingPolicy(TimeStamped):
     )
     marketing_per_day = models.PositiveIntegerField(null=True, blank=True, default=1)
     marketing_per_week = models.PositiveIntegerField(null=True, blank=True, default=3)
+    channel_rules = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_channel_rules],
+        help_text="Rules of a channel that does not follow the default rules above.",
+    )
     help_text_reply = models.CharField(
         "HELP reply",
         max_length=320,
@@ -217,6 +305,34 @@ class MessagingPolicy(TimeStamped):
     def cap(self, purpose: str, window: str) -> int | None:
         value: int | None = getattr(self, f"{purpose}_per_{window}")
         return value
+
+    def rules(self, channel: str) -> ChannelRules:
+        """The rules `channel`'s messages go under. Rules stored for a channel count only
+        when complete and valid (forms validate them when saved); rules that are not (written
+        around a form, or for a channel no longer registered) fall back to the default rules
+        the clinic set for every channel, never to no rules."""
+        own: Any = (self.channel_rules or {}).get(channel)
+        try:
+            validate_channel_rules({channel: own} if own is not None else {})
+        except ValidationError:
+            own = None
+        if not own:
+            return ChannelRules(
+                channel,
+                False,
+                True,
+                self.quiet_hours_start,
+                self.quiet_hours_end,
+                {name: getattr(self, name) for name in CAP_FIELDS},
+            )
+        return ChannelRules(
+            channel,
+            True,
+            own["quiet_hours"],
+            self.quiet_hours_start,
+            self.quiet_hours_end,
+            {name: own[name] for name in CAP_FIELDS},
+        )
 
 
 class InboundMessage(TimeStamped):

@@ -3,7 +3,8 @@ so a consent withdrawn while a message waited is honoured.
 
 The checks, in order: consent for the message's channel and purpose → no opt-out since →
 frequency caps (counted per channel) → quiet hours → approved sender → valid recipient (the
-last two as the provider's transport judges them). The first that fails decides; every check
+last two as the provider's transport judges them). Caps and quiet hours are the rules of the
+message's channel (MessagingPolicy.rules), plus the state rules for channels they bind. The first that fails decides; every check
 that ran is recorded with the message, with the consent record relied on.
 """
 
@@ -48,6 +49,11 @@ COUNTED_STATUSES = (
 )
 
 
+def _noun(channel: str) -> str:
+    """What the caps count, in a reason a clinic reads."""
+    return "text(s)" if channel == "sms" else f"{channel} message(s)"
+
+
 @dataclass
 class SendDecision:
     allowed: bool = True
@@ -55,6 +61,7 @@ class SendDecision:
     consent_record: ConsentRecord | None = None
     defer_until: datetime | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)
+    rules: str = ""  # which rules the caps and quiet hours came from (ChannelRules.label)
 
     def passed(self, check: str, detail: str) -> None:
         self.checks.append({"check": check, "ok": True, "detail": detail})
@@ -73,6 +80,7 @@ class SendDecision:
             "reason": self.reason,
             "defer_until": self.defer_until.isoformat() if self.defer_until else None,
             "consent_record_id": self.consent_record.pk if self.consent_record else None,
+            "rules": self.rules,
             "checks": self.checks,
         }
 
@@ -99,12 +107,23 @@ def messaging_policy_forget(organization_id: int | None = None) -> None:
         _policies.pop(organization_id, None)
 
 
-def send_needs_lock(*, message: OutboundMessage) -> bool:
-    """Whether a frequency cap may apply to this send (then it must hold the patient's lock)."""
-    policy = messaging_policy(message.organization_id)
-    if policy.cap(message.purpose, "day") is not None or policy.cap(message.purpose, "week"):
+def _phone_rules(message: OutboundMessage) -> bool:
+    """Whether the state rules for texts and calls bind the message's channel; a message
+    whose transport is not registered is held to them."""
+    try:
+        return transport_get(message.integration.adapter).phone_rules
+    except LookupError:
         return True
-    return bool(recipient_whereabouts(message.patient, message.to).states & set(STRICT_STATES))
+
+
+def send_needs_lock(*, message: OutboundMessage) -> bool:
+    """Whether a frequency cap may apply to this send (then it must hold the patient's lock):
+    a cap in the rules of the message's channel, or a state's daily limit for texts."""
+    rules = messaging_policy(message.organization_id).rules(message.channel)
+    if rules.cap(message.purpose, "day") is not None or rules.cap(message.purpose, "week"):
+        return True
+    strict = recipient_whereabouts(message.patient, message.to).states & set(STRICT_STATES)
+    return bool(strict) and _phone_rules(message)
 
 
 def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> SendDecision:
@@ -135,14 +154,22 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
         return decision.failed("opt-out", verdict.reason)
     decision.passed("opt-out", "no opt-out since")
 
-    policy = messaging_policy(message.organization_id)
+    # The channel's own rules if the clinic set them, else its default rules; every check
+    # below says which applied when they are the channel's own.
+    rules = messaging_policy(message.organization_id).rules(message.channel)
+    decision.rules = rules.label
+    which = f" ({rules.label})" if rules.own else ""
     whereabouts = recipient_whereabouts(patient, message.to)
+    # The state rules, for the channels they bind (DOMAIN.md §5; Transport.phone_rules).
+    strict = whereabouts.states & set(STRICT_STATES)
+    if strict and not _phone_rules(message):
+        strict = frozenset()
     # Caps count the messages of this channel only: texts do not use up an email cap.
     sent = OutboundMessage.objects.filter(
         patient=patient, channel=message.channel, status__in=COUNTED_STATUSES
     ).exclude(pk=message.pk)
     for period, days in (("day", 1), ("week", 7)):
-        cap = policy.cap(message.purpose, period)
+        cap = rules.cap(message.purpose, period)
         if cap is not None:
             count = sent.filter(
                 purpose=message.purpose, sending_started_at__gte=now - timedelta(days=days)
@@ -150,10 +177,9 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
             if count >= cap:
                 return decision.failed(
                     "frequency cap",
-                    f"frequency cap: at most {cap} {message.purpose} text(s) "
-                    f"per {period} for this patient",
+                    f"frequency cap: at most {cap} {message.purpose} "
+                    f"{_noun(message.channel)} per {period} for this patient{which}",
                 )
-    strict = whereabouts.states & set(STRICT_STATES)
     if strict:
         count = sent.filter(sending_started_at__gte=now - timedelta(days=1)).count()
         if count >= STRICT_STATE_DAILY_LIMIT:
@@ -162,11 +188,15 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
                 f"frequency cap: at most {STRICT_STATE_DAILY_LIMIT} texts in 24 "
                 f"hours for recipients in {'/'.join(sorted(strict))}",
             )
-    decision.passed("frequency cap", "within the clinic's caps")
+    decision.passed("frequency cap", f"within the clinic's caps{which}")
 
-    window = effective_window(policy.quiet_hours_start, policy.quiet_hours_end, whereabouts.states)
+    window = effective_window(rules.start, rules.end, strict)
     zones = ", ".join(whereabouts.zones)
-    if message.urgent:
+    if not rules.quiet_hours:
+        # Only a channel the rules for texts and calls do not bind can have them off
+        # (validate_channel_rules).
+        decision.passed("quiet hours", f"off for {message.channel}{which}")
+    elif message.urgent:
         decision.passed("quiet hours", "bypassed: urgent transactional step")
     else:
         allowed_at = next_allowed(now, whereabouts.zones, window)
@@ -176,12 +206,12 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
             return decision.failed(
                 "quiet hours",
                 f"quiet hours ({window.start:%H:%M}–{window.end:%H:%M} in {zones}, from "
-                f"{whereabouts.source}): deferred to {allowed_at.isoformat()}",
+                f"{whereabouts.source}): deferred to {allowed_at.isoformat()}{which}",
                 defer_until=allowed_at,
             )
         decision.passed(
             "quiet hours",
-            f"{window.start:%H:%M}–{window.end:%H:%M} in {zones} ({whereabouts.source})",
+            f"{window.start:%H:%M}–{window.end:%H:%M} in {zones} ({whereabouts.source}){which}",
         )
 
     integration = message.integration

@@ -4,7 +4,8 @@ Where the recipient is comes from, in order: the patient's time zone, else the s
 address, else their phone number's area code. A state or area code that spans several time
 zones, or no clue at all, gives several candidate zones, and then a send must be allowed in
 every one of them (the strictest window). Florida and Oklahoma cap the window at 20:00, and
-apply whenever the recipient may be there.
+apply whenever the recipient may be there, to the channels their rules for texts and calls
+bind (`Transport.phone_rules`; integrations.policy decides which rules a message goes under).
 """
 
 import zoneinfo

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from cryptography.fernet import Fernet, MultiFernet
 from django.conf import settings
 from django.db import connection
 
+from integrations.models import MessagingPolicy
 from tests.patients import conftest as migration_helpers
 from tests.patients.conftest import migrate
 
@@ -205,6 +207,51 @@ with connection.cursor() as cursor:
     print(json.dumps([[sid, hashlib.sha256(decrypt(token).encode()).hexdigest(), json.loads(numbers)]
                       for sid, token, numbers in cursor.fetchall()]))
 """
+
+
+RULES_AFTER = [("integrations", "0008_messagingpolicy_channel_rules")]
+
+
+@pytest.mark.usefixtures("migrated_back")
+def test_policies_come_through_the_channel_rules_migration_with_their_rules() -> None:
+    """0008: every existing policy keeps its quiet hours and caps, and every channel (SMS
+    included) keeps going under them, until the clinic gives a channel rules of its own."""
+    old_apps = migrate(AFTER)
+    Policy = old_apps.get_model("integrations", "MessagingPolicy")
+    policy = Policy.objects.create(
+        organization=_organization(old_apps),
+        quiet_hours_start=time(9, 0),
+        quiet_hours_end=time(20, 30),
+        transactional_per_day=4,
+        marketing_per_day=None,
+        marketing_per_week=2,
+    )
+
+    migrate(RULES_AFTER)
+    migrated = MessagingPolicy.objects.get(pk=policy.pk)
+    assert migrated.channel_rules == {}
+    for channel in ("sms", "email"):
+        rules = migrated.rules(channel)
+        assert (rules.own, rules.quiet_hours, rules.start, rules.end) == (
+            False,
+            True,
+            time(9, 0),
+            time(20, 30),
+        )
+        assert rules.caps == {
+            "transactional_per_day": 4,
+            "transactional_per_week": None,
+            "marketing_per_day": None,
+            "marketing_per_week": 2,
+        }
+
+    back_apps = migrate(AFTER)
+    back = back_apps.get_model("integrations", "MessagingPolicy").objects.get(pk=policy.pk)
+    assert (back.quiet_hours_end, back.transactional_per_day, back.marketing_per_week) == (
+        time(20, 30),
+        4,
+        2,
+    )
 
 
 @pytest.fixture

@@ -8,10 +8,11 @@ from django.utils import timezone
 
 from integrations.messaging import TRANSPORTS, transport_register
 from integrations.models import MessagingPolicy, OutboundMessage
-from integrations.policy import SEND_CHECKS, messaging_policy_forget, send_decide
+from integrations.policy import SEND_CHECKS, messaging_policy_forget, send_decide, send_needs_lock
 from patients.models import ConsentRecord
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 from tests.integrations.fake_transport import ADAPTER, FakeTransport
+from workflows.adapters import adapter_get
 
 pytestmark = pytest.mark.django_db
 NOON_NY = datetime(2026, 6, 1, 16, 0, tzinfo=UTC)
@@ -285,3 +286,232 @@ def test_consent_and_caps_are_per_channel(make: Any) -> None:
         assert "frequency cap" in send_decide(message=email, now=NOON_NY).reason
     finally:
         del TRANSPORTS[ADAPTER]
+
+
+# --- rules per channel -------------------------------------------------------------------
+
+ELEVEN_PM_NY = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)
+EMAIL_RULES = {
+    "quiet_hours": False,
+    "transactional_per_day": None,
+    "transactional_per_week": None,
+    "marketing_per_day": None,
+    "marketing_per_week": 2,
+}
+
+
+@pytest.fixture
+def email_channel(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An email-like transport the rules for texts and calls do not bind (as email's own
+    transport says), registered for the test."""
+    transport = FakeTransport()
+    transport.phone_rules = False
+    for registered in list(TRANSPORTS.values()):
+        if registered.channel == "email":
+            monkeypatch.setattr(registered, "phone_rules", False)
+    transport_register(ADAPTER, transport)
+    yield transport
+    del TRANSPORTS[ADAPTER]
+
+
+def _policy(organization: Any, **fields: Any) -> None:
+    MessagingPolicy.objects.filter(organization=organization).update(
+        quiet_hours_start=time(8, 0), quiet_hours_end=time(21, 0), **fields
+    )
+    messaging_policy_forget()
+
+
+def _email(make: Any, patient: Any = None, purpose: str = "transactional") -> OutboundMessage:
+    text = make(patient=patient, purpose=purpose)
+    email = make(patient=text.patient, purpose=purpose, to="pat@example.com", channel="email")
+    email.integration = IntegrationFactory(
+        organization=text.organization, adapter=ADAPTER, name="Letters"
+    )
+    ConsentFactory(patient=text.patient)
+    ConsentFactory(patient=text.patient, channel="email")
+    return email
+
+
+def _sent(message: OutboundMessage, key: str, hours_ago: float) -> None:
+    OutboundMessage.objects.create(
+        organization=message.organization,
+        integration=message.integration,
+        patient=message.patient,
+        purpose=message.purpose,
+        channel=message.channel,
+        to=message.to,
+        body="x",
+        idempotency_key=key,
+        status="delivered",
+        sending_started_at=NOON_NY - timedelta(hours=hours_ago),
+    )
+
+
+def test_an_email_goes_at_23_when_its_quiet_hours_are_off_and_a_text_still_waits(
+    make: Any, email_channel: Any
+) -> None:
+    email = _email(make)
+    _policy(email.organization, channel_rules={"email": EMAIL_RULES})
+    decision = send_decide(message=email, now=ELEVEN_PM_NY)
+    assert decision.allowed
+    assert "off for email (the clinic's email rules)" in str(decision.checks)
+    assert decision.as_dict(ELEVEN_PM_NY)["rules"] == "the clinic's email rules"
+
+    text = make(patient=email.patient)
+    deferred = send_decide(message=text, now=ELEVEN_PM_NY)
+    assert deferred.defer_until == datetime(2026, 6, 2, 12, 0, tzinfo=UTC)  # 08:00 EDT
+    assert deferred.rules == "the clinic's default rules"
+    assert "rules)" not in deferred.reason  # SMS reasons read as before
+
+
+def test_an_email_without_rules_of_its_own_follows_the_defaults(
+    make: Any, email_channel: Any
+) -> None:
+    email = _email(make)
+    _policy(email.organization)
+    decision = send_decide(message=email, now=ELEVEN_PM_NY)
+    assert decision.defer_until == datetime(2026, 6, 2, 12, 0, tzinfo=UTC)
+    assert decision.rules == "the clinic's default rules"
+    _policy(email.organization, channel_rules={"email": {**EMAIL_RULES, "quiet_hours": True}})
+    kept = send_decide(message=email, now=ELEVEN_PM_NY)
+    assert kept.defer_until is not None
+    assert kept.reason.endswith("(the clinic's email rules)")
+
+
+def test_caps_are_counted_per_channel_with_each_channels_numbers(
+    make: Any, email_channel: Any
+) -> None:
+    email = _email(make, purpose="marketing")
+    ConsentFactory(
+        patient=email.patient,
+        purpose="marketing",
+        consent_text="Yes, send me offers. Reply STOP to opt out.",
+    )
+    ConsentFactory(
+        patient=email.patient,
+        purpose="marketing",
+        channel="email",
+        consent_text="Yes, email me offers.",
+    )
+    text = make(patient=email.patient, purpose="marketing")
+    # texts: at most 1 marketing a day (default rules); email: 2 a week, none a day
+    _policy(email.organization, marketing_per_day=1, channel_rules={"email": EMAIL_RULES})
+    _sent(email, "email-1", hours_ago=2)
+    assert send_decide(message=email, now=NOON_NY).allowed  # a daily cap is not email's
+    assert send_decide(message=text, now=NOON_NY).allowed  # an email is not a text
+    _sent(email, "email-2", hours_ago=30)
+    capped = send_decide(message=email, now=NOON_NY)
+    assert capped.reason == (
+        "frequency cap: at most 2 marketing email message(s) per week for this patient "
+        "(the clinic's email rules)"
+    )
+    assert send_decide(message=text, now=NOON_NY).allowed
+    _sent(text, "text-1", hours_ago=1)
+    assert send_decide(message=text, now=NOON_NY).reason == (
+        "frequency cap: at most 1 marketing text(s) per day for this patient"
+    )
+
+
+def test_the_state_rules_for_texts_do_not_bind_an_email(make: Any, email_channel: Any) -> None:
+    florida = PatientFactory(
+        organization=make.integration.organization,
+        phone="+13055550123",
+        province_code="FL",
+        timezone="America/New_York",
+    )
+    email = _email(make, patient=florida)
+    text = make(patient=florida)
+    _policy(email.organization)
+    for n in range(3):
+        _sent(email, f"email-{n}", hours_ago=n + 1)
+        _sent(text, f"text-{n}", hours_ago=n + 1)
+    half_past_eight_pm = datetime(2026, 6, 2, 0, 30, tzinfo=UTC)
+    assert send_decide(message=email, now=half_past_eight_pm).allowed
+    assert send_decide(message=text, now=NOON_NY).reason == (
+        "frequency cap: at most 3 texts in 24 hours for recipients in FL"
+    )
+    # a cap may apply only to the text: only the text's send takes the patient's lock
+    assert send_needs_lock(message=text)
+    assert not send_needs_lock(message=email)
+    _policy(email.organization, channel_rules={"email": EMAIL_RULES})
+    assert not send_needs_lock(message=email)  # marketing caps only
+    email.purpose = "marketing"
+    assert send_needs_lock(message=email)
+
+
+def test_the_state_rules_bind_a_channel_that_has_not_said_otherwise(make: Any) -> None:
+    """Email's own transport says they do not bind it; a channel that says nothing is held
+    to them, and cannot have its quiet hours switched off."""
+    transport_register(ADAPTER, FakeTransport())  # an email-like channel, phone_rules unset
+    try:
+        email = _email(make)
+        _policy(email.organization, channel_rules={"email": EMAIL_RULES})
+        decision = send_decide(message=email, now=ELEVEN_PM_NY)
+        assert decision.defer_until is not None  # rules it may not have: the defaults
+        assert decision.rules == "the clinic's default rules"
+    finally:
+        del TRANSPORTS[ADAPTER]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"email": {**EMAIL_RULES, "marketing_per_week": -1}},
+        {"email": {**EMAIL_RULES, "marketing_per_week": "2"}},
+        {"email": {"quiet_hours": False}},
+        {"email": "none"},
+        {"email": {**EMAIL_RULES, "quiet_hours": "no"}},
+    ],
+)
+def test_rules_stored_around_the_form_fall_back_to_the_defaults(
+    make: Any, email_channel: Any, stored: dict[str, Any]
+) -> None:
+    email = _email(make)
+    _policy(email.organization, channel_rules=stored)
+    decision = send_decide(message=email, now=ELEVEN_PM_NY)
+    assert decision.defer_until is not None
+    assert decision.rules == "the clinic's default rules"
+
+
+def test_rules_of_a_channel_that_does_not_exist_change_nothing(make: Any) -> None:
+    message = make()
+    ConsentFactory(patient=message.patient)
+    _policy(message.organization, channel_rules={"fax": EMAIL_RULES, "sms": "x"})
+    decision = send_decide(message=message, now=ELEVEN_PM_NY)
+    assert decision.defer_until is not None and decision.rules == "the clinic's default rules"
+
+
+def test_a_dry_run_of_an_email_shows_the_rules_it_went_under(email_channel: Any) -> None:
+    integration = IntegrationFactory(adapter="email", name="Email")
+    integration.senders = ["clinic@example.org"]
+    integration.secrets = {"server_token": "t"}
+    integration.save()
+    patient = PatientFactory(
+        organization=integration.organization,
+        email="pat@example.org",
+        timezone="America/New_York",
+    )
+    ConsentFactory(patient=patient, channel="email")
+    _policy(integration.organization, channel_rules={"email": EMAIL_RULES})
+    result = adapter_get("email").dry_run(
+        "sendEmail",
+        organization=integration.organization,
+        patient=patient,
+        inputs={
+            "to": "pat@example.org",
+            "from": "clinic@example.org",
+            "subject": "Hi",
+            "body": "x",
+        },
+        purpose="transactional",
+        urgent=False,
+        clock=ELEVEN_PM_NY,
+    )
+    assert result.outcome == "send", result.detail
+    assert result.decision is not None
+    assert result.decision["rules"] == "the clinic's email rules"
+    assert {
+        "check": "quiet hours",
+        "ok": True,
+        "detail": "off for email (the clinic's email rules)",
+    } in result.decision["checks"]

@@ -1,0 +1,151 @@
+"""The messaging policy's admin form: the default rules (the policy's own fields) and, for each
+registered channel, whether it follows them or rules of its own (`MessagingPolicy.channel_rules`).
+
+The channels' fields are made from the transports registered at start-up, so a new channel
+shows up here without a change to this module or a migration."""
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from integrations.models import (
+    CAP_FIELDS,
+    MessagingPolicy,
+    registered_channels,
+    validate_channel_rules,
+)
+
+CAP_LABELS = {
+    "transactional_per_day": "Transactional per day",
+    "transactional_per_week": "Transactional per week",
+    "marketing_per_day": "Marketing per day",
+    "marketing_per_week": "Marketing per week",
+}
+
+
+def channel_field(channel: str, name: str) -> str:
+    return f"{channel}__{name}"
+
+
+def channel_fieldsets() -> list[tuple[str, dict[str, Any]]]:
+    """One admin section per registered channel."""
+    return [
+        (
+            f"{channel.upper() if len(channel) <= 3 else channel.capitalize()} rules",
+            {
+                "fields": [
+                    channel_field(channel, name) for name in ("own", "quiet_hours", *CAP_FIELDS)
+                ],
+                "description": (
+                    f"Unticked “own rules”: {channel} messages follow the default rules above."
+                    + (
+                        " The state rules for texts and calls bind this channel: its quiet"
+                        " hours cannot be switched off."
+                        if phone_rules
+                        else " No state rule for texts and calls binds this channel."
+                    )
+                ),
+            },
+        )
+        for channel, phone_rules in sorted(registered_channels().items())
+    ]
+
+
+class MessagingPolicyForm(forms.ModelForm):
+    """Reads and writes `channel_rules` through one set of fields per channel."""
+
+    class Meta:
+        model = MessagingPolicy
+        fields = [
+            "organization",
+            "quiet_hours_start",
+            "quiet_hours_end",
+            *CAP_FIELDS,
+            "help_text_reply",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        stored = self.instance.channel_rules or {}
+        for channel in self.channels():
+            own = stored.get(channel)
+            if isinstance(own, dict):
+                self.initial.setdefault(channel_field(channel, "own"), True)
+                for name in ("quiet_hours", *CAP_FIELDS):
+                    if name in own:
+                        self.initial.setdefault(channel_field(channel, name), own[name])
+            else:  # a new channel's own rules start as a copy of the defaults
+                self.initial.setdefault(channel_field(channel, "quiet_hours"), True)
+                for name in CAP_FIELDS:
+                    self.initial.setdefault(
+                        channel_field(channel, name), getattr(self.instance, name)
+                    )
+
+    @staticmethod
+    def channels() -> list[str]:
+        return sorted(registered_channels())
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        rules: dict[str, dict[str, Any]] = {}
+        for channel in self.channels():
+            if not cleaned.get(channel_field(channel, "own")):
+                continue
+            rules[channel] = {
+                "quiet_hours": bool(cleaned.get(channel_field(channel, "quiet_hours"))),
+                **{name: cleaned.get(channel_field(channel, name)) for name in CAP_FIELDS},
+            }
+        try:
+            validate_channel_rules(rules)
+        except ValidationError as error:
+            # What the fields cannot say themselves (a channel the rules for texts and calls
+            # bind cannot have its quiet hours off): shown on the channel's quiet hours field.
+            for channel in rules:
+                try:
+                    validate_channel_rules({channel: rules[channel]})
+                except ValidationError as own_error:
+                    self.add_error(channel_field(channel, "quiet_hours"), own_error)
+            if not self.errors:
+                raise error
+        # Rules kept for a channel no longer registered are dropped on save (they could not
+        # apply); the audit trail keeps what they were.
+        self.instance.channel_rules = rules
+        return cleaned
+
+
+def channel_rules_summary(channel_rules: dict[str, Any]) -> list[tuple[str, str]]:
+    """(channel, its rules in words) for a read-only page."""
+    summary = []
+    for channel, rules in sorted(channel_rules.items()):
+        if not isinstance(rules, dict):
+            continue
+        caps = ", ".join(
+            f"{CAP_LABELS[name].lower()} {'no cap' if rules.get(name) is None else rules[name]}"
+            for name in CAP_FIELDS
+        )
+        quiet = "apply" if rules.get("quiet_hours") else "off"
+        summary.append((channel, f"quiet hours {quiet}; {caps}"))
+    return summary
+
+
+def policy_form_class() -> type[MessagingPolicyForm]:
+    """The form with one set of fields per channel registered now."""
+    fields: dict[str, forms.Field] = {}
+    for channel in MessagingPolicyForm.channels():
+        fields[channel_field(channel, "own")] = forms.BooleanField(
+            label=f"Own rules for {channel}", required=False
+        )
+        fields[channel_field(channel, "quiet_hours")] = forms.BooleanField(
+            label="Quiet hours apply",
+            required=False,
+            help_text="The default window above, in the recipient's local time.",
+        )
+        for name in CAP_FIELDS:
+            fields[channel_field(channel, name)] = forms.IntegerField(
+                label=CAP_LABELS[name],
+                required=False,
+                min_value=0,
+                help_text="Blank: no cap.",
+            )
+    return type("MessagingPolicyChannelsForm", (MessagingPolicyForm,), fields)

@@ -1,0 +1,189 @@
+"""A clinic admin edits the default messaging rules and each channel's own rules; bad input
+gets a specific error and saves nothing."""
+
+from datetime import time
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group
+from django.test import Client
+from django.urls import reverse
+
+from integrations.messaging import TRANSPORTS
+from integrations.models import MessagingPolicy
+from integrations.policy import messaging_policy_forget
+from patients.models import AuditEntry
+from patients.roles import CLINIC_ADMIN, SUPPORT_STAFF
+from tests.factories import OrganizationFactory, StaffMembershipFactory
+
+pytestmark = pytest.mark.django_db
+CHANNELS = ("email", "sms")
+CAPS = (
+    "transactional_per_day",
+    "transactional_per_week",
+    "marketing_per_day",
+    "marketing_per_week",
+)
+
+
+@pytest.fixture
+def email_not_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Email's transport says the rules for texts and calls do not bind it."""
+    for transport in list(TRANSPORTS.values()):
+        if transport.channel == "email":
+            monkeypatch.setattr(transport, "phone_rules", False)
+
+
+def _client(organization: Any, role: str = CLINIC_ADMIN) -> Client:
+    user = StaffMembershipFactory(organization=organization).user
+    user.groups.add(Group.objects.get(name=role))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _url(policy: MessagingPolicy) -> str:
+    return reverse("admin:integrations_messagingpolicy_change", args=[policy.pk])
+
+
+def _form(policy: MessagingPolicy, **overrides: str) -> dict[str, str]:
+    data = {
+        "organization": str(policy.organization_id),
+        "quiet_hours_start": "08:00",
+        "quiet_hours_end": "21:00",
+        "transactional_per_day": "",
+        "transactional_per_week": "",
+        "marketing_per_day": "1",
+        "marketing_per_week": "3",
+        "help_text_reply": policy.help_text_reply,
+    }
+    for channel in CHANNELS:
+        data[f"{channel}__quiet_hours"] = "on"
+        for cap in CAPS:
+            data[f"{channel}__{cap}"] = ""
+    data.update(overrides)
+    return {key: value for key, value in data.items() if value != "off"}
+
+
+def test_email_gets_rules_of_its_own_and_sms_keeps_the_defaults(email_not_bound: None) -> None:
+    policy = OrganizationFactory().messaging_policy
+    page = _client(policy.organization).get(_url(policy)).content.decode()
+    assert "Email rules" in page and "SMS rules" in page
+    assert "No state rule for texts and calls binds this channel" in page
+
+    response = _client(policy.organization).post(
+        _url(policy),
+        _form(
+            policy,
+            email__own="on",
+            email__quiet_hours="off",
+            email__marketing_per_week="2",
+        ),
+    )
+    assert response.status_code == 302
+    policy.refresh_from_db()
+    assert policy.channel_rules == {
+        "email": {
+            "quiet_hours": False,
+            "transactional_per_day": None,
+            "transactional_per_week": None,
+            "marketing_per_day": None,
+            "marketing_per_week": 2,
+        }
+    }
+    # who changed a channel's rules, and from what, is in the audit trail
+    entry = AuditEntry.objects.filter(model="integrations.MessagingPolicy").first()
+    assert entry is not None and entry.actor is not None
+    assert entry.changes["channel_rules"] == [{}, policy.channel_rules]
+    messaging_policy_forget()
+    email, sms = policy.rules("email"), policy.rules("sms")
+    assert (email.own, email.quiet_hours, email.cap("marketing", "week")) == (True, False, 2)
+    assert (sms.own, sms.quiet_hours, sms.cap("marketing", "week")) == (False, True, 3)
+
+    # the form shows what is stored; unticking "own rules" puts email back on the defaults
+    page = _client(policy.organization).get(_url(policy)).content.decode()
+    assert 'name="email__own" checked' in page.replace(' id="id_email__own"', "")
+    _client(policy.organization).post(_url(policy), _form(policy))
+    policy.refresh_from_db()
+    assert policy.channel_rules == {}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"email__own": "on", "email__marketing_per_week": "-1"}, "greater than or equal to 0"),
+        ({"marketing_per_day": "-2"}, "greater than or equal to 0"),
+        ({"sms__own": "on", "sms__marketing_per_day": "two"}, "Enter a whole number"),
+        (
+            {"sms__own": "on", "sms__quiet_hours": "off"},
+            "Quiet hours cannot be switched off for sms",
+        ),
+        (
+            {"quiet_hours_start": "21:00", "quiet_hours_end": "08:00"},
+            "“Sending allowed from” must be before “until”.",
+        ),
+        (
+            {"quiet_hours_start": "09:00", "quiet_hours_end": "09:00"},
+            "“Sending allowed from” must be before “until”.",
+        ),
+    ],
+)
+def test_bad_rules_get_a_specific_error_and_save_nothing(
+    overrides: dict[str, str], message: str
+) -> None:
+    policy = OrganizationFactory().messaging_policy
+    before = MessagingPolicy.objects.values().get(pk=policy.pk)
+    response = _client(policy.organization).post(_url(policy), _form(policy, **overrides))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert MessagingPolicy.objects.values().get(pk=policy.pk) == before
+
+
+def test_a_channel_that_does_not_exist_cannot_be_given_rules() -> None:
+    policy = OrganizationFactory().messaging_policy
+    MessagingPolicy.objects.filter(pk=policy.pk).update(
+        channel_rules={"fax": {"quiet_hours": False}}
+    )
+    response = _client(policy.organization).post(
+        _url(policy), _form(policy, fax__own="on", fax__quiet_hours="off")
+    )
+    assert response.status_code == 302
+    policy.refresh_from_db()
+    # no field for it; rules stored for it (they could not apply) are dropped
+    assert policy.channel_rules == {}
+    assert policy.quiet_hours_start == time(8, 0)
+
+
+def test_read_only_support_staff_see_each_channels_rules_and_no_fields() -> None:
+    policy = OrganizationFactory().messaging_policy
+    MessagingPolicy.objects.filter(pk=policy.pk).update(
+        channel_rules={
+            "email": {
+                "quiet_hours": True,
+                "transactional_per_day": None,
+                "transactional_per_week": None,
+                "marketing_per_day": 0,
+                "marketing_per_week": 2,
+            }
+        }
+    )
+    page = _client(policy.organization, SUPPORT_STAFF).get(_url(policy)).content.decode()
+    assert "email: quiet hours apply; transactional per day no cap" in page
+    assert "marketing per week 2" in page
+    assert 'name="email__own"' not in page
+    listing = _client(policy.organization).get(
+        reverse("admin:integrations_messagingpolicy_changelist")
+    )
+    assert "Own rules" in listing.content.decode()
+
+
+def test_a_clinic_admin_cannot_open_another_clinics_policy() -> None:
+    mine, theirs = OrganizationFactory(), OrganizationFactory()
+    response = _client(mine).get(_url(theirs.messaging_policy))
+    assert response.status_code in (302, 404)
+    response = _client(mine).post(
+        _url(theirs.messaging_policy), _form(theirs.messaging_policy, email__own="on")
+    )
+    assert response.status_code in (302, 404)
+    theirs.messaging_policy.refresh_from_db()
+    assert theirs.messaging_policy.channel_rules == {}

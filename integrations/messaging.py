@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from integrations.channels import senders_source_register
+
 if TYPE_CHECKING:
     from integrations.models import OutboundMessage
 
@@ -127,6 +129,8 @@ class Transport:
 
 
 TRANSPORTS: dict[str, Transport] = {}
+# The messaging policy's model reads the channels from here, without importing this module.
+senders_source_register(TRANSPORTS)
 
 
 def transport_register(adapter_name: str, transport: Transport) -> None:

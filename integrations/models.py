@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from integrations.channels import registered_channels
 from integrations.encryption import EncryptedJSONField
 from patients.models import ConsentRecord, Organization, Patient, TimeStamped
 
@@ -198,20 +199,6 @@ class ChannelRules:
 
     def cap(self, purpose: str, window: str) -> int | None:
         return self.caps.get(f"{purpose}_per_{window}")
-
-
-def registered_channels() -> dict[str, bool]:
-    """The channels of the registered messaging transports (one per provider), each with
-    whether the rules for texts and calls bind it (`Transport.phone_rules`)."""
-    from integrations.messaging import TRANSPORTS
-
-    channels: dict[str, bool] = {}
-    for transport in TRANSPORTS.values():
-        if transport.channel:
-            channels[transport.channel] = (
-                channels.get(transport.channel, False) or transport.phone_rules
-            )
-    return channels
 
 
 def validate_channel_rules(value: object) -> None:

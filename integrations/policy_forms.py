@@ -9,10 +9,10 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from integrations.channels import registered_channels
 from integrations.models import (
     CAP_FIELDS,
     MessagingPolicy,
-    registered_channels,
     validate_channel_rules,
 )
 

@@ -151,6 +151,8 @@ def _error_code(exc: AnymailAPIError) -> str:
 class EmailTransport(Transport):
     channel = "email"
     can_lookup = True
+    # Florida's and Oklahoma's hours and daily limit bind texts and calls, not email.
+    phone_rules = False
     status_map = STATUS_MAP
     status_rank = STATUS_RANK
 

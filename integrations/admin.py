@@ -5,6 +5,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -107,6 +108,10 @@ class IntegrationAdmin(OrganizationScopedAdmin):
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
         if integration_form_get(self._adapter(request, None)) is None:
+            # The chooser is part of the add page: the same permission (Django's add_view
+            # checks it only after this).
+            if not self.has_add_permission(request):
+                raise PermissionDenied
             return TemplateResponse(
                 request,
                 "admin/integrations/integration/choose_adapter.html",

@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from integrations.email.account import ESPS, WEBHOOK_USER, email_account
 from integrations.email.adapter import email_problem
-from integrations.email.transport import ERROR_EXPLANATIONS
+from integrations.email.transport import ERROR_EXPLANATIONS, email_throttle_key
 from integrations.forms import IntegrationForm
 from integrations.models import Integration
 
@@ -147,6 +147,12 @@ class EmailIntegrationForm(IntegrationForm):
     def rates_display(cls, integration: Integration) -> str:
         rate = email_account(integration).send_rate
         return "no limit" if rate is None else f"{rate:g}"
+
+    @classmethod
+    def backlog_keys(cls, integration: Integration) -> list[tuple[str, str]]:
+        if email_account(integration).send_rate is None:
+            return []  # unthrottled: nothing is booked ahead
+        return [("all senders", email_throttle_key(integration))]
 
     @classmethod
     def inbound_webhook_path(cls, integration: Integration) -> str:

@@ -118,8 +118,12 @@ def test_summaries_for_the_admin_list() -> None:
     )
     assert EmailIntegrationForm.account_display(integration) == "Postmark, stream “broadcast”"
     assert EmailIntegrationForm.rates_display(integration) == "no limit"
+    assert EmailIntegrationForm.backlog_keys(integration) == []
     integration.settings["send_rate"] = 2.5
     assert EmailIntegrationForm.rates_display(integration) == "2.5"
+    assert EmailIntegrationForm.backlog_keys(integration) == [
+        ("all senders", f"email:{integration.uuid}")
+    ]
 
 
 @pytest.mark.urls("config.urls")

@@ -5,6 +5,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -14,10 +15,10 @@ from django.utils.html import format_html, format_html_join
 
 from integrations.forms import INTEGRATION_FORMS, IntegrationForm, integration_form_get
 from integrations.home import MESSAGE_OUTCOMES
+from integrations.messaging import transport_get
 from integrations.models import InboundMessage, Integration, MessagingPolicy, OutboundMessage
 from integrations.policy_forms import channel_fieldsets, channel_rules_summary, policy_form_class
 from integrations.throttle import throttle_backlog
-from integrations.twilio.errors import error_explanation
 from patients.clinic_view import (
     ClinicDaysFilter,
     PhoneSearchMixin,
@@ -108,6 +109,10 @@ class IntegrationAdmin(OrganizationScopedAdmin):
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
         if integration_form_get(self._adapter(request, None)) is None:
+            # The chooser is part of the add page: the same permission (Django's add_view
+            # checks it only after this).
+            if not self.has_add_permission(request):
+                raise PermissionDenied
             return TemplateResponse(
                 request,
                 "admin/integrations/integration/choose_adapter.html",
@@ -228,13 +233,15 @@ class MessageOutcomeFilter(admin.SimpleListFilter):
 class OutboundMessageAdmin(
     PhoneSearchMixin, TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmin
 ):
-    """The message log: every SMS decided on, its delivery status, and why it was or was not
-    sent, with Twilio's error codes explained. Times are the clinic's; internal keys are for
-    support staff only (Technical details)."""
+    """The message log: every message decided on, on every channel (an email shown by its
+    subject), its delivery status, and why it was or was not sent, with the provider's error
+    codes explained. Times are the clinic's; internal keys are for support staff only
+    (Technical details)."""
 
     list_display = [
         "created",
         "patient",
+        "channel",
         "to",
         "from_number",
         "short_body",
@@ -246,16 +253,18 @@ class OutboundMessageAdmin(
     ]
     list_filter = [
         MessageOutcomeFilter,
+        "channel",
         "status",
         MessageCreatedFilter,
         "is_test",
         "purpose",
         "organization",
     ]
-    list_select_related = ["patient", "step_run", "organization"]
+    # The integration names the provider whose error codes the list explains.
+    list_select_related = ["patient", "step_run", "organization", "integration"]
     search_fields = ["to", "patient__first_name", "patient__last_name"]
     phone_search_field = "to"
-    search_help_text = "Patient name or phone number."
+    search_help_text = "Patient name, phone number or email address."
     show_full_result_count = False
     fieldsets = [
         (
@@ -264,9 +273,12 @@ class OutboundMessageAdmin(
                 "fields": [
                     "organization",
                     "patient",
+                    "channel",
                     "to",
                     "from_number",
+                    "subject",
                     "body",
+                    "html",
                     "purpose",
                     "urgent",
                     "is_test",
@@ -308,6 +320,8 @@ class OutboundMessageAdmin(
     ]
     readonly_fields = [
         "created",
+        "subject",
+        "html",
         "status_badge",
         "error",
         "sent",
@@ -346,8 +360,21 @@ class OutboundMessageAdmin(
     def delivered(self, obj: OutboundMessage) -> str:
         return self._time(obj, obj.delivered_at)
 
-    @admin.display(description="Body")
+    @admin.display(description="Subject (email)")
+    def subject(self, obj: OutboundMessage) -> str:
+        return str((obj.content or {}).get("subject", ""))
+
+    @admin.display(description="HTML body (email)")
+    def html(self, obj: OutboundMessage) -> str:
+        html = str((obj.content or {}).get("html", ""))
+        # Shown as source, never rendered: the admin must not load what an email links to.
+        return format_html('<pre class="cf-code">{}</pre>', html) if html else ""
+
+    @admin.display(description="Message")
     def short_body(self, obj: OutboundMessage) -> str:
+        subject = self.subject(obj)
+        if subject:  # an email reads by its subject
+            return subject if len(subject) <= 60 else subject[:57] + "…"
         return obj.body if len(obj.body) <= 60 else obj.body[:57] + "…"
 
     @admin.display(description="Status", ordering="status")
@@ -355,7 +382,7 @@ class OutboundMessageAdmin(
         return format_html(
             '<span class="cf-badge cf-status-{}" title="{}">{}</span>',
             obj.status,
-            f"Twilio status: {obj.provider_status}" if obj.provider_status else "",
+            f"Provider status: {obj.provider_status}" if obj.provider_status else "",
             obj.get_status_display(),
         )
 
@@ -364,7 +391,11 @@ class OutboundMessageAdmin(
         if obj.skip_reason:
             return obj.skip_reason
         if obj.error_code:
-            return f"{obj.error_code}: {error_explanation(obj.error_code) or obj.error_message}"
+            try:
+                explained = transport_get(obj.integration.adapter).explain_error(obj.error_code)
+            except LookupError:  # a provider no longer offered
+                explained = ""
+            return f"{obj.error_code}: {explained or obj.error_message}"
         return ""
 
     @admin.display(description="Run")

@@ -7,6 +7,7 @@ Called by `IntegrationsConfig.ready()`, so both registries are full before anyth
 a request, a management command, a Celery worker (each loads the apps first)."""
 
 from integrations.email.adapter import EmailAdapter
+from integrations.email.forms import EmailIntegrationForm
 from integrations.email.transport import EmailTransport
 from integrations.forms import IntegrationForm, integration_form_register
 from integrations.messaging import Transport, transport_register
@@ -19,7 +20,7 @@ from workflows.adapters import Adapter, adapter_register
 
 def providers_register() -> None:
     _provider(TwilioAdapter(), TwilioTransport(), TwilioIntegrationForm)
-    _provider(EmailAdapter(), EmailTransport())
+    _provider(EmailAdapter(), EmailTransport(), EmailIntegrationForm)
     _provider(WebhookAdapter())
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django_celery_results.models import GroupResult, TaskResult
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from patients.consent import consent_verdict
 from patients.models import (
     Appointment,
     AuditEntry,
@@ -31,6 +32,7 @@ from patients.models import (
     Task,
 )
 from patients.panels import patient_panels
+from patients.selectors import NEVER_ASKED, OPTED_IN, OPTED_OUT, PurposeConsent
 from patients.services import organization_webhook_token_issue, subscription_renew
 from patients.tenancy import OrganizationScopedAdmin, ReadOnlyAdminMixin, sees_all_organizations
 
@@ -219,7 +221,15 @@ class ConsentInline(admin.TabularInline):
     model = ConsentRecord
     extra = 0
     can_delete = False
-    readonly_fields = ("occurred_at", "purpose", "action", "source", "consent_text", "recorded_by")
+    readonly_fields = (
+        "occurred_at",
+        "channel",
+        "purpose",
+        "action",
+        "source",
+        "consent_text",
+        "recorded_by",
+    )
     fields = readonly_fields
     ordering = ["-occurred_at", "-id"]
     show_change_link = True
@@ -229,6 +239,27 @@ class ConsentInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def email_consent_summary(patient: Patient) -> list[PurposeConsent]:
+    """The patient's current email consent per purpose, by the send-time rule over the email
+    history (a bounce or a spam complaint records an email opt-out; texts are unaffected)."""
+    history = list(
+        ConsentRecord.objects.filter(patient=patient, channel=ConsentRecord.Channel.EMAIL)
+        .select_related("recorded_by")
+        .order_by()
+    )
+    rows = []
+    for purpose, label in ConsentRecord.Purpose.choices:
+        verdict = consent_verdict(history, purpose=purpose, channel=ConsentRecord.Channel.EMAIL)
+        if verdict.latest is None:
+            state, record = NEVER_ASKED, None
+        elif verdict.latest.action == ConsentRecord.Action.OPT_OUT:
+            state, record = OPTED_OUT, verdict.latest
+        else:
+            state, record = OPTED_IN, verdict.latest
+        rows.append(PurposeConsent(purpose, str(label), state, record, verdict))
+    return rows
 
 
 @admin.register(Patient)
@@ -283,6 +314,7 @@ class PatientAdmin(OrganizationScopedAdmin):
         if obj is None or obj.pk is None:
             return super().render_change_form(request, context, add, change, form_url, obj)
         context["patient_panels"] = patient_panels(request=request, patient=obj)
+        context["email_consent"] = email_consent_summary(obj)
         response = super().render_change_form(request, context, add, change, form_url, obj)
         # Times as the clinic reads them (the conversation, the consent history below), in
         # the patient's clinic's zone whoever looks: rendered now, while it is the current one.
@@ -297,8 +329,16 @@ class ConsentRecordAdmin(OrganizationScopedAdmin):
     """Staff may record a consent decision; history is never edited or deleted."""
 
     organization_path = "patient__organization"
-    list_display = ["patient", "purpose", "action", "source", "occurred_at", "recorded_by"]
-    list_filter = ["purpose", "action", "source"]
+    list_display = [
+        "patient",
+        "channel",
+        "purpose",
+        "action",
+        "source",
+        "occurred_at",
+        "recorded_by",
+    ]
+    list_filter = ["channel", "purpose", "action", "source"]
     list_select_related = ["patient", "recorded_by"]
     search_fields = ["patient__first_name", "patient__last_name", "patient__phone"]
     autocomplete_fields = ["patient"]

@@ -59,19 +59,34 @@ def _newest(records: Iterable[ConsentRecord]) -> ConsentRecord | None:
     return max(records, key=lambda r: (r.occurred_at, r.pk), default=None)
 
 
+# How the reasons name a channel ("no email consent").
+CHANNEL_WORDS = {ConsentRecord.Channel.SMS: "SMS", ConsentRecord.Channel.EMAIL: "email"}
+
+
+def _channel_word(channel: str) -> str:
+    return CHANNEL_WORDS.get(channel, channel)  # type: ignore[call-overload, no-any-return]
+
+
 def opted_out_reason(record: ConsentRecord) -> str:
     return (
-        f"opted out of {record.purpose} SMS on {record.occurred_at:%Y-%m-%d} "
-        f"({record.get_source_display()})"
+        f"opted out of {record.purpose} {_channel_word(record.channel)} on "
+        f"{record.occurred_at:%Y-%m-%d} ({record.get_source_display()})"
     )
 
 
-def consent_verdict(history: Iterable[ConsentRecord], *, purpose: str) -> ConsentVerdict:
-    """The verdict of a patient's SMS consent history (all purposes) for `purpose`."""
+def consent_verdict(
+    history: Iterable[ConsentRecord], *, purpose: str, channel: str = ""
+) -> ConsentVerdict:
+    """The verdict of a patient's consent history on one channel (all purposes) for
+    `purpose`. `channel` names it in the reasons; blank: the history's own (SMS when
+    there is none)."""
     history = list(history)
+    channel = channel or next((r.channel for r in history), ConsentRecord.Channel.SMS)
     latest = _newest(r for r in history if r.purpose == purpose)
     if latest is None:
-        return ConsentVerdict(purpose, None, None, None, "consent", "no SMS consent")
+        return ConsentVerdict(
+            purpose, None, None, None, "consent", f"no {_channel_word(channel)} consent"
+        )
     if latest.action != Action.OPT_IN:
         return ConsentVerdict(purpose, latest, None, None, "consent", opted_out_reason(latest))
     if purpose == Purpose.MARKETING and not (

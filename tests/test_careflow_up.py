@@ -1,9 +1,11 @@
 """`make run`'s supervisor (`manage.py careflow_up`): beat runs as a process of its own and
 is started again when it dies, as the worker is, so events keep being processed; the
 embedded beat it replaced (`worker -B`) was never restarted, and with it went the event
-relay, the run sweeper and the listener."""
+relay, the run sweeper and the listener. Emails go to files under var/, where the demo's
+welcome email workflow writes them."""
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -20,6 +22,24 @@ order.tracking_number = {tracking!r}
 order.save()
 """
 NO_BROKER = "redis://127.0.0.1:1/0"
+SIGN_UP = """
+from django.db import transaction
+from patients.models import ConsentRecord, Organization, Patient
+clinic = Organization.objects.get(slug="sunrise")
+with transaction.atomic():
+    olivia = Patient.objects.create(
+        organization=clinic, first_name="Olivia", last_name="Reed", phone="+14155550111",
+        email="olivia@example.com",
+    )
+    ConsentRecord.objects.create(
+        patient=olivia, channel="email", purpose="transactional", action="opt_in",
+        source="signup_form", consent_text="Emails about my care.",
+    )
+    Patient.objects.create(
+        organization=clinic, first_name="Ravi", last_name="Shah", phone="+14155550112",
+        email="ravi@example.com",
+    )
+"""
 
 
 def _child(stack: CareflowUp, role: str) -> int:
@@ -47,6 +67,38 @@ def _ship_and_see_it_texted(stack: CareflowUp, name: str, tracking: str) -> None
     wait_for(texted, timeout=90, interval=0.5, what=f"the SMS for {name}'s order\n")
 
 
+def _sign_up_and_see_the_welcome_email(stack: CareflowUp, emails: Path) -> None:
+    """A patient signs up with email consent: the demo's "Welcome email" workflow writes
+    them an email under var/email; one without email consent gets none."""
+    assert any(f"Emails:         written to {emails}/" in line for line in stack.output)
+    signed_up = stack.manage("shell", "-c", SIGN_UP)
+    assert signed_up.returncode == 0, signed_up.stdout + signed_up.stderr
+
+    def written() -> str:
+        assert stack.process.poll() is None, f"careflow_up exited:\n{stack.tail()}"
+        text = "".join(path.read_text() for path in emails.glob("*.log"))
+        return text if "Subject: Welcome to Sunrise Telehealth, Olivia" in text else ""
+
+    text = wait_for(written, timeout=90, interval=0.5, what="the welcome email\n")
+    assert "From: care@sunrise.example" in text and "To: olivia@example.com" in text
+    assert "Hi Olivia," in text
+    logged = ""
+    for _ in range(60):
+        logged = stack.manage(
+            "shell",
+            "--verbosity=0",
+            "-c",
+            "from integrations.models import OutboundMessage as M; "
+            "print(sorted(M.objects.filter(channel='email').values_list('to', 'status')))",
+        ).stdout
+        if "ravi@example.com" in logged:
+            break
+    # written is accepted; Ravi, without email consent, is skipped by the send-time policy
+    assert re.search(r"\('olivia@example\.com', '(sent|delivered)'\)", logged), logged
+    assert "('ravi@example.com', 'skipped')" in logged
+    assert "ravi@example.com" not in text
+
+
 def _killed_and_restarted(stack: CareflowUp, role: str) -> None:
     before = _child(stack, role)
     os.kill(before, signal.SIGKILL)
@@ -68,11 +120,12 @@ def test_beat_and_worker_are_restarted_and_events_still_go_out(tmp_path: Path) -
             "-c",
             "from integrations.models import Integration as I; "
             "from integrations.twilio.account import twilio_account as t; "
-            "print(t(I.objects.get()).auth_token)",
+            "print(t(I.objects.get(adapter='twilio')).auth_token)",
         ).stdout.strip()
         assert len(token) == 32
         for argv in child_processes(stack.process.pid).values():
             assert token not in argv, "an Auth Token on a command line, readable with ps"
+        _sign_up_and_see_the_welcome_email(stack, tmp_path / "var" / "email")
 
         _killed_and_restarted(stack, "beat")
         _ship_and_see_it_texted(stack, "Maria", "1ZBEATKILLED")

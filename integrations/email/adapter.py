@@ -16,6 +16,7 @@ from integrations.email.account import email_account
 from integrations.email.transport import ERROR_EXPLANATIONS
 from integrations.models import Integration, OutboundMessage
 from integrations.policy import send_decide
+from integrations.run_messages import decision_checks
 from integrations.sending import MessagesAccepted, message_prepare_and_deliver
 from patients.models import Organization, Patient
 from workflows.adapters import (
@@ -279,11 +280,13 @@ class EmailAdapter(Adapter):
             "characters": len(body),
             "warnings": _warnings(subject=content["subject"], body=body),
         }
+        # Each check in the policy's order, as the dry-run page lists SMS's.
+        checks = decision_checks(record)
         if decision.allowed:
-            return DryRunResult("send", "would send now", preview, record)
+            return DryRunResult("send", "would send now", preview, record, checks)
         if decision.defer_until:
-            return DryRunResult("defer", decision.reason, preview, record)
-        return DryRunResult("skip", f"would not send: {decision.reason}", preview, record)
+            return DryRunResult("defer", decision.reason, preview, record, checks)
+        return DryRunResult("skip", f"would not send: {decision.reason}", preview, record, checks)
 
     def error_explanation(self, code: str) -> str:
         return ERROR_EXPLANATIONS.get(code, "")

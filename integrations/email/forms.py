@@ -2,12 +2,12 @@
 
 Non-secret values go to `Integration.settings`, the server token and webhook secret to the
 encrypted `Integration.secrets` (write-only: never rendered back; blank keeps the stored one),
-the verified sender addresses to `Integration.senders` (issue 15, section 3).
+the verified sender addresses to `Integration.senders`.
 """
 
-import json
 from typing import Any
 
+import requests
 from django import forms
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
@@ -15,10 +15,15 @@ from django.urls import reverse
 
 from integrations.email.account import ESPS, WEBHOOK_USER, email_account
 from integrations.email.adapter import email_problem
+from integrations.email.transport import ERROR_EXPLANATIONS, email_throttle_key
+from integrations.forms import IntegrationForm
 from integrations.models import Integration
 
-_SECRET_WIDGET = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
 MIN_WEBHOOK_SECRET = 16
+
+
+def _secret_widget() -> forms.PasswordInput:
+    return forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
 
 
 def webhook_url(integration: Integration) -> str:
@@ -30,7 +35,11 @@ def webhook_url(integration: Integration) -> str:
     return f"{scheme}://{WEBHOOK_USER}:SECRET@{host}{path}"
 
 
-class EmailIntegrationForm(forms.ModelForm):  # type: ignore[type-arg]
+class EmailIntegrationForm(IntegrationForm):
+    adapter_name = "email"
+    adapter_label = "Email"
+    secret_fields = ("server_token", "webhook_secret")
+
     esp = forms.ChoiceField(
         label="Email provider", choices=[(esp, esp.title()) for esp in ESPS], initial="postmark"
     )
@@ -38,14 +47,14 @@ class EmailIntegrationForm(forms.ModelForm):  # type: ignore[type-arg]
         label="Server API token",
         required=False,
         strip=True,
-        widget=_SECRET_WIDGET,
+        widget=_secret_widget(),
         help_text="Write-only. Leave blank to keep the current token.",
     )
     webhook_secret = forms.CharField(
         label="Webhook secret",
         required=False,
         strip=True,
-        widget=_SECRET_WIDGET,
+        widget=_secret_widget(),
         help_text=(
             f"Write-only, at least {MIN_WEBHOOK_SECRET} characters: the password of the "
             "webhook URL given to the provider. Leave blank to keep the current one."
@@ -66,27 +75,32 @@ class EmailIntegrationForm(forms.ModelForm):  # type: ignore[type-arg]
         help_text="One per line. Each must be a confirmed sender signature at the provider.",
     )
 
-    class Meta:
-        model = Integration
-        # The adapter is this form's own: save() sets it.
-        fields = ["organization", "name", "enabled"]
+    class Meta(IntegrationForm.Meta):
+        pass
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        account = email_account(self.instance)
-        self.initial.update(
-            {
-                "esp": account.esp,
-                "message_stream": account.message_stream,
-                "send_rate": account.send_rate,
-                "sender_addresses": "\n".join(account.senders),
-                "server_token": "",
-                "webhook_secret": "",
-            }
-        )
         if self.instance.pk is None:
-            for name in ("server_token", "webhook_secret"):
-                self.fields[name].required = True
+            self.fields[
+                "server_token"
+            ].help_text = (
+                "From the provider's server settings (Postmark: API Tokens). Stored encrypted."
+            )
+            self.fields["webhook_secret"].help_text = (
+                f"At least {MIN_WEBHOOK_SECRET} characters, stored encrypted: the password "
+                "of the webhook URL given to the provider."
+            )
+
+    def provider_initial(self, integration: Integration) -> dict[str, Any]:
+        if integration.pk is None:
+            return {}
+        account = email_account(integration)
+        return {
+            "esp": account.esp,
+            "message_stream": account.message_stream,
+            "send_rate": account.send_rate,
+            "sender_addresses": "\n".join(account.senders),
+        }
 
     def clean_sender_addresses(self) -> list[str]:
         addresses, errors = [], []
@@ -96,7 +110,7 @@ class EmailIntegrationForm(forms.ModelForm):  # type: ignore[type-arg]
                 continue
             problem = email_problem(address)
             if problem:
-                errors.append(f"“{address[:60]}” {problem}")
+                errors.append(f"“{address[:60]}” {problem}.")
             else:
                 addresses.append(address.lower())
         if errors:
@@ -113,36 +127,59 @@ class EmailIntegrationForm(forms.ModelForm):  # type: ignore[type-arg]
             raise ValidationError("A basic-auth password cannot hold “:”.")
         return secret
 
-    def email_values(self) -> dict[str, Any]:
-        """What to store: {"settings": ..., "secrets": JSON, "senders": ...}; a blank secret
-        keeps the stored one."""
-        account = email_account(self.instance)
-        stored_secret = account.webhook_auth.partition(":")[2]
-        data = self.cleaned_data
-        values: dict[str, Any] = {
-            "esp": data["esp"],
-            "message_stream": data["message_stream"] or "outbound",
+    def provider_values(
+        self, cleaned: dict[str, Any], secrets: dict[str, str]
+    ) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+        settings: dict[str, Any] = {
+            "esp": cleaned.get("esp") or "postmark",
+            "message_stream": cleaned.get("message_stream") or "outbound",
         }
-        if data.get("send_rate"):
-            values["send_rate"] = data["send_rate"]
-        return {
-            "settings": values,
-            # The encrypted text field holds the secrets as one JSON object.
-            "secrets": json.dumps(
-                {
-                    "server_token": data.get("server_token") or account.server_token,
-                    "webhook_secret": data.get("webhook_secret") or stored_secret,
-                }
-            ),
-            "senders": data["sender_addresses"],
-        }
+        if cleaned.get("send_rate"):
+            settings["send_rate"] = cleaned["send_rate"]
+        return settings, secrets, list(cleaned.get("sender_addresses") or [])
 
-    def save(self, commit: bool = True) -> Integration:
-        integration: Integration = super().save(commit=False)
-        values = self.email_values()
-        integration.adapter = "email"
-        for name, value in values.items():
-            setattr(integration, name, value)
-        if commit:
-            integration.save()
-        return integration
+    @classmethod
+    def account_display(cls, integration: Integration) -> str:
+        account = email_account(integration)
+        return f"{account.esp.title()}, stream “{account.message_stream}”"
+
+    @classmethod
+    def rates_display(cls, integration: Integration) -> str:
+        rate = email_account(integration).send_rate
+        return "no limit" if rate is None else f"{rate:g}"
+
+    @classmethod
+    def backlog_keys(cls, integration: Integration) -> list[tuple[str, str]]:
+        if email_account(integration).send_rate is None:
+            return []  # unthrottled: nothing is booked ahead
+        return [("all senders", email_throttle_key(integration))]
+
+    @classmethod
+    def inbound_webhook_path(cls, integration: Integration) -> str:
+        # Given to the provider with the basic-auth user and the webhook secret (webhook_url).
+        return reverse("email-events", kwargs={"integration_uuid": integration.uuid})
+
+    @classmethod
+    def credentials_check(cls, integration: Integration) -> tuple[bool, str]:
+        """Postmark's `GET /server` answers only to a valid server token."""
+        account = email_account(integration)
+        url = django_settings.CAREFLOW_POSTMARK_API_URL.rstrip("/") + "/server"
+        headers = {"Accept": "application/json", "X-Postmark-Server-Token": account.server_token}
+        try:
+            response = requests.get(
+                url, headers=headers, timeout=django_settings.CAREFLOW_EMAIL_HTTP_TIMEOUT
+            )
+        except requests.RequestException as exc:
+            return False, f"could not reach the email provider ({type(exc).__name__})."
+        if response.status_code == 200:
+            try:
+                name = str(response.json().get("Name", ""))[:100]
+            except (ValueError, AttributeError):
+                name = ""
+            return True, f"credentials accepted (server: {name or 'unnamed'})."
+        try:
+            code = str(response.json().get("ErrorCode", response.status_code))
+        except (ValueError, AttributeError):
+            code = str(response.status_code)
+        explanation = ERROR_EXPLANATIONS.get(code, "")
+        return False, f"Postmark error {code}" + (f": {explanation}." if explanation else ".")

@@ -14,6 +14,9 @@ Postmark API (header X-Postmark-Server-Token):
     GET  /messages/outbound      outbound message search: count (1-500) and offset required;
                                  recipient, fromemail, subject, tag, status, metadata_<key>
                                  filters; {TotalCount, Messages: [...]} newest first
+    GET  /server                 the server the token belongs to: {ID, Name, Color,
+                                 DeliveryType, InboundHookUrl, ...} (careflow's credentials
+                                 check); 401 ErrorCode 10 for an unknown token
 
 Errors are Postmark's: HTTP 401 with ErrorCode 10 for a missing or unknown server token;
 HTTP 422 with ErrorCode 402 (body is not JSON), 300 (invalid email request: a missing or
@@ -412,6 +415,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if method != "GET":
                     raise SandboxError(405, 0, "Method not allowed.")
                 self._search(parse_qs(split.query, keep_blank_values=True))
+            elif split.path == "/server":
+                if method != "GET":
+                    raise SandboxError(405, 0, "Method not allowed.")
+                self._server_info()
             else:
                 raise SandboxError(404, 0, f"The requested resource {split.path} was not found.")
         except SandboxError as error:
@@ -468,6 +475,22 @@ class _Handler(BaseHTTPRequestHandler):
             sandbox._count("errors")
             raise
         self._json(200, answer)
+
+    def _server_info(self) -> None:
+        server = self._server()
+        # Postmark answers with the server's settings; the sandbox has few, and never the
+        # token itself.
+        self._json(
+            200,
+            {
+                "ID": 1,
+                "Name": "Sandbox server",
+                "Color": "blue",
+                "DeliveryType": "Sandbox",
+                "SenderSignatures": sorted(server.senders),
+                "BounceHookUrl": "",
+            },
+        )
 
     def _search(self, query: dict[str, list[str]]) -> None:
         sandbox = self.server.sandbox

@@ -148,6 +148,11 @@ def _error_code(exc: AnymailAPIError) -> str:
     return str(exc.status_code or "")
 
 
+def email_throttle_key(integration: Any) -> str:
+    """The throttle's key of an integration's sending: one rate for all its senders."""
+    return f"email:{integration.uuid}"
+
+
 class EmailTransport(Transport):
     channel = "email"
     can_lookup = True
@@ -294,7 +299,7 @@ class EmailTransport(Transport):
 
     def throttle(self, message: OutboundMessage) -> tuple[str, float] | None:
         rate = email_account(message.integration).send_rate
-        return None if rate is None else (f"email:{message.integration.uuid}", rate)
+        return None if rate is None else (email_throttle_key(message.integration), rate)
 
     def units(self, message: OutboundMessage) -> int:
         return 1

@@ -355,3 +355,51 @@ def test_support_staff_find_a_message_by_its_keys(superuser: Client, maria: Any)
         ]
     clinic = clinic_client(maria.organization, "view_outboundmessage")
     assert not clinic.get(url, {"q": PROVIDER_SID}).context["cl"].result_list
+
+
+def test_the_message_log_shows_an_emails_channel_and_subject_and_filters_by_channel(
+    superuser: Client,
+) -> None:
+    workflow = WorkflowFactory()
+    organization = workflow.organization
+    run = _run(workflow)
+    step_run = StepRun.objects.create(run=run, index=0, status="succeeded")
+    _message(run, step_run, status="delivered")  # an SMS
+    email_integration = IntegrationFactory(
+        organization=organization,
+        adapter="email",
+        name="Email",
+        senders=["care@clinic.example"],
+        settings={"esp": "postmark"},
+        secrets={"server_token": "t", "webhook_secret": "w" * 16},
+    )
+    email = OutboundMessage.objects.create(
+        organization=organization,
+        integration=email_integration,
+        step_run=step_run,
+        patient=PatientFactory(organization=organization),
+        idempotency_key="email-1",
+        purpose="transactional",
+        channel="email",
+        content={"subject": "Your <order> shipped", "html": "<p>On its way</p>"},
+        to="ann@example.com",
+        from_number="care@clinic.example",
+        body="Plain text body",
+        status="failed",
+        error_code="406",
+    )
+    url = reverse("admin:integrations_outboundmessage_changelist")
+    page = superuser.get(url).content.decode()
+    assert "Your &lt;order&gt; shipped" in page and "<order>" not in page
+    # the email's error code is explained by the email provider, not Twilio
+    assert "406: the recipient is inactive in Postmark" in page
+    only_email = superuser.get(url + "?channel=email").context["cl"].result_list
+    assert [m.pk for m in only_email] == [email.pk]
+    assert [m.channel for m in superuser.get(url + "?channel=sms").context["cl"].result_list] == [
+        "sms"
+    ]
+    detail = superuser.get(
+        reverse("admin:integrations_outboundmessage_change", args=[email.pk])
+    ).content.decode()
+    assert "Subject (email)" in detail and "Your &lt;order&gt; shipped" in detail
+    assert "&lt;p&gt;On its way&lt;/p&gt;" in detail  # the HTML as source, never rendered

@@ -3,14 +3,17 @@
 from typing import Any
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 
+from integrations.email.sandbox import SandboxServer as EmailSandbox
 from integrations.forms import INTEGRATION_FORMS, IntegrationForm
 from integrations.models import Integration
 from integrations.twilio.account import twilio_account
 from integrations.twilio.sandbox import SandboxServer
+from patients.models import AuditEntry
 from patients.roles import CLINIC_ADMIN
 from tests.conftest import sandbox_account
 from tests.factories import (
@@ -135,7 +138,12 @@ def test_check_credentials_action_reports_each_outcome(
     assert str(twilio_account(bad).auth_token) not in text
 
 
-def test_the_add_page_defaults_to_the_only_provider(admin_client_: Client) -> None:
+def test_the_add_page_defaults_to_the_only_provider(
+    admin_client_: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "integrations.admin.INTEGRATION_FORMS", {"twilio": INTEGRATION_FORMS["twilio"]}
+    )
     page = admin_client_.get(reverse("admin:integrations_integration_add")).content.decode()
     assert "Account SID" in page and "Leave blank" not in page
 
@@ -152,6 +160,7 @@ def test_the_add_page_asks_for_the_provider_when_there_are_several(
     page = admin_client_.get(url).content.decode()
     assert "which provider?" in page and "Account SID" not in page
     assert 'href="?adapter=twilio"' in page and 'href="?adapter=other"' in page
+    assert 'href="?adapter=email"' in page
     assert "Account SID" in admin_client_.get(url + "?adapter=twilio").content.decode()
     unknown = admin_client_.get(url + "?adapter=nope").content.decode()
     assert "No provider named “nope”" in unknown
@@ -179,3 +188,140 @@ def test_checking_an_integration_of_no_known_provider_says_so(admin_client_: Cli
         follow=True,
     )
     assert "no provider named “gone”" in response.content.decode()
+
+
+# --- email ---------------------------------------------------------------------------------
+
+EMAIL_TOKEN = "pm-server-token-secret"
+EMAIL_HOOK = "pm-webhook-secret-0123"
+
+
+def _email_form(org: Any, **overrides: str) -> dict[str, Any]:
+    return {
+        "organization": org.pk,
+        "name": "Clinic email",
+        "esp": "postmark",
+        "server_token": EMAIL_TOKEN,
+        "webhook_secret": EMAIL_HOOK,
+        "message_stream": "outbound",
+        "send_rate": "",
+        "sender_addresses": "Care@Sunrise.example\nfront@sunrise.example",
+        "enabled": "on",
+        **overrides,
+    }
+
+
+def _email_integration(org: Any = None) -> Integration:
+    integration: Integration = IntegrationFactory(
+        adapter="email",
+        name="Email",
+        organization=org or OrganizationFactory(),
+        senders=["care@sunrise.example"],
+        settings={"esp": "postmark", "message_stream": "outbound"},
+        secrets={"server_token": EMAIL_TOKEN, "webhook_secret": EMAIL_HOOK},
+    )
+    return integration
+
+
+def test_an_email_integration_is_added_through_the_admin(admin_client_: Client) -> None:
+    org = OrganizationFactory()
+    url = reverse("admin:integrations_integration_add") + "?adapter=email"
+    page = admin_client_.get(url).content.decode()
+    assert "Verified sender addresses" in page and "Account SID" not in page
+    response = admin_client_.post(url, _email_form(org))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    integration = Integration.objects.get()
+    assert (integration.adapter, integration.organization) == ("email", org)
+    assert integration.senders == ["care@sunrise.example", "front@sunrise.example"]
+    assert integration.secrets == {"server_token": EMAIL_TOKEN, "webhook_secret": EMAIL_HOOK}
+    listing = admin_client_.get(reverse("admin:integrations_integration_changelist"))
+    text = listing.content.decode()
+    assert "Postmark, stream “outbound”" in text and "care@sunrise.example" in text
+    assert EMAIL_TOKEN not in text and EMAIL_HOOK not in text
+
+
+def test_email_secrets_are_never_rendered_nor_in_history_or_audit(
+    admin_client_: Client,
+) -> None:
+    integration = _email_integration()
+    change = reverse("admin:integrations_integration_change", args=[integration.pk])
+    page = admin_client_.get(change).content.decode()
+    assert EMAIL_TOKEN not in page and EMAIL_HOOK not in page
+    assert "Leave blank to keep the current token" in page
+    assert f"/webhooks/email/{integration.uuid}/events/" in page
+    response = admin_client_.post(
+        change, _email_form(integration.organization, server_token="pm-new-token-secret")
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    integration.refresh_from_db()
+    assert integration.secrets["server_token"] == "pm-new-token-secret"
+    entry = LogEntry.objects.get(object_id=str(integration.pk))
+    audit = AuditEntry.objects.filter(model="integrations.Integration", object_id=integration.pk)
+    assert audit.exists()
+    pages = [
+        admin_client_.get(
+            reverse("admin:integrations_integration_history", args=[integration.pk])
+        ).content.decode(),
+        *(
+            admin_client_.get(
+                reverse("admin:patients_auditentry_change", args=[a.pk])
+            ).content.decode()
+            for a in audit
+        ),
+    ]
+    for text in [entry.change_message, repr(list(audit.values())), *pages]:
+        for secret in (EMAIL_TOKEN, EMAIL_HOOK, "pm-new-token-secret"):
+            assert secret not in text
+
+
+def test_blank_email_secrets_keep_the_stored_ones(admin_client_: Client) -> None:
+    integration = _email_integration()
+    response = admin_client_.post(
+        reverse("admin:integrations_integration_change", args=[integration.pk]),
+        _email_form(integration.organization, server_token="", webhook_secret="", name="Mail"),
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    integration.refresh_from_db()
+    assert integration.name == "Mail"
+    assert integration.secrets == {"server_token": EMAIL_TOKEN, "webhook_secret": EMAIL_HOOK}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("sender_addresses", "front desk", "“front desk” is not a valid email address."),
+        ("sender_addresses", "care@localhost", "“care@localhost” is not a valid email address."),
+        ("sender_addresses", "ok@sunrise.example\nno-at-sign", "“no-at-sign” is not a valid"),
+        ("webhook_secret", "short", "Use at least 16 characters."),
+        ("server_token", "", "This field is required"),
+    ],
+)
+def test_bad_email_input_gets_a_specific_error_and_saves_nothing(
+    admin_client_: Client, field: str, value: str, message: str
+) -> None:
+    org = OrganizationFactory()
+    response = admin_client_.post(
+        reverse("admin:integrations_integration_add") + "?adapter=email",
+        _email_form(org, **{field: value}),
+    )
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Integration.objects.exists()
+
+
+def test_check_credentials_of_an_email_integration(admin_client_: Client, settings: Any) -> None:
+    good = _email_integration()
+    bad = _email_integration()
+    bad.secrets = {"server_token": "pm-wrong-token", "webhook_secret": EMAIL_HOOK}
+    bad.save()
+    with EmailSandbox(servers={EMAIL_TOKEN: {"senders": good.senders}}) as sandbox:
+        settings.CAREFLOW_POSTMARK_API_URL = sandbox.url
+        response = admin_client_.post(
+            reverse("admin:integrations_integration_changelist"),
+            {"action": "check_credentials", "_selected_action": [good.pk, bad.pk]},
+            follow=True,
+        )
+    text = response.content.decode()
+    assert "credentials accepted (server: Sandbox server)" in text
+    assert "Postmark error 10: Postmark refused the server token" in text
+    assert EMAIL_TOKEN not in text and "pm-wrong-token" not in text

@@ -42,6 +42,7 @@ from django.utils import timezone
 from django_celery_results.models import GroupResult, TaskResult
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from integrations.forms import INTEGRATION_FORMS
 from integrations.models import InboundMessage, OutboundMessage
 from patients.models import AuditEntry
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
@@ -262,6 +263,8 @@ OBJECT_PARAMETERS = {"object_id", "id", "pk"}
 
 # --- what the test knows must never appear --------------------------------------------------
 AUTH_TOKEN = "f00dfacecafe1234f00dfacecafe5678"
+EMAIL_TOKEN = "0ddba11e-postmark-token-5678"
+EMAIL_WEBHOOK_SECRET = "0ddba11e-webhook-secret"
 
 
 def _can(caps: frozenset[str], need: str) -> bool:
@@ -340,6 +343,14 @@ def clinic() -> dict[str, Any]:
             "SELECT secrets FROM integrations_integration WHERE id = %s", [integration.pk]
         )
         ciphertext = cursor.fetchone()[0]
+    email_integration = IntegrationFactory(
+        organization=sunrise,
+        adapter="email",
+        name="Email",
+        senders=["care@sunrise.example"],
+        settings={"esp": "postmark", "message_stream": "outbound"},
+        secrets={"server_token": EMAIL_TOKEN, "webhook_secret": EMAIL_WEBHOOK_SECRET},
+    )
     webhook_token = organization_webhook_token_issue(organization=sunrise)
     sunrise.refresh_from_db()
 
@@ -414,13 +425,17 @@ def clinic() -> dict[str, Any]:
     secrets = {
         "the Twilio auth token": AUTH_TOKEN,
         "the encrypted Twilio auth token": ciphertext,
+        "the email server token": EMAIL_TOKEN,
+        "the email webhook secret": EMAIL_WEBHOOK_SECRET,
         "the webhook token": webhook_token,
         "the webhook token's hash": sunrise.webhook_token_hash,
         "SECRET_KEY": settings.SECRET_KEY,
         **{f"encryption key {i}": k for i, k in enumerate(settings.CAREFLOW_ENCRYPTION_KEYS)},
     }
     assert all(secrets.values())
-    return {"users": users, "objects": objects, "secrets": secrets}
+    # Each provider's integration has its own form: every one's pages are walked.
+    more_objects = {"integrations.integration": [email_integration]}
+    return {"users": users, "objects": objects, "more_objects": more_objects, "secrets": secrets}
 
 
 # --- the URLs -----------------------------------------------------------------------------
@@ -501,7 +516,12 @@ def _walk(role: str, clinic: dict[str, Any]) -> Walk:
         if not other:
             actions = ACTIONS.get(role, {}).get(label, set())
             _check_actions(walk, model_admin, label, caps, actions)
-        for kind, name, takes_object, url in _model_admin_urls(label, model_admin, obj):
+        urls = [
+            found
+            for each in [obj, *clinic.get("more_objects", {}).get(label, [])]
+            for found in _model_admin_urls(label, model_admin, each)
+        ]
+        for kind, name, takes_object, url in dict.fromkeys(urls):
             if other and not takes_object:
                 continue
             if kind == "extra":
@@ -526,6 +546,10 @@ def _walk(role: str, clinic: dict[str, Any]) -> Walk:
                 continue
             expected = _standard(kind, caps, anonymous=anonymous, theirs=theirs)
             walk.check("GET", url, expected)
+            if kind == "add" and label == "integrations.integration":
+                # One add page per provider (the bare URL asks which).
+                for adapter in INTEGRATION_FORMS:
+                    walk.check("GET", f"{url}?adapter={adapter}", expected)
 
     if not other:
         _walk_site(walk, clinic, anonymous, unknown)

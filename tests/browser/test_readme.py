@@ -104,7 +104,7 @@ def patient_replies(page: Page, stack: CareflowUp, *, phone: str, body: str) -> 
     """The patient texts the clinic's number: the sandbox posts a signed inbound webhook to
     the URL the integration page tells clinics to give Twilio."""
     page.goto("/admin/integrations/integration/")
-    page.locator("#result_list tbody tr th a").first.click()
+    page.locator("#result_list tbody tr", has_text="Twilio").locator("th a").first.click()
     webhook = page.locator(".field-inbound_webhook_url .readonly").inner_text().strip()
     assert re.fullmatch(
         rf"{re.escape(stack.url)}/webhooks/twilio/[0-9a-f-]{{36}}/inbound/", webhook

@@ -10,8 +10,10 @@ from django.test import Client
 from django.urls import reverse
 
 from integrations.management.commands.careflow_demo import demo_user
-from patients.models import Organization, StaffMembership
+from integrations.models import Integration
+from patients.models import ConsentRecord, Organization, Patient, StaffMembership
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
+from workflows.models import Event, Workflow
 
 pytestmark = pytest.mark.django_db
 
@@ -56,3 +58,35 @@ def test_an_unknown_role_is_refused() -> None:
     with pytest.raises(ValueError, match="No role named 'Clinic admin'"):
         demo_user("clinic", role="Clinic admin")
     assert not get_user_model().objects.filter(username="clinic").exists()
+
+
+def test_the_demo_clinic_has_an_email_channel_and_running_it_again_adds_nothing() -> None:
+    call_command("careflow_demo", stdout=StringIO())
+    call_command("careflow_demo", stdout=StringIO())
+    sunrise = Organization.objects.get(slug="sunrise")
+    email = Integration.objects.get(organization=sunrise, adapter="email")
+    assert email.enabled and email.senders == ["care@sunrise.example"]
+    assert set(email.secrets) == {"server_token", "webhook_secret"}
+    welcome = Workflow.objects.get(organization=sunrise, name="Welcome email")
+    assert (welcome.trigger, welcome.enabled) == ("customer.signup", True)
+    (step,) = welcome.steps.all()
+    assert (step.adapter, step.function) == ("email", "sendEmail")
+    assert "{{customer.firstName" in step.parameters["subject"]
+    assert step.parameters["to"] == "{{customer.email}}"
+    assert step.parameters["from"] in email.senders
+    consents = ConsentRecord.objects.filter(patient__organization=sunrise)
+    by_channel = {
+        channel: sorted(
+            consents.filter(channel=channel).values_list("patient__first_name", flat=True)
+        )
+        for channel in ("sms", "email")
+    }
+    assert by_channel == {
+        "sms": ["James", "Maria", "Test"],
+        "email": ["James", "Maria", "Test"],
+    }
+    assert all(p.email for p in Patient.objects.filter(organization=sunrise))
+    assert Integration.objects.filter(organization=sunrise).count() == 2
+    # seeded patients are not signing up now: no welcome email goes to them
+    signups = Event.objects.filter(organization=sunrise, type="customer.signup")
+    assert signups.count() == 4 and not signups.filter(dispatched_at__isnull=True).exists()

@@ -588,3 +588,63 @@ def test_the_add_page_has_no_panels() -> None:
     response = _superuser_client().get(reverse("admin:patients_patient_add"))
     assert response.status_code == 200
     assert "Consent to texts" not in response.content.decode()
+
+
+def _email_consent_row(html: str, purpose: str) -> str:
+    match = re.search(
+        rf'<tr class="cf-consent-(\w+)" data-channel="email" data-purpose="{purpose}">(.*?)</tr>',
+        html,
+        re.S,
+    )
+    assert match, f"no email consent row for {purpose}"
+    return match.group(1) + " " + re.sub(r"\s+", " ", match.group(2))
+
+
+def test_the_patient_page_shows_email_consent_beside_the_texts() -> None:
+    patient = PatientFactory(email="ann@example.com")
+    ConsentFactory(patient=patient)  # texts: transactional opt-in
+    ConsentFactory(patient=patient, channel="email", purpose="marketing")
+    ConsentFactory(
+        patient=patient,
+        channel="email",
+        action=ConsentRecord.Action.OPT_OUT,
+        source=ConsentRecord.Source.PROVIDER_EVENT,
+        consent_text="",
+    )
+    html = _patient_page(_superuser_client(), patient)
+    assert "Consent to emails" in html
+    assert _consent_row(html, "transactional").startswith("opted_in ")  # texts unaffected
+    transactional = _email_consent_row(html, "transactional")
+    assert transactional.startswith("opted_out ")
+    assert "✗ not sent: opted out of transactional email on" in transactional
+    marketing = _email_consent_row(html, "marketing")
+    assert marketing.startswith("opted_in ") and "✓ may be sent" in marketing
+    assert "No email address on file" not in html
+
+
+def test_staff_record_an_email_consent_and_the_list_filters_by_channel() -> None:
+    patient = PatientFactory()
+    client = _superuser_client()
+    response = client.post(
+        reverse("admin:patients_consentrecord_add"),
+        {
+            "patient": patient.pk,
+            "channel": "email",
+            "purpose": "marketing",
+            "action": "opt_in",
+            "source": "admin",
+            "consent_text": "I agree to receive marketing emails.",
+            "occurred_at_0": "2026-03-01",
+            "occurred_at_1": "10:00:00",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    record = ConsentRecord.objects.get(patient=patient)
+    assert (record.channel, record.purpose, record.action) == ("email", "marketing", "opt_in")
+    html = _patient_page(client, patient)
+    assert _email_consent_row(html, "marketing").startswith("opted_in ")
+    assert _consent_row(html, "marketing").startswith("never_asked ")
+    ConsentFactory(patient=patient)  # an SMS one
+    url = reverse("admin:patients_consentrecord_changelist")
+    emails = client.get(url + "?channel__exact=email").context["cl"].result_list
+    assert [r.channel for r in emails] == ["email"]

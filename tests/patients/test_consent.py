@@ -212,3 +212,15 @@ def test_without_the_prefetch_a_channels_history_is_one_query(
     read = Patient.objects.get(pk=patient.pk)
     with django_assert_num_queries(1):
         assert sms_consent_history(read) == []
+
+
+def test_an_email_verdict_names_its_channel() -> None:
+    assert consent_verdict([], purpose=TX, channel="email").reason == "no email consent"
+    patient = PatientFactory()
+    bounced: ConsentRecord = ConsentFactory(
+        patient=patient, channel="email", action=OPT_OUT, source=Source.PROVIDER_EVENT
+    )
+    # the channel is the history's own when not given
+    verdict = consent_verdict([bounced], purpose=TX)
+    assert verdict.reason.startswith("opted out of transactional email on ")
+    assert consent_verdict([], purpose=TX).reason == "no SMS consent"

@@ -1,5 +1,6 @@
-"""Demo data: a clinic, its staff, consented patients, a sandbox Twilio integration and the
-integration guide's order-shipped workflow. Safe to run again: it only adds what is missing."""
+"""Demo data: a clinic, its staff, consented patients, a sandbox Twilio integration and an
+email integration, the integration guide's order-shipped workflow and a welcome email on
+signup. Safe to run again: it only adds what is missing."""
 
 import secrets
 from datetime import time
@@ -10,20 +11,36 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from integrations.models import Integration, MessagingPolicy
 from integrations.twilio.account import ADAPTER, twilio_account, twilio_settings
 from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
 from patients.roles import ROLES
-from workflows.models import Step, Workflow
+from workflows.models import Event, Step, Workflow
 
 DEMO_ACCOUNT_SID = "AC" + "de" * 16
 DEMO_FROM = "+15005550006"
+DEMO_EMAIL_FROM = "care@sunrise.example"
+EMAIL_CONSENT_TEXT = (
+    "By checking this box I agree to receive emails from Sunrise Telehealth about my care and "
+    "orders. Every email has a link to stop them."
+)
 CONSENT_TEXT = (
     "By checking this box I agree to receive text messages from Sunrise Telehealth about my "
     "care and orders. Message frequency varies. Msg & data rates may apply. Reply STOP to "
     "opt out, HELP for help."
 )
+
+WELCOME_EMAIL = {
+    "subject": 'Welcome to Sunrise Telehealth, {{customer.firstName | default:"there"}}',
+    "body": 'Hi {{customer.firstName | default:"there"}},\n\nWelcome to Sunrise Telehealth. '
+    "Your care team will be in touch about your first visit.\n\nSunrise Telehealth",
+    "html": '<p>Hi {{customer.firstName | default:"there"}},</p><p>Welcome to Sunrise '
+    "Telehealth. Your care team will be in touch about your first visit.</p>",
+    "to": "{{customer.email}}",
+    "from": DEMO_EMAIL_FROM,
+}
 
 
 class Command(BaseCommand):
@@ -43,7 +60,7 @@ class Command(BaseCommand):
             organization=clinic,
             defaults={"quiet_hours_start": time(0, 0), "quiet_hours_end": time(23, 59)},
         )
-        integration = Integration.objects.filter(organization=clinic).first()
+        integration = Integration.objects.filter(organization=clinic, adapter=ADAPTER).first()
         if integration is None:
             integration = Integration.objects.create(
                 organization=clinic,
@@ -53,12 +70,27 @@ class Command(BaseCommand):
                 secrets={"auth_token": secrets.token_hex(16)},
                 senders=[DEMO_FROM],
             )
+        if not Integration.objects.filter(organization=clinic, adapter="email").exists():
+            # `make run` writes emails to files (CAREFLOW_EMAIL_DELIVERY=file): the token is
+            # the sandbox ESP's, never a real one.
+            Integration.objects.create(
+                organization=clinic,
+                name="Email (sandbox)",
+                adapter="email",
+                settings={"esp": "postmark", "message_stream": "outbound"},
+                secrets={
+                    "server_token": secrets.token_hex(16),
+                    "webhook_secret": secrets.token_urlsafe(24),
+                },
+                senders=[DEMO_EMAIL_FROM],
+            )
         patients = [
             ("Maria", "Garcia", "+14155550101", "America/Chicago", True),
             ("James", "Wilson", "+14155550102", "America/New_York", True),
             ("Test", "Patient", "+14155550199", "America/Chicago", True),
             ("Noah", "Kim", "+14155550103", "America/Los_Angeles", False),
         ]
+        seeded: list[int] = []
         for first, last, phone, tz, consented in patients:
             patient, created = Patient.objects.get_or_create(
                 organization=clinic,
@@ -72,6 +104,8 @@ class Command(BaseCommand):
                     "source": "patient-portal",
                 },
             )
+            if created:
+                seeded.append(patient.pk)
             if created and consented:
                 ConsentRecord.objects.create(
                     patient=patient,
@@ -79,6 +113,15 @@ class Command(BaseCommand):
                     action=ConsentRecord.Action.OPT_IN,
                     source=ConsentRecord.Source.SIGNUP_FORM,
                     consent_text=CONSENT_TEXT,
+                )
+            if consented and not patient.consents.filter(channel="email").exists():
+                ConsentRecord.objects.create(
+                    patient=patient,
+                    channel=ConsentRecord.Channel.EMAIL,
+                    purpose=ConsentRecord.Purpose.TRANSACTIONAL,
+                    action=ConsentRecord.Action.OPT_IN,
+                    source=ConsentRecord.Source.SIGNUP_FORM,
+                    consent_text=EMAIL_CONSENT_TEXT,
                 )
             if created:
                 Order.objects.create(
@@ -120,6 +163,29 @@ class Command(BaseCommand):
                     "to": "{{customer.phone}}",
                     "from": DEMO_FROM,
                 },
+            )
+        # The demo's patients are seeded, not signing up now: their signup events are marked
+        # handled, so the welcome email goes to patients added later (and the README's
+        # walk-through starts with an empty message log).
+        Event.objects.filter(
+            dedupe_key__in=[f"customer.signup:{pk}" for pk in seeded], dispatched_at__isnull=True
+        ).update(dispatched_at=timezone.now())
+        welcome, created = Workflow.objects.get_or_create(
+            organization=clinic,
+            name="Welcome email",
+            defaults={
+                "trigger": "customer.signup",
+                "enabled": True,
+                "description": "Email a new patient a welcome (the email channel's example).",
+            },
+        )
+        if created:
+            Step.objects.create(
+                workflow=welcome,
+                position=1,
+                adapter="email",
+                function="sendEmail",
+                parameters=WELCOME_EMAIL,
             )
         self.stdout.write(
             self.style.SUCCESS(

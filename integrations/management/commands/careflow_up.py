@@ -1,5 +1,6 @@
 """Start the whole product on embedded defaults: migrations, demo data, the Twilio sandbox,
-a Celery worker, Celery beat, and the web server, until Ctrl-C.
+a Celery worker, Celery beat, and the web server, until Ctrl-C. Emails are written to files
+under var/ (CAREFLOW_EMAIL_DELIVERY=file) unless the user chose another delivery.
 
 Beat runs as a process of its own, not inside the worker (`-B`): it carries the event relay,
 the run sweeper, the time-trigger scan, the status reconciliation and the PostgreSQL event
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -33,6 +35,16 @@ RESTART_BACKOFF_MIN = 1.0
 RESTART_BACKOFF_MAX = 30.0
 # A process that ran this long before exiting starts again from the shortest backoff.
 RESTART_STABLE_SECONDS = 60.0
+
+
+def _email_destination(env: dict[str, str]) -> str:
+    delivery = env["CAREFLOW_EMAIL_DELIVERY"]
+    if delivery == "file":
+        return f"written to {env['EMAIL_FILE_PATH']}/ (one .log file per email)"
+    if delivery == "console":
+        return "printed by the worker (console)"
+    api = env.get("CAREFLOW_POSTMARK_API_URL", settings.CAREFLOW_POSTMARK_API_URL)
+    return f"sent through {delivery} at {api}"
 
 
 class Command(BaseCommand):
@@ -70,6 +82,12 @@ class Command(BaseCommand):
             "SESSION_COOKIE_SECURE": "false",
             "CSRF_COOKIE_SECURE": "false",
         }
+        # Locally there is no ESP: emails are written as files, one per send, unless the user
+        # chose a delivery (e.g. postmark with CAREFLOW_POSTMARK_API_URL at a sandbox).
+        env.setdefault("CAREFLOW_EMAIL_DELIVERY", "file")
+        env.setdefault("EMAIL_FILE_PATH", str(settings.EMAIL_FILE_PATH))
+        if env["CAREFLOW_EMAIL_DELIVERY"] == "file":
+            Path(env["EMAIL_FILE_PATH"]).mkdir(parents=True, exist_ok=True)
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands: dict[str, list[str]] = {}
         own_env: dict[str, dict[str, str]] = {}
@@ -129,6 +147,7 @@ class Command(BaseCommand):
                     if "sandbox" in processes
                     else ""
                 )
+                + f"  Emails:         {_email_destination(env)}\n"
                 + "  Try it: Patients › Orders › pick an order › Status: Shipped › Save, then "
                 "Integrations › Outbound messages.\n"
                 "Press Ctrl-C to stop.\n"

@@ -260,3 +260,6 @@ def test_dry_run_decides_like_a_send(integration: Integration) -> None:
     assert result.preview["subject"] == "x" * 90
     assert any("78" in warning for warning in result.preview["warnings"])
     assert result.decision is not None
+    # the decision's checks in policy order, as the dry-run page lists them
+    assert [c["check"] for c in result.checks][:1] == ["consent"]
+    assert {c["state"] for c in result.checks} <= {"passed", "failed", "skipped"}

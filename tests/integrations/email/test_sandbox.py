@@ -386,3 +386,12 @@ def test_bad_content_length_is_answered(sandbox: SandboxServer) -> None:
     conn.endheaders()
     assert conn.getresponse().status == 400
     conn.close()
+
+
+def test_server_endpoint_proves_a_token(sandbox: SandboxServer) -> None:
+    good = control(sandbox, "GET", "/server", headers={"X-Postmark-Server-Token": TOKEN})
+    assert good.status_code == 200
+    assert good.json()["SenderSignatures"] == [SENDER] and TOKEN not in good.text
+    bad = control(sandbox, "GET", "/server", headers={"X-Postmark-Server-Token": "wrong"})
+    assert (bad.status_code, bad.json()["ErrorCode"]) == (401, 10)
+    assert control(sandbox, "POST", "/server").status_code == 405

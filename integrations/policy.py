@@ -139,7 +139,9 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
     # a batch), judged by the rule the patient's page and acceptMarketing show
     # (patients.consent).
     verdict = consent_verdict(
-        channel_consent_history(patient, message.channel), purpose=message.purpose
+        channel_consent_history(patient, message.channel),
+        purpose=message.purpose,
+        channel=message.channel,
     )
     consent = verdict.opt_in
     if consent is None:

@@ -16,7 +16,7 @@ from integrations.email.account import email_account
 from integrations.email.transport import ERROR_EXPLANATIONS
 from integrations.models import Integration, OutboundMessage
 from integrations.policy import send_decide
-from integrations.run_messages import decision_checks
+from integrations.selectors import decision_checks
 from integrations.sending import MessagesAccepted, message_prepare_and_deliver
 from patients.models import Organization, Patient
 from workflows.adapters import (

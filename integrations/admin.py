@@ -138,7 +138,7 @@ class IntegrationAdmin(OrganizationScopedAdmin):
         )
         return super().changeform_view(request, *args, **kwargs)
 
-    @admin.display(description="Inbound webhook (set it on each sender at the provider)")
+    @admin.display(description="Webhook to enter at the provider")
     def inbound_webhook_url(self, obj: Integration) -> str:
         if obj.pk is None:
             return "shown once saved"

@@ -139,7 +139,7 @@ class Command(BaseCommand):
                 "\ncareflow is running.\n"
                 f"  Admin:          {web}/admin/\n"
                 f"  Superuser:      admin / {admin_password}   (everything, all clinics)\n"
-                f"  Support staff:  support / {support_password}   (all clinics, Twilio credentials)\n"
+                f"  Support staff:  support / {support_password}   (all clinics, provider credentials)\n"
                 f"  Clinic admin:   clinic / {clinic_password}   (Sunrise Telehealth only)\n"
                 f"  Clinic staff:   staff / {staff_password}   (Sunrise Telehealth only, read-mostly)\n"
                 + (

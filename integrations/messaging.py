@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from integrations.channels import senders_source_register
+from patients.channels import consent_channel_register
 
 if TYPE_CHECKING:
     from integrations.models import OutboundMessage
@@ -66,6 +67,7 @@ class Transport:
     """One per provider. The base class's answers are the neutral ones."""
 
     channel: str = ""  # "sms", "email": the consent and caps channel
+    channel_word: str = ""  # how consent reasons and pages name it ("SMS", "email")
     # False: an ambiguous send stays "unknown" for staff to decide; it is never resent.
     can_lookup: bool = True
     status_map: Mapping[str, str] = {}  # provider status -> OutboundMessage.Status value
@@ -135,6 +137,7 @@ senders_source_register(TRANSPORTS)
 
 def transport_register(adapter_name: str, transport: Transport) -> None:
     TRANSPORTS[adapter_name] = transport
+    consent_channel_register(transport.channel, transport.channel_word)
 
 
 def transport_get(adapter_name: str) -> Transport:

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django_celery_results.models import GroupResult, TaskResult
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from patients.channels import consent_channels
 from patients.consent import consent_verdict
 from patients.models import (
     Appointment,
@@ -241,17 +242,17 @@ class ConsentInline(admin.TabularInline):
         return False
 
 
-def email_consent_summary(patient: Patient) -> list[PurposeConsent]:
-    """The patient's current email consent per purpose, by the send-time rule over the email
-    history (a bounce or a spam complaint records an email opt-out; texts are unaffected)."""
+def channel_consent_summary(patient: Patient, channel: str) -> list[PurposeConsent]:
+    """The patient's current consent on one channel per purpose, by the send-time rule over
+    that channel's history (an email bounce records an email opt-out; texts are unaffected)."""
     history = list(
-        ConsentRecord.objects.filter(patient=patient, channel=ConsentRecord.Channel.EMAIL)
+        ConsentRecord.objects.filter(patient=patient, channel=channel)
         .select_related("recorded_by")
         .order_by()
     )
     rows = []
     for purpose, label in ConsentRecord.Purpose.choices:
-        verdict = consent_verdict(history, purpose=purpose, channel=ConsentRecord.Channel.EMAIL)
+        verdict = consent_verdict(history, purpose=purpose, channel=channel)
         if verdict.latest is None:
             state, record = NEVER_ASKED, None
         elif verdict.latest.action == ConsentRecord.Action.OPT_OUT:
@@ -260,6 +261,16 @@ def email_consent_summary(patient: Patient) -> list[PurposeConsent]:
             state, record = OPTED_IN, verdict.latest
         rows.append(PurposeConsent(purpose, str(label), state, record, verdict))
     return rows
+
+
+def other_channels_consent(patient: Patient) -> list[dict[str, Any]]:
+    """A consent table for each registered channel beside SMS (whose consent heads the page
+    with the conversation, patients.panels)."""
+    return [
+        {"channel": channel, "word": word, "rows": channel_consent_summary(patient, channel)}
+        for channel, word in consent_channels().items()
+        if channel != ConsentRecord.Channel.SMS
+    ]
 
 
 @admin.register(Patient)
@@ -314,7 +325,7 @@ class PatientAdmin(OrganizationScopedAdmin):
         if obj is None or obj.pk is None:
             return super().render_change_form(request, context, add, change, form_url, obj)
         context["patient_panels"] = patient_panels(request=request, patient=obj)
-        context["email_consent"] = email_consent_summary(obj)
+        context["channel_consents"] = other_channels_consent(obj)
         response = super().render_change_form(request, context, add, change, form_url, obj)
         # Times as the clinic reads them (the conversation, the consent history below), in
         # the patient's clinic's zone whoever looks: rendered now, while it is the current one.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.db import connections, router
 from django.db.models import Prefetch
 
+from patients.channels import consent_channel_word
 from patients.models import ConsentRecord, Patient
 
 Action, Purpose, Source = ConsentRecord.Action, ConsentRecord.Purpose, ConsentRecord.Source
@@ -59,12 +60,9 @@ def _newest(records: Iterable[ConsentRecord]) -> ConsentRecord | None:
     return max(records, key=lambda r: (r.occurred_at, r.pk), default=None)
 
 
-# How the reasons name a channel ("no email consent").
-CHANNEL_WORDS = {ConsentRecord.Channel.SMS: "SMS", ConsentRecord.Channel.EMAIL: "email"}
-
-
 def _channel_word(channel: str) -> str:
-    return CHANNEL_WORDS.get(channel, channel)  # type: ignore[call-overload, no-any-return]
+    """How the reasons name a channel ("no email consent")."""
+    return consent_channel_word(channel)
 
 
 def opted_out_reason(record: ConsentRecord) -> str:

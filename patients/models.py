@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from patients.channels import consent_channel_choices
 from patients.phones import PhoneNumberField
 
 
@@ -236,7 +237,8 @@ class ConsentRecord(models.Model):
         IMPORT = "import", "Import"
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="consents")
-    channel = models.CharField(max_length=8, choices=Channel.choices, default=Channel.SMS)
+    # Choices from the registered channels (patients.channels): a new channel, no migration.
+    channel = models.CharField(max_length=16, choices=consent_channel_choices, default=Channel.SMS)
     purpose = models.CharField(max_length=16, choices=Purpose.choices)
     action = models.CharField(max_length=8, choices=Action.choices)
     source = models.CharField(max_length=20, choices=Source.choices)

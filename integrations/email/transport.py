@@ -155,6 +155,7 @@ def email_throttle_key(integration: Any) -> str:
 
 class EmailTransport(Transport):
     channel = "email"
+    channel_word = "email"
     can_lookup = True
     # Florida's and Oklahoma's hours and daily limit bind texts and calls, not email.
     phone_rules = False

@@ -140,6 +140,7 @@ def _found(candidate: Any) -> Found:
 
 class TwilioTransport(Transport):
     channel = "sms"
+    channel_word = "SMS"
     can_lookup = True
     status_map = PROVIDER_TO_STATUS
     status_rank = PROVIDER_RANK

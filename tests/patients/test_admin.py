@@ -612,7 +612,7 @@ def test_the_patient_page_shows_email_consent_beside_the_texts() -> None:
         consent_text="",
     )
     html = _patient_page(_superuser_client(), patient)
-    assert "Consent to emails" in html
+    assert "Consent to email" in html
     assert _consent_row(html, "transactional").startswith("opted_in ")  # texts unaffected
     transactional = _email_consent_row(html, "transactional")
     assert transactional.startswith("opted_out ")

@@ -213,7 +213,7 @@ class MessageCreatedFilter(ClinicDaysFilter):
 
 
 class MessageOutcomeFilter(admin.SimpleListFilter):
-    """Sent (handed to Twilio), delivered, failed (refused or undelivered), skipped: the
+    """Sent (handed to the provider), delivered, failed (refused or undelivered), skipped: the
     clinic home's words, and its counts' statuses."""
 
     title = "outcome"

@@ -29,9 +29,9 @@ from workflows.models import Run
 Status = OutboundMessage.Status
 
 # Outcome → (label, the statuses it counts, what it means). "Sent" counts every message
-# handed to Twilio, delivered or not; "failed" every one that did not reach the phone.
+# handed to the provider, delivered or not; "failed" every one that did not reach the phone.
 MESSAGE_OUTCOMES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "sent": ("Sent", (Status.SENT, Status.DELIVERED, Status.UNDELIVERED), "handed to Twilio"),
+    "sent": ("Sent", (Status.SENT, Status.DELIVERED, Status.UNDELIVERED), "handed to the provider"),
     "delivered": ("Delivered", (Status.DELIVERED,), "reached the phone"),
     "failed": ("Failed", (Status.FAILED, Status.UNDELIVERED), "refused or not delivered"),
     "skipped": ("Skipped", (Status.SKIPPED,), "not sent: no consent, opted out, …"),

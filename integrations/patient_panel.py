@@ -14,10 +14,11 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 
+from integrations.messaging import transport_get
 from integrations.models import InboundMessage, OutboundMessage
-from integrations.twilio.errors import error_explanation
 from patients.models import Patient
 from patients.panels import PatientPanel
+from workflows.adapters import REGISTRY
 
 # A page, not an archive: the latest texts, with links to the filtered lists for the rest.
 CONVERSATION_LIMIT = 50
@@ -59,8 +60,13 @@ def _sent(message: OutboundMessage) -> ConversationEntry:
     if message.skip_reason:
         reason = message.skip_reason
     elif message.error_code:
-        explained = error_explanation(message.error_code) or message.error_message
-        reason = f"Twilio error {message.error_code}: {explained}"
+        adapter = message.integration.adapter
+        try:
+            explained = transport_get(adapter).explain_error(message.error_code)
+        except LookupError:  # a provider no longer offered
+            explained = ""
+        label = REGISTRY[adapter].label if adapter in REGISTRY else adapter
+        reason = f"{label} error {message.error_code}: {explained or message.error_message}"
     step_run = message.step_run
     return ConversationEntry(
         direction=SENT,
@@ -124,7 +130,7 @@ def patient_conversation(
     # One text more than shown from each direction: if it is there, older texts exist.
     entries: list[ConversationEntry] = []
     if sent:
-        outbound = OutboundMessage.objects.select_related("step_run__run__workflow")
+        outbound = OutboundMessage.objects.select_related("step_run__run__workflow", "integration")
         entries += [_sent(m) for m in _latest(outbound.filter(patient=patient), limit + 1)]
     if received:
         inbound = InboundMessage.objects.select_related("reviewed_by")

@@ -19,12 +19,12 @@ from workflows.adapters import Adapter, adapter_register
 
 
 def providers_register() -> None:
-    _provider(TwilioAdapter(), TwilioTransport(), TwilioIntegrationForm)
-    _provider(EmailAdapter(), EmailTransport(), EmailIntegrationForm)
-    _provider(WebhookAdapter())
+    provider_register(TwilioAdapter(), TwilioTransport(), TwilioIntegrationForm)
+    provider_register(EmailAdapter(), EmailTransport(), EmailIntegrationForm)
+    provider_register(WebhookAdapter())
 
 
-def _provider(
+def provider_register(
     adapter: Adapter,
     transport: Transport | None = None,
     form: type[IntegrationForm] | None = None,

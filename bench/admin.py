@@ -298,7 +298,7 @@ def main() -> int:
     common.recreate_db(DB)
     env = common.careflow_env(DATABASE_URL=f"{common.PG}/{DB}", CELERY_BROKER_URL="memory://")
     try:
-        common.migrate(env)
+        common.migrate(env, static=True)
         result = common.run_child(
             [
                 common.PY,

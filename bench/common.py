@@ -406,9 +406,11 @@ def baseline_env(sandbox_url: str = "http://127.0.0.1:9", **extra: str) -> dict[
     )
 
 
-def migrate(env: dict[str, str]) -> None:
-    """Migrate, and collect the static files the pages name (hashed, as in production)."""
-    for command in (["migrate", "--run-syncdb"], ["collectstatic", "--noinput"]):
+def migrate(env: dict[str, str], *, static: bool = False) -> None:
+    """Migrate, and with `static` collect the static files the pages name (hashed, as in
+    production)."""
+    commands = [["migrate", "--run-syncdb"]] + ([["collectstatic", "--noinput"]] if static else [])
+    for command in commands:
         proc = subprocess.run(
             [PY, "manage.py", *command, "-v", "0"],
             cwd=ROOT,

@@ -52,7 +52,8 @@ Control API (no auth, loopback clients only):
     POST   /_sandbox/webhooks        {"enabled": false}: events still happen, none is posted
     POST   /_sandbox/servers         {"token", "senders": [...], "webhook_url"}
     POST   /_sandbox/scenarios       {"recipient": "a@b.c", "events": ["Delivery",
-                                     "HardBounce" | "SoftBounce" | "SpamComplaint", ...]}
+                                     "HardBounce" | "SoftBounce" | "SpamComplaint", ...]};
+                                     "events": [] posts none (webhooks that never come)
 
 A fault rule: {"kind": "error" | "slow" | "drop" | "accept_then_error" | "accept_then_drop",
 "on": "email" (default) or "search", "count": 1 (-1 = forever), "match": {"To": "a@b.c"}
@@ -722,7 +723,8 @@ class SandboxServer:
             self._servers[token] = server
 
     def set_scenario(self, recipient: str, events: Iterable[str]) -> None:
-        """The webhooks a message to `recipient` will produce, in order."""
+        """The webhooks a message to `recipient` will produce, in order (none: a message
+        whose webhooks never come, so only a look-up can tell what became of it)."""
         planned = list(events)
         unknown = [event for event in planned if event not in EVENT_KINDS]
         if unknown or not all(isinstance(event, str) for event in planned):
@@ -837,9 +839,9 @@ class SandboxServer:
                     "complaint. ",
                 )
             first = to[0].lower()
-            plan = self._scenarios.get(first) or list(
-                MAGIC_SCENARIOS.get(_local_part(first), ("Delivery",))
-            )
+            plan = self._scenarios.get(first)
+            if plan is None:
+                plan = list(MAGIC_SCENARIOS.get(_local_part(first), ("Delivery",)))
             message = _Message(
                 id=str(uuid.uuid4()),
                 token=server.token,

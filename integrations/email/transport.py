@@ -213,6 +213,13 @@ class EmailTransport(Transport):
             raise Ambiguous("network", "Postmark answered without a MessageID")
         return Accepted(provider_id=str(status.message_id), provider_status="sent")
 
+    def send_timeout(self) -> float:
+        # What a send waits for Postmark, each of connecting and reading: the core takes a
+        # claim older than twice this (plus a margin) for a dead worker's and looks it up.
+        # A shorter figure than the real wait would let a slow send be looked up, missed,
+        # and sent again while the first request may still be accepted.
+        return float(settings.CAREFLOW_EMAIL_HTTP_TIMEOUT)
+
     def _send_local(self, message: OutboundMessage, backend: str) -> Accepted:
         kwargs: dict[str, Any] = {}
         if backend == LOCAL_BACKENDS["file"]:

@@ -166,7 +166,14 @@ def email_events(request: HttpRequest, integration_uuid: uuid.UUID) -> HttpRespo
         return HttpResponse(f"ignored: {status}")
     esp_type = str((event.esp_event or {}).get("Type") or "")
     error_code = esp_type[:MAX_ERROR_CODE] if status in ("bounced", "rejected", "failed") else ""
-    changed = message_status_apply(message=message, provider_status=status, error_code=error_code)
+    # Postmark's MessageID goes with the status: for a send whose answer was lost ("unknown",
+    # no id yet) the event is the proof of acceptance, and the id must not stay missing.
+    changed = message_status_apply(
+        message=message,
+        provider_status=status,
+        sid=str(event.message_id or ""),
+        error_code=error_code,
+    )
     if esp_type in OPT_OUT_TYPES or status == EventType.COMPLAINED:
         _record_opt_out(message, esp_type or "SpamComplaint", event)
     return HttpResponse("ok" if changed else "ok: no change")

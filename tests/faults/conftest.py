@@ -35,6 +35,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from config.celery import app as celery_app
+from integrations.email.sandbox import SandboxServer as EmailSandbox
 from integrations.twilio.sandbox import SandboxServer
 from tests.conftest import celery_worker_argv, sessions_terminate
 from tests.faults.harness import REPORTS
@@ -49,6 +50,7 @@ NOTABLE_LOG_LINE = re.compile(
 WORKER_TIMINGS = {
     # Slow sandbox answers (delay 2 s) must time out on the client side.
     "TWILIO_HTTP_TIMEOUT": "1",
+    "CAREFLOW_EMAIL_HTTP_TIMEOUT": "1",
     # A run held by a SIGKILLed worker is taken over after this (default 120 s). Still far
     # above the longest legitimate hold (one Twilio call, 1 s timeout).
     "CAREFLOW_RUN_LEASE_SECONDS": "10",
@@ -324,11 +326,30 @@ def faults_broker(private_redis: PrivateRedis, request: pytest.FixtureRequest) -
                 ours.force_close_all()  # the pool of our own URL only
 
 
+@pytest.fixture(scope="package")
+def email_sandbox_server() -> Iterator[EmailSandbox]:
+    """The Postmark sandbox of this suite's email bursts (each registers its own server)."""
+    server = EmailSandbox(webhook_delay=0.1)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def email_sandbox(email_sandbox_server: EmailSandbox) -> EmailSandbox:
+    """The email sandbox, emptied (the workers send to it: see `worker_env`)."""
+    email_sandbox_server.reset()
+    return email_sandbox_server
+
+
 @pytest.fixture
 def worker_env(
     faults_broker: str,
     private_redis: PrivateRedis,
     sandbox_server: SandboxServer,
+    email_sandbox_server: EmailSandbox,
     live_server: Any,
     transactional_db: Any,
     settings: Any,
@@ -361,6 +382,8 @@ def worker_env(
             # The per-sender throttle's Redis: ours too, never the shared one.
             "CAREFLOW_THROTTLE_REDIS_URL": private_redis.url,
             "TWILIO_API_BASE_URL": sandbox_server.url,
+            "CAREFLOW_EMAIL_DELIVERY": "postmark",
+            "CAREFLOW_POSTMARK_API_URL": email_sandbox_server.url + "/",
             "CAREFLOW_PUBLIC_URL": live_server.url,
             **WORKER_TIMINGS,
         }
@@ -382,6 +405,7 @@ def start_worker(
     tmp_path: Path,
     transactional_db: Any,
     sandbox_server: SandboxServer,
+    email_sandbox_server: EmailSandbox,
     request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., FaultWorker]]:
     """`start_worker(name, beat=False, **env)`: a worker process of 2 prefork children,
@@ -411,6 +435,7 @@ def start_worker(
         # server's threads keep theirs while the sandbox's keep-alive connections post the
         # status callbacks still pending (dropped here: the test is over).
         sandbox_server.reset()
+        email_sandbox_server.reset()
         with contextlib.suppress(Exception):
             _wait(
                 lambda: sessions_terminate(WORKER_APPLICATION_NAME) == 0,

@@ -1,11 +1,12 @@
 """The fault suite's burst and its bookkeeping: what must arrive at the sandbox, and what did.
 
-A burst is one clinic with one enabled workflow (order.shipped → Twilio sendSMS) and N
-consented patients, each with a distinct phone number and an order awaiting shipment. Shipping
-the orders records N order.shipped events; each must become exactly one SMS accepted by the
-sandbox, whose (To, Body) pair we know in advance. Counting is done at the sandbox (what
-Twilio would have billed) and in the database (what careflow believes), never from internals
-of the send path.
+A burst is one clinic with one enabled workflow (order.shipped → one message step) and N
+consented patients, each with a distinct contact and an order awaiting shipment, on one
+channel: `SmsBurst` (Twilio sendSMS against the Twilio sandbox) or `EmailBurst` (sendEmail
+against the Postmark sandbox). Shipping the orders records N order.shipped events; each must
+become exactly one message accepted by the sandbox, whose contents (To, Body and an email's
+Subject) we know in advance. Counting is done at the sandbox (what the provider would have
+billed) and in the database (what careflow believes), never from internals of the send path.
 """
 
 import os
@@ -17,18 +18,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+from uuid import uuid4
 
 import phonenumbers
 import pytest
 from django.db import connections
+from django.urls import reverse
 
+from integrations.email.sandbox import SandboxServer as EmailSandbox
 from integrations.models import Integration, OutboundMessage
 from integrations.twilio.account import twilio_account
 from integrations.twilio.sandbox import SandboxServer
-from patients.models import ConsentRecord, Order, Patient
+from patients.models import ConsentRecord, Order, Organization, Patient
 from tests.conftest import sandbox_account
 from tests.factories import IntegrationFactory, SmsStepFactory, WorkflowFactory
-from workflows.models import Event, Run, Workflow
+from workflows.models import Event, Run, Step, Workflow
 
 Status = OutboundMessage.Status
 DONE_MESSAGE = {Status.SENT, Status.DELIVERED}
@@ -51,7 +55,8 @@ def fault_random(scenario: str) -> tuple[random.Random, int]:
 
 
 def in_flight(burst: "Burst") -> int:
-    """Messages of the burst claimed for sending right now (Twilio's answer not recorded)."""
+    """Messages of the burst claimed for sending right now (the provider's answer not
+    recorded)."""
     return OutboundMessage.objects.filter(
         organization_id=burst.integration.organization_id, status=Status.SENDING
     ).count()
@@ -61,40 +66,40 @@ def in_flight(burst: "Burst") -> int:
 class Expected:
     to: str
     body: str
+    subject: str = ""  # an email's; an SMS has none
 
 
 class Burst:
-    """A clinic ready to ship `size` orders, and the SMS each shipment must produce."""
+    """A clinic ready to ship `size` orders, and the message each shipment must produce.
+    A subclass per channel says how the clinic sends, whom, and what its sandbox holds."""
 
-    def __init__(self, sandbox: SandboxServer, *, size: int, tag: str, exchange: str) -> None:
+    channel = ""
+    consent_text = ""
+
+    def __init__(
+        self, sandbox: Any, integration: Integration, *, recipients: list[str], tag: str
+    ) -> None:
         self.sandbox = sandbox
-        self.integration: Integration = sandbox_account(sandbox, IntegrationFactory(**SENDER_RATE))
-        organization = self.integration.organization
+        self.integration = integration
+        organization = integration.organization
         self.workflow: Workflow = WorkflowFactory(
             organization=organization, trigger="order.shipped"
         )
-        SmsStepFactory(workflow=self.workflow)  # "Hi {{customer.firstName}}, order … shipped!"
-        self.phones = [f"+1415{exchange}{index:04d}" for index in range(size)]
-        for phone in (self.phones[0], self.phones[-1]):
-            assert phonenumbers.is_valid_number(phonenumbers.parse(phone)), phone
+        self.add_step(self.workflow)
+        self.recipients = recipients
         # bulk_create: the setup records no events (no signal), so the burst is the only load.
         patients = Patient.objects.bulk_create(
-            Patient(
-                organization=organization,
-                first_name=f"{tag}{index}",
-                last_name="Fault",
-                phone=phone,
-                timezone="America/New_York",
-            )
-            for index, phone in enumerate(self.phones)
+            self.patient(organization, f"{tag}{index}", recipient)
+            for index, recipient in enumerate(recipients)
         )
         ConsentRecord.objects.bulk_create(
             ConsentRecord(
                 patient=patient,
+                channel=self.channel,
                 purpose=ConsentRecord.Purpose.TRANSACTIONAL,
                 action=ConsentRecord.Action.OPT_IN,
                 source=ConsentRecord.Source.SIGNUP_FORM,
-                consent_text="I agree to receive texts about my orders. Reply STOP to opt out.",
+                consent_text=self.consent_text,
             )
             for patient in patients
         )
@@ -110,11 +115,30 @@ class Burst:
         )
         self.order_ids = [order.pk for order in orders]
         self.expected = [
-            Expected(phone, f"Hi {tag}{index}, order {tag}-{index:04d} has shipped!")
-            for index, phone in enumerate(self.phones)
+            self.expect(recipient, first_name=f"{tag}{index}", order=f"{tag}-{index:04d}")
+            for index, recipient in enumerate(recipients)
         ]
         self.shipped = 0
         self.publish_seconds: list[float] = []
+
+    def add_step(self, workflow: Workflow) -> None:
+        raise NotImplementedError
+
+    def patient(self, organization: Organization, first_name: str, recipient: str) -> Patient:
+        raise NotImplementedError
+
+    def expect(self, recipient: str, *, first_name: str, order: str) -> Expected:
+        """What the step renders for this patient and order."""
+        raise NotImplementedError
+
+    def at_provider(self) -> list[tuple[str, Expected]]:
+        """(provider id, contents) of every message of this clinic the sandbox accepted."""
+        raise NotImplementedError
+
+    @staticmethod
+    def recorded(to: str, body: str, content: dict[str, Any] | None) -> Expected:
+        """The contents of a message row, comparable with what the sandbox holds."""
+        return Expected(to, body, str((content or {}).get("subject", "")))
 
     @property
     def size(self) -> int:
@@ -138,13 +162,123 @@ class Burst:
         return Tally.collect(self)
 
 
+class SmsBurst(Burst):
+    """The burst as SMS through Twilio (the sandbox of integrations.twilio)."""
+
+    channel = ConsentRecord.Channel.SMS
+    consent_text = "I agree to receive texts about my orders. Reply STOP to opt out."
+
+    def __init__(self, sandbox: SandboxServer, *, size: int, tag: str, exchange: str) -> None:
+        self.phones = [f"+1415{exchange}{index:04d}" for index in range(size)]
+        for phone in (self.phones[0], self.phones[-1]):
+            assert phonenumbers.is_valid_number(phonenumbers.parse(phone)), phone
+        integration = sandbox_account(sandbox, IntegrationFactory(**SENDER_RATE))
+        super().__init__(sandbox, integration, recipients=self.phones, tag=tag)
+
+    def add_step(self, workflow: Workflow) -> None:
+        SmsStepFactory(workflow=workflow)  # "Hi {{customer.firstName}}, order … shipped!"
+
+    def patient(self, organization: Organization, first_name: str, recipient: str) -> Patient:
+        return Patient(
+            organization=organization,
+            first_name=first_name,
+            last_name="Fault",
+            phone=recipient,
+            timezone="America/New_York",
+        )
+
+    def expect(self, recipient: str, *, first_name: str, order: str) -> Expected:
+        return Expected(recipient, f"Hi {first_name}, order {order} has shipped!")
+
+    def at_provider(self) -> list[tuple[str, Expected]]:
+        account = twilio_account(self.integration).account_sid
+        return [
+            (m["sid"], Expected(m["to"], m["body"]))
+            for m in self.sandbox.messages()
+            if m["account_sid"] == account
+        ]
+
+
+# The clinic's email sending rate: as for SMS, the faults must bound the burst, not this.
+EMAIL_SEND_RATE = 500.0
+EMAIL_WEBHOOK_USER = "postmark"  # Postmark's webhooks authenticate as this user
+
+
+class EmailBurst(Burst):
+    """The burst as email through Postmark (the sandbox of integrations.email), its delivery
+    webhooks posted to `webhook_origin` (a live server) when given."""
+
+    channel = ConsentRecord.Channel.EMAIL
+    consent_text = "I agree to receive emails about my orders."
+
+    def __init__(
+        self, sandbox: EmailSandbox, *, size: int, tag: str, webhook_origin: str | None = None
+    ) -> None:
+        self.sender = f"orders-{tag.lower()}@clinic.example.com"
+        self.addresses = [f"{tag.lower()}{index}@patients.example.com" for index in range(size)]
+        token, secret = f"faults-{tag}-{uuid4().hex}", uuid4().hex
+        integration: Integration = IntegrationFactory(
+            name="Email",
+            adapter="email",
+            senders=[self.sender],
+            settings={
+                "esp": "postmark",
+                "message_stream": "outbound",
+                "send_rate": EMAIL_SEND_RATE,
+            },
+            secrets={"server_token": token, "webhook_secret": secret},
+        )
+        webhook_url = None
+        if webhook_origin is not None:
+            scheme, _, host = webhook_origin.partition("://")
+            path = reverse("email-events", kwargs={"integration_uuid": integration.uuid})
+            webhook_url = f"{scheme}://{EMAIL_WEBHOOK_USER}:{secret}@{host}{path}"
+        sandbox.add_server(token, senders=[self.sender], webhook_url=webhook_url)
+        super().__init__(sandbox, integration, recipients=self.addresses, tag=tag)
+
+    def add_step(self, workflow: Workflow) -> None:
+        Step.objects.create(
+            workflow=workflow,
+            position=1,
+            adapter="email",
+            function="sendEmail",
+            parameters={
+                "subject": "Order {{order.number}} has shipped",
+                "body": "Hi {{customer.firstName}}, order {{order.number}} has shipped!",
+                "to": "{{customer.email}}",
+                "from": self.sender,
+            },
+        )
+
+    def patient(self, organization: Organization, first_name: str, recipient: str) -> Patient:
+        return Patient(
+            organization=organization,
+            first_name=first_name,
+            last_name="Fault",
+            email=recipient,
+            timezone="America/New_York",
+        )
+
+    def expect(self, recipient: str, *, first_name: str, order: str) -> Expected:
+        return Expected(
+            recipient, f"Hi {first_name}, order {order} has shipped!", f"Order {order} has shipped"
+        )
+
+    def at_provider(self) -> list[tuple[str, Expected]]:
+        return [
+            (m["id"], Expected(", ".join(m["to"]), m["text_body"] or "", m["subject"]))
+            for m in self.sandbox.messages()
+            if m["from"] == self.sender
+        ]
+
+
 @dataclass
 class Tally:
     events: int = 0
     events_undispatched: int = 0
     runs: int = 0
     runs_succeeded: int = 0
-    expected: int = 0  # one SMS per order shipped so far
+    expected: int = 0  # one message per order shipped so far
     accepted: int = 0  # expected messages the sandbox accepted at least once
     duplicates: int = 0  # extra acceptances of an expected message
     lost: int = 0  # expected messages the sandbox never accepted
@@ -157,12 +291,7 @@ class Tally:
 
     @classmethod
     def collect(cls, burst: Burst) -> "Tally":
-        account = twilio_account(burst.integration).account_sid
-        received = Counter(
-            Expected(m["to"], m["body"])
-            for m in burst.sandbox.messages()
-            if m["account_sid"] == account
-        )
+        received = Counter(expected for _, expected in burst.at_provider())
         expected = set(burst.expected[: burst.shipped])
         organization = burst.integration.organization_id
         runs = Counter(Run.objects.filter(workflow=burst.workflow).values_list("status", flat=True))
@@ -363,8 +492,9 @@ def report(scenario: str, tally: Tally, elapsed: float, notes: str = "") -> None
 
 
 def assert_exactly_once(burst: Burst, tally: Tally) -> None:
-    """Every expected SMS accepted once, every run succeeded, every message sent/delivered
-    with a provider SID the sandbox knows for that very (To, Body)."""
+    """Every expected message accepted once, every run succeeded, every message
+    sent/delivered with a provider id the sandbox knows for that very message (To, Body,
+    Subject)."""
     summary = f"\n{HEADER}\n{tally.row('', 0)}\n{tally.describe()}"
     assert tally.events == burst.size, summary
     assert tally.runs == burst.size, summary
@@ -374,23 +504,20 @@ def assert_exactly_once(burst: Burst, tally: Tally) -> None:
     assert tally.accepted == burst.size, summary
     assert tally.runs_succeeded == burst.size, "not every run succeeded" + summary
 
-    at_sandbox = {
-        m["sid"]: Expected(m["to"], m["body"])
-        for m in burst.sandbox.messages()
-        if m["account_sid"] == twilio_account(burst.integration).account_sid
-    }
+    at_sandbox = dict(burst.at_provider())
     rows = list(
         OutboundMessage.objects.filter(
             organization_id=burst.integration.organization_id
-        ).values_list("pk", "status", "provider_sid", "to", "body")
+        ).values_list("pk", "status", "provider_sid", "to", "body", "content")
     )
     assert len(rows) == burst.size, summary
     wrong = [
         (pk, status, sid)
-        for pk, status, sid, to, body in rows
-        if status not in DONE_MESSAGE or at_sandbox.get(sid or "") != Expected(to, body)
+        for pk, status, sid, to, body, content in rows
+        if status not in DONE_MESSAGE
+        or at_sandbox.get(sid or "") != burst.recorded(to, body, content)
     ]
-    assert not wrong, f"{len(wrong)} messages not sent with a matching sandbox SID: {wrong[:10]}"
+    assert not wrong, f"{len(wrong)} messages not sent with a matching sandbox id: {wrong[:10]}"
 
 
 def describe_messages(burst: Burst, statuses: Any) -> list[dict[str, Any]]:

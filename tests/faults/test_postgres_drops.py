@@ -21,6 +21,7 @@ from tests.faults.conftest import FaultWorker, tasks_received
 from tests.faults.harness import (
     Burst,
     Injector,
+    SmsBurst,
     assert_exactly_once,
     fault_random,
     report,
@@ -56,7 +57,7 @@ def test_burst_is_sent_exactly_once_while_database_connections_are_dropped(
     workers: list[FaultWorker], sandbox: SandboxServer
 ) -> None:
     rng, seed = fault_random("postgres")
-    burst = Burst(sandbox, size=BURST, tag="P", exchange="203")
+    burst = SmsBurst(sandbox, size=BURST, tag="P", exchange="203")
     terminator = Terminator(burst, rng)
     started = time.monotonic()
 

@@ -25,7 +25,13 @@ from integrations.twilio.sandbox import SandboxServer
 from tests.conftest import sandbox_account, wait_for
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 from tests.faults.conftest import FaultWorker, PrivateRedis, tasks_received
-from tests.faults.harness import Burst, assert_exactly_once, in_flight, report, wait_until_settled
+from tests.faults.harness import (
+    SmsBurst,
+    assert_exactly_once,
+    in_flight,
+    report,
+    wait_until_settled,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -42,7 +48,7 @@ DONE = {OutboundMessage.Status.SENT, OutboundMessage.Status.DELIVERED}
 def test_burst_is_sent_exactly_once_across_a_redis_outage(
     workers: list[FaultWorker], sandbox: SandboxServer, private_redis: PrivateRedis
 ) -> None:
-    burst = Burst(sandbox, size=BURST, tag="R", exchange="202")
+    burst = SmsBurst(sandbox, size=BURST, tag="R", exchange="202")
     started = time.monotonic()
     burst.ship(BEFORE)
 

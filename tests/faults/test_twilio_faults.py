@@ -19,7 +19,7 @@ import pytest
 
 from integrations.twilio.sandbox import SandboxServer
 from tests.faults.conftest import FaultWorker, tasks_received
-from tests.faults.harness import Burst, assert_exactly_once, report, wait_until_settled
+from tests.faults.harness import SmsBurst, assert_exactly_once, report, wait_until_settled
 
 pytestmark = pytest.mark.faults
 
@@ -42,7 +42,7 @@ def _rule(index: int, phone: str) -> dict[str, Any] | None:
 def test_burst_is_sent_exactly_once_when_twilio_misbehaves(
     workers: list[FaultWorker], sandbox: SandboxServer
 ) -> None:
-    burst = Burst(sandbox, size=BURST, tag="T", exchange="204")
+    burst = SmsBurst(sandbox, size=BURST, tag="T", exchange="204")
     rules = [rule for index, phone in enumerate(burst.phones) if (rule := _rule(index, phone))]
     rules.append({"kind": "error", "status": 429, "code": 20429, "count": 25})  # any To
     for rule in rules:

@@ -9,7 +9,8 @@ A killed worker leaves its tasks unacknowledged in Redis (acks_late), and Redis 
 again only after the visibility timeout (600 s), far beyond this test's bounds: recovery must
 come from the database. A run held by the dead worker is taken over when its lease expires
 (CAREFLOW_RUN_LEASE_SECONDS=10 for this suite), and a message it left `sending` is looked up
-at the sandbox before anything is sent again.
+at the sandbox before anything is sent again. Once for SMS (Twilio's sandbox) and once for
+email (the Postmark sandbox).
 """
 
 import random
@@ -17,11 +18,14 @@ import time
 
 import pytest
 
+from integrations.email.sandbox import SandboxServer as EmailSandbox
 from integrations.twilio.sandbox import SandboxServer
 from tests.faults.conftest import FaultWorker, tasks_received
 from tests.faults.harness import (
     Burst,
+    EmailBurst,
     Injector,
+    SmsBurst,
     assert_exactly_once,
     fault_random,
     in_flight,
@@ -33,6 +37,7 @@ from tests.faults.harness import (
 pytestmark = pytest.mark.faults
 
 BURST = 1000
+EMAIL_BURST = 600
 KILLS = 8
 
 
@@ -63,20 +68,18 @@ class Killer(Injector):
         victim.start()
 
 
-def test_burst_is_sent_exactly_once_while_workers_are_killed_at_random(
-    workers: list[FaultWorker], sandbox: SandboxServer
+def _sent_exactly_once_while_workers_are_killed(
+    workers: list[FaultWorker], burst: Burst, rng: random.Random, seed: int, scenario: str
 ) -> None:
-    rng, seed = fault_random("kill")
-    burst = Burst(sandbox, size=BURST, tag="K", exchange="201")
     killer = Killer(workers, burst, rng)
     started = time.monotonic()
 
-    ship_under_faults(burst, killer, timeout=300, scenario="worker SIGKILL", while_shipping=True)
-    tally = wait_until_settled(burst, timeout=480, started=started, scenario="worker SIGKILL")
+    ship_under_faults(burst, killer, timeout=300, scenario=scenario, while_shipping=True)
+    tally = wait_until_settled(burst, timeout=480, started=started, scenario=scenario)
 
     elapsed = time.monotonic() - started
     report(
-        "worker SIGKILL",
+        scenario,
         tally,
         elapsed,
         f"seed {seed}; {killer.injected} kills (worker@accepted/in-flight): "
@@ -84,3 +87,22 @@ def test_burst_is_sent_exactly_once_while_workers_are_killed_at_random(
     )
     assert killer.injected == KILLS
     assert_exactly_once(burst, tally)
+
+
+def test_burst_is_sent_exactly_once_while_workers_are_killed_at_random(
+    workers: list[FaultWorker], sandbox: SandboxServer
+) -> None:
+    rng, seed = fault_random("kill")
+    burst = SmsBurst(sandbox, size=BURST, tag="K", exchange="201")
+    _sent_exactly_once_while_workers_are_killed(workers, burst, rng, seed, "worker SIGKILL")
+
+
+def test_email_burst_is_sent_exactly_once_while_workers_are_killed_at_random(
+    workers: list[FaultWorker], email_sandbox: EmailSandbox
+) -> None:
+    """The same for email, with no delivery webhooks (they would settle most of what a
+    killed worker left "sending"): each such message is found again by its metadata in
+    Postmark's outbound search before anything is resent."""
+    rng, seed = fault_random("kill-email")
+    burst = EmailBurst(email_sandbox, size=EMAIL_BURST, tag="KE")
+    _sent_exactly_once_while_workers_are_killed(workers, burst, rng, seed, "email SIGKILL")

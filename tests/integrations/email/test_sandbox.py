@@ -230,6 +230,24 @@ def test_soft_bounce_and_configured_scenario(sandbox: SandboxServer, receiver: R
     send(sandbox, to="softbounce@example.org")
 
 
+def test_a_scenario_without_events_posts_no_webhook(
+    sandbox: SandboxServer, receiver: Receiver
+) -> None:
+    """Webhooks that never come: only the outbound search can tell what became of it."""
+    control(
+        sandbox,
+        "POST",
+        "/_sandbox/scenarios",
+        json={"recipient": "quiet@example.org", "events": []},
+    ).raise_for_status()
+    send(sandbox, to="quiet@example.org")
+    send(sandbox, to="heard@example.org")
+    wait_for(lambda: len(receiver.received) == 1)
+    time.sleep(0.2)  # ten webhook delays: the quiet one had its chance
+    assert [body["Recipient"] for body, _ in receiver.received] == ["heard@example.org"]
+    assert [message["events"] for message in sandbox.messages()] == [[], ["Delivery"]]
+
+
 def test_inactive_magic_address_is_refused_with_406(sandbox: SandboxServer) -> None:
     with pytest.raises(AnymailRecipientsRefused):
         send(sandbox, to="inactive@example.org")

@@ -6,12 +6,15 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
+from integrations import sending
 from integrations.email.sandbox import SandboxServer
 from integrations.email.transport import STATUS_MAP, STATUS_RANK, EmailTransport
 from integrations.messaging import Accepted, Ambiguous, Found, Refused
@@ -164,6 +167,24 @@ def test_never_connected_is_retryable(sandbox: SandboxServer, settings: Any) -> 
     assert (caught.value.code, caught.value.retryable) == ("network", True)
     with pytest.raises(Ambiguous):
         transport.lookup(message(), since=None)  # type: ignore[arg-type]
+
+
+def test_a_claim_is_not_taken_for_a_dead_workers_while_its_send_may_still_wait(
+    settings: Any,
+) -> None:
+    """A send waits up to the timeout to connect and as long again for the answer; a claim
+    taken for a dead worker's sooner is looked up, missed, and sent a second time while the
+    first request may still be accepted."""
+    settings.CAREFLOW_EMAIL_HTTP_TIMEOUT = 60.0
+    assert transport.send_timeout() == 60.0
+    claimed = SimpleNamespace(
+        sending_started_at=timezone.now() - timedelta(seconds=2 * 60 - 1),
+        updated_at=timezone.now(),
+        integration=SimpleNamespace(adapter="email"),
+    )
+    assert not sending._sending_stale(claimed)  # type: ignore[arg-type]
+    claimed.sending_started_at = timezone.now() - timedelta(seconds=2 * 60 + 31)
+    assert sending._sending_stale(claimed)  # type: ignore[arg-type]
 
 
 def test_lookup_is_none_when_postmark_has_no_such_message(sandbox: SandboxServer) -> None:

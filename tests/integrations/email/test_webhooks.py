@@ -135,12 +135,37 @@ def test_delivery_applies_through_the_real_core(client: Client, message: Outboun
     assert email_opt_outs(message) == []
 
 
+def test_an_event_for_an_ambiguous_send_records_postmarks_message_id(
+    client: Client, message: OutboundMessage
+) -> None:
+    """The send's answer was lost (a timeout after Postmark accepted it): the message is
+    "unknown", without Postmark's MessageID. The delivery event proves the acceptance and
+    must leave the message with that MessageID, as a look-up would have."""
+    message_id = uuid.uuid4().hex
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        status=Status.UNKNOWN, provider_status="", provider_sid=None
+    )
+    message.refresh_from_db()
+    assert (
+        post(client, message.integration, delivery(message, MessageID=message_id)).status_code
+        == 200
+    )
+    message.refresh_from_db()
+    assert (message.status, message.provider_sid) == (Status.DELIVERED, message_id)
+    assert message.sent_at is not None
+
+
 def test_hard_bounce_is_undelivered_and_an_email_opt_out_for_every_purpose(
     client: Client, message: OutboundMessage, applied: list[dict[str, Any]]
 ) -> None:
     assert post(client, message.integration, bounce(message)).status_code == 200
     assert applied == [
-        {"message": applied[0]["message"], "provider_status": "bounced", "error_code": "HardBounce"}
+        {
+            "message": applied[0]["message"],
+            "provider_status": "bounced",
+            "sid": PROVIDER_ID,
+            "error_code": "HardBounce",
+        }
     ]
     records = email_opt_outs(message)
     assert sorted(r.purpose for r in records) == ["marketing", "transactional"]

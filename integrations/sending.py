@@ -403,13 +403,21 @@ def _schedule_retry(message: OutboundMessage, *, error_code: str, error_message:
 
 
 def _mark_unknown(message: OutboundMessage, *, error_code: str, error_message: str) -> None:
-    _update(
-        message,
-        status=Status.UNKNOWN,
-        error_code=error_code,
-        error_message=error_message,
-        next_attempt_at=timezone.now() + RECONCILE_AFTER,
-    )
+    """Only while the message is still ours to send: a status report can arrive before the
+    sender gives up waiting for the answer (the provider accepted it), and must not be undone."""
+    now = timezone.now()
+    fields = {
+        "status": Status.UNKNOWN,
+        "error_code": error_code,
+        "error_message": error_message,
+        "next_attempt_at": now + RECONCILE_AFTER,
+        "updated_at": now,
+    }
+    if OutboundMessage.objects.filter(pk=message.pk, status=Status.SENDING).update(**fields):
+        for name, value in fields.items():
+            setattr(message, name, value)
+    else:
+        message.refresh_from_db()
 
 
 def _message_reconcile(message: OutboundMessage) -> OutboundMessage:

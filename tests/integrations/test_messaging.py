@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 
 from integrations.messaging import (
+    Accepted,
     Ambiguous,
     Found,
     Refused,
@@ -124,6 +125,27 @@ def test_an_ambiguous_send_is_looked_up_before_any_resend(
     found = message_send(message_id=message.pk)
     assert (found.status, found.provider_sid) == (Status.DELIVERED, "<found@letters.test>")
     assert fake_transport.sent == [message.pk]
+
+
+def test_a_status_report_during_an_ambiguous_send_is_not_undone(
+    fake_transport: FakeTransport,
+) -> None:
+    message = _message()
+    original_send = fake_transport.send
+
+    def delivered_then_no_answer(sending: OutboundMessage) -> Accepted:
+        # The provider accepted it and reported delivery before our request timed out.
+        original_send(sending)
+        row = OutboundMessage.objects.get(pk=sending.pk)
+        assert message_status_apply(
+            message=row, provider_status="delivered", sid=f"<{sending.uuid}@letters.test>"
+        )
+        raise Ambiguous("timeout", "no answer")
+
+    fake_transport.send = delivered_then_no_answer  # type: ignore[method-assign]
+    sent = message_send(message_id=message.pk)
+    assert sent.status == Status.DELIVERED
+    assert OutboundMessage.objects.get(pk=message.pk).status == Status.DELIVERED
 
 
 def test_without_lookup_an_ambiguous_send_stays_unknown_and_is_never_resent(

@@ -219,7 +219,9 @@ def test_relay_events_leaves_a_backlog_in_the_broker_alone_and_relays_lost_tasks
 
     # given five events whose dispatch tasks wait in the broker (no worker is consuming)
     _ship_orders(5)
-    wait_for(lambda: _queued("events") == 5, what="the five dispatch tasks in the queue")
+    wait_for(
+        lambda: _queued("events") == 5, what="the five dispatch tasks in the queue", timeout=60.0
+    )
     Event.objects.update(created_at=timezone.now() - timedelta(seconds=30))
     # then the relay, seeing them queued, queues nothing more
     assert events_relay() == 0

@@ -14,10 +14,14 @@ from django.core.validators import EmailValidator
 
 from integrations.email.account import email_account
 from integrations.email.transport import ERROR_EXPLANATIONS
+from integrations.message_steps import (
+    message_dry_run,
+    message_step_outcome,
+    step_accepted,
+    step_deliver,
+    step_integration,
+)
 from integrations.models import Integration, OutboundMessage
-from integrations.policy import send_decide
-from integrations.selectors import decision_checks
-from integrations.sending import MessagesAccepted, message_prepare_and_deliver
 from patients.models import Organization, Patient
 from workflows.adapters import (
     Adapter,
@@ -28,8 +32,6 @@ from workflows.adapters import (
     SenderNoun,
     StepContext,
 )
-
-Status = OutboundMessage.Status
 
 ADAPTER = "email"
 # Mail clients cut subjects near here; RFC 5322 recommends lines of at most 78 characters.
@@ -176,36 +178,24 @@ class EmailAdapter(Adapter):
     def execute(self, *, function: str, context: StepContext) -> Outcome:
         if function != SEND_EMAIL.name:
             return Outcome("failed", reason=f"Email has no function {function!r}")
-        key = ("email-integration", context.organization.pk)
-        if key not in context.memo:
-            context.memo[key] = email_integration(context.organization)
-        integration = context.memo[key]
+        integration = step_integration(context, adapter=ADAPTER, lookup=email_integration)
         if integration is None:
             return Outcome("failed", reason="this clinic has no enabled email integration")
-        accepted = context.memo.get("email-accepted")
-        if accepted is None and context.at_batch_end is not None:
-            accepted = context.memo["email-accepted"] = MessagesAccepted()
-            context.at_batch_end.append(accepted.write)
+        accepted = step_accepted(context, adapter=ADAPTER)
         problem = addresses_problem(context.inputs, email_account(integration).senders)
         if problem:
             return Outcome("skipped", reason=problem)
         to = context.inputs["to"].strip()
-        message = message_prepare_and_deliver(
-            accepted=accepted,
-            organization=context.organization,
+        message = step_deliver(
+            context,
             integration=integration,
-            idempotency_key=context.idempotency_key,
-            first_attempt=context.attempt <= 1,
+            accepted=accepted,
             channel="email",
             to=to,
             from_number=context.inputs["from"].strip(),
             body=context.inputs["body"],
             content=_content(context.inputs),
-            purpose=context.purpose,
             patient=recipient_patient(context.organization, context.patient, to),
-            step_run_id=context.step_run_id,
-            is_test=context.is_test,
-            urgent=context.urgent,
         )
         return _outcome(message)
 
@@ -269,8 +259,6 @@ class EmailAdapter(Adapter):
             urgent=urgent,
             **email_fields,
         )
-        decision = send_decide(message=message, now=clock)
-        record = decision.as_dict(clock)
         preview = {
             "to": to,
             "from": message.from_number,
@@ -280,37 +268,13 @@ class EmailAdapter(Adapter):
             "characters": len(body),
             "warnings": _warnings(subject=content["subject"], body=body),
         }
-        # Each check in the policy's order, as the dry-run page lists SMS's.
-        checks = decision_checks(record)
-        if decision.allowed:
-            return DryRunResult("send", "would send now", preview, record, checks)
-        if decision.defer_until:
-            return DryRunResult("defer", decision.reason, preview, record, checks)
-        return DryRunResult("skip", f"would not send: {decision.reason}", preview, record, checks)
+        return message_dry_run(message, clock=clock, preview=preview)
 
     def error_explanation(self, code: str) -> str:
         return ERROR_EXPLANATIONS.get(code, "")
 
 
 def _outcome(message: OutboundMessage) -> Outcome:
-    result = {
-        "message_id": message.pk,
-        "status": message.status,
-        "provider_id": message.provider_sid,
-    }
-    if message.status in (Status.SENT, Status.DELIVERED):
-        return Outcome("succeeded", result=result)
-    if message.status == Status.SKIPPED:
-        return Outcome("skipped", result=result, reason=message.skip_reason)
-    if message.status in (Status.FAILED, Status.UNDELIVERED):
-        reason = f"email error {message.error_code}: {message.error_message}".strip()
-        return Outcome("failed", result=result, reason=reason)
-    # deferred by quiet hours, pending with a retry time or a throttle slot, unknown
-    # awaiting reconciliation, or claimed by another worker
-    if message.status == Status.PENDING and message.decision.get("defer_until"):
-        reason = f"waiting: {message.decision['reason']}"
-    elif message.error_code:
-        reason = f"retrying after error {message.error_code}: {message.error_message}"
-    else:
-        reason = "send in progress"
-    return Outcome("retry", result=result, reason=reason, retry_at=message.next_attempt_at)
+    return message_step_outcome(
+        message, provider_label="email", result={"provider_id": message.provider_sid}
+    )

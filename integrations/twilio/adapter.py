@@ -4,13 +4,18 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from integrations.message_steps import (
+    message_dry_run,
+    message_step_outcome,
+    step_accepted,
+    step_deliver,
+    step_integration,
+)
 from integrations.models import OutboundMessage
-from integrations.sending import MessagesAccepted, message_prepare_and_deliver
-from integrations.twilio.dry_run import sms_dry_run
 from integrations.twilio.errors import error_explanation
 from integrations.twilio.integration import NO_INTEGRATION, twilio_integration, twilio_senders
 from integrations.twilio.numbers import numbers_problem, recipient_patient
-from integrations.twilio.previews import sms_preview
+from integrations.twilio.previews import sms_dry_run_preview, sms_preview
 from patients.models import Organization, Patient
 from patients.phones import e164_problem
 from workflows.adapters import (
@@ -23,7 +28,7 @@ from workflows.adapters import (
     StepContext,
 )
 
-Status = OutboundMessage.Status
+QUEUED_FOR_THROUGHPUT = "queued: waiting for this sending number's turn (Twilio's throughput limit)"
 
 SEND_SMS = Function(
     name="sendSMS",
@@ -72,34 +77,22 @@ class TwilioAdapter(Adapter):
     def execute(self, *, function: str, context: StepContext) -> Outcome:
         if function != SEND_SMS.name:
             return Outcome("failed", reason=f"Twilio has no function {function!r}")
-        key = ("twilio-integration", context.organization.pk)
-        if key not in context.memo:
-            context.memo[key] = twilio_integration(context.organization)
-        integration = context.memo[key]
+        integration = step_integration(context, adapter="twilio", lookup=twilio_integration)
         if integration is None:
             return Outcome("failed", reason=NO_INTEGRATION)
-        accepted = context.memo.get("twilio-accepted")
-        if accepted is None and context.at_batch_end is not None:
-            accepted = context.memo["twilio-accepted"] = MessagesAccepted()
-            context.at_batch_end.append(accepted.write)
+        accepted = step_accepted(context, adapter="twilio")
         to = context.inputs["to"].strip()
         problem = numbers_problem(context.inputs)
         if problem:
             return Outcome("skipped", reason=problem)
-        message = message_prepare_and_deliver(
-            accepted=accepted,
-            organization=context.organization,
+        message = step_deliver(
+            context,
             integration=integration,
-            idempotency_key=context.idempotency_key,
-            first_attempt=context.attempt <= 1,
+            accepted=accepted,
             to=to,
             from_number=context.inputs["from"].strip(),
             body=context.inputs["message"],
-            purpose=context.purpose,
             patient=recipient_patient(context.organization, context.patient, to),
-            step_run_id=context.step_run_id,
-            is_test=context.is_test,
-            urgent=context.urgent,
         )
         return _outcome(message)
 
@@ -125,45 +118,33 @@ class TwilioAdapter(Adapter):
     ) -> DryRunResult:
         if function != SEND_SMS.name:
             return DryRunResult("error", f"Twilio has no function {function!r}")
-        return sms_dry_run(
+        integration = twilio_integration(organization)
+        if integration is None:
+            return DryRunResult("error", NO_INTEGRATION)
+        problem = numbers_problem(inputs)
+        if problem:  # as the engine says it (the send-time checks never see such a message)
+            return DryRunResult("skip", f"would not send: {problem}")
+        to = inputs.get("to", "").strip()
+        message = OutboundMessage(
             organization=organization,
-            patient=patient,
-            inputs=inputs,
+            integration=integration,
+            patient=recipient_patient(organization, patient, to),
+            to=to,
+            from_number=inputs.get("from", "").strip(),
+            body=inputs.get("message", ""),
             purpose=purpose,
             urgent=urgent,
-            clock=clock,
         )
+        return message_dry_run(message, clock=clock, preview=sms_dry_run_preview(message))
 
     def error_explanation(self, code: str) -> str:
         return error_explanation(code)
 
 
 def _outcome(message: OutboundMessage) -> Outcome:
-    result = {
-        "message_id": message.pk,
-        "status": message.status,
-        "sid": message.provider_sid,
-        "segments": message.segments,
-    }
-    if message.status in (Status.SENT, Status.DELIVERED):
-        return Outcome("succeeded", result=result)
-    if message.status == Status.SKIPPED:
-        return Outcome("skipped", result=result, reason=message.skip_reason)
-    if message.status in (Status.FAILED, Status.UNDELIVERED):
-        reason = f"Twilio error {message.error_code}: {message.error_message}".strip()
-        return Outcome("failed", result=result, reason=reason)
-    # deferred by quiet hours, pending with a retry time, unknown awaiting reconciliation,
-    # or claimed by another worker
-    if (
-        message.status == Status.PENDING
-        and message.slot_at
-        and (message.next_attempt_at == message.slot_at)
-    ):
-        reason = "queued: waiting for this sending number's turn (Twilio's throughput limit)"
-    elif message.status == Status.PENDING and message.decision.get("defer_until"):
-        reason = f"waiting: {message.decision['reason']}"
-    elif message.error_code:
-        reason = f"retrying after error {message.error_code}: {message.error_message}"
-    else:
-        reason = "send in progress"
-    return Outcome("retry", result=result, reason=reason, retry_at=message.next_attempt_at)
+    return message_step_outcome(
+        message,
+        provider_label="Twilio",
+        result={"sid": message.provider_sid, "segments": message.segments},
+        queued_reason=QUEUED_FOR_THROUGHPUT,
+    )

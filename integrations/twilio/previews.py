@@ -3,6 +3,7 @@ watch out for."""
 
 from typing import Any
 
+from integrations.models import OutboundMessage
 from integrations.sms import MAX_BODY_CHARS, segment_info
 
 
@@ -35,4 +36,18 @@ def sms_preview(text: str) -> dict[str, Any]:
         "encoding": info.encoding,
         "perSegment": info.per_segment,
         "warnings": warnings,
+    }
+
+
+def sms_dry_run_preview(message: OutboundMessage) -> dict[str, Any]:
+    """The dry-run page's view of the SMS a step would send: who to, from whom, and what it
+    costs."""
+    info = segment_info(message.body)
+    return {
+        "to": message.to,
+        "from": message.from_number,
+        "body": message.body,
+        "characters": info.characters,
+        "encoding": info.encoding,
+        "segments": info.segments,
     }

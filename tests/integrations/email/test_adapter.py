@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from integrations import message_steps
 from integrations.email import adapter as email_adapter
 from integrations.email.account import EmailAccount
 from integrations.email.adapter import (
@@ -152,7 +153,7 @@ def test_execute_hands_the_core_an_email(
         calls.append(fields)
         return OutboundMessage(status=Status.SENT, provider_sid="abc")
 
-    monkeypatch.setattr(email_adapter, "message_prepare_and_deliver", deliver)
+    monkeypatch.setattr(message_steps, "message_prepare_and_deliver", deliver)
     outcome = adapter.execute(function="sendEmail", context=context(integration, patient=patient))
     assert outcome.status == "succeeded"
     [call] = calls
@@ -176,7 +177,7 @@ def test_execute_skips_bad_addresses_and_fails_without_integration(
     integration: Integration, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        email_adapter, "message_prepare_and_deliver", lambda **f: pytest.fail("sent")
+        message_steps, "message_prepare_and_deliver", lambda **f: pytest.fail("sent")
     )
     skipped = adapter.execute(
         function="sendEmail", context=context(integration, inputs=inputs(to="{{oops}}"))

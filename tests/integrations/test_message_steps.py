@@ -16,7 +16,7 @@ from integrations.message_steps import (
 )
 from integrations.models import Integration, OutboundMessage
 from integrations.sending import MessagesAccepted
-from patients.models import Organization
+from patients.models import Organization, Patient
 from tests.factories import (
     ConsentFactory,
     IntegrationFactory,
@@ -164,11 +164,8 @@ def test_a_retry_says_what_it_waits_for() -> None:
     assert _outcome(failed_once).reason == "retrying after error 20429: busy"
 
 
-@pytest.mark.django_db
-def test_dry_run_without_consent_would_not_send_and_lists_every_check() -> None:
-    integration = IntegrationFactory()
-    patient = PatientFactory(organization=integration.organization, phone="+14155550177")
-    message = OutboundMessage(
+def _message(integration: Integration, patient: Patient) -> OutboundMessage:
+    return OutboundMessage(
         organization=integration.organization,
         integration=integration,
         patient=patient,
@@ -177,6 +174,13 @@ def test_dry_run_without_consent_would_not_send_and_lists_every_check() -> None:
         body="Hi",
         purpose="transactional",
     )
+
+
+@pytest.mark.django_db
+def test_dry_run_without_consent_would_not_send_and_lists_every_check() -> None:
+    integration = IntegrationFactory()
+    patient = PatientFactory(organization=integration.organization, phone="+14155550177")
+    message = _message(integration, patient)
     result = message_dry_run(message, clock=CLOCK, preview={"body": "Hi"})
     assert result.outcome == "skip" and result.detail.startswith("would not send: ")
     assert result.preview == {"body": "Hi"}
@@ -190,15 +194,7 @@ def test_dry_run_with_consent_would_send_now() -> None:
     integration = IntegrationFactory()
     patient = PatientFactory(organization=integration.organization, phone="+14155550177")
     ConsentFactory(patient=patient, occurred_at=datetime(2025, 1, 1, tzinfo=UTC))
-    message = OutboundMessage(
-        organization=integration.organization,
-        integration=integration,
-        patient=patient,
-        to=patient.phone,
-        from_number="+15005550006",
-        body="Hi",
-        purpose="transactional",
-    )
+    message = _message(integration, patient)
     result = message_dry_run(message, clock=CLOCK, preview={})
     assert (result.outcome, result.detail) == ("send", "would send now")
     assert result.checks and {check["state"] for check in result.checks} == {"passed"}

@@ -24,7 +24,8 @@ import socketserver
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
@@ -62,6 +63,91 @@ class RequestBodyError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+FAULT_KINDS = frozenset({"error", "slow", "drop", "accept_then_error", "accept_then_drop"})
+
+
+@dataclass
+class FaultRule:
+    """A rule of a sandbox's control API that makes matching API requests fail: answer an
+    error, stall, or drop the connection, before or after the request's work is done.
+
+    `on` names the kind of request the rule applies to, for a sandbox with several (None for
+    one with a single kind); `count` is the requests left to spoil (-1: all).
+    """
+
+    id: int
+    kind: str
+    on: str | None
+    count: int
+    match: dict[str, str]
+    status: int
+    code: int
+    message: str
+    delay: float
+
+    @classmethod
+    def parse(
+        cls,
+        rule_id: int,
+        raw: Any,
+        *,
+        errors: Mapping[str, tuple[int, int, str]],
+        targets: tuple[str, ...] = (),
+    ) -> Self:
+        """Validate a rule's JSON. `errors` maps "error" and "accept_then_error" to their
+        default (HTTP status, provider error code, message); `targets` are the values "on"
+        may take, the first the default (none: a rule has no "on")."""
+        if not isinstance(raw, Mapping):
+            raise TypeError("a fault rule is a JSON object")
+        kind = raw.get("kind")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {sorted(FAULT_KINDS)}")
+        on = None
+        if targets:
+            on = raw.get("on", targets[0])
+            if on not in targets:
+                raise ValueError(f"on must be one of {list(targets)}")
+        count = raw.get("count", 1)
+        if not isinstance(count, int) or isinstance(count, bool) or (count < 1 and count != -1):
+            raise ValueError("count must be a positive integer or -1")
+        match = raw.get("match") or {}
+        if not isinstance(match, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in match.items()
+        ):
+            raise ValueError("match must map names to strings")
+        status, code, message = errors.get(kind, errors["accept_then_error"])
+        status = raw.get("status", status)
+        code = raw.get("code", code)
+        message = raw.get("message", message)
+        delay = raw.get("delay", 3.0)
+        if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (400-599)")
+        if not isinstance(code, int) or not isinstance(message, str):
+            raise TypeError("code must be an integer and message a string")
+        if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
+            raise ValueError("delay must be a non-negative number of seconds")
+        return cls(rule_id, kind, on, count, dict(match), status, code, message, float(delay))
+
+    def matches(self, params: Mapping[str, Any], on: str | None = None) -> bool:
+        return self.on == on and all(params.get(k) == v for k, v in self.match.items())
+
+    def describe(self) -> dict[str, Any]:
+        described = {
+            "id": self.id,
+            "kind": self.kind,
+            "on": self.on,
+            "count": self.count,
+            "match": dict(self.match),
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "delay": self.delay,
+        }
+        if self.on is None:
+            del described["on"]
+        return described
 
 
 class LoopbackHTTPServer(ThreadingHTTPServer, Generic[SandboxT]):

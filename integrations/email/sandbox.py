@@ -89,6 +89,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from integrations.loopback import (
+    FaultRule,
     LoopbackHandler,
     LoopbackHTTPServer,
     LoopbackSandbox,
@@ -99,7 +100,6 @@ from integrations.loopback import (
 
 logger = logging.getLogger(__name__)
 
-FAULT_KINDS = frozenset({"error", "slow", "drop", "accept_then_error", "accept_then_drop"})
 _FAULT_DEFAULTS: dict[str, tuple[int, int, str]] = {
     "error": (429, 429, "Rate limit exceeded."),
     "accept_then_error": (500, 500, "Internal server error."),
@@ -237,66 +237,6 @@ class _Message:
         }
 
 
-@dataclass
-class _FaultRule:
-    id: int
-    kind: str
-    on: str
-    count: int
-    match: dict[str, str]
-    status: int
-    code: int
-    message: str
-    delay: float
-
-    @classmethod
-    def parse(cls, rule_id: int, raw: Any) -> _FaultRule:
-        if not isinstance(raw, Mapping):
-            raise TypeError("a fault rule is a JSON object")
-        kind = raw.get("kind")
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"kind must be one of {sorted(FAULT_KINDS)}")
-        on = raw.get("on", "email")
-        if on not in ("email", "search"):
-            raise ValueError('on must be "email" or "search"')
-        count = raw.get("count", 1)
-        if not isinstance(count, int) or isinstance(count, bool) or (count < 1 and count != -1):
-            raise ValueError("count must be a positive integer or -1")
-        match = raw.get("match") or {}
-        if not isinstance(match, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in match.items()
-        ):
-            raise ValueError("match must map field names to strings")
-        status, code, message = _FAULT_DEFAULTS.get(kind, (500, 500, "Internal server error."))
-        status = raw.get("status", status)
-        code = raw.get("code", code)
-        message = raw.get("message", message)
-        delay = raw.get("delay", 3.0)
-        if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
-            raise ValueError("status must be an HTTP error status (400-599)")
-        if not isinstance(code, int) or not isinstance(message, str):
-            raise TypeError("code must be an integer and message a string")
-        if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
-            raise ValueError("delay must be a non-negative number of seconds")
-        return cls(rule_id, kind, on, count, dict(match), status, code, message, float(delay))
-
-    def matches(self, on: str, params: Mapping[str, Any]) -> bool:
-        return self.on == on and all(params.get(k) == v for k, v in self.match.items())
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "on": self.on,
-            "count": self.count,
-            "match": dict(self.match),
-            "status": self.status,
-            "code": self.code,
-            "message": self.message,
-            "delay": self.delay,
-        }
-
-
 class _Handler(LoopbackHandler):
     server: LoopbackHTTPServer[SandboxServer]
     server_version = "PostmarkSandbox/1.0"
@@ -338,7 +278,7 @@ class _Handler(LoopbackHandler):
             )
         return server
 
-    def _apply_fault(self, rule: _FaultRule | None, *, before: bool) -> bool:
+    def _apply_fault(self, rule: FaultRule | None, *, before: bool) -> bool:
         """Act on a fault rule at this point of a request; True when the request is over."""
         if rule is None:
             return False
@@ -492,7 +432,7 @@ class SandboxServer(LoopbackSandbox):
         self._lock = threading.Lock()
         self._servers: dict[str, _Server] = {}
         self._messages: dict[str, _Message] = {}
-        self._faults: list[_FaultRule] = []
+        self._faults: list[FaultRule] = []
         self._fault_ids = itertools.count(1)
         self._scenarios: dict[str, list[str]] = {}
         # (server token, address): recipients that hard-bounced or complained.
@@ -563,7 +503,9 @@ class SandboxServer(LoopbackSandbox):
     def add_fault(self, rule: Mapping[str, Any]) -> dict[str, Any]:
         """Append a fault rule (format in the module docstring); raises ValueError if bad."""
         with self._lock:
-            parsed = _FaultRule.parse(next(self._fault_ids), rule)
+            parsed = FaultRule.parse(
+                next(self._fault_ids), rule, errors=_FAULT_DEFAULTS, targets=("email", "search")
+            )
             self._faults.append(parsed)
             return parsed.describe()
 
@@ -590,10 +532,10 @@ class SandboxServer(LoopbackSandbox):
                     return server
         return None
 
-    def _take_fault(self, on: str, params: Mapping[str, Any]) -> _FaultRule | None:
+    def _take_fault(self, on: str, params: Mapping[str, Any]) -> FaultRule | None:
         with self._lock:
             for rule in self._faults:
-                if rule.count != 0 and rule.matches(on, params):
+                if rule.count != 0 and rule.matches(params, on):
                     if rule.count > 0:
                         rule.count -= 1
                     return rule

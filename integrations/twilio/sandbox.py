@@ -104,6 +104,7 @@ import requests
 from twilio.request_validator import RequestValidator
 
 from integrations.loopback import (
+    FaultRule,
     LoopbackHandler,
     LoopbackHTTPServer,
     LoopbackSandbox,
@@ -139,7 +140,6 @@ DELIVERY_ERROR_MESSAGES = {
     30034: "Message from an unregistered number",
 }
 
-FAULT_KINDS = frozenset({"error", "slow", "drop", "accept_then_error", "accept_then_drop"})
 _FAULT_DEFAULTS: dict[str, tuple[int, int, str]] = {
     "error": (429, 20429, "Too Many Requests"),
     "accept_then_error": (500, 20500, "Internal Server Error"),
@@ -261,61 +261,6 @@ class _Message:
             "date_sent": _rfc2822(self.date_sent),
             "error_code": self.error_code,
             "callbacks": [dict(attempt) for attempt in self.callbacks],
-        }
-
-
-@dataclass
-class _FaultRule:
-    id: int
-    kind: str
-    count: int
-    match: dict[str, str]
-    status: int
-    code: int
-    message: str
-    delay: float
-
-    @classmethod
-    def parse(cls, rule_id: int, raw: Any) -> _FaultRule:
-        if not isinstance(raw, Mapping):
-            raise TypeError("a fault rule is a JSON object")
-        kind = raw.get("kind")
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"kind must be one of {sorted(FAULT_KINDS)}")
-        count = raw.get("count", 1)
-        if not isinstance(count, int) or isinstance(count, bool) or (count < 1 and count != -1):
-            raise ValueError("count must be a positive integer or -1")
-        match = raw.get("match") or {}
-        if not isinstance(match, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in match.items()
-        ):
-            raise ValueError("match must map parameter names to strings")
-        status, code, message = _FAULT_DEFAULTS.get(kind, (500, 20500, "Internal Server Error"))
-        status = raw.get("status", status)
-        code = raw.get("code", code)
-        message = raw.get("message", message)
-        delay = raw.get("delay", 3.0)
-        if not isinstance(status, int) or not 400 <= status <= 599:
-            raise ValueError("status must be an HTTP error status (400-599)")
-        if not isinstance(code, int) or not isinstance(message, str):
-            raise TypeError("code must be an integer and message a string")
-        if not isinstance(delay, int | float) or delay < 0:
-            raise ValueError("delay must be a non-negative number of seconds")
-        return cls(rule_id, kind, count, dict(match), status, code, message, float(delay))
-
-    def matches(self, params: Mapping[str, str]) -> bool:
-        return all(params.get(name) == value for name, value in self.match.items())
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "count": self.count,
-            "match": dict(self.match),
-            "status": self.status,
-            "code": self.code,
-            "message": self.message,
-            "delay": self.delay,
         }
 
 
@@ -565,7 +510,7 @@ class SandboxServer(LoopbackSandbox):
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
         self._messages: dict[str, _Message] = {}
-        self._faults: list[_FaultRule] = []
+        self._faults: list[FaultRule] = []
         self._fault_ids = itertools.count(1)
         self._stats = dict.fromkeys(("creates", "accepted", "errors", "dropped"), 0)
         self.callback_delay = (
@@ -629,7 +574,7 @@ class SandboxServer(LoopbackSandbox):
     def add_fault(self, rule: Mapping[str, Any]) -> dict[str, Any]:
         """Append a fault rule (format in the module docstring); raises ValueError if bad."""
         with self._lock:
-            parsed = _FaultRule.parse(next(self._fault_ids), rule)
+            parsed = FaultRule.parse(next(self._fault_ids), rule, errors=_FAULT_DEFAULTS)
             self._faults.append(parsed)
             return parsed.describe()
 
@@ -703,7 +648,7 @@ class SandboxServer(LoopbackSandbox):
             "subresource_uris": {"messages": f"{base}/Messages.json"},
         }
 
-    def _take_fault(self, params: Mapping[str, str]) -> _FaultRule | None:
+    def _take_fault(self, params: Mapping[str, str]) -> FaultRule | None:
         with self._lock:
             for index, rule in enumerate(self._faults):
                 if rule.matches(params):

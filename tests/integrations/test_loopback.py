@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from integrations.loopback import (
     MAX_REQUEST_BYTES,
+    FaultRule,
     LoopbackHandler,
     LoopbackHTTPServer,
     LoopbackSandbox,
@@ -209,3 +210,57 @@ def test_an_invalid_setting_is_a_command_error_only_when_declared() -> None:
         serve_in_foreground(BaseCommand(), factory, invalid=(ValueError,), **kwargs)
     with pytest.raises(ValueError, match="no such thing"):
         serve_in_foreground(BaseCommand(), factory, **kwargs)
+
+
+_ERRORS = {"error": (429, 1, "slow down"), "accept_then_error": (500, 2, "broken")}
+
+
+def test_a_fault_rule_takes_its_defaults_from_the_provider() -> None:
+    rule = FaultRule.parse(7, {"kind": "error"}, errors=_ERRORS)
+    assert rule.describe() == {
+        "id": 7,
+        "kind": "error",
+        "count": 1,
+        "match": {},
+        "status": 429,
+        "code": 1,
+        "message": "slow down",
+        "delay": 3.0,
+    }
+    drop = FaultRule.parse(8, {"kind": "drop", "count": -1}, errors=_ERRORS)
+    assert (drop.status, drop.code, drop.message, drop.count) == (500, 2, "broken", -1)
+
+
+def test_a_fault_rule_with_targets_matches_only_its_target() -> None:
+    targets = ("send", "search")
+    rule = FaultRule.parse(
+        1, {"kind": "slow", "match": {"To": "a"}}, errors=_ERRORS, targets=targets
+    )
+    assert rule.describe()["on"] == "send"
+    assert rule.matches({"To": "a", "Other": "b"}, "send")
+    assert not rule.matches({"To": "a"}, "search")
+    assert not rule.matches({"To": "b"}, "send")
+    search = FaultRule.parse(2, {"kind": "drop", "on": "search"}, errors=_ERRORS, targets=targets)
+    assert search.matches({}, "search")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [],
+        {"kind": "explode"},
+        {"kind": "error", "on": "elsewhere"},
+        {"kind": "error", "count": 0},
+        {"kind": "error", "count": True},
+        {"kind": "error", "match": {"To": 1}},
+        {"kind": "error", "status": 200},
+        {"kind": "error", "status": True},
+        {"kind": "error", "code": "x"},
+        {"kind": "error", "message": 3},
+        {"kind": "slow", "delay": -1},
+        {"kind": "slow", "delay": True},
+    ],
+)
+def test_a_bad_fault_rule_is_refused(raw: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        FaultRule.parse(1, raw, errors=_ERRORS, targets=("send",))

@@ -71,17 +71,11 @@ matching rule with count left is consumed:
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import hmac
-import ipaddress
 import itertools
 import json
 import logging
 import re
-import socket
-import socketserver
-import sys
 import threading
 import time
 import uuid
@@ -89,15 +83,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import getaddresses
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from integrations.loopback import (
+    FaultRule,
+    LoopbackHandler,
+    LoopbackHTTPServer,
+    LoopbackSandbox,
+    RequestBodyError,
+    WebhookDispatcher,
+    is_loopback,
+)
+
 logger = logging.getLogger(__name__)
 
-FAULT_KINDS = frozenset({"error", "slow", "drop", "accept_then_error", "accept_then_drop"})
 _FAULT_DEFAULTS: dict[str, tuple[int, int, str]] = {
     "error": (429, 429, "Rate limit exceeded."),
     "accept_then_error": (500, 500, "Internal server error."),
@@ -127,7 +129,6 @@ _BOUNCES: dict[str, tuple[int, str, str]] = {
         "The subscriber explicitly marked this message as spam.",
     ),
 }
-_MAX_REQUEST_BYTES = 1 << 20
 # An addr-spec good enough for a stand-in (Postmark's own parser is stricter still).
 _ADDRESS = re.compile(
     r"^[^@\s<>(),;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$"
@@ -149,18 +150,6 @@ class SandboxError(Exception):
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 def _addresses(value: Any, field_name: str) -> list[str]:
@@ -248,162 +237,17 @@ class _Message:
         }
 
 
-@dataclass
-class _FaultRule:
-    id: int
-    kind: str
-    on: str
-    count: int
-    match: dict[str, str]
-    status: int
-    code: int
-    message: str
-    delay: float
-
-    @classmethod
-    def parse(cls, rule_id: int, raw: Any) -> _FaultRule:
-        if not isinstance(raw, Mapping):
-            raise TypeError("a fault rule is a JSON object")
-        kind = raw.get("kind")
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"kind must be one of {sorted(FAULT_KINDS)}")
-        on = raw.get("on", "email")
-        if on not in ("email", "search"):
-            raise ValueError('on must be "email" or "search"')
-        count = raw.get("count", 1)
-        if not isinstance(count, int) or isinstance(count, bool) or (count < 1 and count != -1):
-            raise ValueError("count must be a positive integer or -1")
-        match = raw.get("match") or {}
-        if not isinstance(match, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in match.items()
-        ):
-            raise ValueError("match must map field names to strings")
-        status, code, message = _FAULT_DEFAULTS.get(kind, (500, 500, "Internal server error."))
-        status = raw.get("status", status)
-        code = raw.get("code", code)
-        message = raw.get("message", message)
-        delay = raw.get("delay", 3.0)
-        if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
-            raise ValueError("status must be an HTTP error status (400-599)")
-        if not isinstance(code, int) or not isinstance(message, str):
-            raise TypeError("code must be an integer and message a string")
-        if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
-            raise ValueError("delay must be a non-negative number of seconds")
-        return cls(rule_id, kind, on, count, dict(match), status, code, message, float(delay))
-
-    def matches(self, on: str, params: Mapping[str, Any]) -> bool:
-        return self.on == on and all(params.get(k) == v for k, v in self.match.items())
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "on": self.on,
-            "count": self.count,
-            "match": dict(self.match),
-            "status": self.status,
-            "code": self.code,
-            "message": self.message,
-            "delay": self.delay,
-        }
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], sandbox: SandboxServer) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.sandbox = sandbox
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Unblock handler threads parked on idle keep-alive connections."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that timed out or went away mid-response is routine here (slow faults).
-        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            return
-        logger.exception("email sandbox: error while handling a request")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler):
+    server: LoopbackHTTPServer[SandboxServer]
     server_version = "PostmarkSandbox/1.0"
-    sys_version = ""
-    # Nagle + the client's delayed ACK cost ~40 ms per keep-alive request without this.
-    disable_nagle_algorithm = True
-    timeout = 120
-    server: _HTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Quiet on purpose: request lines carry email addresses in search filters.
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            raise SandboxError(411, 0, "Chunked request bodies are not supported.")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise SandboxError(400, 0, "Invalid Content-Length.") from None
-        if length < 0 or length > _MAX_REQUEST_BYTES:
-            raise SandboxError(413, 0, "Request body too large.")
-        return self.rfile.read(length) if length else b""
-
-    def _json(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def _dispatch(self, method: str) -> None:
         split = urlsplit(self.path)
         try:
             body = self._read_body()
-        except SandboxError as error:
+        except RequestBodyError as error:
             self.close_connection = True
-            self._json(error.status, error.payload())
+            self._json(error.status, SandboxError(error.status, 0, f"{error.message}.").payload())
             return
         try:
             if split.path.startswith("/_sandbox/"):
@@ -434,7 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         return server
 
-    def _apply_fault(self, rule: _FaultRule | None, *, before: bool) -> bool:
+    def _apply_fault(self, rule: FaultRule | None, *, before: bool) -> bool:
         """Act on a fault rule at this point of a request; True when the request is over."""
         if rule is None:
             return False
@@ -508,7 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _control(self, method: str, path: str, body: bytes) -> None:
         sandbox = self.server.sandbox
-        if not _is_loopback(self.client_address[0]):
+        if not is_loopback(self.client_address[0], allow_localhost=True):
             self._json(403, {"error": "the sandbox control API is loopback-only"})
             return
         route = (method, path)
@@ -566,71 +410,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, {"error": str(exc)})
 
 
-class _WebhookDispatcher:
-    """A delay queue drained by one worker thread with a keep-alive Session. One job is one
-    event of one message; the next is scheduled only after the previous one was posted, so a
-    receiver sees a message's events in order."""
-
-    def __init__(self, sandbox: SandboxServer) -> None:
-        self._sandbox = sandbox
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, str, int]] = []
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-
-    def start(self) -> None:
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="email-sandbox-webhooks", daemon=True
-                )
-                self._thread.start()
-
-    def schedule(self, delay: float, message_id: str, step: int) -> None:
-        with self._cond:
-            heapq.heappush(
-                self._heap, (time.monotonic() + delay, next(self._seq), message_id, step)
-            )
-            self._cond.notify()
-
-    def clear(self) -> None:
-        with self._cond:
-            self._heap.clear()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        with requests.Session() as session:
-            session.trust_env = False
-            while True:
-                with self._cond:
-                    while not self._stopping:
-                        if self._heap and self._heap[0][0] <= time.monotonic():
-                            break
-                        wait = self._heap[0][0] - time.monotonic() if self._heap else None
-                        self._cond.wait(wait)
-                    if self._stopping:
-                        return
-                    _, _, message_id, step = heapq.heappop(self._heap)
-                try:
-                    self._sandbox._advance(message_id, step, session)
-                except Exception:
-                    logger.exception("email sandbox: posting a webhook failed")
-
-
-class SandboxServer:
+class SandboxServer(LoopbackSandbox):
     """The sandbox: state behind one lock, an HTTP server, and a webhook dispatcher.
 
     `servers` maps a server token to a dict with `senders` and `webhook_url` (or to None: any
     From, no webhooks). The listening socket is bound on construction, so `url` is known
     (and port 0 resolved) before `start()`.
     """
+
+    thread_name = "email-sandbox"
 
     def __init__(
         self,
@@ -644,7 +432,7 @@ class SandboxServer:
         self._lock = threading.Lock()
         self._servers: dict[str, _Server] = {}
         self._messages: dict[str, _Message] = {}
-        self._faults: list[_FaultRule] = []
+        self._faults: list[FaultRule] = []
         self._fault_ids = itertools.count(1)
         self._scenarios: dict[str, list[str]] = {}
         # (server token, address): recipients that hard-bounced or complained.
@@ -658,54 +446,13 @@ class SandboxServer:
             self.add_server(
                 token, senders=spec.get("senders", ()), webhook_url=spec.get("webhook_url")
             )
-        self._dispatcher = _WebhookDispatcher(self)
-        self._httpd = _HTTPServer((host, port), self)
-        self._thread: threading.Thread | None = None
-        self._serving = False
-        self._stopped = False
-
-    # --- lifecycle ----------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host = self._httpd.server_name
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self._httpd.server_port}"
-
-    def start(self) -> str:
-        """Serve in a daemon thread; return the base URL."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self.serve_forever, name="email-sandbox", daemon=True
-            )
-            self._thread.start()
-        return self.url
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread until `stop()` is called from another thread."""
-        self._dispatcher.start()
-        self._serving = True
-        self._httpd.serve_forever(poll_interval=0.1)
-
-    def stop(self) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        if self._serving:
-            self._httpd.shutdown()
-        self._httpd.server_close()
-        self._httpd.close_connections()
-        self._dispatcher.stop()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self._dispatcher = WebhookDispatcher(
+            self._advance,
+            name="email-sandbox-webhooks",
+            failure="email sandbox: posting a webhook failed",
+        )
+        self._httpd = LoopbackHTTPServer((host, port), _Handler, self, label="email sandbox")
+        self._init_lifecycle()
 
     # --- state --------------------------------------------------------------------------
 
@@ -716,7 +463,7 @@ class SandboxServer:
         or "@domain" for a whole domain) and where its webhooks go."""
         if webhook_url:
             host = urlsplit(webhook_url).hostname or ""
-            if not _is_loopback(host):
+            if not is_loopback(host, allow_localhost=True):
                 raise ValueError("webhook_url must point at a loopback host")
         server = _Server(token, {s.lower() for s in senders}, webhook_url or None)
         with self._lock:
@@ -756,7 +503,9 @@ class SandboxServer:
     def add_fault(self, rule: Mapping[str, Any]) -> dict[str, Any]:
         """Append a fault rule (format in the module docstring); raises ValueError if bad."""
         with self._lock:
-            parsed = _FaultRule.parse(next(self._fault_ids), rule)
+            parsed = FaultRule.parse(
+                next(self._fault_ids), rule, errors=_FAULT_DEFAULTS, targets=("email", "search")
+            )
             self._faults.append(parsed)
             return parsed.describe()
 
@@ -783,10 +532,10 @@ class SandboxServer:
                     return server
         return None
 
-    def _take_fault(self, on: str, params: Mapping[str, Any]) -> _FaultRule | None:
+    def _take_fault(self, on: str, params: Mapping[str, Any]) -> FaultRule | None:
         with self._lock:
             for rule in self._faults:
-                if rule.count != 0 and rule.matches(on, params):
+                if rule.count != 0 and rule.matches(params, on):
                     if rule.count > 0:
                         rule.count -= 1
                     return rule

@@ -10,14 +10,12 @@ at the printed URL; see `integrations.email.sandbox` for the control API.
 """
 
 import argparse
-import os
-import signal
-import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 from integrations.email.sandbox import SandboxServer
+from integrations.loopback import serve_in_foreground, specs_from_environment
 
 SERVERS_VARIABLE = "EMAIL_SANDBOX_SERVERS"
 
@@ -61,50 +59,24 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            from_env = [
-                parse_server(line.strip())
-                for line in os.environ.get(SERVERS_VARIABLE, "").splitlines()
-                if line.strip()
-            ]
-        except argparse.ArgumentTypeError as exc:
-            raise CommandError(f"{SERVERS_VARIABLE}: {exc}") from exc
+        from_env = specs_from_environment(SERVERS_VARIABLE, parse_server)
         servers = {spec["token"]: spec for spec in [*from_env, *options["server"]]}
-        try:
-            server = SandboxServer(
+        summary = [
+            f"server: {', '.join(spec['senders']) or '(any sender)'}" for spec in servers.values()
+        ]
+        if not servers:
+            summary.append("no servers yet: register one with POST /_sandbox/servers")
+        serve_in_foreground(
+            self,
+            lambda: SandboxServer(
                 host=options["host"],
                 port=options["port"],
                 servers=servers,
                 webhook_delay=options["webhook_delay"],
-            )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
-        except OSError as exc:
-            raise CommandError(
-                f"cannot listen on {options['host']}:{options['port']}: {exc}"
-            ) from exc
-        stopping = threading.Event()
-
-        def request_stop(signum: int, frame: object) -> None:
-            stopping.set()
-
-        previous = {
-            sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
-        try:
-            # The bare URL first, alone on its line, so scripts can read it.
-            self.stdout.write(server.start())
-            for spec in servers.values():
-                senders = ", ".join(spec["senders"]) or "(any sender)"
-                self.stdout.write(f"server: {senders}")
-            if not servers:
-                self.stdout.write("no servers yet: register one with POST /_sandbox/servers")
-            self.stdout.flush()
-            # A timed wait keeps the main thread responsive to signals on every platform.
-            while not stopping.wait(0.5):
-                pass
-        finally:
-            server.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        self.stdout.write("email sandbox stopped")
+            ),
+            host=options["host"],
+            port=options["port"],
+            summary=summary,
+            stopped="email sandbox stopped",
+            invalid=(ValueError,),
+        )

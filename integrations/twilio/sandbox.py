@@ -84,32 +84,34 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import heapq
 import hmac
 import html
-import ipaddress
 import itertools
 import json
 import logging
 import re
 import secrets
-import socket
-import socketserver
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 from twilio.request_validator import RequestValidator
 
+from integrations.loopback import (
+    FaultRule,
+    LoopbackHandler,
+    LoopbackHTTPServer,
+    LoopbackSandbox,
+    RequestBodyError,
+    WebhookDispatcher,
+    is_loopback,
+)
 from integrations.sms import MAX_BODY_CHARS, segment_info
 
 logger = logging.getLogger(__name__)
@@ -138,13 +140,11 @@ DELIVERY_ERROR_MESSAGES = {
     30034: "Message from an unregistered number",
 }
 
-FAULT_KINDS = frozenset({"error", "slow", "drop", "accept_then_error", "accept_then_drop"})
 _FAULT_DEFAULTS: dict[str, tuple[int, int, str]] = {
     "error": (429, 20429, "Too Many Requests"),
     "accept_then_error": (500, 20500, "Internal Server Error"),
 }
 
-_MAX_REQUEST_BYTES = 1 << 20
 # Message bodies are attacker-controllable text: escape them, and forbid scripts anyway.
 _HTML_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),)
 _ACCOUNT_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+?)(?P<rest>/.*|\.json)$")
@@ -264,61 +264,6 @@ class _Message:
         }
 
 
-@dataclass
-class _FaultRule:
-    id: int
-    kind: str
-    count: int
-    match: dict[str, str]
-    status: int
-    code: int
-    message: str
-    delay: float
-
-    @classmethod
-    def parse(cls, rule_id: int, raw: Any) -> _FaultRule:
-        if not isinstance(raw, Mapping):
-            raise TypeError("a fault rule is a JSON object")
-        kind = raw.get("kind")
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"kind must be one of {sorted(FAULT_KINDS)}")
-        count = raw.get("count", 1)
-        if not isinstance(count, int) or isinstance(count, bool) or (count < 1 and count != -1):
-            raise ValueError("count must be a positive integer or -1")
-        match = raw.get("match") or {}
-        if not isinstance(match, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in match.items()
-        ):
-            raise ValueError("match must map parameter names to strings")
-        status, code, message = _FAULT_DEFAULTS.get(kind, (500, 20500, "Internal Server Error"))
-        status = raw.get("status", status)
-        code = raw.get("code", code)
-        message = raw.get("message", message)
-        delay = raw.get("delay", 3.0)
-        if not isinstance(status, int) or not 400 <= status <= 599:
-            raise ValueError("status must be an HTTP error status (400-599)")
-        if not isinstance(code, int) or not isinstance(message, str):
-            raise TypeError("code must be an integer and message a string")
-        if not isinstance(delay, int | float) or delay < 0:
-            raise ValueError("delay must be a non-negative number of seconds")
-        return cls(rule_id, kind, count, dict(match), status, code, message, float(delay))
-
-    def matches(self, params: Mapping[str, str]) -> bool:
-        return all(params.get(name) == value for name, value in self.match.items())
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "count": self.count,
-            "match": dict(self.match),
-            "status": self.status,
-            "code": self.code,
-            "message": self.message,
-            "delay": self.delay,
-        }
-
-
 def _new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
@@ -351,189 +296,9 @@ def _date_filter(name: str, value: str) -> Callable[[datetime], bool]:
     return lambda sent: sent >= moment
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
-class _CallbackDispatcher:
-    """A delay queue drained by a few worker threads, each with its own keep-alive Session.
-
-    One job is one status transition; the next transition of the same message is scheduled
-    only after the previous callback was posted, so a receiver sees them in order.
-    """
-
-    def __init__(
-        self, advance: Callable[[str, int, requests.Session], None], *, workers: int = 4
-    ) -> None:
-        self._advance = advance
-        self._workers = workers
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, str, int]] = []
-        self._seq = itertools.count()
-        self._threads: list[threading.Thread] = []
-        self._stopping = False
-
-    def start(self) -> None:
-        with self._cond:
-            if self._threads:
-                return
-            for index in range(self._workers):
-                thread = threading.Thread(
-                    target=self._run, name=f"twilio-sandbox-callbacks-{index}", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
-
-    def schedule(self, delay: float, sid: str, step: int) -> None:
-        with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), sid, step))
-            self._cond.notify()
-
-    def clear(self) -> None:
-        with self._cond:
-            self._heap.clear()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=5)
-
-    def _next_job(self) -> tuple[str, int] | None:
-        with self._cond:
-            while not self._stopping:
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                wait = self._heap[0][0] - time.monotonic()
-                if wait <= 0:
-                    _, _, sid, step = heapq.heappop(self._heap)
-                    return sid, step
-                self._cond.wait(wait)
-            return None
-
-    def _run(self) -> None:
-        session = requests.Session()
-        # Callbacks target loopback or a known test host: never route them via an env proxy.
-        session.trust_env = False
-        try:
-            while (job := self._next_job()) is not None:
-                try:
-                    self._advance(job[0], job[1], session)
-                except Exception:  # the dispatcher must outlive any single bad callback
-                    logger.exception("twilio sandbox: status transition failed")
-        finally:
-            session.close()
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], sandbox: SandboxServer) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.sandbox = sandbox
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Unblock handler threads parked on idle keep-alive connections."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that timed out or went away mid-response is routine here (slow faults).
-        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            return
-        logger.exception("twilio sandbox: error while handling a request")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler):
+    server: LoopbackHTTPServer[SandboxServer]
     server_version = "TwilioSandbox/1.0"
-    sys_version = ""
-    # Nagle + the client's delayed ACK cost ~40 ms per keep-alive request without this.
-    disable_nagle_algorithm = True
-    # Idle keep-alive connections are closed after this many seconds.
-    timeout = 120
-    server: _HTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Quiet on purpose: request lines carry phone numbers in list filters.
-        pass
-
-    # --- plumbing ---------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            raise SandboxError(411, 20001, "Chunked request bodies are not supported")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise SandboxError(400, 20001, "Invalid Content-Length") from None
-        if length < 0 or length > _MAX_REQUEST_BYTES:
-            raise SandboxError(413, 20001, "Request body too large")
-        return self.rfile.read(length) if length else b""
-
-    def _respond(
-        self,
-        status: int,
-        body: bytes,
-        content_type: str = "application/json; charset=utf-8",
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, payload: Any, headers: Iterable[tuple[str, str]] = ()) -> None:
-        self._respond(status, json.dumps(payload).encode(), headers=headers)
 
     def _error(self, error: SandboxError) -> None:
         headers = [("Twilio-Request-Id", _new_sid("RQ"))]
@@ -552,9 +317,9 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         try:
             body = self._read_body()
-        except SandboxError as error:
+        except RequestBodyError as error:
             self.close_connection = True
-            self._error(error)
+            self._error(SandboxError(error.status, 20001, error.message))
             return
         try:
             if path == "/" and method == "GET":
@@ -652,7 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _control(self, method: str, path: str, body: bytes) -> None:
         sandbox = self.server.sandbox
-        if not _is_loopback(self.client_address[0]):
+        if not is_loopback(self.client_address[0]):
             self._json(403, {"error": "the sandbox control API is loopback-only"})
             return
         route = (method, path)
@@ -722,13 +487,15 @@ def _str_list(payload: Mapping[str, Any], name: str) -> list[str]:
     return value
 
 
-class SandboxServer:
+class SandboxServer(LoopbackSandbox):
     """The sandbox: state behind one lock, an HTTP server, and a callback dispatcher.
 
     `accounts` maps an Account SID to its auth token, or to a dict with `token`, `numbers`
     and `messaging_service_sids`. The listening socket is bound on construction, so `url`
     is known (and port 0 resolved) before `start()`.
     """
+
+    thread_name = "twilio-sandbox"
 
     def __init__(
         self,
@@ -743,7 +510,7 @@ class SandboxServer:
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
         self._messages: dict[str, _Message] = {}
-        self._faults: list[_FaultRule] = []
+        self._faults: list[FaultRule] = []
         self._fault_ids = itertools.count(1)
         self._stats = dict.fromkeys(("creates", "accepted", "errors", "dropped"), 0)
         self.callback_delay = (
@@ -762,54 +529,14 @@ class SandboxServer:
                     numbers=spec.get("numbers", ()),
                     messaging_service_sids=spec.get("messaging_service_sids", ()),
                 )
-        self._dispatcher = _CallbackDispatcher(self._advance, workers=callback_workers)
-        self._httpd = _HTTPServer((host, port), self)
-        self._thread: threading.Thread | None = None
-        self._serving = False
-        self._stopped = False
-
-    # --- lifecycle ----------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host = self._httpd.server_name
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self._httpd.server_port}"
-
-    def start(self) -> str:
-        """Serve in a daemon thread; return the base URL."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self.serve_forever, name="twilio-sandbox", daemon=True
-            )
-            self._thread.start()
-        return self.url
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread until `stop()` is called from another thread."""
-        self._dispatcher.start()
-        self._serving = True
-        self._httpd.serve_forever(poll_interval=0.1)
-
-    def stop(self) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        if self._serving:
-            self._httpd.shutdown()
-        self._httpd.server_close()
-        self._httpd.close_connections()
-        self._dispatcher.stop()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self._dispatcher = WebhookDispatcher(
+            self._advance,
+            name="twilio-sandbox-callbacks",
+            failure="twilio sandbox: status transition failed",
+            workers=callback_workers,
+        )
+        self._httpd = LoopbackHTTPServer((host, port), _Handler, self, label="twilio sandbox")
+        self._init_lifecycle()
 
     # --- state --------------------------------------------------------------------------
 
@@ -847,7 +574,7 @@ class SandboxServer:
     def add_fault(self, rule: Mapping[str, Any]) -> dict[str, Any]:
         """Append a fault rule (format in the module docstring); raises ValueError if bad."""
         with self._lock:
-            parsed = _FaultRule.parse(next(self._fault_ids), rule)
+            parsed = FaultRule.parse(next(self._fault_ids), rule, errors=_FAULT_DEFAULTS)
             self._faults.append(parsed)
             return parsed.describe()
 
@@ -921,7 +648,7 @@ class SandboxServer:
             "subresource_uris": {"messages": f"{base}/Messages.json"},
         }
 
-    def _take_fault(self, params: Mapping[str, str]) -> _FaultRule | None:
+    def _take_fault(self, params: Mapping[str, str]) -> FaultRule | None:
         with self._lock:
             for index, rule in enumerate(self._faults):
                 if rule.matches(params):

@@ -12,13 +12,11 @@ with POST /_sandbox/accounts; see `integrations.twilio.sandbox` for the control 
 """
 
 import argparse
-import os
-import signal
-import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
+from integrations.loopback import serve_in_foreground, specs_from_environment
 from integrations.twilio.sandbox import SandboxServer
 
 ACCOUNTS_VARIABLE = "TWILIO_SANDBOX_ACCOUNTS"
@@ -67,49 +65,24 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            from_env = [
-                parse_account(line.strip())
-                for line in os.environ.get(ACCOUNTS_VARIABLE, "").splitlines()
-                if line.strip()
-            ]
-        except argparse.ArgumentTypeError as exc:
-            raise CommandError(f"{ACCOUNTS_VARIABLE}: {exc}") from exc
+        from_env = specs_from_environment(ACCOUNTS_VARIABLE, parse_account)
         accounts = {spec["sid"]: spec for spec in [*from_env, *options["account"]]}
-        try:
-            server = SandboxServer(
+        summary = [
+            f"account {sid}: {', '.join(spec['numbers']) or '(only +15005550006)'}"
+            for sid, spec in accounts.items()
+        ]
+        if not accounts:
+            summary.append("no accounts yet: register one with POST /_sandbox/accounts")
+        serve_in_foreground(
+            self,
+            lambda: SandboxServer(
                 host=options["host"],
                 port=options["port"],
                 accounts=accounts,
                 callback_delay=options["callback_delay"],
-            )
-        except OSError as exc:
-            raise CommandError(
-                f"cannot listen on {options['host']}:{options['port']}: {exc}"
-            ) from exc
-
-        stopping = threading.Event()
-
-        def request_stop(signum: int, frame: object) -> None:
-            stopping.set()
-
-        previous = {
-            sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
-        try:
-            # The bare URL first, alone on its line, so scripts can read it.
-            self.stdout.write(server.start())
-            for sid, spec in accounts.items():
-                numbers = ", ".join(spec["numbers"]) or "(only +15005550006)"
-                self.stdout.write(f"account {sid}: {numbers}")
-            if not accounts:
-                self.stdout.write("no accounts yet: register one with POST /_sandbox/accounts")
-            self.stdout.flush()
-            # A timed wait keeps the main thread responsive to signals on every platform.
-            while not stopping.wait(0.5):
-                pass
-        finally:
-            server.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        self.stdout.write("twilio sandbox stopped")
+            ),
+            host=options["host"],
+            port=options["port"],
+            summary=summary,
+            stopped="twilio sandbox stopped",
+        )

@@ -1,18 +1,16 @@
 """Inbound SMS: opt-out/opt-in/help keywords, staff review of free-text revocations, and
 the message.inbound event.
 
-Keywords match the whole message, as Twilio's do, but after `keyword_normalize`: a patient's
-phone or keyboard adds invisible and compatibility characters (zero-width spaces, non-breaking
-spaces, full-width letters), and people type "Stop." or "STOP 🛑". Missing such a STOP means the
-next text goes out after consent was revoked, so every matcher reads the normalised text.
+Keywords match the whole message, as Twilio's do, but after `common.keywords.keyword_normalize`
+(the one normalisation, shared with the answers a Wait-for-reply step branches on).
 """
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
+from common.keywords import keyword_compact, keyword_normalize
 from integrations.models import InboundMessage, Integration
 from integrations.policy import messaging_policy
 from patients.models import ConsentRecord, Patient
@@ -52,45 +50,11 @@ REVOCATION = re.compile(
     re.IGNORECASE,
 )
 
-# Unicode general categories a keyword never starts or ends with: punctuation, symbols (emoji),
-# separators, combining marks (emoji variation selectors) and other (control, private use).
-_DECORATION = frozenset("PSZMC")
-# Typographic apostrophes, so that "don’t text me" reads like "don't text me".
-_APOSTROPHES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\uff07": "'"})
-
-
-def _invisible(ch: str) -> bool:
-    category = unicodedata.category(ch)
-    return category == "Cf" or (category == "Cc" and not ch.isspace())
-
-
-def keyword_normalize(body: str) -> str:
-    """`body` as keywords are matched: Unicode NFKC with case folded (full-width and other
-    compatibility letters become plain ones), format and control characters (zero-width spaces
-    and joiners, soft hyphens, BOM, NUL) removed, runs of whitespace made one space, punctuation, symbols and
-    emoji stripped from both ends. Inner punctuation stays: "don't stop" is not "stop"."""
-    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", body).casefold())
-    text = "".join(ch for ch in text if not _invisible(ch))
-    text = " ".join(text.translate(_APOSTROPHES).split())
-    start, end = 0, len(text)
-    while start < end and unicodedata.category(text[start])[0] in _DECORATION:
-        start += 1
-    while end > start and unicodedata.category(text[end - 1])[0] in _DECORATION:
-        end -= 1
-    return text[start:end]
-
-
-def _compact(text: str) -> str:
-    """A normalised text, or a keyword, without inner spaces, hyphens and underscores."""
-    return "".join(
-        ch for ch in text if not ch.isspace() and unicodedata.category(ch)[:2] not in ("Pd", "Pc")
-    )
-
 
 def _keys(keywords: tuple[str, ...]) -> dict[str, str]:
     keys: dict[str, str] = {}
     for word in keywords:
-        keys.setdefault(_compact(keyword_normalize(word)), word)
+        keys.setdefault(keyword_compact(keyword_normalize(word)), word)
     return keys
 
 
@@ -109,7 +73,7 @@ class KeywordMatch:
 
 def keyword_match(body: str) -> KeywordMatch:
     """Which keyword `body` is, once normalised: the whole message must be the keyword."""
-    key = _compact(keyword_normalize(body))
+    key = keyword_compact(keyword_normalize(body))
     for action, keys in _KEYWORD_FAMILIES:
         if key in keys:
             return KeywordMatch(action, keys[key])

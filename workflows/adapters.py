@@ -81,6 +81,9 @@ class Function:
     preview_parameter: str = ""
     # The channel consent and caps are kept by ("sms", "email"); "" for no patient channel.
     channel: str = ""
+    # The patient can answer what it sends, so a Wait-for-reply step may follow it; the
+    # adapter's `conversation` hook says who the question went to and from.
+    conversation: bool = False
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -118,6 +121,17 @@ class Outcome:
     result: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
     retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """Where a step's question went, so that the patient's reply can be routed back to the
+    run waiting for it: the patient's address (the reply's sender), the clinic's sender (the
+    reply's recipient) and the question message's reference (for the conversation view)."""
+
+    patient: str
+    sender: str
+    question: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +192,13 @@ class Adapter:
     def error_explanation(self, code: str) -> str:
         """A provider's error code in words a clinic admin can act on, or ""."""
         return ""
+
+    def conversation(
+        self, function: str, *, inputs: Mapping[str, str], result: Mapping[str, Any]
+    ) -> Conversation | None:
+        """For a `Function.conversation` step that sent its message (its rendered `inputs`,
+        its `result`): who the question went to and from. None: nothing to answer."""
+        return None
 
 
 REGISTRY: dict[str, Adapter] = {}

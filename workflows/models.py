@@ -85,6 +85,7 @@ class Step(TimeStamped):
         CONDITION = "condition", "Condition"
         DELAY = "delay", "Delay"
         ADAPTER = "adapter", "Adapter action"
+        REPLY = "reply", "Wait for reply"
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
     position = models.PositiveIntegerField(default=1, help_text="Steps run in this order.")

@@ -4,8 +4,9 @@ The messaging side calls these inside the transaction that records the inbound m
 a redelivered webhook, recorded once, routes once). The rule: a reply goes, by the pair
 (patient phone = the reply's From, clinic sender = its To), to the waiting question with the
 latest send time among this clinic's waits for that pair: the most recent question wins;
-the others keep waiting. A reply that no question waits for is kept as an inbound message
-(and its message.inbound event) as before.
+the others keep waiting. A wait is open until it is resolved: a reply that arrives just after
+the deadline, before a worker has timed the wait out, still answers it. A reply that no
+question waits for is kept as an inbound message (and its message.inbound event) as before.
 
 Resolving a wait is one conditional UPDATE (waiting → answered), the same statement shape
 as the timeout's (waiting → timed out, `engine.reply_wait_resolve`), so exactly one of a
@@ -57,7 +58,6 @@ def reply_receive(
             phone=phone_or_raw(phone),
             sender=phone_or_raw(sender),
             state=ReplyWait.State.WAITING,
-            deadline__gt=now,
         )
         .select_related("run")
         .order_by("-asked_at", "-id")[:_CANDIDATES]

@@ -168,16 +168,28 @@ def test_no_reply_before_the_timeout_takes_the_no_reply_branch(
     run = _start(clinic, _patient(clinic))
     ReplyWait.objects.filter(run=run).update(deadline=timezone.now() - timedelta(seconds=1))
     Run.objects.filter(pk=run.pk).update(due_at=timezone.now() - timedelta(seconds=1))
-    # A reply after the deadline answers nothing (it is kept, as any unrouted reply).
-    _reply(clinic, "C", sid="SM" + "2" * 32)
-    assert InboundMessage.objects.filter(provider_sid="SM" + "2" * 32).exists()
-    assert ReplyWait.objects.get(run=run).state == "waiting"
     run = run_advance(run_id=run.pk)
     assert run is not None and run.status == Run.Status.SUCCEEDED
     wait = ReplyWait.objects.get(run=run)
     assert wait.state == "timed_out" and wait.resolved_at is not None
     assert StepRun.objects.get(run=run, index=1).result["branch"] == "no_reply"
     assert _bodies(sandbox) == ["Reply C to confirm, X to cancel"]
+    # A reply after the wait timed out answers nothing (it is kept, as any unrouted reply).
+    assert _reply(clinic, "C", sid="SM" + "2" * 32).created
+    assert ReplyWait.objects.get(run=run).answer == ""
+
+
+def test_a_reply_just_after_the_deadline_still_answers_until_the_wait_is_timed_out(
+    clinic: Integration, sandbox: SandboxServer
+) -> None:
+    _workflow(clinic)
+    run = _start(clinic, _patient(clinic))
+    ReplyWait.objects.filter(run=run).update(deadline=timezone.now() - timedelta(seconds=1))
+    Run.objects.filter(pk=run.pk).update(due_at=timezone.now() - timedelta(seconds=1))
+    _reply(clinic, "x", sid="SM" + "h" * 32)
+    run = _advance(run)
+    assert ReplyWait.objects.get(run=run).state == "answered"
+    assert _bodies(sandbox)[-1] == "Cancelled"
 
 
 def test_an_unmatched_first_reply_is_reasked_once_then_takes_otherwise(

@@ -22,8 +22,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from patients.phones import phone_or_raw
-from workflows.engine import reply_wait_resolve, run_wake
-from workflows.models import ReplyWait, Run, StepRun
+from workflows.engine import reply_wait_resolve, run_wake, runs_cancel
+from workflows.models import ReplyWait
 from workflows.replies import OTHERWISE, ReplyConfigError, branch_choose, reask_text
 from workflows.tasks import run_advance
 
@@ -110,19 +110,5 @@ def reply_waits_cancel(*, organization_id: int, phone: str, reason: str) -> int:
     waits.update(
         state=ReplyWait.State.CANCELLED, reason=reason[:200], resolved_at=now, updated_at=now
     )
-    # A run a worker holds right now (a re-ask being sent) stops after its step, as when a
-    # workflow is disabled: its status is no longer "running".
-    runs = Run.objects.filter(pk__in=run_ids, status__in=[Run.Status.WAITING, Run.Status.RUNNING])
-    StepRun.objects.filter(
-        run_id__in=run_ids, status__in=[StepRun.Status.WAITING, StepRun.Status.RUNNING]
-    ).update(
-        status=StepRun.Status.CANCELLED, skip_reason=reason[:200], finished_at=now, updated_at=now
-    )
-    return runs.update(
-        status=Run.Status.CANCELLED,
-        finished_at=now,
-        due_at=None,
-        lease_expires_at=None,
-        updated_at=now,
-        error=f"cancelled: {reason}",
-    )
+    # A run a worker holds right now (a re-ask being sent) stops after its step.
+    return runs_cancel(run_ids=run_ids, reason=reason)

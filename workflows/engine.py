@@ -803,28 +803,37 @@ def workflow_disable(*, workflow: Workflow) -> int:
     with transaction.atomic():
         workflow.enabled = False
         workflow.save(update_fields=["enabled", "updated_at"])  # a save, so it is audited
-        now = timezone.now()
         runs = Run.objects.filter(
             workflow=workflow, status__in=[*ACTIVE_STATUSES, Run.Status.RUNNING]
         )
-        run_ids = list(runs.values_list("id", flat=True))
-        StepRun.objects.filter(
-            run_id__in=run_ids,
-            status__in=[StepRun.Status.PENDING, StepRun.Status.WAITING],
-        ).update(
-            status=StepRun.Status.CANCELLED,
-            finished_at=now,
-            updated_at=now,
-            skip_reason="workflow disabled",
+        return runs_cancel(
+            run_ids=list(runs.values_list("id", flat=True)), reason="the workflow was disabled"
         )
-        return runs.update(
-            status=Run.Status.CANCELLED,
-            finished_at=now,
-            due_at=None,
-            lease_expires_at=None,
-            updated_at=now,
-            error="cancelled: the workflow was disabled",
-        )
+
+
+def runs_cancel(*, run_ids: list[int], reason: str) -> int:
+    """Cancel these runs that have not finished, with `reason` on them and on their pending
+    and waiting steps; return how many. A run a worker holds right now finishes the step it
+    is on and then stops (its status is no longer "running")."""
+    now = timezone.now()
+    StepRun.objects.filter(
+        run_id__in=run_ids, status__in=[StepRun.Status.PENDING, StepRun.Status.WAITING]
+    ).update(
+        status=StepRun.Status.CANCELLED,
+        finished_at=now,
+        updated_at=now,
+        skip_reason=reason[:SKIP_REASON_LENGTH],
+    )
+    return Run.objects.filter(
+        pk__in=run_ids, status__in=[*ACTIVE_STATUSES, Run.Status.RUNNING]
+    ).update(
+        status=Run.Status.CANCELLED,
+        finished_at=now,
+        due_at=None,
+        lease_expires_at=None,
+        updated_at=now,
+        error=f"cancelled: {reason}",
+    )
 
 
 def run_retry(*, run: Run) -> bool:

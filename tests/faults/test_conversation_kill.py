@@ -23,7 +23,7 @@ from integrations.models import OutboundMessage
 from integrations.twilio.account import twilio_account
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import ConsentRecord, Patient
-from tests.conftest import sandbox_account
+from tests.conftest import sandbox_account, wait_for
 from tests.factories import AppointmentFactory, IntegrationFactory, SmsStepFactory, WorkflowFactory
 from tests.faults.conftest import FaultWorker, tasks_received
 from tests.faults.harness import REPORTS, SENDER_RATE, fault_random
@@ -35,17 +35,6 @@ PATIENTS = 40
 KILLS = 4
 SENDER = "+15005550006"
 QUESTION = "Reply C to confirm your appointment"
-
-
-def _until(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _taken_not_advanced() -> bool:
@@ -110,7 +99,7 @@ def test_replies_are_acted_on_exactly_once_while_workers_are_killed(
     started = time.monotonic()
     for patient in patients:
         AppointmentFactory(patient=patient)
-    _until(
+    wait_for(
         lambda: ReplyWait.objects.filter(state=ReplyWait.State.WAITING).count() == PATIENTS,
         timeout=120,
         what="every question to be sent and its run to wait",
@@ -144,7 +133,7 @@ def test_replies_are_acted_on_exactly_once_while_workers_are_killed(
     replies.join()
     assert statuses == [200] * PATIENTS
 
-    _until(
+    wait_for(
         lambda: Run.objects.filter(status=Run.Status.SUCCEEDED).count() == PATIENTS,
         timeout=180,
         what="every run to take the Confirm branch",

@@ -22,7 +22,7 @@ from tests.factories import (
     SmsStepFactory,
     WorkflowFactory,
 )
-from workflows.conversations import reply_receive, reply_waits_cancel
+from workflows.conversations import ReplyRouted, reply_receive, reply_waits_cancel
 from workflows.engine import event_dispatch, run_advance
 from workflows.models import Event, ReplyWait, Run, StepRun, Workflow
 
@@ -98,6 +98,13 @@ def _reply(integration: Integration, body: str, *, sid: str, phone: str = PHONE)
     return inbound_sms_receive(integration=integration, sid=sid, from_=phone, to=SENDER, body=body)
 
 
+def _route(organization_id: int, text: str, *, ref: str, sender: str = SENDER) -> ReplyRouted:
+    """Route a reply as the inbound SMS path does (without recording the message)."""
+    return reply_receive(
+        organization_id=organization_id, phone=PHONE, sender=sender, text=text, inbound_ref=ref
+    )
+
+
 def _advance(run: Run) -> Run:
     """What the worker woken by the reply does (the test's transaction never commits, so the
     task queued on commit never runs: the wake is checked, then the advance done here)."""
@@ -107,6 +114,20 @@ def _advance(run: Run) -> Run:
     advanced = run_advance(run_id=run.pk)
     assert advanced is not None
     return advanced
+
+
+def _two_questions(clinic: Integration) -> tuple[Run, Run]:
+    """Two runs of one workflow waiting on the same patient's reply, the second asked last."""
+    _workflow(clinic)
+    patient = _patient(clinic)
+    return _start(clinic, patient), _start(clinic, patient)
+
+
+def _time_up(run: Run) -> None:
+    """The wait's deadline passed a second ago, and the run is due (beat's sweep's view)."""
+    past = timezone.now() - timedelta(seconds=1)
+    ReplyWait.objects.filter(run=run).update(deadline=past)
+    Run.objects.filter(pk=run.pk).update(due_at=past)
 
 
 def _bodies(sandbox: SandboxServer) -> list[str]:
@@ -166,8 +187,7 @@ def test_no_reply_before_the_timeout_takes_the_no_reply_branch(
 ) -> None:
     _workflow(clinic)
     run = _start(clinic, _patient(clinic))
-    ReplyWait.objects.filter(run=run).update(deadline=timezone.now() - timedelta(seconds=1))
-    Run.objects.filter(pk=run.pk).update(due_at=timezone.now() - timedelta(seconds=1))
+    _time_up(run)
     run = run_advance(run_id=run.pk)
     assert run is not None and run.status == Run.Status.SUCCEEDED
     wait = ReplyWait.objects.get(run=run)
@@ -184,8 +204,7 @@ def test_a_reply_just_after_the_deadline_still_answers_until_the_wait_is_timed_o
 ) -> None:
     _workflow(clinic)
     run = _start(clinic, _patient(clinic))
-    ReplyWait.objects.filter(run=run).update(deadline=timezone.now() - timedelta(seconds=1))
-    Run.objects.filter(pk=run.pk).update(due_at=timezone.now() - timedelta(seconds=1))
+    _time_up(run)
     _reply(clinic, "x", sid="SM" + "h" * 32)
     run = _advance(run)
     assert ReplyWait.objects.get(run=run).state == "answered"
@@ -199,13 +218,7 @@ def test_an_unmatched_first_reply_is_reasked_once_then_takes_otherwise(
     steps[1] = _wait(otherwise={"goto": 5, "reask": "Sorry, please reply C or X."})
     _workflow(clinic, steps)
     run = _start(clinic, _patient(clinic))
-    routed = reply_receive(
-        organization_id=clinic.organization_id,
-        phone=PHONE,
-        sender=SENDER,
-        text="maybe",
-        inbound_ref="SM" + "3" * 32,
-    )
+    routed = _route(clinic.organization_id, "maybe", ref="SM" + "3" * 32)
     assert routed.reasked and routed.run_id == run.pk
     run = _advance(run)
     assert run.status == Run.Status.WAITING  # still waiting, same deadline
@@ -221,13 +234,7 @@ def test_an_unmatched_first_reply_is_reasked_once_then_takes_otherwise(
     assert run is not None and run.status == Run.Status.WAITING
     assert len(sandbox.messages()) == 2
     # A second unmatched reply takes "anything else".
-    routed = reply_receive(
-        organization_id=clinic.organization_id,
-        phone=PHONE,
-        sender=SENDER,
-        text="dunno",
-        inbound_ref="SM" + "4" * 32,
-    )
+    routed = _route(clinic.organization_id, "dunno", ref="SM" + "4" * 32)
     assert routed.branch == "otherwise" and not routed.reasked
     run = _advance(run)
     assert run.status == Run.Status.SUCCEEDED
@@ -248,10 +255,7 @@ def test_a_reply_while_no_question_waits_is_kept(clinic: Integration) -> None:
 def test_the_most_recent_question_wins_and_the_other_keeps_waiting(
     clinic: Integration, sandbox: SandboxServer
 ) -> None:
-    _workflow(clinic)
-    patient = _patient(clinic)
-    first = _start(clinic, patient)
-    second = _start(clinic, patient)
+    first, second = _two_questions(clinic)
     assert first.pk != second.pk
     ReplyWait.objects.filter(run=first).update(asked_at=timezone.now() - timedelta(minutes=5))
     _reply(clinic, "C", sid="SM" + "6" * 32)
@@ -271,22 +275,10 @@ def test_a_reply_from_another_number_or_to_another_sender_answers_nothing(
     _workflow(clinic)
     run = _start(clinic, _patient(clinic))
     _reply(clinic, "C", sid="SM" + "8" * 32, phone="+14155550199")
-    routed = reply_receive(
-        organization_id=clinic.organization_id,
-        phone=PHONE,
-        sender="+15005550007",
-        text="C",
-        inbound_ref="SM" + "9" * 32,
-    )
+    routed = _route(clinic.organization_id, "C", ref="SM" + "9" * 32, sender="+15005550007")
     assert routed.wait_id is None
     other = IntegrationFactory()  # another clinic, same numbers
-    routed = reply_receive(
-        organization_id=other.organization_id,
-        phone=PHONE,
-        sender=SENDER,
-        text="C",
-        inbound_ref="SM" + "a" * 32,
-    )
+    routed = _route(other.organization_id, "C", ref="SM" + "a" * 32)
     assert routed.wait_id is None
     assert ReplyWait.objects.get(run=run).state == "waiting"
 
@@ -294,10 +286,7 @@ def test_a_reply_from_another_number_or_to_another_sender_answers_nothing(
 def test_a_redelivered_inbound_webhook_is_routed_once(
     clinic: Integration, sandbox: SandboxServer
 ) -> None:
-    _workflow(clinic)
-    patient = _patient(clinic)
-    first = _start(clinic, patient)
-    second = _start(clinic, patient)
+    first, second = _two_questions(clinic)
     assert _reply(clinic, "C", sid="SM" + "b" * 32).created
     assert not _reply(clinic, "C", sid="SM" + "b" * 32).created
     answered = ReplyWait.objects.filter(state="answered")

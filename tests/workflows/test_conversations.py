@@ -376,3 +376,38 @@ def test_the_confirm_branch_ends_at_its_segment_end(
         4: "not reached: in another branch of step 2",
     }
     assert Appointment.objects.count() == 1
+
+
+def test_a_reply_while_a_worker_holds_the_run_is_not_left_until_the_deadline(
+    clinic: Integration, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second reply arrives while the worker is sending the clarifying text (the run is
+    "running", so the reply's wake cannot touch it): parking sees the wait answered and makes
+    the run due at once instead of at the deadline an hour away."""
+    from workflows import engine
+
+    steps = [*STEPS]
+    steps[1] = _wait(otherwise={"goto": 5, "reask": "Sorry, please reply C or X."})
+    _workflow(clinic, steps)
+    run = _start(clinic, _patient(clinic))
+    _route(clinic.organization_id, "maybe", ref="SM" + "i" * 32)
+    reask_send = engine._reask_send
+
+    def reask_then_reply(*args: Any, **kwargs: Any) -> Any:
+        outcome = reask_send(*args, **kwargs)
+        assert Run.objects.get(pk=run.pk).status == Run.Status.RUNNING
+        _route(clinic.organization_id, "C", ref="SM" + "j" * 32)
+        return outcome
+
+    monkeypatch.setattr(engine, "_reask_send", reask_then_reply)
+    run = _advance(run)
+    assert ReplyWait.objects.get(run=run).state == "answered"
+    assert run.status == Run.Status.WAITING
+    assert run.due_at is not None and run.due_at <= timezone.now()
+    run = _advance(run)
+    assert run.status == Run.Status.SUCCEEDED
+    assert _bodies(sandbox) == [
+        "Reply C to confirm, X to cancel",
+        "Sorry, please reply C or X.",
+        "Confirmed",
+    ]

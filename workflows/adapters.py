@@ -81,6 +81,9 @@ class Function:
     preview_parameter: str = ""
     # The channel consent and caps are kept by ("sms", "email"); "" for no patient channel.
     channel: str = ""
+    # The patient can answer what it sends, so a Wait-for-reply step may follow it; the
+    # adapter's `conversation` hook says who the question went to and from.
+    conversation: bool = False
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -118,6 +121,17 @@ class Outcome:
     result: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
     retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """Where a step's question went, so that the patient's reply can be routed back to the
+    run waiting for it: the patient's address (the reply's sender), the clinic's sender (the
+    reply's recipient) and the question message's reference (for the conversation view)."""
+
+    patient: str
+    sender: str
+    question: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +193,13 @@ class Adapter:
         """A provider's error code in words a clinic admin can act on, or ""."""
         return ""
 
+    def conversation(
+        self, function: str, *, inputs: Mapping[str, str], result: Mapping[str, Any]
+    ) -> Conversation | None:
+        """For a `Function.conversation` step that sent its message (its rendered `inputs`,
+        its `result`): who the question went to and from. None: nothing to answer."""
+        return None
+
 
 REGISTRY: dict[str, Adapter] = {}
 
@@ -186,6 +207,13 @@ REGISTRY: dict[str, Adapter] = {}
 def adapter_register(adapter: Adapter) -> Adapter:
     REGISTRY[adapter.name] = adapter
     return adapter
+
+
+def step_asks(step: Mapping[str, Any]) -> bool:
+    """Whether the patient can answer what this step sends (a Wait for reply may follow)."""
+    adapter = REGISTRY.get(str(step.get("adapter") or ""))
+    function = adapter.functions.get(str(step.get("function") or "")) if adapter else None
+    return step.get("type") == "adapter" and function is not None and function.conversation
 
 
 def adapter_get(name: str) -> Adapter:

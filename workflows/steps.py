@@ -1,5 +1,6 @@
 """Step types: what each one needs (its parameter schema, the source of truth for the admin
-and the builder), how it is validated at save time, and how condition and delay steps act.
+and the builder), how it is validated at save time, and how condition and delay steps act
+(a wait-for-reply's branches: workflows.replies).
 Adapter steps are described by the adapter registry (workflows.adapters)."""
 
 import re
@@ -12,6 +13,8 @@ from typing import Any
 from workflows.adapters import REGISTRY, Parameter
 from workflows.filters import FilterError, filter_matches, filter_validate
 from workflows.rendering import MISSING, TemplateError, parameter_render, resolve_path
+from workflows.replies import REPLY as REPLY_TYPE
+from workflows.replies import ReplyConfigError, reply_parameters_validate
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _HISTORY_PATH = re.compile(r"^history\.(\d+)\.result(?:\.[A-Za-z0-9_.]+)?$")
@@ -97,10 +100,50 @@ DELAY = StepType(
         ),
     ),
 )
+REPLY = StepType(
+    REPLY_TYPE,
+    "Wait for reply",
+    "Wait for the patient's reply to the text an earlier step sent, then branch on it: by "
+    "keywords, a number or a pattern, with an “anything else” branch (optionally asking once "
+    "more) and a “no reply” branch when the time is up.",
+    (
+        Parameter(
+            "kind",
+            "Wait up to",
+            "When to stop waiting and take the “no reply” branch.",
+            example="duration",
+            choices=DELAY_KIND.choices,
+        ),
+        *DELAY.parameters[1:],
+        Parameter(
+            "branches",
+            "Branches",
+            "Each with a label, what it matches (keywords, a number from min to max, or a "
+            'pattern) and where it goes ("next", "end" or a later step number); the first '
+            "that matches wins.",
+            example='[{"label": "Confirm", "match": "keywords", "keywords": ["c", "confirm"], '
+            '"goto": "next"}]',
+        ),
+        Parameter(
+            "otherwise",
+            "Anything else",
+            'Where any other reply goes, and "reask": a clarifying text sent once first.',
+            required=False,
+            example='{"goto": "end", "reask": "Sorry, please reply C or X."}',
+        ),
+        Parameter(
+            "no_reply",
+            "No reply",
+            "Where the run goes when the time is up.",
+            required=False,
+            example='{"goto": "end"}',
+        ),
+    ),
+)
 ADAPTER = StepType(
     "adapter", "Adapter action", "Act through an integration, e.g. Twilio → sendSMS.", ()
 )
-STEP_TYPES: dict[str, StepType] = {t.name: t for t in (CONDITION, DELAY, ADAPTER)}
+STEP_TYPES: dict[str, StepType] = {t.name: t for t in (CONDITION, DELAY, ADAPTER, REPLY)}
 
 
 class StepConfigError(ValueError):
@@ -121,6 +164,28 @@ def _int(params: Mapping[str, Any], name: str) -> int:
 
 def _offset(params: Mapping[str, Any]) -> int:
     return 0 if params.get("offset_seconds") in (None, "") else _int(params, "offset_seconds")
+
+
+def _wait_validate(params: Mapping[str, Any]) -> None:
+    """A delay's length, or a wait-for-reply's timeout (the same fields)."""
+    delay_kind = params.get("kind")
+    if delay_kind == "duration":
+        if params.get("seconds") in (None, ""):
+            raise StepConfigError("enter how long to wait, e.g. 3 days", field="seconds")
+        seconds = _int(params, "seconds")
+        if not 0 < seconds <= MAX_DELAY.total_seconds():
+            raise StepConfigError("a delay lasts from 1 second to 366 days", field="seconds")
+    elif delay_kind == "until_time":
+        if not _HHMM.match(str(params.get("time", ""))):
+            raise StepConfigError("time must be HH:MM, e.g. 09:00", field="time")
+    elif delay_kind == "until_field":
+        if not str(params.get("path", "")).strip():
+            raise StepConfigError("name the date field to wait for", field="path")
+        if abs(_offset(params)) > MAX_DELAY.total_seconds():
+            raise StepConfigError("the offset is at most 366 days", field="offset_seconds")
+    else:
+        *first, last = (value for value, _ in DELAY_KIND.choices)
+        raise StepConfigError(f"wait must be {', '.join(first)} or {last}", field="kind")
 
 
 def step_validate(step: Mapping[str, Any], *, number: int, total: int) -> None:
@@ -155,24 +220,13 @@ def step_validate(step: Mapping[str, Any], *, number: int, total: int) -> None:
                     field="else",
                 )
     elif kind == DELAY.name:
-        delay_kind = params.get("kind")
-        if delay_kind == "duration":
-            if params.get("seconds") in (None, ""):
-                raise StepConfigError("enter how long to wait, e.g. 3 days", field="seconds")
-            seconds = _int(params, "seconds")
-            if not 0 < seconds <= MAX_DELAY.total_seconds():
-                raise StepConfigError("a delay lasts from 1 second to 366 days", field="seconds")
-        elif delay_kind == "until_time":
-            if not _HHMM.match(str(params.get("time", ""))):
-                raise StepConfigError("time must be HH:MM, e.g. 09:00", field="time")
-        elif delay_kind == "until_field":
-            if not str(params.get("path", "")).strip():
-                raise StepConfigError("name the date field to wait for", field="path")
-            if abs(_offset(params)) > MAX_DELAY.total_seconds():
-                raise StepConfigError("the offset is at most 366 days", field="offset_seconds")
-        else:
-            *first, last = (value for value, _ in DELAY_KIND.choices)
-            raise StepConfigError(f"wait must be {', '.join(first)} or {last}", field="kind")
+        _wait_validate(params)
+    elif kind == REPLY.name:
+        _wait_validate(params)
+        try:
+            reply_parameters_validate(params, number=number, total=total)
+        except ReplyConfigError as exc:
+            raise StepConfigError(str(exc), field=exc.field) from exc
     elif kind == ADAPTER.name:
         adapter = REGISTRY.get(step.get("adapter", ""))
         if adapter is None:

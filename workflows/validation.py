@@ -14,6 +14,7 @@ from workflows.adapters import (
     Function,
     Parameter,
     SenderNoun,
+    step_asks,
 )
 from workflows.catalogue import EVENT_TYPES, schema_field, schema_variables
 from workflows.filters import FilterError, filter_validate
@@ -22,6 +23,13 @@ from workflows.rendering import (
     json_template_load,
     json_template_map,
     template_variables,
+)
+from workflows.replies import (
+    REPLY,
+    ReplyConfigError,
+    branch_segments,
+    condition_goto_problem,
+    question_steps,
 )
 from workflows.steps import StepConfigError, step_validate
 
@@ -236,4 +244,31 @@ def workflow_validate(
                 # "required" (or a template error) says more than "not approved" would.
                 if problem and parameter.name not in report.steps.get(index, {}):
                     report.add_step(index, parameter.name, problem)
+    if not report.steps:
+        _branches_validate(steps, report)
     return report
+
+
+def _branches_validate(steps: Sequence[Mapping[str, Any]], report: ValidationReport) -> None:
+    """What only the whole workflow shows: the tree the waits' branches make (every step
+    reachable, branches inside their wait's part), conditions jumping within their own
+    branch, and a question (an earlier text on the same path) before every wait."""
+    try:
+        tree = branch_segments(steps)
+    except ReplyConfigError as exc:
+        report.add_step(exc.index or 0, exc.field, str(exc))
+        return
+    for index, step in enumerate(steps):
+        params = step.get("parameters") or {}
+        target = params.get("else", "end") or "end"
+        if step.get("type") == "condition" and target != "end":
+            problem = condition_goto_problem(tree, index=index, goto_index=int(target) - 1)
+            if problem:
+                report.add_step(index, "else", problem)
+        if step.get("type") == REPLY and not question_steps(steps, tree, index, asks=step_asks):
+            report.add_step(
+                index,
+                "type",
+                "a Wait for reply needs an earlier step on its path that texts the patient "
+                "(e.g. Twilio → Send SMS): its reply is the answer",
+            )

@@ -20,6 +20,7 @@ from patients.models import Organization, Patient
 from patients.phones import e164_problem
 from workflows.adapters import (
     Adapter,
+    Conversation,
     DryRunResult,
     Function,
     Outcome,
@@ -66,6 +67,7 @@ SEND_SMS = Function(
     ),
     preview_parameter="message",
     channel="sms",
+    conversation=True,
 )
 
 
@@ -139,6 +141,25 @@ class TwilioAdapter(Adapter):
 
     def error_explanation(self, code: str) -> str:
         return error_explanation(code)
+
+    def conversation(
+        self, function: str, *, inputs: Mapping[str, str], result: Mapping[str, Any]
+    ) -> Conversation | None:
+        if function != SEND_SMS.name or not result.get("message_id"):
+            return None
+        sender = str(inputs.get("from", "")).strip()
+        if not sender:  # sent through a Messaging Service: the number Twilio chose
+            sender = (
+                OutboundMessage.objects.filter(pk=result["message_id"])
+                .values_list("from_number", flat=True)
+                .first()
+                or ""
+            )
+        return Conversation(
+            patient=str(inputs.get("to", "")).strip(),
+            sender=sender,
+            question=str(result["message_id"]),
+        )
 
 
 def _outcome(message: OutboundMessage) -> Outcome:

@@ -1,40 +1,25 @@
 """Inbound SMS: opt-out/opt-in/help keywords, staff review of free-text revocations, and
 the message.inbound event.
 
-Keywords match the whole message, as Twilio's do, but after `keyword_normalize`: a patient's
-phone or keyboard adds invisible and compatibility characters (zero-width spaces, non-breaking
-spaces, full-width letters), and people type "Stop." or "STOP 🛑". Missing such a STOP means the
-next text goes out after consent was revoked, so every matcher reads the normalised text.
+Keywords match the whole message, as Twilio's do, but after `common.keywords.keyword_normalize`
+(the one normalisation, shared with the answers a Wait-for-reply step branches on).
 """
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
+from common.keywords import (
+    keyword_family,
+    keyword_normalize,
+)
 from integrations.models import InboundMessage, Integration
 from integrations.policy import messaging_policy
 from patients.models import ConsentRecord, Patient
 from patients.services import inbound_message_record
+from workflows.conversations import reply_receive, reply_waits_cancel
 
-# The one list of words that revoke consent: every matcher, reply and document reads it.
-# Twilio's defaults plus the words the FCC's consent-revocation rule (47 CFR 64.1200(a)(10),
-# in force since 11 April 2025) says must be honoured: stop, quit, end, revoke, opt out,
-# cancel, unsubscribe. Spacing and hyphens inside do not matter ("OPT OUT" = "OPT-OUT" = "OPTOUT").
-OPT_OUT_KEYWORDS: tuple[str, ...] = (
-    "STOP",
-    "STOPALL",
-    "UNSUBSCRIBE",
-    "CANCEL",
-    "END",
-    "QUIT",
-    "REVOKE",
-    "OPT OUT",
-    "OPTOUT",
-)
-OPT_IN_KEYWORDS: tuple[str, ...] = ("START", "YES", "UNSTOP")
-HELP_KEYWORDS: tuple[str, ...] = ("HELP", "INFO")
 # What Twilio itself blocks and confirms on a long code: the exact word, trimmed, any case
 # (Twilio's Advanced Opt-Out guide). For any other opt-out careflow recognises, Twilio sends
 # nothing, so careflow sends the one confirmation the FCC rule allows.
@@ -52,54 +37,6 @@ REVOCATION = re.compile(
     re.IGNORECASE,
 )
 
-# Unicode general categories a keyword never starts or ends with: punctuation, symbols (emoji),
-# separators, combining marks (emoji variation selectors) and other (control, private use).
-_DECORATION = frozenset("PSZMC")
-# Typographic apostrophes, so that "don’t text me" reads like "don't text me".
-_APOSTROPHES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\uff07": "'"})
-
-
-def _invisible(ch: str) -> bool:
-    category = unicodedata.category(ch)
-    return category == "Cf" or (category == "Cc" and not ch.isspace())
-
-
-def keyword_normalize(body: str) -> str:
-    """`body` as keywords are matched: Unicode NFKC with case folded (full-width and other
-    compatibility letters become plain ones), format and control characters (zero-width spaces
-    and joiners, soft hyphens, BOM, NUL) removed, runs of whitespace made one space, punctuation, symbols and
-    emoji stripped from both ends. Inner punctuation stays: "don't stop" is not "stop"."""
-    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", body).casefold())
-    text = "".join(ch for ch in text if not _invisible(ch))
-    text = " ".join(text.translate(_APOSTROPHES).split())
-    start, end = 0, len(text)
-    while start < end and unicodedata.category(text[start])[0] in _DECORATION:
-        start += 1
-    while end > start and unicodedata.category(text[end - 1])[0] in _DECORATION:
-        end -= 1
-    return text[start:end]
-
-
-def _compact(text: str) -> str:
-    """A normalised text, or a keyword, without inner spaces, hyphens and underscores."""
-    return "".join(
-        ch for ch in text if not ch.isspace() and unicodedata.category(ch)[:2] not in ("Pd", "Pc")
-    )
-
-
-def _keys(keywords: tuple[str, ...]) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for word in keywords:
-        keys.setdefault(_compact(keyword_normalize(word)), word)
-    return keys
-
-
-_KEYWORD_FAMILIES = (
-    (InboundMessage.Action.OPT_OUT, _keys(OPT_OUT_KEYWORDS)),
-    (InboundMessage.Action.OPT_IN, _keys(OPT_IN_KEYWORDS)),
-    (InboundMessage.Action.HELP, _keys(HELP_KEYWORDS)),
-)
-
 
 @dataclass(frozen=True, slots=True)
 class KeywordMatch:
@@ -109,11 +46,9 @@ class KeywordMatch:
 
 def keyword_match(body: str) -> KeywordMatch:
     """Which keyword `body` is, once normalised: the whole message must be the keyword."""
-    key = _compact(keyword_normalize(body))
-    for action, keys in _KEYWORD_FAMILIES:
-        if key in keys:
-            return KeywordMatch(action, keys[key])
-    return KeywordMatch(InboundMessage.Action.NONE, "")
+    family, keyword = keyword_family(body)
+    # The families are named as the actions are ("opt_out", "opt_in", "help").
+    return KeywordMatch(family or InboundMessage.Action.NONE, keyword)
 
 
 def keyword_action(body: str) -> str:
@@ -207,7 +142,12 @@ def inbound_sms_receive(
 
     An opt-out Twilio does not itself recognise ("STOP!", "OPT OUT", "ＳＴＯＰ") gets no reply
     from Twilio, so careflow confirms it once, as the FCC rule allows; a repeat while the
-    number is already opted out gets no further text."""
+    number is already opted out gets no further text.
+
+    Free text (and an opt-in word from a number that has not opted out) is offered to the
+    question waiting for this number's reply (workflows.conversations); an opt-out ends the
+    number's waits in this clinic. Both happen in the transaction that records the message,
+    so a redelivered webhook (its MessageSid already recorded) routes nothing twice."""
     organization = integration.organization
     match = keyword_match(body)
     # PostgreSQL's text and jsonb cannot hold NUL. Twilio does not send one, but a signed
@@ -226,6 +166,11 @@ def inbound_sms_receive(
     ):
         reply = OPT_OUT_CONFIRMATION.replace("{clinic}", organization.name)
     patients = list(Patient.objects.filter(organization=organization, phone=from_).order_by("id"))
+    # YES (or START) from a number that has not opted out changes no consent: it is an
+    # answer ("reply YES to confirm"). From an opted-out number it is only the opt-in.
+    answer = action == InboundMessage.Action.NONE or (
+        action == InboundMessage.Action.OPT_IN and not _already_opted_out(organization.pk, from_)
+    )
     try:
         with transaction.atomic():
             inbound = InboundMessage.objects.create(
@@ -245,6 +190,20 @@ def inbound_sms_receive(
                     _opt_out(patient, inbound, match.keyword)
                 elif action == InboundMessage.Action.OPT_IN:
                     _opt_in_restore(patient, inbound, match.keyword)
+            if action == InboundMessage.Action.OPT_OUT:
+                reply_waits_cancel(
+                    organization_id=organization.pk,
+                    phone=from_,
+                    reason=f"the patient opted out ({match.keyword})",
+                )
+            elif answer:
+                reply_receive(
+                    organization_id=organization.pk,
+                    phone=from_,
+                    sender=to,
+                    text=body,
+                    inbound_ref=sid,
+                )
             inbound_message_record(
                 organization=organization, from_=from_, to=to, body=body, provider_sid=sid
             )

@@ -624,7 +624,7 @@ def test_builder_page_offers_only_the_clinics_test_patients_and_numbers(
 
 def test_schema_comes_from_the_python_step_types_and_registry(staff: Client) -> None:
     schema = staff.get(_url("builder_schema")).json()
-    assert [t["name"] for t in schema["stepTypes"]] == ["condition", "delay", "adapter"]
+    assert [t["name"] for t in schema["stepTypes"]] == ["condition", "delay", "adapter", "reply"]
     twilio = next(a for a in schema["adapters"] if a["name"] == "twilio")
     send_sms = twilio["functions"][0]
     assert send_sms["name"] == "sendSMS"

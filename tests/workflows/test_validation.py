@@ -446,3 +446,80 @@ def test_a_literal_recipient_must_be_an_email_address() -> None:
     (problem,) = _email_report(_email_step(to="not an address"))["to"]
     assert problem == "is not a valid email address"
     assert _email_report(_email_step(to="pat@example.org")) == {}
+
+
+SMS_STEP = {
+    "type": "adapter",
+    "adapter": "twilio",
+    "function": "sendSMS",
+    "parameters": {
+        "message": "Reply C to confirm",
+        "to": "{{customer.phone}}",
+        "from": "+15005550006",
+    },
+}
+WEBHOOK_STEP = {
+    "type": "adapter",
+    "adapter": "webhook",
+    "function": "postJSON",
+    "parameters": {"url": "https://example.com/hook", "body": '{"a": "b"}'},
+}
+
+
+def _wait(goto: Any = "next", otherwise: Any = "end") -> dict[str, Any]:
+    return {
+        "type": "reply",
+        "parameters": {
+            "kind": "duration",
+            "seconds": "3600",
+            "branches": [
+                {"label": "Confirm", "match": "keywords", "keywords": ["c"], "goto": goto}
+            ],
+            "otherwise": {"goto": otherwise},
+            "no_reply": {"goto": "end"},
+        },
+    }
+
+
+def _condition(target: str) -> dict[str, Any]:
+    return {
+        "type": "condition",
+        "parameters": {"query": {"customer.phone": {"$exists": True}}, "else": target},
+    }
+
+
+def test_a_wait_after_a_text_with_branches_to_every_step_is_ok() -> None:
+    steps = [SMS_STEP, _wait("next", otherwise=4), SMS_STEP, SMS_STEP]
+    report = workflow_validate(trigger="appointment.reminder", filter={}, steps=steps)
+    assert report.ok, report.as_dict()
+    # A wait in a branch whose text is the first question's (no text in its own branch).
+    steps = [SMS_STEP, _wait("next", otherwise=4), SMS_STEP, _wait("end")]
+    report = workflow_validate(trigger="appointment.reminder", filter={}, steps=steps)
+    assert report.ok, report.as_dict()
+
+
+@pytest.mark.parametrize(
+    ("steps", "index", "field", "fragment"),
+    [
+        ([_wait("end")], 0, "type", "needs an earlier step on its path that texts the patient"),
+        (
+            [WEBHOOK_STEP, _wait("end")],
+            1,
+            "type",
+            "needs an earlier step on its path that texts the patient",
+        ),
+        ([SMS_STEP, _wait(4), SMS_STEP, SMS_STEP], 1, "branches", "no branch goes to step 3"),
+        (
+            [_condition("4"), SMS_STEP, _wait("next", otherwise=5), SMS_STEP, SMS_STEP],
+            0,
+            "else",
+            "inside a wait's branch",
+        ),
+    ],
+)
+def test_a_wait_is_checked_against_the_whole_workflow(
+    steps: list[dict[str, Any]], index: int, field: str, fragment: str
+) -> None:
+    report = workflow_validate(trigger="appointment.reminder", filter={}, steps=steps)
+    messages = report.steps.get(index, {}).get(field, [])
+    assert any(fragment in message for message in messages), report.as_dict()

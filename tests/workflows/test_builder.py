@@ -105,7 +105,13 @@ def test_validate_reports_each_problem_on_its_step_and_field(
 
 def test_validate_accepts_a_valid_definition_on_the_add_page(staff: Client) -> None:
     response = _post(staff, _url("builder_validate"), {"definition": _definition(SMS)})
-    assert response.json() == {"ok": True, "trigger": [], "filter": [], "steps": {}}
+    assert response.json() == {
+        "ok": True,
+        "trigger": [],
+        "filter": [],
+        "steps": {},
+        "tree": [{"depth": 0, "wait": None, "branches": [], "ends": False}],
+    }
 
 
 def test_validate_reports_filter_and_query_json_errors(staff: Client, workflow: Workflow) -> None:

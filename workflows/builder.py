@@ -34,6 +34,7 @@ from workflows.validation import (
     workflow_validate,
 )
 
+
 def _timeout_widgets(step_type: str) -> dict[str, dict[str, Any]]:
     """A delay's length and a wait-for-reply's timeout are the same fields, edited alike:
     seconds as a number and a unit (minutes, hours, days), shown by the kind chosen."""

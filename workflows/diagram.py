@@ -380,9 +380,7 @@ def workflow_diagram(
     if bottom_end:
         parts.append(_pill(centre - 40, end_top))
 
-    numbered = (
-        ", ".join(_tree_summary(i, s, tree) for i, s in enumerate(steps)) or "no steps"
-    )
+    numbered = ", ".join(_tree_summary(i, s, tree) for i, s in enumerate(steps)) or "no steps"
     title = escape(f"Workflow diagram: when {trigger or '(no trigger)'}: {numbered}")
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="cf-diagram-svg" role="img" '
@@ -418,7 +416,9 @@ def _wait_edges(
             f'{y + 5:.0f} L{child:.0f} {y:.0f} Z"/>'
         )
         names = ", ".join(branch_name(label) for label in labels)
-        parts.append(_text(child + 4, top - 6, _short(names, LINE_CHARS + 4), "cf-d-label cf-d-branch"))
+        parts.append(
+            _text(child + 4, top - 6, _short(names, LINE_CHARS + 4), "cf-d-label cf-d-branch")
+        )
         if kind == "end":
             parts.append(_pill(child, top))
     return "".join(parts)

@@ -232,8 +232,7 @@ def _reply_dry_run(
     )
     if reask:
         detail += (
-            f" (after re-asking once with “{reask}”, if the next reply matches no branch "
-            "either)"
+            f" (after re-asking once with “{reask}”, if the next reply matches no branch either)"
         )
     data["history"][str(number)] = {
         "status": "succeeded",

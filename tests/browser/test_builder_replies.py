@@ -25,7 +25,12 @@ pytestmark = pytest.mark.browser
 
 QUESTION = "Reply C to confirm, X to cancel, R to reschedule"
 # Steps 3 to 6: what each branch does.
-AFTER = ["Thanks, see you then", "Cancelled", "We will call you to reschedule", "Reminder: " + QUESTION]
+AFTER = [
+    "Thanks, see you then",
+    "Cancelled",
+    "We will call you to reschedule",
+    "Reminder: " + QUESTION,
+]
 
 
 def _sms_step(page: Page, message: str) -> None:
@@ -140,9 +145,19 @@ def test_build_the_appointment_confirmation_and_dry_run_its_branches(
         "kind": "duration",
         "seconds": "86400",
         "branches": [
-            {"label": "Confirm", "match": "keywords", "keywords": ["c", "confirm", "yes"], "goto": "next"},
+            {
+                "label": "Confirm",
+                "match": "keywords",
+                "keywords": ["c", "confirm", "yes"],
+                "goto": "next",
+            },
             {"label": "Cancel", "match": "keywords", "keywords": ["x", "cancel"], "goto": 4},
-            {"label": "Reschedule", "match": "keywords", "keywords": ["r", "reschedule"], "goto": 5},
+            {
+                "label": "Reschedule",
+                "match": "keywords",
+                "keywords": ["r", "reschedule"],
+                "goto": 5,
+            },
         ],
         "otherwise": {"goto": 6, "reask": "Sorry, please reply C, X or R."},
         "no_reply": {"goto": 6},

@@ -531,8 +531,9 @@
     storeReply(step);
     changed({ previews: false });
   }
-  /* Where a branch goes: the next step, the end, or a later step (never back: no cycles). */
-  function gotoSelect(id, index, value) {
+  /* Where a branch goes: the next step, the end, or a later step (never back: no cycles).
+   * Not set: a branch continues, "anything else" and "no reply" end (workflows.replies). */
+  function gotoSelect(id, index, value, unset) {
     const number = index + 1;
     const total = state.steps.length;
     const select = el("select", { id: id });
@@ -541,7 +542,7 @@
     for (let target = number + 2; target <= total; target += 1) {
       select.append(option(String(target), `Go to step ${target}`));
     }
-    const text = value === undefined || value === null || value === "" ? "next" : String(value);
+    const text = value === undefined || value === null || value === "" ? unset : String(value);
     if (!select.querySelector(`option[value="${CSS.escape(text)}"]`)) {
       select.append(option(text, `Step ${text} (not a later step)`));
     }
@@ -552,16 +553,16 @@
   function errorList(id, name) {
     return el("ul", { class: "errorlist cf-errors", id: `${id}-errors`, "data-errors-for": name });
   }
-  /* A labelled control inside a branch, with its own error list (e.g. branches.0.pattern). */
+  /* A labelled control inside a branch. Validation reports a wait's problems on
+   * "branches", "otherwise" or "no_reply", naming the branch: they show under its fieldset. */
   function replyField(id, name, label, control, help) {
-    control.setAttribute("aria-describedby", `${help ? id + "-help " : ""}${id}-errors`);
+    if (help) control.setAttribute("aria-describedby", `${id}-help`);
     return el(
       "div",
       { class: "cf-field", "data-param": name },
       el("label", { for: id, class: "cf-label", text: label }),
       control,
-      help ? el("p", { class: "cf-help", id: `${id}-help`, text: help }) : null,
-      errorList(id, name)
+      help ? el("p", { class: "cf-help", id: `${id}-help`, text: help }) : null
     );
   }
   function textInput(id, value, placeholder) {
@@ -621,7 +622,7 @@
       inputs.append(replyField(pattern.id, `${name}.pattern`, "Pattern", pattern,
         "A regular expression the whole reply must match (case does not matter)."));
     }
-    const goto = gotoSelect(`${id}-goto`, index, branch.goto);
+    const goto = gotoSelect(`${id}-goto`, index, branch.goto, "next");
     goto.addEventListener("change", () => {
       branch.goto = gotoValue(goto.value);
       replyChanged(step);
@@ -659,8 +660,7 @@
         replyField(label.id, `${name}.label`, "Label", label),
         replyField(match.id, `${name}.match`, "The reply is", match)),
       inputs,
-      replyField(goto.id, `${name}.goto`, "Then", goto),
-      errorList(id, name)
+      replyField(goto.id, `${name}.goto`, "Then", goto)
     );
   }
 
@@ -676,7 +676,7 @@
     });
     return el(
       "div",
-      { class: "cf-field cf-branches", "data-param": parameter.name, role: "group", "aria-labelledby": `${id}-label` },
+      { class: "cf-field cf-branches", "data-param": parameter.name, role: "group", "aria-labelledby": `${id}-label`, "aria-describedby": `${id}-errors` },
       el("span", { class: "cf-label", id: `${id}-label`, text: parameter.label }),
       parameter.help ? el("p", { class: "cf-help", text: parameter.help }) : null,
       ...reply.branches.map((branch, position) => renderBranch(step, index, branch, position)),
@@ -685,50 +685,37 @@
     );
   }
 
-  function renderOtherwise(step, index, parameter) {
-    const reply = replyOf(step);
-    const id = `cf-s${step.key}-otherwise`;
-    const goto = gotoSelect(`${id}-goto`, index, reply.otherwise.goto);
+  /* "Anything else" (with its optional re-ask) and "no reply": where each goes. */
+  function renderFallback(step, index, parameter) {
+    const target = replyOf(step)[parameter.name];
+    const id = `cf-s${step.key}-${parameter.name}`;
+    const goto = gotoSelect(`${id}-goto`, index, target.goto, "end");
     goto.addEventListener("change", () => {
-      reply.otherwise.goto = gotoValue(goto.value);
+      target.goto = gotoValue(goto.value);
       replyChanged(step);
     });
-    const reask = el("textarea", { id: `${id}-reask`, rows: 2, placeholder: "e.g. Sorry, please reply C, X or R." });
-    reask.value = reply.otherwise.reask || "";
-    reask.addEventListener("input", () => {
-      reply.otherwise.reask = reask.value;
-      replyChanged(step);
-    });
+    let reask = null;
+    if (parameter.name === "otherwise") {
+      const text = el("textarea", { id: `${id}-reask`, rows: 2, placeholder: "e.g. Sorry, please reply C, X or R." });
+      text.value = target.reask || "";
+      text.addEventListener("input", () => {
+        target.reask = text.value;
+        replyChanged(step);
+      });
+      reask = replyField(text.id, `${parameter.name}.reask`, "Re-ask once with (optional)", text,
+        "Sent once, to the same number, before taking this branch; the wait keeps its deadline.");
+    }
     return el(
       "fieldset",
-      { class: "cf-branch cf-otherwise", id: id, "data-param": parameter.name },
+      { class: `cf-branch cf-${parameter.name.replace("_", "-")}`, id: id, "data-param": parameter.name, "aria-describedby": `${id}-errors` },
       el("legend", { text: parameter.label }),
       parameter.help ? el("p", { class: "cf-help", text: parameter.help }) : null,
       replyField(goto.id, `${parameter.name}.goto`, "Then", goto),
-      replyField(reask.id, `${parameter.name}.reask`, "Re-ask once with (optional)", reask,
-        "Sent once, to the same number, before taking this branch; the wait keeps its deadline."),
+      reask,
       errorList(id, parameter.name)
     );
   }
-
-  function renderNoReply(step, index, parameter) {
-    const reply = replyOf(step);
-    const id = `cf-s${step.key}-no_reply`;
-    const goto = gotoSelect(`${id}-goto`, index, reply.no_reply.goto);
-    goto.addEventListener("change", () => {
-      reply.no_reply.goto = gotoValue(goto.value);
-      replyChanged(step);
-    });
-    return el(
-      "fieldset",
-      { class: "cf-branch cf-no-reply", id: id, "data-param": parameter.name },
-      el("legend", { text: parameter.label }),
-      parameter.help ? el("p", { class: "cf-help", text: parameter.help }) : null,
-      replyField(goto.id, `${parameter.name}.goto`, "Then", goto),
-      errorList(id, parameter.name)
-    );
-  }
-  const REPLY_WIDGETS = { "reply-branches": renderBranches, "reply-otherwise": renderOtherwise, "reply-no-reply": renderNoReply };
+  const REPLY_WIDGETS = { "reply-branches": renderBranches, "reply-otherwise": renderFallback, "reply-no-reply": renderFallback };
 
   function renderParameter(step, index, parameter) {
     if (parameter.widget === "query") return renderQuery(step, parameter);

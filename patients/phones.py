@@ -55,6 +55,15 @@ def phone_to_e164(value: str, *, region: str = DEFAULT_REGION) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+def phone_or_raw(value: str) -> str:
+    """`value` in E.164 if it is a phone number, else as given (trimmed): how an inbound
+    message's From and To are kept and compared (a short code or alphanumeric sender too)."""
+    try:
+        return phone_to_e164(value)
+    except ValidationError:
+        return value.strip()
+
+
 def e164_problem(value: str) -> str:
     """Why `value` is not a number written as Twilio takes it (E.164), or ""."""
     try:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from patients.models import Order, Organization, Patient, Subscription
 from patients.payloads import message_event_payload, webhook_event_payload
-from patients.phones import phone_to_e164
+from patients.phones import phone_or_raw, phone_to_e164
 from patients.recording import RecordedEvent, event_record, event_recorded
 
 MESSAGE_CHANNELS = ("SMS", "WEB")
@@ -71,13 +71,6 @@ def subscription_renew(*, subscription: Subscription) -> Order:
     return order
 
 
-def _phone_or_raw(value: str) -> str:
-    try:
-        return phone_to_e164(value)
-    except ValidationError:
-        return value.strip()
-
-
 def inbound_message_record(
     *,
     organization: Organization,
@@ -95,7 +88,7 @@ def inbound_message_record(
     """
     if channel not in MESSAGE_CHANNELS:
         raise ValueError(f"channel must be one of {', '.join(MESSAGE_CHANNELS)}")
-    sender = _phone_or_raw(from_)
+    sender = phone_or_raw(from_)
     patient = (
         Patient.objects.filter(organization=organization, phone=sender).order_by("id").first()
         if sender
@@ -109,7 +102,7 @@ def inbound_message_record(
             channel=channel,
             body=body,
             from_=sender,
-            to=_phone_or_raw(to),
+            to=phone_or_raw(to),
             sid=provider_sid,
             received_at=timezone.now(),
             patient=patient,

@@ -209,6 +209,13 @@ def adapter_register(adapter: Adapter) -> Adapter:
     return adapter
 
 
+def step_asks(step: Mapping[str, Any]) -> bool:
+    """Whether the patient can answer what this step sends (a Wait for reply may follow)."""
+    adapter = REGISTRY.get(str(step.get("adapter") or ""))
+    function = adapter.functions.get(str(step.get("function") or "")) if adapter else None
+    return step.get("type") == "adapter" and function is not None and function.conversation
+
+
 def adapter_get(name: str) -> Adapter:
     try:
         return REGISTRY[name]

@@ -22,10 +22,22 @@ from common.db import insert_or_get, rows_update
 from patients.consent import consent_history_prefetch
 from patients.models import Patient
 from patients.payloads import payload_for_subject
+from patients.phones import phone_or_raw
 from patients.zones import patient_zone
-from workflows.adapters import Outcome, StepContext, adapter_get
+from workflows.adapters import Conversation, Outcome, StepContext, adapter_get, step_asks
 from workflows.filters import FilterError, filter_matches
-from workflows.models import Event, Run, Step, StepRun, Workflow
+from workflows.models import Event, ReplyWait, Run, Step, StepRun, Workflow
+from workflows.replies import (
+    REPLY,
+    BranchTree,
+    ReplyConfigError,
+    branch_by_label,
+    branch_choose,
+    branch_segments,
+    goto_index,
+    question_steps,
+    reask_text,
+)
 from workflows.steps import (
     StepConfigError,
     adapter_inputs_render,
@@ -244,8 +256,8 @@ class RunBatch:
 class RunData:
     """What a run's steps see: the event data, `trigger.` (the snapshot taken when the event
     happened) and `history.<n>` (earlier steps' status and result). Once the run has waited
-    in a delay step, the event data is re-read from the record, so "wait 3 days, then text
-    only if the subscription is still active" tests the subscription as it is now."""
+    in a delay (or for a reply), the event data is re-read from the record, so "wait 3 days,
+    then text only if the subscription is still active" tests the subscription as it is now."""
 
     def __init__(self, run: Run) -> None:
         self.run = run
@@ -259,7 +271,7 @@ class RunData:
     def for_step(self, index: int) -> dict[str, Any]:
         steps = self.run.definition.get("steps", [])
         base = self.snapshot
-        if any(step.get("type") == "delay" for step in steps[:index]):
+        if any(step.get("type") in ("delay", REPLY) for step in steps[:index]):
             # The record's current state over the snapshot: event-only data (an inbound
             # message's body, a webhook's data, changed fields) stays as it was.
             base = {**self.snapshot, **self._current_payload()}
@@ -330,25 +342,45 @@ def _run_continue(run: Run, known: dict[int, StepRun], batch: RunBatch) -> None:
     executed = not steps or any(
         sr.status != StepRun.Status.SKIPPED for i, sr in known.items() if i < run.next_index
     )
+    tree: BranchTree | None = None
+    if any(step.get("type") == REPLY for step in steps):
+        try:
+            tree = branch_segments(steps)
+        except ReplyConfigError as exc:  # saved before validation knew of it: say so, stop
+            step_run = _step_run_get(run, run.next_index, known)
+            _run_fail(run, step_run, Outcome("failed", reason=f"this workflow's branches: {exc}"))
+            return
     while run.next_index < len(steps):
         step_run = _step_run_get(run, run.next_index, known)
         next_index: int | None = run.next_index + 1
         finished: StepRun | None = None
+        not_reached = f"not reached: the condition at step {step_run.number} was false"
         if step_run.status not in (StepRun.Status.SUCCEEDED, StepRun.Status.SKIPPED):
-            outcome, next_index = _step_execute(run, steps[run.next_index], step_run, data, batch)
+            outcome, next_index, park = _step_execute(
+                run, steps[run.next_index], step_run, data, batch, tree
+            )
             if outcome.status == "retry":
-                _run_wait(run, step_run, outcome)
+                _run_wait(run, step_run, outcome, park)
                 return
             if outcome.status == "failed":
                 _run_fail(run, step_run, outcome)
                 return
             _step_finish(step_run, outcome)
             finished = step_run
+        if steps[run.next_index].get("type") == REPLY:
+            not_reached = f"not reached: the reply at step {step_run.number} took another branch"
         executed = executed or step_run.status != StepRun.Status.SKIPPED
         data.remember(step_run)
         target = len(steps) if next_index is None else next_index
+        if tree is not None and target < len(steps):
+            # A branch runs to the end of its segment, and there the run ends.
+            segment = tree.segments[run.next_index]
+            if segment is not None and target >= segment.end:
+                if target == run.next_index + 1:
+                    not_reached = f"not reached: in another branch of step {segment.wait + 1}"
+                target = len(steps)
         if target > run.next_index + 1:
-            _steps_not_reached(run, range(run.next_index + 1, target), step_run.number)
+            _steps_not_reached(run, range(run.next_index + 1, target), not_reached)
         run.next_index = target
         if finished is not None and target >= len(steps):
             batch.step_finished(finished)  # written with the run's end (RunBatch.finish)
@@ -371,8 +403,7 @@ def _run_progress(run: Run) -> bool:
     )
 
 
-def _steps_not_reached(run: Run, indexes: range, condition_number: int) -> None:
-    reason = f"not reached: the condition at step {condition_number} was false"
+def _steps_not_reached(run: Run, indexes: range, reason: str) -> None:
     now = timezone.now()
     for index in indexes:
         StepRun.objects.update_or_create(
@@ -382,10 +413,20 @@ def _steps_not_reached(run: Run, indexes: range, condition_number: int) -> None:
         )
 
 
+# Writes a step makes in the same transaction that parks its run (a wait's ReplyWait row).
+Park = Callable[[], None] | None
+
+
 def _step_execute(
-    run: Run, step: dict[str, Any], step_run: StepRun, data: RunData, batch: RunBatch
-) -> tuple[Outcome, int | None]:
-    """Run one step; return its outcome and the index of the step to run next (None: end)."""
+    run: Run,
+    step: dict[str, Any],
+    step_run: StepRun,
+    data: RunData,
+    batch: RunBatch,
+    tree: BranchTree | None = None,
+) -> tuple[Outcome, int | None, Park]:
+    """Run one step; return its outcome, the index of the step to run next (None: end), and
+    what to write with the run if it waits."""
     step_run.status = StepRun.Status.RUNNING
     step_run.attempts += 1
     step_run.started_at = step_run.started_at or timezone.now()
@@ -402,15 +443,19 @@ def _step_execute(
                 if result.matched
                 else ("end" if next_index is None else f"go to step {next_index + 1}")
             )
-            return Outcome(
-                "succeeded", result={"matched": result.matched, "then": then}
-            ), next_index
+            return (
+                Outcome("succeeded", result={"matched": result.matched, "then": then}),
+                next_index,
+                None,
+            )
         if step.get("type") == "delay":
             _step_started(step_run)
-            return _delay_execute(run, step, step_run, values, batch), following
-    except StepConfigError as exc:
-        return Outcome("failed", reason=str(exc)), None
-    return _adapter_execute(run, step, step_run, values, batch), following
+            return _delay_execute(run, step, step_run, values, batch), following, None
+        if step.get("type") == REPLY and tree is not None:
+            return _reply_execute(run, step, step_run, values, batch, tree)
+    except (StepConfigError, ReplyConfigError) as exc:
+        return Outcome("failed", reason=str(exc)), None, None
+    return _adapter_execute(run, step, step_run, values, batch), following, None
 
 
 def _step_started(step_run: StepRun, *extra: str) -> None:
@@ -448,11 +493,26 @@ def _adapter_execute(
         return Outcome("failed", reason=str(exc))
     step_run.inputs = inputs
     _step_started(step_run, "inputs")
+    key = f"run:{run.pk}:step:{step_run.index}"
+    return _adapter_call(run, step, step_run, batch, patient=patient, inputs=inputs, key=key)
+
+
+def _adapter_call(
+    run: Run,
+    step: dict[str, Any],
+    step_run: StepRun,
+    batch: RunBatch,
+    *,
+    patient: Patient | None,
+    inputs: dict[str, str],
+    key: str,
+) -> Outcome:
+    """Call `step`'s adapter function with these rendered inputs for `step_run`, under the
+    idempotency key `key` (made new by each retry generation of the step)."""
     try:
         adapter = adapter_get(step.get("adapter", ""))
     except LookupError as exc:
         return Outcome("failed", reason=str(exc))
-    key = f"run:{run.pk}:step:{step_run.index}"
     if step_run.generation:
         key += f":retry:{step_run.generation}"
     context = StepContext(
@@ -484,6 +544,159 @@ def _adapter_execute(
         )
 
 
+def _reply_execute(
+    run: Run,
+    step: dict[str, Any],
+    step_run: StepRun,
+    values: dict[str, Any],
+    batch: RunBatch,
+    tree: BranchTree,
+) -> tuple[Outcome, int | None, Park]:
+    """A Wait-for-reply step. The first time: park the run until the timeout, with a
+    ReplyWait for the reply to be routed to (written with the parking, so a reply finds
+    the run waiting). Woken (a reply, a re-ask, the timeout): resolve the wait if the time is
+    up, send the clarifying text once if a first reply matched nothing, and branch on how the
+    wait was resolved."""
+    params = step.get("parameters") or {}
+    steps = run.definition.get("steps", [])
+    wait = ReplyWait.objects.filter(
+        run=run, index=step_run.index, generation=step_run.generation
+    ).first()
+    _step_started(step_run)
+    if wait is None:
+        question = _question(run, steps, step_run.index, tree)
+        if question is None:
+            return (
+                Outcome("skipped", reason="no text was sent for this wait to take a reply to"),
+                None,
+                None,
+            )
+        question_index, conversation = question
+        patient = batch.patient(run.event.organization_id, values)
+        asked_at = step_run.started_at or timezone.now()
+        deadline = delay_until(
+            params,
+            data=values,
+            started_at=asked_at,
+            tz=patient_zone(patient, run.workflow.organization),
+        )
+        wait = ReplyWait(
+            run=run,
+            index=step_run.index,
+            generation=step_run.generation,
+            organization_id=run.workflow.organization_id,
+            phone=phone_or_raw(conversation.patient),
+            sender=phone_or_raw(conversation.sender),
+            question=conversation.question,
+            asked_at=asked_at,
+            deadline=deadline,
+        )
+        step_run.result = {
+            "question_step": question_index + 1,
+            "asked_at": asked_at.isoformat(),
+            "deadline": deadline.isoformat(),
+        }
+        if deadline > timezone.now():
+            park = _reply_wait_writer(wait)
+            return Outcome("retry", result=step_run.result, retry_at=deadline), None, park
+        # The time was up before the wait began (a date in the data already past).
+        wait.state, wait.resolved_at = ReplyWait.State.TIMED_OUT, timezone.now()
+        _reply_wait_writer(wait)()
+    if wait.state == ReplyWait.State.WAITING and wait.reasked and "reask" not in step_run.result:
+        reask = _reask_send(run, steps, step_run, batch, text=reask_text(params))
+        if reask.status == "retry":
+            retry_at = min(reask.retry_at or wait.deadline, wait.deadline)
+            return Outcome("retry", result=step_run.result, retry_at=retry_at), None, None
+        step_run.result = {
+            **step_run.result,
+            "reask": {"status": reask.status, "reason": reask.reason, **reask.result},
+        }
+    if wait.state == ReplyWait.State.WAITING:
+        if timezone.now() < wait.deadline:
+            return Outcome("retry", result=step_run.result, retry_at=wait.deadline), None, None
+        if not reply_wait_resolve(wait_id=wait.pk, state=ReplyWait.State.TIMED_OUT):
+            wait.refresh_from_db()  # answered or cancelled in the same instant: that stands
+        else:
+            wait.state = ReplyWait.State.TIMED_OUT
+    if wait.state == ReplyWait.State.CANCELLED:
+        return Outcome("skipped", result=step_run.result, reason=wait.reason[:200]), None, None
+    answered = wait.state == ReplyWait.State.ANSWERED
+    choice = (
+        branch_by_label(params, wait.branch)
+        if answered and wait.branch
+        else branch_choose(params, wait.answer if answered else None)
+    )
+    result = {
+        **step_run.result,
+        "reply": wait.answer if answered else "",
+        "branch": choice.label,
+        "inbound": wait.inbound or "",
+        "reasked": wait.reasked,
+    }
+    return (
+        Outcome("succeeded", result=result),
+        goto_index(choice.goto, wait_index=step_run.index),
+        None,
+    )
+
+
+def _question(
+    run: Run, steps: list[dict[str, Any]], index: int, tree: BranchTree
+) -> tuple[int, Conversation] | None:
+    """The text the wait at `index` takes a reply to: the most recent earlier step on its
+    path that texted the patient (its 0-based index), with who it went to and from."""
+    candidates = question_steps(steps, tree, index, asks=step_asks)
+    if not candidates:
+        return None
+    for sent in StepRun.objects.filter(
+        run=run, index__in=candidates, status=StepRun.Status.SUCCEEDED
+    ).order_by("-index"):
+        step = steps[sent.index]
+        conversation = adapter_get(step.get("adapter", "")).conversation(
+            step.get("function", ""), inputs=sent.inputs, result=sent.result
+        )
+        if conversation is not None and conversation.patient and conversation.sender:
+            return sent.index, conversation
+    return None
+
+
+def _reply_wait_writer(wait: ReplyWait) -> Callable[[], None]:
+    def write() -> None:
+        # A worker that took over the run's lease may have written it already.
+        insert_or_get(
+            ReplyWait,
+            {"run": wait.run, "index": wait.index, "generation": wait.generation},
+            {
+                field.name: getattr(wait, field.name)
+                for field in ReplyWait._meta.concrete_fields
+                if field.name not in ("id", "run", "index", "generation")
+            },
+        )
+
+    return write
+
+
+def _reask_send(
+    run: Run, steps: list[dict[str, Any]], step_run: StepRun, batch: RunBatch, *, text: str
+) -> Outcome:
+    """Send the wait's clarifying text as its question was sent (same adapter, sender,
+    recipient, consent purpose; the send-time checks apply), once: its idempotency key is
+    the wait's."""
+    question_index = int(step_run.result.get("question_step") or 0) - 1
+    question = StepRun.objects.filter(run=run, index=question_index).first()
+    if question is None or not text:
+        return Outcome("skipped", reason="no clarifying text to send")
+    step = steps[question_index]
+    adapter = adapter_get(step.get("adapter", ""))
+    function = adapter.functions.get(step.get("function", ""))
+    if function is None or not function.preview_parameter:
+        return Outcome("skipped", reason="the question's step has no text to replace")
+    inputs = {**question.inputs, function.preview_parameter: text}
+    patient = batch.patient(run.event.organization_id, run.event.payload)
+    key = f"run:{run.pk}:step:{step_run.index}:reask"
+    return _adapter_call(run, step, step_run, batch, patient=patient, inputs=inputs, key=key)
+
+
 # What finishing a step writes (RunBatch.finish writes a run's last step with the run's end).
 STEP_FINISH_FIELDS = ["status", "result", "skip_reason", "error", "finished_at", "updated_at"]
 SKIP_REASON_LENGTH = StepRun._meta.get_field("skip_reason").max_length
@@ -502,9 +715,11 @@ def _step_finish(step_run: StepRun, outcome: Outcome) -> None:
     step_run.finished_at = step_run.updated_at = timezone.now()
 
 
-def _run_wait(run: Run, step_run: StepRun, outcome: Outcome) -> None:
+def _run_wait(run: Run, step_run: StepRun, outcome: Outcome, park: Park = None) -> None:
     due = outcome.retry_at or timezone.now() + DEFAULT_RETRY_AFTER
     with transaction.atomic():
+        if park is not None:
+            park()
         step_run.status, step_run.due_at = StepRun.Status.WAITING, due
         step_run.result, step_run.error = outcome.result, outcome.reason
         _step_save(step_run, ["status", "due_at", "result", "error", "updated_at"])
@@ -558,6 +773,18 @@ def _runs_transition(runs: list[Run], status: str, **fields: Any) -> None:
 
 
 ACTIVE_STATUSES = (Run.Status.PENDING, Run.Status.WAITING)
+
+
+def reply_wait_resolve(*, wait_id: int, state: str, **fields: Any) -> bool:
+    """Move a wait out of "waiting" to `state` (answered, timed out, cancelled), with
+    `fields`; False if it was no longer waiting. One conditional UPDATE: a reply and the
+    timeout arriving together resolve it once, whichever commits first."""
+    now = timezone.now()
+    return bool(
+        ReplyWait.objects.filter(pk=wait_id, state=ReplyWait.State.WAITING).update(
+            state=state, resolved_at=now, updated_at=now, **fields
+        )
+    )
 
 
 def run_wake(*, run_id: int) -> None:

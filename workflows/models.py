@@ -213,3 +213,64 @@ class StepRun(TimeStamped):
     @property
     def number(self) -> int:
         return self.index + 1
+
+
+class ReplyWait(TimeStamped):
+    """A run parked at a Wait-for-reply step, as data: the question it waits on an answer
+    to, until when, and how it was resolved. The state moves out of "waiting" once, by a
+    conditional UPDATE (an answer, the timeout, an opt-out), so a reply and the timeout
+    arriving in the same instant resolve it one way only; the run then reads it to branch.
+
+    Replies are routed by (organization, patient phone, clinic sender): the pair the
+    question went between, as the reply's From and To."""
+
+    class State(models.TextChoices):
+        WAITING = "waiting", "Waiting"
+        ANSWERED = "answered", "Answered"
+        TIMED_OUT = "timed_out", "No reply in time"
+        CANCELLED = "cancelled", "Cancelled"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="reply_waits")
+    index = models.PositiveIntegerField(help_text="0-based index of the wait step in the run.")
+    # The wait step's StepRun.generation: a retried run waits afresh.
+    generation = models.PositiveIntegerField(default=0)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="reply_waits"
+    )
+    phone = models.CharField("patient phone", max_length=32)
+    sender = models.CharField("clinic sender", max_length=64)
+    # The question's message (its id in the messaging app, which the engine does not import).
+    question = models.CharField(max_length=64, blank=True)
+    asked_at = models.DateTimeField()
+    deadline = models.DateTimeField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING)
+    # An unmatched first reply was answered with the clarifying text (at most once).
+    reasked = models.BooleanField(default=False)
+    reask_reply = models.TextField(blank=True)
+    reask_inbound = models.CharField(max_length=64, blank=True)
+    answer = models.TextField(blank=True)
+    # The inbound message that resolved it (the provider's id): one message answers one wait.
+    inbound = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    branch = models.CharField(max_length=80, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-asked_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "index", "generation"], name="one_reply_wait_per_step"
+            )
+        ]
+        indexes = [
+            # Routing a reply: this clinic's waiting questions to this number from this sender.
+            models.Index(
+                fields=["organization", "phone", "sender", "-asked_at"],
+                condition=Q(state="waiting"),
+                name="reply_wait_waiting",
+            )
+        ]
+
+    def __str__(self) -> str:
+        # No phone or answer: a repr may reach logs.
+        return f"Wait at step {self.index + 1} of run {self.run_id} ({self.state})"

@@ -132,6 +132,18 @@ def branch_choose(params: Mapping[str, Any], text: str | None) -> BranchChoice:
     return BranchChoice(OTHERWISE, _goto((params.get(OTHERWISE) or {}).get("goto", "end")))
 
 
+def branch_by_label(params: Mapping[str, Any], label: str) -> BranchChoice:
+    """The choice a wait recorded by its label (as `branch_choose` made it)."""
+    if label in (OTHERWISE, NO_REPLY):
+        value = params.get(label)
+        goto = value.get("goto", "end") if isinstance(value, Mapping) else "end"
+        return BranchChoice(label, _goto(goto))
+    for branch in params.get("branches") or ():
+        if str(branch.get("label")) == label:
+            return BranchChoice(label, _goto(branch.get("goto", "next")))
+    raise ReplyConfigError(f"this wait has no branch “{label}”")
+
+
 def reask_text(params: Mapping[str, Any]) -> str:
     """The clarifying text sent once on the first unmatched reply ("" = none)."""
     return str((params.get(OTHERWISE) or {}).get("reask") or "").strip()
@@ -397,16 +409,18 @@ def _on_path(tree: BranchTree, earlier: int, index: int) -> bool:
     return segment is None or segment.start <= index < segment.end
 
 
-def question_step(
+def question_steps(
     steps: Sequence[Mapping[str, Any]],
     tree: BranchTree,
     index: int,
     *,
     asks: Callable[[Mapping[str, Any]], bool],
-) -> int | None:
-    """The 0-based index of the step whose text the wait at `index` waits for an answer to:
-    the nearest earlier step on its path that `asks` (texts the patient); None if none."""
-    for earlier in range(index - 1, -1, -1):
-        if asks(steps[earlier]) and _on_path(tree, earlier, index):
-            return earlier
-    return None
+) -> list[int]:
+    """The 0-based indexes of the steps whose text the wait at `index` may wait for an answer
+    to, nearest first: the earlier steps on its path that `asks` (text the patient). The
+    question is the nearest of them that sent its text (a condition may have skipped some)."""
+    return [
+        earlier
+        for earlier in range(index - 1, -1, -1)
+        if asks(steps[earlier]) and _on_path(tree, earlier, index)
+    ]

@@ -14,6 +14,7 @@ from workflows.adapters import (
     Function,
     Parameter,
     SenderNoun,
+    step_asks,
 )
 from workflows.catalogue import EVENT_TYPES, schema_field, schema_variables
 from workflows.filters import FilterError, filter_validate
@@ -28,7 +29,7 @@ from workflows.replies import (
     ReplyConfigError,
     branch_segments,
     condition_goto_problem,
-    question_step,
+    question_steps,
 )
 from workflows.steps import StepConfigError, step_validate
 
@@ -248,13 +249,6 @@ def workflow_validate(
     return report
 
 
-def _asks(step: Mapping[str, Any]) -> bool:
-    """Whether the patient can answer what this step sends (a Wait for reply may follow)."""
-    adapter = REGISTRY.get(str(step.get("adapter") or ""))
-    function = adapter.functions.get(str(step.get("function") or "")) if adapter else None
-    return step.get("type") == "adapter" and function is not None and function.conversation
-
-
 def _branches_validate(steps: Sequence[Mapping[str, Any]], report: ValidationReport) -> None:
     """What only the whole workflow shows: the tree the waits' branches make (every step
     reachable, branches inside their wait's part), conditions jumping within their own
@@ -271,7 +265,7 @@ def _branches_validate(steps: Sequence[Mapping[str, Any]], report: ValidationRep
             problem = condition_goto_problem(tree, index=index, goto_index=int(target) - 1)
             if problem:
                 report.add_step(index, "else", problem)
-        if step.get("type") == REPLY and question_step(steps, tree, index, asks=_asks) is None:
+        if step.get("type") == REPLY and not question_steps(steps, tree, index, asks=step_asks):
             report.add_step(
                 index,
                 "type",

@@ -147,9 +147,17 @@ class TwilioAdapter(Adapter):
     ) -> Conversation | None:
         if function != SEND_SMS.name or not result.get("message_id"):
             return None
+        sender = str(inputs.get("from", "")).strip()
+        if not sender:  # sent through a Messaging Service: the number Twilio chose
+            sender = (
+                OutboundMessage.objects.filter(pk=result["message_id"])
+                .values_list("from_number", flat=True)
+                .first()
+                or ""
+            )
         return Conversation(
             patient=str(inputs.get("to", "")).strip(),
-            sender=str(inputs.get("from", "")).strip(),
+            sender=sender,
             question=str(result["message_id"]),
         )
 

@@ -15,6 +15,7 @@ from integrations.models import InboundMessage, Integration
 from integrations.policy import messaging_policy
 from patients.models import ConsentRecord, Patient
 from patients.services import inbound_message_record
+from workflows.conversations import reply_receive, reply_waits_cancel
 
 # The one list of words that revoke consent: every matcher, reply and document reads it.
 # Twilio's defaults plus the words the FCC's consent-revocation rule (47 CFR 64.1200(a)(10),
@@ -171,7 +172,12 @@ def inbound_sms_receive(
 
     An opt-out Twilio does not itself recognise ("STOP!", "OPT OUT", "ＳＴＯＰ") gets no reply
     from Twilio, so careflow confirms it once, as the FCC rule allows; a repeat while the
-    number is already opted out gets no further text."""
+    number is already opted out gets no further text.
+
+    Free text (and an opt-in word from a number that has not opted out) is offered to the
+    question waiting for this number's reply (workflows.conversations); an opt-out ends the
+    number's waits in this clinic. Both happen in the transaction that records the message,
+    so a redelivered webhook (its MessageSid already recorded) routes nothing twice."""
     organization = integration.organization
     match = keyword_match(body)
     # PostgreSQL's text and jsonb cannot hold NUL. Twilio does not send one, but a signed
@@ -190,6 +196,11 @@ def inbound_sms_receive(
     ):
         reply = OPT_OUT_CONFIRMATION.replace("{clinic}", organization.name)
     patients = list(Patient.objects.filter(organization=organization, phone=from_).order_by("id"))
+    # YES (or START) from a number that has not opted out changes no consent: it is an
+    # answer ("reply YES to confirm"). From an opted-out number it is only the opt-in.
+    answer = action == InboundMessage.Action.NONE or (
+        action == InboundMessage.Action.OPT_IN and not _already_opted_out(organization.pk, from_)
+    )
     try:
         with transaction.atomic():
             inbound = InboundMessage.objects.create(
@@ -209,6 +220,20 @@ def inbound_sms_receive(
                     _opt_out(patient, inbound, match.keyword)
                 elif action == InboundMessage.Action.OPT_IN:
                     _opt_in_restore(patient, inbound, match.keyword)
+            if action == InboundMessage.Action.OPT_OUT:
+                reply_waits_cancel(
+                    organization_id=organization.pk,
+                    phone=from_,
+                    reason=f"the patient opted out ({match.keyword})",
+                )
+            elif answer:
+                reply_receive(
+                    organization_id=organization.pk,
+                    phone=from_,
+                    sender=to,
+                    text=body,
+                    inbound_ref=sid,
+                )
             inbound_message_record(
                 organization=organization, from_=from_, to=to, body=body, provider_sid=sid
             )

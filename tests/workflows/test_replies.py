@@ -14,7 +14,7 @@ from workflows.replies import (
     branch_segments,
     condition_goto_problem,
     goto_index,
-    question_step,
+    question_steps,
     reask_text,
     reply_normalize,
     reply_parameters_validate,
@@ -312,8 +312,14 @@ def test_nested_waits_split_their_segment() -> None:
     assert [(s.start, s.end) for s in tree.waits[3].segments] == [(4, 5), (5, 6)]
     assert tree.waits[3].end == 6
     assert tree.ends == (8, 8, 6, 6, 5, 6, 8, 8)
-    assert question_step(steps, tree, 3, asks=lambda s: s["type"] == "adapter") == 2
-    assert question_step(steps, tree, 1, asks=lambda s: s["type"] == "adapter") == 0
+
+    def asks(step: dict[str, Any]) -> bool:
+        return bool(step["type"] == "adapter")
+
+    assert question_steps(steps, tree, 3, asks=asks) == [2, 0]
+    assert question_steps(steps, tree, 1, asks=asks) == [0]
+    # Step 7 is in the wait's second branch: step 3 (the first branch's) is not on its path.
+    assert question_steps(steps, tree, 7, asks=asks) == [6, 0]
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from django.utils import timezone
 from patients.models import Patient
 from patients.payloads import payload_for_patient
 from patients.zones import patient_zone
-from workflows.adapters import REGISTRY
+from workflows.adapters import REGISTRY, step_asks
 from workflows.catalogue import EVENT_TYPES, schema_example
 from workflows.diagram import branch_name
 from workflows.engine import workflow_definition
@@ -174,6 +174,7 @@ def workflow_dry_run(
             elif kind == REPLY:
                 entry, next_index, clock = _reply_dry_run(
                     params,
+                    steps=steps,
                     index=index,
                     reply=reply,
                     report=report,
@@ -198,6 +199,7 @@ def workflow_dry_run(
 def _reply_dry_run(
     params: dict[str, Any],
     *,
+    steps: list[dict[str, Any]],
     index: int,
     reply: str | None,
     report: DryRunReport,
@@ -209,9 +211,21 @@ def _reply_dry_run(
     """A wait for a reply, answered with `reply` (None: the time runs out): the branch it
     takes, the index of the next step (None: the run ends) and the clock after it."""
     number = index + 1
+    # The question, as the engine finds it: the latest text on this path the patient can
+    # answer that is sent (now or after quiet hours); none, and there is nothing to wait for.
+    asked = next(
+        (
+            s.number
+            for s in reversed(report.steps)
+            if s.outcome in ("send", "defer") and step_asks(steps[s.number - 1])
+        ),
+        None,
+    )
+    if asked is None:
+        detail = "would not wait: no text was sent for this wait to take a reply to"
+        return DryRunStep(number, REPLY, "Wait for reply", "skip", detail), None, clock
+    question = f"step {asked}'s message"
     deadline = delay_until(params, data=data, started_at=clock, tz=tz)
-    asked = next((s.number for s in reversed(report.steps) if s.message), None)
-    question = f"step {asked}'s message" if asked else "the message an earlier step sent"
     choice = branch_choose(params, reply)
     reask = reask_text(params) if reply is not None and choice.label == OTHERWISE else ""
     next_index = goto_index(choice.goto, wait_index=index)

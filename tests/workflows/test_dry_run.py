@@ -381,3 +381,16 @@ def test_no_reply_moves_the_clock_to_the_timeout(setup: dict[str, Any]) -> None:
         (6, "defer"),
     ]
     assert "no reply by 2026-06-01T22:30:00-05:00" in timed_out.steps[1].detail
+
+
+def test_a_wait_whose_question_would_not_be_sent_does_not_wait(setup: dict[str, Any]) -> None:
+    """No SMS consent: the question is skipped, so the engine has nothing to wait for and the
+    run ends there; the dry run says so."""
+    report = workflow_dry_run(
+        workflow=setup["workflow"], patient=setup["patient"], definition=CONFIRMATION, reply="c"
+    )
+    assert [(s.number, s.outcome) for s in report.steps] == [(1, "skip"), (2, "skip")]
+    assert report.steps[1].detail == (
+        "would not wait: no text was sent for this wait to take a reply to"
+    )
+    assert report.steps[1].branch is None

@@ -12,12 +12,14 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from integrations.models import OutboundMessage
-from tests.browser.conftest import clinic_admin, screenshot_path
+from tests.browser.conftest import builder_open, clinic_admin, screenshot_path
 from tests.factories import (
     AppointmentFactory,
     ConsentFactory,
     IntegrationFactory,
     PatientFactory,
+    SmsStepFactory,
+    WorkflowFactory,
 )
 from workflows.models import Step, Workflow
 
@@ -190,3 +192,61 @@ def test_build_the_appointment_confirmation_and_dry_run_its_branches(
     expect(result.locator(".cf-path-step")).to_have_count(3)
     expect(result.locator(".cf-path-step").nth(2)).to_contain_text("Step 6")
     assert not OutboundMessage.objects.exists()  # a dry run sends nothing
+
+
+def test_branches_follow_their_steps_when_steps_are_removed_or_moved(
+    admin_page: Callable[[Any], Page], transactional_db: Any
+) -> None:
+    integration = IntegrationFactory()
+    workflow = WorkflowFactory(
+        organization=integration.organization, trigger="appointment.reminder", enabled=False
+    )
+    sms = {"message": "Hi", "to": "{{customer.phone}}", "from": "+15005550006"}
+    SmsStepFactory(workflow=workflow, position=1, parameters=sms)
+    SmsStepFactory(
+        workflow=workflow,
+        position=2,
+        type="reply",
+        adapter="",
+        function="",
+        parameters={
+            "kind": "duration",
+            "seconds": "3600",
+            "branches": [
+                {"label": "Confirm", "match": "keywords", "keywords": ["c"], "goto": "next"},
+                {"label": "Cancel", "match": "keywords", "keywords": ["x"], "goto": 4},
+            ],
+            "otherwise": {"goto": "end"},
+            "no_reply": {"goto": 5},
+        },
+    )
+    for position in (3, 4, 5):
+        SmsStepFactory(workflow=workflow, position=position, parameters=sms)
+    page = builder_open(admin_page, workflow)
+    steps = page.locator("#cf-steps > li")
+    wait = steps.nth(1)
+    expect(wait.locator("fieldset.cf-otherwise").get_by_label("Then")).to_have_value("end")
+
+    # step 4 goes: "Cancel" went there, so it ends the run; "no reply" follows step 5 to 4
+    page.get_by_role("button", name="Remove step 4").click()
+    expect(_branch(wait, 1).get_by_label("Then")).to_have_value("end")
+    expect(wait.locator("fieldset.cf-no-reply").get_by_label("Then")).to_have_value("4")
+    expect(page.locator("#cf-problems")).to_have_text("✓ No problems found.")
+    expect(steps.nth(3).locator(".cf-branch-caption")).to_have_text(
+        "If the reply to step 2 is: no reply"
+    )
+
+    # the branch order is the matching order: Cancel first now, moved by keyboard
+    up = _branch(wait, 1).get_by_role("button", name="Move branch 2 up")
+    up.focus()
+    page.keyboard.press("Enter")
+    expect(_branch(wait, 0).get_by_label("Label")).to_have_value("Cancel")
+    expect(_branch(wait, 0).get_by_role("button", name="Move branch 1 down")).to_be_focused()
+    # a step moved from before the wait to after it: the wait's question is gone
+    page.get_by_role("button", name="Move step 1 down").click()
+    expect(page.locator("#cf-problems")).to_contain_text("problem")
+    expect(steps.nth(0)).to_contain_text("needs an earlier step on its path that texts the patient")
+    page.locator("input[name=_continue]").click()
+    expect(page.locator(".errornote")).to_be_visible()
+    saved = workflow.steps.get(position=2)
+    assert saved.parameters["branches"][1]["goto"] == 4  # the refused edit changed nothing

@@ -636,9 +636,11 @@
       replyChanged(step);
       renderSteps();
       announce(`Branch ${moved.label || number} moved to position ${to + 1}.`);
-      const wanted = list.querySelector(`#cf-s${step.key}-b${to} .${focusClass}`);
-      if (wanted && !wanted.disabled) wanted.focus();
-      else list.querySelector(`#cf-s${step.key}-b${to} .cf-branch-remove`).focus();
+      // As steps do: keep moving the same way, or the other way once at the end.
+      const item = list.querySelector(`#cf-s${step.key}-b${to}`);
+      const wanted = item.querySelector(`.${focusClass}`);
+      const other = item.querySelector(focusClass === "cf-branch-up" ? ".cf-branch-down" : ".cf-branch-up");
+      (!wanted.disabled ? wanted : other).focus();
     }
     up.addEventListener("click", () => moveBranch(position - 1, "cf-branch-up"));
     down.addEventListener("click", () => moveBranch(position + 1, "cf-branch-down"));

@@ -370,7 +370,8 @@ def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, A
             continue  # left over from another type or function: not part of this step
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        parameters[name] = value if isinstance(value, (Mapping, list)) else str(value)
+        structure = isinstance(value, Mapping) or (kind == REPLY and name in REPLY_STRUCTURES)
+        parameters[name] = value if structure else str(value)
     if kind == "condition":
         query = parameters.get("query")
         if query is None:

@@ -1120,3 +1120,35 @@ def test_a_simulated_reply_that_is_not_a_text_message_is_refused(
     body = {"definition": definition, "patient": test_patient.pk, "reply": reply}
     response = _post(staff, _url("builder_dry_run", workflow), body)
     assert (response.status_code, response.json()) == (400, {"error": error})
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"branches": "x", "otherwise": "[", "no_reply": "5"},
+        {"branches": [1, None, "a"], "otherwise": [], "no_reply": {"goto": None}},
+        {"branches": [{"label": "A", "match": "keywords", "keywords": ["a"], "goto": "abc"}]},
+        {"branches": [{"label": "A", "match": "number", "min": "x", "goto": True}]},
+        {"branches": [{"label": "A\u0000", "match": "pattern", "pattern": "(" * 300}]},
+        {"branches": [{"label": "<b>", "match": "keywords", "keywords": [{"a": 1}]}] * 30},
+        {"kind": "until_field", "path": "", "offset_seconds": "9" * 40},
+    ],
+)
+def test_a_malformed_wait_is_never_a_server_error(
+    staff: Client, workflow: Workflow, test_patient: Any, parameters: dict[str, Any]
+) -> None:
+    wait = {"type": "reply", "parameters": {**WAIT_PARAMETERS, **parameters}}
+    definition = _definition(
+        _sms("Hi"), wait, _sms("Hi"), _sms("Hi"), trigger="appointment.reminder"
+    )
+    report = _post(staff, _url("builder_validate", workflow), {"definition": definition})
+    assert report.status_code in (200, 400)
+    if report.status_code == 200:
+        assert report.json()["ok"] is False and report.json()["steps"]["1"]
+    diagram = _post(staff, _url("builder_diagram", workflow), {"definition": definition})
+    assert diagram.status_code in (200, 400)
+    body = {"definition": definition, "patient": test_patient.pk, "reply": "a"}
+    dry_run = _post(staff, _url("builder_dry_run", workflow), body)
+    assert dry_run.status_code in (200, 400)
+    if dry_run.status_code == 200:
+        assert "Fix these first" in dry_run.content.decode()

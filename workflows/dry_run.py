@@ -226,13 +226,15 @@ def _reply_dry_run(
         return DryRunStep(number, REPLY, "Wait for reply", "skip", detail), None, clock
     question = f"step {asked}'s message"
     deadline = delay_until(params, data=data, started_at=clock, tz=tz)
+    # In the patient's time, to the minute: what the admin compares with quiet hours.
+    until = deadline.astimezone(tz).isoformat(timespec="minutes")
     choice = branch_choose(params, reply)
     reask = reask_text(params) if reply is not None and choice.label == OTHERWISE else ""
     next_index = goto_index(choice.goto, wait_index=index)
     end = tree.ends[next_index] if tree is not None and next_index is not None else None
     runs = [] if next_index is None else list(range(next_index + 1, (end or next_index + 1) + 1))
     name = branch_name(choice.label)
-    said = f"the reply “{reply}”" if reply is not None else f"no reply by {deadline.isoformat()}"
+    said = f"the reply “{reply}”" if reply is not None else "no reply by then"
     then = (
         "the run ends"
         if not runs
@@ -241,8 +243,7 @@ def _reply_dry_run(
         else f"steps {runs[0]} to {runs[-1]}, then the run ends"
     )
     detail = (
-        f"waits for a reply to {question} until {deadline.isoformat()}; {said} takes "
-        f"the “{name}” branch: {then}"
+        f"waits for a reply to {question} until {until}; {said} takes the “{name}” branch: {then}"
     )
     if reask:
         detail += (

@@ -380,7 +380,10 @@ def test_no_reply_moves_the_clock_to_the_timeout(setup: dict[str, Any]) -> None:
         (2, "branch"),
         (6, "defer"),
     ]
-    assert "no reply by 2026-06-01T22:30:00-05:00" in timed_out.steps[1].detail
+    assert timed_out.steps[1].detail == (
+        "waits for a reply to step 1's message until 2026-06-01T22:30-05:00; no reply by then "
+        "takes the “no reply” branch: step 6, then the run ends"
+    )
 
 
 def test_a_wait_whose_question_would_not_be_sent_does_not_wait(setup: dict[str, Any]) -> None:

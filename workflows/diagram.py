@@ -246,10 +246,11 @@ def _arrow_left(x: float, y: float) -> str:
     return f'<path class="cf-d-arrow" d="M{x + 7:.0f} {y - 5:.0f} L{x + 7:.0f} {y + 5:.0f} L{x:.0f} {y:.0f} Z"/>'
 
 
-def _pill(x: float, y: float, label: str = "End") -> str:
+def _pill(x: float, y: float) -> str:
+    """An End: where the run stops."""
     return (
         f'<rect class="cf-d-end" x="{x:.0f}" y="{y:.0f}" rx="15" width="80" '
-        f'height="{END_HEIGHT}"/>' + _text(x + 40, y + 19, label, "cf-d-title", "middle")
+        f'height="{END_HEIGHT}"/>' + _text(x + 40, y + 19, "End", "cf-d-title", "middle")
     )
 
 

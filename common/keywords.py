@@ -9,6 +9,24 @@ a "C" leaves an appointment unconfirmed, so every matcher reads the normalised t
 
 import unicodedata
 
+# The one list of words that revoke consent: every matcher, reply and document reads it.
+# Twilio's defaults plus the words the FCC's consent-revocation rule (47 CFR 64.1200(a)(10),
+# in force since 11 April 2025) says must be honoured: stop, quit, end, revoke, opt out,
+# cancel, unsubscribe. Spacing and hyphens inside do not matter ("OPT OUT" = "OPT-OUT" = "OPTOUT").
+OPT_OUT_KEYWORDS: tuple[str, ...] = (
+    "STOP",
+    "STOPALL",
+    "UNSUBSCRIBE",
+    "CANCEL",
+    "END",
+    "QUIT",
+    "REVOKE",
+    "OPT OUT",
+    "OPTOUT",
+)
+OPT_IN_KEYWORDS: tuple[str, ...] = ("START", "YES", "UNSTOP")
+HELP_KEYWORDS: tuple[str, ...] = ("HELP", "INFO")
+
 # Unicode general categories a keyword never starts or ends with: punctuation, symbols (emoji),
 # separators, combining marks (emoji variation selectors) and other (control, private use).
 _DECORATION = frozenset("PSZMC")
@@ -43,3 +61,29 @@ def keyword_compact(text: str) -> str:
     return "".join(
         ch for ch in text if not ch.isspace() and unicodedata.category(ch)[:2] not in ("Pd", "Pc")
     )
+
+
+def _keys(keywords: tuple[str, ...]) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for word in keywords:
+        keys.setdefault(keyword_compact(keyword_normalize(word)), word)
+    return keys
+
+
+_FAMILIES = (
+    ("opt_out", _keys(OPT_OUT_KEYWORDS)),
+    ("opt_in", _keys(OPT_IN_KEYWORDS)),
+    ("help", _keys(HELP_KEYWORDS)),
+)
+
+
+def keyword_family(body: str) -> tuple[str, str]:
+    """Which keyword `body` is, once normalised (the whole message must be the keyword): its
+    family ("opt_out", "opt_in", "help") and the listed keyword, e.g. ("opt_out", "OPT OUT");
+    ("", "") for any other text. An opt-out or help word keeps its meaning wherever it is
+    texted, so it is never an answer a Wait-for-reply step branches on."""
+    key = keyword_compact(keyword_normalize(body))
+    for family, keys in _FAMILIES:
+        if key in keys:
+            return family, keys[key]
+    return "", ""

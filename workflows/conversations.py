@@ -4,8 +4,11 @@ The messaging side calls these inside the transaction that records the inbound m
 a redelivered webhook, recorded once, routes once). The rule: a reply goes, by the pair
 (patient phone = the reply's From, clinic sender = its To), to the waiting question with the
 latest send time among this clinic's waits for that pair: the most recent question wins;
-the others keep waiting. A reply that no question waits for is kept as an inbound message
-(and its message.inbound event) as before.
+the others keep waiting. STOP and the other opt-out words, and HELP, are never answers (an
+opt-out ends the number's waits here); YES and START, opt-in words, are answers from a number
+that has not opted out (they change no consent then). A wait is open until it is resolved: a reply that arrives just after
+the deadline, before a worker has timed the wait out, still answers it. A reply that no
+question waits for is kept as an inbound message (and its message.inbound event) as before.
 
 Resolving a wait is one conditional UPDATE (waiting → answered), the same statement shape
 as the timeout's (waiting → timed out, `engine.reply_wait_resolve`), so exactly one of a
@@ -21,8 +24,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from patients.phones import phone_or_raw
-from workflows.engine import reply_wait_resolve, run_wake
-from workflows.models import ReplyWait, Run, StepRun
+from workflows.engine import reply_wait_resolve, run_wake, runs_cancel
+from workflows.models import ReplyWait
 from workflows.replies import OTHERWISE, ReplyConfigError, branch_choose, reask_text
 from workflows.tasks import run_advance
 
@@ -57,7 +60,6 @@ def reply_receive(
             phone=phone_or_raw(phone),
             sender=phone_or_raw(sender),
             state=ReplyWait.State.WAITING,
-            deadline__gt=now,
         )
         .select_related("run")
         .order_by("-asked_at", "-id")[:_CANDIDATES]
@@ -110,19 +112,5 @@ def reply_waits_cancel(*, organization_id: int, phone: str, reason: str) -> int:
     waits.update(
         state=ReplyWait.State.CANCELLED, reason=reason[:200], resolved_at=now, updated_at=now
     )
-    # A run a worker holds right now (a re-ask being sent) stops after its step, as when a
-    # workflow is disabled: its status is no longer "running".
-    runs = Run.objects.filter(pk__in=run_ids, status__in=[Run.Status.WAITING, Run.Status.RUNNING])
-    StepRun.objects.filter(
-        run_id__in=run_ids, status__in=[StepRun.Status.WAITING, StepRun.Status.RUNNING]
-    ).update(
-        status=StepRun.Status.CANCELLED, skip_reason=reason[:200], finished_at=now, updated_at=now
-    )
-    return runs.update(
-        status=Run.Status.CANCELLED,
-        finished_at=now,
-        due_at=None,
-        lease_expires_at=None,
-        updated_at=now,
-        error=f"cancelled: {reason}",
-    )
+    # A run a worker holds right now (a re-ask being sent) stops after its step.
+    return runs_cancel(run_ids=run_ids, reason=reason)

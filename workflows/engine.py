@@ -413,8 +413,9 @@ def _steps_not_reached(run: Run, indexes: range, reason: str) -> None:
         )
 
 
-# Writes a step makes in the same transaction that parks its run (a wait's ReplyWait row).
-Park = Callable[[], None] | None
+# What a step does in the transaction that parks its run (a wait's ReplyWait row): it may
+# return an earlier due time than the outcome's (what it waits for has happened meanwhile).
+Park = Callable[[], datetime | None] | None
 
 
 def _step_execute(
@@ -597,8 +598,8 @@ def _reply_execute(
             "deadline": deadline.isoformat(),
         }
         if deadline > timezone.now():
-            park = _reply_wait_writer(wait)
-            return Outcome("retry", result=step_run.result, retry_at=deadline), None, park
+            write = _reply_wait_writer(wait)
+            return Outcome("retry", result=step_run.result, retry_at=deadline), None, write
         # The time was up before the wait began (a date in the data already past).
         wait.state, wait.resolved_at = ReplyWait.State.TIMED_OUT, timezone.now()
         _reply_wait_writer(wait)()
@@ -606,14 +607,16 @@ def _reply_execute(
         reask = _reask_send(run, steps, step_run, batch, text=reask_text(params))
         if reask.status == "retry":
             retry_at = min(reask.retry_at or wait.deadline, wait.deadline)
-            return Outcome("retry", result=step_run.result, retry_at=retry_at), None, None
+            hold = _reply_wait_hold(wait.pk)
+            return Outcome("retry", result=step_run.result, retry_at=retry_at), None, hold
         step_run.result = {
             **step_run.result,
             "reask": {"status": reask.status, "reason": reask.reason, **reask.result},
         }
     if wait.state == ReplyWait.State.WAITING:
         if timezone.now() < wait.deadline:
-            return Outcome("retry", result=step_run.result, retry_at=wait.deadline), None, None
+            hold = _reply_wait_hold(wait.pk)
+            return Outcome("retry", result=step_run.result, retry_at=wait.deadline), None, hold
         if not reply_wait_resolve(wait_id=wait.pk, state=ReplyWait.State.TIMED_OUT):
             wait.refresh_from_db()  # answered or cancelled in the same instant: that stands
         else:
@@ -658,6 +661,23 @@ def _question(
         if conversation is not None and conversation.patient and conversation.sender:
             return sent.index, conversation
     return None
+
+
+def _reply_wait_hold(wait_id: int) -> Callable[[], datetime | None]:
+    """Park the run only while its wait is still open. The wait's row stays locked until the
+    run is parked: a reply resolving it meanwhile waits for that commit and then finds the run
+    waiting, to wake it; a reply that came first (while this worker held the run, which a
+    wake cannot touch) is seen here, and the run is made due at once."""
+
+    def hold() -> datetime | None:
+        open_ = (
+            ReplyWait.objects.select_for_update()
+            .filter(pk=wait_id, state=ReplyWait.State.WAITING)
+            .exists()
+        )
+        return None if open_ else timezone.now()
+
+    return hold
 
 
 def _reply_wait_writer(wait: ReplyWait) -> Callable[[], None]:
@@ -719,7 +739,7 @@ def _run_wait(run: Run, step_run: StepRun, outcome: Outcome, park: Park = None) 
     due = outcome.retry_at or timezone.now() + DEFAULT_RETRY_AFTER
     with transaction.atomic():
         if park is not None:
-            park()
+            due = park() or due
         step_run.status, step_run.due_at = StepRun.Status.WAITING, due
         step_run.result, step_run.error = outcome.result, outcome.reason
         _step_save(step_run, ["status", "due_at", "result", "error", "updated_at"])
@@ -803,28 +823,37 @@ def workflow_disable(*, workflow: Workflow) -> int:
     with transaction.atomic():
         workflow.enabled = False
         workflow.save(update_fields=["enabled", "updated_at"])  # a save, so it is audited
-        now = timezone.now()
         runs = Run.objects.filter(
             workflow=workflow, status__in=[*ACTIVE_STATUSES, Run.Status.RUNNING]
         )
-        run_ids = list(runs.values_list("id", flat=True))
-        StepRun.objects.filter(
-            run_id__in=run_ids,
-            status__in=[StepRun.Status.PENDING, StepRun.Status.WAITING],
-        ).update(
-            status=StepRun.Status.CANCELLED,
-            finished_at=now,
-            updated_at=now,
-            skip_reason="workflow disabled",
+        return runs_cancel(
+            run_ids=list(runs.values_list("id", flat=True)), reason="the workflow was disabled"
         )
-        return runs.update(
-            status=Run.Status.CANCELLED,
-            finished_at=now,
-            due_at=None,
-            lease_expires_at=None,
-            updated_at=now,
-            error="cancelled: the workflow was disabled",
-        )
+
+
+def runs_cancel(*, run_ids: list[int], reason: str) -> int:
+    """Cancel these runs that have not finished, with `reason` on them and on their pending
+    and waiting steps; return how many. A run a worker holds right now finishes the step it
+    is on and then stops (its status is no longer "running")."""
+    now = timezone.now()
+    StepRun.objects.filter(
+        run_id__in=run_ids, status__in=[StepRun.Status.PENDING, StepRun.Status.WAITING]
+    ).update(
+        status=StepRun.Status.CANCELLED,
+        finished_at=now,
+        updated_at=now,
+        skip_reason=reason[:SKIP_REASON_LENGTH],
+    )
+    return Run.objects.filter(
+        pk__in=run_ids, status__in=[*ACTIVE_STATUSES, Run.Status.RUNNING]
+    ).update(
+        status=Run.Status.CANCELLED,
+        finished_at=now,
+        due_at=None,
+        lease_expires_at=None,
+        updated_at=now,
+        error=f"cancelled: {reason}",
+    )
 
 
 def run_retry(*, run: Run) -> bool:

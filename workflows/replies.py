@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.keywords import keyword_compact, keyword_normalize
+from common.keywords import keyword_compact, keyword_family, keyword_normalize
 
 REPLY = "reply"  # the step type (Step.Type.REPLY)
 OTHERWISE = "otherwise"  # the branch an unmatched reply takes
@@ -40,6 +40,12 @@ MAX_LABEL_LENGTH = 60
 # Python's re has no match timeout: a short pattern keeps a pathological one cheap enough.
 MAX_PATTERN_LENGTH = 200
 MAX_REASK_LENGTH = 1600  # the longest SMS Twilio accepts
+# Keywords that keep their meaning whenever a patient texts them (YES and START, opt-in
+# words, are answers from a number that has not opted out: see workflows.conversations).
+_NEVER_ANSWERS = {
+    "opt_out": "an opt-out keyword: the patient is unsubscribed",
+    "help": "a help keyword: the patient gets the clinic's help text",
+}
 # No number-matching reply is longer; int() of a huge digit string is slow and pointless.
 _MAX_NUMBER_DIGITS = 9
 
@@ -219,6 +225,12 @@ def _branch_validate(branch: Any, *, position: int, number: int, total: int) -> 
             if not keyword_compact(keyword_normalize(keyword)):
                 raise ReplyConfigError(
                     f"{what}: {keyword!r} has no letters or digits a reply could match"
+                )
+            family, listed = keyword_family(keyword)
+            if family in _NEVER_ANSWERS:
+                raise ReplyConfigError(
+                    f"{what}: “{keyword}” is {_NEVER_ANSWERS[family]} ({listed}), so it is "
+                    "never an answer; use another word, e.g. X or N"
                 )
     elif match == "number":
         low = _int_bound(branch, "min", what)

@@ -10,7 +10,7 @@ from patients.models import Patient
 from workflows.adapters import step_messages
 from workflows.diagram import step_detail, step_title
 from workflows.engine import ACTIVE_STATUSES
-from workflows.models import Run, StepRun, Workflow
+from workflows.models import ReplyWait, Run, StepRun, Workflow
 
 
 def run_waiting_message(*, run: Run) -> int | None:
@@ -42,11 +42,17 @@ def run_patient(run: Run) -> Patient | None:
 
 def run_timeline(run: Run) -> list[dict[str, Any]]:
     """The run step by step, as pinned when it started: each step with its step run (if it
-    got that far), the messages it produced, and the send decision of each message; times in
-    the clinic's zone. Two queries, however long the run."""
+    got that far), the messages it produced, and the send decision of each message, and a
+    wait's question, deadline and reply; times in the clinic's zone. Three queries, however
+    long the run."""
     zone = run.workflow.organization.timezone
     step_runs = {step_run.index: step_run for step_run in run.step_runs.all()}
     by_step_run = step_messages(run)
+    waits = {
+        wait.index: wait
+        # The latest generation of each step's wait last (a retried run waits afresh).
+        for wait in ReplyWait.objects.filter(run=run).order_by("index", "generation")
+    }
     timeline = []
     for index, step in enumerate(run.definition.get("steps", [])):
         step_run = step_runs.get(index)
@@ -64,7 +70,24 @@ def run_timeline(run: Run) -> list[dict[str, Any]]:
                 if step_run and step_run.result
                 else "",
                 "messages": by_step_run.get(step_run.pk, []) if step_run else [],
+                "wait": _wait_facts(waits[index], zone) if index in waits else None,
                 "current": index == run.next_index and run.status in ("waiting", "running"),
             }
         )
     return timeline
+
+
+def _wait_facts(wait: ReplyWait, zone: str) -> dict[str, Any]:
+    """A Wait-for-reply step's wait as the run page shows it."""
+    return {
+        "state": wait.get_state_display(),
+        "asked": clinic_datetime(wait.asked_at, zone),
+        "deadline": clinic_datetime(wait.deadline, zone),
+        "resolved": clinic_datetime(wait.resolved_at, zone) if wait.resolved_at else "",
+        "answer": wait.answer,
+        "branch": {"otherwise": "anything else", "no_reply": "no reply"}.get(
+            wait.branch, wait.branch
+        ),
+        "reask_reply": wait.reask_reply if wait.reasked else "",
+        "reason": wait.reason,
+    }

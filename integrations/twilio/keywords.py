@@ -10,30 +10,16 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
-from common.keywords import keyword_compact, keyword_normalize
+from common.keywords import (
+    keyword_family,
+    keyword_normalize,
+)
 from integrations.models import InboundMessage, Integration
 from integrations.policy import messaging_policy
 from patients.models import ConsentRecord, Patient
 from patients.services import inbound_message_record
 from workflows.conversations import reply_receive, reply_waits_cancel
 
-# The one list of words that revoke consent: every matcher, reply and document reads it.
-# Twilio's defaults plus the words the FCC's consent-revocation rule (47 CFR 64.1200(a)(10),
-# in force since 11 April 2025) says must be honoured: stop, quit, end, revoke, opt out,
-# cancel, unsubscribe. Spacing and hyphens inside do not matter ("OPT OUT" = "OPT-OUT" = "OPTOUT").
-OPT_OUT_KEYWORDS: tuple[str, ...] = (
-    "STOP",
-    "STOPALL",
-    "UNSUBSCRIBE",
-    "CANCEL",
-    "END",
-    "QUIT",
-    "REVOKE",
-    "OPT OUT",
-    "OPTOUT",
-)
-OPT_IN_KEYWORDS: tuple[str, ...] = ("START", "YES", "UNSTOP")
-HELP_KEYWORDS: tuple[str, ...] = ("HELP", "INFO")
 # What Twilio itself blocks and confirms on a long code: the exact word, trimmed, any case
 # (Twilio's Advanced Opt-Out guide). For any other opt-out careflow recognises, Twilio sends
 # nothing, so careflow sends the one confirmation the FCC rule allows.
@@ -52,20 +38,6 @@ REVOCATION = re.compile(
 )
 
 
-def _keys(keywords: tuple[str, ...]) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for word in keywords:
-        keys.setdefault(keyword_compact(keyword_normalize(word)), word)
-    return keys
-
-
-_KEYWORD_FAMILIES = (
-    (InboundMessage.Action.OPT_OUT, _keys(OPT_OUT_KEYWORDS)),
-    (InboundMessage.Action.OPT_IN, _keys(OPT_IN_KEYWORDS)),
-    (InboundMessage.Action.HELP, _keys(HELP_KEYWORDS)),
-)
-
-
 @dataclass(frozen=True, slots=True)
 class KeywordMatch:
     action: str
@@ -74,11 +46,9 @@ class KeywordMatch:
 
 def keyword_match(body: str) -> KeywordMatch:
     """Which keyword `body` is, once normalised: the whole message must be the keyword."""
-    key = keyword_compact(keyword_normalize(body))
-    for action, keys in _KEYWORD_FAMILIES:
-        if key in keys:
-            return KeywordMatch(action, keys[key])
-    return KeywordMatch(InboundMessage.Action.NONE, "")
+    family, keyword = keyword_family(body)
+    # The families are named as the actions are ("opt_out", "opt_in", "help").
+    return KeywordMatch(family or InboundMessage.Action.NONE, keyword)
 
 
 def keyword_action(body: str) -> str:

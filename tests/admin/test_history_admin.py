@@ -18,7 +18,7 @@ from tests.factories import (
     clinic_client,
     clinic_integration,
 )
-from workflows.models import Event, Run, StepRun
+from workflows.models import Event, ReplyWait, Run, StepRun
 
 pytestmark = pytest.mark.django_db
 
@@ -128,6 +128,37 @@ def test_the_run_timeline_shows_each_step_with_its_messages_and_decisions(
     assert "Twilio error 30007: The carrier filtered the message as spam" in timeline
     assert "Delay" in timeline and ">next<" in timeline  # step 2, not run yet
     assert "Workflow version" in page and ">3<" in page
+
+
+def test_the_run_timeline_shows_a_wait_its_deadline_and_the_reply_and_branch(
+    superuser: Client,
+) -> None:
+    run = _run(WorkflowFactory(), status="succeeded")
+    asked = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
+    StepRun.objects.create(run=run, index=1, status="succeeded", result={"branch": "Confirm"})
+    ReplyWait.objects.create(
+        run=run,
+        index=1,
+        organization=run.workflow.organization,
+        phone="+14155550100",
+        sender="+15005550006",
+        asked_at=asked,
+        deadline=asked + timedelta(hours=24),
+        state="answered",
+        reasked=True,
+        reask_reply="huh?",
+        answer="C <b>",
+        branch="Confirm",
+        resolved_at=asked + timedelta(minutes=5),
+    )
+    page = superuser.get(reverse("admin:workflows_run_change", args=[run.pk])).content.decode()
+    timeline = page[page.index('class="cf-timeline"') :]
+    facts = timeline[timeline.index("cf-reply-wait") :]
+    assert "<dt>Reply</dt><dd>Answered</dd>" in facts
+    assert "<dt>Waits until</dt>" in facts
+    assert "<dt>First reply (asked again)</dt><dd>“huh?”</dd>" in facts
+    assert "<dt>Answer</dt><dd>“C &lt;b&gt;”</dd>" in facts  # the patient's text, escaped
+    assert "<dt>Branch</dt><dd>Confirm</dd>" in facts
 
 
 def test_the_message_log_shows_delivery_and_explains_twilio_errors(superuser: Client) -> None:

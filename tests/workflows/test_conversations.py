@@ -22,7 +22,7 @@ from tests.factories import (
     SmsStepFactory,
     WorkflowFactory,
 )
-from workflows.conversations import reply_receive, reply_waits_cancel
+from workflows.conversations import ReplyRouted, reply_receive, reply_waits_cancel
 from workflows.engine import event_dispatch, run_advance
 from workflows.models import Event, ReplyWait, Run, StepRun, Workflow
 
@@ -98,6 +98,13 @@ def _reply(integration: Integration, body: str, *, sid: str, phone: str = PHONE)
     return inbound_sms_receive(integration=integration, sid=sid, from_=phone, to=SENDER, body=body)
 
 
+def _route(organization_id: int, text: str, *, ref: str, sender: str = SENDER) -> ReplyRouted:
+    """Route a reply as the inbound SMS path does (without recording the message)."""
+    return reply_receive(
+        organization_id=organization_id, phone=PHONE, sender=sender, text=text, inbound_ref=ref
+    )
+
+
 def _advance(run: Run) -> Run:
     """What the worker woken by the reply does (the test's transaction never commits, so the
     task queued on commit never runs: the wake is checked, then the advance done here)."""
@@ -107,6 +114,20 @@ def _advance(run: Run) -> Run:
     advanced = run_advance(run_id=run.pk)
     assert advanced is not None
     return advanced
+
+
+def _two_questions(clinic: Integration) -> tuple[Run, Run]:
+    """Two runs of one workflow waiting on the same patient's reply, the second asked last."""
+    _workflow(clinic)
+    patient = _patient(clinic)
+    return _start(clinic, patient), _start(clinic, patient)
+
+
+def _time_up(run: Run) -> None:
+    """The wait's deadline passed a second ago, and the run is due (beat's sweep's view)."""
+    past = timezone.now() - timedelta(seconds=1)
+    ReplyWait.objects.filter(run=run).update(deadline=past)
+    Run.objects.filter(pk=run.pk).update(due_at=past)
 
 
 def _bodies(sandbox: SandboxServer) -> list[str]:
@@ -166,18 +187,28 @@ def test_no_reply_before_the_timeout_takes_the_no_reply_branch(
 ) -> None:
     _workflow(clinic)
     run = _start(clinic, _patient(clinic))
-    ReplyWait.objects.filter(run=run).update(deadline=timezone.now() - timedelta(seconds=1))
-    Run.objects.filter(pk=run.pk).update(due_at=timezone.now() - timedelta(seconds=1))
-    # A reply after the deadline answers nothing (it is kept, as any unrouted reply).
-    _reply(clinic, "C", sid="SM" + "2" * 32)
-    assert InboundMessage.objects.filter(provider_sid="SM" + "2" * 32).exists()
-    assert ReplyWait.objects.get(run=run).state == "waiting"
+    _time_up(run)
     run = run_advance(run_id=run.pk)
     assert run is not None and run.status == Run.Status.SUCCEEDED
     wait = ReplyWait.objects.get(run=run)
     assert wait.state == "timed_out" and wait.resolved_at is not None
     assert StepRun.objects.get(run=run, index=1).result["branch"] == "no_reply"
     assert _bodies(sandbox) == ["Reply C to confirm, X to cancel"]
+    # A reply after the wait timed out answers nothing (it is kept, as any unrouted reply).
+    assert _reply(clinic, "C", sid="SM" + "2" * 32).created
+    assert ReplyWait.objects.get(run=run).answer == ""
+
+
+def test_a_reply_just_after_the_deadline_still_answers_until_the_wait_is_timed_out(
+    clinic: Integration, sandbox: SandboxServer
+) -> None:
+    _workflow(clinic)
+    run = _start(clinic, _patient(clinic))
+    _time_up(run)
+    _reply(clinic, "x", sid="SM" + "h" * 32)
+    run = _advance(run)
+    assert ReplyWait.objects.get(run=run).state == "answered"
+    assert _bodies(sandbox)[-1] == "Cancelled"
 
 
 def test_an_unmatched_first_reply_is_reasked_once_then_takes_otherwise(
@@ -187,13 +218,7 @@ def test_an_unmatched_first_reply_is_reasked_once_then_takes_otherwise(
     steps[1] = _wait(otherwise={"goto": 5, "reask": "Sorry, please reply C or X."})
     _workflow(clinic, steps)
     run = _start(clinic, _patient(clinic))
-    routed = reply_receive(
-        organization_id=clinic.organization_id,
-        phone=PHONE,
-        sender=SENDER,
-        text="maybe",
-        inbound_ref="SM" + "3" * 32,
-    )
+    routed = _route(clinic.organization_id, "maybe", ref="SM" + "3" * 32)
     assert routed.reasked and routed.run_id == run.pk
     run = _advance(run)
     assert run.status == Run.Status.WAITING  # still waiting, same deadline
@@ -209,13 +234,7 @@ def test_an_unmatched_first_reply_is_reasked_once_then_takes_otherwise(
     assert run is not None and run.status == Run.Status.WAITING
     assert len(sandbox.messages()) == 2
     # A second unmatched reply takes "anything else".
-    routed = reply_receive(
-        organization_id=clinic.organization_id,
-        phone=PHONE,
-        sender=SENDER,
-        text="dunno",
-        inbound_ref="SM" + "4" * 32,
-    )
+    routed = _route(clinic.organization_id, "dunno", ref="SM" + "4" * 32)
     assert routed.branch == "otherwise" and not routed.reasked
     run = _advance(run)
     assert run.status == Run.Status.SUCCEEDED
@@ -236,10 +255,7 @@ def test_a_reply_while_no_question_waits_is_kept(clinic: Integration) -> None:
 def test_the_most_recent_question_wins_and_the_other_keeps_waiting(
     clinic: Integration, sandbox: SandboxServer
 ) -> None:
-    _workflow(clinic)
-    patient = _patient(clinic)
-    first = _start(clinic, patient)
-    second = _start(clinic, patient)
+    first, second = _two_questions(clinic)
     assert first.pk != second.pk
     ReplyWait.objects.filter(run=first).update(asked_at=timezone.now() - timedelta(minutes=5))
     _reply(clinic, "C", sid="SM" + "6" * 32)
@@ -259,22 +275,10 @@ def test_a_reply_from_another_number_or_to_another_sender_answers_nothing(
     _workflow(clinic)
     run = _start(clinic, _patient(clinic))
     _reply(clinic, "C", sid="SM" + "8" * 32, phone="+14155550199")
-    routed = reply_receive(
-        organization_id=clinic.organization_id,
-        phone=PHONE,
-        sender="+15005550007",
-        text="C",
-        inbound_ref="SM" + "9" * 32,
-    )
+    routed = _route(clinic.organization_id, "C", ref="SM" + "9" * 32, sender="+15005550007")
     assert routed.wait_id is None
     other = IntegrationFactory()  # another clinic, same numbers
-    routed = reply_receive(
-        organization_id=other.organization_id,
-        phone=PHONE,
-        sender=SENDER,
-        text="C",
-        inbound_ref="SM" + "a" * 32,
-    )
+    routed = _route(other.organization_id, "C", ref="SM" + "a" * 32)
     assert routed.wait_id is None
     assert ReplyWait.objects.get(run=run).state == "waiting"
 
@@ -282,10 +286,7 @@ def test_a_reply_from_another_number_or_to_another_sender_answers_nothing(
 def test_a_redelivered_inbound_webhook_is_routed_once(
     clinic: Integration, sandbox: SandboxServer
 ) -> None:
-    _workflow(clinic)
-    patient = _patient(clinic)
-    first = _start(clinic, patient)
-    second = _start(clinic, patient)
+    first, second = _two_questions(clinic)
     assert _reply(clinic, "C", sid="SM" + "b" * 32).created
     assert not _reply(clinic, "C", sid="SM" + "b" * 32).created
     answered = ReplyWait.objects.filter(state="answered")
@@ -375,3 +376,38 @@ def test_the_confirm_branch_ends_at_its_segment_end(
         4: "not reached: in another branch of step 2",
     }
     assert Appointment.objects.count() == 1
+
+
+def test_a_reply_while_a_worker_holds_the_run_is_not_left_until_the_deadline(
+    clinic: Integration, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second reply arrives while the worker is sending the clarifying text (the run is
+    "running", so the reply's wake cannot touch it): parking sees the wait answered and makes
+    the run due at once instead of at the deadline an hour away."""
+    from workflows import engine
+
+    steps = [*STEPS]
+    steps[1] = _wait(otherwise={"goto": 5, "reask": "Sorry, please reply C or X."})
+    _workflow(clinic, steps)
+    run = _start(clinic, _patient(clinic))
+    _route(clinic.organization_id, "maybe", ref="SM" + "i" * 32)
+    reask_send = engine._reask_send
+
+    def reask_then_reply(*args: Any, **kwargs: Any) -> Any:
+        outcome = reask_send(*args, **kwargs)
+        assert Run.objects.get(pk=run.pk).status == Run.Status.RUNNING
+        _route(clinic.organization_id, "C", ref="SM" + "j" * 32)
+        return outcome
+
+    monkeypatch.setattr(engine, "_reask_send", reask_then_reply)
+    run = _advance(run)
+    assert ReplyWait.objects.get(run=run).state == "answered"
+    assert run.status == Run.Status.WAITING
+    assert run.due_at is not None and run.due_at <= timezone.now()
+    run = _advance(run)
+    assert run.status == Run.Status.SUCCEEDED
+    assert _bodies(sandbox) == [
+        "Reply C to confirm, X to cancel",
+        "Sorry, please reply C or X.",
+        "Confirmed",
+    ]

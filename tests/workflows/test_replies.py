@@ -156,7 +156,7 @@ def test_a_slow_pattern_is_bounded_by_its_length_and_the_reply_still_matches_qui
 
 
 def test_reply_normalisation_is_the_opt_out_keywords_one() -> None:
-    from integrations.twilio.keywords import keyword_normalize
+    from common.keywords import keyword_normalize
 
     for text in ("Yes 👍", "C.", "ＳＴＯＰ", "don’t", "\ufeffx"):
         assert reply_normalize(text) == keyword_normalize(text)
@@ -184,6 +184,13 @@ def _params(**changes: Any) -> dict[str, Any]:
         (_params(branches=[{**CONFIRM, "keywords": ["👍"]}]), "branches", "no letters or digits"),
         (_params(branches=[{**CONFIRM, "keywords": ["..."]}]), "branches", "no letters"),
         (_params(branches=[{**CONFIRM, "keywords": [3]}]), "branches", "each word is text"),
+        (
+            _params(branches=[{**CONFIRM, "keywords": ["c", "Cancel"]}]),
+            "branches",
+            "“Cancel” is an opt-out keyword: the patient is unsubscribed (CANCEL)",
+        ),
+        (_params(branches=[{**CONFIRM, "keywords": ["opt-out"]}]), "branches", "(OPT OUT)"),
+        (_params(branches=[{**CONFIRM, "keywords": ["Info"]}]), "branches", "a help keyword"),
         (_params(branches=[{**CONFIRM, "keywords": ["c"] * 51}]), "branches", "at most 50"),
         (_params(branches=[{**LOW, "min": "one"}]), "branches", "min must be a whole number"),
         (_params(branches=[{**LOW, "max": True}]), "branches", "max must be a whole number"),

@@ -7,13 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.keywords import HELP_KEYWORDS, OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS, keyword_normalize
 from integrations.twilio.keywords import (
-    HELP_KEYWORDS,
-    OPT_IN_KEYWORDS,
-    OPT_OUT_KEYWORDS,
     keyword_action,
     keyword_match,
-    keyword_normalize,
     reads_like_revocation,
     twilio_handles_opt_out,
 )

@@ -90,6 +90,11 @@ def test_build_the_appointment_confirmation_and_dry_run_its_branches(
     page.keyboard.press("Enter")
     expect(_branch(wait, 1).get_by_label("Label")).to_be_focused()
     _keywords_branch(wait, 1, "Cancel", "x, cancel", "4")
+    # CANCEL is an opt-out word: it unsubscribes, so it can never be an answer
+    errors = wait.locator("[data-errors-for=branches]")
+    expect(errors).to_contain_text("branch “Cancel”: “cancel” is an opt-out keyword")
+    _branch(wait, 1).get_by_label("Keywords").fill("x, n")
+    expect(errors).to_be_empty()
     add.click()
     _keywords_branch(wait, 2, "Reschedule", "r, reschedule", "5")
     otherwise = wait.locator("fieldset.cf-otherwise")
@@ -103,7 +108,6 @@ def test_build_the_appointment_confirmation_and_dry_run_its_branches(
     bad.get_by_label("Label").fill("Code")
     bad.get_by_label("The reply is").select_option("pattern")
     _branch(wait, 3).get_by_label("Pattern").fill("([0-9")
-    errors = wait.locator("[data-errors-for=branches]")
     expect(errors).to_contain_text("branch “Code”: the pattern is not valid")
     expect(page.locator("#cf-problems")).to_contain_text("1 problem to fix")
     expect(wait).to_have_class("cf-step cf-step-problem")
@@ -153,7 +157,7 @@ def test_build_the_appointment_confirmation_and_dry_run_its_branches(
                 "keywords": ["c", "confirm", "yes"],
                 "goto": "next",
             },
-            {"label": "Cancel", "match": "keywords", "keywords": ["x", "cancel"], "goto": 4},
+            {"label": "Cancel", "match": "keywords", "keywords": ["x", "n"], "goto": 4},
             {
                 "label": "Reschedule",
                 "match": "keywords",

@@ -46,6 +46,9 @@ from workflows.selectors import run_patient, run_timeline, workflow_waiting_runs
 from workflows.tasks import run_advance
 from workflows.validation import ClinicSenders, ValidationReport, workflow_validate
 
+# The longest SMS: no real reply is longer than a simulated one may be.
+MAX_SIMULATED_REPLY = 1600
+
 
 class WorkflowForm(forms.ModelForm):
     """The workflow's own fields, and its whole definition (trigger, filter, steps) as one
@@ -362,7 +365,8 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             parsed = builder.definition_parse(body.get("definition") or {})
             senders = self._senders(request, workflow, body)
             report = builder.definition_report(parsed, senders=senders)
-            return JsonResponse({"ok": report.ok, **report.as_dict()})
+            tree = builder.definition_tree(parsed.steps)
+            return JsonResponse({"ok": report.ok, **report.as_dict(), "tree": tree})
 
         return self._endpoint(request, handle)
 
@@ -415,6 +419,13 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             if patient is None:
                 raise ValidationError("Choose a test patient first.")
             parsed = builder.definition_parse(body.get("definition") or {})
+            reply = body.get("reply")
+            if reply is not None and not isinstance(reply, str):
+                raise ValidationError("The simulated reply must be text (or null: no reply).")
+            if reply is not None and len(reply) > MAX_SIMULATED_REPLY:
+                raise ValidationError(
+                    f"A simulated reply is at most {MAX_SIMULATED_REPLY} characters."
+                )
             clinic = workflow.organization if workflow is not None else patient.organization
             report = builder.definition_report(parsed, senders=builder.approved_senders(clinic))
             context: dict[str, Any] = {"patient": patient, "problems": []}
@@ -432,6 +443,8 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                         "filter": parsed.filter,
                         "steps": parsed.steps,
                     },
+                    # A blank reply is no reply: no SMS is empty.
+                    reply=reply if reply and reply.strip() else None,
                 )
                 context.update(builder.dry_run_context(result.as_dict()))
             return TemplateResponse(request, "admin/workflows/workflow/dry_run.html", context)

@@ -10,7 +10,7 @@ edits it. Everything the page posts is parsed here and validated by
 import json
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.db import transaction
@@ -21,10 +21,11 @@ from patients.models import ConsentRecord, Organization, Patient
 from patients.zones import patient_zone
 from workflows.adapters import REGISTRY, Adapter, Function
 from workflows.catalogue import CATALOGUE, EVENT_TYPES, schema_example, schema_paths
-from workflows.diagram import step_title
+from workflows.diagram import step_title, steps_tree
 from workflows.dry_run import dry_run_payload
 from workflows.models import Step, Workflow
 from workflows.rendering import TemplateError, template_render
+from workflows.replies import NO_REPLY, OTHERWISE, REPLY
 from workflows.steps import STEP_TYPES
 from workflows.validation import (
     ApprovedSenders,
@@ -32,6 +33,22 @@ from workflows.validation import (
     ValidationReport,
     workflow_validate,
 )
+
+
+def _timeout_widgets(step_type: str) -> dict[str, dict[str, Any]]:
+    """A delay's length and a wait-for-reply's timeout are the same fields, edited alike:
+    seconds as a number and a unit (minutes, hours, days), shown by the kind chosen."""
+    return {
+        f"{step_type}.seconds": {"widget": "duration", "showWhen": {"kind": "duration"}},
+        f"{step_type}.time": {"widget": "time", "showWhen": {"kind": "until_time"}},
+        f"{step_type}.path": {"widget": "date-field", "showWhen": {"kind": "until_field"}},
+        f"{step_type}.offset_seconds": {
+            "widget": "duration",
+            "signed": True,
+            "showWhen": {"kind": "until_field"},
+        },
+    }
+
 
 # How the builder shows a step type's parameter, by "<step type>.<name>". The parameters
 # themselves (names, labels, help, required, choices) come from workflows.steps and the
@@ -43,16 +60,21 @@ WIDGETS: dict[str, dict[str, Any]] = {
     "condition.query": {"widget": "query"},
     "condition.context": {"widget": "context"},
     "condition.else": {"widget": "step-target"},
-    # Stored in seconds, edited as a number and a unit (minutes, hours, days).
-    "delay.seconds": {"widget": "duration", "showWhen": {"kind": "duration"}},
-    "delay.time": {"widget": "time", "showWhen": {"kind": "until_time"}},
-    "delay.path": {"widget": "date-field", "showWhen": {"kind": "until_field"}},
-    "delay.offset_seconds": {
-        "widget": "duration",
-        "signed": True,
-        "showWhen": {"kind": "until_field"},
+    **_timeout_widgets("delay"),
+    **_timeout_widgets(REPLY),
+    # A wait's branches, "anything else" and "no reply": edited as forms, stored as JSON
+    # (the parameters' own help describes the JSON).
+    "reply.branches": {
+        "widget": "reply-branches",
+        "help": "Checked in order: the reply takes the first branch it matches. STOP, HELP "
+        "and the other keywords keep their meaning and are never an answer.",
     },
+    "reply.otherwise": {"widget": "reply-otherwise", "help": "A reply no branch matches."},
+    "reply.no_reply": {"widget": "reply-no-reply", "help": "No reply by the time set above."},
 }
+# The wait-for-reply parameters that are JSON (a list of branches, two objects), whichever
+# way they are posted: as the builder's JSON text, or as the values themselves.
+REPLY_STRUCTURES = ("branches", OTHERWISE, NO_REPLY)
 
 
 def _function_widgets(function: Function) -> dict[str, dict[str, Any]]:
@@ -348,7 +370,8 @@ def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, A
             continue  # left over from another type or function: not part of this step
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        parameters[name] = value if isinstance(value, Mapping) else str(value)
+        structure = isinstance(value, Mapping) or (kind == REPLY and name in REPLY_STRUCTURES)
+        parameters[name] = value if structure else str(value)
     if kind == "condition":
         query = parameters.get("query")
         if query is None:
@@ -362,6 +385,14 @@ def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, A
                 parameters["query"] = _parse_json_text(query)
             except JSONInputError as exc:
                 problems.add_step(index, "query", f"the query {exc}")
+    if kind == REPLY:
+        for name in REPLY_STRUCTURES:
+            if name not in parameters:
+                continue
+            try:
+                parameters[name] = _parse_json_text(parameters[name])
+            except JSONInputError as exc:
+                problems.add_step(index, name, f"the {name.replace('_', ' ')} {exc}")
     purpose = str(raw.get("purpose") or ConsentRecord.Purpose.TRANSACTIONAL)
     if purpose not in ConsentRecord.Purpose.values:
         problems.add_step(index, "purpose", f"unknown purpose {purpose!r}")
@@ -438,6 +469,12 @@ def definition_report(
         if not step["function"] and "function" in fields:
             fields["function"] = ["choose a function"]
     return report
+
+
+def definition_tree(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each step's place in the tree the waits' branches make, for the builder to indent the
+    steps under the branch that leads to them (`workflows.diagram.steps_tree`)."""
+    return [asdict(row) for row in steps_tree(steps)[0]]
 
 
 def report_lines(report: ValidationReport, steps: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -1,8 +1,10 @@
 """Test mode: try a workflow on a test patient before enabling it.
 
 A dry run walks the steps with the same pieces the engine uses (filter matching, condition
-evaluation, delay arithmetic, template rendering, the send-time policy) and reports what
-would happen, with no side effects: no event, no run, no message, nothing sent. A live test
+evaluation, delay arithmetic, template rendering, the send-time policy, the branch a reply
+takes and the steps that branch runs) and reports what would happen, with no side effects:
+no event, no run, no message, nothing sent. A wait for a reply is answered with the reply
+the admin gives (or times out, with none). A live test
 really runs the workflow, but only ever texts test patients, and marks its messages as test.
 """
 
@@ -19,11 +21,22 @@ from django.utils import timezone
 from patients.models import Patient
 from patients.payloads import payload_for_patient
 from patients.zones import patient_zone
-from workflows.adapters import REGISTRY
+from workflows.adapters import REGISTRY, step_asks
 from workflows.catalogue import EVENT_TYPES, schema_example
+from workflows.diagram import branch_name
 from workflows.engine import workflow_definition
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, Run, Workflow
+from workflows.replies import (
+    OTHERWISE,
+    REPLY,
+    BranchTree,
+    ReplyConfigError,
+    branch_choose,
+    branch_segments,
+    goto_index,
+    reask_text,
+)
 from workflows.steps import (
     StepConfigError,
     adapter_inputs_render,
@@ -38,13 +51,17 @@ class DryRunStep:
     number: int
     type: str
     title: str
-    outcome: str  # "continue" | "end" | "jump" | "wait" | "send" | "skip" | "defer" | "error"
+    # "continue" | "end" | "jump" | "wait" | "branch" | "send" | "skip" | "defer" | "error"
+    outcome: str
     detail: str
     inputs: dict[str, str] = field(default_factory=dict)
     message: dict[str, Any] | None = None
     decision: dict[str, Any] | None = None
     # The decision's checks in policy order, those never reached marked "not checked".
     checks: list[dict[str, Any]] = field(default_factory=list)
+    # A wait for a reply: the reply given (None: none), the branch it takes, the clarifying
+    # text it would be re-asked with first, and the steps of that branch.
+    branch: dict[str, Any] | None = None
 
 
 @dataclass
@@ -87,8 +104,10 @@ def workflow_dry_run(
     patient: Patient,
     definition: dict[str, Any] | None = None,
     now: datetime | None = None,
+    reply: str | None = None,
 ) -> DryRunReport:
-    """What running `definition` (default: the workflow as saved) for `patient` would do."""
+    """What running `definition` (default: the workflow as saved) for `patient` would do,
+    the patient answering every question with `reply` (None: never answering)."""
     definition = definition or {
         "trigger": workflow.trigger,
         "filter": workflow.filter,
@@ -111,6 +130,10 @@ def workflow_dry_run(
     clock = now or timezone.now()
     data: dict[str, Any] = {**payload, "trigger": payload, "history": {}}
     steps = definition.get("steps", [])
+    try:
+        tree: BranchTree | None = branch_segments(steps)
+    except ReplyConfigError:
+        tree = None  # validation reports it; the steps run in order
     index = 0
     while index < len(steps):
         step = steps[index]
@@ -148,16 +171,102 @@ def workflow_dry_run(
                     "status": "succeeded",
                     "result": {"until": until.isoformat()},
                 }
+            elif kind == REPLY:
+                entry, next_index, clock = _reply_dry_run(
+                    params,
+                    steps=steps,
+                    index=index,
+                    reply=reply,
+                    report=report,
+                    data=data,
+                    clock=clock,
+                    tz=_patient_zone(patient, workflow),
+                    tree=tree,
+                )
             else:
                 entry = _adapter_dry_run(workflow, patient, step, number, data, clock)
         except StepConfigError as exc:
             entry = DryRunStep(number, kind, kind.title(), "error", str(exc))
             next_index = None
         report.steps.append(entry)
-        if next_index is None:
+        # Past the end of its branch, the run ends, as the engine ends it.
+        if next_index is None or (tree is not None and next_index >= tree.ends[index]):
             break
         index = next_index
     return report
+
+
+def _reply_dry_run(
+    params: dict[str, Any],
+    *,
+    steps: list[dict[str, Any]],
+    index: int,
+    reply: str | None,
+    report: DryRunReport,
+    data: dict[str, Any],
+    clock: datetime,
+    tz: zoneinfo.ZoneInfo,
+    tree: BranchTree | None,
+) -> tuple[DryRunStep, int | None, datetime]:
+    """A wait for a reply, answered with `reply` (None: the time runs out): the branch it
+    takes, the index of the next step (None: the run ends) and the clock after it."""
+    number = index + 1
+    # The question, as the engine finds it: the latest text on this path the patient can
+    # answer that is sent (now or after quiet hours); none, and there is nothing to wait for.
+    asked = next(
+        (
+            s.number
+            for s in reversed(report.steps)
+            if s.outcome in ("send", "defer") and step_asks(steps[s.number - 1])
+        ),
+        None,
+    )
+    if asked is None:
+        detail = "would not wait: no text was sent for this wait to take a reply to"
+        return DryRunStep(number, REPLY, "Wait for reply", "skip", detail), None, clock
+    question = f"step {asked}'s message"
+    deadline = delay_until(params, data=data, started_at=clock, tz=tz)
+    # In the patient's time, to the minute: what the admin compares with quiet hours.
+    until = deadline.astimezone(tz).isoformat(timespec="minutes")
+    choice = branch_choose(params, reply)
+    reask = reask_text(params) if reply is not None and choice.label == OTHERWISE else ""
+    next_index = goto_index(choice.goto, wait_index=index)
+    end = tree.ends[next_index] if tree is not None and next_index is not None else None
+    runs = [] if next_index is None else list(range(next_index + 1, (end or next_index + 1) + 1))
+    name = branch_name(choice.label)
+    said = f"the reply “{reply}”" if reply is not None else "no reply by then"
+    then = (
+        "the run ends"
+        if not runs
+        else f"step {runs[0]}, then the run ends"
+        if len(runs) == 1
+        else f"steps {runs[0]} to {runs[-1]}, then the run ends"
+    )
+    detail = (
+        f"waits for a reply to {question} until {until}; {said} takes the “{name}” branch: {then}"
+    )
+    if reask:
+        detail += (
+            f" (after re-asking once with “{reask}”, if the next reply matches no branch either)"
+        )
+    data["history"][str(number)] = {
+        "status": "succeeded",
+        "result": {
+            "reply": reply or "",
+            "branch": choice.label,
+            "inbound": "",
+            "reasked": bool(reask),
+        },
+    }
+    entry = DryRunStep(
+        number,
+        REPLY,
+        "Wait for reply",
+        "branch",
+        detail,
+        branch={"label": name, "reply": reply, "reask": reask, "steps": runs},
+    )
+    return entry, next_index, clock if reply is not None else max(clock, deadline)
 
 
 def _adapter_dry_run(

@@ -357,3 +357,122 @@ def test_a_user_who_may_only_view_gets_a_read_only_builder() -> None:
     assert config["definition"]["steps"][0]["parameters"]["to"] == "{{customer.phone}}"
     assert "liveTest" in config["urls"]  # the URL is there, but the page offers no button
     assert 'id="cf-live-test"' not in response.content.decode()
+
+
+# --- "Wait for reply" ------------------------------------------------------------------------
+
+
+# The appointment confirmation's wait: C → next, X → step 4, a score ends the run, no reply
+# and anything else → step 5.
+WAIT = {
+    "kind": "duration",
+    "seconds": "86400",
+    "branches": [
+        {"label": "Confirm", "match": "keywords", "keywords": ["c", "yes"], "goto": "next"},
+        {"label": "Cancel", "match": "keywords", "keywords": ["x"], "goto": 4},
+        {"label": "Score", "match": "number", "min": 1, "max": 5, "goto": "end"},
+    ],
+    "otherwise": {"goto": 5, "reask": "Sorry, please reply C or X."},
+    "no_reply": {"goto": 5},
+}
+
+
+def _wait(**parameters: Any) -> dict[str, Any]:
+    """The wait as the builder posts it: its structures as JSON text."""
+    values = {**WAIT, **parameters}
+    return {
+        "type": "reply",
+        "parameters": {
+            name: json.dumps(value) if isinstance(value, (list, dict)) else value
+            for name, value in values.items()
+        },
+    }
+
+
+def _confirmation(**wait: Any) -> list[dict[str, Any]]:
+    return [_sms(), _wait(**wait), _sms(), _sms(), _sms()]
+
+
+def test_a_wait_for_reply_is_saved_with_its_branches_as_json(client_: Client) -> None:
+    org = _clinic()
+    response = client_.post(
+        reverse("admin:workflows_workflow_add"),
+        _post_data(org, _confirmation(), trigger="appointment.reminder"),
+    )
+    assert response.status_code == 302, _text(response)[:3000]
+    wait = Step.objects.get(position=2)
+    assert (wait.type, wait.adapter, wait.function) == ("reply", "", "")
+    assert wait.parameters == WAIT  # the structures as JSON, not text
+    # the change page gives the builder the same definition back, the structures as JSON text
+    page = client_.get(reverse("admin:workflows_workflow_change", args=[wait.workflow_id]))
+    reread = page.context["builder"]["definition"]["steps"][1]["parameters"]
+    assert json.loads(reread["branches"]) == wait.parameters["branches"]
+    assert json.loads(reread["otherwise"]) == wait.parameters["otherwise"]
+
+
+_BAD_PATTERN = [
+    {"label": "Code", "match": "pattern", "pattern": "([0-9", "goto": "next"},
+]
+
+
+@pytest.mark.parametrize(
+    ("steps", "place", "message"),
+    [
+        (
+            _confirmation(branches=_BAD_PATTERN),
+            ("1", "branches"),
+            "branch “Code”: the pattern is not valid",
+        ),
+        (
+            _confirmation(branches=[{"label": " ", "match": "keywords", "keywords": ["c"]}]),
+            ("1", "branches"),
+            "branch 1 needs a label",
+        ),
+        (
+            # nothing goes to step 3: it could never run
+            _confirmation(
+                branches=[{"label": "Yes", "match": "keywords", "keywords": ["y"], "goto": 4}]
+            ),
+            ("1", "branches"),
+            "no branch goes to step 3",
+        ),
+        (
+            _confirmation(
+                branches=[{"label": "Yes", "match": "keywords", "keywords": ["y"], "goto": 1}]
+            ),
+            ("1", "branches"),
+            "branches only go forward",
+        ),
+        (
+            [
+                _wait(
+                    branches=[{"label": "Yes", "match": "keywords", "keywords": ["y"]}],
+                    otherwise={"goto": "end"},
+                    no_reply={"goto": "end"},
+                ),
+                _sms(),
+            ],
+            ("0", "type"),
+            "needs an earlier step on its path that texts the patient",
+        ),
+        (
+            _confirmation(otherwise='{"goto": 5, "reask": '),
+            ("1", "otherwise"),
+            "the otherwise",
+        ),
+    ],
+)
+def test_an_invalid_wait_for_reply_is_refused_on_its_field_and_nothing_is_saved(
+    client_: Client, steps: list[dict[str, Any]], place: tuple[str, str], message: str
+) -> None:
+    org = _clinic()
+    response = client_.post(
+        reverse("admin:workflows_workflow_add"),
+        _post_data(org, steps, trigger="appointment.reminder"),
+    )
+    assert response.status_code == 200
+    assert message in _text(response)  # in the form's error list, for pages without JS
+    errors = response.context["builder"]["errors"]["steps"]
+    assert any(message in text for text in errors[place[0]][place[1]]), errors
+    assert not Workflow.objects.exists()
+    assert not Step.objects.exists()

@@ -105,7 +105,13 @@ def test_validate_reports_each_problem_on_its_step_and_field(
 
 def test_validate_accepts_a_valid_definition_on_the_add_page(staff: Client) -> None:
     response = _post(staff, _url("builder_validate"), {"definition": _definition(SMS)})
-    assert response.json() == {"ok": True, "trigger": [], "filter": [], "steps": {}}
+    assert response.json() == {
+        "ok": True,
+        "trigger": [],
+        "filter": [],
+        "steps": {},
+        "tree": [{"depth": 0, "wait": None, "branches": [], "ends": False}],
+    }
 
 
 def test_validate_reports_filter_and_query_json_errors(staff: Client, workflow: Workflow) -> None:
@@ -974,3 +980,175 @@ def test_the_dry_run_shows_an_email_with_its_subject_html_source_and_warnings() 
     assert "<script>" not in html
     assert "6 characters</p>" in html and "segment" not in html
     assert "inboxes will cut it" in html
+
+
+# --- "Wait for reply" -------------------------------------------------------------------------
+
+WAIT_PARAMETERS: dict[str, Any] = {
+    "kind": "until_field",
+    "path": "appointment.startsAt",
+    "offset_seconds": "-3600",
+    "branches": [
+        {"label": "Confirm", "match": "keywords", "keywords": ["c", "yes"], "goto": "next"},
+        {"label": "Low", "match": "number", "min": 1, "max": 2, "goto": 4},
+        {"label": "Code", "match": "pattern", "pattern": "^[0-9]{6}$", "goto": "end"},
+    ],
+    "otherwise": {"goto": 4, "reask": "Sorry, please reply C."},
+    "no_reply": {"goto": "end"},
+}
+
+
+def _wait(**parameters: Any) -> dict[str, Any]:
+    return {"type": "reply", "parameters": {**WAIT_PARAMETERS, **parameters}}
+
+
+def test_schema_gives_a_wait_the_delays_timeout_widgets_and_its_branch_editors(
+    staff: Client,
+) -> None:
+    schema = staff.get(_url("builder_schema")).json()
+    reply = next(t for t in schema["stepTypes"] if t["name"] == "reply")
+    assert reply["label"] == "Wait for reply"
+    widgets = {p["name"]: p for p in reply["parameters"]}
+    assert widgets["kind"]["widget"] == "select"
+    assert [choice for choice, _ in widgets["kind"]["choices"]] == [
+        value for value, _ in DELAY_KIND.choices
+    ]
+    assert widgets["seconds"] | {"label": "", "help": ""} == {
+        **widgets["seconds"],
+        "label": "",
+        "help": "",
+        "widget": "duration",
+        "showWhen": {"kind": "duration"},
+    }
+    assert widgets["offset_seconds"]["signed"] is True
+    assert widgets["path"]["widget"] == "date-field"
+    assert [widgets[name]["widget"] for name in ("branches", "otherwise", "no_reply")] == [
+        "reply-branches",
+        "reply-otherwise",
+        "reply-no-reply",
+    ]
+    # the builder's help, not the parameters' description of their JSON
+    assert "first branch it matches" in widgets["branches"]["help"]
+
+
+def test_a_waits_structures_are_read_from_json_text_or_as_they_are() -> None:
+    as_text = {
+        name: json.dumps(value) if isinstance(value, (list, dict)) else value
+        for name, value in WAIT_PARAMETERS.items()
+    }
+    for parameters in (as_text, WAIT_PARAMETERS):
+        parsed = builder.definition_parse(
+            _definition(SMS, {"type": "reply", "parameters": parameters}, SMS, SMS)
+        )
+        assert parsed.problems.ok
+        assert parsed.steps[1]["parameters"] == WAIT_PARAMETERS
+
+
+@pytest.mark.parametrize("name", ["branches", "otherwise", "no_reply"])
+def test_a_waits_structure_that_is_not_json_is_a_problem_on_its_field(name: str) -> None:
+    parsed = builder.definition_parse(_definition(SMS, _wait(**{name: "[{"}), SMS, SMS))
+    assert list(parsed.problems.steps) == [1]
+    (message,) = parsed.problems.steps[1][name]
+    assert message.startswith(f"the {name.replace('_', ' ')} ")
+    report = builder.definition_report(parsed)
+    assert report.steps[1][name] == [message]  # not also validation's reading of the text
+
+
+def test_a_saved_wait_round_trips_through_the_builder() -> None:
+    workflow = WorkflowFactory(trigger="appointment.reminder")
+    SmsStepFactory(workflow=workflow, position=1)
+    SmsStepFactory(
+        workflow=workflow,
+        position=2,
+        type="reply",
+        adapter="",
+        function="",
+        parameters=WAIT_PARAMETERS,
+    )
+    SmsStepFactory(workflow=workflow, position=3)
+    SmsStepFactory(workflow=workflow, position=4)
+    initial = builder.definition_initial(workflow)
+    edited = initial["steps"][1]["parameters"]
+    assert json.loads(edited["branches"]) == WAIT_PARAMETERS["branches"]  # JSON text
+    parsed = builder.definition_parse(json.dumps(initial))
+    assert parsed.steps[1]["parameters"] == WAIT_PARAMETERS
+    builder.workflow_steps_save(workflow=workflow, steps=parsed.steps)
+    assert workflow.steps.get(position=2).parameters == WAIT_PARAMETERS
+
+
+def test_validate_gives_each_steps_place_in_the_branch_tree(staff: Client) -> None:
+    hi = _sms("Hi")
+    definition = _definition(hi, _wait(), hi, hi, trigger="appointment.reminder")
+    report = _post(staff, _url("builder_validate"), {"definition": definition}).json()
+    assert report["ok"] is True, report
+    assert report["tree"] == [
+        {"depth": 0, "wait": None, "branches": [], "ends": False},
+        {"depth": 0, "wait": None, "branches": [], "ends": False},
+        {"depth": 1, "wait": 2, "branches": ["Confirm"], "ends": True},
+        {"depth": 1, "wait": 2, "branches": ["Low", "anything else"], "ends": True},
+    ]
+
+
+def test_the_dry_run_takes_a_simulated_reply(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    ConsentFactory(patient=test_patient)
+    definition = _definition(
+        _sms("Reply C"), _wait(), _sms("Confirmed"), _sms("Low"), trigger="appointment.reminder"
+    )
+    body = {"definition": definition, "patient": test_patient.pk, "reply": "Yes!"}
+    page = _post(staff, _url("builder_dry_run", workflow), body).content.decode()
+    assert "branch <strong>Confirm</strong>" in page
+    assert "Step 3 · Twilio → Send SMS" in page and "Step 4" not in page
+    # blank is no reply: the timeout's branch, which ends the run
+    page = _post(staff, _url("builder_dry_run", workflow), {**body, "reply": "  "}).content.decode()
+    assert "branch <strong>no reply</strong>" in page and "Step 3" not in page
+    assert not OutboundMessage.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (5, "The simulated reply must be text (or null: no reply)."),
+        ("x" * 1601, "A simulated reply is at most 1600 characters."),
+    ],
+)
+def test_a_simulated_reply_that_is_not_a_text_message_is_refused(
+    staff: Client, workflow: Workflow, test_patient: Any, reply: Any, error: str
+) -> None:
+    definition = _definition(SMS, _wait(), SMS, SMS, trigger="appointment.reminder")
+    body = {"definition": definition, "patient": test_patient.pk, "reply": reply}
+    response = _post(staff, _url("builder_dry_run", workflow), body)
+    assert (response.status_code, response.json()) == (400, {"error": error})
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"branches": "x", "otherwise": "[", "no_reply": "5"},
+        {"branches": [1, None, "a"], "otherwise": [], "no_reply": {"goto": None}},
+        {"branches": [{"label": "A", "match": "keywords", "keywords": ["a"], "goto": "abc"}]},
+        {"branches": [{"label": "A", "match": "number", "min": "x", "goto": True}]},
+        {"branches": [{"label": "A\u0000", "match": "pattern", "pattern": "(" * 300}]},
+        {"branches": [{"label": "<b>", "match": "keywords", "keywords": [{"a": 1}]}] * 30},
+        {"kind": "until_field", "path": "", "offset_seconds": "9" * 40},
+    ],
+)
+def test_a_malformed_wait_is_never_a_server_error(
+    staff: Client, workflow: Workflow, test_patient: Any, parameters: dict[str, Any]
+) -> None:
+    wait = {"type": "reply", "parameters": {**WAIT_PARAMETERS, **parameters}}
+    definition = _definition(
+        _sms("Hi"), wait, _sms("Hi"), _sms("Hi"), trigger="appointment.reminder"
+    )
+    report = _post(staff, _url("builder_validate", workflow), {"definition": definition})
+    assert report.status_code in (200, 400)
+    if report.status_code == 200:
+        assert report.json()["ok"] is False and report.json()["steps"]["1"]
+    diagram = _post(staff, _url("builder_diagram", workflow), {"definition": definition})
+    assert diagram.status_code in (200, 400)
+    body = {"definition": definition, "patient": test_patient.pk, "reply": "a"}
+    dry_run = _post(staff, _url("builder_dry_run", workflow), body)
+    assert dry_run.status_code in (200, 400)
+    if dry_run.status_code == 200:
+        assert "Fix these first" in dry_run.content.decode()

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from workflows.adapters import REGISTRY
-from workflows.diagram import duration_text, step_detail, step_title, workflow_diagram
+from workflows.diagram import (
+    duration_text,
+    step_detail,
+    step_title,
+    steps_tree,
+    workflow_diagram,
+)
 from workflows.steps import STEP_TYPES
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -242,3 +248,105 @@ def test_long_text_wraps_onto_two_lines_then_is_cut() -> None:
     assert len(detail) == 2
     assert all(len(line) <= 34 for line in detail)
     assert detail[1].endswith("…")
+
+
+# --- a wait for a reply: a tree -------------------------------------------------------------
+
+
+def _wait(branches: list[dict[str, Any]], **parameters: Any) -> dict[str, Any]:
+    return {
+        "type": "reply",
+        "parameters": {"kind": "duration", "seconds": "86400", "branches": branches, **parameters},
+    }
+
+
+def _branch(label: str, goto: Any) -> dict[str, Any]:
+    return {"label": label, "match": "keywords", "keywords": [label[0]], "goto": goto}
+
+
+# 1 asks, 2 waits: Confirm → 3, Cancel → 4, Reschedule → end, anything else and no reply → 5
+CONFIRMATION = [
+    SMS,
+    _wait(
+        [_branch("Confirm", "next"), _branch("Cancel", 4), _branch("Reschedule", "end")],
+        otherwise={"goto": 5},
+        no_reply={"goto": 5},
+    ),
+    SMS,
+    SMS,
+    SMS,
+]
+
+
+def _box_x(svg: str) -> dict[int, int]:
+    """Each step's box, by number, by how far it is indented."""
+    return {
+        int(number): int(x)
+        for number, x in re.findall(r'data-step="(\d+)"><rect class="cf-d-box[^"]*" x="(\d+)"', svg)
+    }
+
+
+def test_a_waits_branches_are_a_tree_with_labelled_edges() -> None:
+    svg = workflow_diagram(trigger="appointment.reminder", filter={}, steps=CONFIRMATION)
+    texts = _texts(svg)
+    assert texts[7:10] == ["2", "Wait for reply", "Wait up to 1 day for a reply"]
+    # the edges, in order: the branch that ends the run first, then each branch's steps
+    labels = [
+        t for t in texts if t in ("Reschedule", "Confirm", "Cancel", "anything else, no reply")
+    ]
+    assert labels == ["Reschedule", "Confirm", "Cancel", "anything else, no reply"]
+    # the wait's End for Reschedule, and the End each branch's last step leads to
+    assert texts.count("End") == 4
+    boxes = _box_x(svg)
+    assert boxes[1] == boxes[2] and boxes[3] == boxes[4] == boxes[5] > boxes[2]
+    title = ET.fromstring(svg).find(f"{SVG}title")  # noqa: S314 — our own output
+    assert title is not None and title.text == (
+        "Workflow diagram: when appointment.reminder: 1. Twilio → Send SMS, 2. Wait for reply "
+        "(Confirm → step 3; Cancel → step 4; anything else, no reply → step 5; Reschedule → "
+        "end), 3. Twilio → Send SMS, 4. Twilio → Send SMS, 5. Twilio → Send SMS"
+    )
+
+
+def test_a_wait_inside_a_branch_nests_deeper() -> None:
+    inner = _wait([_branch("Yes", "next")], otherwise={"goto": "end"}, no_reply={"goto": 5})
+    steps = [SMS, _wait([_branch("Confirm", "next")], no_reply={"goto": 6}), SMS, inner, SMS, SMS]
+    rows, tree = steps_tree(steps)
+    assert tree is not None
+    assert [row.depth for row in rows] == [0, 0, 1, 1, 2, 1]
+    assert [row.wait for row in rows] == [None, None, 2, 2, 4, 2]
+    assert rows[4].branches == ("Yes", "no reply") and rows[5].branches == ("no reply",)
+    assert [row.ends for row in rows] == [False, False, False, False, True, True]
+    boxes = _box_x(workflow_diagram(trigger="appointment.reminder", filter={}, steps=steps))
+    assert boxes[1] < boxes[3] < boxes[5]
+
+
+def test_branches_that_do_not_make_a_tree_are_drawn_in_order() -> None:
+    # nothing goes to step 3: validation says so; the diagram still draws every step
+    steps = [SMS, _wait([_branch("Cancel", 4)]), SMS, SMS]
+    rows, tree = steps_tree(steps)
+    assert tree is None and {row.depth for row in rows} == {0}
+    svg = workflow_diagram(trigger="appointment.reminder", filter={}, steps=steps, problems={1})
+    assert len(set(_box_x(svg).values())) == 1
+    assert "Cancel" not in _texts(svg)
+
+
+def test_branch_labels_are_escaped() -> None:
+    hostile = '<img src=x onerror="alert(1)">'
+    steps = [SMS, _wait([_branch(hostile, "next")]), SMS]
+    svg = workflow_diagram(trigger="appointment.reminder", filter={}, steps=steps)
+    assert "<img" not in svg
+    assert hostile in _texts(svg)
+
+
+def test_a_waits_detail_says_how_long_it_waits() -> None:
+    def detail(**params: Any) -> str:
+        return step_detail({"type": "reply", "parameters": params})
+
+    assert detail(kind="duration", seconds="172800") == "Wait up to 2 days for a reply"
+    assert detail(kind="duration") == "Wait for a reply (how long is not set yet)"
+    assert detail(kind="until_time", time="09:00") == "Wait for a reply until 09:00, patient's time"
+    assert (
+        detail(kind="until_field", path="appointment.startsAt", offset_seconds="-3600")
+        == "Wait for a reply until appointment.startsAt − 1 hour"
+    )
+    assert step_title({"type": "reply"}) == "Wait for reply"

@@ -250,3 +250,150 @@ def test_a_delay_until_a_time_uses_the_address_state_when_the_patient_has_no_zon
         now=datetime(2026, 6, 1, 12, 0, tzinfo=UTC),
     ).steps
     assert "2026-06-01T09:00:00-05:00" in delay.detail  # not New York's 09:00 (-04:00)
+
+
+# --- a wait for a reply, answered with a simulated reply ------------------------------------
+
+
+def _sms(message: str) -> dict[str, Any]:
+    return {
+        "type": "adapter",
+        "adapter": "twilio",
+        "function": "sendSMS",
+        "parameters": {"message": message, "to": "{{customer.phone}}", "from": "+15005550006"},
+        "purpose": "transactional",
+    }
+
+
+# Step 1 asks; step 2 waits a day: C → 3, X → 4, anything else (re-asked once) → 5, no reply
+# → 5; step 3 and 5 are branches of one step, step 4 has a delay and an SMS.
+CONFIRMATION = {
+    "trigger": "order.shipped",
+    "filter": {},
+    "steps": [
+        _sms("Reply C to confirm or X to cancel"),
+        {
+            "type": "reply",
+            "parameters": {
+                "kind": "duration",
+                "seconds": "86400",
+                "branches": [
+                    {"label": "Confirm", "match": "keywords", "keywords": ["c"], "goto": "next"},
+                    {"label": "Cancel", "match": "keywords", "keywords": ["x"], "goto": 4},
+                ],
+                "otherwise": {"goto": 6, "reask": "Sorry, reply C or X."},
+                "no_reply": {"goto": 6},
+            },
+        },
+        _sms("You said {{history.2.result.reply}} ({{history.2.result.branch}})"),
+        {"type": "delay", "parameters": {"kind": "duration", "seconds": "3600"}},
+        _sms("Cancelled"),
+        _sms("Second reminder"),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("reply", "branch", "path", "then"),
+    [
+        ("c.", "Confirm", [1, 2, 3], "step 3, then the run ends"),
+        ("X 👍", "Cancel", [1, 2, 4, 5], "steps 4 to 5, then the run ends"),
+        (None, "no reply", [1, 2, 6], "step 6, then the run ends"),
+    ],
+)
+def test_a_simulated_reply_takes_its_branch_and_runs_only_that_branchs_steps(
+    setup: dict[str, Any], reply: str | None, branch: str, path: list[int], then: str
+) -> None:
+    ConsentFactory(patient=setup["patient"])
+    report = workflow_dry_run(
+        workflow=setup["workflow"], patient=setup["patient"], definition=CONFIRMATION, reply=reply
+    )
+    assert [s.number for s in report.steps] == path
+    wait = report.steps[1]
+    assert (wait.type, wait.outcome) == ("reply", "branch")
+    assert wait.branch == {"label": branch, "reply": reply, "reask": "", "steps": path[2:]}
+    assert f"takes the “{branch}” branch: {then}" in wait.detail
+    assert "waits for a reply to step 1's message until" in wait.detail
+    assert not OutboundMessage.objects.exists() and not Run.objects.exists()
+
+
+def test_an_unmatched_reply_is_re_asked_once_then_takes_anything_else(
+    setup: dict[str, Any],
+) -> None:
+    ConsentFactory(patient=setup["patient"])
+    report = workflow_dry_run(
+        workflow=setup["workflow"], patient=setup["patient"], definition=CONFIRMATION, reply="maybe"
+    )
+    wait = report.steps[1]
+    assert wait.branch == {
+        "label": "anything else",
+        "reply": "maybe",
+        "reask": "Sorry, reply C or X.",
+        "steps": [6],
+    }
+    assert "after re-asking once with “Sorry, reply C or X.”" in wait.detail
+
+
+def test_later_steps_read_the_reply_and_its_branch_from_history(setup: dict[str, Any]) -> None:
+    ConsentFactory(patient=setup["patient"])
+    report = workflow_dry_run(
+        workflow=setup["workflow"], patient=setup["patient"], definition=CONFIRMATION, reply="C"
+    )
+    assert report.steps[2].message is not None
+    assert report.steps[2].message["body"] == "You said C (Confirm)"
+
+
+def test_no_reply_moves_the_clock_to_the_timeout(setup: dict[str, Any]) -> None:
+    """A reply is taken as it comes; without one, the next send is decided at the timeout
+    (here: after the clinic's sending hours)."""
+    ConsentFactory(patient=setup["patient"])
+    MessagingPolicy.objects.filter(organization=setup["org"]).update(
+        quiet_hours_start=time(8, 0), quiet_hours_end=time(21, 0)
+    )
+    wait = CONFIRMATION["steps"][1]
+    until_late = {
+        **wait,
+        "parameters": {**wait["parameters"], "kind": "until_time", "time": "22:30"},
+    }
+    definition = {
+        **CONFIRMATION,
+        "steps": [*CONFIRMATION["steps"][:1], until_late, *CONFIRMATION["steps"][2:]],
+    }
+    noon_chicago = datetime(2026, 6, 1, 17, 0, tzinfo=UTC)
+    answered, timed_out = (
+        workflow_dry_run(
+            workflow=setup["workflow"],
+            patient=setup["patient"],
+            definition=definition,
+            reply=reply,
+            now=noon_chicago,
+        )
+        for reply in ("c", None)
+    )
+    assert [(s.number, s.outcome) for s in answered.steps] == [
+        (1, "send"),
+        (2, "branch"),
+        (3, "send"),
+    ]
+    assert [(s.number, s.outcome) for s in timed_out.steps] == [
+        (1, "send"),
+        (2, "branch"),
+        (6, "defer"),
+    ]
+    assert timed_out.steps[1].detail == (
+        "waits for a reply to step 1's message until 2026-06-01T22:30-05:00; no reply by then "
+        "takes the “no reply” branch: step 6, then the run ends"
+    )
+
+
+def test_a_wait_whose_question_would_not_be_sent_does_not_wait(setup: dict[str, Any]) -> None:
+    """No SMS consent: the question is skipped, so the engine has nothing to wait for and the
+    run ends there; the dry run says so."""
+    report = workflow_dry_run(
+        workflow=setup["workflow"], patient=setup["patient"], definition=CONFIRMATION, reply="c"
+    )
+    assert [(s.number, s.outcome) for s in report.steps] == [(1, "skip"), (2, "skip")]
+    assert report.steps[1].detail == (
+        "would not wait: no text was sent for this wait to take a reply to"
+    )
+    assert report.steps[1].branch is None

@@ -498,8 +498,230 @@
     );
   }
 
+  // --- "Wait for reply": branches, "anything else" and "no reply" --------------------------
+  // Stored as JSON parameters (formats of workflows.replies); edited here as the parsed
+  // objects, kept on the step, and written back as JSON text on every edit.
+  const MATCHES = [["keywords", "Keywords"], ["number", "A number"], ["pattern", "A pattern"]];
+  function parsed(text, fallback) {
+    try {
+      const value = JSON.parse(text);
+      return value && typeof value === "object" ? value : fallback;
+    } catch (error) {
+      return fallback;
+    }
+  }
+  function replyOf(step) {
+    if (!step.reply) {
+      const branches = parsed(step.parameters.branches || "[]", []);
+      step.reply = {
+        branches: Array.isArray(branches) ? branches : [],
+        otherwise: parsed(step.parameters.otherwise || "{}", {}),
+        no_reply: parsed(step.parameters.no_reply || "{}", {}),
+      };
+    }
+    return step.reply;
+  }
+  function storeReply(step) {
+    const reply = replyOf(step);
+    step.parameters.branches = JSON.stringify(reply.branches);
+    step.parameters.otherwise = JSON.stringify(reply.otherwise);
+    step.parameters.no_reply = JSON.stringify(reply.no_reply);
+  }
+  function replyChanged(step) {
+    storeReply(step);
+    changed({ previews: false });
+  }
+  /* Where a branch goes: the next step, the end, or a later step (never back: no cycles).
+   * Not set: a branch continues, "anything else" and "no reply" end (workflows.replies). */
+  function gotoSelect(id, index, value, unset) {
+    const number = index + 1;
+    const total = state.steps.length;
+    const select = el("select", { id: id });
+    select.append(option("next", number < total ? `Continue with step ${number + 1}` : "Continue (the run ends)"));
+    select.append(option("end", "End the run"));
+    for (let target = number + 2; target <= total; target += 1) {
+      select.append(option(String(target), `Go to step ${target}`));
+    }
+    const text = value === undefined || value === null || value === "" ? unset : String(value);
+    if (!select.querySelector(`option[value="${CSS.escape(text)}"]`)) {
+      select.append(option(text, `Step ${text} (not a later step)`));
+    }
+    select.value = text;
+    return select;
+  }
+  const gotoValue = (text) => (/^\d+$/.test(text) ? Number(text) : text);
+  function errorList(id, name) {
+    return el("ul", { class: "errorlist cf-errors", id: `${id}-errors`, "data-errors-for": name });
+  }
+  /* A labelled control inside a branch. Validation reports a wait's problems on
+   * "branches", "otherwise" or "no_reply", naming the branch: they show under its fieldset. */
+  function replyField(id, name, label, control, help) {
+    if (help) control.setAttribute("aria-describedby", `${id}-help`);
+    return el(
+      "div",
+      { class: "cf-field", "data-param": name },
+      el("label", { for: id, class: "cf-label", text: label }),
+      control,
+      help ? el("p", { class: "cf-help", id: `${id}-help`, text: help }) : null
+    );
+  }
+  function textInput(id, value, placeholder) {
+    const input = el("input", { type: "text", id: id, autocomplete: "off", placeholder: placeholder || null });
+    input.value = value === undefined || value === null ? "" : String(value);
+    return input;
+  }
+
+  function renderBranch(step, index, branch, position) {
+    const reply = replyOf(step);
+    const id = `cf-s${step.key}-b${position}`;
+    const name = `branches.${position}`;
+    const number = position + 1;
+    const label = textInput(`${id}-label`, branch.label, "e.g. Confirm");
+    label.addEventListener("input", () => {
+      branch.label = label.value;
+      legend.textContent = `Branch ${number}${label.value ? ": " + label.value : ""}`;
+      replyChanged(step);
+    });
+    const match = el("select", { id: `${id}-match` });
+    MATCHES.forEach(([value, text]) => match.append(option(value, text)));
+    match.value = branch.match || "keywords";
+    match.addEventListener("change", () => {
+      branch.match = match.value;
+      renderSteps(match.id);
+      replyChanged(step);
+    });
+    const inputs = el("div", { class: "cf-row" });
+    if (match.value === "keywords") {
+      const words = textInput(`${id}-keywords`, (branch.keywords || []).join(", "), "e.g. c, confirm, yes");
+      words.addEventListener("input", () => {
+        branch.keywords = words.value.split(",").map((w) => w.trim()).filter(Boolean);
+        replyChanged(step);
+      });
+      inputs.append(replyField(words.id, `${name}.keywords`, "Keywords", words,
+        "Separated by commas. Case, accents and punctuation are ignored; the reply's first word is enough (“Yes 👍”)."));
+    } else if (match.value === "number") {
+      ["min", "max"].forEach((bound) => {
+        const input = el("input", { type: "number", id: `${id}-${bound}`, step: "1", autocomplete: "off" });
+        input.value = branch[bound] === undefined || branch[bound] === null ? "" : String(branch[bound]);
+        input.addEventListener("input", () => {
+          const text = input.value.trim();
+          if (text === "") delete branch[bound];
+          else branch[bound] = Number.isInteger(Number(text)) ? Number(text) : text;
+          replyChanged(step);
+        });
+        inputs.append(replyField(input.id, `${name}.${bound}`, bound === "min" ? "From (optional)" : "To (optional)", input));
+      });
+    } else {
+      const pattern = textInput(`${id}-pattern`, branch.pattern, "e.g. ^[0-9]{6}$");
+      pattern.spellcheck = false;
+      pattern.classList.add("cf-code");
+      pattern.addEventListener("input", () => {
+        branch.pattern = pattern.value;
+        replyChanged(step);
+      });
+      inputs.append(replyField(pattern.id, `${name}.pattern`, "Pattern", pattern,
+        "A regular expression the whole reply must match (case does not matter)."));
+    }
+    const goto = gotoSelect(`${id}-goto`, index, branch.goto, "next");
+    goto.addEventListener("change", () => {
+      branch.goto = gotoValue(goto.value);
+      replyChanged(step);
+    });
+    const up = stepButton("↑", `Move branch ${number} up`, "cf-branch-up", position === 0);
+    const down = stepButton("↓", `Move branch ${number} down`, "cf-branch-down", position === reply.branches.length - 1);
+    const remove = stepButton("Remove", `Remove branch ${number}`, "cf-branch-remove", false);
+    function moveBranch(to, focusClass) {
+      const [moved] = reply.branches.splice(position, 1);
+      reply.branches.splice(to, 0, moved);
+      replyChanged(step);
+      renderSteps();
+      announce(`Branch ${moved.label || number} moved to position ${to + 1}.`);
+      // As steps do: keep moving the same way, or the other way once at the end.
+      const item = list.querySelector(`#cf-s${step.key}-b${to}`);
+      const wanted = item.querySelector(`.${focusClass}`);
+      const other = item.querySelector(focusClass === "cf-branch-up" ? ".cf-branch-down" : ".cf-branch-up");
+      (!wanted.disabled ? wanted : other).focus();
+    }
+    up.addEventListener("click", () => moveBranch(position - 1, "cf-branch-up"));
+    down.addEventListener("click", () => moveBranch(position + 1, "cf-branch-down"));
+    remove.addEventListener("click", () => {
+      reply.branches.splice(position, 1);
+      replyChanged(step);
+      renderSteps();
+      announce(`Branch ${branch.label || number} removed.`);
+      const next = list.querySelector(`#cf-s${step.key}-b${Math.min(position, reply.branches.length - 1)} .cf-branch-remove`);
+      (next || list.querySelector(`#cf-s${step.key}-add-branch`)).focus();
+    });
+    const legend = el("legend", { text: `Branch ${number}${branch.label ? ": " + branch.label : ""}` });
+    return el(
+      "fieldset",
+      { class: "cf-branch cf-reply-branch", id: id, "data-param": name },
+      legend,
+      el("span", { class: "cf-step-actions cf-branch-actions" }, up, down, remove),
+      el("div", { class: "cf-row" },
+        replyField(label.id, `${name}.label`, "Label", label),
+        replyField(match.id, `${name}.match`, "The reply is", match)),
+      inputs,
+      replyField(goto.id, `${name}.goto`, "Then", goto)
+    );
+  }
+
+  function renderBranches(step, index, parameter) {
+    const reply = replyOf(step);
+    const id = `cf-s${step.key}-branches`;
+    const add = el("button", { type: "button", class: "button cf-query-button", id: `cf-s${step.key}-add-branch`, text: "Add a branch" });
+    add.addEventListener("click", () => {
+      reply.branches.push({ label: "", match: "keywords", keywords: [], goto: "next" });
+      replyChanged(step);
+      renderSteps(`cf-s${step.key}-b${reply.branches.length - 1}-label`);
+      announce(`Branch ${reply.branches.length} added.`);
+    });
+    return el(
+      "div",
+      { class: "cf-field cf-branches", "data-param": parameter.name, role: "group", "aria-labelledby": `${id}-label`, "aria-describedby": `${id}-errors` },
+      el("span", { class: "cf-label", id: `${id}-label`, text: parameter.label }),
+      parameter.help ? el("p", { class: "cf-help", text: parameter.help }) : null,
+      ...reply.branches.map((branch, position) => renderBranch(step, index, branch, position)),
+      add,
+      errorList(id, parameter.name)
+    );
+  }
+
+  /* "Anything else" (with its optional re-ask) and "no reply": where each goes. */
+  function renderFallback(step, index, parameter) {
+    const target = replyOf(step)[parameter.name];
+    const id = `cf-s${step.key}-${parameter.name}`;
+    const goto = gotoSelect(`${id}-goto`, index, target.goto, "end");
+    goto.addEventListener("change", () => {
+      target.goto = gotoValue(goto.value);
+      replyChanged(step);
+    });
+    let reask = null;
+    if (parameter.name === "otherwise") {
+      const text = el("textarea", { id: `${id}-reask`, rows: 2, placeholder: "e.g. Sorry, please reply C, X or R." });
+      text.value = target.reask || "";
+      text.addEventListener("input", () => {
+        target.reask = text.value;
+        replyChanged(step);
+      });
+      reask = replyField(text.id, `${parameter.name}.reask`, "Re-ask once with (optional)", text,
+        "Sent once, to the same number, before taking this branch; the wait keeps its deadline.");
+    }
+    return el(
+      "fieldset",
+      { class: `cf-branch cf-${parameter.name.replace("_", "-")}`, id: id, "data-param": parameter.name, "aria-describedby": `${id}-errors` },
+      el("legend", { text: parameter.label }),
+      parameter.help ? el("p", { class: "cf-help", text: parameter.help }) : null,
+      replyField(goto.id, `${parameter.name}.goto`, "Then", goto),
+      reask,
+      errorList(id, parameter.name)
+    );
+  }
+  const REPLY_WIDGETS = { "reply-branches": renderBranches, "reply-otherwise": renderFallback, "reply-no-reply": renderFallback };
+
   function renderParameter(step, index, parameter) {
     if (parameter.widget === "query") return renderQuery(step, parameter);
+    if (REPLY_WIDGETS[parameter.widget]) return REPLY_WIDGETS[parameter.widget](step, index, parameter);
     const composite = compositeControls(step, index, parameter);
     const control = composite ? composite.control : parameterControl(step, index, parameter);
     control.dataset.param = parameter.name;
@@ -624,6 +846,7 @@
     return el(
       "li",
       { class: "cf-step", "data-key": step.key, "aria-label": `Step ${number}: ${titleOf(step)}` },
+      el("p", { class: "cf-branch-caption", hidden: true }),
       head,
       body
     );
@@ -632,6 +855,8 @@
   function renderSteps(focusId) {
     list.replaceChildren(...state.steps.map(renderStep));
     $("cf-no-steps").hidden = state.steps.length > 0;
+    drawTree();
+    $("cf-reply-test").hidden = !state.steps.some((step) => step.type === "reply");
     if (!config.editable) {
       root.querySelectorAll(".cf-main input, .cf-main select, .cf-main textarea, .cf-main button").forEach((node) => {
         node.disabled = true;
@@ -640,22 +865,40 @@
     if (focusId && $(focusId)) $(focusId).focus();
   }
 
+  /* The places a step names another step by number: a condition's "if false", a wait's
+   * branches, "anything else" and "no reply". Each {get, set}. */
+  function jumps(step) {
+    if (step.type === "condition") {
+      return [{ get: () => step.parameters.else, set: (value) => { step.parameters.else = value; } }];
+    }
+    if (step.type !== "reply") return [];
+    const reply = replyOf(step);
+    return [...reply.branches, reply.otherwise, reply.no_reply].map((target) => ({
+      get: () => String(target.goto === undefined ? "" : target.goto),
+      set: (value) => {
+        target.goto = value === "end" ? "end" : Number(value);
+        storeReply(step);
+      },
+    }));
+  }
   function targetsByStep() {
-    const targets = new Map();
+    const targets = [];
     state.steps.forEach((step) => {
-      const target = step.type === "condition" ? step.parameters.else : "";
-      if (target && /^\d+$/.test(target) && state.steps[Number(target) - 1]) {
-        targets.set(step, state.steps[Number(target) - 1]);
-      }
+      jumps(step).forEach((jump) => {
+        const target = jump.get();
+        if (target && /^\d+$/.test(target) && state.steps[Number(target) - 1]) {
+          targets.push([jump, state.steps[Number(target) - 1]]);
+        }
+      });
     });
     return targets;
   }
   function restoreTargets(targets) {
-    // "If false, go to step N" follows its step when steps move, and ends the run if that
-    // step is removed.
-    targets.forEach((target, step) => {
+    // "Go to step N" follows its step when steps move, and ends the run if that step is
+    // removed.
+    targets.forEach(([jump, target]) => {
       const index = state.steps.indexOf(target);
-      step.parameters.else = index >= 0 ? String(index + 1) : "end";
+      jump.set(index >= 0 ? String(index + 1) : "end");
     });
   }
 
@@ -693,6 +936,12 @@
     parametersOf(step).forEach((p) => {
       if (p.widget === "select" && p.example) step.parameters[p.name] = p.example;
     });
+    if (type === "reply") {
+      // A wait starts as the usual question: one branch to fill in, everything else on.
+      replyOf(step).branches.push({ label: "", match: "keywords", keywords: [], goto: "next" });
+      Object.assign(step.reply, { otherwise: { goto: "next", reask: "" }, no_reply: { goto: "next" } });
+      storeReply(step);
+    }
     state.steps.push(step);
     renderSteps();
     changed();
@@ -760,6 +1009,32 @@
     summary.className = `cf-summary ${count ? "cf-has-problems" : "cf-no-problems"}`;
   }
 
+  // --- the tree: the steps after a wait, under the branch that leads to them -------------
+  // Its shape is the server's (workflows.replies.branch_segments, through the validate
+  // endpoint), by step key, so a re-render in between keeps it.
+  let tree = new Map();
+  function showTree(entries, keys) {
+    tree = new Map(keys.map((key, index) => [key, entries[index] || { depth: 0 }]));
+    drawTree();
+  }
+  function drawTree() {
+    Array.from(list.children).forEach((item) => {
+      const entry = tree.get(Number(item.dataset.key)) || { depth: 0 };
+      item.style.setProperty("--cf-depth", String(entry.depth || 0));
+      item.classList.toggle("cf-in-branch", Boolean(entry.depth));
+      const caption = item.querySelector(".cf-branch-caption");
+      const text = entry.branches && entry.branches.length
+        ? `If the reply to step ${entry.wait} is: ${entry.branches.join(" · ")}`
+        : "";
+      caption.textContent = text;
+      caption.hidden = !text;
+      const title = item.querySelector(".cf-step-title").textContent;
+      const number = item.querySelector(".cf-step-number").textContent;
+      const where = entry.depth ? ` (in a branch of step ${entry.wait})` : "";
+      item.setAttribute("aria-label", `Step ${number}${where}: ${title}`);
+    });
+  }
+
   async function validate() {
     const mine = ++seq.validate;
     const keys = state.steps.map((step) => step.key);
@@ -769,6 +1044,7 @@
       const data = await response.json();
       if (!response.ok) throw new Error(data.error || response.statusText);
       showErrors(data, keys);
+      showTree(data.tree || [], keys);
     } catch (error) {
       if (mine === seq.validate) $("cf-problems").textContent = `Could not check the workflow: ${error.message}`;
     }
@@ -970,6 +1246,9 @@
   }
 
   // --- test mode ------------------------------------------------------------------------
+  $("cf-no-reply").addEventListener("change", () => {
+    $("cf-reply").disabled = $("cf-no-reply").checked;
+  });
   const resultSection = $("cf-test-section");
   const resultBox = $("cf-test-result");
   function showResult(...nodes) {
@@ -990,6 +1269,8 @@
         patient: patientSelect.value,
         organization: organization(),
         definition: definition(),
+        // What the patient answers each question with; null: they never reply.
+        reply: $("cf-no-reply").checked ? null : $("cf-reply").value,
       });
       if (!response.ok) {
         const data = await response.json().catch(() => ({}));
@@ -1064,7 +1345,8 @@
   loadVariables();
   sync();
   if (config.errors) showErrors(config.errors, state.steps.map((step) => step.key));
-  if (config.saved || config.errors) validate();
+  // A wait's branches are drawn as a tree from the server's answer.
+  if (config.saved || config.errors || state.steps.some((step) => step.type === "reply")) validate();
   drawDiagram();
   previews();
 })();

@@ -83,8 +83,9 @@ def notes_panel(request: HttpRequest, patient: Patient) -> dict[str, Any] | None
     if not user.has_perm("patients.view_patientnote"):
         return None
     notes = list(
-        PatientNote.objects.filter(patient=patient, organization_id=patient.organization_id)
-        .order_by("-created_at", "-id")[: NOTES_SHOWN + 1]
+        PatientNote.objects.filter(
+            patient=patient, organization_id=patient.organization_id
+        ).order_by("-created_at", "-id")[: NOTES_SHOWN + 1]
     )
     return {
         "notes": notes[:NOTES_SHOWN],

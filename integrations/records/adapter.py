@@ -30,9 +30,18 @@ from workflows.adapters import (
 )
 from workflows.models import StepRun
 
-# The writes stay in the clinic's own records, so clinical details may be used (a note can
-# say which refill the patient confirmed).
-_RECORDS = {"clinical_data_allowed": True, "messages_patient": False}
+
+def _records_function(name: str, label: str, *parameters: Parameter) -> Function:
+    # The writes stay in the clinic's own records, so clinical details may be used (a note
+    # can say which refill the patient confirmed); nothing is sent to the patient.
+    return Function(
+        name=name,
+        label=label,
+        parameters=parameters,
+        clinical_data_allowed=True,
+        messages_patient=False,
+    )
+
 
 APPOINTMENT_PARAMETER = Parameter(
     "appointment",
@@ -44,77 +53,64 @@ APPOINTMENT_PARAMETER = Parameter(
     check=reference_problem,
 )
 
-SET_APPOINTMENT_STATUS = Function(
-    name="setAppointmentStatus",
-    label="Set appointment status",
-    parameters=(
-        APPOINTMENT_PARAMETER,
-        Parameter(
-            "status",
-            "Status",
-            "An appointment already cancelled, completed or missed is left as it is.",
-            example=Appointment.Status.CONFIRMED,
-            choices=tuple((s.value, s.label) for s in APPOINTMENT_STATUSES),
-        ),
+SET_APPOINTMENT_STATUS = _records_function(
+    "setAppointmentStatus",
+    "Set appointment status",
+    APPOINTMENT_PARAMETER,
+    Parameter(
+        "status",
+        "Status",
+        "An appointment already cancelled, completed or missed is left as it is.",
+        example=Appointment.Status.CONFIRMED,
+        choices=tuple((s.value, s.label) for s in APPOINTMENT_STATUSES),
     ),
-    **_RECORDS,
 )
 
-ADD_NOTE = Function(
-    name="addNote",
-    label="Add a note for staff",
-    parameters=(
-        Parameter(
-            "text",
-            "Note",
-            "Shown on the patient's page to the clinic's staff.",
-            example="Replied {{history.2.result.reply}} to the reminder.",
-            multiline=True,
-        ),
+ADD_NOTE = _records_function(
+    "addNote",
+    "Add a note for staff",
+    Parameter(
+        "text",
+        "Note",
+        "Shown on the patient's page to the clinic's staff.",
+        example="Replied {{history.2.result.reply}} to the reminder.",
+        multiline=True,
     ),
-    **_RECORDS,
 )
 
-CREATE_TASK = Function(
-    name="createTask",
-    label="Create a task for staff",
-    parameters=(
-        Parameter("title", "Title", example="Call {{customer.firstName}} to reschedule"),
-        Parameter(
-            "due_in_hours",
-            "Due in (hours)",
-            "Blank: no due time.",
-            required=False,
-            example="24",
-            check=hours_problem,
-        ),
+CREATE_TASK = _records_function(
+    "createTask",
+    "Create a task for staff",
+    Parameter("title", "Title", example="Call {{customer.firstName}} to reschedule"),
+    Parameter(
+        "due_in_hours",
+        "Due in (hours)",
+        "Blank: no due time.",
+        required=False,
+        example="24",
+        check=hours_problem,
     ),
-    **_RECORDS,
 )
 
-SET_FIELD = Function(
-    name="setField",
-    label="Set a field",
-    parameters=(
-        Parameter(
-            "field",
-            "Field",
-            "Only these fields can be set; the value is checked as the record's own form "
-            "checks it.",
-            choices=tuple(SETTABLE_FIELDS.items()),
-        ),
-        Parameter(
-            "record",
-            "Record",
-            "For an appointment or subscription field: which one ({{appointment.id}}, "
-            "{{subscription.id}}); blank: the patient's next upcoming appointment, or their "
-            "active subscription. Not used for the patient's own fields.",
-            required=False,
-            check=reference_problem,
-        ),
-        Parameter("value", "Value", example="{{history.2.result.reply}}", required=False),
+SET_FIELD = _records_function(
+    "setField",
+    "Set a field",
+    Parameter(
+        "field",
+        "Field",
+        "Only these fields can be set; the value is checked as the record's own form checks it.",
+        choices=tuple(SETTABLE_FIELDS.items()),
     ),
-    **_RECORDS,
+    Parameter(
+        "record",
+        "Record",
+        "For an appointment or subscription field: which one ({{appointment.id}}, "
+        "{{subscription.id}}); blank: the patient's next upcoming appointment, or their "
+        "active subscription. Not used for the patient's own fields.",
+        required=False,
+        check=reference_problem,
+    ),
+    Parameter("value", "Value", example="{{history.2.result.reply}}", required=False),
 )
 
 
@@ -136,9 +132,7 @@ def _actor(context: StepContext) -> str:
 class RecordsAdapter(Adapter):
     name = "records"
     label = "careflow records"
-    functions = {
-        f.name: f for f in (SET_APPOINTMENT_STATUS, ADD_NOTE, CREATE_TASK, SET_FIELD)
-    }
+    functions = {f.name: f for f in (SET_APPOINTMENT_STATUS, ADD_NOTE, CREATE_TASK, SET_FIELD)}
 
     def execute(self, *, function: str, context: StepContext) -> Outcome:
         """Write once for `context.idempotency_key` (integrations.records.writes)."""
@@ -148,9 +142,7 @@ class RecordsAdapter(Adapter):
         if patient is None:
             return Outcome("failed", reason="this run has no patient of this clinic to write to")
         if context.is_test and not patient.is_test:
-            return Outcome(
-                "skipped", reason="test run: only a test patient's records are written"
-            )
+            return Outcome("skipped", reason="test run: only a test patient's records are written")
         return record_write(
             function,
             organization=context.organization,

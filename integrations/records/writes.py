@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
@@ -129,20 +129,6 @@ def _shown(value: Any) -> str:
     return f"“{value}”" if value not in (None, "") else "blank"
 
 
-def _reference(value: str, noun: str) -> uuid.UUID | None:
-    """The UUID a step names its record by; None for blank (the default record)."""
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise WriteRefused(
-            f"“{text[:60]}” is not {noun} id; use {{{{{noun.split()[-1]}.id}}}} or leave it "
-            "blank"
-        ) from None
-
-
 def reference_problem(value: str) -> str:
     """Save-time check of a record id written without {{variables}}: a UUID, or blank."""
     try:
@@ -174,23 +160,37 @@ def _due_hours(value: str) -> float | None:
     return hours
 
 
-def _owned(
+def _locked(records: models.QuerySet[Any], lock: bool) -> models.QuerySet[Any]:
+    return records.select_for_update(of=("self",)) if lock else records
+
+
+def _named(
     model: type[Any],
-    noun: str,
+    reference: str,
     *,
     organization: Organization,
     patient: Patient,
-    reference: uuid.UUID,
     lock: bool,
 ) -> Any:
-    """The record `reference` names, if it is this patient's in this clinic. Another clinic's
-    record reads as unknown: a clinic learns nothing of another's ids."""
-    records = model.objects.filter(organization=organization, uuid=reference)
-    found = (records.select_for_update(of=("self",)) if lock else records).first()
+    """The record a step names by id, if it is this patient's in this clinic; None for blank
+    (the caller's default record). Another clinic's record reads as unknown: a clinic learns
+    nothing of another's ids."""
+    noun = model._meta.model_name
+    text = reference.strip()
+    if not text:
+        return None
+    try:
+        named = uuid.UUID(text)
+    except ValueError:
+        raise WriteRefused(
+            f"“{text[:60]}” is not a{'n' if noun[0] in 'aeiou' else ''} {noun} id; use "
+            f"{{{{{noun}.id}}}} or leave it blank"
+        ) from None
+    found = _locked(model.objects.filter(organization=organization, uuid=named), lock).first()
     if found is None:
-        raise WriteRefused(f"no {noun} {reference} in this clinic")
+        raise WriteRefused(f"no {noun} {named} in this clinic")
     if found.patient_id != patient.pk:
-        raise WriteRefused(f"{noun} {reference} is another patient's, not this run's patient's")
+        raise WriteRefused(f"{noun} {named} is another patient's, not this run's patient's")
     return found
 
 
@@ -198,56 +198,39 @@ def _appointment(
     reference: str, *, organization: Organization, patient: Patient, lock: bool, now: datetime
 ) -> Appointment:
     """The appointment named, or blank: the patient's next upcoming one."""
-    named = _reference(reference, "an appointment")
+    named = _named(Appointment, reference, organization=organization, patient=patient, lock=lock)
     if named is not None:
-        found: Appointment = _owned(
-            Appointment,
-            "appointment",
-            organization=organization,
-            patient=patient,
-            reference=named,
-            lock=lock,
-        )
-        return found
+        return cast(Appointment, named)
     upcoming = Appointment.objects.filter(
         organization=organization,
         patient=patient,
         starts_at__gte=now,
         status__in=CHANGEABLE_APPOINTMENTS,
     ).order_by("starts_at", "id")
-    next_one = (upcoming.select_for_update(of=("self",)) if lock else upcoming).first()
+    next_one = _locked(upcoming, lock).first()
     if next_one is None:
         raise WriteRefused("the patient has no upcoming appointment")
-    return next_one
+    return cast(Appointment, next_one)
 
 
 def _subscription(
     reference: str, *, organization: Organization, patient: Patient, lock: bool
 ) -> Subscription:
     """The subscription named, or blank: the patient's one active subscription."""
-    named = _reference(reference, "a subscription")
+    named = _named(Subscription, reference, organization=organization, patient=patient, lock=lock)
     if named is not None:
-        found: Subscription = _owned(
-            Subscription,
-            "subscription",
-            organization=organization,
-            patient=patient,
-            reference=named,
-            lock=lock,
-        )
-        return found
+        return cast(Subscription, named)
     active = Subscription.objects.filter(
         organization=organization, patient=patient, status=Subscription.Status.ACTIVE
     ).order_by("id")
-    found_active = list((active.select_for_update(of=("self",)) if lock else active)[:2])
-    if len(found_active) != 1:
+    found = list(_locked(active, lock)[:2])
+    if len(found) != 1:
         raise WriteRefused(
             "the patient has no active subscription"
-            if not found_active
-            else "the patient has several active subscriptions: name one with "
-            "{{subscription.id}}"
+            if not found
+            else "the patient has several active subscriptions: name one with {{subscription.id}}"
         )
-    return found_active[0]
+    return cast(Subscription, found[0])
 
 
 def _patient(patient: Patient, *, lock: bool) -> Patient:
@@ -273,7 +256,11 @@ def _set_status(
             + ", ".join(APPOINTMENT_STATUSES)
         )
     appointment = _appointment(
-        inputs.get("appointment", ""), organization=organization, patient=patient, lock=lock, now=now
+        inputs.get("appointment", ""),
+        organization=organization,
+        patient=patient,
+        lock=lock,
+        now=now,
     )
     before = appointment.status
     label = Appointment.Status(status).label.lower()
@@ -281,8 +268,7 @@ def _set_status(
     skip = ""
     if before not in CHANGEABLE_APPOINTMENTS:
         skip = (
-            f"the appointment of {when} is {appointment.get_status_display().lower()}: "
-            "not changed"
+            f"the appointment of {when} is {appointment.get_status_display().lower()}: not changed"
         )
     appointment.status = status
     return Write(

@@ -152,9 +152,7 @@ def test_another_clinics_appointment_reads_as_unknown_and_is_not_touched() -> No
     ours = PatientFactory()
     theirs = AppointmentFactory()  # another clinic's patient
     assert theirs.organization_id != ours.organization_id
-    outcome = _write(
-        "setAppointmentStatus", ours, appointment=str(theirs.uuid), status="cancelled"
-    )
+    outcome = _write("setAppointmentStatus", ours, appointment=str(theirs.uuid), status="cancelled")
     assert (outcome.status, outcome.reason) == (
         "failed",
         f"no appointment {theirs.uuid} in this clinic",
@@ -185,11 +183,11 @@ def test_another_patients_appointment_in_the_same_clinic_is_refused() -> None:
         ("", "", "“” is not a status this step sets"),
     ],
 )
-def test_bad_input_fails_with_a_specific_reason(appointment: str, status: str, problem: str) -> None:
+def test_bad_input_fails_with_a_specific_reason(
+    appointment: str, status: str, problem: str
+) -> None:
     booked = AppointmentFactory()
-    outcome = _write(
-        "setAppointmentStatus", booked.patient, appointment=appointment, status=status
-    )
+    outcome = _write("setAppointmentStatus", booked.patient, appointment=appointment, status=status)
     assert outcome.status == "failed"
     assert outcome.reason.startswith(problem)
     assert Appointment.objects.get(pk=booked.pk).status == "booked"

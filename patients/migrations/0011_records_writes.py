@@ -6,6 +6,12 @@ import uuid
 from django.db import migrations, models
 
 
+def reschedule_requests_back_to_booked(apps, schema_editor):
+    # Migrating back: the status does not exist before, nor fits its shorter column.
+    Appointment = apps.get_model("patients", "Appointment")
+    Appointment.objects.filter(status="reschedule_requested").update(status="booked")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -18,6 +24,7 @@ class Migration(migrations.Migration):
             name='status',
             field=models.CharField(choices=[('booked', 'Booked'), ('confirmed', 'Confirmed'), ('cancelled', 'Cancelled'), ('completed', 'Completed'), ('no_show', 'No-show'), ('reschedule_requested', 'Reschedule requested')], default='booked', max_length=32),
         ),
+        migrations.RunPython(migrations.RunPython.noop, reschedule_requests_back_to_booked),
         migrations.CreateModel(
             name='PatientNote',
             fields=[

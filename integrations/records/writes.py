@@ -16,7 +16,7 @@ needed rolls back with nothing written and no ledger row.
 import copy
 import uuid
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -241,6 +241,14 @@ def _patient(patient: Patient, *, lock: bool) -> Patient:
     return locked
 
 
+def _chosen(inputs: Mapping[str, str], name: str, allowed: Iterable[str], what: str) -> str:
+    """The value of a parameter with choices, which a template may have filled in."""
+    value = inputs.get(name, "").strip()
+    if value not in allowed:
+        raise WriteRefused(f"“{value[:60]}” is not {what}; choose one of {', '.join(allowed)}")
+    return value
+
+
 def _set_status(
     inputs: Mapping[str, str],
     *,
@@ -249,12 +257,7 @@ def _set_status(
     lock: bool,
     now: datetime,
 ) -> Write:
-    status = inputs.get("status", "").strip()
-    if status not in APPOINTMENT_STATUSES:
-        raise WriteRefused(
-            f"“{status[:40]}” is not a status this step sets; choose "
-            + ", ".join(APPOINTMENT_STATUSES)
-        )
+    status = _chosen(inputs, "status", APPOINTMENT_STATUSES, "a status this step sets")
     appointment = _appointment(
         inputs.get("appointment", ""),
         organization=organization,
@@ -319,12 +322,7 @@ def _set_field(
     lock: bool,
     now: datetime,
 ) -> Write:
-    chosen = inputs.get("field", "").strip()
-    if chosen not in SETTABLE_FIELDS:
-        raise WriteRefused(
-            f"“{chosen[:60]}” is not a field this step may set; choose one of "
-            + ", ".join(SETTABLE_FIELDS)
-        )
+    chosen = _chosen(inputs, "field", SETTABLE_FIELDS, "a field this step may set")
     kind, name = chosen.split(".", 1)
     record: Any
     if kind == "patient":

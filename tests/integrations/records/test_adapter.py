@@ -4,6 +4,8 @@ the engine, the dry run and test runs see it."""
 from typing import Any
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 
 from integrations.records.adapter import RecordsAdapter
 from patients.models import Appointment, AuditEntry, PatientNote, RecordWrite, Task
@@ -58,6 +60,18 @@ def test_it_is_registered_and_offered_by_the_builder_with_no_setup() -> None:
     field = {p["name"]: p for p in functions["setField"]["parameters"]}["field"]
     assert "patient.phone" not in [c[0] for c in field["choices"]]
     assert adapter.setup_problem(PatientFactory().organization) == ""
+
+
+def test_the_builder_and_enable_pages_need_nothing_set_up_for_it(admin_client: Client) -> None:
+    workflow = _workflow(
+        "appointment.booked", _step("createTask", title="Call back"), enabled=False
+    )
+    change = admin_client.get(reverse("admin:workflows_workflow_change", args=[workflow.pk]))
+    assert change.status_code == 200
+    enable = admin_client.get(reverse("admin:workflows_workflow_enable", args=[workflow.pk]))
+    assert enable.status_code == 200
+    page = enable.content.decode()
+    assert "steps will fail" not in page and "Enable" in page
 
 
 def test_save_time_validation_accepts_a_good_step_and_names_bad_literals() -> None:

@@ -11,6 +11,7 @@ from integrations.email.forms import EmailIntegrationForm
 from integrations.email.transport import EmailTransport
 from integrations.forms import IntegrationForm, integration_form_register
 from integrations.messaging import Transport, transport_register
+from integrations.records.adapter import RecordsAdapter
 from integrations.twilio.adapter import TwilioAdapter
 from integrations.twilio.forms import TwilioIntegrationForm
 from integrations.twilio.transport import TwilioTransport
@@ -22,6 +23,7 @@ def providers_register() -> None:
     provider_register(TwilioAdapter(), TwilioTransport(), TwilioIntegrationForm)
     provider_register(EmailAdapter(), EmailTransport(), EmailIntegrationForm)
     provider_register(WebhookAdapter())
+    provider_register(RecordsAdapter())
 
 
 def provider_register(

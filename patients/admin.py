@@ -25,6 +25,7 @@ from patients.models import (
     Order,
     Organization,
     Patient,
+    PatientNote,
     Prescription,
     QuestionnaireSubmission,
     Requisition,
@@ -504,6 +505,23 @@ class TaskAdmin(OrganizationScopedAdmin):
     autocomplete_fields = ["patient"]
     show_full_result_count = False
     fields = ["organization", "patient", "title", "status", "due_at"]
+
+
+@admin.register(PatientNote)
+class PatientNoteAdmin(PatientRecordAdmin):
+    """Notes for staff about a patient, by staff or by a workflow (its "Update record" step);
+    who wrote each is kept, and every edit is in the audit trail."""
+
+    list_display = ["created_at", "patient", "written_by", "organization"]
+    list_filter = ["organization"]
+    search_fields = [*PatientRecordAdmin.search_fields, "text"]
+    fields = ["organization", "patient", "text", "written_by", "created_at"]
+    readonly_fields = ["written_by", "created_at"]
+
+    def save_model(self, request: HttpRequest, obj: PatientNote, form: Any, change: bool) -> None:
+        if not change:
+            obj.written_by = str(request.user)[:150]
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(AuditEntry)

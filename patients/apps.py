@@ -10,7 +10,7 @@ class PatientsConfig(AppConfig):
         from patients import receivers
         from patients.audit import audit_connect
         from patients.models import Cart, Order, Patient
-        from patients.panels import CONSENT_PANEL, patient_panel_register
+        from patients.panels import CONSENT_PANEL, NOTES_PANEL, patient_panel_register
         from patients.roles import roles_post_migrate
 
         post_save.connect(receivers.patient_saved, sender=Patient, dispatch_uid="patient_saved")
@@ -26,3 +26,4 @@ class PatientsConfig(AppConfig):
         # Roles are code: every migrate (and test-database flush) re-applies patients.roles.
         post_migrate.connect(roles_post_migrate, sender=self, dispatch_uid="roles_post_migrate")
         patient_panel_register(CONSENT_PANEL)
+        patient_panel_register(NOTES_PANEL)

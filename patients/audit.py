@@ -1,10 +1,12 @@
-"""The audit trail: who changed which workflow, step, integration, consent record or
-messaging policy, and when, with before/after values. Captured from model signals so that
-no code path can change an audited record without a trace; secrets are never recorded."""
+"""The audit trail: who changed which workflow, step, integration, consent record, messaging
+policy, or patient record a workflow can write (the patient, appointments, subscriptions,
+tasks, notes), and when, with before/after values. Captured from model signals so that no
+code path can change an audited record without a trace; secrets are never recorded."""
 
 import contextvars
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.apps import apps
@@ -22,11 +24,22 @@ AUDITED = (
     "integrations.Integration",
     "integrations.MessagingPolicy",
     "patients.ConsentRecord",
+    # What a workflow's "Update record" step writes (integrations.records).
+    "patients.Patient",
+    "patients.Appointment",
+    "patients.Subscription",
+    "patients.Task",
+    "patients.PatientNote",
 )
 SECRET_FIELDS = {"integrations.Integration": {"secrets"}}
 IGNORED_FIELDS = {"updated_at", "created_at"}
 
 _actor: contextvars.ContextVar[Any] = contextvars.ContextVar("careflow_audit_actor", default=None)
+# A non-user actor (a workflow's run) named by the code making the change.
+_actor_name: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "careflow_audit_actor_name", default=""
+)
+ACTOR_LENGTH = AuditEntry._meta.get_field("actor_repr").max_length or 150
 
 
 class AuditActorMiddleware:
@@ -41,6 +54,24 @@ class AuditActorMiddleware:
             return self.get_response(request)
         finally:
             _actor.reset(token)
+
+
+@contextmanager
+def audit_actor(name: str) -> Iterator[None]:
+    """Name the actor of the audited changes made inside, where no signed-in user makes
+    them: a worker writing for a workflow ("workflow “Reminder” run 12")."""
+    token = _actor_name.set(name[:ACTOR_LENGTH])
+    try:
+        yield
+    finally:
+        _actor_name.reset(token)
+
+
+def audit_actor_name() -> str:
+    """Who audited changes made now are by: the named actor, else the signed-in user, else
+    "system"."""
+    actor = _current_actor()
+    return _actor_name.get() or (str(actor)[:ACTOR_LENGTH] if actor else "system")
 
 
 def _current_actor() -> Any:
@@ -110,10 +141,9 @@ def _before(sender: type[models.Model], instance: models.Model, **kwargs: Any) -
 
 
 def _record(instance: models.Model, action: str, changes: dict[str, Any]) -> None:
-    actor = _current_actor()
     AuditEntry.objects.create(
-        actor=actor,
-        actor_repr=str(actor) if actor else "system",
+        actor=_current_actor(),
+        actor_repr=audit_actor_name(),
         organization_id=_organization_id(instance),
         action=action,
         model=_label(instance),

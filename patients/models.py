@@ -447,10 +447,12 @@ class Appointment(PatientRecord):
         CANCELLED = "cancelled", "Cancelled"
         COMPLETED = "completed", "Completed"
         NO_SHOW = "no_show", "No-show"
+        # The patient asked for another time (e.g. replied "R" to a reminder); staff follow up.
+        RESCHEDULE_REQUESTED = "reschedule_requested", "Reschedule requested"
 
     starts_at = models.DateTimeField()
     duration_minutes = models.PositiveIntegerField(default=30)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.BOOKED)
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.BOOKED)
     provider_name = models.CharField(max_length=200, blank=True)
     location = models.CharField(max_length=300, blank=True, help_text="For in-person visits.")
     video_url = models.URLField(max_length=500, blank=True, help_text="For video visits.")
@@ -625,6 +627,48 @@ class Task(ChangeTracked, TimeStamped):
             and patient.organization_id != self.organization_id
         ):
             raise ValidationError({"patient": "This patient belongs to another clinic."})
+
+
+class PatientNote(PatientRecord):
+    """A note for the clinic's staff about one patient, written by staff or by a workflow (an
+    "Update record" step). Shown on the patient's page; it fires no trigger."""
+
+    text = models.TextField(max_length=4000)
+    # Who wrote it, as the audit trail names its actors ("alice", "workflow “…” run 12").
+    written_by = models.CharField(max_length=150, blank=True, editable=False)
+
+    tracked_fields = ()
+    version_field = ""
+
+    def __str__(self) -> str:
+        return f"Note {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class RecordWrite(models.Model):
+    """One write to a patient's records made for an outside actor (a workflow step), keyed
+    by that actor's idempotency key: written in the same transaction as the write itself, so
+    a retried or redelivered step finds its row and returns the first outcome instead of
+    writing again, and two workers running the same step write once (the second waits on
+    the unique key, then reads the first one's row)."""
+
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="record_writes"
+    )
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="record_writes")
+    # The function that wrote ("setAppointmentStatus", …) and the record it wrote to.
+    action = models.CharField(max_length=40)
+    model = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    # The outcome returned to every later attempt of the same step.
+    result = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.model} {self.object_id}"
 
 
 class AuditEntry(models.Model):

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from patients.models import Patient
+from patients.models import Patient, PatientNote
 from patients.selectors import patient_consent_summary
 
 PanelContext = Callable[[HttpRequest, Patient], dict[str, Any] | None]
@@ -69,4 +69,35 @@ CONSENT_PANEL = PatientPanel(
     template="admin/patients/patient/consent_panel.html",
     context=consent_panel,
     order=10,
+)
+
+
+# The notes the panel shows, newest first; the rest are on the notes list.
+NOTES_SHOWN = 10
+
+
+def notes_panel(request: HttpRequest, patient: Patient) -> dict[str, Any] | None:
+    """Staff notes about the patient (written by staff, or by a workflow's "Update record"
+    step), newest first: shown to whoever may see notes."""
+    user: Any = request.user
+    if not user.has_perm("patients.view_patientnote"):
+        return None
+    notes = list(
+        PatientNote.objects.filter(
+            patient=patient, organization_id=patient.organization_id
+        ).order_by("-created_at", "-id")[: NOTES_SHOWN + 1]
+    )
+    return {
+        "notes": notes[:NOTES_SHOWN],
+        "more": len(notes) > NOTES_SHOWN,
+        "can_add": user.has_perm("patients.add_patientnote"),
+        "patient": patient,
+    }
+
+
+NOTES_PANEL = PatientPanel(
+    name="notes",
+    template="admin/patients/patient/notes_panel.html",
+    context=notes_panel,
+    order=30,
 )

@@ -134,6 +134,7 @@ LIFECYCLES: dict[type[Any], Lifecycle] = {
             Appointment.Status.CANCELLED: "appointment.cancelled",
             Appointment.Status.COMPLETED: "appointment.completed",
             Appointment.Status.NO_SHOW: "appointment.no_show",
+            Appointment.Status.RESCHEDULE_REQUESTED: "appointment.reschedule_requested",
         },
         appointment_event_payload,
     ),

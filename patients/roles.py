@@ -40,6 +40,7 @@ PATIENT_RECORDS = (
     "patients.requisition",
     "patients.lead",
     "patients.task",
+    "patients.patientnote",
 )
 
 
@@ -104,11 +105,11 @@ ROLES: dict[str, frozenset[str]] = {
             REVIEW_INBOUND,
         }
     ),
-    # Their own clinic: reads patients, orders, workflows, runs and messages; records
-    # consent; marks inbound messages reviewed. Edits no workflow, policy or record.
+    # Their own clinic: reads patients, orders, staff notes, workflows, runs and messages;
+    # records consent; marks inbound messages reviewed. Edits no workflow, policy or record.
     CLINIC_STAFF: frozenset(
         {
-            *_grant("view", "patients.patient", "patients.order"),
+            *_grant("view", "patients.patient", "patients.order", "patients.patientnote"),
             *_grant("view add", "patients.consentrecord"),
             *_grant(
                 "view",

@@ -285,3 +285,13 @@ class TaskFactory(factory.django.DjangoModelFactory[records.Task]):
     organization = factory.SubFactory(OrganizationFactory)
     title = factory.Sequence(lambda n: f"Call patient {n}")
     due_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=1))
+
+
+class PatientNoteFactory(factory.django.DjangoModelFactory[records.PatientNote]):
+    class Meta:
+        model = records.PatientNote
+
+    patient = factory.SubFactory(PatientFactory)
+    organization = factory.LazyAttribute(_same_organization)
+    text = "Prefers a call after 5 pm."
+    written_by = "staff"

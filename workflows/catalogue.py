@@ -307,7 +307,14 @@ REQUISITION = _object(
     },
 )
 
-APPOINTMENT_STATUSES = ("booked", "confirmed", "cancelled", "completed", "no_show")
+APPOINTMENT_STATUSES = (
+    "booked",
+    "confirmed",
+    "cancelled",
+    "completed",
+    "no_show",
+    "reschedule_requested",
+)
 
 APPOINTMENT = _object(
     "The appointment.",
@@ -521,6 +528,8 @@ CATALOGUE: tuple[EventType, ...] = (
             "appointment.cancelled": "An appointment was cancelled.",
             "appointment.completed": "An appointment took place.",
             "appointment.no_show": "The patient did not attend an appointment.",
+            "appointment.reschedule_requested": "The patient asked to move an appointment "
+            "(e.g. replied to a reminder); staff arrange a new time.",
             "appointment.reminder": "A booked or confirmed appointment starts soon "
             "({appointment_reminder_lead} before; again if rescheduled).",
         },

@@ -18,6 +18,7 @@ from tests.factories import (
     OrderFactory,
     OrganizationFactory,
     PatientFactory,
+    PatientNoteFactory,
     SmsStepFactory,
     StaffMembershipFactory,
     UserFactory,
@@ -31,13 +32,15 @@ pytestmark = pytest.mark.django_db
 
 
 def _populate(integration: Any, count: int) -> None:
-    """Rows in every table: patients, consents, orders, events, runs, step runs, messages."""
+    """Rows in every table: patients, consents, notes, orders, events, runs, step runs,
+    messages."""
     org = integration.organization
     workflow = WorkflowFactory(organization=org)
     SmsStepFactory(workflow=workflow)
     for _ in range(count):
         patient = PatientFactory(organization=org)
         ConsentFactory(patient=patient)
+        PatientNoteFactory(patient=patient)
         order = OrderFactory(patient=patient)
         order.status = Order.Status.SHIPPED
         order.save()

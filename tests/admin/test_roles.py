@@ -56,6 +56,7 @@ from tests.factories import (
     OrderFactory,
     OrganizationFactory,
     PatientFactory,
+    PatientNoteFactory,
     PrescriptionFactory,
     QuestionnaireSubmissionFactory,
     RequisitionFactory,
@@ -101,6 +102,7 @@ MODELS = {
     "patients.requisition": True,
     "patients.lead": True,
     "patients.task": True,
+    "patients.patientnote": True,
     "patients.auditentry": True,
     "workflows.workflow": True,
     "workflows.event": True,
@@ -120,6 +122,7 @@ PATIENT_RECORDS = [
     "patients.requisition",
     "patients.lead",
     "patients.task",
+    "patients.patientnote",
 ]
 
 # What each role can do with each model in the admin: "view" opens its list and its pages
@@ -167,6 +170,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
     },
     "clinic_staff": {
         "patients.patient": R,
+        "patients.patientnote": R,
         "patients.consentrecord": RA,
         "patients.order": R,
         "workflows.workflow": R,
@@ -390,6 +394,7 @@ def clinic() -> dict[str, Any]:
         "patients.requisition": RequisitionFactory(patient=patient),
         "patients.lead": LeadFactory(organization=sunrise),
         "patients.task": TaskFactory(organization=sunrise, patient=patient),
+        "patients.patientnote": PatientNoteFactory(patient=patient),
         "patients.auditentry": AuditEntry.objects.filter(organization=sunrise).first()
         or AuditEntry.objects.create(
             organization=sunrise, action="updated", model="x", object_id="1", object_repr="x"

@@ -16,7 +16,17 @@ from django.utils import timezone
 
 from integrations.models import InboundMessage, OutboundMessage
 from integrations.twilio.keywords import inbound_sms_receive
-from patients.models import ConsentRecord, Lead, Order, Organization, Patient, Subscription, Task
+from patients.models import (
+    ConsentRecord,
+    Lead,
+    Order,
+    Organization,
+    Patient,
+    PatientNote,
+    StaffMembership,
+    Subscription,
+    Task,
+)
 from tests.factories import (
     AppointmentFactory,
     CartFactory,
@@ -25,6 +35,7 @@ from tests.factories import (
     LeadFactory,
     OrganizationFactory,
     PatientFactory,
+    PatientNoteFactory,
     PrescriptionFactory,
     QuestionnaireSubmissionFactory,
     RequisitionFactory,
@@ -48,6 +59,7 @@ RECORDS = [
     "requisition",
     "lead",
     "task",
+    "patientnote",
 ]
 
 
@@ -64,6 +76,7 @@ def _populate(organization: Organization, count: int) -> None:
             organization=organization, status=Lead.Status.CONVERTED, converted_patient=patient
         )
         TaskFactory(organization=organization, patient=patient)
+        PatientNoteFactory(patient=patient)
 
 
 def _queries(client: Client, url: str) -> int:
@@ -150,6 +163,23 @@ def test_staff_adding_a_task_records_task_created() -> None:
     assert response.status_code == 302
     task = Task.objects.get()
     assert Event.objects.get(type="task.created").subject_id == str(task.pk)
+
+
+def test_staff_adding_a_note_are_its_author_and_it_shows_on_the_patient_page() -> None:
+    mine = OrganizationFactory()
+    patient = PatientFactory(organization=mine)
+    client = clinic_client(mine, "add_patientnote", "view_patientnote", "view_patient")
+    response = client.post(
+        reverse("admin:patients_patientnote_add"),
+        {"organization": mine.pk, "patient": patient.pk, "text": "Prefers mornings."},
+    )
+    assert response.status_code == 302
+    note = PatientNote.objects.get()
+    assert note.written_by == str(StaffMembership.objects.get(organization=mine).user)
+    html = _patient_page(client, patient)
+    assert "Notes for staff" in html and "Prefers mornings." in html
+    # a role that may not see notes gets no panel
+    assert "Notes for staff" not in _patient_page(clinic_client(mine, "view_patient"), patient)
 
 
 def test_a_converted_lead_without_a_patient_is_refused_in_the_form() -> None:

@@ -1,13 +1,16 @@
-"""The audit trail records who changed which workflow, step, integration, consent record or
-messaging policy, with before/after values, and never a secret."""
+"""The audit trail records who changed which workflow, step, integration, consent record,
+messaging policy or patient record a workflow may write, with before/after values, and never
+a secret."""
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
+from patients.audit import audit_actor
 from patients.models import AuditEntry
 from tests.factories import (
+    AppointmentFactory,
     ConsentFactory,
     IntegrationFactory,
     SmsStepFactory,
@@ -27,6 +30,23 @@ def test_changes_outside_a_request_are_recorded_as_system() -> None:
     assert entry.changes == {"name": ["Before", "After"]}
     assert entry.actor is None and entry.actor_repr == "system"
     assert entry.organization_id == workflow.organization_id
+
+
+def test_a_named_actor_is_recorded_inside_its_block_only() -> None:
+    appointment = AppointmentFactory(location="Main St")
+    with audit_actor("workflow “Reminder” run 12"):
+        appointment.location = "2nd floor"
+        appointment.save()
+    appointment.location = "3rd floor"
+    appointment.save()
+    named, after = AuditEntry.objects.filter(
+        model="patients.Appointment", action="updated"
+    ).order_by("id")
+    assert (named.actor_repr, named.actor) == ("workflow “Reminder” run 12", None)
+    assert named.changes == {"location": ["Main St", "2nd floor"]}
+    assert after.actor_repr == "system"
+    created = AuditEntry.objects.get(model="patients.Appointment", action="created")
+    assert created.organization_id == appointment.organization_id
 
 
 def test_saving_without_changes_records_nothing() -> None:

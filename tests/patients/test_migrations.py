@@ -12,6 +12,7 @@ from tests.patients.conftest import latest_migrations, migrate
 BEFORE_UUID = [("patients", "0001_initial")]
 UUID_NULLABLE = [("patients", "0002_organization_webhook_credentials")]
 BEFORE_ROLES = [("patients", "0006_audit_trail")]
+BEFORE_RECORD_WRITES = [("patients", "0010_consent_channels_registered")]
 ROLES_MIGRATION = importlib.import_module("patients.migrations.0007_roles")
 
 
@@ -41,6 +42,27 @@ def test_the_migrations_reverse_cleanly(migrated_back: None) -> None:
     assert "patients_subscription" not in tables
     new_apps = migrate(latest_migrations())
     assert new_apps.get_model("patients", "Organization").objects.get().uuid is not None
+
+
+def test_a_reschedule_request_migrates_back_as_booked(migrated_back: None) -> None:
+    new_apps = migrate(latest_migrations())
+    Organization = new_apps.get_model("patients", "Organization")
+    Patient = new_apps.get_model("patients", "Patient")
+    Appointment = new_apps.get_model("patients", "Appointment")
+    clinic = Organization.objects.create(name="Clinic", slug="c", timezone="UTC")
+    patient = Patient.objects.create(organization=clinic, first_name="Ann")
+    for status in ("reschedule_requested", "confirmed"):
+        Appointment.objects.create(
+            organization=clinic, patient=patient, starts_at="2027-01-05T09:00Z", status=status
+        )
+    old_apps = migrate(BEFORE_RECORD_WRITES)
+    statuses = old_apps.get_model("patients", "Appointment").objects.values_list(
+        "status", flat=True
+    )
+    assert sorted(statuses) == ["booked", "confirmed"]
+    with connection.cursor() as cursor:
+        tables = connection.introspection.table_names(cursor)
+    assert "patients_patientnote" not in tables and "patients_recordwrite" not in tables
 
 
 def _groups() -> dict[str, set[str]]:

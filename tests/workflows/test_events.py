@@ -84,6 +84,8 @@ NAMED_HERE = {
     "appointment.cancelled",
     "appointment.completed",
     "appointment.no_show",
+    # issue 16: a patient's reply asking for another time (the "Update record" step)
+    "appointment.reschedule_requested",
     "appointment.reminder",
     "lead.created",
     "lead.converted",

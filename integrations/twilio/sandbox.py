@@ -178,7 +178,9 @@ _HTML_HEADERS = (
         + "'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
     ),
     ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    # Not "no-referrer": with it a browser sends "Origin: null" even with the page's own
+    # form, which the control API must refuse as it refuses any other site.
+    ("Referrer-Policy", "same-origin"),
     ("Cache-Control", "no-store"),
 )
 _FORM = "application/x-www-form-urlencoded"

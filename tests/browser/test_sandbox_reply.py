@@ -4,15 +4,14 @@ answer and clicks "Reply as patient"; careflow receives it through its signed in
 and the patient's page shows the conversation."""
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import screenshot_path
 from tests.browser.test_readme import log_in
-from tests.deployments import CareflowUp, careflow_up
+from tests.deployments import CareflowUp
 
 pytestmark = [pytest.mark.browser]
 
@@ -23,24 +22,6 @@ order.status = Order.Status.SHIPPED
 order.tracking_number = "1ZREPLYASPATIENT"
 order.save()
 """
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CareflowUp]:
-    with careflow_up(tmp_path_factory.mktemp("make-run")) as stack:
-        yield stack
-
-
-@pytest.fixture
-def page(browser: Browser, stack: CareflowUp) -> Iterator[Page]:
-    context = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
 
 
 def test_reply_as_patient_on_the_sandbox_page_reaches_the_patients_conversation(

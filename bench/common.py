@@ -297,6 +297,7 @@ CPU_GROUPS = (
     ("sandbox", "twilio_sandbox"),
     ("beat", " beat "),
     ("worker", " worker "),
+    ("web", "gunicorn"),
 )
 
 
@@ -556,6 +557,21 @@ def baseline_worker(env: dict[str, str], logdir: Path) -> list[Proc]:
 def stop_all(procs: Iterable[Proc]) -> None:
     for proc in procs:
         proc.stop()
+
+
+def broker_drain(broker_url: str, timeout: float = 600) -> float:
+    """Wait until careflow's broker queues are empty (leftover duplicate tasks, e.g. the
+    relay's re-dispatches after a flood) so each measurement starts from an idle system;
+    returns the seconds waited."""
+    import redis
+
+    broker = redis.Redis.from_url(broker_url)
+    queues = ("events", "runs", "sends")
+    t0 = time.monotonic()
+    while sum(broker.llen(q) for q in queues) and time.monotonic() - t0 < timeout:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    return time.monotonic() - t0
 
 
 def run_child(argv: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:

@@ -184,6 +184,8 @@ _HTML_HEADERS = (
     ("Cache-Control", "no-store"),
 )
 _FORM = "application/x-www-form-urlencoded"
+# A <Message> of a TwiML answer, as twilio-python's MessagingResponse writes it (no nesting).
+_TWIML_MESSAGE = re.compile(r"<Message(?:\s[^>]*)?>(.*?)</Message>", re.S)
 _ACCOUNT_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+?)(?P<rest>/.*|\.json)$")
 _MESSAGE_PATH = re.compile(r"^/Messages/(?P<sid>[^/]+)\.json$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -318,6 +320,17 @@ class _Inbound:
     in_reply_to: str | None
     outcome: dict[str, Any]
 
+    @property
+    def twiml_replies(self) -> list[str]:
+        """The texts the webhook's TwiML answer asks Twilio to send back (a HELP answer, an
+        opt-out confirmation): part of the conversation, so the page shows them."""
+        if not 200 <= self.outcome.get("http_status", 0) < 300:
+            return []
+        return [
+            html.unescape(text)
+            for text in _TWIML_MESSAGE.findall(self.outcome.get("response_body", ""))
+        ]
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "sid": self.sid,
@@ -328,6 +341,7 @@ class _Inbound:
             "url": self.url,
             "sent_at": self.sent_at,
             "in_reply_to": self.in_reply_to,
+            "twiml_replies": self.twiml_replies,
             **{k: v for k, v in self.outcome.items() if k != "at"},
         }
 
@@ -1139,7 +1153,16 @@ class SandboxServer(LoopbackSandbox):
             if "http_status" in outcome
             else "webhook not reached"
         )
-        return (
+        # Newest first: the TwiML answers came after the text they answer.
+        answers = "".join(
+            "<tr class=outbound>"
+            f"<td>{_clock(inbound.sent_at)}</td><td>outbound (TwiML answer)</td>"
+            f"<td>{esc(inbound.to)}</td><td>{esc(inbound.from_)}</td>"
+            f"<td class=body>{esc(text)}</td><td>answered in the webhook</td>"
+            f"<td>{segment_info(text).segments}</td><td></td></tr>"
+            for text in reversed(inbound.twiml_replies)
+        )
+        return answers + (
             f'<tr class=inbound data-sid="{esc(inbound.sid)}">'
             f"<td>{_clock(inbound.sent_at)}</td><td>inbound</td>"
             f"<td>{esc(inbound.from_)}</td><td>{esc(inbound.to)}</td>"

@@ -2,6 +2,7 @@
 a signed inbound SMS to careflow's inbound webhook (the live server), which records it as
 Twilio's would be."""
 
+import html
 import re
 from typing import Any
 
@@ -119,3 +120,20 @@ def test_a_reply_signed_with_another_token_is_refused_and_the_page_says_so(
     assert [m["http_status"] for m in sandbox.inbound_messages()] == [403]
     assert "webhook answered 403" in requests.get(sandbox.url + "/", timeout=5).text
     assert not InboundMessage.objects.exists()
+
+
+def test_careflows_twiml_answer_to_help_shows_in_the_conversation(
+    sandbox: SandboxServer, integration: Integration
+) -> None:
+    PatientFactory(organization=integration.organization, phone=PHONE)
+    sid = text_the_patient(sandbox, integration, "Your refill is due")
+
+    assert reply_on_the_page(sandbox, sid, "HELP").status_code == 303
+
+    [inbound] = sandbox.inbound_messages()
+    [answer] = inbound["twiml_replies"]
+    assert integration.organization.name in answer
+    page = requests.get(sandbox.url + "/", timeout=5).text
+    directions = re.findall(r"<td>\d\d:\d\d:\d\d</td><td>([^<]*)</td>", page)
+    assert directions == ["outbound (TwiML answer)", "inbound", "outbound"]  # newest first
+    assert html.escape(answer) in page

@@ -179,8 +179,12 @@ def child(args: argparse.Namespace) -> int:
 
     def questions_out(batch: list[Any], prefix: str) -> None:
         """Ship an order of each patient; wait until each run waits for the answer."""
+        runs = Run.objects.filter(workflow=workflow)
+        ended = runs.exclude(
+            status__in=[Run.Status.PENDING, Run.Status.RUNNING, Run.Status.WAITING]
+        )
+        waiting_before, ended_before = runs.filter(status=Run.Status.WAITING).count(), ended.count()
         ids = fixtures.careflow_orders(org, batch, len(batch), prefix)
-        waiting_before = Run.objects.filter(workflow=workflow, status=Run.Status.WAITING).count()
         sandbox.reset()
         fixtures.ship("careflow", ids, None)
         sandbox.wait_accepted(len(ids), timeout=300, stall=60)
@@ -188,22 +192,23 @@ def child(args: argparse.Namespace) -> int:
         # from the send to the wait.
         common.broker_drain(settings.CELERY_BROKER_URL)
 
-        def waiting() -> int:
-            return Run.objects.filter(workflow=workflow, status=Run.Status.WAITING).count()
+        def all_waiting() -> bool:
+            if ended.count() > ended_before:  # nobody answered yet: no run may have ended
+                run = ended.order_by("-id").first()
+                raise SetupError(
+                    f"a run ended before its patient answered: {run.status if run else '?'} "
+                    f"{(run.error if run else '')[:300]!r}; {status()}"
+                )
+            waiting = runs.filter(status=Run.Status.WAITING).count()
+            return waiting - waiting_before >= len(ids)
 
         def status() -> str:
-            by_status = Run.objects.filter(workflow=workflow).values_list("status", flat=True)
             counts: dict[str, int] = {}
-            for value in by_status:
+            for value in runs.values_list("status", flat=True):
                 counts[value] = counts.get(value, 0) + 1
             return f"sandbox {sandbox.stats()}, runs {counts}"
 
-        wait_until(
-            f"{len(ids)} runs waiting for a reply",
-            lambda: waiting() - waiting_before >= len(ids),
-            300,
-            status,
-        )
+        wait_until(f"{len(ids)} runs waiting for a reply", all_waiting, 300, status)
 
     def measure(batch: list[Any], prefix: str) -> dict[str, Any]:
         if conversing:

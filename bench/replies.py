@@ -55,13 +55,13 @@ def parse() -> argparse.Namespace:
     p.add_argument(
         "--web-workers", type=int, default=4, help="gunicorn sync workers (the README's 4)"
     )
-    p.add_argument("--quick", action="store_true", help="1 run of 8 s")
+    p.add_argument("--quick", action="store_true", help="1 run of 5 s")
     p.add_argument("--keep-db", action="store_true", help="do not drop the bench database")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--web-url", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.quick:
-        args.runs, args.seconds = 1, 8.0
+        args.runs, args.seconds = 1, 5.0
     return args
 
 

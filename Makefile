@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) bench/e2e.py $(BENCH_ARGS)
 	$(PY) bench/burst.py $(BENCH_ARGS)
 	$(PY) bench/admin.py $(BENCH_ARGS)
+	$(PY) bench/replies.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

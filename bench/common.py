@@ -6,6 +6,7 @@ start one child process per system (careflow, baseline), each with its own setti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -278,16 +279,26 @@ class Proc:
             return ""
 
     def stop(self) -> None:
+        self.terminate()
+        self.wait_stopped()
+
+    def terminate(self) -> None:
+        """Ask the process group to stop (SIGTERM), without waiting."""
         if self.process is None or self.process.poll() is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
+
+    def wait_stopped(self) -> None:
+        """Wait for a terminated process; SIGKILL its group after 20 s."""
+        if self.process is None:
+            return
+        try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
 
 
 # Process groups for CPU accounting, by a piece of the command line (first match wins).
@@ -297,6 +308,7 @@ CPU_GROUPS = (
     ("sandbox", "twilio_sandbox"),
     ("beat", " beat "),
     ("worker", " worker "),
+    ("web", "gunicorn"),
 )
 
 
@@ -554,8 +566,27 @@ def baseline_worker(env: dict[str, str], logdir: Path) -> list[Proc]:
 
 
 def stop_all(procs: Iterable[Proc]) -> None:
+    """Stop them all at once (each shutdown waits on its own, so not one after another)."""
+    procs = list(procs)
     for proc in procs:
-        proc.stop()
+        proc.terminate()
+    for proc in procs:
+        proc.wait_stopped()
+
+
+def broker_drain(broker_url: str, timeout: float = 600) -> float:
+    """Wait until careflow's broker queues are empty (leftover duplicate tasks, e.g. the
+    relay's re-dispatches after a flood) so each measurement starts from an idle system;
+    returns the seconds waited."""
+    import redis
+
+    broker = redis.Redis.from_url(broker_url)
+    queues = ("events", "runs", "sends")
+    t0 = time.monotonic()
+    while sum(broker.llen(q) for q in queues) and time.monotonic() - t0 < timeout:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    return time.monotonic() - t0
 
 
 def run_child(argv: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import json
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -81,22 +80,8 @@ def child(args: argparse.Namespace) -> int:
         def make(count: int, prefix: str) -> list[int]:
             return fixtures.baseline_orders(count, prefix)
 
-    import redis
-
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    queues = ("events", "runs", "sends")
-
-    def drain(timeout: float = 600) -> float:
-        """Wait until the broker queues are empty (leftover duplicate tasks, e.g. the relay's
-        re-dispatches after a flood) so each measurement starts from an idle system."""
-        t0 = time.monotonic()
-        while sum(broker.llen(q) for q in queues) and time.monotonic() - t0 < timeout:
-            time.sleep(0.2)
-        time.sleep(1.0)
-        return time.monotonic() - t0
-
     def measure(ids: list[int], rate: float | None) -> dict:
-        drained = drain()
+        drained = common.broker_drain(settings.CELERY_BROKER_URL)
         if drained > 2:
             print(f"{system}: waited {drained:.1f}s for leftover queued tasks to drain", flush=True)
         sandbox.reset()

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 
@@ -235,6 +236,32 @@ class LoopbackHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         raise NotImplementedError
+
+    def _foreign_request(self, *, navigation: bool = False) -> str | None:
+        """Why a request must not reach the control API or the page, if it must not.
+
+        Loopback clients only; and, since the browser of the person running the sandbox is a
+        loopback client too, not on behalf of another site: a page elsewhere could post a
+        form or a no-CORS fetch here (browsers send Origin and Sec-Fetch-Site with it), or
+        rebind its own host name to 127.0.0.1 to read the answers (its Host header gives it
+        away). Scripts and tests send neither Origin nor a foreign Host. A `navigation` (a
+        GET of the page, which changes nothing and which another site cannot read) may come
+        from a link anywhere.
+        """
+        if not is_loopback(self.client_address[0]):
+            return "the sandbox control API is loopback-only"
+        host = self.headers.get("Host", "")
+        hostname = urlsplit(f"//{host}").hostname or ""
+        if host and not is_loopback(hostname, allow_localhost=True):
+            return "the sandbox answers only to a loopback host name"
+        if navigation:
+            return None
+        origin = self.headers.get("Origin")
+        if origin is not None and origin != f"http://{host}":
+            return "cross-origin requests to the sandbox are refused"
+        if self.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            return "cross-site requests to the sandbox are refused"
+        return None
 
     def _read_body(self) -> bytes:
         """The request body; RequestBodyError when chunked, unreadable or over 1 MiB."""

@@ -352,8 +352,8 @@ class _Handler(LoopbackHandler):
 
     def _control(self, method: str, path: str, body: bytes) -> None:
         sandbox = self.server.sandbox
-        if not is_loopback(self.client_address[0], allow_localhost=True):
-            self._json(403, {"error": "the sandbox control API is loopback-only"})
+        if refused := self._foreign_request():
+            self._json(403, {"error": refused})
             return
         route = (method, path)
         try:

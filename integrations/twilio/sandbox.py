@@ -46,7 +46,8 @@ is recorded on the message. `callback_delay=None` (or negative) freezes messages
 "queued"/"accepted" and posts nothing. `status_callbacks = False` (or the control API) lets
 messages move on as usual but posts no status callback, as when every callback was lost.
 
-Control API (no auth, loopback clients only):
+Control API (no auth; loopback clients only, and never on behalf of another site: a request
+with a foreign Origin, a cross-site Sec-Fetch-Site or a non-loopback Host is 403):
 
     POST   /_sandbox/faults         add rule(s): a JSON object or a list of them
     GET    /_sandbox/faults         rules with their remaining counts
@@ -59,12 +60,24 @@ Control API (no auth, loopback clients only):
                                     callbacks on again
     POST   /_sandbox/callbacks      {"enabled": false}: messages still move on, but no status
                                     callback is posted (recorded as "not posted"); true: again
-    POST   /_sandbox/accounts       {"sid", "token", "numbers", "messaging_service_sids"}
+    POST   /_sandbox/accounts       {"sid", "token", "numbers", "messaging_service_sids",
+                                    "inbound_url"}: inbound_url (optional, a loopback http(s)
+                                    URL) is where the account's inbound SMS go, as the number's
+                                    "A message comes in" webhook at Twilio
     POST   /_sandbox/inbound        {"account_sid", "from", "to", "body", "url"}: post a signed
                                     inbound-SMS webhook to url; 200 {"message_sid",
                                     "http_status", "response_body"}, or 502 {"error"} if the
                                     webhook could not be reached
-    GET    /                        HTML page of received messages, newest first
+    POST   /_sandbox/reply          {"message_sid", "body"}: the patient answers a message the
+                                    sandbox received: a signed inbound SMS from its To to its
+                                    From, posted to its account's inbound_url; answers as
+                                    /_sandbox/inbound. Also the page's "Reply as patient" form
+                                    (form-encoded, with the page's token): 303 back to the page
+    GET    /_sandbox/inbound.json   {"messages": [...]}: inbound SMS posted, in order
+    GET    /                        HTML page of the conversation: messages received and
+                                    inbound SMS posted, newest first, each received message
+                                    with a "Reply as patient" form when its account has an
+                                    inbound_url
 
 A fault rule: {"kind": "error" | "slow" | "drop" | "accept_then_error" | "accept_then_drop",
 "count": 1 (-1 = forever), "match": {"To": "+1..."} (every given create param must be
@@ -84,6 +97,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import html
 import itertools
@@ -145,8 +159,33 @@ _FAULT_DEFAULTS: dict[str, tuple[int, int, str]] = {
     "accept_then_error": (500, 20500, "Internal Server Error"),
 }
 
-# Message bodies are attacker-controllable text: escape them, and forbid scripts anyway.
-_HTML_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),)
+# The page reloads itself every 5 s, except while a reply is being typed (a reload would
+# lose it). This script is the only one the page may run: its CSP allows it by hash.
+_REFRESH_SCRIPT = (
+    "setTimeout(function again(){var typing=document.activeElement&&"
+    "document.activeElement.name==='body';var kept=[].some.call("
+    "document.querySelectorAll('input[name=body]'),function(i){return i.value});"
+    "if(typing||kept){setTimeout(again,5000)}else{location.reload()}},5000);"
+)
+# Message bodies are attacker-controllable text: escape them, and forbid other scripts anyway.
+# Forms post only here, and no other site may frame the page (a framed "Reply as patient"
+# button could be clicked by a lured user).
+_HTML_HEADERS = (
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-"
+        + base64.b64encode(hashlib.sha256(_REFRESH_SCRIPT.encode()).digest()).decode()
+        + "'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Frame-Options", "DENY"),
+    # Not "no-referrer": with it a browser sends "Origin: null" even with the page's own
+    # form, which the control API must refuse as it refuses any other site.
+    ("Referrer-Policy", "same-origin"),
+    ("Cache-Control", "no-store"),
+)
+_FORM = "application/x-www-form-urlencoded"
+# A <Message> of a TwiML answer, as twilio-python's MessagingResponse writes it (no nesting).
+_TWIML_MESSAGE = re.compile(r"<Message(?:\s[^>]*)?>(.*?)</Message>", re.S)
 _ACCOUNT_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+?)(?P<rest>/.*|\.json)$")
 _MESSAGE_PATH = re.compile(r"^/Messages/(?P<sid>[^/]+)\.json$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -184,6 +223,8 @@ class _Account:
     token: str
     numbers: set[str]
     messaging_service_sids: set[str]
+    # Where the account's inbound SMS go (the number's "A message comes in" webhook).
+    inbound_url: str | None = None
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def sender_number(self) -> str:
@@ -264,8 +305,90 @@ class _Message:
         }
 
 
+@dataclass
+class _Inbound:
+    """An inbound SMS the sandbox posted to a webhook, and what the webhook answered."""
+
+    sid: str
+    account_sid: str
+    from_: str
+    to: str
+    body: str
+    url: str
+    sent_at: float
+    # The received message it answers ("Reply as patient"), if any.
+    in_reply_to: str | None
+    outcome: dict[str, Any]
+
+    @property
+    def twiml_replies(self) -> list[str]:
+        """The texts the webhook's TwiML answer asks Twilio to send back (a HELP answer, an
+        opt-out confirmation): part of the conversation, so the page shows them."""
+        if not 200 <= self.outcome.get("http_status", 0) < 300:
+            return []
+        return [
+            html.unescape(text)
+            for text in _TWIML_MESSAGE.findall(self.outcome.get("response_body", ""))
+        ]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "from": self.from_,
+            "to": self.to,
+            "body": self.body,
+            "url": self.url,
+            "sent_at": self.sent_at,
+            "in_reply_to": self.in_reply_to,
+            "twiml_replies": self.twiml_replies,
+            **{k: v for k, v in self.outcome.items() if k != "at"},
+        }
+
+
 def _new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
+
+
+def inbound_sms_params(*, account_sid: str, from_: str, to: str, body: str) -> dict[str, str]:
+    """The form parameters of an inbound-SMS webhook as Twilio posts them, with a new sid."""
+    sid = _new_sid("SM")
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "SmsMessageSid": sid,
+        "AccountSid": account_sid,
+        "From": from_,
+        "To": to,
+        "Body": body,
+        "NumMedia": "0",
+        "NumSegments": str(segment_info(body).segments),
+        "SmsStatus": "received",
+        "ApiVersion": API_VERSION,
+    }
+
+
+def signed_webhook_headers(url: str, params: Mapping[str, str], token: str) -> dict[str, str]:
+    """The headers of a webhook Twilio posts to `url`, signed with the account's token."""
+    return {
+        "X-Twilio-Signature": RequestValidator(token).compute_signature(url, dict(params)),
+        "Content-Type": "application/x-www-form-urlencoded",
+        "User-Agent": "TwilioProxy/1.1",
+        "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+    }
+
+
+def _checked_inbound_url(url: str | None) -> str | None:
+    """An account's inbound URL: http(s) on a loopback host, so the sandbox can never be
+    made to post signed requests elsewhere; None or "" for none."""
+    if not url:
+        return None
+    split = urlsplit(url)
+    if split.scheme not in ("http", "https") or not is_loopback(
+        split.hostname or "", allow_localhost=True
+    ):
+        raise ValueError("inbound_url must be an http(s) URL on a loopback host")
+    return url
 
 
 def _parse_date_filter(name: str, value: str) -> tuple[datetime, bool]:
@@ -323,6 +446,9 @@ class _Handler(LoopbackHandler):
             return
         try:
             if path == "/" and method == "GET":
+                if refused := self._foreign_request(navigation=True):
+                    self._json(403, {"error": refused})
+                    return
                 self._respond(200, sandbox._html_page(), "text/html; charset=utf-8", _HTML_HEADERS)
             elif path.startswith("/_sandbox/"):
                 self._control(method, path, body)
@@ -417,10 +543,14 @@ class _Handler(LoopbackHandler):
 
     def _control(self, method: str, path: str, body: bytes) -> None:
         sandbox = self.server.sandbox
-        if not is_loopback(self.client_address[0]):
-            self._json(403, {"error": "the sandbox control API is loopback-only"})
+        if refused := self._foreign_request():
+            self._json(403, {"error": refused})
             return
         route = (method, path)
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if route == ("POST", "/_sandbox/reply") and content_type == _FORM:
+            self._reply_form(body)
+            return
         try:
             payload = json.loads(body) if body.strip() else None
         except ValueError:
@@ -431,6 +561,8 @@ class _Handler(LoopbackHandler):
                 self._json(200, {"messages": sandbox.messages()})
             elif route == ("GET", "/_sandbox/stats.json"):
                 self._json(200, sandbox.stats())
+            elif route == ("GET", "/_sandbox/inbound.json"):
+                self._json(200, {"messages": sandbox.inbound_messages()})
             elif route == ("GET", "/_sandbox/faults"):
                 self._json(200, {"faults": sandbox.faults()})
             elif route == ("POST", "/_sandbox/faults"):
@@ -449,11 +581,15 @@ class _Handler(LoopbackHandler):
             elif route == ("POST", "/_sandbox/accounts"):
                 if not isinstance(payload, Mapping):
                     raise ValueError("expected a JSON object")
+                inbound_url = payload.get("inbound_url")
+                if inbound_url is not None and not isinstance(inbound_url, str):
+                    raise ValueError("inbound_url must be a string")
                 sandbox.add_account(
                     _required_str(payload, "sid"),
                     _required_str(payload, "token"),
                     numbers=_str_list(payload, "numbers"),
                     messaging_service_sids=_str_list(payload, "messaging_service_sids"),
+                    inbound_url=inbound_url,
                 )
                 self._json(201, sandbox._account_summary(payload["sid"]))
             elif route == ("POST", "/_sandbox/inbound"):
@@ -467,10 +603,53 @@ class _Handler(LoopbackHandler):
                     url=_required_str(payload, "url"),
                 )
                 self._json(200 if "http_status" in result else 502, result)
+            elif route == ("POST", "/_sandbox/reply"):
+                if not isinstance(payload, Mapping):
+                    raise ValueError("expected a JSON object")
+                result = sandbox.reply(
+                    message_sid=_required_str(payload, "message_sid"),
+                    body=_required_str(payload, "body"),
+                )
+                self._json(200 if "http_status" in result else 502, result)
             else:
                 self._json(404, {"error": f"no control endpoint {method} {path}"})
         except (ValueError, TypeError, KeyError) as exc:
             self._json(400, {"error": str(exc)})
+
+    def _reply_form(self, body: bytes) -> None:
+        """The page's "Reply as patient" form: post the reply, then back to the page (or a
+        page saying why nothing was sent). The form carries the page's token: another site
+        cannot read the page, so cannot forge the form."""
+        sandbox = self.server.sandbox
+        try:
+            form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            form = {}
+        fields = {name: values[0] for name, values in form.items()}
+        token = fields.get("token", "")
+        if not hmac.compare_digest(token.encode(), sandbox._page_token.encode()):
+            self._html_error(403, "The form's token is not this page's: reload the page.")
+            return
+        try:
+            result = sandbox.reply(
+                message_sid=_required_str(fields, "message_sid"),
+                body=_required_str(fields, "body"),
+            )
+        except ValueError as exc:
+            self._html_error(400, str(exc))
+            return
+        if "http_status" not in result:
+            self._html_error(502, f"careflow's inbound webhook was not reached: {result['error']}")
+            return
+        self._respond(303, b"", "text/plain; charset=utf-8", [("Location", "/")])
+
+    def _html_error(self, status: int, reason: str) -> None:
+        page = (
+            "<!doctype html><html><head><meta charset=utf-8><title>Reply not sent</title>"
+            "</head><body><h1>Reply not sent</h1>"
+            f"<p>{html.escape(reason)}</p><p><a href=/>Back to the sandbox</a></p></body></html>"
+        )
+        self._respond(status, page.encode(), "text/html; charset=utf-8", _HTML_HEADERS)
 
 
 def _required_str(payload: Mapping[str, Any], name: str, *, allow_empty: bool = False) -> str:
@@ -490,8 +669,8 @@ def _str_list(payload: Mapping[str, Any], name: str) -> list[str]:
 class SandboxServer(LoopbackSandbox):
     """The sandbox: state behind one lock, an HTTP server, and a callback dispatcher.
 
-    `accounts` maps an Account SID to its auth token, or to a dict with `token`, `numbers`
-    and `messaging_service_sids`. The listening socket is bound on construction, so `url`
+    `accounts` maps an Account SID to its auth token, or to a dict with `token`, `numbers`,
+    `messaging_service_sids` and `inbound_url`. The listening socket is bound on construction, so `url`
     is known (and port 0 resolved) before `start()`.
     """
 
@@ -510,6 +689,9 @@ class SandboxServer(LoopbackSandbox):
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
         self._messages: dict[str, _Message] = {}
+        self._inbound: list[_Inbound] = []
+        # The page's forms carry it; another site cannot read the page, so cannot forge one.
+        self._page_token = secrets.token_urlsafe(24)
         self._faults: list[FaultRule] = []
         self._fault_ids = itertools.count(1)
         self._stats = dict.fromkeys(("creates", "accepted", "errors", "dropped"), 0)
@@ -528,6 +710,7 @@ class SandboxServer(LoopbackSandbox):
                     spec["token"],
                     numbers=spec.get("numbers", ()),
                     messaging_service_sids=spec.get("messaging_service_sids", ()),
+                    inbound_url=spec.get("inbound_url"),
                 )
         self._dispatcher = WebhookDispatcher(
             self._advance,
@@ -546,9 +729,17 @@ class SandboxServer(LoopbackSandbox):
         token: str,
         numbers: Iterable[str] = (),
         messaging_service_sids: Iterable[str] = (),
+        inbound_url: str | None = None,
     ) -> None:
-        """Register (or replace) an account with its owned numbers and Messaging Services."""
-        account = _Account(sid, token, set(numbers), set(messaging_service_sids))
+        """Register (or replace) an account with its owned numbers, Messaging Services and
+        the URL its inbound SMS go to (loopback only; ValueError otherwise)."""
+        account = _Account(
+            sid,
+            token,
+            set(numbers),
+            set(messaging_service_sids),
+            inbound_url=_checked_inbound_url(inbound_url),
+        )
         with self._lock:
             self._accounts[sid] = account
 
@@ -557,6 +748,7 @@ class SandboxServer(LoopbackSandbox):
         status callbacks are posted again."""
         with self._lock:
             self._messages.clear()
+            self._inbound.clear()
             self._faults.clear()
             self._stats = dict.fromkeys(self._stats, 0)
             self.status_callbacks = True
@@ -566,6 +758,11 @@ class SandboxServer(LoopbackSandbox):
         """Snapshots of every stored message, in arrival order."""
         with self._lock:
             return [message.snapshot() for message in self._messages.values()]
+
+    def inbound_messages(self) -> list[dict[str, Any]]:
+        """Snapshots of every inbound SMS posted, in order."""
+        with self._lock:
+            return [inbound.snapshot() for inbound in self._inbound]
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -596,24 +793,29 @@ class SandboxServer(LoopbackSandbox):
             account = self._accounts.get(account_sid)
         if account is None:
             raise ValueError(f"unknown account {account_sid}")
-        sid = _new_sid("SM")
-        params = {
-            "MessageSid": sid,
-            "SmsSid": sid,
-            "SmsMessageSid": sid,
-            "AccountSid": account_sid,
-            "From": from_,
-            "To": to,
-            "Body": body,
-            "NumMedia": "0",
-            "NumSegments": str(segment_info(body).segments),
-            "SmsStatus": "received",
-            "ApiVersion": API_VERSION,
-        }
-        with requests.Session() as session:
-            session.trust_env = False
-            outcome = self._post_signed(session, url, params, account.token, keep_body=True)
-        return {"message_sid": sid, **outcome}
+        return self._post_inbound(account, from_=from_, to=to, body=body, url=url)
+
+    def reply(self, *, message_sid: str, body: str) -> dict[str, Any]:
+        """The patient answers the received message `message_sid`: a signed inbound SMS from
+        its To to its From, posted to its account's inbound_url, synchronously. ValueError
+        (with what to do about it) when there is nothing to answer or nowhere to post."""
+        if len(body) > MAX_BODY_CHARS:
+            raise ValueError(f"body must be at most {MAX_BODY_CHARS} characters")
+        with self._lock:
+            message = self._messages.get(message_sid)
+            account = self._accounts.get(message.account_sid) if message else None
+            if message is None or account is None:
+                raise ValueError(f"no message {message_sid} was received")
+            sender = message.from_ or account.sender_number()
+            to = message.to
+        if account.inbound_url is None:
+            raise ValueError(
+                f"account {account.sid} has no inbound_url: register one with "
+                "POST /_sandbox/accounts"
+            )
+        return self._post_inbound(
+            account, from_=to, to=sender, body=body, url=account.inbound_url, reply_to=message_sid
+        )
 
     # --- internals shared with the handler ----------------------------------------------
 
@@ -842,6 +1044,29 @@ class SandboxServer(LoopbackSandbox):
         if has_next and self.callback_delay is not None:
             self._dispatcher.schedule(self.callback_delay, sid, step + 1)
 
+    def _post_inbound(
+        self,
+        account: _Account,
+        *,
+        from_: str,
+        to: str,
+        body: str,
+        url: str,
+        reply_to: str | None = None,
+    ) -> dict[str, Any]:
+        """Post one inbound SMS and keep it, with the webhook's answer, for the page."""
+        params = inbound_sms_params(account_sid=account.sid, from_=from_, to=to, body=body)
+        sent_at = time.time()
+        with requests.Session() as session:
+            session.trust_env = False
+            outcome = self._post_signed(session, url, params, account.token, keep_body=True)
+        inbound = _Inbound(
+            params["MessageSid"], account.sid, from_, to, body, url, sent_at, reply_to, outcome
+        )
+        with self._lock:
+            self._inbound.append(inbound)
+        return {"message_sid": inbound.sid, **outcome}
+
     def _post_signed(
         self,
         session: requests.Session,
@@ -851,18 +1076,11 @@ class SandboxServer(LoopbackSandbox):
         *,
         keep_body: bool = False,
     ) -> dict[str, Any]:
-        signature = RequestValidator(token).compute_signature(url, params)
-        headers = {
-            "X-Twilio-Signature": signature,
-            "Content-Type": "application/x-www-form-urlencoded",
-            "User-Agent": "TwilioProxy/1.1",
-            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
-        }
         try:
             response = session.post(
                 url,
                 data=params,
-                headers=headers,
+                headers=signed_webhook_headers(url, params, token),
                 timeout=self.callback_timeout,
                 allow_redirects=False,
             )
@@ -874,33 +1092,84 @@ class SandboxServer(LoopbackSandbox):
         return outcome
 
     def _html_page(self) -> bytes:
+        """The conversation: messages received and inbound SMS posted, newest first."""
         with self._lock:
-            rows = [message.snapshot() for message in reversed(self._messages.values())]
+            repliable = {sid for sid, a in self._accounts.items() if a.inbound_url}
+            rows: list[tuple[float, str]] = [
+                (message.received_at, self._outbound_row(message.snapshot(), repliable))
+                for message in self._messages.values()
+            ]
+            rows += [(inbound.sent_at, self._inbound_row(inbound)) for inbound in self._inbound]
             stats = dict(self._stats)
-        esc = html.escape
-        cells = "".join(
-            "<tr>"
-            f"<td>{esc(datetime.fromtimestamp(row['received_at'], UTC).strftime('%H:%M:%S'))}</td>"
-            f"<td>{esc(str(row['from'] or row['messaging_service_sid'] or ''))}</td>"
-            f"<td>{esc(row['to'])}</td>"
-            f"<td class=body>{esc(row['body'])}</td>"
-            f"<td>{esc(row['status'])}</td>"
-            f"<td>{row['num_segments']}</td>"
-            "</tr>"
-            for row in rows
-        )
+        rows.sort(key=lambda row: row[0], reverse=True)
         page = (
             "<!doctype html><html><head><meta charset=utf-8>"
-            '<meta http-equiv="refresh" content="5">'
             "<title>Twilio sandbox</title><style>"
             "body{font:14px system-ui,sans-serif;margin:1.5em}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;"
             "vertical-align:top;text-align:left}.body{white-space:pre-wrap;max-width:40em}"
+            "tr.inbound{background:#eef6ee}form.reply{display:flex;gap:.3em}"
             "</style></head><body><h1>Twilio sandbox</h1>"
             f"<p>{stats['accepted']} accepted of {stats['creates']} create requests, "
-            f"{stats['errors']} errors, {stats['dropped']} dropped. Newest first.</p>"
-            "<table><thead><tr><th>Received (UTC)</th><th>From</th><th>To</th><th>Body</th>"
-            f"<th>Status</th><th>Segments</th></tr></thead><tbody>{cells}</tbody></table>"
-            "</body></html>"
+            f"{stats['errors']} errors, {stats['dropped']} dropped. Newest first; "
+            "outbound: sent to the patient, inbound: the patient's texts, posted to careflow "
+            "signed as Twilio signs them. Refreshes every 5 s unless you are typing.</p>"
+            "<table><thead><tr><th>Time (UTC)</th><th>Direction</th><th>From</th><th>To</th>"
+            "<th>Body</th><th>Status</th><th>Segments</th><th>Reply as the patient</th>"
+            f"</tr></thead><tbody>{''.join(row for _, row in rows)}</tbody></table>"
+            f"<script>{_REFRESH_SCRIPT}</script></body></html>"
         )
         return page.encode()
+
+    def _outbound_row(self, row: dict[str, Any], repliable: set[str]) -> str:
+        esc = html.escape
+        if row["account_sid"] in repliable:
+            reply = (
+                '<form class=reply method=post action="/_sandbox/reply">'
+                f'<input type=hidden name=token value="{esc(self._page_token)}">'
+                f'<input type=hidden name=message_sid value="{esc(row["sid"])}">'
+                f"<input name=body required maxlength={MAX_BODY_CHARS} size=24 "
+                f'aria-label="Reply to {esc(str(row["from"] or "the clinic"))} as '
+                f'{esc(row["to"])}"><button>Reply as patient</button></form>'
+            )
+        else:
+            reply = "no inbound_url for this account"
+        return (
+            f'<tr class=outbound data-sid="{esc(row["sid"])}">'
+            f"<td>{_clock(row['received_at'])}</td><td>outbound</td>"
+            f"<td>{esc(str(row['from'] or row['messaging_service_sid'] or ''))}</td>"
+            f"<td>{esc(row['to'])}</td>"
+            f"<td class=body>{esc(row['body'])}</td>"
+            f"<td>{esc(row['status'])}</td>"
+            f"<td>{row['num_segments']}</td><td>{reply}</td></tr>"
+        )
+
+    @staticmethod
+    def _inbound_row(inbound: _Inbound) -> str:
+        esc = html.escape
+        outcome = inbound.outcome
+        status = (
+            f"webhook answered {outcome['http_status']}"
+            if "http_status" in outcome
+            else "webhook not reached"
+        )
+        # Newest first: the TwiML answers came after the text they answer.
+        answers = "".join(
+            "<tr class=outbound>"
+            f"<td>{_clock(inbound.sent_at)}</td><td>outbound (TwiML answer)</td>"
+            f"<td>{esc(inbound.to)}</td><td>{esc(inbound.from_)}</td>"
+            f"<td class=body>{esc(text)}</td><td>answered in the webhook</td>"
+            f"<td>{segment_info(text).segments}</td><td></td></tr>"
+            for text in reversed(inbound.twiml_replies)
+        )
+        return answers + (
+            f'<tr class=inbound data-sid="{esc(inbound.sid)}">'
+            f"<td>{_clock(inbound.sent_at)}</td><td>inbound</td>"
+            f"<td>{esc(inbound.from_)}</td><td>{esc(inbound.to)}</td>"
+            f"<td class=body>{esc(inbound.body)}</td><td>{esc(status)}</td>"
+            f"<td>{segment_info(inbound.body).segments}</td><td></td></tr>"
+        )
+
+
+def _clock(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%H:%M:%S")

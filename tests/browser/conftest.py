@@ -17,9 +17,10 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.test import Client
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
 
 from patients.roles import CLINIC_ADMIN
+from tests.deployments import CareflowUp, careflow_up
 from tests.factories import StaffMembershipFactory
 
 CHROMIUM = "/usr/bin/chromium"
@@ -118,3 +119,32 @@ def screenshot_path(name: str, tmp_path: Path) -> Path:
         DOCS.mkdir(exist_ok=True)
         return DOCS / name
     return tmp_path / name
+
+
+# The stack `make run` starts (`careflow_up`), one per test module that asks for it, and a tab
+# on it that fails the test on JavaScript errors and on any request answered 4xx/5xx.
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CareflowUp]:
+    with careflow_up(tmp_path_factory.mktemp("make-run")) as stack:
+        yield stack
+
+
+@pytest.fixture
+def page(browser: Browser, stack: CareflowUp) -> Iterator[Page]:
+    context = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    failed: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def _record(response: Response) -> None:
+        if response.status >= 400:
+            failed.append(f"{response.status} {response.url}")
+
+    page.on("response", _record)
+    page.on("dialog", lambda dialog: dialog.accept())
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+    assert failed == [], f"requests that failed: {failed}\n{stack.tail()}"

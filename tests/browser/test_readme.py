@@ -11,44 +11,16 @@ import json
 import re
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Response, expect
+from playwright.sync_api import Page, expect
 
 from integrations.management.commands.careflow_demo import DEMO_ACCOUNT_SID, DEMO_FROM
 from tests.browser.conftest import screenshot_path
-from tests.deployments import CareflowUp, careflow_up
+from tests.deployments import CareflowUp
 
 pytestmark = [pytest.mark.browser]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CareflowUp]:
-    with careflow_up(tmp_path_factory.mktemp("make-run")) as stack:
-        yield stack
-
-
-@pytest.fixture
-def page(browser: Browser, stack: CareflowUp) -> Iterator[Page]:
-    context = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    errors: list[str] = []
-    failed: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-
-    def _record(response: Response) -> None:
-        if response.status >= 400:
-            failed.append(f"{response.status} {response.url}")
-
-    page.on("response", _record)
-    page.on("dialog", lambda dialog: dialog.accept())
-    yield page
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
-    assert failed == [], f"requests that failed: {failed}\n{stack.tail()}"
 
 
 def log_in(page: Page, stack: CareflowUp, user: str) -> None:

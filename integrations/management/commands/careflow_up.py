@@ -26,6 +26,7 @@ from integrations.management.commands.careflow_demo import demo_user
 from integrations.management.commands.twilio_sandbox import ACCOUNTS_VARIABLE
 from integrations.models import Integration
 from integrations.twilio.account import ADAPTER, twilio_account
+from integrations.twilio.forms import TwilioIntegrationForm
 from patients.models import Organization
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
 
@@ -94,8 +95,12 @@ class Command(BaseCommand):
         if not options["no_sandbox"]:
             sandbox = f"http://127.0.0.1:{options['sandbox_port']}"
             env["TWILIO_API_BASE_URL"] = sandbox
+            # Each account's inbound SMS go to its integration's webhook on this web server
+            # (the URL the signature covers), so "Reply as patient" reaches careflow.
             accounts = [
-                f"{account.account_sid}:{account.auth_token}:{','.join(i.senders)}"
+                f"{account.account_sid}:{account.auth_token}:{','.join(i.senders)}:"
+                f"{account.messaging_service_sid}:"
+                f"{web}{TwilioIntegrationForm.inbound_webhook_path(i)}"
                 for i in Integration.objects.filter(adapter=ADAPTER, enabled=True)
                 for account in [twilio_account(i)]
             ]
@@ -143,7 +148,8 @@ class Command(BaseCommand):
                 f"  Clinic admin:   clinic / {clinic_password}   (Sunrise Telehealth only)\n"
                 f"  Clinic staff:   staff / {staff_password}   (Sunrise Telehealth only, read-mostly)\n"
                 + (
-                    f"  Twilio sandbox: {env['TWILIO_API_BASE_URL']}/  (messages it received)\n"
+                    f"  Twilio sandbox: {env['TWILIO_API_BASE_URL']}/  (the texts; reply as "
+                    "the patient there)\n"
                     if "sandbox" in processes
                     else ""
                 )

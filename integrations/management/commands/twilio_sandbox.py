@@ -2,6 +2,11 @@
 
     manage.py twilio_sandbox --port 8099 \\
         --account AC00000000000000000000000000000000:sandbox-token:+15005550006,+15551230000
+    manage.py twilio_sandbox --account \\
+        'ACxx…:token:+15005550006::http://127.0.0.1:8000/webhooks/twilio/<uuid>/inbound/'
+
+The last field, the account's inbound URL, is where "Reply as patient" on the sandbox's page
+posts the patient's answer.
 
 Accounts can also come from the environment, one spec a line, in TWILIO_SANDBOX_ACCOUNTS:
 a command line is readable by every user of the machine (`ps`), an environment is not, so
@@ -23,11 +28,12 @@ ACCOUNTS_VARIABLE = "TWILIO_SANDBOX_ACCOUNTS"
 
 
 def parse_account(value: str) -> dict[str, Any]:
-    """`SID:TOKEN[:NUMBERS[:SERVICE_SIDS]]`, the lists comma-separated."""
-    parts = value.split(":")
-    if not 2 <= len(parts) <= 4 or not parts[0] or not parts[1]:
+    """`SID:TOKEN[:NUMBERS[:SERVICE_SIDS[:INBOUND_URL]]]`, the lists comma-separated; the
+    URL is the rest of the line, colons and all."""
+    parts = value.split(":", 4)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
         raise argparse.ArgumentTypeError(
-            "expected SID:TOKEN[:comma-separated numbers[:comma-separated MG sids]]"
+            "expected SID:TOKEN[:comma-separated numbers[:comma-separated MG sids[:inbound URL]]]"
         )
     numbers = parts[2].split(",") if len(parts) > 2 else []
     services = parts[3].split(",") if len(parts) > 3 else []
@@ -36,6 +42,7 @@ def parse_account(value: str) -> dict[str, Any]:
         "token": parts[1],
         "numbers": [n.strip() for n in numbers if n.strip()],
         "messaging_service_sids": [s.strip() for s in services if s.strip()],
+        "inbound_url": parts[4].strip() if len(parts) > 4 else None,
     }
 
 
@@ -53,7 +60,7 @@ class Command(BaseCommand):
             action="append",
             default=[],
             type=parse_account,
-            metavar="SID:TOKEN[:NUMBERS[:MG_SIDS]]",
+            metavar="SID:TOKEN[:NUMBERS[:MG_SIDS[:INBOUND_URL]]]",
             help="An account the sandbox accepts (repeatable). +15005550006 is always owned.",
         )
         parser.add_argument(
@@ -69,6 +76,7 @@ class Command(BaseCommand):
         accounts = {spec["sid"]: spec for spec in [*from_env, *options["account"]]}
         summary = [
             f"account {sid}: {', '.join(spec['numbers']) or '(only +15005550006)'}"
+            + (f"; inbound SMS to {spec['inbound_url']}" if spec["inbound_url"] else "")
             for sid, spec in accounts.items()
         ]
         if not accounts:
@@ -85,4 +93,5 @@ class Command(BaseCommand):
             port=options["port"],
             summary=summary,
             stopped="twilio sandbox stopped",
+            invalid=(ValueError,),
         )

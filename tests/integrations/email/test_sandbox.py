@@ -413,3 +413,20 @@ def test_server_endpoint_proves_a_token(sandbox: SandboxServer) -> None:
     bad = control(sandbox, "GET", "/server", headers={"X-Postmark-Server-Token": "wrong"})
     assert (bad.status_code, bad.json()["ErrorCode"]) == (401, 10)
     assert control(sandbox, "POST", "/server").status_code == 405
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Host": "evil.example"}],
+)
+def test_another_site_in_the_users_browser_cannot_drive_the_control_api(
+    sandbox: SandboxServer, headers: dict[str, str]
+) -> None:
+    send(sandbox)
+
+    response = control(sandbox, "POST", "/_sandbox/reset", headers=headers)
+
+    assert response.status_code == 403
+    assert len(sandbox.messages()) == 1
+    own = {"Origin": sandbox.url, "Sec-Fetch-Site": "same-origin"}
+    assert control(sandbox, "POST", "/_sandbox/reset", headers=own).status_code == 200

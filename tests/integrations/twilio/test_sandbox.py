@@ -722,9 +722,258 @@ def test_html_page_escapes_bodies_and_lists_newest_first(
     response = requests.get(server.url + "/", timeout=5)
 
     assert response.headers["Content-Type"].startswith("text/html")
-    assert "<script>" not in response.text
+    # the one script is the page's own refresh, which its CSP allows by hash alone
+    assert response.text.count("<script>") == 1
+    assert "alert" not in response.text.split("<script>")[1]
+    [scripts] = [d for d in response.headers["Content-Security-Policy"].split(";") if "script" in d]
+    assert scripts.strip().startswith("script-src 'sha256-") and "unsafe" not in scripts
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in response.text
     assert response.text.index("&lt;script&gt;") < response.text.index("first message")
+
+
+# --- replies as the patient ----------------------------------------------------------------
+
+
+def reply_form(page: str, sid: str) -> dict[str, str]:
+    """The fields of the page's "Reply as patient" form on the row of message `sid`."""
+    row = re.search(rf'<tr class=outbound data-sid="{sid}">(.*?)</tr>', page, re.S)
+    assert row, f"no row for {sid}"
+    fields = dict(re.findall(r'<input type=hidden name=(\w+) value="([^"]*)">', row.group(1)))
+    assert set(fields) == {"token", "message_sid"}
+    return fields
+
+
+@pytest.fixture
+def repliable(server: SandboxServer, receiver: Receiver) -> str:
+    """The account's inbound SMS go to the receiver; returns that URL."""
+    url = f"{receiver.url}/webhooks/inbound"
+    server.add_account(ACCOUNT_SID, TOKEN, numbers=[OWNED], inbound_url=url)
+    return url
+
+
+def test_reply_posts_a_signed_sms_from_the_recipient_to_the_sender(
+    twilio: Client, receiver: Receiver, control: Control, repliable: str
+) -> None:
+    question = send(twilio, body="Reply C to confirm")
+
+    response = control(
+        "POST", "/_sandbox/reply", json={"message_sid": question.sid, "body": "C 👍"}
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["http_status"] == 200
+    [inbound] = receiver.received
+    assert inbound.url == repliable
+    assert (inbound.params["From"], inbound.params["To"]) == (TO, OWNED)
+    assert inbound.params["Body"] == "C 👍"
+    assert inbound.params["MessageSid"] == response.json()["message_sid"]
+    assert RequestValidator(TOKEN).validate(
+        repliable, inbound.params, inbound.headers["X-Twilio-Signature"]
+    )
+    [kept] = control("GET", "/_sandbox/inbound.json").json()["messages"]
+    assert kept["in_reply_to"] == question.sid
+    assert (kept["from"], kept["to"], kept["body"], kept["http_status"]) == (
+        TO,
+        OWNED,
+        "C 👍",
+        200,
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        ({"message_sid": "SM" + "0" * 32, "body": "C"}, "no message SM0000"),
+        ({"body": "C"}, "message_sid must be a non-empty string"),
+        ({"message_sid": "{sid}", "body": ""}, "body must be a non-empty string"),
+        ({"message_sid": "{sid}", "body": 7}, "body must be a non-empty string"),
+        ({"message_sid": "{sid}", "body": "x" * 1601}, "body must be at most 1600 characters"),
+        (["not", "an", "object"], "expected a JSON object"),
+    ],
+)
+def test_bad_replies_are_400_with_the_reason_and_post_nothing(
+    twilio: Client,
+    receiver: Receiver,
+    control: Control,
+    repliable: str,
+    payload: Any,
+    error: str,
+) -> None:
+    sid = send(twilio).sid
+    if isinstance(payload, dict) and payload.get("message_sid") == "{sid}":
+        payload = {**payload, "message_sid": sid}
+
+    response = control("POST", "/_sandbox/reply", json=payload)
+
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(error)
+    assert receiver.received == []
+    assert control("GET", "/_sandbox/inbound.json").json() == {"messages": []}
+
+
+def test_a_reply_for_an_account_without_inbound_url_says_how_to_set_one(
+    twilio: Client, control: Control
+) -> None:
+    sid = send(twilio).sid
+
+    response = control("POST", "/_sandbox/reply", json={"message_sid": sid, "body": "C"})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        f"account {ACCOUNT_SID} has no inbound_url: register one with POST /_sandbox/accounts"
+    )
+
+
+def test_a_reply_whose_webhook_is_down_is_502_and_shown(
+    server: SandboxServer, twilio: Client, control: Control
+) -> None:
+    server.add_account(ACCOUNT_SID, TOKEN, numbers=[OWNED], inbound_url="http://127.0.0.1:9/in")
+    sid = send(twilio).sid
+
+    response = control("POST", "/_sandbox/reply", json={"message_sid": sid, "body": "C"})
+
+    assert response.status_code == 502
+    assert "ConnectionError" in response.json()["error"]
+    assert "webhook not reached" in requests.get(server.url + "/", timeout=5).text
+
+
+@pytest.mark.parametrize(
+    ("inbound_url", "error"),
+    [
+        ("http://example.com/in", "inbound_url must be an http(s) URL on a loopback host"),
+        ("ftp://127.0.0.1/in", "inbound_url must be an http(s) URL on a loopback host"),
+        (["http://127.0.0.1/in"], "inbound_url must be a string"),
+    ],
+)
+def test_accounts_endpoint_refuses_an_inbound_url_off_this_machine(
+    control: Control, inbound_url: Any, error: str
+) -> None:
+    response = control(
+        "POST",
+        "/_sandbox/accounts",
+        json={"sid": "AC" + "5" * 32, "token": "t5", "inbound_url": inbound_url},
+    )
+
+    assert (response.status_code, response.json()) == (400, {"error": error})
+
+
+def test_the_page_replies_as_the_patient_and_shows_both_directions(
+    server: SandboxServer, twilio: Client, receiver: Receiver, repliable: str
+) -> None:
+    question = send(twilio, body="Reply C to confirm, R to reschedule")
+    session = requests.Session()
+    session.trust_env = False
+    page = session.get(server.url + "/", timeout=5).text
+    fields = reply_form(page, question.sid)
+
+    response = session.post(
+        server.url + "/_sandbox/reply",
+        data={**fields, "body": "<b>R</b> please"},
+        headers={"Origin": server.url},
+        allow_redirects=False,
+        timeout=5,
+    )
+
+    assert (response.status_code, response.headers["Location"]) == (303, "/")
+    [inbound] = receiver.received
+    assert (inbound.params["From"], inbound.params["To"]) == (TO, OWNED)
+    assert inbound.params["Body"] == "<b>R</b> please"
+    page = session.get(server.url + "/", timeout=5).text
+    rows = re.findall(r"<tr class=(inbound|outbound)", page)
+    assert rows == ["inbound", "outbound"]  # newest first: the answer above its question
+    assert "&lt;b&gt;R&lt;/b&gt; please" in page and "<b>R</b>" not in page
+    assert "webhook answered 200" in page
+
+
+def test_the_page_offers_no_reply_form_without_an_inbound_url(
+    server: SandboxServer, twilio: Client
+) -> None:
+    send(twilio)
+
+    page = requests.get(server.url + "/", timeout=5).text
+
+    assert "<form" not in page
+    assert "no inbound_url for this account" in page
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "says"),
+    [
+        ({"token": "forged"}, 403, "token is not this page"),
+        ({"body": ""}, 400, "body must be a non-empty string"),
+        ({"message_sid": "SM" + "0" * 32}, 400, "no message SM0000"),
+    ],
+)
+def test_a_bad_reply_form_posts_nothing_and_says_why(
+    server: SandboxServer,
+    twilio: Client,
+    receiver: Receiver,
+    repliable: str,
+    change: dict[str, str],
+    status: int,
+    says: str,
+) -> None:
+    sid = send(twilio).sid
+    fields = reply_form(requests.get(server.url + "/", timeout=5).text, sid)
+
+    response = requests.post(
+        server.url + "/_sandbox/reply",
+        data={**fields, "body": "C", **change},
+        allow_redirects=False,
+        timeout=5,
+    )
+
+    assert response.status_code == status
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert says in response.text
+    assert receiver.received == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # another port of 127.0.0.1, e.g. a dev server
+        {"Host": "evil.example"},  # a DNS-rebound name
+    ],
+)
+def test_another_site_in_the_users_browser_cannot_drive_the_control_api(
+    server: SandboxServer,
+    twilio: Client,
+    receiver: Receiver,
+    repliable: str,
+    headers: dict[str, str],
+) -> None:
+    sid = send(twilio).sid
+    fields = reply_form(requests.get(server.url + "/", timeout=5).text, sid)
+
+    replied = requests.post(
+        server.url + "/_sandbox/reply",
+        data={**fields, "body": "STOP"},
+        headers=headers,
+        allow_redirects=False,
+        timeout=5,
+    )
+    reset = requests.post(server.url + "/_sandbox/reset", headers=headers, timeout=5)
+
+    assert (replied.status_code, reset.status_code) == (403, 403)
+    assert "refused" in reset.json()["error"] or "loopback" in reset.json()["error"]
+    assert receiver.received == []
+    assert len(server.messages()) == 1
+
+
+def test_the_page_may_be_opened_from_a_link_but_not_framed(server: SandboxServer) -> None:
+    response = requests.get(server.url + "/", headers={"Sec-Fetch-Site": "cross-site"}, timeout=5)
+
+    assert response.status_code == 200
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert (
+        requests.get(server.url + "/", headers={"Host": "evil.example"}, timeout=5).status_code
+        == 403
+    )
 
 
 def test_keep_alive_with_content_length_on_every_response(server: SandboxServer) -> None:

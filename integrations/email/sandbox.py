@@ -79,7 +79,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import getaddresses
@@ -88,6 +88,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from integrations.email.sandbox_mailgun import mailgun_api, mailgun_event, mailgun_signed
 from integrations.loopback import (
     FaultRule,
     LoopbackHandler,
@@ -105,6 +106,9 @@ _FAULT_DEFAULTS: dict[str, tuple[int, int, str]] = {
     "accept_then_error": (500, 500, "Internal server error."),
 }
 EVENT_KINDS = frozenset({"Delivery", "HardBounce", "SoftBounce", "SpamComplaint"})
+# The one event of a message to a recipient that bounced or complained before, where the
+# ESP accepts it and then drops it (Mailgun's suppression lists).
+SUPPRESSED = "Suppressed"
 # Local parts (before any +tag) with a built-in scenario.
 MAGIC_SCENARIOS: dict[str, tuple[str, ...]] = {
     "bounce": ("HardBounce",),
@@ -169,11 +173,27 @@ def _local_part(address: str) -> str:
     return address.split("@", 1)[0].split("+", 1)[0].lower()
 
 
+def _refuse_inactive(inactive: list[str]) -> None:
+    raise SandboxError(
+        422,
+        406,
+        "You tried to send to a recipient that has been marked as inactive.\n"
+        f"Found inactive addresses: {', '.join(a.lower() for a in inactive)}.\n"
+        "Inactive recipients are ones that have generated a hard bounce or a spam "
+        "complaint. ",
+    )
+
+
 @dataclass
 class _Server:
     token: str
     senders: set[str]
     webhook_url: str | None
+    # A Mailgun domain (integrations.email.sandbox_mailgun): its name and webhook signing key.
+    esp: str = "postmark"
+    domain: str = ""
+    api_key: str = field(default="", repr=False)
+    signing_key: str = field(default="", repr=False)
 
     def sender_allowed(self, address: str) -> bool:
         if not self.senders:
@@ -199,6 +219,9 @@ class _Message:
     plan: list[str]
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    # (when, kind) of each event, "accepted" first: what Mailgun's Events API lists.
+    event_log: list[tuple[float, str]] = field(default_factory=list)
+    server: _Server | None = None
 
     def search_item(self) -> dict[str, Any]:
         """The message as Postmark's outbound search lists it."""
@@ -252,6 +275,8 @@ class _Handler(LoopbackHandler):
         try:
             if split.path.startswith("/_sandbox/"):
                 self._control(method, split.path, body)
+            elif split.path.startswith("/v3/"):
+                mailgun_api(self, method, split.path, split.query, body)
             elif split.path == "/email":
                 if method != "POST":
                     raise SandboxError(405, 0, "Method not allowed.")
@@ -267,7 +292,10 @@ class _Handler(LoopbackHandler):
             else:
                 raise SandboxError(404, 0, f"The requested resource {split.path} was not found.")
         except SandboxError as error:
-            self._json(error.status, error.payload())
+            if split.path.startswith("/v3/"):  # a fault rule's error, in Mailgun's shape
+                self._json(error.status, {"message": error.message})
+            else:
+                self._json(error.status, error.payload())
 
     def _server(self) -> _Server:
         token = self.headers.get("X-Postmark-Server-Token", "")
@@ -431,6 +459,7 @@ class SandboxServer(LoopbackSandbox):
     ) -> None:
         self._lock = threading.Lock()
         self._servers: dict[str, _Server] = {}
+        self._mailgun_domains: dict[str, _Server] = {}
         self._messages: dict[str, _Message] = {}
         self._faults: list[FaultRule] = []
         self._fault_ids = itertools.count(1)
@@ -468,6 +497,36 @@ class SandboxServer(LoopbackSandbox):
         server = _Server(token, {s.lower() for s in senders}, webhook_url or None)
         with self._lock:
             self._servers[token] = server
+
+    def add_mailgun_domain(
+        self,
+        domain: str,
+        *,
+        api_key: str,
+        signing_key: str,
+        senders: Iterable[str] = (),
+        webhook_url: str | None = None,
+    ) -> None:
+        """Register (or replace) a Mailgun sending domain: the API key that owns it, the
+        key its webhooks are signed with, its senders (none: any From) and where its
+        webhooks go (no credentials in the URL: the signature authenticates)."""
+        if not domain or not api_key or not signing_key:
+            raise ValueError("a Mailgun domain needs its name, API key and signing key")
+        if webhook_url:
+            host = urlsplit(webhook_url).hostname or ""
+            if not is_loopback(host, allow_localhost=True):
+                raise ValueError("webhook_url must point at a loopback host")
+        server = _Server(
+            f"mailgun:{domain.lower()}",
+            {s.lower() for s in senders},
+            webhook_url or None,
+            esp="mailgun",
+            domain=domain.lower(),
+            api_key=api_key,
+            signing_key=signing_key,
+        )
+        with self._lock:
+            self._mailgun_domains[domain.lower()] = server
 
     def set_scenario(self, recipient: str, events: Iterable[str]) -> None:
         """The webhooks a message to `recipient` will produce, in order (none: a message
@@ -532,6 +591,29 @@ class SandboxServer(LoopbackSandbox):
                     return server
         return None
 
+    def _mailgun_domain(self, domain: str, api_key: str) -> _Server | None:
+        """The domain, if `api_key` owns it."""
+        with self._lock:
+            server = self._mailgun_domains.get(domain.lower())
+        if server is None or not api_key:
+            return None
+        return server if hmac.compare_digest(server.api_key.encode(), api_key.encode()) else None
+
+    def _mailgun_key_known(self, api_key: str) -> bool:
+        with self._lock:
+            keys = [server.api_key for server in self._mailgun_domains.values()]
+        return any(hmac.compare_digest(key.encode(), api_key.encode()) for key in keys)
+
+    def _mailgun_events(self, server: _Server) -> list[dict[str, Any]]:
+        """Every event of the domain's messages, as Mailgun's Events API lists them."""
+        with self._lock:
+            return [
+                mailgun_event(message, kind, message.to[0], when)
+                for message in self._messages.values()
+                if message.token == server.token
+                for when, kind in message.event_log
+            ]
+
     def _take_fault(self, on: str, params: Mapping[str, Any]) -> FaultRule | None:
         with self._lock:
             for rule in self._faults:
@@ -570,6 +652,45 @@ class SandboxServer(LoopbackSandbox):
                 "account. Please add and confirm this address in order to be able to use it in "
                 "the 'From' field of your messages.",
             )
+        message = self._store(
+            server,
+            to=to,
+            from_=from_,
+            subject=subject,
+            text=text if isinstance(text, str) else None,
+            html=html if isinstance(html, str) else None,
+            metadata=dict(metadata),
+            message_stream=str(payload.get("MessageStream") or "outbound"),
+            tag=str(payload.get("Tag") or ""),
+            refuse_inactive=_refuse_inactive,
+        )
+        return {
+            "To": payload["To"],
+            "SubmittedAt": _iso(message.received_at),
+            "MessageID": message.id,
+            "ErrorCode": 0,
+            "Message": "OK",
+        }
+
+    def _store(
+        self,
+        server: _Server,
+        *,
+        to: list[str],
+        from_: str,
+        subject: str,
+        text: str | None,
+        html: str | None,
+        metadata: dict[str, str],
+        message_stream: str = "outbound",
+        tag: str = "",
+        message_id: str | None = None,
+        refuse_inactive: Callable[[list[str]], None] | None = None,
+    ) -> _Message:
+        """Store an accepted message and schedule its webhooks. Its recipients that
+        bounced or complained before (or are "inactive@…") are passed to `refuse_inactive`
+        when all are, under the lock (Postmark refuses them); without it the message is
+        accepted and only suppressed (Mailgun's way)."""
         now = datetime.now(UTC)
         with self._lock:
             inactive = [
@@ -578,44 +699,36 @@ class SandboxServer(LoopbackSandbox):
                 if _local_part(address) == MAGIC_INACTIVE
                 or (server.token, address.lower()) in self._inactive
             ]
-            if len(inactive) == len(to):
-                raise SandboxError(
-                    422,
-                    406,
-                    "You tried to send to a recipient that has been marked as inactive.\n"
-                    f"Found inactive addresses: {', '.join(a.lower() for a in inactive)}.\n"
-                    "Inactive recipients are ones that have generated a hard bounce or a spam "
-                    "complaint. ",
-                )
+            suppressed = len(inactive) == len(to)
+            if suppressed and refuse_inactive is not None:
+                refuse_inactive(inactive)
             first = to[0].lower()
             plan = self._scenarios.get(first)
-            if plan is None:
+            if suppressed:
+                plan = [SUPPRESSED]
+            elif plan is None:
                 plan = list(MAGIC_SCENARIOS.get(_local_part(first), ("Delivery",)))
             message = _Message(
-                id=str(uuid.uuid4()),
+                id=message_id or str(uuid.uuid4()),
                 token=server.token,
                 to=to,
                 from_=from_,
                 subject=subject,
-                text_body=text if isinstance(text, str) else None,
-                html_body=html if isinstance(html, str) else None,
-                metadata=dict(metadata),
-                message_stream=str(payload.get("MessageStream") or "outbound"),
-                tag=str(payload.get("Tag") or ""),
+                text_body=text,
+                html_body=html,
+                metadata=metadata,
+                message_stream=message_stream,
+                tag=tag,
                 received_at=now,
                 plan=plan,
+                event_log=[(now.timestamp(), "accepted")],
+                server=server,
             )
             self._messages[message.id] = message
             self._stats["accepted"] += 1
         if self.webhook_delay is not None:
             self._dispatcher.schedule(self.webhook_delay, message.id, 0)
-        return {
-            "To": payload["To"],
-            "SubmittedAt": _iso(now),
-            "MessageID": message.id,
-            "ErrorCode": 0,
-            "Message": "OK",
-        }
+        return message
 
     def _search(self, server: _Server, params: Mapping[str, str]) -> dict[str, Any]:
         try:
@@ -655,17 +768,30 @@ class SandboxServer(LoopbackSandbox):
             message = self._messages.get(message_id)
             if message is None or step >= len(message.plan):
                 return
-            server = self._servers.get(message.token)
+            mailgun = message.server is not None and message.server.esp == "mailgun"
+            if mailgun:
+                server = self._mailgun_domains.get(message.server.domain)  # type: ignore[union-attr]
+            else:
+                server = self._servers.get(message.token)
             kind = message.plan[step]
             message.events.append(kind)
-            now = _iso(datetime.now(UTC))
+            moment = datetime.now(UTC)
+            message.event_log.append((moment.timestamp(), kind))
             recipient = message.to[0]
             if kind in ("HardBounce", "SpamComplaint"):
                 self._inactive.add((message.token, recipient.lower()))
-            payload = self._event_payload(message, kind, recipient, now)
+            if mailgun:
+                payload = mailgun_event(message, kind, recipient, moment.timestamp())
+            else:
+                payload = self._event_payload(message, kind, recipient, _iso(moment))
             url = server.webhook_url if server else None
             has_next = step + 1 < len(message.plan)
-        if url and self.webhooks_enabled:
+        if url and self.webhooks_enabled and server is not None and mailgun:
+            # Signed when posted, as Mailgun does: a delayed webhook is not stale.
+            outcome = self._post(
+                session, url, mailgun_signed(payload, server.signing_key), "mailgun"
+            )
+        elif url and self.webhooks_enabled:
             outcome = self._post(session, url, payload)
         else:
             outcome = {"not_posted": True, "at": time.time()}
@@ -710,12 +836,18 @@ class SandboxServer(LoopbackSandbox):
             "Subject": message.subject,
         }
 
-    def _post(self, session: requests.Session, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _post(
+        self,
+        session: requests.Session,
+        url: str,
+        payload: dict[str, Any],
+        user_agent: str = "Postmark",
+    ) -> dict[str, Any]:
         try:
             response = session.post(
                 url,
                 json=payload,
-                headers={"User-Agent": "Postmark"},
+                headers={"User-Agent": user_agent},
                 timeout=self.webhook_timeout,
                 allow_redirects=False,
             )

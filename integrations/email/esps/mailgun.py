@@ -74,9 +74,10 @@ ERROR_EXPLANATIONS: dict[str, str] = {
     "mg429": "Mailgun's rate limit: careflow tries again later",
     "mg500": "Mailgun had an internal error",
     "mg-bounce": "the recipient's mail server refused the address (permanent failure)",
-    "mg-suppress-bou": "Mailgun did not send: the address bounced before",
-    "mg-suppress-com": "Mailgun did not send: the recipient complained before",
-    "mg-suppress-uns": "Mailgun did not send: the recipient unsubscribed before",
+    # Mailgun's reasons cut to the column's 16 characters.
+    "mg-suppress-boun": "Mailgun did not send: the address bounced before",
+    "mg-suppress-comp": "Mailgun did not send: the recipient complained before",
+    "mg-suppress-unsu": "Mailgun did not send: the recipient unsubscribed before",
     "mg-temporary": "the recipient's mail server could not take the message for now",
     "mg-complained": "the recipient marked the message as spam",
 }

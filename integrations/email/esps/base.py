@@ -61,8 +61,15 @@ STATUS_RANK: dict[str, int] = {
 }
 
 
-def secret_widget() -> forms.PasswordInput:
-    return forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+def secret_field(label: str, help_text: str) -> forms.CharField:
+    """A write-only form field: never rendered back, blank keeps the stored value."""
+    return forms.CharField(
+        label=label,
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=help_text,
+    )
 
 
 class Esp:
@@ -161,7 +168,16 @@ class Esp:
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """(its settings, its secrets) from the cleaned form; `secrets` holds the stored
         value of each secret field left blank. Raise ValidationError keyed by field."""
-        return {}, {name: secrets[name] for name in self.secret_fields if name in secrets}
+        return {}, self.own_secrets(secrets, {})
+
+    def own_secrets(self, secrets: Mapping[str, str], errors: dict[str, str]) -> dict[str, str]:
+        """Its secrets among `secrets` (another ESP's are dropped); each missing one is
+        added to `errors`."""
+        kept = {name: secrets[name] for name in self.secret_fields if secrets.get(name)}
+        for name in self.secret_fields:
+            if name not in kept:
+                errors.setdefault(name, "This field is required.")
+        return kept
 
     def account_display(self, account: EmailAccount) -> str:
         return self.label

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 
 from common.coordination import coordination_redis
 from integrations.email.account import EmailAccount
-from integrations.email.esps.base import METADATA_KEY, STATUS_RANK, Esp, secret_widget
+from integrations.email.esps.base import METADATA_KEY, STATUS_RANK, Esp, secret_field
 from integrations.messaging import Ambiguous, Found, Refused
 from integrations.models import Integration, OutboundMessage
 
@@ -326,12 +326,9 @@ class Mailgun(Esp):
 
     def form_fields(self) -> dict[str, forms.Field]:
         return {
-            "mailgun_api_key": forms.CharField(
-                label="Mailgun: private API key",
-                required=False,
-                strip=True,
-                widget=secret_widget(),
-                help_text="Write-only (Mailgun: API Security). Leave blank to keep the current key.",
+            "mailgun_api_key": secret_field(
+                "Mailgun: private API key",
+                "Write-only (Mailgun: API Security). Leave blank to keep the current key.",
             ),
             "mailgun_domain": forms.CharField(
                 label="Mailgun: sending domain",
@@ -346,15 +343,10 @@ class Mailgun(Esp):
                 required=False,
                 help_text="Where the domain's account lives.",
             ),
-            "mailgun_webhook_signing_key": forms.CharField(
-                label="Mailgun: webhook signing key",
-                required=False,
-                strip=True,
-                widget=secret_widget(),
-                help_text=(
-                    "Write-only (Mailgun: Webhooks → HTTP webhook signing key). Leave blank to "
-                    "keep the current key."
-                ),
+            "mailgun_webhook_signing_key": secret_field(
+                "Mailgun: webhook signing key",
+                "Write-only (Mailgun: Webhooks → HTTP webhook signing key). Leave blank to keep "
+                "the current key.",
             ),
         }
 
@@ -367,11 +359,8 @@ class Mailgun(Esp):
     def form_values(
         self, cleaned: Mapping[str, Any], secrets: Mapping[str, str]
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        kept = {name: secrets[name] for name in self.secret_fields if name in secrets}
         errors: dict[str, str] = {}
-        for name in self.secret_fields:
-            if not kept.get(name):
-                errors[name] = "This field is required."
+        kept = self.own_secrets(secrets, errors)
         api_key = str(cleaned.get("mailgun_api_key") or "")
         if api_key and not API_KEY.match(api_key):
             errors["mailgun_api_key"] = (

@@ -28,7 +28,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.utils.crypto import constant_time_compare
 
 from integrations.email.account import WEBHOOK_USER, EmailAccount
-from integrations.email.esps.base import METADATA_KEY, Esp, secret_widget
+from integrations.email.esps.base import METADATA_KEY, Esp, secret_field
 from integrations.messaging import Ambiguous, Found, Refused
 from integrations.models import Integration, OutboundMessage
 
@@ -195,22 +195,13 @@ class Postmark(Esp):
 
     def form_fields(self) -> dict[str, forms.Field]:
         return {
-            "server_token": forms.CharField(
-                label="Server API token",
-                required=False,
-                strip=True,
-                widget=secret_widget(),
-                help_text="Write-only. Leave blank to keep the current token.",
+            "server_token": secret_field(
+                "Server API token", "Write-only. Leave blank to keep the current token."
             ),
-            "webhook_secret": forms.CharField(
-                label="Webhook secret",
-                required=False,
-                strip=True,
-                widget=secret_widget(),
-                help_text=(
-                    f"Write-only, at least {MIN_WEBHOOK_SECRET} characters: the password of "
-                    "the webhook URL given to the provider. Leave blank to keep the current one."
-                ),
+            "webhook_secret": secret_field(
+                "Webhook secret",
+                f"Write-only, at least {MIN_WEBHOOK_SECRET} characters: the password of the "
+                "webhook URL given to the provider. Leave blank to keep the current one.",
             ),
             "message_stream": forms.CharField(
                 label="Message stream", initial="outbound", max_length=64, required=False
@@ -223,11 +214,8 @@ class Postmark(Esp):
     def form_values(
         self, cleaned: Mapping[str, Any], secrets: Mapping[str, str]
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        kept = {name: secrets[name] for name in self.secret_fields if name in secrets}
         errors: dict[str, str] = {}
-        for name in self.secret_fields:
-            if not kept.get(name) and name not in errors:
-                errors[name] = "This field is required."
+        kept = self.own_secrets(secrets, errors)
         secret = str(cleaned.get("webhook_secret") or "")
         if secret and len(secret) < MIN_WEBHOOK_SECRET:
             errors["webhook_secret"] = f"Use at least {MIN_WEBHOOK_SECRET} characters."

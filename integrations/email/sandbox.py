@@ -1,10 +1,12 @@
-"""A loopback Postmark-compatible HTTP server for development and tests.
+"""A loopback email-provider HTTP server for development and tests: Postmark's API (here)
+and Mailgun's (`integrations.email.sandbox_mailgun`, under /v3/), over one store of
+messages, fault rules, recipient scenarios and webhook queue.
 
-careflow talks to it through django-anymail's real Postmark backend (only `api_url` is
-swapped), so payload building, auth headers and error parsing run exactly as in production.
-It implements the slice of Postmark's API careflow uses, Postmark-shaped delivery, bounce and
-spam-complaint webhooks, and a control API for fault injection. No Django imports: it runs in
-a thread inside pytest or as `manage.py email_sandbox`.
+careflow talks to it through django-anymail's real Postmark and Mailgun backends (only
+`api_url` is swapped), so payload building, auth headers and error parsing run exactly as in
+production. It implements the slice of each API careflow uses, each ESP's delivery, bounce and
+complaint webhooks, and a control API for fault injection. No Django imports: it runs in a
+thread inside pytest or as `manage.py email_sandbox`.
 
 Postmark API (header X-Postmark-Server-Token):
 
@@ -51,6 +53,8 @@ Control API (no auth, loopback clients only):
                                      pending webhooks; webhooks on again
     POST   /_sandbox/webhooks        {"enabled": false}: events still happen, none is posted
     POST   /_sandbox/servers         {"token", "senders": [...], "webhook_url"}
+    POST   /_sandbox/mailgun-domains {"domain", "api_key", "signing_key", "senders": [...],
+                                     "webhook_url"}: Mailgun's API (sandbox_mailgun)
     POST   /_sandbox/scenarios       {"recipient": "a@b.c", "events": ["Delivery",
                                      "HardBounce" | "SoftBounce" | "SpamComplaint", ...]};
                                      "events": [] posts none (webhooks that never come)
@@ -423,6 +427,27 @@ class _Handler(LoopbackHandler):
                     raise ValueError("webhook_url must be a string")
                 sandbox.add_server(token, senders=senders, webhook_url=url)
                 self._json(201, {"senders": sorted(senders), "webhook_url": bool(url)})
+            elif route == ("POST", "/_sandbox/mailgun-domains"):
+                if not isinstance(payload, Mapping):
+                    raise ValueError("expected a JSON object")
+                fields = [payload.get(name) for name in ("domain", "api_key", "signing_key")]
+                senders = payload.get("senders") or []
+                url = payload.get("webhook_url")
+                if not all(isinstance(value, str) and value for value in fields):
+                    raise ValueError("domain, api_key and signing_key must be non-empty strings")
+                if not isinstance(senders, list) or not all(isinstance(s, str) for s in senders):
+                    raise ValueError("senders must be a list of strings")
+                if url is not None and not isinstance(url, str):
+                    raise ValueError("webhook_url must be a string")
+                domain, api_key, signing_key = (str(value) for value in fields)
+                sandbox.add_mailgun_domain(
+                    domain,
+                    api_key=api_key,
+                    signing_key=signing_key,
+                    senders=senders,
+                    webhook_url=url,
+                )
+                self._json(201, {"domain": domain, "webhook_url": bool(url)})
             elif route == ("POST", "/_sandbox/scenarios"):
                 if not isinstance(payload, Mapping):
                     raise ValueError("expected a JSON object")
@@ -456,6 +481,7 @@ class SandboxServer(LoopbackSandbox):
         webhook_delay: float | None = 0.1,
         *,
         webhook_timeout: float = 5.0,
+        mailgun_domains: Iterable[Mapping[str, Any]] = (),
     ) -> None:
         self._lock = threading.Lock()
         self._servers: dict[str, _Server] = {}
@@ -474,6 +500,14 @@ class SandboxServer(LoopbackSandbox):
             spec = spec or {}
             self.add_server(
                 token, senders=spec.get("senders", ()), webhook_url=spec.get("webhook_url")
+            )
+        for spec in mailgun_domains:
+            self.add_mailgun_domain(
+                spec["domain"],
+                api_key=spec["api_key"],
+                signing_key=spec["signing_key"],
+                senders=spec.get("senders", ()),
+                webhook_url=spec.get("webhook_url"),
             )
         self._dispatcher = WebhookDispatcher(
             self._advance,

@@ -159,3 +159,15 @@ def test_webhook_bodies_are_signed_and_read_by_anymail() -> None:
     assert event.message_id == Message.id
     assert event.metadata == {"careflow_message": "m-1"}
     assert event.recipient == "pat@example.org"
+
+
+def test_domains_are_registered_through_the_control_api() -> None:
+    with SandboxServer(webhook_delay=None) as server:
+        control = f"{server.url}/_sandbox/mailgun-domains"
+        spec = {"domain": DOMAIN, "api_key": KEY, "signing_key": SIGNING_KEY, "senders": [SENDER]}
+        assert requests.post(control, json=spec, timeout=5).status_code == 201
+        assert send(server).status_code == 200
+        bad = {**spec, "signing_key": ""}
+        assert requests.post(control, json=bad, timeout=5).status_code == 400
+        off_loopback = {**spec, "webhook_url": "http://example.com/e/"}
+        assert requests.post(control, json=off_loopback, timeout=5).status_code == 400

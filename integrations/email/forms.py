@@ -75,15 +75,9 @@ class EmailIntegrationForm(IntegrationForm):
         for name in self.secret_fields:
             self.fields[name].required = False
         if self.instance.pk is None:
-            self.fields[
-                "server_token"
-            ].help_text = (
-                "From the provider's server settings (Postmark: API Tokens). Stored encrypted."
-            )
-            self.fields["webhook_secret"].help_text = (
-                "At least 16 characters, stored encrypted: the password of the webhook URL "
-                "given to the provider."
-            )
+            for esp in ESPS.values():
+                for name, text in esp.new_help_texts.items():
+                    self.fields[name].help_text = text
 
     def provider_initial(self, integration: Integration) -> dict[str, Any]:
         if integration.pk is None:

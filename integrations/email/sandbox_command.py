@@ -1,4 +1,5 @@
-"""`manage.py email_sandbox`: run the loopback Postmark sandbox in the foreground.
+"""`manage.py email_sandbox`: run the loopback email sandbox (Postmark's and Mailgun's
+APIs) in the foreground.
 
     manage.py email_sandbox --port 8098 \\
         --server sandbox-token:clinic@example.com:http://postmark:secret@127.0.0.1:8000/webhooks/email/<uuid>/events/

@@ -82,6 +82,8 @@ class Esp:
     # Its admin form fields, named uniquely across ESPs (they share one form); the secret
     # ones are stored under their field name in `Integration.secrets`, write-only.
     secret_fields: ClassVar[tuple[str, ...]] = ()
+    # Help texts of its fields on a new integration's page (nothing stored to keep yet).
+    new_help_texts: ClassVar[Mapping[str, str]] = {}
     # Explanations of the error codes its answers and webhooks leave on a message.
     error_explanations: ClassVar[Mapping[str, str]] = {}
 

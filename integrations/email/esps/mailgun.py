@@ -148,6 +148,11 @@ class Mailgun(Esp):
     backend = "anymail.backends.mailgun.EmailBackend"
     secret_fields = ("mailgun_api_key", "mailgun_webhook_signing_key")
     error_explanations = ERROR_EXPLANATIONS
+    new_help_texts = {
+        "mailgun_api_key": "From Mailgun's API Security page. Stored encrypted.",
+        "mailgun_webhook_signing_key": "From Mailgun's Webhooks page (HTTP webhook signing "
+        "key). Stored encrypted.",
+    }
 
     def connection_kwargs(self, account: EmailAccount) -> dict[str, Any]:
         return {

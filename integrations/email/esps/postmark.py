@@ -72,6 +72,12 @@ class Postmark(Esp):
     backend = "anymail.backends.postmark.EmailBackend"
     secret_fields = ("server_token", "webhook_secret")
     error_explanations = ERROR_EXPLANATIONS
+    new_help_texts = {
+        "server_token": "From the provider's server settings (Postmark: API Tokens). "
+        "Stored encrypted.",
+        "webhook_secret": f"At least {MIN_WEBHOOK_SECRET} characters, stored encrypted: the "
+        "password of the webhook URL given to the provider.",
+    }
 
     def connection_kwargs(self, account: EmailAccount) -> dict[str, Any]:
         return {

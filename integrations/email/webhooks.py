@@ -22,8 +22,9 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from integrations.email.account import email_account
+from integrations.email.account import EmailAccount, email_account
 from integrations.email.esps import esp_get
+from integrations.email.esps.base import Esp
 from integrations.email.transport import METADATA_KEY, STATUS_MAP
 from integrations.models import Integration, OutboundMessage
 from integrations.sending import message_status_apply
@@ -106,6 +107,17 @@ def email_events(request: HttpRequest, integration_uuid: uuid.UUID) -> HttpRespo
     refused_auth = esp.webhook_refusal(request, integration, account)
     if refused_auth is not None:
         return refused_auth
+    try:
+        return _event_apply(request, integration, account, esp)
+    except BaseException:
+        esp.webhook_failed(request, integration)
+        raise
+
+
+def _event_apply(
+    request: HttpRequest, integration: Integration, account: EmailAccount, esp: Esp
+) -> HttpResponse:
+    """Apply an authenticated webhook's event to its message."""
     event = esp.tracking_event(request, account)
     if event is None:
         return HttpResponseBadRequest(f"not a {esp.label} tracking event")

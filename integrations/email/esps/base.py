@@ -139,6 +139,10 @@ class Esp:
         """The authenticated request's event, read by anymail's parser; None if unreadable."""
         raise NotImplementedError
 
+    def webhook_failed(self, request: HttpRequest, integration: Integration) -> None:
+        """The authenticated request could not be processed (the ESP will send it again):
+        forget whatever `webhook_refusal` recorded of it, so the retry is not a replay."""
+
     def provider_status(self, event: AnymailTrackingEvent) -> str:
         """Our status word for an event (anymail's event type, unless the ESP says more)."""
         return str(event.event_type)

@@ -108,9 +108,32 @@ def signature_expected(signing_key: str, timestamp: str, token: str) -> str:
     ).hexdigest()
 
 
+def _token_name(integration: Integration, token: str) -> str:
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    return f"careflow:mailgun-token:{integration.uuid}:{digest}"
+
+
+def _token_forget(integration: Integration, token: str) -> None:
+    name = _token_name(integration, token)
+    client = coordination_redis()
+    if client is not None:
+        with contextlib.suppress(RedisError):
+            client.delete(name)
+        return
+    with _seen_lock:
+        _seen_here.pop(name, None)
+
+
+def _token(request: HttpRequest) -> str:
+    try:
+        return str(json.loads(request.body)["signature"]["token"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
 def _first_use(integration: Integration, token: str) -> bool:
     """Record `token` as used by `integration`'s webhooks; False if it was already."""
-    name = f"careflow:mailgun-token:{integration.uuid}:{hashlib.sha256(token.encode()).hexdigest()}"
+    name = _token_name(integration, token)
     client = coordination_redis()
     if client is not None:
         try:
@@ -301,6 +324,11 @@ class Mailgun(Esp):
             logger.warning("rejected a replayed email webhook for integration %s", integration.pk)
             return HttpResponse("replayed signature", status=406)
         return None
+
+    def webhook_failed(self, request: HttpRequest, integration: Integration) -> None:
+        token = _token(request)
+        if token:
+            _token_forget(integration, token)
 
     def tracking_event(
         self, request: HttpRequest, account: EmailAccount

@@ -19,6 +19,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from integrations.email import webhooks
 from integrations.email.esps import mailgun
 from integrations.email.forms import EmailIntegrationForm, webhook_url
 from integrations.email.sandbox import SandboxServer
@@ -409,6 +410,25 @@ def test_unsigned_forged_stale_and_replayed_webhooks_change_nothing(
     assert post(client, sent.integration, replayed).status_code == 406
     sent.refresh_from_db()
     assert sent.provider_status == "delivered" and opt_outs(sent) == []
+
+
+@pytest.mark.urls("config.urls")
+def test_a_webhook_that_failed_is_taken_when_mailgun_sends_it_again(
+    sent: OutboundMessage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    once = signed(event(sent))
+
+    def broken(**kwargs: Any) -> bool:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(webhooks, "message_status_apply", broken)
+    client = Client(raise_request_exception=False)
+    assert post(client, sent.integration, once).status_code == 500
+    monkeypatch.undo()
+    assert post(client, sent.integration, once).status_code == 200  # not a replay
+    assert post(client, sent.integration, once).status_code == 406  # this one is
+    sent.refresh_from_db()
+    assert sent.provider_status == "delivered"
 
 
 @pytest.mark.urls("config.urls")

@@ -140,7 +140,7 @@ class EmailIntegrationForm(IntegrationForm):
 
     @classmethod
     def inbound_webhook_path(cls, integration: Integration) -> str:
-        # Given to the provider with the basic-auth user and the webhook secret (webhook_url).
+        # Entered at the ESP as `webhook_url` gives it (with Postmark's basic-auth user).
         return reverse("email-events", kwargs={"integration_uuid": integration.uuid})
 
     @classmethod

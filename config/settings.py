@@ -309,8 +309,9 @@ CAREFLOW_APPOINTMENT_REMINDER_HOURS = env.float("CAREFLOW_APPOINTMENT_REMINDER_H
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
 TWILIO_HTTP_TIMEOUT = env.float("TWILIO_HTTP_TIMEOUT", default=10.0)
 
-# Email (integrations/email): how careflow's messages to patients leave. "postmark" sends
-# through django-anymail's Postmark backend with each integration's own server token;
+# Email (integrations/email): how careflow's messages to patients leave. "postmark" (any
+# value but the two below) sends through django-anymail's backend of each integration's
+# ESP (its `esp` setting: Postmark or Mailgun) with the integration's own credentials;
 # "console" prints them and "file" writes them under EMAIL_FILE_PATH (`make run`, no ESP).
 CAREFLOW_EMAIL_DELIVERY = env.str("CAREFLOW_EMAIL_DELIVERY", default="postmark")
 EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "email"))
@@ -318,7 +319,13 @@ EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "email"))
 CAREFLOW_POSTMARK_API_URL = env.str(
     "CAREFLOW_POSTMARK_API_URL", default="https://api.postmarkapp.com/"
 )
-# Seconds to connect and, separately, to wait for Postmark's answer: anymail's default (30 s)
+# Mailgun's API base by region (an integration's `mailgun_region`); the tests point both at
+# integrations.email.sandbox.
+CAREFLOW_MAILGUN_API_URL = env.str("CAREFLOW_MAILGUN_API_URL", default="https://api.mailgun.net/v3")
+CAREFLOW_MAILGUN_EU_API_URL = env.str(
+    "CAREFLOW_MAILGUN_EU_API_URL", default="https://api.eu.mailgun.net/v3"
+)
+# Seconds to connect and, separately, to wait for the ESP's answer: anymail's default (30 s)
 # would hold a worker too long.
 CAREFLOW_EMAIL_HTTP_TIMEOUT = env.float("CAREFLOW_EMAIL_HTTP_TIMEOUT", default=10.0)
 

@@ -1,7 +1,8 @@
-"""Email end to end on real parts: a patient change → outbox → a real Celery worker →
-engine → sendEmail → django-anymail's Postmark backend over HTTP → the loopback Postmark
-sandbox → its delivery / bounce webhooks → careflow's events endpoint on a live server.
-Consent is by channel: a bounced address stops email, never SMS."""
+"""Email end to end on real parts, for each ESP: a patient change → outbox → a real Celery
+worker → engine → sendEmail → django-anymail's Postmark or Mailgun backend over HTTP → the
+loopback email sandbox's API of that ESP → its delivery / bounce webhooks (basic auth for
+Postmark, signed for Mailgun) → careflow's events endpoint on a live server. Consent is by
+channel: a bounced address stops email, never SMS."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,8 @@ Status = OutboundMessage.Status
 TOKEN = "pm-e2e-server-token"
 SECRET = "pm-e2e-webhook-secret"
 SENDER = "care@clinic.example"
+MAILGUN_KEY = "0123456789abcdef0123456789abcdef-0a1b2c3d-4e5f6a7b"
+MAILGUN_SIGNING_KEY = "mg-e2e-webhook-signing-key"
 EMAIL_STEP = {
     "subject": "Order {{order.number}} shipped, {{customer.firstName}}",
     "body": "Hi {{customer.firstName}}, order {{order.number}} is on its way.",
@@ -60,6 +63,7 @@ def email_worker_process(
         **celery_worker_process.env,
         "CAREFLOW_EMAIL_DELIVERY": "postmark",
         "CAREFLOW_POSTMARK_API_URL": email_sandbox.url + "/",
+        "CAREFLOW_MAILGUN_API_URL": email_sandbox.url + "/v3",
         "CAREFLOW_EMAIL_HTTP_TIMEOUT": "2",
     }
     worker = WorkerProcess(env, Path(tmp_path_factory.mktemp("email-worker")))
@@ -70,8 +74,9 @@ def email_worker_process(
         worker.stop()
 
 
-@pytest.fixture
+@pytest.fixture(params=["postmark", "mailgun"])
 def clinic(
+    request: pytest.FixtureRequest,
     email_worker_process: WorkerProcess,
     transactional_db: Any,
     sandbox: SandboxServer,
@@ -79,27 +84,47 @@ def clinic(
     live_server: Any,
     settings: Any,
 ) -> Integration:
-    """A clinic with SMS and email, both at their sandboxes; its email integration's
-    webhooks reach the live server with the integration's credentials."""
+    """A clinic with SMS and email (through each ESP in turn), both at their sandboxes; its
+    email integration's webhooks reach the live server with the integration's credentials
+    (Postmark) or signed with its signing key (Mailgun)."""
     if not email_worker_process.alive():
         email_worker_process.start()
     email_sandbox.reset()
     settings.CAREFLOW_EMAIL_DELIVERY = "postmark"
     settings.CAREFLOW_POSTMARK_API_URL = email_sandbox.url + "/"
+    settings.CAREFLOW_MAILGUN_API_URL = email_sandbox.url + "/v3"
     sms = sandbox_account(sandbox, IntegrationFactory())
+    if request.param == "mailgun":
+        esp_settings: dict[str, Any] = {"esp": "mailgun", "mailgun_domain": "clinic.example"}
+        secrets = {
+            "mailgun_api_key": MAILGUN_KEY,
+            "mailgun_webhook_signing_key": MAILGUN_SIGNING_KEY,
+        }
+    else:
+        esp_settings = {"esp": "postmark", "message_stream": "outbound"}
+        secrets = {"server_token": TOKEN, "webhook_secret": SECRET}
     email: Integration = IntegrationFactory(
         organization=sms.organization,
         adapter="email",
         name="Email",
         senders=[SENDER],
-        settings={"esp": "postmark", "message_stream": "outbound"},
-        secrets={"server_token": TOKEN, "webhook_secret": SECRET},
+        settings=esp_settings,
+        secrets=secrets,
     )
     path = reverse("email-events", kwargs={"integration_uuid": email.uuid})
     origin = live_server.url.removeprefix("http://")
-    email_sandbox.add_server(
-        TOKEN, senders=[SENDER], webhook_url=f"http://postmark:{SECRET}@{origin}{path}"
-    )
+    if request.param == "mailgun":
+        email_sandbox.add_mailgun_domain(
+            "clinic.example",
+            api_key=MAILGUN_KEY,
+            signing_key=MAILGUN_SIGNING_KEY,
+            senders=[SENDER],
+            webhook_url=f"http://{origin}{path}",
+        )
+    else:
+        email_sandbox.add_server(
+            TOKEN, senders=[SENDER], webhook_url=f"http://postmark:{SECRET}@{origin}{path}"
+        )
     return email
 
 

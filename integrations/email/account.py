@@ -6,13 +6,20 @@ clinic's verified sender addresses. Nothing else in careflow reads them for emai
 
     settings: {"esp": "postmark", "message_stream": "outbound", "send_rate": 10}
     secrets:  {"server_token": "...", "webhook_secret": "..."}
+
+    settings: {"esp": "mailgun", "mailgun_domain": "mg.clinic.example",
+               "mailgun_region": "us"}
+    secrets:  {"mailgun_api_key": "...", "mailgun_webhook_signing_key": "..."}
+
+Which keys an ESP keeps is its own module's business (`integrations.email.esps`); an
+integration saved before the `esp` setting existed is Postmark's.
 """
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-ESPS = ("postmark",)
 # The user name of the HTTP basic auth Postmark's webhooks carry (the secret is the password).
 WEBHOOK_USER = "postmark"
 
@@ -27,6 +34,9 @@ class EmailAccount:
     senders: tuple[str, ...]
     # Messages per second this integration may send; None: unthrottled.
     send_rate: float | None
+    # Every setting and secret as stored, for the ESPs that keep more than Postmark's three.
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def sender_allowed(self, address: str) -> bool:
         return address.strip().lower() in (sender.lower() for sender in self.senders)
@@ -54,4 +64,6 @@ def email_account(integration: Any) -> EmailAccount:
         message_stream=str(settings.get("message_stream") or "outbound"),
         senders=tuple(str(s) for s in (getattr(integration, "senders", None) or [])),
         send_rate=float(rate) if isinstance(rate, int | float) and rate > 0 else None,
+        settings=settings,
+        secrets={str(name): str(value) for name, value in secrets.items()},
     )

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 
 from integrations.email.account import email_account
-from integrations.email.transport import ERROR_EXPLANATIONS
+from integrations.email.transport import email_error_explanation
 from integrations.message_steps import (
     message_dry_run,
     message_step_outcome,
@@ -271,7 +271,7 @@ class EmailAdapter(Adapter):
         return message_dry_run(message, clock=clock, preview=preview)
 
     def error_explanation(self, code: str) -> str:
-        return ERROR_EXPLANATIONS.get(code, "")
+        return email_error_explanation(code)
 
 
 def _outcome(message: OutboundMessage) -> Outcome:

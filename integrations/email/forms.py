@@ -1,67 +1,55 @@
 """The admin form of an email integration: what support staff enter for a clinic's ESP.
 
-Non-secret values go to `Integration.settings`, the server token and webhook secret to the
-encrypted `Integration.secrets` (write-only: never rendered back; blank keeps the stored one),
-the verified sender addresses to `Integration.senders`.
+The ESP is picked by the `esp` field; each ESP's own fields (`integrations.email.esps`) are
+all declared here, shown only for the chosen ESP by a small script (without it, all show,
+each labelled with its ESP), and only the chosen ESP's are read and validated. Non-secret
+values go to `Integration.settings`, the ESP's secrets to the encrypted
+`Integration.secrets` (write-only: never rendered back; blank keeps the stored one), the
+verified sender addresses to `Integration.senders`.
 """
 
+import json
 from typing import Any
 
-import requests
 from django import forms
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from integrations.email.account import ESPS, WEBHOOK_USER, email_account
+from integrations.email.account import email_account
 from integrations.email.adapter import email_problem
-from integrations.email.transport import ERROR_EXPLANATIONS, email_throttle_key
+from integrations.email.esps import ESPS, esp_get
+from integrations.email.transport import email_throttle_key
 from integrations.forms import IntegrationForm
 from integrations.models import Integration
 
-MIN_WEBHOOK_SECRET = 16
-
-
-def _secret_widget() -> forms.PasswordInput:
-    return forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+DEFAULT_ESP = "postmark"
 
 
 def webhook_url(integration: Integration) -> str:
-    """Where the ESP posts this integration's events; its basic-auth user is fixed, the
-    password is the webhook secret (shown as SECRET: it is write-only)."""
+    """Where the integration's ESP posts its events, as it is entered at the ESP (secrets
+    shown as SECRET: they are write-only)."""
     path = reverse("email-events", kwargs={"integration_uuid": integration.uuid})
-    origin = django_settings.CAREFLOW_PUBLIC_URL.rstrip("/")
-    scheme, _, host = origin.partition("://")
-    return f"{scheme}://{WEBHOOK_USER}:SECRET@{host}{path}"
+    url = django_settings.CAREFLOW_PUBLIC_URL.rstrip("/") + path
+    esp = esp_get(email_account(integration).esp)
+    return esp.webhook_url(integration, url) if esp is not None else url
+
+
+def _esp_fields() -> dict[str, list[str]]:
+    return {name: list(esp.form_fields()) for name, esp in ESPS.items()}
 
 
 class EmailIntegrationForm(IntegrationForm):
     adapter_name = "email"
     adapter_label = "Email"
-    secret_fields = ("server_token", "webhook_secret")
+    secret_fields = tuple(name for esp in ESPS.values() for name in esp.secret_fields)
 
     esp = forms.ChoiceField(
-        label="Email provider", choices=[(esp, esp.title()) for esp in ESPS], initial="postmark"
-    )
-    server_token = forms.CharField(
-        label="Server API token",
-        required=False,
-        strip=True,
-        widget=_secret_widget(),
-        help_text="Write-only. Leave blank to keep the current token.",
-    )
-    webhook_secret = forms.CharField(
-        label="Webhook secret",
-        required=False,
-        strip=True,
-        widget=_secret_widget(),
-        help_text=(
-            f"Write-only, at least {MIN_WEBHOOK_SECRET} characters: the password of the "
-            "webhook URL given to the provider. Leave blank to keep the current one."
-        ),
-    )
-    message_stream = forms.CharField(
-        label="Message stream", initial="outbound", max_length=64, required=False
+        label="Email provider",
+        choices=[(name, esp.label) for name, esp in ESPS.items()],
+        initial=DEFAULT_ESP,
+        # Which rows belong to which ESP, for the script that shows only the chosen one's.
+        widget=forms.Select(attrs={"data-esp-fields": json.dumps(_esp_fields())}),
     )
     send_rate = forms.FloatField(
         label="Messages per second",
@@ -72,35 +60,37 @@ class EmailIntegrationForm(IntegrationForm):
     sender_addresses = forms.CharField(
         label="Verified sender addresses",
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="One per line. Each must be a confirmed sender signature at the provider.",
+        help_text="One per line. Each must be a confirmed sender at the provider.",
     )
 
     class Meta(IntegrationForm.Meta):
         pass
 
+    class Media:
+        js = ["integrations/email_esp_fields.js"]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Only the chosen ESP's secrets are needed: `provider_values` asks for them.
+        for name in self.secret_fields:
+            self.fields[name].required = False
         if self.instance.pk is None:
-            self.fields[
-                "server_token"
-            ].help_text = (
-                "From the provider's server settings (Postmark: API Tokens). Stored encrypted."
-            )
-            self.fields["webhook_secret"].help_text = (
-                f"At least {MIN_WEBHOOK_SECRET} characters, stored encrypted: the password "
-                "of the webhook URL given to the provider."
-            )
+            for esp in ESPS.values():
+                for name, text in esp.new_help_texts.items():
+                    self.fields[name].help_text = text
 
     def provider_initial(self, integration: Integration) -> dict[str, Any]:
         if integration.pk is None:
             return {}
         account = email_account(integration)
-        return {
+        initial: dict[str, Any] = {
             "esp": account.esp,
-            "message_stream": account.message_stream,
             "send_rate": account.send_rate,
             "sender_addresses": "\n".join(account.senders),
         }
+        for esp in ESPS.values():
+            initial.update(esp.form_initial(account))
+        return initial
 
     def clean_sender_addresses(self) -> list[str]:
         addresses, errors = [], []
@@ -119,29 +109,23 @@ class EmailIntegrationForm(IntegrationForm):
             raise ValidationError("Enter at least one verified sender address.")
         return list(dict.fromkeys(addresses))
 
-    def clean_webhook_secret(self) -> str:
-        secret: str = self.cleaned_data.get("webhook_secret", "")
-        if secret and len(secret) < MIN_WEBHOOK_SECRET:
-            raise ValidationError(f"Use at least {MIN_WEBHOOK_SECRET} characters.")
-        if ":" in secret:
-            raise ValidationError("A basic-auth password cannot hold “:”.")
-        return secret
-
     def provider_values(
         self, cleaned: dict[str, Any], secrets: dict[str, str]
     ) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-        settings: dict[str, Any] = {
-            "esp": cleaned.get("esp") or "postmark",
-            "message_stream": cleaned.get("message_stream") or "outbound",
-        }
+        esp = esp_get(cleaned.get("esp") or "")
+        if esp is None:  # the choice field said so already
+            raise ValidationError({"esp": "Pick an email provider."})
+        own, own_secrets = esp.form_values(cleaned, secrets)
+        settings: dict[str, Any] = {"esp": esp.name, **own}
         if cleaned.get("send_rate"):
             settings["send_rate"] = cleaned["send_rate"]
-        return settings, secrets, list(cleaned.get("sender_addresses") or [])
+        return settings, own_secrets, list(cleaned.get("sender_addresses") or [])
 
     @classmethod
     def account_display(cls, integration: Integration) -> str:
         account = email_account(integration)
-        return f"{account.esp.title()}, stream “{account.message_stream}”"
+        esp = esp_get(account.esp)
+        return esp.account_display(account) if esp is not None else account.esp
 
     @classmethod
     def rates_display(cls, integration: Integration) -> str:
@@ -156,30 +140,30 @@ class EmailIntegrationForm(IntegrationForm):
 
     @classmethod
     def inbound_webhook_path(cls, integration: Integration) -> str:
-        # Given to the provider with the basic-auth user and the webhook secret (webhook_url).
+        # Entered at the ESP as `webhook_url` gives it (with Postmark's basic-auth user).
         return reverse("email-events", kwargs={"integration_uuid": integration.uuid})
 
     @classmethod
     def credentials_check(cls, integration: Integration) -> tuple[bool, str]:
-        """Postmark's `GET /server` answers only to a valid server token."""
+        """The ESP's own check, for support staff; never a secret."""
         account = email_account(integration)
-        url = django_settings.CAREFLOW_POSTMARK_API_URL.rstrip("/") + "/server"
-        headers = {"Accept": "application/json", "X-Postmark-Server-Token": account.server_token}
-        try:
-            response = requests.get(
-                url, headers=headers, timeout=django_settings.CAREFLOW_EMAIL_HTTP_TIMEOUT
-            )
-        except requests.RequestException as exc:
-            return False, f"could not reach the email provider ({type(exc).__name__})."
-        if response.status_code == 200:
-            try:
-                name = str(response.json().get("Name", ""))[:100]
-            except (ValueError, AttributeError):
-                name = ""
-            return True, f"credentials accepted (server: {name or 'unnamed'})."
-        try:
-            code = str(response.json().get("ErrorCode", response.status_code))
-        except (ValueError, AttributeError):
-            code = str(response.status_code)
-        explanation = ERROR_EXPLANATIONS.get(code, "")
-        return False, f"Postmark error {code}" + (f": {explanation}." if explanation else ".")
+        esp = esp_get(account.esp)
+        if esp is None:
+            return False, "the integration names an email provider careflow does not offer."
+        return esp.credentials_check(account, django_settings.CAREFLOW_EMAIL_HTTP_TIMEOUT)
+
+
+def _declare_esp_fields(form: type[IntegrationForm]) -> None:
+    """Each ESP's fields, declared after the ESP choice (admin pages list declared fields
+    in order)."""
+    for attribute in ("base_fields", "declared_fields"):
+        fields: dict[str, forms.Field] = {}
+        for name, field in getattr(form, attribute).items():
+            fields[name] = field
+            if name == "esp":
+                for esp in ESPS.values():
+                    fields.update(esp.form_fields())
+        setattr(form, attribute, fields)
+
+
+_declare_esp_fields(EmailIntegrationForm)

@@ -1,10 +1,12 @@
-"""A loopback Postmark-compatible HTTP server for development and tests.
+"""A loopback email-provider HTTP server for development and tests: Postmark's API (here)
+and Mailgun's (`integrations.email.sandbox_mailgun`, under /v3/), over one store of
+messages, fault rules, recipient scenarios and webhook queue.
 
-careflow talks to it through django-anymail's real Postmark backend (only `api_url` is
-swapped), so payload building, auth headers and error parsing run exactly as in production.
-It implements the slice of Postmark's API careflow uses, Postmark-shaped delivery, bounce and
-spam-complaint webhooks, and a control API for fault injection. No Django imports: it runs in
-a thread inside pytest or as `manage.py email_sandbox`.
+careflow talks to it through django-anymail's real Postmark and Mailgun backends (only
+`api_url` is swapped), so payload building, auth headers and error parsing run exactly as in
+production. It implements the slice of each API careflow uses, each ESP's delivery, bounce and
+complaint webhooks, and a control API for fault injection. No Django imports: it runs in a
+thread inside pytest or as `manage.py email_sandbox`.
 
 Postmark API (header X-Postmark-Server-Token):
 
@@ -51,6 +53,8 @@ Control API (no auth, loopback clients only):
                                      pending webhooks; webhooks on again
     POST   /_sandbox/webhooks        {"enabled": false}: events still happen, none is posted
     POST   /_sandbox/servers         {"token", "senders": [...], "webhook_url"}
+    POST   /_sandbox/mailgun-domains {"domain", "api_key", "signing_key", "senders": [...],
+                                     "webhook_url"}: Mailgun's API (sandbox_mailgun)
     POST   /_sandbox/scenarios       {"recipient": "a@b.c", "events": ["Delivery",
                                      "HardBounce" | "SoftBounce" | "SpamComplaint", ...]};
                                      "events": [] posts none (webhooks that never come)
@@ -79,7 +83,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import getaddresses
@@ -88,6 +92,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from integrations.email.sandbox_mailgun import mailgun_api, mailgun_event, mailgun_signed
 from integrations.loopback import (
     FaultRule,
     LoopbackHandler,
@@ -105,6 +110,9 @@ _FAULT_DEFAULTS: dict[str, tuple[int, int, str]] = {
     "accept_then_error": (500, 500, "Internal server error."),
 }
 EVENT_KINDS = frozenset({"Delivery", "HardBounce", "SoftBounce", "SpamComplaint"})
+# The one event of a message to a recipient that bounced or complained before, where the
+# ESP accepts it and then drops it (Mailgun's suppression lists).
+SUPPRESSED = "Suppressed"
 # Local parts (before any +tag) with a built-in scenario.
 MAGIC_SCENARIOS: dict[str, tuple[str, ...]] = {
     "bounce": ("HardBounce",),
@@ -169,11 +177,27 @@ def _local_part(address: str) -> str:
     return address.split("@", 1)[0].split("+", 1)[0].lower()
 
 
+def _refuse_inactive(inactive: list[str]) -> None:
+    raise SandboxError(
+        422,
+        406,
+        "You tried to send to a recipient that has been marked as inactive.\n"
+        f"Found inactive addresses: {', '.join(a.lower() for a in inactive)}.\n"
+        "Inactive recipients are ones that have generated a hard bounce or a spam "
+        "complaint. ",
+    )
+
+
 @dataclass
 class _Server:
     token: str
     senders: set[str]
     webhook_url: str | None
+    # A Mailgun domain (integrations.email.sandbox_mailgun): its name and webhook signing key.
+    esp: str = "postmark"
+    domain: str = ""
+    api_key: str = field(default="", repr=False)
+    signing_key: str = field(default="", repr=False)
 
     def sender_allowed(self, address: str) -> bool:
         if not self.senders:
@@ -199,6 +223,9 @@ class _Message:
     plan: list[str]
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    # (when, kind) of each event, "accepted" first: what Mailgun's Events API lists.
+    event_log: list[tuple[float, str]] = field(default_factory=list)
+    server: _Server | None = None
 
     def search_item(self) -> dict[str, Any]:
         """The message as Postmark's outbound search lists it."""
@@ -252,6 +279,8 @@ class _Handler(LoopbackHandler):
         try:
             if split.path.startswith("/_sandbox/"):
                 self._control(method, split.path, body)
+            elif split.path.startswith("/v3/"):
+                mailgun_api(self, method, split.path, split.query, body)
             elif split.path == "/email":
                 if method != "POST":
                     raise SandboxError(405, 0, "Method not allowed.")
@@ -267,7 +296,10 @@ class _Handler(LoopbackHandler):
             else:
                 raise SandboxError(404, 0, f"The requested resource {split.path} was not found.")
         except SandboxError as error:
-            self._json(error.status, error.payload())
+            if split.path.startswith("/v3/"):  # a fault rule's error, in Mailgun's shape
+                self._json(error.status, {"message": error.message})
+            else:
+                self._json(error.status, error.payload())
 
     def _server(self) -> _Server:
         token = self.headers.get("X-Postmark-Server-Token", "")
@@ -395,6 +427,27 @@ class _Handler(LoopbackHandler):
                     raise ValueError("webhook_url must be a string")
                 sandbox.add_server(token, senders=senders, webhook_url=url)
                 self._json(201, {"senders": sorted(senders), "webhook_url": bool(url)})
+            elif route == ("POST", "/_sandbox/mailgun-domains"):
+                if not isinstance(payload, Mapping):
+                    raise ValueError("expected a JSON object")
+                fields = [payload.get(name) for name in ("domain", "api_key", "signing_key")]
+                senders = payload.get("senders") or []
+                url = payload.get("webhook_url")
+                if not all(isinstance(value, str) and value for value in fields):
+                    raise ValueError("domain, api_key and signing_key must be non-empty strings")
+                if not isinstance(senders, list) or not all(isinstance(s, str) for s in senders):
+                    raise ValueError("senders must be a list of strings")
+                if url is not None and not isinstance(url, str):
+                    raise ValueError("webhook_url must be a string")
+                domain, api_key, signing_key = (str(value) for value in fields)
+                sandbox.add_mailgun_domain(
+                    domain,
+                    api_key=api_key,
+                    signing_key=signing_key,
+                    senders=senders,
+                    webhook_url=url,
+                )
+                self._json(201, {"domain": domain, "webhook_url": bool(url)})
             elif route == ("POST", "/_sandbox/scenarios"):
                 if not isinstance(payload, Mapping):
                     raise ValueError("expected a JSON object")
@@ -428,9 +481,11 @@ class SandboxServer(LoopbackSandbox):
         webhook_delay: float | None = 0.1,
         *,
         webhook_timeout: float = 5.0,
+        mailgun_domains: Iterable[Mapping[str, Any]] = (),
     ) -> None:
         self._lock = threading.Lock()
         self._servers: dict[str, _Server] = {}
+        self._mailgun_domains: dict[str, _Server] = {}
         self._messages: dict[str, _Message] = {}
         self._faults: list[FaultRule] = []
         self._fault_ids = itertools.count(1)
@@ -445,6 +500,14 @@ class SandboxServer(LoopbackSandbox):
             spec = spec or {}
             self.add_server(
                 token, senders=spec.get("senders", ()), webhook_url=spec.get("webhook_url")
+            )
+        for spec in mailgun_domains:
+            self.add_mailgun_domain(
+                spec["domain"],
+                api_key=spec["api_key"],
+                signing_key=spec["signing_key"],
+                senders=spec.get("senders", ()),
+                webhook_url=spec.get("webhook_url"),
             )
         self._dispatcher = WebhookDispatcher(
             self._advance,
@@ -468,6 +531,36 @@ class SandboxServer(LoopbackSandbox):
         server = _Server(token, {s.lower() for s in senders}, webhook_url or None)
         with self._lock:
             self._servers[token] = server
+
+    def add_mailgun_domain(
+        self,
+        domain: str,
+        *,
+        api_key: str,
+        signing_key: str,
+        senders: Iterable[str] = (),
+        webhook_url: str | None = None,
+    ) -> None:
+        """Register (or replace) a Mailgun sending domain: the API key that owns it, the
+        key its webhooks are signed with, its senders (none: any From) and where its
+        webhooks go (no credentials in the URL: the signature authenticates)."""
+        if not domain or not api_key or not signing_key:
+            raise ValueError("a Mailgun domain needs its name, API key and signing key")
+        if webhook_url:
+            host = urlsplit(webhook_url).hostname or ""
+            if not is_loopback(host, allow_localhost=True):
+                raise ValueError("webhook_url must point at a loopback host")
+        server = _Server(
+            f"mailgun:{domain.lower()}",
+            {s.lower() for s in senders},
+            webhook_url or None,
+            esp="mailgun",
+            domain=domain.lower(),
+            api_key=api_key,
+            signing_key=signing_key,
+        )
+        with self._lock:
+            self._mailgun_domains[domain.lower()] = server
 
     def set_scenario(self, recipient: str, events: Iterable[str]) -> None:
         """The webhooks a message to `recipient` will produce, in order (none: a message
@@ -532,6 +625,29 @@ class SandboxServer(LoopbackSandbox):
                     return server
         return None
 
+    def _mailgun_domain(self, domain: str, api_key: str) -> _Server | None:
+        """The domain, if `api_key` owns it."""
+        with self._lock:
+            server = self._mailgun_domains.get(domain.lower())
+        if server is None or not api_key:
+            return None
+        return server if hmac.compare_digest(server.api_key.encode(), api_key.encode()) else None
+
+    def _mailgun_key_known(self, api_key: str) -> bool:
+        with self._lock:
+            keys = [server.api_key for server in self._mailgun_domains.values()]
+        return any(hmac.compare_digest(key.encode(), api_key.encode()) for key in keys)
+
+    def _mailgun_events(self, server: _Server) -> list[dict[str, Any]]:
+        """Every event of the domain's messages, as Mailgun's Events API lists them."""
+        with self._lock:
+            return [
+                mailgun_event(message, kind, message.to[0], when)
+                for message in self._messages.values()
+                if message.token == server.token
+                for when, kind in message.event_log
+            ]
+
     def _take_fault(self, on: str, params: Mapping[str, Any]) -> FaultRule | None:
         with self._lock:
             for rule in self._faults:
@@ -570,6 +686,45 @@ class SandboxServer(LoopbackSandbox):
                 "account. Please add and confirm this address in order to be able to use it in "
                 "the 'From' field of your messages.",
             )
+        message = self._store(
+            server,
+            to=to,
+            from_=from_,
+            subject=subject,
+            text=text if isinstance(text, str) else None,
+            html=html if isinstance(html, str) else None,
+            metadata=dict(metadata),
+            message_stream=str(payload.get("MessageStream") or "outbound"),
+            tag=str(payload.get("Tag") or ""),
+            refuse_inactive=_refuse_inactive,
+        )
+        return {
+            "To": payload["To"],
+            "SubmittedAt": _iso(message.received_at),
+            "MessageID": message.id,
+            "ErrorCode": 0,
+            "Message": "OK",
+        }
+
+    def _store(
+        self,
+        server: _Server,
+        *,
+        to: list[str],
+        from_: str,
+        subject: str,
+        text: str | None,
+        html: str | None,
+        metadata: dict[str, str],
+        message_stream: str = "outbound",
+        tag: str = "",
+        message_id: str | None = None,
+        refuse_inactive: Callable[[list[str]], None] | None = None,
+    ) -> _Message:
+        """Store an accepted message and schedule its webhooks. Its recipients that
+        bounced or complained before (or are "inactive@…") are passed to `refuse_inactive`
+        when all are, under the lock (Postmark refuses them); without it the message is
+        accepted and only suppressed (Mailgun's way)."""
         now = datetime.now(UTC)
         with self._lock:
             inactive = [
@@ -578,44 +733,36 @@ class SandboxServer(LoopbackSandbox):
                 if _local_part(address) == MAGIC_INACTIVE
                 or (server.token, address.lower()) in self._inactive
             ]
-            if len(inactive) == len(to):
-                raise SandboxError(
-                    422,
-                    406,
-                    "You tried to send to a recipient that has been marked as inactive.\n"
-                    f"Found inactive addresses: {', '.join(a.lower() for a in inactive)}.\n"
-                    "Inactive recipients are ones that have generated a hard bounce or a spam "
-                    "complaint. ",
-                )
+            suppressed = len(inactive) == len(to)
+            if suppressed and refuse_inactive is not None:
+                refuse_inactive(inactive)
             first = to[0].lower()
             plan = self._scenarios.get(first)
-            if plan is None:
+            if suppressed:
+                plan = [SUPPRESSED]
+            elif plan is None:
                 plan = list(MAGIC_SCENARIOS.get(_local_part(first), ("Delivery",)))
             message = _Message(
-                id=str(uuid.uuid4()),
+                id=message_id or str(uuid.uuid4()),
                 token=server.token,
                 to=to,
                 from_=from_,
                 subject=subject,
-                text_body=text if isinstance(text, str) else None,
-                html_body=html if isinstance(html, str) else None,
-                metadata=dict(metadata),
-                message_stream=str(payload.get("MessageStream") or "outbound"),
-                tag=str(payload.get("Tag") or ""),
+                text_body=text,
+                html_body=html,
+                metadata=metadata,
+                message_stream=message_stream,
+                tag=tag,
                 received_at=now,
                 plan=plan,
+                event_log=[(now.timestamp(), "accepted")],
+                server=server,
             )
             self._messages[message.id] = message
             self._stats["accepted"] += 1
         if self.webhook_delay is not None:
             self._dispatcher.schedule(self.webhook_delay, message.id, 0)
-        return {
-            "To": payload["To"],
-            "SubmittedAt": _iso(now),
-            "MessageID": message.id,
-            "ErrorCode": 0,
-            "Message": "OK",
-        }
+        return message
 
     def _search(self, server: _Server, params: Mapping[str, str]) -> dict[str, Any]:
         try:
@@ -655,17 +802,30 @@ class SandboxServer(LoopbackSandbox):
             message = self._messages.get(message_id)
             if message is None or step >= len(message.plan):
                 return
-            server = self._servers.get(message.token)
+            mailgun = message.server is not None and message.server.esp == "mailgun"
+            if mailgun:
+                server = self._mailgun_domains.get(message.server.domain)  # type: ignore[union-attr]
+            else:
+                server = self._servers.get(message.token)
             kind = message.plan[step]
             message.events.append(kind)
-            now = _iso(datetime.now(UTC))
+            moment = datetime.now(UTC)
+            message.event_log.append((moment.timestamp(), kind))
             recipient = message.to[0]
             if kind in ("HardBounce", "SpamComplaint"):
                 self._inactive.add((message.token, recipient.lower()))
-            payload = self._event_payload(message, kind, recipient, now)
+            if mailgun:
+                payload = mailgun_event(message, kind, recipient, moment.timestamp())
+            else:
+                payload = self._event_payload(message, kind, recipient, _iso(moment))
             url = server.webhook_url if server else None
             has_next = step + 1 < len(message.plan)
-        if url and self.webhooks_enabled:
+        if url and self.webhooks_enabled and server is not None and mailgun:
+            # Signed when posted, as Mailgun does: a delayed webhook is not stale.
+            outcome = self._post(
+                session, url, mailgun_signed(payload, server.signing_key), "mailgun"
+            )
+        elif url and self.webhooks_enabled:
             outcome = self._post(session, url, payload)
         else:
             outcome = {"not_posted": True, "at": time.time()}
@@ -710,12 +870,18 @@ class SandboxServer(LoopbackSandbox):
             "Subject": message.subject,
         }
 
-    def _post(self, session: requests.Session, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _post(
+        self,
+        session: requests.Session,
+        url: str,
+        payload: dict[str, Any],
+        user_agent: str = "Postmark",
+    ) -> dict[str, Any]:
         try:
             response = session.post(
                 url,
                 json=payload,
-                headers={"User-Agent": "Postmark"},
+                headers={"User-Agent": user_agent},
                 timeout=self.webhook_timeout,
                 allow_redirects=False,
             )

@@ -1,4 +1,5 @@
-"""`manage.py email_sandbox`: run the loopback Postmark sandbox in the foreground.
+"""`manage.py email_sandbox`: run the loopback email sandbox (Postmark's and Mailgun's
+APIs) in the foreground.
 
     manage.py email_sandbox --port 8098 \\
         --server sandbox-token:clinic@example.com:http://postmark:secret@127.0.0.1:8000/webhooks/email/<uuid>/events/
@@ -7,6 +8,10 @@ A server is `TOKEN[:SENDERS[:WEBHOOK_URL]]`, the senders comma-separated. Server
 come from the environment, one a line, in EMAIL_SANDBOX_SERVERS: a command line is readable
 by every user of the machine (`ps`), an environment is not. Point CAREFLOW_POSTMARK_API_URL
 at the printed URL; see `integrations.email.sandbox` for the control API.
+
+Mailgun domains come from the environment only (their API and signing keys are secrets), one
+a line in EMAIL_SANDBOX_MAILGUN_DOMAINS: `DOMAIN:API_KEY:SIGNING_KEY[:SENDERS[:WEBHOOK_URL]]`;
+point CAREFLOW_MAILGUN_API_URL at the printed URL + "/v3".
 """
 
 import argparse
@@ -18,6 +23,7 @@ from integrations.email.sandbox import SandboxServer
 from integrations.loopback import serve_in_foreground, specs_from_environment
 
 SERVERS_VARIABLE = "EMAIL_SANDBOX_SERVERS"
+MAILGUN_VARIABLE = "EMAIL_SANDBOX_MAILGUN_DOMAINS"
 
 
 def parse_server(value: str) -> dict[str, Any]:
@@ -33,8 +39,27 @@ def parse_server(value: str) -> dict[str, Any]:
     }
 
 
+def parse_mailgun_domain(value: str) -> dict[str, Any]:
+    """`DOMAIN:API_KEY:SIGNING_KEY[:SENDERS[:WEBHOOK_URL]]` (the URL may hold colons)."""
+    domain, _, rest = value.partition(":")
+    api_key, _, rest = rest.partition(":")
+    signing_key, _, rest = rest.partition(":")
+    if not (domain and api_key and signing_key):
+        raise argparse.ArgumentTypeError(
+            "expected DOMAIN:API_KEY:SIGNING_KEY[:comma-separated senders[:webhook URL]]"
+        )
+    server = parse_server(f"{api_key}:{rest}")
+    return {
+        "domain": domain,
+        "api_key": api_key,
+        "signing_key": signing_key,
+        "senders": server["senders"],
+        "webhook_url": server["webhook_url"],
+    }
+
+
 class Command(BaseCommand):
-    help = "Run the loopback Postmark-compatible sandbox server in the foreground."
+    help = "Run the loopback Postmark- and Mailgun-compatible sandbox server in the foreground."
     # The sandbox touches neither the database nor the apps: start even if they are broken.
     requires_system_checks = ()
     requires_migrations_checks = False
@@ -61,10 +86,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from_env = specs_from_environment(SERVERS_VARIABLE, parse_server)
         servers = {spec["token"]: spec for spec in [*from_env, *options["server"]]}
+        domains = specs_from_environment(MAILGUN_VARIABLE, parse_mailgun_domain)
         summary = [
             f"server: {', '.join(spec['senders']) or '(any sender)'}" for spec in servers.values()
         ]
-        if not servers:
+        summary += [f"mailgun domain: {spec['domain']}" for spec in domains]
+        if not servers and not domains:
             summary.append("no servers yet: register one with POST /_sandbox/servers")
         serve_in_foreground(
             self,
@@ -73,6 +100,7 @@ class Command(BaseCommand):
                 port=options["port"],
                 servers=servers,
                 webhook_delay=options["webhook_delay"],
+                mailgun_domains=domains,
             ),
             host=options["host"],
             port=options["port"],

@@ -1,15 +1,14 @@
-"""Email's transport: send and look up through django-anymail's Postmark backend.
+"""Email's transport: send and look up through django-anymail, by the integration's ESP.
 
 The messaging core (claim → decide → throttle → send → accepted / refused / ambiguous →
-reconcile) calls only this. Every message carries Metadata {"careflow_message": <uuid>}, so an
-ambiguous attempt is found again by Postmark's outbound message search, and webhooks name the
-message they are about.
+reconcile) calls only this. What differs between ESPs (anymail's backend and its settings,
+what an error answer means, how a message is found again) is the ESP's module's
+(`integrations.email.esps`), picked by the integration's `esp` setting. Every message
+carries metadata {"careflow_message": <uuid>}, so an ambiguous attempt is found again by the
+ESP's search, and webhooks name the message they are about.
 
 Status words are anymail's normalised tracking events ("queued", "sent", "delivered",
-"bounced", …), so another ESP behind anymail reports in the same words. A spam complaint
-(or an unsubscribe) says the message did reach the inbox: it stays "delivered", and the
-webhook records the email opt-out. A soft bounce is "deferred": Postmark keeps trying, and a
-later delivery or hard bounce decides.
+"bounced", …), so every ESP behind anymail reports in the same words.
 
 `CAREFLOW_EMAIL_DELIVERY` = "console" or "file" (local runs) hands messages to Django's own
 email backends instead: written is delivered, there is no ESP to ask or to hear from.
@@ -29,89 +28,48 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from integrations.email.account import email_account
+from integrations.email.account import EmailAccount, email_account
+from integrations.email.esps import ESPS, esp_get
+from integrations.email.esps.base import METADATA_KEY, STATUS_MAP, STATUS_RANK, Esp
 from integrations.messaging import Accepted, Ambiguous, Found, Refused, Transport
 from integrations.models import OutboundMessage
 
+__all__ = ["METADATA_KEY", "STATUS_MAP", "STATUS_RANK", "EmailTransport"]
+
 logger = logging.getLogger(__name__)
 
-Status = OutboundMessage.Status
-
-POSTMARK_BACKEND = "anymail.backends.postmark.EmailBackend"
 LOCAL_BACKENDS = {
     "console": "django.core.mail.backends.console.EmailBackend",
     "file": "django.core.mail.backends.filebased.EmailBackend",
 }
-METADATA_KEY = "careflow_message"
 
-STATUS_MAP: dict[str, str] = {
-    "queued": Status.SENT,
-    "sent": Status.SENT,
-    "deferred": Status.SENT,
-    "delivered": Status.DELIVERED,
-    "opened": Status.DELIVERED,
-    "clicked": Status.DELIVERED,
-    "complained": Status.DELIVERED,
-    "unsubscribed": Status.DELIVERED,
-    "bounced": Status.UNDELIVERED,
-    "rejected": Status.FAILED,
-    "failed": Status.FAILED,
-}
-# Webhooks repeat and arrive out of order: a status applies only above the current rank.
-STATUS_RANK: dict[str, int] = {
-    "": 0,
-    "queued": 1,
-    "sent": 2,
-    "deferred": 3,
-    "delivered": 4,
-    "bounced": 4,
-    "rejected": 4,
-    "failed": 4,
-    "opened": 5,
-    "clicked": 5,
-    "complained": 6,
-    "unsubscribed": 6,
-}
-
-# Postmark's API error codes (https://postmarkapp.com/developer/api/overview#error-codes),
-# plus careflow's own for what never reached an answer.
+# careflow's own codes, for what never reached an ESP's answer.
 ERROR_EXPLANATIONS: dict[str, str] = {
-    "10": "Postmark refused the server token: check the integration's token",
-    "300": "Postmark found the email invalid (an address, the subject or the body)",
-    "400": "the From address is not a confirmed sender signature in Postmark",
-    "401": "the From address's sender signature is not confirmed yet in Postmark",
-    "402": "Postmark could not read the request",
-    "405": "the Postmark account cannot send (out of credits or suspended)",
-    "406": "the recipient is inactive in Postmark (an earlier hard bounce or spam complaint)",
-    "412": "the Postmark account is pending approval and may only send to its own domain",
-    "413": "the Postmark account may not send (pending approval or suspended)",
-    "429": "Postmark's rate limit: careflow tries again later",
-    "500": "Postmark had an internal error",
-    "1235": "the message stream does not exist in this Postmark server",
-    "HardBounce": "the recipient's mail server refused the address (hard bounce)",
-    "SoftBounce": "the recipient's mail server could not take the message for now",
-    "SpamComplaint": "the recipient marked the message as spam",
     "network": "no answer from the email provider",
     "lookup": "the email provider's message search did not answer",
     "invalid": "the email could not be built (an address or a header is invalid)",
     "local": "the local email backend could not write the message",
+    "esp": "the integration names an email provider careflow does not offer",
 }
+
+
+def email_error_explanation(code: str) -> str:
+    """What an email error code means, whichever ESP (or careflow) left it."""
+    found = ERROR_EXPLANATIONS.get(code, "")
+    for esp in ESPS.values():
+        found = found or esp.explain(code)
+    return found
+
 
 _lock = threading.Lock()
 
 
 @lru_cache(maxsize=256)
-def _postmark_connection(
-    server_token: str, api_url: str, timeout: float, message_stream: str
+def _connection(
+    backend: str, kwargs: tuple[tuple[str, Any], ...], timeout: float
 ) -> BaseEmailBackend:
-    """An open anymail Postmark backend, reused per process so connections stay warm."""
-    connection = get_connection(
-        POSTMARK_BACKEND,
-        server_token=server_token,
-        api_url=api_url,
-        timeout=timeout,
-        message_stream=message_stream,
-    )
+    """An open anymail backend, reused per process so connections stay warm."""
+    connection = get_connection(backend, timeout=timeout, **dict(kwargs))
     connection.open()
     return connection
 
@@ -134,18 +92,6 @@ def _never_connected(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__
     return False
-
-
-def _error_code(exc: AnymailAPIError) -> str:
-    """Postmark's ErrorCode from an error answer, else the HTTP status."""
-    response = getattr(exc, "response", None)
-    try:
-        code = response.json().get("ErrorCode") if response is not None else None
-    except (ValueError, AttributeError):
-        code = None
-    if isinstance(code, int) and not isinstance(code, bool):
-        return str(code)
-    return str(exc.status_code or "")
 
 
 def email_throttle_key(integration: Any) -> str:
@@ -182,39 +128,42 @@ class EmailTransport(Transport):
         email.track_clicks = False  # type: ignore[attr-defined]
         return email
 
+    def _esp(self, account: EmailAccount) -> Esp:
+        esp = esp_get(account.esp)
+        if esp is None:
+            raise Refused("esp", ERROR_EXPLANATIONS["esp"])
+        return esp
+
     def send(self, message: OutboundMessage) -> Accepted:
         delivery = self._delivery()
         if delivery in LOCAL_BACKENDS:
             return self._send_local(message, LOCAL_BACKENDS[delivery])
         account = email_account(message.integration)
+        esp = self._esp(account)
         with _lock:
-            connection = _postmark_connection(
-                account.server_token,
-                settings.CAREFLOW_POSTMARK_API_URL,
+            connection = _connection(
+                esp.backend,
+                tuple(sorted(esp.connection_kwargs(account).items())),
                 settings.CAREFLOW_EMAIL_HTTP_TIMEOUT,
-                account.message_stream,
             )
         email = self._email(message, connection)
         try:
             email.send()
         except AnymailRecipientsRefused as exc:
-            status = email.anymail_status.recipients.get(message.to)
-            if status is not None and status.status == "rejected":
-                raise Refused("406", ERROR_EXPLANATIONS["406"], opted_out=True) from exc
-            raise Refused("300", f"Postmark refused the recipient: {exc}") from exc
+            raise esp.recipients_refused(email, message, exc) from exc
         except AnymailAPIError as exc:
-            raise self._api_error(message, exc) from exc
+            raise self._api_error(esp, message, exc) from exc
         except AnymailError as exc:  # raised before any request: the message cannot be built
             raise Refused("invalid", f"{ERROR_EXPLANATIONS['invalid']} ({exc})") from exc
         except requests.RequestException as exc:
             raise self._network_error(exc) from exc
         status = email.anymail_status
         if not status.message_id:
-            raise Ambiguous("network", "Postmark answered without a MessageID")
+            raise Ambiguous("network", f"{esp.label} answered without a message id")
         return Accepted(provider_id=str(status.message_id), provider_status="sent")
 
     def send_timeout(self) -> float:
-        # What a send waits for Postmark, each of connecting and reading: the core takes a
+        # What a send waits for the ESP, each of connecting and reading: the core takes a
         # claim older than twice this (plus a margin) for a dead worker's and looks it up.
         # A shorter figure than the real wait would let a slow send be looked up, missed,
         # and sent again while the first request may still be accepted.
@@ -246,64 +195,43 @@ class EmailTransport(Transport):
             "network", f"no answer from the email provider after the request was sent ({name})"
         )
 
-    def _api_error(self, message: OutboundMessage, exc: AnymailAPIError) -> Refused | Ambiguous:
+    def _api_error(
+        self, esp: Esp, message: OutboundMessage, exc: AnymailAPIError
+    ) -> Refused | Ambiguous:
         if isinstance(exc, requests.RequestException) and exc.response is None:
             # anymail wraps requests' own failures (timeouts, dropped connections) in a class
             # that is both: no HTTP answer arrived.
             return self._network_error(exc)
-        code = _error_code(exc)
+        code = esp.error_code(exc)
         status = exc.status_code or 0
         logger.info(
             "email provider refused message %s: code=%s status=%s", message.pk, code, status
         )
-        explanation = ERROR_EXPLANATIONS.get(code, "")
-        text = f"Postmark error {code}" + (f": {explanation}" if explanation else "")
-        if code == "406":
-            return Refused(code, text, opted_out=True)
-        if status == 429 or code == "429":
-            return Refused(code, text, retryable=True)
-        if status >= 500 or status < 400:
-            # A 5xx (or an unreadable 2xx) after the request left: Postmark may have accepted
-            # it. Never resend blindly; the metadata search tells.
-            return Ambiguous(code or "network", text)
-        return Refused(code, text)
+        return esp.api_error(exc, code, status)
 
     def lookup(self, message: OutboundMessage, *, since: datetime) -> Found | None:
-        """The message at Postmark, found by its careflow_message metadata (`since` is not
-        needed: the metadata names one message). None: Postmark has no such message."""
+        """The message at the ESP, found by its careflow_message metadata. None: the ESP
+        has no such message; Ambiguous("lookup"): the ESP did not answer readably."""
         if self._delivery() in LOCAL_BACKENDS:
             # Sent locally means written (or refused): nothing is ever in between.
             if message.provider_sid:
                 return Found(provider_id=message.provider_sid, provider_status="delivered")
             return None
         account = email_account(message.integration)
-        url = settings.CAREFLOW_POSTMARK_API_URL.rstrip("/") + "/messages/outbound"
-        params = {
-            "count": "50",
-            "offset": "0",
-            "recipient": message.to,
-            f"metadata_{METADATA_KEY}": str(message.uuid),
-        }
-        headers = {"Accept": "application/json", "X-Postmark-Server-Token": account.server_token}
+        esp = esp_get(account.esp)
+        if esp is None:
+            raise Ambiguous("esp", ERROR_EXPLANATIONS["esp"])
         try:
-            response = _search_session().get(
-                url, params=params, headers=headers, timeout=settings.CAREFLOW_EMAIL_HTTP_TIMEOUT
+            return esp.lookup(
+                _search_session(),
+                account,
+                message,
+                since=since,
+                timeout=settings.CAREFLOW_EMAIL_HTTP_TIMEOUT,
             )
-            response.raise_for_status()
-            found = response.json()
-            candidates = found["Messages"]
         except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
             logger.warning("email lookup for message %s failed: %s", message.pk, type(exc).__name__)
             raise Ambiguous("lookup", ERROR_EXPLANATIONS["lookup"]) from exc
-        for candidate in candidates if isinstance(candidates, list) else []:
-            if (
-                isinstance(candidate, dict)
-                and (candidate.get("Metadata") or {}).get(METADATA_KEY) == str(message.uuid)
-                and candidate.get("MessageID")
-            ):
-                status = "queued" if str(candidate.get("Status")).lower() == "queued" else "sent"
-                return Found(provider_id=str(candidate["MessageID"]), provider_status=status)
-        return None
 
     def throttle(self, message: OutboundMessage) -> tuple[str, float] | None:
         rate = email_account(message.integration).send_rate
@@ -313,4 +241,4 @@ class EmailTransport(Transport):
         return 1
 
     def explain_error(self, code: str) -> str:
-        return ERROR_EXPLANATIONS.get(code, "")
+        return email_error_explanation(code)

@@ -1,35 +1,30 @@
-"""Postmark's delivery, bounce and spam-complaint webhooks, one endpoint per integration.
+"""Email's delivery, bounce and complaint webhooks, one endpoint per integration, for any
+ESP: how a request authenticates, what its event says and which events make an address
+unmailable are the integration's ESP's (`integrations.email.esps`), read by anymail's own
+tracking parser for that ESP, so their meaning is anymail's, not a second reading of the
+ESP's docs. A request that does not authenticate changes nothing.
 
-Postmark's only webhook security is HTTP basic auth in the URL it posts to: each integration
-has its own secret (`email_account(...).webhook_auth`), compared in constant time; no
-credentials get 401, wrong ones 403, and neither changes anything. The events are parsed by
-anymail's own Postmark tracking parser, so their meaning (a "SoftBounce" is a bounce, a
-"SpamNotification" a complaint, …) is anymail's, not a second reading of Postmark's docs.
-
-An event names its message by the Metadata careflow sent ({"careflow_message": uuid}); it
-must be one of this integration's messages, and when the message already has Postmark's
-MessageID, the event must carry the same (an authenticated but mismatched report changes
+An event names its message by the metadata careflow sent ({"careflow_message": uuid}); it
+must be one of this integration's messages, and when the message already has the ESP's
+message id, the event must carry the same (an authenticated but mismatched report changes
 nothing). Statuses go through the core's `message_status_apply`, which only ever moves a
-message forward, so repeated and out-of-order webhooks are harmless. A hard bounce or a spam
-complaint records an email opt-out for every purpose, once per event.
+message forward, so repeated and out-of-order webhooks are harmless. A permanent failure
+or a complaint records an email opt-out for every purpose, once per event.
 """
 
-import json
 import logging
 import uuid
 
-from anymail.exceptions import AnymailConfigurationError, AnymailError
-from anymail.signals import AnymailTrackingEvent, EventType
-from anymail.utils import get_request_basic_auth
-from anymail.webhooks.postmark import PostmarkTrackingWebhookView
+from anymail.signals import AnymailTrackingEvent
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.utils import timezone
-from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from integrations.email.account import email_account
+from integrations.email.account import EmailAccount, email_account
+from integrations.email.esps import esp_get
+from integrations.email.esps.base import Esp
 from integrations.email.transport import METADATA_KEY, STATUS_MAP
 from integrations.models import Integration, OutboundMessage
 from integrations.sending import message_status_apply
@@ -38,40 +33,6 @@ from patients.models import ConsentRecord, Patient
 logger = logging.getLogger(__name__)
 
 ADAPTER = "email"
-# Bounce types after which the address will never take mail: the patient cannot be emailed.
-OPT_OUT_TYPES = frozenset({"HardBounce", "SpamComplaint", "SpamNotification"})
-MAX_ERROR_CODE = 16  # OutboundMessage.error_code's length
-
-
-def _unauthorized() -> HttpResponse:
-    response = HttpResponse("authentication required", status=401)
-    response["WWW-Authenticate"] = 'Basic realm="careflow email events"'
-    return response
-
-
-def _parse(request: HttpRequest, webhook_auth: str) -> AnymailTrackingEvent | None:
-    """The event in the request body, read by anymail's Postmark parser; None if unreadable."""
-    try:
-        payload = json.loads(request.body)
-    except ValueError:
-        return None
-    if not isinstance(payload, dict):
-        return None
-    try:
-        return PostmarkTrackingWebhookView(webhook_secret=webhook_auth).esp_to_anymail_event(
-            payload
-        )
-    except (AnymailError, AnymailConfigurationError, ValueError, TypeError, KeyError):
-        return None
-
-
-def provider_status(event: AnymailTrackingEvent) -> str:
-    """Our status word for an event: anymail's event type, except that a soft bounce (which
-    Postmark keeps retrying) only defers the message."""
-    esp_type = (event.esp_event or {}).get("Type")
-    if event.event_type == EventType.BOUNCED and esp_type == "SoftBounce":
-        return str(EventType.DEFERRED)
-    return str(event.event_type)
 
 
 def _message(integration: Integration, event: AnymailTrackingEvent) -> OutboundMessage | None:
@@ -90,7 +51,7 @@ def _message(integration: Integration, event: AnymailTrackingEvent) -> OutboundM
 def _mismatch(message: OutboundMessage, event: AnymailTrackingEvent) -> str:
     """Why an authenticated event is not about `message`, or ""."""
     if message.provider_sid and event.message_id and str(event.message_id) != message.provider_sid:
-        return "MessageID is not this message's"
+        return "the message id is not this message's"
     recipient = str(event.recipient or "")
     if recipient and recipient.strip().lower() != message.to.strip().lower():
         return "the recipient is not this message's"
@@ -139,23 +100,32 @@ def email_events(request: HttpRequest, integration_uuid: uuid.UUID) -> HttpRespo
     integration = Integration.objects.filter(uuid=integration_uuid, adapter=ADAPTER).first()
     if integration is None:
         return HttpResponse("no such integration", status=404)
-    expected = email_account(integration).webhook_auth
-    given = get_request_basic_auth(request)
-    if not given:  # none, or not decodable
-        return _unauthorized()
-    if not expected or not constant_time_compare(given, expected):
-        logger.warning(
-            "rejected email webhook with wrong credentials for integration %s", integration.pk
-        )
-        return HttpResponseForbidden("invalid credentials")
-    event = _parse(request, expected)
+    account = email_account(integration)
+    esp = esp_get(account.esp)
+    if esp is None:
+        return HttpResponse("no such email provider", status=404)
+    refused_auth = esp.webhook_refusal(request, integration, account)
+    if refused_auth is not None:
+        return refused_auth
+    try:
+        return _event_apply(request, integration, account, esp)
+    except BaseException:
+        esp.webhook_failed(request, integration)
+        raise
+
+
+def _event_apply(
+    request: HttpRequest, integration: Integration, account: EmailAccount, esp: Esp
+) -> HttpResponse:
+    """Apply an authenticated webhook's event to its message."""
+    event = esp.tracking_event(request, account)
     if event is None:
-        return HttpResponseBadRequest("not a Postmark tracking event")
-    status = provider_status(event)
+        return HttpResponseBadRequest(f"not a {esp.label} tracking event")
+    status = esp.provider_status(event)
     message = _message(integration, event)
     if message is None:
-        # Not one of ours (another sender on the same Postmark server): acknowledged, or
-        # Postmark would retry it for hours.
+        # Not one of ours (another sender on the same ESP account): acknowledged, or the
+        # ESP would retry it for hours.
         logger.info("email webhook names no message of integration %s", integration.pk)
         return HttpResponse("ignored: no such message")
     refused = _mismatch(message, event)
@@ -164,16 +134,17 @@ def email_events(request: HttpRequest, integration_uuid: uuid.UUID) -> HttpRespo
         return HttpResponse(f"ignored: {refused}")
     if status not in STATUS_MAP:
         return HttpResponse(f"ignored: {status}")
-    esp_type = str((event.esp_event or {}).get("Type") or "")
-    error_code = esp_type[:MAX_ERROR_CODE] if status in ("bounced", "rejected", "failed") else ""
-    # Postmark's MessageID goes with the status: for a send whose answer was lost ("unknown",
-    # no id yet) the event is the proof of acceptance, and the id must not stay missing.
+    error_code = esp.event_error_code(event) if status in ("bounced", "rejected", "failed") else ""
+    # The ESP's message id goes with the status: for a send whose answer was lost
+    # ("unknown", no id yet) the event is the proof of acceptance, and the id must not stay
+    # missing.
     changed = message_status_apply(
         message=message,
         provider_status=status,
         sid=str(event.message_id or ""),
         error_code=error_code,
     )
-    if esp_type in OPT_OUT_TYPES or status == EventType.COMPLAINED:
-        _record_opt_out(message, esp_type or "SpamComplaint", event)
+    opt_out = esp.opt_out(event)
+    if opt_out:
+        _record_opt_out(message, opt_out, event)
     return HttpResponse("ok" if changed else "ok: no change")

@@ -325,3 +325,71 @@ def test_check_credentials_of_an_email_integration(admin_client_: Client, settin
     assert "credentials accepted (server: Sandbox server)" in text
     assert "Postmark error 10: Postmark refused the server token" in text
     assert EMAIL_TOKEN not in text and "pm-wrong-token" not in text
+
+
+MAILGUN_KEY = "0123456789abcdef0123456789abcdef-0a1b2c3d-4e5f6a7b"
+MAILGUN_SIGNING_KEY = "mailgun-signing-key-0123"
+
+
+def _mailgun_form(org: Any, **overrides: str) -> dict[str, Any]:
+    mailgun = {
+        "esp": "mailgun",
+        "server_token": "",
+        "webhook_secret": "",
+        "mailgun_api_key": MAILGUN_KEY,
+        "mailgun_domain": "mg.sunrise.example",
+        "mailgun_region": "us",
+        "mailgun_webhook_signing_key": MAILGUN_SIGNING_KEY,
+    }
+    return _email_form(org, **{**mailgun, **overrides})
+
+
+def test_a_mailgun_integration_is_added_and_shows_the_webhook_url_for_mailgun(
+    admin_client_: Client, settings: Any
+) -> None:
+    settings.CAREFLOW_PUBLIC_URL = "https://careflow.example"
+    org = OrganizationFactory()
+    url = reverse("admin:integrations_integration_add") + "?adapter=email"
+    page = admin_client_.get(url).content.decode()
+    # every ESP's fields, and the script that shows only the chosen one's
+    assert "Mailgun: private API key" in page and "Server API token" in page
+    assert "integrations/email_esp_fields" in page and "data-esp-fields" in page
+    response = admin_client_.post(url, _mailgun_form(org))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    integration = Integration.objects.get()
+    assert integration.settings == {
+        "esp": "mailgun",
+        "mailgun_domain": "mg.sunrise.example",
+        "mailgun_region": "us",
+    }
+    assert integration.secrets == {
+        "mailgun_api_key": MAILGUN_KEY,
+        "mailgun_webhook_signing_key": MAILGUN_SIGNING_KEY,
+    }
+    change = reverse("admin:integrations_integration_change", args=[integration.pk])
+    page = admin_client_.get(change).content.decode()
+    assert f"https://careflow.example/webhooks/email/{integration.uuid}/events/" in page
+    assert MAILGUN_KEY not in page and MAILGUN_SIGNING_KEY not in page
+    listing = admin_client_.get(reverse("admin:integrations_integration_changelist"))
+    assert "Mailgun, domain “mg.sunrise.example” (US)" in listing.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("mailgun_api_key", "my-api-key", "This is not a Mailgun private API key"),
+        ("mailgun_domain", "https://mg.sunrise.example", "Enter a domain name such as"),
+        ("mailgun_domain", "sunrise", "Enter a domain name such as"),
+        ("mailgun_webhook_signing_key", "", "This field is required"),
+    ],
+)
+def test_bad_mailgun_input_gets_a_specific_error_and_saves_nothing(
+    admin_client_: Client, field: str, value: str, message: str
+) -> None:
+    response = admin_client_.post(
+        reverse("admin:integrations_integration_add") + "?adapter=email",
+        _mailgun_form(OrganizationFactory(), **{field: value}),
+    )
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Integration.objects.exists()

@@ -384,6 +384,7 @@ def worker_env(
             "TWILIO_API_BASE_URL": sandbox_server.url,
             "CAREFLOW_EMAIL_DELIVERY": "postmark",
             "CAREFLOW_POSTMARK_API_URL": email_sandbox_server.url + "/",
+            "CAREFLOW_MAILGUN_API_URL": email_sandbox_server.url + "/v3",
             "CAREFLOW_PUBLIC_URL": live_server.url,
             **WORKER_TIMINGS,
         }

@@ -202,38 +202,59 @@ class SmsBurst(Burst):
 # The clinic's email sending rate: as for SMS, the faults must bound the burst, not this.
 EMAIL_SEND_RATE = 500.0
 EMAIL_WEBHOOK_USER = "postmark"  # Postmark's webhooks authenticate as this user
+MAILGUN_API_KEY = "0123456789abcdef0123456789abcdef-0a1b2c3d-4e5f6a7b"
 
 
 class EmailBurst(Burst):
-    """The burst as email through Postmark (the sandbox of integrations.email), its delivery
-    webhooks posted to `webhook_origin` (a live server) when given."""
+    """The burst as email through `esp`'s API of the sandbox of integrations.email
+    (Postmark's or Mailgun's), its delivery webhooks posted to `webhook_origin` (a live
+    server) when given."""
 
     channel = ConsentRecord.Channel.EMAIL
     consent_text = "I agree to receive emails about my orders."
 
     def __init__(
-        self, sandbox: EmailSandbox, *, size: int, tag: str, webhook_origin: str | None = None
+        self,
+        sandbox: EmailSandbox,
+        *,
+        size: int,
+        tag: str,
+        webhook_origin: str | None = None,
+        esp: str = "postmark",
     ) -> None:
         self.sender = f"orders-{tag.lower()}@clinic.example.com"
         self.addresses = [f"{tag.lower()}{index}@patients.example.com" for index in range(size)]
         token, secret = f"faults-{tag}-{uuid4().hex}", uuid4().hex
+        domain = f"mg-{tag.lower()}-{uuid4().hex[:8]}.clinic.example.com"
+        if esp == "mailgun":
+            settings: dict[str, Any] = {"esp": esp, "mailgun_domain": domain}
+            secrets = {"mailgun_api_key": MAILGUN_API_KEY, "mailgun_webhook_signing_key": secret}
+        else:
+            settings = {"esp": esp, "message_stream": "outbound"}
+            secrets = {"server_token": token, "webhook_secret": secret}
         integration: Integration = IntegrationFactory(
             name="Email",
             adapter="email",
             senders=[self.sender],
-            settings={
-                "esp": "postmark",
-                "message_stream": "outbound",
-                "send_rate": EMAIL_SEND_RATE,
-            },
-            secrets={"server_token": token, "webhook_secret": secret},
+            settings={**settings, "send_rate": EMAIL_SEND_RATE},
+            secrets=secrets,
         )
         webhook_url = None
         if webhook_origin is not None:
             scheme, _, host = webhook_origin.partition("://")
             path = reverse("email-events", kwargs={"integration_uuid": integration.uuid})
-            webhook_url = f"{scheme}://{EMAIL_WEBHOOK_USER}:{secret}@{host}{path}"
-        sandbox.add_server(token, senders=[self.sender], webhook_url=webhook_url)
+            credentials = "" if esp == "mailgun" else f"{EMAIL_WEBHOOK_USER}:{secret}@"
+            webhook_url = f"{scheme}://{credentials}{host}{path}"
+        if esp == "mailgun":
+            sandbox.add_mailgun_domain(
+                domain,
+                api_key=MAILGUN_API_KEY,
+                signing_key=secret,
+                senders=[self.sender],
+                webhook_url=webhook_url,
+            )
+        else:
+            sandbox.add_server(token, senders=[self.sender], webhook_url=webhook_url)
         super().__init__(sandbox, integration, recipients=self.addresses, tag=tag)
 
     def add_step(self, workflow: Workflow) -> None:

@@ -1,7 +1,7 @@
-"""Fault: the email provider (the Postmark sandbox) misbehaves for a fraction of a burst's
+"""Fault, for each ESP: the email provider (the sandbox's Postmark or Mailgun API) misbehaves for a fraction of a burst's
 messages — 429s, a 500 after accepting, answers slower than the client's timeout, connections
-dropped after accepting (and a few before) — and so does its outbound message search, the
-look-up that settles an ambiguous send; plus a count of 429s for whichever sends come first.
+dropped after accepting (and a few before) — and so does its search (Postmark's outbound
+message search, Mailgun's Events API), the look-up that settles an ambiguous send; plus a count of 429s for whichever sends come first.
 
 Run as part of `make test`, or on its own database:
 
@@ -68,10 +68,11 @@ def _search_rule(index: int, address: str) -> dict[str, Any] | None:
     return rule
 
 
+@pytest.mark.parametrize("esp", ["postmark", "mailgun"])
 def test_email_burst_is_sent_exactly_once_when_the_provider_misbehaves(
-    workers: list[FaultWorker], email_sandbox: EmailSandbox, live_server: Any
+    workers: list[FaultWorker], email_sandbox: EmailSandbox, live_server: Any, esp: str
 ) -> None:
-    burst = EmailBurst(email_sandbox, size=BURST, tag="E", webhook_origin=live_server.url)
+    burst = EmailBurst(email_sandbox, size=BURST, tag="E", webhook_origin=live_server.url, esp=esp)
     rules = [
         rule
         for index, address in enumerate(burst.addresses)
@@ -92,13 +93,15 @@ def test_email_burst_is_sent_exactly_once_when_the_provider_misbehaves(
     started = time.monotonic()
 
     burst.ship()
-    tally = wait_until_settled(burst, timeout=300, started=started, scenario="email faults")
+    tally = wait_until_settled(
+        burst, timeout=300, started=started, scenario=f"email faults ({esp})"
+    )
 
     elapsed = time.monotonic() - started
     left = email_sandbox.faults()
     left = [rule for rule in left if rule["count"] != 0]
     report(
-        "email faults",
+        f"email faults ({esp})",
         tally,
         elapsed,
         f"faults injected (by kind, counts): {kinds}; rules not consumed: {len(left)}"

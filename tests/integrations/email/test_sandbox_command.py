@@ -11,7 +11,12 @@ import pytest
 import requests
 from django.core.management import CommandError, call_command
 
-from integrations.email.sandbox_command import SERVERS_VARIABLE, parse_server
+from integrations.email.sandbox_command import (
+    MAILGUN_VARIABLE,
+    SERVERS_VARIABLE,
+    parse_mailgun_domain,
+    parse_server,
+)
 
 
 def test_parse_server_keeps_the_colons_of_the_webhook_url() -> None:
@@ -56,3 +61,18 @@ def test_it_serves_until_stopped() -> None:
     assert answered == [True]
     assert "server: a@x.org" in out.getvalue()
     assert out.getvalue().rstrip().endswith("email sandbox stopped")
+
+
+def test_mailgun_domains_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_mailgun_domain("mg.x.org:key-1:sig-1:a@x.org:http://127.0.0.1:8000/e/") == {
+        "domain": "mg.x.org",
+        "api_key": "key-1",
+        "signing_key": "sig-1",
+        "senders": ["a@x.org"],
+        "webhook_url": "http://127.0.0.1:8000/e/",
+    }
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_mailgun_domain("mg.x.org:key-only")
+    monkeypatch.setenv(MAILGUN_VARIABLE, "mg.x.org:key-1")
+    with pytest.raises(CommandError, match=f"{MAILGUN_VARIABLE}: expected DOMAIN"):
+        call_command("email_sandbox", "--port", "0")

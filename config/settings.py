@@ -309,11 +309,11 @@ CAREFLOW_APPOINTMENT_REMINDER_HOURS = env.float("CAREFLOW_APPOINTMENT_REMINDER_H
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
 TWILIO_HTTP_TIMEOUT = env.float("TWILIO_HTTP_TIMEOUT", default=10.0)
 
-# Email (integrations/email): how careflow's messages to patients leave. "postmark" (any
-# value but the two below) sends through django-anymail's backend of each integration's
-# ESP (its `esp` setting: Postmark or Mailgun) with the integration's own credentials;
-# "console" prints them and "file" writes them under EMAIL_FILE_PATH (`make run`, no ESP).
-CAREFLOW_EMAIL_DELIVERY = env.str("CAREFLOW_EMAIL_DELIVERY", default="postmark")
+# Email (integrations/email): how careflow's messages to patients leave. "esp" sends through
+# django-anymail's backend of each integration's own ESP (its `esp` setting: Postmark or
+# Mailgun) with the integration's own credentials ("postmark", the value before Mailgun, means
+# the same); "console" prints them and "file" writes them under EMAIL_FILE_PATH (`make run`, no ESP).
+CAREFLOW_EMAIL_DELIVERY = env.str("CAREFLOW_EMAIL_DELIVERY", default="esp")
 EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "email"))
 # Postmark's API origin; the tests and `make run` point it at integrations.email.sandbox.
 CAREFLOW_POSTMARK_API_URL = env.str(

@@ -109,7 +109,7 @@ class EmailTransport(Transport):
     status_rank = STATUS_RANK
 
     def _delivery(self) -> str:
-        return str(getattr(settings, "CAREFLOW_EMAIL_DELIVERY", "postmark"))
+        return str(getattr(settings, "CAREFLOW_EMAIL_DELIVERY", "esp"))
 
     def _email(self, message: OutboundMessage, connection: BaseEmailBackend) -> Any:
         content = message.content or {}  # type: ignore[attr-defined]

@@ -382,7 +382,7 @@ def worker_env(
             # The per-sender throttle's Redis: ours too, never the shared one.
             "CAREFLOW_THROTTLE_REDIS_URL": private_redis.url,
             "TWILIO_API_BASE_URL": sandbox_server.url,
-            "CAREFLOW_EMAIL_DELIVERY": "postmark",
+            "CAREFLOW_EMAIL_DELIVERY": "esp",
             "CAREFLOW_POSTMARK_API_URL": email_sandbox_server.url + "/",
             "CAREFLOW_MAILGUN_API_URL": email_sandbox_server.url + "/v3",
             "CAREFLOW_PUBLIC_URL": live_server.url,

@@ -44,7 +44,7 @@ def sandbox(settings: Any) -> Iterator[SandboxServer]:
     server.start()
     settings.CAREFLOW_MAILGUN_API_URL = server.url + "/v3"
     settings.CAREFLOW_MAILGUN_EU_API_URL = server.url + "/eu-is-not-here/v3"
-    settings.CAREFLOW_EMAIL_DELIVERY = "postmark"
+    settings.CAREFLOW_EMAIL_DELIVERY = "esp"
     settings.CAREFLOW_EMAIL_HTTP_TIMEOUT = 2.0
     yield server
     server.stop()
@@ -150,7 +150,7 @@ def test_connection_dropped_after_the_request_is_ambiguous(
 
 
 def test_never_connected_is_retryable(settings: Any) -> None:
-    settings.CAREFLOW_EMAIL_DELIVERY = "postmark"
+    settings.CAREFLOW_EMAIL_DELIVERY = "esp"
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
@@ -161,7 +161,7 @@ def test_never_connected_is_retryable(settings: Any) -> None:
 
 
 def test_an_unknown_esp_is_refused_before_any_request(settings: Any) -> None:
-    settings.CAREFLOW_EMAIL_DELIVERY = "postmark"
+    settings.CAREFLOW_EMAIL_DELIVERY = "esp"
     settings.CAREFLOW_MAILGUN_API_URL = "http://192.0.2.1/v3"  # never reached
     sent = message()
     sent.integration.settings["esp"] = "carrier-pigeon"
@@ -239,7 +239,7 @@ def test_lookup_reports_how_far_the_message_got(
     with SandboxServer(webhook_delay=0.01) as server:
         server.add_mailgun_domain(DOMAIN, api_key=KEY, signing_key=SIGNING_KEY)
         settings.CAREFLOW_MAILGUN_API_URL = server.url + "/v3"
-        settings.CAREFLOW_EMAIL_DELIVERY = "postmark"
+        settings.CAREFLOW_EMAIL_DELIVERY = "esp"
         sent = message(to=to)
         transport.send(sent)
         deadline = time.monotonic() + 5

@@ -299,10 +299,11 @@ class MessagingPolicy(TimeStamped):
         around a form, or for a channel no longer registered) fall back to the default rules
         the clinic set for every channel, never to no rules."""
         own: Any = (self.channel_rules or {}).get(channel)
-        try:
-            validate_channel_rules({channel: own} if own is not None else {})
-        except ValidationError:
-            own = None
+        if own is not None:  # no rules of its own: nothing to validate (read for every send)
+            try:
+                validate_channel_rules({channel: own})
+            except ValidationError:
+                own = None
         if not own:
             return ChannelRules(
                 channel,

@@ -148,6 +148,57 @@ def test_frequency_caps_per_purpose_per_day_and_week(make: Any) -> None:
     )  # caps are per purpose
 
 
+def test_sends_under_no_cap_are_not_counted(make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting a patient's earlier messages is built only for a cap that applies: building
+    the query cost more than every other check of a send, and most sends are under no cap."""
+    message = make()
+    ConsentFactory(patient=message.patient)
+    counted: list[dict[str, Any]] = []
+    filter_ = OutboundMessage.objects.filter
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        counted.append(kwargs)
+        return filter_(*args, **kwargs)
+
+    monkeypatch.setattr(OutboundMessage.objects, "filter", spy)
+    assert send_decide(message=message, now=NOON_NY).allowed
+    assert counted == []
+    MessagingPolicy.objects.filter(organization=message.organization).update(
+        transactional_per_week=5
+    )
+    messaging_policy_forget()
+    assert send_decide(message=message, now=NOON_NY).allowed
+    assert [kwargs["patient"] for kwargs in counted] == [message.patient]
+
+
+def test_the_next_send_after_a_policy_edit_goes_by_the_new_rules(make: Any) -> None:
+    """The policy a process keeps for a few seconds is dropped when it is saved, and the
+    channel's own rules are judged afresh: no send after an edit goes by the old rules."""
+    message = make()
+    ConsentFactory(patient=message.patient)
+    assert send_decide(message=message, now=NOON_NY).allowed  # the policy is now kept
+    policy = MessagingPolicy.objects.get(organization=message.organization)
+    policy.channel_rules = {
+        "sms": {
+            "quiet_hours": True,
+            "transactional_per_day": 0,
+            "transactional_per_week": None,
+            "marketing_per_day": None,
+            "marketing_per_week": None,
+        }
+    }
+    policy.save()
+    refused = send_decide(message=message, now=NOON_NY)
+    assert refused.reason == (
+        "frequency cap: at most 0 transactional text(s) per day for this patient "
+        "(the clinic's sms rules)"
+    )
+    policy.channel_rules = {}
+    policy.save()
+    decision = send_decide(message=message, now=NOON_NY)
+    assert decision.allowed and decision.rules == "the clinic's default rules"
+
+
 def test_florida_recipients_get_at_most_three_a_day(make: Any) -> None:
     patient = PatientFactory(
         organization=make.integration.organization,

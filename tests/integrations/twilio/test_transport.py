@@ -146,6 +146,29 @@ def test_the_throttle_is_per_account_and_sender(message: OutboundMessage) -> Non
     assert TwilioTransport().units(message) == 1
 
 
+def test_the_next_send_after_an_edit_uses_the_new_token_and_rate(
+    message: OutboundMessage, sandbox: SandboxServer
+) -> None:
+    """Nothing a process keeps outlives an edit of the integration: a send of a message read
+    after support staff rotate the Auth Token or change the rate goes by the new values."""
+    _send(message)
+    integration = message.integration
+    account = twilio_account(integration)
+    sandbox.add_account(account.account_sid, "rotated-token", numbers=integration.senders)
+
+    def reread() -> OutboundMessage:
+        return OutboundMessage.objects.select_related("integration").get(pk=message.pk)
+
+    with pytest.raises(Refused):  # Twilio now takes only the rotated token
+        _send(reread())
+    integration.secrets = {"auth_token": "rotated-token"}
+    integration.settings = {**integration.settings, "segments_per_second": 5.0}
+    integration.save()
+    again = reread()
+    assert _send(again).provider_id == sandbox.messages()[-1]["sid"]
+    assert TwilioTransport().throttle(again)[1] == 5.0
+
+
 def test_sender_and_recipient_checks(message: OutboundMessage) -> None:
     transport = TwilioTransport()
     assert transport.sender_check(message) == (True, "+15005550006")

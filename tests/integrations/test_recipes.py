@@ -48,7 +48,7 @@ def test_the_appointment_reminder_asks_twice_and_reasks_once() -> None:
     steps = recipe.steps(SENDER)
     waits = [(n, s["parameters"]) for n, s in enumerate(steps, start=1) if s["type"] == "reply"]
     assert [n for n, _ in waits] == [2, 12]
-    (first, p1), (_, p2) = waits
+    (_, p1), (_, p2) = waits
     assert p1["no_reply"] == {"goto": 11} and p2["no_reply"] == {"goto": "end"}
     assert p1["otherwise"]["reask"] and p2["otherwise"]["reask"]
     assert [b["label"] for b in p1["branches"]] == ["Confirm", "Cancel", "Reschedule"]

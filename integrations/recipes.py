@@ -62,6 +62,10 @@ def _wait(
     }
 
 
+def _duration(seconds: int) -> dict[str, str]:
+    return {"kind": "duration", "seconds": str(seconds)}
+
+
 def _keywords(label: str, goto: str | int, *words: str) -> dict[str, Any]:
     return {"label": label, "match": "keywords", "keywords": list(words), "goto": goto}
 
@@ -92,7 +96,7 @@ def _reminder_answers(sender: str, *, wait: int, no_reply: str | int) -> list[di
     cancel, reschedule, unclear = wait + 3, wait + 5, wait + 8
     return [
         _wait(
-            {"kind": "duration", "seconds": str(6 * HOUR)}
+            _duration(6 * HOUR)
             if wait == 2
             # The second reminder waits until two hours before the appointment.
             else {
@@ -143,7 +147,7 @@ def refill_steps(sender: str) -> list[dict[str, Any]]:
     return [
         _sms(sender, REFILL_QUESTION),
         _wait(
-            {"kind": "duration", "seconds": str(2 * DAY)},
+            _duration(2 * DAY),
             [_keywords("Yes", "next", "yes", "y"), _keywords("No", 5, "no", "n")],
             reask=REFILL_REASK,
         ),
@@ -166,7 +170,7 @@ def no_show_steps(sender: str) -> list[dict[str, Any]]:
     return [
         _sms(sender, NO_SHOW_QUESTION),
         _wait(
-            {"kind": "duration", "seconds": str(3 * DAY)},
+            _duration(3 * DAY),
             [_keywords("Rebook", "next", "1", "rebook")],
         ),
         _task("Call " + PATIENT + " to rebook a missed appointment"),
@@ -189,7 +193,7 @@ def satisfaction_steps(sender: str) -> list[dict[str, Any]]:
     return [
         _sms(sender, SATISFACTION_QUESTION),
         _wait(
-            {"kind": "duration", "seconds": str(2 * DAY)},
+            _duration(2 * DAY),
             [
                 {"label": "Low score", "match": "number", "min": 1, "max": 2, "goto": "next"},
                 {"label": "Good score", "match": "number", "min": 3, "max": 5, "goto": 5},

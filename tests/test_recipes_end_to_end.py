@@ -113,6 +113,15 @@ def _reminded(clinic: Clinic, *, starts_in: timedelta = timedelta(hours=23)) -> 
     return appointment
 
 
+def _appointment_ended(clinic: Clinic, status: str) -> None:
+    """An appointment an hour ago, marked as it ended (its status change fires the trigger)."""
+    appointment = AppointmentFactory(
+        patient=clinic.patient, starts_at=timezone.now() - timedelta(hours=1)
+    )
+    appointment.status = status
+    appointment.save()
+
+
 @pytest.mark.parametrize(
     ("reply", "status", "follow_up", "task"),
     [
@@ -151,8 +160,25 @@ def test_appointment_reminder_answers_set_the_appointment_status(
         assert clinic.tasks() == []
 
 
-def test_appointment_reminder_reasks_once_then_takes_the_answer(
-    worker: WorkerProcess, sandbox: SandboxServer, live_server: Any
+@pytest.mark.parametrize(
+    ("second", "status", "tasks"),
+    [
+        ("C", Appointment.Status.CONFIRMED, []),
+        (
+            "still no idea",
+            Appointment.Status.BOOKED,
+            ["Call Ann Lee: reply to the appointment reminder not understood"],
+        ),
+    ],
+    ids=["then-confirms", "unclear-twice-staff-call"],
+)
+def test_appointment_reminder_reasks_once_then_takes_the_second_reply(
+    worker: WorkerProcess,
+    sandbox: SandboxServer,
+    live_server: Any,
+    second: str,
+    status: str,
+    tasks: list[str],
 ) -> None:
     clinic = Clinic(sandbox, live_server, "appointment-reminder")
     clinic.enable()
@@ -160,28 +186,16 @@ def test_appointment_reminder_reasks_once_then_takes_the_answer(
     clinic.waiting()
     clinic.reply("what time is it?")
     assert clinic.texts(2)[1] == REMINDER_REASK
-    clinic.reply("C")
+    clinic.reply(second)
     clinic.finished()
     appointment.refresh_from_db()
-    assert appointment.status == Appointment.Status.CONFIRMED
+    assert appointment.status == status
+    assert clinic.tasks() == tasks
     assert ReplyWait.objects.get().reasked is True
-
-
-def test_appointment_reminder_unclear_twice_asks_staff_to_call(
-    worker: WorkerProcess, sandbox: SandboxServer, live_server: Any
-) -> None:
-    clinic = Clinic(sandbox, live_server, "appointment-reminder")
-    clinic.enable()
-    appointment = _reminded(clinic)
-    clinic.waiting()
-    clinic.reply("what time is it?")
-    clinic.texts(2)
-    clinic.reply("still no idea")
-    clinic.finished()
-    assert clinic.tasks() == ["Call Ann Lee: reply to the appointment reminder not understood"]
-    appointment.refresh_from_db()
-    assert appointment.status == Appointment.Status.BOOKED
-    assert len(clinic.bodies()) == 2  # the question and the one re-ask
+    if not tasks:
+        assert clinic.texts(3)[2].startswith("Thank you, your appointment on ")
+    else:
+        assert len(clinic.bodies()) == 2  # the question and the one re-ask
 
 
 def test_appointment_reminder_with_no_reply_reminds_again_and_takes_that_answer(
@@ -250,11 +264,7 @@ def test_no_show_reply_1_asks_staff_to_rebook(
 ) -> None:
     clinic = Clinic(sandbox, live_server, "no-show-follow-up")
     clinic.enable()
-    appointment = AppointmentFactory(
-        patient=clinic.patient, starts_at=timezone.now() - timedelta(hours=1)
-    )
-    appointment.status = Appointment.Status.NO_SHOW
-    appointment.save()
+    _appointment_ended(clinic, Appointment.Status.NO_SHOW)
     clinic.waiting()
     assert clinic.texts(1) == [NO_SHOW_QUESTION.replace("{{customer.firstName}}", "Ann")]
     clinic.reply("1")
@@ -269,11 +279,7 @@ def test_post_visit_score_low_makes_a_task_good_gets_thanks(
 ) -> None:
     clinic = Clinic(sandbox, live_server, "post-visit-satisfaction")
     clinic.enable()
-    appointment = AppointmentFactory(
-        patient=clinic.patient, starts_at=timezone.now() - timedelta(hours=1)
-    )
-    appointment.status = Appointment.Status.COMPLETED
-    appointment.save()
+    _appointment_ended(clinic, Appointment.Status.COMPLETED)
     clinic.waiting()
     assert clinic.texts(1) == [SATISFACTION_QUESTION.replace("{{customer.firstName}}", "Ann")]
     clinic.reply(score)

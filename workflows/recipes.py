@@ -49,12 +49,6 @@ def recipe_register(recipe: Recipe) -> Recipe:
     return recipe
 
 
-def recipe_senders(*, recipe: Recipe, organization: Organization) -> tuple[str, ...]:
-    """The clinic's approved senders the recipe may send from (its adapter's)."""
-    approved = builder.approved_senders(organization).get(recipe.sender_adapter)
-    return approved.numbers if approved is not None else ()
-
-
 def recipe_sender(*, recipe: Recipe, organization: Organization, chosen: str = "") -> str:
     """The sender the recipe's messages use: the clinic's only approved one, or the one
     `chosen` among several. RecipeUnavailable says what to set otherwise."""

@@ -34,6 +34,7 @@ def test_the_page_lists_every_recipe_with_its_description_and_the_changelist_lin
     for recipe in RECIPES.values():
         assert recipe.name in page and f'value="{recipe.slug}"' in page
     assert "Send from" not in page  # one number: nothing to choose
+    assert "cf-recipe-no-sender" not in page
     changelist = client.get(reverse("admin:workflows_workflow_changelist")).content.decode()
     assert 'id="cf-recipes-link"' in changelist and URL in changelist
 
@@ -95,6 +96,7 @@ def test_a_clinic_admin_cannot_add_into_or_see_another_clinics_workflows() -> No
 
 def test_no_approved_number_is_a_clear_message_not_a_workflow() -> None:
     organization = OrganizationFactory(name="Bay Clinic")
+    assert 'id="cf-recipe-no-sender"' in _admin(organization).get(URL).content.decode()
     response = _admin(organization).post(URL, {"recipe": REMINDER})
     assert response.status_code == 400
     body = response.content.decode()

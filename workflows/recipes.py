@@ -19,6 +19,7 @@ from django.db import transaction
 from patients.models import Organization
 from workflows import builder
 from workflows.models import Workflow
+from workflows.validation import ClinicSenders
 
 # The step definitions of a recipe, given the clinic's sending number.
 StepsFor = Callable[[str], Sequence[dict[str, Any]]]
@@ -49,10 +50,12 @@ def recipe_register(recipe: Recipe) -> Recipe:
     return recipe
 
 
-def recipe_sender(*, recipe: Recipe, organization: Organization, chosen: str = "") -> str:
-    """The sender the recipe's messages use: the clinic's only approved one, or the one
-    `chosen` among several. RecipeUnavailable says what to set otherwise."""
-    approved = builder.approved_senders(organization).get(recipe.sender_adapter)
+def recipe_sender(
+    *, recipe: Recipe, organization: Organization, senders: ClinicSenders, chosen: str = ""
+) -> str:
+    """The sender the recipe's messages use among the clinic's approved `senders`: its only
+    one, or the one `chosen` among several. RecipeUnavailable says what to set otherwise."""
+    approved = senders.get(recipe.sender_adapter)
     numbers = approved.numbers if approved is not None else ()
     integration = approved.integration if approved is not None else recipe.sender_adapter
     if not numbers:
@@ -84,9 +87,10 @@ def recipe_definition(*, recipe: Recipe, sender: str) -> dict[str, Any]:
 def recipe_add(*, recipe: Recipe, organization: Organization, sender: str = "") -> Workflow:
     """Add the recipe to the clinic as a new, disabled workflow, validated as the builder's
     save validates one. RecipeUnavailable (nothing saved) says what to set first."""
-    chosen = recipe_sender(recipe=recipe, organization=organization, chosen=sender)
+    senders = builder.approved_senders(organization)
+    chosen = recipe_sender(recipe=recipe, organization=organization, senders=senders, chosen=sender)
     parsed = builder.definition_parse(recipe_definition(recipe=recipe, sender=chosen))
-    report = builder.definition_report(parsed, senders=builder.approved_senders(organization))
+    report = builder.definition_report(parsed, senders=senders)
     if not report.ok:
         raise RecipeUnavailable("; ".join(builder.report_lines(report, parsed.steps)))
     workflow = Workflow.objects.create(

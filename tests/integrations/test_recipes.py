@@ -9,7 +9,7 @@ from workflows import builder
 from workflows.engine import workflow_definition
 from workflows.models import Workflow
 from workflows.recipes import RECIPES as REGISTERED
-from workflows.recipes import RecipeUnavailable, recipe_add
+from workflows.recipes import Recipe, RecipeUnavailable, recipe_add
 from workflows.validation import workflow_validate
 
 pytestmark = pytest.mark.django_db
@@ -80,3 +80,29 @@ def test_several_numbers_need_a_choice_among_them() -> None:
     workflow = recipe_add(recipe=RECIPES[1], organization=organization, sender=other)
     froms = {s.parameters.get("from") for s in workflow.steps.all() if s.function == "sendSMS"}
     assert froms == {other}
+
+
+def test_a_recipe_that_fails_validation_is_refused_with_its_problems_and_not_saved() -> None:
+    integration = IntegrationFactory(senders=[SENDER])
+    broken = Recipe(
+        slug="broken",
+        name="Broken",
+        description="A typo in a variable.",
+        trigger="appointment.no_show",
+        sender_adapter="twilio",
+        steps=lambda sender: [
+            {
+                "type": "adapter",
+                "adapter": "twilio",
+                "function": "sendSMS",
+                "parameters": {
+                    "message": "Hi {{customer.frstName}}",
+                    "to": "{{customer.phone}}",
+                    "from": sender,
+                },
+            }
+        ],
+    )
+    with pytest.raises(RecipeUnavailable, match=r"customer\.frstName"):
+        recipe_add(recipe=broken, organization=integration.organization)
+    assert not Workflow.objects.exists()

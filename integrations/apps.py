@@ -15,6 +15,7 @@ class IntegrationsConfig(AppConfig):
         from integrations.patient_panel import PANEL
         from integrations.policy import messaging_policy_forget
         from integrations.providers import providers_register
+        from integrations.recipes import recipes_register
         from integrations.selectors import run_step_messages
         from integrations.tasks import message_send
         from patients.panels import patient_panel_register
@@ -34,5 +35,7 @@ class IntegrationsConfig(AppConfig):
         # The engine's adapters, the messaging core's transports and the integration admin's
         # forms: one line per provider.
         providers_register()
+        # The ready-made workflows the admin offers: they name the providers' functions.
+        recipes_register()
         # The run page's messages per step: the engine cannot import the messaging models.
         step_messages_register(run_step_messages)

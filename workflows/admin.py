@@ -42,6 +42,7 @@ from workflows.diagram import workflow_diagram
 from workflows.dry_run import workflow_dry_run, workflow_live_test
 from workflows.engine import run_retry, workflow_definition, workflow_disable
 from workflows.models import Event, Run, StepRun, Workflow
+from workflows.recipes import RECIPES, RecipeUnavailable, recipe_add
 from workflows.selectors import run_patient, run_timeline, workflow_waiting_runs
 from workflows.tasks import run_advance
 from workflows.validation import ClinicSenders, ValidationReport, workflow_validate
@@ -261,6 +262,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                 view(self.live_test_view),
                 name="workflows_workflow_live_test",
             ),
+            path("recipes/", view(self.recipes_view), name="workflows_workflow_recipes"),
             path(
                 "<int:object_id>/enable/", view(self.enable_view), name="workflows_workflow_enable"
             ),
@@ -480,6 +482,84 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             )
 
         return self._endpoint(request, handle)
+
+    # --- ready-made workflows --------------------------------------------------------------
+
+    def _recipe_organizations(self, request: HttpRequest) -> list[Organization]:
+        """The clinics the user may add a workflow to: their own, or every clinic for whoever
+        sees them all."""
+        organizations = Organization.objects.order_by("name", "pk")
+        if not sees_all_organizations(request.user):
+            organizations = organizations.filter(pk=request_organization_id(request) or 0)
+        return list(organizations)
+
+    def recipes_view(self, request: HttpRequest) -> HttpResponse:
+        """The ready-made workflows, each added in one click as a disabled workflow of the
+        user's clinic; the admin lands in the builder to review it."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        organizations = self._recipe_organizations(request)
+        if not organizations:
+            raise PermissionDenied  # staff of no clinic add nothing
+        problem, status = "", 200
+        if request.method == "POST":
+            recipe = RECIPES.get(str(request.POST.get("recipe") or ""))
+            chosen = _int_or_none(request.POST.get("organization"))
+            organization = (
+                organizations[0]
+                if chosen is None and len(organizations) == 1
+                else next((o for o in organizations if o.pk == chosen), None)
+            )
+            if recipe is None:
+                problem, status = "Choose one of the ready-made workflows below.", 400
+            elif organization is None:
+                problem, status = "Choose the clinic to add it to.", 400
+            else:
+                try:
+                    workflow = recipe_add(
+                        recipe=recipe,
+                        organization=organization,
+                        sender=str(request.POST.get("sender") or "").strip(),
+                    )
+                except RecipeUnavailable as exc:
+                    problem, status = f"“{recipe.name}” was not added: {exc}.", 400
+                else:
+                    self.message_user(
+                        request,
+                        f"“{workflow}” was added, disabled: review its messages, then "
+                        "enable it with Enable….",
+                        messages.SUCCESS,
+                    )
+                    return HttpResponseRedirect(
+                        reverse("admin:workflows_workflow_change", args=[workflow.pk])
+                    )
+        numbers = builder.approved_numbers(organization_ids=[o.pk for o in organizations])
+        adapters = {recipe.sender_adapter for recipe in RECIPES.values()}
+        senders = []
+        for organization in organizations:
+            found = numbers.get(organization.pk, {})
+            for number in dict.fromkeys(n for a in sorted(adapters) for n in found.get(a, [])):
+                label = f"{number} ({organization})" if len(organizations) > 1 else number
+                senders.append((number, label))
+        added = self.get_queryset(request).filter(name__in=[r.name for r in RECIPES.values()])
+        return TemplateResponse(
+            request,
+            "admin/workflows/workflow/recipes.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Add a ready-made workflow",
+                "opts": self.opts,
+                "recipes": [
+                    {"recipe": r, "added": [w for w in added if w.name == r.name]}
+                    for r in RECIPES.values()
+                ],
+                "organizations": organizations,
+                "senders": senders,
+                "several_senders": len(senders) > len(organizations),
+                "problem": problem,
+            },
+            status=status,
+        )
 
     # --- enable / disable with confirmation ----------------------------------------------
 

@@ -229,6 +229,8 @@ EXTRA: dict[tuple[str, bool], Extra] = {
         for name in ("validate", "diagram", "preview", "dry_run")
     },
     ("workflows_workflow_live_test", True): Extra("POST", "workflows.workflow", CHANGE, "acts"),
+    # The ready-made workflows: the page, and adding one (an empty POST: "choose one").
+    ("workflows_workflow_recipes", False): Extra("GET POST", "workflows.workflow", ADD, "acts"),
     # The confirmation page (or, already in that state, a redirect), then the action.
     ("workflows_workflow_enable", True): Extra("GET POST", "workflows.workflow", CHANGE, "acts"),
     ("workflows_workflow_disable", True): Extra("GET POST", "workflows.workflow", CHANGE, "acts"),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import screenshot_path
+from tests.browser.conftest import sandbox_received, screenshot_path
 from tests.browser.test_readme import log_in
 from tests.deployments import CareflowUp
 
@@ -37,9 +37,8 @@ Appointment.objects.create(
 """
 
 
-def _reload_until(page: Page, locator_text: tuple[str, str], *, stack: CareflowUp) -> None:
+def _reload_until(page: Page, selector: str, text: str, *, stack: CareflowUp) -> None:
     """Reload the page until `selector` contains `text` (the worker is asynchronous)."""
-    selector, text = locator_text
     deadline = time.monotonic() + 60
     while True:
         assert stack.process.poll() is None, f"careflow_up exited:\n{stack.tail()}"
@@ -95,13 +94,7 @@ def test_the_appointment_confirmation_built_live_tested_and_answered_c(
     run_url = result.get_by_role("link", name="Open the run's timeline").get_attribute("href")
     assert run_url and re.fullmatch(r"/admin/workflows/run/\d+/change/", run_url), run_url
 
-    deadline = time.monotonic() + 90
-    while not any(m["body"] == SENT for m in stack.sandbox_messages()):
-        assert stack.process.poll() is None, f"careflow_up exited:\n{stack.tail()}"
-        assert time.monotonic() < deadline, (
-            f"the question never reached the sandbox\n{stack.tail()}"
-        )
-        time.sleep(0.5)
+    sandbox_received(stack, SENT)
 
     # --- the patient answers "C" from the sandbox page ------------------------------------
     page.goto(f"{stack.sandbox_url}/")
@@ -113,7 +106,7 @@ def test_the_appointment_confirmation_built_live_tested_and_answered_c(
 
     # --- the run: succeeded, the wait's reply and branch, the write done ------------------
     page.goto(run_url)
-    _reload_until(page, (".cf-timeline > li:nth-child(3) .cf-badge", "Succeeded"), stack=stack)
+    _reload_until(page, ".cf-timeline > li:nth-child(3) .cf-badge", "Succeeded", stack=stack)
     expect(page.locator(".field-status_badge")).to_contain_text("Succeeded")
     steps = page.locator(".cf-timeline > li")
     expect(steps).to_have_count(3)

@@ -26,6 +26,7 @@ from tests.factories import (
     SmsStepFactory,
     clinic_client,
 )
+from tests.workflows.test_conversations import _wait
 from workflows.engine import event_dispatch, run_advance
 from workflows.models import Event, ReplyWait, Run
 
@@ -46,21 +47,7 @@ def _appointment_status(status: str) -> dict[str, Any]:
 # 1 question, 2 wait, 3 confirm it (Confirm), 4 cancel it (Cancel); anything else: re-ask once
 STEPS: list[dict[str, Any]] = [
     {"parameters": {"message": QUESTION, "to": "{{customer.phone}}", "from": SENDER}},
-    {
-        "type": "reply",
-        "adapter": "",
-        "function": "",
-        "parameters": {
-            "kind": "duration",
-            "seconds": "3600",
-            "branches": [
-                {"label": "Confirm", "match": "keywords", "keywords": ["c"], "goto": "next"},
-                {"label": "Cancel", "match": "keywords", "keywords": ["x"], "goto": 4},
-            ],
-            "otherwise": {"goto": "end", "reask": "Sorry, please reply C or X."},
-            "no_reply": {"goto": "end"},
-        },
-    },
+    _wait(otherwise={"goto": "end", "reask": "Sorry, please reply C or X."}),
     _appointment_status("confirmed"),
     _appointment_status("cancelled"),
 ]
@@ -104,6 +91,18 @@ def _advance(run: Run) -> Run:
     return advanced
 
 
+def _answered(
+    clinic: Integration, patient: Patient, text: str, sid: str
+) -> tuple[Run, Appointment]:
+    """Ask, and have the patient answer `text`: the run has taken its branch."""
+    run, appointment = _ask(patient)
+    _reply(clinic, text, sid=sid)
+    run = _advance(run)
+    assert run.status == Run.Status.SUCCEEDED
+    appointment.refresh_from_db()
+    return run, appointment
+
+
 def _page(patient: Patient, client: Client | None = None) -> str:
     client = client or clinic_client(
         patient.organization,
@@ -126,11 +125,7 @@ def _chat(html: str) -> str:
 def test_a_question_shows_its_reply_branch_run_and_what_was_written_back(
     clinic: Integration, patient: Patient
 ) -> None:
-    run, appointment = _ask(patient)
-    _reply(clinic, "C.", sid="SM" + "c" * 32)
-    run = _advance(run)
-    assert run.status == Run.Status.SUCCEEDED
-    appointment.refresh_from_db()
+    run, appointment = _answered(clinic, patient, "C.", sid="SM" + "c" * 32)
     assert appointment.status == Appointment.Status.CONFIRMED
 
     chat = _chat(_page(patient))
@@ -150,9 +145,7 @@ def test_a_question_shows_its_reply_branch_run_and_what_was_written_back(
 def test_the_run_timeline_shows_the_wait_and_the_branch_not_taken(
     clinic: Integration, patient: Patient
 ) -> None:
-    run, _ = _ask(patient)
-    _reply(clinic, "c", sid="SM" + "d" * 32)
-    run = _advance(run)
+    run, _ = _answered(clinic, patient, "c", sid="SM" + "d" * 32)
     client = clinic_client(patient.organization, "view_run")
     html = client.get(reverse("admin:workflows_run_change", args=[run.pk])).content.decode()
     steps = re.findall(r'<li class="cf-timeline-step (cf-status-\w+)"', html)
@@ -271,13 +264,9 @@ def test_the_conversation_costs_the_same_queries_however_many_questions(
             _page(patient, client)
         return len(captured)
 
-    run, _ = _ask(patient)
-    _reply(clinic, "c", sid="SM" + "1" * 32)
-    _advance(run)
+    _answered(clinic, patient, "c", sid="SM" + "1" * 32)
     few = queries()
     for n in range(2, 5):
-        run, _ = _ask(patient)
-        _reply(clinic, "x" if n % 2 else "c", sid="SM" + str(n) * 32)
-        _advance(run)
+        _answered(clinic, patient, "x" if n % 2 else "c", sid="SM" + str(n) * 32)
     _reply(clinic, "unrouted", sid="SM" + "7" * 32)
     assert queries() == few

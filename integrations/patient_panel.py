@@ -20,7 +20,7 @@ from patients.models import Patient
 from patients.panels import PatientPanel
 from workflows.adapters import REGISTRY
 from workflows.models import ReplyWait, StepRun
-from workflows.replies import branch_display
+from workflows.replies import NO_REPLY, branch_display
 
 # A page, not an archive: the latest texts, with links to the filtered lists for the rest.
 CONVERSATION_LIMIT = 50
@@ -219,7 +219,7 @@ def _question(wait: ReplyWait, writes: dict[int, tuple[str, ...]]) -> Question:
         deadline=wait.deadline,
         reply=wait.answer if answered else "",
         branch=branch_display(
-            wait.branch or ("no_reply" if wait.state == ReplyWait.State.TIMED_OUT else "")
+            wait.branch or (NO_REPLY if wait.state == ReplyWait.State.TIMED_OUT else "")
         ),
         reask_reply=wait.reask_reply if wait.reasked else "",
         reason=wait.reason if wait.state == ReplyWait.State.CANCELLED else "",

@@ -203,6 +203,16 @@ def test_no_reply_by_the_deadline_and_an_opt_out_are_shown_on_their_questions(
     assert "No question was waiting" not in chat
 
 
+def test_a_question_still_waiting_shows_until_when(clinic: Integration, patient: Patient) -> None:
+    run, _ = _ask(patient)
+    wait = ReplyWait.objects.get(run=run)
+    ReplyWait.objects.filter(pk=wait.pk).update(deadline="2031-05-04T17:00Z")
+    chat = _chat(_page(patient))
+    assert 'data-wait-state="waiting"' in chat
+    assert 'waiting for a reply until <time datetime="2031-05-04T' in chat
+    assert "cf-chat-branch" not in chat and "Written back" not in chat
+
+
 def test_a_reply_no_question_waited_for_is_kept_and_marked(
     clinic: Integration, patient: Patient
 ) -> None:

@@ -70,6 +70,11 @@ class BranchChoice:
     goto: str | int
 
 
+def branch_display(label: str) -> str:
+    """A taken branch as pages name it: the label, or what the two fixed branches mean."""
+    return {OTHERWISE: "anything else", NO_REPLY: "no reply"}.get(label, label)
+
+
 def reply_normalize(text: str) -> str:
     """A reply as keywords and numbers are matched (the opt-out keywords' normalisation)."""
     return keyword_normalize(text)

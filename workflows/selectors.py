@@ -11,6 +11,7 @@ from workflows.adapters import step_messages
 from workflows.diagram import step_detail, step_title
 from workflows.engine import ACTIVE_STATUSES
 from workflows.models import ReplyWait, Run, StepRun, Workflow
+from workflows.replies import ReplyConfigError, branch_display, branch_segments
 
 
 def run_waiting_message(*, run: Run) -> int | None:
@@ -53,8 +54,10 @@ def run_timeline(run: Run) -> list[dict[str, Any]]:
         # The latest generation of each step's wait last (a retried run waits afresh).
         for wait in ReplyWait.objects.filter(run=run).order_by("index", "generation")
     }
+    steps = run.definition.get("steps", [])
+    not_taken = _branches_not_taken(steps, step_runs)
     timeline = []
-    for index, step in enumerate(run.definition.get("steps", [])):
+    for index, step in enumerate(steps):
         step_run = step_runs.get(index)
         timeline.append(
             {
@@ -72,9 +75,30 @@ def run_timeline(run: Run) -> list[dict[str, Any]]:
                 "messages": by_step_run.get(step_run.pk, []) if step_run else [],
                 "wait": _wait_facts(waits[index], zone) if index in waits else None,
                 "current": index == run.next_index and run.status in ("waiting", "running"),
+                "not_taken": index in not_taken
+                and (step_run is None or step_run.status == StepRun.Status.SKIPPED),
             }
         )
     return timeline
+
+
+def _branches_not_taken(steps: list[dict[str, Any]], step_runs: dict[int, StepRun]) -> set[int]:
+    """The 0-based indexes of the steps in the branches a wait did not take (the engine
+    records them skipped, "not reached"), to show them as not taken rather than skipped."""
+    try:
+        tree = branch_segments(steps)
+    except ReplyConfigError:  # a definition pinned before validation knew of it
+        return set()
+    not_taken: set[int] = set()
+    for index, wait in tree.waits.items():
+        step_run = step_runs.get(index)
+        if step_run is None or step_run.status != StepRun.Status.SUCCEEDED:
+            continue
+        taken = (step_run.result or {}).get("branch")
+        for segment in wait.segments:
+            if taken not in segment.labels:
+                not_taken.update(range(segment.start, segment.end))
+    return not_taken
 
 
 def _wait_facts(wait: ReplyWait, zone: str) -> dict[str, Any]:
@@ -85,9 +109,7 @@ def _wait_facts(wait: ReplyWait, zone: str) -> dict[str, Any]:
         "deadline": clinic_datetime(wait.deadline, zone),
         "resolved": clinic_datetime(wait.resolved_at, zone) if wait.resolved_at else "",
         "answer": wait.answer,
-        "branch": {"otherwise": "anything else", "no_reply": "no reply"}.get(
-            wait.branch, wait.branch
-        ),
+        "branch": branch_display(wait.branch),
         "reask_reply": wait.reask_reply if wait.reasked else "",
         "reason": wait.reason,
     }

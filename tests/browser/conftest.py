@@ -9,6 +9,7 @@ synchronous, in this thread, while no coroutine runs.
 """
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,15 @@ def builder_save(page: Page) -> None:
     """Save and continue editing; the save succeeds."""
     page.locator("input[name=_continue]").click()
     expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+
+
+def sandbox_received(stack: CareflowUp, text: str, *, timeout: float = 90) -> None:
+    """Wait until a text containing `text` has reached the stack's Twilio sandbox."""
+    deadline = time.monotonic() + timeout
+    while not any(text in m["body"] for m in stack.sandbox_messages()):
+        assert stack.process.poll() is None, f"careflow_up exited:\n{stack.tail()}"
+        assert time.monotonic() < deadline, f"the SMS never reached the sandbox\n{stack.tail()}"
+        time.sleep(0.5)
 
 
 def screenshot_path(name: str, tmp_path: Path) -> Path:

@@ -3,13 +3,12 @@ out, the person trying careflow opens the sandbox's page in Chromium, types the 
 answer and clicks "Reply as patient"; careflow receives it through its signed inbound webhook
 and the patient's page shows the conversation."""
 
-import time
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import screenshot_path
+from tests.browser.conftest import sandbox_received, screenshot_path
 from tests.browser.test_readme import log_in
 from tests.deployments import CareflowUp
 
@@ -29,11 +28,7 @@ def test_reply_as_patient_on_the_sandbox_page_reaches_the_patients_conversation(
 ) -> None:
     shipped = stack.manage("shell", "-c", SHIP)
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
-    deadline = time.monotonic() + 90
-    while not any("1ZREPLYASPATIENT" in m["body"] for m in stack.sandbox_messages()):
-        assert stack.process.poll() is None, f"careflow_up exited:\n{stack.tail()}"
-        assert time.monotonic() < deadline, f"the SMS never reached the sandbox\n{stack.tail()}"
-        time.sleep(0.5)
+    sandbox_received(stack, "1ZREPLYASPATIENT")
 
     page.goto(f"{stack.sandbox_url}/")
     question = page.locator("tr.outbound", has_text="1ZREPLYASPATIENT")

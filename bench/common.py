@@ -30,13 +30,17 @@ PG = "postgres://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379"
 # Ours alone: other engineers use test_careflow, careflow_h*, careflow_ci and Redis 12-15.
 CAREFLOW_DB, BASELINE_DB = "careflow_bench", "careflow_bench_base"
-CAREFLOW_REDIS, BASELINE_REDIS = f"{REDIS}/10", f"{REDIS}/11"
+# BENCH_REDIS_DBS="15,14" moves both when those two are taken by another run on the machine.
+CAREFLOW_REDIS_DB, BASELINE_REDIS_DB = os.environ.get("BENCH_REDIS_DBS", "10,11").split(",")
+CAREFLOW_REDIS, BASELINE_REDIS = f"{REDIS}/{CAREFLOW_REDIS_DB}", f"{REDIS}/{BASELINE_REDIS_DB}"
 # Worker processes per system (the same for both); BENCH_WORKER_CONCURRENCY=4 to see how
 # each scales when its processes spend part of each task waiting on PostgreSQL and Twilio.
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "2"))
 # What both systems' workers run with, as the scripts print it in their headers.
 WORKER_SETTINGS = {
-    "broker": "Redis 127.0.0.1:6379 (careflow db 10, baseline db 11)",
+    "broker": (
+        f"Redis 127.0.0.1:6379 (careflow db {CAREFLOW_REDIS_DB}, baseline db {BASELINE_REDIS_DB})"
+    ),
     "worker": f"prefork -c {WORKER_CONCURRENCY}, prefetch 1, acks_late",
     "CELERY_DB_REUSE_MAX": 1000,
     # careflow's processes keep a psycopg pool (CAREFLOW_DB_POOL_MAX_SIZE, default 4), which
@@ -123,7 +127,7 @@ def _server_versions() -> dict[str, str]:
     try:
         import redis
 
-        out["redis"] = redis.Redis.from_url(f"{REDIS}/10").info()["redis_version"]
+        out["redis"] = redis.Redis.from_url(CAREFLOW_REDIS).info()["redis_version"]
     except Exception as exc:  # noqa: BLE001
         out["redis"] = f"unknown ({type(exc).__name__})"
     return out
@@ -221,7 +225,7 @@ def drop_db(name: str) -> None:
 
 
 def flush_redis(url: str) -> None:
-    assert url.rsplit("/", 1)[1] in ("10", "11"), url
+    assert url.rsplit("/", 1)[1] in (CAREFLOW_REDIS_DB, BASELINE_REDIS_DB), url
     import redis
 
     try:

@@ -111,6 +111,58 @@ def wait_until(what: str, done: Any, timeout: float, status: Any) -> None:
         time.sleep(0.25)
 
 
+# Where the time of "webhook → next step sent" goes, per reply, from the rows the reply left
+# (database clock = this machine's): each stage ends at the named point.
+STAGES = (
+    ("webhook → reply routed", "routed"),
+    ("routed → worker starts the next step", "step"),
+    ("next step started → message sending", "sending"),
+    ("sending → accepted (HTTP to sandbox)", "sent"),
+    ("accepted → sandbox received_at", "received"),
+)
+
+
+def stages_measure(
+    timings: dict[str, tuple[float, float, int]], follow_ups: dict[str, float]
+) -> dict[str, list[float]]:
+    """Per stage of STAGES, the milliseconds each reply spent in it: POST sent → the wait
+    resolved (in the webhook's transaction) → the follow-up's StepRun created (a worker took
+    the woken run) → its OutboundMessage sending → sent → the sandbox's received_at."""
+    from integrations.models import OutboundMessage
+    from workflows.models import ReplyWait
+
+    waits = {
+        w.phone: w
+        for w in ReplyWait.objects.filter(phone__in=list(follow_ups), resolved_at__isnull=False)
+    }
+    messages = {
+        (m.step_run.run_id): m  # type: ignore[union-attr]
+        for m in OutboundMessage.objects.filter(
+            step_run__run_id__in=[w.run_id for w in waits.values()],
+            step_run__index__gt=0,
+            sent_at__isnull=False,
+        ).select_related("step_run")
+    }
+    out: dict[str, list[float]] = {key: [] for _, key in STAGES}
+    for phone, received in follow_ups.items():
+        wait = waits.get(phone)
+        message = messages.get(wait.run_id) if wait else None
+        if wait is None or message is None or message.step_run is None:
+            continue
+        assert wait.resolved_at and message.sending_started_at and message.sent_at
+        points = [
+            timings[phone][0],
+            wait.resolved_at.timestamp(),
+            message.step_run.created_at.timestamp(),
+            message.sending_started_at.timestamp(),
+            message.sent_at.timestamp(),
+            received,
+        ]
+        for (_, key), start, end in zip(STAGES, points, points[1:], strict=False):
+            out[key].append((end - start) * 1000)
+    return out
+
+
 def drive(
     url: str, token: str, phones: list[str], rate: float
 ) -> dict[str, tuple[float, float, int]]:
@@ -231,6 +283,7 @@ def child(args: argparse.Namespace) -> int:
                     follow_ups.setdefault(message["to"], message["received_at"])
         cpu = meter.stop()
         kept = InboundMessage.objects.filter(organization=org).count() - kept_before
+        stages = stages_measure(timings, follow_ups) if conversing else {}
         return {
             "replies": len(phones),
             "answered_2xx": len(answered),
@@ -243,6 +296,7 @@ def child(args: argparse.Namespace) -> int:
                 for phone in phones
                 if phone in follow_ups and phone in timings
             ],
+            "stages": stages,
             "span_s": max(t[0] for t in timings.values()) - min(t[0] for t in timings.values()),
             "cpu": cpu,
         }
@@ -268,6 +322,7 @@ def child(args: argparse.Namespace) -> int:
         result = measure(batch, f"R{run}-")
         result["webhook"] = line(result.pop("webhook_ms"))
         result["follow_up"] = line(result.pop("follow_up_ms")) if conversing else None
+        result["stages"] = {key: line(values) for key, values in result["stages"].items()}
         w, f = result["webhook"], result["follow_up"]
         print(
             f"careflow run {run + 1}: {result['answered_2xx']}/{result['replies']} replies "
@@ -284,6 +339,14 @@ def child(args: argparse.Namespace) -> int:
             + f"; {common.cpu_text(result['cpu'])}",
             flush=True,
         )
+        for label, key in STAGES:
+            if key in result["stages"]:
+                st = result["stages"][key]
+                print(
+                    f"  {label}: p50 {st['p50']:.1f} ms, p95 {st['p95']:.1f} ms, "
+                    f"p99 {st['p99']:.1f} ms, max {st['max']:.1f} ms",
+                    flush=True,
+                )
         runs.append(result)
     patients_left = Patient.objects.filter(organization=org).count()
     print(json.dumps({"runs": runs, "conversing": conversing, "patients": patients_left}))

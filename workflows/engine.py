@@ -808,9 +808,15 @@ def reply_wait_resolve(*, wait_id: int, state: str, **fields: Any) -> bool:
 
 
 def run_wake(*, run_id: int) -> None:
-    """Make a waiting run due now (what it waited for has happened)."""
+    """Make a waiting run due now (what it waited for has happened). The caller hands it to
+    a worker at once, so it counts as pushed: the sweeper pushes it again only when it still
+    waits CAREFLOW_RELAY_AFTER_SECONDS later (that hand-over was lost), as for a pending run,
+    and not while it waits its turn in a busy queue (a second task for it would only take a
+    worker's time to find the run taken, behind other replies)."""
+    now = timezone.now()
+    relay_after = timedelta(seconds=settings.CAREFLOW_RELAY_AFTER_SECONDS)
     Run.objects.filter(pk=run_id, status=Run.Status.WAITING).update(
-        due_at=timezone.now(), updated_at=timezone.now()
+        due_at=now, pushed_at=now - REQUEUE_AFTER + relay_after, updated_at=now
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from common.coordination import coordination_redis
@@ -131,6 +132,25 @@ def test_sweepers_push_each_run_once_while_it_is_queued() -> None:
     pushed = _in_threads(runs_due, count=4)
     assert sorted(len(batch) for batch in pushed) == [0, 0, 0, 1]
     assert runs_due() == []
+
+
+def test_a_woken_run_is_swept_again_only_if_its_wake_up_was_lost(settings: Any) -> None:
+    from workflows.engine import run_wake
+
+    settings.CAREFLOW_RELAY_AFTER_SECONDS = 5.0
+    event = _shipped_event()
+    (run_id,) = event_dispatch(event_id=event.pk)
+    later = timezone.now() + timedelta(days=1)
+    Run.objects.filter(pk=run_id).update(status=Run.Status.WAITING, due_at=later)
+    run_wake(run_id=run_id)  # a reply came: its task is queued on commit
+    run = Run.objects.get(pk=run_id)
+    assert run.due_at is not None and run.due_at <= timezone.now()
+    assert runs_due() == []  # queued behind other work: no second task for it
+    # Still waiting 5 s after its wake-up: that task was lost, the sweeper pushes it.
+    Run.objects.filter(pk=run_id).update(
+        pushed_at=F("pushed_at") - timedelta(seconds=5, milliseconds=10)
+    )
+    assert runs_due() == [(run_id, run.due_at)]
 
 
 @pytest.fixture

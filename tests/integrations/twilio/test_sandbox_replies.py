@@ -18,7 +18,9 @@ from integrations.twilio.sandbox import SandboxServer
 from patients.models import ConsentRecord
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The session's worker is stopped: its beat would act on the inbound events these tests commit
+# while the test database is being emptied after each test (a deadlock with the TRUNCATE).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_worker")]
 PHONE = "+14155550177"
 CLINIC = "+15005550006"
 

@@ -6,9 +6,10 @@ a redelivered webhook, recorded once, routes once). The rule: a reply goes, by t
 latest send time among this clinic's waits for that pair: the most recent question wins;
 the others keep waiting. STOP and the other opt-out words, and HELP, are never answers (an
 opt-out ends the number's waits here); YES and START, opt-in words, are answers from a number
-that has not opted out (they change no consent then). A wait is open until it is resolved: a reply that arrives just after
-the deadline, before a worker has timed the wait out, still answers it. A reply that no
-question waits for is kept as an inbound message (and its message.inbound event) as before.
+that has not opted out (they change no consent then). A wait is open until it is resolved:
+a reply that arrives just after the deadline, before a worker has timed the wait out, still
+answers it. A reply that no question waits for is kept as an inbound message (and its
+message.inbound event) as before.
 
 Resolving a wait is one conditional UPDATE (waiting → answered), the same statement shape
 as the timeout's (waiting → timed out, `engine.reply_wait_resolve`), so exactly one of a

@@ -341,7 +341,11 @@ def workflow_live_test(*, workflow: Workflow, patient: Patient) -> Run:
             dispatched_at=now,  # never dispatched to other workflows
         )
         run = Run.objects.create(
-            workflow=workflow, event=event, is_test=True, definition=workflow_definition(workflow)
+            workflow=workflow,
+            event=event,
+            is_test=True,
+            definition=workflow_definition(workflow),
+            patient_key=str(patient.uuid),
         )
     transaction.on_commit(lambda: run_advance.delay(run.pk))
     return run

@@ -108,7 +108,12 @@ def events_dispatch(*, event_ids: Sequence[int], claim_per_event: int) -> tuple[
                 except (FilterError, TypeError) as exc:
                     logger.error("workflow %s has an unusable filter: %s", workflow.pk, exc)
                     continue
-                run = Run(workflow=workflow, event=event, definition=workflow_definition(workflow))
+                run = Run(
+                    workflow=workflow,
+                    event=event,
+                    definition=workflow_definition(workflow),
+                    patient_key=_patient_key(event.payload),
+                )
                 if started < claim_per_event:
                     run.status, run.lease_expires_at, run.started_at = (
                         Run.Status.RUNNING,
@@ -163,6 +168,11 @@ def run_claim(*, run_id: int) -> bool:
 def _customer_id(payload: dict[str, Any]) -> Any:
     customer = payload.get("customer")
     return customer.get("id") if isinstance(customer, dict) else None
+
+
+def _patient_key(payload: dict[str, Any]) -> str:
+    customer_id = _customer_id(payload)
+    return "" if customer_id is None else str(customer_id)[:64]
 
 
 class RunBatch:

@@ -69,6 +69,42 @@ class Workflow(TimeStamped):
         help_text='Optional MongoDB-style query on the event data, e.g. {"order.status": "shipped"}.',
     )
     enabled = models.BooleanField(default=False)
+
+    # Enrollment: when the trigger fires for a patient, whether this workflow starts a run.
+    class Enrollment(models.TextChoices):
+        EVERY = "every", "Every time the trigger fires"
+        RECORD = "record", "Once per record (e.g. per order)"
+        PATIENT = "patient", "Once per patient, ever"
+        PERIOD = "period", "At most once per patient per N days"
+
+    enrollment = models.CharField(
+        max_length=16, choices=Enrollment.choices, default=Enrollment.EVERY
+    )
+    enrollment_days = models.PositiveIntegerField(
+        "N days", null=True, blank=True, help_text="For “at most once per patient per N days”."
+    )
+    enrollment_exclusive = models.BooleanField(
+        "not while active",
+        default=False,
+        help_text="Do not enroll a patient who has a run of this workflow in progress.",
+    )
+
+    # Goal: an event that means the workflow did its job. Reaching it ends the patient's
+    # runs of this workflow still in progress and counts as a conversion within the window.
+    class Scope(models.TextChoices):
+        PATIENT = "patient", "The same patient"
+        RECORD = "record", "The same record"
+
+    goal_event = models.CharField(max_length=64, blank=True, choices=event_choices)
+    goal_filter = models.JSONField(default=dict, blank=True)
+    goal_scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.PATIENT)
+    goal_window_hours = models.PositiveIntegerField(
+        default=168, help_text="A goal reached this long after enrollment still counts."
+    )
+    # Exit conditions: events that end the patient's runs without counting as a conversion,
+    # [{"event": "order.cancelled", "filter": {...}, "scope": "record"}, ...].
+    exits = models.JSONField(default=list, blank=True)
+
     # Bumped on every save of the definition; runs pin the version they started with.
     version = models.PositiveIntegerField(default=1, editable=False)
 
@@ -137,6 +173,8 @@ class Run(TimeStamped):
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped"
         CANCELLED = "cancelled", "Cancelled"
+        # Ended early by the workflow's goal or one of its exit conditions (`exit_reason`).
+        EXITED = "exited", "Ended early"
 
     workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="runs")
     event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="runs")
@@ -155,6 +193,18 @@ class Run(TimeStamped):
     error = models.TextField(blank=True)
     # A live test from the builder: its messages are test messages, for test patients only.
     is_test = models.BooleanField(default=False)
+    # The patient the run is for (the event's customer id; "" when the event has none):
+    # enrollment rules, goals and analytics look runs up by it.
+    patient_key = models.CharField(max_length=64, blank=True)
+    # The branch an A/B split step sent this run down (its label), for per-variant figures.
+    variant = models.CharField(max_length=80, blank=True)
+    # The workflow's goal reached within its window after this run started: a conversion.
+    goal_reached_at = models.DateTimeField(null=True, blank=True)
+    goal_event = models.ForeignKey(
+        Event, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Why a goal or an exit condition ended the run early (status "exited").
+    exit_reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -170,6 +220,8 @@ class Run(TimeStamped):
             # The clinic home's "runs failed in the last 7 days", on every admin visit: only
             # failed runs are in it, and status already breaks HOT updates (run_active).
             models.Index(fields=["finished_at"], condition=Q(status="failed"), name="run_failed"),
+            # A patient's runs of a workflow, newest first: enrollment rules and goals.
+            models.Index(fields=["workflow", "patient_key", "-created_at"], name="run_patient"),
         ]
 
     def __str__(self) -> str:
@@ -181,6 +233,36 @@ class Run(TimeStamped):
         """What the admin calls the run: "Order shipped SMS — Maria Garcia (run 2)"."""
         patient = self.event.patient_name
         return f"{self.workflow.name} — {patient} (run {self.pk})" if patient else str(self)
+
+
+class EnrollmentSkip(models.Model):
+    """A trigger that fired for a workflow but did not start a run, and why (one per
+    workflow and event, like runs): the builder, the dry run and analytics count them."""
+
+    class Reason(models.TextChoices):
+        RECORD = "record", "Already enrolled for this record"
+        PATIENT = "patient", "Already enrolled once"
+        PERIOD = "period", "Enrolled within the last N days"
+        ACTIVE = "active", "A run of this workflow is in progress"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="skips")
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    # Human detail for the admin ("already texted 2 days ago"); no patient data.
+    detail = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "event"], name="one_skip_per_workflow_event"
+            )
+        ]
+        indexes = [models.Index(fields=["workflow", "created_at"], name="skip_workflow_time")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id}: skipped {self.reason} (event {self.event_id})"
 
 
 class StepRun(TimeStamped):

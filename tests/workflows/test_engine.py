@@ -116,6 +116,12 @@ def test_dispatching_the_same_event_twice_or_one_that_does_not_exist_makes_one_r
     assert event.dispatched_at is not None
 
 
+def test_a_run_knows_its_patient_by_the_events_customer_id(clinic: dict[str, Any]) -> None:
+    patient = clinic["patient"]
+    (run_id,) = event_dispatch(event_id=_ship(patient).pk)
+    assert Run.objects.get(pk=run_id).patient_key == str(patient.uuid)
+
+
 def test_advancing_a_finished_run_again_sends_nothing_more(
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:

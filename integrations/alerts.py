@@ -76,6 +76,10 @@ SIGNATURE_HEADER = "X-Careflow-Signature"
 SWEEP_BATCH = 100
 # Retries sooner than this are queued with an ETA; later ones wait for the sweep.
 SHORT_WAIT = timedelta(seconds=60)
+# The sweep is the fallback for a delivery task that was lost (broker down at commit, a
+# worker killed): it leaves alone what was due only just now, which its task (queued at
+# commit, or as a short retry's ETA) is about to take.
+SWEEP_GRACE = timedelta(seconds=30)
 
 _delivery_task: Any = None
 
@@ -450,7 +454,7 @@ def alerts_evaluate(*, now: datetime | None = None) -> list[Alert]:
     raised by this call."""
     now = now or timezone.now()
     due = list(
-        Alert.objects.filter(next_attempt_at__lte=now)
+        Alert.objects.filter(next_attempt_at__lte=now - SWEEP_GRACE)
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:SWEEP_BATCH]
     )

@@ -91,7 +91,8 @@ class AlertSettingsForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
-        if cleaned.get("webhook_url") and not cleaned.get("webhook_secret"):
+        secret_refused = "webhook_secret" in self.errors
+        if cleaned.get("webhook_url") and not cleaned.get("webhook_secret") and not secret_refused:
             self.add_error(
                 "webhook_secret", "Set a signing secret: every alert webhook is signed with it."
             )

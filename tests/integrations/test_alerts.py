@@ -475,3 +475,36 @@ def test_the_sweep_requeues_only_deliveries_that_are_due(
 
     assert _no_delivery_task == [due.pk]
     assert later.pk not in _no_delivery_task and done.pk not in _no_delivery_task
+
+
+def test_workers_racing_to_deliver_one_alert_send_it_once(
+    transactional_db: Any, webhook_receiver: WebhookReceiver
+) -> None:
+    organization = OrganizationFactory()
+    _settings(organization, webhook_url=webhook_receiver.url, webhook_secret=SECRET)
+    webhook_receiver.answer(200, delay=0.3)  # a slow receiver: the others arrive meanwhile
+    alert = _alert(organization)
+    barrier = threading.Barrier(4)
+    results: list[Alert | None] = []
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            barrier.wait()
+            results.append(alert_deliver(alert_id=alert.pk))
+        except BaseException as exc:  # noqa: BLE001 — reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sum(result is not None for result in results) == 1
+    assert len(mail.outbox) == 1 and len(webhook_receiver.requests) == 1
+    alert.refresh_from_db()
+    assert alert.attempts == 1 and alert.delivered_webhook and alert.delivered_email

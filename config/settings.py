@@ -240,6 +240,9 @@ CELERY_TASK_ROUTES = {
     "workflows.tasks.time_triggers_scan": {"queue": "events"},
     "integrations.tasks.message_send": {"queue": "sends"},
     "integrations.tasks.sent_messages_reconcile": {"queue": "sends"},
+    # Failure alerts: a few per hour at most, never on a patient's critical path.
+    "integrations.tasks.alerts_evaluate": {"queue": "runs"},
+    "integrations.tasks.alert_deliver": {"queue": "runs"},
     # The former names of the same tasks, still registered as forwarders (see the end of
     # workflows/tasks.py and integrations/tasks.py) for tasks queued before a deploy: routed
     # to the same queues. Remove with the forwarders.

@@ -92,8 +92,14 @@ def alert_delivery_task_register(task: Any) -> None:
 
 
 def _deliver_later(alert_id: int) -> None:
-    if _delivery_task is not None:
+    if _delivery_task is None:
+        return
+    try:
         _delivery_task.delay(alert_id)
+    except Exception as exc:  # noqa: BLE001 — the broker is down: the sweep delivers it
+        # Raised from an on_commit hook, this would fail the admin request or beat tick
+        # that raised the alert, which is already committed and will be swept.
+        logger.warning("alert %s: delivery not queued (%s)", alert_id, type(exc).__name__)
 
 
 def period_start(moment: datetime, minutes: int) -> datetime:

@@ -24,8 +24,9 @@ from integrations.alerts import alert_deliver, alerts_evaluate, period_start
 from integrations.models import Alert, AlertSettings, Integration, OutboundMessage
 from integrations.throttle import throttle_key, throttle_reserve
 from integrations.twilio.account import twilio_account
+from integrations.twilio.forms import TwilioIntegrationForm
 from patients.models import Organization
-from tests.conftest import WebhookReceiver
+from tests.conftest import WebhookReceiver, sandbox_account
 from tests.factories import IntegrationFactory, OrganizationFactory, WorkflowFactory
 from workflows.models import Event, Run, StepRun, Workflow
 
@@ -508,3 +509,35 @@ def test_workers_racing_to_deliver_one_alert_send_it_once(
     assert len(mail.outbox) == 1 and len(webhook_receiver.requests) == 1
     alert.refresh_from_db()
     assert alert.attempts == 1 and alert.delivered_webhook and alert.delivered_email
+
+
+def test_a_broker_outage_when_queueing_leaves_the_alert_to_the_sweep(
+    db: Any, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    class Down:
+        @staticmethod
+        def delay(alert_id: int) -> None:
+            raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(alerts, "_delivery_task", Down)
+    workflow = WorkflowFactory()
+    _settings(workflow.organization)
+    _run(workflow)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        [alert] = alerts_evaluate()  # does not raise
+
+    assert Alert.objects.get(pk=alert.pk).next_attempt_at is not None  # still due: swept
+
+
+def test_only_refused_credentials_not_an_outage_count_as_rejected(
+    db: Any, sandbox: Any, settings: Any
+) -> None:
+    known = sandbox_account(sandbox, IntegrationFactory())
+    unknown = IntegrationFactory()  # credentials the sandbox has never seen: 401 / 20003
+
+    assert TwilioIntegrationForm.credentials_verdict(known)[::2] == (True, False)
+    accepted, said, rejected = TwilioIntegrationForm.credentials_verdict(unknown)
+    assert (accepted, rejected) == (False, True) and said.startswith("Twilio error 20003")
+    settings.TWILIO_API_BASE_URL = "http://127.0.0.1:9"  # nothing listens: an outage
+    assert TwilioIntegrationForm.credentials_verdict(unknown)[::2] == (False, False)

@@ -9,6 +9,7 @@ from django.core.validators import validate_email
 
 from integrations.models import AlertSettings
 from integrations.webhook import webhook_url_problem
+from patients.inputs import validate_storable_line, validate_storable_text
 
 SECRET_MIN_LENGTH = 16
 
@@ -18,6 +19,9 @@ class AlertSettingsForm(forms.ModelForm):
         label="Staff emails",
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
+        # Declared fields miss the admin's storable-text guard: a NUL or a lone surrogate
+        # is a form error here, not a 500 further down.
+        validators=[validate_storable_text],
         help_text="One address per line (commas work too). Each alert is emailed to them.",
     )
     webhook_secret = forms.CharField(
@@ -25,6 +29,7 @@ class AlertSettingsForm(forms.ModelForm):
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False),
+        validators=[validate_storable_line],
         help_text=(
             f"At least {SECRET_MIN_LENGTH} characters; required with a webhook URL. Every POST "
             "carries X-Careflow-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of “t.” + body>. "

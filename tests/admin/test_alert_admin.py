@@ -118,6 +118,8 @@ def test_a_clinic_admin_sets_recipients_and_thresholds_for_their_clinic(settings
         ("failure_rate_percent", "150", "Ensure this value is less than or equal to 100."),
         ("minimum_messages", "0", "Ensure this value is greater than or equal to 1."),
         ("period_minutes", "1", "Ensure this value is greater than or equal to 5."),
+        ("staff_emails", "ops@clinic.example\x00", "Null characters are not allowed."),
+        ("webhook_secret", "a-long-secret-\x00-with-a-nul", "Null characters are not allowed."),
     ],
 )
 def test_bad_input_gets_a_specific_error_and_saves_nothing(

@@ -240,6 +240,9 @@ CELERY_TASK_ROUTES = {
     "workflows.tasks.time_triggers_scan": {"queue": "events"},
     "integrations.tasks.message_send": {"queue": "sends"},
     "integrations.tasks.sent_messages_reconcile": {"queue": "sends"},
+    # Failure alerts: a few per hour at most, never on a patient's critical path.
+    "integrations.tasks.alerts_evaluate": {"queue": "runs"},
+    "integrations.tasks.alert_deliver": {"queue": "runs"},
     # The former names of the same tasks, still registered as forwarders (see the end of
     # workflows/tasks.py and integrations/tasks.py) for tasks queued before a deploy: routed
     # to the same queues. Remove with the forwarders.
@@ -271,6 +274,12 @@ CELERY_BEAT_SCHEDULE = {
     "sent-messages-reconcile": {
         "task": "integrations.tasks.sent_messages_reconcile",
         "schedule": env.float("CAREFLOW_STATUS_RECONCILE_INTERVAL", default=60.0),
+    },
+    # Failure alerts: evaluate each clinic's conditions and deliver what is due. Safe to
+    # overlap or to run from two beat processes: an alert is claimed by a unique row.
+    "alerts-evaluate": {
+        "task": "integrations.tasks.alerts_evaluate",
+        "schedule": env.float("CAREFLOW_ALERTS_INTERVAL", default=60.0),
     },
 }
 # How long a message may stay "sent" without news before it is looked up at Twilio (then
@@ -328,6 +337,32 @@ CAREFLOW_MAILGUN_EU_API_URL = env.str(
 # Seconds to connect and, separately, to wait for the ESP's answer: anymail's default (30 s)
 # would hold a worker too long.
 CAREFLOW_EMAIL_HTTP_TIMEOUT = env.float("CAREFLOW_EMAIL_HTTP_TIMEOUT", default=10.0)
+
+# Staff email (failure alerts) goes through Django's mail API and this backend. By default it
+# follows CAREFLOW_EMAIL_DELIVERY's local choices (`make run` writes files), else SMTP; the
+# tests point django-anymail's Postmark backend at the email sandbox.
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default={
+        "file": "django.core.mail.backends.filebased.EmailBackend",
+        "console": "django.core.mail.backends.console.EmailBackend",
+    }.get(CAREFLOW_EMAIL_DELIVERY, "django.core.mail.backends.smtp.EmailBackend"),
+)
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="careflow@localhost")
+# For EMAIL_BACKEND=anymail.backends.postmark.EmailBackend (staff email through Postmark).
+ANYMAIL = {
+    "POSTMARK_SERVER_TOKEN": env.str("POSTMARK_SERVER_TOKEN", default=""),
+    "POSTMARK_API_URL": CAREFLOW_POSTMARK_API_URL,
+    "REQUESTS_TIMEOUT": CAREFLOW_EMAIL_HTTP_TIMEOUT,
+}
+# How many times an alert's delivery is tried (backoff between tries) before it is given up.
+CAREFLOW_ALERT_MAX_ATTEMPTS = env.int("CAREFLOW_ALERT_MAX_ATTEMPTS", default=6)
 
 # The outbound webhook adapter (postJSON): seconds to connect and, separately, to wait for
 # each read of the answer.

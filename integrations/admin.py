@@ -6,17 +6,26 @@ import redis
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from integrations.alert_forms import AlertSettingsForm
+from integrations.alerts import alert_credentials_rejected
 from integrations.forms import INTEGRATION_FORMS, IntegrationForm, integration_form_get
 from integrations.home import MESSAGE_OUTCOMES
 from integrations.messaging import transport_get
-from integrations.models import InboundMessage, Integration, MessagingPolicy, OutboundMessage
+from integrations.models import (
+    Alert,
+    AlertSettings,
+    InboundMessage,
+    Integration,
+    MessagingPolicy,
+    OutboundMessage,
+)
 from integrations.policy_forms import channel_fieldsets, channel_rules_summary, policy_form_class
 from integrations.throttle import throttle_backlog
 from patients.clinic_view import (
@@ -26,7 +35,13 @@ from patients.clinic_view import (
     clinic_datetime,
     request_is_clinic_role,
 )
-from patients.tenancy import OrganizationScopedAdmin, ReadOnlyAdminMixin
+from patients.tenancy import (
+    OrganizationScopedAdmin,
+    ReadOnlyAdminMixin,
+    request_organization_id,
+    sees_all_organizations,
+)
+from workflows.admin import WorkflowListFilter
 
 
 def _form_of(obj: Integration) -> type[IntegrationForm] | None:
@@ -195,7 +210,10 @@ class IntegrationAdmin(OrganizationScopedAdmin):
             if form is None:
                 accepted, said = False, f"no provider named “{integration.adapter}”."
             else:
-                accepted, said = form.credentials_check(integration)
+                accepted, said, rejected = form.credentials_verdict(integration)
+                if rejected:
+                    # The clinic's alert recipients hear of it too (once per period).
+                    alert_credentials_rejected(integration=integration, said=said)
             self.message_user(
                 request, f"{integration}: {said}", messages.SUCCESS if accepted else messages.ERROR
             )
@@ -229,6 +247,38 @@ class MessageOutcomeFilter(admin.SimpleListFilter):
         return queryset.filter(status__in=outcome[1]) if outcome else queryset
 
 
+class MessageWorkflowFilter(WorkflowListFilter):
+    """Messages sent by one workflow's runs (alerts on a workflow's rates link here)."""
+
+    field = "step_run__run__workflow_id"
+
+
+class MessageSenderFilter(admin.SimpleListFilter):
+    """Messages from one of the clinic's senders (a number, a Messaging Service, an address):
+    the queue alerts link here. Offered from the integrations' senders, not from the
+    messages (a DISTINCT over the whole log)."""
+
+    title = "sender"
+    parameter_name = "sender"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        integrations = Integration.objects.only("senders")
+        if not sees_all_organizations(request.user):
+            integrations = integrations.filter(
+                organization_id=request_organization_id(request) or 0
+            )
+        senders = sorted({s for i in integrations[:200] for s in i.senders})
+        return [(sender, sender) for sender in senders]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[OutboundMessage]
+    ) -> QuerySet[OutboundMessage]:
+        value = self.value()
+        if not value:
+            return queryset
+        return queryset.filter(Q(from_number=value) | Q(messaging_service_sid=value))
+
+
 @admin.register(OutboundMessage)
 class OutboundMessageAdmin(
     PhoneSearchMixin, TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmin
@@ -256,6 +306,8 @@ class OutboundMessageAdmin(
         "channel",
         "status",
         MessageCreatedFilter,
+        MessageWorkflowFilter,
+        MessageSenderFilter,
         "is_test",
         "purpose",
         "organization",
@@ -549,3 +601,110 @@ class InboundMessageAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
             needs_review=False, reviewed_by=request.user, reviewed_at=timezone.now()
         )
         self.message_user(request, f"{count} message(s) marked as reviewed.", messages.SUCCESS)
+
+
+@admin.register(AlertSettings)
+class AlertSettingsAdmin(OrganizationScopedAdmin):
+    """Who a clinic tells when something breaks, and the thresholds (integrations.alerts)."""
+
+    form = AlertSettingsForm
+    list_display = ["organization", "enabled", "recipients", "thresholds", "period_minutes"]
+    list_select_related = ["organization"]
+    fieldsets = [
+        (None, {"fields": ["organization", "enabled"]}),
+        ("Who is told", {"fields": ["staff_emails", "webhook_url", "webhook_secret"]}),
+        (
+            "When (rates over a workflow's messages of the last hour)",
+            {
+                "fields": [
+                    "failure_rate_percent",
+                    "undelivered_rate_percent",
+                    "minimum_messages",
+                    "period_minutes",
+                ]
+            },
+        ),
+    ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if self.has_change_permission(request, obj):
+            return self.fieldsets
+        # Read-only pages show model values: never the secret, only whether there is one.
+        return [
+            (None, {"fields": ["organization", "enabled"]}),
+            ("Who is told", {"fields": ["staff_emails", "webhook_url", "signing_secret"]}),
+            self.fieldsets[2],
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [*super().get_readonly_fields(request, obj), "signing_secret"]
+
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        # Error pages and reports show POST data less these (see IntegrationAdmin).
+        request.sensitive_post_parameters = ["webhook_secret"]  # type: ignore[attr-defined]
+        return super().changeform_view(request, *args, **kwargs)
+
+    @admin.display(description="Webhook signing secret")
+    def signing_secret(self, obj: AlertSettings) -> str:
+        return "set" if obj.webhook_secret else "not set"
+
+    @admin.display(description="Recipients")
+    def recipients(self, obj: AlertSettings) -> str:
+        emails = len(obj.staff_emails or [])
+        parts = [f"{emails} email(s)"] if emails else []
+        if obj.webhook_url:
+            parts.append("webhook")
+        return ", ".join(parts) or "nobody (no alerts)"
+
+    @admin.display(description="Failed / undelivered over")
+    def thresholds(self, obj: AlertSettings) -> str:
+        return (
+            f"{obj.failure_rate_percent}% / {obj.undelivered_rate_percent}% "
+            f"of ≥ {obj.minimum_messages} messages"
+        )
+
+
+ALERT_FIELDS = (
+    "organization",
+    "condition",
+    "subject",
+    "period_start",
+    "created_at",
+    "summary",
+    "details",
+    "open_list",
+    "delivered_email",
+    "delivered_webhook",
+    "attempts",
+    "next_attempt_at",
+    "error",
+)
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
+    """The alert log: what was raised, when, and whether it reached its recipients."""
+
+    list_display = [
+        "created",
+        "organization",
+        "condition",
+        "summary",
+        "open_list",
+        "delivered_email",
+        "delivered_webhook",
+        "attempts",
+        "error",
+    ]
+    list_filter = ["condition", "delivered_email", "delivered_webhook", "organization"]
+    list_select_related = ["organization"]
+    show_full_result_count = False
+    fields = readonly_fields = ALERT_FIELDS
+
+    @admin.display(description="Raised", ordering="created_at")
+    def created(self, obj: Alert) -> str:
+        return clinic_datetime(obj.created_at, obj.organization.timezone)
+
+    @admin.display(description="List")
+    def open_list(self, obj: Alert) -> str:
+        return format_html('<a href="{}">open</a>', obj.link) if obj.link else ""

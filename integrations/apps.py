@@ -11,13 +11,14 @@ class IntegrationsConfig(AppConfig):
         from django.db.models.signals import post_save
 
         from integrations import checks  # noqa: F401 — registers the deploy checks
+        from integrations.alerts import alert_delivery_task_register
         from integrations.models import MessagingPolicy
         from integrations.patient_panel import PANEL
         from integrations.policy import messaging_policy_forget
         from integrations.providers import providers_register
         from integrations.recipes import recipes_register
         from integrations.selectors import run_step_messages
-        from integrations.tasks import message_send
+        from integrations.tasks import alert_deliver, message_send
         from patients.panels import patient_panel_register
         from workflows.adapters import step_messages_register
         from workflows.tasks import message_send_task_register
@@ -32,6 +33,8 @@ class IntegrationsConfig(AppConfig):
         patient_panel_register(PANEL)
         # The engine hands a message its run waits on to the send queue through this.
         message_send_task_register(message_send)
+        # Alerts queue their delivery through this: the tasks module imports the service.
+        alert_delivery_task_register(alert_deliver)
         # The engine's adapters, the messaging core's transports and the integration admin's
         # forms: one line per provider.
         providers_register()

@@ -74,6 +74,13 @@ class IntegrationForm(forms.ModelForm):
         """(accepted, what the provider said), for support staff; never a secret."""
         return False, "this provider has no credentials check"
 
+    @classmethod
+    def credentials_verdict(cls, integration: Integration) -> tuple[bool, str, bool]:
+        """(accepted, what the provider said, rejected): `rejected` only when the provider
+        refused the credentials themselves (not an outage), which raises a failure alert."""
+        accepted, said = cls.credentials_check(integration)
+        return accepted, said, False
+
     # ---------------------------------------------------------------------------------
 
     def clean(self) -> dict[str, Any]:

@@ -79,6 +79,9 @@ class Transport:
     # channel says otherwise: a channel that has not said is held to the stricter rules. With
     # it, a clinic cannot switch the channel's quiet hours off either.
     phone_rules: bool = True
+    # Error codes (as recorded on a message) meaning the provider refused our credentials:
+    # failure alerts watch for them (integrations.alerts).
+    credentials_error_codes: frozenset[str] = frozenset()
 
     def send(self, message: "OutboundMessage") -> Accepted:
         """Hand the message to the provider; raises Refused or Ambiguous."""

@@ -7,11 +7,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, validate_email
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from integrations.channels import registered_channels
-from integrations.encryption import EncryptedJSONField
+from integrations.encryption import EncryptedJSONField, EncryptedTextField
 from patients.models import ConsentRecord, Organization, Patient, TimeStamped
 
 
@@ -363,3 +365,138 @@ class InboundMessage(TimeStamped):
 
     def __str__(self) -> str:
         return f"Inbound SMS {self.pk} ({self.get_action_display()})"
+
+
+def validate_staff_emails(value: object) -> None:
+    """A list of email addresses; each one checked, so a typo is named, not bounced later."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("Staff emails must be a list of addresses.")
+    bad = []
+    for address in value:
+        try:
+            validate_email(address)
+        except ValidationError:
+            bad.append(address)
+    if bad:
+        raise ValidationError(
+            "Not a valid email address: %(addresses)s.",
+            code="invalid_email",
+            params={"addresses": ", ".join(bad)},
+        )
+
+
+class AlertSettings(TimeStamped):
+    """Who a clinic tells when something breaks (integrations.alerts), and when it counts as
+    broken. One per clinic; without it (or with no recipient) the clinic gets no alerts."""
+
+    organization = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="alert_settings"
+    )
+    enabled = models.BooleanField(default=True)
+    staff_emails = models.JSONField(
+        default=list, blank=True, validators=[validate_staff_emails], help_text="Addresses."
+    )
+    webhook_url = models.CharField("webhook URL", max_length=500, blank=True)
+    # The key of the HMAC-SHA256 signature on every webhook POST; write-only in the form.
+    webhook_secret = EncryptedTextField("webhook signing secret", blank=True, default="")
+    failure_rate_percent = models.PositiveSmallIntegerField(
+        "failure rate (%)",
+        default=20,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Alert when more than this share of a workflow's messages in the last hour "
+        "failed.",
+    )
+    undelivered_rate_percent = models.PositiveSmallIntegerField(
+        "undelivered rate (%)",
+        default=20,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Alert when more than this share of a workflow's messages in the last hour "
+        "was not delivered.",
+    )
+    minimum_messages = models.PositiveIntegerField(
+        "minimum messages",
+        default=10,
+        validators=[MinValueValidator(1)],
+        help_text="Rates are judged only on at least this many messages in the hour "
+        "(1 failure of 1 message is no trend).",
+    )
+    period_minutes = models.PositiveIntegerField(
+        "one alert per condition every (minutes)",
+        default=60,
+        validators=[MinValueValidator(5), MaxValueValidator(7 * 24 * 60)],
+    )
+
+    class Meta:
+        verbose_name = "alert settings"
+        verbose_name_plural = "alert settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(failure_rate_percent__gte=1, failure_rate_percent__lte=100)
+                & Q(undelivered_rate_percent__gte=1, undelivered_rate_percent__lte=100),
+                name="alert_rates_are_percentages",
+            ),
+            models.CheckConstraint(
+                condition=Q(minimum_messages__gte=1) & Q(period_minutes__gte=5),
+                name="alert_volume_and_period_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Alert settings of {self.organization}"
+
+    @property
+    def has_recipient(self) -> bool:
+        return bool(self.staff_emails or self.webhook_url)
+
+
+class Alert(models.Model):
+    """One alert: a condition about one subject (a workflow, a sender, an integration) in
+    one de-duplication period. The unique constraint is the "no alert storm" guarantee: the
+    row is claimed before anything is sent, so two beat ticks or two workers that see the
+    same condition in the same period create one alert, and only its creator queues the
+    delivery. No patient data: counts, ids and workflow names only."""
+
+    class Condition(models.TextChoices):
+        RUN_FAILED = "run_failed", "A run failed"
+        FAILURE_RATE = "failure_rate", "Failure rate over threshold"
+        UNDELIVERED_RATE = "undelivered_rate", "Undelivered rate over threshold"
+        QUEUE_WINDOW = "queue_window", "Sender queue beyond the provider's window"
+        CREDENTIALS = "credentials", "Credentials rejected"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="alerts")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    condition = models.CharField(max_length=32, choices=Condition.choices)
+    # "workflow:<id>", "sender:<integration id>:<sender>", "integration:<id>".
+    subject = models.CharField(max_length=300)
+    period_start = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    summary = models.CharField(max_length=500)
+    details = models.JSONField(default=dict, blank=True)
+    link = models.CharField(max_length=1000, blank=True)
+    delivered_email = models.BooleanField(default=False)
+    delivered_webhook = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # When delivery is next tried (or a claimed attempt's lease ends); null: nothing left to do.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "condition", "subject", "period_start"],
+                name="one_alert_per_condition_period",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="alert_clinic_time"),
+            # Only alerts still to deliver: what every beat tick sweeps.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(next_attempt_at__isnull=False),
+                name="alert_delivery_due",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_condition_display()} ({self.subject})"

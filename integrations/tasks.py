@@ -5,7 +5,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from integrations import sending
+from integrations import alerts, sending
 from integrations.models import OutboundMessage
 from workflows.engine import run_wake
 from workflows.tasks import run_advance
@@ -42,6 +42,22 @@ def message_send(message_id: int) -> None:
 def sent_messages_reconcile() -> int:
     """Beat: settle messages whose final status callback never came (see the service)."""
     return sending.sent_messages_reconcile()
+
+
+@shared_task
+def alerts_evaluate() -> int:
+    """Beat: raise the failure alerts due and queue their deliveries (see the service)."""
+    return len(alerts.alerts_evaluate())
+
+
+@shared_task
+def alert_deliver(alert_id: int) -> None:
+    """Deliver one alert; a failed attempt comes back after its backoff (soon: as an ETA;
+    later: through the beat sweep of `next_attempt_at`)."""
+    alert = alerts.alert_deliver(alert_id=alert_id)
+    due = alert.next_attempt_at if alert is not None else None
+    if due is not None and due - timezone.now() <= alerts.SHORT_WAIT:
+        alert_deliver.apply_async((alert_id,), eta=due)
 
 
 # Forwarders under the tasks' former wire names, so that a message queued before a deploy (in

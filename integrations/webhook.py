@@ -226,7 +226,7 @@ class _Answer:
     location: str | None
 
 
-def _post(target: Target, body: bytes, headers: dict[str, str]) -> _Answer:
+def webhook_post(target: Target, body: bytes, headers: dict[str, str]) -> _Answer:
     """POST to the first checked address that accepts a connection. Raises urllib3's errors."""
     timeout = urllib3.Timeout(
         connect=settings.CAREFLOW_WEBHOOK_TIMEOUT, read=settings.CAREFLOW_WEBHOOK_TIMEOUT
@@ -315,7 +315,7 @@ class WebhookAdapter(Adapter):
             "User-Agent": USER_AGENT,
         }
         try:
-            answer = _post(target, text.encode("utf-8"), headers)
+            answer = webhook_post(target, text.encode("utf-8"), headers)
         except SSLError:
             logger.warning("webhook step %s: TLS failed with %s", context.step_run_id, target.host)
             return Outcome(

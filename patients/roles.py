@@ -63,6 +63,8 @@ ROLES: dict[str, frozenset[str]] = {
             VIEW_ALL_ORGANIZATIONS,
             *_grant("view change", "patients.organization"),
             *_grant("view add change", "integrations.integration"),
+            # Any clinic's failure alerts: who is told, and the log of what was.
+            *_grant("view add change", "integrations.alertsettings"),
             # Who works in which clinic; accounts themselves stay with superusers.
             *_grant("view add change delete", "patients.staffmembership"),
             *_grant(
@@ -80,6 +82,7 @@ ROLES: dict[str, frozenset[str]] = {
                 "integrations.messagingpolicy",
                 "integrations.outboundmessage",
                 "integrations.inboundmessage",
+                "integrations.alert",
             ),
         }
     ),
@@ -96,11 +99,14 @@ ROLES: dict[str, frozenset[str]] = {
             # change_run is the permission to retry a failed run; runs are never edited.
             *_grant("view change", "workflows.run"),
             *_grant("view add change", "integrations.messagingpolicy"),
+            # Who hears of failures, and when; the log of alerts is read-only for everyone.
+            *_grant("view add change", "integrations.alertsettings"),
             *_grant(
                 "view",
                 "integrations.integration",
                 "integrations.outboundmessage",
                 "integrations.inboundmessage",
+                "integrations.alert",
             ),
             REVIEW_INBOUND,
         }
@@ -119,6 +125,7 @@ ROLES: dict[str, frozenset[str]] = {
                 "workflows.steprun",
                 "integrations.outboundmessage",
                 "integrations.inboundmessage",
+                "integrations.alert",
             ),
             REVIEW_INBOUND,
         }

@@ -676,6 +676,8 @@ class WorkflowListFilter(admin.SimpleListFilter):
 
     title = "workflow"
     parameter_name = "workflow"
+    # The lookup from the listed model to its workflow's id (messages: through their run).
+    field = "workflow_id"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         workflows = Workflow.objects.select_related("organization").only(
@@ -692,7 +694,7 @@ class WorkflowListFilter(admin.SimpleListFilter):
             return queryset
         if not value.isdigit():
             raise IncorrectLookupParameters(f"No such workflow: {value!r}.")
-        return queryset.filter(workflow_id=value)
+        return queryset.filter(**{self.field: value})
 
 
 class RunFinishedFilter(ClinicDaysFilter):

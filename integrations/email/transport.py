@@ -105,6 +105,8 @@ class EmailTransport(Transport):
     can_lookup = True
     # Florida's and Oklahoma's hours and daily limit bind texts and calls, not email.
     phone_rules = False
+    # Postmark's ErrorCode 10 (bad server token), Mailgun's 401 (careflow records "mg401").
+    credentials_error_codes = frozenset({"10", "mg401"})
     status_map = STATUS_MAP
     status_rank = STATUS_RANK
 

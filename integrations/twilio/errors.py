@@ -22,5 +22,9 @@ EXPLANATIONS: dict[str, str] = {
 }
 
 
+# 20003 Authenticate (HTTP 401): the Account SID or Auth Token is wrong or was rotated.
+CREDENTIALS_ERROR_CODES = frozenset({"20003"})
+
+
 def error_explanation(code: str) -> str:
     return EXPLANATIONS.get(str(code), "")

@@ -22,7 +22,7 @@ from integrations.twilio.account import (
     twilio_settings_validate,
 )
 from integrations.twilio.client import twilio_client
-from integrations.twilio.errors import error_explanation
+from integrations.twilio.errors import CREDENTIALS_ERROR_CODES, error_explanation
 from patients.phones import phone_to_e164
 
 
@@ -135,13 +135,19 @@ class TwilioIntegrationForm(IntegrationForm):
 
     @classmethod
     def credentials_check(cls, integration: Integration) -> tuple[bool, str]:
+        accepted, said, _ = cls.credentials_verdict(integration)
+        return accepted, said
+
+    @classmethod
+    def credentials_verdict(cls, integration: Integration) -> tuple[bool, str, bool]:
         account = twilio_account(integration)
         client = twilio_client(account_sid=account.account_sid, auth_token=account.auth_token)
         try:
             fetched = client.api.v2010.accounts(account.account_sid).fetch()
         except TwilioRestException as exc:
             explanation = error_explanation(str(exc.code)) or exc.msg
-            return False, f"Twilio error {exc.code}: {explanation}"
+            rejected = str(exc.code) in CREDENTIALS_ERROR_CODES or exc.status == 401
+            return False, f"Twilio error {exc.code}: {explanation}", rejected
         except Exception as exc:  # noqa: BLE001 — report any transport failure to the user
-            return False, f"could not reach Twilio ({type(exc).__name__})."
-        return True, f"credentials accepted (account status: {fetched.status})."
+            return False, f"could not reach Twilio ({type(exc).__name__}).", False
+        return True, f"credentials accepted (account status: {fetched.status}).", False

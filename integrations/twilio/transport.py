@@ -23,7 +23,7 @@ from integrations.sms import segment_info
 from integrations.throttle import throttle_key
 from integrations.twilio.account import twilio_account
 from integrations.twilio.client import twilio_client
-from integrations.twilio.errors import error_explanation
+from integrations.twilio.errors import CREDENTIALS_ERROR_CODES, error_explanation
 from patients.phones import is_e164
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ class TwilioTransport(Transport):
     can_lookup = True
     status_map = PROVIDER_TO_STATUS
     status_rank = PROVIDER_RANK
+    credentials_error_codes = CREDENTIALS_ERROR_CODES
 
     def send(self, message: OutboundMessage) -> Accepted:
         params: dict[str, Any] = {

@@ -159,6 +159,10 @@ def test_run_timeline_query_count_is_constant() -> None:
         ("admin:integrations_outboundmessage_changelist", "?created=today&outcome=sent"),
         ("admin:integrations_outboundmessage_changelist", "?created=7d&q=Pat"),
         ("admin:integrations_outboundmessage_changelist", "?q=(415)%20555-0100"),
+        # Where failure alerts link: a workflow's failed messages, a sender's queue.
+        ("admin:integrations_outboundmessage_changelist", "?status=failed&workflow=1"),
+        ("admin:integrations_outboundmessage_changelist", "?sender=%2B15005550006&status=pending"),
+        ("admin:workflows_run_changelist", "?status=failed&workflow=1"),
         ("admin:workflows_run_changelist", "?status__exact=succeeded&finished=7d"),
         ("admin:workflows_run_changelist", "?q=Lee"),
         ("admin:workflows_run_changelist", "?q=(415)%20555-0100"),

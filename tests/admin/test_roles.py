@@ -43,7 +43,7 @@ from django_celery_results.models import GroupResult, TaskResult
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from integrations.forms import INTEGRATION_FORMS
-from integrations.models import InboundMessage, OutboundMessage
+from integrations.models import Alert, AlertSettings, InboundMessage, OutboundMessage
 from patients.models import AuditEntry
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
 from patients.services import organization_webhook_token_issue
@@ -77,6 +77,8 @@ RA = frozenset({VIEW, ADD})
 RC = frozenset({VIEW, CHANGE})
 RAC = frozenset({VIEW, ADD, CHANGE})
 RACD = frozenset({VIEW, ADD, CHANGE, DELETE})
+
+ALERT_WEBHOOK_SECRET = "alert-signing-secret-7f3a9c1e"
 
 # Every model registered in the admin, and whether its records belong to a clinic (another
 # clinic's user must not find them). A model missing here fails the test.
@@ -112,6 +114,8 @@ MODELS = {
     "integrations.outboundmessage": True,
     "integrations.messagingpolicy": True,
     "integrations.inboundmessage": True,
+    "integrations.alertsettings": True,
+    "integrations.alert": True,
 }
 PATIENT_RECORDS = [
     "patients.subscription",
@@ -134,6 +138,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "patients.organization": RC,
         "patients.staffmembership": RACD,
         "integrations.integration": RAC,
+        "integrations.alertsettings": RAC,
         **dict.fromkeys(
             [
                 "patients.patient",
@@ -148,6 +153,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
                 "integrations.messagingpolicy",
                 "integrations.outboundmessage",
                 "integrations.inboundmessage",
+                "integrations.alert",
             ],
             R,
         ),
@@ -167,6 +173,8 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "integrations.outboundmessage": R,
         "integrations.messagingpolicy": RAC,
         "integrations.inboundmessage": R,
+        "integrations.alertsettings": RAC,
+        "integrations.alert": R,
     },
     "clinic_staff": {
         "patients.patient": R,
@@ -178,6 +186,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "workflows.steprun": R,
         "integrations.outboundmessage": R,
         "integrations.inboundmessage": R,
+        "integrations.alert": R,
     },
     "anonymous": {},
 }
@@ -428,8 +437,23 @@ def clinic() -> dict[str, Any]:
             patient=patient,
             needs_review=True,
         ),
+        "integrations.alertsettings": AlertSettings.objects.create(
+            organization=sunrise,
+            staff_emails=["ops@sunrise.example"],
+            webhook_url="https://hooks.example.com/careflow-alerts",
+            webhook_secret=ALERT_WEBHOOK_SECRET,
+        ),
+        "integrations.alert": Alert.objects.create(
+            organization=sunrise,
+            condition=Alert.Condition.RUN_FAILED,
+            subject=f"workflow:{workflow.pk}",
+            period_start=timezone.now().replace(minute=0, second=0, microsecond=0),
+            summary=f"Workflow “{workflow.name}” (id {workflow.pk}): 1 failed run(s)",
+            link="http://127.0.0.1:8000/admin/workflows/run/?status=failed",
+        ),
     }
     secrets = {
+        "the alert webhook signing secret": ALERT_WEBHOOK_SECRET,
         "the Twilio auth token": AUTH_TOKEN,
         "the encrypted Twilio auth token": ciphertext,
         "the email server token": EMAIL_TOKEN,

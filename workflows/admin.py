@@ -101,6 +101,7 @@ class WorkflowForm(forms.ModelForm):
             raise ValidationError(builder.report_lines(self.report, parsed.steps))
         self.instance.trigger = parsed.trigger
         self.instance.filter = parsed.filter
+        builder.goal_apply(self.instance, parsed.goal)
         self.steps = parsed.steps
         return cleaned
 

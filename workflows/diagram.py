@@ -306,7 +306,7 @@ def workflow_diagram(
     flat_end = last < 0 or (rows[last].depth == 0 and last not in waits)
     bottom_end = flat_end or any(_else_target(steps[i]) is None for i in conditions)
     height = end_top + (END_HEIGHT if bottom_end else 0) + 8
-    ending_lines = _wrap(ends_when, LINE_CHARS + 6) if ends_when else []
+    ending_lines = _wrap(ends_when, LINE_CHARS + 6, lines=4) if ends_when else []
     ending_top = height + 6
     height += 15 * len(ending_lines) + (10 if ending_lines else 0)
     centre = BOX_X + BOX_WIDTH / 2

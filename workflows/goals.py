@@ -28,7 +28,7 @@ UPDATE: a run converts once (`goal_reached_at IS NULL`), and ends once (it must 
 progress), however many times or in whatever order the events are dispatched.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,6 +62,18 @@ class Ending:
     @property
     def reason(self) -> str:
         return f"{GOAL_REASON if self.kind == GOAL else EXIT_REASON}{self.event}"
+
+
+# What else ends with a run (registered by apps above the engine, which it cannot import): the
+# messaging app skips the messages still waiting to be sent (deferred by quiet hours, say).
+RunsEnded = Callable[[set[int], str], None]
+_on_runs_ended: list[RunsEnded] = []
+
+
+def runs_ended_register(receiver: RunsEnded) -> None:
+    """Call `receiver(run_ids, reason)` in the transaction that ends runs early."""
+    if receiver not in _on_runs_ended:
+        _on_runs_ended.append(receiver)
 
 
 def workflow_endings(workflow: Workflow) -> list[Ending]:
@@ -230,7 +242,8 @@ def runs_end(*, run_ids: Sequence[int], reason: str, now: datetime) -> set[int]:
     gets there first. A run a worker holds right now finishes the step it is on and then
     stops: its next write requires it still "running" (engine `_run_progress`), and its next
     send checks again (`run_ending_recorded`). The steps it was waiting on are cancelled with
-    the reason, and so are its open waits for a reply (none of them will be answered now)."""
+    the reason, and so are its open waits for a reply (none of them will be answered now),
+    and the receivers registered with `runs_ended_register` are told."""
     if not run_ids:
         return set()
     quote = connection.ops.quote_name
@@ -264,6 +277,8 @@ def runs_end(*, run_ids: Sequence[int], reason: str, now: datetime) -> set[int]:
             resolved_at=now,
             updated_at=now,
         )
+        for receiver in _on_runs_ended:
+            receiver(ended, reason)
     return ended
 
 

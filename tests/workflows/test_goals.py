@@ -23,6 +23,7 @@ from tests.factories import (
     PatientFactory,
     SmsStepFactory,
     WorkflowFactory,
+    clinic_integration,
 )
 from tests.workflows.test_engine import STATEMENTS_PER_EVENT
 from workflows.engine import event_dispatch, run_advance
@@ -374,3 +375,34 @@ def test_two_goal_events_dispatched_at_once_convert_and_end_each_run_once(
         assert run.goal_event_id in {goal.pk for goal in goals}
         assert run.goal_reached_at == Event.objects.get(pk=run.goal_event_id).created_at
     assert StepRun.objects.filter(status=StepRun.Status.CANCELLED).count() == 2
+
+
+def test_a_message_deferred_by_quiet_hours_is_skipped_when_the_goal_ends_its_run(
+    clinic: Workflow, sandbox: SandboxServer
+) -> None:
+    """The SMS step ran at night: its message waits for the morning. The appointment is
+    confirmed before then: the message is skipped and never sent."""
+    from integrations.sending import message_send
+
+    patient = _patient(clinic)
+    appointment, run = _book(clinic, patient)
+    step_run = StepRun.objects.create(run=run, index=1, status=StepRun.Status.WAITING)
+    message = OutboundMessage.objects.create(
+        organization=clinic.organization,
+        integration=clinic_integration(clinic.organization),
+        step_run=step_run,
+        patient=patient,
+        idempotency_key=f"run:{run.pk}:step:1",
+        purpose="transactional",
+        to=patient.phone,
+        from_number=SENDER,
+        body="See you soon, Ann",
+        next_attempt_at=timezone.now() + timedelta(hours=8),
+    )
+    event_dispatch(event_id=_set_status(appointment, Appointment.Status.CONFIRMED).pk)
+    message.refresh_from_db()
+    assert message.status == OutboundMessage.Status.SKIPPED
+    assert message.skip_reason == "the run ended early: goal reached: appointment.confirmed"
+    OutboundMessage.objects.filter(pk=message.pk).update(next_attempt_at=None)
+    assert message_send(message_id=message.pk).status == OutboundMessage.Status.SKIPPED
+    assert sandbox.messages() == []

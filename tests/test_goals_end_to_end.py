@@ -75,6 +75,7 @@ def test_an_appointment_confirmed_during_the_delay_gets_no_reminder_and_converts
     assert delay.status == StepRun.Status.CANCELLED
     # The delay's minute passes, with the beat sweeping: still no reminder.
     until = datetime.fromisoformat(delay.result["until"])
+    assert run.finished_at is not None
     time.sleep(max(0.0, (until - run.finished_at).total_seconds()) + 5)
     assert sandbox.messages() == [] and not OutboundMessage.objects.exists()
     run.refresh_from_db()

@@ -66,7 +66,7 @@ class Ending:
 
 # What else ends with a run (registered by apps above the engine, which it cannot import): the
 # messaging app skips the messages still waiting to be sent (deferred by quiet hours, say).
-RunsEnded = Callable[[set[int], str], None]
+RunsEnded = Callable[[set[int], str], object]
 _on_runs_ended: list[RunsEnded] = []
 
 

@@ -1043,6 +1043,7 @@
   function renderGoal() {
     const goal = state.goal;
     const fields = endingFields("cf-goal", goal, (rerender) => {
+      if (!goal.event) goal.filter = "";  // "No goal": its hidden filter goes too
       if (rerender) {
         renderGoal();
         $("cf-goal-event").focus();

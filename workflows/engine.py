@@ -384,7 +384,14 @@ def _run_continue(run: Run, known: dict[int, StepRun], batch: RunBatch) -> None:
         finished: StepRun | None = None
         not_reached = f"not reached: the condition at step {step_run.number} was false"
         if step_run.status not in (StepRun.Status.SUCCEEDED, StepRun.Status.SKIPPED):
-            if ending_unchecked and steps[run.next_index].get("type") == "adapter":
+            # Before the step's first attempt only: once it has made its message, that
+            # message's own state decides (a goal ending the run skips it if still pending).
+            first_attempt = step_run.attempts == 0
+            if (
+                ending_unchecked
+                and first_attempt
+                and steps[run.next_index].get("type") == "adapter"
+            ):
                 ending_unchecked = False
                 if _run_end_before_send(run, step_run):
                     return

@@ -18,9 +18,11 @@ class IntegrationsConfig(AppConfig):
         from integrations.providers import providers_register
         from integrations.recipes import recipes_register
         from integrations.selectors import run_step_messages
+        from integrations.sending import messages_of_ended_runs_skip
         from integrations.tasks import alert_deliver, message_send
         from patients.panels import patient_panel_register
         from workflows.adapters import step_messages_register
+        from workflows.goals import runs_ended_register
         from workflows.tasks import message_send_task_register
 
         post_save.connect(
@@ -42,3 +44,5 @@ class IntegrationsConfig(AppConfig):
         recipes_register()
         # The run page's messages per step: the engine cannot import the messaging models.
         step_messages_register(run_step_messages)
+        # A run a goal or an exit ends sends none of its messages still waiting.
+        runs_ended_register(messages_of_ended_runs_skip)

@@ -641,3 +641,19 @@ def sent_messages_reconcile(*, limit: int | None = None) -> int:
             reported_at=found.reported_at,
         )
     return changed
+
+
+def messages_of_ended_runs_skip(run_ids: set[int], reason: str) -> int:
+    """Skip the messages of these runs not sent yet (pending: deferred by quiet hours, or
+    waiting for a send slot): their runs ended early (a goal reached, an exit), so a reminder
+    never goes out after its goal is met. A message already being sent is left to finish.
+    Called by the engine (workflows.goals.runs_end) in the transaction that ends the runs."""
+    now = timezone.now()
+    return OutboundMessage.objects.filter(
+        step_run__run_id__in=run_ids, status=Status.PENDING
+    ).update(
+        status=Status.SKIPPED,
+        skip_reason=f"the run ended early: {reason}"[:200],
+        next_attempt_at=None,
+        updated_at=now,
+    )

@@ -38,7 +38,7 @@ from patients.tenancy import (
 )
 from workflows import builder
 from workflows.adapters import REGISTRY
-from workflows.diagram import workflow_diagram
+from workflows.diagram import ending_summary, workflow_diagram
 from workflows.dry_run import workflow_dry_run, workflow_live_test
 from workflows.engine import run_retry, workflow_definition, workflow_disable
 from workflows.models import Event, Run, StepRun, Workflow
@@ -101,6 +101,7 @@ class WorkflowForm(forms.ModelForm):
             raise ValidationError(builder.report_lines(self.report, parsed.steps))
         self.instance.trigger = parsed.trigger
         self.instance.filter = parsed.filter
+        builder.goal_apply(self.instance, parsed.goal)
         self.steps = parsed.steps
         return cleaned
 
@@ -385,6 +386,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                 filter=parsed.filter,
                 steps=parsed.steps,
                 problems=set(report.steps),
+                ends_when=ending_summary(goal_event=parsed.goal.event, exits=parsed.goal.exits),
             )
             return HttpResponse(svg, content_type="image/svg+xml; charset=utf-8")
 
@@ -449,6 +451,9 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                     reply=reply if reply and reply.strip() else None,
                 )
                 context.update(builder.dry_run_context(result.as_dict()))
+                context["ends_when"] = ending_summary(
+                    goal_event=parsed.goal.event, exits=parsed.goal.exits
+                )
             return TemplateResponse(request, "admin/workflows/workflow/dry_run.html", context)
 
         return self._endpoint(request, handle)
@@ -720,6 +725,7 @@ RUN_FIELDS = (
     "patient_link",
     "trigger",
     "status_badge",
+    "goal",
     "is_test",
     "version",
     "created",
@@ -784,7 +790,21 @@ class RunAdmin(
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Run) -> str:
-        return _status_badge(obj.status, obj.get_status_display())
+        badge = _status_badge(obj.status, obj.get_status_display())
+        if obj.status == Run.Status.EXITED and obj.exit_reason:
+            # "Ended early: goal reached: appointment.confirmed" (or "exit: …").
+            return format_html('{} <span class="cf-quiet">{}</span>', badge, obj.exit_reason)
+        return badge
+
+    @admin.display(description="Goal")
+    def goal(self, obj: Run) -> str:
+        if obj.goal_reached_at is None:
+            return "—" if obj.workflow.goal_event else "no goal"
+        return format_html(
+            "Reached {} ({}): a conversion",
+            self._time(obj, obj.goal_reached_at),
+            obj.workflow.goal_event or "the goal",
+        )
 
     @admin.display(description="Workflow version")
     def version(self, obj: Run) -> Any:

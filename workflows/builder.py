@@ -31,6 +31,7 @@ from workflows.validation import (
     ApprovedSenders,
     ClinicSenders,
     ValidationReport,
+    goal_validate,
     workflow_validate,
 )
 
@@ -299,7 +300,7 @@ def definition_initial(workflow: Workflow | None) -> dict[str, Any]:
     """The definition of a saved workflow (or a new one) as the builder edits it: queries and
     the filter as the JSON text the admin sees and types."""
     if workflow is None or workflow.pk is None:
-        return {"trigger": "", "filter": "", "steps": []}
+        return {"trigger": "", "filter": "", "steps": [], **goal_initial(None)}
     steps = []
     for step in workflow.steps.all():
         parameters = dict(step.parameters or {})
@@ -325,6 +326,7 @@ def definition_initial(workflow: Workflow | None) -> dict[str, Any]:
         if workflow.filter
         else "",
         "steps": steps,
+        **goal_initial(workflow),
     }
 
 
@@ -337,6 +339,7 @@ class ParsedDefinition:
     filter: dict[str, Any]
     steps: list[dict[str, Any]]
     problems: ValidationReport = field(default_factory=ValidationReport)
+    goal: "GoalDefinition" = field(default_factory=lambda: GoalDefinition())
 
 
 def _step_parameter_names(step: Mapping[str, Any]) -> list[str] | None:
@@ -443,7 +446,8 @@ def definition_parse(raw: Any) -> ParsedDefinition:
     if not isinstance(steps_raw, list):
         raise DefinitionError("steps must be a list")
     steps = [_parse_step(index, step, problems) for index, step in enumerate(steps_raw)]
-    return ParsedDefinition(trigger, filter_value, steps, problems)
+    goal = goal_parse(raw, problems)
+    return ParsedDefinition(trigger, filter_value, steps, problems, goal)
 
 
 def definition_report(
@@ -463,6 +467,7 @@ def definition_report(
     for index, fields in problems.steps.items():
         for name, messages in fields.items():
             report.steps.setdefault(index, {})[name] = list(messages)
+    goal_report(parsed, report)
     # "Twilio has no function ''" says the same as "choose a function", less clearly.
     for index, step in enumerate(parsed.steps):
         fields = report.steps.get(index, {})
@@ -481,6 +486,7 @@ def report_lines(report: ValidationReport, steps: Sequence[Mapping[str, Any]]) -
     """The report as sentences, for the form's error list (and pages without JavaScript)."""
     lines = [f"Trigger: {text}" for text in report.trigger]
     lines += [f"Filter: {text}" for text in report.filter]
+    lines += goal_report_lines(report)
     for index in sorted(report.steps):
         step = steps[index] if index < len(steps) else {}
         labels = _parameter_labels(step)
@@ -526,6 +532,144 @@ def workflow_steps_save(*, workflow: Workflow, steps: Sequence[Mapping[str, Any]
     if existing:
         Step.objects.filter(pk__in=existing).delete()
     return saved
+
+
+# --- the goal and the exit conditions ---------------------------------------------------------
+
+
+@dataclass
+class GoalDefinition:
+    """A workflow's goal and exit conditions as parsed from the builder (workflows.goals
+    says what they do): `event` "" means no goal."""
+
+    event: str = ""
+    filter: dict[str, Any] = field(default_factory=dict)
+    scope: str = Workflow.Scope.PATIENT
+    window_hours: Any = 168
+    exits: list[dict[str, Any]] = field(default_factory=list)
+
+
+def goal_initial(workflow: Workflow | None) -> dict[str, Any]:
+    """The goal and exits of a saved workflow (or a new one's defaults) as the builder edits
+    them: filters as JSON text."""
+    if workflow is None or workflow.pk is None:
+        workflow = Workflow()
+    return {
+        "goal": {
+            "event": workflow.goal_event,
+            "filter": _json_text(workflow.goal_filter),
+            "scope": workflow.goal_scope,
+            "windowHours": workflow.goal_window_hours,
+        },
+        "exits": [
+            {
+                "event": str(item.get("event") or ""),
+                "filter": _json_text(item.get("filter")),
+                "scope": str(item.get("scope") or Workflow.Scope.PATIENT),
+            }
+            for item in (workflow.exits if isinstance(workflow.exits, list) else [])
+            if isinstance(item, Mapping)
+        ],
+    }
+
+
+def _ending_filter(text: Any, problems: dict[str, list[str]]) -> dict[str, Any]:
+    try:
+        value = _parse_json_text(text) if text not in (None, "") else {}
+    except JSONInputError as exc:
+        problems.setdefault("filter", []).append(f"the filter {exc}")
+        return {}
+    if isinstance(value, str) and not value.strip():
+        return {}
+    if not isinstance(value, dict):
+        problems.setdefault("filter", []).append(
+            'the filter must be a JSON object, e.g. {"appointment.providerName": "Dr. Gomez"}'
+        )
+        return {}
+    return value
+
+
+def goal_parse(raw: Mapping[str, Any], problems: ValidationReport) -> GoalDefinition:
+    """Read the definition's "goal" and "exits" (absent: no goal, no exits); what cannot be
+    read (a filter that is not JSON, a window that is not a number) goes to `problems`."""
+    goal_raw = raw.get("goal") or {}
+    exits_raw = raw.get("exits") or []
+    if not isinstance(goal_raw, Mapping):
+        raise DefinitionError("the goal must be an object")
+    if not isinstance(exits_raw, list):
+        raise DefinitionError("the exit conditions must be a list")
+    goal = GoalDefinition(
+        event=str(goal_raw.get("event") or ""),
+        scope=str(goal_raw.get("scope") or Workflow.Scope.PATIENT),
+    )
+    goal.filter = _ending_filter(goal_raw.get("filter"), problems.goal)
+    window = goal_raw.get("windowHours", 168)
+    try:
+        goal.window_hours = int(str(window).strip()) if window not in (None, "") else 168
+    except ValueError:
+        problems.add_goal("window", "the window must be a whole number of hours")
+        goal.window_hours = None
+    for index, item in enumerate(exits_raw):
+        if not isinstance(item, Mapping):
+            raise DefinitionError(f"exit condition {index + 1} is not an object")
+        found: dict[str, list[str]] = {}
+        query = _ending_filter(item.get("filter"), found)
+        for name, messages in found.items():
+            for message in messages:
+                problems.add_exit(index, name, message)
+        goal.exits.append(
+            {
+                "event": str(item.get("event") or ""),
+                "filter": query,
+                "scope": str(item.get("scope") or Workflow.Scope.PATIENT),
+            }
+        )
+    return goal
+
+
+def goal_report(parsed: ParsedDefinition, report: ValidationReport) -> None:
+    """Validate the parsed goal and exits into `report`; a problem found in reading a
+    field (its JSON) replaces what validation says about it."""
+    goal = parsed.goal
+    goal_validate(
+        report=report,
+        event=goal.event,
+        filter=goal.filter,
+        scope=goal.scope,
+        window_hours=goal.window_hours,
+        exits=goal.exits,
+    )
+    for name, messages in parsed.problems.goal.items():
+        report.goal[name] = list(messages)
+    for index, fields in parsed.problems.exits.items():
+        for name, messages in fields.items():
+            report.exits.setdefault(index, {})[name] = list(messages)
+
+
+_GOAL_PLACES = {"event": "event", "filter": "filter", "scope": "who", "window": "window"}
+
+
+def goal_report_lines(report: ValidationReport) -> list[str]:
+    lines = [
+        f"Goal, {_GOAL_PLACES.get(name, name)}: {text}"
+        for name, messages in report.goal.items()
+        for text in messages
+    ]
+    for index in sorted(report.exits):
+        for name, messages in report.exits[index].items():
+            place = _GOAL_PLACES.get(name, name)
+            lines += [f"Exit condition {index + 1}, {place}: {text}" for text in messages]
+    return lines
+
+
+def goal_apply(workflow: Workflow, goal: GoalDefinition) -> None:
+    """Put a validated goal and exits on the workflow (saved by the caller)."""
+    workflow.goal_event = goal.event
+    workflow.goal_filter = goal.filter if goal.event else {}
+    workflow.goal_scope = goal.scope if goal.event else Workflow.Scope.PATIENT
+    if goal.event and isinstance(goal.window_hours, int):
+        workflow.goal_window_hours = goal.window_hours
+    workflow.exits = [dict(item) for item in goal.exits]
 
 
 # --- the clinic's approved senders -------------------------------------------------------

@@ -275,8 +275,10 @@ def workflow_diagram(
     filter: Any,
     steps: Sequence[Mapping[str, Any]],
     problems: Collection[int] = (),
+    ends_when: str = "",
 ) -> str:
-    """The SVG of a workflow definition; `problems` are indexes of steps to mark as wrong."""
+    """The SVG of a workflow definition; `problems` are indexes of steps to mark as wrong;
+    `ends_when` (`ending_summary`) is written under it."""
     rows, tree = steps_tree(steps)
     waits = tree.waits if tree is not None else {}
     x_of = [BOX_X + INDENT * row.depth for row in rows]
@@ -304,6 +306,9 @@ def workflow_diagram(
     flat_end = last < 0 or (rows[last].depth == 0 and last not in waits)
     bottom_end = flat_end or any(_else_target(steps[i]) is None for i in conditions)
     height = end_top + (END_HEIGHT if bottom_end else 0) + 8
+    ending_lines = _wrap(ends_when, LINE_CHARS + 6, lines=4) if ends_when else []
+    ending_top = height + 6
+    height += 15 * len(ending_lines) + (10 if ending_lines else 0)
     centre = BOX_X + BOX_WIDTH / 2
     parts: list[str] = []
 
@@ -380,9 +385,12 @@ def workflow_diagram(
 
     if bottom_end:
         parts.append(_pill(centre - 40, end_top))
+    for line_number, line in enumerate(ending_lines):
+        parts.append(_text(BOX_X, ending_top + 15 * line_number, line, "cf-d-quiet"))
 
     numbered = ", ".join(_tree_summary(i, s, tree) for i, s in enumerate(steps)) or "no steps"
-    title = escape(f"Workflow diagram: when {trigger or '(no trigger)'}: {numbered}")
+    ending = f"; {ends_when}" if ends_when else ""
+    title = escape(f"Workflow diagram: when {trigger or '(no trigger)'}: {numbered}{ending}")
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="cf-diagram-svg" role="img" '
         f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}">'
@@ -423,3 +431,11 @@ def _wait_edges(
         if kind == "end":
             parts.append(_pill(child, top))
     return "".join(parts)
+
+
+def ending_summary(*, goal_event: str, exits: Sequence[Mapping[str, Any]]) -> str:
+    """How a workflow's runs end early, in a line: "Ends early when appointment.confirmed
+    (the goal) or appointment.cancelled (exit)"; "" with no goal and no exits."""
+    parts = [f"{goal_event} (the goal)"] if goal_event else []
+    parts += [f"{item.get('event')} (exit)" for item in exits if item.get("event")]
+    return f"Ends early when {' or '.join(parts)}" if parts else ""

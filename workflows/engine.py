@@ -24,6 +24,7 @@ from patients.models import Patient
 from patients.payloads import payload_for_subject
 from patients.phones import phone_or_raw
 from patients.zones import patient_zone
+from workflows import goals
 from workflows.adapters import Conversation, Outcome, StepContext, adapter_get, step_asks
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, ReplyWait, Run, Step, StepRun, Workflow
@@ -84,19 +85,28 @@ def events_dispatch(*, event_ids: Sequence[int], claim_per_event: int) -> tuple[
         events = _events_claim(event_ids=event_ids, now=now)
         if not events:  # dispatched already (or no such event)
             return 0, []
+        pairs = {(e.organization_id, e.type) for e in events}
         triggers = Q()
-        for organization_id, trigger in {(e.organization_id, e.type) for e in events}:
+        for organization_id, trigger in pairs:
             triggers |= Q(organization_id=organization_id, trigger=trigger)
         matching: dict[tuple[int, str], list[Workflow]] = {}
+        ending: list[Workflow] = []
         for workflow in (
-            Workflow.objects.filter(triggers, enabled=True)
+            # Workflows whose goal or an exit is one of these events come in the same read:
+            # a clinic without goals pays no statement for them.
+            Workflow.objects.filter(Q(triggers, enabled=True) | goals.endings_q(pairs))
             .select_related("organization")
             # Only the order the definition needs: Step's default ordering starts with its
             # workflow's name, which costs a JOIN and its compilation on every event.
             .prefetch_related(Prefetch("steps", queryset=Step.objects.order_by("position", "id")))
             .order_by("id")
         ):
-            matching.setdefault((workflow.organization_id, workflow.trigger), []).append(workflow)
+            if goals.workflow_has_endings(workflow):
+                ending.append(workflow)
+            if workflow.enabled and (workflow.organization_id, workflow.trigger) in pairs:
+                matching.setdefault((workflow.organization_id, workflow.trigger), []).append(
+                    workflow
+                )
         lease = now + timedelta(seconds=settings.CAREFLOW_RUN_LEASE_SECONDS)
         runs: list[Run] = []
         for event in events:
@@ -123,6 +133,11 @@ def events_dispatch(*, event_ids: Sequence[int], claim_per_event: int) -> tuple[
                     started += 1
                 runs.append(run)
         created = Run.objects.bulk_create(runs)
+        if ending:
+            ended = goals.endings_apply(events=events, workflows=ending, now=now)
+            for run in created:
+                if run.pk in ended:  # not to be continued by this worker
+                    run.status, run.lease_expires_at = Run.Status.EXITED, None
     return len(events), created
 
 
@@ -360,12 +375,26 @@ def _run_continue(run: Run, known: dict[int, StepRun], batch: RunBatch) -> None:
             step_run = _step_run_get(run, run.next_index, known)
             _run_fail(run, step_run, Outcome("failed", reason=f"this workflow's branches: {exc}"))
             return
+    # Whether a goal or exit recorded since the trigger must still be looked for before a
+    # send (once per advance: the first send of it; only workflows with goals or exits).
+    ending_unchecked = goals.workflow_has_endings(run.workflow)
     while run.next_index < len(steps):
         step_run = _step_run_get(run, run.next_index, known)
         next_index: int | None = run.next_index + 1
         finished: StepRun | None = None
         not_reached = f"not reached: the condition at step {step_run.number} was false"
         if step_run.status not in (StepRun.Status.SUCCEEDED, StepRun.Status.SKIPPED):
+            # Before the step's first attempt only: once it has made its message, that
+            # message's own state decides (a goal ending the run skips it if still pending).
+            first_attempt = step_run.attempts == 0
+            if (
+                ending_unchecked
+                and first_attempt
+                and steps[run.next_index].get("type") == "adapter"
+            ):
+                ending_unchecked = False
+                if _run_end_before_send(run, step_run):
+                    return
             outcome, next_index, park = _step_execute(
                 run, steps[run.next_index], step_run, data, batch, tree
             )
@@ -400,6 +429,29 @@ def _run_continue(run: Run, known: dict[int, StepRun], batch: RunBatch) -> None:
             return  # cancelled while we held it
     # A run whose every step was skipped (e.g. no SMS consent) did nothing: say so.
     batch.run_finished(run, Run.Status.SUCCEEDED if executed else Run.Status.SKIPPED)
+
+
+def _run_end_before_send(run: Run, step_run: StepRun) -> bool:
+    """End the run before this step sends anything if its workflow's goal or an exit
+    condition was recorded since its trigger (the event may not be dispatched yet: the
+    outbox relay is asynchronous). The step is recorded not sent, with the reason; a goal
+    converts the run as at dispatch. True if the run must stop here."""
+    found = goals.run_ending_recorded(run=run)
+    if found is None:
+        return False
+    ending, event = found
+    now = timezone.now()
+    with transaction.atomic():
+        if ending.kind == goals.GOAL:
+            window = timedelta(hours=run.workflow.goal_window_hours)
+            goals.runs_convert(runs=[run], event=event, window=window)
+        step_run.status = StepRun.Status.SKIPPED
+        step_run.skip_reason = f"not sent: {ending.reason} before this step"[:SKIP_REASON_LENGTH]
+        step_run.finished_at = step_run.updated_at = now
+        _step_save(step_run, ["status", "skip_reason", "finished_at", "updated_at"])
+        goals.runs_end(run_ids=[run.pk], reason=ending.reason, now=now)
+    run.refresh_from_db()
+    return True
 
 
 def _run_progress(run: Run) -> bool:

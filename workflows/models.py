@@ -5,6 +5,7 @@ from typing import Any
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from patients.models import ConsentRecord, Organization, TimeStamped
@@ -36,7 +37,12 @@ class Event(models.Model):
                 fields=["created_at"],
                 condition=Q(dispatched_at__isnull=True),
                 name="event_undispatched",
-            )
+            ),
+            # A run's send-time check for its workflow's goal or exits: this patient's events
+            # of these types recorded since the trigger (workflows.goals.run_ending_recorded).
+            models.Index(
+                KT("payload__customer__id"), "type", "created_at", name="event_patient_type"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -3,6 +3,7 @@ builder: every problem is reported on the step and parameter it belongs to, in w
 clinic admin can act on."""
 
 import difflib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,19 +42,30 @@ class ValidationReport:
     trigger: list[str] = field(default_factory=list)
     filter: list[str] = field(default_factory=list)
     steps: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+    # The goal's fields (event, filter, scope, window) and each exit condition's (by index).
+    goal: dict[str, list[str]] = field(default_factory=dict)
+    exits: dict[int, dict[str, list[str]]] = field(default_factory=dict)
 
     def add_step(self, index: int, name: str, message: str) -> None:
         self.steps.setdefault(index, {}).setdefault(name, []).append(message)
 
+    def add_goal(self, name: str, message: str) -> None:
+        self.goal.setdefault(name, []).append(message)
+
+    def add_exit(self, index: int, name: str, message: str) -> None:
+        self.exits.setdefault(index, {}).setdefault(name, []).append(message)
+
     @property
     def ok(self) -> bool:
-        return not (self.trigger or self.filter or self.steps)
+        return not (self.trigger or self.filter or self.steps or self.goal or self.exits)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "trigger": self.trigger,
             "filter": self.filter,
             "steps": {str(i): fields for i, fields in self.steps.items()},
+            "goal": self.goal,
+            "exits": {str(i): fields for i, fields in self.exits.items()},
         }
 
 
@@ -271,4 +283,72 @@ def _branches_validate(steps: Sequence[Mapping[str, Any]], report: ValidationRep
                 "type",
                 "a Wait for reply needs an earlier step on its path that texts the patient "
                 "(e.g. Twilio → Send SMS): its reply is the answer",
+            )
+
+
+# --- goal and exit conditions ---------------------------------------------------------------
+
+# A goal counts within 1 hour to 365 days of enrollment.
+GOAL_WINDOW_HOURS = (1, 365 * 24)
+SCOPES = ("patient", "record")
+
+
+def _ending_problems(event: Any, query: Any, scope: Any) -> dict[str, list[str]]:
+    """What is wrong with a goal's or an exit's event, filter and scope."""
+    problems: dict[str, list[str]] = {}
+    if event not in EVENT_TYPES:
+        problems["event"] = [
+            f"unknown event {event!r}: choose one from the list" if event else "choose the event"
+        ]
+    problem = json_problem(query or {})
+    if problem:
+        problems["filter"] = [f"the filter {problem}"]
+    else:
+        try:
+            filter_validate(query or {})
+        except FilterError as exc:
+            problems["filter"] = [str(exc)]
+    if scope not in SCOPES:
+        problems["scope"] = ["choose “the same patient” or “the same record”"]
+    return problems
+
+
+def goal_validate(
+    *,
+    report: ValidationReport,
+    event: str,
+    filter: Any,
+    scope: str,
+    window_hours: Any,
+    exits: Sequence[Mapping[str, Any]],
+) -> None:
+    """Add to `report` what is wrong with the goal (none: no goal) and the exit conditions:
+    events not in the catalogue, filters the query language refuses, a window outside
+    1 hour–365 days, an exit listed twice."""
+    if event:
+        for name, messages in _ending_problems(event, filter, scope).items():
+            report.goal.setdefault(name, []).extend(messages)
+        low, high = GOAL_WINDOW_HOURS
+        if not isinstance(window_hours, int) or not low <= window_hours <= high:
+            report.add_goal(
+                "window", f"the window must be from {low} hour to 365 days ({high} hours)"
+            )
+    elif filter:
+        report.add_goal("event", "choose the goal's event, or remove its filter")
+    seen: set[str] = set()
+    for index, item in enumerate(exits):
+        exit_event = item.get("event")
+        for name, messages in _ending_problems(
+            exit_event, item.get("filter"), item.get("scope")
+        ).items():
+            report.exits.setdefault(index, {}).setdefault(name, []).extend(messages)
+        key = json.dumps(
+            [exit_event, item.get("filter") or {}, item.get("scope")], sort_keys=True, default=str
+        )
+        if exit_event and key in seen:
+            report.add_exit(index, "event", "this exit condition is listed twice")
+        seen.add(key)
+        if exit_event and exit_event == event and not item.get("filter") and not filter:
+            report.add_exit(
+                index, "event", "this is the goal's event: reaching the goal already ends the run"
             )

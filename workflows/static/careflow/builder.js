@@ -141,6 +141,9 @@
         ? initial.filter || ""
         : JSON.stringify(initial.filter, null, 2),
     steps: (initial.steps || []).map(newStep),
+    // The goal and exit conditions, as the definition carries them (filters as JSON text).
+    goal: Object.assign({ event: "", filter: "", scope: "patient", windowHours: 168 }, initial.goal || {}),
+    exits: (initial.exits || []).map((item) => Object.assign({ event: "", filter: "", scope: "patient" }, item)),
     // The filter's query builder keeps its conditions here (also those not complete yet).
     filterQuery: {},
   };
@@ -167,6 +170,8 @@
         purpose: s.purpose,
         urgent: s.type === "adapter" && s.urgent,
       })),
+      goal: state.goal,
+      exits: state.exits,
     };
   }
   function sync() {
@@ -977,13 +982,147 @@
     });
   }
 
+  // --- goal and exit conditions ----------------------------------------------------------
+  // An event picker (the catalogue's, as for the trigger), a filter as JSON on that event's
+  // data, who it concerns, and for the goal its window. The server validates them.
+  const SCOPES = [["patient", "The same patient"], ["record", "The same record (e.g. this appointment)"]];
+  function eventSelect(id, value, blank) {
+    const select = el("select", { id: id });
+    select.append(option("", blank));
+    let known = false;
+    schema.triggers.forEach((group) => {
+      const optgroup = el("optgroup", { label: group.category });
+      group.events.forEach((event) => {
+        known = known || event.name === value;
+        optgroup.append(option(event.name, `${event.name} — ${event.description}`));
+      });
+      select.append(optgroup);
+    });
+    if (value && !known) select.append(option(value, value));
+    select.value = value || "";
+    return select;
+  }
+  function scopeSelect(id, value) {
+    const select = el("select", { id: id });
+    SCOPES.forEach(([name, label]) => select.append(option(name, label)));
+    select.value = value || "patient";
+    return select;
+  }
+  function endingFields(prefix, item, onChange) {
+    const fields = [];
+    const event = eventSelect(`${prefix}-event`, item.event, prefix === "cf-goal" ? "No goal" : "Choose the event…");
+    event.addEventListener("change", () => {
+      item.event = event.value;
+      onChange(true);
+    });
+    fields.push(replyField(`${prefix}-event`, "event", "Event", event), errorList(`${prefix}-event`, "event"));
+    const filter = el("textarea", { id: `${prefix}-filter`, rows: 2, class: "vLargeTextField", spellcheck: "false",
+      placeholder: 'optional, e.g. {"appointment.providerName": "Dr. Gomez"}' });
+    filter.value = item.filter || "";
+    filter.addEventListener("input", () => {
+      item.filter = filter.value;
+      onChange(false);
+    });
+    fields.push(
+      replyField(`${prefix}-filter`, "filter", "Only if its data matches (JSON filter)", filter,
+        "The same query language as the trigger's filter, on this event's data; empty: any."),
+      errorList(`${prefix}-filter`, "filter")
+    );
+    const scope = scopeSelect(`${prefix}-scope`, item.scope);
+    scope.addEventListener("change", () => {
+      item.scope = scope.value;
+      onChange(false);
+    });
+    fields.push(
+      replyField(`${prefix}-scope`, "scope", "For", scope,
+        "Whose runs it ends: any run of the same patient, or only the run started by the same record (the event is about it, or names it in its data, e.g. order.id)."),
+      errorList(`${prefix}-scope`, "scope")
+    );
+    return fields;
+  }
+  function renderGoal() {
+    const goal = state.goal;
+    const fields = endingFields("cf-goal", goal, (rerender) => {
+      if (!goal.event) goal.filter = "";  // "No goal": its hidden filter goes too
+      if (rerender) {
+        renderGoal();
+        $("cf-goal-event").focus();
+      }
+      changed({ previews: false });
+    });
+    if (goal.event) {
+      const window_ = el("input", { type: "number", id: "cf-goal-window", min: "1", max: "8760", step: "1" });
+      window_.value = String(goal.windowHours === undefined || goal.windowHours === null ? "" : goal.windowHours);
+      window_.addEventListener("input", () => {
+        goal.windowHours = window_.value;
+        changed({ previews: false });
+      });
+      fields.push(
+        replyField("cf-goal-window", "window", "Counts as a conversion within (hours)", window_,
+          "Reached this long after the run started, the goal counts; 1 to 8760 hours (365 days). 168 = a week."),
+        errorList("cf-goal-window", "window")
+      );
+    } else {
+      fields.splice(2);  // no goal: no filter, scope or window to set
+    }
+    $("cf-goal").replaceChildren(...fields);
+  }
+  function renderExits() {
+    $("cf-exits").replaceChildren(
+      ...state.exits.map((item, index) =>
+        el(
+          "li",
+          { class: "cf-exit", "data-exit": String(index) },
+          ...endingFields(`cf-exit-${index}`, item, () => changed({ previews: false })),
+          stepButtonRemoveExit(index)
+        )
+      )
+    );
+  }
+  function stepButtonRemoveExit(index) {
+    const button = el("button", { type: "button", class: "button", text: "Remove this exit condition" });
+    button.addEventListener("click", () => {
+      state.exits.splice(index, 1);
+      renderExits();
+      changed({ previews: false });
+      $("cf-add-exit").focus();
+    });
+    return button;
+  }
+  $("cf-add-exit").addEventListener("click", () => {
+    state.exits.push({ event: "", filter: "", scope: "patient" });
+    renderExits();
+    changed({ previews: false });
+    $(`cf-exit-${state.exits.length - 1}-event`).focus();
+  });
+  /* Show the report's goal and exit problems on their fields; return how many there are. */
+  function showGoalErrors(report) {
+    let count = 0;
+    const goal = report.goal || {};
+    ["event", "filter", "scope", "window"].forEach((name) => {
+      const list_ = $(`cf-goal-${name}-errors`);
+      if (list_) fillList(list_, goal[name] || []);
+      count += (goal[name] || []).length;
+    });
+    const exits = report.exits || {};
+    state.exits.forEach((item, index) => {
+      const problems = exits[String(index)] || {};
+      ["event", "filter", "scope"].forEach((name) => {
+        const list_ = $(`cf-exit-${index}-${name}-errors`);
+        if (list_) fillList(list_, problems[name] || []);
+        count += (problems[name] || []).length;
+      });
+    });
+    return count;
+  }
+
   // --- validation, shown on the step and field it belongs to ------------------------------
   // `keys`: the steps' keys in the order they had when the report was asked for, so a
   // report that arrives after a reorder still lands on the right steps.
   function showErrors(report, keys) {
     fillList($("cf-trigger-errors"), report.trigger);
     fillList($("cf-filter-errors"), report.filter);
-    let count = report.trigger.length + report.filter.length;
+    let count = report.trigger.length + report.filter.length + showGoalErrors(report);
     Array.from(list.children).forEach((item) => {
       const index = keys.indexOf(Number(item.dataset.key));
       const problems = (index >= 0 && report.steps[String(index)]) || {};
@@ -1342,6 +1481,8 @@
   renderTrigger();
   renderClinic();
   renderSteps();
+  renderGoal();
+  renderExits();
   loadVariables();
   sync();
   if (config.errors) showErrors(config.errors, state.steps.map((step) => step.key));

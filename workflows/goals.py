@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
@@ -296,6 +296,7 @@ def run_ending_recorded(*, run: Run) -> tuple[Ending, Event] | None:
     if not endings or not run.patient_key:
         return None
     trigger = run.event
+    events: QuerySet[Event]
     if connection.vendor == "postgresql":
         # The key as text, as the index `event_patient_type` holds it.
         events = Event.objects.alias(patient=KT("payload__customer__id")).filter(

@@ -1,6 +1,7 @@
 """The visual workflow builder's server side, used by the builder endpoints of WorkflowAdmin.
 
-The builder page edits one JSON document, the *definition*: `{"trigger", "filter", "steps"}`.
+The builder page edits one JSON document, the *definition*: `{"trigger", "filter", "steps",
+"enrollment"}` (enrollment: `{"rule", "days", "exclusive"}`, the workflow's enrollment rule).
 What each step type and adapter function needs comes from Python (workflows.steps, the
 adapter registry, the event catalogue) through `builder_schema`; the JS only renders and
 edits it. Everything the page posts is parsed here and validated by
@@ -23,6 +24,7 @@ from workflows.adapters import REGISTRY, Adapter, Function
 from workflows.catalogue import CATALOGUE, EVENT_TYPES, schema_example, schema_paths
 from workflows.diagram import step_title, steps_tree
 from workflows.dry_run import dry_run_payload
+from workflows.enrollment import DAYS_MAX, DAYS_MIN, enrollment_problems
 from workflows.models import Step, Workflow
 from workflows.rendering import TemplateError, template_render
 from workflows.replies import NO_REPLY, OTHERWISE, REPLY
@@ -283,6 +285,13 @@ def builder_schema() -> dict[str, Any]:
             for adapter in REGISTRY.values()
         ],
         "purposes": [[value, label] for value, label in ConsentRecord.Purpose.choices],
+        # The model's choices, the one list of rules there is.
+        "enrollment": {
+            "rules": [[value, label] for value, label in Workflow.Enrollment.choices],
+            "period": Workflow.Enrollment.PERIOD.value,
+            "daysMin": DAYS_MIN,
+            "daysMax": DAYS_MAX,
+        },
         "referenceUrl": reverse("careflow-reference-event", args=["__trigger__"]) + "?format=json",
         "referencePage": reverse("careflow-reference-event", args=["__trigger__"]),
     }
@@ -299,7 +308,7 @@ def definition_initial(workflow: Workflow | None) -> dict[str, Any]:
     """The definition of a saved workflow (or a new one) as the builder edits it: queries and
     the filter as the JSON text the admin sees and types."""
     if workflow is None or workflow.pk is None:
-        return {"trigger": "", "filter": "", "steps": []}
+        return {"trigger": "", "filter": "", "steps": [], "enrollment": ENROLLMENT_DEFAULT}
     steps = []
     for step in workflow.steps.all():
         parameters = dict(step.parameters or {})
@@ -325,7 +334,58 @@ def definition_initial(workflow: Workflow | None) -> dict[str, Any]:
         if workflow.filter
         else "",
         "steps": steps,
+        "enrollment": {
+            "rule": workflow.enrollment,
+            "days": workflow.enrollment_days,
+            "exclusive": workflow.enrollment_exclusive,
+        },
     }
+
+
+# A definition that does not mention enrollment (older pages, recipes): every time.
+ENROLLMENT_DEFAULT: dict[str, Any] = {
+    "rule": Workflow.Enrollment.EVERY.value,
+    "days": None,
+    "exclusive": False,
+}
+
+
+@dataclass(frozen=True)
+class EnrollmentSettings:
+    """The workflow's enrollment rule as the builder posts it (`Workflow.enrollment*`)."""
+
+    rule: str = Workflow.Enrollment.EVERY.value
+    days: int | None = None
+    exclusive: bool = False
+
+    def apply(self, workflow: Workflow) -> None:
+        workflow.enrollment = self.rule
+        workflow.enrollment_days = self.days
+        workflow.enrollment_exclusive = self.exclusive
+
+
+def _parse_enrollment(raw: Any, problems: ValidationReport) -> EnrollmentSettings:
+    if raw is None:
+        raw = ENROLLMENT_DEFAULT
+    if not isinstance(raw, Mapping):
+        problems.enrollment.append("the enrollment settings must be an object")
+        return EnrollmentSettings()
+    rule = str(raw.get("rule") or Workflow.Enrollment.EVERY)
+    days: Any = raw.get("days")
+    # A number typed into a box may come as text; anything else is reported as it is.
+    if isinstance(days, str) and days.strip().isdigit():
+        days = int(days.strip())
+    elif isinstance(days, str) and not days.strip():
+        days = None
+    exclusive = raw.get("exclusive", False)
+    if not isinstance(exclusive, bool):
+        problems.enrollment.append("“not while active” must be true or false")
+        exclusive = False
+    found = enrollment_problems(rule=rule, days=days, exclusive=exclusive)
+    if found:
+        problems.enrollment.extend(found)
+        return EnrollmentSettings()
+    return EnrollmentSettings(rule, days, exclusive)
 
 
 @dataclass
@@ -337,6 +397,7 @@ class ParsedDefinition:
     filter: dict[str, Any]
     steps: list[dict[str, Any]]
     problems: ValidationReport = field(default_factory=ValidationReport)
+    enrollment: EnrollmentSettings = field(default_factory=EnrollmentSettings)
 
 
 def _step_parameter_names(step: Mapping[str, Any]) -> list[str] | None:
@@ -443,7 +504,8 @@ def definition_parse(raw: Any) -> ParsedDefinition:
     if not isinstance(steps_raw, list):
         raise DefinitionError("steps must be a list")
     steps = [_parse_step(index, step, problems) for index, step in enumerate(steps_raw)]
-    return ParsedDefinition(trigger, filter_value, steps, problems)
+    enrollment = _parse_enrollment(raw.get("enrollment"), problems)
+    return ParsedDefinition(trigger, filter_value, steps, problems, enrollment)
 
 
 def definition_report(
@@ -460,6 +522,7 @@ def definition_report(
         report.trigger = list(problems.trigger)
     if problems.filter:
         report.filter = list(problems.filter)
+    report.enrollment = list(problems.enrollment)
     for index, fields in problems.steps.items():
         for name, messages in fields.items():
             report.steps.setdefault(index, {})[name] = list(messages)
@@ -481,6 +544,7 @@ def report_lines(report: ValidationReport, steps: Sequence[Mapping[str, Any]]) -
     """The report as sentences, for the form's error list (and pages without JavaScript)."""
     lines = [f"Trigger: {text}" for text in report.trigger]
     lines += [f"Filter: {text}" for text in report.filter]
+    lines += [f"Enrollment: {text}" for text in report.enrollment]
     for index in sorted(report.steps):
         step = steps[index] if index < len(steps) else {}
         labels = _parameter_labels(step)

@@ -41,7 +41,7 @@ Rule = Workflow.Enrollment
 Reason = EnrollmentSkip.Reason
 
 # A run in one of these is "in progress": the patient is still in the workflow.
-ACTIVE_STATUSES = (Run.Status.PENDING, Run.Status.RUNNING, Run.Status.WAITING)
+IN_PROGRESS = (Run.Status.PENDING, Run.Status.RUNNING, Run.Status.WAITING)
 
 DAYS_MIN, DAYS_MAX = 1, 3650
 
@@ -108,7 +108,7 @@ def _reenroll_sql(workflow: Workflow, now: datetime) -> tuple[str, list[Any]]:
     finished = (
         f"EXISTS (SELECT 1 FROM {run} r WHERE r.workflow_id = {table}.workflow_id"  # noqa: S608 — names from the models
         f" AND r.event_id = {table}.event_id"
-        f" AND r.status NOT IN ({', '.join(['%s'] * len(ACTIVE_STATUSES))}))"
+        f" AND r.status NOT IN ({', '.join(['%s'] * len(IN_PROGRESS))}))"
     )
     conditions: list[str] = []
     params: list[Any] = []
@@ -120,7 +120,7 @@ def _reenroll_sql(workflow: Workflow, now: datetime) -> tuple[str, list[Any]]:
         return "1 = 0", []  # once per patient: never again
     if workflow.enrollment_exclusive:
         conditions.append(finished)
-        params += [str(status) for status in ACTIVE_STATUSES]
+        params += [str(status) for status in IN_PROGRESS]
     return " AND ".join(conditions) or "1 = 1", params
 
 

@@ -36,24 +36,28 @@ from workflows.steps import StepConfigError, step_validate
 
 @dataclass
 class ValidationReport:
-    """Problems by place: the trigger, the filter, and each step's parameters (by index)."""
+    """Problems by place: the trigger, the filter, each step's parameters (by index) and
+    the enrollment rule."""
 
     trigger: list[str] = field(default_factory=list)
     filter: list[str] = field(default_factory=list)
     steps: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+    # The enrollment rule's settings (workflows.enrollment.enrollment_problems).
+    enrollment: list[str] = field(default_factory=list)
 
     def add_step(self, index: int, name: str, message: str) -> None:
         self.steps.setdefault(index, {}).setdefault(name, []).append(message)
 
     @property
     def ok(self) -> bool:
-        return not (self.trigger or self.filter or self.steps)
+        return not (self.trigger or self.filter or self.steps or self.enrollment)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "trigger": self.trigger,
             "filter": self.filter,
             "steps": {str(i): fields for i, fields in self.steps.items()},
+            "enrollment": self.enrollment,
         }
 
 

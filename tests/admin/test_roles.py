@@ -67,7 +67,7 @@ from tests.factories import (
     UserFactory,
     WorkflowFactory,
 )
-from workflows.models import Event, Run, StepRun
+from workflows.models import EnrollmentSkip, Event, Run, StepRun
 
 pytestmark = pytest.mark.django_db
 
@@ -108,6 +108,7 @@ MODELS = {
     "workflows.event": True,
     "workflows.run": True,
     "workflows.steprun": True,
+    "workflows.enrollmentskip": True,
     "integrations.integration": True,
     "integrations.outboundmessage": True,
     "integrations.messagingpolicy": True,
@@ -145,6 +146,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
                 "workflows.event",
                 "workflows.run",
                 "workflows.steprun",
+                "workflows.enrollmentskip",
                 "integrations.messagingpolicy",
                 "integrations.outboundmessage",
                 "integrations.inboundmessage",
@@ -163,6 +165,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "workflows.event": R,
         "workflows.run": R,
         "workflows.steprun": R,
+        "workflows.enrollmentskip": R,
         "integrations.integration": R,
         "integrations.outboundmessage": R,
         "integrations.messagingpolicy": RAC,
@@ -176,6 +179,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "workflows.workflow": R,
         "workflows.run": R,
         "workflows.steprun": R,
+        "workflows.enrollmentskip": R,
         "integrations.outboundmessage": R,
         "integrations.inboundmessage": R,
     },
@@ -405,6 +409,9 @@ def clinic() -> dict[str, Any]:
         "workflows.event": event,
         "workflows.run": run,
         "workflows.steprun": step_run,
+        "workflows.enrollmentskip": EnrollmentSkip.objects.create(
+            workflow=workflow, event=event, reason="period", detail="enrolled 2 days ago (run 1)"
+        ),
         "integrations.integration": integration,
         "integrations.outboundmessage": OutboundMessage.objects.create(
             organization=sunrise,

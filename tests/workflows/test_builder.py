@@ -110,6 +110,7 @@ def test_validate_accepts_a_valid_definition_on_the_add_page(staff: Client) -> N
         "trigger": [],
         "filter": [],
         "steps": {},
+        "enrollment": [],
         "tree": [{"depth": 0, "wait": None, "branches": [], "ends": False}],
     }
 

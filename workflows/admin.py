@@ -41,6 +41,7 @@ from workflows.adapters import REGISTRY
 from workflows.diagram import workflow_diagram
 from workflows.dry_run import workflow_dry_run, workflow_live_test
 from workflows.engine import run_retry, workflow_definition, workflow_disable
+from workflows.enrollment import workflow_enrollments_backfill
 from workflows.models import EnrollmentSkip, Event, Run, StepRun, Workflow
 from workflows.recipes import RECIPES, RecipeUnavailable, recipe_add
 from workflows.selectors import (
@@ -86,6 +87,7 @@ class WorkflowForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.report: ValidationReport | None = None
         self.steps: list[dict[str, Any]] = []
+        self.enrollment_changed = False
         if not self.is_bound:
             self.initial["definition"] = json.dumps(
                 builder.definition_initial(self.instance), indent=2, ensure_ascii=False
@@ -106,7 +108,9 @@ class WorkflowForm(forms.ModelForm):
             raise ValidationError(builder.report_lines(self.report, parsed.steps))
         self.instance.trigger = parsed.trigger
         self.instance.filter = parsed.filter
+        before = builder.EnrollmentSettings.of(self.instance)
         parsed.enrollment.apply(self.instance)
+        self.enrollment_changed = parsed.enrollment != before
         self.steps = parsed.steps
         return cleaned
 
@@ -154,6 +158,9 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         # its steps are saved together or not at all.
         super().save_related(request, form, formsets, change)
         builder.workflow_steps_save(workflow=form.instance, steps=form.steps)
+        if change and form.enrollment_changed:
+            # A rule set on a workflow that already ran counts the runs it made.
+            workflow_enrollments_backfill(workflow=form.instance)
         if change:
             # Runs already started keep the definition they pinned; new runs see this version.
             Workflow.objects.filter(pk=form.instance.pk).update(version=F("version") + 1)

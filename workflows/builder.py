@@ -358,6 +358,10 @@ class EnrollmentSettings:
     days: int | None = None
     exclusive: bool = False
 
+    @classmethod
+    def of(cls, workflow: Workflow) -> "EnrollmentSettings":
+        return cls(workflow.enrollment, workflow.enrollment_days, workflow.enrollment_exclusive)
+
     def apply(self, workflow: Workflow) -> None:
         workflow.enrollment = self.rule
         workflow.enrollment_days = self.days

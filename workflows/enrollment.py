@@ -194,35 +194,89 @@ def _claim(
 ) -> set[tuple[int, str]]:
     """Insert these claims (workflow, key, event), each key once, in one statement; where a
     key is taken, take it over only if `takeover` and the workflow's rule allows it. Return
-    the (workflow id, key) pairs claimed. Rows go in key order, so two workers claiming
-    overlapping keys lock them in the same order (no deadlock)."""
+    the (workflow id, key) pairs claimed."""
     if not rows:
         return set()
-    rows = sorted(rows, key=lambda row: (row[0].pk, row[1]))
     table = _table(Enrollment)
-    values = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
-    params: list[Any] = []
-    stamp = connection.ops.adapt_datetimefield_value(now)
-    for workflow, key, event in rows:
-        params += [workflow.pk, key, event.pk, stamp]
-    conflict = "DO NOTHING"
+    conflict, params = "DO NOTHING", []
     if takeover:
         clauses = []
         for workflow in {row[0].pk: row[0] for row in rows}.values():
             condition, condition_params = _reenroll_sql(workflow, now)
             clauses.append(f"({table}.workflow_id = %s AND {condition})")
             params += [workflow.pk, *condition_params]
-        conflict = (
-            "DO UPDATE SET event_id = excluded.event_id, enrolled_at = excluded.enrolled_at"
-            f" WHERE {' OR '.join(clauses)}"
-        )
+        conflict = f"{TAKE_OVER} WHERE {' OR '.join(clauses)}"
+    return _claims_upsert(
+        [(workflow.pk, key, event.pk, now) for workflow, key, event in rows], conflict, params
+    )
+
+
+TAKE_OVER = "DO UPDATE SET event_id = excluded.event_id, enrolled_at = excluded.enrolled_at"
+
+
+def _claims_upsert(
+    rows: Sequence[tuple[int, str, int, datetime]], conflict: str, params: list[Any]
+) -> set[tuple[int, str]]:
+    """`INSERT` these claim rows (workflow id, key, event id, enrolled at) `ON CONFLICT …
+    <conflict>` in one statement, `RETURNING` the (workflow id, key) pairs written. Rows go
+    in key order, so two workers claiming overlapping keys lock them in the same order (no
+    deadlock)."""
+    rows = sorted(rows, key=lambda row: (row[0], row[1]))
+    values = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
+    values_params: list[Any] = []
+    for workflow_id, key, event_id, enrolled_at in rows:
+        stamp = connection.ops.adapt_datetimefield_value(enrolled_at)
+        values_params += [workflow_id, key, event_id, stamp]
     sql = (
-        f"INSERT INTO {table} (workflow_id, key, event_id, enrolled_at) VALUES {values}"  # noqa: S608 — names from the models
-        f" ON CONFLICT (workflow_id, key) {conflict} RETURNING workflow_id, key"
+        f"INSERT INTO {_table(Enrollment)} (workflow_id, key, event_id, enrolled_at)"  # noqa: S608 — names from the models
+        f" VALUES {values} ON CONFLICT (workflow_id, key) {conflict}"
+        " RETURNING workflow_id, key"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, [*values_params, *params])
         return {(workflow_id, key) for workflow_id, key in cursor.fetchall()}
+
+
+BACKFILL_CHUNK = 1000
+
+
+def workflow_enrollments_backfill(*, workflow: Workflow) -> int:
+    """Claim, for the workflow's rule as now set, what its runs so far enrolled (the latest
+    run of each patient, every record of a run), so a rule chosen after runs were made under
+    "every time" counts them: a patient texted last week is not texted again because the
+    rule was set today. A claim newer than a run's is kept (a dispatch may claim meanwhile).
+    Reads every run of the workflow once: run it when the rule changes, not per event.
+    Return how many claims were written."""
+    if not workflow_has_rule(workflow) or workflow.pk is None:
+        return 0
+    table = _table(Enrollment)
+    conflict = f"{TAKE_OVER} WHERE {table}.enrolled_at < excluded.enrolled_at"
+    runs = (
+        Run.objects.filter(workflow=workflow, is_test=False)
+        .order_by("-created_at", "-id")
+        .values_list(
+            "patient_key", "event_id", "created_at", "event__subject_type", "event__subject_id"
+        )
+    )
+    seen: set[str] = set()
+    batch: list[tuple[int, str, int, datetime]] = []
+    written = 0
+    for patient_key, event_id, created_at, subject_type, subject_id in runs.iterator(
+        chunk_size=BACKFILL_CHUNK
+    ):
+        keys = enrollment_keys(
+            workflow, patient_key=patient_key, subject_type=subject_type, subject_id=subject_id
+        )
+        for key in (keys.record, keys.patient):
+            if key is not None and key not in seen:  # newest first: the first is the latest
+                seen.add(key)
+                batch.append((workflow.pk, key, event_id, created_at))
+        if len(batch) >= BACKFILL_CHUNK:
+            written += len(_claims_upsert(batch, conflict, []))
+            batch = []
+    if batch:
+        written += len(_claims_upsert(batch, conflict, []))
+    return written
 
 
 @dataclass

@@ -274,3 +274,16 @@ def test_the_skips_list_costs_the_same_queries_however_many_rows() -> None:
     for n in range(1, 12):
         _skip(workflow, ["period", "active", "patient"][n % 3], n)
     assert _queries(client, url) == few
+
+
+def test_setting_a_rule_on_a_workflow_that_ran_counts_its_runs(client_: Client, org: Any) -> None:
+    workflow = WorkflowFactory(organization=org)
+    SmsStepFactory(workflow=workflow)
+    patient = PatientFactory(organization=org)
+    event_dispatch(event_id=_ship(patient).pk)
+    url = reverse("admin:workflows_workflow_change", args=[workflow.pk])
+    response = client_.post(url, _post(org, {"rule": "patient", "days": None, "exclusive": False}))
+    assert response.status_code == 302
+    assert Enrollment.objects.filter(workflow=workflow, key=f"patient:{patient.uuid}").exists()
+    assert event_dispatch(event_id=_ship(patient).pk) == []
+    assert EnrollmentSkip.objects.get().reason == "patient"

@@ -12,7 +12,7 @@ from django.utils import timezone
 from patients.models import Order, Patient
 from tests.factories import OrderFactory, PatientFactory, SmsStepFactory, WorkflowFactory
 from workflows.engine import event_dispatch, events_dispatch
-from workflows.enrollment import enrollment_problems
+from workflows.enrollment import enrollment_problems, workflow_enrollments_backfill
 from workflows.models import Enrollment, EnrollmentSkip, Event, Run, Workflow
 
 pytestmark = pytest.mark.django_db
@@ -256,3 +256,38 @@ def test_enrollment_problems(rule: str, days: Any, problem: str) -> None:
 def test_enrollment_settings_that_are_fine() -> None:
     assert enrollment_problems(rule="period", days=30, exclusive=True) == []
     assert enrollment_problems(rule="every", days=None, exclusive=True) == []
+
+
+def test_a_rule_set_after_runs_were_made_counts_them() -> None:
+    """Runs made under "every time" are claimed when a rule is set: the latest of each
+    patient, each record; a claim newer than the runs is kept."""
+    workflow = _workflow()
+    ann, bob = (PatientFactory(organization=workflow.organization) for _ in range(2))
+    order = OrderFactory(patient=ann, organization=ann.organization)
+    for event in (_ship(ann, order), _ship(ann), _ship(bob)):
+        event_dispatch(event_id=event.pk)
+    runs = list(workflow.runs.order_by("id"))
+    for age, run in zip((10, 3, 5), runs, strict=True):
+        Run.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(days=age))
+    workflow.enrollment, workflow.enrollment_days = Rule.PERIOD, 30
+    workflow.save()
+    assert workflow_enrollments_backfill(workflow=workflow) == 2
+    claims = {c.key: c.event_id for c in Enrollment.objects.filter(workflow=workflow)}
+    assert claims == {
+        f"patient:{ann.uuid}": runs[1].event_id,
+        f"patient:{bob.uuid}": runs[2].event_id,
+    }
+    assert event_dispatch(event_id=_ship(ann).pk) == []
+    assert _skips(workflow) == [
+        ("period", f"enrolled 3 days ago (run {runs[1].pk}); at most once per 30 days")
+    ]
+    # A claim newer than the runs (a dispatch claimed meanwhile) is kept.
+    Enrollment.objects.filter(key=f"patient:{ann.uuid}").update(enrolled_at=timezone.now())
+    assert workflow_enrollments_backfill(workflow=workflow) == 0
+    assert Enrollment.objects.get(key=f"patient:{ann.uuid}").enrolled_at > runs[1].created_at
+    # Under "once per record", each record that had a run is claimed.
+    workflow.enrollment, workflow.enrollment_days = Rule.RECORD, None
+    workflow.save()
+    assert workflow_enrollments_backfill(workflow=workflow) == 3
+    assert event_dispatch(event_id=_ship(ann, order).pk) == []
+    assert _skips(workflow)[-1][0] == "record"

@@ -339,8 +339,12 @@ def enrollments_claim(
     refused: set[tuple[Workflow, Event]] = set()
     records = first_of_batch("record")
     record_claimed = _claim(records, now=now, takeover=False)
+    # The matches that took their record's claim (not a later event of the same record).
+    record_owners: set[tuple[int, int]] = set()
     for workflow, key, event in records:
-        if (workflow.pk, key) not in record_claimed:
+        if (workflow.pk, key) in record_claimed:
+            record_owners.add((workflow.pk, event.pk))
+        else:
             skipped.append(Skipped(workflow, event, True, (workflow.pk, key)))
             refused.add((workflow, event))
     patients = first_of_batch("patient")
@@ -353,7 +357,7 @@ def enrollments_claim(
     for workflow, event, keys in pending:
         if (workflow, event) not in refused:
             enrolled.append((workflow, event))
-        elif keys.record is not None and (workflow.pk, keys.record) in record_claimed:
+        elif (workflow.pk, event.pk) in record_owners:
             give_back.append(Q(workflow_id=workflow.pk, key=keys.record))
     if give_back:
         Enrollment.objects.filter(Q(*give_back, _connector=Q.OR)).delete()

@@ -12,7 +12,11 @@ from django.utils import timezone
 from patients.models import Order, Patient
 from tests.factories import OrderFactory, PatientFactory, SmsStepFactory, WorkflowFactory
 from workflows.engine import event_dispatch, events_dispatch
-from workflows.enrollment import enrollment_problems, workflow_enrollments_backfill
+from workflows.enrollment import (
+    enrollment_check,
+    enrollment_problems,
+    workflow_enrollments_backfill,
+)
 from workflows.models import Enrollment, EnrollmentSkip, Event, Run, Workflow
 
 pytestmark = pytest.mark.django_db
@@ -291,3 +295,48 @@ def test_a_rule_set_after_runs_were_made_counts_them() -> None:
     assert workflow_enrollments_backfill(workflow=workflow) == 3
     assert event_dispatch(event_id=_ship(ann, order).pk) == []
     assert _skips(workflow)[-1][0] == "record"
+
+
+def test_the_read_only_check_agrees_with_the_claim() -> None:
+    workflow = _workflow(Rule.RECORD)
+    patient = PatientFactory(organization=workflow.organization)
+    order = OrderFactory(patient=patient, organization=patient.organization)
+    (run_id,) = event_dispatch(event_id=_ship(patient, order).pk)
+
+    def check(subject_id: str) -> Any:
+        return enrollment_check(
+            workflow=workflow,
+            patient_key=str(patient.uuid),
+            subject_type="order",
+            subject_id=subject_id,
+            now=timezone.now(),
+        )
+
+    refusal = check(str(order.pk))
+    assert refusal is not None and refusal.reason == "record"
+    assert refusal.detail == f"this record was enrolled moments ago (run {run_id})"
+    assert check(str(order.pk + 1000)) is None
+    assert not EnrollmentSkip.objects.exists()  # read only
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_one_record_twice_in_one_batch_enrolls_once_and_keeps_its_claim(exclusive: bool) -> None:
+    workflow = _workflow(Rule.RECORD, exclusive=exclusive)
+    patient = PatientFactory(organization=workflow.organization)
+    order = OrderFactory(patient=patient, organization=patient.organization)
+    other = OrderFactory(patient=patient, organization=patient.organization)
+    events = [_ship(patient, order), _ship(patient, order), _ship(patient, other)]
+    _, runs = events_dispatch(event_ids=[e.pk for e in events], claim_per_event=0)
+    reasons = dict(workflow.skips.values_list("event_id", "reason"))
+    claims = set(Enrollment.objects.values_list("key", flat=True))
+    assert f"record:order:{order.pk}" in claims  # kept: the order did enroll
+    if exclusive:
+        # The other order is refused while the first one's run is in progress, and gives
+        # its record's claim back: it has not enrolled.
+        assert [run.event_id for run in runs] == [events[0].pk]
+        assert reasons == {events[1].pk: "record", events[2].pk: "active"}
+        assert f"record:order:{other.pk}" not in claims
+    else:
+        assert [run.event_id for run in runs] == [events[0].pk, events[2].pk]
+        assert reasons == {events[1].pk: "record"}
+        assert f"record:order:{other.pk}" in claims

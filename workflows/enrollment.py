@@ -19,9 +19,11 @@ engine records and for the dry run's sentence.
 Limits, by design:
 - An event with no customer (no patient key) cannot be limited per patient: it enrolls.
   Under "once per record", an event with no subject record enrolls likewise.
-- Claims count from when the rule was set: runs started under "every time" before the rule
-  was chosen do not count (`workflow_enrollments_backfill` counts them when the rule is
-  saved from the admin).
+- Runs made before the rule was set count only through `workflow_enrollments_backfill`,
+  which the admin runs when a workflow's rule changes; a rule set another way (the shell,
+  a data migration) counts enrollments from then on unless it is run too.
+- "Not while active" reads the claimed run: a run deleted by hand would leave its patient
+  counted as in progress (careflow never deletes runs).
 - A live test from the builder (`is_test`) neither claims nor is refused: it does not go
   through dispatch.
 """

@@ -22,7 +22,8 @@ from tests.factories import (
 from workflows.engine import event_dispatch
 from workflows.models import Enrollment, Event, Workflow
 
-pytestmark = pytest.mark.browser
+# No worker: the test dispatches its event itself (a worker's relay would dispatch it first).
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("no_worker")]
 
 
 @pytest.fixture

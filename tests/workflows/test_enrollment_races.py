@@ -117,3 +117,25 @@ def test_a_claim_taken_over_at_once_is_taken_over_once(
         assert workflow.runs.count() == 2 + round_
     assert EnrollmentSkip.objects.filter(workflow=workflow).count() == 3 * (WORKERS - 1)
     assert first in workflow.runs.values_list("pk", flat=True)
+
+
+def test_one_order_shipped_again_and_again_at_once_enrolls_once() -> None:
+    """Once per record: events of the same order (its status flipping back and forth),
+    dispatched by several workers at the same instant."""
+    workflow = WorkflowFactory(trigger="order.shipped", enrollment=Rule.RECORD)
+    SmsStepFactory(workflow=workflow)
+    patient = PatientFactory(organization=workflow.organization)
+    order = OrderFactory(patient=patient, organization=patient.organization)
+    for _ in range(WORKERS):
+        order.status = Order.Status.AWAITING_SHIPMENT
+        order.save()
+        order.status = Order.Status.SHIPPED
+        order.save()
+    events = list(Event.objects.filter(type="order.shipped", subject_id=str(order.pk)))
+    assert len(events) == WORKERS
+    results = _at_once(
+        [lambda event_id=event.pk: event_dispatch(event_id=event_id) for event in events]
+    )
+    assert sorted(len(r) for r in results) == [0] * (WORKERS - 1) + [1]
+    assert set(workflow.skips.values_list("reason", flat=True)) == {"record"}
+    assert workflow.skips.count() == WORKERS - 1

@@ -586,20 +586,35 @@ def _with_marketing_consent(queryset: models.QuerySet[Any], owner: str | None) -
     return queryset.annotate(**{MARKETING_ALLOWED: RawSQL(sql, ())})  # noqa: S611 — names and constants, no input
 
 
+def _latest_record(subject_type: str, patient: Patient) -> Any:
+    """This patient's most recent record of `subject_type` (None: none, or no such kind)."""
+    subject = _SUBJECTS.get(subject_type)
+    if subject is None:
+        return None
+    model, related, _ = subject
+    owner = "converted_patient" if model is Lead else "patient"
+    return (
+        model._default_manager.select_related(*related)
+        .filter(**{owner: patient})
+        .order_by("-pk")
+        .first()
+    )
+
+
+def subject_for_patient(subject_type: str, patient: Patient) -> str:
+    """The subject id (as events record it: the record's pk) of the record
+    `payload_for_patient` describes; "" when there is none. For test mode."""
+    if subject_type == "customer":
+        return str(patient.pk)
+    record = _latest_record(subject_type, patient)
+    return str(record.pk) if record is not None else ""
+
+
 def payload_for_patient(subject_type: str, patient: Patient) -> dict[str, Any] | None:
     """The payload an event about this patient's most recent record of `subject_type` would
     carry (their own record for "customer"); None when they have none. For test mode."""
     if subject_type == "customer":
         return customer_event_payload(patient)
     subject = _SUBJECTS.get(subject_type)
-    if subject is None:
-        return None
-    model, related, build = subject
-    owner = "converted_patient" if model is Lead else "patient"
-    record = (
-        model._default_manager.select_related(*related)
-        .filter(**{owner: patient})
-        .order_by("-pk")
-        .first()
-    )
-    return build(record) if record is not None else None
+    record = _latest_record(subject_type, patient)
+    return subject[2](record) if subject is not None and record is not None else None

@@ -41,9 +41,15 @@ from workflows.adapters import REGISTRY
 from workflows.diagram import ending_summary, workflow_diagram
 from workflows.dry_run import workflow_dry_run, workflow_live_test
 from workflows.engine import run_retry, workflow_definition, workflow_disable
-from workflows.models import Event, Run, StepRun, Workflow
+from workflows.enrollment import workflow_enrollments_backfill
+from workflows.models import EnrollmentSkip, Event, Run, StepRun, Workflow
 from workflows.recipes import RECIPES, RecipeUnavailable, recipe_add
-from workflows.selectors import run_patient, run_timeline, workflow_waiting_runs
+from workflows.selectors import (
+    run_patient,
+    run_timeline,
+    workflow_skip_counts,
+    workflow_waiting_runs,
+)
 from workflows.tasks import run_advance
 from workflows.validation import ClinicSenders, ValidationReport, workflow_validate
 
@@ -81,6 +87,7 @@ class WorkflowForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.report: ValidationReport | None = None
         self.steps: list[dict[str, Any]] = []
+        self.enrollment_changed = False
         if not self.is_bound:
             self.initial["definition"] = json.dumps(
                 builder.definition_initial(self.instance), indent=2, ensure_ascii=False
@@ -102,6 +109,9 @@ class WorkflowForm(forms.ModelForm):
         self.instance.trigger = parsed.trigger
         self.instance.filter = parsed.filter
         builder.goal_apply(self.instance, parsed.goal)
+        before = builder.EnrollmentSettings.of(self.instance)
+        parsed.enrollment.apply(self.instance)
+        self.enrollment_changed = parsed.enrollment != before
         self.steps = parsed.steps
         return cleaned
 
@@ -149,6 +159,9 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         # its steps are saved together or not at all.
         super().save_related(request, form, formsets, change)
         builder.workflow_steps_save(workflow=form.instance, steps=form.steps)
+        if change and form.enrollment_changed:
+            # A rule set on a workflow that already ran counts the runs it made.
+            workflow_enrollments_backfill(workflow=form.instance)
         if change:
             # Runs already started keep the definition they pinned; new runs see this version.
             Workflow.objects.filter(pk=form.instance.pk).update(version=F("version") + 1)
@@ -232,6 +245,17 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         if obj is not None and obj.pk:
             context["waiting_runs"] = workflow_waiting_runs(workflow=obj)
             context["runs_url"] = reverse("admin:workflows_run_changelist") + f"?workflow={obj.pk}"
+            skips = reverse("admin:workflows_enrollmentskip_changelist") + f"?workflow={obj.pk}"
+            context["skips_url"] = skips
+            context["skip_counts"] = [
+                {
+                    "reason": reason,
+                    "label": label,
+                    "count": count,
+                    "url": f"{skips}&reason={reason}",
+                }
+                for reason, label, count in workflow_skip_counts(workflow=obj)
+            ]
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     # --- builder endpoints ----------------------------------------------------------------
@@ -439,6 +463,8 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                 target = workflow or Workflow(
                     organization=patient.organization, trigger=parsed.trigger, name="(new)"
                 )
+                # The rule as on the page (saved or not), against the enrollments so far.
+                parsed.enrollment.apply(target)
                 result = workflow_dry_run(
                     workflow=target,
                     patient=patient,
@@ -881,6 +907,32 @@ def _setup_problems(organization: Organization, steps: Sequence[Mapping[str, Any
                 "staff set one up."
             )
     return problems
+
+
+@admin.register(EnrollmentSkip)
+class EnrollmentSkipAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
+    """Triggers that fired for a workflow but did not enroll the patient, with the rule's
+    reason: what the workflow page counts, listed."""
+
+    organization_path = "workflow__organization"
+    list_display = ["created", "workflow", "patient", "trigger", "reason", "detail"]
+    list_filter = ["reason", WorkflowListFilter]
+    list_select_related = ["workflow__organization", "event"]
+    show_full_result_count = False
+    fields = ("workflow", "patient", "trigger", "reason", "detail", "created")
+    readonly_fields = fields
+
+    @admin.display(description="Patient")
+    def patient(self, obj: EnrollmentSkip) -> str:
+        return obj.event.patient_name or "—"
+
+    @admin.display(description="Trigger", ordering="event__type")
+    def trigger(self, obj: EnrollmentSkip) -> str:
+        return obj.event.type
+
+    @admin.display(description="When", ordering="created_at")
+    def created(self, obj: EnrollmentSkip) -> str:
+        return clinic_datetime(obj.created_at, obj.workflow.organization.timezone)
 
 
 @admin.register(StepRun)

@@ -1,6 +1,7 @@
 """The visual workflow builder's server side, used by the builder endpoints of WorkflowAdmin.
 
-The builder page edits one JSON document, the *definition*: `{"trigger", "filter", "steps"}`.
+The builder page edits one JSON document, the *definition*: `{"trigger", "filter", "steps",
+"enrollment"}` (enrollment: `{"rule", "days", "exclusive"}`, the workflow's enrollment rule).
 What each step type and adapter function needs comes from Python (workflows.steps, the
 adapter registry, the event catalogue) through `builder_schema`; the JS only renders and
 edits it. Everything the page posts is parsed here and validated by
@@ -23,6 +24,7 @@ from workflows.adapters import REGISTRY, Adapter, Function
 from workflows.catalogue import CATALOGUE, EVENT_TYPES, schema_example, schema_paths
 from workflows.diagram import step_title, steps_tree
 from workflows.dry_run import dry_run_payload
+from workflows.enrollment import DAYS_MAX, DAYS_MIN, enrollment_problems
 from workflows.models import Step, Workflow
 from workflows.rendering import TemplateError, template_render
 from workflows.replies import NO_REPLY, OTHERWISE, REPLY
@@ -284,6 +286,13 @@ def builder_schema() -> dict[str, Any]:
             for adapter in REGISTRY.values()
         ],
         "purposes": [[value, label] for value, label in ConsentRecord.Purpose.choices],
+        # The model's choices, the one list of rules there is.
+        "enrollment": {
+            "rules": [[value, label] for value, label in Workflow.Enrollment.choices],
+            "period": Workflow.Enrollment.PERIOD.value,
+            "daysMin": DAYS_MIN,
+            "daysMax": DAYS_MAX,
+        },
         "referenceUrl": reverse("careflow-reference-event", args=["__trigger__"]) + "?format=json",
         "referencePage": reverse("careflow-reference-event", args=["__trigger__"]),
     }
@@ -300,7 +309,13 @@ def definition_initial(workflow: Workflow | None) -> dict[str, Any]:
     """The definition of a saved workflow (or a new one) as the builder edits it: queries and
     the filter as the JSON text the admin sees and types."""
     if workflow is None or workflow.pk is None:
-        return {"trigger": "", "filter": "", "steps": [], **goal_initial(None)}
+        return {
+            "trigger": "",
+            "filter": "",
+            "steps": [],
+            "enrollment": ENROLLMENT_DEFAULT,
+            **goal_initial(None),
+        }
     steps = []
     for step in workflow.steps.all():
         parameters = dict(step.parameters or {})
@@ -327,7 +342,62 @@ def definition_initial(workflow: Workflow | None) -> dict[str, Any]:
         else "",
         "steps": steps,
         **goal_initial(workflow),
+        "enrollment": {
+            "rule": workflow.enrollment,
+            "days": workflow.enrollment_days,
+            "exclusive": workflow.enrollment_exclusive,
+        },
     }
+
+
+# A definition that does not mention enrollment (older pages, recipes): every time.
+ENROLLMENT_DEFAULT: dict[str, Any] = {
+    "rule": Workflow.Enrollment.EVERY.value,
+    "days": None,
+    "exclusive": False,
+}
+
+
+@dataclass(frozen=True)
+class EnrollmentSettings:
+    """The workflow's enrollment rule as the builder posts it (`Workflow.enrollment*`)."""
+
+    rule: str = Workflow.Enrollment.EVERY.value
+    days: int | None = None
+    exclusive: bool = False
+
+    @classmethod
+    def of(cls, workflow: Workflow) -> "EnrollmentSettings":
+        return cls(workflow.enrollment, workflow.enrollment_days, workflow.enrollment_exclusive)
+
+    def apply(self, workflow: Workflow) -> None:
+        workflow.enrollment = self.rule
+        workflow.enrollment_days = self.days
+        workflow.enrollment_exclusive = self.exclusive
+
+
+def _parse_enrollment(raw: Any, problems: ValidationReport) -> EnrollmentSettings:
+    if raw is None:
+        raw = ENROLLMENT_DEFAULT
+    if not isinstance(raw, Mapping):
+        problems.enrollment.append("the enrollment settings must be an object")
+        return EnrollmentSettings()
+    rule = str(raw.get("rule") or Workflow.Enrollment.EVERY)
+    days: Any = raw.get("days")
+    # A number typed into a box may come as text; anything else is reported as it is.
+    if isinstance(days, str) and days.strip().isdigit():
+        days = int(days.strip())
+    elif isinstance(days, str) and not days.strip():
+        days = None
+    exclusive = raw.get("exclusive", False)
+    if not isinstance(exclusive, bool):
+        problems.enrollment.append("“not while active” must be true or false")
+        exclusive = False
+    found = enrollment_problems(rule=rule, days=days, exclusive=exclusive)
+    if found:
+        problems.enrollment.extend(found)
+        return EnrollmentSettings()
+    return EnrollmentSettings(rule, days, exclusive)
 
 
 @dataclass
@@ -340,6 +410,7 @@ class ParsedDefinition:
     steps: list[dict[str, Any]]
     problems: ValidationReport = field(default_factory=ValidationReport)
     goal: "GoalDefinition" = field(default_factory=lambda: GoalDefinition())
+    enrollment: EnrollmentSettings = field(default_factory=EnrollmentSettings)
 
 
 def _step_parameter_names(step: Mapping[str, Any]) -> list[str] | None:
@@ -446,8 +517,11 @@ def definition_parse(raw: Any) -> ParsedDefinition:
     if not isinstance(steps_raw, list):
         raise DefinitionError("steps must be a list")
     steps = [_parse_step(index, step, problems) for index, step in enumerate(steps_raw)]
+    enrollment = _parse_enrollment(raw.get("enrollment"), problems)
     goal = goal_parse(raw, problems)
-    return ParsedDefinition(trigger, filter_value, steps, problems, goal)
+    return ParsedDefinition(
+        trigger, filter_value, steps, problems, goal=goal, enrollment=enrollment
+    )
 
 
 def definition_report(
@@ -464,6 +538,7 @@ def definition_report(
         report.trigger = list(problems.trigger)
     if problems.filter:
         report.filter = list(problems.filter)
+    report.enrollment = list(problems.enrollment)
     for index, fields in problems.steps.items():
         for name, messages in fields.items():
             report.steps.setdefault(index, {})[name] = list(messages)
@@ -487,6 +562,7 @@ def report_lines(report: ValidationReport, steps: Sequence[Mapping[str, Any]]) -
     lines = [f"Trigger: {text}" for text in report.trigger]
     lines += [f"Filter: {text}" for text in report.filter]
     lines += goal_report_lines(report)
+    lines += [f"Enrollment: {text}" for text in report.enrollment]
     for index in sorted(report.steps):
         step = steps[index] if index < len(steps) else {}
         labels = _parameter_labels(step)

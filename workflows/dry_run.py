@@ -19,12 +19,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from patients.models import Patient
-from patients.payloads import payload_for_patient
+from patients.payloads import payload_for_patient, subject_for_patient
 from patients.zones import patient_zone
 from workflows.adapters import REGISTRY, step_asks
 from workflows.catalogue import EVENT_TYPES, schema_example
 from workflows.diagram import branch_name
 from workflows.engine import workflow_definition
+from workflows.enrollment import enrollment_check, patient_key_of, workflow_has_rule
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, Run, Workflow
 from workflows.replies import (
@@ -72,6 +73,9 @@ class DryRunReport:
     filter_matches: bool
     filter_detail: str
     steps: list[DryRunStep] = field(default_factory=list)
+    # Whether the workflow's enrollment rule lets this patient in now, and why (not).
+    enrolls: bool = True
+    enrollment_detail: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,6 +131,9 @@ def workflow_dry_run(
     except FilterError as exc:
         matches, filter_detail = False, f"the filter is invalid: {exc}"
     report = DryRunReport(trigger, payload, source, matches, filter_detail)
+    report.enrolls, report.enrollment_detail = _enrollment_dry_run(
+        workflow, patient, trigger=trigger, payload=payload, now=now or timezone.now()
+    )
     clock = now or timezone.now()
     data: dict[str, Any] = {**payload, "trigger": payload, "history": {}}
     steps = definition.get("steps", [])
@@ -194,6 +201,29 @@ def workflow_dry_run(
             break
         index = next_index
     return report
+
+
+def _enrollment_dry_run(
+    workflow: Workflow, patient: Patient, *, trigger: str, payload: dict[str, Any], now: datetime
+) -> tuple[bool, str]:
+    """Whether an event like this one would enroll the patient, by the engine's own check
+    of the workflow's rule against its enrollments so far (read only)."""
+    rule = Workflow.Enrollment(workflow.enrollment).label
+    if workflow.enrollment_exclusive:
+        rule += ", not while a run is in progress"
+    if not workflow_has_rule(workflow):
+        return True, f"would enroll: {rule.lower()}"
+    subject = EVENT_TYPES[trigger].subject if trigger in EVENT_TYPES else ""
+    refusal = enrollment_check(
+        workflow=workflow,
+        patient_key=patient_key_of(payload),
+        subject_type=subject,
+        subject_id=subject_for_patient(subject, patient) if subject else "",
+        now=now,
+    )
+    if refusal is not None:
+        return False, f"would not enroll: {refusal.detail} ({rule.lower()})"
+    return True, f"would enroll ({rule.lower()})"
 
 
 def _reply_dry_run(

@@ -26,6 +26,13 @@ from patients.phones import phone_or_raw
 from patients.zones import patient_zone
 from workflows import goals
 from workflows.adapters import Conversation, Outcome, StepContext, adapter_get, step_asks
+from workflows.enrollment import (
+    Skipped,
+    enrollment_skips_record,
+    enrollments_claim,
+    patient_key_of,
+    workflow_has_rule,
+)
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, ReplyWait, Run, Step, StepRun, Workflow
 from workflows.replies import (
@@ -108,9 +115,8 @@ def events_dispatch(*, event_ids: Sequence[int], claim_per_event: int) -> tuple[
                     workflow
                 )
         lease = now + timedelta(seconds=settings.CAREFLOW_RUN_LEASE_SECONDS)
-        runs: list[Run] = []
+        matches: list[tuple[Workflow, Event]] = []
         for event in events:
-            started = 0
             for workflow in matching.get((event.organization_id, event.type), []):
                 try:
                     if not filter_matches(workflow.filter or {}, event.payload):
@@ -118,21 +124,30 @@ def events_dispatch(*, event_ids: Sequence[int], claim_per_event: int) -> tuple[
                 except (FilterError, TypeError) as exc:
                     logger.error("workflow %s has an unusable filter: %s", workflow.pk, exc)
                     continue
-                run = Run(
-                    workflow=workflow,
-                    event=event,
-                    definition=workflow_definition(workflow),
-                    patient_key=_patient_key(event.payload),
+                matches.append((workflow, event))
+        skipped: list[Skipped] = []
+        # Only a batch with a limited workflow claims anything: the default costs nothing.
+        if any(workflow_has_rule(workflow) for workflow, _ in matches):
+            matches, skipped = enrollments_claim(matches=matches, now=now)
+        runs: list[Run] = []
+        started: dict[int, int] = {}
+        for workflow, event in matches:
+            run = Run(
+                workflow=workflow,
+                event=event,
+                definition=workflow_definition(workflow),
+                patient_key=patient_key_of(event.payload),
+            )
+            if started.get(event.pk, 0) < claim_per_event:
+                run.status, run.lease_expires_at, run.started_at = (
+                    Run.Status.RUNNING,
+                    lease,
+                    now,
                 )
-                if started < claim_per_event:
-                    run.status, run.lease_expires_at, run.started_at = (
-                        Run.Status.RUNNING,
-                        lease,
-                        now,
-                    )
-                    started += 1
-                runs.append(run)
+                started[event.pk] = started.get(event.pk, 0) + 1
+            runs.append(run)
         created = Run.objects.bulk_create(runs)
+        enrollment_skips_record(skipped=skipped, runs=created, now=now)
         if ending:
             ended = goals.endings_apply(events=events, workflows=ending, now=now)
             for run in created:
@@ -183,11 +198,6 @@ def run_claim(*, run_id: int) -> bool:
 def _customer_id(payload: dict[str, Any]) -> Any:
     customer = payload.get("customer")
     return customer.get("id") if isinstance(customer, dict) else None
-
-
-def _patient_key(payload: dict[str, Any]) -> str:
-    customer_id = _customer_id(payload)
-    return "" if customer_id is None else str(customer_id)[:64]
 
 
 class RunBatch:

@@ -271,6 +271,33 @@ class EnrollmentSkip(models.Model):
         return f"{self.workflow_id}: skipped {self.reason} (event {self.event_id})"
 
 
+class Enrollment(models.Model):
+    """The claim a workflow's enrollment rule is enforced with: one row per workflow and key
+    ("patient:<customer id>" or "record:<subject type>:<subject id>"), naming the event whose
+    run last enrolled under it. A new enrollment inserts the row, or takes it over only
+    where the rule allows enrolling again (`workflows.enrollment`), in one conditional
+    upsert: the unique index makes two workers claiming the same key at the same instant
+    wait for each other, and the second sees the first's claim.
+
+    The event, not the run: the claim is taken before the batch's runs are inserted (the
+    run is found by the workflow and event, unique together)."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="enrollments")
+    key = models.CharField(max_length=200)
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="+")
+    enrolled_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-enrolled_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "key"], name="one_enrollment_per_key")
+        ]
+
+    def __str__(self) -> str:
+        # The key holds a customer id, not patient data; still, keep it out of reprs.
+        return f"Enrollment {self.pk} of workflow {self.workflow_id}"
+
+
 class StepRun(TimeStamped):
     Status = Run.Status  # a step moves through the same states as its run
 

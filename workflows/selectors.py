@@ -5,12 +5,14 @@ import json
 import uuid
 from typing import Any
 
+from django.db.models import Count
+
 from patients.clinic_view import clinic_datetime
 from patients.models import Patient
 from workflows.adapters import step_messages
 from workflows.diagram import step_detail, step_title
 from workflows.engine import ACTIVE_STATUSES
-from workflows.models import ReplyWait, Run, StepRun, Workflow
+from workflows.models import EnrollmentSkip, ReplyWait, Run, StepRun, Workflow
 from workflows.replies import ReplyConfigError, branch_display, branch_segments
 
 
@@ -28,6 +30,20 @@ def workflow_waiting_runs(*, workflow: Workflow) -> int:
     return Run.objects.filter(
         workflow=workflow, status__in=[*ACTIVE_STATUSES, Run.Status.RUNNING]
     ).count()
+
+
+def workflow_skip_counts(*, workflow: Workflow) -> list[tuple[str, str, int]]:
+    """The workflow's skipped enrollments by reason, in one query: (reason, its label,
+    how many), most first."""
+    labels = dict(EnrollmentSkip.Reason.choices)
+    rows = (
+        EnrollmentSkip.objects.filter(workflow=workflow)
+        .order_by()
+        .values_list("reason")
+        .annotate(count=Count("id"))
+        .order_by("-count", "reason")
+    )
+    return [(reason, labels.get(reason, reason), count) for reason, count in rows]
 
 
 def run_patient(run: Run) -> Patient | None:

@@ -37,7 +37,8 @@ from workflows.steps import StepConfigError, step_validate
 
 @dataclass
 class ValidationReport:
-    """Problems by place: the trigger, the filter, and each step's parameters (by index)."""
+    """Problems by place: the trigger, the filter, each step's parameters (by index) and
+    the enrollment rule."""
 
     trigger: list[str] = field(default_factory=list)
     filter: list[str] = field(default_factory=list)
@@ -45,6 +46,8 @@ class ValidationReport:
     # The goal's fields (event, filter, scope, window) and each exit condition's (by index).
     goal: dict[str, list[str]] = field(default_factory=dict)
     exits: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+    # The enrollment rule's settings (workflows.enrollment.enrollment_problems).
+    enrollment: list[str] = field(default_factory=list)
 
     def add_step(self, index: int, name: str, message: str) -> None:
         self.steps.setdefault(index, {}).setdefault(name, []).append(message)
@@ -57,7 +60,9 @@ class ValidationReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.trigger or self.filter or self.steps or self.goal or self.exits)
+        return not (
+            self.trigger or self.filter or self.steps or self.enrollment or self.goal or self.exits
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +71,7 @@ class ValidationReport:
             "steps": {str(i): fields for i, fields in self.steps.items()},
             "goal": self.goal,
             "exits": {str(i): fields for i, fields in self.exits.items()},
+            "enrollment": self.enrollment,
         }
 
 

@@ -67,7 +67,7 @@ from tests.factories import (
     UserFactory,
     WorkflowFactory,
 )
-from workflows.models import Event, Run, StepRun
+from workflows.models import EnrollmentSkip, Event, Run, StepRun
 
 pytestmark = pytest.mark.django_db
 
@@ -110,6 +110,7 @@ MODELS = {
     "workflows.event": True,
     "workflows.run": True,
     "workflows.steprun": True,
+    "workflows.enrollmentskip": True,
     "integrations.integration": True,
     "integrations.outboundmessage": True,
     "integrations.messagingpolicy": True,
@@ -150,6 +151,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
                 "workflows.event",
                 "workflows.run",
                 "workflows.steprun",
+                "workflows.enrollmentskip",
                 "integrations.messagingpolicy",
                 "integrations.outboundmessage",
                 "integrations.inboundmessage",
@@ -169,6 +171,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "workflows.event": R,
         "workflows.run": R,
         "workflows.steprun": R,
+        "workflows.enrollmentskip": R,
         "integrations.integration": R,
         "integrations.outboundmessage": R,
         "integrations.messagingpolicy": RAC,
@@ -184,6 +187,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "workflows.workflow": R,
         "workflows.run": R,
         "workflows.steprun": R,
+        "workflows.enrollmentskip": R,
         "integrations.outboundmessage": R,
         "integrations.inboundmessage": R,
         "integrations.alert": R,
@@ -414,6 +418,9 @@ def clinic() -> dict[str, Any]:
         "workflows.event": event,
         "workflows.run": run,
         "workflows.steprun": step_run,
+        "workflows.enrollmentskip": EnrollmentSkip.objects.create(
+            workflow=workflow, event=event, reason="period", detail="enrolled 2 days ago (run 1)"
+        ),
         "integrations.integration": integration,
         "integrations.outboundmessage": OutboundMessage.objects.create(
             organization=sunrise,

@@ -112,6 +112,7 @@ def test_validate_accepts_a_valid_definition_on_the_add_page(staff: Client) -> N
         "steps": {},
         "goal": {},
         "exits": {},
+        "enrollment": [],
         "tree": [{"depth": 0, "wait": None, "branches": [], "ends": False}],
     }
 

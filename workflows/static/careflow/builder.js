@@ -1,6 +1,6 @@
 /* careflow workflow builder.
  *
- * Renders and edits the workflow definition ({trigger, filter, steps}) described by the
+ * Renders and edits the workflow definition ({trigger, filter, steps, enrollment}) described by the
  * server's schema (Python is the source of truth for step types, adapters and their
  * parameters), keeps the form's hidden JSON field in sync, and asks the server to validate,
  * preview messages, draw the diagram and dry-run. Plain script, no build step; ordering by
@@ -146,6 +146,7 @@
     exits: (initial.exits || []).map((item) => Object.assign({ event: "", filter: "", scope: "patient" }, item)),
     // The filter's query builder keeps its conditions here (also those not complete yet).
     filterQuery: {},
+    enrollment: Object.assign({ rule: "every", days: null, exclusive: false }, initial.enrollment || {}),
   };
   let dirty = config.errors !== null;
   let submitting = false;
@@ -172,6 +173,12 @@
       })),
       goal: state.goal,
       exits: state.exits,
+      enrollment: {
+        rule: state.enrollment.rule,
+        // Only the "per N days" rule has days; the server says what is wrong with a value.
+        days: state.enrollment.rule === schema.enrollment.period ? state.enrollment.days : null,
+        exclusive: state.enrollment.exclusive,
+      },
     };
   }
   function sync() {
@@ -237,6 +244,39 @@
     },
   });
   $("cf-filter-mount").replaceWith(filterQuery.element);
+
+  // --- enrollment: how often a patient may start a run (rules from the model's choices) ---
+  const ruleSelect = $("cf-enrollment-rule");
+  const daysInput = $("cf-enrollment-days");
+  const exclusiveBox = $("cf-enrollment-exclusive");
+  function renderEnrollment() {
+    ruleSelect.replaceChildren(...schema.enrollment.rules.map(([value, label]) => option(value, label)));
+    ruleSelect.value = state.enrollment.rule;
+    daysInput.min = schema.enrollment.daysMin;
+    daysInput.max = schema.enrollment.daysMax;
+    daysInput.value = state.enrollment.days === null || state.enrollment.days === undefined ? "" : state.enrollment.days;
+    exclusiveBox.checked = Boolean(state.enrollment.exclusive);
+    showDays();
+  }
+  function showDays() {
+    const period = state.enrollment.rule === schema.enrollment.period;
+    $("cf-enrollment-days-field").hidden = !period;
+    daysInput.required = period;
+  }
+  ruleSelect.addEventListener("change", () => {
+    state.enrollment.rule = ruleSelect.value;
+    showDays();
+    changed({ previews: false });
+  });
+  daysInput.addEventListener("input", () => {
+    const text = daysInput.value.trim();
+    state.enrollment.days = text === "" ? null : /^\d+$/.test(text) ? Number(text) : text;
+    changed({ previews: false });
+  });
+  exclusiveBox.addEventListener("change", () => {
+    state.enrollment.exclusive = exclusiveBox.checked;
+    changed({ previews: false });
+  });
 
   /* Conditions (of the filter or a condition step) not complete yet: [{text, focus}]. */
   function queryProblems() {
@@ -1122,7 +1162,12 @@
   function showErrors(report, keys) {
     fillList($("cf-trigger-errors"), report.trigger);
     fillList($("cf-filter-errors"), report.filter);
-    let count = report.trigger.length + report.filter.length + showGoalErrors(report);
+    fillList($("cf-enrollment-errors"), report.enrollment || []);
+    let count =
+      report.trigger.length +
+      report.filter.length +
+      (report.enrollment || []).length +
+      showGoalErrors(report);
     Array.from(list.children).forEach((item) => {
       const index = keys.indexOf(Number(item.dataset.key));
       const problems = (index >= 0 && report.steps[String(index)]) || {};
@@ -1479,6 +1524,7 @@
 
   // --- start ----------------------------------------------------------------------------
   renderTrigger();
+  renderEnrollment();
   renderClinic();
   renderSteps();
   renderGoal();

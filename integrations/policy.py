@@ -126,10 +126,16 @@ def _phone_rules(message: OutboundMessage) -> bool:
 
 
 def send_needs_lock(*, message: OutboundMessage) -> bool:
-    """Whether a frequency cap may apply to this send (then it must hold the patient's lock):
-    a cap in the rules of the message's channel, or a state's daily limit for texts."""
-    rules = messaging_policy(message.organization_id).rules(message.channel)
+    """Whether a frequency cap or smart sending may apply to this send (then it must hold the
+    patient's lock): a cap in the rules of the message's channel, a state's daily limit for
+    texts, or smart sending for a marketing message."""
+    policy = messaging_policy(message.organization_id)
+    rules = policy.rules(message.channel)
     if rules.cap(message.purpose, "day") is not None or rules.cap(message.purpose, "week"):
+        return True
+    # Smart sending counts the patient's messages as a cap does: two marketing messages
+    # decided at once must not both find the other not yet sent.
+    if policy.smart_sending_hours and message.purpose == ConsentRecord.Purpose.MARKETING:
         return True
     strict = recipient_whereabouts(message.patient, message.to).states & set(STRICT_STATES)
     return bool(strict) and _phone_rules(message)

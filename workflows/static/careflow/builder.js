@@ -1129,8 +1129,12 @@
       item.style.setProperty("--cf-depth", String(entry.depth || 0));
       item.classList.toggle("cf-in-branch", Boolean(entry.depth));
       const caption = item.querySelector(".cf-branch-caption");
+      const parent = state.steps[entry.wait - 1];
+      const cause = parent && parent.type === "split"
+        ? `If the A/B split at step ${entry.wait} chose`
+        : `If the reply to step ${entry.wait} is`;
       const text = entry.branches && entry.branches.length
-        ? `If the reply to step ${entry.wait} is: ${entry.branches.join(" · ")}`
+        ? `${cause}: ${entry.branches.join(" · ")}`
         : "";
       caption.textContent = text;
       caption.hidden = !text;
@@ -1452,7 +1456,7 @@
   sync();
   if (config.errors) showErrors(config.errors, state.steps.map((step) => step.key));
   // A wait's branches are drawn as a tree from the server's answer.
-  if (config.saved || config.errors || state.steps.some((step) => step.type === "reply")) validate();
+  if (config.saved || config.errors || state.steps.some((step) => step.type === "reply" || step.type === "split")) validate();
   drawDiagram();
   previews();
 })();

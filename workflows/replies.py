@@ -16,6 +16,10 @@ step's 1-based number. The distinct numeric targets of a wait split the steps af
 segments (`branch_segments`): a run that takes a branch runs that branch's segment and ends.
 There are no backward gotos, so no cycles; the only loop is the bounded re-ask: the first
 "anything else" reply may be answered once with `otherwise.reask` while the wait goes on.
+
+The A/B split step (workflows.splits) has branches of the same shape ({"label", "goto"},
+without "otherwise" and "no_reply"): `branch_segments` builds one tree for both kinds of
+branching step (BRANCHING), and in it a split is a `Wait` like any other.
 """
 
 import re

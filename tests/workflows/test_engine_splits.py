@@ -5,6 +5,7 @@ variant is its first split's branch, and running a run again changes nothing."""
 from typing import Any
 
 import pytest
+from django.urls import reverse
 
 from integrations.models import OutboundMessage
 from integrations.twilio.sandbox import SandboxServer
@@ -17,6 +18,7 @@ from tests.factories import (
     PatientFactory,
     SmsStepFactory,
     WorkflowFactory,
+    clinic_client,
 )
 from workflows.engine import event_dispatch, run_advance
 from workflows.models import Event, Run, StepRun
@@ -103,6 +105,16 @@ def test_each_branch_runs_its_own_steps_and_the_other_is_not_reached(
     # The run page shows the branch not taken as such, not as a skip.
     timeline = run_timeline(run_b)
     assert [item["not_taken"] for item in timeline] == [False, True, False]
+    why = b_steps[0].result["why"]
+    assert why.startswith("bucket ") and why.endswith("→ B (50–99)")
+    assert timeline[0]["split"] == {"branch": "B", "why": why}
+    page = clinic_client(clinic["org"], "view_run").get(
+        reverse("admin:workflows_run_change", args=[run_b.pk])
+    )
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "<dt>Branch</dt><dd>B</dd>" in html and f"<dd>{why}</dd>" in html
+    assert "not taken" in html
 
 
 def test_a_branch_going_to_end_ends_the_run_and_sends_nothing(

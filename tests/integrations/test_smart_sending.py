@@ -191,3 +191,23 @@ def test_the_form_saves_n_and_zero_means_off(
     form = _form(clinic["org"], hours)
     assert form.is_valid(), form.errors
     assert form.save().smart_sending_hours == stored
+
+
+def test_the_dry_run_explains_the_skip_in_its_decision_table(clinic: dict[str, Any]) -> None:
+    from django.utils import timezone
+
+    from tests.factories import SmsStepFactory, WorkflowFactory
+    from workflows.dry_run import workflow_dry_run
+
+    _smart(clinic, 24)
+    workflow = WorkflowFactory(organization=clinic["org"], trigger="order.shipped")
+    SmsStepFactory(workflow=workflow, purpose="marketing")
+    _sent(clinic, -1, sending_started_at=timezone.now() - timedelta(hours=2))
+    (step,) = workflow_dry_run(workflow=workflow, patient=clinic["patient"]).steps
+    assert step.outcome == "skip"
+    rows = {c["check"]: c for c in step.checks}
+    assert rows["smart sending"]["state"] == "failed"
+    assert rows["smart sending"]["detail"].startswith(
+        "smart sending: this patient was sent a message 2 hours ago"
+    )
+    assert rows["quiet hours"]["state"] == "skipped"  # never reached

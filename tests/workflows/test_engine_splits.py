@@ -171,3 +171,36 @@ def test_a_split_saved_with_bad_percents_fails_the_run_with_the_reason(
     assert (run.status, first.status, run.variant) == (Run.Status.FAILED, "failed", "")
     assert "percents must sum to 100" in first.error
     assert sandbox.messages() == []
+
+
+def test_a_split_redone_after_its_worker_died_takes_the_same_branch(
+    clinic: dict[str, Any], sandbox: SandboxServer
+) -> None:
+    """The worker dies after choosing (the split's step run is written, the run not moved
+    on): whoever takes the run over after its lease chooses again, the same branch, and the
+    variant is not rewritten."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    split = _split(("A", 50, "next"), ("B", 50, 3))
+    _steps(clinic["workflow"], split, _sms("text A"), _sms("text B"))
+    bob = _patient_in(clinic, split["parameters"], "B")
+    run = _run(bob)
+    assert run.variant == "B" and [m["body"] for m in sandbox.messages()] == ["text B"]
+    # Rewind to "running step 1, lease expired", as a worker that died mid-step leaves it.
+    StepRun.objects.filter(run=run).delete()
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.Status.RUNNING,
+        next_index=0,
+        finished_at=None,
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    taken = run_advance(run_id=run.pk)
+    assert taken is not None and taken.status == Run.Status.SUCCEEDED
+    assert StepRun.objects.get(run=run, index=0).result["branch"] == "B"
+    run.refresh_from_db()
+    assert run.variant == "B"
+    # The text of branch B has the same idempotency key: it is not sent a second time.
+    assert [m["body"] for m in sandbox.messages()] == ["text B"]
+    assert OutboundMessage.objects.count() == 1

@@ -532,6 +532,15 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
                 ]
             },
         ),
+        (
+            "Smart sending",
+            {
+                "fields": ["smart_sending_hours"],
+                "description": "Skip a marketing message if this patient received any message "
+                "(any channel; test messages aside) in the last N hours. Skipped, not "
+                "deferred, and never retried; the message's decision table says why.",
+            },
+        ),
     ]
     keywords = ("Keywords", {"fields": ["help_text_reply"]})
 

@@ -234,6 +234,9 @@ def validate_channel_rules(value: object) -> None:
         raise ValidationError(errors)
 
 
+SMART_SENDING_MAX_HOURS = 168  # a week
+
+
 class MessagingPolicy(TimeStamped):
     """A clinic's messaging rules: quiet hours, frequency caps and the HELP reply.
 
@@ -271,6 +274,17 @@ class MessagingPolicy(TimeStamped):
         validators=[validate_channel_rules],
         help_text="Rules of a channel that does not follow the default rules above.",
     )
+    # Smart sending: a marketing message is skipped when the patient was sent any message
+    # (any channel, any purpose; test messages aside) in the last N hours. Null or 0: off.
+    smart_sending_hours = models.PositiveSmallIntegerField(
+        "smart sending (hours)",
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(SMART_SENDING_MAX_HOURS)],
+        help_text="Skip a marketing message if this patient received any message in the last "
+        f"N hours (1 to {SMART_SENDING_MAX_HOURS}). Blank or 0: off. Transactional messages "
+        "are never skipped by it.",
+    )
     help_text_reply = models.CharField(
         "HELP reply",
         max_length=320,
@@ -285,7 +299,13 @@ class MessagingPolicy(TimeStamped):
                 condition=Q(quiet_hours_start__lt=models.F("quiet_hours_end")),
                 name="quiet_hours_start_before_end",
                 violation_error_message="“Sending allowed from” must be before “until”.",
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(smart_sending_hours__lte=SMART_SENDING_MAX_HOURS),
+                name="smart_sending_at_most_a_week",
+                violation_error_message=f"Smart sending looks back at most "
+                f"{SMART_SENDING_MAX_HOURS} hours (a week).",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -2,7 +2,7 @@
 so a consent withdrawn while a message waited is honoured.
 
 The checks, in order: consent for the message's channel and purpose → no opt-out since →
-frequency caps (counted per channel) → quiet hours → approved sender → valid recipient (the
+frequency caps (counted per channel) → smart sending (marketing only) → quiet hours → approved sender → valid recipient (the
 last two as the provider's transport judges them). Caps and quiet hours are the rules of the
 message's channel (MessagingPolicy.rules), plus the state rules for channels they bind. The first that fails decides; every check
 that ran is recorded with the message, with the consent record relied on.
@@ -38,7 +38,15 @@ from workflows.adapters import adapter_get
 Status = OutboundMessage.Status
 # The checks by name, in the order send_decide makes them (a dry run lists those after the
 # first failure as "not checked").
-SEND_CHECKS = ("consent", "opt-out", "frequency cap", "quiet hours", "sender", "recipient")
+SEND_CHECKS = (
+    "consent",
+    "opt-out",
+    "frequency cap",
+    "smart sending",
+    "quiet hours",
+    "sender",
+    "recipient",
+)
 # Messages that count towards caps: everything that reached, or may have reached, the
 # provider.
 COUNTED_STATUSES = (
@@ -118,13 +126,64 @@ def _phone_rules(message: OutboundMessage) -> bool:
 
 
 def send_needs_lock(*, message: OutboundMessage) -> bool:
-    """Whether a frequency cap may apply to this send (then it must hold the patient's lock):
-    a cap in the rules of the message's channel, or a state's daily limit for texts."""
-    rules = messaging_policy(message.organization_id).rules(message.channel)
+    """Whether a frequency cap or smart sending may apply to this send (then it must hold the
+    patient's lock): a cap in the rules of the message's channel, a state's daily limit for
+    texts, or smart sending for a marketing message."""
+    policy = messaging_policy(message.organization_id)
+    rules = policy.rules(message.channel)
     if rules.cap(message.purpose, "day") is not None or rules.cap(message.purpose, "week"):
+        return True
+    # Smart sending counts the patient's messages as a cap does: two marketing messages
+    # decided at once must not both find the other not yet sent.
+    if policy.smart_sending_hours and message.purpose == ConsentRecord.Purpose.MARKETING:
         return True
     strict = recipient_whereabouts(message.patient, message.to).states & set(STRICT_STATES)
     return bool(strict) and _phone_rules(message)
+
+
+def _hours(count: int) -> str:
+    return f"{count} hour{'s' if count != 1 else ''}"
+
+
+def _smart_sending(
+    decision: SendDecision, *, message: OutboundMessage, policy: MessagingPolicy, now: datetime
+) -> bool:
+    """Smart sending: a marketing message is skipped (not deferred: a promotion that waits a
+    day is not the one the clinic meant to send) when this patient was sent any message, of
+    any channel and purpose, in the last N hours. Counted as the caps count: messages that
+    reached or may have reached the provider (COUNTED_STATUSES), by when sending started;
+    test messages are not the patient's experience and do not count. The query is made only
+    when the option is on and the message is marketing: the common send pays nothing."""
+    hours = policy.smart_sending_hours
+    if not hours:
+        decision.passed("smart sending", "off")
+        return True
+    if message.purpose != ConsentRecord.Purpose.MARKETING:
+        decision.passed("smart sending", f"only for marketing messages (within {_hours(hours)})")
+        return True
+    last = (
+        OutboundMessage.objects.filter(
+            patient=message.patient,
+            status__in=COUNTED_STATUSES,
+            is_test=False,
+            sending_started_at__gte=now - timedelta(hours=hours),
+        )
+        .exclude(pk=message.pk)
+        .order_by("-sending_started_at")
+        .values_list("sending_started_at", flat=True)
+        .first()
+    )
+    if last is not None:
+        ago = max(1, int((now - last).total_seconds() // 60))
+        since = f"{ago} minute{'s' if ago != 1 else ''}" if ago < 120 else _hours(ago // 60)
+        decision.failed(
+            "smart sending",
+            f"smart sending: this patient was sent a message {since} ago, within the "
+            f"clinic's {_hours(hours)} for marketing messages",
+        )
+        return False
+    decision.passed("smart sending", f"no message to this patient in the last {_hours(hours)}")
+    return True
 
 
 def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> SendDecision:
@@ -159,7 +218,8 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
 
     # The channel's own rules if the clinic set them, else its default rules; every check
     # below says which applied when they are the channel's own.
-    rules = messaging_policy(message.organization_id).rules(message.channel)
+    policy = messaging_policy(message.organization_id)
+    rules = policy.rules(message.channel)
     decision.rules = rules.label
     which = f" ({rules.label})" if rules.own else ""
     whereabouts = recipient_whereabouts(patient, message.to)
@@ -199,6 +259,9 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
                 f"hours for recipients in {'/'.join(sorted(strict))}",
             )
     decision.passed("frequency cap", f"within the clinic's caps{which}")
+
+    if not _smart_sending(decision, message=message, policy=policy, now=now):
+        return decision
 
     window = effective_window(rules.start, rules.end, strict)
     zones = ", ".join(whereabouts.zones)

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from integrations.channels import registered_channels
 from integrations.models import (
     CAP_FIELDS,
+    SMART_SENDING_MAX_HOURS,
     MessagingPolicy,
     validate_channel_rules,
 )
@@ -55,6 +56,13 @@ def channel_fieldsets() -> list[tuple[str, dict[str, Any]]]:
 class MessagingPolicyForm(forms.ModelForm):
     """Reads and writes `channel_rules` through one set of fields per channel."""
 
+    # Declared without bounds so an N out of range gets one message naming both (below).
+    smart_sending_hours = forms.IntegerField(
+        label="Smart sending (hours)",
+        required=False,
+        help_text=MessagingPolicy._meta.get_field("smart_sending_hours").help_text,
+    )
+
     class Meta:
         model = MessagingPolicy
         fields = [
@@ -62,6 +70,7 @@ class MessagingPolicyForm(forms.ModelForm):
             "quiet_hours_start",
             "quiet_hours_end",
             *CAP_FIELDS,
+            "smart_sending_hours",
             "help_text_reply",
         ]
 
@@ -81,6 +90,17 @@ class MessagingPolicyForm(forms.ModelForm):
                     self.initial.setdefault(
                         channel_field(channel, name), getattr(self.instance, name)
                     )
+
+    def clean_smart_sending_hours(self) -> int | None:
+        """One message for any out-of-range N (the field's own would name only one bound);
+        0 is stored as blank: both mean off."""
+        hours: int | None = self.cleaned_data.get("smart_sending_hours")
+        if hours is not None and not 0 <= hours <= SMART_SENDING_MAX_HOURS:
+            raise ValidationError(
+                f"Smart sending looks back 1 to {SMART_SENDING_MAX_HOURS} hours (a week); "
+                "leave it blank to turn it off."
+            )
+        return hours or None
 
     @staticmethod
     def channels() -> list[str]:

@@ -27,7 +27,7 @@ from workflows.dry_run import dry_run_payload
 from workflows.enrollment import DAYS_MAX, DAYS_MIN, enrollment_problems
 from workflows.models import Step, Workflow
 from workflows.rendering import TemplateError, template_render
-from workflows.replies import NO_REPLY, OTHERWISE, REPLY
+from workflows.replies import NO_REPLY, OTHERWISE, REPLY, SPLIT
 from workflows.steps import STEP_TYPES
 from workflows.validation import (
     ApprovedSenders,
@@ -74,10 +74,18 @@ WIDGETS: dict[str, dict[str, Any]] = {
     },
     "reply.otherwise": {"widget": "reply-otherwise", "help": "A reply no branch matches."},
     "reply.no_reply": {"widget": "reply-no-reply", "help": "No reply by the time set above."},
+    # An A/B split's branches: label, percent and target, edited as forms, stored as JSON.
+    "split.branches": {
+        "widget": "split-branches",
+        "help": "2 to 5 branches whose percents add up to 100. Each patient always takes the "
+        "same branch; the run records it as its variant.",
+    },
 }
 # The wait-for-reply parameters that are JSON (a list of branches, two objects), whichever
 # way they are posted: as the builder's JSON text, or as the values themselves.
 REPLY_STRUCTURES = ("branches", OTHERWISE, NO_REPLY)
+# The same for the other branching step: a split's branches are JSON too.
+STRUCTURES = {REPLY: REPLY_STRUCTURES, SPLIT: ("branches",)}
 
 
 def _function_widgets(function: Function) -> dict[str, dict[str, Any]]:
@@ -444,7 +452,7 @@ def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, A
             continue  # left over from another type or function: not part of this step
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        structure = isinstance(value, Mapping) or (kind == REPLY and name in REPLY_STRUCTURES)
+        structure = isinstance(value, Mapping) or name in STRUCTURES.get(kind, ())
         parameters[name] = value if structure else str(value)
     if kind == "condition":
         query = parameters.get("query")
@@ -459,8 +467,8 @@ def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, A
                 parameters["query"] = _parse_json_text(query)
             except JSONInputError as exc:
                 problems.add_step(index, "query", f"the query {exc}")
-    if kind == REPLY:
-        for name in REPLY_STRUCTURES:
+    if kind in STRUCTURES:
+        for name in STRUCTURES[kind]:
             if name not in parameters:
                 continue
             try:

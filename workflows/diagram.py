@@ -21,6 +21,7 @@ from workflows.replies import (
     NO_REPLY,
     OTHERWISE,
     REPLY,
+    SPLIT,
     BranchTree,
     ReplyConfigError,
     Wait,
@@ -119,6 +120,8 @@ def step_title(step: Mapping[str, Any]) -> str:
         return "Delay"
     if kind == REPLY:
         return "Wait for reply"
+    if kind == SPLIT:
+        return "A/B split"
     if not kind:
         return "Step without a type"
     return f"Unknown step type {kind!r}"
@@ -148,6 +151,18 @@ def _reply_detail(params: Mapping[str, Any]) -> str:
     return f"Wait for a reply {timeout}".strip()
 
 
+def _split_detail(params: Mapping[str, Any]) -> str:
+    branches = params.get("branches")
+    if not isinstance(branches, list) or not branches:
+        return "Split (no branches yet)"
+    shares = [
+        f"{_text_of(b.get('label')) or '?'} {_text_of(b.get('percent')) or '?'}%"
+        for b in branches
+        if isinstance(b, Mapping)
+    ]
+    return "Split: " + ", ".join(shares)
+
+
 def step_detail(step: Mapping[str, Any]) -> str:
     """What the step does with its parameters, in one line; parameters not set yet are
     said to be so, never shown as "None"."""
@@ -166,6 +181,8 @@ def step_detail(step: Mapping[str, Any]) -> str:
         return _delay_detail(params)
     if kind == REPLY:
         return _reply_detail(params)
+    if kind == SPLIT:
+        return _split_detail(params)
     if kind == "adapter":
         if "to" in params or "message" in params:
             to = _text_of(params.get("to")) or "(no recipient yet)"

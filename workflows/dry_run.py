@@ -31,6 +31,7 @@ from workflows.models import Event, Run, Workflow
 from workflows.replies import (
     OTHERWISE,
     REPLY,
+    SPLIT,
     BranchTree,
     ReplyConfigError,
     branch_choose,
@@ -38,6 +39,7 @@ from workflows.replies import (
     goto_index,
     reask_text,
 )
+from workflows.splits import split_choose, split_seed
 from workflows.steps import (
     StepConfigError,
     adapter_inputs_render,
@@ -190,6 +192,10 @@ def workflow_dry_run(
                     tz=_patient_zone(patient, workflow),
                     tree=tree,
                 )
+            elif kind == SPLIT:
+                entry, next_index = _split_dry_run(
+                    params, workflow=workflow, patient=patient, index=index, data=data, tree=tree
+                )
             else:
                 entry = _adapter_dry_run(workflow, patient, step, number, data, clock)
         except StepConfigError as exc:
@@ -224,6 +230,58 @@ def _enrollment_dry_run(
     if refusal is not None:
         return False, f"would not enroll: {refusal.detail} ({rule.lower()})"
     return True, f"would enroll ({rule.lower()})"
+
+
+def _branch_steps(next_index: int | None, tree: BranchTree | None) -> list[int]:
+    """The 1-based numbers of the steps a branch going to `next_index` runs before the run
+    ends (the engine's rule: to the end of that branch)."""
+    if next_index is None:
+        return []
+    end = tree.ends[next_index] if tree is not None else next_index + 1
+    return list(range(next_index + 1, end + 1))
+
+
+def _branch_then(runs: list[int]) -> str:
+    if not runs:
+        return "the run ends"
+    if len(runs) == 1:
+        return f"step {runs[0]}, then the run ends"
+    return f"steps {runs[0]} to {runs[-1]}, then the run ends"
+
+
+def _split_dry_run(
+    params: dict[str, Any],
+    *,
+    workflow: Workflow,
+    patient: Patient,
+    index: int,
+    data: dict[str, Any],
+    tree: BranchTree | None,
+) -> tuple[DryRunStep, int | None]:
+    """An A/B split for this patient: the branch the engine would choose (the same hash of
+    the same seed and patient key), why, and the steps it runs."""
+    number = index + 1
+    key = patient_key_of(data) or str(patient.uuid)
+    try:
+        choice = split_choose(params, seed=split_seed(params, default=str(workflow.uuid)), key=key)
+    except (ReplyConfigError, TypeError, ValueError) as exc:
+        raise StepConfigError(f"this split's branches: {exc}") from exc
+    next_index = goto_index(choice.goto, wait_index=index)
+    runs = _branch_steps(next_index, tree)
+    detail = f"{choice.explanation()}: {_branch_then(runs)}"
+    data["history"][str(number)] = {
+        "status": "succeeded",
+        "result": {"branch": choice.label, "bucket": choice.bucket},
+    }
+    entry = DryRunStep(
+        number,
+        SPLIT,
+        "A/B split",
+        "branch",
+        detail,
+        branch={"label": choice.label, "bucket": choice.bucket, "steps": runs},
+    )
+    return entry, next_index
 
 
 def _reply_dry_run(
@@ -261,17 +319,10 @@ def _reply_dry_run(
     choice = branch_choose(params, reply)
     reask = reask_text(params) if reply is not None and choice.label == OTHERWISE else ""
     next_index = goto_index(choice.goto, wait_index=index)
-    end = tree.ends[next_index] if tree is not None and next_index is not None else None
-    runs = [] if next_index is None else list(range(next_index + 1, (end or next_index + 1) + 1))
+    runs = _branch_steps(next_index, tree)
     name = branch_name(choice.label)
     said = f"the reply “{reply}”" if reply is not None else "no reply by then"
-    then = (
-        "the run ends"
-        if not runs
-        else f"step {runs[0]}, then the run ends"
-        if len(runs) == 1
-        else f"steps {runs[0]} to {runs[-1]}, then the run ends"
-    )
+    then = _branch_then(runs)
     detail = (
         f"waits for a reply to {question} until {until}; {said} takes the “{name}” branch: {then}"
     )

@@ -36,7 +36,9 @@ from workflows.enrollment import (
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, ReplyWait, Run, Step, StepRun, Workflow
 from workflows.replies import (
+    BRANCHING,
     REPLY,
+    SPLIT,
     BranchTree,
     ReplyConfigError,
     branch_by_label,
@@ -46,6 +48,7 @@ from workflows.replies import (
     question_steps,
     reask_text,
 )
+from workflows.splits import split_choose, split_seed
 from workflows.steps import (
     StepConfigError,
     adapter_inputs_render,
@@ -378,7 +381,7 @@ def _run_continue(run: Run, known: dict[int, StepRun], batch: RunBatch) -> None:
         sr.status != StepRun.Status.SKIPPED for i, sr in known.items() if i < run.next_index
     )
     tree: BranchTree | None = None
-    if any(step.get("type") == REPLY for step in steps):
+    if any(step.get("type") in BRANCHING for step in steps):
         try:
             tree = branch_segments(steps)
         except ReplyConfigError as exc:  # saved before validation knew of it: say so, stop
@@ -418,6 +421,10 @@ def _run_continue(run: Run, known: dict[int, StepRun], batch: RunBatch) -> None:
             finished = step_run
         if steps[run.next_index].get("type") == REPLY:
             not_reached = f"not reached: the reply at step {step_run.number} took another branch"
+        elif steps[run.next_index].get("type") == SPLIT:
+            not_reached = (
+                f"not reached: the A/B split at step {step_run.number} chose another branch"
+            )
         executed = executed or step_run.status != StepRun.Status.SKIPPED
         data.remember(step_run)
         target = len(steps) if next_index is None else next_index
@@ -526,6 +533,11 @@ def _step_execute(
             return _delay_execute(run, step, step_run, values, batch), following, None
         if step.get("type") == REPLY and tree is not None:
             return _reply_execute(run, step, step_run, values, batch, tree)
+        if step.get("type") == SPLIT:
+            _step_started(step_run)
+            outcome = _split_execute(run, step)
+            target = goto_index(outcome.result["goto"], wait_index=step_run.index)
+            return outcome, target, None
     except (StepConfigError, ReplyConfigError) as exc:
         return Outcome("failed", reason=str(exc)), None, None
     return _adapter_execute(run, step, step_run, values, batch), following, None
@@ -551,6 +563,33 @@ def _delay_execute(
         step_run.result = result
         return Outcome("retry", result=result, retry_at=until)
     return Outcome("succeeded", result=result)
+
+
+def _split_execute(run: Run, step: dict[str, Any]) -> Outcome:
+    """An A/B split: the branch is a pure function of the seed and the patient (the run's
+    uuid for a run without one), so a retried or redelivered step takes the same branch.
+    The run's variant is the branch of its FIRST split: the conditional UPDATE leaves a
+    variant already set alone, so a later split in a branch does not relabel the run."""
+    params = step.get("parameters") or {}
+    seed = split_seed(params, default=str(run.workflow.uuid))
+    key = run.patient_key or str(run.uuid)
+    try:
+        choice = split_choose(params, seed=seed, key=key)
+    except (ReplyConfigError, TypeError, ValueError) as exc:
+        raise StepConfigError(f"this split's branches: {exc}") from exc
+    if not run.variant:
+        Run.objects.filter(pk=run.pk, variant="").update(variant=choice.label)
+        run.variant = choice.label
+    return Outcome(
+        "succeeded",
+        result={
+            "branch": choice.label,
+            "goto": choice.goto,
+            "bucket": choice.bucket,
+            "why": choice.explanation(),
+            "seed": "custom" if params.get("seed") else "workflow",
+        },
+    )
 
 
 def _adapter_execute(

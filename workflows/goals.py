@@ -38,6 +38,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
+from workflows.enrollment import patient_key_of
 from workflows.filters import FilterError, filter_matches
 from workflows.models import Event, ReplyWait, Run, StepRun, Workflow
 
@@ -113,12 +114,6 @@ def endings_q(pairs: Iterable[tuple[int, str]]) -> Q:
     return found
 
 
-def _patient_key(payload: Any) -> str:
-    customer = payload.get("customer") if isinstance(payload, Mapping) else None
-    key = customer.get("id") if isinstance(customer, Mapping) else None
-    return "" if key is None else str(key)[:64]
-
-
 def _record_of(event: Event) -> tuple[str, str] | None:
     """The record a run's trigger event is about: its subject's name and payload id."""
     if not event.subject_type:
@@ -152,7 +147,7 @@ def _concerns(ending: Ending, event: Event, run: Run) -> bool:
     if ending.scope == Workflow.Scope.RECORD:
         record = _record_of(trigger)
         return record is not None and record in _records_named(event)
-    return bool(run.patient_key) and run.patient_key == _patient_key(event.payload)
+    return bool(run.patient_key) and run.patient_key == patient_key_of(event.payload)
 
 
 def _filter_holds(ending: Ending, event: Event) -> bool:
@@ -187,7 +182,7 @@ def endings_apply(
     # progress, or (for a goal) created within its window and not converted yet.
     wanted = Q(pk__in=[])
     for event, workflow, ending in todo:
-        key = _patient_key(event.payload)
+        key = patient_key_of(event.payload)
         if not key:
             continue  # an event about nobody concerns no patient's runs (and no record's)
         which = Q(status__in=IN_PROGRESS)

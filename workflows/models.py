@@ -128,6 +128,7 @@ class Step(TimeStamped):
         DELAY = "delay", "Delay"
         ADAPTER = "adapter", "Adapter action"
         REPLY = "reply", "Wait for reply"
+        SPLIT = "split", "A/B split"
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
     position = models.PositiveIntegerField(default=1, help_text="Steps run in this order.")

@@ -16,6 +16,10 @@ step's 1-based number. The distinct numeric targets of a wait split the steps af
 segments (`branch_segments`): a run that takes a branch runs that branch's segment and ends.
 There are no backward gotos, so no cycles; the only loop is the bounded re-ask: the first
 "anything else" reply may be answered once with `otherwise.reask` while the wait goes on.
+
+The A/B split step (workflows.splits) has branches of the same shape ({"label", "goto"},
+without "otherwise" and "no_reply"): `branch_segments` builds one tree for both kinds of
+branching step (BRANCHING), and in it a split is a `Wait` like any other.
 """
 
 import re
@@ -26,6 +30,10 @@ from typing import Any
 from common.keywords import keyword_compact, keyword_family, keyword_normalize
 
 REPLY = "reply"  # the step type (Step.Type.REPLY)
+# The A/B split step (Step.Type.SPLIT, workflows.splits): its branches ({"label", "goto"})
+# divide the steps after it exactly as a wait's do, so both share this module's tree.
+SPLIT = "split"
+BRANCHING = (REPLY, SPLIT)  # the step types whose branches make the tree (branch_segments)
 OTHERWISE = "otherwise"  # the branch an unmatched reply takes
 NO_REPLY = "no_reply"  # the branch the timeout takes
 MATCHES = (
@@ -169,7 +177,9 @@ def goto_index(goto: str | int, *, wait_index: int) -> int | None:
     return int(goto) - 1
 
 
-def _goto_check(value: Any, *, number: int, total: int, field: str, what: str) -> None:
+def goto_check(value: Any, *, number: int, total: int, field: str, what: str) -> None:
+    """Raise ReplyConfigError unless `value` is "next", "end" or a later step (of `total`)
+    for a branch of step `number` (1-based); `what` names the branch in the message."""
     if value == "end":
         return
     if value == "next" and number >= total:
@@ -255,7 +265,7 @@ def _branch_validate(branch: Any, *, position: int, number: int, total: int) -> 
     else:
         choices = ", ".join(name for name, _ in MATCHES)
         raise ReplyConfigError(f"{what}: match must be one of {choices}")
-    _goto_check(branch.get("goto", "next"), number=number, total=total, field="branches", what=what)
+    goto_check(branch.get("goto", "next"), number=number, total=total, field="branches", what=what)
     return label
 
 
@@ -279,7 +289,7 @@ def reply_parameters_validate(params: Mapping[str, Any], *, number: int, total: 
             continue
         if not isinstance(value, Mapping):
             raise ReplyConfigError(f"{what} must be an object with a goto", field=field)
-        _goto_check(value.get("goto", "end"), number=number, total=total, field=field, what=what)
+        goto_check(value.get("goto", "end"), number=number, total=total, field=field, what=what)
     reask = (params.get(OTHERWISE) or {}).get("reask")
     if reask not in (None, ""):
         if not isinstance(reask, str):
@@ -290,14 +300,18 @@ def reply_parameters_validate(params: Mapping[str, Any], *, number: int, total: 
             )
 
 
-def _gotos(params: Mapping[str, Any]) -> list[tuple[str, str | int]]:
-    """Every (label, goto) of a wait: its branches, then "otherwise" and "no_reply"."""
+def _gotos(step: Mapping[str, Any]) -> list[tuple[str, str | int]]:
+    """Every (label, goto) of a branching step: its branches, then (a wait's) "otherwise"
+    and "no_reply"."""
+    params = step.get("parameters") or {}
     branches = params.get("branches")
     pairs = [
         (str(b.get("label")), _goto(b.get("goto", "next")))
         for b in (branches if isinstance(branches, list) else ())
         if isinstance(b, Mapping)
     ]
+    if step.get("type") != REPLY:
+        return pairs
     for field in (OTHERWISE, NO_REPLY):
         value = params.get(field)
         pairs.append(
@@ -356,11 +370,11 @@ def branch_segments(steps: Sequence[Mapping[str, Any]]) -> BranchTree:
         for index in range(start, end):
             ends[index], segments[index] = end, segment
             step = steps[index]
-            if step.get("type") != REPLY:
+            if step.get("type") not in BRANCHING:
                 continue
-            params = step.get("parameters") or {}
+            noun = "wait" if step.get("type") == REPLY else "split"
             try:
-                pairs = [(label, goto_index(g, wait_index=index)) for label, g in _gotos(params)]
+                pairs = [(label, goto_index(g, wait_index=index)) for label, g in _gotos(step)]
             except (TypeError, ValueError):
                 raise ReplyConfigError(
                     'a branch goes to something other than "next", "end" or a step number',
@@ -373,7 +387,7 @@ def branch_segments(steps: Sequence[Mapping[str, Any]]) -> BranchTree:
                         f"steps {index + 2} to {end}" if index + 1 < end else "no step (go to end)"
                     )
                     raise ReplyConfigError(
-                        f"a branch goes to step {target + 1}, outside this wait's part of the "
+                        f"a branch goes to step {target + 1}, outside this {noun}'s part of the "
                         f"workflow: its branches can go to {where}",
                         index=index,
                     )

@@ -13,7 +13,7 @@ from workflows.adapters import step_messages
 from workflows.diagram import step_detail, step_title
 from workflows.engine import ACTIVE_STATUSES
 from workflows.models import EnrollmentSkip, ReplyWait, Run, StepRun, Workflow
-from workflows.replies import ReplyConfigError, branch_display, branch_segments
+from workflows.replies import SPLIT, ReplyConfigError, branch_display, branch_segments
 
 
 def run_waiting_message(*, run: Run) -> int | None:
@@ -90,6 +90,7 @@ def run_timeline(run: Run) -> list[dict[str, Any]]:
                 else "",
                 "messages": by_step_run.get(step_run.pk, []) if step_run else [],
                 "wait": _wait_facts(waits[index], zone) if index in waits else None,
+                "split": _split_facts(step, step_run),
                 "current": index == run.next_index and run.status in ("waiting", "running"),
                 "not_taken": index in not_taken
                 and (step_run is None or step_run.status == StepRun.Status.SKIPPED),
@@ -115,6 +116,14 @@ def _branches_not_taken(steps: list[dict[str, Any]], step_runs: dict[int, StepRu
             if taken not in segment.labels:
                 not_taken.update(range(segment.start, segment.end))
     return not_taken
+
+
+def _split_facts(step: dict[str, Any], step_run: StepRun | None) -> dict[str, str] | None:
+    """An A/B split's branch and why ("bucket 37 of 100 → B (50–99)"), once it has chosen."""
+    if step.get("type") != SPLIT or step_run is None or step_run.status != StepRun.Status.SUCCEEDED:
+        return None
+    result = step_run.result or {}
+    return {"branch": str(result.get("branch", "")), "why": str(result.get("why", ""))}
 
 
 def _wait_facts(wait: ReplyWait, zone: str) -> dict[str, Any]:

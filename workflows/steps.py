@@ -1,6 +1,6 @@
 """Step types: what each one needs (its parameter schema, the source of truth for the admin
 and the builder), how it is validated at save time, and how condition and delay steps act
-(a wait-for-reply's branches: workflows.replies).
+(a wait-for-reply's branches: workflows.replies; an A/B split's: workflows.splits).
 Adapter steps are described by the adapter registry (workflows.adapters)."""
 
 import re
@@ -15,6 +15,8 @@ from workflows.filters import FilterError, filter_matches, filter_validate
 from workflows.rendering import MISSING, TemplateError, parameter_render, resolve_path
 from workflows.replies import REPLY as REPLY_TYPE
 from workflows.replies import ReplyConfigError, reply_parameters_validate
+from workflows.splits import SPLIT as SPLIT_TYPE
+from workflows.splits import split_parameters_validate
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _HISTORY_PATH = re.compile(r"^history\.(\d+)\.result(?:\.[A-Za-z0-9_.]+)?$")
@@ -140,10 +142,34 @@ REPLY = StepType(
         ),
     ),
 )
+SPLIT = StepType(
+    SPLIT_TYPE,
+    "A/B split",
+    "Send each patient down one of 2 to 5 branches by percentage, at random but always the "
+    "same branch for the same patient; the branch is recorded on the run as its variant.",
+    (
+        Parameter(
+            "branches",
+            "Branches",
+            'Each with a label, a percent (together 100) and where it goes ("next", "end" or '
+            "a later step number).",
+            example='[{"label": "A", "percent": 50, "goto": "next"}, '
+            '{"label": "B", "percent": 50, "goto": 4}]',
+        ),
+        Parameter(
+            "seed",
+            "Seed",
+            "Patients are assigned by a hash of this text and their id: blank uses the "
+            "workflow's own id. Change it to reshuffle everyone.",
+            required=False,
+            example="",
+        ),
+    ),
+)
 ADAPTER = StepType(
     "adapter", "Adapter action", "Act through an integration, e.g. Twilio → sendSMS.", ()
 )
-STEP_TYPES: dict[str, StepType] = {t.name: t for t in (CONDITION, DELAY, ADAPTER, REPLY)}
+STEP_TYPES: dict[str, StepType] = {t.name: t for t in (CONDITION, DELAY, ADAPTER, REPLY, SPLIT)}
 
 
 class StepConfigError(ValueError):
@@ -225,6 +251,11 @@ def step_validate(step: Mapping[str, Any], *, number: int, total: int) -> None:
         _wait_validate(params)
         try:
             reply_parameters_validate(params, number=number, total=total)
+        except ReplyConfigError as exc:
+            raise StepConfigError(str(exc), field=exc.field) from exc
+    elif kind == SPLIT.name:
+        try:
+            split_parameters_validate(params, number=number, total=total)
         except ReplyConfigError as exc:
             raise StepConfigError(str(exc), field=exc.field) from exc
     elif kind == ADAPTER.name:

@@ -231,7 +231,8 @@ def test_policies_come_through_the_channel_rules_migration_with_their_rules() ->
     )
 
     migrate(RULES_AFTER)
-    migrated = MessagingPolicy.objects.get(pk=policy.pk)
+    # Columns of later migrations are not there yet at 0008.
+    migrated = MessagingPolicy.objects.defer("smart_sending_hours").get(pk=policy.pk)
     assert migrated.channel_rules == {}
     for channel in ("sms", "email"):
         rules = migrated.rules(channel)

@@ -59,6 +59,7 @@ def test_all_checks_pass_in_order_and_the_consent_is_recorded(make: Any) -> None
         ("consent", True),
         ("opt-out", True),
         ("frequency cap", True),
+        ("smart sending", True),
         ("quiet hours", True),
         ("sender", True),
         ("recipient", True),

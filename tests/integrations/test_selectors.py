@@ -33,7 +33,7 @@ def test_a_refusal_lists_the_checks_it_never_reached() -> None:
     }
     checks = decision_checks(decision)
     assert [c["check"] for c in checks] == list(SEND_CHECKS)
-    assert [c["state"] for c in checks] == ["passed", "failed"] + ["skipped"] * 4
+    assert [c["state"] for c in checks] == ["passed", "failed"] + ["skipped"] * 5
     assert checks[-1]["detail"] == "not checked"
 
 

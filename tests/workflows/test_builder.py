@@ -280,7 +280,7 @@ def test_dry_run_lists_the_checks_not_reached_after_a_refusal(
     html = _post(staff, _url("builder_dry_run", workflow), body).content.decode()
     assert "would not send: no SMS consent" in html
     assert html.count("✗ failed") == 1
-    assert html.count("– not checked") == 5
+    assert html.count("– not checked") == 6
 
 
 def test_dry_run_escapes_what_the_admin_typed(
@@ -633,7 +633,13 @@ def test_builder_page_offers_only_the_clinics_test_patients_and_numbers(
 
 def test_schema_comes_from_the_python_step_types_and_registry(staff: Client) -> None:
     schema = staff.get(_url("builder_schema")).json()
-    assert [t["name"] for t in schema["stepTypes"]] == ["condition", "delay", "adapter", "reply"]
+    assert [t["name"] for t in schema["stepTypes"]] == [
+        "condition",
+        "delay",
+        "adapter",
+        "reply",
+        "split",
+    ]
     twilio = next(a for a in schema["adapters"] if a["name"] == "twilio")
     send_sms = twilio["functions"][0]
     assert send_sms["name"] == "sendSMS"

@@ -101,6 +101,7 @@ def test_dry_run_walks_conditions_and_decides_without_side_effects(setup: dict[s
         "consent",
         "opt-out",
         "frequency cap",
+        "smart sending",
         "quiet hours",
         "sender",
         "recipient",

@@ -762,7 +762,99 @@
       errorList(id, parameter.name)
     );
   }
-  const REPLY_WIDGETS = { "reply-branches": renderBranches, "reply-otherwise": renderFallback, "reply-no-reply": renderFallback };
+
+  // --- "A/B split": branches by percentage ------------------------------------------------
+  // Stored as the JSON parameter "branches" (format of workflows.splits), edited as the
+  // parsed list kept on the step; where each goes is chosen as a wait's branches are.
+  function splitOf(step) {
+    if (!step.split) {
+      const branches = parsed(step.parameters.branches || "[]", []);
+      step.split = Array.isArray(branches) ? branches : [];
+    }
+    return step.split;
+  }
+  function splitChanged(step) {
+    step.parameters.branches = JSON.stringify(splitOf(step));
+    changed({ previews: false });
+  }
+  function splitTotal(step) {
+    return splitOf(step).reduce((sum, branch) => sum + (Number.isInteger(branch.percent) ? branch.percent : 0), 0);
+  }
+  function renderSplitBranch(step, index, branch, position, total) {
+    const branches = splitOf(step);
+    const id = `cf-s${step.key}-b${position}`;
+    const name = `branches.${position}`;
+    const number = position + 1;
+    const label = textInput(`${id}-label`, branch.label, "e.g. A");
+    const legend = el("legend", { text: `Branch ${number}${branch.label ? ": " + branch.label : ""}` });
+    label.addEventListener("input", () => {
+      branch.label = label.value;
+      legend.textContent = `Branch ${number}${label.value ? ": " + label.value : ""}`;
+      splitChanged(step);
+    });
+    const percent = el("input", { type: "number", id: `${id}-percent`, min: "0", max: "100", step: "1", autocomplete: "off" });
+    percent.value = branch.percent === undefined || branch.percent === null ? "" : String(branch.percent);
+    percent.addEventListener("input", () => {
+      const text = percent.value.trim();
+      branch.percent = /^\d+$/.test(text) ? Number(text) : text;
+      total.textContent = `Together: ${splitTotal(step)}% (must be 100%)`;
+      splitChanged(step);
+    });
+    const goto = gotoSelect(`${id}-goto`, index, branch.goto, "next");
+    goto.addEventListener("change", () => {
+      branch.goto = gotoValue(goto.value);
+      splitChanged(step);
+      renderSteps(goto.id);
+    });
+    const remove = stepButton("Remove", `Remove branch ${number}`, "cf-branch-remove", branches.length <= 2);
+    remove.addEventListener("click", () => {
+      branches.splice(position, 1);
+      splitChanged(step);
+      renderSteps(`cf-s${step.key}-b${Math.min(position, branches.length - 1)}-label`);
+      announce(`Branch ${branch.label || number} removed.`);
+    });
+    return el(
+      "fieldset",
+      { class: "cf-branch cf-split-branch", id: id, "data-param": name },
+      legend,
+      el("span", { class: "cf-step-actions cf-branch-actions" }, remove),
+      el("div", { class: "cf-row" },
+        replyField(label.id, `${name}.label`, "Label", label),
+        replyField(percent.id, `${name}.percent`, "Percent of patients", percent)),
+      replyField(goto.id, `${name}.goto`, "Then", goto)
+    );
+  }
+  function renderSplitBranches(step, index, parameter) {
+    const branches = splitOf(step);
+    const id = `cf-s${step.key}-branches`;
+    const total = el("p", { class: "cf-help cf-split-total", "aria-live": "polite", text: `Together: ${splitTotal(step)}% (must be 100%)` });
+    const add = el("button", { type: "button", class: "button cf-query-button", id: `cf-s${step.key}-add-branch`, text: "Add a branch" });
+    add.disabled = branches.length >= 5;
+    add.addEventListener("click", () => {
+      const letter = String.fromCharCode(65 + branches.length);
+      branches.push({ label: letter, percent: 0, goto: "next" });
+      splitChanged(step);
+      renderSteps(`cf-s${step.key}-b${branches.length - 1}-percent`);
+      announce(`Branch ${letter} added.`);
+    });
+    return el(
+      "div",
+      { class: "cf-field cf-branches", "data-param": parameter.name, role: "group", "aria-labelledby": `${id}-label`, "aria-describedby": `${id}-errors` },
+      el("span", { class: "cf-label", id: `${id}-label`, text: parameter.label }),
+      parameter.help ? el("p", { class: "cf-help", text: parameter.help }) : null,
+      ...branches.map((branch, position) => renderSplitBranch(step, index, branch, position, total)),
+      total,
+      add,
+      errorList(id, parameter.name)
+    );
+  }
+
+  const REPLY_WIDGETS = {
+    "reply-branches": renderBranches,
+    "reply-otherwise": renderFallback,
+    "reply-no-reply": renderFallback,
+    "split-branches": renderSplitBranches,
+  };
 
   function renderParameter(step, index, parameter) {
     if (parameter.widget === "query") return renderQuery(step, parameter);
@@ -916,6 +1008,15 @@
     if (step.type === "condition") {
       return [{ get: () => step.parameters.else, set: (value) => { step.parameters.else = value; } }];
     }
+    if (step.type === "split") {
+      return splitOf(step).map((target) => ({
+        get: () => String(target.goto === undefined ? "" : target.goto),
+        set: (value) => {
+          target.goto = value === "end" ? "end" : Number(value);
+          step.parameters.branches = JSON.stringify(splitOf(step));
+        },
+      }));
+    }
     if (step.type !== "reply") return [];
     const reply = replyOf(step);
     return [...reply.branches, reply.otherwise, reply.no_reply].map((target) => ({
@@ -986,6 +1087,11 @@
       replyOf(step).branches.push({ label: "", match: "keywords", keywords: [], goto: "next" });
       Object.assign(step.reply, { otherwise: { goto: "next", reask: "" }, no_reply: { goto: "next" } });
       storeReply(step);
+    }
+    if (type === "split") {
+      // An even A/B test; the admin chooses where B goes.
+      splitOf(step).push({ label: "A", percent: 50, goto: "next" }, { label: "B", percent: 50, goto: "next" });
+      step.parameters.branches = JSON.stringify(step.split);
     }
     state.steps.push(step);
     renderSteps();
@@ -1207,8 +1313,12 @@
       item.style.setProperty("--cf-depth", String(entry.depth || 0));
       item.classList.toggle("cf-in-branch", Boolean(entry.depth));
       const caption = item.querySelector(".cf-branch-caption");
+      const parent = state.steps[entry.wait - 1];
+      const cause = parent && parent.type === "split"
+        ? `If the A/B split at step ${entry.wait} chose`
+        : `If the reply to step ${entry.wait} is`;
       const text = entry.branches && entry.branches.length
-        ? `If the reply to step ${entry.wait} is: ${entry.branches.join(" · ")}`
+        ? `${cause}: ${entry.branches.join(" · ")}`
         : "";
       caption.textContent = text;
       caption.hidden = !text;
@@ -1533,7 +1643,7 @@
   sync();
   if (config.errors) showErrors(config.errors, state.steps.map((step) => step.key));
   // A wait's branches are drawn as a tree from the server's answer.
-  if (config.saved || config.errors || state.steps.some((step) => step.type === "reply")) validate();
+  if (config.saved || config.errors || state.steps.some((step) => step.type === "reply" || step.type === "split")) validate();
   drawDiagram();
   previews();
 })();

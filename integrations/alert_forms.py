@@ -5,9 +5,8 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 
-from integrations.models import AlertSettings
+from integrations.models import AlertSettings, validate_staff_emails
 from integrations.webhook import webhook_url_problem
 from patients.inputs import validate_storable_line, validate_storable_text
 
@@ -65,16 +64,7 @@ class AlertSettingsForm(forms.ModelForm):
         raw = self.cleaned_data.get("staff_emails") or ""
         addresses = [part.strip() for part in raw.replace(",", "\n").splitlines()]
         addresses = list(dict.fromkeys(a for a in addresses if a))
-        bad = []
-        for address in addresses:
-            try:
-                validate_email(address)
-            except ValidationError:
-                bad.append(address)
-        if bad:
-            raise ValidationError(
-                f"Not a valid email address: {', '.join(bad)}.", code="invalid_email"
-            )
+        validate_staff_emails(addresses)
         return addresses
 
     def clean_webhook_url(self) -> str:

@@ -295,3 +295,19 @@ class PatientNoteFactory(factory.django.DjangoModelFactory[records.PatientNote])
     organization = factory.LazyAttribute(_same_organization)
     text = "Prefers a call after 5 pm."
     written_by = "staff"
+
+
+def patient_in_branch(
+    organization: Organization, split: dict[str, object], *, seed: str, label: str, phone: str
+) -> Patient:
+    """A consenting patient whose A/B bucket under `split` (and `seed`) is branch `label`:
+    patients are made until one falls there (their uuids decide)."""
+    from workflows.splits import split_choose
+
+    for n in range(64):
+        patient = PatientFactory(organization=organization, first_name=f"P{n}", phone=phone)
+        if split_choose(split, seed=seed, key=str(patient.uuid)).label == label:
+            ConsentFactory(patient=patient)
+            return patient
+        patient.delete()
+    raise AssertionError(f"no patient fell into {label}")

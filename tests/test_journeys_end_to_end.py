@@ -11,18 +11,17 @@ import pytest
 
 from integrations.models import Integration, OutboundMessage
 from integrations.twilio.sandbox import SandboxServer
-from patients.models import Appointment, Patient
+from patients.models import Appointment
 from tests.conftest import WorkerProcess, sandbox_account, wait_for
 from tests.factories import (
     AppointmentFactory,
-    ConsentFactory,
     IntegrationFactory,
-    PatientFactory,
     SmsStepFactory,
     WorkflowFactory,
+    patient_in_branch,
 )
 from workflows.models import EnrollmentSkip, Event, Run, Workflow
-from workflows.splits import split_choose, split_seed
+from workflows.splits import split_seed
 
 pytestmark = pytest.mark.integration
 
@@ -63,26 +62,18 @@ def _reminder(integration: Integration) -> Workflow:
     return workflow
 
 
-def _patient_in(integration: Integration, seed: str, variant: str, phone: str) -> Patient:
-    for n in range(64):
-        patient = PatientFactory(
-            organization=integration.organization, first_name=f"P{n}", phone=phone
-        )
-        if split_choose(SPLIT, seed=seed, key=str(patient.uuid)).label == variant:
-            ConsentFactory(patient=patient)
-            return patient
-        patient.delete()
-    raise AssertionError(f"no patient fell into {variant}")
-
-
 def test_once_per_30_days_a_goal_and_an_ab_split_through_a_real_worker(
     worker: WorkerProcess, sandbox: SandboxServer
 ) -> None:
     integration = sandbox_account(sandbox, IntegrationFactory())
     workflow = _reminder(integration)
     seed = split_seed(SPLIT, default=str(workflow.uuid))
-    plain = _patient_in(integration, seed, "Plain", "+14155550181")
-    warm = _patient_in(integration, seed, "Warm", "+14155550182")
+    plain = patient_in_branch(
+        integration.organization, SPLIT, seed=seed, label="Plain", phone="+14155550181"
+    )
+    warm = patient_in_branch(
+        integration.organization, SPLIT, seed=seed, label="Warm", phone="+14155550182"
+    )
 
     # Both book: each run texts its variant's words, then waits an hour.
     first = AppointmentFactory(patient=plain)

@@ -5,20 +5,18 @@ from typing import Any
 
 import pytest
 
-from integrations.models import Integration
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import Order
 from tests.conftest import WorkerProcess, sandbox_account, wait_for
 from tests.factories import (
-    ConsentFactory,
     IntegrationFactory,
     OrderFactory,
-    PatientFactory,
     SmsStepFactory,
     WorkflowFactory,
+    patient_in_branch,
 )
 from workflows.models import Run, StepRun
-from workflows.splits import split_choose, split_seed
+from workflows.splits import split_seed
 
 pytestmark = pytest.mark.integration
 
@@ -32,18 +30,6 @@ SPLIT = {
 
 def _sms(message: str) -> dict[str, Any]:
     return {"parameters": {"message": message, "to": "{{customer.phone}}", "from": "+15005550006"}}
-
-
-def _patient_in(integration: Integration, seed: str, label: str, phone: str) -> Any:
-    for n in range(64):
-        patient = PatientFactory(
-            organization=integration.organization, first_name=f"P{n}", phone=phone
-        )
-        if split_choose(SPLIT, seed=seed, key=str(patient.uuid)).label == label:
-            ConsentFactory(patient=patient)
-            return patient
-        patient.delete()
-    raise AssertionError(f"no patient fell into {label}")
 
 
 def test_two_patients_take_different_branches_and_get_different_texts(
@@ -61,8 +47,12 @@ def test_two_patients_take_different_branches_and_get_different_texts(
     ):
         SmsStepFactory(workflow=workflow, position=position, **step)
     seed = split_seed(SPLIT, default=str(workflow.uuid))
-    short = _patient_in(integration, seed, "Short", "+14155550121")
-    friendly = _patient_in(integration, seed, "Friendly", "+14155550122")
+    short = patient_in_branch(
+        integration.organization, SPLIT, seed=seed, label="Short", phone="+14155550121"
+    )
+    friendly = patient_in_branch(
+        integration.organization, SPLIT, seed=seed, label="Friendly", phone="+14155550122"
+    )
     for patient, number in ((short, "S-1"), (friendly, "F-1")):
         order = OrderFactory(patient=patient, number=number, status=Order.Status.AWAITING_SHIPMENT)
         order.status = Order.Status.SHIPPED

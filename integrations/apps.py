@@ -11,6 +11,7 @@ class IntegrationsConfig(AppConfig):
         from django.db.models.signals import post_save
 
         from integrations import checks  # noqa: F401 — registers the deploy checks
+        from integrations.analytics_page import ANALYTICS_PAGE
         from integrations.models import MessagingPolicy
         from integrations.patient_panel import PANEL
         from integrations.policy import messaging_policy_forget
@@ -20,6 +21,7 @@ class IntegrationsConfig(AppConfig):
         from integrations.tasks import message_send
         from patients.panels import patient_panel_register
         from workflows.adapters import step_messages_register
+        from workflows.pages import workflow_page_register
         from workflows.tasks import message_send_task_register
 
         post_save.connect(
@@ -39,3 +41,5 @@ class IntegrationsConfig(AppConfig):
         recipes_register()
         # The run page's messages per step: the engine cannot import the messaging models.
         step_messages_register(run_step_messages)
+        # The workflow's analytics page counts messages: the engine's admin mounts it.
+        workflow_page_register(ANALYTICS_PAGE)

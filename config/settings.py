@@ -243,6 +243,7 @@ CELERY_TASK_ROUTES = {
     "workflows.tasks.time_triggers_scan": {"queue": "events"},
     "integrations.tasks.message_send": {"queue": "sends"},
     "integrations.tasks.sent_messages_reconcile": {"queue": "sends"},
+    "integrations.tasks.message_counts_roll_up": {"queue": "runs"},
     # The former names of the same tasks, still registered as forwarders (see the end of
     # workflows/tasks.py and integrations/tasks.py) for tasks queued before a deploy: routed
     # to the same queues. Remove with the forwarders.
@@ -274,6 +275,12 @@ CELERY_BEAT_SCHEDULE = {
     "sent-messages-reconcile": {
         "task": "integrations.tasks.sent_messages_reconcile",
         "schedule": env.float("CAREFLOW_STATUS_RECONCILE_INTERVAL", default=60.0),
+    },
+    # Workflow analytics' hourly message counts: catch up with new messages and status
+    # changes (the figures are exact meanwhile; the lag only costs the page time).
+    "message-counts-roll-up": {
+        "task": "integrations.tasks.message_counts_roll_up",
+        "schedule": env.float("CAREFLOW_ANALYTICS_ROLL_UP_INTERVAL", default=60.0),
     },
 }
 # How long a message may stay "sent" without news before it is looked up at Twilio (then

@@ -14,8 +14,9 @@ What is counted where, for a period [start, end):
   "caused" by this workflow when the latest non-test message the clinic sent that number
   before it came from this workflow. One index probe per opt-out, and opt-outs are rare.
 
-Every figure is one aggregate query over a covering index (run_workflow_time,
-message_workflow_time, skip_workflow_time): eight queries, whatever the number of rows.
+Every figure is one aggregate query over an index (run_workflow_time, skip_workflow_time,
+message_to_time); messages, the bulk, are read from hourly counts (MessageHourCount) kept
+exact by the roll-up below. Ten queries, whatever the number of rows.
 """
 
 import math
@@ -25,7 +26,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import (
     Aggregate,
     Count,
@@ -36,14 +37,16 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
+    Sum,
 )
 from django.db.models.functions import TruncDate
 
 from integrations.home import MESSAGE_OUTCOMES
-from integrations.models import InboundMessage, OutboundMessage
+from integrations.models import UNCOUNTED, InboundMessage, MessageHourCount, OutboundMessage
 from workflows.models import EnrollmentSkip, ReplyWait, Run, Step, StepRun, Workflow
 
 MessageStatus = OutboundMessage.Status
+UTC_ZONE = ZoneInfo("UTC")
 # Below this expected count in any cell the normal approximation of the z-test is not to be
 # trusted (the usual n·p ≥ 5 and n·(1 − p) ≥ 5 rule): the page says "not yet".
 MIN_EXPECTED = 5
@@ -346,15 +349,11 @@ def workflow_analytics(*, workflow: Workflow, period: Period) -> WorkflowAnalyti
     # Messages made in the period, by step, status and error code.
     messages_by_status: Counter[str] = Counter()
     errors: Counter[tuple[str, str]] = Counter()
-    message_rows = (
-        OutboundMessage.objects.filter(
-            workflow=workflow, created_at__gte=start, created_at__lt=end, is_test=False
-        )
-        .values_list("step_index", "status", "error_code")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    for index, status, code, n in message_rows:
+    for (index, status, code), n in workflow_message_counts(
+        workflow_id=workflow.pk, start=start, end=end
+    ).items():
+        if not n:
+            continue
         messages_by_status[status] += n
         if index is not None:
             step(index).messages[status] += n
@@ -419,3 +418,125 @@ def workflow_opt_outs(*, workflow: Workflow, period: Period) -> int:
         .filter(latest_workflow=workflow.pk)
         .count()
     )
+
+
+# --- message counts -----------------------------------------------------------------------
+
+MessageKey = tuple[int | None, str, str]  # (step index, status, error code)
+HOUR = timedelta(hours=1)
+
+
+def _hour_floor(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _hour_ceil(moment: datetime) -> datetime:
+    floor = _hour_floor(moment)
+    return floor if floor == moment else floor + HOUR
+
+
+def workflow_message_counts(
+    *, workflow_id: int, start: datetime, end: datetime
+) -> Counter[MessageKey]:
+    """The workflow's non-test messages made in [start, end), by (step index, status, error
+    code), exactly as they are now, in three queries whatever their number:
+
+    - the whole hours inside the period from MessageHourCount;
+    - corrected by the messages of those hours the roll-up has not caught up with (index
+      message_uncounted): each counts under its status now, not under the one it was
+      counted under;
+    - plus the messages of the period's partial first and last hours, counted directly."""
+    counts: Counter[MessageKey] = Counter()
+    # The counts' hours are UTC hours (a clinic's local hour may start at :30).
+    start, end = start.astimezone(UTC_ZONE), end.astimezone(UTC_ZONE)
+    first, last = _hour_ceil(start), _hour_floor(end)
+    if first >= last:  # no whole hour: everything directly
+        first = last = end
+    messages = OutboundMessage.objects.filter(workflow_id=workflow_id, is_test=False)
+    if first < last:
+        rolled = (
+            MessageHourCount.objects.filter(workflow_id=workflow_id, hour__gte=first, hour__lt=last)
+            .values_list("step_index", "status", "error_code")
+            .annotate(n=Sum("count"))
+            .order_by()
+        )
+        for index, status, code, n in rolled:
+            counts[(None if index < 0 else index, status, code)] += n
+        behind = (
+            messages.filter(UNCOUNTED, created_at__gte=first, created_at__lt=last)
+            .values_list(
+                "step_index", "status", "error_code", "counted_status", "counted_error_code"
+            )
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for index, status, code, counted_status, counted_code, n in behind:
+            counts[(index, status, code)] += n
+            if counted_status:
+                counts[(index, counted_status, counted_code)] -= n
+    edges = (
+        messages.filter(
+            Q(created_at__gte=start, created_at__lt=first)
+            | Q(created_at__gte=last, created_at__lt=end)
+        )
+        .values_list("step_index", "status", "error_code")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for index, status, code, n in edges:
+        counts[(index, status, code)] += n
+    return counts
+
+
+ROLL_UP_BATCH = 5_000
+_UPSERT = (
+    "INSERT INTO {table} (workflow_id, hour, step_index, status, error_code, count) "
+    "VALUES (%s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (workflow_id, hour, step_index, status, error_code) "
+    "DO UPDATE SET count = {table}.count + excluded.count"
+)
+
+
+def message_counts_roll_up(*, batch: int = ROLL_UP_BATCH) -> int:
+    """Bring MessageHourCount up to date with up to `batch` messages whose status or error
+    code changed since they were counted (new ones included); returns how many.
+
+    The messages are locked (FOR UPDATE SKIP LOCKED) for this short transaction, so two
+    roll-ups never count one message twice, and a status report waits for it rather than
+    changing a message between its count and its mark. Each message moves from the count it
+    was under to the one it is under now; the counts' rows are written in key order so two
+    roll-ups cannot deadlock on them."""
+    with transaction.atomic():
+        rows = list(
+            OutboundMessage.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(UNCOUNTED)
+            .order_by()
+            .values_list(
+                "pk",
+                "workflow_id",
+                "created_at",
+                "step_index",
+                "status",
+                "error_code",
+                "counted_status",
+                "counted_error_code",
+            )[:batch]
+        )
+        if not rows:
+            return 0
+        deltas: Counter[tuple[int, datetime, int, str, str]] = Counter()
+        for _, workflow_id, created_at, index, status, code, counted, counted_code in rows:
+            hour = _hour_floor(created_at.astimezone(UTC_ZONE))
+            step_index = -1 if index is None else index
+            deltas[(workflow_id, hour, step_index, status, code)] += 1
+            if counted:
+                deltas[(workflow_id, hour, step_index, counted, counted_code)] -= 1
+        sql = _UPSERT.format(table=connection.ops.quote_name(MessageHourCount._meta.db_table))
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                sql, [(*key, delta) for key, delta in sorted(deltas.items()) if delta]
+            )
+        OutboundMessage.objects.filter(pk__in=[row[0] for row in rows]).update(
+            counted_status=F("status"), counted_error_code=F("error_code")
+        )
+    return len(rows)

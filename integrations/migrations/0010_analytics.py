@@ -1,6 +1,7 @@
-"""Messages keep their workflow and step index (analytics counts them from one covering
-index); existing messages get them from their step run. An index for the latest message to a
-number, which attributes an opt-out to a workflow."""
+"""Analytics: messages keep their workflow and step index (filled in for existing messages
+from their step runs), hourly message counts per workflow (MessageHourCount, kept by the
+roll-up; existing messages are counted by its first runs, as new ones are), and an index for
+the latest message to a number, which attributes an opt-out to a workflow."""
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -26,6 +27,35 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.CreateModel(
+            name="MessageHourCount",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("hour", models.DateTimeField()),
+                ("step_index", models.IntegerField(help_text="-1: the message named no step.")),
+                ("status", models.CharField(max_length=16)),
+                ("error_code", models.CharField(blank=True, max_length=16)),
+                ("count", models.IntegerField(default=0)),
+            ],
+            options={
+                "ordering": ["workflow", "hour"],
+            },
+        ),
+        migrations.AddField(
+            model_name="outboundmessage",
+            name="counted_error_code",
+            field=models.CharField(blank=True, editable=False, max_length=16),
+        ),
+        migrations.AddField(
+            model_name="outboundmessage",
+            name="counted_status",
+            field=models.CharField(blank=True, editable=False, max_length=16),
+        ),
         migrations.AddField(
             model_name="outboundmessage",
             name="step_index",
@@ -56,7 +86,40 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="outboundmessage",
             index=models.Index(
+                condition=models.Q(
+                    ("is_test", False),
+                    ("workflow__isnull", False),
+                    models.Q(
+                        models.Q(("status", models.F("counted_status")), _negated=True),
+                        models.Q(("error_code", models.F("counted_error_code")), _negated=True),
+                        _connector="OR",
+                    ),
+                ),
+                fields=["workflow", "created_at"],
+                name="message_uncounted",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="outboundmessage",
+            index=models.Index(
                 fields=["organization", "to", "-created_at"], name="message_to_time"
+            ),
+        ),
+        migrations.AddField(
+            model_name="messagehourcount",
+            name="workflow",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="workflows.workflow",
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="messagehourcount",
+            constraint=models.UniqueConstraint(
+                fields=("workflow", "hour", "step_index", "status", "error_code"),
+                name="one_message_count_per_key",
             ),
         ),
     ]

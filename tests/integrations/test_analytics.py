@@ -5,6 +5,8 @@ a message sent for real by a worker."""
 
 import math
 import re
+import threading
+from collections import Counter
 from datetime import datetime, timedelta
 from itertools import count
 from typing import Any
@@ -12,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
+from django.db.models import Count
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -21,12 +24,13 @@ from integrations.analytics import (
     Period,
     VariantFigures,
     median_by_order,
+    message_counts_roll_up,
     normal_sf_two_sided,
     proportions_compare,
     variants_compare,
     workflow_analytics,
 )
-from integrations.models import InboundMessage, Integration, OutboundMessage
+from integrations.models import InboundMessage, Integration, MessageHourCount, OutboundMessage
 from patients.models import Organization
 from tests.factories import (
     ConsentFactory,
@@ -246,11 +250,26 @@ def seeded() -> tuple[Workflow, Integration]:
 # --- the selector -------------------------------------------------------------------------
 
 
+def _roll_up_all() -> int:
+    total = 0
+    while done := message_counts_roll_up(batch=7):
+        total += done
+    return total
+
+
 @pytest.mark.django_db
+@pytest.mark.parametrize("rolled_up", [False, True], ids=["live", "rolled-up"])
 def test_the_seeded_history_gives_exactly_the_expected_figures(
-    seeded: tuple[Workflow, Integration],
+    seeded: tuple[Workflow, Integration], rolled_up: bool
 ) -> None:
     workflow, _ = seeded
+    if rolled_up:
+        # Every non-test message of a workflow is counted once, in small batches.
+        assert (
+            _roll_up_all()
+            == OutboundMessage.objects.filter(workflow__isnull=False, is_test=False).count()
+        )
+        assert message_counts_roll_up() == 0
     figures = workflow_analytics(workflow=workflow, period=PERIOD)
 
     assert figures.enrolled == 22
@@ -374,6 +393,153 @@ def test_the_portable_median_matches_percentile_cont(
         hours=5, minutes=30
     )
     assert median_by_order(converted.none(), 0) is None
+
+
+# --- the hourly message counts -----------------------------------------------------------
+
+
+def _counts(workflow: Workflow, start: datetime, end: datetime) -> dict[str, int]:
+    figures = workflow_analytics(workflow=workflow, period=Period(start, end, UTC))
+    return figures.messages_by_status
+
+
+@pytest.mark.django_db
+def test_counts_stay_exact_when_statuses_change_after_the_roll_up() -> None:
+    integration = IntegrationFactory()
+    workflow = WorkflowFactory(organization=integration.organization)
+    sent = [
+        _message(integration, workflow, T0 + timedelta(minutes=m), status=MStatus.SENT)
+        for m in range(5)
+    ]
+    assert _roll_up_all() == 5
+    assert list(MessageHourCount.objects.values_list("hour", "step_index", "status", "count")) == [
+        (T0, 0, "sent", 5)
+    ]
+    # Two delivery reports and a failure arrive after the roll-up: exact before it catches up…
+    OutboundMessage.objects.filter(pk__in=[sent[0].pk, sent[1].pk]).update(status=MStatus.DELIVERED)
+    OutboundMessage.objects.filter(pk=sent[2].pk).update(
+        status=MStatus.UNDELIVERED, error_code="30003"
+    )
+    expected = {"sent": 2, "delivered": 2, "undelivered": 1}
+    assert _counts(workflow, T0, T1) == expected
+    errors = workflow_analytics(workflow=workflow, period=PERIOD).errors
+    assert [(e.status, e.code, e.count) for e in errors] == [("undelivered", "30003", 1)]
+    # …and after: the counts moved, nothing counted twice.
+    assert _roll_up_all() == 3
+    assert _counts(workflow, T0, T1) == expected
+    rows = dict(MessageHourCount.objects.filter(count__gt=0).values_list("status", "count"))
+    assert rows == expected
+    assert MessageHourCount.objects.filter(status="sent").get().count == 2
+
+
+@pytest.mark.django_db
+def test_partial_hours_at_the_period_edges_are_counted_from_the_messages() -> None:
+    integration = IntegrationFactory()
+    workflow = WorkflowFactory(organization=integration.organization)
+    for minute in (20, 50, 70, 100, 125):  # 00:20, 00:50, 01:10, 01:40, 02:05
+        _message(integration, workflow, T0 + timedelta(minutes=minute))
+    _roll_up_all()
+    # 00:30 – 01:45: the partial first hour, a whole hour from the counts, a partial last.
+    start, end = T0 + timedelta(minutes=30), T0 + timedelta(minutes=105)
+    assert _counts(workflow, start, end) == {"delivered": 3}
+    # Inside one hour: no whole hour at all.
+    assert _counts(workflow, T0 + timedelta(minutes=10), T0 + timedelta(minutes=30)) == {
+        "delivered": 1
+    }
+    # A clinic whose hours start at :30 UTC (India) reads the same UTC-hour counts.
+    india = ZoneInfo("Asia/Kolkata")
+    figures = workflow_analytics(
+        workflow=workflow, period=Period(start.astimezone(india), end.astimezone(india), india)
+    )
+    assert figures.messages_by_status == {"delivered": 3}
+
+
+@pytest.mark.django_db
+def test_test_messages_are_never_counted() -> None:
+    integration = IntegrationFactory()
+    workflow = WorkflowFactory(organization=integration.organization)
+    _message(integration, workflow, T0, is_test=True)
+    _message(integration, None, T0)
+    assert message_counts_roll_up() == 0
+    assert not MessageHourCount.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_roll_ups_and_status_reports_count_every_message_once() -> None:
+    """Two roll-ups in parallel threads (their own PostgreSQL sessions) while status reports
+    keep changing messages: the figures equal a plain GROUP BY of the messages while the
+    roll-up is still behind, and its counts equal it once it has caught up."""
+    integration = IntegrationFactory()
+    workflow = WorkflowFactory(organization=integration.organization)
+    OutboundMessage.objects.bulk_create(
+        [
+            OutboundMessage(
+                organization=integration.organization,
+                integration=integration,
+                idempotency_key=f"race:{i}",
+                workflow=workflow,
+                step_index=i % 3,
+                purpose="transactional",
+                to="+14155550000",
+                body="Hi",
+                status=MStatus.SENT,
+                created_at=T0 + timedelta(minutes=i % 600),
+            )
+            for i in range(3000)
+        ]
+    )
+    ids = list(OutboundMessage.objects.values_list("pk", flat=True))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def roll_up() -> None:
+        try:
+            while not stop.is_set():
+                message_counts_roll_up(batch=97)
+        except BaseException as exc:  # noqa: BLE001 — reported by the test below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def reports() -> None:
+        try:
+            for n, pk in enumerate(ids[::3]):
+                status = [MStatus.DELIVERED, MStatus.UNDELIVERED][n % 2]
+                OutboundMessage.objects.filter(pk=pk).update(
+                    status=status, error_code="30003" if status == MStatus.UNDELIVERED else ""
+                )
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    # Two: with the reporter and this thread, the test process's pool of 4 sessions.
+    threads = [threading.Thread(target=roll_up) for _ in range(2)]
+    reporter = threading.Thread(target=reports)
+    for thread in [*threads, reporter]:
+        thread.start()
+    reporter.join()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    truth = Counter(
+        {
+            (status, code): n
+            for status, code, n in OutboundMessage.objects.values_list("status", "error_code")
+            .annotate(n=Count("id"))
+            .order_by()
+        }
+    )
+    assert _counts(workflow, T0, T1) == {
+        s: sum(n for (st, _), n in truth.items() if st == s) for s, _ in truth
+    }
+    _roll_up_all()
+    rolled: Counter[tuple[str, str]] = Counter()
+    for status, code, n in MessageHourCount.objects.values_list("status", "error_code", "count"):
+        rolled[(status, code)] += n
+    assert +rolled == truth
+    assert _counts(workflow, T0, T1) == {"sent": 2000, "delivered": 500, "undelivered": 500}
 
 
 # --- significance -------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def insert_rows(model, count: int, exprs: dict[str, str], params: dict | None = 
     params = params or {}
     cols, values, args = [], [], []
     for f in model._meta.concrete_fields:
-        if f.primary_key:
+        if f.primary_key or f.generated:
             continue
         cols.append(connection.ops.quote_name(f.column))
         if f.column in exprs:

@@ -505,8 +505,14 @@ def message_counts_roll_up(*, batch: int = ROLL_UP_BATCH) -> int:
     roll-ups never count one message twice, and a status report waits for it rather than
     changing a message between its count and its mark. Each message moves from the count it
     was under to the one it is under now; the counts' rows are written in key order so two
-    roll-ups cannot deadlock on them."""
+    roll-ups cannot deadlock on them. Raises OperationalError when it gave way to a lock."""
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # The roll-up gives way: behind a lock (another roll-up's counts, a TRUNCATE, a
+            # migration) it fails fast and the next run catches up, rather than waiting or
+            # becoming one side of a deadlock.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '500ms'")
         rows = list(
             OutboundMessage.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(UNCOUNTED)

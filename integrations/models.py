@@ -72,9 +72,7 @@ class Integration(TimeStamped):
 
 
 # A message of a workflow (not a test) whose hourly count is not up to date.
-UNCOUNTED = Q(workflow__isnull=False, is_test=False) & (
-    ~Q(status=models.F("counted_status")) | ~Q(error_code=models.F("counted_error_code"))
-)
+UNCOUNTED = Q(uncounted=True, workflow__isnull=False, is_test=False)
 
 
 class OutboundMessage(TimeStamped):
@@ -124,6 +122,15 @@ class OutboundMessage(TimeStamped):
     # the messages it has not caught up with, so its figures are exact at any moment.
     counted_status = models.CharField(max_length=16, blank=True, editable=False)
     counted_error_code = models.CharField(max_length=16, blank=True, editable=False)
+    # Computed by the database, so the planner has statistics on it (nearly all false) and
+    # reads the few true ones from message_uncounted; it cannot estimate a comparison of two
+    # columns, and took it for "every row" at a million messages (a 350 ms scan).
+    uncounted = models.GeneratedField(
+        expression=~Q(status=models.F("counted_status"))
+        | ~Q(error_code=models.F("counted_error_code")),
+        output_field=models.BooleanField(),
+        db_persist=True,
+    )
     purpose = models.CharField(max_length=16, choices=ConsentRecord.Purpose.choices)
     # The consent and caps channel ("sms", "email"): its transport's, checked there, not here,
     # so a new channel needs no migration.

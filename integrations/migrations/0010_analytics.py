@@ -1,7 +1,8 @@
 """Analytics: messages keep their workflow and step index (filled in for existing messages
-from their step runs), hourly message counts per workflow (MessageHourCount, kept by the
-roll-up; existing messages are counted by its first runs, as new ones are), and an index for
-the latest message to a number, which attributes an opt-out to a workflow."""
+from their step runs); hourly message counts per workflow (MessageHourCount), kept by the
+roll-up, which counts existing messages on its first runs as it does new ones (a message is
+"uncounted" until then); an index for the latest message to a number, which attributes an
+opt-out to a workflow."""
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -37,14 +38,31 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("hour", models.DateTimeField()),
-                ("step_index", models.IntegerField(help_text="-1: the message named no step.")),
+                (
+                    "step_index",
+                    models.IntegerField(help_text="-1: the message named no step."),
+                ),
                 ("status", models.CharField(max_length=16)),
                 ("error_code", models.CharField(blank=True, max_length=16)),
                 ("count", models.IntegerField(default=0)),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="workflows.workflow",
+                    ),
+                ),
             ],
-            options={
-                "ordering": ["workflow", "hour"],
-            },
+            options={"ordering": ["workflow", "hour"]},
+        ),
+        migrations.AddConstraint(
+            model_name="messagehourcount",
+            constraint=models.UniqueConstraint(
+                fields=("workflow", "hour", "step_index", "status", "error_code"),
+                name="one_message_count_per_key",
+            ),
         ),
         migrations.AddField(
             model_name="outboundmessage",
@@ -55,6 +73,19 @@ class Migration(migrations.Migration):
             model_name="outboundmessage",
             name="counted_status",
             field=models.CharField(blank=True, editable=False, max_length=16),
+        ),
+        migrations.AddField(
+            model_name="outboundmessage",
+            name="uncounted",
+            field=models.GeneratedField(
+                db_persist=True,
+                expression=models.Q(
+                    models.Q(("status", models.F("counted_status")), _negated=True),
+                    models.Q(("error_code", models.F("counted_error_code")), _negated=True),
+                    _connector="OR",
+                ),
+                output_field=models.BooleanField(),
+            ),
         ),
         migrations.AddField(
             model_name="outboundmessage",
@@ -87,13 +118,7 @@ class Migration(migrations.Migration):
             model_name="outboundmessage",
             index=models.Index(
                 condition=models.Q(
-                    ("is_test", False),
-                    ("workflow__isnull", False),
-                    models.Q(
-                        models.Q(("status", models.F("counted_status")), _negated=True),
-                        models.Q(("error_code", models.F("counted_error_code")), _negated=True),
-                        _connector="OR",
-                    ),
+                    ("is_test", False), ("uncounted", True), ("workflow__isnull", False)
                 ),
                 fields=["workflow", "created_at"],
                 name="message_uncounted",
@@ -103,23 +128,6 @@ class Migration(migrations.Migration):
             model_name="outboundmessage",
             index=models.Index(
                 fields=["organization", "to", "-created_at"], name="message_to_time"
-            ),
-        ),
-        migrations.AddField(
-            model_name="messagehourcount",
-            name="workflow",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="+",
-                to="workflows.workflow",
-            ),
-        ),
-        migrations.AddConstraint(
-            model_name="messagehourcount",
-            constraint=models.UniqueConstraint(
-                fields=("workflow", "hour", "step_index", "status", "error_code"),
-                name="one_message_count_per_key",
             ),
         ),
     ]

@@ -78,6 +78,10 @@ class Comparison:
     verdict: str
 
     @property
+    def p_label(self) -> str:
+        return "< 0.0001" if self.p_value < 0.0001 else f"{self.p_value:.4f}"
+
+    @property
     def verdict_label(self) -> str:
         return {
             "significant": "significant at 95 %",
@@ -281,8 +285,11 @@ def _median(converted: QuerySet[Run], count: int) -> timedelta | None:
 
 
 def _step_labels(workflow: Workflow) -> dict[int, str]:
+    """What each step does, by 0-based index (the page numbers them)."""
     return {
-        index: str(step)
+        index: f"{step.adapter} → {step.function}"
+        if step.type == Step.Type.ADAPTER
+        else step.get_type_display()
         for index, step in enumerate(Step.objects.filter(workflow=workflow).order_by("position"))
     }
 

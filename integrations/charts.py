@@ -8,6 +8,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 WIDTH = 720
+# Room on the right for the last day's label.
+MARGIN = 40
 BAR_GAP = 2
 
 
@@ -66,7 +68,7 @@ def day_bars_svg(bars: Sequence[Bar], *, caption: str) -> SafeString:
         '<svg class="cf-chart" viewBox="0 0 {} {}" role="img" aria-label="{}">'
         '<text class="cf-axis" x="0" y="{}">{}</text>'
         '<line class="cf-baseline" x1="{}" y1="{}" x2="{}" y2="{}"/>{}</svg>',
-        WIDTH,
+        WIDTH + MARGIN,
         height,
         caption,
         top + 4,

@@ -317,7 +317,7 @@ def test_the_seeded_history_gives_exactly_the_expected_figures(
     # every A/B run reached the second step; the nine converted ones skipped it
     assert (step2.reached, step2.succeeded, step2.skipped, step2.failed) == (20, 9, 9, 2)
     assert step2.messages == {"skipped": 1}
-    assert "twilio" in step1.label
+    assert step1.label == "twilio → sendSMS"
 
     by_label = {v.label: v for v in figures.variants}
     assert [(v.label, v.enrolled, v.conversions) for v in figures.variants] == [
@@ -598,6 +598,10 @@ def test_verdicts() -> None:
     }
     c = next(v for v in compared if v.label == "C").comparison
     assert c is not None and c.p_value > 0.05 and not math.isnan(c.z)
+    b = next(v for v in compared if v.label == "B").comparison
+    assert b is not None and b.p_label == "0.0074" and b.verdict_label == "significant at 95 %"
+    tiny = variants_compare([VariantFigures("A", 1000, 100), VariantFigures("B", 1000, 300)])
+    assert tiny[1].comparison is not None and tiny[1].comparison.p_label == "< 0.0001"
     # One variant only: nothing to compare against.
     assert variants_compare([VariantFigures("A", 10, 1)])[0].comparison is None
 

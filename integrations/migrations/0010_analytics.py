@@ -18,6 +18,10 @@ def backfill(apps, schema_editor):  # type: ignore[no-untyped-def]
         workflow_id=Subquery(step_runs.values("run__workflow_id")[:1]),
         step_index=Subquery(step_runs.values("index")[:1]),
     )
+    if schema_editor.connection.vendor == "postgresql":
+        # The new foreign key's checks are deferred to the commit; PostgreSQL will not build
+        # the indexes below on a table with checks pending: run them now.
+        schema_editor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 class Migration(migrations.Migration):

@@ -44,8 +44,12 @@ from tests.factories import (
     WorkflowFactory,
     clinic_client,
 )
+from tests.patients import conftest as migration_helpers
+from tests.patients.conftest import latest_migrations, migrate
 from workflows.models import EnrollmentSkip, Event, ReplyWait, Run, StepRun, Workflow
 
+# The test database, migrated back to the latest state after the migration test.
+migrated_back = migration_helpers.migrated_back
 Status = Run.Status
 MStatus = OutboundMessage.Status
 UTC = ZoneInfo("UTC")
@@ -856,3 +860,39 @@ def test_the_beat_task_rolls_up_and_gives_way_to_a_lock() -> None:
     assert roll_up_task() == 3
     assert _counts(workflow, T0, T1) == {"delivered": 3}
     assert MessageHourCount.objects.get().count == 3
+
+
+# --- the migration ------------------------------------------------------------------------
+
+
+def test_the_migration_gives_existing_messages_their_workflow_and_step(
+    migrated_back: None,
+) -> None:
+    """Messages made before 0010 get the workflow and step index of their step run (and
+    none without one); the roll-up then counts them as it counts new ones."""
+    apps = migrate([("integrations", "0008_messagingpolicy_channel_rules")])
+    integration = IntegrationFactory()
+    org_id = integration.organization_id
+    workflow = WorkflowFactory(organization=integration.organization)
+    # The engine's tables are at their latest state: only the messages' are migrated back.
+    run = _run(workflow, T0)
+    step_run = StepRun.objects.create(run=run, index=2)
+    Message = apps.get_model("integrations", "OutboundMessage")
+    common = {
+        "organization_id": org_id,
+        "integration_id": integration.pk,
+        "purpose": "transactional",
+        "to": "+14155550000",
+        "body": "Hi",
+        "status": "delivered",
+        "created_at": T0,
+    }
+    Message.objects.create(idempotency_key="m:a", step_run_id=step_run.pk, **common)
+    Message.objects.create(idempotency_key="m:b", **common)
+
+    migrate(latest_migrations())
+    rows = dict(OutboundMessage.objects.values_list("idempotency_key", "workflow_id"))
+    assert rows == {"m:a": workflow.pk, "m:b": None}
+    assert OutboundMessage.objects.get(idempotency_key="m:a").step_index == 2
+    assert message_counts_roll_up() == 1
+    assert _counts(workflow, T0, T1) == {"delivered": 1}

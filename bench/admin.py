@@ -1,4 +1,5 @@
-"""Admin at scale: the message log, the run list and a run's page with 1k vs 1M messages.
+"""Admin at scale: the message log, the run list, a run's page and a workflow's analytics
+(30 days) with 1k vs 1M messages.
 
     .venv/bin/python bench/admin.py            # 1k tier, then grow to 1,000,000 messages
     .venv/bin/python bench/admin.py --quick    # 1k tier, then 100,000 messages
@@ -6,7 +7,9 @@
 Rows are generated inside PostgreSQL (INSERT … SELECT FROM generate_series, in batches of
 200,000; column values for every concrete field come from the models at run time, so the
 script follows model changes). Proportions: per 10 messages, 1 event, 1 run, 1 step run
-(1M messages → 100k events/runs/step runs); messages spread over 1,000 patients. The run
+(1M messages → 100k events/runs/step runs); messages spread over 1,000 patients; runs split
+between variants A and B, one in five converted two hours after enrolment; one opt-out (STOP)
+per 1,000 messages, from the patients' numbers. The run
 definition is the one careflow itself pins (event_dispatch on a real order.shipped event).
 Pages are fetched by a logged-in superuser through the Django test client (in-process: no
 network, no web server); each page is fetched once to warm up, then --repeats times.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -28,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common
 from bench.common import SetupError
 
-DB = "careflow_bench_admin"
+# BENCH_ADMIN_DB=careflow_bench_admin_<name> keeps concurrent runs on one machine apart.
+DB = os.environ.get("BENCH_ADMIN_DB", "careflow_bench_admin")
 BATCH = 200_000
 TARGET_MS = 300.0
 
@@ -54,7 +59,7 @@ def insert_rows(model, count: int, exprs: dict[str, str], params: dict | None = 
     params = params or {}
     cols, values, args = [], [], []
     for f in model._meta.concrete_fields:
-        if f.primary_key:
+        if f.primary_key or f.generated:
             continue
         cols.append(connection.ops.quote_name(f.column))
         if f.column in exprs:
@@ -96,7 +101,8 @@ def child(args: argparse.Namespace) -> int:
     from django.urls import reverse
 
     from bench import fixtures
-    from integrations.models import Integration, OutboundMessage
+    from integrations import analytics
+    from integrations.models import InboundMessage, Integration, MessageHourCount, OutboundMessage
     from patients.models import Order
     from workflows.engine import event_dispatch
     from workflows.models import Event, Run, StepRun, Workflow
@@ -152,6 +158,9 @@ def child(args: argparse.Namespace) -> int:
                 "definition": "%s::jsonb",
                 "next_index": "1",
                 "error": "''",
+                "variant": "(ARRAY['A','B'])[1 + mod(g, 2)]",
+                "goal_reached_at": "CASE WHEN mod(g, 5) = 0 "
+                "THEN now() - g * interval '1 second' + interval '2 hours' END",
                 "started_at": "now() - g * interval '1 second'",
                 "finished_at": "now() - g * interval '1 second'",
             },
@@ -194,6 +203,8 @@ def child(args: argparse.Namespace) -> int:
                 "integration_id": "%s",
                 "patient_id": "%s + mod(g, 1000)",
                 "step_run_id": "%s + ((g - 1) / 10)",
+                "workflow_id": "%s",
+                "step_index": "0",
                 "idempotency_key": f"'bench:{have}:' || g",
                 "purpose": "'transactional'",
                 "to": "'+1415' || lpad((2000000 + mod(g, 1000))::text, 7, '0')",
@@ -214,12 +225,33 @@ def child(args: argparse.Namespace) -> int:
                 "integration_id": [integration.pk],
                 "patient_id": [p0],
                 "step_run_id": [first_step],
+                "workflow_id": [workflow.pk],
                 "body": [body],
             },
         )
+        insert_rows(
+            InboundMessage,
+            add // 1000,
+            {
+                "organization_id": "%s",
+                "integration_id": "%s",
+                "provider_sid": f"'SM' || md5('in:{have}:' || g)",
+                "from_number": "'+1415' || lpad((2000000 + mod(g, 1000))::text, 7, '0')",
+                "to": "'+15005550006'",
+                "body": "'STOP'",
+                "action": "'opt_out'",
+                "created_at": "now() - g * interval '7 seconds'",
+            },
+            {"organization_id": [org.pk], "integration_id": [integration.pk]},
+        )
+        # The hourly message counts, as the beat's roll-up (every minute) keeps them.
+        while analytics.message_counts_roll_up(batch=50_000):
+            pass
         with connection.cursor() as cursor:
-            for model in (Event, Run, StepRun, OutboundMessage):
-                cursor.execute(f"ANALYZE {model._meta.db_table}")
+            for model in (Event, Run, StepRun, OutboundMessage, InboundMessage, MessageHourCount):
+                # VACUUM as autovacuum would have by then: index-only scans need the
+                # visibility map of rows written in bulk.
+                cursor.execute(f"VACUUM ANALYZE {model._meta.db_table}")
 
     user = get_user_model().objects.create_superuser("benchadmin", "b@example.com", "x")
     client = Client()
@@ -231,6 +263,10 @@ def child(args: argparse.Namespace) -> int:
             "message log changelist": reverse("admin:integrations_outboundmessage_changelist"),
             "run changelist": reverse("admin:workflows_run_changelist"),
             "run change page (timeline)": reverse("admin:workflows_run_change", args=[latest.pk]),
+            "workflow analytics (30 days)": reverse(
+                "admin:workflows_workflow_analytics", args=[workflow.pk]
+            )
+            + "?period=30d",
         }
 
     def measure(tier: str) -> dict:

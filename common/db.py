@@ -78,7 +78,8 @@ def _insert_compiled(model: type[models.Model], alias: str) -> tuple[str, list[A
     table, a database default, a backend that cannot return the pk)."""
     meta = model._meta
     connection = connections[alias]
-    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
+    # Not a generated column: the database computes it (and refuses a value for it).
+    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field and not f.generated]
     if (
         meta.parents
         or meta.auto_field is None

@@ -12,6 +12,7 @@ class IntegrationsConfig(AppConfig):
 
         from integrations import checks  # noqa: F401 — registers the deploy checks
         from integrations.alerts import alert_delivery_task_register
+        from integrations.analytics_page import ANALYTICS_PAGE
         from integrations.models import MessagingPolicy
         from integrations.patient_panel import PANEL
         from integrations.policy import messaging_policy_forget
@@ -23,6 +24,7 @@ class IntegrationsConfig(AppConfig):
         from patients.panels import patient_panel_register
         from workflows.adapters import step_messages_register
         from workflows.goals import runs_ended_register
+        from workflows.pages import workflow_page_register
         from workflows.tasks import message_send_task_register
 
         post_save.connect(
@@ -46,3 +48,5 @@ class IntegrationsConfig(AppConfig):
         step_messages_register(run_step_messages)
         # A run a goal or an exit ends sends none of its messages still waiting.
         runs_ended_register(messages_of_ended_runs_skip)
+        # The workflow's analytics page counts messages: the engine's admin mounts it.
+        workflow_page_register(ANALYTICS_PAGE)

@@ -60,6 +60,8 @@ def step_deliver(
         first_attempt=context.attempt <= 1,
         purpose=context.purpose,
         step_run_id=context.step_run_id,
+        workflow_id=context.workflow_id,
+        step_index=context.step_index,
         is_test=context.is_test,
         urgent=context.urgent,
         **fields,

@@ -50,6 +50,8 @@ def _message_defaults(
     messaging_service_sid: str = "",
     patient: Patient | None = None,
     step_run_id: int | None = None,
+    workflow_id: int | None = None,
+    step_index: int | None = None,
     is_test: bool = False,
     urgent: bool = False,
     channel: str = "sms",
@@ -61,6 +63,8 @@ def _message_defaults(
         "integration": integration,
         "patient": patient,
         "step_run_id": step_run_id,
+        "workflow_id": workflow_id,
+        "step_index": step_index,
         "purpose": purpose,
         "channel": channel,
         "content": content or {},
@@ -79,7 +83,8 @@ def _message_defaults(
 def message_prepare(*, idempotency_key: str, **fields: Any) -> OutboundMessage:
     """Create the message row for this idempotency key, or return the one that exists.
     `fields`: organization, integration, to, body, purpose and optionally from_number,
-    messaging_service_sid, patient, step_run_id, is_test, urgent, channel ("sms" unless
+    messaging_service_sid, patient, step_run_id (with its run's workflow_id and its
+    step_index), is_test, urgent, channel ("sms" unless
     said), content (the channel's other parts, e.g. an email's subject)."""
     defaults = _message_defaults(**fields)
     return insert_or_get(OutboundMessage, {"idempotency_key": idempotency_key}, defaults)

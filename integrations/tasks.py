@@ -1,15 +1,18 @@
 """Celery tasks of the send queue: thin, id-taking, safe to run twice."""
 
+import logging
 from datetime import timedelta
 
 from celery import shared_task
+from django.db import OperationalError
 from django.utils import timezone
 
-from integrations import alerts, sending
+from integrations import alerts, analytics, sending
 from integrations.models import OutboundMessage
 from workflows.engine import run_wake
 from workflows.tasks import run_advance
 
+logger = logging.getLogger(__name__)
 Status = OutboundMessage.Status
 UNSETTLED = (Status.PENDING, Status.SENDING, Status.UNKNOWN)
 # Longer waits are never held as broker ETAs (Redis would redeliver them); the run's due
@@ -58,6 +61,28 @@ def alert_deliver(alert_id: int) -> None:
     due = alert.next_attempt_at if alert is not None else None
     if due is not None and due - timezone.now() <= alerts.SHORT_WAIT:
         alert_deliver.apply_async((alert_id,), eta=due)
+
+
+# A beat run stops after this many batches, so one run stays short; the next goes on.
+ROLL_UP_BATCHES = 20
+
+
+@shared_task
+def message_counts_roll_up() -> int:
+    """Beat: bring workflow analytics' hourly message counts up to date (see the service);
+    safe to overlap (messages are claimed with SKIP LOCKED)."""
+    total = 0
+    for _ in range(ROLL_UP_BATCHES):
+        try:
+            done = analytics.message_counts_roll_up()
+        except OperationalError:
+            # It gave way to a lock (see the service): the next run goes on from here.
+            logger.info("message counts roll-up gave way to a lock after %s messages", total)
+            break
+        total += done
+        if done < analytics.ROLL_UP_BATCH:
+            break
+    return total
 
 
 # Forwarders under the tasks' former wire names, so that a message queued before a deploy (in

@@ -99,6 +99,10 @@ class StepContext:
     purpose: str
     patient: "Patient | None" = None
     step_run_id: int | None = None
+    # The run's workflow and the step's 0-based index: a message keeps them, so per-workflow
+    # analytics count a million messages from one index without joining runs.
+    workflow_id: int | None = None
+    step_index: int | None = None
     is_test: bool = False
     urgent: bool = False
     # How many times the engine has executed this step, this time included (1 the first time).

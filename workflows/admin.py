@@ -1,3 +1,4 @@
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
 from patients.clinic_view import (
@@ -43,6 +44,7 @@ from workflows.dry_run import workflow_dry_run, workflow_live_test
 from workflows.engine import run_retry, workflow_definition, workflow_disable
 from workflows.enrollment import workflow_enrollments_backfill
 from workflows.models import EnrollmentSkip, Event, Run, StepRun, Workflow
+from workflows.pages import WORKFLOW_PAGES, WorkflowPage
 from workflows.recipes import RECIPES, RecipeUnavailable, recipe_add
 from workflows.selectors import (
     run_patient,
@@ -126,6 +128,14 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
+def _pages(workflow: Workflow) -> list[tuple[str, str]]:
+    """The workflow's extra pages (workflows.pages) as (label, url)."""
+    return [
+        (page.label, reverse(f"admin:workflows_workflow_{page.slug}", args=[workflow.pk]))
+        for page in WORKFLOW_PAGES.values()
+    ]
+
+
 def _int_or_none(value: Any) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
@@ -150,7 +160,9 @@ class WorkflowAdmin(OrganizationScopedAdmin):
     @admin.display(description="Runs")
     def runs(self, obj: Workflow) -> str:
         url = reverse("admin:workflows_run_changelist") + f"?workflow={obj.pk}"
-        return format_html('<a href="{}">Runs</a>', url)
+        links = [format_html('<a href="{}">Runs</a>', url)]
+        links += [format_html('<a href="{}">{}</a>', url, label) for label, url in _pages(obj)]
+        return format_html_join(" · ", "{}", ((link,) for link in links))
 
     # --- saving ---------------------------------------------------------------------------
 
@@ -256,6 +268,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                 }
                 for reason, label, count in workflow_skip_counts(workflow=obj)
             ]
+            context["workflow_pages"] = _pages(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     # --- builder endpoints ----------------------------------------------------------------
@@ -297,7 +310,32 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                 name="workflows_workflow_disable",
             ),
         ]
+        for page in WORKFLOW_PAGES.values():
+            urls.append(
+                path(
+                    f"<int:object_id>/{page.slug}/",
+                    view(functools.partial(self.workflow_page_view, page=page)),
+                    name=f"workflows_workflow_{page.slug}",
+                )
+            )
         return urls + super().get_urls()
+
+    def workflow_page_view(
+        self, request: HttpRequest, object_id: int, *, page: WorkflowPage
+    ) -> HttpResponse:
+        """A page another app provides (workflows.pages), for a workflow of the user's
+        clinic they may view; another clinic's workflow is a 404."""
+        workflow = self._workflow(request, object_id, change=False)
+        assert workflow is not None  # noqa: S101 — object_id is always given here
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": workflow,
+            "title": f"{page.label}: {workflow.name}",
+            "has_view_permission": True,
+            "change_url": reverse("admin:workflows_workflow_change", args=[workflow.pk]),
+        }
+        return page.view(request, workflow, context)
 
     def _workflow(
         self, request: HttpRequest, object_id: int | None, *, change: bool

@@ -634,6 +634,8 @@ def _adapter_call(
         purpose=step.get("purpose", "transactional"),
         patient=patient,
         step_run_id=step_run.pk,
+        workflow_id=run.workflow_id,
+        step_index=step_run.index,
         is_test=run.is_test or bool(patient and patient.is_test),
         urgent=bool(step.get("urgent")),
         attempt=step_run.attempts,

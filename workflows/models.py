@@ -229,6 +229,13 @@ class Run(TimeStamped):
             models.Index(fields=["finished_at"], condition=Q(status="failed"), name="run_failed"),
             # A patient's runs of a workflow, newest first: enrollment rules and goals.
             models.Index(fields=["workflow", "patient_key", "-created_at"], name="run_patient"),
+            # A workflow's runs of a period (analytics): an index-only scan for enrolled,
+            # statuses, variants and conversions.
+            models.Index(
+                fields=["workflow", "created_at"],
+                include=["status", "variant", "goal_reached_at", "is_test"],
+                name="run_workflow_time",
+            ),
         ]
 
     def __str__(self) -> str:

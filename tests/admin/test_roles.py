@@ -247,6 +247,8 @@ EXTRA: dict[tuple[str, bool], Extra] = {
     # The confirmation page (or, already in that state, a redirect), then the action.
     ("workflows_workflow_enable", True): Extra("GET POST", "workflows.workflow", CHANGE, "acts"),
     ("workflows_workflow_disable", True): Extra("GET POST", "workflows.workflow", CHANGE, "acts"),
+    # The workflow's analytics (mounted through workflows.pages): whoever may view it.
+    ("workflows_workflow_analytics", True): Extra("GET", "workflows.workflow", VIEW, "200"),
     ("auth_user_password_change", True): Extra("GET", "auth.user", CHANGE, "200", "403"),
     # A TOTP device's enrolment page and its QR code (django-otp), superuser-only.
     ("otp_totp_totpdevice_config", True): Extra("GET", "otp_totp.totpdevice", VIEW, "200", "403"),

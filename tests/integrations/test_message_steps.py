@@ -95,7 +95,13 @@ def test_step_deliver_hands_the_core_the_runs_fields_and_the_channels(
 
     monkeypatch.setattr(message_steps, "message_prepare_and_deliver", deliver)
     context = _context(
-        integration.organization, attempt=2, step_run_id=7, is_test=True, urgent=True
+        integration.organization,
+        attempt=2,
+        step_run_id=7,
+        workflow_id=3,
+        step_index=1,
+        is_test=True,
+        urgent=True,
     )
     step_deliver(context, integration=integration, accepted=None, to="+14155550177", body="Hi")
     assert calls == [
@@ -107,6 +113,8 @@ def test_step_deliver_hands_the_core_the_runs_fields_and_the_channels(
             "first_attempt": False,
             "purpose": "transactional",
             "step_run_id": 7,
+            "workflow_id": 3,
+            "step_index": 1,
             "is_test": True,
             "urgent": True,
             "to": "+14155550177",

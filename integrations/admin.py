@@ -250,7 +250,7 @@ class MessageOutcomeFilter(admin.SimpleListFilter):
 class MessageWorkflowFilter(WorkflowListFilter):
     """Messages sent by one workflow's runs (alerts on a workflow's rates link here)."""
 
-    field = "step_run__run__workflow_id"
+    field = "workflow_id"
 
 
 class MessageSenderFilter(admin.SimpleListFilter):

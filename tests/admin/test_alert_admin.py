@@ -264,6 +264,8 @@ def test_the_lists_alerts_link_to_show_only_that_workflows_or_senders_messages()
             organization=organization,
             integration=sender,
             step_run=StepRun.objects.create(run=run, index=0, status="succeeded"),
+            workflow=workflow,  # as a send step records it (the lists filter on it)
+            step_index=0,
             idempotency_key=f"links-{n}",
             purpose="transactional",
             to="+14155550100",

@@ -3,6 +3,7 @@ and on the admin page; period boundaries; the significance test against known va
 empty workflow; escaping; who may open the page; a constant query count; and the figures of
 a message sent for real by a worker."""
 
+import importlib
 import math
 import re
 import threading
@@ -868,9 +869,11 @@ def test_the_beat_task_rolls_up_and_gives_way_to_a_lock() -> None:
 def test_the_migration_gives_existing_messages_their_workflow_and_step(
     migrated_back: None,
 ) -> None:
-    """Messages made before 0010 get the workflow and step index of their step run (and
+    """Messages made before 0011 get the workflow and step index of their step run (and
     none without one); the roll-up then counts them as it counts new ones."""
-    apps = migrate([("integrations", "0008_messagingpolicy_channel_rules")])
+    analytics = importlib.import_module("integrations.migrations.0011_analytics")
+    before = [dep for dep in analytics.Migration.dependencies if dep[0] == "integrations"]
+    apps = migrate(before)
     integration = IntegrationFactory()
     org_id = integration.organization_id
     workflow = WorkflowFactory(organization=integration.organization)

@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from integrations.alert_forms import AlertSettingsForm
 from integrations.alerts import alert_credentials_rejected
+from integrations.channels import registered_channels
 from integrations.forms import INTEGRATION_FORMS, IntegrationForm, integration_form_get
 from integrations.home import MESSAGE_OUTCOMES
 from integrations.messaging import transport_get
@@ -247,6 +248,23 @@ class MessageOutcomeFilter(admin.SimpleListFilter):
         return queryset.filter(status__in=outcome[1]) if outcome else queryset
 
 
+class MessageChannelFilter(admin.SimpleListFilter):
+    """Messages of one channel, offered from the channels the registered providers send on:
+    Django's own filter for the field reads them with a DISTINCT over the whole log (277 ms
+    of a 430 ms page at 1,000,000 messages, `bench/admin.py`)."""
+
+    title = "channel"
+    parameter_name = "channel"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(channel, channel) for channel in sorted(registered_channels())]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[OutboundMessage]
+    ) -> QuerySet[OutboundMessage]:
+        return queryset.filter(channel=self.value()) if self.value() else queryset
+
+
 class MessageWorkflowFilter(WorkflowListFilter):
     """Messages sent by one workflow's runs (alerts on a workflow's rates link here)."""
 
@@ -303,7 +321,7 @@ class OutboundMessageAdmin(
     ]
     list_filter = [
         MessageOutcomeFilter,
-        "channel",
+        MessageChannelFilter,
         "status",
         MessageCreatedFilter,
         MessageWorkflowFilter,

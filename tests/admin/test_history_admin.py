@@ -5,7 +5,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from integrations.models import OutboundMessage
@@ -424,8 +426,12 @@ def test_the_message_log_shows_an_emails_channel_and_subject_and_filters_by_chan
     assert "Your &lt;order&gt; shipped" in page and "<order>" not in page
     # the email's error code is explained by the email provider, not Twilio
     assert "406: the recipient is inactive in Postmark" in page
-    only_email = superuser.get(url + "?channel=email").context["cl"].result_list
+    with CaptureQueriesContext(connection) as queries:
+        only_email = superuser.get(url + "?channel=email").context["cl"].result_list
     assert [m.pk for m in only_email] == [email.pk]
+    # The channel filter offers the registered channels, not a DISTINCT over the whole log.
+    assert not [q for q in queries.captured_queries if "DISTINCT" in q["sql"]]
+    assert 'href="?channel=sms"' in page and 'href="?channel=email"' in page
     assert [m.channel for m in superuser.get(url + "?channel=sms").context["cl"].result_list] == [
         "sms"
     ]

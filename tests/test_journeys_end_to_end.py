@@ -3,12 +3,16 @@ appointment reminder that enrolls a patient at most once per 30 days, splits pat
 and has a goal (the appointment confirmed). Two patients in different variants each get
 their variant's text; a second booking within the 30 days is skipped with its reason; one
 patient confirms, which ends that run early and counts as a conversion, while the other run
-keeps waiting."""
+keeps waiting. The workflow's analytics then count exactly that."""
 
+from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+from django.utils import timezone
 
+from integrations.analytics import Period, workflow_analytics
 from integrations.models import Integration, OutboundMessage
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import Appointment
@@ -31,6 +35,7 @@ SPLIT = {
         {"label": "Warm", "percent": 50, "goto": 4},
     ]
 }
+UTC_ZONE = ZoneInfo("UTC")
 HOUR = {"kind": "duration", "seconds": 3600}
 
 
@@ -116,3 +121,17 @@ def test_once_per_30_days_a_goal_and_an_ab_split_through_a_real_worker(
     assert waiting.status == Run.Status.WAITING and waiting.goal_reached_at is None
     assert Run.objects.filter(workflow=workflow).count() == 2
     assert OutboundMessage.objects.count() == 2 and len(sandbox.messages()) == 2
+
+    # What the workflow's analytics page counts for this history.
+    now = timezone.now()
+    period = Period(start=now - timedelta(hours=1), end=now + timedelta(minutes=1), zone=UTC_ZONE)
+    figures = workflow_analytics(workflow=workflow, period=period)
+    assert figures.enrolled == 2 and figures.conversions == 1
+    assert figures.skipped_by_reason == {EnrollmentSkip.Reason.PERIOD: 1}
+    assert figures.runs_by_status == {Run.Status.EXITED: 1, Run.Status.WAITING: 1}
+    sent = {status: n for status, n in figures.messages_by_status.items() if n}
+    assert sum(sent.values()) == 2 and set(sent) <= {"sent", "delivered"}
+    assert {(v.label, v.enrolled, v.conversions) for v in figures.variants} == {
+        ("Plain", 1, 1),
+        ("Warm", 1, 0),
+    }

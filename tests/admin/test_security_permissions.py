@@ -314,4 +314,5 @@ def _through_a_clinic_owned_parent() -> set[str]:
         "patients.requisition",
         "workflows.run",
         "workflows.steprun",
+        "workflows.enrollmentskip",
     }

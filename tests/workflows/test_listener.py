@@ -4,6 +4,7 @@ worker once for however many events arrive before one starts on them, and it sur
 losing its session."""
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,14 +69,22 @@ def _dispatch_tasks() -> list[list[Any]]:
     tasks = []
     with app.connection_for_read() as broker:
         queue = broker.SimpleQueue("events")
+        # Non-blocking reads until the queue has stayed empty for half a second: a blocking
+        # `get(timeout=…)` issues BRPOP, which once hung a CI run for good (kombu's Redis
+        # poll never timed out).
+        quiet_until = time.monotonic() + 0.5
         try:
-            while True:
-                message = queue.get(timeout=0.5)
+            while time.monotonic() < quiet_until:
+                try:
+                    message = queue.get_nowait()
+                except queue.Empty:
+                    time.sleep(0.05)
+                    continue
                 # A beat stopped by `no_worker` may have left its periodic tasks queued.
                 if message.headers["task"] == "workflows.tasks.events_dispatch":
                     tasks.append(message.payload[0])
                 message.ack()
-        except queue.Empty:
+                quiet_until = time.monotonic() + 0.5
             return tasks
         finally:
             queue.close()

@@ -70,11 +70,11 @@ def audit_actor(name: str) -> Iterator[None]:
 def audit_actor_name() -> str:
     """Who audited changes made now are by: the named actor, else the signed-in user, else
     "system"."""
-    actor = _current_actor()
+    actor = audit_actor_user()
     return _actor_name.get() or (str(actor)[:ACTOR_LENGTH] if actor else "system")
 
 
-def _current_actor() -> Any:
+def audit_actor_user() -> Any:
     request = _actor.get()
     user = getattr(request, "user", None) if request is not None else None
     if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated:
@@ -142,7 +142,7 @@ def _before(sender: type[models.Model], instance: models.Model, **kwargs: Any) -
 
 def _record(instance: models.Model, action: str, changes: dict[str, Any]) -> None:
     AuditEntry.objects.create(
-        actor=_current_actor(),
+        actor=audit_actor_user(),
         actor_repr=audit_actor_name(),
         organization_id=_organization_id(instance),
         action=action,

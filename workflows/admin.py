@@ -7,7 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -42,7 +42,6 @@ from workflows.adapters import REGISTRY
 from workflows.diagram import ending_summary, workflow_diagram
 from workflows.dry_run import workflow_dry_run, workflow_live_test
 from workflows.engine import run_retry, workflow_definition, workflow_disable
-from workflows.enrollment import workflow_enrollments_backfill
 from workflows.models import EnrollmentSkip, Event, Run, StepRun, Workflow
 from workflows.pages import WORKFLOW_PAGES, WorkflowPage
 from workflows.recipes import RECIPES, RecipeUnavailable, recipe_add
@@ -54,6 +53,7 @@ from workflows.selectors import (
 )
 from workflows.tasks import run_advance
 from workflows.validation import ClinicSenders, ValidationReport, workflow_validate
+from workflows.versions import COMMENT_LENGTH, workflow_definition_save
 
 # The longest SMS: no real reply is longer than a simulated one may be.
 MAX_SIMULATED_REPLY = 1600
@@ -76,6 +76,13 @@ class WorkflowForm(forms.ModelForm):
         ),
         help_text="Trigger, filter and steps. The builder below edits this for you; "
         "without JavaScript, edit the JSON here.",
+    )
+
+    comment = forms.CharField(
+        label="Change note",
+        required=False,
+        max_length=COMMENT_LENGTH,
+        help_text="Optional: what this save changes and why. Kept with the version.",
     )
 
     class Meta:
@@ -155,6 +162,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
     fieldsets = [
         (None, {"fields": ["organization", "name", "description"]}),
         ("Definition", {"fields": ["definition"], "classes": ["careflow-definition-fallback"]}),
+        ("Version", {"fields": ["comment"]}),
     ]
 
     @admin.display(description="Runs")
@@ -170,13 +178,13 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         # changeform_view runs in one transaction: the workflow, its trigger and filter, and
         # its steps are saved together or not at all.
         super().save_related(request, form, formsets, change)
-        builder.workflow_steps_save(workflow=form.instance, steps=form.steps)
-        if change and form.enrollment_changed:
-            # A rule set on a workflow that already ran counts the runs it made.
-            workflow_enrollments_backfill(workflow=form.instance)
-        if change:
-            # Runs already started keep the definition they pinned; new runs see this version.
-            Workflow.objects.filter(pk=form.instance.pk).update(version=F("version") + 1)
+        workflow_definition_save(
+            workflow=form.instance,
+            steps=form.steps,
+            created=not change,
+            enrollment_changed=form.enrollment_changed,
+            comment=form.cleaned_data.get("comment", ""),
+        )
 
     @admin.action(description="Disable (cancels their waiting runs)", permissions=["change"])
     def disable_workflows(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:

@@ -3,6 +3,7 @@
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.fields.json import KT
@@ -120,6 +121,34 @@ class Workflow(TimeStamped):
 
     def __str__(self) -> str:
         return self.name
+
+
+class WorkflowVersion(models.Model):
+    """A workflow's definition as one save left it (`workflows.versions.workflow_document`):
+    who saved it, when, and why. Recorded by every save (the admin's, a restore, an import),
+    never edited; restoring one saves its definition again as a new version."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    document = models.JSONField()
+    comment = models.CharField(max_length=200, blank=True)
+    # The version this one restored, when it was a restore.
+    restored_from = models.PositiveIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Who saved it, as the audit trail names them (a user, "API key …", "system").
+    created_by_repr = models.CharField("by", max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["workflow", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "number"], name="one_version_per_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"Version {self.number} of workflow {self.workflow_id}"
 
 
 class Step(TimeStamped):

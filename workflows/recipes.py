@@ -20,6 +20,7 @@ from patients.models import Organization
 from workflows import builder
 from workflows.models import Workflow
 from workflows.validation import ClinicSenders
+from workflows.versions import DefinitionInvalid, workflow_document_save
 
 # The step definitions of a recipe, given the clinic's sending number.
 StepsFor = Callable[[str], Sequence[dict[str, Any]]]
@@ -89,17 +90,16 @@ def recipe_add(*, recipe: Recipe, organization: Organization, sender: str = "") 
     save validates one. RecipeUnavailable (nothing saved) says what to set first."""
     senders = builder.approved_senders(organization)
     chosen = recipe_sender(recipe=recipe, organization=organization, senders=senders, chosen=sender)
-    parsed = builder.definition_parse(recipe_definition(recipe=recipe, sender=chosen))
-    report = builder.definition_report(parsed, senders=senders)
-    if not report.ok:
-        raise RecipeUnavailable("; ".join(builder.report_lines(report, parsed.steps)))
-    workflow = Workflow.objects.create(
-        organization=organization,
-        name=recipe.name,
-        description=recipe.description,
-        trigger=parsed.trigger,
-        filter=parsed.filter,
-        enabled=False,
-    )
-    builder.workflow_steps_save(workflow=workflow, steps=parsed.steps)
+    workflow = Workflow(organization=organization, enabled=False)
+    document = {
+        "name": recipe.name,
+        "description": recipe.description,
+        "definition": recipe_definition(recipe=recipe, sender=chosen),
+    }
+    try:
+        workflow_document_save(
+            workflow=workflow, document=document, comment=f"Added from the recipe “{recipe.name}”"
+        )
+    except DefinitionInvalid as exc:
+        raise RecipeUnavailable(str(exc)) from None
     return workflow

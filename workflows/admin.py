@@ -52,6 +52,7 @@ from workflows.selectors import (
     workflow_waiting_runs,
 )
 from workflows.tasks import run_advance
+from workflows.transfer_admin import WorkflowTransferAdmin
 from workflows.validation import ClinicSenders, ValidationReport, workflow_validate
 from workflows.versions import COMMENT_LENGTH, workflow_definition_save
 
@@ -151,14 +152,14 @@ def _int_or_none(value: Any) -> int | None:
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(OrganizationScopedAdmin):
+class WorkflowAdmin(WorkflowTransferAdmin):
     form = WorkflowForm
     change_form_template = "admin/workflows/workflow/change_form.html"
     list_display = ["name", "trigger", "enabled", "organization", "version", "updated_at", "runs"]
     list_filter = ["enabled", "trigger", "organization"]
     list_select_related = ["organization"]
     search_fields = ["name"]
-    actions = ["disable_workflows"]
+    actions = ["disable_workflows", "export_workflows"]
     fieldsets = [
         (None, {"fields": ["organization", "name", "description"]}),
         ("Definition", {"fields": ["definition"], "classes": ["careflow-definition-fallback"]}),
@@ -562,20 +563,12 @@ class WorkflowAdmin(OrganizationScopedAdmin):
 
     # --- ready-made workflows --------------------------------------------------------------
 
-    def _recipe_organizations(self, request: HttpRequest) -> list[Organization]:
-        """The clinics the user may add a workflow to: their own, or every clinic for whoever
-        sees them all."""
-        organizations = Organization.objects.order_by("name", "pk")
-        if not sees_all_organizations(request.user):
-            organizations = organizations.filter(pk=request_organization_id(request) or 0)
-        return list(organizations)
-
     def recipes_view(self, request: HttpRequest) -> HttpResponse:
         """The ready-made workflows, each added in one click as a disabled workflow of the
         user's clinic; the admin lands in the builder to review it."""
         if not self.has_add_permission(request):
             raise PermissionDenied
-        organizations = self._recipe_organizations(request)
+        organizations = self.organizations_to_add_to(request)
         if not organizations:
             raise PermissionDenied  # staff of no clinic add nothing
         problem, status = "", 200

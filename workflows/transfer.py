@@ -460,7 +460,9 @@ def _missing_integrations(definition: Mapping[str, Any], organization: Organizat
             continue
         adapter = REGISTRY.get(name)
         if adapter is None:
-            continue  # validation says "unknown adapter"
+            # A forged or newer export: validation says only "choose an adapter".
+            problems[name] = f"this careflow has no adapter named “{name}”"
+            continue
         problem = adapter.setup_problem(organization)
         if problem:
             problems[name] = f"{adapter.label}: {problem}"

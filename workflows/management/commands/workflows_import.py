@@ -6,8 +6,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from workflows.transfer import (
-    ImportUnresolved,
     MAX_DOCUMENT_BYTES,
+    ImportUnresolved,
     TransferRefused,
     document_read,
     import_plan,

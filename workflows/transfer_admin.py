@@ -58,6 +58,11 @@ class WorkflowTransferAdmin(OrganizationScopedAdmin):
             queryset.select_related("organization").prefetch_related("steps").order_by("name", "pk")
         )
         organizations = {workflow.organization_id for workflow in workflows}
+        if not organizations:
+            self.message_user(
+                request, "None of the selected workflows can be exported.", messages.ERROR
+            )
+            return None
         if len(organizations) != 1:
             self.message_user(
                 request,

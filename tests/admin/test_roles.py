@@ -203,14 +203,19 @@ ACTIONS: dict[str, dict[str, set[str]]] = {
         "patients.organization": {"issue_webhook_token"},
         "patients.staffmembership": {"delete_selected"},
         "integrations.integration": {"check_credentials"},
+        # A download of what the role may read anyway (workflows.transfer).
+        "workflows.workflow": {"export_workflows"},
     },
     "clinic_admin": {
         "patients.subscription": {"renew"},
-        "workflows.workflow": {"delete_selected", "disable_workflows"},
+        "workflows.workflow": {"delete_selected", "disable_workflows", "export_workflows"},
         "workflows.run": {"retry_failed_runs"},
         "integrations.inboundmessage": {"mark_reviewed"},
     },
-    "clinic_staff": {"integrations.inboundmessage": {"mark_reviewed"}},
+    "clinic_staff": {
+        "integrations.inboundmessage": {"mark_reviewed"},
+        "workflows.workflow": {"export_workflows"},
+    },
 }
 
 
@@ -244,6 +249,8 @@ EXTRA: dict[tuple[str, bool], Extra] = {
     ("workflows_workflow_live_test", True): Extra("POST", "workflows.workflow", CHANGE, "acts"),
     # The ready-made workflows: the page, and adding one (an empty POST: "choose one").
     ("workflows_workflow_recipes", False): Extra("GET POST", "workflows.workflow", ADD, "acts"),
+    # Importing an export (an empty POST: "choose the export's file").
+    ("workflows_workflow_import", False): Extra("GET POST", "workflows.workflow", ADD, "acts"),
     # The confirmation page (or, already in that state, a redirect), then the action.
     ("workflows_workflow_enable", True): Extra("GET POST", "workflows.workflow", CHANGE, "acts"),
     ("workflows_workflow_disable", True): Extra("GET POST", "workflows.workflow", CHANGE, "acts"),

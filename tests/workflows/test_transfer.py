@@ -341,8 +341,8 @@ def with_change(path: str, value: Any) -> str:
     body: Any = good_body()
     *parents, last = path.split(".")
     place = body
-    for key in parents:
-        place = place[int(key)] if isinstance(place, list) else place[key]
+    for part in parents:
+        place = place[int(part)] if isinstance(place, list) else place[part]
     key: Any = int(last) if isinstance(place, list) else last
     if value is KeyError:
         del place[key]

@@ -254,3 +254,13 @@ def test_a_workflow_that_would_not_save_blocks_the_import(clinics: Any) -> None:
     assert 'id="cf-import-blocked"' in page and "teleport" in page
     assert 'id="cf-import-confirm"' not in page
     assert not Workflow.objects.filter(organization=a).exists()
+
+
+def test_a_paste_larger_than_a_request_may_be_is_a_clear_400(clinics: Any) -> None:
+    a, _ = clinics
+    response = role_client(a, CLINIC_ADMIN).post(
+        IMPORT, {"step": "plan", "document": "x" * 3_000_000}
+    )
+    assert response.status_code == 400
+    assert "The export is too large" in response.content.decode()
+    assert not Workflow.objects.exists()

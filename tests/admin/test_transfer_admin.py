@@ -15,7 +15,6 @@ from patients.models import Organization
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
 from tests.factories import (
     IntegrationFactory,
-    OrganizationFactory,
     SmsStepFactory,
     StaffMembershipFactory,
     UserFactory,
@@ -49,11 +48,10 @@ def superuser_client() -> Client:
 
 @pytest.fixture
 def clinics() -> tuple[Organization, Organization]:
-    a: Organization = OrganizationFactory(name="Clinic A")
-    b: Organization = OrganizationFactory(name="Clinic B")
-    IntegrationFactory(organization=a, senders=[A_NUMBER])
-    IntegrationFactory(organization=b, senders=[B_NUMBER])
-    return a, b
+    return (
+        IntegrationFactory(organization__name="Clinic A", senders=[A_NUMBER]).organization,
+        IntegrationFactory(organization__name="Clinic B", senders=[B_NUMBER]).organization,
+    )
 
 
 def workflow_of(organization: Organization, name: str) -> Workflow:

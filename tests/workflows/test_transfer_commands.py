@@ -22,11 +22,10 @@ A_NUMBER, B_NUMBER = "+15005550006", "+15005550011"
 
 @pytest.fixture
 def clinics() -> tuple[Organization, Organization]:
-    a: Organization = OrganizationFactory(name="Clinic A")
-    b: Organization = OrganizationFactory(name="Clinic B")
-    IntegrationFactory(organization=a, senders=[A_NUMBER])
-    IntegrationFactory(organization=b, senders=[B_NUMBER])
-    return a, b
+    return (
+        IntegrationFactory(organization__name="Clinic A", senders=[A_NUMBER]).organization,
+        IntegrationFactory(organization__name="Clinic B", senders=[B_NUMBER]).organization,
+    )
 
 
 @pytest.fixture

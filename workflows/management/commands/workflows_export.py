@@ -6,8 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from workflows.management.clinic import clinic_option_add, clinic_option_read
 from workflows.models import Workflow
-from workflows.transfer import export_json, organization_named, workflows_export
+from workflows.transfer import export_json, workflows_export
 
 
 class Command(BaseCommand):
@@ -17,7 +18,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--clinic", required=True, help="The clinic's uuid or exact name.")
+        clinic_option_add(parser)
         parser.add_argument(
             "--workflow",
             action="append",
@@ -28,10 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("--output", metavar="FILE", help="Write here; default: stdout.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            organization = organization_named(options["clinic"])
-        except LookupError as exc:
-            raise CommandError(f"--clinic: {exc}.") from None
+        organization = clinic_option_read(options)
         workflows = Workflow.objects.filter(organization=organization).order_by("name", "pk")
         wanted = options["workflow"]
         if wanted:

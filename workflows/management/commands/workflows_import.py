@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from workflows.management.clinic import clinic_option_add, clinic_option_read
 from workflows.transfer import (
     MAX_DOCUMENT_BYTES,
     ImportUnresolved,
@@ -12,7 +13,6 @@ from workflows.transfer import (
     document_read,
     import_plan,
     mapping_parse,
-    organization_named,
     workflows_import,
 )
 from workflows.versions import DefinitionInvalid
@@ -26,7 +26,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="The export (from `workflows_export` or the admin).")
-        parser.add_argument("--clinic", required=True, help="The clinic's uuid or exact name.")
+        clinic_option_add(parser)
         parser.add_argument(
             "--map-sender",
             action="append",
@@ -39,10 +39,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            organization = organization_named(options["clinic"])
-        except LookupError as exc:
-            raise CommandError(f"--clinic: {exc}.") from None
+        organization = clinic_option_read(options)
         path = Path(options["file"])
         try:
             if path.stat().st_size > MAX_DOCUMENT_BYTES:

@@ -28,7 +28,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from patients.inputs import JSONInputError, json_parse
+from patients.inputs import JSONInputError, json_parse, json_problem
 from patients.models import Organization, Patient
 from workflows import builder
 from workflows.adapters import REGISTRY
@@ -192,6 +192,9 @@ def document_read(raw: str | bytes | Mapping[str, Any]) -> ExportDocument:
         except JSONInputError as exc:
             raise TransferRefused(f"The file {exc}.") from None
     else:
+        problem = json_problem(raw, max_values=MAX_DOCUMENT_VALUES)
+        if problem:
+            raise TransferRefused(f"The document {problem}.")
         decoded = raw
     if not isinstance(decoded, Mapping):
         raise TransferRefused("This is not a workflows export: it must be a JSON object.")

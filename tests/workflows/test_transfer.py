@@ -4,10 +4,12 @@ plan, the all-or-nothing import, and an imported workflow dry-running as the ori
 import copy
 import json
 import re
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from integrations.models import Integration
 from patients.models import ConsentRecord, Organization, Patient
@@ -506,3 +508,44 @@ def test_an_imported_workflow_dry_runs_as_the_original(clinics: Any) -> None:
     assert here["steps"][0]["inputs"]["from"] == B_NUMBER
     assert "order" in here["steps"][0]["inputs"]["message"]
     assert (here["filter_matches"], here["enrolls"]) == (there["filter_matches"], there["enrolls"])
+
+
+def test_a_decoded_document_is_bounded_as_a_file_is() -> None:
+    body = good_body()
+    body["workflows"][0]["description"] = "bell\u0007"
+    with pytest.raises(TransferRefused, match=re.escape("control character (U+0007)")):
+        document_read(body)
+    assert document_read(good_body()).workflows[0]["name"] == "W"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_imports_at_once_take_turns_for_the_names() -> None:
+    """Both imports find "Shipped" free when they plan; the clinic's row lock makes the
+    second plan again after the first commits, so it imports "Shipped (imported)"."""
+    a = clinic("Clinic A", [A_NUMBER], [])
+    b = clinic("Clinic B", [B_NUMBER], [])
+    body = exported(a, saved_workflow(a, mail_from="{{customer.email}}"))
+    del body["workflows"][0]["definition"]["steps"][2]
+    document = document_read(export_json(body))
+    mapping = {"twilio": {A_NUMBER: B_NUMBER}}
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait(timeout=10)
+            workflows_import(document=document, organization=b, mapping=mapping)
+        except BaseException as exc:  # noqa: BLE001 — reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    names = sorted(Workflow.objects.filter(organization=b).values_list("name", flat=True))
+    assert names == ["Shipped", "Shipped (imported)"]

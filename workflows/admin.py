@@ -92,7 +92,9 @@ class WorkflowForm(forms.ModelForm):
         label="Change note",
         required=False,
         max_length=COMMENT_LENGTH,
-        help_text="Optional: what this save changes and why. Kept with the version.",
+        widget=forms.TextInput(attrs={"size": 80}),
+        help_text="Optional: what this save changes and why. Kept with the version, shown in "
+        "the workflow's Versions.",
     )
 
     class Meta:

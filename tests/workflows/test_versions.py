@@ -27,6 +27,8 @@ from tests.factories import (
     PatientFactory,
     UserFactory,
 )
+from tests.patients import conftest as migration_helpers
+from tests.patients.conftest import migrate
 from workflows.engine import event_dispatch, run_advance, workflow_definition
 from workflows.models import Event, Run, Step, StepRun, Workflow, WorkflowVersion
 from workflows.recipes import recipe_add
@@ -38,6 +40,7 @@ from workflows.versions import (
 )
 
 pytestmark = pytest.mark.django_db
+migrated_back = migration_helpers.migrated_back
 SENDER = "+15005550006"
 
 
@@ -352,3 +355,39 @@ def test_concurrent_admin_saves_from_stale_pages_get_distinct_numbers(
     assert sorted(workflow.versions.values_list("number", flat=True)) == [1, 2, 3, 4]
     workflow.refresh_from_db()
     assert workflow.version == 4
+
+
+# --- the migration that began the history -------------------------------------------------
+
+
+@pytest.mark.usefixtures("migrated_back")
+def test_the_migration_starts_each_workflows_history_with_its_definition_then() -> None:
+    old = migrate([("workflows", "0012_analytics")])
+    organization = old.get_model("patients", "Organization").objects.create(
+        name="Clinic", slug="clinic", timezone="UTC"
+    )
+    workflow = old.get_model("workflows", "Workflow").objects.create(
+        organization=organization, name="Shipped", trigger="order.shipped", version=3
+    )
+    for position, message in ((2, "Second"), (1, "First")):
+        old.get_model("workflows", "Step").objects.create(
+            workflow=workflow,
+            position=position,
+            type="adapter",
+            adapter="twilio",
+            function="sendSMS",
+            parameters={"message": message, "to": "{{customer.phone}}", "from": SENDER},
+        )
+    old.get_model("workflows", "Workflow").objects.create(
+        organization=organization, name="Empty", trigger="order.shipped"
+    )
+
+    new = migrate([("workflows", "0013_versions")])
+    versions = new.get_model("workflows", "WorkflowVersion").objects.order_by("workflow_id")
+    shipped, empty = list(versions)
+    assert (shipped.number, shipped.created_by_repr) == (3, "system")
+    assert shipped.comment == "Recorded when version history began"
+    definition = shipped.document["definition"]
+    assert shipped.document["name"] == "Shipped" and definition["trigger"] == "order.shipped"
+    assert [s["parameters"]["message"] for s in definition["steps"]] == ["First", "Second"]
+    assert (empty.number, empty.document["definition"]["steps"]) == (1, [])

@@ -714,8 +714,10 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             }
             for i, v in enumerate(versions)
         ]
-        context["compare_from"] = versions[1].number if len(versions) > 1 else None
-        context["compare_to"] = versions[0].number if versions else None
+        # The compare form: by default the latest and the one before it.
+        context["numbers"] = [v.number for v in versions]
+        context["older"] = versions[1].number if len(versions) > 1 else None
+        context["newer"] = versions[0].number if versions else None
         return TemplateResponse(request, "admin/workflows/workflow/versions.html", context)
 
     def version_compare_view(self, request: HttpRequest, object_id: int) -> HttpResponse:

@@ -15,7 +15,12 @@ from integrations.models import Integration
 from patients.audit import audit_actor
 from patients.models import Organization
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
-from tests.factories import IntegrationFactory, StaffMembershipFactory, UserFactory
+from tests.factories import (
+    IntegrationFactory,
+    StaffMembershipFactory,
+    UserFactory,
+    sms_step_definition,
+)
 from workflows.models import Workflow, WorkflowVersion
 from workflows.versions import workflow_document_save
 
@@ -23,22 +28,11 @@ pytestmark = pytest.mark.django_db
 SENDER = "+15005550006"
 
 
-def _sms(message: str, sender: str = SENDER) -> dict[str, Any]:
-    return {
-        "type": "adapter",
-        "adapter": "twilio",
-        "function": "sendSMS",
-        "parameters": {"message": message, "to": "{{customer.phone}}", "from": sender},
-        "purpose": "transactional",
-        "urgent": False,
-    }
-
-
 def _save(workflow: Workflow, message: str, comment: str, sender: str = SENDER) -> None:
     document = {
         "name": "Shipped",
         "description": "",
-        "definition": {"trigger": "order.shipped", "steps": [_sms(message, sender)]},
+        "definition": {"trigger": "order.shipped", "steps": [sms_step_definition(message, sender)]},
     }
     with audit_actor("Dana"):
         workflow_document_save(workflow=workflow, document=document, comment=comment)
@@ -142,6 +136,7 @@ def test_the_diff_shows_the_changed_message_side_by_side(integration: Integratio
     page = _text(response)
     assert "<del>Text 1</del>" in page and "<ins>Text 3</ins>" in page
     assert "Message" in page and "1 changed" in page
+    assert f'<a href="{_urls(workflow)["list"]}">Versions</a> &rsaquo; Compare' in page
     assert '{"' not in page.split('id="cf-diff-steps"')[1]  # not a JSON dump
 
 

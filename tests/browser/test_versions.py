@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import builder_open, builder_save, screenshot_path
-from tests.factories import SANDBOX_FROM, IntegrationFactory
+from tests.factories import IntegrationFactory, sms_step_definition
 from workflows.models import Workflow
 from workflows.versions import workflow_document_save
 
@@ -21,18 +21,7 @@ pytestmark = pytest.mark.browser
 def workflow(transactional_db: Any) -> Workflow:
     integration = IntegrationFactory()
     workflow = Workflow(organization=integration.organization, enabled=False)
-    step = {
-        "type": "adapter",
-        "adapter": "twilio",
-        "function": "sendSMS",
-        "parameters": {
-            "message": "Original text",
-            "to": "{{customer.phone}}",
-            "from": SANDBOX_FROM,
-        },
-        "purpose": "transactional",
-        "urgent": False,
-    }
+    step = sms_step_definition("Original text")
     document = {
         "name": "Shipped",
         "description": "",

@@ -4,41 +4,31 @@ and the workflow's own fields as before → after."""
 
 from typing import Any
 
+from tests.factories import sms_step_definition
 from workflows.version_diff import version_diff
 
 
-def _sms(message: str, sender: str = "+15005550006", **extra: Any) -> dict[str, Any]:
+def _sms(message: str) -> dict[str, Any]:
+    return sms_step_definition(message)
+
+
+def _step(step_type: str, **parameters: Any) -> dict[str, Any]:
     return {
-        "type": "adapter",
-        "adapter": "twilio",
-        "function": "sendSMS",
-        "parameters": {"message": message, "to": "{{customer.phone}}", "from": sender},
+        "type": step_type,
+        "adapter": "",
+        "function": "",
+        "parameters": parameters,
         "purpose": "transactional",
         "urgent": False,
-        **extra,
     }
 
 
 def _delay(seconds: int) -> dict[str, Any]:
-    return {
-        "type": "delay",
-        "adapter": "",
-        "function": "",
-        "parameters": {"kind": "duration", "seconds": str(seconds)},
-        "purpose": "transactional",
-        "urgent": False,
-    }
+    return _step("delay", kind="duration", seconds=str(seconds))
 
 
 def _condition(query: str) -> dict[str, Any]:
-    return {
-        "type": "condition",
-        "adapter": "",
-        "function": "",
-        "parameters": {"query": query, "else": "end"},
-        "purpose": "transactional",
-        "urgent": False,
-    }
+    return _step("condition", query=query, **{"else": "end"})
 
 
 def _doc(*steps: dict[str, Any], **definition: Any) -> dict[str, Any]:

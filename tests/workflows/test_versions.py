@@ -26,6 +26,7 @@ from tests.factories import (
     OrderFactory,
     PatientFactory,
     UserFactory,
+    sms_step_definition,
 )
 from tests.patients import conftest as migration_helpers
 from tests.patients.conftest import migrate
@@ -42,17 +43,6 @@ from workflows.versions import (
 pytestmark = pytest.mark.django_db
 migrated_back = migration_helpers.migrated_back
 SENDER = "+15005550006"
-
-
-def _sms(message: str, sender: str = SENDER) -> dict[str, Any]:
-    return {
-        "type": "adapter",
-        "adapter": "twilio",
-        "function": "sendSMS",
-        "parameters": {"message": message, "to": "{{customer.phone}}", "from": sender},
-        "purpose": "transactional",
-        "urgent": False,
-    }
 
 
 DELAY = {
@@ -84,6 +74,18 @@ def integration() -> Integration:
     return IntegrationFactory(senders=[SENDER])
 
 
+def _form(integration: Integration, message: str, comment: str) -> dict[str, Any]:
+    """The builder's form, posted with one SMS step and a change note."""
+    definition = {"trigger": "order.shipped", "steps": [sms_step_definition(message)]}
+    return {
+        "organization": integration.organization.pk,
+        "name": "Shipped",
+        "description": "",
+        "definition": json.dumps(definition),
+        "comment": comment,
+    }
+
+
 def _messages(workflow: Workflow) -> list[str]:
     return [s.parameters.get("message", "") for s in workflow.steps.all()]
 
@@ -97,18 +99,11 @@ def test_the_admins_save_records_a_version_with_its_user_and_change_note(
     user = UserFactory(is_superuser=True, username="dana")
     client = Client()
     client.force_login(user)
-    data = {
-        "organization": integration.organization.pk,
-        "name": "Shipped",
-        "description": "",
-        "definition": json.dumps({"trigger": "order.shipped", "steps": [_sms("First")]}),
-        "comment": "  First draft  ",
-    }
+    data = _form(integration, "First", "  First draft  ")
     response = client.post(reverse("admin:workflows_workflow_add"), data)
     assert response.status_code == 302
     workflow = Workflow.objects.get()
-    data["definition"] = json.dumps({"trigger": "order.shipped", "steps": [_sms("Second")]})
-    data["comment"] = "Friendlier text"
+    data = _form(integration, "Second", "Friendlier text")
     response = client.post(reverse("admin:workflows_workflow_change", args=[workflow.pk]), data)
     assert response.status_code == 302
     versions = list(WorkflowVersion.objects.order_by("number"))
@@ -128,13 +123,7 @@ def test_a_change_note_longer_than_the_field_is_refused_by_the_form(
 ) -> None:
     client = Client()
     client.force_login(UserFactory(is_superuser=True))
-    data = {
-        "organization": integration.organization.pk,
-        "name": "Shipped",
-        "description": "",
-        "definition": json.dumps({"trigger": "order.shipped", "steps": [_sms("First")]}),
-        "comment": "x" * 201,
-    }
+    data = _form(integration, "First", "x" * 201)
     response = client.post(reverse("admin:workflows_workflow_add"), data)
     assert response.status_code == 200
     assert "at most 200 characters" in response.content.decode()
@@ -153,7 +142,7 @@ def test_adding_a_recipe_records_version_one_by_the_system(integration: Integrat
 
 def test_a_save_in_a_named_actors_name_records_that_name(integration: Integration) -> None:
     with audit_actor("API key “ops”"):
-        workflow = _saved(integration, _sms("Hi"))
+        workflow = _saved(integration, sms_step_definition("Hi"))
     assert workflow.versions.get().created_by_repr == "API key “ops”"
 
 
@@ -164,7 +153,9 @@ def test_a_workflow_saved_before_history_began_numbers_its_next_version_after_it
     workflow = Workflow.objects.create(
         organization=integration.organization, name="Old", trigger="order.shipped", version=4
     )
-    version = workflow_document_save(workflow=workflow, document=_document(_sms("Hi")))
+    version = workflow_document_save(
+        workflow=workflow, document=_document(sms_step_definition("Hi"))
+    )
     assert version.number == 5
     workflow.refresh_from_db()
     assert workflow.version == 5
@@ -174,9 +165,11 @@ def test_a_workflow_saved_before_history_began_numbers_its_next_version_after_it
 
 
 def test_restoring_saves_the_old_definition_as_a_new_version(integration: Integration) -> None:
-    workflow = _saved(integration, _sms("First"), comment="v1")
+    workflow = _saved(integration, sms_step_definition("First"), comment="v1")
     workflow_document_save(
-        workflow=workflow, document=_document(_sms("Second"), DELAY, _sms("Third")), comment="v2"
+        workflow=workflow,
+        document=_document(sms_step_definition("Second"), DELAY, sms_step_definition("Third")),
+        comment="v2",
     )
     first = workflow.versions.get(number=1)
     restored = workflow_version_restore(version=first)
@@ -195,8 +188,8 @@ def test_restoring_saves_the_old_definition_as_a_new_version(integration: Integr
 
 
 def test_a_restore_keeps_the_workflows_enabled_flag(integration: Integration) -> None:
-    workflow = _saved(integration, _sms("First"))
-    workflow_document_save(workflow=workflow, document=_document(_sms("Second")))
+    workflow = _saved(integration, sms_step_definition("First"))
+    workflow_document_save(workflow=workflow, document=_document(sms_step_definition("Second")))
     Workflow.objects.filter(pk=workflow.pk).update(enabled=True)
     workflow_version_restore(version=workflow.versions.get(number=1))
     workflow.refresh_from_db()
@@ -210,9 +203,11 @@ def test_a_restore_keeps_the_workflows_enabled_flag(integration: Integration) ->
 def test_a_restore_updates_steps_in_place_and_removes_the_extra_ones(
     integration: Integration,
 ) -> None:
-    workflow = _saved(integration, _sms("First"))
+    workflow = _saved(integration, sms_step_definition("First"))
     first_step = workflow.steps.get().pk
-    workflow_document_save(workflow=workflow, document=_document(_sms("Second"), DELAY))
+    workflow_document_save(
+        workflow=workflow, document=_document(sms_step_definition("Second"), DELAY)
+    )
     workflow_version_restore(version=workflow.versions.get(number=1))
     assert list(workflow.steps.values_list("pk", "position")) == [(first_step, 1)]
     assert Step.objects.filter(workflow=workflow).count() == 1
@@ -221,10 +216,12 @@ def test_a_restore_updates_steps_in_place_and_removes_the_extra_ones(
 def test_a_version_whose_sender_is_no_longer_approved_is_refused_and_nothing_changes(
     integration: Integration,
 ) -> None:
-    workflow = _saved(integration, _sms("First"))
+    workflow = _saved(integration, sms_step_definition("First"))
     integration.senders = [SENDER, "+15005550007"]
     integration.save()
-    workflow_document_save(workflow=workflow, document=_document(_sms("Second", "+15005550007")))
+    workflow_document_save(
+        workflow=workflow, document=_document(sms_step_definition("Second", "+15005550007"))
+    )
     # The first number is withdrawn: version 1 would not save today.
     integration.senders = ["+15005550007"]
     integration.save()
@@ -240,12 +237,13 @@ def test_a_version_whose_sender_is_no_longer_approved_is_refused_and_nothing_cha
 def test_a_document_that_is_not_a_definition_is_refused_with_a_sentence(
     integration: Integration,
 ) -> None:
-    workflow = _saved(integration, _sms("First"))
+    workflow = _saved(integration, sms_step_definition("First"))
     with pytest.raises(DefinitionInvalid, match="Definition:"):
         workflow_document_save(workflow=workflow, document={"name": "x", "definition": "[1, 2"})
     with pytest.raises(DefinitionInvalid, match="Trigger"):
         workflow_document_save(
-            workflow=workflow, document=_document(_sms("Hi"), trigger="no.such.event")
+            workflow=workflow,
+            document=_document(sms_step_definition("Hi"), trigger="no.such.event"),
         )
     workflow.refresh_from_db()
     assert workflow.version == 1 and _messages(workflow) == ["First"]
@@ -255,9 +253,10 @@ def test_a_run_started_before_a_restore_finishes_on_its_old_steps(
     integration: Integration, sandbox: SandboxServer
 ) -> None:
     sandbox_account(sandbox, integration)
-    workflow = _saved(integration, _sms("Old {{customer.firstName}}"))
+    workflow = _saved(integration, sms_step_definition("Old {{customer.firstName}}"))
     workflow_document_save(
-        workflow=workflow, document=_document(DELAY, _sms("Pinned {{customer.firstName}}"))
+        workflow=workflow,
+        document=_document(DELAY, sms_step_definition("Pinned {{customer.firstName}}")),
     )
     Workflow.objects.filter(pk=workflow.pk).update(enabled=True)
     patient = PatientFactory(organization=integration.organization, first_name="Ann")
@@ -315,12 +314,12 @@ def _in_threads(target: Callable[[int], Any], count: int) -> list[Any]:
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_saves_of_one_workflow_get_distinct_numbers(integration: Integration) -> None:
-    workflow = _saved(integration, _sms("First"))
+    workflow = _saved(integration, sms_step_definition("First"))
 
     def save(index: int) -> int:
         # Each loads the workflow as a form would, before the others commit.
         stale = Workflow.objects.select_related("organization").get(pk=workflow.pk)
-        document = _document(_sms(f"Edit {index}"))
+        document = _document(sms_step_definition(f"Edit {index}"))
         return workflow_document_save(workflow=stale, document=document).number
 
     numbers = _in_threads(save, 4)
@@ -335,20 +334,14 @@ def test_concurrent_saves_of_one_workflow_get_distinct_numbers(integration: Inte
 def test_concurrent_admin_saves_from_stale_pages_get_distinct_numbers(
     integration: Integration,
 ) -> None:
-    workflow = _saved(integration, _sms("First"))
+    workflow = _saved(integration, sms_step_definition("First"))
     user = UserFactory(is_superuser=True)
     url = reverse("admin:workflows_workflow_change", args=[workflow.pk])
 
     def save(index: int) -> int:
         client = Client()
         client.force_login(user)
-        data = {
-            "organization": integration.organization.pk,
-            "name": "Shipped",
-            "description": "",
-            "definition": json.dumps({"trigger": "order.shipped", "steps": [_sms(f"E{index}")]}),
-            "comment": f"edit {index}",
-        }
+        data = _form(integration, f"E{index}", f"edit {index}")
         return client.post(url, data).status_code
 
     assert _in_threads(save, 3) == [302, 302, 302]

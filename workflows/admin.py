@@ -49,6 +49,7 @@ from workflows.selectors import (
     run_patient,
     run_timeline,
     workflow_skip_counts,
+    workflow_version,
     workflow_version_documents,
     workflow_version_numbers,
     workflow_versions,
@@ -730,22 +731,19 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         context["numbers"] = numbers
         chosen = [request.GET.get("from"), request.GET.get("to")]
         older, newer = (_version_number(value) for value in chosen)
-        if not any(chosen) and len(numbers) > 1:
-            older, newer = numbers[1], numbers[0]
-        problem = ""
-        if len(numbers) < 2 and not any(chosen):
+        problem, status = "", 400
+        if not any(chosen) and len(numbers) < 2:
             problem = "This workflow has only one version so far: there is nothing to compare."
-        elif older is None or newer is None:
-            problem = "Choose two versions to compare."
+            status = 200
+        elif not any(chosen):
+            older, newer = numbers[1], numbers[0]
         elif older not in numbers or newer not in numbers:
             problem = "No such version of this workflow: choose two from the list."
-        if problem:
+        if problem or older is None or newer is None:
             context["problem"] = problem
-            status = 200 if len(numbers) < 2 and not any(chosen) else 400
             return TemplateResponse(
                 request, "admin/workflows/workflow/version_diff.html", context, status=status
             )
-        assert older is not None and newer is not None  # noqa: S101 — checked above
         documents = workflow_version_documents(workflow=workflow, numbers=[older, newer])
         context.update(
             {
@@ -765,8 +763,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         workflow = self._workflow(request, object_id, change=True)
         assert workflow is not None  # noqa: S101
         data = request.POST if request.method == "POST" else request.GET
-        number = _version_number(data.get("version"))
-        version = workflow.versions.filter(number=number).first() if number else None
+        version = workflow_version(workflow=workflow, number=_version_number(data.get("version")))
         context = self._version_context(request, workflow, f"Restore a version of “{workflow}”")
         if version is None:
             context["problem"] = "Choose a version of this workflow to restore."

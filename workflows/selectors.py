@@ -145,6 +145,11 @@ def workflow_versions(*, workflow: Workflow) -> list[WorkflowVersion]:
     return list(workflow.versions.defer("document").order_by("-number"))
 
 
+def workflow_version(*, workflow: Workflow, number: int | None) -> WorkflowVersion | None:
+    """Version `number` of the workflow; None when it has no such version."""
+    return workflow.versions.filter(number=number).first() if number is not None else None
+
+
 def workflow_version_numbers(*, workflow: Workflow) -> list[int]:
     """The numbers of the workflow's versions, newest first."""
     return list(workflow.versions.order_by("-number").values_list("number", flat=True))

@@ -1,6 +1,7 @@
 import secrets
 from datetime import time
 from decimal import Decimal
+from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
@@ -174,6 +175,18 @@ class SmsStepFactory(factory.django.DjangoModelFactory[Step]):
             "from": SANDBOX_FROM,
         }
     )
+
+
+def sms_step_definition(message: str, sender: str = SANDBOX_FROM) -> dict[str, Any]:
+    """A Twilio SMS step as the builder posts it and a workflow version keeps it."""
+    return {
+        "type": "adapter",
+        "adapter": "twilio",
+        "function": "sendSMS",
+        "parameters": {"message": message, "to": "{{customer.phone}}", "from": sender},
+        "purpose": "transactional",
+        "urgent": False,
+    }
 
 
 # --- the records that fire triggers (appended: the imports above belong to other factories) ---

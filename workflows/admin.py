@@ -49,12 +49,23 @@ from workflows.selectors import (
     run_patient,
     run_timeline,
     workflow_skip_counts,
+    workflow_version,
+    workflow_version_documents,
+    workflow_version_numbers,
+    workflow_versions,
     workflow_waiting_runs,
 )
 from workflows.tasks import run_advance
 from workflows.transfer_admin import WorkflowTransferAdmin
 from workflows.validation import ClinicSenders, ValidationReport, workflow_validate
-from workflows.versions import COMMENT_LENGTH, workflow_definition_save
+from workflows.version_diff import version_diff
+from workflows.versions import (
+    COMMENT_LENGTH,
+    DefinitionInvalid,
+    workflow_definition_save,
+    workflow_document,
+    workflow_version_restore,
+)
 
 # The longest SMS: no real reply is longer than a simulated one may be.
 MAX_SIMULATED_REPLY = 1600
@@ -83,7 +94,9 @@ class WorkflowForm(forms.ModelForm):
         label="Change note",
         required=False,
         max_length=COMMENT_LENGTH,
-        help_text="Optional: what this save changes and why. Kept with the version.",
+        widget=forms.TextInput(attrs={"size": 80}),
+        help_text="Optional: what this save changes and why. Kept with the version, shown in "
+        "the workflow's Versions.",
     )
 
     class Meta:
@@ -137,11 +150,17 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
 
 
 def _pages(workflow: Workflow) -> list[tuple[str, str]]:
-    """The workflow's extra pages (workflows.pages) as (label, url)."""
-    return [
+    """The workflow's extra pages (its versions, and workflows.pages) as (label, url)."""
+    return [("Versions", reverse("admin:workflows_workflow_versions", args=[workflow.pk]))] + [
         (page.label, reverse(f"admin:workflows_workflow_{page.slug}", args=[workflow.pk]))
         for page in WORKFLOW_PAGES.values()
     ]
+
+
+def _version_number(value: Any) -> int | None:
+    """A version number from a query or form value; None when absent or not a number."""
+    text = str(value or "").strip()
+    return int(text) if text.isdigit() and len(text) < 10 else None
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -165,6 +184,16 @@ class WorkflowAdmin(WorkflowTransferAdmin):
         ("Definition", {"fields": ["definition"], "classes": ["careflow-definition-fallback"]}),
         ("Version", {"fields": ["comment"]}),
     ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Workflow | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        editable = (
+            self.has_change_permission(request, obj)
+            if obj is not None
+            else self.has_add_permission(request)
+        )
+        # A change note belongs to a save: whoever may only look has none to write.
+        return fieldsets if editable else [f for f in fieldsets if f[0] != "Version"]
 
     @admin.display(description="Runs")
     def runs(self, obj: Workflow) -> str:
@@ -310,6 +339,21 @@ class WorkflowAdmin(WorkflowTransferAdmin):
                 name="workflows_workflow_live_test",
             ),
             path("recipes/", view(self.recipes_view), name="workflows_workflow_recipes"),
+            path(
+                "<int:object_id>/versions/",
+                view(self.versions_view),
+                name="workflows_workflow_versions",
+            ),
+            path(
+                "<int:object_id>/versions/compare/",
+                view(self.version_compare_view),
+                name="workflows_workflow_version_compare",
+            ),
+            path(
+                "<int:object_id>/versions/restore/",
+                view(self.version_restore_view),
+                name="workflows_workflow_version_restore",
+            ),
             path(
                 "<int:object_id>/enable/", view(self.enable_view), name="workflows_workflow_enable"
             ),
@@ -629,6 +673,126 @@ class WorkflowAdmin(WorkflowTransferAdmin):
                 "problem": problem,
             },
             status=status,
+        )
+
+    # --- versions: history, diff, restore --------------------------------------------------
+
+    def _version_context(
+        self, request: HttpRequest, workflow: Workflow, title: str
+    ) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.opts,
+            "original": workflow,
+            "workflow": workflow,
+            "change_url": reverse("admin:workflows_workflow_change", args=[workflow.pk]),
+            "versions_url": reverse("admin:workflows_workflow_versions", args=[workflow.pk]),
+            "compare_url": reverse("admin:workflows_workflow_version_compare", args=[workflow.pk]),
+            "restore_url": reverse("admin:workflows_workflow_version_restore", args=[workflow.pk]),
+            "can_restore": self.has_change_permission(request, workflow),
+        }
+
+    def versions_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """The workflow's versions, newest first, and a form to compare any two."""
+        workflow = self._workflow(request, object_id, change=False)
+        assert workflow is not None  # noqa: S101 — object_id is always given here
+        versions = workflow_versions(workflow=workflow)
+        zone = workflow.organization.timezone
+        context = self._version_context(request, workflow, f"Versions of “{workflow}”")
+        context["versions"] = [
+            {
+                "version": v,
+                "when": clinic_datetime(v.created_at, zone),
+                "previous": versions[i + 1].number if i + 1 < len(versions) else None,
+            }
+            for i, v in enumerate(versions)
+        ]
+        # The compare form: by default the latest and the one before it.
+        context["numbers"] = [v.number for v in versions]
+        context["older"] = versions[1].number if len(versions) > 1 else None
+        context["newer"] = versions[0].number if versions else None
+        return TemplateResponse(request, "admin/workflows/workflow/versions.html", context)
+
+    def version_compare_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """What changed between two versions (?from=N&to=M; by default the latest and the
+        one before it)."""
+        workflow = self._workflow(request, object_id, change=False)
+        assert workflow is not None  # noqa: S101
+        numbers = workflow_version_numbers(workflow=workflow)
+        context = self._version_context(request, workflow, f"Compare versions of “{workflow}”")
+        context["numbers"] = numbers
+        chosen = [request.GET.get("from"), request.GET.get("to")]
+        older, newer = (_version_number(value) for value in chosen)
+        problem, status = "", 400
+        if not any(chosen) and len(numbers) < 2:
+            problem = "This workflow has only one version so far: there is nothing to compare."
+            status = 200
+        elif not any(chosen):
+            older, newer = numbers[1], numbers[0]
+        elif older not in numbers or newer not in numbers:
+            problem = "No such version of this workflow: choose two from the list."
+        if problem or older is None or newer is None:
+            context["problem"] = problem
+            return TemplateResponse(
+                request, "admin/workflows/workflow/version_diff.html", context, status=status
+            )
+        documents = workflow_version_documents(workflow=workflow, numbers=[older, newer])
+        context.update(
+            {
+                "older": older,
+                "newer": newer,
+                "diff": version_diff(before=documents[older], after=documents[newer]),
+                "before_label": f"Version {older}",
+                "after_label": f"Version {newer}",
+            }
+        )
+        return TemplateResponse(request, "admin/workflows/workflow/version_diff.html", context)
+
+    def version_restore_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """Restore a version (?version=N): a page showing what it will change, then a POST
+        saving its definition as a new version. Refused, with what is wrong, when the
+        version would not save today (a sender no longer approved); nothing changes then."""
+        workflow = self._workflow(request, object_id, change=True)
+        assert workflow is not None  # noqa: S101
+        data = request.POST if request.method == "POST" else request.GET
+        version = workflow_version(workflow=workflow, number=_version_number(data.get("version")))
+        context = self._version_context(request, workflow, f"Restore a version of “{workflow}”")
+        if version is None:
+            context["problem"] = "Choose a version of this workflow to restore."
+            return TemplateResponse(
+                request, "admin/workflows/workflow/version_restore.html", context, status=400
+            )
+        diff = version_diff(before=workflow_document(workflow), after=version.document)
+        context.update(
+            {
+                "version": version,
+                "diff": diff,
+                "before_label": "Now",
+                "after_label": f"Version {version.number}",
+            }
+        )
+        status = 200
+        if not diff.has_changes:
+            context["problem"] = (
+                f"Version {version.number} is the workflow's definition now: nothing to restore."
+            )
+            status = 400
+        elif request.method == "POST":
+            try:
+                restored = workflow_version_restore(version=version)
+            except DefinitionInvalid as exc:
+                context["refused"] = exc.lines
+                status = 400
+            else:
+                self.message_user(
+                    request,
+                    f"Version {version.number} was restored as version {restored.number}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(context["versions_url"])
+        return TemplateResponse(
+            request, "admin/workflows/workflow/version_restore.html", context, status=status
         )
 
     # --- enable / disable with confirmation ----------------------------------------------

@@ -12,7 +12,7 @@ from patients.models import Patient
 from workflows.adapters import step_messages
 from workflows.diagram import step_detail, step_title
 from workflows.engine import ACTIVE_STATUSES
-from workflows.models import EnrollmentSkip, ReplyWait, Run, StepRun, Workflow
+from workflows.models import EnrollmentSkip, ReplyWait, Run, StepRun, Workflow, WorkflowVersion
 from workflows.replies import SPLIT, ReplyConfigError, branch_display, branch_segments
 
 
@@ -138,3 +138,24 @@ def _wait_facts(wait: ReplyWait, zone: str) -> dict[str, Any]:
         "reask_reply": wait.reask_reply if wait.reasked else "",
         "reason": wait.reason,
     }
+
+
+def workflow_versions(*, workflow: Workflow) -> list[WorkflowVersion]:
+    """The workflow's versions, newest first, without their documents (a page lists them)."""
+    return list(workflow.versions.defer("document").order_by("-number"))
+
+
+def workflow_version(*, workflow: Workflow, number: int | None) -> WorkflowVersion | None:
+    """Version `number` of the workflow; None when it has no such version."""
+    return workflow.versions.filter(number=number).first() if number is not None else None
+
+
+def workflow_version_numbers(*, workflow: Workflow) -> list[int]:
+    """The numbers of the workflow's versions, newest first."""
+    return list(workflow.versions.order_by("-number").values_list("number", flat=True))
+
+
+def workflow_version_documents(*, workflow: Workflow, numbers: list[int]) -> dict[int, Any]:
+    """The documents of these versions of the workflow, by number (one query)."""
+    found = workflow.versions.filter(number__in=numbers).values_list("number", "document")
+    return dict(found)

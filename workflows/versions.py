@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Max
 
 from patients.audit import audit_actor_name, audit_actor_user
 from workflows import builder
@@ -75,18 +75,24 @@ def workflow_definition_save(
     """Finish saving a workflow whose row was just saved with its parsed definition: make
     its steps these, bump its version (on a change), count its past runs under a changed
     enrollment rule, and record the version. Every save path ends here."""
+    # The row lock serialises saves of one workflow: a concurrent save waits here until this
+    # one commits, then numbers its version after ours. The number comes from the history,
+    # not from the row's `version`: the admin's save just wrote the `version` its form had
+    # read, which a concurrent save may have moved on since.
+    Workflow.objects.select_for_update().filter(pk=workflow.pk).values_list("pk").get()
     builder.workflow_steps_save(workflow=workflow, steps=steps)
-    if not created:
-        if enrollment_changed:
-            # A rule set on a workflow that already ran counts the runs it made.
-            workflow_enrollments_backfill(workflow=workflow)
-        # Runs already started keep the definition they pinned; new runs see this version.
-        Workflow.objects.filter(pk=workflow.pk).update(version=F("version") + 1)
-        workflow.refresh_from_db(fields=["version"])
+    if not created and enrollment_changed:
+        # A rule set on a workflow that already ran counts the runs it made.
+        workflow_enrollments_backfill(workflow=workflow)
+    last = workflow.versions.aggregate(last=Max("number"))["last"]
+    number = 1 if created else max(last or 0, workflow.version) + 1
+    # Runs already started keep the definition they pinned; new runs see this version.
+    Workflow.objects.filter(pk=workflow.pk).update(version=number)
+    workflow.version = number
     user = audit_actor_user()
     return WorkflowVersion.objects.create(
         workflow=workflow,
-        number=workflow.version,
+        number=number,
         document=workflow_document(workflow),
         comment=comment.strip()[:COMMENT_LENGTH],
         restored_from=restored_from,

@@ -256,6 +256,14 @@ EXTRA: dict[tuple[str, bool], Extra] = {
     ("workflows_workflow_disable", True): Extra("GET POST", "workflows.workflow", CHANGE, "acts"),
     # The workflow's analytics (mounted through workflows.pages): whoever may view it.
     ("workflows_workflow_analytics", True): Extra("GET", "workflows.workflow", VIEW, "200"),
+    # Its versions and the diff between two: whoever may view it (the walk's workflow has no
+    # versions: the diff page says there is nothing to compare). Restoring one changes it
+    # (no version named: a 400 saying to choose one).
+    ("workflows_workflow_versions", True): Extra("GET", "workflows.workflow", VIEW, "200"),
+    ("workflows_workflow_version_compare", True): Extra("GET", "workflows.workflow", VIEW, "200"),
+    ("workflows_workflow_version_restore", True): Extra(
+        "GET POST", "workflows.workflow", CHANGE, "acts"
+    ),
     ("auth_user_password_change", True): Extra("GET", "auth.user", CHANGE, "200", "403"),
     # A TOTP device's enrolment page and its QR code (django-otp), superuser-only.
     ("otp_totp_totpdevice_config", True): Extra("GET", "otp_totp.totpdevice", VIEW, "200", "403"),

@@ -424,7 +424,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                 chosen = int(body.get("organization") or 0)
             except (TypeError, ValueError):
                 chosen = 0
-            if chosen:
+            if 0 < chosen < 2**63:  # a bigint id: a larger number would be a database error
                 organization = Organization.objects.filter(pk=chosen).first() or organization
         elif organization is None:
             organization = Organization.objects.filter(

@@ -79,12 +79,12 @@ def reference_rows(event: EventType) -> list[Row]:
 def _clinic_events(request: HttpRequest) -> tuple[EventTypes, str]:
     """The event types of the clinic the page is for, and the query string naming it (for
     links): a clinic user's own; for whoever sees every clinic, `?organization=`."""
-    organization_id: int | None = request_organization_id(request)
-    if sees_all_organizations(request.user):
-        chosen = request.GET.get("organization", "")
-        organization_id = int(chosen) if chosen.isdigit() else None
-    query = f"?organization={organization_id}" if organization_id is not None else ""
-    return event_types(organization_id=organization_id), query
+    if not sees_all_organizations(request.user):
+        return event_types(organization_id=request_organization_id(request)), ""
+    chosen = request.GET.get("organization", "")
+    if not chosen.isdigit() or len(chosen) > 18:  # an id, not what bigint cannot hold
+        return event_types(organization_id=None), ""
+    return event_types(organization_id=int(chosen)), f"?organization={int(chosen)}"
 
 
 def _categories(events: EventTypes) -> list[tuple[str, list[EventType]]]:

@@ -155,7 +155,7 @@ def test_another_clinics_type_is_unknown_here() -> None:
 @pytest.mark.parametrize(("field", "state"), [("enabled", False), ("archived", True)])
 def test_a_disabled_or_archived_type_records_nothing(field: str, state: bool) -> None:
     record = CustomEventTypeFactory(**{field: state})
-    with pytest.raises(ValidationError, match="is (disabled|archived)"):
+    with pytest.raises(ValidationError, match=r"is (disabled|archived)"):
         custom_event_record(
             organization=record.organization,
             type_name=NAME,

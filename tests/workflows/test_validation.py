@@ -535,7 +535,7 @@ def test_a_custom_triggers_data_are_variables_for_its_clinic_only() -> None:
     from workflows.validation import workflow_validate
 
     custom = CustomEventTypeFactory()
-    step = {
+    step: dict[str, Any] = {
         "type": "adapter",
         "adapter": "twilio",
         "function": "sendSMS",

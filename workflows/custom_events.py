@@ -7,7 +7,6 @@ the mapping once and passes it down, so nothing is cached across saves (an edite
 shows on the next page).
 """
 
-import hashlib
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -15,7 +14,7 @@ from django.core.exceptions import ValidationError
 from patients.inputs import json_problem
 from patients.models import Organization, Patient
 from patients.payloads import customer_payload
-from patients.recording import RecordedEvent, event_recorded
+from patients.recording import RecordedEvent, event_record_once
 from workflows.catalogue import (
     CATALOGUE,
     CUSTOM_CATEGORY,
@@ -26,7 +25,6 @@ from workflows.catalogue import (
 )
 from workflows.custom_schemas import custom_data_problems, custom_schema_field
 from workflows.models import CustomEventType
-from workflows.outbox import event_record
 
 
 class EventTypes(dict[str, EventType]):
@@ -131,16 +129,12 @@ def custom_event_record(
         raise ValidationError(
             [ValidationError(message, code="invalid_data") for message in problems]
         )
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    dedupe_key = f"custom.event:{organization.pk}:{digest}"
-    event = event_record(
+    return event_record_once(
+        scope="custom.event",
+        idempotency_key=key,
         organization_id=organization.pk,
         type=record.type_name,
         payload={"customer": customer_payload(patient), "data": data},
-        dedupe_key=dedupe_key,
         subject_type="customer",
         subject_id=str(patient.pk),
     )
-    if event is not None:
-        return event, True
-    return event_recorded(dedupe_key), False

@@ -8,7 +8,6 @@ enrollment rule decides as it does for any event, and nothing else is triggered.
 quiet hours and the rest are checked when each message is sent, as always.
 """
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from django.db import transaction
 from patients.inputs import json_problem
 from patients.models import Patient
 from patients.payloads import customer_payload, subject_of_patient
+from patients.recording import idempotency_dedupe_key
 from workflows.catalogue import CUSTOM_PREFIX, EventType, Field
 from workflows.custom_events import event_type
 from workflows.custom_schemas import custom_data_problems
@@ -152,8 +152,9 @@ def workflow_start(
     problems = _data_problems(event, data, schema)
     if problems:
         raise ValidationError([ValidationError(p, code="invalid_data") for p in problems])
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    dedupe_key = f"workflow.start:{workflow.organization_id}:{digest}"
+    dedupe_key = idempotency_dedupe_key(
+        scope="workflow.start", organization_id=workflow.organization_id, idempotency_key=key
+    )
     payload = {**data, "customer": customer_payload(patient)}
     if schema is not None:
         payload.setdefault("data", {})

@@ -150,8 +150,8 @@ def test_a_type_a_workflow_uses_cannot_be_deleted_in_the_admin() -> None:
         {"action": "delete_selected", "_selected_action": [record.pk], "post": "yes"},
     )
     assert CustomEventType.objects.filter(pk=record.pk).exists()
-    change = _text(client.get(reverse("admin:workflows_customeventtype_change", args=[record.pk])))
-    assert workflow.name in change
+    page = _text(client.get(reverse("admin:workflows_customeventtype_change", args=[record.pk])))
+    assert str(workflow.name) in page
     workflow.delete()
     assert client.post(url, {"post": "yes"}).status_code == 302
     assert not CustomEventType.objects.exists()

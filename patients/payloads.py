@@ -5,6 +5,7 @@ no clinical free text (questionnaire answers stay in the database). Its shape is
 in `workflows.catalogue` (the data reference); a test holds the two together.
 """
 
+import uuid
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -608,6 +609,29 @@ def subject_for_patient(subject_type: str, patient: Patient) -> str:
         return str(patient.pk)
     record = _latest_record(subject_type, patient)
     return str(record.pk) if record is not None else ""
+
+
+def subject_of_patient(subject_type: str, patient: Patient, record_id: Any) -> str:
+    """The subject id (the record's pk, as events record it) of the patient's record of
+    `subject_type` whose payload id (its UUID) is `record_id`; "" when the patient has no
+    such record. For events whose data a caller supplies (a workflow started directly)."""
+    if subject_type == "customer":
+        return str(patient.pk)
+    subject = _SUBJECTS.get(subject_type)
+    try:
+        record_uuid = uuid.UUID(str(record_id))
+    except ValueError:
+        return ""
+    if subject is None:
+        return ""
+    model = subject[0]
+    owner = "converted_patient" if model is Lead else "patient"
+    found = (
+        model._default_manager.filter(**{owner: patient, "uuid": record_uuid})
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return str(found) if found is not None else ""
 
 
 def payload_for_patient(subject_type: str, patient: Patient) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ records record their events without importing it. Recording stays what it was: t
 INSERT in the caller's transaction (DESIGN.md rule 2).
 """
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -71,3 +72,40 @@ def event_record(
 def event_recorded(dedupe_key: str) -> RecordedEvent:
     """The event recorded with this dedupe key (it must exist)."""
     return _by_dedupe_key[0](dedupe_key)
+
+
+def idempotency_dedupe_key(*, scope: str, organization_id: int, idempotency_key: str) -> str:
+    """The outbox dedupe key of what a clinic's system sent under its idempotency key: one
+    per clinic, `scope` (what was sent: "webhook.event", …) and key. The key is hashed: it is
+    the caller's text, of any length."""
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return f"{scope}:{organization_id}:{digest}"
+
+
+def event_record_once(
+    *,
+    scope: str,
+    idempotency_key: str,
+    organization_id: int,
+    type: str,
+    payload: dict[str, Any],
+    subject_type: str = "",
+    subject_id: str = "",
+) -> tuple[RecordedEvent, bool]:
+    """Record an event a clinic's system sent under its idempotency key, once: the event and
+    True; or, the key seen before (in this clinic and `scope`), the event recorded then and
+    False."""
+    dedupe_key = idempotency_dedupe_key(
+        scope=scope, organization_id=organization_id, idempotency_key=idempotency_key
+    )
+    event = event_record(
+        organization_id=organization_id,
+        type=type,
+        payload=payload,
+        dedupe_key=dedupe_key,
+        subject_type=subject_type,
+        subject_id=subject_id,
+    )
+    if event is not None:
+        return event, True
+    return event_recorded(dedupe_key), False

@@ -76,6 +76,7 @@ ROLES: dict[str, frozenset[str]] = {
                 "patients.auditentry",
                 "workflows.workflow",
                 "workflows.step",
+                "workflows.customeventtype",
                 "workflows.event",
                 "workflows.run",
                 "workflows.steprun",
@@ -96,6 +97,9 @@ ROLES: dict[str, frozenset[str]] = {
             *_grant("view add change", "patients.patient", "patients.order", *PATIENT_RECORDS),
             *_grant("view add", "patients.consentrecord"),
             *_grant("view add change delete", "workflows.workflow", "workflows.step"),
+            # The clinic's own event types (custom.*) and their data schemas; one a workflow
+            # uses cannot be deleted (the admin refuses).
+            *_grant("view add change delete", "workflows.customeventtype"),
             *_grant("view", "workflows.event", "workflows.steprun", "workflows.enrollmentskip"),
             # change_run is the permission to retry a failed run; runs are never edited.
             *_grant("view change", "workflows.run"),

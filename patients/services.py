@@ -15,7 +15,7 @@ from django.utils import timezone
 from patients.models import Order, Organization, Patient, Subscription
 from patients.payloads import message_event_payload, webhook_event_payload
 from patients.phones import phone_or_raw, phone_to_e164
-from patients.recording import RecordedEvent, event_record, event_recorded
+from patients.recording import RecordedEvent, event_record, event_record_once
 
 MESSAGE_CHANNELS = ("SMS", "WEB")
 # Prefix so a leaked token is recognisable (secret scanners, logs) as a careflow token.
@@ -162,19 +162,15 @@ def webhook_event_record(
     Returns the event and whether it was recorded now (False: the key was seen before, and
     the event returned is the one recorded then).
     """
-    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-    dedupe_key = f"webhook.event:{organization.pk}:{digest}"
-    event = event_record(
+    return event_record_once(
+        scope="webhook.event",
+        idempotency_key=idempotency_key,
         organization_id=organization.pk,
         type="webhook.event",
         payload=webhook_event_payload(name=name, data=data, patient=patient),
-        dedupe_key=dedupe_key,
         subject_type="customer",
         subject_id=str(patient.pk),
     )
-    if event is not None:
-        return event, True
-    return event_recorded(dedupe_key), False
 
 
 def _token_hash(token: str) -> str:

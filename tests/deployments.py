@@ -39,6 +39,28 @@ def fresh_env(var_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def sqlite_shell(var_dir: Path, script: str) -> str:
+    """Run `script` in `manage.py shell` as a user's shell would (`make run`'s SQLite, under
+    var_dir), after migrating that fresh database; return its output. A failing script
+    fails the test with the end of its traceback."""
+    env = fresh_env(var_dir)
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run(  # noqa: S603 — our own interpreter and arguments
+        [*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300
+    )
+    done = subprocess.run(  # noqa: S603 — our own interpreter and arguments
+        [*manage, "shell", "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (var_dir / "careflow.sqlite3").exists()  # it was SQLite indeed
+    return done.stdout
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

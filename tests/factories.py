@@ -11,7 +11,7 @@ from django.test import Client
 from integrations.models import Integration, MessagingPolicy
 from integrations.twilio.account import ADAPTER, twilio_settings
 from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
-from workflows.models import Step, Workflow
+from workflows.models import CustomEventType, Step, Workflow
 
 SANDBOX_FROM = "+15005550006"  # Twilio's magic "valid sender" test number
 
@@ -158,6 +158,34 @@ class WorkflowFactory(factory.django.DjangoModelFactory[Workflow]):
     name = factory.Sequence(lambda n: f"Workflow {n}")
     trigger = "order.shipped"
     enabled = True
+
+
+class CustomEventTypeFactory(factory.django.DjangoModelFactory[CustomEventType]):
+    """A clinic's custom event type `custom.lab_results_ready`: a kit id (required) and
+    when the results came in."""
+
+    class Meta:
+        model = CustomEventType
+
+    organization = factory.SubFactory(OrganizationFactory)
+    name = "lab_results_ready"
+    label = "Lab results ready"
+    description = "The lab posted the patient's results."
+    schema = factory.LazyFunction(
+        lambda: {
+            "type": "object",
+            "properties": {
+                "kitId": {
+                    "type": "string",
+                    "description": "The test kit's id.",
+                    "examples": ["KIT-2291"],
+                },
+                "readyAt": {"type": "string", "format": "date-time"},
+                "panels": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["kitId"],
+        }
+    )
 
 
 class SmsStepFactory(factory.django.DjangoModelFactory[Step]):

@@ -39,10 +39,11 @@ from patients.tenancy import (
 )
 from workflows import builder
 from workflows.adapters import REGISTRY
+from workflows.custom_events import EventTypes, event_types
 from workflows.diagram import ending_summary, workflow_diagram
 from workflows.dry_run import workflow_dry_run, workflow_live_test
 from workflows.engine import run_retry, workflow_definition, workflow_disable
-from workflows.models import EnrollmentSkip, Event, Run, StepRun, Workflow
+from workflows.models import CustomEventType, EnrollmentSkip, Event, Run, StepRun, Workflow
 from workflows.pages import WORKFLOW_PAGES, WorkflowPage
 from workflows.recipes import RECIPES, RecipeUnavailable, recipe_add
 from workflows.selectors import (
@@ -125,7 +126,9 @@ class WorkflowForm(forms.ModelForm):
             return cleaned
         organization = cleaned.get("organization")
         self.report = builder.definition_report(
-            parsed, senders=builder.approved_senders(organization) if organization else None
+            parsed,
+            senders=builder.approved_senders(organization) if organization else None,
+            events=event_types(organization_id=organization.pk if organization else None),
         )
         if not self.report.ok:
             raise ValidationError(builder.report_lines(self.report, parsed.steps))
@@ -266,8 +269,11 @@ class WorkflowAdmin(WorkflowTransferAdmin):
         every = sees_all_organizations(request.user)
         numbers = builder.approved_numbers(organization_ids=None if every else org_ids)
         senders = {str(organization_id): found for organization_id, found in numbers.items()}
+        clinic = obj.organization_id if obj is not None and obj.pk else None
+        if clinic is None and org_ids is not None and len(org_ids) == 1:
+            clinic = org_ids[0]
         return {
-            "schema": builder.builder_schema(),
+            "schema": builder.builder_schema(organization_id=clinic),
             "definition": definition,
             "errors": form.report.as_dict() if form.report is not None else None,
             "urls": self._builder_urls(obj),
@@ -440,22 +446,36 @@ class WorkflowAdmin(WorkflowTransferAdmin):
     def _senders(
         self, request: HttpRequest, workflow: Workflow | None, body: dict[str, Any]
     ) -> ClinicSenders | None:
-        """The approved numbers of the clinic a definition is checked for: a clinic user's
-        own (the workflow's); for whoever sees every clinic the one chosen on the page, else
-        the workflow's. None while no clinic is known."""
+        """The approved numbers of the clinic a definition is checked for (`_clinic`)."""
+        organization = self._clinic(request, workflow, body)
+        return builder.approved_senders(organization) if organization is not None else None
+
+    def _events(
+        self, request: HttpRequest, workflow: Workflow | None, body: dict[str, Any]
+    ) -> EventTypes:
+        """The event types (the clinic's custom ones too) a definition is checked with."""
+        organization = self._clinic(request, workflow, body)
+        return event_types(organization_id=organization.pk if organization else None)
+
+    def _clinic(
+        self, request: HttpRequest, workflow: Workflow | None, body: dict[str, Any]
+    ) -> Organization | None:
+        """The clinic a definition is checked for: a clinic user's own (the workflow's);
+        for whoever sees every clinic the one chosen on the page, else the workflow's. None
+        while no clinic is known."""
         organization = workflow.organization if workflow is not None else None
         if sees_all_organizations(request.user):
             try:
                 chosen = int(body.get("organization") or 0)
             except (TypeError, ValueError):
                 chosen = 0
-            if chosen:
+            if 0 < chosen < 2**63:  # a bigint id: a larger number would be a database error
                 organization = Organization.objects.filter(pk=chosen).first() or organization
         elif organization is None:
             organization = Organization.objects.filter(
                 pk=request_organization_id(request) or 0
             ).first()
-        return builder.approved_senders(organization) if organization is not None else None
+        return organization
 
     def _endpoint(self, request: HttpRequest, handler: Any) -> HttpResponseBase:
         """Run a builder endpoint: POST only (CSRF-checked by admin_view), a JSON body in;
@@ -472,7 +492,10 @@ class WorkflowAdmin(WorkflowTransferAdmin):
     def builder_schema_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
-        return JsonResponse(builder.builder_schema())
+        # A clinic's custom triggers: a clinic user's own; whoever sees every clinic names
+        # one (?organization=), else sees the catalogue's alone.
+        clinic = self._clinic(request, None, {"organization": request.GET.get("organization")})
+        return JsonResponse(builder.builder_schema(organization_id=clinic.pk if clinic else None))
 
     def builder_validate_view(
         self, request: HttpRequest, object_id: int | None = None
@@ -482,7 +505,8 @@ class WorkflowAdmin(WorkflowTransferAdmin):
         def handle(body: dict[str, Any]) -> HttpResponse:
             parsed = builder.definition_parse(body.get("definition") or {})
             senders = self._senders(request, workflow, body)
-            report = builder.definition_report(parsed, senders=senders)
+            events = self._events(request, workflow, body)
+            report = builder.definition_report(parsed, senders=senders, events=events)
             tree = builder.definition_tree(parsed.steps)
             return JsonResponse({"ok": report.ok, **report.as_dict(), "tree": tree})
 
@@ -491,17 +515,19 @@ class WorkflowAdmin(WorkflowTransferAdmin):
     def builder_diagram_view(
         self, request: HttpRequest, object_id: int | None = None
     ) -> HttpResponseBase:
-        self._workflow(request, object_id, change=False)
+        workflow = self._workflow(request, object_id, change=False)
 
         def handle(body: dict[str, Any]) -> HttpResponse:
             parsed = builder.definition_parse(body.get("definition") or {})
-            report = builder.definition_report(parsed)
+            events = self._events(request, workflow, body)
+            report = builder.definition_report(parsed, events=events)
             svg = workflow_diagram(
                 trigger=parsed.trigger,
                 filter=parsed.filter,
                 steps=parsed.steps,
                 problems=set(report.steps),
                 ends_when=ending_summary(goal_event=parsed.goal.event, exits=parsed.goal.exits),
+                events=events,
             )
             return HttpResponse(svg, content_type="image/svg+xml; charset=utf-8")
 
@@ -546,7 +572,11 @@ class WorkflowAdmin(WorkflowTransferAdmin):
                     f"A simulated reply is at most {MAX_SIMULATED_REPLY} characters."
                 )
             clinic = workflow.organization if workflow is not None else patient.organization
-            report = builder.definition_report(parsed, senders=builder.approved_senders(clinic))
+            report = builder.definition_report(
+                parsed,
+                senders=builder.approved_senders(clinic),
+                events=event_types(organization_id=clinic.pk),
+            )
             context: dict[str, Any] = {"patient": patient, "problems": []}
             if not report.ok:
                 context["problems"] = builder.report_lines(report, parsed.steps)
@@ -589,6 +619,7 @@ class WorkflowAdmin(WorkflowTransferAdmin):
                 filter=workflow.filter,
                 steps=saved["steps"],
                 senders=builder.approved_senders(workflow.organization),
+                events=event_types(organization_id=workflow.organization_id),
             )
             if not report.ok or not saved["steps"]:
                 raise ValidationError(
@@ -828,6 +859,7 @@ class WorkflowAdmin(WorkflowTransferAdmin):
             filter=workflow.filter,
             steps=steps,
             senders=builder.approved_senders(workflow.organization),
+            events=event_types(organization_id=workflow.organization_id),
         )
         problems = builder.report_lines(report, steps)
         if not steps:
@@ -1157,3 +1189,77 @@ class StepRunAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     @admin.display(description="Finished", ordering="finished_at")
     def finished(self, obj: StepRun) -> str:
         return clinic_datetime(obj.finished_at, obj.run.workflow.organization.timezone)
+
+
+@admin.register(CustomEventType)
+class CustomEventTypeAdmin(OrganizationScopedAdmin):
+    """A clinic's own event types: name, label and the JSON Schema of their data, edited as
+    JSON; a schema careflow cannot describe is a form error that names the place. The name
+    is fixed once saved (workflows and events refer to it), and a type a workflow uses
+    cannot be deleted: archive it."""
+
+    list_display = ["type_name", "label", "enabled", "archived", "organization", "updated_at"]
+    list_filter = ["enabled", "archived", "organization"]
+    list_select_related = ["organization"]
+    search_fields = ["name", "label"]
+    readonly_fields = ["used_by", "reference"]
+    fields = [
+        "organization",
+        "name",
+        "label",
+        "description",
+        "schema",
+        "enabled",
+        "archived",
+        "used_by",
+        "reference",
+    ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fixed = ["name", "organization"] if obj is not None and obj.pk else []
+        return [*fixed, *super().get_readonly_fields(request, obj)]
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "schema":
+            kwargs["widget"] = forms.Textarea(
+                attrs={"rows": 16, "cols": 80, "class": "vLargeTextField", "spellcheck": "false"}
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="event type", ordering="name")
+    def type_name(self, obj: CustomEventType) -> str:
+        return obj.type_name
+
+    @admin.display(description="used by")
+    def used_by(self, obj: CustomEventType) -> str:
+        used = obj.workflows_using()
+        if not used:
+            return "No workflow yet."
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            ((reverse("admin:workflows_workflow_change", args=[w.pk]), w.name) for w in used),
+        )
+
+    @admin.display(description="data reference")
+    def reference(self, obj: CustomEventType) -> str:
+        if obj.pk is None:
+            return "Shown once saved."
+        url = reverse("careflow-reference-event", args=[obj.type_name])
+        return format_html(
+            '<a href="{}?organization={}">Variables of {}</a>',
+            url,
+            obj.organization_id,
+            obj.type_name,
+        )
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        # Workflows refer to a type by its name, not by a foreign key: the delete page lists
+        # them as protected (and refuses), as it would a PROTECT relation.
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        for custom_type in objs:
+            protected += [
+                f"Workflow: {workflow.name} (uses {custom_type.type_name})"
+                for workflow in custom_type.workflows_using()
+            ]
+        return deleted, model_count, perms_needed, protected

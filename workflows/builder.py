@@ -21,7 +21,8 @@ from patients.inputs import JSONInputError, json_parse, json_problem
 from patients.models import ConsentRecord, Organization, Patient
 from patients.zones import patient_zone
 from workflows.adapters import REGISTRY, Adapter, Function
-from workflows.catalogue import CATALOGUE, EVENT_TYPES, schema_example, schema_paths
+from workflows.catalogue import EVENT_TYPES, EventType, schema_example, schema_paths
+from workflows.custom_events import EventTypes, event_types
 from workflows.diagram import step_title, steps_tree
 from workflows.dry_run import dry_run_payload
 from workflows.enrollment import DAYS_MAX, DAYS_MIN, enrollment_problems
@@ -194,7 +195,7 @@ def _consent_help(function: Function) -> str:
 CHANNEL_NAMES = {"sms": "SMS"}
 
 
-def query_fields(event_type: str) -> list[dict[str, Any]]:
+def query_fields(event_type: str | EventType) -> list[dict[str, Any]]:
     """What a filter or condition on this trigger can test, for the visual query builder:
     every scalar of its payload with its type, grouped by the object it belongs to.
 
@@ -224,14 +225,14 @@ def query_fields(event_type: str) -> list[dict[str, Any]]:
     return fields
 
 
-def _query_schema() -> dict[str, Any]:
+def _query_schema(events: EventTypes) -> dict[str, Any]:
     """The query builder's operators, and each trigger's fields; triggers that share a
     payload (every order.* event) share one list, which keeps the page small."""
     field_sets: list[list[dict[str, Any]]] = []
     by_json: dict[str, int] = {}
     field_set_of: dict[str, int] = {}
-    for event in CATALOGUE:
-        fields = query_fields(event.name)
+    for event in events.listed:
+        fields = query_fields(event)
         key = json.dumps(fields, sort_keys=True, default=str)
         field_set_of[event.name] = by_json.setdefault(key, len(field_sets))
         if by_json[key] == len(field_sets):
@@ -243,16 +244,21 @@ def _query_schema() -> dict[str, Any]:
     }
 
 
-def builder_schema() -> dict[str, Any]:
-    """What the builder can build: triggers by category, step types, adapters and their
-    functions with parameter schemas, consent purposes, and what queries can test."""
+def builder_schema(*, organization_id: int | None = None) -> dict[str, Any]:
+    """What the builder can build: triggers by category (with the custom event types of
+    the clinic `organization_id`, if given), step types, adapters and their functions with
+    parameter schemas, consent purposes, and what queries can test."""
+    events = event_types(organization_id=organization_id)
     categories: dict[str, list[dict[str, str]]] = {}
-    for event in CATALOGUE:
+    for event in events.listed:
         categories.setdefault(event.category, []).append(
             {"name": event.name, "description": event.description}
         )
+    # The data reference of the same clinic: its custom types' variables come from there.
+    clinic = f"&organization={organization_id}" if organization_id is not None else ""
+    reference = reverse("careflow-reference-event", args=["__trigger__"])
     return {
-        "query": _query_schema(),
+        "query": _query_schema(events),
         "triggers": [{"category": name, "events": events} for name, events in categories.items()],
         "stepTypes": [
             {
@@ -301,8 +307,8 @@ def builder_schema() -> dict[str, Any]:
             "daysMin": DAYS_MIN,
             "daysMax": DAYS_MAX,
         },
-        "referenceUrl": reverse("careflow-reference-event", args=["__trigger__"]) + "?format=json",
-        "referencePage": reverse("careflow-reference-event", args=["__trigger__"]),
+        "referenceUrl": f"{reference}?format=json{clinic}",
+        "referencePage": f"{reference}?{clinic[1:]}" if clinic else reference,
     }
 
 
@@ -533,13 +539,21 @@ def definition_parse(raw: Any) -> ParsedDefinition:
 
 
 def definition_report(
-    parsed: ParsedDefinition, *, senders: ClinicSenders | None = None
+    parsed: ParsedDefinition,
+    *,
+    senders: ClinicSenders | None = None,
+    events: Mapping[str, EventType] = EVENT_TYPES,
 ) -> ValidationReport:
     """`workflow_validate` on the parsed definition (with the clinic's approved `senders`,
-    when known); a problem found while reading a place (the trigger, the filter, a step's
-    field) replaces what validation says about it."""
+    when known, and its event types `events`, workflows.custom_events.event_types); a
+    problem found while reading a place (the trigger, the filter, a step's field) replaces
+    what validation says about it."""
     report = workflow_validate(
-        trigger=parsed.trigger, filter=parsed.filter, steps=parsed.steps, senders=senders
+        trigger=parsed.trigger,
+        filter=parsed.filter,
+        steps=parsed.steps,
+        senders=senders,
+        events=events,
     )
     problems = parsed.problems
     if problems.trigger:
@@ -550,7 +564,7 @@ def definition_report(
     for index, fields in problems.steps.items():
         for name, messages in fields.items():
             report.steps.setdefault(index, {})[name] = list(messages)
-    goal_report(parsed, report)
+    goal_report(parsed, report, events)
     # "Twilio has no function ''" says the same as "choose a function", less clearly.
     for index, step in enumerate(parsed.steps):
         fields = report.steps.get(index, {})
@@ -711,7 +725,11 @@ def goal_parse(raw: Mapping[str, Any], problems: ValidationReport) -> GoalDefini
     return goal
 
 
-def goal_report(parsed: ParsedDefinition, report: ValidationReport) -> None:
+def goal_report(
+    parsed: ParsedDefinition,
+    report: ValidationReport,
+    events: Mapping[str, EventType] = EVENT_TYPES,
+) -> None:
     """Validate the parsed goal and exits into `report`; a problem found in reading a
     field (its JSON) replaces what validation says about it."""
     goal = parsed.goal
@@ -722,6 +740,7 @@ def goal_report(parsed: ParsedDefinition, report: ValidationReport) -> None:
         scope=goal.scope,
         window_hours=goal.window_hours,
         exits=goal.exits,
+        events=events,
     )
     for name, messages in parsed.problems.goal.items():
         report.goal[name] = list(messages)
@@ -794,11 +813,11 @@ def approved_senders(organization: Organization) -> ClinicSenders:
 # --- message previews -------------------------------------------------------------------------
 
 
-def _preview_data(trigger: str, patient: Patient | None) -> tuple[dict[str, Any], str]:
+def _preview_data(event: EventType, patient: Patient | None) -> tuple[dict[str, Any], str]:
     if patient is not None:
-        payload, source = dry_run_payload(trigger=trigger, patient=patient)
+        payload, source = dry_run_payload(trigger=event.name, patient=patient)
     else:
-        payload, source = schema_example(trigger), "example data from the data reference"
+        payload, source = schema_example(event), "example data from the data reference"
     return {**payload, "trigger": payload, "history": {}}, source
 
 
@@ -850,10 +869,11 @@ def message_previews(
     """Every message of the builder (by step index) rendered for the test patient, or for the
     data reference's example data when no patient is chosen. Dates and times are shown as the
     engine would text them: in the patient's zone, or for example data in `organization`'s."""
-    if trigger not in EVENT_TYPES:
-        return {"source": "", "previews": {}, "error": "choose a trigger to preview messages"}
-    data, source = _preview_data(trigger, patient)
     owner = patient.organization if patient is not None else organization
+    event = event_types(organization_id=owner.pk if owner is not None else None).get(trigger)
+    if event is None:
+        return {"source": "", "previews": {}, "error": "choose a trigger to preview messages"}
+    data, source = _preview_data(event, patient)
     tz = patient_zone(patient, owner) if owner is not None else None
     return {
         "patient": str(patient) if patient else "",

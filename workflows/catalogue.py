@@ -583,9 +583,21 @@ def _walk(fields: Mapping[str, Field], prefix: str = "") -> Iterator[tuple[str, 
                 yield from _walk(node.items.fields, f"{path}.0.")
 
 
-def schema_paths(event_type: str) -> list[tuple[str, Field]]:
+# The prefix of a clinic's own event types (`custom.lab_results_ready`), declared in the admin
+# (workflows.custom_events builds their EventType; this module stays data).
+CUSTOM_PREFIX = "custom."
+CUSTOM_CATEGORY = "Custom"
+
+
+def _event_of(event_type: "str | EventType") -> EventType | None:
+    """The catalogue's type of this name, or the EventType given (a clinic's custom type,
+    resolved by workflows.custom_events.event_types)."""
+    return event_type if isinstance(event_type, EventType) else EVENT_TYPES.get(event_type)
+
+
+def schema_paths(event_type: "str | EventType") -> list[tuple[str, Field]]:
     """Every path of the event's schema, objects and arrays included, in schema order."""
-    event = EVENT_TYPES.get(event_type)
+    event = _event_of(event_type)
     return list(_walk(event.schema)) if event else []
 
 
@@ -597,14 +609,14 @@ def _example(node: Field) -> Any:
     return node.example
 
 
-def schema_example(event_type: str) -> dict[str, Any]:
+def schema_example(event_type: "str | EventType") -> dict[str, Any]:
     """A payload made of the schema's examples: what the data reference shows, and what test
     mode uses for the parts a test patient has no record of."""
-    event = EVENT_TYPES.get(event_type)
+    event = _event_of(event_type)
     return {name: _example(node) for name, node in event.schema.items()} if event else {}
 
 
-def schema_variables(event_type: str) -> list[tuple[str, Field]]:
+def schema_variables(event_type: "str | EventType") -> list[tuple[str, Field]]:
     """The scalar variables a template can use, e.g. ("order.lineItems.0.name", Field)."""
     return [(path, node) for path, node in schema_paths(event_type) if node.type not in _CONTAINERS]
 
@@ -615,9 +627,9 @@ _CONTAINERS = ("object", "array")
 FREE_FORM_VALUE = Field("string", "A value from caller-defined data; its type is not known.")
 
 
-def schema_field(event_type: str, path: str) -> Field | None:
+def schema_field(event_type: "str | EventType", path: str) -> Field | None:
     """The field at `path` (digits index arrays), or None when the event has no such field."""
-    event = EVENT_TYPES.get(event_type)
+    event = _event_of(event_type)
     if event is None or not path:
         return None
     node: Field | None = _object("", event.schema)

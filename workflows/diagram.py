@@ -15,7 +15,7 @@ from typing import Any
 from django.utils.html import escape
 
 from workflows.adapters import REGISTRY
-from workflows.catalogue import EVENT_TYPES
+from workflows.catalogue import EVENT_TYPES, EventType
 from workflows.filters import filter_summary
 from workflows.replies import (
     NO_REPLY,
@@ -293,9 +293,11 @@ def workflow_diagram(
     steps: Sequence[Mapping[str, Any]],
     problems: Collection[int] = (),
     ends_when: str = "",
+    events: Mapping[str, EventType] = EVENT_TYPES,
 ) -> str:
     """The SVG of a workflow definition; `problems` are indexes of steps to mark as wrong;
-    `ends_when` (`ending_summary`) is written under it."""
+    `ends_when` (`ending_summary`) is written under it; `events`: the clinic's event types
+    (workflows.custom_events.event_types), for the trigger's description."""
     rows, tree = steps_tree(steps)
     waits = tree.waits if tree is not None else {}
     x_of = [BOX_X + INDENT * row.depth for row in rows]
@@ -329,7 +331,7 @@ def workflow_diagram(
     centre = BOX_X + BOX_WIDTH / 2
     parts: list[str] = []
 
-    event = EVENT_TYPES.get(trigger)
+    event = events.get(trigger)
     parts.append(
         f'<rect class="cf-d-box cf-d-trigger" x="{BOX_X}" y="2" rx="8" '
         f'width="{BOX_WIDTH}" height="{TRIGGER_HEIGHT - 4}"/>'

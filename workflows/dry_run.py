@@ -22,7 +22,8 @@ from patients.models import Patient
 from patients.payloads import payload_for_patient, subject_for_patient
 from patients.zones import patient_zone
 from workflows.adapters import REGISTRY, step_asks
-from workflows.catalogue import EVENT_TYPES, schema_example
+from workflows.catalogue import schema_example
+from workflows.custom_events import event_type
 from workflows.diagram import branch_name
 from workflows.engine import workflow_definition
 from workflows.enrollment import enrollment_check, patient_key_of, workflow_has_rule
@@ -87,8 +88,10 @@ def dry_run_payload(*, trigger: str, patient: Patient) -> tuple[dict[str, Any], 
     """The payload the trigger would carry for this patient, and where it came from: their
     most recent record of the trigger's kind, else the data reference's examples around
     their own customer data."""
-    event = EVENT_TYPES[trigger]
-    example = schema_example(trigger)
+    event = event_type(trigger, patient.organization_id)
+    if event is None:
+        raise ValidationError(f"{trigger!r} is not a trigger of this clinic.")
+    example = schema_example(event)
     record = payload_for_patient(event.subject, patient)
     if record is not None:
         return {**example, **record}, f"{patient}'s latest {event.subject} record"
@@ -219,7 +222,8 @@ def _enrollment_dry_run(
         rule += ", not while a run is in progress"
     if not workflow_has_rule(workflow):
         return True, f"would enroll: {rule.lower()}"
-    subject = EVENT_TYPES[trigger].subject if trigger in EVENT_TYPES else ""
+    event = event_type(trigger, workflow.organization_id)
+    subject = event.subject if event is not None else ""
     refusal = enrollment_check(
         workflow=workflow,
         patient_key=patient_key_of(payload),
@@ -417,7 +421,9 @@ def workflow_live_test(*, workflow: Workflow, patient: Patient) -> Run:
             type=workflow.trigger,
             payload=payload,
             dedupe_key=f"test:{uuid.uuid4()}",
-            subject_type=EVENT_TYPES[workflow.trigger].subject,
+            subject_type=getattr(
+                event_type(workflow.trigger, workflow.organization_id), "subject", ""
+            ),
             subject_id="",
             dispatched_at=now,  # never dispatched to other workflows
         )

@@ -117,7 +117,6 @@ def events_dispatch(*, event_ids: Sequence[int], claim_per_event: int) -> tuple[
                 matching.setdefault((workflow.organization_id, workflow.trigger), []).append(
                     workflow
                 )
-        lease = now + timedelta(seconds=settings.CAREFLOW_RUN_LEASE_SECONDS)
         matches: list[tuple[Workflow, Event]] = []
         for event in events:
             for workflow in matching.get((event.organization_id, event.type), []):
@@ -128,35 +127,83 @@ def events_dispatch(*, event_ids: Sequence[int], claim_per_event: int) -> tuple[
                     logger.error("workflow %s has an unusable filter: %s", workflow.pk, exc)
                     continue
                 matches.append((workflow, event))
-        skipped: list[Skipped] = []
-        # Only a batch with a limited workflow claims anything: the default costs nothing.
-        if any(workflow_has_rule(workflow) for workflow, _ in matches):
-            matches, skipped = enrollments_claim(matches=matches, now=now)
-        runs: list[Run] = []
-        started: dict[int, int] = {}
-        for workflow, event in matches:
-            run = Run(
-                workflow=workflow,
-                event=event,
-                definition=workflow_definition(workflow),
-                patient_key=patient_key_of(event.payload),
-            )
-            if started.get(event.pk, 0) < claim_per_event:
-                run.status, run.lease_expires_at, run.started_at = (
-                    Run.Status.RUNNING,
-                    lease,
-                    now,
-                )
-                started[event.pk] = started.get(event.pk, 0) + 1
-            runs.append(run)
-        created = Run.objects.bulk_create(runs)
-        enrollment_skips_record(skipped=skipped, runs=created, now=now)
-        if ending:
-            ended = goals.endings_apply(events=events, workflows=ending, now=now)
-            for run in created:
-                if run.pk in ended:  # not to be continued by this worker
-                    run.status, run.lease_expires_at = Run.Status.EXITED, None
+        created = _runs_start(
+            matches=matches,
+            events=events,
+            ending=ending,
+            now=now,
+            claim_per_event=claim_per_event,
+        )
     return len(events), created
+
+
+def _runs_start(
+    *,
+    matches: list[tuple[Workflow, Event]],
+    events: Sequence[Event],
+    ending: Sequence[Workflow],
+    now: datetime,
+    claim_per_event: int,
+) -> list[Run]:
+    """The runs of these (workflow, event) matches that their workflows' enrollment rules
+    let in (the skips recorded), then the goals and exits `events` reach for the `ending`
+    workflows applied. Inside the transaction that claimed the events."""
+    lease = now + timedelta(seconds=settings.CAREFLOW_RUN_LEASE_SECONDS)
+    skipped: list[Skipped] = []
+    # Only a batch with a limited workflow claims anything: the default costs nothing.
+    if any(workflow_has_rule(workflow) for workflow, _ in matches):
+        matches, skipped = enrollments_claim(matches=matches, now=now)
+    runs: list[Run] = []
+    started: dict[int, int] = {}
+    for workflow, event in matches:
+        run = Run(
+            workflow=workflow,
+            event=event,
+            definition=workflow_definition(workflow),
+            patient_key=patient_key_of(event.payload),
+        )
+        if started.get(event.pk, 0) < claim_per_event:
+            run.status, run.lease_expires_at, run.started_at = (Run.Status.RUNNING, lease, now)
+            started[event.pk] = started.get(event.pk, 0) + 1
+        runs.append(run)
+    created = Run.objects.bulk_create(runs)
+    enrollment_skips_record(skipped=skipped, runs=created, now=now)
+    if ending:
+        ended = goals.endings_apply(events=events, workflows=ending, now=now)
+        for run in created:
+            if run.pk in ended:  # not to be continued by this worker
+                run.status, run.lease_expires_at = Run.Status.EXITED, None
+    return created
+
+
+def workflow_event_start(*, workflow: Workflow, event_id: int) -> Run | None:
+    """Start `workflow` alone for an event recorded for it (workflows.starts): the event is
+    claimed as dispatched here, so no other workflow with the same trigger ever matches it.
+    The workflow's enrollment rule applies as in dispatch (a refusal is recorded as a
+    skip), and the goals and exits the event reaches end runs as any event's do; the
+    workflow's filter does not apply (the caller chose the workflow). Returns the pending
+    run, or None when the rule refused it. Call in the transaction that recorded the event:
+    a dispatch of it waits for that transaction, then finds it dispatched."""
+    with transaction.atomic():
+        now = timezone.now()
+        events = _events_claim(event_ids=[event_id], now=now)
+        if not events:
+            raise ValueError(f"event {event_id} was dispatched already")
+        pairs = {(events[0].organization_id, events[0].type)}
+        ending = [
+            w
+            for w in Workflow.objects.filter(goals.endings_q(pairs)).order_by("id")
+            if goals.workflow_has_endings(w)
+        ]
+        target = (
+            Workflow.objects.select_related("organization")
+            .prefetch_related(Prefetch("steps", queryset=Step.objects.order_by("position", "id")))
+            .get(pk=workflow.pk)
+        )
+        created = _runs_start(
+            matches=[(target, events[0])], events=events, ending=ending, now=now, claim_per_event=0
+        )
+    return created[0] if created else None
 
 
 def _events_claim(*, event_ids: Sequence[int], now: datetime) -> list[Event]:

@@ -4,13 +4,16 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from patients.models import ConsentRecord, Organization, TimeStamped
-from workflows.catalogue import event_choices
+from workflows.catalogue import CUSTOM_PREFIX, event_choices
+from workflows.custom_schemas import custom_schema_problems
 
 
 class Event(models.Model):
@@ -121,6 +124,107 @@ class Workflow(TimeStamped):
 
     def __str__(self) -> str:
         return self.name
+
+
+# Event.type holds "custom.<name>" in 64 characters.
+CUSTOM_NAME_LENGTH = 64 - len(CUSTOM_PREFIX)
+
+
+class CustomEventType(TimeStamped):
+    """An event type a clinic declares for itself (`custom.<name>`), with a JSON Schema for
+    its `data`: its systems post events of it (workflows.custom_events), its workflows are
+    triggered by it, and its data reference and builder offer its data as variables.
+
+    The name is what workflows and recorded events refer to: it cannot change once saved,
+    and a type a workflow uses cannot be deleted (archive it instead)."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="custom_event_types"
+    )
+    name = models.CharField(
+        max_length=CUSTOM_NAME_LENGTH,
+        validators=[
+            RegexValidator(
+                r"^[a-z][a-z0-9_]*\Z",
+                "Use lowercase letters, digits and underscores, starting with a letter "
+                "(e.g. lab_results_ready).",
+            )
+        ],
+        help_text="The event type is custom.<name>, e.g. custom.lab_results_ready. "
+        "It cannot be changed later.",
+    )
+    label = models.CharField(max_length=120, help_text="What people call it: “Lab results ready”.")
+    description = models.TextField(blank=True, help_text="When it happens, for the builder.")
+    schema = models.JSONField(
+        "data schema",
+        default=dict,
+        blank=True,
+        help_text='JSON Schema (draft 2020-12) of the event\'s data, e.g. {"type": "object", '
+        '"properties": {"kitId": {"type": "string", "description": "The kit"}}, '
+        '"required": ["kitId"]}.',
+    )
+    enabled = models.BooleanField(
+        default=True, help_text="Only enabled types can be posted and chosen as triggers."
+    )
+    archived = models.BooleanField(
+        default=False, help_text="Hidden from the builder and the data reference."
+    )
+
+    class Meta:
+        ordering = ["organization", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"], name="one_custom_event_type_per_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.type_name
+
+    @property
+    def type_name(self) -> str:
+        return f"{CUSTOM_PREFIX}{self.name}"
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and not self.archived
+
+    def workflows_using(self) -> list[Workflow]:
+        """The clinic's workflows this type triggers, or ends as their goal or an exit."""
+        if self.pk is None:
+            return []
+        name = self.type_name
+        # Exits are a JSON list: read in Python, as `contains` is not in SQLite (make run).
+        return [
+            workflow
+            for workflow in Workflow.objects.filter(organization_id=self.organization_id)
+            if name in (workflow.trigger, workflow.goal_event)
+            or any(isinstance(e, dict) and e.get("event") == name for e in workflow.exits or [])
+        ]
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        used = self.workflows_using()
+        if used:
+            raise models.ProtectedError(
+                f"{self.type_name} is used by {len(used)} workflow(s); archive it instead.",
+                set(used),
+            )
+        return super().delete(*args, **kwargs)
+
+    def clean(self) -> None:
+        super().clean()
+        problems = custom_schema_problems(self.schema if self.schema != {} else _EMPTY_SCHEMA)
+        if problems:
+            raise ValidationError({"schema": problems})
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.schema in ({}, None):
+            self.schema = dict(_EMPTY_SCHEMA)
+        super().save(*args, **kwargs)
+
+
+# A type declared without a schema takes free-form data, as the webhook's does.
+_EMPTY_SCHEMA = {"type": "object", "properties": {}}
 
 
 class WorkflowVersion(models.Model):

@@ -12,8 +12,8 @@ from django.db import connections, router, transaction
 from common.db import prepared_cursor
 from patients.models import Patient
 from patients.payloads import customer_spec, customer_sql, stored_customers, stored_customers_build
-from workflows.catalogue import EVENT_TYPES
-from workflows.models import Event
+from workflows.catalogue import CUSTOM_PREFIX, EVENT_TYPES
+from workflows.models import CustomEventType, Event
 from workflows.publishing import publisher
 
 # The channel the outbox INSERT notifies with the event's id (workflows.listener listens).
@@ -43,7 +43,7 @@ def event_record(
     the periodic relay dispatches it later, so nothing is lost either way.
     """
 
-    if type not in EVENT_TYPES:
+    if type not in EVENT_TYPES and not _custom_type_exists(organization_id, type):
         raise ValueError(f"unknown event type {type!r}")
     fields: dict[str, Any] = {
         "organization_id": organization_id,
@@ -63,6 +63,17 @@ def event_record(
     if not notify:
         transaction.on_commit(partial(publisher.submit, event.pk))
     return event
+
+
+def _custom_type_exists(organization_id: int, type: str) -> bool:
+    """Whether `type` is one of the clinic's custom types (`custom.<name>`): one indexed
+    read, for custom events only; whether it is enabled is the recording service's to say."""
+    return (
+        type.startswith(CUSTOM_PREFIX)
+        and CustomEventType.objects.filter(
+            organization_id=organization_id, name=type.removeprefix(CUSTOM_PREFIX)
+        ).exists()
+    )
 
 
 def _insert_unless_recorded(event: "Event", *, notify: bool) -> int | None:

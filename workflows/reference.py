@@ -1,8 +1,10 @@
 """The data reference: every trigger and the variables its events offer, for clinic admins
 (HTML in the admin) and for the workflow builder (`?format=json`).
 
-Built from the catalogue in `workflows.catalogue` alone; it reads nothing from the database
-beyond what the admin's own chrome needs, so its cost does not grow with the data.
+Built from the catalogue in `workflows.catalogue` and the clinic's own custom event types
+(`workflows.custom_events`, one query); it reads nothing else from the database beyond what
+the admin's own chrome needs, so its cost does not grow with the data. A clinic's staff see
+their clinic's custom types; whoever sees every clinic names one with `?organization=<id>`.
 """
 
 import json
@@ -14,7 +16,9 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from workflows.catalogue import CATALOGUE, EVENT_TYPES, EventType, Field, schema_paths
+from patients.tenancy import request_organization_id, sees_all_organizations
+from workflows.catalogue import EventType, Field, schema_paths
+from workflows.custom_events import EventTypes, event_types
 
 # How the date filter treats time zones (workflows.rendering._format_date), for every page
 # and the builder's JSON: clinic admins write times once, patients read their own clock.
@@ -64,7 +68,7 @@ def reference_rows(event: EventType) -> list[Row]:
     """Every path of the event's payload, containers included, with effective nullability."""
     rows: list[Row] = []
     nullable_prefixes: list[str] = []
-    for path, node in schema_paths(event.name):
+    for path, node in schema_paths(event):
         inherited = any(path.startswith(prefix) for prefix in nullable_prefixes)
         if node.nullable:
             nullable_prefixes.append(f"{path}.")
@@ -72,20 +76,31 @@ def reference_rows(event: EventType) -> list[Row]:
     return rows
 
 
-def _categories() -> list[tuple[str, list[EventType]]]:
+def _clinic_events(request: HttpRequest) -> tuple[EventTypes, str]:
+    """The event types of the clinic the page is for, and the query string naming it (for
+    links): a clinic user's own; for whoever sees every clinic, `?organization=`."""
+    if not sees_all_organizations(request.user):
+        return event_types(organization_id=request_organization_id(request)), ""
+    chosen = request.GET.get("organization", "")
+    if not chosen.isdigit() or len(chosen) > 18:  # an id, not what bigint cannot hold
+        return event_types(organization_id=None), ""
+    return event_types(organization_id=int(chosen)), f"?organization={int(chosen)}"
+
+
+def _categories(events: EventTypes) -> list[tuple[str, list[EventType]]]:
     groups: dict[str, list[EventType]] = {}
-    for event in CATALOGUE:
+    for event in events.listed:
         groups.setdefault(event.category, []).append(event)
     return list(groups.items())
 
 
-def _event_summary(event: EventType) -> dict[str, Any]:
+def _event_summary(event: EventType, query: str = "") -> dict[str, Any]:
     return {
         "name": event.name,
         "category": event.category,
         "description": event.description,
         "subject": event.subject,
-        "url": reverse("careflow-reference-event", args=[event.name]),
+        "url": reverse("careflow-reference-event", args=[event.name]) + query,
     }
 
 
@@ -94,12 +109,13 @@ def _wants_json(request: HttpRequest) -> bool:
 
 
 def reference_index(request: HttpRequest) -> HttpResponse:
-    categories = _categories()
+    clinic_events, query = _clinic_events(request)
+    categories = _categories(clinic_events)
     if _wants_json(request):
         return JsonResponse(
             {
                 "categories": [
-                    {"name": name, "events": [_event_summary(event) for event in events]}
+                    {"name": name, "events": [_event_summary(event, query) for event in events]}
                     for name, events in categories
                 ],
                 "dates": DATES_NOTE,
@@ -112,20 +128,22 @@ def reference_index(request: HttpRequest) -> HttpResponse:
             **admin.site.each_context(request),
             "title": "Data reference",
             "categories": categories,
+            "clinic_query": query,
             "dates_note": DATES_NOTE,
         },
     )
 
 
 def reference_event(request: HttpRequest, name: str) -> HttpResponse:
-    event = EVENT_TYPES.get(name)
+    clinic_events, query = _clinic_events(request)
+    event = clinic_events.get(name)
     if event is None:
         raise Http404(f"There is no trigger named {name!r}.")
     rows = reference_rows(event)
     if _wants_json(request):
         return JsonResponse(
             {
-                **_event_summary(event),
+                **_event_summary(event, query),
                 "variables": [row.as_json() for row in rows if row.is_variable],
                 "fields": [row.as_json() for row in rows],
                 "dates": DATES_NOTE,

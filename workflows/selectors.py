@@ -3,6 +3,7 @@ and change nothing."""
 
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Count
@@ -159,3 +160,53 @@ def workflow_version_documents(*, workflow: Workflow, numbers: list[int]) -> dic
     """The documents of these versions of the workflow, by number (one query)."""
     found = workflow.versions.filter(number__in=numbers).values_list("number", "document")
     return dict(found)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def run_status(*, run: Run) -> dict[str, Any]:
+    """Where a run is, ready for JSON: its workflow (uuid, name, the version it runs),
+    status, times, the next step, each step's status (with a skip's reason), and how it
+    ended (an exit's reason, a goal reached). No patient data: no names, contacts, message
+    texts or provider errors (they can quote a phone number)."""
+    steps = run.definition.get("steps") or []
+    step_runs = {sr.index: sr for sr in StepRun.objects.filter(run=run).order_by("index")}
+    in_progress = run.status in (Run.Status.PENDING, Run.Status.RUNNING, Run.Status.WAITING)
+    next_step = run.next_index + 1 if in_progress and run.next_index < len(steps) else None
+    workflow = run.workflow
+    return {
+        "id": str(run.uuid),
+        "workflow": {
+            "id": str(workflow.uuid),
+            "name": workflow.name,
+            "version": run.definition.get("version", workflow.version),
+        },
+        "status": run.status,
+        "test": run.is_test,
+        "createdAt": _iso(run.created_at),
+        "startedAt": _iso(run.started_at),
+        "finishedAt": _iso(run.finished_at),
+        "dueAt": _iso(run.due_at) if in_progress else None,
+        "nextStep": next_step,
+        "steps": [
+            {
+                "number": index + 1,
+                "type": step.get("type", ""),
+                **(
+                    {"action": f"{step.get('adapter')}.{step.get('function')}"}
+                    if step.get("type") == "adapter"
+                    else {}
+                ),
+                "status": step_runs[index].status if index in step_runs else "not_started",
+                "skipReason": step_runs[index].skip_reason if index in step_runs else "",
+                "startedAt": _iso(step_runs[index].started_at) if index in step_runs else None,
+                "finishedAt": _iso(step_runs[index].finished_at) if index in step_runs else None,
+            }
+            for index, step in enumerate(steps)
+        ],
+        "exitReason": run.exit_reason,
+        "goalReached": run.goal_reached_at is not None,
+        "goalReachedAt": _iso(run.goal_reached_at),
+    }

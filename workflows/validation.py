@@ -17,7 +17,7 @@ from workflows.adapters import (
     SenderNoun,
     step_asks,
 )
-from workflows.catalogue import EVENT_TYPES, schema_field, schema_variables
+from workflows.catalogue import EVENT_TYPES, EventType, schema_field, schema_variables
 from workflows.filters import FilterError, filter_validate
 from workflows.rendering import (
     TemplateError,
@@ -113,21 +113,23 @@ def sender_problem(value: Any, senders: ApprovedSenders, noun: SenderNoun = _SEN
     )
 
 
-def _scalar_paths(trigger: str) -> list[str]:
+def _scalar_paths(trigger: str | EventType) -> list[str]:
     return [path for path, f in schema_variables(trigger) if f.type not in ("object", "array")]
 
 
 def template_problems(
     template: str,
     *,
-    trigger: str,
+    trigger: str | EventType,
     step_number: int,
     clinical_data_allowed: bool = False,
     clinical_data_note: str = SMS_CLINICAL_DATA_NOTE,
 ) -> list[str]:
     """Problems with one template: syntax, unknown variables (with the nearest valid names),
     variables that are objects or lists rather than text, and clinical details where the
-    channel is not private enough for them (`clinical_data_note` says where they stay out)."""
+    channel is not private enough for them (`clinical_data_note` says where they stay out).
+    `trigger`: a catalogue name, or a clinic's EventType (workflows.custom_events)."""
+    name = trigger.name if isinstance(trigger, EventType) else trigger
     try:
         variables = template_variables(template)
     except TemplateError as exc:
@@ -154,7 +156,7 @@ def template_problems(
                 if (suggestions)
                 else "; see the data reference for this trigger"
             )
-            problems.append(f"{{{{{path}}}}} is not a variable of {trigger}{hint}")
+            problems.append(f"{{{{{path}}}}} is not a variable of {name}{hint}")
         elif found.type in ("object", "array"):
             kind = "an object" if found.type == "object" else "a list"
             inside = [p for p in _scalar_paths(trigger) if p.startswith(lookup + ".")]
@@ -167,7 +169,12 @@ def template_problems(
 
 
 def parameter_problems(
-    parameter: Parameter, value: Any, *, function: Function, trigger: str, step_number: int
+    parameter: Parameter,
+    value: Any,
+    *,
+    function: Function,
+    trigger: str | EventType,
+    step_number: int,
 ) -> list[str]:
     """Problems with one adapter parameter's value, as the engine will render it: a text
     template, or a JSON object whose string values are templates (each checked as one)."""
@@ -207,12 +214,15 @@ def workflow_validate(
     filter: Any,
     steps: Sequence[Mapping[str, Any]],
     senders: ClinicSenders | None = None,
+    events: Mapping[str, EventType] = EVENT_TYPES,
 ) -> ValidationReport:
     """Everything wrong with a workflow definition; `steps` are definitions in run order.
     With `senders` (the workflow's clinic's, by adapter), a literal sender must be one of
-    them."""
+    them. `events`: the event types of the workflow's clinic (its custom types with the
+    catalogue's, workflows.custom_events.event_types); the catalogue's by default."""
     report = ValidationReport()
-    if trigger not in EVENT_TYPES:
+    event = events.get(trigger)
+    if event is None:
         report.trigger.append(f"unknown trigger {trigger!r}")
     # What PostgreSQL's jsonb cannot store (a NUL, a lone surrogate) made saving a 500;
     # other control characters would be texted as they are. Depth and size are bounded too,
@@ -247,12 +257,12 @@ def workflow_validate(
             continue
         params = step.get("parameters") or {}
         for parameter in function.parameters:
-            if trigger in EVENT_TYPES:
+            if event is not None:
                 for problem in parameter_problems(
                     parameter,
                     params.get(parameter.name, ""),
                     function=function,
-                    trigger=trigger,
+                    trigger=event,
                     step_number=number,
                 ):
                     report.add_step(index, parameter.name, problem)
@@ -299,10 +309,12 @@ GOAL_WINDOW_HOURS = (1, 365 * 24)
 SCOPES = ("patient", "record")
 
 
-def _ending_problems(event: Any, query: Any, scope: Any) -> dict[str, list[str]]:
+def _ending_problems(
+    event: Any, query: Any, scope: Any, events: Mapping[str, EventType]
+) -> dict[str, list[str]]:
     """What is wrong with a goal's or an exit's event, filter and scope."""
     problems: dict[str, list[str]] = {}
-    if event not in EVENT_TYPES:
+    if not isinstance(event, str) or event not in events:
         problems["event"] = [
             f"unknown event {event!r}: choose one from the list" if event else "choose the event"
         ]
@@ -327,12 +339,13 @@ def goal_validate(
     scope: str,
     window_hours: Any,
     exits: Sequence[Mapping[str, Any]],
+    events: Mapping[str, EventType] = EVENT_TYPES,
 ) -> None:
     """Add to `report` what is wrong with the goal (none: no goal) and the exit conditions:
     events not in the catalogue, filters the query language refuses, a window outside
     1 hour–365 days, an exit listed twice."""
     if event:
-        for name, messages in _ending_problems(event, filter, scope).items():
+        for name, messages in _ending_problems(event, filter, scope, events).items():
             report.goal.setdefault(name, []).extend(messages)
         low, high = GOAL_WINDOW_HOURS
         if not isinstance(window_hours, int) or not low <= window_hours <= high:
@@ -345,7 +358,7 @@ def goal_validate(
     for index, item in enumerate(exits):
         exit_event = item.get("event")
         for name, messages in _ending_problems(
-            exit_event, item.get("filter"), item.get("scope")
+            exit_event, item.get("filter"), item.get("scope"), events
         ).items():
             report.exits.setdefault(index, {}).setdefault(name, []).extend(messages)
         key = json.dumps(

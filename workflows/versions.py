@@ -17,6 +17,8 @@ from django.db.models import Max
 
 from patients.audit import audit_actor_name, audit_actor_user
 from workflows import builder
+from workflows.catalogue import EVENT_TYPES, EventType
+from workflows.custom_events import event_types
 from workflows.enrollment import workflow_enrollments_backfill
 from workflows.models import Workflow, WorkflowVersion
 from workflows.validation import ClinicSenders, ValidationReport
@@ -48,15 +50,19 @@ def workflow_document(workflow: Workflow) -> dict[str, Any]:
 
 
 def document_parse(
-    document: Mapping[str, Any], *, senders: ClinicSenders | None
+    document: Mapping[str, Any],
+    *,
+    senders: ClinicSenders | None,
+    events: Mapping[str, EventType] = EVENT_TYPES,
 ) -> builder.ParsedDefinition:
     """Read and validate a document's definition exactly as the admin's save does (with
-    the clinic's approved `senders`). Raises DefinitionInvalid with the form's sentences."""
+    the clinic's approved `senders` and event types `events`). Raises DefinitionInvalid
+    with the form's sentences."""
     try:
         parsed = builder.definition_parse(document.get("definition"))
     except builder.DefinitionError as exc:
         raise DefinitionInvalid([f"Definition: {exc}"]) from None
-    report = builder.definition_report(parsed, senders=senders)
+    report = builder.definition_report(parsed, senders=senders, events=events)
     if not report.ok:
         raise DefinitionInvalid(builder.report_lines(report, parsed.steps), report)
     return parsed
@@ -113,7 +119,11 @@ def workflow_document_save(
     set its organization first), validated against its clinic's approved senders as the
     admin's save is. Its `enabled` flag is not touched (a new workflow starts disabled).
     Raises DefinitionInvalid, leaving nothing changed."""
-    parsed = document_parse(document, senders=builder.approved_senders(workflow.organization))
+    parsed = document_parse(
+        document,
+        senders=builder.approved_senders(workflow.organization),
+        events=event_types(organization_id=workflow.organization_id),
+    )
     created = workflow.pk is None
     before = builder.EnrollmentSettings.of(workflow)
     name = str(document.get("name") or "").strip()

@@ -67,7 +67,7 @@ from tests.factories import (
     UserFactory,
     WorkflowFactory,
 )
-from workflows.models import EnrollmentSkip, Event, Run, StepRun
+from workflows.models import CustomEventType, EnrollmentSkip, Event, Run, StepRun
 
 pytestmark = pytest.mark.django_db
 
@@ -107,6 +107,7 @@ MODELS = {
     "patients.patientnote": True,
     "patients.auditentry": True,
     "workflows.workflow": True,
+    "workflows.customeventtype": True,
     "workflows.event": True,
     "workflows.run": True,
     "workflows.steprun": True,
@@ -148,6 +149,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
                 *PATIENT_RECORDS,
                 "patients.auditentry",
                 "workflows.workflow",
+                "workflows.customeventtype",
                 "workflows.event",
                 "workflows.run",
                 "workflows.steprun",
@@ -168,6 +170,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         **dict.fromkeys(PATIENT_RECORDS, RAC),
         "patients.auditentry": R,
         "workflows.workflow": RACD,
+        "workflows.customeventtype": RACD,
         "workflows.event": R,
         "workflows.run": R,
         "workflows.steprun": R,
@@ -209,6 +212,7 @@ ACTIONS: dict[str, dict[str, set[str]]] = {
     "clinic_admin": {
         "patients.subscription": {"renew"},
         "workflows.workflow": {"delete_selected", "disable_workflows", "export_workflows"},
+        "workflows.customeventtype": {"delete_selected"},
         "workflows.run": {"retry_failed_runs"},
         "integrations.inboundmessage": {"mark_reviewed"},
     },
@@ -432,6 +436,9 @@ def clinic() -> dict[str, Any]:
             organization=sunrise, action="updated", model="x", object_id="1", object_repr="x"
         ),
         "workflows.workflow": workflow,
+        "workflows.customeventtype": CustomEventType.objects.create(
+            organization=sunrise, name="lab_results_ready", label="Lab results ready"
+        ),
         "workflows.event": event,
         "workflows.run": run,
         "workflows.steprun": step_run,

@@ -1161,3 +1161,126 @@ def test_a_malformed_wait_is_never_a_server_error(
     assert dry_run.status_code in (200, 400)
     if dry_run.status_code == 200:
         assert "Fix these first" in dry_run.content.decode()
+
+
+# --- a clinic's custom event types ----------------------------------------------------------
+
+CUSTOM = "custom.lab_results_ready"
+
+
+def _kit_sms() -> dict[str, Any]:
+    return _sms("Hi {{customer.firstName}}, kit {{data.kitId}} is in")
+
+
+def test_the_builder_schema_offers_a_clinics_custom_triggers_to_it_alone(
+    workflow: Workflow,
+) -> None:
+    from tests.factories import CustomEventTypeFactory
+
+    CustomEventTypeFactory(organization=workflow.organization)
+    schema = builder.builder_schema(organization_id=workflow.organization_id)
+    [custom] = [t for t in schema["triggers"] if t["category"] == "Custom"]
+    assert [e["name"] for e in custom["events"]] == [CUSTOM]
+    fields = schema["query"]["fieldSets"][schema["query"]["fieldSetOf"][CUSTOM]]
+    assert {"data.kitId", "data.readyAt", "data.panels", "customer.firstName"} <= {
+        f["path"] for f in fields
+    }
+    assert schema["referenceUrl"].endswith(f"?format=json&organization={workflow.organization_id}")
+    for other in (None, OrganizationFactory().pk):
+        schema = builder.builder_schema(organization_id=other)
+        assert "Custom" not in [t["category"] for t in schema["triggers"]]
+        assert CUSTOM not in schema["query"]["fieldSetOf"]
+
+
+def test_the_builder_page_and_schema_endpoint_show_the_users_clinics_custom_triggers(
+    staff: Client, workflow: Workflow
+) -> None:
+    from tests.factories import CustomEventTypeFactory
+
+    CustomEventTypeFactory(organization=workflow.organization)
+    CustomEventTypeFactory(name="kit_lost")  # another clinic's
+    for url in (
+        reverse("admin:workflows_workflow_change", args=[workflow.pk]),
+        reverse("admin:workflows_workflow_add"),
+    ):
+        html = staff.get(url).content.decode()
+        assert CUSTOM in html and "custom.kit_lost" not in html
+    schema = staff.get(_url("builder_schema")).json()
+    names = [e["name"] for t in schema["triggers"] for e in t["events"]]
+    assert CUSTOM in names and "custom.kit_lost" not in names
+    # a clinic user cannot ask for another clinic's
+    other = CustomEventTypeFactory(name="kit_found").organization_id
+    schema = staff.get(_url("builder_schema"), {"organization": other}).json()
+    assert "custom.kit_found" not in [e["name"] for t in schema["triggers"] for e in t["events"]]
+
+
+def test_a_custom_triggers_variables_validate_for_its_clinic_only(
+    staff: Client, workflow: Workflow
+) -> None:
+    from tests.factories import CustomEventTypeFactory
+
+    definition = _definition(_kit_sms(), trigger=CUSTOM)
+    body = {"definition": definition}
+    report = _post(staff, _url("builder_validate", workflow), body).json()
+    assert report["trigger"] == [f"unknown trigger {CUSTOM!r}"]
+    CustomEventTypeFactory(organization=workflow.organization)
+    report = _post(staff, _url("builder_validate", workflow), body).json()
+    assert report["ok"] is True, report
+    report = _post(staff, _url("builder_validate"), body).json()  # the add page: their clinic
+    assert report["ok"] is True, report
+    typo = _definition(_sms("kit {{data.kit}}"), trigger=CUSTOM)
+    report = _post(staff, _url("builder_validate", workflow), {"definition": typo}).json()
+    assert (
+        "{{data.kit}} is not a variable of custom.lab_results_ready"
+        in (report["steps"]["0"]["message"][0])
+    )
+
+
+def test_a_workflow_on_a_custom_trigger_saves_and_is_enabled(
+    staff: Client, workflow: Workflow
+) -> None:
+    from tests.factories import CustomEventTypeFactory
+
+    CustomEventTypeFactory(organization=workflow.organization)
+    staff = clinic_client(workflow.organization, *WORKFLOW_PERMISSIONS, "view_organization")
+    response = staff.post(
+        reverse("admin:workflows_workflow_add"),
+        {
+            "organization": workflow.organization_id,
+            "name": "Kit in",
+            "description": "",
+            "definition": json.dumps(_definition(_kit_sms(), trigger=CUSTOM)),
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    saved = Workflow.objects.get(name="Kit in")
+    assert saved.trigger == CUSTOM
+    response = staff.post(_url("enable", saved))
+    assert response.status_code == 302
+    saved.refresh_from_db()
+    assert saved.enabled
+
+
+def test_previews_dry_runs_and_diagrams_of_a_custom_trigger(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    from tests.factories import CustomEventTypeFactory
+
+    CustomEventTypeFactory(organization=workflow.organization)
+    messages = {"0": {"text": "Kit {{data.kitId}}", "function": "twilio.sendSMS"}}
+    preview = _post(
+        staff, _url("builder_preview", workflow), {"trigger": CUSTOM, "messages": messages}
+    ).json()
+    assert preview["previews"]["0"]["text"] == "Kit KIT-2291"
+    body = {"patient": test_patient.pk, "definition": _definition(_kit_sms(), trigger=CUSTOM)}
+    html = _post(staff, _url("builder_dry_run", workflow), body).content.decode()
+    assert "Hi Tess, kit KIT-2291 is in" in html
+    svg = _post(staff, _url("builder_diagram", workflow), body).content.decode()
+    assert "Lab results ready" in svg
+    # another clinic's workflow editor does not know the trigger
+    other = WorkflowFactory(enabled=False)
+    client = clinic_client(other.organization, *WORKFLOW_PERMISSIONS)
+    preview = _post(
+        client, _url("builder_preview", other), {"trigger": CUSTOM, "messages": messages}
+    ).json()
+    assert preview["error"] == "choose a trigger to preview messages"

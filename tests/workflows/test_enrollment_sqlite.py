@@ -2,11 +2,9 @@
 CONFLICT … DO UPDATE … WHERE … RETURNING`, SQLite 3.35 and later), in a process of its own
 with the settings a user's shell has (a fresh SQLite database, migrated)."""
 
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.deployments import ROOT, fresh_env
+from tests.deployments import sqlite_shell
 
 SCRIPT = """
 from datetime import timedelta
@@ -67,19 +65,4 @@ print("sqlite ok")
 
 
 def test_the_claim_works_on_sqlite(tmp_path: Path) -> None:
-    env = fresh_env(tmp_path)
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run(  # noqa: S603 — our own interpreter and arguments
-        [*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300
-    )
-    done = subprocess.run(  # noqa: S603 — our own interpreter and arguments
-        [*manage, "shell", "-c", SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "sqlite ok" in done.stdout
-    assert (tmp_path / "careflow.sqlite3").exists()  # it was SQLite indeed
+    assert "sqlite ok" in sqlite_shell(tmp_path, SCRIPT)

@@ -211,3 +211,55 @@ def test_the_reference_says_dates_are_shown_in_the_recipients_zone(staff_client:
         html = staff_client.get(url).content.decode()
         assert "recipient&#x27;s time zone" in html and "never moved to another day" in html
         assert "recipient's time zone" in staff_client.get(url, {"format": "json"}).json()["dates"]
+
+
+# --- a clinic's custom event types ----------------------------------------------------------
+
+
+def test_a_clinics_custom_types_are_in_its_reference_and_never_in_anothers(client: Client) -> None:
+    from tests.factories import CustomEventTypeFactory
+
+    custom = CustomEventTypeFactory()
+    name = custom.type_name
+    client.force_login(StaffMembershipFactory(organization=custom.organization).user)
+    index = client.get(INDEX, {"format": "json"}).json()
+    found = {e["name"]: e for c in index["categories"] for e in c["events"]}
+    assert found[name]["category"] == "Custom" and found[name]["url"] == _page(name)
+    page = client.get(_page(name), {"format": "json"}).json()
+    variables = {v["path"]: v for v in page["variables"]}
+    assert variables["data.kitId"]["example"] == "KIT-2291"
+    assert variables["data.readyAt"]["type"] == "datetime"
+    assert variables["data.readyAt"]["nullable"] is True  # not required
+    assert "customer.firstName" in variables
+    assert name in client.get(INDEX).content.decode()
+    # another clinic's staff: neither in the index nor as a page
+    client.force_login(StaffMembershipFactory().user)
+    index = client.get(INDEX, {"format": "json"}).json()
+    assert name not in {e["name"] for c in index["categories"] for e in c["events"]}
+    assert client.get(_page(name)).status_code == 404
+    assert client.get(_page(name), {"organization": custom.organization_id}).status_code == 404
+
+
+def test_support_staff_name_the_clinic_whose_custom_types_they_read(client: Client) -> None:
+    from tests.factories import CustomEventTypeFactory
+
+    custom = CustomEventTypeFactory()
+    client.force_login(UserFactory(is_superuser=True))
+    assert client.get(_page(custom.type_name)).status_code == 404
+    page = client.get(_page(custom.type_name), {"organization": custom.organization_id})
+    assert page.status_code == 200
+    index = client.get(INDEX, {"organization": custom.organization_id, "format": "json"}).json()
+    found = {e["name"]: e for c in index["categories"] for e in c["events"]}
+    assert found[custom.type_name]["url"] == (
+        f"{_page(custom.type_name)}?organization={custom.organization_id}"
+    )
+
+
+def test_archived_custom_types_are_not_listed_but_keep_their_page(client: Client) -> None:
+    from tests.factories import CustomEventTypeFactory
+
+    custom = CustomEventTypeFactory(archived=True)
+    client.force_login(StaffMembershipFactory(organization=custom.organization).user)
+    index = client.get(INDEX, {"format": "json"}).json()
+    assert custom.type_name not in {e["name"] for c in index["categories"] for e in c["events"]}
+    assert client.get(_page(custom.type_name)).status_code == 200

@@ -57,3 +57,86 @@ def test_a_run_without_a_readable_patient_id_has_no_patient(
     customer: dict[str, str] | None,
 ) -> None:
     assert run_patient(_run(WorkflowFactory(), customer=customer)) is None
+
+
+# --- a run's status (for the API) -----------------------------------------------------------
+
+
+def test_run_status_says_where_the_run_is_without_patient_data() -> None:
+    import json
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workflows.selectors import run_status
+
+    workflow = WorkflowFactory(name="Kit in")
+    now = timezone.now()
+    steps = [
+        {"type": "adapter", "adapter": "twilio", "function": "sendSMS", "parameters": {}},
+        {"type": "delay", "parameters": {"kind": "duration", "seconds": 60}},
+        {"type": "adapter", "adapter": "twilio", "function": "sendSMS", "parameters": {}},
+    ]
+    run = _run(
+        workflow,
+        customer={"id": "p-1", "firstName": "Ann", "phone": "+14155550123"},
+        status=Run.Status.WAITING,
+        next_index=1,
+        started_at=now,
+        due_at=now + timedelta(minutes=1),
+        definition={"version": 3, "name": "Kit in", "steps": steps},
+    )
+    StepRun.objects.create(
+        run=run,
+        index=0,
+        status=StepRun.Status.SKIPPED,
+        skip_reason="no SMS consent",
+        error="+14155550123 is not reachable",
+        started_at=now,
+        finished_at=now,
+        inputs={"to": "+14155550123", "message": "Hi Ann"},
+    )
+    StepRun.objects.create(run=run, index=1, status=StepRun.Status.WAITING, started_at=now)
+    status = run_status(run=run)
+    assert status["id"] == str(run.uuid)
+    assert status["workflow"] == {"id": str(workflow.uuid), "name": "Kit in", "version": 3}
+    assert (status["status"], status["nextStep"], status["test"]) == ("waiting", 2, False)
+    assert status["dueAt"] == run.due_at.isoformat()
+    assert status["finishedAt"] is None
+    assert [(s["number"], s["type"], s["status"]) for s in status["steps"]] == [
+        (1, "adapter", "skipped"),
+        (2, "delay", "waiting"),
+        (3, "adapter", "not_started"),
+    ]
+    assert status["steps"][0]["skipReason"] == "no SMS consent"
+    assert status["steps"][0]["action"] == "twilio.sendSMS"
+    assert (status["exitReason"], status["goalReached"], status["goalReachedAt"]) == (
+        "",
+        False,
+        None,
+    )
+    text = json.dumps(status)  # JSON-ready as it is
+    for patient_data in ("Ann", "+14155550123", "p-1"):
+        assert patient_data not in text
+
+
+def test_run_status_of_an_ended_run_has_no_next_step_and_says_why_it_ended() -> None:
+    from django.utils import timezone
+
+    from workflows.selectors import run_status
+
+    now = timezone.now()
+    run = _run(
+        WorkflowFactory(),
+        status=Run.Status.EXITED,
+        next_index=0,
+        finished_at=now,
+        exit_reason="goal reached: order.created",
+        goal_reached_at=now,
+        definition={"version": 1, "steps": [{"type": "delay"}]},
+    )
+    status = run_status(run=run)
+    assert (status["nextStep"], status["dueAt"]) == (None, None)
+    assert status["exitReason"] == "goal reached: order.created"
+    assert status["goalReached"] is True and status["goalReachedAt"] == now.isoformat()
+    assert status["finishedAt"] == now.isoformat()

@@ -523,3 +523,76 @@ def test_a_wait_is_checked_against_the_whole_workflow(
     report = workflow_validate(trigger="appointment.reminder", filter={}, steps=steps)
     messages = report.steps.get(index, {}).get(field, [])
     assert any(fragment in message for message in messages), report.as_dict()
+
+
+# --- a clinic's custom event types ----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_custom_triggers_data_are_variables_for_its_clinic_only() -> None:
+    from tests.factories import CustomEventTypeFactory
+    from workflows.custom_events import event_types
+    from workflows.validation import workflow_validate
+
+    custom = CustomEventTypeFactory()
+    step: dict[str, Any] = {
+        "type": "adapter",
+        "adapter": "twilio",
+        "function": "sendSMS",
+        "parameters": {
+            "message": "Kit {{data.kitId}} for {{customer.firstName}} ({{trigger.data.kitId}})",
+            "to": "{{customer.phone}}",
+            "from": "+15005550006",
+        },
+    }
+    events = event_types(organization_id=custom.organization_id)
+    report = workflow_validate(trigger=custom.type_name, filter={}, steps=[step], events=events)
+    assert report.ok, report.as_dict()
+    typo = {**step, "parameters": {**step["parameters"], "message": "{{data.kitid}}"}}
+    report = workflow_validate(trigger=custom.type_name, filter={}, steps=[typo], events=events)
+    assert report.steps[0]["message"] == [
+        "{{data.kitid}} is not a variable of custom.lab_results_ready; did you mean {{data.kitId}}?"
+    ]
+    # the catalogue alone (no clinic), or another clinic: no such trigger
+    for other in (None, CustomEventTypeFactory(name="kit_lost").organization_id):
+        report = workflow_validate(
+            trigger=custom.type_name,
+            filter={},
+            steps=[step],
+            events=event_types(organization_id=other),
+        )
+        assert report.trigger == ["unknown trigger 'custom.lab_results_ready'"]
+
+
+@pytest.mark.django_db
+def test_a_custom_type_can_be_a_goal_or_an_exit_of_its_clinic() -> None:
+    from tests.factories import CustomEventTypeFactory
+    from workflows.custom_events import event_types
+    from workflows.validation import ValidationReport, goal_validate
+
+    custom = CustomEventTypeFactory()
+    exits = [{"event": custom.type_name, "filter": {}, "scope": "patient"}]
+    report = ValidationReport()
+    goal_validate(
+        report=report,
+        event=custom.type_name,
+        filter={"data.kitId": "K"},
+        scope="patient",
+        window_hours=24,
+        exits=exits,
+        events=event_types(organization_id=custom.organization_id),
+    )
+    assert (report.goal, report.exits) == ({}, {})
+    report = ValidationReport()
+    goal_validate(
+        report=report,
+        event=custom.type_name,
+        filter={},
+        scope="patient",
+        window_hours=24,
+        exits=[],
+        events=event_types(organization_id=None),
+    )
+    assert report.goal["event"] == [
+        "unknown event 'custom.lab_results_ready': choose one from the list"
+    ]

@@ -32,6 +32,7 @@ from patients.inputs import JSONInputError, json_parse, json_problem
 from patients.models import Organization, Patient
 from workflows import builder
 from workflows.adapters import REGISTRY
+from workflows.custom_events import event_types
 from workflows.models import Workflow
 from workflows.validation import ClinicSenders
 from workflows.versions import (
@@ -367,7 +368,7 @@ class ImportPlan:
                     lines.append(f"    {need.label} sender {need.value}: {need.problem}")
             lines += [f"    Missing integration: {text}" for text in plan.missing_integrations]
             lines += [
-                f"    Needs the custom event type {name} in this clinic"
+                f"    Needs the custom event type {name}, which this clinic has not declared"
                 for name in plan.custom_event_types
             ]
             lines += [f"    {text}" for text in plan.problems]
@@ -497,6 +498,8 @@ def import_plan(
     and the validation of its definition with the mapping applied, exactly as a save."""
     mapping = mapping or {}
     senders = builder.approved_senders(organization)
+    # The target clinic's event types: a custom trigger validates against its declaration.
+    events = event_types(organization_id=organization.pk)
     taken = set(Workflow.objects.filter(organization=organization).values_list("name", flat=True))
     names = _unique_names([entry["name"][:NAME_LENGTH] for entry in document.workflows], taken)
     plans = []
@@ -516,10 +519,10 @@ def import_plan(
             document=mapped,
             senders=needs,
             missing_integrations=_missing_integrations(definition, organization),
-            custom_event_types=_custom_events(definition),
+            custom_event_types=[name for name in _custom_events(definition) if name not in events],
         )
         try:
-            document_parse(mapped, senders=_with_unresolved(senders, needs))
+            document_parse(mapped, senders=_with_unresolved(senders, needs), events=events)
         except DefinitionInvalid as exc:
             plan.problems = exc.lines
         plans.append(plan)

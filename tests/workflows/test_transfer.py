@@ -15,6 +15,7 @@ from integrations.models import Integration
 from patients.models import ConsentRecord, Organization, Patient
 from tests.factories import (
     ConsentFactory,
+    CustomEventTypeFactory,
     IntegrationFactory,
     OrganizationFactory,
     PatientFactory,
@@ -324,6 +325,27 @@ def test_a_custom_trigger_is_reported_as_needed() -> None:
     plan = import_plan(document=document_read(export_json(body)), organization=b)
     assert plan.workflows[0].custom_event_types == ["custom.cancelled"]
     assert "Needs the custom event type custom.cancelled" in "\n".join(plan.lines())
+    assert not plan.ok  # the exit's event is unknown to clinic B: validation says so too
+
+
+def test_a_custom_trigger_the_target_clinic_declares_imports(clinics: Any) -> None:
+    a, b = clinics
+    body = exported(a, saved_workflow(a, sms_from="{{customer.phone}}"))
+    definition = body["workflows"][0]["definition"]
+    definition["trigger"] = "custom.lab_results_ready"
+    definition["steps"] = [definition["steps"][0]]
+    definition["steps"][0]["parameters"]["message"] = "Kit {{data.kitId}} is in"
+    document = document_read(export_json(body))
+    missing = import_plan(document=document, organization=b)
+    assert missing.workflows[0].custom_event_types == ["custom.lab_results_ready"]
+    assert not missing.ok
+    CustomEventTypeFactory(organization=b)
+    plan = import_plan(document=document, organization=b)
+    assert plan.workflows[0].custom_event_types == []
+    assert plan.ok, plan.lines()
+    (workflow,) = workflows_import(document=document, organization=b)
+    assert workflow.trigger == "custom.lab_results_ready"
+    assert not workflow.enabled
 
 
 # --- documents that are not exports -----------------------------------------------------------

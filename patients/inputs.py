@@ -9,6 +9,7 @@ are refused where the input arrives, with a message that says what and where.
 """
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -80,13 +81,25 @@ def json_problem(
     return ""
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # jsonb has no Infinity: refused here rather than failing on insert.
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def json_parse(
     text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, max_values: int = MAX_JSON_VALUES
 ) -> Any:
     """`json.loads`, but every way it can fail is a JSONInputError saying why (syntax,
     nesting too deep for the parser itself, size, control characters)."""
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
     except RecursionError:
         raise JSONInputError(f"is nested more than {max_depth} levels deep; simplify it") from None
     except json.JSONDecodeError as exc:

@@ -34,4 +34,5 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         if not isinstance(request.auth, ApiKey):
             return None  # refused by authentication anyway
-        return f"api-rate:{request.auth.pk}:{self.kind}"
+        # The key's hash, not its id: ids restart with a new database, the cache does not.
+        return f"api-rate:{request.auth.key_hash[:32]}:{self.kind}"

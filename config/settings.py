@@ -251,6 +251,7 @@ CELERY_TASK_ROUTES = {
     "integrations.tasks.alerts_evaluate": {"queue": "runs"},
     "integrations.tasks.alert_deliver": {"queue": "runs"},
     "integrations.tasks.message_counts_roll_up": {"queue": "runs"},
+    "integrations.tasks.idempotency_records_purge": {"queue": "runs"},
     # The former names of the same tasks, still registered as forwarders (see the end of
     # workflows/tasks.py and integrations/tasks.py) for tasks queued before a deploy: routed
     # to the same queues. Remove with the forwarders.
@@ -294,6 +295,11 @@ CELERY_BEAT_SCHEDULE = {
     "message-counts-roll-up": {
         "task": "integrations.tasks.message_counts_roll_up",
         "schedule": env.float("CAREFLOW_ANALYTICS_ROLL_UP_INTERVAL", default=60.0),
+    },
+    # The API's idempotency outcomes older than 24 hours (integrations.api.idempotency).
+    "idempotency-records-purge": {
+        "task": "integrations.tasks.idempotency_records_purge",
+        "schedule": 3600.0,
     },
 }
 # How long a message may stay "sent" without news before it is looked up at Twilio (then

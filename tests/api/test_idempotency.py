@@ -5,12 +5,14 @@ import threading
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 from django.test import Client
 
 from integrations.api.idempotency import idempotency_records_purge
 from integrations.api.keys import IssuedApiKey, api_key_issue
 from integrations.models import ApiKey, IdempotencyRecord
+from integrations.tasks import idempotency_records_purge as idempotency_purge_task
 from patients.models import ConsentRecord, Order, Patient
 from tests.api.conftest import assert_error, key_client, patch, post
 from tests.factories import OrganizationFactory, PatientFactory
@@ -140,6 +142,10 @@ def test_old_outcomes_are_purged(api: Client) -> None:
     )
     assert idempotency_records_purge() == 1
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
+    # Hourly, by beat.
+    entry = django_settings.CELERY_BEAT_SCHEDULE["idempotency-records-purge"]
+    assert entry["task"] == idempotency_purge_task.name
+    assert idempotency_purge_task() == 0
 
 
 @pytest.mark.django_db(transaction=True)

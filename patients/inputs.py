@@ -81,16 +81,18 @@ def json_problem(
     return ""
 
 
-def _finite_float(text: str) -> float:
+def json_float_finite(text: str) -> float:
+    """`parse_float` for json.loads: jsonb has no Infinity, so a number too large for a
+    float (1e999) is refused here rather than failing at the INSERT."""
     value = float(text)
     if not math.isfinite(value):
-        # jsonb has no Infinity: refused here rather than failing on insert.
         raise ValueError(f"the number {text[:20]} is out of range")
     return value
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+def json_constant_refuse(name: str) -> Any:
+    """`parse_constant` for json.loads: NaN and Infinity are Python's extensions, not JSON."""
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def json_parse(
@@ -99,7 +101,9 @@ def json_parse(
     """`json.loads`, but every way it can fail is a JSONInputError saying why (syntax,
     nesting too deep for the parser itself, size, control characters)."""
     try:
-        document = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+        document = json.loads(
+            text, parse_float=json_float_finite, parse_constant=json_constant_refuse
+        )
     except RecursionError:
         raise JSONInputError(f"is nested more than {max_depth} levels deep; simplify it") from None
     except json.JSONDecodeError as exc:

@@ -185,23 +185,10 @@ class PatientSerializer(StrictModelSerializer):
 
     class Meta:
         model = Patient
+        # The profile (whose real change records customer.updated), then the rest.
         fields = [
             "uuid",
-            "first_name",
-            "last_name",
-            "email",
-            "phone",
-            "dob",
-            "gender",
-            "timezone",
-            "address1",
-            "address2",
-            "city",
-            "province",
-            "province_code",
-            "postal_code",
-            "country_code",
-            "source",
+            *Patient.tracked_fields,
             "is_test",
             "consents",
             "created_at",

@@ -114,7 +114,7 @@ class ApiView(GenericAPIView):
 
 
 class ClinicScoped(ApiView):
-    """List, create, read and update one model, scoped to the key's clinic."""
+    """The objects of one model, the key's clinic's only."""
 
     model: type[models.Model] = Patient
 
@@ -124,7 +124,16 @@ class ClinicScoped(ApiView):
     def created(self, serializer: serializers.BaseSerializer) -> Response:
         return Response(serializer.data, status=HTTPStatus.CREATED)
 
-    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+
+class ClinicScopedDetail(ClinicScoped):
+    """Read and update one object of the key's clinic, by uuid: never PUT or DELETE."""
+
+    http_method_names = ["get", "patch", "options"]
+
+    def get(self, request: Request, uuid: str) -> Response:
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def patch(self, request: Request, uuid: str) -> Response:
         def change() -> Response:
             instance = self.get_object()
             serializer = self.get_serializer(instance, data=request.data, partial=True)
@@ -234,17 +243,10 @@ class PatientList(ClinicScoped):
         responses={200: PatientSerializer, **WRITE_ERRORS},
     ),
 )
-class PatientDetail(ClinicScoped):
+class PatientDetail(ClinicScopedDetail):
     model = Patient
     serializer_class = PatientSerializer
     what = "patient"
-    http_method_names = ["get", "patch", "options"]
-
-    def get(self, request: Request, uuid: str) -> Response:
-        return Response(self.get_serializer(self.get_object()).data)
-
-    def patch(self, request: Request, uuid: str) -> Response:
-        return self.update(request)
 
 
 @extend_schema_view(
@@ -430,15 +432,8 @@ def record_views(endpoint: RecordEndpoint) -> tuple[type[ApiView], type[ApiView]
             responses={200: serializer_class, **WRITE_ERRORS},
         ),
     )
-    class Detail(ClinicScoped):
+    class Detail(ClinicScopedDetail):
         what = endpoint.noun
-        http_method_names = ["get", "patch", "options"]
-
-        def get(self, request: Request, uuid: str) -> Response:
-            return Response(self.get_serializer(self.get_object()).data)
-
-        def patch(self, request: Request, uuid: str) -> Response:
-            return self.update(request)
 
     for view, suffix in ((List, "List"), (Detail, "Detail")):
         view.model = model

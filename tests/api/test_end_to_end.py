@@ -49,30 +49,30 @@ def _ship(client: Any, patient: str) -> None:
         assert shipped.status_code == 200, shipped.content
 
 
-def test_a_portal_signs_up_a_patient_and_ships_an_order_and_one_sms_goes_out(
-    worker: WorkerProcess, sandbox: SandboxServer
-) -> None:
+@pytest.fixture
+def portal(worker: WorkerProcess, sandbox: SandboxServer) -> Any:
+    """A clinic with Twilio (the sandbox), an order.shipped SMS workflow, and its portal's
+    write key: the client the portal calls the API with."""
     integration = sandbox_account(sandbox, IntegrationFactory())
-    SmsStepFactory(
-        workflow=WorkflowFactory(organization=integration.organization, trigger="order.shipped")
-    )
-    issued = api_key_issue(
-        organization=integration.organization, name="Portal", scope=ApiKey.Scope.WRITE
-    )
-    client = key_client(issued.token)
+    organization = integration.organization
+    SmsStepFactory(workflow=WorkflowFactory(organization=organization, trigger="order.shipped"))
+    issued = api_key_issue(organization=organization, name="Portal", scope=ApiKey.Scope.WRITE)
+    return key_client(issued.token)
 
-    patient = _signup(
-        client,
-        [
-            {
-                "purpose": "transactional",
-                "action": "opt_in",
-                "source": "signup_form",
-                "consent_text": "Order texts.",
-            }
-        ],
-    )
-    _ship(client, patient)
+
+SMS_CONSENT = {
+    "purpose": "transactional",
+    "action": "opt_in",
+    "source": "signup_form",
+    "consent_text": "Order texts.",
+}
+
+
+def test_a_portal_signs_up_a_patient_and_ships_an_order_and_one_sms_goes_out(
+    portal: Any, sandbox: SandboxServer
+) -> None:
+    patient = _signup(portal, [SMS_CONSENT])
+    _ship(portal, patient)
 
     sent = wait_for(lambda: sandbox.messages(), timeout=30, what="the shipped SMS")
     time.sleep(2)  # anything sent twice would be sent by now
@@ -84,35 +84,17 @@ def test_a_portal_signs_up_a_patient_and_ships_an_order_and_one_sms_goes_out(
 
 
 def test_an_opt_out_through_the_api_is_obeyed_at_the_next_send(
-    worker: WorkerProcess, sandbox: SandboxServer
+    portal: Any, sandbox: SandboxServer
 ) -> None:
-    integration = sandbox_account(sandbox, IntegrationFactory())
-    SmsStepFactory(
-        workflow=WorkflowFactory(organization=integration.organization, trigger="order.shipped")
-    )
-    issued = api_key_issue(
-        organization=integration.organization, name="Portal", scope=ApiKey.Scope.WRITE
-    )
-    client = key_client(issued.token)
-    patient = _signup(
-        client,
-        [
-            {
-                "purpose": "transactional",
-                "action": "opt_in",
-                "source": "signup_form",
-                "consent_text": "Order texts.",
-            }
-        ],
-    )
+    patient = _signup(portal, [SMS_CONSENT])
     opted_out = post(
-        client,
+        portal,
         f"/api/v1/patients/{patient}/consents/",
         {"purpose": "transactional", "action": "opt_out", "source": "patient_portal"},
     )
     assert opted_out.status_code == 201
 
-    _ship(client, patient)
+    _ship(portal, patient)
 
     run = wait_for(
         lambda: Run.objects.filter(status__in=[Run.Status.SKIPPED, Run.Status.SUCCEEDED]).first(),

@@ -45,7 +45,11 @@ from integrations.api.serializers import (
 from integrations.api.throttling import ApiKeyRateThrottle
 from integrations.models import ApiKey
 from patients.models import ConsentRecord, Patient
+from patients.payloads import customer_event_payload
 from patients.phones import phone_to_e164
+from patients.receivers import signup_dedupe_key
+from patients.recording import event_recorded
+from workflows.models import Event
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     HEADER,
@@ -184,6 +188,14 @@ PATIENT_EXAMPLE = OpenApiExample(
 )
 
 
+def signup_payload_refresh(patient: Patient) -> None:
+    """The customer.signup event was written with the patient, before the consent sent with
+    it, so its customer.acceptMarketing said no: written again now, in the same transaction
+    (it is dispatched after commit, so no workflow has read it yet)."""
+    signup = event_recorded(signup_dedupe_key(patient.pk))
+    Event.objects.filter(pk=signup.pk).update(payload=customer_event_payload(patient))
+
+
 @extend_schema_view(
     get=extend_schema(
         summary="List patients",
@@ -228,6 +240,8 @@ class PatientList(ClinicScoped):
                 ConsentRecord.objects.create(
                     patient=patient, **consent_serializer.consent_fields(attrs, self.api_key)
                 )
+            if consents:
+                signup_payload_refresh(patient)
             return self.created(serializer)
 
         return self.write(request, change)

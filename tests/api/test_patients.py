@@ -137,3 +137,24 @@ def test_put_is_not_offered(api: Client, clinic: object) -> None:
     url = f"/api/v1/patients/{patient.uuid}/"
     assert_error(api.put(url, {}, content_type="application/json"), 405, "method_not_allowed")
     assert_error(api.delete(url), 405, "method_not_allowed")
+
+
+def test_the_signup_event_carries_the_consent_sent_with_the_patient(api: Client) -> None:
+    marketing = {
+        "channel": "sms",
+        "purpose": "marketing",
+        "action": "opt_in",
+        "source": "checkout",
+        "consent_text": "Yes, text me offers. Reply STOP to stop.",
+    }
+    uuid = post(api, "/api/v1/patients/", {**SIGNUP, "consents": [marketing]}).json()["uuid"]
+    without = post(api, "/api/v1/patients/", {"first_name": "Bo"}).json()["uuid"]
+
+    signups = {
+        event.subject_id: event.payload["customer"]
+        for event in Event.objects.filter(type="customer.signup")
+    }
+    ann, bo = Patient.objects.get(uuid=uuid), Patient.objects.get(uuid=without)
+    assert signups[str(ann.pk)]["acceptMarketing"] is True
+    assert signups[str(ann.pk)]["phone"] == "+14155550123"
+    assert signups[str(bo.pk)]["acceptMarketing"] is False

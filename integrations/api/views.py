@@ -44,6 +44,7 @@ from integrations.api.serializers import (
 )
 from integrations.api.throttling import ApiKeyRateThrottle
 from integrations.models import ApiKey
+from patients.inputs import control_character_problem
 from patients.models import ConsentRecord, Patient
 from patients.payloads import customer_event_payload
 from patients.phones import phone_to_e164
@@ -151,11 +152,21 @@ class ClinicScopedDetail(ClinicScoped):
 # --- patients -----------------------------------------------------------------------------
 
 
+def query_param(request: Request, name: str) -> str:
+    """A filter from the query string, trimmed; one PostgreSQL cannot compare (a NUL) or no
+    stored value can hold (control characters) is a 400, not a 500."""
+    value = request.query_params.get(name, "").strip()
+    problem = control_character_problem(value, multiline=False)
+    if problem:
+        raise serializers.ValidationError({name: [f"This {problem}."]})
+    return value
+
+
 def _filter_patients(queryset: Any, request: Request) -> Any:
-    email = request.query_params.get("email", "").strip()
+    email = query_param(request, "email")
     if email:
         queryset = queryset.filter(email__iexact=email)
-    phone = request.query_params.get("phone", "").strip()
+    phone = query_param(request, "phone")
     if phone:
         try:
             queryset = queryset.filter(phone=phone_to_e164(phone))
@@ -411,7 +422,7 @@ def record_views(endpoint: RecordEndpoint) -> tuple[type[ApiView], type[ApiView]
 
         def get(self, request: Request) -> Response:
             queryset = self.get_queryset().order_by("-created_at", "-id")
-            patient = request.query_params.get("patient", "").strip()
+            patient = query_param(request, "patient")
             if patient:
                 try:
                     queryset = queryset.filter(patient__uuid=uuid.UUID(patient))
@@ -419,7 +430,7 @@ def record_views(endpoint: RecordEndpoint) -> tuple[type[ApiView], type[ApiView]
                     raise serializers.ValidationError(
                         {"patient": ["Must be a patient id (a UUID)."]}
                     ) from None
-            status = request.query_params.get("status", "").strip()
+            status = query_param(request, "status")
             if status and has_status:
                 queryset = queryset.filter(status=status)
             page = self.paginate_queryset(queryset)

@@ -10,7 +10,6 @@ from django.db import models
 from django.utils import timezone
 from rest_framework import serializers
 
-from integrations.models import ApiKey
 from patients.channels import consent_channel_choices
 from patients.inputs import validate_storable_line
 from patients.models import (
@@ -157,20 +156,6 @@ class ConsentSerializer(StrictModelSerializer):
                 }
             )
         return attrs
-
-    def consent_fields(self, attrs: dict[str, Any], api_key: ApiKey) -> dict[str, Any]:
-        """The ConsentRecord's fields from validated data. IP and user agent go into its
-        `evidence` (the record's proof of the decision, as the inbound message SID is for a
-        texted STOP), with the key that recorded it: no new columns, and the history's
-        admin and exports show them with the rest of the proof."""
-        attrs = dict(attrs)
-        evidence: dict[str, Any] = {"api_key": api_key.prefix}
-        for name in ("ip", "user_agent"):
-            value = attrs.pop(name, "")
-            if value:
-                evidence[name] = value
-        attrs.setdefault("occurred_at", timezone.now())
-        return {**attrs, "evidence": evidence}
 
 
 class PatientSerializer(StrictModelSerializer):

@@ -42,15 +42,12 @@ from integrations.api.serializers import (
     RequisitionSerializer,
     SubscriptionSerializer,
 )
+from integrations.api.services import consent_record, patient_signup_consents_record
 from integrations.api.throttling import ApiKeyRateThrottle
 from integrations.models import ApiKey
 from patients.inputs import control_character_problem
-from patients.models import ConsentRecord, Patient
-from patients.payloads import customer_event_payload
+from patients.models import Patient
 from patients.phones import phone_to_e164
-from patients.receivers import signup_dedupe_key
-from patients.recording import event_recorded
-from workflows.models import Event
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     HEADER,
@@ -199,14 +196,6 @@ PATIENT_EXAMPLE = OpenApiExample(
 )
 
 
-def signup_payload_refresh(patient: Patient) -> None:
-    """The customer.signup event was written with the patient, before the consent sent with
-    it, so its customer.acceptMarketing said no: written again now, in the same transaction
-    (it is dispatched after commit, so no workflow has read it yet)."""
-    signup = event_recorded(signup_dedupe_key(patient.pk))
-    Event.objects.filter(pk=signup.pk).update(payload=customer_event_payload(patient))
-
-
 @extend_schema_view(
     get=extend_schema(
         summary="List patients",
@@ -246,13 +235,9 @@ class PatientList(ClinicScoped):
             serializer.is_valid(raise_exception=True)
             consents = serializer.validated_data.pop("consents", [])
             patient = serializer.save(organization_id=self.api_key.organization_id)
-            consent_serializer = ConsentSerializer()
-            for attrs in consents:
-                ConsentRecord.objects.create(
-                    patient=patient, **consent_serializer.consent_fields(attrs, self.api_key)
-                )
-            if consents:
-                signup_payload_refresh(patient)
+            patient_signup_consents_record(
+                patient=patient, decisions=consents, api_key=self.api_key
+            )
             return self.created(serializer)
 
         return self.write(request, change)
@@ -318,9 +303,8 @@ class PatientConsents(ApiView):
             patient = self.get_object()
             serializer = self.get_serializer(data=request.data)
             serializer.is_valid(raise_exception=True)
-            record = ConsentRecord.objects.create(
-                patient=patient,
-                **serializer.consent_fields(serializer.validated_data, self.api_key),
+            record = consent_record(
+                patient=patient, decision=serializer.validated_data, api_key=self.api_key
             )
             return Response(self.get_serializer(record).data, status=HTTPStatus.CREATED)
 

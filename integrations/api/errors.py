@@ -103,6 +103,9 @@ class NotFoundView(APIView):
     schema = None
 
     def _nothing(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        if not request.path.endswith("/"):
+            # A POST cannot be redirected to the slashed URL (APPEND_SLASH); say so instead.
+            raise exceptions.NotFound(f"API paths end with a slash: {request.path}/")
         raise exceptions.NotFound("There is no such API endpoint; see /api/v1/docs/.")
 
     get = post = put = patch = delete = _nothing

@@ -80,6 +80,8 @@ def test_a_bad_uuid_is_not_found(api: Client, bad: str) -> None:
 def test_an_unknown_path_is_not_found_in_the_shape(api: Client) -> None:
     assert_error(api.get("/api/v1/nothing-here/"), 404, "not_found")
     assert_error(Client().post("/api/v1/"), 404, "not_found")
+    error = assert_error(post(api, "/api/v1/patients", {"first_name": "Ann"}), 404, "not_found")
+    assert "/api/v1/patients/" in error["message"]
 
 
 def test_a_record_of_an_unknown_patient_is_a_field_error(api: Client) -> None:

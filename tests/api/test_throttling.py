@@ -9,6 +9,7 @@ from django.core.cache import cache
 from django.test import Client
 
 from integrations.api.keys import IssuedApiKey, api_key_issue
+from integrations.checks import api_rates_check
 from integrations.models import ApiKey
 from tests.api.conftest import assert_error, key_client, post
 
@@ -61,3 +62,10 @@ def test_refused_keys_are_not_counted_against_a_real_one(small_rates: None, api:
     for _ in range(5):
         key_client("cfk_unknown").get("/api/v1/patients/")
     assert api.get("/api/v1/patients/").status_code == 200
+
+
+@pytest.mark.parametrize("rate", ["abc", "10/fortnight", "0/min", "/min", ""])
+def test_a_rate_that_does_not_parse_fails_the_checks(settings: Any, rate: str) -> None:
+    assert api_rates_check() == []
+    settings.CAREFLOW_API_RATE_WRITE = rate
+    assert [e.id for e in api_rates_check()] == ["careflow.api.E001"]

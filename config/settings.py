@@ -62,6 +62,10 @@ INSTALLED_APPS = [
     "axes",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    # The HTTP API (integrations.api): DRF, its OpenAPI schema, Swagger UI's files (no CDN).
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "patients",
     "workflows",
     "integrations",
@@ -247,6 +251,7 @@ CELERY_TASK_ROUTES = {
     "integrations.tasks.alerts_evaluate": {"queue": "runs"},
     "integrations.tasks.alert_deliver": {"queue": "runs"},
     "integrations.tasks.message_counts_roll_up": {"queue": "runs"},
+    "integrations.tasks.idempotency_records_purge": {"queue": "runs"},
     # The former names of the same tasks, still registered as forwarders (see the end of
     # workflows/tasks.py and integrations/tasks.py) for tasks queued before a deploy: routed
     # to the same queues. Remove with the forwarders.
@@ -291,6 +296,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "integrations.tasks.message_counts_roll_up",
         "schedule": env.float("CAREFLOW_ANALYTICS_ROLL_UP_INTERVAL", default=60.0),
     },
+    # The API's idempotency outcomes older than 24 hours (integrations.api.idempotency).
+    "idempotency-records-purge": {
+        "task": "integrations.tasks.idempotency_records_purge",
+        "schedule": 3600.0,
+    },
 }
 # How long a message may stay "sent" without news before it is looked up at Twilio (then
 # again after twice as long each time, at most 12 hours apart), how many look-ups at most
@@ -306,6 +316,54 @@ CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 
 # Redis for the per-sender throttle shared by all workers; by default the broker's Redis.
 CAREFLOW_THROTTLE_REDIS_URL = env.str("CAREFLOW_THROTTLE_REDIS_URL", default=CELERY_BROKER_URL)
+
+# The cache: the API's per-key rate limits live here, so every web process (gunicorn workers)
+# must share it. By default the broker's Redis when there is one; otherwise (`make run`, one
+# web process on SQLite) files under var/, which its processes share too.
+CACHES = {
+    "default": env.cache_url(
+        "CAREFLOW_CACHE_URL",
+        default=CELERY_BROKER_URL
+        if CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+        else f"filecache://{VAR_DIR / 'cache'}",
+    )
+}
+CACHES["default"].setdefault("KEY_PREFIX", "careflow")
+
+# --- the HTTP API (/api/v1/, integrations.api) ---------------------------------------------
+# Requests per key: reads (GET) and writes (POST, PATCH) counted apart. "<n>/<sec|min|hour|day>".
+CAREFLOW_API_RATE_READ = env.str("CAREFLOW_API_RATE_READ", default="1200/min")
+CAREFLOW_API_RATE_WRITE = env.str("CAREFLOW_API_RATE_WRITE", default="300/min")
+# A request body over this many bytes is refused (413) before it is read.
+CAREFLOW_API_MAX_BODY_BYTES = env.int("CAREFLOW_API_MAX_BODY_BYTES", default=256 * 1024)
+REST_FRAMEWORK = {
+    # Each API view names its own authentication (API keys; staff sessions for the docs).
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["integrations.api.parsing.StorableJSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "integrations.api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "careflow API",
+    "DESCRIPTION": (
+        "Patients, their consent and their records (orders, appointments, subscriptions, "
+        "prescriptions…) for one clinic, authenticated with the clinic's API key: "
+        "`Authorization: Bearer cfk_…`. Every 4xx answer has one shape: "
+        '`{"error": {"type": "…", "message": "…", "fields": {…}}}`. Writes accept an '
+        "`Idempotency-Key` header: a retry with the same key and body replays the first answer."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    "SERVE_AUTHENTICATION": ["rest_framework.authentication.SessionAuthentication"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 # --- careflow -----------------------------------------------------------------------------
 # Public base URL of this deployment, used to build Twilio StatusCallback URLs.

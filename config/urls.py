@@ -36,4 +36,6 @@ urlpatterns = [
     # Callers often drop the slash; APPEND_SLASH cannot redirect a POST (500 under DEBUG).
     path("webhooks/events/<uuid:organization_uuid>", inbound.custom_event),
     path("webhooks/", include("integrations.urls")),
+    # The clinic API (integrations.api): versioned in the path.
+    path("api/v1/", include("integrations.api.urls")),
 ]

@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from integrations.alert_forms import AlertSettingsForm
 from integrations.alerts import alert_credentials_rejected
+from integrations.api import admin as api_admin  # noqa: F401 — registers the API keys' admin
 from integrations.channels import registered_channels
 from integrations.forms import INTEGRATION_FORMS, IntegrationForm, integration_form_get
 from integrations.home import MESSAGE_OUTCOMES

@@ -7,6 +7,7 @@ from django import forms
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
+from integrations.api.throttling import ApiKeyRateThrottle
 from integrations.forms import INTEGRATION_FORMS
 from workflows.adapters import REGISTRY
 
@@ -53,4 +54,26 @@ def integration_forms_check(**kwargs: Any) -> list[Error]:
                         id="careflow.E004",
                     )
                 )
+    return errors
+
+
+@register()
+def api_rates_check(**kwargs: Any) -> list[Error]:
+    """The API's rate limits must parse: a typo would otherwise fail every API request."""
+    errors = []
+    for name in ("CAREFLOW_API_RATE_READ", "CAREFLOW_API_RATE_WRITE"):
+        value = getattr(settings, name)
+        try:
+            requests, _ = ApiKeyRateThrottle.parse_rate(None, value)  # type: ignore[arg-type]
+            valid = bool(requests and requests > 0)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            valid = False
+        if not valid:
+            errors.append(
+                Error(
+                    f"{name} is {value!r}, not a rate.",
+                    hint='Write "<requests>/<sec|min|hour|day>", e.g. "300/min".',
+                    id="careflow.api.E001",
+                )
+            )
     return errors

@@ -12,7 +12,6 @@ does not reveal which clinics exist), 413 body over 64 KB. Client mistakes never
 
 import json
 import logging
-import math
 from http import HTTPStatus
 from typing import Any
 
@@ -22,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST
 
-from patients.inputs import json_problem
+from patients.inputs import json_constant_refuse, json_float_finite, json_problem
 from patients.models import Organization
 from patients.services import (
     CustomerNotFound,
@@ -55,18 +54,6 @@ def _bearer_token(request: HttpRequest) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        # PostgreSQL's jsonb has no Infinity; refuse it here rather than fail on insert.
-        raise ValueError(f"number out of range: {text}")
-    return value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _check_storable(value: Any, where: str) -> None:
     """Refuse what PostgreSQL cannot store or look up (a NUL, a lone surrogate: a 500 on
     insert, or on the customer lookup), other control characters, and absurd nesting."""
@@ -80,7 +67,7 @@ def _parse(body: bytes) -> dict[str, Any]:
         raise BadRequest("the body is empty; send a JSON object")
     try:
         document = json.loads(
-            body.decode("utf-8"), parse_float=_finite_float, parse_constant=_reject_constant
+            body.decode("utf-8"), parse_float=json_float_finite, parse_constant=json_constant_refuse
         )
     except UnicodeDecodeError:
         raise BadRequest("the body is not UTF-8") from None

@@ -596,3 +596,84 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_condition_display()} ({self.subject})"
+
+
+class ApiKey(models.Model):
+    """A clinic's key to the HTTP API (`integrations.api`): shown once when issued, kept as
+    its SHA-256 only. The key is 256 random bits, so a fast unsalted hash is right (as
+    GitHub's tokens are): there is nothing to brute-force. Revoked, never edited or deleted:
+    the audit trail names the key that made each change."""
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read"
+        WRITE = "write", "Read and write"
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100, help_text="What uses this key, e.g. “Patient portal”.")
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.READ)
+    # The first characters of the key, shown for recognition ("cfk_ab12…"); not enough to use it.
+    prefix = models.CharField(max_length=16, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Written at most once a minute per key (integrations.api.keys), not on every request.
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class IdempotencyRecord(models.Model):
+    """The outcome of one API write made under an Idempotency-Key, written in the same
+    transaction as the write: a retry after a crash finds the whole outcome or nothing, and
+    a second request with the key waits on the unique index, then replays the first's."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="idempotency_records"
+    )
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=500)
+    # SHA-256 of method, path and body: the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.JSONField(default=dict, blank=True)
+    api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "key"], name="one_outcome_per_idempotency_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} ({self.key})"

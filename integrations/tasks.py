@@ -8,6 +8,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from integrations import alerts, analytics, sending
+from integrations.api import idempotency as api_idempotency
 from integrations.models import OutboundMessage
 from workflows.engine import run_wake
 from workflows.tasks import run_advance
@@ -45,6 +46,12 @@ def message_send(message_id: int) -> None:
 def sent_messages_reconcile() -> int:
     """Beat: settle messages whose final status callback never came (see the service)."""
     return sending.sent_messages_reconcile()
+
+
+@shared_task
+def idempotency_records_purge() -> int:
+    """Beat: forget API idempotency outcomes older than a day (a retry comes within minutes)."""
+    return api_idempotency.idempotency_records_purge()
 
 
 @shared_task

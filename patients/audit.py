@@ -1,6 +1,6 @@
 """The audit trail: who changed which workflow, step, integration, consent record, messaging
-policy, or patient record a workflow can write (the patient, appointments, subscriptions,
-tasks, notes), and when, with before/after values. Captured from model signals so that no
+policy, or patient record a workflow or the API can write (the patient, orders, appointments,
+subscriptions, prescriptions, requisitions, carts, tasks, notes), and when, with before/after values. Captured from model signals so that no
 code path can change an audited record without a trace; secrets are never recorded."""
 
 import contextvars
@@ -30,6 +30,11 @@ AUDITED = (
     "patients.Subscription",
     "patients.Task",
     "patients.PatientNote",
+    # What the HTTP API writes (integrations.api), each change named by its API key.
+    "patients.Order",
+    "patients.Prescription",
+    "patients.Requisition",
+    "patients.Cart",
 )
 SECRET_FIELDS = {"integrations.Integration": {"secrets"}}
 IGNORED_FIELDS = {"updated_at", "created_at"}

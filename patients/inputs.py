@@ -9,6 +9,7 @@ are refused where the input arrives, with a message that says what and where.
 """
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -80,13 +81,29 @@ def json_problem(
     return ""
 
 
+def json_float_finite(text: str) -> float:
+    """`parse_float` for json.loads: jsonb has no Infinity, so a number too large for a
+    float (1e999) is refused here rather than failing at the INSERT."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
+def json_constant_refuse(name: str) -> Any:
+    """`parse_constant` for json.loads: NaN and Infinity are Python's extensions, not JSON."""
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def json_parse(
     text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, max_values: int = MAX_JSON_VALUES
 ) -> Any:
     """`json.loads`, but every way it can fail is a JSONInputError saying why (syntax,
     nesting too deep for the parser itself, size, control characters)."""
     try:
-        document = json.loads(text)
+        document = json.loads(
+            text, parse_float=json_float_finite, parse_constant=json_constant_refuse
+        )
     except RecursionError:
         raise JSONInputError(f"is nested more than {max_depth} levels deep; simplify it") from None
     except json.JSONDecodeError as exc:

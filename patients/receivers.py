@@ -41,6 +41,11 @@ from patients.payloads import (
 from patients.recording import event_record
 
 
+def signup_dedupe_key(patient_id: int) -> str:
+    """The dedupe key of a patient's customer.signup event."""
+    return f"customer.signup:{patient_id}"
+
+
 def patient_saved(sender: type[Patient], instance: Patient, created: bool, **kwargs: Any) -> None:
     if kwargs.get("raw"):
         return
@@ -49,7 +54,7 @@ def patient_saved(sender: type[Patient], instance: Patient, created: bool, **kwa
             organization_id=instance.organization_id,
             type="customer.signup",
             payload=customer_event_payload(instance),
-            dedupe_key=f"customer.signup:{instance.pk}",
+            dedupe_key=signup_dedupe_key(instance.pk),
             subject_type="customer",
             subject_id=str(instance.pk),
         )

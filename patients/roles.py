@@ -85,6 +85,8 @@ ROLES: dict[str, frozenset[str]] = {
                 "integrations.outboundmessage",
                 "integrations.inboundmessage",
                 "integrations.alert",
+                # The API keys of every clinic (never the keys themselves: only a hash is kept).
+                "integrations.apikey",
             ),
         }
     ),
@@ -106,6 +108,9 @@ ROLES: dict[str, frozenset[str]] = {
             *_grant("view add change", "integrations.messagingpolicy"),
             # Who hears of failures, and when; the log of alerts is read-only for everyone.
             *_grant("view add change", "integrations.alertsettings"),
+            # The clinic's API keys: creates them (each shown once) and revokes them (change
+            # is the permission to revoke; keys are never edited).
+            *_grant("view add change", "integrations.apikey"),
             *_grant(
                 "view",
                 "integrations.integration",

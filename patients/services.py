@@ -173,7 +173,9 @@ def webhook_event_record(
     )
 
 
-def _token_hash(token: str) -> str:
+def token_hash(token: str) -> str:
+    """The fingerprint kept of a bearer token (webhook token, API key): SHA-256. The tokens
+    are 256 random bits, so no salt or slow hash is needed: there is nothing to guess."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -183,7 +185,7 @@ def organization_webhook_token_issue(*, organization: Organization) -> str:
     Only its SHA-256 is stored; the previous token stops working at once.
     """
     token = WEBHOOK_TOKEN_PREFIX + secrets.token_urlsafe(32)
-    organization.webhook_token_hash = _token_hash(token)
+    organization.webhook_token_hash = token_hash(token)
     organization.webhook_token_issued_at = timezone.now()
     organization.save(update_fields=["webhook_token_hash", "webhook_token_issued_at", "updated_at"])
     return token
@@ -193,4 +195,4 @@ def organization_webhook_token_valid(*, organization: Organization, token: str) 
     """Whether `token` is the clinic's current webhook token (constant-time comparison)."""
     if not token or not organization.webhook_token_hash:
         return False
-    return hmac.compare_digest(_token_hash(token), organization.webhook_token_hash)
+    return hmac.compare_digest(token_hash(token), organization.webhook_token_hash)

@@ -10,6 +10,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from integrations.api.keys import api_key_issue, api_key_revoke
 from integrations.models import OutboundMessage
 from patients.models import Order
 from tests.factories import (
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.django_db
 
 def _populate(integration: Any, count: int) -> None:
     """Rows in every table: patients, consents, notes, orders, events, runs, step runs,
-    messages."""
+    messages, API keys."""
     org = integration.organization
     workflow = WorkflowFactory(organization=org)
     SmsStepFactory(workflow=workflow)
@@ -58,6 +59,9 @@ def _populate(integration: Any, count: int) -> None:
                 body="hi",
             )
     StaffMembershipFactory(organization=org)
+    for n in range(count):
+        issued = api_key_issue(organization=org, name=f"Key {n}", scope="write")
+        api_key_revoke(api_key=issued.api_key, revoked_by=UserFactory())
 
 
 def _changelists() -> list[str]:

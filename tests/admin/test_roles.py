@@ -42,6 +42,7 @@ from django.utils import timezone
 from django_celery_results.models import GroupResult, TaskResult
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from integrations.api.keys import api_key_issue
 from integrations.forms import INTEGRATION_FORMS
 from integrations.models import Alert, AlertSettings, InboundMessage, OutboundMessage
 from patients.models import AuditEntry
@@ -118,6 +119,7 @@ MODELS = {
     "integrations.inboundmessage": True,
     "integrations.alertsettings": True,
     "integrations.alert": True,
+    "integrations.apikey": True,
 }
 PATIENT_RECORDS = [
     "patients.subscription",
@@ -158,6 +160,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
                 "integrations.outboundmessage",
                 "integrations.inboundmessage",
                 "integrations.alert",
+                "integrations.apikey",
             ],
             R,
         ),
@@ -181,6 +184,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "integrations.inboundmessage": R,
         "integrations.alertsettings": RAC,
         "integrations.alert": R,
+        "integrations.apikey": RAC,
     },
     "clinic_staff": {
         "patients.patient": R,
@@ -215,6 +219,7 @@ ACTIONS: dict[str, dict[str, set[str]]] = {
         "workflows.customeventtype": {"delete_selected"},
         "workflows.run": {"retry_failed_runs"},
         "integrations.inboundmessage": {"mark_reviewed"},
+        "integrations.apikey": {"revoke_api_keys"},
     },
     "clinic_staff": {
         "integrations.inboundmessage": {"mark_reviewed"},
@@ -392,6 +397,7 @@ def clinic() -> dict[str, Any]:
         secrets={"server_token": EMAIL_TOKEN, "webhook_secret": EMAIL_WEBHOOK_SECRET},
     )
     webhook_token = organization_webhook_token_issue(organization=sunrise)
+    api_key = api_key_issue(organization=sunrise, name="Patient portal", scope="write")
     sunrise.refresh_from_db()
 
     patient = PatientFactory(organization=sunrise, first_name="Maria", last_name="Garcia")
@@ -482,6 +488,7 @@ def clinic() -> dict[str, Any]:
             summary=f"Workflow “{workflow.name}” (id {workflow.pk}): 1 failed run(s)",
             link="http://127.0.0.1:8000/admin/workflows/run/?status=failed",
         ),
+        "integrations.apikey": api_key.api_key,
     }
     secrets = {
         "the alert webhook signing secret": ALERT_WEBHOOK_SECRET,
@@ -491,6 +498,8 @@ def clinic() -> dict[str, Any]:
         "the email webhook secret": EMAIL_WEBHOOK_SECRET,
         "the webhook token": webhook_token,
         "the webhook token's hash": sunrise.webhook_token_hash,
+        "the API key": api_key.token,
+        "the API key's hash": api_key.api_key.key_hash,
         "SECRET_KEY": settings.SECRET_KEY,
         **{f"encryption key {i}": k for i, k in enumerate(settings.CAREFLOW_ENCRYPTION_KEYS)},
     }

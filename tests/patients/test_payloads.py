@@ -195,7 +195,11 @@ def test_an_order_event_reads_its_patient_in_the_outbox_insert() -> None:
     with CaptureQueriesContext(connection) as queries:
         order.save()
     statements = [q["sql"].split()[0] for q in queries.captured_queries]
-    assert statements == ["UPDATE", "WITH"]  # the order, then the event with its NOTIFY
+    # The audit trail's read of the order as it was, the order, the event with its NOTIFY,
+    # the audit entry: no read of the patient.
+    assert statements == ["SELECT", "UPDATE", "WITH", "INSERT"]
+    assert '"patients_order"' in queries.captured_queries[0]["sql"].split("WHERE")[0]
+    assert '"patients_patient"' not in queries.captured_queries[0]["sql"]
     event = Event.objects.get(type="order.shipped")
     patient = Patient.objects.get(pk=order.patient_id)
     assert event.payload["customer"] == customer_payload(patient)
@@ -347,7 +351,9 @@ def test_accept_marketing_is_derived_from_the_history_on_every_path(
     order.status = Order.Status.SHIPPED
     with CaptureQueriesContext(connection) as queries:
         order.save()
-    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["UPDATE", "WITH"]
+    # The order (between the audit trail's read and entry), then the event: one statement.
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert statements == ["SELECT", "UPDATE", "WITH", "INSERT"]
     event = Event.objects.get(type="order.shipped", subject_id=str(order.pk))
     assert event.payload["customer"]["acceptMarketing"] is expected
     # Rebuilt after a delay, in the record's one query.

@@ -350,7 +350,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "careflow API",
     "DESCRIPTION": (
         "Patients, their consent and their records (orders, appointments, subscriptions, "
-        "prescriptions…) for one clinic, authenticated with the clinic's API key: "
+        "prescriptions…), the clinic's custom events, and its workflows' runs (start one for a "
+        "patient, read its status) for one clinic, authenticated with the clinic's API key: "
         "`Authorization: Bearer cfk_…`. Every 4xx answer has one shape: "
         '`{"error": {"type": "…", "message": "…", "fields": {…}}}`. Writes accept an '
         "`Idempotency-Key` header: a retry with the same key and body replays the first answer."
@@ -363,6 +364,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "workflows.models.Run.Status"},
 }
 
 # --- careflow -----------------------------------------------------------------------------

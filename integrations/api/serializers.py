@@ -8,6 +8,8 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from patients.channels import consent_channel_choices
@@ -52,9 +54,8 @@ class PhoneField(serializers.CharField):
             raise serializers.ValidationError(exc.messages) from None
 
 
-class StrictModelSerializer(serializers.ModelSerializer):
-    """A ModelSerializer that refuses fields it does not know or may not write, and one-line
-    text that could not be stored or shown (control characters, line breaks)."""
+class RefusesUnknownFields(serializers.Serializer):
+    """Refuses fields it does not know or may not write, naming the ones it takes."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -72,6 +73,11 @@ class StrictModelSerializer(serializers.ModelSerializer):
                     }
                 )
         return super().to_internal_value(data)
+
+
+class StrictModelSerializer(RefusesUnknownFields, serializers.ModelSerializer):
+    """A ModelSerializer that refuses unknown fields, and one-line text that could not be
+    stored or shown (control characters, line breaks)."""
 
     def build_standard_field(self, field_name: str, model_field: Any) -> Any:
         field_class, kwargs = super().build_standard_field(field_name, model_field)
@@ -189,6 +195,7 @@ class PatientSerializer(StrictModelSerializer):
         return value
 
 
+@extend_schema_field(OpenApiTypes.UUID)
 class PatientRefField(serializers.SlugRelatedField):
     """A patient by uuid, among the calling key's clinic's patients only."""
 

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from integrations.api import views
+from integrations.api import automation, views
 from integrations.api.errors import NotFoundView
 
 app_name = "api"
@@ -26,6 +26,12 @@ for _endpoint in views.RECORD_ENDPOINTS:
     ]
 
 urlpatterns += [
+    path("event-types/", automation.EventTypeList.as_view(), name="event-type-list"),
+    path("events/", automation.EventPost.as_view(), name="event-post"),
+    path("workflows/", automation.WorkflowList.as_view(), name="workflow-list"),
+    path("workflows/<str:uuid>/runs/", automation.WorkflowRuns.as_view(), name="workflow-runs"),
+    path("runs/", automation.RunList.as_view(), name="run-list"),
+    path("runs/<str:uuid>/", automation.RunDetail.as_view(), name="run-detail"),
     # Staff only (any role): the admin's login, then the schema and its Swagger UI, whose
     # files come from our own static files (drf-spectacular-sidecar), no CDN.
     path(

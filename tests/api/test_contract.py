@@ -25,7 +25,16 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from integrations.api.keys import IssuedApiKey
-from tests.factories import ConsentFactory, OrderFactory, PatientFactory
+from tests.factories import (
+    ConsentFactory,
+    CustomEventTypeFactory,
+    OrderFactory,
+    PatientFactory,
+    SmsStepFactory,
+    WorkflowFactory,
+)
+from workflows.models import CustomEventType, Workflow
+from workflows.starts import workflow_start
 
 CHECKS = [
     not_a_server_error,
@@ -80,4 +89,15 @@ def test_every_operation_keeps_its_contract(
     patient = PatientFactory(organization=clinic)
     ConsentFactory(patient=patient)
     OrderFactory(patient=patient)
+    # Once per test: hypothesis runs the body for every example in the same transaction.
+    if not CustomEventType.objects.filter(organization=clinic).exists():
+        CustomEventTypeFactory(organization=clinic)
+    workflow = Workflow.objects.filter(organization=clinic).first() or WorkflowFactory(
+        organization=clinic
+    )
+    if not workflow.steps.exists():
+        SmsStepFactory(workflow=workflow)
+    workflow_start(
+        workflow=workflow, patient=patient, data={"order": {"number": "1"}}, idempotency_key="k"
+    )
     case.call_and_validate(headers={"Authorization": f"Bearer {write_key.token}"}, checks=CHECKS)

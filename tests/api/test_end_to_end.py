@@ -12,7 +12,13 @@ from integrations.models import ApiKey, OutboundMessage
 from integrations.twilio.sandbox import SandboxServer
 from tests.api.conftest import key_client, patch, post
 from tests.conftest import WorkerProcess, sandbox_account, wait_for
-from tests.factories import IntegrationFactory, SmsStepFactory, WorkflowFactory
+from tests.factories import (
+    SANDBOX_FROM,
+    CustomEventTypeFactory,
+    IntegrationFactory,
+    SmsStepFactory,
+    WorkflowFactory,
+)
 from workflows.models import Event, Run, StepRun
 
 pytestmark = pytest.mark.integration
@@ -106,3 +112,61 @@ def test_an_opt_out_through_the_api_is_obeyed_at_the_next_send(
     assert step.skip_reason.startswith("opted out of transactional SMS on ")
     assert "Patient portal" in step.skip_reason
     assert sandbox.stats()["creates"] == 0
+
+
+def test_a_custom_event_and_a_direct_start_through_the_api_each_text_the_patient_once(
+    worker: WorkerProcess, sandbox: SandboxServer
+) -> None:
+    integration = sandbox_account(sandbox, IntegrationFactory())
+    organization = integration.organization
+    CustomEventTypeFactory(organization=organization)
+    SmsStepFactory(
+        workflow=WorkflowFactory(organization=organization, trigger="custom.lab_results_ready"),
+        parameters={
+            "message": "Hi {{customer.firstName}}, kit {{data.kitId}} has results.",
+            "to": "{{customer.phone}}",
+            "from": SANDBOX_FROM,
+        },
+    )
+    follow_up = WorkflowFactory(organization=organization, trigger="order.shipped")
+    SmsStepFactory(workflow=follow_up)
+    client = key_client(
+        api_key_issue(organization=organization, name="Lab", scope=ApiKey.Scope.WRITE).token
+    )
+    patient = _signup(client, [SMS_CONSENT])
+
+    for _ in range(2):  # retried after a timeout
+        posted = post(
+            client,
+            "/api/v1/events/",
+            {"type": "lab_results_ready", "patient": patient, "data": {"kitId": "KIT-7"}},
+            **{"Idempotency-Key": "lab-kit-7"},
+        )
+        assert posted.status_code == 202, posted.content
+    started = post(
+        client,
+        f"/api/v1/workflows/{follow_up.uuid}/runs/",
+        {"patient": patient, "data": {"order": {"number": "7007"}}},
+        **{"Idempotency-Key": "start-7007"},
+    )
+    assert started.status_code == 201, started.content
+    run_url = f"/api/v1/runs/{started.json()['run']['id']}/"
+
+    wait_for(lambda: len(sandbox.messages()) >= 2, timeout=30, what="both texts")
+    status = wait_for(
+        lambda: client.get(run_url).json()["status"] == "succeeded" and client.get(run_url),
+        timeout=30,
+        what="the started run to succeed",
+    )
+    time.sleep(2)  # anything sent twice would be sent by now
+    assert sorted(m["body"] for m in sandbox.messages()) == [
+        "Hi Ann, kit KIT-7 has results.",
+        "Hi Ann, order 7007 has shipped!",
+    ]
+    assert status.json()["steps"][0]["status"] == "succeeded"
+    runs_of_event = f"/api/v1/runs/?event={posted.json()['id']}"
+    wait_for(
+        lambda: [r["status"] for r in client.get(runs_of_event).json()["results"]] == ["succeeded"],
+        timeout=30,
+        what="the custom event's one run to succeed",
+    )

@@ -16,13 +16,17 @@ from tests.factories import (
     AppointmentFactory,
     CartFactory,
     ConsentFactory,
+    CustomEventTypeFactory,
     OrderFactory,
     OrganizationFactory,
     PatientFactory,
     PrescriptionFactory,
     RequisitionFactory,
+    SmsStepFactory,
     SubscriptionFactory,
+    WorkflowFactory,
 )
+from workflows.starts import workflow_start
 
 pytestmark = pytest.mark.django_db
 
@@ -36,6 +40,11 @@ CHANGES: dict[str, dict[str, Any]] = {
     "prescriptions": {"medication_name": "M", "status": "fulfilled"},
     "requisitions": {"lab_name": "L", "test_panel": "T", "status": "cancelled"},
     "carts": {"checked_out_at": "2025-01-01T10:00:00Z"},
+    "events": {"type": "custom.lab_results_ready", "data": {"kitId": "KIT-1"}},
+    "starts": {"data": {"order": {"number": "X-2"}}},
+    "event-types": {},
+    "workflows": {},
+    "runs": {},
 }
 
 
@@ -56,6 +65,13 @@ def api_routes() -> list[tuple[str, Any]]:
 def sunrise(clinic: Any) -> dict[str, Any]:
     patient = PatientFactory(organization=clinic, email="ann@example.com", phone="+14155550100")
     ConsentFactory(patient=patient)
+    CustomEventTypeFactory(organization=clinic)
+    workflow = WorkflowFactory(organization=clinic)
+    SmsStepFactory(workflow=workflow)
+    start = workflow_start(
+        workflow=workflow, patient=patient, data={"order": {"number": "1"}}, idempotency_key="s"
+    )
+    run = start.run
     return {
         "patients": patient,
         "orders": OrderFactory(patient=patient),
@@ -64,6 +80,8 @@ def sunrise(clinic: Any) -> dict[str, Any]:
         "prescriptions": PrescriptionFactory(patient=patient),
         "requisitions": RequisitionFactory(patient=patient),
         "carts": CartFactory(patient=patient),
+        "workflows": workflow,
+        "runs": run,
     }
 
 
@@ -90,8 +108,12 @@ def test_another_clinics_key_finds_nothing_on_any_endpoint(
     calls = 0
     for route, view in routes:
         collection = route.split("/")[0]
-        kind = "consents" if route.endswith("consents/") else collection
-        url = "/api/v1/" + route.replace("<str:uuid>", str(sunrise[collection].uuid))
+        # A nested route (patients/<uuid>/consents/, workflows/<uuid>/runs/) writes its own kind.
+        nested = route.rstrip("/").split("/")[2:]
+        kind = {"consents": "consents", "runs": "starts"}[nested[0]] if nested else collection
+        if "<str:uuid>" in route:
+            route = route.replace("<str:uuid>", str(sunrise[collection].uuid))
+        url = "/api/v1/" + route
         body = {**CHANGES[kind], "patient": str(patient.uuid)}
         if collection == "patients":
             body.pop("patient")
@@ -100,7 +122,7 @@ def test_another_clinics_key_finds_nothing_on_any_endpoint(
                 continue
             response = _call(harbor, method, url, body)
             calls += 1
-            if "<str:uuid>" in route:
+            if url.count("/") > 4:  # names one of this clinic's objects
                 assert_error(response, 404, "not_found")
             elif method == "get":
                 assert response.status_code == 200, (url, response.content)

@@ -17,7 +17,8 @@ from integrations.models import Integration, MessagingPolicy
 from integrations.twilio.account import ADAPTER, twilio_account, twilio_settings
 from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
 from patients.roles import ROLES
-from workflows.models import Event, Step, Workflow
+from workflows.models import Event, Workflow
+from workflows.versions import workflow_document_save
 
 DEMO_ACCOUNT_SID = "AC" + "de" * 16
 DEMO_FROM = "+15005550006"
@@ -140,59 +141,66 @@ class Command(BaseCommand):
                         }
                     ],
                 )
-        workflow, created = Workflow.objects.get_or_create(
-            organization=clinic,
+        _demo_workflow(
+            clinic,
             name="Order shipped SMS",
-            defaults={
-                "trigger": "order.shipped",
-                "enabled": True,
-                "description": "The integration guide's example: text the patient when "
-                "their order ships.",
-            },
-        )
-        if created:
-            Step.objects.create(
-                workflow=workflow,
-                position=1,
-                adapter="twilio",
-                function="sendSMS",
-                parameters={
+            description="The integration guide's example: text the patient when their order ships.",
+            trigger="order.shipped",
+            step={
+                "type": "adapter",
+                "adapter": "twilio",
+                "function": "sendSMS",
+                "parameters": {
                     "message": 'Hi {{customer.firstName | default:"there"}}, your order '
                     "{{order.number}} has shipped! Tracking: "
                     '{{order.trackingNumber | default:"coming soon"}}',
                     "to": "{{customer.phone}}",
                     "from": DEMO_FROM,
                 },
-            )
+            },
+        )
         # The demo's patients are seeded, not signing up now: their signup events are marked
         # handled, so the welcome email goes to patients added later (and the README's
         # walk-through starts with an empty message log).
         Event.objects.filter(
             dedupe_key__in=[f"customer.signup:{pk}" for pk in seeded], dispatched_at__isnull=True
         ).update(dispatched_at=timezone.now())
-        welcome, created = Workflow.objects.get_or_create(
-            organization=clinic,
+        _demo_workflow(
+            clinic,
             name="Welcome email",
-            defaults={
-                "trigger": "customer.signup",
-                "enabled": True,
-                "description": "Email a new patient a welcome (the email channel's example).",
+            description="Email a new patient a welcome (the email channel's example).",
+            trigger="customer.signup",
+            step={
+                "type": "adapter",
+                "adapter": "email",
+                "function": "sendEmail",
+                "parameters": WELCOME_EMAIL,
             },
         )
-        if created:
-            Step.objects.create(
-                workflow=welcome,
-                position=1,
-                adapter="email",
-                function="sendEmail",
-                parameters=WELCOME_EMAIL,
-            )
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready: {clinic.name}, {Patient.objects.filter(organization=clinic).count()} "
                 f"patients, integration {twilio_account(integration).masked_account_sid()}."
             )
         )
+
+
+def _demo_workflow(
+    clinic: Organization, *, name: str, description: str, trigger: str, step: dict[str, Any]
+) -> None:
+    """Add the demo workflow, enabled, through the same save as the builder's (so it is
+    validated and its version history starts), unless the clinic has it already."""
+    if Workflow.objects.filter(organization=clinic, name=name).exists():
+        return
+    workflow_document_save(
+        workflow=Workflow(organization=clinic, enabled=True),
+        document={
+            "name": name,
+            "description": description,
+            "definition": {"trigger": trigger, "steps": [step]},
+        },
+        comment="Demo data",
+    )
 
 
 def demo_user(

@@ -17,6 +17,15 @@ from integrations.models import (
     validate_channel_rules,
 )
 
+FIRST_CONTACT_FIELDS = [
+    "first_contact_enabled",
+    "brand_name",
+    "brand_prefix",
+    "opt_out_wording",
+    "first_contact_every_days",
+]
+KEYWORD_REPLY_FIELDS = ["help_text_reply", "stop_confirmation_reply"]
+
 CAP_LABELS = {
     "transactional_per_day": "Transactional per day",
     "transactional_per_week": "Transactional per week",
@@ -71,7 +80,8 @@ class MessagingPolicyForm(forms.ModelForm):
             "quiet_hours_end",
             *CAP_FIELDS,
             "smart_sending_hours",
-            "help_text_reply",
+            *FIRST_CONTACT_FIELDS,
+            *KEYWORD_REPLY_FIELDS,
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

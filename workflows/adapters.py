@@ -174,9 +174,18 @@ class Adapter:
         order support staff entered them, for functions with a `sender_parameter`."""
         return {}
 
-    def preview(self, function: str, text: str) -> dict[str, Any]:
+    def preview(
+        self,
+        function: str,
+        text: str,
+        *,
+        organization: "Organization | None" = None,
+        inputs: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         """The builder's preview of the rendered `preview_parameter`: "text", and what the
-        builder shows with it (counts, "warnings": a list of sentences)."""
+        builder shows with it (counts, "warnings": a list of sentences). `organization`: the
+        clinic whose workflow it is (its rules may add to the message); `inputs`: the step's
+        other parameters, rendered."""
         return {"text": text, "warnings": []}
 
     def dry_run(

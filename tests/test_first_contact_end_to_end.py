@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from integrations.models import MessagingPolicy, OutboundMessage
 from integrations.twilio.account import twilio_account
@@ -82,8 +83,7 @@ def test_first_text_carries_the_wording_then_not_then_again_after_the_interval(
 
     # A month later: the last text that carried the wording is older than the interval.
     OutboundMessage.objects.filter(first_contact=True).update(
-        sending_started_at=OutboundMessage.objects.get(first_contact=True).sending_started_at
-        - timedelta(days=31)
+        sending_started_at=timezone.now() - timedelta(days=31)
     )
     _ship(patient)
     assert _sent(sandbox, 3)[2]["body"] == f"{PREFIX}Your order shipped.{WORDING}"

@@ -7,10 +7,10 @@ has "succeeded", so what can be told in advance is told when the workflow is sav
 URL) or when the step runs (a templated one).
 """
 
-import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
+from common.addresses import address_forbidden
 from integrations.models import MEDIA_URL_MAX_CHARS
 
 # By the path's extension; a URL without one is Twilio's to judge by its Content-Type.
@@ -54,12 +54,12 @@ def media_url_problem(value: str) -> str:
     if parts.username is not None or parts.password is not None:
         return "the media URL must not contain a user name or password"
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    if address is not None and not address.is_global:
+        forbidden: bool | None = address_forbidden(host)
+    except ValueError:  # a name, not an address
+        forbidden = None
+    if forbidden:
         return f"the media URL's host {host} is a private or local address Twilio cannot reach"
-    if address is None and (
+    if forbidden is None and (
         host == "localhost" or host.endswith(LOCAL_SUFFIXES) or "." not in host
     ):
         return f"the media URL's host “{host}” is not reachable from the internet"

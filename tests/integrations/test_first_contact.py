@@ -299,3 +299,23 @@ def test_no_wording_when_nothing_to_add() -> None:
     organization = PatientFactory().organization
     _policy(organization, brand_prefix=False, opt_out_wording="")
     assert clinic_wording(messaging_policy(organization.pk), organization) is None
+
+
+@pytest.mark.django_db
+def test_an_ambiguous_first_text_is_found_at_twilio_by_the_body_it_was_sent_with(
+    send: Any, sandbox: SandboxServer
+) -> None:
+    """Twilio accepted the first text but the answer was lost: the message is looked up by
+    the recorded body (with the wording) and found, so nothing is sent again, and the wording
+    is not decided a second time."""
+    _policy(send.organization)
+    patient = _patient(send)
+    sandbox.add_fault({"kind": "accept_then_drop", "count": 1})
+    message = send(patient, "k1")
+    assert (message.status, message.first_contact) == (Status.UNKNOWN, True)
+    OutboundMessage.objects.filter(pk=message.pk).update(next_attempt_at=None)
+    reconciled = message_send(message_id=message.pk)
+    assert reconciled.status == Status.SENT
+    [at_twilio] = sandbox.messages()
+    assert reconciled.provider_sid == at_twilio["sid"]
+    assert at_twilio["body"] == OutboundMessage.objects.get(pk=message.pk).body == PREFIXED

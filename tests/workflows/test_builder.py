@@ -140,7 +140,7 @@ def test_endpoints_only_take_posts(staff: Client, workflow: Workflow) -> None:
 
 
 def _preview(
-    client: Client, workflow: Workflow | None, patient: Any, messages: dict[str, str]
+    client: Client, workflow: Workflow | None, patient: Any, messages: dict[str, Any]
 ) -> Any:
     body = {
         "trigger": "order.shipped",

@@ -39,6 +39,34 @@ def fresh_env(var_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def sqlite_shell_result(var_dir: Path, script: str) -> Any:
+    """Run `script` in `manage.py shell` against a fresh SQLite database in `var_dir` (as
+    `make run` keeps its data) and return what it printed after "RESULT ", as JSON."""
+    env = fresh_env(
+        var_dir, DATABASE_URL=f"sqlite:///{var_dir / 'db.sqlite3'}", CELERY_BROKER_URL="memory://"
+    )
+
+    def manage(*args: str) -> str:
+        result = subprocess.run(  # noqa: S603 — this interpreter and this checkout's manage.py
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+        return result.stdout
+
+    manage("migrate", "-v0")
+    lines = [
+        line for line in manage("shell", "-c", script).splitlines() if line.startswith("RESULT ")
+    ]
+    assert lines, "the script printed no result"
+    return json.loads(lines[0].removeprefix("RESULT "))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -127,9 +127,9 @@ def first_contact_fields(
     if not first_contact_due(message, wording, now=now):
         return {"first_contact": False}
     body = wording.apply(message.body)
-    characters, encoding, segments = transport_get(message.integration.adapter).measure(
-        body, media=bool(message.media_url)
-    )
+    transport = transport_get(message.integration.adapter)
+    measure = transport.measure(body, media=True) if message.media_url else transport.measure(body)
+    characters, encoding, segments = measure
     return {
         "first_contact": True,
         "body": body,

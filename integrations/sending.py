@@ -64,9 +64,10 @@ def _message_defaults(
     content: dict[str, Any] | None = None,
     media_url: str = "",
 ) -> dict[str, Any]:
-    characters, encoding, segments = transport_get(integration.adapter).measure(
-        body, media=bool(media_url)
-    )
+    transport = transport_get(integration.adapter)
+    # Asked about media only with media: a transport without it need not take the keyword.
+    measure = transport.measure(body, media=True) if media_url else transport.measure(body)
+    characters, encoding, segments = measure
     return {
         "organization": organization,
         "integration": integration,

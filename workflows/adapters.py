@@ -174,19 +174,23 @@ class Adapter:
         order support staff entered them, for functions with a `sender_parameter`."""
         return {}
 
-    def preview(
+    def preview(self, function: str, text: str) -> dict[str, Any]:
+        """The builder's preview of the rendered `preview_parameter`: "text", and what the
+        builder shows with it (counts, "warnings": a list of sentences)."""
+        return {"text": text, "warnings": []}
+
+    def preview_for(
         self,
         function: str,
         text: str,
         *,
-        organization: "Organization | None" = None,
-        inputs: Mapping[str, str] | None = None,
+        organization: "Organization | None",
+        inputs: Mapping[str, str],
     ) -> dict[str, Any]:
-        """The builder's preview of the rendered `preview_parameter`: "text", and what the
-        builder shows with it (counts, "warnings": a list of sentences). `organization`: the
-        clinic whose workflow it is (its rules may add to the message); `inputs`: the step's
-        other parameters, rendered."""
-        return {"text": text, "warnings": []}
+        """`preview` as `organization`'s rules would send it (they may add to the message),
+        with the step's other parameters (`inputs`, rendered). An adapter whose preview
+        depends on neither need not override it."""
+        return self.preview(function, text)
 
     def dry_run(
         self,

@@ -839,7 +839,7 @@ def message_preview(
         except TemplateError:
             rendered[name] = ""
     adapter, name = previewer
-    return adapter.preview(name, text, organization=organization, inputs=rendered)
+    return adapter.preview_for(name, text, organization=organization, inputs=rendered)
 
 
 # The step's other parameters a preview is sent, at most (the builder sends a step's own).

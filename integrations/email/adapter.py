@@ -218,14 +218,7 @@ class EmailAdapter(Adapter):
             known.extend(s for s in email_account(integration).senders if s not in known)
         return found
 
-    def preview(
-        self,
-        function: str,
-        text: str,
-        *,
-        organization: Organization | None = None,
-        inputs: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
+    def preview(self, function: str, text: str) -> dict[str, Any]:
         return {
             "text": text,
             "characters": len(text),

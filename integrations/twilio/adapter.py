@@ -121,18 +121,21 @@ class TwilioAdapter(Adapter):
     def senders(self, organization_ids: Iterable[int] | None) -> dict[int, list[str]]:
         return twilio_senders(organization_ids)
 
-    def preview(
+    def preview(self, function: str, text: str) -> dict[str, Any]:
+        return sms_preview(text)
+
+    def preview_for(
         self,
         function: str,
         text: str,
         *,
-        organization: Organization | None = None,
-        inputs: Mapping[str, str] | None = None,
+        organization: Organization | None,
+        inputs: Mapping[str, str],
     ) -> dict[str, Any]:
         wording = None
         if organization is not None:
             wording = clinic_wording(messaging_policy(organization.pk), organization)
-        return sms_preview(text, wording=wording, media_url=(inputs or {}).get("media", ""))
+        return sms_preview(text, wording=wording, media_url=inputs.get("media", ""))
 
     def dry_run(
         self,

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from common.db import advisory_xact_lock
-from integrations.messaging import transport_get
+from integrations.messaging import body_measure, transport_get
 from integrations.models import MessagingPolicy, OutboundMessage
 from integrations.policy import messaging_policy
 from patients.models import Organization
@@ -127,9 +127,9 @@ def first_contact_fields(
     if not first_contact_due(message, wording, now=now):
         return {"first_contact": False}
     body = wording.apply(message.body)
-    transport = transport_get(message.integration.adapter)
-    measure = transport.measure(body, media=True) if message.media_url else transport.measure(body)
-    characters, encoding, segments = measure
+    characters, encoding, segments = body_measure(
+        message.integration.adapter, body, media=bool(message.media_url)
+    )
     return {
         "first_contact": True,
         "body": body,

@@ -147,6 +147,14 @@ def transport_register(adapter_name: str, transport: Transport) -> None:
     consent_channel_register(transport.channel, transport.channel_word)
 
 
+def body_measure(adapter_name: str, body: str, *, media: bool = False) -> tuple[int, str, int]:
+    """(characters, encoding, segments) of a body as `adapter_name`'s transport counts it. A
+    transport is asked about media only with media: one without it need not take the
+    keyword."""
+    transport = transport_get(adapter_name)
+    return transport.measure(body, media=True) if media else transport.measure(body)
+
+
 def transport_get(adapter_name: str) -> Transport:
     try:
         return TRANSPORTS[adapter_name]

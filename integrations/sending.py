@@ -28,7 +28,14 @@ from integrations.first_contact import (
     first_contact_lock,
     message_wording,
 )
-from integrations.messaging import Ambiguous, Found, Refused, Transport, transport_get
+from integrations.messaging import (
+    Ambiguous,
+    Found,
+    Refused,
+    Transport,
+    body_measure,
+    transport_get,
+)
 from integrations.models import Integration, OutboundMessage
 from integrations.policy import send_decide, send_needs_lock
 from integrations.throttle import throttle_reserve
@@ -64,10 +71,7 @@ def _message_defaults(
     content: dict[str, Any] | None = None,
     media_url: str = "",
 ) -> dict[str, Any]:
-    transport = transport_get(integration.adapter)
-    # Asked about media only with media: a transport without it need not take the keyword.
-    measure = transport.measure(body, media=True) if media_url else transport.measure(body)
-    characters, encoding, segments = measure
+    characters, encoding, segments = body_measure(integration.adapter, body, media=bool(media_url))
     return {
         "organization": organization,
         "integration": integration,

@@ -2,13 +2,11 @@
 number, not on the next, again after the clinic's interval; decided once, at the claim, with
 the body as sent recorded before Twilio is called; two first texts at once: one carries it."""
 
-import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.utils import timezone
 
 from integrations.first_contact import clinic_wording, keyword_reply, message_wording
@@ -17,7 +15,7 @@ from integrations.policy import messaging_policy, messaging_policy_forget
 from integrations.sending import message_prepare_and_deliver, message_send
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import Patient
-from tests.conftest import sandbox_account
+from tests.conftest import at_once, sandbox_account
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 
 Status = OutboundMessage.Status
@@ -214,33 +212,20 @@ def test_two_first_texts_at_once_exactly_one_carries_the_wording(
     patient = PatientFactory(organization=integration.organization, phone="+14155550123")
     ConsentFactory(patient=patient)
     _policy(integration.organization)
-    barrier = threading.Barrier(4)
-    results: list[OutboundMessage] = []
-
-    def one(n: int) -> None:
-        try:
-            barrier.wait()
-            results.append(
-                message_prepare_and_deliver(
-                    organization=integration.organization,
-                    integration=integration,
-                    idempotency_key=f"run:{n}:step:0",
-                    first_attempt=True,
-                    to=patient.phone,
-                    from_number="+15005550006",
-                    body=f"Workflow {n}",
-                    purpose="transactional",
-                    patient=patient,
-                )
-            )
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(
+        4,
+        lambda n: message_prepare_and_deliver(
+            organization=integration.organization,
+            integration=integration,
+            idempotency_key=f"run:{n}:step:0",
+            first_attempt=True,
+            to=patient.phone,
+            from_number="+15005550006",
+            body=f"Workflow {n}",
+            purpose="transactional",
+            patient=patient,
+        ),
+    )
     assert [m.status for m in results] == [Status.SENT] * 4
     stored = OutboundMessage.objects.order_by("sending_started_at", "id")
     assert [m.first_contact for m in stored] == [True, False, False, False]

@@ -4,6 +4,7 @@ Generic: they know Django's models and connections, no model of ours.
 """
 
 import functools
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -224,3 +225,20 @@ def rows_update(
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def advisory_xact_lock(key: str) -> None:
+    """Hold a lock named `key` until the current transaction ends (PostgreSQL's
+    pg_advisory_xact_lock on a 64-bit hash of it). For decisions about something that has no
+    row to lock (a phone number, say). SQLite runs one writing transaction at a time, so
+    there it is not needed and does nothing."""
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        raise RuntimeError("advisory_xact_lock needs a transaction to hold the lock")
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)]
+        )

@@ -28,7 +28,13 @@ from integrations.models import (
     MessagingPolicy,
     OutboundMessage,
 )
-from integrations.policy_forms import channel_fieldsets, channel_rules_summary, policy_form_class
+from integrations.policy_forms import (
+    FIRST_CONTACT_FIELDS,
+    KEYWORD_REPLY_FIELDS,
+    channel_fieldsets,
+    channel_rules_summary,
+    policy_form_class,
+)
 from integrations.throttle import throttle_backlog
 from patients.clinic_view import (
     ClinicDaysFilter,
@@ -310,13 +316,13 @@ class OutboundMessageAdmin(
     list_display = [
         "created",
         "patient",
-        "channel",
+        "kind",
         "to",
         "from_number",
         "short_body",
         "status_badge",
         "error",
-        "segments",
+        "billed_as",
         "is_test",
         "run_link",
     ]
@@ -349,6 +355,8 @@ class OutboundMessageAdmin(
                     "from_number",
                     "subject",
                     "body",
+                    "media_link",
+                    "first_contact_note",
                     "html",
                     "purpose",
                     "urgent",
@@ -367,7 +375,7 @@ class OutboundMessageAdmin(
                     "delivered",
                     "characters",
                     "encoding",
-                    "segments",
+                    "billed_as",
                 ]
             },
         ),
@@ -392,6 +400,9 @@ class OutboundMessageAdmin(
     readonly_fields = [
         "created",
         "subject",
+        "media_link",
+        "first_contact_note",
+        "billed_as",
         "html",
         "status_badge",
         "error",
@@ -440,6 +451,36 @@ class OutboundMessageAdmin(
         html = str((obj.content or {}).get("html", ""))
         # Shown as source, never rendered: the admin must not load what an email links to.
         return format_html('<pre class="cf-code">{}</pre>', html) if html else ""
+
+    @admin.display(description="Channel", ordering="channel")
+    def kind(self, obj: OutboundMessage) -> str:
+        return obj.kind
+
+    @admin.display(description="Billed as", ordering="segments")
+    def billed_as(self, obj: OutboundMessage) -> str:
+        # Twilio prices an MMS per message, whatever its length; an SMS per segment.
+        if obj.media_url:
+            return "1 MMS"
+        return f"{obj.segments} segment{'s' if obj.segments != 1 else ''}"
+
+    @admin.display(description="Media (MMS)")
+    def media_link(self, obj: OutboundMessage) -> str:
+        # A link, never loaded by the page: the admin does not fetch third-party hosts.
+        if not obj.media_url:
+            return ""
+        return format_html(
+            '<a href="{}" rel="noopener noreferrer" target="_blank">{}</a>',
+            obj.media_url,
+            obj.media_url,
+        )
+
+    @admin.display(description="First-contact wording")
+    def first_contact_note(self, obj: OutboundMessage) -> str:
+        if obj.first_contact is None:
+            return "—"
+        if obj.first_contact:
+            return "added to this message (the clinic's brand prefix and opt-out wording)"
+        return "not needed: the number had it already"
 
     @admin.display(description="Message")
     def short_body(self, obj: OutboundMessage) -> str:
@@ -561,13 +602,27 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
             },
         ),
     ]
-    keywords = ("Keywords", {"fields": ["help_text_reply"]})
+    keywords = ("Keyword replies", {"fields": KEYWORD_REPLY_FIELDS})
+    first_contact = (
+        "First contact (texts)",
+        {
+            "fields": FIRST_CONTACT_FIELDS,
+            "description": "Carriers expect a text to say who sends it and how to stop them. "
+            "Added when the text is sent, so the message log shows the text as sent; the "
+            "builder's preview counts their characters. Email is not affected.",
+        },
+    )
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         if not self.has_change_permission(request, obj):
             # Read-only pages show model values only: the channels' rules as one summary.
-            return [*self.fieldsets, ("Channels", {"fields": ["rules_by_channel"]}), self.keywords]
-        return [*self.fieldsets, *channel_fieldsets(), self.keywords]
+            return [
+                *self.fieldsets,
+                ("Channels", {"fields": ["rules_by_channel"]}),
+                self.first_contact,
+                self.keywords,
+            ]
+        return [*self.fieldsets, *channel_fieldsets(), self.first_contact, self.keywords]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return [*super().get_readonly_fields(request, obj), "rules_by_channel"]

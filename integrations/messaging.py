@@ -79,6 +79,10 @@ class Transport:
     # channel says otherwise: a channel that has not said is held to the stricter rules. With
     # it, a clinic cannot switch the channel's quiet hours off either.
     phone_rules: bool = True
+    # Whether the clinic's first-contact wording (brand prefix, opt-out wording) is added to
+    # this channel's messages (integrations.first_contact): carriers' rules for texts. Email has
+    # its own unsubscribe rules.
+    first_contact_wording: bool = False
     # Error codes (as recorded on a message) meaning the provider refused our credentials:
     # failure alerts watch for them (integrations.alerts).
     credentials_error_codes: frozenset[str] = frozenset()
@@ -102,9 +106,9 @@ class Transport:
         """(throttle key, units per second) for the message's sender; None: unthrottled."""
         return None
 
-    def measure(self, body: str) -> tuple[int, str, int]:
-        """(characters, encoding, segments) of a body, as the message row records them; for a
-        channel without segments, one."""
+    def measure(self, body: str, *, media: bool = False) -> tuple[int, str, int]:
+        """(characters, encoding, segments) of a body (sent with `media`, for a channel that
+        carries it), as the message row records them; for a channel without segments, one."""
         return len(body), "", 1
 
     def units(self, message: "OutboundMessage") -> int:
@@ -141,6 +145,14 @@ senders_source_register(TRANSPORTS)
 def transport_register(adapter_name: str, transport: Transport) -> None:
     TRANSPORTS[adapter_name] = transport
     consent_channel_register(transport.channel, transport.channel_word)
+
+
+def body_measure(adapter_name: str, body: str, *, media: bool = False) -> tuple[int, str, int]:
+    """(characters, encoding, segments) of a body as `adapter_name`'s transport counts it. A
+    transport is asked about media only with media: one without it need not take the
+    keyword."""
+    transport = transport_get(adapter_name)
+    return transport.measure(body, media=True) if media else transport.measure(body)
 
 
 def transport_get(adapter_name: str) -> Transport:

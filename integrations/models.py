@@ -73,6 +73,9 @@ class Integration(TimeStamped):
         return f"{self.name or self.adapter} ({self.organization})"
 
 
+# The longest media URL a message keeps (Twilio takes URLs far longer; none of ours need more).
+MEDIA_URL_MAX_CHARS = 1000
+
 # A message of a workflow (not a test) whose hourly count is not up to date.
 UNCOUNTED = Q(uncounted=True, workflow__isnull=False, is_test=False)
 
@@ -145,6 +148,12 @@ class OutboundMessage(TimeStamped):
     body = models.TextField()
     # The channel's other parts (an email's "subject", "html").
     content = models.JSONField(default=dict, blank=True)
+    # A picture or PDF sent with a text (an MMS): Twilio fetches it from this https URL.
+    media_url = models.CharField("media URL", max_length=MEDIA_URL_MAX_CHARS, blank=True)
+    # Whether the clinic's first-contact wording (brand prefix, opt-out wording) was added to
+    # `body`: decided once, when the message is claimed for sending (integrations.first_contact).
+    # None: not decided (not claimed yet, or a channel without the wording).
+    first_contact = models.BooleanField("first-contact wording", null=True, blank=True)
     characters = models.PositiveIntegerField(default=0)
     encoding = models.CharField(max_length=8, blank=True)
     segments = models.PositiveIntegerField(default=0)
@@ -216,7 +225,12 @@ class OutboundMessage(TimeStamped):
         ]
 
     def __str__(self) -> str:
-        return f"{self.channel.upper()} {self.pk} ({self.status})"
+        return f"{self.kind} {self.pk} ({self.status})"
+
+    @property
+    def kind(self) -> str:
+        """How the log names it: "MMS" for a text with media, else the channel ("SMS")."""
+        return "MMS" if self.media_url else self.channel.upper()
 
 
 class MessageHourCount(models.Model):
@@ -311,6 +325,35 @@ def validate_channel_rules(value: object) -> None:
 
 
 SMART_SENDING_MAX_HOURS = 168  # a week
+FIRST_CONTACT_MAX_DAYS = 366
+BRAND_NAME_MAX_CHARS = 40
+OPT_OUT_WORDING_MAX_CHARS = 80
+STOP_CONFIRMATION_DEFAULT = (
+    "{clinic}: you are unsubscribed and will receive no more texts from this number. "
+    "Reply START to resubscribe."
+)
+
+
+def validate_brand_name(value: str) -> None:
+    """A name carriers can read as the sender: no template braces (it is not rendered), no
+    line breaks (it starts the text)."""
+    if any(ch in value for ch in "{}\r\n"):
+        raise ValidationError("The brand name cannot contain braces or line breaks.")
+
+
+def validate_opt_out_wording(value: str) -> None:
+    """Carriers expect the opt-out keyword itself in the wording (CTIA: "Reply STOP …")."""
+    if value.strip() and "STOP" not in value.upper():
+        raise ValidationError(
+            "The opt-out wording must name the keyword STOP (“Reply STOP to opt out.”)."
+        )
+    if any(ch in value for ch in "{}"):
+        raise ValidationError("The opt-out wording cannot contain braces.")
+
+
+def validate_keyword_reply(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("A keyword reply cannot be blank: the patient must be answered.")
 
 
 class MessagingPolicy(TimeStamped):
@@ -366,6 +409,51 @@ class MessagingPolicy(TimeStamped):
         max_length=320,
         default="{clinic}: for help call us or reply STOP to opt out. Msg & data rates may apply.",
         help_text="Sent when a patient texts HELP or INFO. {clinic} is replaced by the clinic name.",
+    )
+    stop_confirmation_reply = models.CharField(
+        "opt-out confirmation",
+        max_length=320,
+        default=STOP_CONFIRMATION_DEFAULT,
+        validators=[validate_keyword_reply],
+        help_text="Sent once when a patient opts out with words the provider does not confirm "
+        "itself (“STOP!”, “OPT OUT”). {clinic} is replaced by the clinic name.",
+    )
+    # First contact (carriers' rules: a text must say who sends it and how to stop them).
+    # Added at send time to the texts of channels whose transport says so
+    # (Transport.first_contact_wording), never to email, which has its own unsubscribe rules.
+    first_contact_enabled = models.BooleanField(
+        "identify the clinic on first contact",
+        default=False,
+        help_text="Add the brand prefix and the opt-out wording below to the first text to a "
+        "number, and again every N days if set.",
+    )
+    brand_name = models.CharField(
+        max_length=BRAND_NAME_MAX_CHARS,
+        blank=True,
+        validators=[validate_brand_name],
+        help_text="As registered with the carriers (e.g. “Sunrise Telehealth”). Blank: the "
+        "clinic's name.",
+    )
+    brand_prefix = models.BooleanField(
+        "start with the brand name",
+        default=True,
+        help_text="“Sunrise Telehealth: …” (left out when the text already starts with it).",
+    )
+    opt_out_wording = models.CharField(
+        "opt-out wording",
+        max_length=OPT_OUT_WORDING_MAX_CHARS,
+        blank=True,
+        default="Reply STOP to opt out.",
+        validators=[validate_opt_out_wording],
+        help_text="Added at the end (left out when the text already says it). Blank: none.",
+    )
+    first_contact_every_days = models.PositiveSmallIntegerField(
+        "again every (days)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(FIRST_CONTACT_MAX_DAYS)],
+        help_text="Add them again when the last text to the number that carried them is this "
+        f"many days old (1 to {FIRST_CONTACT_MAX_DAYS}). Blank: the first text only.",
     )
 
     class Meta:

@@ -13,9 +13,19 @@ from integrations.channels import registered_channels
 from integrations.models import (
     CAP_FIELDS,
     SMART_SENDING_MAX_HOURS,
+    STOP_CONFIRMATION_DEFAULT,
     MessagingPolicy,
     validate_channel_rules,
 )
+
+FIRST_CONTACT_FIELDS = [
+    "first_contact_enabled",
+    "brand_name",
+    "brand_prefix",
+    "opt_out_wording",
+    "first_contact_every_days",
+]
+KEYWORD_REPLY_FIELDS = ["help_text_reply", "stop_confirmation_reply"]
 
 CAP_LABELS = {
     "transactional_per_day": "Transactional per day",
@@ -71,11 +81,15 @@ class MessagingPolicyForm(forms.ModelForm):
             "quiet_hours_end",
             *CAP_FIELDS,
             "smart_sending_hours",
-            "help_text_reply",
+            *FIRST_CONTACT_FIELDS,
+            *KEYWORD_REPLY_FIELDS,
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if "stop_confirmation_reply" in self.fields:
+            self.fields["stop_confirmation_reply"].required = False
+            self.fields["stop_confirmation_reply"].help_text += " Blank: the default wording."
         stored = self.instance.channel_rules or {}
         for channel in self.channels():
             own = stored.get(channel)
@@ -90,6 +104,11 @@ class MessagingPolicyForm(forms.ModelForm):
                     self.initial.setdefault(
                         channel_field(channel, name), getattr(self.instance, name)
                     )
+
+    def clean_stop_confirmation_reply(self) -> str:
+        """Blank: the default wording (a patient who opts out is always answered)."""
+        text = str(self.cleaned_data.get("stop_confirmation_reply") or "").strip()
+        return text or STOP_CONFIRMATION_DEFAULT
 
     def clean_smart_sending_hours(self) -> int | None:
         """One message for any out-of-range N (the field's own would name only one bound);

@@ -22,7 +22,20 @@ from django.utils import timezone
 
 from common.db import insert_or_get, rows_update
 from common.retry import retry_delay
-from integrations.messaging import Ambiguous, Found, Refused, Transport, transport_get
+from integrations.first_contact import (
+    ClinicWording,
+    first_contact_fields,
+    first_contact_lock,
+    message_wording,
+)
+from integrations.messaging import (
+    Ambiguous,
+    Found,
+    Refused,
+    Transport,
+    body_measure,
+    transport_get,
+)
 from integrations.models import Integration, OutboundMessage
 from integrations.policy import send_decide, send_needs_lock
 from integrations.throttle import throttle_reserve
@@ -56,8 +69,9 @@ def _message_defaults(
     urgent: bool = False,
     channel: str = "sms",
     content: dict[str, Any] | None = None,
+    media_url: str = "",
 ) -> dict[str, Any]:
-    characters, encoding, segments = transport_get(integration.adapter).measure(body)
+    characters, encoding, segments = body_measure(integration.adapter, body, media=bool(media_url))
     return {
         "organization": organization,
         "integration": integration,
@@ -72,6 +86,7 @@ def _message_defaults(
         "from_number": from_number,
         "messaging_service_sid": messaging_service_sid,
         "body": body,
+        "media_url": media_url,
         "characters": characters,
         "encoding": encoding,
         "segments": segments,
@@ -85,7 +100,8 @@ def message_prepare(*, idempotency_key: str, **fields: Any) -> OutboundMessage:
     `fields`: organization, integration, to, body, purpose and optionally from_number,
     messaging_service_sid, patient, step_run_id (with its run's workflow_id and its
     step_index), is_test, urgent, channel ("sms" unless
-    said), content (the channel's other parts, e.g. an email's subject)."""
+    said), content (the channel's other parts, e.g. an email's subject), media_url (a
+    text's picture or PDF: an MMS)."""
     defaults = _message_defaults(**fields)
     return insert_or_get(OutboundMessage, {"idempotency_key": idempotency_key}, defaults)
 
@@ -108,10 +124,15 @@ def message_prepare_and_deliver(
     """
     defaults = _message_defaults(**fields)
     message = OutboundMessage(idempotency_key=idempotency_key, **defaults)
-    if not first_attempt or (message.patient_id is not None and send_needs_lock(message=message)):
+    if (
+        not first_attempt
+        or (message.patient_id is not None and send_needs_lock(message=message))
+        # First contact is decided under a lock on the number, in the claim's transaction.
+        or message_wording(message) is not None
+    ):
         return message_deliver(message_prepare(idempotency_key=idempotency_key, **fields))
     now = timezone.now()
-    decided, wait = _message_decide(message, now)
+    decided, wait = _message_decide(message, now, None)
     row = insert_or_get(
         OutboundMessage,
         {"idempotency_key": idempotency_key},
@@ -176,9 +197,13 @@ THROTTLE_RETRY_SECONDS = 5.0
 SLOT_STALE = timedelta(minutes=1)
 
 
-def _message_slot(message: OutboundMessage, now: datetime) -> float | None:
+def _message_slot(
+    message: OutboundMessage, now: datetime, sending: dict[str, Any] | None = None
+) -> float | None:
     """Seconds until this message's send slot (reserving one if needed); None if the
-    throttle cannot be reached. A transport without a throttle sends at once."""
+    throttle cannot be reached. A transport without a throttle sends at once. `sending`: what
+    the claim will change of the message (its body, with the first-contact wording, may cost
+    more segments)."""
     if message.slot_at is not None and now - message.slot_at < SLOT_STALE:
         return max(0.0, (message.slot_at - now).total_seconds())
     transport = _transport(message)
@@ -186,17 +211,24 @@ def _message_slot(message: OutboundMessage, now: datetime) -> float | None:
     if shaped is None:
         return 0.0
     key, rate = shaped
+    units = transport.units(message)
+    if sending and "segments" in sending:
+        units = max(units, sending["segments"])
     try:
-        return throttle_reserve(key=key, rate=rate, segments=transport.units(message))
+        return throttle_reserve(key=key, rate=rate, segments=units)
     except redis.RedisError:
         waiting = f"message {message.pk}" if message.pk else "a new message"
         logger.warning("throttle unreachable; %s waits %.0f s", waiting, THROTTLE_RETRY_SECONDS)
         return None
 
 
-def _message_decide(message: OutboundMessage, now: datetime) -> tuple[dict[str, Any], float | None]:
+def _message_decide(
+    message: OutboundMessage, now: datetime, wording: ClinicWording | None
+) -> tuple[dict[str, Any], float | None]:
     """Run the send-time checks: the fields recording their outcome, and how long to wait
-    before sending when the message may be claimed now (None: not now; the fields say why)."""
+    before sending when the message may be claimed now (None: not now; the fields say why).
+    A claim also records the body as sent: with the clinic's first-contact `wording` when this
+    is the number's first contact (the caller holds the number's lock)."""
     decision = send_decide(message=message, now=now)
     fields: dict[str, Any] = {
         "decision": decision.as_dict(now),
@@ -207,7 +239,8 @@ def _message_decide(message: OutboundMessage, now: datetime) -> tuple[dict[str, 
     if not decision.allowed:
         skipped = {"status": Status.SKIPPED, "skip_reason": decision.reason}
         return {**fields, **skipped, "next_attempt_at": None}, None
-    wait = _message_slot(message, now)
+    sending = first_contact_fields(message, wording, now=now)
+    wait = _message_slot(message, now, sending)
     if wait is None or wait > INLINE_WAIT_SECONDS:
         # Queued behind this sender's throughput (or Redis is unreachable, in which
         # case sending unshaped is not an option): come back at the reserved time.
@@ -215,7 +248,7 @@ def _message_decide(message: OutboundMessage, now: datetime) -> tuple[dict[str, 
         slot = {"slot_at": later} if wait is not None else {}
         return {**fields, "next_attempt_at": later, **slot}, None
     claim = {"status": Status.SENDING, "attempts": message.attempts + 1, "sending_started_at": now}
-    return {**fields, **claim}, wait
+    return {**fields, **sending, **claim}, wait
 
 
 def _slot_wait(wait: float) -> None:
@@ -227,15 +260,20 @@ def _message_decide_and_claim(message: OutboundMessage) -> bool:
     """Run the send-time checks and, if they pass, claim the message (pending → sending).
 
     Where a frequency cap applies, the patient's row is locked meanwhile, so two sends to the
-    same patient cannot both pass a cap that only one of them fits under.
+    same patient cannot both pass a cap that only one of them fits under. Where the clinic's
+    first-contact wording may apply, the number is locked likewise, so two first texts
+    cannot both find no earlier one.
     """
     patient_id = message.patient_id
     locking = patient_id is not None and send_needs_lock(message=message)
-    with transaction.atomic() if locking else nullcontext():
+    wording = message_wording(message) if message.first_contact is None else None
+    with transaction.atomic() if locking or wording else nullcontext():
         if locking and patient_id is not None:
             Patient.objects.select_for_update().filter(pk=patient_id).first()
+        if wording is not None:
+            first_contact_lock(message)
         now = timezone.now()
-        fields, wait = _message_decide(message, now)
+        fields, wait = _message_decide(message, now, wording)
         if wait is None:
             _update(message, **fields)
             return False

@@ -21,7 +21,6 @@ development only.
 The body is never logged (it carries patient data); neither is the URL's path or query.
 """
 
-import ipaddress
 import json
 import logging
 import socket
@@ -38,6 +37,7 @@ from django.conf import settings
 from django.utils import timezone
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, SSLError
 
+from common.addresses import address_forbidden
 from common.retry import retry_delay
 from workflows.adapters import Adapter, Function, Outcome, Parameter, StepContext
 
@@ -110,23 +110,6 @@ def webhook_target(url: str) -> Target:
     scheme = parts.scheme.lower()
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(scheme, parts.hostname, port or (443 if scheme == "https" else 80), path)
-
-
-def address_forbidden(address: str) -> bool:
-    """True for an address a webhook must not reach: anything but a public unicast one."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone ("fe80::1%eth0")
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-    # is_global alone lets multicast through; the rest are listed so the rule reads plainly.
-    return (
-        not ip.is_global
-        or ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
 
 
 def webhook_resolve(target: Target) -> Target:

@@ -40,6 +40,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
 
 
+def at_once(count: int, work: Callable[[int], T]) -> list[T]:
+    """Run `work(0)` … `work(count - 1)` in threads released together (each with its own
+    database connection, closed after), for races; their results in the order they ended."""
+    barrier = threading.Barrier(count)
+    results: list[T] = []
+
+    def one(n: int) -> None:
+        try:
+            barrier.wait()
+            results.append(work(n))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def wait_for(
     predicate: Callable[[], T],
     *,

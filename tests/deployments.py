@@ -61,6 +61,15 @@ def sqlite_shell(var_dir: Path, script: str) -> str:
     return done.stdout
 
 
+def sqlite_shell_result(var_dir: Path, script: str) -> Any:
+    """`sqlite_shell`, returning what the script printed after "RESULT ", as JSON."""
+    lines = [
+        line for line in sqlite_shell(var_dir, script).splitlines() if line.startswith("RESULT ")
+    ]
+    assert lines, "the script printed no result"
+    return json.loads(lines[0].removeprefix("RESULT "))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -2,12 +2,9 @@
 JSON; enrollment claims) must work there as on PostgreSQL. The engine's functions run in a
 `manage.py shell` against a fresh SQLite database, as the README's first command sets up."""
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.deployments import ROOT, fresh_env
+from tests.deployments import sqlite_shell_result
 
 SCRIPT = """
 import json
@@ -53,30 +50,7 @@ print("RESULT " + json.dumps(out))
 
 
 def test_goals_and_exits_work_on_sqlite(tmp_path: Path) -> None:
-    env = fresh_env(
-        tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", CELERY_BROKER_URL="memory://"
-    )
-
-    def manage(*args: str) -> str:
-        result = subprocess.run(  # noqa: S603 — this interpreter and this checkout's manage.py
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-        return result.stdout
-
-    manage("migrate", "-v0")
-    lines = [
-        line for line in manage("shell", "-c", SCRIPT).splitlines() if line.startswith("RESULT ")
-    ]
-
-    assert lines, "the script printed no result"
-    assert json.loads(lines[0].removeprefix("RESULT ")) == {
+    assert sqlite_shell_result(tmp_path, SCRIPT) == {
         "recorded": "appointment.cancelled",
         "exit": ["exited", "exit: appointment.cancelled"],
         "goal": ["exited", True],

@@ -179,6 +179,19 @@ class Adapter:
         builder shows with it (counts, "warnings": a list of sentences)."""
         return {"text": text, "warnings": []}
 
+    def preview_for(
+        self,
+        function: str,
+        text: str,
+        *,
+        organization: "Organization | None",
+        inputs: Mapping[str, str],
+    ) -> dict[str, Any]:
+        """`preview` as `organization`'s rules would send it (they may add to the message),
+        with the step's other parameters (`inputs`, rendered). An adapter whose preview
+        depends on neither need not override it."""
+        return self.preview(function, text)
+
     def dry_run(
         self,
         function: str,

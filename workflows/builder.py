@@ -837,10 +837,13 @@ def message_preview(
     *,
     tz: zoneinfo.ZoneInfo | None = None,
     function: str = "",
+    organization: Organization | None = None,
+    inputs: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """One message rendered against `data` (dates and times in `tz`), previewed by its
     adapter `function` ("<adapter>.<function>") with what it costs and what to watch out
-    for."""
+    for: as `organization`'s rules would send it, with the step's other parameters
+    (`inputs`, rendered too; one that cannot be rendered is previewed as blank)."""
     try:
         text = template_render(template, data, tz=tz)
     except TemplateError as exc:
@@ -848,15 +851,31 @@ def message_preview(
     previewer = _previewer(function)
     if previewer is None:
         return {"error": f"nothing previews {function!r}"}
+    rendered = {}
+    for name, value in (inputs or {}).items():
+        try:
+            rendered[name] = template_render(value, data, tz=tz)
+        except TemplateError:
+            rendered[name] = ""
     adapter, name = previewer
-    return adapter.preview(name, text)
+    return adapter.preview_for(name, text, organization=organization, inputs=rendered)
 
 
-def _message(value: Any) -> tuple[str, str]:
-    """A message as the builder posts it: {"text", "function"}, or a bare text."""
+# The step's other parameters a preview is sent, at most (the builder sends a step's own).
+MAX_PREVIEW_INPUTS = 20
+
+
+def _message(value: Any) -> tuple[str, str, dict[str, str]]:
+    """A message as the builder posts it: {"text", "function", "inputs"}, or a bare text."""
     if isinstance(value, Mapping):
-        return str(value.get("text") or ""), str(value.get("function") or "")
-    return str(value), ""
+        inputs = value.get("inputs")
+        given = inputs.items() if isinstance(inputs, Mapping) else ()
+        return (
+            str(value.get("text") or ""),
+            str(value.get("function") or ""),
+            {str(k): v for k, v in list(given)[:MAX_PREVIEW_INPUTS] if isinstance(v, str)},
+        )
+    return str(value), "", {}
 
 
 def message_previews(
@@ -879,8 +898,12 @@ def message_previews(
         "patient": str(patient) if patient else "",
         "source": source,
         "previews": {
-            str(key): message_preview(text, data, tz=tz, function=function)
-            for key, (text, function) in ((key, _message(value)) for key, value in messages.items())
+            str(key): message_preview(
+                text, data, tz=tz, function=function, organization=owner, inputs=inputs
+            )
+            for key, (text, function, inputs) in (
+                (key, _message(value)) for key, value in messages.items()
+            )
         },
     }
 

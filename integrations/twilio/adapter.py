@@ -4,6 +4,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from integrations.first_contact import clinic_wording, first_contact_due
 from integrations.message_steps import (
     message_dry_run,
     message_step_outcome,
@@ -12,8 +13,10 @@ from integrations.message_steps import (
     step_integration,
 )
 from integrations.models import OutboundMessage
+from integrations.policy import messaging_policy
 from integrations.twilio.errors import error_explanation
 from integrations.twilio.integration import NO_INTEGRATION, twilio_integration, twilio_senders
+from integrations.twilio.media import media_url_problem
 from integrations.twilio.numbers import numbers_problem, recipient_patient
 from integrations.twilio.previews import sms_dry_run_preview, sms_preview
 from patients.models import Organization, Patient
@@ -56,6 +59,15 @@ SEND_SMS = Function(
             # No number check: whether it is one of the clinic's approved numbers
             # (`sender_parameter`, checked against `TwilioAdapter.senders`) says more.
         ),
+        Parameter(
+            "media",
+            "Media URL",
+            "Optional: an https link to an image (JPEG, PNG, GIF) or a PDF, up to 5 MB, sent "
+            "with the text as an MMS (US and Canadian numbers; billed per MMS).",
+            required=False,
+            example="https://example.com/instructions.pdf",
+            check=media_url_problem,
+        ),
     ),
     sender_parameter="from",
     sender_noun=SenderNoun(
@@ -87,6 +99,10 @@ class TwilioAdapter(Adapter):
         problem = numbers_problem(context.inputs)
         if problem:
             return Outcome("skipped", reason=problem)
+        media_url = context.inputs.get("media", "").strip()
+        problem = media_url_problem(media_url)
+        if problem:  # a templated URL, rendered now: nothing is sent
+            return Outcome("failed", reason=f"Media URL: {problem}")
         message = step_deliver(
             context,
             integration=integration,
@@ -94,6 +110,7 @@ class TwilioAdapter(Adapter):
             to=to,
             from_number=context.inputs["from"].strip(),
             body=context.inputs["message"],
+            media_url=media_url,
             patient=recipient_patient(context.organization, context.patient, to),
         )
         return _outcome(message)
@@ -106,6 +123,19 @@ class TwilioAdapter(Adapter):
 
     def preview(self, function: str, text: str) -> dict[str, Any]:
         return sms_preview(text)
+
+    def preview_for(
+        self,
+        function: str,
+        text: str,
+        *,
+        organization: Organization | None,
+        inputs: Mapping[str, str],
+    ) -> dict[str, Any]:
+        wording = None
+        if organization is not None:
+            wording = clinic_wording(messaging_policy(organization.pk), organization)
+        return sms_preview(text, wording=wording, media_url=inputs.get("media", ""))
 
     def dry_run(
         self,
@@ -127,6 +157,10 @@ class TwilioAdapter(Adapter):
         if problem:  # as the engine says it (the send-time checks never see such a message)
             return DryRunResult("skip", f"would not send: {problem}")
         to = inputs.get("to", "").strip()
+        media_url = inputs.get("media", "").strip()
+        problem = media_url_problem(media_url)
+        if problem:  # as the engine says it
+            return DryRunResult("error", f"Media URL: {problem}")
         message = OutboundMessage(
             organization=organization,
             integration=integration,
@@ -134,10 +168,24 @@ class TwilioAdapter(Adapter):
             to=to,
             from_number=inputs.get("from", "").strip(),
             body=inputs.get("message", ""),
+            media_url=media_url,
             purpose=purpose,
             urgent=urgent,
         )
-        return message_dry_run(message, clock=clock, preview=sms_dry_run_preview(message))
+        # The body as it would go out: with the clinic's first-contact wording if no text
+        # that carried it has reached this number (within the interval).
+        wording = clinic_wording(messaging_policy(organization.pk), organization)
+        note = ""
+        if wording is not None:
+            if first_contact_due(message, wording, now=clock):
+                message.body = wording.apply(message.body)
+                note = f"first text to this number: the clinic's wording is {wording.when}"
+            else:
+                note = f"the clinic's wording is left out: this number had it ({wording.when})"
+        preview = sms_dry_run_preview(message)
+        if note:
+            preview["first_contact"] = note
+        return message_dry_run(message, clock=clock, preview=preview)
 
     def error_explanation(self, code: str) -> str:
         return error_explanation(code)

@@ -14,6 +14,7 @@ from common.keywords import (
     keyword_family,
     keyword_normalize,
 )
+from integrations.first_contact import keyword_reply
 from integrations.models import InboundMessage, Integration
 from integrations.policy import messaging_policy
 from patients.models import ConsentRecord, Patient
@@ -21,14 +22,12 @@ from patients.services import inbound_message_record
 from workflows.conversations import reply_receive, reply_waits_cancel
 
 # What Twilio itself blocks and confirms on a long code: the exact word, trimmed, any case
-# (Twilio's Advanced Opt-Out guide). For any other opt-out careflow recognises, Twilio sends
-# nothing, so careflow sends the one confirmation the FCC rule allows.
+# (Twilio's Advanced Opt-Out guide; the wording of that confirmation is set in Twilio's
+# console). For any other opt-out careflow recognises, Twilio sends nothing, so careflow sends
+# the one confirmation the FCC rule allows, in the clinic's wording
+# (MessagingPolicy.stop_confirmation_reply).
 TWILIO_OPT_OUT_KEYWORDS = frozenset(
     {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
-)
-OPT_OUT_CONFIRMATION = (
-    "{clinic}: you are unsubscribed and will receive no more texts from this number. "
-    "Reply START to resubscribe."
 )
 # Free text that may be a request to stop, by "any reasonable means": a person decides.
 REVOCATION = re.compile(
@@ -156,15 +155,13 @@ def inbound_sms_receive(
     action = match.action
     reply = None
     if action == InboundMessage.Action.HELP:
-        reply = messaging_policy(organization.pk).help_text_reply.replace(
-            "{clinic}", organization.name
-        )
+        reply = keyword_reply(messaging_policy(organization.pk), organization, "help")
     elif (
         action == InboundMessage.Action.OPT_OUT
         and not twilio_handles_opt_out(body)
         and not _already_opted_out(organization.pk, from_)
     ):
-        reply = OPT_OUT_CONFIRMATION.replace("{clinic}", organization.name)
+        reply = keyword_reply(messaging_policy(organization.pk), organization, "opt_out")
     patients = list(Patient.objects.filter(organization=organization, phone=from_).order_by("id"))
     # YES (or START) from a number that has not opted out changes no consent: it is an
     # answer ("reply YES to confirm"). From an opted-out number it is only the opt-in.

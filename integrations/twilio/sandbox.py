@@ -19,7 +19,10 @@ Twilio API (HTTP basic auth with the Account SID and auth token):
 Create validation runs in Twilio's order, each failure a 400 with Twilio's code:
 21604 To missing, 21211 To not E.164, 21603 neither From nor MessagingServiceSid,
 21606 From not owned by the account, 21701 MessagingServiceSid not registered,
-21602 Body missing or empty, 21617 Body over 1600 characters. The test number
+21602 Body missing or empty (without MediaUrl), 21617 Body over 1600 characters,
+21623 more than 10 MediaUrl, 21620 a MediaUrl that is not an http(s) URL (Twilio fetches
+media later; the sandbox does not: it records the URLs, and a message with media is an MMS,
+SID "MM…", num_media, one segment). The test number
 +15005550006 is an owned From for every account. A message sent through a Messaging Service
 has no "from" until it is sent, then the account's lowest owned number (or +15005550006).
 List filters: DateSent matches the UTC day; DateSent< and DateSent> are inclusive, by day
@@ -107,7 +110,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import format_datetime
@@ -133,6 +136,9 @@ logger = logging.getLogger(__name__)
 API_VERSION = "2010-04-01"
 MAGIC_FROM = "+15005550006"
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+# Twilio takes at most 10 media per message, each a URL it can fetch.
+MAX_MEDIA = 10
+MEDIA_URL = re.compile(r"^https?://[^\s/]+\S*$", re.IGNORECASE)
 
 # To numbers rejected on create: code, HTTP status, message.
 MAGIC_TO_ERRORS: dict[str, int] = {
@@ -248,6 +254,7 @@ class _Message:
     date_updated: datetime
     # Statuses (with ErrorCode) the message will still move through, in order.
     plan: list[tuple[str, int | None]]
+    media_urls: list[str] = field(default_factory=list)
     date_sent: datetime | None = None
     error_code: int | None = None
     error_message: str | None = None
@@ -272,7 +279,7 @@ class _Message:
             "error_message": self.error_message,
             "from": self.from_,
             "messaging_service_sid": self.messaging_service_sid,
-            "num_media": "0",
+            "num_media": str(len(self.media_urls)),
             "num_segments": str(self.num_segments),
             "price": None,
             "price_unit": "USD",
@@ -296,6 +303,7 @@ class _Message:
             "body": self.body,
             "status": self.status,
             "num_segments": self.num_segments,
+            "media_urls": list(self.media_urls),
             "messaging_service_sid": self.messaging_service_sid,
             "status_callback": self.status_callback,
             "received_at": self.received_at,
@@ -530,7 +538,9 @@ class _Handler(LoopbackHandler):
             return
         if rule is not None and kind == "slow":
             time.sleep(rule.delay)
-        message = sandbox._create_message(account, params, received_at)
+        message = sandbox._create_message(
+            account, params, received_at, media_urls=form.get("MediaUrl", [])
+        )
         if rule is not None and kind == "accept_then_error":
             raise SandboxError(rule.status, rule.code, rule.message)
         if kind == "accept_then_drop":
@@ -862,7 +872,11 @@ class SandboxServer(LoopbackSandbox):
         return None
 
     def _create_message(
-        self, account: _Account, params: Mapping[str, str], received_at: float
+        self,
+        account: _Account,
+        params: Mapping[str, str],
+        received_at: float,
+        media_urls: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Validate a create in Twilio's order, store the message, return its resource."""
         to = params.get("To", "")
@@ -886,7 +900,11 @@ class SandboxServer(LoopbackSandbox):
             )
         if service_sid is not None and service_sid not in account.messaging_service_sids:
             raise SandboxError(400, 21701, f"The Messaging Service Sid {service_sid} is invalid.")
-        if not body:
+        if len(media_urls) > MAX_MEDIA:
+            raise SandboxError(400, 21623, f"Too many media URLs: at most {MAX_MEDIA}.")
+        if any(not MEDIA_URL.match(url) for url in media_urls):
+            raise SandboxError(400, 21620, "Invalid media URL(s).")
+        if not body and not media_urls:
             raise SandboxError(400, 21602, "Message body is required.")
         if len(body) > MAX_BODY_CHARS:
             raise SandboxError(
@@ -906,13 +924,14 @@ class SandboxServer(LoopbackSandbox):
             plan = [("sent", None), failure]
         now = datetime.now(UTC)
         message = _Message(
-            sid=_new_sid("SM"),
+            sid=_new_sid("MM" if media_urls else "SM"),
             account_sid=account.sid,
             to=to,
             from_=from_,
             body=body,
             status="accepted" if service_sid else "queued",
-            num_segments=segment_info(body).segments,
+            num_segments=1 if media_urls else segment_info(body).segments,
+            media_urls=list(media_urls),
             messaging_service_sid=service_sid,
             status_callback=params.get("StatusCallback") or None,
             received_at=received_at,

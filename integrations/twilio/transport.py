@@ -145,6 +145,7 @@ class TwilioTransport(Transport):
     status_map = PROVIDER_TO_STATUS
     status_rank = PROVIDER_RANK
     credentials_error_codes = CREDENTIALS_ERROR_CODES
+    first_contact_wording = True
 
     def send(self, message: OutboundMessage) -> Accepted:
         params: dict[str, Any] = {
@@ -156,6 +157,8 @@ class TwilioTransport(Transport):
             params["messaging_service_sid"] = message.messaging_service_sid
         else:
             params["from_"] = message.from_number
+        if message.media_url:
+            params["media_url"] = [message.media_url]
         try:
             created = _client(message).messages.create(**params)
         except TwilioRestException as exc:
@@ -200,9 +203,11 @@ class TwilioTransport(Transport):
         sender = message.messaging_service_sid or message.from_number
         return throttle_key(scope=account.account_sid, sender=sender), account.send_rate(sender)
 
-    def measure(self, body: str) -> tuple[int, str, int]:
+    def measure(self, body: str, *, media: bool = False) -> tuple[int, str, int]:
         info = segment_info(body)
-        return info.characters, info.encoding, info.segments
+        # An MMS is one message however long its text (Twilio prices it per message, and
+        # reports num_segments 1).
+        return info.characters, info.encoding, 1 if media else info.segments
 
     def units(self, message: OutboundMessage) -> int:
         return max(1, message.segments)

@@ -440,3 +440,62 @@ def test_the_message_log_shows_an_emails_channel_and_subject_and_filters_by_chan
     ).content.decode()
     assert "Subject (email)" in detail and "Your &lt;order&gt; shipped" in detail
     assert "&lt;p&gt;On its way&lt;/p&gt;" in detail  # the HTML as source, never rendered
+
+
+# --- the message log: an MMS and the first-contact wording ------------------------------------
+
+
+def _mms(organization: Any, **fields: Any) -> OutboundMessage:
+    integration = IntegrationFactory(organization=organization)
+    values = {
+        "organization": organization,
+        "integration": integration,
+        "idempotency_key": f"mms-{organization.pk}",
+        "to": "+14155550123",
+        "body": "Sunrise Telehealth: your instructions. Reply STOP to opt out.",
+        "media_url": 'https://cdn.example.com/a"><script>x</script>.pdf',
+        "purpose": "transactional",
+        "status": OutboundMessage.Status.SENT,
+        "segments": 1,
+        "first_contact": True,
+        **fields,
+    }
+    return OutboundMessage.objects.create(**values)
+
+
+def test_the_log_shows_an_mms_billed_as_one_mms_with_its_media_as_a_link() -> None:
+    clinic = OrganizationFactory()
+    message = _mms(clinic)
+    client = clinic_client(clinic, "view_outboundmessage")
+    listing = client.get(reverse("admin:integrations_outboundmessage_changelist")).content.decode()
+    assert '<td class="field-kind">MMS</td>' in listing
+    assert '<td class="field-billed_as">1 MMS</td>' in listing
+    page = client.get(
+        reverse("admin:integrations_outboundmessage_change", args=[message.pk])
+    ).content.decode()
+    assert "added to this message (the clinic&#x27;s brand prefix and opt-out wording)" in page
+    assert 'rel="noopener noreferrer"' in page
+    assert "<script>x</script>" not in page and "&lt;script&gt;" in page
+    assert '<img src="https://cdn.example.com' not in page  # never loaded by the page
+
+
+def test_an_sms_is_billed_by_its_segments() -> None:
+    clinic = OrganizationFactory()
+    _mms(clinic, media_url="", segments=3, first_contact=False)
+    listing = (
+        clinic_client(clinic, "view_outboundmessage")
+        .get(reverse("admin:integrations_outboundmessage_changelist"))
+        .content.decode()
+    )
+    assert '<td class="field-kind">SMS</td>' in listing
+    assert '<td class="field-billed_as">3 segments</td>' in listing
+
+
+def test_another_clinic_cannot_see_the_mms() -> None:
+    mine, theirs = OrganizationFactory(), OrganizationFactory()
+    message = _mms(theirs)
+    client = clinic_client(mine, "view_outboundmessage")
+    response = client.get(reverse("admin:integrations_outboundmessage_change", args=[message.pk]))
+    assert response.status_code in (302, 404)
+    listing = client.get(reverse("admin:integrations_outboundmessage_changelist")).content.decode()
+    assert "cdn.example.com" not in listing

@@ -187,3 +187,84 @@ def test_a_clinic_admin_cannot_open_another_clinics_policy() -> None:
     assert response.status_code in (302, 404)
     theirs.messaging_policy.refresh_from_db()
     assert theirs.messaging_policy.channel_rules == {}
+
+
+# --- first contact and keyword replies -------------------------------------------------------
+
+FIRST_CONTACT = {
+    "first_contact_enabled": "on",
+    "brand_name": "Sunrise Telehealth",
+    "brand_prefix": "on",
+    "opt_out_wording": "Reply STOP to opt out.",
+    "first_contact_every_days": "90",
+    "stop_confirmation_reply": "{clinic}: unsubscribed. Reply START to resubscribe.",
+}
+
+
+def test_a_clinic_admin_sets_the_first_contact_wording_and_keyword_replies() -> None:
+    policy = OrganizationFactory().messaging_policy
+    client = _client(policy.organization)
+    page = client.get(_url(policy)).content.decode()
+    assert "First contact (texts)" in page and 'name="brand_name"' in page
+    assert 'name="stop_confirmation_reply"' in page
+    response = client.post(_url(policy), _form(policy, **FIRST_CONTACT))
+    assert response.status_code == 302
+    policy.refresh_from_db()
+    assert (policy.first_contact_enabled, policy.brand_name, policy.first_contact_every_days) == (
+        True,
+        "Sunrise Telehealth",
+        90,
+    )
+    assert policy.stop_confirmation_reply.startswith("{clinic}: unsubscribed")
+
+
+def test_a_blank_opt_out_confirmation_keeps_the_default_wording() -> None:
+    policy = OrganizationFactory().messaging_policy
+    response = _client(policy.organization).post(
+        _url(policy), _form(policy, stop_confirmation_reply="  ")
+    )
+    assert response.status_code == 302
+    policy.refresh_from_db()
+    assert policy.stop_confirmation_reply.startswith("{clinic}: you are unsubscribed")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("opt_out_wording", "Text NO to quit.", "must name the keyword STOP"),
+        ("brand_name", "Sunrise {clinic}", "cannot contain braces"),
+        ("first_contact_every_days", "0", "greater than or equal to 1"),
+        ("first_contact_every_days", "soon", "Enter a whole number"),
+    ],
+)
+def test_bad_first_contact_wording_gets_a_specific_error_and_saves_nothing(
+    field: str, value: str, error: str
+) -> None:
+    policy = OrganizationFactory().messaging_policy
+    response = _client(policy.organization).post(
+        _url(policy), _form(policy, **{**FIRST_CONTACT, field: value})
+    )
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    policy.refresh_from_db()
+    assert policy.first_contact_enabled is False
+
+
+def test_read_only_roles_see_the_first_contact_wording_without_fields() -> None:
+    policy = OrganizationFactory().messaging_policy
+    MessagingPolicy.objects.filter(pk=policy.pk).update(
+        first_contact_enabled=True, brand_name="Sunrise Telehealth"
+    )
+    page = _client(policy.organization, SUPPORT_STAFF).get(_url(policy)).content.decode()
+    assert "First contact (texts)" in page and "Sunrise Telehealth" in page
+    assert 'name="brand_name"' not in page
+
+
+def test_another_clinics_admin_cannot_change_its_wording() -> None:
+    mine, theirs = OrganizationFactory(), OrganizationFactory()
+    response = _client(mine).post(
+        _url(theirs.messaging_policy), _form(theirs.messaging_policy, **FIRST_CONTACT)
+    )
+    assert response.status_code in (302, 404)
+    theirs.messaging_policy.refresh_from_db()
+    assert theirs.messaging_policy.first_contact_enabled is False

@@ -17,13 +17,22 @@ from typing import Any
 
 import pytest
 
+from integrations.models import MessagingPolicy
 from integrations.twilio.sandbox import SandboxServer
 from tests.faults.conftest import FaultWorker, tasks_received
-from tests.faults.harness import SmsBurst, assert_exactly_once, report, wait_until_settled
+from tests.faults.harness import (
+    Expected,
+    SmsBurst,
+    assert_exactly_once,
+    report,
+    wait_until_settled,
+)
 
 pytestmark = pytest.mark.faults
 
 BURST = 1000
+# Every message of it takes the first-contact lock and query: a smaller burst says as much.
+FIRST_CONTACT_BURST = 300
 
 
 def _rule(index: int, phone: str) -> dict[str, Any] | None:
@@ -39,10 +48,35 @@ def _rule(index: int, phone: str) -> dict[str, Any] | None:
     }.get(index % 10)
 
 
+class FirstContactBurst(SmsBurst):
+    """Each shipment texts a new number: every text is a first contact, and goes out (and is
+    looked up, when Twilio's answer is lost) with the clinic's wording, as claimed."""
+
+    def __init__(self, sandbox: SandboxServer, *, size: int, tag: str, exchange: str) -> None:
+        super().__init__(sandbox, size=size, tag=tag, exchange=exchange)
+        MessagingPolicy.objects.update_or_create(
+            organization=self.integration.organization,
+            defaults={"first_contact_enabled": True, "brand_name": "Sunrise Telehealth"},
+        )
+
+    def expect(self, recipient: str, *, first_name: str, order: str) -> Expected:
+        plain = super().expect(recipient, first_name=first_name, order=order)
+        return Expected(recipient, f"Sunrise Telehealth: {plain.body} Reply STOP to opt out.")
+
+
+@pytest.mark.parametrize(
+    ("burst_class", "size", "exchange"),
+    [(SmsBurst, BURST, "204"), (FirstContactBurst, FIRST_CONTACT_BURST, "205")],
+    ids=["plain", "first-contact"],
+)
 def test_burst_is_sent_exactly_once_when_twilio_misbehaves(
-    workers: list[FaultWorker], sandbox: SandboxServer
+    workers: list[FaultWorker],
+    sandbox: SandboxServer,
+    burst_class: type[SmsBurst],
+    size: int,
+    exchange: str,
 ) -> None:
-    burst = SmsBurst(sandbox, size=BURST, tag="T", exchange="204")
+    burst = burst_class(sandbox, size=size, tag="T", exchange=exchange)
     rules = [rule for index, phone in enumerate(burst.phones) if (rule := _rule(index, phone))]
     rules.append({"kind": "error", "status": 429, "code": 20429, "count": 25})  # any To
     for rule in rules:

@@ -213,6 +213,16 @@ with connection.cursor() as cursor:
 
 
 RULES_AFTER = [("integrations", "0008_messagingpolicy_channel_rules")]
+# The policy's columns added after 0008 (smart sending, first contact, keyword replies).
+LATER_POLICY_COLUMNS = (
+    "smart_sending_hours",
+    "stop_confirmation_reply",
+    "first_contact_enabled",
+    "brand_name",
+    "brand_prefix",
+    "opt_out_wording",
+    "first_contact_every_days",
+)
 
 
 @pytest.mark.usefixtures("migrated_back")
@@ -232,7 +242,7 @@ def test_policies_come_through_the_channel_rules_migration_with_their_rules() ->
 
     migrate(RULES_AFTER)
     # Columns of later migrations are not there yet at 0008.
-    migrated = MessagingPolicy.objects.defer("smart_sending_hours").get(pk=policy.pk)
+    migrated = MessagingPolicy.objects.defer(*LATER_POLICY_COLUMNS).get(pk=policy.pk)
     assert migrated.channel_rules == {}
     for channel in ("sms", "email"):
         rules = migrated.rules(channel)

@@ -1,16 +1,13 @@
 """Smart sending under concurrency, on PostgreSQL with threads: marketing messages to the same
 patient decided at the same instant hold the patient's lock, so exactly one goes out."""
 
-import threading
-
 import pytest
-from django.db import connection
 
 from integrations.models import MessagingPolicy, OutboundMessage
 from integrations.policy import messaging_policy_forget
 from integrations.sending import message_prepare_and_deliver
 from integrations.twilio.sandbox import SandboxServer
-from tests.conftest import sandbox_account
+from tests.conftest import at_once, sandbox_account
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 
 Status = OutboundMessage.Status
@@ -30,33 +27,20 @@ def test_concurrent_marketing_sends_to_one_patient_send_exactly_one(
         smart_sending_hours=24
     )
     messaging_policy_forget()
-    barrier = threading.Barrier(4)
-    results: list[OutboundMessage] = []
-
-    def one(n: int) -> None:
-        try:
-            barrier.wait()
-            results.append(
-                message_prepare_and_deliver(
-                    organization=integration.organization,
-                    integration=integration,
-                    idempotency_key=f"run:{n}:step:0",
-                    first_attempt=True,
-                    to=patient.phone,
-                    from_number="+15005550006",
-                    body=f"Offer {n}",
-                    purpose="marketing",
-                    patient=patient,
-                )
-            )
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(
+        4,
+        lambda n: message_prepare_and_deliver(
+            organization=integration.organization,
+            integration=integration,
+            idempotency_key=f"run:{n}:step:0",
+            first_attempt=True,
+            to=patient.phone,
+            from_number="+15005550006",
+            body=f"Offer {n}",
+            purpose="marketing",
+            patient=patient,
+        ),
+    )
     assert sorted(m.status for m in results) == [
         Status.SENT,
         Status.SKIPPED,

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.utils import timezone
 
-from integrations.webhook import RESPONSE_CHARS, USER_AGENT, address_forbidden
+from common.addresses import address_forbidden
+from integrations.webhook import RESPONSE_CHARS, USER_AGENT
 from patients.models import Order
 from tests.conftest import Answer, WebhookReceiver
 from tests.factories import OrderFactory, OrganizationFactory, PatientFactory, WorkflowFactory

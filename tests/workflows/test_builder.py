@@ -140,7 +140,7 @@ def test_endpoints_only_take_posts(staff: Client, workflow: Workflow) -> None:
 
 
 def _preview(
-    client: Client, workflow: Workflow | None, patient: Any, messages: dict[str, str]
+    client: Client, workflow: Workflow | None, patient: Any, messages: dict[str, Any]
 ) -> Any:
     body = {
         "trigger": "order.shipped",
@@ -230,6 +230,7 @@ def test_the_builder_schema_marks_each_functions_preview_and_sender() -> None:
         "message": ("textarea", "sms"),
         "to": ("text", None),
         "from": ("sender", None),
+        "media": ("text", None),
     }
 
 
@@ -643,7 +644,7 @@ def test_schema_comes_from_the_python_step_types_and_registry(staff: Client) -> 
     twilio = next(a for a in schema["adapters"] if a["name"] == "twilio")
     send_sms = twilio["functions"][0]
     assert send_sms["name"] == "sendSMS"
-    assert [p["name"] for p in send_sms["parameters"]] == ["message", "to", "from"]
+    assert [p["name"] for p in send_sms["parameters"]] == ["message", "to", "from", "media"]
     assert send_sms["parameters"][0]["preview"] == "sms"
     assert all(p["templated"] for p in send_sms["parameters"])
     order = next(c for c in schema["triggers"] if c["category"] == "Order")
@@ -1284,3 +1285,107 @@ def test_previews_dry_runs_and_diagrams_of_a_custom_trigger(
         client, _url("builder_preview", other), {"trigger": CUSTOM, "messages": messages}
     ).json()
     assert preview["error"] == "choose a trigger to preview messages"
+
+
+# --- first contact and MMS in the preview and the dry run ----------------------------------
+
+
+def _first_contact(workflow: Workflow, **fields: Any) -> None:
+    from integrations.models import MessagingPolicy
+    from integrations.policy import messaging_policy_forget
+
+    MessagingPolicy.objects.update_or_create(
+        organization=workflow.organization,
+        defaults={"first_contact_enabled": True, "brand_name": "Sunrise Telehealth", **fields},
+    )
+    messaging_policy_forget()
+
+
+def test_preview_shows_and_counts_the_clinics_first_contact_wording(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    _first_contact(workflow, first_contact_every_days=30)
+    message = {"text": "x" * 130, "function": "twilio.sendSMS"}
+    preview = _preview(staff, workflow, test_patient, {"1": message})["previews"]["1"]
+    assert preview["text"] == "Sunrise Telehealth: " + "x" * 130 + " Reply STOP to opt out."
+    # 20 + 130 + 23 = 173: the wording tips it into a second segment.
+    assert (preview["characters"], preview["segments"]) == (173, 2)
+    assert "again every 30 days" in preview["firstContact"]
+    assert "Without them: 130 characters, 1 segment." in preview["firstContact"]
+
+
+def test_preview_without_first_contact_wording_says_nothing_of_it(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    preview = _preview(staff, workflow, test_patient, {"1": {"text": "Hi", "function": ""}})
+    assert "firstContact" not in preview["previews"]["1"]
+
+
+def test_preview_shows_the_media_of_an_mms(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    message = {
+        "text": "x" * 200,
+        "function": "twilio.sendSMS",
+        "inputs": {"media": "https://cdn.example.com/{{order.number}}.pdf", "to": "x"},
+    }
+    preview = _preview(staff, workflow, test_patient, {"1": message})["previews"]["1"]
+    assert preview["media"] == {
+        "url": "https://cdn.example.com/7007.pdf",
+        "kind": "pdf",
+        "problem": "",
+    }
+    assert (preview["mms"], preview["segments"]) == (True, 1)  # billed as one MMS
+    assert preview["warnings"][0].startswith("Sent as an MMS with the media")
+
+
+def test_preview_warns_of_a_media_url_twilio_cannot_fetch(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    message = {
+        "text": "Hi",
+        "function": "twilio.sendSMS",
+        "inputs": {"media": "http://10.0.0.1/{{order.number}}.png"},
+    }
+    preview = _preview(staff, workflow, test_patient, {"1": message})["previews"]["1"]
+    assert "Media URL: the media URL must start with https://" in preview["warnings"][-1]
+
+
+def test_dry_run_shows_the_wording_on_a_first_text_and_not_after_one(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    _first_contact(workflow)
+    body = {"patient": test_patient.pk, "definition": _definition(SMS)}
+    html = _post(staff, _url("builder_dry_run", workflow), body).content.decode()
+    assert "Sunrise Telehealth: Hi Tess, order 7007 has shipped! Reply STOP to opt out." in html
+    assert "first text to this number" in html
+    assert "75 characters · 1 segment · GSM-7" in html
+    assert not OutboundMessage.objects.exists()  # a dry run records nothing
+
+    OutboundMessage.objects.create(
+        organization=workflow.organization,
+        integration=workflow.organization.integrations.get(),
+        idempotency_key="earlier",
+        to=test_patient.phone,
+        body="earlier",
+        purpose="transactional",
+        status=OutboundMessage.Status.DELIVERED,
+        first_contact=True,
+    )
+    html = _post(staff, _url("builder_dry_run", workflow), body).content.decode()
+    assert "Hi Tess, order 7007 has shipped!</p>" in html
+    assert "left out: this number had it" in html
+
+
+def test_dry_run_shows_media_as_an_escaped_link(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    step = {**SMS, "parameters": {**SMS["parameters"], "media": 'https://x.example/a".png'}}
+    html = _post(
+        staff,
+        _url("builder_dry_run", workflow),
+        {"patient": test_patient.pk, "definition": _definition(step)},
+    ).content.decode()
+    assert "MMS with an image" in html
+    assert 'href="https://x.example/a&quot;.png"' in html
+    assert "(billed as one MMS)" in html

@@ -1019,3 +1019,42 @@ def test_stop_closes_the_port() -> None:
 
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(url + "/_sandbox/stats.json", timeout=5)
+
+
+# --- the sandbox takes MediaUrl as Twilio does ----------------------------------------------
+
+
+def test_the_sandbox_records_media_and_answers_as_an_mms(
+    server: SandboxServer, twilio: Any
+) -> None:
+    message = send(twilio, body="See attached", media_url=["https://cdn.example.com/a.pdf"])
+    assert message.sid.startswith("MM")
+    assert (message.num_media, message.num_segments) == ("1", "1")
+    [stored] = server.messages()
+    assert stored["media_urls"] == ["https://cdn.example.com/a.pdf"]
+
+
+def test_the_sandbox_takes_media_without_a_body(server: SandboxServer) -> None:
+    response = raw_create(
+        server, {"To": TO, "From": OWNED, "MediaUrl": "https://cdn.example.com/a.png"}
+    )
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("media", "code"),
+    [(["https://cdn.example.com/a.png"] * 11, 21623), (["not a url"], 21620)],
+)
+def test_the_sandbox_refuses_media_twilio_refuses(
+    server: SandboxServer,
+    media: list[str],
+    code: int,
+) -> None:
+    response = requests.post(
+        f"{server.url}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json",
+        data=[("To", TO), ("From", OWNED), ("Body", "x"), *(("MediaUrl", m) for m in media)],
+        auth=(ACCOUNT_SID, TOKEN),
+        timeout=5,
+    )
+    assert (response.status_code, response.json()["code"]) == (400, code)
+    assert server.messages() == []

@@ -1366,6 +1366,9 @@
   /* The counts line of a preview, by what its channel counts: an SMS its segments (what it
    * costs), an email its lines; "" when the preview has neither. */
   function previewNumbers(preview) {
+    if (preview.mms) {
+      return `${plural(preview.characters, "character")} · 1 MMS · ${preview.encoding}`;
+    }
     if (preview.segments !== undefined) {
       return `${plural(preview.characters, "character")} · ${plural(preview.segments, "segment")} · ${preview.encoding}`;
     }
@@ -1383,6 +1386,17 @@
       parts.push(el("p", { class: "cf-preview-text", text: preview.text }));
       const numbers = previewNumbers(preview);
       if (numbers) parts.push(el("p", { class: "cf-preview-meta cf-preview-numbers", text: numbers }));
+      if (preview.firstContact) parts.push(el("p", { class: "cf-preview-meta cf-preview-first-contact", text: preview.firstContact }));
+      if (preview.media && preview.media.url) {
+        /* A link, never an <img>: the admin does not load third-party hosts by itself. */
+        const kind = { image: "an image", pdf: "a PDF" }[preview.media.kind] || "a file";
+        const link = preview.media.url.startsWith("https://")
+          ? el("a", { href: preview.media.url, rel: "noopener noreferrer", target: "_blank", text: preview.media.url })
+          : el("code", { text: preview.media.url });
+        const media = el("p", { class: "cf-preview-meta cf-preview-media", text: `With ${kind}: ` });
+        media.append(link);
+        parts.push(media);
+      }
       (preview.warnings || []).forEach((text) => parts.push(el("p", { class: "cf-warning", text: text })));
     }
     box.replaceChildren(...parts);
@@ -1394,7 +1408,13 @@
       parametersOf(step).forEach((p) => {
         // Previewed by its adapter function, as its channel's messages are.
         if (p.preview) {
-          messages[step.key] = { text: step.parameters[p.name] || "", function: `${step.adapter}.${step.function}` };
+          /* The step's other parameters too: a media URL, say, is previewed with the text. */
+          const inputs = {};
+          parametersOf(step).forEach((other) => {
+            const value = step.parameters[other.name];
+            if (other.name !== p.name && typeof value === "string" && value) inputs[other.name] = value;
+          });
+          messages[step.key] = { text: step.parameters[p.name] || "", function: `${step.adapter}.${step.function}`, inputs: inputs };
         }
       });
     });

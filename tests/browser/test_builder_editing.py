@@ -67,7 +67,13 @@ def test_reorder_by_dragging_and_by_keyboard_then_save(
     ]
 
     # drag step 3 by its handle above step 1, with the mouse (both in view: a tall window)
-    page.set_viewport_size({"width": 1280, "height": 2200})
+    # Measure once the previews and the diagram have loaded (they change the steps' heights),
+    # in a window tall enough for the whole page: a step a new parameter pushed below the
+    # fold cannot be dragged with the mouse.
+    page.wait_for_load_state("networkidle")
+    height = page.evaluate("document.documentElement.scrollHeight")
+    page.set_viewport_size({"width": 1280, "height": max(2200, height + 200)})
+    page.evaluate("window.scrollTo(0, 0)")
     handle = page.locator("#cf-steps > li").nth(2).locator(".cf-handle").bounding_box()
     target = page.locator("#cf-steps > li").nth(0).locator(".cf-step-head").bounding_box()
     assert handle and target

@@ -5,7 +5,6 @@ from datetime import datetime
 from typing import Any
 
 from integrations.first_contact import clinic_wording, first_contact_due
-from integrations.short_links import link_settings, links_note, links_preview
 from integrations.message_steps import (
     message_dry_run,
     message_step_outcome,
@@ -15,6 +14,7 @@ from integrations.message_steps import (
 )
 from integrations.models import OutboundMessage
 from integrations.policy import messaging_policy
+from integrations.short_links import link_settings, links_note, links_preview
 from integrations.twilio.errors import error_explanation
 from integrations.twilio.integration import NO_INTEGRATION, twilio_integration, twilio_senders
 from integrations.twilio.media import media_url_problem

@@ -358,6 +358,7 @@ def validate_keyword_reply(value: str) -> None:
 
 
 SHORT_LINK_MAX_DAYS = 365
+SHORT_LINK_DEFAULT_DAYS = 30
 
 
 def validate_short_link_domain(value: str) -> None:
@@ -491,7 +492,7 @@ class MessagingPolicy(TimeStamped):
     )
     short_link_days = models.PositiveSmallIntegerField(
         "short links work for (days)",
-        default=30,
+        default=SHORT_LINK_DEFAULT_DAYS,
         validators=[MinValueValidator(1), MaxValueValidator(SHORT_LINK_MAX_DAYS)],
         help_text=f"After this many days (1 to {SHORT_LINK_MAX_DAYS}) a short link shows a "
         "“link expired” page instead of the original link.",

@@ -10,14 +10,14 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from django.utils import timezone
 
-from integrations.models import LinkClick, OutboundMessage, ShortLink
+from integrations.models import LinkClick, OutboundMessage
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
 from tests.factories import (
     IntegrationFactory,
     OrganizationFactory,
     PatientFactory,
+    ShortLinkFactory,
     StaffMembershipFactory,
     UserFactory,
     WorkflowFactory,
@@ -511,12 +511,8 @@ def test_another_clinic_cannot_see_the_mms() -> None:
 def test_the_message_page_lists_its_short_links_and_clicks() -> None:
     clinic = OrganizationFactory()
     message = _mms(clinic, media_url="", body="Book: https://go.sunrise.example/l/AbCdEf1234")
-    link = ShortLink.objects.create(
-        code="AbCdEf1234",
-        organization=clinic,
-        message=message,
-        url="https://sunrise.example/book?a=<b>",
-        expires_at=timezone.now() + timedelta(days=1),
+    link = ShortLinkFactory(
+        code="AbCdEf1234", message=message, url="https://sunrise.example/book?a=<b>"
     )
     LinkClick.objects.create(link=link)
     LinkClick.objects.create(link=link)

@@ -10,9 +10,15 @@ import pytest
 from django.urls import reverse
 
 from integrations.analytics import Period, workflow_analytics
-from integrations.models import Integration, LinkClick, OutboundMessage, ShortLink
+from integrations.models import Integration, LinkClick, ShortLink
 from patients.models import Patient
-from tests.factories import IntegrationFactory, PatientFactory, WorkflowFactory, clinic_client
+from tests.factories import (
+    IntegrationFactory,
+    PatientFactory,
+    ShortLinkFactory,
+    WorkflowFactory,
+    clinic_client,
+)
 from workflows.models import Workflow
 
 UTC = ZoneInfo("UTC")
@@ -29,27 +35,14 @@ def _link(
     *,
     is_test: bool = False,
 ) -> ShortLink:
-    n = ShortLink.objects.count()
-    message = OutboundMessage.objects.create(
-        organization=integration.organization,
-        integration=integration,
-        idempotency_key=f"links:{n}",
-        workflow=workflow,
-        step_index=step_index,
-        patient=patient,
-        purpose="transactional",
-        to=patient.phone,
-        body="Hi",
-        is_test=is_test,
-        created_at=T0,
+    link: ShortLink = ShortLinkFactory(
+        message__integration=integration,
+        message__workflow=workflow,
+        message__step_index=step_index,
+        message__patient=patient,
+        message__is_test=is_test,
     )
-    return ShortLink.objects.create(
-        code=f"code{n:06d}",
-        organization=integration.organization,
-        message=message,
-        url="https://sunrise.example/book",
-        expires_at=T0 + timedelta(days=30),
-    )
+    return link
 
 
 def _click(link: ShortLink, at: datetime) -> None:

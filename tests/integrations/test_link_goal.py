@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from integrations.models import MessagingPolicy, OutboundMessage
+from integrations.models import Integration, MessagingPolicy, OutboundMessage
 from integrations.policy import messaging_policy_forget
 from integrations.short_links import CLICK_EVENT
 from integrations.twilio.sandbox import SandboxServer
@@ -35,15 +35,14 @@ DELAY: dict[str, Any] = {
     "type": "delay",
     "adapter": "",
     "function": "",
-    "parameters": {"kind": "duration", "seconds": 60},
+    "parameters": {"kind": "duration", "seconds": 3600},
 }
 SHORT = re.compile(r"https://go\.sunrise\.example(/l/[A-Za-z0-9]+)")
 
 
-@pytest.fixture
-def workflow(sandbox: SandboxServer) -> Workflow:
-    """order.shipped: text a link, wait a minute, remind; the goal is a click within 2 days."""
-    integration = sandbox_account(sandbox, IntegrationFactory())
+def link_goal_workflow(integration: Integration) -> Workflow:
+    """order.shipped: text a link, wait an hour, remind; the goal is a click within 2 days
+    (short links on https://go.sunrise.example)."""
     MessagingPolicy.objects.update_or_create(
         organization=integration.organization,
         defaults={"short_links_enabled": True, "short_link_domain": "https://go.sunrise.example"},
@@ -57,11 +56,16 @@ def workflow(sandbox: SandboxServer) -> Workflow:
     )
     sms = {"to": "{{customer.phone}}", "from": SENDER}
     SmsStepFactory(
-        workflow=workflow, position=1, parameters={"message": f"Review: {TARGET}", **sms}
+        workflow=workflow, position=1, parameters={"message": f"Review: {TARGET} Thanks!", **sms}
     )
     SmsStepFactory(workflow=workflow, position=2, **DELAY)
     SmsStepFactory(workflow=workflow, position=3, parameters={"message": "Reminder", **sms})
     return workflow
+
+
+@pytest.fixture
+def workflow(sandbox: SandboxServer) -> Workflow:
+    return link_goal_workflow(sandbox_account(sandbox, IntegrationFactory()))
 
 
 def _shipped_run(workflow: Workflow) -> Run:

@@ -9,11 +9,12 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from integrations.models import LinkClick, OutboundMessage, ShortLink
+from integrations.models import LinkClick, ShortLink
 from integrations.short_links import CLICK_EVENT, agent_hash
 from tests.factories import (
     IntegrationFactory,
     PatientFactory,
+    ShortLinkFactory,
     StaffMembershipFactory,
     UserFactory,
 )
@@ -29,19 +30,15 @@ PHONE_AGENT = (
 def _link(code: str = "AbCdEf1234", *, patient: bool = True, **fields: Any) -> ShortLink:
     integration = IntegrationFactory()
     organization = integration.organization
-    message = OutboundMessage.objects.create(
-        organization=organization,
-        integration=integration,
-        patient=PatientFactory(organization=organization) if patient else None,
-        idempotency_key=f"k:{code}",
-        to="+14155550123",
-        body=f"Book: https://go.sunrise.example/l/{code}",
-        purpose="transactional",
+    link: ShortLink = ShortLinkFactory(
+        code=code,
+        url=TARGET,
+        message__integration=integration,
+        message__patient=PatientFactory(organization=organization) if patient else None,
+        message__body=f"Book: https://go.sunrise.example/l/{code}",
+        **fields,
     )
-    values = {"expires_at": timezone.now() + timedelta(days=30), **fields}
-    return ShortLink.objects.create(
-        code=code, organization=organization, message=message, url=TARGET, **values
-    )
+    return link
 
 
 @pytest.mark.django_db

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from integrations.models import OutboundMessage, ShortLink
 from integrations.short_links import link_click_record
 from patients.models import (
     Appointment,
@@ -38,6 +37,7 @@ from tests.factories import (
     PrescriptionFactory,
     QuestionnaireSubmissionFactory,
     RequisitionFactory,
+    ShortLinkFactory,
     SubscriptionFactory,
     TaskFactory,
 )
@@ -417,22 +417,9 @@ def _record_every_event() -> dict[str, list[dict[str, Any]]]:
 
 def _click_a_short_link(organization: Any, patient: Any) -> None:
     """A text with a short link, clicked (integrations.short_links)."""
-    integration = IntegrationFactory(organization=organization)
-    message = OutboundMessage.objects.create(
-        organization=organization,
-        integration=integration,
-        patient=patient,
-        idempotency_key="events:link",
-        to=patient.phone,
-        body="Review: https://go.sunrise.example/l/AbCdEf1234",
-        purpose="transactional",
-    )
-    link = ShortLink.objects.create(
-        code="AbCdEf1234",
-        organization=organization,
-        message=message,
-        url="https://sunrise.example/review",
-        expires_at=timezone.now() + timedelta(days=1),
+    link = ShortLinkFactory(
+        message__integration=IntegrationFactory(organization=organization),
+        message__patient=patient,
     )
     link_click_record(link=link, user_agent="Mozilla/5.0", now=timezone.now())
 

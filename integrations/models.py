@@ -487,8 +487,8 @@ class MessagingPolicy(TimeStamped):
         blank=True,
         max_length=100,
         validators=[validate_short_link_domain],
-        help_text="e.g. https://go.sunrise.example, pointed (DNS) at careflow. Blank: "
-        "careflow's own address (CAREFLOW_PUBLIC_URL).",
+        help_text="e.g. https://go.sunrise.example, pointed (DNS) at careflow and listed in "
+        "its ALLOWED_HOSTS. Blank: careflow's own address (CAREFLOW_PUBLIC_URL).",
     )
     short_link_days = models.PositiveSmallIntegerField(
         "short links work for (days)",

@@ -116,3 +116,20 @@ def test_a_link_preview_is_not_a_goal(workflow: Workflow, sandbox: SandboxServer
     assert not Event.objects.filter(type=CLICK_EVENT).exists()
     run.refresh_from_db()
     assert run.status == Run.Status.WAITING and run.goal_reached_at is None
+
+
+@pytest.mark.parametrize(("pattern", "reached"), [("/review", True), ("/book", False)])
+def test_a_goal_filter_narrows_it_to_one_link(
+    workflow: Workflow, sandbox: SandboxServer, pattern: str, reached: bool
+) -> None:
+    """ "Clicked the review link": a click on another link is not the goal."""
+    Workflow.objects.filter(pk=workflow.pk).update(goal_filter={"link.url": {"$regex": pattern}})
+    workflow.refresh_from_db()
+    run = _shipped_run(workflow)
+    match = SHORT.search(sandbox.messages()[0]["body"])
+    assert match
+    Client().get(match.group(1), HTTP_USER_AGENT="Mozilla/5.0 (iPhone)")
+    event_dispatch(event_id=Event.objects.get(type=CLICK_EVENT).pk)
+    run.refresh_from_db()
+    assert (run.goal_reached_at is not None) is reached
+    assert run.status == (Run.Status.EXITED if reached else Run.Status.WAITING)

@@ -36,6 +36,7 @@ from integrations.policy_forms import (
     channel_rules_summary,
     policy_form_class,
 )
+from integrations.short_links import short_link_host_unserved
 from integrations.throttle import throttle_backlog
 from patients.clinic_view import (
     ClinicDaysFilter,
@@ -682,6 +683,20 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
     @admin.display(description="Own rules")
     def channels_with_own_rules(self, obj: MessagingPolicy) -> str:
         return ", ".join(sorted(obj.channel_rules or {})) or "—"
+
+    def save_model(
+        self, request: HttpRequest, obj: MessagingPolicy, form: Any, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        host = short_link_host_unserved(obj)
+        if host:
+            # Not refused: the DNS and the deployment may be changed after this; but until
+            # then every short link in a text would answer "Bad Request".
+            messages.warning(
+                request,
+                f"Short links will use {host}, which careflow does not serve yet: add it to "
+                "ALLOWED_HOSTS (and point its DNS at careflow) before texts go out.",
+            )
 
     @admin.display(description="Rules by channel")
     def rules_by_channel(self, obj: MessagingPolicy) -> str:

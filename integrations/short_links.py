@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.http.request import validate_host
 
 from common.db import insert_or_get
 from integrations.messaging import body_measure, transport_get
@@ -90,6 +91,19 @@ def link_settings(policy: MessagingPolicy) -> LinkSettings | None:
         return None
     base = (policy.short_link_domain or settings.CAREFLOW_PUBLIC_URL).rstrip("/")
     return LinkSettings(base, policy.short_link_days)
+
+
+def short_link_host_unserved(policy: MessagingPolicy) -> str:
+    """The host of the clinic's short links when careflow would refuse requests for it (not
+    in ALLOWED_HOSTS), else ""."""
+    link = link_settings(policy)
+    if link is None:
+        return ""
+    host = urlsplit(link.base).hostname or ""
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:  # Django's own default under DEBUG
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    return "" if validate_host(host, allowed) else host
 
 
 def links_in(body: str) -> list[tuple[int, int, str]]:

@@ -279,13 +279,15 @@ SHORT_LINKS = {
 }
 
 
-def test_a_clinic_admin_turns_short_links_on() -> None:
+def test_a_clinic_admin_turns_short_links_on(settings: Any) -> None:
+    settings.ALLOWED_HOSTS = ["testserver", "go.sunrise.example"]
     policy = OrganizationFactory().messaging_policy
     client = _client(policy.organization)
     page = client.get(_url(policy)).content.decode()
     assert "Short links (texts)" in page and 'name="short_link_domain"' in page
-    response = client.post(_url(policy), _form(policy, **SHORT_LINKS))
-    assert response.status_code == 302
+    response = client.post(_url(policy), _form(policy, **SHORT_LINKS), follow=True)
+    assert response.redirect_chain[0][1] == 302
+    assert "does not serve yet" not in response.content.decode()
     policy.refresh_from_db()
     assert (policy.short_links_enabled, policy.short_link_domain, policy.short_link_days) == (
         True,
@@ -356,3 +358,16 @@ def test_a_bare_link_domain_is_taken_as_https() -> None:
     assert response.status_code == 302
     policy.refresh_from_db()
     assert policy.short_link_domain == "https://go.sunrise.example"
+
+
+def test_a_link_domain_careflow_does_not_serve_is_saved_with_a_warning(settings: Any) -> None:
+    settings.ALLOWED_HOSTS = ["testserver"]
+    policy = OrganizationFactory().messaging_policy
+    response = _client(policy.organization).post(
+        _url(policy), _form(policy, **SHORT_LINKS), follow=True
+    )
+    assert "Short links will use go.sunrise.example, which careflow does not serve yet" in (
+        response.content.decode()
+    )
+    policy.refresh_from_db()
+    assert policy.short_links_enabled is True

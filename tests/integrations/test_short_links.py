@@ -166,6 +166,33 @@ def test_a_retried_send_keeps_its_links(send: Any, sandbox: SandboxServer) -> No
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("fault", ["accept_then_drop", "drop"])
+def test_a_lost_answer_is_reconciled_by_the_body_with_its_links(
+    send: Any, sandbox: SandboxServer, fault: str
+) -> None:
+    """Twilio's answer is lost after it accepted the text (or the connection dropped before):
+    the message is looked up by the recorded body, with its short links, and found (or found
+    missing and sent again with the same links), so it reaches Twilio once, as claimed."""
+    _policy(send.organization)
+    patient = _patient(send)
+    sandbox.add_fault({"kind": fault, "count": 1})
+    message = send(patient, "k1")
+    claimed = OutboundMessage.objects.get(pk=message.pk).body
+    assert SHORT.search(claimed)
+    for _ in range(3):
+        OutboundMessage.objects.filter(pk=message.pk).update(
+            next_attempt_at=None,
+            sending_started_at=timezone.now() - timedelta(minutes=10),
+            updated_at=timezone.now() - timedelta(minutes=10),
+        )
+        if message_send(message_id=message.pk).status == Status.SENT:
+            break
+    assert OutboundMessage.objects.get(pk=message.pk).status == Status.SENT
+    assert [m["body"] for m in sandbox.messages()] == [claimed]
+    assert ShortLink.objects.count() == 1
+
+
+@pytest.mark.django_db
 def test_a_claim_repeated_finds_the_same_links(send: Any) -> None:
     """A claim that made its links and then lost the race (or crashed before recording the
     body) is repeated: the same code for the same message and URL."""

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from integrations import home, inbound
+from integrations import home, inbound, link_pages
 from patients.login import AdminLoginForm
 from workflows import reference
 
@@ -38,4 +38,6 @@ urlpatterns = [
     path("webhooks/", include("integrations.urls")),
     # The clinic API (integrations.api): versioned in the path.
     path("api/v1/", include("integrations.api.urls")),
+    # Short links in texts (integrations.short_links); the clinic's link domain points here.
+    path("l/<path:code>", link_pages.short_link_follow, name="short-link"),
 ]

@@ -6,7 +6,7 @@ import redis
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -31,10 +31,12 @@ from integrations.models import (
 from integrations.policy_forms import (
     FIRST_CONTACT_FIELDS,
     KEYWORD_REPLY_FIELDS,
+    SHORT_LINK_FIELDS,
     channel_fieldsets,
     channel_rules_summary,
     policy_form_class,
 )
+from integrations.short_links import short_link_host_unserved
 from integrations.throttle import throttle_backlog
 from patients.clinic_view import (
     ClinicDaysFilter,
@@ -357,6 +359,7 @@ class OutboundMessageAdmin(
                     "body",
                     "media_link",
                     "first_contact_note",
+                    "short_links_list",
                     "html",
                     "purpose",
                     "urgent",
@@ -402,6 +405,7 @@ class OutboundMessageAdmin(
         "subject",
         "media_link",
         "first_contact_note",
+        "short_links_list",
         "billed_as",
         "html",
         "status_badge",
@@ -481,6 +485,29 @@ class OutboundMessageAdmin(
         if obj.first_contact:
             return "added to this message (the clinic's brand prefix and opt-out wording)"
         return "not needed: the number had it already"
+
+    @admin.display(description="Short links")
+    def short_links_list(self, obj: OutboundMessage) -> str:
+        links = list(obj.short_links.annotate(click_count=Count("clicks")).order_by("id"))
+        if not links:
+            return "—"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li>{} → {}: {} click{}{}</li>",
+                (
+                    (
+                        link.code,
+                        link.url,
+                        link.click_count,
+                        "" if link.click_count == 1 else "s",
+                        " (expired)" if link.expires_at <= timezone.now() else "",
+                    )
+                    for link in links
+                ),
+            ),
+        )
 
     @admin.display(description="Message")
     def short_body(self, obj: OutboundMessage) -> str:
@@ -613,6 +640,17 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
         },
     )
 
+    short_links = (
+        "Short links (texts)",
+        {
+            "fields": SHORT_LINK_FIELDS,
+            "description": "The links in a text are replaced, when it is sent, by short links "
+            "(<domain>/l/<random code>) that record the patient's click: for analytics and "
+            "as a workflow goal or exit (event “message.link_clicked”). The code carries no "
+            "patient data. Point the domain at careflow first. Email is not affected.",
+        },
+    )
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         if not self.has_change_permission(request, obj):
             # Read-only pages show model values only: the channels' rules as one summary.
@@ -620,9 +658,16 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
                 *self.fieldsets,
                 ("Channels", {"fields": ["rules_by_channel"]}),
                 self.first_contact,
+                self.short_links,
                 self.keywords,
             ]
-        return [*self.fieldsets, *channel_fieldsets(), self.first_contact, self.keywords]
+        return [
+            *self.fieldsets,
+            *channel_fieldsets(),
+            self.first_contact,
+            self.short_links,
+            self.keywords,
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return [*super().get_readonly_fields(request, obj), "rules_by_channel"]
@@ -638,6 +683,20 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
     @admin.display(description="Own rules")
     def channels_with_own_rules(self, obj: MessagingPolicy) -> str:
         return ", ".join(sorted(obj.channel_rules or {})) or "—"
+
+    def save_model(
+        self, request: HttpRequest, obj: MessagingPolicy, form: Any, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        host = short_link_host_unserved(obj)
+        if host:
+            # Not refused: the DNS and the deployment may be changed after this; but until
+            # then every short link in a text would answer "Bad Request".
+            messages.warning(
+                request,
+                f"Short links will use {host}, which careflow does not serve yet: add it to "
+                "ALLOWED_HOSTS (and point its DNS at careflow) before texts go out.",
+            )
 
     @admin.display(description="Rules by channel")
     def rules_by_channel(self, obj: MessagingPolicy) -> str:

@@ -10,6 +10,9 @@ What is counted where, for a period [start, end):
   workflow goal was reached within its window (`Run.goal_reached_at`), whenever that was.
 - What happened in the period: enrolment skips, messages made (by status and error code;
   test messages excluded) and opt-outs received.
+- Link clicks (integrations.short_links) made in the period on the short links of this
+  workflow's non-test messages, whenever those were sent: clicks, and unique clickers
+  (patients), per step and for the workflow. Two aggregate queries over the clicks' time index.
 - An opt-out is a STOP keyword (an inbound opt-out message) received in the period; it is
   "caused" by this workflow when the latest non-test message the clinic sent that number
   before it came from this workflow. One index probe per opt-out, and opt-outs are rare.
@@ -42,7 +45,13 @@ from django.db.models import (
 from django.db.models.functions import TruncDate
 
 from integrations.home import MESSAGE_OUTCOMES
-from integrations.models import UNCOUNTED, InboundMessage, MessageHourCount, OutboundMessage
+from integrations.models import (
+    UNCOUNTED,
+    InboundMessage,
+    LinkClick,
+    MessageHourCount,
+    OutboundMessage,
+)
 from workflows.models import EnrollmentSkip, ReplyWait, Run, Step, StepRun, Workflow
 
 MessageStatus = OutboundMessage.Status
@@ -111,6 +120,8 @@ class StepFigures:
     skipped: int = 0
     failed: int = 0
     messages: Counter[str] = field(default_factory=Counter)  # by message status
+    clicks: int = 0  # link clicks in the period on this step's messages
+    clickers: int = 0  # patients who clicked them
 
     @property
     def number(self) -> int:
@@ -155,6 +166,8 @@ class WorkflowAnalytics:
     errors: list[ErrorFigures]
     opt_outs: int
     replies: int
+    link_clicks: int
+    link_clickers: int
     conversions: int
     median_time_to_goal: timedelta | None
     steps: list[StepFigures]
@@ -367,6 +380,24 @@ def workflow_analytics(*, workflow: Workflow, period: Period) -> WorkflowAnalyti
         if status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED):
             errors[(status, code)] += n
 
+    clicks = LinkClick.objects.filter(
+        link__message__workflow_id=workflow.pk,
+        link__message__is_test=False,
+        clicked_at__gte=start,
+        clicked_at__lt=end,
+    )
+    for index, n, clickers in (
+        clicks.values_list("link__message__step_index")
+        .annotate(n=Count("id"), clickers=Count("link__message__patient_id", distinct=True))
+        .values_list("link__message__step_index", "n", "clickers")
+        .order_by()
+    ):
+        if index is not None:
+            step(index).clicks, step(index).clickers = n, clickers
+    totals = clicks.aggregate(
+        n=Count("id"), clickers=Count("link__message__patient_id", distinct=True)
+    )
+
     replies = ReplyWait.objects.filter(
         run__in=cohort.values("pk"), state=ReplyWait.State.ANSWERED
     ).count()
@@ -391,6 +422,8 @@ def workflow_analytics(*, workflow: Workflow, period: Period) -> WorkflowAnalyti
         ],
         opt_outs=workflow_opt_outs(workflow=workflow, period=period),
         replies=replies,
+        link_clicks=totals["n"],
+        link_clickers=totals["clickers"],
         conversions=conversions,
         median_time_to_goal=median,
         steps=[steps[index] for index in sorted(steps)],

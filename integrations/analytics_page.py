@@ -136,6 +136,8 @@ def _context(workflow: Workflow, figures: WorkflowAnalytics) -> dict[str, Any]:
             ),
             ("Opt-outs caused", figures.opt_outs, ""),
             ("Replies", figures.replies, ""),
+            ("Link clicks", figures.link_clicks, ""),
+            ("Patients who clicked", figures.link_clickers, ""),
             ("Goals reached", figures.conversions, runs(goal_reached_at__isnull="False")),
             ("Conversion rate", _percent(figures.conversion_rate), ""),
             ("Median time to goal", _duration(figures.median_time_to_goal), ""),

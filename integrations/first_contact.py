@@ -111,11 +111,16 @@ def first_contact_lock(message: OutboundMessage) -> None:
 
 
 def first_contact_fields(
-    message: OutboundMessage, wording: ClinicWording | None, *, now: datetime
+    message: OutboundMessage,
+    wording: ClinicWording | None,
+    *,
+    now: datetime,
+    body: str | None = None,
 ) -> dict[str, Any]:
     """The fields a claim records for the wording: the final body and its measure, and
     `first_contact`. Nothing when it was decided before (a retry of a claimed message keeps
-    the body it was claimed with) or the channel carries no wording."""
+    the body it was claimed with) or the channel carries no wording. `body`: the message's
+    body as the claim has it so far (its links shortened), if not the recorded one."""
     if message.first_contact is not None:
         return {}
     if wording is None:
@@ -126,7 +131,7 @@ def first_contact_fields(
         return {"first_contact": False} if carries else {}
     if not first_contact_due(message, wording, now=now):
         return {"first_contact": False}
-    body = wording.apply(message.body)
+    body = wording.apply(message.body if body is None else body)
     characters, encoding, segments = body_measure(
         message.integration.adapter, body, media=bool(message.media_url)
     )

@@ -83,6 +83,10 @@ class Transport:
     # this channel's messages (integrations.first_contact): carriers' rules for texts. Email has
     # its own unsubscribe rules.
     first_contact_wording: bool = False
+    # Whether the clinic's short links (integrations.short_links) replace the links in this
+    # channel's messages: a link costs a text characters; in an email it costs nothing, and
+    # mail scanners follow links, which would record clicks nobody made.
+    short_links: bool = False
     # Error codes (as recorded on a message) meaning the provider refused our credentials:
     # failure alerts watch for them (integrations.alerts).
     credentials_error_codes: frozenset[str] = frozenset()

@@ -4,6 +4,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -356,6 +357,23 @@ def validate_keyword_reply(value: str) -> None:
         raise ValidationError("A keyword reply cannot be blank: the patient must be answered.")
 
 
+SHORT_LINK_MAX_DAYS = 365
+SHORT_LINK_DEFAULT_DAYS = 30
+
+
+def validate_short_link_domain(value: str) -> None:
+    """An origin only (https://go.sunrise.example): short links are <origin>/l/<code>, and a
+    path, query or plain http would make them longer or unsafe to follow."""
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValidationError("Use an https:// address, e.g. https://go.sunrise.example.")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValidationError(
+            "Only the scheme and the domain (e.g. https://go.sunrise.example): no path, query "
+            "or login."
+        )
+
+
 class MessagingPolicy(TimeStamped):
     """A clinic's messaging rules: quiet hours, frequency caps and the HELP reply.
 
@@ -454,6 +472,30 @@ class MessagingPolicy(TimeStamped):
         validators=[MinValueValidator(1), MaxValueValidator(FIRST_CONTACT_MAX_DAYS)],
         help_text="Add them again when the last text to the number that carried them is this "
         f"many days old (1 to {FIRST_CONTACT_MAX_DAYS}). Blank: the first text only.",
+    )
+    # Short links (integrations.short_links): the http(s) links in a text are replaced when it
+    # is sent by short links served by careflow (on the clinic's own domain when it points one
+    # at careflow), so a long link costs few characters and a click is recorded.
+    short_links_enabled = models.BooleanField(
+        "shorten links",
+        default=False,
+        help_text="Replace the links in a text, when it is sent, by short links that record "
+        "clicks (each text gets its own). Email links are left as written.",
+    )
+    short_link_domain = models.URLField(
+        "short link domain",
+        blank=True,
+        max_length=100,
+        validators=[validate_short_link_domain],
+        help_text="e.g. https://go.sunrise.example, pointed (DNS) at careflow and listed in "
+        "its ALLOWED_HOSTS. Blank: careflow's own address (CAREFLOW_PUBLIC_URL).",
+    )
+    short_link_days = models.PositiveSmallIntegerField(
+        "short links work for (days)",
+        default=SHORT_LINK_DEFAULT_DAYS,
+        validators=[MinValueValidator(1), MaxValueValidator(SHORT_LINK_MAX_DAYS)],
+        help_text=f"After this many days (1 to {SHORT_LINK_MAX_DAYS}) a short link shows a "
+        "“link expired” page instead of the original link.",
     )
 
     class Meta:
@@ -765,3 +807,44 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} ({self.key})"
+
+
+class ShortLink(models.Model):
+    """One link of one sent message, as a short code (integrations.short_links). The code is
+    random (secrets) and says nothing about the patient or the message; the original URL is
+    the one the clinic wrote, after the template was rendered."""
+
+    code = models.CharField(max_length=16, unique=True)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(
+        OutboundMessage, on_delete=models.CASCADE, related_name="short_links"
+    )
+    url = models.TextField("original URL")
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # A retried claim of the message finds the same link for the same URL.
+            models.UniqueConstraint(fields=["message", "url"], name="one_short_link_per_url"),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class LinkClick(models.Model):
+    """A click on a short link. No IP address and no raw user agent are kept: only a short
+    hash of the user agent, enough to tell repeated clicks from one device apart from others
+    without identifying anyone."""
+
+    link = models.ForeignKey(ShortLink, on_delete=models.CASCADE, related_name="clicks")
+    clicked_at = models.DateTimeField(default=timezone.now, db_index=True)
+    agent_hash = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        ordering = ["-clicked_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.link_id} at {self.clicked_at:%Y-%m-%d %H:%M}"

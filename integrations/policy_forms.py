@@ -12,10 +12,12 @@ from django.core.exceptions import ValidationError
 from integrations.channels import registered_channels
 from integrations.models import (
     CAP_FIELDS,
+    SHORT_LINK_DEFAULT_DAYS,
     SMART_SENDING_MAX_HOURS,
     STOP_CONFIRMATION_DEFAULT,
     MessagingPolicy,
     validate_channel_rules,
+    validate_short_link_domain,
 )
 
 FIRST_CONTACT_FIELDS = [
@@ -25,6 +27,7 @@ FIRST_CONTACT_FIELDS = [
     "opt_out_wording",
     "first_contact_every_days",
 ]
+SHORT_LINK_FIELDS = ["short_links_enabled", "short_link_domain", "short_link_days"]
 KEYWORD_REPLY_FIELDS = ["help_text_reply", "stop_confirmation_reply"]
 
 CAP_LABELS = {
@@ -73,6 +76,17 @@ class MessagingPolicyForm(forms.ModelForm):
         help_text=MessagingPolicy._meta.get_field("smart_sending_hours").help_text,
     )
 
+    # https assumed for a bare domain (go.sunrise.example): the only scheme a link domain
+    # may have (the model's validator says so for an explicit http://).
+    short_link_domain = forms.URLField(
+        label="Short link domain",
+        required=False,
+        max_length=100,
+        assume_scheme="https",
+        validators=[validate_short_link_domain],
+        help_text=MessagingPolicy._meta.get_field("short_link_domain").help_text,
+    )
+
     class Meta:
         model = MessagingPolicy
         fields = [
@@ -82,6 +96,7 @@ class MessagingPolicyForm(forms.ModelForm):
             *CAP_FIELDS,
             "smart_sending_hours",
             *FIRST_CONTACT_FIELDS,
+            *SHORT_LINK_FIELDS,
             *KEYWORD_REPLY_FIELDS,
         ]
 
@@ -90,6 +105,9 @@ class MessagingPolicyForm(forms.ModelForm):
         if "stop_confirmation_reply" in self.fields:
             self.fields["stop_confirmation_reply"].required = False
             self.fields["stop_confirmation_reply"].help_text += " Blank: the default wording."
+        if "short_link_days" in self.fields:
+            self.fields["short_link_days"].required = False
+            self.fields["short_link_days"].help_text += f" Blank: {SHORT_LINK_DEFAULT_DAYS}."
         stored = self.instance.channel_rules or {}
         for channel in self.channels():
             own = stored.get(channel)
@@ -109,6 +127,11 @@ class MessagingPolicyForm(forms.ModelForm):
         """Blank: the default wording (a patient who opts out is always answered)."""
         text = str(self.cleaned_data.get("stop_confirmation_reply") or "").strip()
         return text or STOP_CONFIRMATION_DEFAULT
+
+    def clean_short_link_days(self) -> int:
+        """Blank: the default lifetime (a link always expires)."""
+        days: int | None = self.cleaned_data.get("short_link_days")
+        return SHORT_LINK_DEFAULT_DAYS if days is None else days
 
     def clean_smart_sending_hours(self) -> int | None:
         """One message for any out-of-range N (the field's own would name only one bound);

@@ -38,6 +38,7 @@ from integrations.messaging import (
 )
 from integrations.models import Integration, OutboundMessage
 from integrations.policy import send_decide, send_needs_lock
+from integrations.short_links import link_may_shorten, short_links_fields
 from integrations.throttle import throttle_reserve
 from patients.consent import CONSENT_HISTORY
 from patients.models import ConsentRecord, Organization, Patient
@@ -129,6 +130,8 @@ def message_prepare_and_deliver(
         or (message.patient_id is not None and send_needs_lock(message=message))
         # First contact is decided under a lock on the number, in the claim's transaction.
         or message_wording(message) is not None
+        # Short links refer to the message row: it must exist before the claim makes them.
+        or link_may_shorten(message)
     ):
         return message_deliver(message_prepare(idempotency_key=idempotency_key, **fields))
     now = timezone.now()
@@ -239,7 +242,9 @@ def _message_decide(
     if not decision.allowed:
         skipped = {"status": Status.SKIPPED, "skip_reason": decision.reason}
         return {**fields, **skipped, "next_attempt_at": None}, None
-    sending = first_contact_fields(message, wording, now=now)
+    # The body as sent: its links shortened, then the first-contact wording around it.
+    links = short_links_fields(message, now=now)
+    sending = {**links, **first_contact_fields(message, wording, now=now, body=links.get("body"))}
     wait = _message_slot(message, now, sending)
     if wait is None or wait > INLINE_WAIT_SECONDS:
         # Queued behind this sender's throughput (or Redis is unreachable, in which

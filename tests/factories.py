@@ -1,5 +1,5 @@
 import secrets
-from datetime import time
+from datetime import time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -7,8 +7,9 @@ import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
+from django.utils import timezone
 
-from integrations.models import Integration, MessagingPolicy
+from integrations.models import Integration, MessagingPolicy, OutboundMessage, ShortLink
 from integrations.twilio.account import ADAPTER, twilio_settings
 from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
 from workflows.models import CustomEventType, Step, Workflow
@@ -150,6 +151,31 @@ def clinic_integration(organization: Organization) -> Integration:
     return organization.integrations.first() or IntegrationFactory(organization=organization)
 
 
+class OutboundMessageFactory(factory.django.DjangoModelFactory[OutboundMessage]):
+    class Meta:
+        model = OutboundMessage
+
+    integration = factory.SubFactory(IntegrationFactory)
+    organization = factory.LazyAttribute(lambda o: o.integration.organization)
+    idempotency_key = factory.Sequence(lambda n: f"factory:{n}")
+    to = "+14155550123"
+    body = "Hi"
+    purpose = "transactional"
+
+
+class ShortLinkFactory(factory.django.DjangoModelFactory[ShortLink]):
+    """A text's short link (integrations.short_links), working for a day."""
+
+    class Meta:
+        model = ShortLink
+
+    message = factory.SubFactory(OutboundMessageFactory)
+    organization = factory.LazyAttribute(lambda o: o.message.organization)
+    code = factory.Sequence(lambda n: f"Code{n:06d}")
+    url = "https://sunrise.example/book"
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=1))
+
+
 class WorkflowFactory(factory.django.DjangoModelFactory[Workflow]):
     class Meta:
         model = Workflow
@@ -218,9 +244,7 @@ def sms_step_definition(message: str, sender: str = SANDBOX_FROM) -> dict[str, A
 
 
 # --- the records that fire triggers (appended: the imports above belong to other factories) ---
-from datetime import timedelta  # noqa: E402
 
-from django.utils import timezone  # noqa: E402
 
 from patients import models as records  # noqa: E402
 

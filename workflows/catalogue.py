@@ -388,6 +388,21 @@ MESSAGE = _object(
     },
 )
 
+LINK = _object(
+    "The short link the patient clicked (in a text the clinic sent).",
+    {
+        "url": _string(
+            "The original link, as written in the message.", "https://sunrise.example/book"
+        ),
+        "clickedAt": _datetime("When it was clicked (ISO 8601, UTC).", _UPDATED_AT),
+    },
+)
+
+SENT_MESSAGE = _object(
+    "The message the link was in.",
+    {"id": _id("message", "6f1c2b9e-3f4a-4d5b-9c8e-1a2b3c4d5e6f")},
+)
+
 WEBHOOK = _object(
     "The custom event as posted to the clinic's webhook endpoint.",
     {
@@ -559,6 +574,14 @@ CATALOGUE: tuple[EventType, ...] = (
         "customer",
         _schema("message", MESSAGE, _CUSTOMER_OR_NULL),
         {"message.inbound": "A patient sent an SMS or chat message to the clinic."},
+    ),
+    EventType(
+        "message.link_clicked",
+        "Message",
+        "A patient clicked a short link in a text the clinic sent (a goal or exit: “clicked "
+        "within N days” is a goal with a window of N days).",
+        {"link": LINK, "message": SENT_MESSAGE, "customer": CUSTOMER},
+        "customer",
     ),
     *_events(
         "Webhook",

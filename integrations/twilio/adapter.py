@@ -14,6 +14,7 @@ from integrations.message_steps import (
 )
 from integrations.models import OutboundMessage
 from integrations.policy import messaging_policy
+from integrations.short_links import link_settings, links_note, links_preview
 from integrations.twilio.errors import error_explanation
 from integrations.twilio.integration import NO_INTEGRATION, twilio_integration, twilio_senders
 from integrations.twilio.media import media_url_problem
@@ -132,10 +133,11 @@ class TwilioAdapter(Adapter):
         organization: Organization | None,
         inputs: Mapping[str, str],
     ) -> dict[str, Any]:
-        wording = None
+        wording = links = None
         if organization is not None:
-            wording = clinic_wording(messaging_policy(organization.pk), organization)
-        return sms_preview(text, wording=wording, media_url=inputs.get("media", ""))
+            policy = messaging_policy(organization.pk)
+            wording, links = clinic_wording(policy, organization), link_settings(policy)
+        return sms_preview(text, wording=wording, media_url=inputs.get("media", ""), links=links)
 
     def dry_run(
         self,
@@ -172,9 +174,16 @@ class TwilioAdapter(Adapter):
             purpose=purpose,
             urgent=urgent,
         )
-        # The body as it would go out: with the clinic's first-contact wording if no text
-        # that carried it has reached this number (within the interval).
-        wording = clinic_wording(messaging_policy(organization.pk), organization)
+        # The body as it would go out: its links as short as they will be, with the clinic's
+        # first-contact wording if no text that carried it has reached this number (within
+        # the interval).
+        policy = messaging_policy(organization.pk)
+        links = link_settings(policy)
+        links_shown = ""
+        if links is not None:
+            message.body, count = links_preview(message.body, links)
+            links_shown = links_note(links, count) if count else ""
+        wording = clinic_wording(policy, organization)
         note = ""
         if wording is not None:
             if first_contact_due(message, wording, now=clock):
@@ -185,6 +194,8 @@ class TwilioAdapter(Adapter):
         preview = sms_dry_run_preview(message)
         if note:
             preview["first_contact"] = note
+        if links_shown:
+            preview["short_links"] = links_shown
         return message_dry_run(message, clock=clock, preview=preview)
 
     def error_explanation(self, code: str) -> str:

@@ -5,6 +5,7 @@ from typing import Any
 
 from integrations.first_contact import ClinicWording
 from integrations.models import OutboundMessage
+from integrations.short_links import LinkSettings, links_note, links_preview
 from integrations.sms import MAX_BODY_CHARS, segment_info
 from integrations.twilio.media import media_preview
 
@@ -14,12 +15,18 @@ def _non_gsm_characters(text: str) -> list[str]:
 
 
 def sms_preview(
-    text: str, *, wording: ClinicWording | None = None, media_url: str = ""
+    text: str,
+    *,
+    wording: ClinicWording | None = None,
+    media_url: str = "",
+    links: LinkSettings | None = None,
 ) -> dict[str, Any]:
     """One rendered SMS body with its counts and warnings. With the clinic's first-contact
     `wording`, the body is shown (and counted) as the first text to a number goes out, and
-    "firstContact" says when that is; with a `media_url`, as the MMS it is ("media")."""
-    sent = wording.apply(text) if wording is not None else text
+    "firstContact" says when that is; with a `media_url`, as the MMS it is ("media"); with
+    the clinic's short `links`, with its links as short as they will be ("shortLinks")."""
+    shortened, link_count = links_preview(text, links) if links is not None else (text, 0)
+    sent = wording.apply(shortened) if wording is not None else shortened
     info = segment_info(sent)
     media = media_preview(media_url) if media_url.strip() else None
     warnings = []
@@ -55,8 +62,10 @@ def sms_preview(
     if media is not None:
         preview["mms"] = True
         preview["media"] = media
-    if wording is not None and sent != text:
-        plain = segment_info(text)
+    if links is not None and link_count:
+        preview["shortLinks"] = links_note(links, link_count)
+    if wording is not None and sent != shortened:
+        plain = segment_info(shortened)
         preview["firstContact"] = (
             f"The clinic's brand prefix and opt-out wording are shown: {wording.when}. "
             f"Without them: {plain.characters} characters, {plain.segments} segment"

@@ -146,6 +146,7 @@ class TwilioTransport(Transport):
     status_rank = PROVIDER_RANK
     credentials_error_codes = CREDENTIALS_ERROR_CODES
     first_contact_wording = True
+    short_links = True
 
     def send(self, message: OutboundMessage) -> Accepted:
         params: dict[str, Any] = {

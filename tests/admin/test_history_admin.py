@@ -5,16 +5,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from integrations.models import OutboundMessage
+from integrations.models import LinkClick, OutboundMessage
+from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
 from tests.factories import (
     IntegrationFactory,
     OrganizationFactory,
     PatientFactory,
+    ShortLinkFactory,
+    StaffMembershipFactory,
     UserFactory,
     WorkflowFactory,
     clinic_client,
@@ -499,3 +503,26 @@ def test_another_clinic_cannot_see_the_mms() -> None:
     assert response.status_code in (302, 404)
     listing = client.get(reverse("admin:integrations_outboundmessage_changelist")).content.decode()
     assert "cdn.example.com" not in listing
+
+
+# --- the message log: short links and their clicks ---------------------------------------------
+
+
+def test_the_message_page_lists_its_short_links_and_clicks() -> None:
+    clinic = OrganizationFactory()
+    message = _mms(clinic, media_url="", body="Book: https://go.sunrise.example/l/AbCdEf1234")
+    link = ShortLinkFactory(
+        code="AbCdEf1234", message=message, url="https://sunrise.example/book?a=<b>"
+    )
+    LinkClick.objects.create(link=link)
+    LinkClick.objects.create(link=link)
+    url = reverse("admin:integrations_outboundmessage_change", args=[message.pk])
+    for role in (CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF):
+        user = StaffMembershipFactory(organization=clinic).user
+        user.groups.add(Group.objects.get(name=role))
+        client = Client()
+        client.force_login(user)
+        page = client.get(url).content.decode()
+        assert "AbCdEf1234 → https://sunrise.example/book?a=&lt;b&gt;: 2 clicks" in page, role
+    other = clinic_client(OrganizationFactory(), "view_outboundmessage")
+    assert other.get(url).status_code in (302, 404)

@@ -268,3 +268,106 @@ def test_another_clinics_admin_cannot_change_its_wording() -> None:
     assert response.status_code in (302, 404)
     theirs.messaging_policy.refresh_from_db()
     assert theirs.messaging_policy.first_contact_enabled is False
+
+
+# --- short links -------------------------------------------------------------------------------
+
+SHORT_LINKS = {
+    "short_links_enabled": "on",
+    "short_link_domain": "https://go.sunrise.example",
+    "short_link_days": "14",
+}
+
+
+def test_a_clinic_admin_turns_short_links_on(settings: Any) -> None:
+    settings.ALLOWED_HOSTS = ["testserver", "go.sunrise.example"]
+    policy = OrganizationFactory().messaging_policy
+    client = _client(policy.organization)
+    page = client.get(_url(policy)).content.decode()
+    assert "Short links (texts)" in page and 'name="short_link_domain"' in page
+    response = client.post(_url(policy), _form(policy, **SHORT_LINKS), follow=True)
+    assert response.redirect_chain[0][1] == 302
+    assert "does not serve yet" not in response.content.decode()
+    policy.refresh_from_db()
+    assert (policy.short_links_enabled, policy.short_link_domain, policy.short_link_days) == (
+        True,
+        "https://go.sunrise.example",
+        14,
+    )
+
+
+def test_a_blank_link_lifetime_is_the_default() -> None:
+    policy = OrganizationFactory().messaging_policy
+    response = _client(policy.organization).post(
+        _url(policy), _form(policy, **{**SHORT_LINKS, "short_link_days": ""})
+    )
+    assert response.status_code == 302
+    policy.refresh_from_db()
+    assert policy.short_link_days == 30
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("short_link_domain", "http://go.sunrise.example", "Use an https:// address"),
+        ("short_link_domain", "https://go.sunrise.example/links", "no path"),
+        ("short_link_domain", "not a domain", "Enter a valid URL"),
+        ("short_link_days", "0", "greater than or equal to 1"),
+        ("short_link_days", "366", "less than or equal to 365"),
+        ("short_link_days", "forever", "Enter a whole number"),
+    ],
+)
+def test_bad_short_link_settings_get_a_specific_error_and_save_nothing(
+    field: str, value: str, error: str
+) -> None:
+    policy = OrganizationFactory().messaging_policy
+    response = _client(policy.organization).post(
+        _url(policy), _form(policy, **{**SHORT_LINKS, field: value})
+    )
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    policy.refresh_from_db()
+    assert policy.short_links_enabled is False
+
+
+def test_read_only_roles_see_the_short_links_without_fields() -> None:
+    policy = OrganizationFactory().messaging_policy
+    MessagingPolicy.objects.filter(pk=policy.pk).update(
+        short_links_enabled=True, short_link_domain="https://go.sunrise.example"
+    )
+    page = _client(policy.organization, SUPPORT_STAFF).get(_url(policy)).content.decode()
+    assert "Short links (texts)" in page and "https://go.sunrise.example" in page
+    assert 'name="short_link_domain"' not in page
+
+
+def test_another_clinics_admin_cannot_change_its_short_links() -> None:
+    mine, theirs = OrganizationFactory(), OrganizationFactory()
+    response = _client(mine).post(
+        _url(theirs.messaging_policy), _form(theirs.messaging_policy, **SHORT_LINKS)
+    )
+    assert response.status_code in (302, 404)
+    theirs.messaging_policy.refresh_from_db()
+    assert theirs.messaging_policy.short_links_enabled is False
+
+
+def test_a_bare_link_domain_is_taken_as_https() -> None:
+    policy = OrganizationFactory().messaging_policy
+    response = _client(policy.organization).post(
+        _url(policy), _form(policy, **{**SHORT_LINKS, "short_link_domain": "go.sunrise.example"})
+    )
+    assert response.status_code == 302
+    policy.refresh_from_db()
+    assert policy.short_link_domain == "https://go.sunrise.example"
+
+
+def test_a_link_domain_careflow_does_not_serve_is_saved_with_a_warning(settings: Any) -> None:
+    settings.ALLOWED_HOSTS = ["testserver"]
+    policy = OrganizationFactory().messaging_policy
+    response = _client(policy.organization).post(
+        _url(policy), _form(policy, **SHORT_LINKS), follow=True
+    )
+    assert "Short links will use go.sunrise.example, which careflow does not serve yet" in (
+        response.content.decode()
+    )
+    policy.refresh_from_db()
+    assert policy.short_links_enabled is True

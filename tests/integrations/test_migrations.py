@@ -213,7 +213,8 @@ with connection.cursor() as cursor:
 
 
 RULES_AFTER = [("integrations", "0008_messagingpolicy_channel_rules")]
-# The policy's columns added after 0008 (smart sending, first contact, keyword replies).
+# The policy's columns added after 0008 (smart sending, first contact, keyword replies, short
+# links).
 LATER_POLICY_COLUMNS = (
     "smart_sending_hours",
     "stop_confirmation_reply",
@@ -222,6 +223,9 @@ LATER_POLICY_COLUMNS = (
     "brand_prefix",
     "opt_out_wording",
     "first_contact_every_days",
+    "short_links_enabled",
+    "short_link_domain",
+    "short_link_days",
 )
 
 

@@ -1389,3 +1389,51 @@ def test_dry_run_shows_media_as_an_escaped_link(
     assert "MMS with an image" in html
     assert 'href="https://x.example/a&quot;.png"' in html
     assert "(billed as one MMS)" in html
+
+
+# --- short links in the preview and the dry run --------------------------------------------
+
+TRACKING = "https://carrier.example/track/{{order.number}}?utm_source=sms&utm_medium=careflow"
+
+
+def _short_links(workflow: Workflow) -> None:
+    from integrations.models import MessagingPolicy
+    from integrations.policy import messaging_policy_forget
+
+    MessagingPolicy.objects.update_or_create(
+        organization=workflow.organization,
+        defaults={"short_links_enabled": True, "short_link_domain": "https://go.sunrise.example"},
+    )
+    messaging_policy_forget()
+
+
+def test_preview_counts_links_as_short_as_they_will_be_sent(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    message = {"text": "x" * 100 + f" {TRACKING}", "function": "twilio.sendSMS"}
+    long = _preview(staff, workflow, test_patient, {"1": message})["previews"]["1"]
+    assert long["segments"] == 2 and "shortLinks" not in long
+    _short_links(workflow)
+    preview = _preview(staff, workflow, test_patient, {"1": message})["previews"]["1"]
+    short = "https://go.sunrise.example/l/xxxxxxxxxx"
+    assert preview["text"] == "x" * 100 + f" {short}"
+    assert (preview["characters"], preview["segments"]) == (101 + len(short), 1)
+    assert preview["shortLinks"] == (
+        f"Links are shortened when sent: 1 link, it is ~{len(short)} characters "
+        "(https://go.sunrise.example/l/…), counted as such."
+    )
+
+
+def test_dry_run_shows_the_short_links_a_text_would_carry(
+    staff: Client, workflow: Workflow, test_patient: Any
+) -> None:
+    _short_links(workflow)
+    step = {**SMS, "parameters": {**SMS["parameters"], "message": f"Track it: {TRACKING}"}}
+    body = {"patient": test_patient.pk, "definition": _definition(step)}
+    html = _post(staff, _url("builder_dry_run", workflow), body).content.decode()
+    assert "Track it: https://go.sunrise.example/l/xxxxxxxxxx" in html
+    assert "Links are shortened when sent: 1 link" in html
+    assert not OutboundMessage.objects.exists()
+    from integrations.models import ShortLink
+
+    assert not ShortLink.objects.exists()  # a dry run records nothing

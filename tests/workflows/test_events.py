@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from integrations.short_links import link_click_record
 from patients.models import (
     Appointment,
     Lead,
@@ -29,12 +30,14 @@ from tests.factories import (
     AppointmentFactory,
     CartFactory,
     ConsentFactory,
+    IntegrationFactory,
     LeadFactory,
     OrganizationFactory,
     PatientFactory,
     PrescriptionFactory,
     QuestionnaireSubmissionFactory,
     RequisitionFactory,
+    ShortLinkFactory,
     SubscriptionFactory,
     TaskFactory,
 )
@@ -99,6 +102,8 @@ NAMED_HERE = {
     "requisition.collected",
     "requisition.resulted",
     "requisition.cancelled",
+    # issue 19: a patient clicked a short link in a text (integrations.short_links)
+    "message.link_clicked",
 }
 
 
@@ -403,10 +408,20 @@ def _record_every_event() -> dict[str, list[dict[str, Any]]]:
         patient=patient,
         idempotency_key="kit-2291",
     )
+    _click_a_short_link(organization, patient)
     payloads: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event_type, payload in Event.objects.values_list("type", "payload"):
         payloads[event_type].append(payload)
     return payloads
+
+
+def _click_a_short_link(organization: Any, patient: Any) -> None:
+    """A text with a short link, clicked (integrations.short_links)."""
+    link = ShortLinkFactory(
+        message__integration=IntegrationFactory(organization=organization),
+        message__patient=patient,
+    )
+    link_click_record(link=link, user_agent="Mozilla/5.0", now=timezone.now())
 
 
 @pytest.fixture

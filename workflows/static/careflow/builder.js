@@ -1387,6 +1387,7 @@
       const numbers = previewNumbers(preview);
       if (numbers) parts.push(el("p", { class: "cf-preview-meta cf-preview-numbers", text: numbers }));
       if (preview.firstContact) parts.push(el("p", { class: "cf-preview-meta cf-preview-first-contact", text: preview.firstContact }));
+      if (preview.shortLinks) parts.push(el("p", { class: "cf-preview-meta cf-preview-short-links", text: preview.shortLinks }));
       if (preview.media && preview.media.url) {
         /* A link, never an <img>: the admin does not load third-party hosts by itself. */
         const kind = { image: "an image", pdf: "a PDF" }[preview.media.kind] || "a file";

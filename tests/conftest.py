@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 import pytest
 import redis
 from django.conf import settings
+from django.core.management.base import CommandError
 from django.db import connection
+from django.test import TransactionTestCase
 
 from integrations.models import Integration
 from integrations.policy import messaging_policy_forget
@@ -31,6 +33,26 @@ from integrations.twilio.sandbox import SandboxServer
 ROOT = Path(__file__).resolve().parent.parent
 
 T = TypeVar("T")
+
+_fixture_teardown = TransactionTestCase._fixture_teardown
+
+
+def _fixture_teardown_retried(self: TransactionTestCase) -> None:
+    """A transactional test's teardown truncates every table in one statement, taking their
+    locks one by one, while the session's Celery worker may be in a beat task reading two of
+    them: PostgreSQL breaks that deadlock by cancelling one side, sometimes the TRUNCATE (seen
+    in CI). The flush is atomic, so it is simply tried again."""
+    for attempt in range(3):
+        try:
+            _fixture_teardown(self)
+            return
+        except CommandError as exc:
+            if attempt == 2 or "deadlock detected" not in str(exc.__cause__):
+                raise
+            time.sleep(0.5)
+
+
+TransactionTestCase._fixture_teardown = _fixture_teardown_retried  # type: ignore[method-assign]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

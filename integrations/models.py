@@ -150,6 +150,9 @@ class OutboundMessage(TimeStamped):
     content = models.JSONField(default=dict, blank=True)
     # A picture or PDF sent with a text (an MMS): Twilio fetches it from this https URL.
     media_url = models.CharField("media URL", max_length=MEDIA_URL_MAX_CHARS, blank=True)
+    # The language the body was written in: the step's variant chosen for the patient, or
+    # the clinic's fallback (patients.languages). "": not recorded (before languages).
+    language = models.CharField(max_length=8, blank=True)
     # Whether the clinic's first-contact wording (brand prefix, opt-out wording) was added to
     # `body`: decided once, when the message is claimed for sending (integrations.first_contact).
     # None: not decided (not claimed yet, or a channel without the wording).

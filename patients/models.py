@@ -14,6 +14,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from patients.channels import consent_channel_choices
+from patients.languages import (
+    DEFAULT_LANGUAGE,
+    LANGUAGES,
+    validate_language,
+    validate_languages,
+)
 from patients.phones import PhoneNumberField
 
 
@@ -114,6 +120,24 @@ class Organization(TimeStamped):
     # when issued and never stored. The token is 256 random bits, so no salt or slow hash.
     webhook_token_hash = models.CharField(max_length=64, blank=True, editable=False)
     webhook_token_issued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The languages message variants are sent in and keywords recognised in; the fallback
+    # is the language of a message's own text, sent to anyone else.
+    languages = models.JSONField(
+        "enabled languages",
+        default=list,
+        blank=True,
+        validators=[validate_languages],
+        help_text='Language codes, e.g. ["es", "vi"]: patients who prefer one of these get a '
+        "message's variant in it, and its keywords (PARAR, AYUDA…) are recognised.",
+    )
+    fallback_language = models.CharField(
+        max_length=8,
+        choices=LANGUAGES,
+        default=DEFAULT_LANGUAGE,
+        validators=[validate_language],
+        help_text="The language messages are written in; sent when there is no variant in "
+        "the patient's language.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -122,6 +146,12 @@ class Organization(TimeStamped):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def enabled_languages(self) -> tuple[str, ...]:
+        """The fallback first, then the other enabled languages."""
+        others = [code for code in self.languages or () if code != self.fallback_language]
+        return (self.fallback_language, *others)
 
 
 class StaffMembership(TimeStamped):
@@ -153,6 +183,7 @@ class Patient(ChangeTracked, TimeStamped):
         "dob",
         "gender",
         "timezone",
+        "language",
         "address1",
         "address2",
         "city",
@@ -185,6 +216,15 @@ class Patient(ChangeTracked, TimeStamped):
         blank=True,
         validators=[validate_timezone],
         help_text="IANA name; blank means: derive from the address, else the phone's area code.",
+    )
+    language = models.CharField(
+        "preferred language",
+        max_length=8,
+        choices=LANGUAGES,
+        blank=True,
+        validators=[validate_language],
+        help_text="Messages with a variant in this language (and enabled by the clinic) are "
+        "sent in it; blank: the clinic's fallback language.",
     )
     address1 = models.CharField(max_length=200, blank=True)
     address2 = models.CharField(max_length=200, blank=True)

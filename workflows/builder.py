@@ -37,6 +37,7 @@ from workflows.validation import (
     goal_validate,
     workflow_validate,
 )
+from workflows.variants import VARIANTS
 
 
 def _timeout_widgets(step_type: str) -> dict[str, dict[str, Any]]:
@@ -433,7 +434,11 @@ def _step_parameter_names(step: Mapping[str, Any]) -> list[str] | None:
     if kind == "adapter":
         adapter = REGISTRY.get(str(step.get("adapter") or ""))
         function = adapter.functions.get(str(step.get("function") or "")) if adapter else None
-        return [p.name for p in function.parameters] if function else []
+        if function is None:
+            return []
+        names = [p.name for p in function.parameters]
+        # A function with texts a patient reads may have them per language.
+        return [*names, VARIANTS] if any(p.translatable for p in function.parameters) else names
     step_type = STEP_TYPES.get(str(kind))
     return [p.name for p in step_type.parameters] if step_type else None
 
@@ -458,7 +463,11 @@ def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, A
             continue  # left over from another type or function: not part of this step
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        structure = isinstance(value, Mapping) or name in STRUCTURES.get(kind, ())
+        structure = (
+            isinstance(value, Mapping)
+            or name in STRUCTURES.get(kind, ())
+            or (is_adapter and name == VARIANTS)
+        )
         parameters[name] = value if structure else str(value)
     if kind == "condition":
         query = parameters.get("query")
@@ -473,6 +482,11 @@ def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, A
                 parameters["query"] = _parse_json_text(query)
             except JSONInputError as exc:
                 problems.add_step(index, "query", f"the query {exc}")
+    if is_adapter and VARIANTS in parameters:
+        try:
+            parameters[VARIANTS] = _parse_json_text(parameters[VARIANTS])
+        except JSONInputError as exc:
+            problems.add_step(index, VARIANTS, f"the variants {exc}")
     if kind in STRUCTURES:
         for name in STRUCTURES[kind]:
             if name not in parameters:
@@ -604,6 +618,7 @@ def _parameter_labels(step: Mapping[str, Any]) -> dict[str, str]:
     function = adapter.functions.get(str(step.get("function") or "")) if adapter else None
     for parameter in function.parameters if function else ():
         labels[parameter.name] = parameter.label
+    labels[VARIANTS] = "Languages"
     return labels
 
 

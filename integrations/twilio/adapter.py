@@ -43,6 +43,7 @@ SEND_SMS = Function(
             "Message",
             "The text to send. Use {{variables}} to personalise it.",
             example="Hi {{customer.firstName}}, your order {{order.number}} has shipped!",
+            translatable=True,
         ),
         Parameter(
             "to",

@@ -6,6 +6,7 @@ Keywords match the whole message, as Twilio's do, but after `common.keywords.key
 """
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
@@ -43,9 +44,10 @@ class KeywordMatch:
     keyword: str  # the listed keyword matched, e.g. "OPT OUT"; "" for free text
 
 
-def keyword_match(body: str) -> KeywordMatch:
-    """Which keyword `body` is, once normalised: the whole message must be the keyword."""
-    family, keyword = keyword_family(body)
+def keyword_match(body: str, *, languages: Iterable[str] = ()) -> KeywordMatch:
+    """Which keyword `body` is, once normalised: the whole message must be the keyword, in
+    English or one of `languages` (the clinic's enabled ones)."""
+    family, keyword = keyword_family(body, languages=languages)
     # The families are named as the actions are ("opt_out", "opt_in", "help").
     return KeywordMatch(family or InboundMessage.Action.NONE, keyword)
 
@@ -148,7 +150,7 @@ def inbound_sms_receive(
     number's waits in this clinic. Both happen in the transaction that records the message,
     so a redelivered webhook (its MessageSid already recorded) routes nothing twice."""
     organization = integration.organization
-    match = keyword_match(body)
+    match = keyword_match(body, languages=organization.enabled_languages)
     # PostgreSQL's text and jsonb cannot hold NUL. Twilio does not send one, but a signed
     # request must not fail (and its STOP be lost): the text is kept, U+FFFD where NUL was.
     body, from_, to = (value.replace("\x00", "\ufffd") for value in (body, from_, to))

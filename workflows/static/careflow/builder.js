@@ -167,6 +167,8 @@
           parametersOf(s)
             .filter((p) => (s.parameters[p.name] || "") !== "")
             .map((p) => [p.name, s.parameters[p.name]])
+            /* Language variants (workflows.variants) are kept as they came: not a field. */
+            .concat(s.type === "adapter" && s.parameters.variants ? [["variants", s.parameters.variants]] : [])
         ),
         purpose: s.purpose,
         urgent: s.type === "adapter" && s.urgent,

@@ -31,6 +31,7 @@ from integrations.models import (
 from integrations.policy_forms import (
     FIRST_CONTACT_FIELDS,
     KEYWORD_REPLY_FIELDS,
+    LANGUAGE_FIELDS,
     channel_fieldsets,
     channel_rules_summary,
     policy_form_class,
@@ -43,6 +44,8 @@ from patients.clinic_view import (
     clinic_datetime,
     request_is_clinic_role,
 )
+from patients.languages import language_name
+from patients.services import organization_languages_set
 from patients.tenancy import (
     OrganizationScopedAdmin,
     ReadOnlyAdminMixin,
@@ -613,19 +616,53 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
         },
     )
 
+    languages = (
+        "Languages",
+        {
+            "fields": LANGUAGE_FIELDS,
+            "description": "A workflow step may have its message in each of these languages; "
+            "a patient gets the one in their preferred language, else the fallback.",
+        },
+    )
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         if not self.has_change_permission(request, obj):
             # Read-only pages show model values only: the channels' rules as one summary.
             return [
                 *self.fieldsets,
                 ("Channels", {"fields": ["rules_by_channel"]}),
+                ("Languages", {"fields": ["clinic_languages"]}),
                 self.first_contact,
                 self.keywords,
             ]
-        return [*self.fieldsets, *channel_fieldsets(), self.first_contact, self.keywords]
+        return [
+            *self.fieldsets,
+            *channel_fieldsets(),
+            self.languages,
+            self.first_contact,
+            self.keywords,
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return [*super().get_readonly_fields(request, obj), "rules_by_channel"]
+        return [*super().get_readonly_fields(request, obj), "rules_by_channel", "clinic_languages"]
+
+    def save_model(
+        self, request: HttpRequest, obj: MessagingPolicy, form: Any, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        organization = obj.organization
+        organization_languages_set(
+            organization=organization,
+            languages=list(form.cleaned_data.get("languages") or []),
+            fallback=form.cleaned_data.get("fallback_language") or organization.fallback_language,
+        )
+
+    @admin.display(description="Languages")
+    def clinic_languages(self, obj: MessagingPolicy) -> str:
+        organization = obj.organization
+        others = [language_name(code) for code in organization.enabled_languages[1:]]
+        fallback = language_name(organization.fallback_language)
+        return f"{fallback} (fallback)" + (f", {', '.join(others)}" if others else "")
 
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any

@@ -17,6 +17,7 @@ from integrations.models import (
     MessagingPolicy,
     validate_channel_rules,
 )
+from patients.languages import DEFAULT_LANGUAGE, LANGUAGES
 
 FIRST_CONTACT_FIELDS = [
     "first_contact_enabled",
@@ -26,6 +27,9 @@ FIRST_CONTACT_FIELDS = [
     "first_contact_every_days",
 ]
 KEYWORD_REPLY_FIELDS = ["help_text_reply", "stop_confirmation_reply"]
+# The clinic's languages (kept on the Organization, where the engine reads them), edited here
+# with the rest of its messaging rules by the clinic admin.
+LANGUAGE_FIELDS = ["fallback_language", "languages"]
 
 CAP_LABELS = {
     "transactional_per_day": "Transactional per day",
@@ -73,6 +77,24 @@ class MessagingPolicyForm(forms.ModelForm):
         help_text=MessagingPolicy._meta.get_field("smart_sending_hours").help_text,
     )
 
+    fallback_language = forms.ChoiceField(
+        label="Fallback language",
+        choices=LANGUAGES,
+        initial=DEFAULT_LANGUAGE,
+        # Left out of a post (an older page): the clinic's fallback stays as it is.
+        required=False,
+        help_text="The language the workflows' messages are written in; sent to every patient "
+        "whose language has no variant.",
+    )
+    languages = forms.MultipleChoiceField(
+        label="Other languages",
+        choices=LANGUAGES,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Patients who prefer one of these get a step's variant in it, and its "
+        "keywords (e.g. PARAR, AYUDA in Spanish) are recognised. English keywords always are.",
+    )
+
     class Meta:
         model = MessagingPolicy
         fields = [
@@ -87,6 +109,10 @@ class MessagingPolicyForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        organization = self.instance.organization if self.instance.organization_id else None
+        if organization is not None:
+            self.initial.setdefault("fallback_language", organization.fallback_language)
+            self.initial.setdefault("languages", list(organization.languages or []))
         if "stop_confirmation_reply" in self.fields:
             self.fields["stop_confirmation_reply"].required = False
             self.fields["stop_confirmation_reply"].help_text += " Blank: the default wording."

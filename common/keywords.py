@@ -108,18 +108,26 @@ _LANGUAGE_FAMILIES = {
 }
 
 
+def keyword_read(body: str, *, languages: Iterable[str] = ()) -> tuple[str, str, str]:
+    """`keyword_family`, and the language the keyword is in ("en", "es", …; "" for no
+    keyword): the first of `languages` that lists it, English before them."""
+    key = keyword_compact(keyword_normalize(body))
+    tables: list[tuple[str, tuple[tuple[str, dict[str, str]], ...]]] = [("en", _FAMILIES)]
+    tables += [(code, _LANGUAGE_FAMILIES[code]) for code in languages if code in _LANGUAGE_FAMILIES]
+    # Opt-out first in every language: a word that stops in one and starts in another stops.
+    for wanted in ("opt_out", "opt_in", "help"):
+        for language, table in tables:
+            for family, keys in table:
+                if family == wanted and key in keys:
+                    return family, keys[key], language
+    return "", "", ""
+
+
 def keyword_family(body: str, *, languages: Iterable[str] = ()) -> tuple[str, str]:
     """Which keyword `body` is, once normalised (the whole message must be the keyword): its
     family ("opt_out", "opt_in", "help") and the listed keyword, e.g. ("opt_out", "OPT OUT");
     ("", "") for any other text. English is always read; `languages` adds the words of those
     languages (a clinic's enabled ones). An opt-out or help word keeps its meaning wherever
     it is texted, so it is never an answer a Wait-for-reply step branches on."""
-    key = keyword_compact(keyword_normalize(body))
-    tables = [_FAMILIES, *(_LANGUAGE_FAMILIES.get(code, ()) for code in languages)]
-    # Opt-out first in every language: a word that stops in one and starts in another stops.
-    for wanted in ("opt_out", "opt_in", "help"):
-        for table in tables:
-            for family, keys in table:
-                if family == wanted and key in keys:
-                    return family, keys[key]
-    return "", ""
+    family, keyword, _ = keyword_read(body, languages=languages)
+    return family, keyword

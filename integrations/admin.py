@@ -619,7 +619,7 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
     languages = (
         "Languages",
         {
-            "fields": LANGUAGE_FIELDS,
+            "fields": [*LANGUAGE_FIELDS, "translations"],
             "description": "A workflow step may have its message in each of these languages; "
             "a patient gets the one in their preferred language, else the fallback.",
         },
@@ -631,7 +631,7 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
             return [
                 *self.fieldsets,
                 ("Channels", {"fields": ["rules_by_channel"]}),
-                ("Languages", {"fields": ["clinic_languages"]}),
+                ("Languages", {"fields": ["clinic_languages", "translations"]}),
                 self.first_contact,
                 self.keywords,
             ]

@@ -105,6 +105,7 @@ class MessagingPolicyForm(forms.ModelForm):
             "smart_sending_hours",
             *FIRST_CONTACT_FIELDS,
             *KEYWORD_REPLY_FIELDS,
+            "translations",
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -135,6 +136,11 @@ class MessagingPolicyForm(forms.ModelForm):
         """Blank: the default wording (a patient who opts out is always answered)."""
         text = str(self.cleaned_data.get("stop_confirmation_reply") or "").strip()
         return text or STOP_CONFIRMATION_DEFAULT
+
+    def clean_translations(self) -> dict[str, Any]:
+        """Blank: no texts in other languages (the column holds an object, never null)."""
+        value = self.cleaned_data.get("translations")
+        return value if value else {}
 
     def clean_smart_sending_hours(self) -> int | None:
         """One message for any out-of-range N (the field's own would name only one bound);

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from patients.inputs import JSONInputError, json_parse, json_problem
+from patients.languages import LANGUAGES
 from patients.models import ConsentRecord, Organization, Patient
 from patients.zones import patient_zone
 from workflows.adapters import REGISTRY, Adapter, Function
@@ -181,6 +182,8 @@ def _parameter(
         "required": parameter.required,
         "example": parameter.example,
         "templated": templated,
+        # A step may have this one per language (workflows.variants).
+        "translatable": parameter.translatable,
         **by_kind,
         **(widget if widget is not None else WIDGETS.get(key, {})),
     }
@@ -301,6 +304,8 @@ def builder_schema(*, organization_id: int | None = None) -> dict[str, Any]:
             for adapter in REGISTRY.values()
         ],
         "purposes": [[value, label] for value, label in ConsentRecord.Purpose.choices],
+        # The languages a message variant may be written in (patients.languages).
+        "languages": [list(language) for language in LANGUAGES],
         # The model's choices, the one list of rules there is.
         "enrollment": {
             "rules": [[value, label] for value, label in Workflow.Enrollment.choices],

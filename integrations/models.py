@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, validate_email
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Value
 from django.utils import timezone
 
 from common.keywords import LANGUAGE_KEYWORDS
@@ -154,7 +154,7 @@ class OutboundMessage(TimeStamped):
     media_url = models.CharField("media URL", max_length=MEDIA_URL_MAX_CHARS, blank=True)
     # The language the body was written in: the step's variant chosen for the patient, or
     # the clinic's fallback (patients.languages). "": not recorded (before languages).
-    language = models.CharField(max_length=8, blank=True)
+    language = models.CharField(max_length=8, blank=True, db_default="")
     # Whether the clinic's first-contact wording (brand prefix, opt-out wording) was added to
     # `body`: decided once, when the message is claimed for sending (integrations.first_contact).
     # None: not decided (not claimed yet, or a channel without the wording).
@@ -507,6 +507,7 @@ class MessagingPolicy(TimeStamped):
     translations = models.JSONField(
         "in other languages",
         default=dict,
+        db_default=Value({}, output_field=models.JSONField()),
         blank=True,
         validators=[validate_translations],
         help_text="The HELP reply, opt-out confirmation and opt-out wording by language, e.g. "

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Value
 from django.utils import timezone
 
 from patients.channels import consent_channel_choices
@@ -122,9 +122,12 @@ class Organization(TimeStamped):
     webhook_token_issued_at = models.DateTimeField(null=True, blank=True, editable=False)
     # The languages message variants are sent in and keywords recognised in; the fallback
     # is the language of a message's own text, sent to anyone else.
+    # Database defaults too: the rows an older version of the code inserts (a migration's
+    # historical models, a deploy's old workers) get the column's default.
     languages = models.JSONField(
         "enabled languages",
         default=list,
+        db_default=Value([], output_field=models.JSONField()),
         blank=True,
         validators=[validate_languages],
         help_text='Language codes, e.g. ["es", "vi"]: patients who prefer one of these get a '
@@ -134,6 +137,7 @@ class Organization(TimeStamped):
         max_length=8,
         choices=LANGUAGES,
         default=DEFAULT_LANGUAGE,
+        db_default=DEFAULT_LANGUAGE,
         validators=[validate_language],
         help_text="The language messages are written in; sent when there is no variant in "
         "the patient's language.",
@@ -222,6 +226,7 @@ class Patient(ChangeTracked, TimeStamped):
         max_length=8,
         choices=LANGUAGES,
         blank=True,
+        db_default="",
         validators=[validate_language],
         help_text="Messages with a variant in this language (and enabled by the clinic) are "
         "sent in it; blank: the clinic's fallback language.",

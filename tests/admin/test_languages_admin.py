@@ -87,13 +87,16 @@ def test_an_unknown_language_is_a_form_error_and_saves_nothing(overrides: dict[s
     assert (organization.fallback_language, organization.languages) == ("en", [])
 
 
-def test_clinic_staff_see_the_languages_and_cannot_change_them() -> None:
+def test_support_staff_see_the_languages_and_clinic_staff_not_even_that() -> None:
     policy = OrganizationFactory(languages=["es"]).messaging_policy
-    client = _client(policy.organization, CLINIC_STAFF)
-    response = client.get(_url(policy))
+    support = _client(OrganizationFactory(), SUPPORT_STAFF)
+    response = support.get(_url(policy))
     assert response.status_code == 200
     assert "English (fallback), Spanish" in response.content.decode()
-    assert client.post(_url(policy), _form(policy, languages=[])).status_code == 403
+    assert support.post(_url(policy), _form(policy, languages=[])).status_code == 403
+    staff = _client(policy.organization, CLINIC_STAFF)
+    assert staff.get(_url(policy)).status_code == 403
+    assert staff.post(_url(policy), _form(policy, languages=[])).status_code == 403
     assert Organization.objects.get(pk=policy.organization_id).languages == ["es"]
 
 

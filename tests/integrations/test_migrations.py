@@ -222,6 +222,7 @@ LATER_POLICY_COLUMNS = (
     "brand_prefix",
     "opt_out_wording",
     "first_contact_every_days",
+    "translations",
 )
 
 

@@ -122,3 +122,45 @@ def test_parar_is_free_text_where_the_clinic_has_not_enabled_spanish(
     )
     assert result.message.action == InboundMessage.Action.NONE
     assert not ConsentRecord.objects.filter(action=ConsentRecord.Action.OPT_OUT).exists()
+
+
+def test_parar_is_confirmed_in_spanish_when_the_clinic_worded_it_and_help_follows_the_patient(
+    clinic: dict[str, Any],
+) -> None:
+    policy = clinic["org"].messaging_policy
+    policy.translations = {
+        "es": {
+            "stop_confirmation_reply": "{clinic}: no recibirá más mensajes.",
+            "help_text_reply": "{clinic}: llámenos para ayuda.",
+        }
+    }
+    policy.save()
+    ana = PatientFactory(organization=clinic["org"], phone="+14155550127", language="es")
+    stop = inbound_sms_receive(
+        integration=clinic["integration"],
+        sid="SM" + "r" * 32,
+        from_=ana.phone,
+        to=SANDBOX_FROM,
+        body="PARAR",
+    )
+    assert stop.reply == f"{clinic['org'].name}: no recibirá más mensajes."
+    # HELP in English from a Spanish-speaking patient: answered in her language.
+    help_reply = inbound_sms_receive(
+        integration=clinic["integration"],
+        sid="SM" + "s" * 32,
+        from_=ana.phone,
+        to=SANDBOX_FROM,
+        body="HELP",
+    )
+    assert help_reply.reply == f"{clinic['org'].name}: llámenos para ayuda."
+    # An English speaker's AYUDA is answered in Spanish: who texts it reads it.
+    bo = PatientFactory(organization=clinic["org"], phone="+14155550128")
+    ayuda = inbound_sms_receive(
+        integration=clinic["integration"],
+        sid="SM" + "t" * 32,
+        from_=bo.phone,
+        to=SANDBOX_FROM,
+        body="ayuda",
+    )
+    assert ayuda.message.action == InboundMessage.Action.HELP
+    assert ayuda.reply == f"{clinic['org'].name}: llámenos para ayuda."

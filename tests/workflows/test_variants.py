@@ -10,7 +10,7 @@ from integrations.sms import segment_info
 from patients.languages import language_choose
 from tests.factories import OrganizationFactory, PatientFactory, sms_step_definition
 from workflows.adapters import REGISTRY
-from workflows.builder import definition_parse, message_previews
+from workflows.builder import builder_schema, definition_parse, message_previews
 from workflows.steps import StepConfigError, adapter_inputs_render
 from workflows.validation import workflow_validate
 from workflows.variants import parameters_in, step_language, step_variants
@@ -153,3 +153,12 @@ def test_a_spanish_variant_previews_with_its_own_segment_count() -> None:
     assert segment_info(spanish).encoding == "UCS-2"
     assert segment_info("ñ" * 160).segments == 1  # ñ is in GSM-7
     assert segment_info("Í" * 71).segments == 2
+
+
+def test_the_builder_schema_offers_the_languages_and_marks_what_can_be_translated() -> None:
+    schema = builder_schema()
+    assert ["es", "Spanish"] in schema["languages"]
+    twilio = next(a for a in schema["adapters"] if a["name"] == "twilio")
+    parameters = {p["name"]: p for p in twilio["functions"][0]["parameters"]}
+    assert parameters["message"]["translatable"] is True
+    assert parameters["to"]["translatable"] is False

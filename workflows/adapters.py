@@ -190,10 +190,12 @@ class Adapter:
         *,
         organization: "Organization | None",
         inputs: Mapping[str, str],
+        language: str = "",
     ) -> dict[str, Any]:
-        """`preview` as `organization`'s rules would send it (they may add to the message),
-        with the step's other parameters (`inputs`, rendered). An adapter whose preview
-        depends on neither need not override it."""
+        """`preview` as `organization`'s rules would send it (they may add to the message, in
+        `language`: a variant's, "" for the step's own text), with the step's other parameters
+        (`inputs`, rendered). An adapter whose preview depends on none of them need not
+        override it."""
         return self.preview(function, text)
 
     def dry_run(

@@ -859,11 +859,13 @@ def message_preview(
     function: str = "",
     organization: Organization | None = None,
     inputs: Mapping[str, str] | None = None,
+    language: str = "",
 ) -> dict[str, Any]:
     """One message rendered against `data` (dates and times in `tz`), previewed by its
     adapter `function` ("<adapter>.<function>") with what it costs and what to watch out
-    for: as `organization`'s rules would send it, with the step's other parameters
-    (`inputs`, rendered too; one that cannot be rendered is previewed as blank)."""
+    for: as `organization`'s rules would send it (in `language`, a variant's), with the
+    step's other parameters (`inputs`, rendered too; one that cannot be rendered is
+    previewed as blank)."""
     try:
         text = template_render(template, data, tz=tz)
     except TemplateError as exc:
@@ -878,7 +880,9 @@ def message_preview(
         except TemplateError:
             rendered[name] = ""
     adapter, name = previewer
-    return adapter.preview_for(name, text, organization=organization, inputs=rendered)
+    return adapter.preview_for(
+        name, text, organization=organization, inputs=rendered, language=language
+    )
 
 
 # The step's other parameters a preview is sent, at most (the builder sends a step's own).
@@ -918,8 +922,15 @@ def message_previews(
         "patient": str(patient) if patient else "",
         "source": source,
         "previews": {
+            # A variant's key is "<step>:<language>" (builder.js), previewed in that language.
             str(key): message_preview(
-                text, data, tz=tz, function=function, organization=owner, inputs=inputs
+                text,
+                data,
+                tz=tz,
+                function=function,
+                organization=owner,
+                inputs=inputs,
+                language=str(key).partition(":")[2],
             )
             for key, (text, function, inputs) in (
                 (key, _message(value)) for key, value in messages.items()

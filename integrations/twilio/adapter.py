@@ -132,10 +132,13 @@ class TwilioAdapter(Adapter):
         *,
         organization: Organization | None,
         inputs: Mapping[str, str],
+        language: str = "",
     ) -> dict[str, Any]:
         wording = None
         if organization is not None:
-            wording = clinic_wording(messaging_policy(organization.pk), organization)
+            wording = clinic_wording(
+                messaging_policy(organization.pk), organization, language=language
+            )
         return sms_preview(text, wording=wording, media_url=inputs.get("media", ""))
 
     def dry_run(

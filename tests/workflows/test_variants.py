@@ -162,3 +162,22 @@ def test_the_builder_schema_offers_the_languages_and_marks_what_can_be_translate
     parameters = {p["name"]: p for p in twilio["functions"][0]["parameters"]}
     assert parameters["message"]["translatable"] is True
     assert parameters["to"]["translatable"] is False
+
+
+def test_a_variants_preview_carries_the_clinics_wording_in_its_language() -> None:
+    clinic = OrganizationFactory(name="Sol", languages=["es"])
+    policy = clinic.messaging_policy
+    policy.first_contact_enabled = True
+    policy.translations = {"es": {"opt_out_wording": "Responda PARAR para cancelar."}}
+    policy.save()
+    result = message_previews(
+        trigger="order.shipped",
+        patient=None,
+        organization=clinic,
+        messages={
+            "3": {"text": "Shipped.", "function": "twilio.sendSMS"},
+            "3:es": {"text": "Enviado.", "function": "twilio.sendSMS"},
+        },
+    )
+    assert result["previews"]["3"]["text"] == "Sol: Shipped. Reply STOP to opt out."
+    assert result["previews"]["3:es"]["text"] == "Sol: Enviado. Responda PARAR para cancelar."

@@ -56,6 +56,17 @@ def _ship(patient: Any, number: str) -> Run | None:
     return run_advance(run_id=run_id)
 
 
+def _text(clinic: dict[str, Any], phone: str, body: str, *, sid: str) -> Any:
+    """The patient's text to the clinic, as the inbound webhook hands it over."""
+    return inbound_sms_receive(
+        integration=clinic["integration"],
+        sid="SM" + sid * 32,
+        from_=phone,
+        to=SANDBOX_FROM,
+        body=body,
+    )
+
+
 def test_spanish_patient_gets_the_spanish_variant_and_parar_stops_the_next_text(
     clinic: dict[str, Any], sandbox: SandboxServer
 ) -> None:
@@ -70,13 +81,7 @@ def test_spanish_patient_gets_the_spanish_variant_and_parar_stops_the_next_text(
     assert message.language == "es" and message.status == OutboundMessage.Status.SENT
 
     # PARAR: Twilio does not know it, so careflow records the opt-out and confirms it once.
-    result = inbound_sms_receive(
-        integration=clinic["integration"],
-        sid="SM" + "p" * 32,
-        from_=ana.phone,
-        to=SANDBOX_FROM,
-        body="Parar",
-    )
+    result = _text(clinic, ana.phone, "Parar", sid="p")
     assert result.message.action == InboundMessage.Action.OPT_OUT
     assert result.reply  # the clinic's confirmation
     assert ConsentRecord.objects.filter(
@@ -113,13 +118,7 @@ def test_parar_is_free_text_where_the_clinic_has_not_enabled_spanish(
     clinic["org"].save()
     patient = PatientFactory(organization=clinic["org"], phone="+14155550126", language="es")
     ConsentFactory(patient=patient)
-    result = inbound_sms_receive(
-        integration=clinic["integration"],
-        sid="SM" + "q" * 32,
-        from_=patient.phone,
-        to=SANDBOX_FROM,
-        body="PARAR",
-    )
+    result = _text(clinic, patient.phone, "PARAR", sid="q")
     assert result.message.action == InboundMessage.Action.NONE
     assert not ConsentRecord.objects.filter(action=ConsentRecord.Action.OPT_OUT).exists()
 
@@ -136,31 +135,13 @@ def test_parar_is_confirmed_in_spanish_when_the_clinic_worded_it_and_help_follow
     }
     policy.save()
     ana = PatientFactory(organization=clinic["org"], phone="+14155550127", language="es")
-    stop = inbound_sms_receive(
-        integration=clinic["integration"],
-        sid="SM" + "r" * 32,
-        from_=ana.phone,
-        to=SANDBOX_FROM,
-        body="PARAR",
-    )
+    stop = _text(clinic, ana.phone, "PARAR", sid="r")
     assert stop.reply == f"{clinic['org'].name}: no recibirá más mensajes."
     # HELP in English from a Spanish-speaking patient: answered in her language.
-    help_reply = inbound_sms_receive(
-        integration=clinic["integration"],
-        sid="SM" + "s" * 32,
-        from_=ana.phone,
-        to=SANDBOX_FROM,
-        body="HELP",
-    )
+    help_reply = _text(clinic, ana.phone, "HELP", sid="s")
     assert help_reply.reply == f"{clinic['org'].name}: llámenos para ayuda."
     # An English speaker's AYUDA is answered in Spanish: who texts it reads it.
     bo = PatientFactory(organization=clinic["org"], phone="+14155550128")
-    ayuda = inbound_sms_receive(
-        integration=clinic["integration"],
-        sid="SM" + "t" * 32,
-        from_=bo.phone,
-        to=SANDBOX_FROM,
-        body="ayuda",
-    )
+    ayuda = _text(clinic, bo.phone, "ayuda", sid="t")
     assert ayuda.message.action == InboundMessage.Action.HELP
     assert ayuda.reply == f"{clinic['org'].name}: llámenos para ayuda."

@@ -136,19 +136,21 @@ def test_a_condition_step_keeps_no_variants() -> None:
     assert "variants" not in parsed.steps[0]["parameters"]
 
 
+def _sms_previews(clinic: Any, texts: dict[str, str]) -> dict[str, Any]:
+    """The builder's previews of these SMS texts by key ("<step>" or "<step>:<language>")."""
+    messages = {key: {"text": text, "function": "twilio.sendSMS"} for key, text in texts.items()}
+    result = message_previews(
+        trigger="order.shipped", patient=None, organization=clinic, messages=messages
+    )
+    previews: dict[str, Any] = result["previews"]
+    return previews
+
+
 def test_a_spanish_variant_previews_with_its_own_segment_count() -> None:
     clinic = OrganizationFactory()
     spanish = "¿Confirma su cita? Responda SÍ o NO."  # Í is not GSM-7: the whole text is UCS-2
-    result = message_previews(
-        trigger="order.shipped",
-        patient=None,
-        organization=clinic,
-        messages={
-            "0": {"text": "Confirm your visit? Reply YES or NO.", "function": "twilio.sendSMS"},
-            "0:es": {"text": spanish, "function": "twilio.sendSMS"},
-        },
-    )
-    english, variant = result["previews"]["0"], result["previews"]["0:es"]
+    previews = _sms_previews(clinic, {"0": "Confirm your visit? Reply YES or NO.", "0:es": spanish})
+    english, variant = previews["0"], previews["0:es"]
     assert english["encoding"] == "GSM-7" and variant["encoding"] == "UCS-2"
     assert segment_info(spanish).encoding == "UCS-2"
     assert segment_info("ñ" * 160).segments == 1  # ñ is in GSM-7
@@ -170,14 +172,6 @@ def test_a_variants_preview_carries_the_clinics_wording_in_its_language() -> Non
     policy.first_contact_enabled = True
     policy.translations = {"es": {"opt_out_wording": "Responda PARAR para cancelar."}}
     policy.save()
-    result = message_previews(
-        trigger="order.shipped",
-        patient=None,
-        organization=clinic,
-        messages={
-            "3": {"text": "Shipped.", "function": "twilio.sendSMS"},
-            "3:es": {"text": "Enviado.", "function": "twilio.sendSMS"},
-        },
-    )
-    assert result["previews"]["3"]["text"] == "Sol: Shipped. Reply STOP to opt out."
-    assert result["previews"]["3:es"]["text"] == "Sol: Enviado. Responda PARAR para cancelar."
+    previews = _sms_previews(clinic, {"3": "Shipped.", "3:es": "Enviado."})
+    assert previews["3"]["text"] == "Sol: Shipped. Reply STOP to opt out."
+    assert previews["3:es"]["text"] == "Sol: Enviado. Responda PARAR para cancelar."

@@ -910,11 +910,14 @@
     step.parameters.variants = Object.keys(variants).length ? JSON.stringify(variants) : "";
   }
 
-  function renderVariants(step) {
+  /* A step without variants gets only "Add a language…", in the corner of its first
+     translatable field (no extra height); with variants, a section of tabs below the fields. */
+  function renderVariants(step, body) {
     const variants = variantsOf(step);
     const codes = Object.keys(variants);
     if (!codes.includes(step.variantTab)) step.variantTab = codes[0] || "";
     const id = `cf-s${step.key}-variants`;
+    const errors = el("ul", { class: "errorlist cf-errors", id: `${id}-errors`, "data-errors-for": "variants" });
     const tabs = el("div", { class: "cf-variant-tabs", role: "tablist", "aria-label": "Languages" });
     codes.forEach((code) => {
       const tab = el("button", {
@@ -932,7 +935,11 @@
       });
       tabs.append(tab);
     });
-    const add = el("select", { id: `${id}-add`, "aria-label": "Add a language" }, option("", "Add a language…"));
+    const add = el(
+      "select",
+      { id: `${id}-add`, class: "cf-variant-add", "aria-label": "Add a language" },
+      option("", "Add a language…")
+    );
     LANGUAGES.filter(([code]) => !codes.includes(code)).forEach(([code, name]) => add.append(option(code, name)));
     add.addEventListener("change", () => {
       if (!add.value) return;
@@ -942,6 +949,15 @@
       renderSteps(`${id}-add`);
       changed();
     });
+    if (!codes.length) {
+      const host = body.querySelector(`.cf-field[data-param="${translatableOf(step)[0].name}"]`);
+      if (host) {
+        host.classList.add("cf-has-variant-add");
+        host.prepend(add);
+        host.append(errors);
+        return;
+      }
+    }
     tabs.append(add);
     const wrapper = el(
       "div",
@@ -994,8 +1010,8 @@
       panel.append(remove);
       wrapper.append(panel);
     }
-    wrapper.append(el("ul", { class: "errorlist cf-errors", id: `${id}-errors`, "data-errors-for": "variants" }));
-    return wrapper;
+    wrapper.append(errors);
+    body.append(wrapper);
   }
 
   function renderAdapterChoice(step) {
@@ -1082,7 +1098,7 @@
     if (description) body.append(el("p", { class: "cf-help", text: description }));
     if (step.type === "adapter") body.append(renderAdapterChoice(step));
     parametersOf(step).forEach((p) => body.append(renderParameter(step, index, p)));
-    if (translatableOf(step).length) body.append(renderVariants(step));
+    if (translatableOf(step).length) renderVariants(step, body);
     if (step.type === "adapter" && functionOf(step) && functionOf(step).sendOptions) {
       body.append(renderSendOptions(step));
     }

@@ -8,6 +8,7 @@ a "C" leaves an appointment unconfirmed, so every matcher reads the normalised t
 """
 
 import unicodedata
+from collections.abc import Iterable
 
 # The one list of words that revoke consent: every matcher, reply and document reads it.
 # Twilio's defaults plus the words the FCC's consent-revocation rule (47 CFR 64.1200(a)(10),
@@ -63,6 +64,32 @@ def keyword_compact(text: str) -> str:
     )
 
 
+# The same three families in the other languages a clinic may enable (patients.languages),
+# recognised only where the clinic enables the language: English is always recognised, as
+# carriers and Twilio honour its words whatever the clinic's language. Twilio's own opt-out
+# handling knows only the English words, so careflow records these and confirms them itself.
+# Accented and plain spellings both, as phones often drop the accent ("ARRET" for "ARRÊT").
+LANGUAGE_KEYWORDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "es": {
+        "opt_out": ("PARAR", "ALTO", "DETENER", "CANCELAR", "TERMINAR", "BAJA"),
+        "opt_in": ("COMENZAR", "INICIAR", "REANUDAR"),
+        "help": ("AYUDA",),
+    },
+    "fr": {
+        "opt_out": ("ARRÊT", "ARRET", "ARRÊTER", "ARRETER", "DÉSABONNER", "DESABONNER"),
+        "opt_in": ("COMMENCER", "REPRENDRE"),
+        "help": ("AIDE",),
+    },
+    "pt": {
+        "opt_out": ("PARAR", "SAIR", "CANCELAR"),
+        "opt_in": ("COMEÇAR", "COMECAR", "INICIAR"),
+        "help": ("AJUDA",),
+    },
+}
+# Every language with keywords: what a keyword that must never be an answer is checked in.
+ALL_KEYWORD_LANGUAGES: tuple[str, ...] = ("en", *LANGUAGE_KEYWORDS)
+
+
 def _keys(keywords: tuple[str, ...]) -> dict[str, str]:
     keys: dict[str, str] = {}
     for word in keywords:
@@ -75,15 +102,32 @@ _FAMILIES = (
     ("opt_in", _keys(OPT_IN_KEYWORDS)),
     ("help", _keys(HELP_KEYWORDS)),
 )
+_LANGUAGE_FAMILIES = {
+    language: tuple((family, _keys(words)) for family, words in families.items())
+    for language, families in LANGUAGE_KEYWORDS.items()
+}
 
 
-def keyword_family(body: str) -> tuple[str, str]:
+def keyword_read(body: str, *, languages: Iterable[str] = ()) -> tuple[str, str, str]:
+    """`keyword_family`, and the language the keyword is in ("en", "es", …; "" for no
+    keyword): the first of `languages` that lists it, English before them."""
+    key = keyword_compact(keyword_normalize(body))
+    tables: list[tuple[str, tuple[tuple[str, dict[str, str]], ...]]] = [("en", _FAMILIES)]
+    tables += [(code, _LANGUAGE_FAMILIES[code]) for code in languages if code in _LANGUAGE_FAMILIES]
+    # Opt-out first in every language: a word that stops in one and starts in another stops.
+    for wanted in ("opt_out", "opt_in", "help"):
+        for language, table in tables:
+            for family, keys in table:
+                if family == wanted and key in keys:
+                    return family, keys[key], language
+    return "", "", ""
+
+
+def keyword_family(body: str, *, languages: Iterable[str] = ()) -> tuple[str, str]:
     """Which keyword `body` is, once normalised (the whole message must be the keyword): its
     family ("opt_out", "opt_in", "help") and the listed keyword, e.g. ("opt_out", "OPT OUT");
-    ("", "") for any other text. An opt-out or help word keeps its meaning wherever it is
-    texted, so it is never an answer a Wait-for-reply step branches on."""
-    key = keyword_compact(keyword_normalize(body))
-    for family, keys in _FAMILIES:
-        if key in keys:
-            return family, keys[key]
-    return "", ""
+    ("", "") for any other text. English is always read; `languages` adds the words of those
+    languages (a clinic's enabled ones). An opt-out or help word keeps its meaning wherever
+    it is texted, so it is never an answer a Wait-for-reply step branches on."""
+    family, keyword, _ = keyword_read(body, languages=languages)
+    return family, keyword

@@ -31,6 +31,7 @@ from integrations.models import (
 from integrations.policy_forms import (
     FIRST_CONTACT_FIELDS,
     KEYWORD_REPLY_FIELDS,
+    LANGUAGE_FIELDS,
     SHORT_LINK_FIELDS,
     channel_fieldsets,
     channel_rules_summary,
@@ -45,6 +46,8 @@ from patients.clinic_view import (
     clinic_datetime,
     request_is_clinic_role,
 )
+from patients.languages import language_name
+from patients.services import organization_languages_set
 from patients.tenancy import (
     OrganizationScopedAdmin,
     ReadOnlyAdminMixin,
@@ -651,12 +654,22 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
         },
     )
 
+    languages = (
+        "Languages",
+        {
+            "fields": [*LANGUAGE_FIELDS, "translations"],
+            "description": "A workflow step may have its message in each of these languages; "
+            "a patient gets the one in their preferred language, else the fallback.",
+        },
+    )
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         if not self.has_change_permission(request, obj):
             # Read-only pages show model values only: the channels' rules as one summary.
             return [
                 *self.fieldsets,
                 ("Channels", {"fields": ["rules_by_channel"]}),
+                ("Languages", {"fields": ["clinic_languages", "translations"]}),
                 self.first_contact,
                 self.short_links,
                 self.keywords,
@@ -664,13 +677,33 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
         return [
             *self.fieldsets,
             *channel_fieldsets(),
+            self.languages,
             self.first_contact,
             self.short_links,
             self.keywords,
         ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return [*super().get_readonly_fields(request, obj), "rules_by_channel"]
+        return [*super().get_readonly_fields(request, obj), "rules_by_channel", "clinic_languages"]
+
+    def save_model(
+        self, request: HttpRequest, obj: MessagingPolicy, form: Any, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        organization = obj.organization
+        organization_languages_set(
+            organization=organization,
+            languages=list(form.cleaned_data.get("languages") or []),
+            fallback=form.cleaned_data.get("fallback_language") or organization.fallback_language,
+        )
+        self._short_link_host_warn(request, obj)
+
+    @admin.display(description="Languages")
+    def clinic_languages(self, obj: MessagingPolicy) -> str:
+        organization = obj.organization
+        others = [language_name(code) for code in organization.enabled_languages[1:]]
+        fallback = language_name(organization.fallback_language)
+        return f"{fallback} (fallback)" + (f", {', '.join(others)}" if others else "")
 
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
@@ -684,10 +717,7 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
     def channels_with_own_rules(self, obj: MessagingPolicy) -> str:
         return ", ".join(sorted(obj.channel_rules or {})) or "—"
 
-    def save_model(
-        self, request: HttpRequest, obj: MessagingPolicy, form: Any, change: bool
-    ) -> None:
-        super().save_model(request, obj, form, change)
+    def _short_link_host_warn(self, request: HttpRequest, obj: MessagingPolicy) -> None:
         host = short_link_host_unserved(obj)
         if host:
             # Not refused: the DNS and the deployment may be changed after this; but until

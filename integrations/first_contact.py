@@ -8,7 +8,7 @@ final body is recorded in the claim itself, before the provider is called: a ret
 redelivered or reconciled send goes out (and is looked up) with exactly the body recorded.
 
 The wording is read through `clinic_wording` and `keyword_reply`, which take a language: the
-policy's texts are the clinic's only variant today, and the fallback when languages come.
+clinic's wording in that language (`MessagingPolicy.translations`), else the policy's own.
 """
 
 from dataclasses import dataclass
@@ -59,13 +59,14 @@ class ClinicWording:
 def clinic_wording(
     policy: MessagingPolicy, organization: Organization, *, language: str = ""
 ) -> ClinicWording | None:
-    """The clinic's first-contact wording (in `language` once variants exist; the policy's own
-    texts are the fallback), or None when the clinic adds none."""
+    """The clinic's first-contact wording, its opt-out wording in `language` if the clinic
+    worded it so (`MessagingPolicy.translations`; else the policy's own), or None when the
+    clinic adds none."""
     if not policy.first_contact_enabled:
         return None
     brand = (policy.brand_name or organization.name).strip()
     prefix = f"{brand}: " if policy.brand_prefix and brand else ""
-    wording = policy.opt_out_wording.strip()
+    wording = policy.text("opt_out_wording", language).strip()
     suffix = f" {wording}" if wording else ""
     if not prefix and not suffix:
         return None
@@ -82,7 +83,7 @@ def message_wording(message: OutboundMessage) -> ClinicWording | None:
     policy = messaging_policy(message.organization_id)
     if not policy.first_contact_enabled:  # the clinic is read only when it is needed
         return None
-    return clinic_wording(policy, message.organization)
+    return clinic_wording(policy, message.organization, language=message.language)
 
 
 def first_contact_due(message: OutboundMessage, wording: ClinicWording, *, now: datetime) -> bool:
@@ -151,8 +152,8 @@ def keyword_reply(
     policy: MessagingPolicy, organization: Organization, kind: KeywordReply, *, language: str = ""
 ) -> str:
     """The clinic's reply to HELP ("help") or its confirmation of an opt-out ("opt_out"), with
-    {clinic} filled in (in `language` once variants exist; the policy's texts are the
-    fallback)."""
-    text = policy.help_text_reply if kind == "help" else policy.stop_confirmation_reply
+    {clinic} filled in: in `language` if the clinic worded it so, else the policy's own."""
+    name = "help_text_reply" if kind == "help" else "stop_confirmation_reply"
+    text = policy.text(name, language)
     brand = (policy.brand_name or organization.name).strip()
     return text.replace("{clinic}", brand)

@@ -64,6 +64,7 @@ def step_deliver(
         step_index=context.step_index,
         is_test=context.is_test,
         urgent=context.urgent,
+        language=context.language,
         **fields,
     )
 

@@ -10,11 +10,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, validate_email
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Value
 from django.utils import timezone
 
+from common.keywords import LANGUAGE_KEYWORDS
 from integrations.channels import registered_channels
 from integrations.encryption import EncryptedJSONField, EncryptedTextField
+from patients.languages import LANGUAGE_NAMES
 from patients.models import ConsentRecord, Organization, Patient, TimeStamped
 
 
@@ -151,6 +153,9 @@ class OutboundMessage(TimeStamped):
     content = models.JSONField(default=dict, blank=True)
     # A picture or PDF sent with a text (an MMS): Twilio fetches it from this https URL.
     media_url = models.CharField("media URL", max_length=MEDIA_URL_MAX_CHARS, blank=True)
+    # The language the body was written in: the step's variant chosen for the patient, or
+    # the clinic's fallback (patients.languages). "": not recorded (before languages).
+    language = models.CharField(max_length=8, blank=True, db_default="")
     # Whether the clinic's first-contact wording (brand prefix, opt-out wording) was added to
     # `body`: decided once, when the message is claimed for sending (integrations.first_contact).
     # None: not decided (not claimed yet, or a channel without the wording).
@@ -374,6 +379,56 @@ def validate_short_link_domain(value: str) -> None:
         )
 
 
+# The policy's texts a clinic may word per language (`MessagingPolicy.translations`), with
+# their longest length (the field's own).
+TRANSLATED_TEXTS: dict[str, int] = {
+    "help_text_reply": 320,
+    "stop_confirmation_reply": 320,
+    "opt_out_wording": OPT_OUT_WORDING_MAX_CHARS,
+}
+
+
+def validate_translations(value: object) -> None:
+    """{"es": {"opt_out_wording": "Responda PARAR para cancelar.", ...}}: listed languages,
+    the texts of TRANSLATED_TEXTS, each checked as its English field is, except that the
+    opt-out wording may name the language's own opt-out keyword instead of STOP."""
+    if not isinstance(value, dict):
+        raise ValidationError(
+            'Must be an object by language, e.g. {"es": {"help_text_reply": "…"}}.'
+        )
+    for code, texts in value.items():
+        if code not in LANGUAGE_NAMES:
+            raise ValidationError(
+                f"“{code}” is not a language careflow knows; use one of: "
+                f"{', '.join(LANGUAGE_NAMES)}."
+            )
+        name = LANGUAGE_NAMES[code]
+        if not isinstance(texts, dict):
+            raise ValidationError(
+                f'The {name} texts must be an object, e.g. {{"help_text_reply": "…"}}.'
+            )
+        for field, text in texts.items():
+            if field not in TRANSLATED_TEXTS:
+                raise ValidationError(
+                    f"{name}: “{field}” cannot be translated; use {', '.join(TRANSLATED_TEXTS)}."
+                )
+            if not isinstance(text, str):
+                raise ValidationError(f"{name} {field} must be text.")
+            if len(text) > TRANSLATED_TEXTS[field]:
+                raise ValidationError(
+                    f"{name} {field} is {len(text)} characters; at most {TRANSLATED_TEXTS[field]}."
+                )
+            if field == "opt_out_wording" and text.strip():
+                words = ("STOP", *LANGUAGE_KEYWORDS.get(code, {}).get("opt_out", ()))
+                if not any(word in text.upper() for word in words):
+                    raise ValidationError(
+                        f"The {name} opt-out wording must name an opt-out keyword: "
+                        f"{' or '.join(words[:3])}."
+                    )
+                if any(ch in text for ch in "{}"):
+                    raise ValidationError(f"The {name} opt-out wording cannot contain braces.")
+
+
 class MessagingPolicy(TimeStamped):
     """A clinic's messaging rules: quiet hours, frequency caps and the HELP reply.
 
@@ -465,6 +520,19 @@ class MessagingPolicy(TimeStamped):
         validators=[validate_opt_out_wording],
         help_text="Added at the end (left out when the text already says it). Blank: none.",
     )
+    # The texts above in other languages (TRANSLATED_TEXTS), used for a patient or a keyword in
+    # that language; a text not given here is sent as above.
+    translations = models.JSONField(
+        "in other languages",
+        default=dict,
+        db_default=Value({}, output_field=models.JSONField()),
+        blank=True,
+        validators=[validate_translations],
+        help_text="The HELP reply, opt-out confirmation and opt-out wording by language, e.g. "
+        '{"es": {"help_text_reply": "{clinic}: para ayuda llámenos. Responda PARAR para '
+        'cancelar.", "opt_out_wording": "Responda PARAR para cancelar."}}. '
+        "Left out: the text above.",
+    )
     first_contact_every_days = models.PositiveSmallIntegerField(
         "again every (days)",
         null=True,
@@ -516,6 +584,16 @@ class MessagingPolicy(TimeStamped):
 
     def __str__(self) -> str:
         return f"Messaging policy of {self.organization}"
+
+    def text(self, name: str, language: str = "") -> str:
+        """One of TRANSLATED_TEXTS in `language` if the clinic worded it so, else its own."""
+        translated = (self.translations or {}).get(language) if language else None
+        if isinstance(translated, dict):
+            text = translated.get(name)
+            if isinstance(text, str) and text.strip():
+                return text
+        value: str = getattr(self, name)
+        return value
 
     def cap(self, purpose: str, window: str) -> int | None:
         value: int | None = getattr(self, f"{purpose}_per_{window}")

@@ -19,6 +19,7 @@ from integrations.models import (
     validate_channel_rules,
     validate_short_link_domain,
 )
+from patients.languages import DEFAULT_LANGUAGE, LANGUAGES
 
 FIRST_CONTACT_FIELDS = [
     "first_contact_enabled",
@@ -29,6 +30,9 @@ FIRST_CONTACT_FIELDS = [
 ]
 SHORT_LINK_FIELDS = ["short_links_enabled", "short_link_domain", "short_link_days"]
 KEYWORD_REPLY_FIELDS = ["help_text_reply", "stop_confirmation_reply"]
+# The clinic's languages (kept on the Organization, where the engine reads them), edited here
+# with the rest of its messaging rules by the clinic admin.
+LANGUAGE_FIELDS = ["fallback_language", "languages"]
 
 CAP_LABELS = {
     "transactional_per_day": "Transactional per day",
@@ -86,6 +90,23 @@ class MessagingPolicyForm(forms.ModelForm):
         validators=[validate_short_link_domain],
         help_text=MessagingPolicy._meta.get_field("short_link_domain").help_text,
     )
+    fallback_language = forms.ChoiceField(
+        label="Fallback language",
+        choices=LANGUAGES,
+        initial=DEFAULT_LANGUAGE,
+        # Left out of a post (an older page): the clinic's fallback stays as it is.
+        required=False,
+        help_text="The language the workflows' messages are written in; sent to every patient "
+        "whose language has no variant.",
+    )
+    languages = forms.MultipleChoiceField(
+        label="Other languages",
+        choices=LANGUAGES,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Patients who prefer one of these get a step's variant in it, and its "
+        "keywords (e.g. PARAR, AYUDA in Spanish) are recognised. English keywords always are.",
+    )
 
     class Meta:
         model = MessagingPolicy
@@ -98,10 +119,15 @@ class MessagingPolicyForm(forms.ModelForm):
             *FIRST_CONTACT_FIELDS,
             *SHORT_LINK_FIELDS,
             *KEYWORD_REPLY_FIELDS,
+            "translations",
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        organization = self.instance.organization if self.instance.organization_id else None
+        if organization is not None:
+            self.initial.setdefault("fallback_language", organization.fallback_language)
+            self.initial.setdefault("languages", list(organization.languages or []))
         if "stop_confirmation_reply" in self.fields:
             self.fields["stop_confirmation_reply"].required = False
             self.fields["stop_confirmation_reply"].help_text += " Blank: the default wording."
@@ -132,6 +158,11 @@ class MessagingPolicyForm(forms.ModelForm):
         """Blank: the default lifetime (a link always expires)."""
         days: int | None = self.cleaned_data.get("short_link_days")
         return SHORT_LINK_DEFAULT_DAYS if days is None else days
+
+    def clean_translations(self) -> dict[str, Any]:
+        """Blank: no texts in other languages (the column holds an object, never null)."""
+        value = self.cleaned_data.get("translations")
+        return value if value else {}
 
     def clean_smart_sending_hours(self) -> int | None:
         """One message for any out-of-range N (the field's own would name only one bound);

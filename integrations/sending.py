@@ -71,6 +71,7 @@ def _message_defaults(
     channel: str = "sms",
     content: dict[str, Any] | None = None,
     media_url: str = "",
+    language: str = "",
 ) -> dict[str, Any]:
     characters, encoding, segments = body_measure(integration.adapter, body, media=bool(media_url))
     return {
@@ -88,6 +89,7 @@ def _message_defaults(
         "messaging_service_sid": messaging_service_sid,
         "body": body,
         "media_url": media_url,
+        "language": language,
         "characters": characters,
         "encoding": encoding,
         "segments": segments,
@@ -102,7 +104,7 @@ def message_prepare(*, idempotency_key: str, **fields: Any) -> OutboundMessage:
     messaging_service_sid, patient, step_run_id (with its run's workflow_id and its
     step_index), is_test, urgent, channel ("sms" unless
     said), content (the channel's other parts, e.g. an email's subject), media_url (a
-    text's picture or PDF: an MMS)."""
+    text's picture or PDF: an MMS), language (the body's, patients.languages)."""
     defaults = _message_defaults(**fields)
     return insert_or_get(OutboundMessage, {"idempotency_key": idempotency_key}, defaults)
 

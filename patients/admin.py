@@ -293,7 +293,7 @@ class PatientAdmin(OrganizationScopedAdmin):
             None,
             {"fields": ["organization", "first_name", "last_name", "email", "phone", "is_test"]},
         ),
-        ("Details", {"fields": ["dob", "gender", "timezone", "source"]}),
+        ("Details", {"fields": ["dob", "gender", "timezone", "language", "source"]}),
         (
             "Address",
             {

@@ -10,10 +10,16 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Value
 from django.utils import timezone
 
 from patients.channels import consent_channel_choices
+from patients.languages import (
+    DEFAULT_LANGUAGE,
+    LANGUAGES,
+    validate_language,
+    validate_languages,
+)
 from patients.phones import PhoneNumberField
 
 
@@ -114,6 +120,28 @@ class Organization(TimeStamped):
     # when issued and never stored. The token is 256 random bits, so no salt or slow hash.
     webhook_token_hash = models.CharField(max_length=64, blank=True, editable=False)
     webhook_token_issued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The languages message variants are sent in and keywords recognised in; the fallback
+    # is the language of a message's own text, sent to anyone else.
+    # Database defaults too: the rows an older version of the code inserts (a migration's
+    # historical models, a deploy's old workers) get the column's default.
+    languages = models.JSONField(
+        "enabled languages",
+        default=list,
+        db_default=Value([], output_field=models.JSONField()),
+        blank=True,
+        validators=[validate_languages],
+        help_text='Language codes, e.g. ["es", "vi"]: patients who prefer one of these get a '
+        "message's variant in it, and its keywords (PARAR, AYUDA…) are recognised.",
+    )
+    fallback_language = models.CharField(
+        max_length=8,
+        choices=LANGUAGES,
+        default=DEFAULT_LANGUAGE,
+        db_default=DEFAULT_LANGUAGE,
+        validators=[validate_language],
+        help_text="The language messages are written in; sent when there is no variant in "
+        "the patient's language.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -122,6 +150,12 @@ class Organization(TimeStamped):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def enabled_languages(self) -> tuple[str, ...]:
+        """The fallback first, then the other enabled languages."""
+        others = [code for code in self.languages or () if code != self.fallback_language]
+        return (self.fallback_language, *others)
 
 
 class StaffMembership(TimeStamped):
@@ -153,6 +187,7 @@ class Patient(ChangeTracked, TimeStamped):
         "dob",
         "gender",
         "timezone",
+        "language",
         "address1",
         "address2",
         "city",
@@ -185,6 +220,16 @@ class Patient(ChangeTracked, TimeStamped):
         blank=True,
         validators=[validate_timezone],
         help_text="IANA name; blank means: derive from the address, else the phone's area code.",
+    )
+    language = models.CharField(
+        "preferred language",
+        max_length=8,
+        choices=LANGUAGES,
+        blank=True,
+        db_default="",
+        validators=[validate_language],
+        help_text="Messages with a variant in this language (and enabled by the clinic) are "
+        "sent in it; blank: the clinic's fallback language.",
     )
     address1 = models.CharField(max_length=200, blank=True)
     address2 = models.CharField(max_length=200, blank=True)

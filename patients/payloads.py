@@ -54,6 +54,7 @@ CUSTOMER_FIELD_PATHS: dict[str, str] = {
     "dob": "dob",
     "gender": "gender",
     "timezone": "timezone",
+    "language": "language",
     "address1": "defaultAddress.address1",
     "address2": "defaultAddress.address2",
     "city": "defaultAddress.city",
@@ -162,6 +163,7 @@ CUSTOMER: Spec = {
     "gender": ("gender", "text"),
     "dob": ("dob", "date"),
     "timezone": ("timezone", "text"),
+    "language": ("language", "text"),
     "defaultAddress": {
         "address1": ("address1", "text"),
         "address2": ("address2", "text"),

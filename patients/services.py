@@ -179,6 +179,18 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def organization_languages_set(
+    *, organization: Organization, languages: list[str], fallback: str
+) -> None:
+    """Set the languages a clinic sends variants and reads keywords in, and its fallback (the
+    language its messages' own texts are written in). Raise ValidationError for a code not
+    in patients.languages; the fallback is kept out of the list (it is always enabled)."""
+    organization.languages = [code for code in dict.fromkeys(languages) if code != fallback]
+    organization.fallback_language = fallback
+    organization.full_clean(exclude=["slug", "name", "timezone"], validate_unique=False)
+    organization.save(update_fields=["languages", "fallback_language", "updated_at"])
+
+
 def organization_webhook_token_issue(*, organization: Organization) -> str:
     """Issue (or rotate) the clinic's webhook bearer token; return it, to be shown once.
 

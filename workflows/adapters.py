@@ -30,7 +30,8 @@ class Parameter:
     set, vets a literal value at save time; a templated one is the adapter's to check when
     it runs. `choices`, if set, are the only values it takes, with their labels (the
     builder shows a list to pick from). `multiline`: written over several lines (the
-    builder gives it a text box with room)."""
+    builder gives it a text box with room). `translatable`: what the patient reads, so a
+    step may have a variant of it per language (workflows.variants)."""
 
     name: str
     label: str
@@ -42,6 +43,7 @@ class Parameter:
     check: Callable[[str], str] | None = None
     choices: tuple[tuple[str, str], ...] = ()
     multiline: bool = False
+    translatable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,8 @@ class StepContext:
     step_index: int | None = None
     is_test: bool = False
     urgent: bool = False
+    # The language the inputs were rendered in (a variant's, or the clinic's fallback).
+    language: str = ""
     # How many times the engine has executed this step, this time included (1 the first time).
     attempt: int = 1
     # Shared by the steps of one batch of runs (workflows.engine.RunBatch): an adapter keeps
@@ -186,10 +190,12 @@ class Adapter:
         *,
         organization: "Organization | None",
         inputs: Mapping[str, str],
+        language: str = "",
     ) -> dict[str, Any]:
-        """`preview` as `organization`'s rules would send it (they may add to the message),
-        with the step's other parameters (`inputs`, rendered). An adapter whose preview
-        depends on neither need not override it."""
+        """`preview` as `organization`'s rules would send it (they may add to the message, in
+        `language`: a variant's, "" for the step's own text), with the step's other parameters
+        (`inputs`, rendered). An adapter whose preview depends on none of them need not
+        override it."""
         return self.preview(function, text)
 
     def dry_run(

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from patients.inputs import JSONInputError, json_parse, json_problem
+from patients.languages import LANGUAGES
 from patients.models import ConsentRecord, Organization, Patient
 from patients.zones import patient_zone
 from workflows.adapters import REGISTRY, Adapter, Function
@@ -37,6 +38,7 @@ from workflows.validation import (
     goal_validate,
     workflow_validate,
 )
+from workflows.variants import VARIANTS
 
 
 def _timeout_widgets(step_type: str) -> dict[str, dict[str, Any]]:
@@ -180,6 +182,8 @@ def _parameter(
         "required": parameter.required,
         "example": parameter.example,
         "templated": templated,
+        # A step may have this one per language (workflows.variants).
+        "translatable": parameter.translatable,
         **by_kind,
         **(widget if widget is not None else WIDGETS.get(key, {})),
     }
@@ -300,6 +304,8 @@ def builder_schema(*, organization_id: int | None = None) -> dict[str, Any]:
             for adapter in REGISTRY.values()
         ],
         "purposes": [[value, label] for value, label in ConsentRecord.Purpose.choices],
+        # The languages a message variant may be written in (patients.languages).
+        "languages": [list(language) for language in LANGUAGES],
         # The model's choices, the one list of rules there is.
         "enrollment": {
             "rules": [[value, label] for value, label in Workflow.Enrollment.choices],
@@ -433,7 +439,11 @@ def _step_parameter_names(step: Mapping[str, Any]) -> list[str] | None:
     if kind == "adapter":
         adapter = REGISTRY.get(str(step.get("adapter") or ""))
         function = adapter.functions.get(str(step.get("function") or "")) if adapter else None
-        return [p.name for p in function.parameters] if function else []
+        if function is None:
+            return []
+        names = [p.name for p in function.parameters]
+        # A function with texts a patient reads may have them per language.
+        return [*names, VARIANTS] if any(p.translatable for p in function.parameters) else names
     step_type = STEP_TYPES.get(str(kind))
     return [p.name for p in step_type.parameters] if step_type else None
 
@@ -458,7 +468,11 @@ def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, A
             continue  # left over from another type or function: not part of this step
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        structure = isinstance(value, Mapping) or name in STRUCTURES.get(kind, ())
+        structure = (
+            isinstance(value, Mapping)
+            or name in STRUCTURES.get(kind, ())
+            or (is_adapter and name == VARIANTS)
+        )
         parameters[name] = value if structure else str(value)
     if kind == "condition":
         query = parameters.get("query")
@@ -473,6 +487,11 @@ def _parse_step(index: int, raw: Any, problems: ValidationReport) -> dict[str, A
                 parameters["query"] = _parse_json_text(query)
             except JSONInputError as exc:
                 problems.add_step(index, "query", f"the query {exc}")
+    if is_adapter and VARIANTS in parameters:
+        try:
+            parameters[VARIANTS] = _parse_json_text(parameters[VARIANTS])
+        except JSONInputError as exc:
+            problems.add_step(index, VARIANTS, f"the variants {exc}")
     if kind in STRUCTURES:
         for name in STRUCTURES[kind]:
             if name not in parameters:
@@ -604,6 +623,7 @@ def _parameter_labels(step: Mapping[str, Any]) -> dict[str, str]:
     function = adapter.functions.get(str(step.get("function") or "")) if adapter else None
     for parameter in function.parameters if function else ():
         labels[parameter.name] = parameter.label
+    labels[VARIANTS] = "Languages"
     return labels
 
 
@@ -839,11 +859,13 @@ def message_preview(
     function: str = "",
     organization: Organization | None = None,
     inputs: Mapping[str, str] | None = None,
+    language: str = "",
 ) -> dict[str, Any]:
     """One message rendered against `data` (dates and times in `tz`), previewed by its
     adapter `function` ("<adapter>.<function>") with what it costs and what to watch out
-    for: as `organization`'s rules would send it, with the step's other parameters
-    (`inputs`, rendered too; one that cannot be rendered is previewed as blank)."""
+    for: as `organization`'s rules would send it (in `language`, a variant's), with the
+    step's other parameters (`inputs`, rendered too; one that cannot be rendered is
+    previewed as blank)."""
     try:
         text = template_render(template, data, tz=tz)
     except TemplateError as exc:
@@ -858,7 +880,9 @@ def message_preview(
         except TemplateError:
             rendered[name] = ""
     adapter, name = previewer
-    return adapter.preview_for(name, text, organization=organization, inputs=rendered)
+    return adapter.preview_for(
+        name, text, organization=organization, inputs=rendered, language=language
+    )
 
 
 # The step's other parameters a preview is sent, at most (the builder sends a step's own).
@@ -898,8 +922,15 @@ def message_previews(
         "patient": str(patient) if patient else "",
         "source": source,
         "previews": {
+            # A variant's key is "<step>:<language>" (builder.js), previewed in that language.
             str(key): message_preview(
-                text, data, tz=tz, function=function, organization=owner, inputs=inputs
+                text,
+                data,
+                tz=tz,
+                function=function,
+                organization=owner,
+                inputs=inputs,
+                language=str(key).partition(":")[2],
             )
             for key, (text, function, inputs) in (
                 (key, _message(value)) for key, value in messages.items()

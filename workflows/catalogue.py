@@ -156,6 +156,11 @@ CUSTOMER = _object(
         "gender": _string("female, male, other, unknown, or empty.", "female"),
         "dob": _date("Date of birth (YYYY-MM-DD).", "1985-07-14", nullable=True),
         "timezone": _string("IANA time zone (may be empty).", "America/New_York"),
+        "language": _string(
+            "Preferred language, a BCP 47 primary tag such as es (may be empty: the "
+            "clinic's fallback language).",
+            "es",
+        ),
         "defaultAddress": ADDRESS,
         "source": _string("Where the patient signed up (may be empty).", "patient-portal"),
         "acceptMarketing": _boolean(

@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from patients.languages import language_name
 from patients.models import Patient
 from patients.payloads import payload_for_patient, subject_for_patient
 from patients.zones import patient_zone
@@ -48,6 +49,7 @@ from workflows.steps import (
     delay_until,
 )
 from workflows.tasks import run_advance
+from workflows.variants import step_language, step_variants
 
 
 @dataclass
@@ -366,8 +368,12 @@ def _adapter_dry_run(
     function = adapter.functions.get(step.get("function", "")) if adapter else None
     title = f"{adapter.label} → {function.label}" if adapter and function else "Adapter"
     inputs: dict[str, str] = {}
+    parameters = step.get("parameters") or {}
+    language = step_language(parameters, patient=patient, organization=workflow.organization)
     try:
-        adapter_inputs_render(step, data, into=inputs, tz=_patient_zone(patient, workflow))
+        adapter_inputs_render(
+            step, data, into=inputs, tz=_patient_zone(patient, workflow), language=language
+        )
     except StepConfigError as exc:
         return DryRunStep(number, "adapter", title, "error", str(exc), inputs)
     if adapter is None or function is None:
@@ -389,12 +395,15 @@ def _adapter_dry_run(
             "status": "succeeded" if sent else "skipped",
             "result": {"status": "sent" if sent else "skipped"},
         }
+    detail = result.detail
+    if step_variants(parameters):
+        detail += f" (in {language_name(language)})"
     return DryRunStep(
         number,
         "adapter",
         title,
         result.outcome,
-        result.detail,
+        detail,
         inputs,
         result.preview,
         result.decision,

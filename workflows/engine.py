@@ -55,6 +55,7 @@ from workflows.steps import (
     condition_evaluate,
     delay_until,
 )
+from workflows.variants import step_language
 
 logger = logging.getLogger(__name__)
 
@@ -644,16 +645,26 @@ def _adapter_execute(
 ) -> Outcome:
     inputs: dict[str, str] = {}
     patient = batch.patient(run.event.organization_id, values)
+    organization = run.workflow.organization
+    language = step_language(
+        step.get("parameters") or {}, patient=patient, organization=organization
+    )
     try:
         adapter_inputs_render(
-            step, values, into=inputs, tz=patient_zone(patient, run.workflow.organization)
+            step,
+            values,
+            into=inputs,
+            tz=patient_zone(patient, organization),
+            language=language,
         )
     except StepConfigError as exc:
         return Outcome("failed", reason=str(exc))
     step_run.inputs = inputs
     _step_started(step_run, "inputs")
     key = f"run:{run.pk}:step:{step_run.index}"
-    return _adapter_call(run, step, step_run, batch, patient=patient, inputs=inputs, key=key)
+    return _adapter_call(
+        run, step, step_run, batch, patient=patient, inputs=inputs, key=key, language=language
+    )
 
 
 def _adapter_call(
@@ -665,9 +676,11 @@ def _adapter_call(
     patient: Patient | None,
     inputs: dict[str, str],
     key: str,
+    language: str = "",
 ) -> Outcome:
-    """Call `step`'s adapter function with these rendered inputs for `step_run`, under the
-    idempotency key `key` (made new by each retry generation of the step)."""
+    """Call `step`'s adapter function with these rendered inputs (in `language`) for
+    `step_run`, under the idempotency key `key` (made new by each retry generation of the
+    step)."""
     try:
         adapter = adapter_get(step.get("adapter", ""))
     except LookupError as exc:
@@ -685,6 +698,7 @@ def _adapter_call(
         step_index=step_run.index,
         is_test=run.is_test or bool(patient and patient.is_test),
         urgent=bool(step.get("urgent")),
+        language=language,
         attempt=step_run.attempts,
         memo=batch.memo,
         at_batch_end=batch.at_end,

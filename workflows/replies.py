@@ -27,7 +27,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.keywords import keyword_compact, keyword_family, keyword_normalize
+from common.keywords import (
+    ALL_KEYWORD_LANGUAGES,
+    keyword_compact,
+    keyword_family,
+    keyword_normalize,
+)
 
 REPLY = "reply"  # the step type (Step.Type.REPLY)
 # The A/B split step (Step.Type.SPLIT, workflows.splits): its branches ({"label", "goto"})
@@ -241,7 +246,7 @@ def _branch_validate(branch: Any, *, position: int, number: int, total: int) -> 
                 raise ReplyConfigError(
                     f"{what}: {keyword!r} has no letters or digits a reply could match"
                 )
-            family, listed = keyword_family(keyword)
+            family, listed = keyword_family(keyword, languages=ALL_KEYWORD_LANGUAGES)
             if family in _NEVER_ANSWERS:
                 raise ReplyConfigError(
                     f"{what}: “{keyword}” is {_NEVER_ANSWERS[family]} ({listed}), so it is "

@@ -17,6 +17,7 @@ from workflows.replies import REPLY as REPLY_TYPE
 from workflows.replies import ReplyConfigError, reply_parameters_validate
 from workflows.splits import SPLIT as SPLIT_TYPE
 from workflows.splits import split_parameters_validate
+from workflows.variants import parameters_in
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _HISTORY_PATH = re.compile(r"^history\.(\d+)\.result(?:\.[A-Za-z0-9_.]+)?$")
@@ -280,14 +281,18 @@ def adapter_inputs_render(
     *,
     into: dict[str, str],
     tz: zoneinfo.ZoneInfo,
+    language: str = "",
 ) -> None:
     """Render an adapter step's parameters against `data` into `into`, each as its parameter's
     kind says (text, or JSON rendered value by value), with dates and times in `tz`, the
-    recipient's zone (`patients.zones.patient_zone`). Raise StepConfigError naming the first
-    that cannot be filled in; the ones before it are left in `into` (a dry run shows them)."""
+    recipient's zone (`patients.zones.patient_zone`), and the texts of its variant in
+    `language` where it has one (`workflows.variants.step_language` chooses it). Raise
+    StepConfigError naming the first that cannot be filled in; the ones before it are left in
+    `into` (a dry run shows them)."""
     adapter = REGISTRY.get(str(step.get("adapter") or ""))
     function = adapter.functions.get(str(step.get("function") or "")) if adapter else None
-    for name, template in (step.get("parameters") or {}).items():
+    parameters = parameters_in(step.get("parameters") or {}, language, function=function)
+    for name, template in parameters.items():
         parameter = function.parameter(name) if function else None
         try:
             into[name] = parameter_render(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from patients.inputs import json_problem
+from patients.languages import language_name
 from workflows.adapters import (
     REGISTRY,
     SMS_CLINICAL_DATA_NOTE,
@@ -33,6 +34,7 @@ from workflows.replies import (
     question_steps,
 )
 from workflows.steps import StepConfigError, step_validate
+from workflows.variants import VARIANTS, variants_shape_problems
 
 
 @dataclass
@@ -272,9 +274,35 @@ def workflow_validate(
                 # "required" (or a template error) says more than "not approved" would.
                 if problem and parameter.name not in report.steps.get(index, {}):
                     report.add_step(index, parameter.name, problem)
+        if event is not None:
+            for problem in _variants_problems(
+                params, function=function, event=event, number=number
+            ):
+                report.add_step(index, VARIANTS, problem)
     if not report.steps:
         _branches_validate(steps, report)
     return report
+
+
+def _variants_problems(
+    params: Mapping[str, Any], *, function: Function, event: EventType, number: int
+) -> list[str]:
+    """Each variant's texts checked exactly as the step's own (syntax, unknown variables,
+    clinical details), each problem naming its language and parameter."""
+    given = params.get(VARIANTS)
+    problems = variants_shape_problems(given, function=function)
+    if problems or not isinstance(given, Mapping):
+        return problems
+    for code, texts in given.items():
+        for name, text in texts.items():
+            parameter = function.parameter(name)
+            if parameter is None or not text.strip():
+                continue
+            for problem in parameter_problems(
+                parameter, text, function=function, trigger=event, step_number=number
+            ):
+                problems.append(f"{language_name(code)} {parameter.label.lower()}: {problem}")
+    return problems
 
 
 def _branches_validate(steps: Sequence[Mapping[str, Any]], report: ValidationReport) -> None:

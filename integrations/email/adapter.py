@@ -69,6 +69,7 @@ SEND_EMAIL = Function(
             "Subject",
             "The subject line. Use {{variables}} to personalise it.",
             example="Your order {{order.number}} has shipped",
+            translatable=True,
         ),
         Parameter(
             "body",
@@ -76,6 +77,7 @@ SEND_EMAIL = Function(
             "The email as plain text (every client can show it).",
             example="Hi {{customer.firstName}},\n\nyour order {{order.number}} has shipped!",
             multiline=True,
+            translatable=True,
         ),
         Parameter(
             "html",
@@ -84,6 +86,7 @@ SEND_EMAIL = Function(
             required=False,
             kind="html",
             multiline=True,
+            translatable=True,
         ),
         Parameter(
             "to",

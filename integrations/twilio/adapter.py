@@ -44,6 +44,7 @@ SEND_SMS = Function(
             "Message",
             "The text to send. Use {{variables}} to personalise it.",
             example="Hi {{customer.firstName}}, your order {{order.number}} has shipped!",
+            translatable=True,
         ),
         Parameter(
             "to",
@@ -132,11 +133,13 @@ class TwilioAdapter(Adapter):
         *,
         organization: Organization | None,
         inputs: Mapping[str, str],
+        language: str = "",
     ) -> dict[str, Any]:
         wording = links = None
         if organization is not None:
             policy = messaging_policy(organization.pk)
-            wording, links = clinic_wording(policy, organization), link_settings(policy)
+            wording = clinic_wording(policy, organization, language=language)
+            links = link_settings(policy)
         return sms_preview(text, wording=wording, media_url=inputs.get("media", ""), links=links)
 
     def dry_run(

@@ -6,18 +6,16 @@ Keywords match the whole message, as Twilio's do, but after `common.keywords.key
 """
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
-from common.keywords import (
-    keyword_family,
-    keyword_normalize,
-)
+from common.keywords import keyword_normalize, keyword_read
 from integrations.first_contact import keyword_reply
 from integrations.models import InboundMessage, Integration
 from integrations.policy import messaging_policy
-from patients.models import ConsentRecord, Patient
+from patients.models import ConsentRecord, Organization, Patient
 from patients.services import inbound_message_record
 from workflows.conversations import reply_receive, reply_waits_cancel
 
@@ -41,13 +39,25 @@ REVOCATION = re.compile(
 class KeywordMatch:
     action: str
     keyword: str  # the listed keyword matched, e.g. "OPT OUT"; "" for free text
+    language: str = ""  # the keyword's language, e.g. "es" for PARAR; "" for free text
 
 
-def keyword_match(body: str) -> KeywordMatch:
-    """Which keyword `body` is, once normalised: the whole message must be the keyword."""
-    family, keyword = keyword_family(body)
+def keyword_match(body: str, *, languages: Iterable[str] = ()) -> KeywordMatch:
+    """Which keyword `body` is, once normalised: the whole message must be the keyword, in
+    English or one of `languages` (the clinic's enabled ones)."""
+    family, keyword, language = keyword_read(body, languages=languages)
     # The families are named as the actions are ("opt_out", "opt_in", "help").
-    return KeywordMatch(family or InboundMessage.Action.NONE, keyword)
+    return KeywordMatch(family or InboundMessage.Action.NONE, keyword, language)
+
+
+def reply_language(match: KeywordMatch, patients: list[Patient], organization: Organization) -> str:
+    """The language to answer a keyword in: the keyword's own when it is not English (who
+    texts PARAR reads Spanish), else the patient's preferred language if the clinic enables
+    it, else "" (the clinic's own wording)."""
+    if match.language and match.language != "en":
+        return match.language
+    wanted = patients[0].language if patients else ""
+    return wanted if wanted in organization.enabled_languages else ""
 
 
 def keyword_action(body: str) -> str:
@@ -148,21 +158,26 @@ def inbound_sms_receive(
     number's waits in this clinic. Both happen in the transaction that records the message,
     so a redelivered webhook (its MessageSid already recorded) routes nothing twice."""
     organization = integration.organization
-    match = keyword_match(body)
+    match = keyword_match(body, languages=organization.enabled_languages)
     # PostgreSQL's text and jsonb cannot hold NUL. Twilio does not send one, but a signed
     # request must not fail (and its STOP be lost): the text is kept, U+FFFD where NUL was.
     body, from_, to = (value.replace("\x00", "\ufffd") for value in (body, from_, to))
     action = match.action
     reply = None
+    patients = list(Patient.objects.filter(organization=organization, phone=from_).order_by("id"))
+    language = reply_language(match, patients, organization)
     if action == InboundMessage.Action.HELP:
-        reply = keyword_reply(messaging_policy(organization.pk), organization, "help")
+        reply = keyword_reply(
+            messaging_policy(organization.pk), organization, "help", language=language
+        )
     elif (
         action == InboundMessage.Action.OPT_OUT
         and not twilio_handles_opt_out(body)
         and not _already_opted_out(organization.pk, from_)
     ):
-        reply = keyword_reply(messaging_policy(organization.pk), organization, "opt_out")
-    patients = list(Patient.objects.filter(organization=organization, phone=from_).order_by("id"))
+        reply = keyword_reply(
+            messaging_policy(organization.pk), organization, "opt_out", language=language
+        )
     # YES (or START) from a number that has not opted out changes no consent: it is an
     # answer ("reply YES to confirm"). From an opted-out number it is only the opt-in.
     answer = action == InboundMessage.Action.NONE or (

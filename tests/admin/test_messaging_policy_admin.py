@@ -1,6 +1,7 @@
 """A clinic admin edits the default messaging rules and each channel's own rules; bad input
 gets a specific error and saves nothing."""
 
+import re
 from datetime import time
 from typing import Any
 
@@ -12,8 +13,8 @@ from django.urls import reverse
 from integrations.messaging import TRANSPORTS
 from integrations.models import MessagingPolicy
 from integrations.policy import messaging_policy_forget
-from patients.models import AuditEntry
-from patients.roles import CLINIC_ADMIN, SUPPORT_STAFF
+from patients.models import AuditEntry, Organization
+from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
 from tests.factories import OrganizationFactory, StaffMembershipFactory
 
 pytestmark = pytest.mark.django_db
@@ -371,3 +372,66 @@ def test_a_link_domain_careflow_does_not_serve_is_saved_with_a_warning(settings:
     )
     policy.refresh_from_db()
     assert policy.short_links_enabled is True
+
+
+# --- languages (stored on the clinic, edited here) ---------------------------------------
+
+
+def test_a_clinic_admin_enables_spanish_and_the_page_shows_it() -> None:
+    policy = OrganizationFactory().messaging_policy
+    client = _client(policy.organization)
+    page = client.get(_url(policy)).content.decode()
+    assert "Fallback language" in page and "Other languages" in page
+    response = client.post(_url(policy), _form(policy, languages=["es", "vi"]))
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    organization = Organization.objects.get(pk=policy.organization_id)
+    assert organization.languages == ["es", "vi"]
+    assert organization.enabled_languages == ("en", "es", "vi")
+    page = client.get(_url(policy)).content.decode()
+    checked = re.findall(r'<input[^>]*name="languages"[^>]*value="(\w+)"[^>]*checked', page)
+    assert checked == ["es", "vi"]
+
+
+def test_the_fallback_is_never_listed_twice() -> None:
+    policy = OrganizationFactory().messaging_policy
+    client = _client(policy.organization)
+    response = client.post(
+        _url(policy), _form(policy, fallback_language="es", languages=["es", "en"])
+    )
+    assert response.status_code == 302
+    organization = Organization.objects.get(pk=policy.organization_id)
+    assert (organization.fallback_language, organization.languages) == ("es", ["en"])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"languages": ["xx"]}, {"fallback_language": "klingon"}],
+)
+def test_an_unknown_language_is_a_form_error_and_saves_nothing(overrides: dict[str, Any]) -> None:
+    policy = OrganizationFactory().messaging_policy
+    response = _client(policy.organization).post(_url(policy), _form(policy, **overrides))
+    assert response.status_code == 200
+    assert "is not one of the available choices" in response.content.decode()
+    organization = Organization.objects.get(pk=policy.organization_id)
+    assert (organization.fallback_language, organization.languages) == ("en", [])
+
+
+def test_support_staff_see_the_languages_and_clinic_staff_not_even_that() -> None:
+    policy = OrganizationFactory(languages=["es"]).messaging_policy
+    support = _client(OrganizationFactory(), SUPPORT_STAFF)
+    response = support.get(_url(policy))
+    assert response.status_code == 200
+    assert "English (fallback), Spanish" in response.content.decode()
+    assert support.post(_url(policy), _form(policy, languages=[])).status_code == 403
+    staff = _client(policy.organization, CLINIC_STAFF)
+    assert staff.get(_url(policy)).status_code == 403
+    assert staff.post(_url(policy), _form(policy, languages=[])).status_code == 403
+    assert Organization.objects.get(pk=policy.organization_id).languages == ["es"]
+
+
+def test_another_clinics_admin_cannot_change_its_languages() -> None:
+    policy = OrganizationFactory().messaging_policy
+    stranger = _client(OrganizationFactory())
+    response = stranger.post(_url(policy), _form(policy, languages=["es"]))
+    assert response.status_code in (302, 404)
+    assert Organization.objects.get(pk=policy.organization_id).languages == []

@@ -226,6 +226,7 @@ LATER_POLICY_COLUMNS = (
     "short_links_enabled",
     "short_link_domain",
     "short_link_days",
+    "translations",
 )
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -27,6 +28,7 @@ from patients.models import (
     Subscription,
     Task,
 )
+from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
 from tests.factories import (
     AppointmentFactory,
     CartFactory,
@@ -39,6 +41,7 @@ from tests.factories import (
     PrescriptionFactory,
     QuestionnaireSubmissionFactory,
     RequisitionFactory,
+    StaffMembershipFactory,
     SubscriptionFactory,
     TaskFactory,
     UserFactory,
@@ -678,3 +681,18 @@ def test_staff_record_an_email_consent_and_the_list_filters_by_channel() -> None
     url = reverse("admin:patients_consentrecord_changelist")
     emails = client.get(url + "?channel__exact=email").context["cl"].result_list
     assert [r.channel for r in emails] == ["email"]
+
+
+@pytest.mark.parametrize("role", [CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF])
+def test_the_patient_page_shows_the_preferred_language_to_each_role(role: str) -> None:
+    patient = PatientFactory(language="es")
+    user = StaffMembershipFactory(organization=patient.organization).user
+    user.groups.add(Group.objects.get(name=role))
+    client = Client()
+    client.force_login(user)
+    page = _patient_page(client, patient)
+    assert "Preferred language" in page
+    if role == CLINIC_ADMIN:  # changes patients: a list to choose from
+        assert re.search(r'<option value="es" selected>Spanish</option>', page)
+    else:  # views them: the language as text
+        assert 'name="language"' not in page and "Spanish" in page

@@ -398,3 +398,30 @@ def test_a_wait_whose_question_would_not_be_sent_does_not_wait(setup: dict[str, 
         "would not wait: no text was sent for this wait to take a reply to"
     )
     assert report.steps[1].branch is None
+
+
+def test_dry_run_shows_the_variant_in_the_test_patients_language(setup: dict[str, Any]) -> None:
+    workflow, patient, org = setup["workflow"], setup["patient"], setup["org"]
+    org.languages = ["es"]
+    org.save()
+    patient.language = "es"
+    patient.save()
+    ConsentFactory(patient=patient)
+    OrderFactory(patient=patient, total_amount=55)
+    SmsStepFactory(
+        workflow=workflow,
+        parameters={
+            "message": "Hi {{customer.firstName}}",
+            "to": "{{customer.phone}}",
+            "from": "+15005550006",
+            "variants": {"es": {"message": "Hola {{customer.firstName}}"}},
+        },
+    )
+    (sms,) = workflow_dry_run(workflow=workflow, patient=patient).steps
+    assert sms.outcome == "send" and sms.detail.endswith("(in Spanish)")
+    assert sms.message is not None and sms.message["body"] == "Hola Tess"
+    patient.language = "vi"  # no Vietnamese variant: the fallback
+    patient.save()
+    (sms,) = workflow_dry_run(workflow=workflow, patient=patient).steps
+    assert sms.message is not None and sms.message["body"] == "Hi Tess"
+    assert sms.detail.endswith("(in English)")

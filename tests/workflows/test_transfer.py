@@ -571,3 +571,27 @@ def test_two_imports_at_once_take_turns_for_the_names() -> None:
     assert errors == []
     names = sorted(Workflow.objects.filter(organization=b).values_list("name", flat=True))
     assert names == ["Shipped", "Shipped (imported)"]
+
+
+def test_message_variants_per_language_travel_with_the_export_and_the_version(
+    clinics: Any,
+) -> None:
+    a, b = clinics
+    variants = {"es": {"message": "Hola {{customer.firstName}}, su pedido {{order.number}} salió."}}
+    document = {"name": "Shipped", "description": "", "definition": definition()}
+    document["definition"]["steps"][0]["parameters"]["variants"] = variants
+    workflow = Workflow(organization=a, enabled=False)
+    workflow_document_save(workflow=workflow, document=document)
+    assert workflow.steps.get(position=1).parameters["variants"] == variants
+
+    mapping = {"twilio": {A_NUMBER: B_NUMBER}, "email": {A_MAIL: B_MAIL}}
+    [imported] = workflows_import(
+        document=document_read(export_json(exported(a, workflow))), organization=b, mapping=mapping
+    )
+    # In the builder's definition shape, as a reply step's branches are: JSON text.
+    step = workflow_document(imported)["definition"]["steps"][0]
+    assert json.loads(step["parameters"]["variants"]) == variants
+    version = WorkflowVersion.objects.get(workflow=imported)
+    versioned = version.document["definition"]["steps"][0]["parameters"]["variants"]
+    assert json.loads(versioned) == variants
+    assert imported.steps.get(position=1).parameters["variants"] == variants

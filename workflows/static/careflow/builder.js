@@ -167,6 +167,8 @@
           parametersOf(s)
             .filter((p) => (s.parameters[p.name] || "") !== "")
             .map((p) => [p.name, s.parameters[p.name]])
+            /* Language variants (workflows.variants) are kept as they came: not a field. */
+            .concat(s.type === "adapter" && s.parameters.variants ? [["variants", s.parameters.variants]] : [])
         ),
         purpose: s.purpose,
         urgent: s.type === "adapter" && s.urgent,
@@ -893,6 +895,125 @@
     });
   }
 
+  // --- message variants per language (workflows.variants) ------------------------------------
+  /* parameters.variants is {"es": {"message": "…"}}: one tab per language, each with its own
+     text and its own preview (a variant may need UCS-2 where the main text does not). */
+  const LANGUAGES = schema.languages || [];
+  const languageName = (code) => (LANGUAGES.find(([c]) => c === code) || [code, code])[1];
+  const translatableOf = (step) =>
+    step.type === "adapter" ? parametersOf(step).filter((p) => p.translatable) : [];
+  function variantsOf(step) {
+    const variants = parsed(step.parameters.variants || "{}", {});
+    return Array.isArray(variants) ? {} : variants;
+  }
+  function variantsStore(step, variants) {
+    step.parameters.variants = Object.keys(variants).length ? JSON.stringify(variants) : "";
+  }
+
+  /* A step without variants gets only "Add a language…", in the corner of its first
+     translatable field (no extra height); with variants, a section of tabs below the fields. */
+  function renderVariants(step, body) {
+    const variants = variantsOf(step);
+    const codes = Object.keys(variants);
+    if (!codes.includes(step.variantTab)) step.variantTab = codes[0] || "";
+    const id = `cf-s${step.key}-variants`;
+    const errors = el("ul", { class: "errorlist cf-errors", id: `${id}-errors`, "data-errors-for": "variants" });
+    const tabs = el("div", { class: "cf-variant-tabs", role: "tablist", "aria-label": "Languages" });
+    codes.forEach((code) => {
+      const tab = el("button", {
+        type: "button",
+        role: "tab",
+        class: "cf-variant-tab",
+        id: `${id}-tab-${code}`,
+        "aria-selected": String(code === step.variantTab),
+        "data-language": code,
+        text: languageName(code),
+      });
+      tab.addEventListener("click", () => {
+        step.variantTab = code;
+        renderSteps(tab.id);
+      });
+      tabs.append(tab);
+    });
+    const add = el(
+      "select",
+      { id: `${id}-add`, class: "cf-variant-add", "aria-label": "Add a language" },
+      option("", "Add a language…")
+    );
+    LANGUAGES.filter(([code]) => !codes.includes(code)).forEach(([code, name]) => add.append(option(code, name)));
+    add.addEventListener("change", () => {
+      if (!add.value) return;
+      variants[add.value] = {};
+      step.variantTab = add.value;
+      variantsStore(step, variants);
+      renderSteps(`${id}-add`);
+      changed();
+    });
+    if (!codes.length) {
+      const host = body.querySelector(`.cf-field[data-param="${translatableOf(step)[0].name}"]`);
+      if (host) {
+        host.classList.add("cf-has-variant-add");
+        host.prepend(add);
+        host.append(errors);
+        return;
+      }
+    }
+    tabs.append(add);
+    const wrapper = el(
+      "div",
+      { class: "cf-field cf-variants", "data-param": "variants", role: "group", "aria-labelledby": `${id}-label` },
+      el("span", { class: "cf-label", id: `${id}-label`, text: "Languages" }),
+      el("p", {
+        class: "cf-help",
+        text: "The text above is the clinic's fallback language. Add a translation: patients " +
+          "who prefer that language get it if the clinic has enabled it (messaging policy).",
+      }),
+      tabs
+    );
+    const code = step.variantTab;
+    if (code) {
+      const panel = el("div", { class: "cf-variant-panel", role: "tabpanel", "aria-labelledby": `${id}-tab-${code}` });
+      translatableOf(step).forEach((p) => {
+        const area = el("textarea", {
+          id: `${id}-${code}-${p.name}`,
+          rows: p.rows || 3,
+          "data-templated": "true",
+          "data-language": code,
+        });
+        area.value = (variants[code] || {})[p.name] || "";
+        area.addEventListener("input", () => {
+          variants[code] = Object.assign({}, variants[code], { [p.name]: area.value });
+          variantsStore(step, variants);
+          changed({ previews: true });
+        });
+        const row = el(
+          "div",
+          { class: "cf-field" },
+          el("label", { for: area.id, class: "cf-label", text: `${p.label} (${languageName(code)})` }),
+          area
+        );
+        if (p.preview) {
+          const key = `${step.key}:${code}`;
+          const box = el("div", { class: "cf-preview", "data-preview-for": key, "aria-live": "polite", hidden: true });
+          row.append(box);
+          if (previewsByKey[key]) showPreview(box, previewsByKey[key]);
+        }
+        panel.append(row);
+      });
+      const remove = el("button", { type: "button", class: "button cf-variant-remove", text: `Remove ${languageName(code)}` });
+      remove.addEventListener("click", () => {
+        delete variants[code];
+        variantsStore(step, variants);
+        renderSteps(`${id}-add`);
+        changed();
+      });
+      panel.append(remove);
+      wrapper.append(panel);
+    }
+    wrapper.append(errors);
+    body.append(wrapper);
+  }
+
   function renderAdapterChoice(step) {
     const adapterSelect = el("select", { id: `cf-s${step.key}-adapter` }, option("", "Choose an adapter…"));
     schema.adapters.forEach((a) => adapterSelect.append(option(a.name, a.label)));
@@ -977,6 +1098,7 @@
     if (description) body.append(el("p", { class: "cf-help", text: description }));
     if (step.type === "adapter") body.append(renderAdapterChoice(step));
     parametersOf(step).forEach((p) => body.append(renderParameter(step, index, p)));
+    if (translatableOf(step).length) renderVariants(step, body);
     if (step.type === "adapter" && functionOf(step) && functionOf(step).sendOptions) {
       body.append(renderSendOptions(step));
     }
@@ -1416,6 +1538,12 @@
             if (other.name !== p.name && typeof value === "string" && value) inputs[other.name] = value;
           });
           messages[step.key] = { text: step.parameters[p.name] || "", function: `${step.adapter}.${step.function}`, inputs: inputs };
+          if (p.translatable) {
+            Object.entries(variantsOf(step)).forEach(([code, texts]) => {
+              const text = texts && typeof texts[p.name] === "string" ? texts[p.name] : "";
+              if (text.trim()) messages[`${step.key}:${code}`] = { text: text, function: `${step.adapter}.${step.function}`, inputs: inputs };
+            });
+          }
         }
       });
     });

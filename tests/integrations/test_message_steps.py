@@ -117,6 +117,7 @@ def test_step_deliver_hands_the_core_the_runs_fields_and_the_channels(
             "step_index": 1,
             "is_test": True,
             "urgent": True,
+            "language": "",
             "to": "+14155550177",
             "body": "Hi",
         }

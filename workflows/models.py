@@ -126,6 +126,35 @@ class Workflow(TimeStamped):
         return self.name
 
 
+class Segment(TimeStamped):
+    """A saved filter over a clinic's patients and their records ("has an active subscription
+    to product X", "last order more than 90 days ago", "in Florida"), in the workflows' filter
+    language over the segment fields (workflows.segments); broadcasts send to one."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="segments"
+    )
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    filter = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='MongoDB-style query on the segment fields, e.g. {"customer.provinceCode": "FL"}.',
+    )
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"], name="segment_name_unique_per_clinic"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 # Event.type holds "custom.<name>" in 64 characters.
 CUSTOM_NAME_LENGTH = 64 - len(CUSTOM_PREFIX)
 

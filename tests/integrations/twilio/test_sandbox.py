@@ -188,6 +188,9 @@ def test_create_returns_a_twilio_message_resource(server: SandboxServer, twilio:
         ("a" * 68 + "😀", "1"),  # UCS-2: the emoji is two UTF-16 units, 70 in all
         ("a" * 69 + "😀", "2"),
         ("’" * 71, "2"),  # a curly quote alone switches to UCS-2
+        ("a" * 152 + "€" + "a" * 152, "3"),  # a part never ends inside an escape pair
+        ("😀" * 67, "3"),  # nor inside a surrogate pair: 33 emoji a part
+        ("\x1b" + "a" * 70, "2"),  # a bare ESC makes the body UCS-2: 71 units
     ],
 )
 def test_create_counts_segments_like_twilio(twilio: Client, body: str, segments: str) -> None:

@@ -852,6 +852,9 @@ class SandboxServer(LoopbackSandbox):
     def _account_resource(self, account: _Account) -> dict[str, Any]:
         base = f"/{API_VERSION}/Accounts/{account.sid}"
         return {
+            # Twilio's Account resource carries the auth token (to a caller who already
+            # holds it): careflow must never show or keep what it reads here.
+            "auth_token": account.token,
             "sid": account.sid,
             "owner_account_sid": account.sid,
             "friendly_name": f"Sandbox account {account.sid[-6:]}",

@@ -9,6 +9,8 @@ through its `SegmentedMessage` and the table keeps what it answered. Both carefl
 (tests/integrations/twilio/test_sandbox_segments.py) are held to it.
 """
 
+import pytest
+
 EURO = "€"  # GSM-7 extension table: escape + character, two septets
 EMOJI = "😀"  # outside the BMP: a surrogate pair, two UTF-16 units
 FAMILY = "👨\u200d👩\u200d👧\u200d👦"  # one grapheme of 11 UTF-16 units (ZWJ sequence)
@@ -58,3 +60,9 @@ CALCULATOR_CASES: list[tuple[str, str, str, int]] = [
     ("flag across the part boundary", QUOTE * 65 + FLAG + QUOTE * 65, "UCS-2", 3),
     ("combining accent across the boundary", QUOTE * 66 + "e\u0301" + QUOTE * 66, "UCS-2", 3),
 ]
+
+# The table as test parameters: body, encoding, segments (each named by its description).
+calculator_cases = pytest.mark.parametrize(
+    ("body", "encoding", "segments"),
+    [pytest.param(body, enc, seg, id=name) for name, body, enc, seg in CALCULATOR_CASES],
+)

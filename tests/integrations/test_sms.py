@@ -3,7 +3,7 @@ import pytest
 from integrations.sms import segment_info
 from integrations.twilio.previews import sms_preview
 from integrations.twilio.transport import TwilioTransport
-from tests.integrations.segment_cases import CALCULATOR_CASES
+from tests.integrations.segment_cases import calculator_cases
 
 
 @pytest.mark.parametrize(
@@ -26,10 +26,7 @@ def test_segment_info(body: str, encoding: str, segments: int) -> None:
     assert (info.encoding, info.segments, info.characters) == (encoding, segments, len(body))
 
 
-@pytest.mark.parametrize(
-    ("body", "encoding", "segments"),
-    [pytest.param(body, enc, seg, id=name) for name, body, enc, seg in CALCULATOR_CASES],
-)
+@calculator_cases
 def test_segment_info_counts_as_twilios_segment_calculator(
     body: str, encoding: str, segments: int
 ) -> None:

@@ -14,20 +14,17 @@ import integrations.twilio.sandbox_segments as model_module
 from integrations.sms import segment_info
 from integrations.twilio.sandbox_segments import twilio_measure
 from tests.integrations.segment_cases import (
-    CALCULATOR_CASES,
     EMOJI,
     EURO,
     FAMILY,
     FLAG,
     QUOTE,
     THUMBS,
+    calculator_cases,
 )
 
 
-@pytest.mark.parametrize(
-    ("body", "encoding", "segments"),
-    [pytest.param(body, enc, seg, id=name) for name, body, enc, seg in CALCULATOR_CASES],
-)
+@calculator_cases
 def test_sandbox_counts_as_twilios_segment_calculator(
     body: str, encoding: str, segments: int
 ) -> None:

@@ -1057,6 +1057,10 @@ class SandboxServer(LoopbackSandbox):
                 params["MessagingServiceSid"] = message.messaging_service_sid
             if error_code is not None:
                 params["ErrorCode"] = str(error_code)
+            if status in ("delivered", "undelivered"):
+                # The carrier's delivery receipt "done date", YYMMDDhhmm without a zone, which
+                # Twilio passes through on these two statuses (changelog, 2023-02-14).
+                params["RawDlrDoneDate"] = now.strftime("%y%m%d%H%M")
             token = account.token
             has_next = step + 1 < len(message.plan)
         if url and not self.status_callbacks:

@@ -43,8 +43,10 @@ WHOLE = ("api.v2010.account", "api.v2010.account.message", "ListMessageResponse"
 # https://www.twilio.com/docs/messaging/guides/track-outbound-message-status (status
 # callback requests: a subset of the standard request properties, plus MessageStatus and
 # ErrorCode) and https://www.twilio.com/docs/usage/webhooks/messaging-webhooks (the standard
-# request properties). Twilio "occasionally adds new properties": a receiver must accept
-# more, but the sandbox must post none that Twilio does not document.
+# request properties), and for RawDlrDoneDate Twilio's changelog
+# (https://twilio.com/en-us/changelog/addition-of-rawdlrdonedate-to-delivered-and-undelivered-status-webhooks).
+# Twilio "occasionally adds new properties": a receiver must accept more, but the sandbox
+# must post none that Twilio does not document.
 CALLBACK_ALWAYS = {
     "AccountSid",
     "ApiVersion",
@@ -302,6 +304,11 @@ def test_status_callbacks_post_only_documented_parameters(
         assert ("ErrorCode" in params) == failed
         if failed:
             assert params["ErrorCode"].isdigit()
+        if params["MessageStatus"] in ("delivered", "undelivered"):
+            # Carriers mostly report it, so careflow must take a callback that carries it.
+            assert re.fullmatch(r"\d{10}", params["RawDlrDoneDate"])
+        else:
+            assert "RawDlrDoneDate" not in params
         if "MessagingServiceSid" in params:
             assert params["MessagingServiceSid"] == SERVICE_SID
     assert any("MessagingServiceSid" in post.params for post in received)

@@ -43,12 +43,13 @@ def _utf16_units(text: str) -> int:
 
 def _ucs2_atoms(body: str, part: int) -> Iterable[int]:
     """The sizes, in UTF-16 code units, of the pieces Twilio never splits across parts: each
-    grapheme (an emoji with its skin tone or ZWJ family, a flag, a letter with its accents).
-    A grapheme longer than a whole part (only contrived ones are) has to be split, but never
-    inside a surrogate pair."""
+    grapheme (an emoji with its skin tone or ZWJ family, a flag, a letter with its accents),
+    but not CR LF, two characters Twilio lets a part boundary fall between. A grapheme longer
+    than a whole part (only contrived ones are) has to be split, but never inside a surrogate
+    pair."""
     for grapheme in iter_graphemes(body):
         units = _utf16_units(grapheme)
-        if units <= part:
+        if units <= part and grapheme != "\r\n":
             yield units
         else:
             yield from (_utf16_units(ch) for ch in grapheme)

@@ -17,7 +17,8 @@ documentation does, where careflow counts characters:
 - Twilio's segment calculator (https://twiliodeved.github.io/message-segment-calculator/):
   a segment never ends inside an escape pair, nor, in UCS-2, inside a grapheme (a
   user-perceived character: an emoji with its skin tone, a ZWJ family, a flag, a letter with
-  its combining accent). A bare ESC (0x1B) is not a character of the alphabet.
+  its combining accent), though one may fall between CR and LF. A bare ESC (0x1B) is not
+  a character of the alphabet.
 
 No Django imports: the sandbox runs without Django.
 """
@@ -60,13 +61,14 @@ def _gsm7_bits(body: str) -> list[int] | None:
 
 
 def _ucs2_bits(body: str) -> list[int]:
-    """Bits each unsplittable piece takes in UCS-2: a grapheme, or (for a grapheme bigger
-    than a whole concatenated segment) each of its code points."""
+    """Bits each unsplittable piece takes in UCS-2: a grapheme, or each of its code points
+    for CR LF (the calculator keeps carriage return and line feed apart) and for a grapheme
+    bigger than a whole concatenated segment."""
     room = USER_DATA_BITS - UDH_BITS
     pieces = []
     for grapheme in iter_graphemes(body):
         sizes = [UCS2_BITS * (2 if ord(ch) > 0xFFFF else 1) for ch in grapheme]
-        if sum(sizes) <= room:
+        if sum(sizes) <= room and grapheme != "\r\n":
             pieces.append(sum(sizes))
         else:
             pieces.extend(sizes)

@@ -7,6 +7,12 @@ Source: Twilio's Message Segment Calculator, https://twiliodeved.github.io/messa
 through its `SegmentedMessage` and the table keeps what it answered. Both careflow's counter
 (tests/integrations/test_sms.py) and the sandbox's own model of Twilio
 (tests/integrations/twilio/test_sandbox_segments.py) are held to it.
+
+Where careflow knowingly differs from the calculator: a grapheme longer than a whole part (a
+letter under dozens of combining marks, a run of joiners: contrived text) goes whole into one
+segment there, more than an SMS can carry; careflow cuts it between code points. On 5,000
+generated bodies of ordinary pieces (letters, escapes, emoji, ZWJ families, flags, accents,
+CR LF) the two agreed on every one.
 """
 
 import pytest
@@ -35,6 +41,7 @@ CALCULATOR_CASES: list[tuple[str, str, str, int]] = [
     ("escape pairs at every part boundary", ("a" * 152 + EURO) * 3, "GSM-7", 4),
     ("CR LF is two GSM-7 characters", "a" * 158 + "\r\n", "GSM-7", 1),
     ("CR LF split at the part boundary", "a" * 152 + "\r\n" + "a" * 152, "GSM-7", 2),
+    ("CR LF split at a UCS-2 part boundary", QUOTE * 66 + "\r\n" + QUOTE * 66, "UCS-2", 2),
     ("form feed is an escape pair", "\f" * 80, "GSM-7", 1),
     ("one form feed too many", "\f" * 81, "GSM-7", 2),
     ("GSM-7 accented letters", "ñ" * 160, "GSM-7", 1),

@@ -5,7 +5,7 @@ that a test comparing the two on generated bodies (tests/integrations/twilio/
 test_sandbox_segments.py) catches a counting bug in either. It counts bits, as the
 documentation does, where careflow counts characters:
 
-- "What the Heck is a Segment?" (https://www.twilio.com/docs/glossary/what-the-heck-is-a-segment):
+- Twilio's "What the Heck is a Segment?" (https://www.twilio.com/blog/what-the-heck-is-a-segment-html):
   one SMS carries 140 bytes of user data, 1,120 bits. A GSM-7 character takes 7 bits; a
   character of the GSM extension table is sent as an escape plus the character, 14 bits. A
   UCS-2 unit takes 16 bits, and a character outside the Basic Multilingual Plane is two units.

@@ -129,7 +129,10 @@ from integrations.loopback import (
     WebhookDispatcher,
     is_loopback,
 )
-from integrations.sms import MAX_BODY_CHARS, segment_info
+
+# The sandbox models Twilio's counting itself (not careflow's integrations.sms), so that it
+# can catch a counting bug in careflow rather than share it.
+from integrations.twilio.sandbox_segments import MAX_BODY_CHARS, twilio_num_segments
 
 logger = logging.getLogger(__name__)
 
@@ -370,7 +373,7 @@ def inbound_sms_params(*, account_sid: str, from_: str, to: str, body: str) -> d
         "To": to,
         "Body": body,
         "NumMedia": "0",
-        "NumSegments": str(segment_info(body).segments),
+        "NumSegments": str(twilio_num_segments(body)),
         "SmsStatus": "received",
         "ApiVersion": API_VERSION,
     }
@@ -849,6 +852,9 @@ class SandboxServer(LoopbackSandbox):
     def _account_resource(self, account: _Account) -> dict[str, Any]:
         base = f"/{API_VERSION}/Accounts/{account.sid}"
         return {
+            # Twilio's Account resource carries the auth token (to a caller who already
+            # holds it): careflow must never show or keep what it reads here.
+            "auth_token": account.token,
             "sid": account.sid,
             "owner_account_sid": account.sid,
             "friendly_name": f"Sandbox account {account.sid[-6:]}",
@@ -930,7 +936,7 @@ class SandboxServer(LoopbackSandbox):
             from_=from_,
             body=body,
             status="accepted" if service_sid else "queued",
-            num_segments=1 if media_urls else segment_info(body).segments,
+            num_segments=1 if media_urls else twilio_num_segments(body),
             media_urls=list(media_urls),
             messaging_service_sid=service_sid,
             status_callback=params.get("StatusCallback") or None,
@@ -1051,6 +1057,10 @@ class SandboxServer(LoopbackSandbox):
                 params["MessagingServiceSid"] = message.messaging_service_sid
             if error_code is not None:
                 params["ErrorCode"] = str(error_code)
+            if status in ("delivered", "undelivered"):
+                # The carrier's delivery receipt "done date", YYMMDDhhmm without a zone, which
+                # Twilio passes through on these two statuses (changelog, 2023-02-14).
+                params["RawDlrDoneDate"] = now.strftime("%y%m%d%H%M")
             token = account.token
             has_next = step + 1 < len(message.plan)
         if url and not self.status_callbacks:
@@ -1178,7 +1188,7 @@ class SandboxServer(LoopbackSandbox):
             f"<td>{_clock(inbound.sent_at)}</td><td>outbound (TwiML answer)</td>"
             f"<td>{esc(inbound.to)}</td><td>{esc(inbound.from_)}</td>"
             f"<td class=body>{esc(text)}</td><td>answered in the webhook</td>"
-            f"<td>{segment_info(text).segments}</td><td></td></tr>"
+            f"<td>{twilio_num_segments(text)}</td><td></td></tr>"
             for text in reversed(inbound.twiml_replies)
         )
         return answers + (
@@ -1186,7 +1196,7 @@ class SandboxServer(LoopbackSandbox):
             f"<td>{_clock(inbound.sent_at)}</td><td>inbound</td>"
             f"<td>{esc(inbound.from_)}</td><td>{esc(inbound.to)}</td>"
             f"<td class=body>{esc(inbound.body)}</td><td>{esc(status)}</td>"
-            f"<td>{segment_info(inbound.body).segments}</td><td></td></tr>"
+            f"<td>{twilio_num_segments(inbound.body)}</td><td></td></tr>"
         )
 
 

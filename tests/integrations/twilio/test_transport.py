@@ -14,6 +14,7 @@ from integrations.twilio.sandbox import SandboxServer
 from integrations.twilio.transport import TwilioTransport, message_sid_mismatch
 from tests.conftest import sandbox_account, wait_for
 from tests.factories import IntegrationFactory, PatientFactory
+from tests.integrations.segment_cases import FAMILY
 
 pytestmark = pytest.mark.django_db
 SID = "SM" + "a" * 32
@@ -201,3 +202,29 @@ def test_a_report_with_another_messages_sid_is_not_about_this_one(
     OutboundMessage.objects.filter(pk=message.pk).update(provider_sid=SID)
     message.refresh_from_db()
     assert message_sid_mismatch(message=message, sid="SM" + "b" * 32)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["a" * 152 + "€" + "a" * 152, "😀" * 67, "’" * 62 + FAMILY + "’" * 61],
+    ids=["euro at the boundary", "67 emoji", "ZWJ family at the boundary"],
+)
+def test_the_segments_careflow_logs_are_those_twilio_reports(
+    sandbox: SandboxServer, body: str
+) -> None:
+    """What the message log shows and the throttle reserves is what Twilio will bill: the
+    sandbox counts with its own model of Twilio, not careflow's counter."""
+    integration = sandbox_account(sandbox, IntegrationFactory())
+    message = message_prepare(
+        organization=integration.organization,
+        integration=integration,
+        idempotency_key="transport:segments",
+        to="+14155550123",
+        from_number="+15005550006",
+        body=body,
+        purpose="transactional",
+    )
+    accepted = TwilioTransport().send(message)
+    assert message.segments == 3
+    assert accepted.units == 3
+    assert sandbox.messages()[0]["num_segments"] == 3

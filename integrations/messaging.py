@@ -58,7 +58,8 @@ class LookupRefused(Ambiguous):
 @dataclass(frozen=True)
 class Found:
     """What a lookup found at the provider. `accepted_at`: when the provider accepted it;
-    `reported_at`: when it reached `provider_status` (None: not said)."""
+    `reported_at`: when it reached `provider_status` (None: not said); `sender`: the sender
+    the provider used ("" when not said)."""
 
     provider_id: str
     provider_status: str
@@ -66,6 +67,7 @@ class Found:
     error_message: str = ""
     accepted_at: datetime | None = None
     reported_at: datetime | None = None
+    sender: str = ""
 
 
 class Transport:

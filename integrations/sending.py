@@ -182,6 +182,7 @@ def message_deliver(message: OutboundMessage) -> OutboundMessage:
             status=Status.UNKNOWN,
             error_code="stale",
             error_message="the sending worker stopped before recording the provider's answer",
+            lookup_failures=0,
         )
         message.refresh_from_db()
     if message.status == Status.UNKNOWN:
@@ -480,6 +481,8 @@ def _message_reconcile(message: OutboundMessage) -> OutboundMessage:
     now = timezone.now()
     if message.next_attempt_at and message.next_attempt_at > now:
         return message
+    if message.next_attempt_at is None and message.lookup_failures:
+        return message  # its look-ups were given up: left to staff (_lookup_failed)
     transport = _transport(message)
     if not transport.can_lookup:
         if message.next_attempt_at is not None:
@@ -725,6 +728,7 @@ def sent_messages_reconcile(*, limit: int | None = None) -> int:
             error_code=found.error_code,
             accepted_at=found.accepted_at,
             reported_at=found.reported_at,
+            sender=found.sender,
         )
     return changed
 

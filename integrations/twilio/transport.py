@@ -101,6 +101,7 @@ def public_url_problem(url: str) -> str:
     try:
         parts = urlsplit(url.strip())
         host = (parts.hostname or "").rstrip(".").lower()
+        parts.port  # noqa: B018 — raises ValueError for a port that is not a number
     except ValueError:
         return f"CAREFLOW_PUBLIC_URL {url!r} is not a valid URL"
     if parts.scheme.lower() != "https":
@@ -211,6 +212,7 @@ def _found(candidate: Any) -> Found:
         error_code=str(candidate.error_code or ""),
         accepted_at=candidate.date_created or candidate.date_sent,
         reported_at=candidate.date_updated,
+        sender=candidate.from_ or "",
     )
 
 

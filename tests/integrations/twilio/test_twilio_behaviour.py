@@ -13,7 +13,7 @@ from django.utils import timezone
 from integrations import alerts
 from integrations.alerts import alerts_evaluate
 from integrations.models import Alert, AlertSettings, Integration, OutboundMessage
-from integrations.sending import message_prepare, message_send
+from integrations.sending import message_prepare, message_send, sent_messages_reconcile
 from integrations.twilio.account import twilio_account
 from integrations.twilio.client import twilio_client
 from integrations.twilio.errors import error_explanation
@@ -154,6 +154,51 @@ def test_a_new_ambiguous_attempt_starts_its_lookups_afresh(sandbox: SandboxServe
     message = _message(integration)
     OutboundMessage.objects.filter(pk=message.pk).update(lookup_failures=5)
     assert message_send(message_id=message.pk).lookup_failures == 0
+
+
+# --- item 2: a Messaging Service's sender, when no callback says it ----------------------
+
+
+def test_polling_records_the_sender_a_messaging_service_chose(
+    sandbox: SandboxServer, settings: Any
+) -> None:
+    """Every status callback lost: the look-up of a message still "sent" records the number
+    the service chose, and careflow's segment count stands (Twilio answered "0")."""
+    service = "MG" + "8" * 32
+    integration = sandbox_account(
+        sandbox, IntegrationFactory(messaging_service_sid=service, senders=["+15551230002"])
+    )
+    sandbox.status_callbacks = False
+    patient = PatientFactory(organization=integration.organization, phone=TO)
+    ConsentFactory(patient=patient)
+    message = message_prepare(
+        organization=integration.organization,
+        integration=integration,
+        idempotency_key="service",
+        to=TO,
+        messaging_service_sid=service,
+        body="ł" * 71,  # UCS-2, two segments
+        purpose="transactional",
+        patient=patient,
+    )
+    sent = message_send(message_id=message.pk)
+    assert (sent.status, sent.provider_status, sent.segments, sent.from_number) == (
+        Status.SENT,
+        "accepted",
+        2,
+        "",
+    )
+    wait_for(lambda: sandbox.messages()[0]["status"] == "delivered", what="Twilio to deliver")
+    settings.CAREFLOW_STATUS_RECONCILE_AFTER_SECONDS = 0
+
+    assert sent_messages_reconcile() == 1
+
+    settled = OutboundMessage.objects.get(pk=message.pk)
+    assert (settled.status, settled.from_number, settled.segments) == (
+        Status.DELIVERED,
+        "+15551230002",
+        2,
+    )
 
 
 # --- item 7: the attempt is found wherever it is in the list ------------------------------

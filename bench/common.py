@@ -460,6 +460,7 @@ class Sandbox:
                 str(self.port),
                 "--callback-delay",
                 "-1",
+                "--local-callbacks",
                 "--account",
                 f"{sid}:{token}:{SANDBOX_FROM}",
             ],

@@ -1,5 +1,6 @@
-"""Whether an IP address is one anyone on the internet can reach: for URLs careflow sends to
-(webhooks) or hands to a provider to fetch (a text's media)."""
+"""Whether an IP address (or a host) is one anyone on the internet can reach: for URLs careflow
+sends to (webhooks) or hands to a provider to fetch or call (a text's media, its status
+callbacks)."""
 
 import ipaddress
 
@@ -19,3 +20,20 @@ def address_forbidden(address: str) -> bool:
         or ip.is_reserved
         or ip.is_unspecified
     )
+
+
+# Host names no one outside the machine or its own network can resolve.
+LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
+
+
+def host_unreachable(host: str) -> str:
+    """Why no one on the internet can reach `host`, as far as can be told without DNS (a
+    name's address may change, and the provider, not careflow, resolves it): "address" for an
+    IP address that is not public (loopback, private, link-local, reserved), "name" for
+    localhost, a single-label name or a local suffix; "" when it may be reachable."""
+    try:
+        return "address" if address_forbidden(host) else ""
+    except ValueError:  # a name, not an address
+        pass
+    local = host == "localhost" or host.endswith(LOCAL_SUFFIXES) or "." not in host
+    return "name" if local else ""

@@ -310,6 +310,11 @@ CAREFLOW_STATUS_RECONCILE_AFTER_SECONDS = env.float(
 )
 CAREFLOW_STATUS_RECONCILE_MAX_CHECKS = env.int("CAREFLOW_STATUS_RECONCILE_MAX_CHECKS", default=8)
 CAREFLOW_STATUS_RECONCILE_BATCH = env.int("CAREFLOW_STATUS_RECONCILE_BATCH", default=50)
+# Look-ups of an ambiguous send (no answer after the request went out) that may fail, 15 s
+# apart and doubling (at most an hour), before the message is left "unknown" for staff and a
+# failure alert says so (about an hour in all with 8). A look-up the provider refuses outright
+# (Twilio 401/403, e.g. test credentials) is not repeated.
+CAREFLOW_RECONCILE_MAX_FAILURES = env.int("CAREFLOW_RECONCILE_MAX_FAILURES", default=8)
 # Celery's Django fixup closes the DB connection after every task unless this is set; a new
 # PostgreSQL connection per task nearly halves throughput.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)

@@ -14,6 +14,9 @@ AlertSettings are enabled and name a recipient:
   hours, then 21611), so messages would fail at the provider.
 - credentials: a send was refused for the credentials (Twilio 20003 / HTTP 401) in the
   period, or support staff's credentials check was (`alert_credentials_rejected`).
+- unconfirmed: a send ended ambiguously and could not be confirmed at the provider (its
+  look-ups were refused or kept failing, or the provider cannot be asked), so it was left
+  "unknown" for staff, neither resent nor given up, in the period; one alert per integration.
 
 No alert storms: an Alert row is unique per (clinic, condition, subject, period) and is
 claimed (inserted under that constraint) before anything is sent, so two beat ticks, two beat
@@ -438,11 +441,60 @@ def alert_credentials_rejected(*, integration: Integration, said: str) -> Alert 
     )
 
 
+def _unconfirmed(configured: dict[int, AlertSettings], now: datetime) -> list[Finding]:
+    longest = max(s.period_minutes for s in configured.values())
+    rows = (
+        OutboundMessage.objects.filter(
+            organization_id__in=configured,
+            status=Status.UNKNOWN,
+            next_attempt_at__isnull=True,  # nothing will look at it again: staff must
+            updated_at__gte=now - timedelta(minutes=longest),
+        )
+        .values("organization_id", "integration_id")
+        .annotate(n=Count("id"), last=Max("updated_at"))
+        .order_by()
+    )
+    findings: list[Finding] = []
+    for row in rows:
+        alert_settings = configured[row["organization_id"]]
+        if row["last"] < now - timedelta(minutes=alert_settings.period_minutes):
+            continue
+        findings.append(
+            Finding(
+                row["organization_id"],
+                Condition.UNCONFIRMED,
+                f"integration:{row['integration_id']}",
+                period_start(row["last"], alert_settings.period_minutes),
+                _describe_unconfirmed(row["integration_id"], row["n"]),
+            )
+        )
+    return findings
+
+
+def _describe_unconfirmed(
+    integration_id: int, count: int
+) -> Callable[[], tuple[str, dict[str, Any], str]]:
+    def describe() -> tuple[str, dict[str, Any], str]:
+        return (
+            f"Integration {integration_id}: {count} message(s) could not be confirmed at the "
+            "provider and were not sent again (they may have gone out): check them in the "
+            "provider's console",
+            {"integration_id": integration_id, "unconfirmed": count},
+            _absolute(
+                reverse("admin:integrations_outboundmessage_changelist"),
+                {"status": Status.UNKNOWN},
+            ),
+        )
+
+    return describe
+
+
 CONDITIONS: tuple[Callable[[dict[int, AlertSettings], datetime], list[Finding]], ...] = (
     _failed_runs,
     _message_rates,
     _queues,
     _credential_failures,
+    _unconfirmed,
 )
 
 

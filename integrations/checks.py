@@ -9,6 +9,7 @@ from django.core.checks import Error, Tags, register
 
 from integrations.api.throttling import ApiKeyRateThrottle
 from integrations.forms import INTEGRATION_FORMS
+from integrations.messaging import TRANSPORTS
 from workflows.adapters import REGISTRY
 
 
@@ -28,6 +29,17 @@ def development_secrets_check(**kwargs: Any) -> list[Error]:
             Error("SECRET_KEY is the development key.", hint="Set SECRET_KEY.", id="careflow.E002")
         )
     return errors
+
+
+@register(Tags.security, deploy=True)
+def provider_settings_check(**kwargs: Any) -> list[Error]:
+    """What each provider says would fail it in production (Twilio: a status-callback URL it
+    cannot reach)."""
+    return [
+        Error(problem, hint=hint, id="careflow.E005")
+        for transport in TRANSPORTS.values()
+        for problem, hint in transport.deploy_problems()
+    ]
 
 
 @register(Tags.security)

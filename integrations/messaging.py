@@ -50,10 +50,16 @@ class Ambiguous(Exception):
         self.message = message
 
 
+class LookupRefused(Ambiguous):
+    """The provider refuses to look messages up for these credentials (e.g. Twilio's test
+    credentials, 403): asking again will not tell."""
+
+
 @dataclass(frozen=True)
 class Found:
     """What a lookup found at the provider. `accepted_at`: when the provider accepted it;
-    `reported_at`: when it reached `provider_status` (None: not said)."""
+    `reported_at`: when it reached `provider_status` (None: not said); `sender`: the sender
+    the provider used ("" when not said)."""
 
     provider_id: str
     provider_status: str
@@ -61,6 +67,7 @@ class Found:
     error_message: str = ""
     accepted_at: datetime | None = None
     reported_at: datetime | None = None
+    sender: str = ""
 
 
 class Transport:
@@ -103,7 +110,7 @@ class Transport:
     def lookup(self, message: "OutboundMessage", *, since: datetime) -> Found | None:
         """The provider's copy of the message (by its id when it has one, else of an attempt
         made after `since`); None when provably not there. Raises Ambiguous when it cannot
-        tell."""
+        tell, LookupRefused when it never will."""
         raise Ambiguous("lookup", "this provider cannot look messages up")
 
     def throttle(self, message: "OutboundMessage") -> tuple[str, float] | None:
@@ -139,6 +146,11 @@ class Transport:
     def explain_error(self, code: str) -> str:
         """A provider error code in words a clinic admin can act on ("" when unknown)."""
         return ""
+
+    def deploy_problems(self) -> list[tuple[str, str]]:
+        """(problem, hint) for each setting that would fail this provider in production:
+        `manage.py check --deploy` reports them."""
+        return []
 
 
 TRANSPORTS: dict[str, Transport] = {}

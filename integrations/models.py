@@ -191,6 +191,9 @@ class OutboundMessage(TimeStamped):
     # and the point where we stop asking).
     status_check_at = models.DateTimeField(null=True, blank=True)
     status_checks = models.PositiveSmallIntegerField(default=0)
+    # Failed look-ups of an ambiguous send ("unknown"): the backoff, and the point where the
+    # message is left to staff (sending._message_reconcile).
+    lookup_failures = models.PositiveSmallIntegerField(default=0)
     is_test = models.BooleanField(default=False)
     urgent = models.BooleanField(
         default=False, help_text="Urgent transactional: sent even during quiet hours."
@@ -766,6 +769,7 @@ class Alert(models.Model):
         UNDELIVERED_RATE = "undelivered_rate", "Undelivered rate over threshold"
         QUEUE_WINDOW = "queue_window", "Sender queue beyond the provider's window"
         CREDENTIALS = "credentials", "Credentials rejected"
+        UNCONFIRMED = "unconfirmed", "Sends that could not be confirmed"
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="alerts")
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)

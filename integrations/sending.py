@@ -31,6 +31,7 @@ from integrations.first_contact import (
 from integrations.messaging import (
     Ambiguous,
     Found,
+    LookupRefused,
     Refused,
     Transport,
     body_measure,
@@ -51,6 +52,8 @@ Status = OutboundMessage.Status
 # a message must be missing there before we conclude it was never accepted and send again.
 RECONCILE_AFTER = timedelta(seconds=15)
 RECONCILE_GRACE = timedelta(minutes=2)
+# Failed look-ups back off from RECONCILE_AFTER, doubling, to at most this.
+RECONCILE_BACKOFF_MAX = timedelta(hours=1)
 
 
 def _message_defaults(
@@ -179,6 +182,7 @@ def message_deliver(message: OutboundMessage) -> OutboundMessage:
             status=Status.UNKNOWN,
             error_code="stale",
             error_message="the sending worker stopped before recording the provider's answer",
+            lookup_failures=0,
         )
         message.refresh_from_db()
     if message.status == Status.UNKNOWN:
@@ -461,6 +465,7 @@ def _mark_unknown(message: OutboundMessage, *, error_code: str, error_message: s
         "error_code": error_code,
         "error_message": error_message,
         "next_attempt_at": now + RECONCILE_AFTER,
+        "lookup_failures": 0,
         "updated_at": now,
     }
     if OutboundMessage.objects.filter(pk=message.pk, status=Status.SENDING).update(**fields):
@@ -476,6 +481,8 @@ def _message_reconcile(message: OutboundMessage) -> OutboundMessage:
     now = timezone.now()
     if message.next_attempt_at and message.next_attempt_at > now:
         return message
+    if message.next_attempt_at is None and message.lookup_failures:
+        return message  # its look-ups were given up: left to staff (_lookup_failed)
     transport = _transport(message)
     if not transport.can_lookup:
         if message.next_attempt_at is not None:
@@ -486,7 +493,7 @@ def _message_reconcile(message: OutboundMessage) -> OutboundMessage:
         found = transport.lookup(message, since=started)
     except Ambiguous as exc:
         logger.warning("reconciling message %s failed: %s", message.pk, exc.code)
-        _update(message, next_attempt_at=now + RECONCILE_AFTER)
+        _lookup_failed(message, exc, now)
         return message
     if found is not None:
         _message_found(message, found, transport)
@@ -499,6 +506,32 @@ def _message_reconcile(message: OutboundMessage) -> OutboundMessage:
     else:
         _update(message, next_attempt_at=now + RECONCILE_AFTER)
     return message
+
+
+def _lookup_failed(message: OutboundMessage, exc: Ambiguous, now: datetime) -> None:
+    """A look-up of an ambiguous send could not tell: ask again later, backing off, or (the
+    provider refuses look-ups, or they kept failing) leave the message "unknown" for staff,
+    never resent (it may have gone out), with the reason; a failure alert tells them."""
+    failures = message.lookup_failures + 1
+    refused = isinstance(exc, LookupRefused)
+    if not refused and failures < settings.CAREFLOW_RECONCILE_MAX_FAILURES:
+        wait = min(RECONCILE_BACKOFF_MAX, RECONCILE_AFTER * 2 ** (failures - 1))
+        _update(message, lookup_failures=failures, next_attempt_at=now + wait)
+        return
+    said = f"{exc.code}: {exc.message}" if exc.message else exc.code
+    why = "the provider refuses to look it up" if refused else f"{failures} look-ups failed"
+    _update(
+        message,
+        lookup_failures=failures,
+        next_attempt_at=None,
+        error_code=exc.code[:16],
+        error_message=(
+            f"Not confirmed: careflow could not find out whether the provider accepted this "
+            f"message ({why}; last answer {said}). It was not sent again, as it may have gone "
+            "out: check it in the provider's console."
+        ),
+    )
+    logger.warning("message %s left unconfirmed: %s", message.pk, why)
 
 
 def _accepted_status(transport: Transport) -> str:
@@ -566,6 +599,7 @@ def message_status_apply(
     error_code: str = "",
     accepted_at: datetime | None = None,
     reported_at: datetime | None = None,
+    sender: str = "",
 ) -> bool:
     """Apply a provider status report monotonically; True when it changed the message.
 
@@ -574,6 +608,8 @@ def message_status_apply(
     the provider accepted the message and fills a missing `sent_at`: a callback may carry no
     timestamp, so without it the time the report arrived is the best we know. `reported_at`
     is when the status was reached (reconciliation reads it from the provider), else now.
+    `sender` (the report's sending number) fills a missing `from_number`: a message sent
+    through a pool of numbers (a Twilio Messaging Service) learns which one sent it so.
     """
     transport = _transport(message)
     rank = transport.status_rank.get(provider_status)
@@ -622,6 +658,9 @@ def message_status_apply(
                 mine.filter(provider_sid__isnull=True).update(
                     provider_sid=sid, sent_at=fields["sent_at"]
                 )
+            if sender:
+                # Whatever the status did: the first report naming the sender may be stale.
+                mine.filter(from_number="").update(from_number=sender)
     except IntegrityError:
         # Another message took this SID between the check and the write: not ours.
         logger.warning("status report for message %s names another message's SID", message.pk)
@@ -689,6 +728,7 @@ def sent_messages_reconcile(*, limit: int | None = None) -> int:
             error_code=found.error_code,
             accepted_at=found.accepted_at,
             reported_at=found.reported_at,
+            sender=found.sender,
         )
     return changed
 

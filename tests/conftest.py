@@ -109,7 +109,8 @@ def _fresh_policy_cache() -> None:
 
 @pytest.fixture(scope="session")
 def sandbox_server() -> Iterator[SandboxServer]:
-    server = SandboxServer(callback_delay=0.05)
+    # A local run: careflow's status callbacks come to this machine.
+    server = SandboxServer(callback_delay=0.05, local_callbacks=True)
     server.start()
     yield server
     server.stop()

@@ -25,6 +25,7 @@ def production_env(var_dir: Path, **extra: str) -> dict[str, str]:
         CELERY_BROKER_URL="redis://127.0.0.1:6379/15",
         ALLOWED_HOSTS="careflow.example.com,127.0.0.1",
         CSRF_TRUSTED_ORIGINS="https://careflow.example.com",
+        CAREFLOW_PUBLIC_URL="https://careflow.example.com",
         USE_X_FORWARDED_PROTO="true",
         **extra,
     )
@@ -82,6 +83,19 @@ def test_check_deploy_refuses_the_development_secrets(tmp_path: Path) -> None:
 
     assert result.returncode != 0
     assert "careflow.E001" in result.stderr and "careflow.E002" in result.stderr
+
+
+def test_check_deploy_refuses_a_callback_url_twilio_cannot_reach(tmp_path: Path) -> None:
+    """Left at its default (http://127.0.0.1:8000), CAREFLOW_PUBLIC_URL is a status-callback
+    URL real Twilio refuses (21609) or can never call."""
+    env = production_env(tmp_path)
+    del env["CAREFLOW_PUBLIC_URL"]
+
+    result = manage("check", "--deploy", env=env)
+
+    assert result.returncode != 0
+    assert "careflow.E005" in result.stderr
+    assert "CAREFLOW_PUBLIC_URL 'http://127.0.0.1:8000' is not an https URL" in result.stderr
 
 
 @pytest.fixture(scope="module")

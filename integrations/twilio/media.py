@@ -10,14 +10,12 @@ URL) or when the step runs (a templated one).
 from typing import Any
 from urllib.parse import urlsplit
 
-from common.addresses import address_forbidden
+from common.addresses import host_unreachable
 from integrations.models import MEDIA_URL_MAX_CHARS
 
 # By the path's extension; a URL without one is Twilio's to judge by its Content-Type.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif"})
 DOCUMENT_EXTENSIONS = frozenset({".pdf"})
-# Hosts no one outside the clinic's own network can reach (Twilio fetches from the internet).
-LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
 
 
 def _extension(path: str) -> str:
@@ -53,15 +51,10 @@ def media_url_problem(value: str) -> str:
         return "the media URL has no host"
     if parts.username is not None or parts.password is not None:
         return "the media URL must not contain a user name or password"
-    try:
-        forbidden: bool | None = address_forbidden(host)
-    except ValueError:  # a name, not an address
-        forbidden = None
-    if forbidden:
+    unreachable = host_unreachable(host)
+    if unreachable == "address":
         return f"the media URL's host {host} is a private or local address Twilio cannot reach"
-    if forbidden is None and (
-        host == "localhost" or host.endswith(LOCAL_SUFFIXES) or "." not in host
-    ):
+    if unreachable == "name":
         return f"the media URL's host “{host}” is not reachable from the internet"
     extension = _extension(parts.path)
     if extension and extension not in IMAGE_EXTENSIONS | DOCUMENT_EXTENSIONS:

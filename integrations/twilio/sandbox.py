@@ -18,22 +18,42 @@ Twilio API (HTTP basic auth with the Account SID and auth token):
 
 Create validation runs in Twilio's order, each failure a 400 with Twilio's code:
 21604 To missing, 21211 To not E.164, 21603 neither From nor MessagingServiceSid,
-21606 From not owned by the account, 21701 MessagingServiceSid not registered,
+21212/21611 a magic From (below), 21606 From not owned by the account, 21701
+MessagingServiceSid not registered, 21609 a StatusCallback Twilio could not reach (not an
+http(s) URL, or a loopback, private, link-local or single-label host; allowed only when the
+sandbox is told it is a local run, `local_callbacks=True`),
 21602 Body missing or empty (without MediaUrl), 21617 Body over 1600 characters,
 21623 more than 10 MediaUrl, 21620 a MediaUrl that is not an http(s) URL (Twilio fetches
 media later; the sandbox does not: it records the URLs, and a message with media is an MMS,
 SID "MM…", num_media, one segment). The test number
-+15005550006 is an owned From for every account. A message sent through a Messaging Service
-has no "from" until it is sent, then the account's lowest owned number (or +15005550006).
-List filters: DateSent matches the UTC day; DateSent< and DateSent> are inclusive, by day
-for YYYY-MM-DD and by instant for the ISO datetimes twilio-python sends. Pages are newest
-first; next_page_uri carries a PageToken, so messages created while a client pages do not
-shift later pages.
++15005550006 is an owned From for every account.
 
-Magic To numbers:
+A message sent through a Messaging Service is answered as Twilio answers it: status
+"accepted", "from" null and num_segments "0"; its first status callback is "queued", carrying
+the From the service chose (the account's lowest owned number, or +15005550006), then "sent"
+and its final status.
+
+List filters (Twilio's YYYY-MM-DD, UTC): DateSent matches the day; DateSent< is "on or
+before midnight" of the day and DateSent> "on or after midnight"; the ISO datetimes
+twilio-python sends for datetime filters compare by instant. Pages are newest first, PageSize
+1 to 1000 (default 50); next_page_uri carries a PageToken, so messages created while a
+client pages do not shift later pages.
+
+Test credentials (an account registered with "test_credentials": true) behave as Twilio's:
+a create is validated and answered ("queued") but nothing is sent and no status callback is
+posted, and fetching or listing messages is 403, error 20008.
+
+Magic numbers (Twilio's test numbers):
+
+    From           on create
+    +15005550001   400, 21212 invalid From
+    +15005550007   400, 21606 not owned
+    +15005550008   400, 21611 queue full
 
     To             on create                 later, on the status callback
     +15005550001   400, 21211 invalid To     -
+    +15005550002   400, 21612 cannot route   -
+    +15005550003   400, 21408 no permission  -
     +15005550004   400, 21610 unsubscribed   -
     +15005550009   400, 21614 not mobile     -
     +15005550301   201                       sent, then undelivered, ErrorCode 30003
@@ -64,7 +84,7 @@ with a foreign Origin, a cross-site Sec-Fetch-Site or a non-loopback Host is 403
     POST   /_sandbox/callbacks      {"enabled": false}: messages still move on, but no status
                                     callback is posted (recorded as "not posted"); true: again
     POST   /_sandbox/accounts       {"sid", "token", "numbers", "messaging_service_sids",
-                                    "inbound_url"}: inbound_url (optional, a loopback http(s)
+                                    "inbound_url", "test_credentials"}: inbound_url (optional, a loopback http(s)
                                     URL) is where the account's inbound SMS go, as the number's
                                     "A message comes in" webhook at Twilio
     POST   /_sandbox/inbound        {"account_sid", "from", "to", "body", "url"}: post a signed
@@ -103,6 +123,7 @@ import binascii
 import hashlib
 import hmac
 import html
+import ipaddress
 import itertools
 import json
 import logging
@@ -143,11 +164,20 @@ E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 MAX_MEDIA = 10
 MEDIA_URL = re.compile(r"^https?://[^\s/]+\S*$", re.IGNORECASE)
 
-# To numbers rejected on create: code, HTTP status, message.
+# To numbers rejected on create, with Twilio's error code.
 MAGIC_TO_ERRORS: dict[str, int] = {
     "+15005550001": 21211,
+    "+15005550002": 21612,
+    "+15005550003": 21408,
     "+15005550004": 21610,
     "+15005550009": 21614,
+}
+# From numbers rejected on create, with Twilio's error code (+15005550008: the sender's
+# queue is full, the one refusal worth retrying).
+MAGIC_FROM_ERRORS: dict[str, int] = {
+    "+15005550001": 21212,
+    "+15005550007": 21606,
+    "+15005550008": 21611,
 }
 # To numbers accepted on create whose delivery later fails: final status, ErrorCode.
 DELIVERY_FAILURES: dict[str, tuple[str, int]] = {
@@ -222,6 +252,44 @@ def _auth_error() -> SandboxError:
     return SandboxError(401, 20003, "Authenticate")
 
 
+def _refuse_test_credentials(account: _Account) -> None:
+    if account.test_credentials:
+        raise SandboxError(403, 20008, "Resource not accessible with Test Account Credentials")
+
+
+def _from_error(from_: str, code: int) -> SandboxError:
+    if code == 21611:
+        return SandboxError(
+            400, 21611, "This 'From' number has exceeded the maximum number of queued messages"
+        )
+    if code == 21606:
+        return SandboxError(
+            400,
+            21606,
+            f"The From phone number {from_} is not a valid, SMS-capable inbound phone number "
+            "or short code for your account.",
+        )
+    return SandboxError(
+        400,
+        21212,
+        f"The 'From' number {from_} is not a valid phone number, shortcode, or alphanumeric "
+        "sender ID.",
+    )
+
+
+def _to_error(to: str, from_: str | None, code: int) -> SandboxError:
+    messages = {
+        21211: f"The 'To' number {to} is not a valid phone number.",
+        21408: "Permission to send an SMS has not been enabled for the region indicated by "
+        f"the 'To' number: {to}.",
+        21610: "Attempt to send to unsubscribed recipient",
+        21612: f"The 'To' phone number: {to}, is not currently reachable using the 'From' "
+        f"phone number: {from_ or 'chosen by the Messaging Service'} via SMS.",
+        21614: f"'To' number {to} is not a valid mobile number",
+    }
+    return SandboxError(400, code, messages[code])
+
+
 def _rfc2822(moment: datetime | None) -> str | None:
     return None if moment is None else format_datetime(moment)
 
@@ -234,6 +302,9 @@ class _Account:
     messaging_service_sids: set[str]
     # Where the account's inbound SMS go (the number's "A message comes in" webhook).
     inbound_url: str | None = None
+    # Twilio's test credentials: creates are answered, nothing is sent or called back, and
+    # messages cannot be fetched or listed (403, 20008).
+    test_credentials: bool = False
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def sender_number(self) -> str:
@@ -283,7 +354,9 @@ class _Message:
             "from": self.from_,
             "messaging_service_sid": self.messaging_service_sid,
             "num_media": str(len(self.media_urls)),
-            "num_segments": str(self.num_segments),
+            # A Messaging Service's send is counted once the service has taken it (Twilio
+            # answers the create with "0").
+            "num_segments": "0" if self.status == "accepted" else str(self.num_segments),
             "price": None,
             "price_unit": "USD",
             "sid": self.sid,
@@ -402,32 +475,49 @@ def _checked_inbound_url(url: str | None) -> str | None:
     return url
 
 
-def _parse_date_filter(name: str, value: str) -> tuple[datetime, bool]:
-    """A DateSent filter value as (UTC moment, whether only the day was given)."""
+def _parse_date_filter(name: str, value: str) -> datetime:
+    """A DateSent filter value as a UTC moment (a day: its midnight)."""
     try:
         if _DATE_ONLY.match(value):
             day = date.fromisoformat(value)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC), True
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise SandboxError(400, 20001, f"Invalid {name}: {value}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC), False
+    return moment.astimezone(UTC)
 
 
 def _date_filter(name: str, value: str) -> Callable[[datetime], bool]:
-    """A predicate on date_sent for DateSent, DateSent< or DateSent> (bounds inclusive)."""
-    moment, day_only = _parse_date_filter(name, value)
+    """A predicate on date_sent for DateSent (that UTC day), DateSent< (on or before) or
+    DateSent> (on or after). A day bound is the day's midnight, as Twilio
+    documents it: DateSent<2026-12-07 leaves out what was sent during the 7th."""
+    moment = _parse_date_filter(name, value)
     if name == "DateSent":
         return lambda sent: sent.date() == moment.date()
     if name == "DateSent<":
-        if day_only:
-            return lambda sent: sent.date() <= moment.date()
         return lambda sent: sent <= moment
-    if day_only:
-        return lambda sent: sent.date() >= moment.date()
     return lambda sent: sent >= moment
+
+
+# Host names Twilio cannot reach from the internet (RFC 6761 and mDNS names). The sandbox's
+# own rule, not careflow's (common.addresses): a model of Twilio must not share the code it
+# is there to check.
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
+
+
+def _unreachable_callback(url: str) -> bool:
+    """Whether Twilio would refuse `url` as a StatusCallback (21609): not an http(s) URL, or
+    a host it cannot reach (an IP address that is not global, a single-label or local name)."""
+    split = urlsplit(url)
+    host = (split.hostname or "").rstrip(".").lower()
+    if split.scheme not in ("http", "https") or not host:
+        return True
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return "." not in host or host == "localhost" or host.endswith(_LOCAL_SUFFIXES)
 
 
 class _Handler(LoopbackHandler):
@@ -597,12 +687,16 @@ class _Handler(LoopbackHandler):
                 inbound_url = payload.get("inbound_url")
                 if inbound_url is not None and not isinstance(inbound_url, str):
                     raise ValueError("inbound_url must be a string")
+                test_credentials = payload.get("test_credentials", False)
+                if not isinstance(test_credentials, bool):
+                    raise ValueError("test_credentials must be true or false")
                 sandbox.add_account(
                     _required_str(payload, "sid"),
                     _required_str(payload, "token"),
                     numbers=_str_list(payload, "numbers"),
                     messaging_service_sids=_str_list(payload, "messaging_service_sids"),
                     inbound_url=inbound_url,
+                    test_credentials=test_credentials,
                 )
                 self._json(201, sandbox._account_summary(payload["sid"]))
             elif route == ("POST", "/_sandbox/inbound"):
@@ -683,8 +777,10 @@ class SandboxServer(LoopbackSandbox):
     """The sandbox: state behind one lock, an HTTP server, and a callback dispatcher.
 
     `accounts` maps an Account SID to its auth token, or to a dict with `token`, `numbers`,
-    `messaging_service_sids` and `inbound_url`. The listening socket is bound on construction, so `url`
-    is known (and port 0 resolved) before `start()`.
+    `messaging_service_sids`, `inbound_url` and `test_credentials`. The listening socket is
+    bound on construction, so `url` is known (and port 0 resolved) before `start()`.
+    `local_callbacks`: a local run (tests, `make run`), where careflow's status-callback URL
+    is on this machine; otherwise such a URL is refused as Twilio refuses it (21609).
     """
 
     thread_name = "twilio-sandbox"
@@ -698,6 +794,7 @@ class SandboxServer(LoopbackSandbox):
         *,
         callback_timeout: float = 5.0,
         callback_workers: int = 4,
+        local_callbacks: bool = False,
     ) -> None:
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
@@ -712,6 +809,7 @@ class SandboxServer(LoopbackSandbox):
             None if callback_delay is None or callback_delay < 0 else float(callback_delay)
         )
         self.callback_timeout = callback_timeout
+        self.local_callbacks = local_callbacks
         # False: statuses still advance, but their callbacks are never posted (lost).
         self.status_callbacks = True
         for sid, spec in (accounts or {}).items():
@@ -724,6 +822,7 @@ class SandboxServer(LoopbackSandbox):
                     numbers=spec.get("numbers", ()),
                     messaging_service_sids=spec.get("messaging_service_sids", ()),
                     inbound_url=spec.get("inbound_url"),
+                    test_credentials=spec.get("test_credentials", False),
                 )
         self._dispatcher = WebhookDispatcher(
             self._advance,
@@ -743,15 +842,18 @@ class SandboxServer(LoopbackSandbox):
         numbers: Iterable[str] = (),
         messaging_service_sids: Iterable[str] = (),
         inbound_url: str | None = None,
+        test_credentials: bool = False,
     ) -> None:
         """Register (or replace) an account with its owned numbers, Messaging Services and
-        the URL its inbound SMS go to (loopback only; ValueError otherwise)."""
+        the URL its inbound SMS go to (loopback only; ValueError otherwise);
+        `test_credentials`: the SID and token are Twilio's test credentials."""
         account = _Account(
             sid,
             token,
             set(numbers),
             set(messaging_service_sids),
             inbound_url=_checked_inbound_url(inbound_url),
+            test_credentials=test_credentials,
         )
         with self._lock:
             self._accounts[sid] = account
@@ -847,6 +949,7 @@ class SandboxServer(LoopbackSandbox):
                 "sid": account.sid,
                 "numbers": sorted(account.numbers),
                 "messaging_service_sids": sorted(account.messaging_service_sids),
+                "test_credentials": account.test_credentials,
             }
 
     def _account_resource(self, account: _Account) -> dict[str, Any]:
@@ -892,20 +995,24 @@ class SandboxServer(LoopbackSandbox):
         if not to:
             raise SandboxError(400, 21604, "A 'To' phone number is required.")
         if not E164.match(to) or MAGIC_TO_ERRORS.get(to) == 21211:
-            raise SandboxError(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+            raise _to_error(to, None, 21211)
         if from_ is None and service_sid is None:
             raise SandboxError(
                 400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required."
             )
+        if from_ is not None and from_ in MAGIC_FROM_ERRORS:
+            raise _from_error(from_, MAGIC_FROM_ERRORS[from_])
         if from_ is not None and from_ != MAGIC_FROM and from_ not in account.numbers:
-            raise SandboxError(
-                400,
-                21606,
-                f"The From phone number {from_} is not a valid, SMS-capable inbound phone "
-                "number or short code for your account.",
-            )
+            raise _from_error(from_, 21606)
         if service_sid is not None and service_sid not in account.messaging_service_sids:
             raise SandboxError(400, 21701, f"The Messaging Service Sid {service_sid} is invalid.")
+        status_callback = params.get("StatusCallback") or None
+        if (
+            status_callback is not None
+            and not self.local_callbacks
+            and _unreachable_callback(status_callback)
+        ):
+            raise SandboxError(400, 21609, "Invalid StatusCallback")
         if len(media_urls) > MAX_MEDIA:
             raise SandboxError(400, 21623, f"Too many media URLs: at most {MAX_MEDIA}.")
         if any(not MEDIA_URL.match(url) for url in media_urls):
@@ -916,18 +1023,21 @@ class SandboxServer(LoopbackSandbox):
             raise SandboxError(
                 400, 21617, "The concatenated message body exceeds the 1600 character limit."
             )
-        if MAGIC_TO_ERRORS.get(to) == 21610:
-            raise SandboxError(400, 21610, "Attempt to send to unsubscribed recipient")
-        if MAGIC_TO_ERRORS.get(to) == 21614:
-            raise SandboxError(400, 21614, f"'To' number {to} is not a valid mobile number")
+        if to in MAGIC_TO_ERRORS:
+            raise _to_error(to, from_, MAGIC_TO_ERRORS[to])
 
         failure = DELIVERY_FAILURES.get(to)
-        if failure is None:
-            plan: list[tuple[str, int | None]] = [("sent", None), ("delivered", None)]
+        if account.test_credentials:
+            plan: list[tuple[str, int | None]] = []  # nothing is sent with test credentials
+        elif failure is None:
+            plan = [("sent", None), ("delivered", None)]
         elif failure[0] == "failed":
             plan = [failure]
         else:
             plan = [("sent", None), failure]
+        if plan and service_sid:
+            # The service picks the sender, then Twilio queues it: said by a callback.
+            plan.insert(0, ("queued", None))
         now = datetime.now(UTC)
         message = _Message(
             sid=_new_sid("MM" if media_urls else "SM"),
@@ -935,11 +1045,11 @@ class SandboxServer(LoopbackSandbox):
             to=to,
             from_=from_,
             body=body,
-            status="accepted" if service_sid else "queued",
+            status="accepted" if service_sid and not account.test_credentials else "queued",
             num_segments=1 if media_urls else twilio_num_segments(body),
             media_urls=list(media_urls),
             messaging_service_sid=service_sid,
-            status_callback=params.get("StatusCallback") or None,
+            status_callback=status_callback,
             received_at=received_at,
             date_created=now,
             date_updated=now,
@@ -949,11 +1059,12 @@ class SandboxServer(LoopbackSandbox):
             self._messages[message.sid] = message
             self._stats["accepted"] += 1
             resource = message.resource()
-        if self.callback_delay is not None:
+        if plan and self.callback_delay is not None:
             self._dispatcher.schedule(self.callback_delay, message.sid, 0)
         return resource
 
     def _fetch_message(self, account: _Account, sid: str, path: str) -> dict[str, Any]:
+        _refuse_test_credentials(account)
         with self._lock:
             message = self._messages.get(sid)
             if message is not None and message.account_sid == account.sid:
@@ -962,6 +1073,7 @@ class SandboxServer(LoopbackSandbox):
 
     def _list_messages(self, account: _Account, query: Mapping[str, str]) -> dict[str, Any]:
         """One page of the account's messages, newest first, in the 2010-04-01 list format."""
+        _refuse_test_credentials(account)
         try:
             page_size = int(query.get("PageSize") or 50)
             page = int(query.get("Page") or 0)

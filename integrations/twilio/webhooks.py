@@ -67,6 +67,22 @@ def _number_mismatch(request: HttpRequest, integration: Integration) -> str | No
     return None
 
 
+def _sender(request: HttpRequest) -> str:
+    """The number the callback says sent the message (a Messaging Service picks it), in
+    E.164 when it is a phone number; "" when absent or not in Twilio's format."""
+    raw_from = request.POST.get("From", "")
+    if not raw_from or len(raw_from) > MAX_SENDER_CHARS or not raw_from.isprintable():
+        return ""
+    return _as_sender(raw_from)
+
+
+def _as_sender(raw_from: str) -> str:
+    try:
+        return phone_to_e164(raw_from)
+    except ValidationError:
+        return raw_from  # a short code or alphanumeric sender: kept as given
+
+
 @csrf_exempt
 @require_POST
 def twilio_status_callback(
@@ -98,6 +114,7 @@ def twilio_status_callback(
         provider_status=request.POST.get("MessageStatus", ""),
         sid=request.POST.get("MessageSid", ""),
         error_code=error_code,
+        sender=_sender(request),
     )
     return HttpResponse(status=204)
 
@@ -123,10 +140,7 @@ def twilio_inbound_sms(request: HttpRequest, integration_uuid: str) -> HttpRespo
     if refused:
         logger.warning("refused inbound SMS for integration %s: %s", integration.pk, refused)
         return HttpResponseBadRequest(refused)
-    try:
-        from_ = phone_to_e164(raw_from)
-    except ValidationError:
-        from_ = raw_from  # a short code or alphanumeric sender: kept as given
+    from_ = _as_sender(raw_from)
     result = inbound_sms_receive(
         integration=integration,
         sid=sid,

@@ -109,6 +109,8 @@ class Command(BaseCommand):
                 "twilio_sandbox",
                 "--port",
                 str(options["sandbox_port"]),
+                # careflow's status callbacks come to this machine (CAREFLOW_PUBLIC_URL).
+                "--local-callbacks",
             ]
             # Auth Tokens in the sandbox's environment only: any user can read a command line.
             own_env["sandbox"] = {ACCOUNTS_VARIABLE: "\n".join(accounts)}

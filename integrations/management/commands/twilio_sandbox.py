@@ -12,6 +12,10 @@ Accounts can also come from the environment, one spec a line, in TWILIO_SANDBOX_
 a command line is readable by every user of the machine (`ps`), an environment is not, so
 careflow_up passes the clinics' Auth Tokens that way.
 
+`--local-callbacks` says it is a local run: careflow on this machine gives a status-callback
+URL on this machine, which real Twilio (and the sandbox without the flag) refuses with 21609.
+`make run` (careflow_up) passes it.
+
 Point TWILIO_API_BASE_URL at the printed URL. More accounts can be registered while it runs
 with POST /_sandbox/accounts; see `integrations.twilio.sandbox` for the control API.
 """
@@ -70,6 +74,12 @@ class Command(BaseCommand):
             metavar="SECONDS",
             help="Delay before each status transition/callback; negative disables them.",
         )
+        parser.add_argument(
+            "--local-callbacks",
+            action="store_true",
+            help="A local run: accept status-callback URLs on this machine or a private "
+            "network (Twilio refuses them with 21609).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from_env = specs_from_environment(ACCOUNTS_VARIABLE, parse_account)
@@ -88,6 +98,7 @@ class Command(BaseCommand):
                 port=options["port"],
                 accounts=accounts,
                 callback_delay=options["callback_delay"],
+                local_callbacks=options["local_callbacks"],
             ),
             host=options["host"],
             port=options["port"],

@@ -19,7 +19,12 @@ import pytest
 import requests
 from jsonschema import Draft202012Validator, FormatChecker
 
-from integrations.twilio.sandbox import DELIVERY_FAILURES, MAGIC_TO_ERRORS, SandboxServer
+from integrations.twilio.sandbox import (
+    DELIVERY_FAILURES,
+    MAGIC_FROM_ERRORS,
+    MAGIC_TO_ERRORS,
+    SandboxServer,
+)
 from tests.integrations.twilio.test_sandbox import (
     ACCOUNT_SID,
     OWNED,
@@ -242,6 +247,13 @@ def _error_requests(server: SandboxServer, api: requests.Session) -> Iterator[tu
     yield "too many media", _create(api, server, MediaUrl=[f"https://e.com/{i}" for i in range(11)])
     for to in MAGIC_TO_ERRORS:
         yield f"magic To {to}", _create(api, server, To=to)
+    for sender in MAGIC_FROM_ERRORS:
+        yield f"magic From {sender}", _create(api, server, From=sender)
+    yield "callback Twilio cannot reach", _unreachable_callback(api)
+    test_sid = "AC" + "7" * 32
+    server.add_account(test_sid, TOKEN, numbers=[OWNED], test_credentials=True)
+    test_url = f"{server.url}/2010-04-01/Accounts/{test_sid}/Messages.json"
+    yield "list with test credentials", requests.get(test_url, auth=(test_sid, TOKEN), timeout=5)
     server.add_fault({"kind": "error", "count": 1})
     yield "injected 429", _create(api, server)
     server.add_fault({"kind": "accept_then_error", "count": 1})
@@ -259,7 +271,15 @@ def test_error_bodies_match_twilios_error_schema(
         assert body["status"] == response.status_code, what
         assert body["more_info"] == f"https://www.twilio.com/docs/errors/{body['code']}", what
         seen.append(body["code"])
-    assert set(MAGIC_TO_ERRORS.values()) <= set(seen)
+    assert set(MAGIC_TO_ERRORS.values()) | set(MAGIC_FROM_ERRORS.values()) <= set(seen)
+    assert {21609, 20008} <= set(seen)
+
+
+def _unreachable_callback(api: requests.Session) -> requests.Response:
+    """A create whose StatusCallback is on loopback, at a sandbox that is not a local run."""
+    accounts = {ACCOUNT_SID: {"token": TOKEN, "numbers": [OWNED]}}
+    with SandboxServer(accounts=accounts, callback_delay=None) as strict:
+        return _create(api, strict, StatusCallback="http://127.0.0.1:8000/twilio/status")
 
 
 @pytest.fixture

@@ -106,7 +106,8 @@ def server() -> Iterator[SandboxServer]:
     accounts = {
         ACCOUNT_SID: {"token": TOKEN, "numbers": [OWNED], "messaging_service_sids": [SERVICE_SID]}
     }
-    with SandboxServer(accounts=accounts, callback_delay=0.02) as sandbox:
+    # A local run: the tests' callback receivers are on loopback.
+    with SandboxServer(accounts=accounts, callback_delay=0.02, local_callbacks=True) as sandbox:
         yield sandbox
 
 
@@ -616,7 +617,9 @@ def test_failed_callbacks_are_recorded_and_the_dispatcher_survives(
 
 
 def test_no_callbacks_when_callback_delay_is_none(receiver: Receiver) -> None:
-    with SandboxServer(accounts={ACCOUNT_SID: TOKEN}, callback_delay=None) as frozen:
+    with SandboxServer(
+        accounts={ACCOUNT_SID: TOKEN}, callback_delay=None, local_callbacks=True
+    ) as frozen:
         message = send(make_client(frozen), from_=MAGIC_FROM, status_callback=receiver.url)
         time.sleep(0.2)
 

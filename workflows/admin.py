@@ -43,9 +43,18 @@ from workflows.custom_events import EventTypes, event_types
 from workflows.diagram import ending_summary, workflow_diagram
 from workflows.dry_run import workflow_dry_run, workflow_live_test
 from workflows.engine import run_retry, workflow_definition, workflow_disable
-from workflows.models import CustomEventType, EnrollmentSkip, Event, Run, StepRun, Workflow
+from workflows.models import (
+    CustomEventType,
+    EnrollmentSkip,
+    Event,
+    Run,
+    Segment,
+    StepRun,
+    Workflow,
+)
 from workflows.pages import WORKFLOW_PAGES, WorkflowPage
 from workflows.recipes import RECIPES, RecipeUnavailable, recipe_add
+from workflows.segments_admin import SegmentAdmin
 from workflows.selectors import (
     run_patient,
     run_timeline,
@@ -1263,3 +1272,6 @@ class CustomEventTypeAdmin(OrganizationScopedAdmin):
                 for workflow in custom_type.workflows_using()
             ]
         return deleted, model_count, perms_needed, protected
+
+
+admin.site.register(Segment, SegmentAdmin)

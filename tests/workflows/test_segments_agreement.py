@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patients.models import Appointment, Order, Patient, Subscription
+from patients.models import Appointment, Order, Patient
 from tests.factories import (
     AppointmentFactory,
     OrderFactory,

@@ -57,7 +57,11 @@ class SegmentForm(forms.ModelForm):
         required=False,
         strip=False,
         widget=forms.Textarea(
-            attrs={"rows": 6, "class": "vLargeTextField careflow-segment-json", "spellcheck": "false"}
+            attrs={
+                "rows": 6,
+                "class": "vLargeTextField careflow-segment-json",
+                "spellcheck": "false",
+            }
         ),
         help_text='A MongoDB-style query on the segment fields, e.g. {"customer.provinceCode": '
         '"FL"}; empty: every patient of the clinic. The builder below edits it for you.',
@@ -72,7 +76,9 @@ class SegmentForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if not self.is_bound:
             query = self.instance.filter or {}
-            self.initial["filter"] = json.dumps(query, indent=2, ensure_ascii=False) if query else ""
+            self.initial["filter"] = (
+                json.dumps(query, indent=2, ensure_ascii=False) if query else ""
+            )
 
     def clean_filter(self) -> Any:
         return filter_parse(self.cleaned_data.get("filter", ""))

@@ -33,6 +33,14 @@ from workflows.segments import segment_field_catalogue, segment_patients, segmen
 # Members shown on a segment's page: enough to recognise it, cheap to read.
 SAMPLE_SIZE = 10
 
+# The query builder's operators, less those it writes as $regex: a segment's SQL cannot
+# match a pattern as workflows do (workflows.segments refuses it), so none is offered.
+_PATTERNS = {"contains", "notContains", "startsWith", "regex"}
+SEGMENT_OPERATORS = {
+    kind: [list(op) for op in ops if op[0] not in _PATTERNS]
+    for kind, ops in QUERY_OPERATORS.items()
+}
+
 
 def filter_parse(text: Any) -> Any:
     """A filter typed as JSON (an empty box: no conditions, every patient), checked as a
@@ -125,7 +133,7 @@ class SegmentAdmin(OrganizationScopedAdmin):
         )
         context["segment_builder"] = {
             "fields": segment_field_catalogue(),
-            "operators": {kind: [list(op) for op in ops] for kind, ops in QUERY_OPERATORS.items()},
+            "operators": SEGMENT_OPERATORS,
             "countUrl": self._count_url(obj),
             "editable": editable,
         }

@@ -33,6 +33,7 @@
       fields: () => config.fields,
       operators: config.operators,
       noun: "filter",
+      emptyText: "No conditions: every patient of the clinic.",
       rows: 4,
       placeholder: 'e.g. {"customer.provinceCode": "FL"}',
       onChange: (written) => {
@@ -42,10 +43,6 @@
       },
     });
     mount.replaceWith(query.element);
-    // "No conditions: every event passes" is the workflow's wording; a segment has patients.
-    query.element.querySelectorAll(".cf-query-empty").forEach((node) => {
-      node.textContent = "No conditions: every patient of the clinic.";
-    });
 
     let timer = null;
     let asked = 0;

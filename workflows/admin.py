@@ -29,7 +29,7 @@ from patients.clinic_view import (
     clinic_datetime,
     request_is_clinic_role,
 )
-from patients.inputs import JSONInputError, json_parse
+from patients.inputs import JSONInputError, json_parse, json_textarea
 from patients.models import Organization, Patient
 from patients.tenancy import (
     OrganizationScopedAdmin,
@@ -89,13 +89,7 @@ class WorkflowForm(forms.ModelForm):
         label="Definition (JSON)",
         required=False,
         strip=False,
-        widget=forms.Textarea(
-            attrs={
-                "rows": 14,
-                "class": "vLargeTextField careflow-definition",
-                "spellcheck": "false",
-            }
-        ),
+        widget=json_textarea(rows=14, css_class="careflow-definition"),
         help_text="Trigger, filter and steps. The builder below edits this for you; "
         "without JavaScript, edit the JSON here.",
     )

@@ -18,7 +18,7 @@ from django.http import (
 )
 from django.urls import URLPattern, path, reverse
 
-from patients.inputs import JSONInputError, json_parse
+from patients.inputs import JSONInputError, json_parse, json_textarea
 from patients.models import Organization, Patient
 from patients.tenancy import (
     OrganizationScopedAdmin,
@@ -64,13 +64,7 @@ class SegmentForm(forms.ModelForm):
         label="Filter (JSON)",
         required=False,
         strip=False,
-        widget=forms.Textarea(
-            attrs={
-                "rows": 6,
-                "class": "vLargeTextField careflow-segment-json",
-                "spellcheck": "false",
-            }
-        ),
+        widget=json_textarea(rows=6, css_class="careflow-segment-json"),
         help_text='A MongoDB-style query on the segment fields, e.g. {"customer.provinceCode": '
         '"FL"}; empty: every patient of the clinic. The builder below edits it for you.',
     )

@@ -52,7 +52,8 @@ from django.db.models.lookups import (
 )
 from django.utils import timezone
 
-from patients.models import Appointment, Order, Patient, Subscription
+from patients.consent import consent_allowed_q, patient_accepts_marketing
+from patients.models import Appointment, ConsentRecord, Order, Patient, Subscription
 from workflows.filters import LOGICAL_OPERATORS, FilterError, filter_validate
 from workflows.models import Segment
 
@@ -224,9 +225,36 @@ FACTS: tuple[Fact, ...] = tuple(
     )
 )
 
+
+@dataclass(frozen=True)
+class Flag:
+    """A true/false fact about the patient read from their records' history (their consent):
+    `python` answers it for one patient, `condition` is where it is true, as a Q."""
+
+    path: str
+    description: str
+    python: Callable[[Patient], bool]
+    condition: Callable[[], Q]
+    example: Any = True
+
+    @property
+    def type(self) -> str:
+        return "boolean"
+
+
+FLAGS: tuple[Flag, ...] = (
+    Flag(
+        "customer.acceptMarketing",
+        "Whether a marketing text may rely on the patient's SMS consent now.",
+        patient_accepts_marketing,
+        lambda: consent_allowed_q(purpose=ConsentRecord.Purpose.MARKETING),
+    ),
+)
+
 # Every path a segment filter may name, top level.
-SEGMENT_FIELDS: dict[str, Scalar | Fact | Records] = {
+SEGMENT_FIELDS: dict[str, Scalar | Flag | Fact | Records] = {
     **{f.path: f for f in CUSTOMER_FIELDS},
+    **{f.path: f for f in FLAGS},
     **{f.path: f for f in FACTS},
     **{r.path: r for r in RECORDS},
 }
@@ -288,6 +316,7 @@ def segment_document(patient: Patient, *, now: datetime) -> dict[str, Any]:
     """The document `segment_q` answers for: the patient's catalogue values at `now`.
     Reads the patient's records (prefetch them for many patients)."""
     pairs: list[tuple[str, Any]] = [(f.path, f.python(patient)) for f in CUSTOMER_FIELDS]
+    pairs += [(f.path, f.python(patient)) for f in FLAGS]
     for records in RECORDS:
         rows = records.records(patient)
         items = [_nested([(f.path, f.python(row)) for f in records.fields]) for row in rows]
@@ -414,21 +443,7 @@ class _Column(_Source):
         return False  # text never equals or orders with a number or true/false
 
     def _boolean(self, op: str, arg: bool) -> Condition:
-        column = self.scalar.column
-        if op == "$eq":
-            return Q(**{column: arg})
-        # false < true, as in Python and MongoDB.
-        truths: dict[tuple[str, bool], Condition] = {
-            ("$gt", False): Q(**{column: True}),
-            ("$gt", True): False,
-            ("$gte", False): True,
-            ("$gte", True): Q(**{column: True}),
-            ("$lt", False): False,
-            ("$lt", True): Q(**{column: False}),
-            ("$lte", False): Q(**{column: False}),
-            ("$lte", True): True,
-        }
-        return truths[(op, arg)]
+        return _boolean(op, arg, Q(**{self.scalar.column: True}))
 
     def _number(self, op: str, arg: float) -> Condition:
         field = self.scalar.column
@@ -563,6 +578,38 @@ class _RecordList(_Source):
         )
 
 
+def _boolean(op: str, arg: bool, true: Q) -> Condition:
+    """A true/false value (never null) that is true where `true` holds, against a boolean."""
+    is_true, is_false = true, ~true
+    # false < true, as in Python and MongoDB.
+    answers: dict[tuple[str, bool], Condition] = {
+        ("$eq", True): is_true,
+        ("$eq", False): is_false,
+        ("$gt", False): is_true,
+        ("$gt", True): False,
+        ("$gte", False): True,
+        ("$gte", True): is_true,
+        ("$lt", False): False,
+        ("$lt", True): is_false,
+        ("$lte", False): is_false,
+        ("$lte", True): True,
+    }
+    return answers[(op, arg)]
+
+
+@dataclass
+class _FlagSource(_Source):
+    flag: Flag
+    path: str
+
+    def positive(self, op: str, arg: Any) -> Condition:
+        if op in ("$size", "$elemMatch"):
+            raise _refuse(self.path, op, f"tests a list, and {self.path} is true or false")
+        if isinstance(arg, bool):
+            return _boolean(op, arg, self.flag.condition())
+        return False  # never null; true/false never equals or orders with anything else
+
+
 def _count_expression(records: Records) -> Any:
     counted = records.related().values("patient").annotate(n=Count("pk")).values("n")
     return Coalesce(Subquery(counted), 0)
@@ -650,6 +697,8 @@ def _patient_scope(now: datetime, vendor: str) -> Scope:
             return _Column(scalar=item, path=path, vendor=vendor)
         if isinstance(item, Fact):
             return _FactSource(fact=item, path=path, now=now)
+        if isinstance(item, Flag):
+            return _FlagSource(flag=item, path=path)
         if isinstance(item, Records):
             return _RecordList(records=item, path=path, vendor=vendor)
         for records in RECORDS:

@@ -1,7 +1,7 @@
 """Property: a segment's SQL (`segment_q`) chooses exactly the patients whose segment document
 (`segment_document`, built from the same catalogue) `filter_matches` accepts.
 
-A clinic of patients with awkward records (blank and null values, no records at all, orders
+A clinic of patients with awkward records (blank and null values, consent histories, no records at all, orders
 a microsecond either side of a day boundary, future appointments, decimal prices) is built
 once; Hypothesis then writes filters over every catalogue field — cross-typed values, null,
 $date, negations, $in/$nin/$all/$exists/$not, $elemMatch, $size, $and/$or/$nor — and each one
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from patients.models import Appointment, Order, Patient
 from tests.factories import (
     AppointmentFactory,
+    ConsentFactory,
     OrderFactory,
     OrganizationFactory,
     PatientFactory,
@@ -86,6 +87,25 @@ def _clinic() -> list[Patient]:
     ):
         made = AppointmentFactory(patient=who, status=status, starts_at=NOW - ago)
         Appointment.objects.filter(pk=made.pk).update(starts_at=NOW - ago)
+    # customer.acceptMarketing: written consent; blank text; a later STOP; opted in again
+    written = "Yes, text me offers. Reply STOP to opt out."
+    for who, purpose, action, source, text, ago in (
+        (fl, "marketing", "opt_in", "signup_form", written, 9),
+        (ny, "marketing", "opt_in", "signup_form", " \u2003\n", 9),
+        (uni, "marketing", "opt_in", "checkout", written, 9),
+        (uni, "transactional", "opt_out", "inbound_keyword", "", 2),
+        (old, "marketing", "opt_out", "admin", "", 20),
+        (old, "marketing", "opt_in", "admin", written, 5),
+        (bare, "transactional", "opt_in", "signup_form", written, 1),
+    ):
+        ConsentFactory(
+            patient=who,
+            purpose=purpose,
+            action=action,
+            source=source,
+            consent_text=text,
+            occurred_at=NOW - ago * DAY,
+        )
     return [bare, fl, ny, uni, old]
 
 
@@ -235,3 +255,7 @@ def test_the_documents_have_the_catalogue_values(clinic: list[Patient]) -> None:
     assert {s["product"]["name"] for s in document["subscriptions"]} == {"Zinc", "Vit D"}
     bare = next(p for p in clinic if p.first_name == "Bare")
     assert DOCUMENTS[bare.pk]["orders"] == {"count": 0, "daysSinceLast": None, "items": []}
+    marketing = {p.first_name: DOCUMENTS[p.pk]["customer"]["acceptMarketing"] for p in clinic}
+    assert sorted(name for name, accepts in marketing.items() if accepts) == sorted(
+        [fl.first_name, next(p for p in clinic if p.dob == date(2000, 1, 1)).first_name]
+    )

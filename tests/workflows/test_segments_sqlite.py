@@ -1,6 +1,6 @@
 """`make run` keeps its data in SQLite: a segment's SQL must choose there exactly what
 filter_matches does on the segment documents, as on PostgreSQL (code-point text order,
-decimals, dates, EXISTS and COUNT subqueries). Run in a `manage.py shell` against a fresh
+decimals, dates, EXISTS and COUNT subqueries, the marketing consent rule). Run in a `manage.py shell` against a fresh
 SQLite database."""
 
 from pathlib import Path
@@ -12,7 +12,8 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from django.db import connection
-from patients.models import Appointment, Order, Organization, Patient, Subscription
+from patients.models import (Appointment, ConsentRecord, Order, Organization, Patient,
+                             Subscription)
 from workflows.filters import filter_matches
 from workflows.models import Segment
 from workflows.segments import segment_document, segment_patients, segment_q
@@ -38,6 +39,9 @@ Subscription.objects.create(patient=ana, product_id="SKU-Z", product_name="Zinc"
 Subscription.objects.create(patient=bo, product_id="SKU-Z", product_name="Zinc",
                             status="cancelled", current_cycle=3)
 Appointment.objects.create(patient=zoe, starts_at=now - timedelta(days=3), status="completed")
+for who, text in ((ana, "Yes, text me offers."), (bo, "\\u2003 ")):
+    ConsentRecord.objects.create(patient=who, purpose="marketing", action="opt_in",
+                                 source="signup_form", consent_text=text)
 
 queries = [
     {"customer.provinceCode": "FL"},
@@ -48,6 +52,8 @@ queries = [
     {"customer.dob": None},
     {"customer.dob": {"$gte": {"$date": "1990-05-01T00:00:01Z"}}},
     {"customer.isTest": True},
+    {"customer.acceptMarketing": True},
+    {"customer.acceptMarketing": {"$ne": True}},
     {"customer.createdAt": {"$gte": {"$date": "2020-01-01T00:00:00Z"}}},
     {"orders.daysSinceLast": {"$gt": 90}},
     {"orders.daysSinceLast": {"$gte": 90}},

@@ -8,7 +8,8 @@ A segment's filter is the workflows' query language (workflows.filters) over eac
 *segment document*, whose fields are the catalogue below (`SEGMENT_FIELDS`):
 
     {"customer": {"firstName": "Ana", "provinceCode": "FL", "defaultAddress": {…}, "dob":
-                  "1990-05-01", "createdAt": "2026-01-01T10:00:00+00:00", …},
+                  "1990-05-01", "createdAt": "2026-01-01T10:00:00+00:00",
+                  "acceptMarketing": true, …},
      "subscriptions": [{"status": "active", "product": {"id": "SKU-1", "name": "Zinc"}, …}],
      "orders": {"count": 2, "daysSinceLast": 95, "items": [{"status": "shipped", …}]},
      "appointments": {"count": 1, "daysSinceLast": null, "items": [{…}]}}
@@ -28,6 +29,9 @@ Choices worth knowing:
   {"$gt": 90}}` leaves them out and `{"orders.daysSinceLast": null}` (or `{"orders.count":
   0}`) finds them. `appointments.daysSinceLast` likewise counts from the latest appointment
   that has started.
+- `customer.acceptMarketing` is the payloads' field: whether a marketing text may rely on the
+  patient's SMS consent now (patients.consent), never a flag of its own. A broadcast checks
+  consent again at send time; a segment only chooses whom to consider.
 - Dates (`customer.dob`, `subscriptions.nextCycleDate`) compare with a full date
   "YYYY-MM-DD" or a {"$date": …}; date-times (`customer.createdAt`) with a {"$date": …}.
 """

@@ -89,7 +89,7 @@ def _clinic() -> list[Patient]:
         Appointment.objects.filter(pk=made.pk).update(starts_at=NOW - ago)
     # customer.acceptMarketing: written consent; blank text; a later STOP; opted in again
     written = "Yes, text me offers. Reply STOP to opt out."
-    for who, purpose, action, source, text, ago in (
+    for who, purpose, action, source, text, days_ago in (
         (fl, "marketing", "opt_in", "signup_form", written, 9),
         (ny, "marketing", "opt_in", "signup_form", " \u2003\n", 9),
         (uni, "marketing", "opt_in", "checkout", written, 9),
@@ -104,7 +104,7 @@ def _clinic() -> list[Patient]:
             action=action,
             source=source,
             consent_text=text,
-            occurred_at=NOW - ago * DAY,
+            occurred_at=NOW - days_ago * DAY,
         )
     return [bare, fl, ny, uni, old]
 

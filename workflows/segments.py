@@ -631,6 +631,24 @@ def _compare_number(lhs: Any, op: str, arg: Any) -> Condition:
 
 
 def _count_condition(records: Records, op: str, arg: Any) -> Condition:
+    if _is_number(arg) and not math.isnan(arg):
+        # "Has any" and "has none" are the common questions: an EXISTS stops at the first
+        # record where a COUNT reads them all (the count is whole and never negative).
+        at_least = {
+            "$gte": math.ceil(arg) if math.isfinite(arg) else None,
+            "$gt": math.floor(arg) + 1 if math.isfinite(arg) else None,
+        }.get(op)
+        below = {
+            "$lt": math.ceil(arg) if math.isfinite(arg) else None,
+            "$lte": math.floor(arg) + 1 if math.isfinite(arg) else None,
+        }.get(op)
+        has_any = Q(Exists(records.related()))
+        if at_least is not None and at_least <= 1:
+            return True if at_least <= 0 else has_any
+        if below is not None and below <= 1:
+            return False if below <= 0 else ~has_any
+        if op == "$eq" and arg == 0:
+            return ~has_any
     return _compare_number(_count_expression(records), op, arg)
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Group
 from playwright.sync_api import Page, expect
 
+from patients.roles import CLINIC_STAFF
 from tests.browser.conftest import clinic_admin, screenshot_path
 from tests.factories import OrderFactory, OrganizationFactory, PatientFactory
 from workflows.models import Segment
@@ -88,3 +90,22 @@ def test_province_is_fl_built_by_clicking_is_counted_live_and_saved(
     expect(page.get_by_label("Condition 1: value", exact=True)).to_have_value("FL")
     expect(count).to_have_text("3 patients in this segment now.")
     expect(page.locator("#cf-segment-sample li")).to_have_count(3)
+
+
+def test_clinic_staff_see_a_segment_its_conditions_and_count_but_cannot_save(
+    admin_page: Callable[[Any], Page], clinic: Any
+) -> None:
+    segment = Segment.objects.create(
+        organization=clinic, name="Florida", filter={"customer.provinceCode": "FL"}
+    )
+    user = clinic_admin(clinic)
+    user.groups.set([Group.objects.get(name=CLINIC_STAFF)])
+    page = admin_page(user)
+    page.goto(f"/admin/workflows/segment/{segment.pk}/change/")
+    expect(page.get_by_label("Condition 1: field", exact=True)).to_have_value(
+        "customer.provinceCode"
+    )
+    expect(page.get_by_label("Condition 1: value", exact=True)).to_have_value("FL")
+    expect(page.locator("#cf-segment-count")).to_have_text("3 patients in this segment now.")
+    expect(page.locator("#cf-segment-sample li")).to_have_count(3)
+    expect(page.locator("input[name=_save]")).to_have_count(0)

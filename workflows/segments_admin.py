@@ -85,6 +85,13 @@ class SegmentForm(forms.ModelForm):
     def clean_filter(self) -> Any:
         return filter_parse(self.cleaned_data.get("filter", ""))
 
+    def _get_validation_exclusions(self) -> Any:
+        # The clinic is read-only once saved, so not a field of the form; the name must
+        # still be unique within it: a form error, not an IntegrityError.
+        exclusions = super()._get_validation_exclusions()  # type: ignore[misc]  # not in the stubs
+        exclusions.discard("organization")
+        return exclusions
+
 
 class SegmentAdmin(OrganizationScopedAdmin):
     form = SegmentForm

@@ -91,6 +91,8 @@ def test_a_clinic_admin_saves_a_segment_built_as_json(clinics: dict[str, Any]) -
         ('{"subscriptions": "active"}', "use $elemMatch"),
         ('{"customer.dob": {"$lt": "1990"}}', 'a full date such as "2026-01-31"'),
         ('{"$or": "x"}', '"$or" needs a non-empty list'),
+        ('{"customer.city": "\\u0000"}', "invisible control character (U+0000)"),
+        ('{"customer.city": "\\ud800"}', "customer.city"),
     ],
 )
 def test_a_filter_that_cannot_be_used_is_a_clear_form_error(
@@ -219,3 +221,23 @@ def test_a_segment_stays_in_its_clinic(clinics: dict[str, Any]) -> None:
     segment.refresh_from_db()
     assert segment.organization == clinics["mine"]
     assert segment.filter == {"customer.provinceCode": "GA"}
+
+
+def test_a_name_taken_in_the_clinic_is_a_form_error_on_add_and_on_change(
+    clinics: dict[str, Any],
+) -> None:
+    client = _client(CLINIC_ADMIN, clinics["mine"])
+    response = client.post(ADD, _form(clinics["mine"], name="Florida", filter=""))
+    assert response.status_code == 200
+    assert "already exists" in response.content.decode()
+    other = Segment.objects.create(organization=clinics["mine"], name="Georgia")
+    change = reverse("admin:workflows_segment_change", args=[other.pk])
+    response = client.post(change, _form(clinics["mine"], name="Florida", filter=""))
+    assert response.status_code == 200
+    assert "already exists" in response.content.decode()
+    other.refresh_from_db()
+    assert other.name == "Georgia"
+    # the same name in another clinic is that clinic's business
+    assert Segment.objects.filter(name="Theirs").count() == 1
+    response = client.post(ADD, _form(clinics["mine"], name="Theirs", filter=""))
+    assert response.status_code == 302

@@ -366,7 +366,6 @@ def _q(condition: Condition) -> Q:
 
 
 _NEGATIONS = {"$ne": "$eq", "$nin": "$in"}
-_COMPARISONS = ("$gt", "$gte", "$lt", "$lte")
 _LOOKUPS: dict[str, type[Any]] = {
     "$eq": Exact,
     "$gt": GreaterThan,
@@ -374,8 +373,8 @@ _LOOKUPS: dict[str, type[Any]] = {
     "$lt": LessThan,
     "$lte": LessThanOrEqual,
 }
-# The largest number of days between two datetimes Python can hold.
-_MAX_DAYS = (datetime.max - datetime.min).days
+# The earliest moment a record can have.
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 # Integers beyond this compare as floats (SQLite's integers are 64-bit).
 _MAX_EXACT_INT = 2**53
 
@@ -683,8 +682,8 @@ class _FactSource(_Source):
             # D ≥ days (D whole, ≥ 0): the latest is at or before now − days.
             if days <= 0:
                 return has_any
-            if days > _MAX_DAYS:
-                return False
+            if days > (self.now - _EARLIEST).days:
+                return False  # older than any date Python (or a record) can hold
             limit = self.now - timedelta(days=int(days))
             return has_any & ~Q(Exists(past.filter(**{f"{column}__gt": limit})))
 
@@ -827,12 +826,20 @@ def segment_validate(query: Any) -> None:
     segment_q(query)
 
 
+def clinic_patients_matching(*, organization_id: int, query: Any) -> QuerySet[Patient]:
+    """The clinic's patients a segment filter chooses now, ordered by primary key (the
+    admin's live count reads it for a filter not saved yet). Raises FilterError."""
+    return (
+        Patient.objects.filter(organization_id=organization_id)
+        .filter(segment_q(query))
+        .order_by("pk")
+    )
+
+
 def segment_patients(*, segment: Segment) -> QuerySet[Patient]:
     """The segment's members now: the clinic's patients its filter matches (an empty filter
     matches every patient of the clinic), ordered by primary key. One SQL query; raises
     FilterError if the saved filter cannot be used."""
-    return (
-        Patient.objects.filter(organization_id=segment.organization_id)
-        .filter(segment_q(segment.filter or {}))
-        .order_by("pk")
+    return clinic_patients_matching(
+        organization_id=segment.organization_id, query=segment.filter or {}
     )

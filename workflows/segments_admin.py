@@ -19,7 +19,7 @@ from django.http import (
 from django.urls import URLPattern, path, reverse
 
 from patients.inputs import JSONInputError, json_parse, json_textarea
-from patients.models import Organization, Patient
+from patients.models import Organization
 from patients.tenancy import (
     OrganizationScopedAdmin,
     request_organization_id,
@@ -28,7 +28,12 @@ from patients.tenancy import (
 from workflows.builder import QUERY_OPERATORS
 from workflows.filters import FilterError, filter_summary
 from workflows.models import Segment
-from workflows.segments import segment_field_catalogue, segment_patients, segment_q
+from workflows.segments import (
+    clinic_patients_matching,
+    segment_field_catalogue,
+    segment_patients,
+    segment_q,
+)
 
 # Members shown on a segment's page: enough to recognise it, cheap to read.
 SAMPLE_SIZE = 10
@@ -129,14 +134,10 @@ class SegmentAdmin(OrganizationScopedAdmin):
         form_url: str = "",
         obj: Segment | None = None,
     ) -> HttpResponse:
-        editable = (
-            self.has_add_permission(request) if add else self.has_change_permission(request, obj)
-        )
         context["segment_builder"] = {
             "fields": segment_field_catalogue(),
             "operators": SEGMENT_OPERATORS,
             "countUrl": self._count_url(obj),
-            "editable": editable,
         }
         if obj is not None and obj.pk:
             context["segment_sample"] = self._sample(obj)
@@ -194,7 +195,7 @@ class SegmentAdmin(OrganizationScopedAdmin):
             query = filter_parse(body.get("filter", ""))
         except forms.ValidationError as exc:
             return JsonResponse({"error": " ".join(exc.messages)}, status=400)
-        members = Patient.objects.filter(organization_id=organization_id).filter(segment_q(query))
+        members = clinic_patients_matching(organization_id=organization_id, query=query)
         return JsonResponse({"count": members.count()})
 
     def _count_clinic(self, request: HttpRequest, object_id: int | None) -> int | None:

@@ -232,3 +232,9 @@ def test_a_saved_filter_that_cannot_be_used_raises_rather_than_choosing_everyone
     )
     with pytest.raises(FilterError):
         list(segment_patients(segment=segment))
+
+
+@pytest.mark.parametrize("days", [740_000, 1_000_000, 3_700_000, 10**20])
+def test_a_number_of_days_older_than_any_date_chooses_no_one(clinic: Any, days: int) -> None:
+    assert _members({"orders.daysSinceLast": {"$gte": days}}, clinic) == set()
+    assert _members({"orders.daysSinceLast": {"$lt": days}}, clinic) == {"Ana", "Bo"}

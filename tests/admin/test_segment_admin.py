@@ -93,6 +93,8 @@ def test_a_clinic_admin_saves_a_segment_built_as_json(clinics: dict[str, Any]) -
         ('{"$or": "x"}', '"$or" needs a non-empty list'),
         ('{"customer.city": "\\u0000"}', "invisible control character (U+0000)"),
         ('{"customer.city": "\\ud800"}', "customer.city"),
+        ("[" * 5000 + "]" * 5000, "is nested more than"),
+        ('{"$and": [' * 25 + '{"customer.city": "x"}' + "]}" * 25, "nested more than"),
     ],
 )
 def test_a_filter_that_cannot_be_used_is_a_clear_form_error(

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import connections, router
-from django.db.models import Prefetch
+from django.db.models import Exists, OuterRef, Prefetch, Q, Subquery
 
 from patients.channels import consent_channel_word
 from patients.models import ConsentRecord, Patient
@@ -169,10 +169,11 @@ def patient_accepts_marketing(patient: Patient) -> bool:
 
 @functools.cache
 def _whitespace_class() -> str:
-    # What str.strip() removes, as PostgreSQL regular-expression escapes: a consent text of
-    # nothing but (any Unicode) whitespace is no written consent, in SQL as in Python.
+    # What str.strip() removes, as regular-expression escapes (\\uXXXX) that PostgreSQL and
+    # Python's re (SQLite's REGEXP) both read: a consent text of nothing but (any Unicode)
+    # whitespace is no written consent, in SQL as in Python.
     spaces = (c for c in map(chr, range(0x110000)) if c.isspace())
-    return "".join(f"\\\\u{ord(c):04x}" for c in spaces)
+    return "".join(f"\\u{ord(c):04x}" for c in spaces)
 
 
 def consent_allowed_sql(*, purpose: str, patient_id: str) -> str:
@@ -193,9 +194,10 @@ def consent_allowed_sql(*, purpose: str, patient_id: str) -> str:
 
     written = "TRUE"
     if purpose == Purpose.MARKETING:
+        spaces = _whitespace_class().replace("\\", "\\\\")  # an E'' literal reads \\ as \
         written = (
             f"({col('c', 'source')} IN ({literals(WRITTEN_SOURCES)})"
-            f" AND {col('c', 'consent_text')} ~ E'[^{_whitespace_class()}]')"
+            f" AND {col('c', 'consent_text')} ~ E'[^{spaces}]')"
         )
     later_opt_out = (
         f"SELECT 1 FROM {table} o WHERE {col('o', 'patient')} = {col('c', 'patient')}"  # noqa: S608 — names and constants of this module
@@ -214,3 +216,31 @@ def consent_allowed_sql(*, purpose: str, patient_id: str) -> str:
         f" ORDER BY {col('c', 'occurred_at')} DESC, {col('c', 'id')} DESC LIMIT 1"
     )
     return f"COALESCE(({latest}), FALSE)"
+
+
+def consent_allowed_q(*, purpose: str) -> Q:
+    """`consent_verdict(…).allowed` on the SMS channel as a condition on Patient, for a
+    filter over many patients (segments) on any database: the patient's latest decision
+    for `purpose` is an opt-in (for marketing, written, with its text recorded) and no
+    STOP-like opt-out came after it. The same rule as `consent_allowed_sql`, which the
+    outbox's single INSERT needs as raw PostgreSQL."""
+    sms = ConsentRecord.Channel.SMS
+    latest = ConsentRecord.objects.filter(
+        patient=OuterRef(OuterRef("pk")), channel=sms, purpose=purpose
+    ).order_by("-occurred_at", "-id")
+    later_opt_out = ConsentRecord.objects.filter(
+        Q(occurred_at__gt=OuterRef("occurred_at"))
+        | Q(occurred_at=OuterRef("occurred_at"), pk__gt=OuterRef("pk")),
+        patient=OuterRef("patient"),
+        channel=sms,
+        action=Action.OPT_OUT,
+        source__in=CHANNEL_WIDE_SOURCES,
+    )
+    relied_on = ConsentRecord.objects.filter(
+        pk=Subquery(latest.values("pk")[:1]), action=Action.OPT_IN
+    ).filter(~Exists(later_opt_out))
+    if purpose == Purpose.MARKETING:
+        relied_on = relied_on.filter(
+            source__in=WRITTEN_SOURCES, consent_text__regex=f"[^{_whitespace_class()}]"
+        )
+    return Q(Exists(relied_on))

@@ -160,3 +160,11 @@ class StorableJSONField(forms.JSONField):
         if not self.disabled and self._problem(data):
             return InvalidJSONInput(data)  # shown again as typed, beside its error
         return super().bound_data(data, initial)
+
+
+def json_textarea(*, rows: int, css_class: str) -> forms.Textarea:
+    """The box a JSON document is typed or pasted into by hand in an admin form (a workflow's
+    definition, a segment's filter): wide, and not spell-checked."""
+    return forms.Textarea(
+        attrs={"rows": rows, "class": f"vLargeTextField {css_class}", "spellcheck": "false"}
+    )

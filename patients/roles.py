@@ -77,6 +77,7 @@ ROLES: dict[str, frozenset[str]] = {
                 "workflows.workflow",
                 "workflows.step",
                 "workflows.customeventtype",
+                "workflows.segment",
                 "workflows.event",
                 "workflows.run",
                 "workflows.steprun",
@@ -102,6 +103,8 @@ ROLES: dict[str, frozenset[str]] = {
             # The clinic's own event types (custom.*) and their data schemas; one a workflow
             # uses cannot be deleted (the admin refuses).
             *_grant("view add change delete", "workflows.customeventtype"),
+            # The clinic's segments: saved filters over its patients, counted live.
+            *_grant("view add change delete", "workflows.segment"),
             *_grant("view", "workflows.event", "workflows.steprun", "workflows.enrollmentskip"),
             # change_run is the permission to retry a failed run; runs are never edited.
             *_grant("view change", "workflows.run"),
@@ -131,6 +134,7 @@ ROLES: dict[str, frozenset[str]] = {
                 "view",
                 "workflows.workflow",
                 "workflows.step",
+                "workflows.segment",
                 "workflows.run",
                 "workflows.steprun",
                 "workflows.enrollmentskip",

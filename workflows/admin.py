@@ -29,7 +29,7 @@ from patients.clinic_view import (
     clinic_datetime,
     request_is_clinic_role,
 )
-from patients.inputs import JSONInputError, json_parse
+from patients.inputs import JSONInputError, json_parse, json_textarea
 from patients.models import Organization, Patient
 from patients.tenancy import (
     OrganizationScopedAdmin,
@@ -43,9 +43,18 @@ from workflows.custom_events import EventTypes, event_types
 from workflows.diagram import ending_summary, workflow_diagram
 from workflows.dry_run import workflow_dry_run, workflow_live_test
 from workflows.engine import run_retry, workflow_definition, workflow_disable
-from workflows.models import CustomEventType, EnrollmentSkip, Event, Run, StepRun, Workflow
+from workflows.models import (
+    CustomEventType,
+    EnrollmentSkip,
+    Event,
+    Run,
+    Segment,
+    StepRun,
+    Workflow,
+)
 from workflows.pages import WORKFLOW_PAGES, WorkflowPage
 from workflows.recipes import RECIPES, RecipeUnavailable, recipe_add
+from workflows.segments_admin import SegmentAdmin
 from workflows.selectors import (
     run_patient,
     run_timeline,
@@ -80,13 +89,7 @@ class WorkflowForm(forms.ModelForm):
         label="Definition (JSON)",
         required=False,
         strip=False,
-        widget=forms.Textarea(
-            attrs={
-                "rows": 14,
-                "class": "vLargeTextField careflow-definition",
-                "spellcheck": "false",
-            }
-        ),
+        widget=json_textarea(rows=14, css_class="careflow-definition"),
         help_text="Trigger, filter and steps. The builder below edits this for you; "
         "without JavaScript, edit the JSON here.",
     )
@@ -1263,3 +1266,6 @@ class CustomEventTypeAdmin(OrganizationScopedAdmin):
                 for workflow in custom_type.workflows_using()
             ]
         return deleted, model_count, perms_needed, protected
+
+
+admin.site.register(Segment, SegmentAdmin)

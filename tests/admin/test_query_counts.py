@@ -27,14 +27,14 @@ from tests.factories import (
     clinic_client,
 )
 from workflows.engine import event_dispatch
-from workflows.models import Event, Run, StepRun
+from workflows.models import Event, Run, Segment, StepRun
 
 pytestmark = pytest.mark.django_db
 
 
 def _populate(integration: Any, count: int) -> None:
     """Rows in every table: patients, consents, notes, orders, events, runs, step runs,
-    messages, API keys."""
+    messages, segments, API keys."""
     org = integration.organization
     workflow = WorkflowFactory(organization=org)
     SmsStepFactory(workflow=workflow)
@@ -60,6 +60,11 @@ def _populate(integration: Any, count: int) -> None:
             )
     StaffMembershipFactory(organization=org)
     for n in range(count):
+        Segment.objects.create(
+            organization=org,
+            name=f"Segment {Segment.objects.count()}",
+            filter={"customer.provinceCode": "FL", "orders.daysSinceLast": {"$gt": 90}},
+        )
         issued = api_key_issue(organization=org, name=f"Key {n}", scope="write")
         api_key_revoke(api_key=issued.api_key, revoked_by=UserFactory())
 

@@ -68,7 +68,7 @@ from tests.factories import (
     UserFactory,
     WorkflowFactory,
 )
-from workflows.models import CustomEventType, EnrollmentSkip, Event, Run, StepRun
+from workflows.models import CustomEventType, EnrollmentSkip, Event, Run, Segment, StepRun
 
 pytestmark = pytest.mark.django_db
 
@@ -109,6 +109,7 @@ MODELS = {
     "patients.auditentry": True,
     "workflows.workflow": True,
     "workflows.customeventtype": True,
+    "workflows.segment": True,
     "workflows.event": True,
     "workflows.run": True,
     "workflows.steprun": True,
@@ -152,6 +153,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
                 "patients.auditentry",
                 "workflows.workflow",
                 "workflows.customeventtype",
+                "workflows.segment",
                 "workflows.event",
                 "workflows.run",
                 "workflows.steprun",
@@ -174,6 +176,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "patients.auditentry": R,
         "workflows.workflow": RACD,
         "workflows.customeventtype": RACD,
+        "workflows.segment": RACD,
         "workflows.event": R,
         "workflows.run": R,
         "workflows.steprun": R,
@@ -192,6 +195,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "patients.consentrecord": RA,
         "patients.order": R,
         "workflows.workflow": R,
+        "workflows.segment": R,
         "workflows.run": R,
         "workflows.steprun": R,
         "workflows.enrollmentskip": R,
@@ -217,6 +221,7 @@ ACTIONS: dict[str, dict[str, set[str]]] = {
         "patients.subscription": {"renew"},
         "workflows.workflow": {"delete_selected", "disable_workflows", "export_workflows"},
         "workflows.customeventtype": {"delete_selected"},
+        "workflows.segment": {"delete_selected"},
         "workflows.run": {"retry_failed_runs"},
         "integrations.inboundmessage": {"mark_reviewed"},
         "integrations.apikey": {"revoke_api_keys"},
@@ -273,6 +278,10 @@ EXTRA: dict[tuple[str, bool], Extra] = {
     ("workflows_workflow_version_restore", True): Extra(
         "GET POST", "workflows.workflow", CHANGE, "acts"
     ),
+    # A segment's live count: on the add page whoever may add one, on a segment's page
+    # whoever may view it (an empty filter: every patient of the clinic).
+    ("workflows_segment_count_new", False): Extra("POST", "workflows.segment", ADD, "acts"),
+    ("workflows_segment_count", True): Extra("POST", "workflows.segment", VIEW, "acts"),
     ("auth_user_password_change", True): Extra("GET", "auth.user", CHANGE, "200", "403"),
     # A TOTP device's enrolment page and its QR code (django-otp), superuser-only.
     ("otp_totp_totpdevice_config", True): Extra("GET", "otp_totp.totpdevice", VIEW, "200", "403"),
@@ -444,6 +453,9 @@ def clinic() -> dict[str, Any]:
         "workflows.workflow": workflow,
         "workflows.customeventtype": CustomEventType.objects.create(
             organization=sunrise, name="lab_results_ready", label="Lab results ready"
+        ),
+        "workflows.segment": Segment.objects.create(
+            organization=sunrise, name="Florida", filter={"customer.provinceCode": "FL"}
         ),
         "workflows.event": event,
         "workflows.run": run,

@@ -289,6 +289,7 @@
    *   operators: {type: [[op, label], …]} from the server
    *   onChange(text): after every edit, with the query's JSON text
    *   noun: "filter" or "condition", for the words on the page
+   *   emptyText: what an empty query means, if not an event filter's "every event passes"
    */
   function create(options) {
     instances += 1;
@@ -401,7 +402,9 @@
         parts.push(
           el("p", {
             class: "cf-help cf-query-empty",
-            text: noun === "filter" ? "No conditions: every event passes." : "No conditions yet: add one.",
+            text:
+              options.emptyText ||
+              (noun === "filter" ? "No conditions: every event passes." : "No conditions yet: add one."),
           })
         );
       }

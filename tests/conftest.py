@@ -336,6 +336,7 @@ def celery_worker_process(
         "CAREFLOW_RELAY_INTERVAL": "0.5",
         "CAREFLOW_SWEEP_INTERVAL": "0.5",
         "CAREFLOW_SCAN_INTERVAL": "0.5",
+        "CAREFLOW_BROADCAST_SWEEP_INTERVAL": "0.5",
         "CAREFLOW_SEND_MAX_RETRIES": "4",
         # The webhook receiver is a loopback http:// server.
         "CAREFLOW_WEBHOOK_ALLOW_PRIVATE": "1",

@@ -44,7 +44,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from integrations.api.keys import api_key_issue
 from integrations.forms import INTEGRATION_FORMS
-from integrations.models import Alert, AlertSettings, InboundMessage, OutboundMessage
+from integrations.models import Alert, AlertSettings, Broadcast, InboundMessage, OutboundMessage
 from patients.models import AuditEntry
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
 from patients.services import organization_webhook_token_issue
@@ -68,7 +68,7 @@ from tests.factories import (
     UserFactory,
     WorkflowFactory,
 )
-from workflows.models import CustomEventType, EnrollmentSkip, Event, Run, StepRun
+from workflows.models import CustomEventType, EnrollmentSkip, Event, Run, Segment, StepRun
 
 pytestmark = pytest.mark.django_db
 
@@ -120,6 +120,7 @@ MODELS = {
     "integrations.alertsettings": True,
     "integrations.alert": True,
     "integrations.apikey": True,
+    "integrations.broadcast": True,
 }
 PATIENT_RECORDS = [
     "patients.subscription",
@@ -161,6 +162,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
                 "integrations.inboundmessage",
                 "integrations.alert",
                 "integrations.apikey",
+                "integrations.broadcast",
             ],
             R,
         ),
@@ -185,6 +187,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "integrations.alertsettings": RAC,
         "integrations.alert": R,
         "integrations.apikey": RAC,
+        "integrations.broadcast": RAC,
     },
     "clinic_staff": {
         "patients.patient": R,
@@ -198,6 +201,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "integrations.outboundmessage": R,
         "integrations.inboundmessage": R,
         "integrations.alert": R,
+        "integrations.broadcast": R,
     },
     "anonymous": {},
 }
@@ -273,6 +277,15 @@ EXTRA: dict[tuple[str, bool], Extra] = {
     ("workflows_workflow_version_restore", True): Extra(
         "GET POST", "workflows.workflow", CHANGE, "acts"
     ),
+    # A broadcast's confirmation page, then sending it; cancelling it (POST only; a draft:
+    # "nothing to cancel"); its live progress (JSON).
+    ("integrations_broadcast_send", True): Extra(
+        "GET POST", "integrations.broadcast", CHANGE, "acts"
+    ),
+    ("integrations_broadcast_cancel", True): Extra(
+        "POST", "integrations.broadcast", CHANGE, "acts"
+    ),
+    ("integrations_broadcast_progress", True): Extra("GET", "integrations.broadcast", VIEW, "200"),
     ("auth_user_password_change", True): Extra("GET", "auth.user", CHANGE, "200", "403"),
     # A TOTP device's enrolment page and its QR code (django-otp), superuser-only.
     ("otp_totp_totpdevice_config", True): Extra("GET", "otp_totp.totpdevice", VIEW, "200", "403"),
@@ -489,6 +502,14 @@ def clinic() -> dict[str, Any]:
             link="http://127.0.0.1:8000/admin/workflows/run/?status=failed",
         ),
         "integrations.apikey": api_key.api_key,
+        "integrations.broadcast": Broadcast.objects.create(
+            organization=sunrise,
+            name="Flu shots",
+            segment=Segment.objects.create(organization=sunrise, name="Everyone"),
+            function="twilio.sendSMS",
+            integration=integration,
+            parameters={"message": "Hi {{customer.firstName}}", "from": integration.senders[0]},
+        ),
     }
     secrets = {
         "the alert webhook signing secret": ALERT_WEBHOOK_SECRET,

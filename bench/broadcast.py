@@ -6,7 +6,7 @@
 
 One clinic with N patients (inserted in bulk), a segment of all of them and a marketing SMS
 broadcast from one number whose throttle is R segments/s, sent by real Celery workers
-(`-Q events,runs,sends -c 2` plus beat) to the loopback Twilio sandbox. 2 % of the patients
+(`-Q events,runs,sends -c 6` plus beat) to the loopback Twilio sandbox. 2 % of the patients
 have no marketing consent and 2 % live in a time zone where it is night now: they must be
 skipped ("no consent") and deferred (quiet hours) respectively, never sent.
 
@@ -15,7 +15,7 @@ the messages to send, by the sandbox's own count), which must be within ±5 % of
 resident memory (RSS) of the worker processes (production and sending both run there:
 `broadcast_advance` and `broadcast_messages_send`) and of beat, sampled every 2 s, at 10 %,
 50 % and 90 % of the way and at its peak, so bounded memory shows as a flat line; and the
-checks on a sample of recipients. Its own database (careflow_broadcasts_bench) and Redis db
+checks on a sample of recipients. Its own database (careflow_bench_broadcasts) and Redis db
 (BENCH_BROADCAST_REDIS_DB, default 6).
 """
 
@@ -30,12 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
 from bench.common import PG, PY, REDIS
 
-DB = "careflow_broadcasts_bench"
+DB = "careflow_bench_broadcasts"
 REDIS_URL = f"{REDIS}/{os.environ.get('BENCH_BROADCAST_REDIS_DB', '6')}"
 # The share of patients seeded without marketing consent, and in a zone where it is night.
 NO_CONSENT_EVERY, QUIET_EVERY = 50, 50
@@ -47,6 +49,13 @@ def parse() -> argparse.Namespace:
     p.add_argument("--patients", type=int, default=100_000)
     p.add_argument("--rate", type=float, default=100.0, help="sender rate R, segments/s")
     p.add_argument("--quick", action="store_true", help="10,000 patients")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=6,
+        help="worker processes (default 6: a send waits on PostgreSQL, Redis and Twilio's "
+        "answer most of its time, so two processes leave the cores idle)",
+    )
     p.add_argument("--timeout", type=float, default=0, help="seconds (default: 3 × N/R + 300)")
     p.add_argument("--child", choices=["setup", "verify"], help=argparse.SUPPRESS)
     p.add_argument("--broadcast", type=int, help=argparse.SUPPRESS)
@@ -175,7 +184,14 @@ def child_verify(args: argparse.Namespace) -> dict[str, Any]:
     )
     problems: list[str] = []
     checked = {"no consent": 0, "quiet hours": 0, "sent": 0}
-    for index in range(0, args.patients, max(1, args.patients // SAMPLE)):
+    # Every kind of recipient, spread over the whole segment: patient 50k has no consent,
+    # 50k+1 is in quiet hours, and one of 50k+2 … 50k+49 has both (by k).
+    blocks = args.patients // NO_CONSENT_EVERY
+    indexes = []
+    for k in range(0, blocks, max(1, blocks // SAMPLE)):
+        base = k * NO_CONSENT_EVERY
+        indexes += [base, base + 1, base + 2 + k % (NO_CONSENT_EVERY - 2)]
+    for index in indexes:
         message = messages.select_related("patient").get(patient__first_name=f"Pat{index}")
         if index % NO_CONSENT_EVERY == 0:
             kind, ok = (
@@ -269,6 +285,8 @@ def main() -> int:
     if args.child:
         return child(args)
     common.check_services()
+    common.WORKER_CONCURRENCY = args.concurrency
+    common.WORKER_SETTINGS["worker"] = f"prefork -c {args.concurrency}, prefetch 1, acks_late"
     info = common.print_header(
         "careflow broadcast: a segment at the sender's rate",
         {
@@ -276,9 +294,9 @@ def main() -> int:
             "sender rate R": f"{args.rate:g} segments/s",
             "no marketing consent": f"1 in {NO_CONSENT_EVERY}",
             "in quiet hours now": f"1 in {QUIET_EVERY}",
+            **common.WORKER_SETTINGS,
             "database": DB,
             "broker": REDIS_URL,
-            **common.WORKER_SETTINGS,
         },
     )
     logdir = Path(tempfile.mkdtemp(prefix="careflow-bench-broadcast-"))
@@ -293,7 +311,8 @@ def main() -> int:
     try:
         common.recreate_db(DB)
         common.migrate(env)
-        common.flush_redis(REDIS_URL)
+        # This benchmark's own Redis db (common.flush_redis guards the shared benches' two).
+        redis.Redis.from_url(REDIS_URL).flushdb()
         setup = common.run_child(
             [
                 PY,
@@ -382,7 +401,10 @@ def main() -> int:
         f"{steady:.2f}/s vs R = {args.rate:g}/s ({deviation:+.2f} %)"
     )
     print(f"first message to last: {samples[-1][0] - t_start:.0f} s")
-    print("worker RSS (main + 2 pool processes; production and sending run there), MiB:")
+    print(
+        f"worker RSS (main + {args.concurrency} pool processes; production and sending run "
+        "there), MiB:"
+    )
     for label, s in (("10 %", at(0.10)), ("50 %", at(0.50)), ("90 %", at(0.90)), ("peak", peak)):
         print(
             f"  {label:5} total {s[2] / 1024:6.1f}   largest process {s[3] / 1024:6.1f}   "

@@ -428,19 +428,22 @@ def _throttle_room(message: OutboundMessage) -> None:
 def broadcast_messages_due(*, limit: int | None = None) -> list[int]:
     """Claim the broadcast messages due again (deferred by quiet hours, waiting for a retry or
     a reconciliation, or made and never handed on: a lost task) and return their ids for
-    sending. Claimed with SKIP LOCKED, by moving `next_attempt_at` off them (pending ones
-    become "due now": NULL; unknown ones a minute on), so two sweeps never hand on the same
-    message."""
+    sending, or whose sending worker died mid-call) and return their ids for sending.
+    Claimed with SKIP LOCKED, pending ones by moving `next_attempt_at` off them (NULL: "due
+    now"), so two sweeps do not hand on the same message; and were one handed on twice,
+    `message_deliver`'s conditional claim still sends it once."""
     now = timezone.now()
     batch = limit or settings.CAREFLOW_BROADCAST_BATCH
     lost = now - timedelta(seconds=settings.CAREFLOW_BROADCAST_LOST_AFTER_SECONDS)
     with transaction.atomic():
         due = list(
             OutboundMessage.objects.select_for_update(skip_locked=True)
-            .filter(broadcast__isnull=False, status__in=[Status.PENDING, Status.UNKNOWN])
+            .filter(broadcast__isnull=False)
             .filter(
-                Q(next_attempt_at__lte=now)
+                Q(next_attempt_at__lte=now, status__in=[Status.PENDING, Status.UNKNOWN])
                 | Q(next_attempt_at__isnull=True, status=Status.PENDING, updated_at__lte=lost)
+                # A worker died mid-call: message_deliver makes it "unknown" and reconciles.
+                | Q(status=Status.SENDING, sending_started_at__lte=lost)
             )
             .order_by("pk")
             .values_list("pk", "status")[:batch]

@@ -4,12 +4,10 @@ skipped with their reason, a cancel mid-way stopping what is not sent yet, and a
 killed mid-broadcast leaving nothing sent twice."""
 
 import time
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
-from django.utils import timezone
 
 from integrations.broadcasts import CANCELLED_REASON, broadcast_cancel, broadcast_start
 from integrations.models import Broadcast, Integration, OutboundMessage
@@ -93,9 +91,12 @@ def test_cancel_mid_way_stops_the_rest(worker: WorkerProcess, sandbox: SandboxSe
     assert len(sandbox.messages()) == settled < len(patients)
     assert _status(broadcast) == State.CANCELLED
     messages = broadcast.messages.all()
-    sent = messages.filter(status=Status.SENT).count()
+    # Sent, and delivered by now (the sandbox's status callbacks).
+    went = [Status.SENT, Status.DELIVERED]
+    sent = messages.filter(status__in=went).count()
     assert sent == settled
-    assert messages.exclude(status=Status.SENT).exclude(skip_reason=CANCELLED_REASON).count() == 0
+    others = messages.exclude(status__in=went).exclude(skip_reason=CANCELLED_REASON)
+    assert list(others.values_list("status", "skip_reason")) == []
     # Production stopped: not every member has a message.
     assert messages.count() < len(patients) or sent < len(patients)
 
@@ -112,12 +113,9 @@ def test_a_worker_killed_mid_broadcast_sends_nothing_twice(
     worker.start()
 
     # Messages made and handed to a task the kill lost, or being sent when it came, come back
-    # through the sweep once CAREFLOW_BROADCAST_LOST_AFTER_SECONDS pass: here at once.
-    long_ago = timezone.now() - timedelta(hours=1)
-    mine = OutboundMessage.objects.filter(broadcast=broadcast)
-    mine.filter(status=Status.PENDING, next_attempt_at__isnull=True).update(updated_at=long_ago)
-    mine.filter(status=Status.SENDING).update(sending_started_at=long_ago)
-    wait_for(lambda: _status(broadcast) == State.COMPLETED, timeout=150, what="completion")
+    # through the sweep after CAREFLOW_BROADCAST_LOST_AFTER_SECONDS (20 s for the test worker);
+    # one being sent is looked up at the sandbox before anything is sent again.
+    wait_for(lambda: _status(broadcast) == State.COMPLETED, timeout=180, what="completion")
     sent = [m["to"] for m in sandbox.messages()]
     assert sorted(sent) == sorted(p.phone for p in patients)
     assert broadcast.messages.count() == len(patients)

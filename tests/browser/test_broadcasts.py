@@ -68,9 +68,7 @@ def test_send_watch_it_complete_then_cancel_another_mid_way(
     expect(counts.locator("[data-count=skipped]")).to_have_text("2")
     expect(page.locator("#broadcast-skip-reasons")).to_contain_text(": 2")
     expect(page.locator("#broadcast-cancel")).to_have_count(0)  # nothing left to cancel
-    page.locator("#content-main").screenshot(
-        path=screenshot_path("broadcast-progress.png", tmp_path)
-    )
+    page.locator("#content").screenshot(path=screenshot_path("broadcast-progress.png", tmp_path))
     assert len(sandbox.messages()) == 8
 
     # A second one from a sender allowed 1 text a second: cancelled after the first few.

@@ -251,6 +251,10 @@ CELERY_TASK_ROUTES = {
     "integrations.tasks.alerts_evaluate": {"queue": "runs"},
     "integrations.tasks.alert_deliver": {"queue": "runs"},
     "integrations.tasks.message_counts_roll_up": {"queue": "runs"},
+    # Broadcasts: production and the sweep beside the runs, their sends with the others.
+    "integrations.tasks.broadcast_advance": {"queue": "runs"},
+    "integrations.tasks.broadcasts_sweep": {"queue": "runs"},
+    "integrations.tasks.broadcast_messages_send": {"queue": "sends"},
     "integrations.tasks.idempotency_records_purge": {"queue": "runs"},
     # The former names of the same tasks, still registered as forwarders (see the end of
     # workflows/tasks.py and integrations/tasks.py) for tasks queued before a deploy: routed
@@ -295,6 +299,11 @@ CELERY_BEAT_SCHEDULE = {
     "message-counts-roll-up": {
         "task": "integrations.tasks.message_counts_roll_up",
         "schedule": env.float("CAREFLOW_ANALYTICS_ROLL_UP_INTERVAL", default=60.0),
+    },
+    # Broadcasts: start the due ones, restart stopped production, hand on deferred messages.
+    "broadcasts-sweep": {
+        "task": "integrations.tasks.broadcasts_sweep",
+        "schedule": env.float("CAREFLOW_BROADCAST_SWEEP_INTERVAL", default=2.0),
     },
     # The API's idempotency outcomes older than 24 hours (integrations.api.idempotency).
     "idempotency-records-purge": {
@@ -385,6 +394,16 @@ CAREFLOW_EVENTS_NOTIFY = env.bool("CAREFLOW_EVENTS_NOTIFY", default=True)
 # A run left "running" longer than this (its worker died) is taken over by the sweeper.
 CAREFLOW_RUN_LEASE_SECONDS = env.float("CAREFLOW_RUN_LEASE_SECONDS", default=120.0)
 CAREFLOW_SEND_MAX_RETRIES = env.int("CAREFLOW_SEND_MAX_RETRIES", default=6)
+# Broadcasts (integrations.broadcasts): members made into messages per batch; seconds of
+# sending at the sender's rate made ahead at most (bounds memory, the queue and a cancel's
+# reach); messages per sending task; and how long a made message may wait unsent before the
+# sweep hands it on again (its task was lost).
+CAREFLOW_BROADCAST_BATCH = env.int("CAREFLOW_BROADCAST_BATCH", default=500)
+CAREFLOW_BROADCAST_AHEAD_SECONDS = env.float("CAREFLOW_BROADCAST_AHEAD_SECONDS", default=10.0)
+CAREFLOW_BROADCAST_SEND_CHUNK = env.int("CAREFLOW_BROADCAST_SEND_CHUNK", default=100)
+CAREFLOW_BROADCAST_LOST_AFTER_SECONDS = env.float(
+    "CAREFLOW_BROADCAST_LOST_AFTER_SECONDS", default=300.0
+)
 # subscription.upcoming_renewal fires this many days before a subscription's renewal date.
 CAREFLOW_RENEWAL_LEAD_DAYS = env.int("CAREFLOW_RENEWAL_LEAD_DAYS", default=7)
 # appointment.reminder fires this many hours before an appointment starts.

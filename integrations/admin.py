@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from integrations import broadcast_admin  # noqa: F401 — registers the broadcasts' admin
 from integrations.alert_forms import AlertSettingsForm
 from integrations.alerts import alert_credentials_rejected
 from integrations.api import admin as api_admin  # noqa: F401 — registers the API keys' admin

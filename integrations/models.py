@@ -201,11 +201,28 @@ class OutboundMessage(TimeStamped):
     # Every send-time check, in order, with its outcome: the evidence of why it was sent
     # (or not), kept with the message.
     decision = models.JSONField(default=dict, blank=True)
+    # The broadcast that made it (integrations.broadcasts), if one did.
+    broadcast = models.ForeignKey(
+        "integrations.Broadcast",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="messages",
+        db_index=False,  # message_broadcast_progress leads with it
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["patient", "purpose", "-created_at"]),
+            # A broadcast's progress (one GROUP BY status, skip reason: an index-only scan) and
+            # its pending messages due again (the sweep of deferred ones).
+            models.Index(
+                fields=["broadcast", "status"],
+                include=["skip_reason", "next_attempt_at"],
+                condition=Q(broadcast__isnull=False),
+                name="message_broadcast_progress",
+            ),
             models.Index(fields=["organization", "-created_at"]),
             models.Index(fields=["status", "-created_at"]),
             # Only the few messages waiting for their final status: what reconciliation scans.
@@ -930,3 +947,110 @@ class LinkClick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.link_id} at {self.clicked_at:%Y-%m-%d %H:%M}"
+
+
+class Broadcast(TimeStamped):
+    """One message sent to every member of a segment, now or at a scheduled time, through the
+    same send-time checks, throttle and exactly-once path as a workflow's messages
+    (integrations.broadcasts). Its message is an adapter function's parameters, as a workflow
+    step holds them (variants per language included); the recipient is always the member."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SCHEDULED = "scheduled", "Scheduled"
+        SENDING = "sending", "Sending"
+        CANCELLED = "cancelled", "Cancelled"
+        COMPLETED = "completed", "Completed"
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="broadcasts"
+    )
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    segment = models.ForeignKey(
+        "workflows.Segment", on_delete=models.PROTECT, related_name="broadcasts"
+    )
+    # The adapter's function that sends it ("twilio.sendSMS", "email.sendEmail").
+    function = models.CharField("channel", max_length=64)
+    integration = models.ForeignKey(
+        Integration, on_delete=models.PROTECT, related_name="broadcasts"
+    )
+    purpose = models.CharField(
+        max_length=16,
+        choices=ConsentRecord.Purpose.choices,
+        default=ConsentRecord.Purpose.MARKETING,
+        help_text="The consent each recipient must have given (a recall may be care).",
+    )
+    # The function's parameters but the recipient, and their "variants" by language.
+    parameters = models.JSONField(default=dict, blank=True)
+    scheduled_at = models.DateTimeField(
+        null=True, blank=True, help_text="When to start sending; blank: as soon as it is sent."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    # The last member (patient pk) whose message has been made: production resumes after it.
+    cursor = models.BigIntegerField(default=0, editable=False)
+    # Members found when sending started (the confirmation showed this many).
+    recipients = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When production last ran (a beat sweep restarts one that stopped: a lost task).
+    advanced_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When the last member's message was made.
+    produced_at = models.DateTimeField(null=True, blank=True, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True, editable=False)
+    cancelled_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The beat sweep's due broadcasts: only the few scheduled or sending.
+            models.Index(
+                fields=["scheduled_at"],
+                condition=Q(status__in=["scheduled", "sending"]),
+                name="broadcast_due",
+            )
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["draft", "scheduled", "sending", "cancelled", "completed"]),
+                name="broadcast_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="scheduled") | Q(scheduled_at__isnull=False),
+                name="broadcast_scheduled_has_time",
+                violation_error_message="A scheduled broadcast needs its time.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="sending") | Q(started_at__isnull=False),
+                name="broadcast_sending_started",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="cancelled") | Q(cancelled_at__isnull=False),
+                name="broadcast_cancelled_has_time",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="completed") | Q(finished_at__isnull=False),
+                name="broadcast_completed_has_time",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "name"], name="broadcast_name_unique_per_clinic"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def adapter_name(self) -> str:
+        return self.function.partition(".")[0]
+
+    @property
+    def function_name(self) -> str:
+        return self.function.partition(".")[2]

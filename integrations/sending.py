@@ -101,6 +101,12 @@ def _message_defaults(
     }
 
 
+def message_build(*, idempotency_key: str, **fields: Any) -> OutboundMessage:
+    """The message row for these fields (those of `message_prepare`), not saved: for a caller
+    inserting many at once (a broadcast's batch, ON CONFLICT DO NOTHING on the key)."""
+    return OutboundMessage(idempotency_key=idempotency_key, **_message_defaults(**fields))
+
+
 def message_prepare(*, idempotency_key: str, **fields: Any) -> OutboundMessage:
     """Create the message row for this idempotency key, or return the one that exists.
     `fields`: organization, integration, to, body, purpose and optionally from_number,

@@ -4,10 +4,11 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from integrations import alerts, analytics, sending
+from integrations import alerts, analytics, broadcasts, sending
 from integrations.api import idempotency as api_idempotency
 from integrations.models import OutboundMessage
 from workflows.engine import run_wake
@@ -90,6 +91,48 @@ def message_counts_roll_up() -> int:
         if done < analytics.ROLL_UP_BATCH:
             break
     return total
+
+
+@shared_task
+def broadcast_advance(broadcast_id: int) -> None:
+    """Make the broadcast's next batch of messages and hand them to sending in lists; come
+    back soon (a short countdown: the beat sweep restarts a chain that was lost)."""
+    advance = broadcasts.broadcast_advance(broadcast_id=broadcast_id)
+    _broadcast_messages_hand_on(advance.message_ids)
+    if advance.again_in is not None:
+        broadcast_advance.apply_async((broadcast_id,), countdown=advance.again_in)
+
+
+def _broadcast_messages_hand_on(message_ids: list[int]) -> None:
+    chunk = settings.CAREFLOW_BROADCAST_SEND_CHUNK
+    for start in range(0, len(message_ids), chunk):
+        broadcast_messages_send.delay(message_ids[start : start + chunk])
+
+
+@shared_task
+def broadcast_messages_send(message_ids: list[int]) -> int:
+    """Send a list of broadcast messages at their sender's rate (see the service)."""
+    return broadcasts.broadcast_messages_send(message_ids=message_ids)
+
+
+# A beat run hands on at most this many batches of due messages; the next run goes on.
+BROADCAST_DUE_BATCHES = 10
+
+
+@shared_task
+def broadcasts_sweep() -> int:
+    """Beat: start due broadcasts, finish settled ones, restart stopped production, and hand
+    on the broadcast messages due again (deferred, retried, reconciled)."""
+    for broadcast_id in broadcasts.broadcasts_due():
+        broadcast_advance.delay(broadcast_id)
+    handed = 0
+    for _ in range(BROADCAST_DUE_BATCHES):
+        due = broadcasts.broadcast_messages_due()
+        _broadcast_messages_hand_on(due)
+        handed += len(due)
+        if len(due) < settings.CAREFLOW_BROADCAST_BATCH:
+            break
+    return handed
 
 
 # Forwarders under the tasks' former wire names, so that a message queued before a deploy (in

@@ -86,6 +86,7 @@ ROLES: dict[str, frozenset[str]] = {
                 "integrations.outboundmessage",
                 "integrations.inboundmessage",
                 "integrations.alert",
+                "integrations.broadcast",
                 # The API keys of every clinic (never the keys themselves: only a hash is kept).
                 "integrations.apikey",
             ),
@@ -114,6 +115,9 @@ ROLES: dict[str, frozenset[str]] = {
             # The clinic's API keys: creates them (each shown once) and revokes them (change
             # is the permission to revoke; keys are never edited).
             *_grant("view add change", "integrations.apikey"),
+            # Broadcasts to the clinic's segments: drafts, sending, scheduling, cancelling
+            # (change); a sent one is never edited.
+            *_grant("view add change", "integrations.broadcast"),
             *_grant(
                 "view",
                 "integrations.integration",
@@ -141,6 +145,7 @@ ROLES: dict[str, frozenset[str]] = {
                 "integrations.outboundmessage",
                 "integrations.inboundmessage",
                 "integrations.alert",
+                "integrations.broadcast",
             ),
             REVIEW_INBOUND,
         }

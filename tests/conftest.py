@@ -337,6 +337,9 @@ def celery_worker_process(
         "CAREFLOW_RELAY_INTERVAL": "0.5",
         "CAREFLOW_SWEEP_INTERVAL": "0.5",
         "CAREFLOW_SCAN_INTERVAL": "0.5",
+        "CAREFLOW_BROADCAST_SWEEP_INTERVAL": "0.5",
+        # A broadcast message a killed worker lost comes back after this (300 s in production).
+        "CAREFLOW_BROADCAST_LOST_AFTER_SECONDS": "20",
         "CAREFLOW_SEND_MAX_RETRIES": "4",
         # The webhook receiver is a loopback http:// server.
         "CAREFLOW_WEBHOOK_ALLOW_PRIVATE": "1",

@@ -169,6 +169,14 @@ class Adapter:
         `context.idempotency_key` (a redelivered task, a retry): never act twice."""
         raise NotImplementedError
 
+    def message_fields(self, function: str, *, context: StepContext) -> "dict[str, Any] | Outcome":
+        """For a function that messages a patient: the message `function` makes from
+        `context` (its rendered inputs), as the fields of `integrations.sending.message_build`
+        but the context's own (integration, channel, to, from_number, body, …), or the Outcome
+        saying why no message can be made. `execute` sends what it returns; a broadcast makes
+        its messages with it in bulk."""
+        raise NotImplementedError
+
     def setup_problem(self, organization: "Organization") -> str:
         """Why this clinic cannot use the adapter yet (no integration set up), or ""."""
         return ""

@@ -179,28 +179,31 @@ class EmailAdapter(Adapter):
     functions = {SEND_EMAIL.name: SEND_EMAIL}
 
     def execute(self, *, function: str, context: StepContext) -> Outcome:
+        fields = self.message_fields(function, context=context)
+        if isinstance(fields, Outcome):
+            return fields
+        accepted = step_accepted(context, adapter=ADAPTER)
+        return _outcome(step_deliver(context, accepted=accepted, **fields))
+
+    def message_fields(self, function: str, *, context: StepContext) -> dict[str, Any] | Outcome:
         if function != SEND_EMAIL.name:
             return Outcome("failed", reason=f"Email has no function {function!r}")
         integration = step_integration(context, adapter=ADAPTER, lookup=email_integration)
         if integration is None:
             return Outcome("failed", reason="this clinic has no enabled email integration")
-        accepted = step_accepted(context, adapter=ADAPTER)
         problem = addresses_problem(context.inputs, email_account(integration).senders)
         if problem:
             return Outcome("skipped", reason=problem)
         to = context.inputs["to"].strip()
-        message = step_deliver(
-            context,
-            integration=integration,
-            accepted=accepted,
-            channel="email",
-            to=to,
-            from_number=context.inputs["from"].strip(),
-            body=context.inputs["body"],
-            content=_content(context.inputs),
-            patient=recipient_patient(context.organization, context.patient, to),
-        )
-        return _outcome(message)
+        return {
+            "integration": integration,
+            "channel": "email",
+            "to": to,
+            "from_number": context.inputs["from"].strip(),
+            "body": context.inputs["body"],
+            "content": _content(context.inputs),
+            "patient": recipient_patient(context.organization, context.patient, to),
+        }
 
     def setup_problem(self, organization: Organization) -> str:
         integration = email_integration(organization)

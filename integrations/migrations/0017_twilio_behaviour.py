@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("integrations", "0015_languages"),
+        ("integrations", "0016_broadcasts"),
     ]
 
     operations = [

@@ -91,12 +91,18 @@ class TwilioAdapter(Adapter):
     functions = {SEND_SMS.name: SEND_SMS}
 
     def execute(self, *, function: str, context: StepContext) -> Outcome:
+        fields = self.message_fields(function, context=context)
+        if isinstance(fields, Outcome):
+            return fields
+        accepted = step_accepted(context, adapter="twilio")
+        return _outcome(step_deliver(context, accepted=accepted, **fields))
+
+    def message_fields(self, function: str, *, context: StepContext) -> dict[str, Any] | Outcome:
         if function != SEND_SMS.name:
             return Outcome("failed", reason=f"Twilio has no function {function!r}")
         integration = step_integration(context, adapter="twilio", lookup=twilio_integration)
         if integration is None:
             return Outcome("failed", reason=NO_INTEGRATION)
-        accepted = step_accepted(context, adapter="twilio")
         to = context.inputs["to"].strip()
         problem = numbers_problem(context.inputs)
         if problem:
@@ -105,17 +111,14 @@ class TwilioAdapter(Adapter):
         problem = media_url_problem(media_url)
         if problem:  # a templated URL, rendered now: nothing is sent
             return Outcome("failed", reason=f"Media URL: {problem}")
-        message = step_deliver(
-            context,
-            integration=integration,
-            accepted=accepted,
-            to=to,
-            from_number=context.inputs["from"].strip(),
-            body=context.inputs["message"],
-            media_url=media_url,
-            patient=recipient_patient(context.organization, context.patient, to),
-        )
-        return _outcome(message)
+        return {
+            "integration": integration,
+            "to": to,
+            "from_number": context.inputs["from"].strip(),
+            "body": context.inputs["message"],
+            "media_url": media_url,
+            "patient": recipient_patient(context.organization, context.patient, to),
+        }
 
     def setup_problem(self, organization: Organization) -> str:
         return "" if twilio_integration(organization) is not None else NO_INTEGRATION

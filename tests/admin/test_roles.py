@@ -44,7 +44,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from integrations.api.keys import api_key_issue
 from integrations.forms import INTEGRATION_FORMS
-from integrations.models import Alert, AlertSettings, InboundMessage, OutboundMessage
+from integrations.models import Alert, AlertSettings, Broadcast, InboundMessage, OutboundMessage
 from patients.models import AuditEntry
 from patients.roles import CLINIC_ADMIN, CLINIC_STAFF, SUPPORT_STAFF
 from patients.services import organization_webhook_token_issue
@@ -121,6 +121,7 @@ MODELS = {
     "integrations.alertsettings": True,
     "integrations.alert": True,
     "integrations.apikey": True,
+    "integrations.broadcast": True,
 }
 PATIENT_RECORDS = [
     "patients.subscription",
@@ -163,6 +164,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
                 "integrations.inboundmessage",
                 "integrations.alert",
                 "integrations.apikey",
+                "integrations.broadcast",
             ],
             R,
         ),
@@ -188,6 +190,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "integrations.alertsettings": RAC,
         "integrations.alert": R,
         "integrations.apikey": RAC,
+        "integrations.broadcast": RAC,
     },
     "clinic_staff": {
         "patients.patient": R,
@@ -202,6 +205,7 @@ ACCESS: dict[str, dict[str, frozenset[str]]] = {
         "integrations.outboundmessage": R,
         "integrations.inboundmessage": R,
         "integrations.alert": R,
+        "integrations.broadcast": R,
     },
     "anonymous": {},
 }
@@ -282,6 +286,15 @@ EXTRA: dict[tuple[str, bool], Extra] = {
     # whoever may view it (an empty filter: every patient of the clinic).
     ("workflows_segment_count_new", False): Extra("POST", "workflows.segment", ADD, "acts"),
     ("workflows_segment_count", True): Extra("POST", "workflows.segment", VIEW, "acts"),
+    # A broadcast's confirmation page, then sending it; cancelling it (POST only; a draft:
+    # "nothing to cancel"); its live progress (JSON).
+    ("integrations_broadcast_send", True): Extra(
+        "GET POST", "integrations.broadcast", CHANGE, "acts"
+    ),
+    ("integrations_broadcast_cancel", True): Extra(
+        "POST", "integrations.broadcast", CHANGE, "acts"
+    ),
+    ("integrations_broadcast_progress", True): Extra("GET", "integrations.broadcast", VIEW, "200"),
     ("auth_user_password_change", True): Extra("GET", "auth.user", CHANGE, "200", "403"),
     # A TOTP device's enrolment page and its QR code (django-otp), superuser-only.
     ("otp_totp_totpdevice_config", True): Extra("GET", "otp_totp.totpdevice", VIEW, "200", "403"),
@@ -501,6 +514,14 @@ def clinic() -> dict[str, Any]:
             link="http://127.0.0.1:8000/admin/workflows/run/?status=failed",
         ),
         "integrations.apikey": api_key.api_key,
+        "integrations.broadcast": Broadcast.objects.create(
+            organization=sunrise,
+            name="Flu shots",
+            segment=Segment.objects.create(organization=sunrise, name="Everyone"),
+            function="twilio.sendSMS",
+            integration=integration,
+            parameters={"message": "Hi {{customer.firstName}}", "from": integration.senders[0]},
+        ),
     }
     secrets = {
         "the alert webhook signing secret": ALERT_WEBHOOK_SECRET,

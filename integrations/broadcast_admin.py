@@ -163,21 +163,12 @@ class BroadcastAdmin(OrganizationScopedAdmin):
         ]
         if obj is not None:
             fieldsets.append(("Preview", {"fields": ["preview"]}))
-            fieldsets.append(
-                (
-                    "Sending",
-                    {
-                        "fields": [
-                            "status",
-                            "recipients",
-                            "started_at",
-                            "finished_at",
-                            "cancelled_at",
-                            "created_by",
-                        ]
-                    },
-                )
-            )
+            sending = ["started_at", "finished_at", "cancelled_at", "created_by"]
+            if obj.status == State.DRAFT:
+                # Once started, the live progress panel shows them (a second, static copy
+                # here would contradict it within seconds).
+                sending = ["status", "recipients", *sending]
+            fieldsets.append(("Sending", {"fields": sending}))
         return fieldsets
 
     def get_readonly_fields(self, request: HttpRequest, obj: Broadcast | None = None) -> Any:
@@ -255,7 +246,7 @@ class BroadcastAdmin(OrganizationScopedAdmin):
                 rows.append((language, shown["error"], "", ""))
                 continue
             counts = ", ".join(
-                f"{shown[name]} {name}"
+                f"{shown[name]} {name if shown[name] != 1 else name[:-1]}"
                 for name in ("characters", "segments")
                 if shown.get(name) is not None
             )

@@ -243,3 +243,26 @@ def test_the_strict_states_cap_the_end_and_keep_the_start(
     start: time, end: time, states: set[str], expected_end: time
 ) -> None:
     assert effective_window(start, end, states) == Window(start, expected_end)
+
+
+def test_an_area_code_without_zones_falls_back_to_its_states_zones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # libphonenumber names the place of an area code before its zone data knows it (a new
+    # overlay code): the state named still gives the zones
+    from integrations import quiet_hours
+
+    monkeypatch.setattr(
+        quiet_hours.phone_timezones, "time_zones_for_number", lambda number: ("Etc/Unknown",)
+    )
+    quiet_hours._phone_zones.cache_clear()
+    try:
+        where = recipient_whereabouts(_patient(), "+18505550123")  # Tallahassee, Florida
+        assert (where.zones, where.states, where.source) == (
+            ("America/New_York", "America/Chicago"),
+            {"FL"},
+            "area code",
+        )
+        assert recipient_whereabouts(None, UNKNOWN).source == "unknown"
+    finally:
+        quiet_hours._phone_zones.cache_clear()

@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MUTMUT = [str(Path(sys.executable).parent / "mutmut")]
 SURVIVORS = ROOT / "tests" / "mutation-survivors.md"
+RESULTS = ROOT / "mutants" / "scores.json"  # each module's results, as its last run left them
 
 # The share of mutants the fast tests must kill, per module (issue 22).
 TARGETS: dict[str, float] = {
@@ -67,11 +68,19 @@ def _explained() -> set[str]:
 
 
 def _results(module: str) -> dict[str, int | None]:
+    """mutmut's exit code for each mutant of `module` (None: not run)."""
     meta = ROOT / "mutants" / f"{module}.meta"
-    if not meta.exists():
-        return {}
-    exit_codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    exit_codes: dict[str, int | None] = (
+        json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+    )
     return exit_codes
+
+
+def _kept(module: str) -> dict[str, int | None]:
+    """The results of `module`'s last run by this script, else mutmut's own."""
+    kept = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results: dict[str, int | None] = kept.get(module) or _results(module)
+    return results
 
 
 def report(modules: list[str]) -> bool:
@@ -81,7 +90,7 @@ def report(modules: list[str]) -> bool:
     print(f"{'module':34} {'killed':>7} {'total':>6} {'score':>7} {'target':>7}")
     survivors: list[str] = []
     for module in modules:
-        results = _results(module)
+        results = _kept(module)
         checked = {name: code for name, code in results.items() if code is not None}
         if not checked:
             print(f"{module:34} {'not run':>7}")
@@ -122,7 +131,9 @@ def main() -> int:
         print(f"no mutated module changed since {args.changed}: nothing to run")
         return 0
     if not args.report_only:
-        # One module at a time, one child process: the mutants share one test database.
+        # One module at a time, one child process: the mutants share one test database. A
+        # run forgets the results of the modules it was not asked for: each module's are
+        # kept as soon as it has run.
         for module in modules:
             subprocess.run(
                 [*MUTMUT, "run", "--max-children", "1", f"{_mutant_prefix(module)}.*"],
@@ -130,6 +141,8 @@ def main() -> int:
                 env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
                 check=False,
             )
+            kept = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+            RESULTS.write_text(json.dumps({**kept, module: _results(module)}, indent=1))
     return 0 if report(modules) else 1
 
 

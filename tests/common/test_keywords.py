@@ -112,3 +112,21 @@ def test_normalizing(body: str, normalized: str) -> None:
 )
 def test_compacting_drops_inner_spaces_hyphens_and_underscores(text: str, compact: str) -> None:
     assert keyword_compact(text) == compact
+
+
+@pytest.mark.parametrize("body", ["hello", "stop it", "", "🛑", "yes please"])
+def test_any_other_text_is_no_keyword_in_no_language(body: str) -> None:
+    assert keyword_read(body, languages=["es", "fr", "pt"]) == ("", "", "")
+    assert keyword_family(body) == ("", "")
+
+
+def test_a_word_an_enabled_language_starts_with_still_stops_when_english_stops_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # no listed language has such a word yet; the order of the families guards the next one
+    from common import keywords
+
+    monkeypatch.setitem(keywords._LANGUAGE_FAMILIES, "zz", (("opt_in", {"stop": "STOP"}),))
+    assert keyword_read("stop", languages=["zz"]) == ("opt_out", "STOP", "en")
+    monkeypatch.setitem(keywords._LANGUAGE_FAMILIES, "zz", (("help", {"start": "START"}),))
+    assert keyword_read("start", languages=["zz"]) == ("opt_in", "START", "en")

@@ -191,3 +191,10 @@ def test_each_state_name_gives_its_code(name: str, code: str) -> None:
 )
 def test_zone_valid_says_which_names_are_zones(value: str, valid: bool) -> None:
     assert zone_valid(value) is valid
+
+
+@pytest.mark.django_db
+def test_patient_zone_takes_the_patients_own_zone_first() -> None:
+    clinic = OrganizationFactory(timezone="America/New_York")
+    patient = PatientFactory(organization=clinic, timezone="America/Denver", province_code="CA")
+    assert patient_zone(patient, clinic).key == "America/Denver"

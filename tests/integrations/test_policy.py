@@ -689,3 +689,47 @@ def test_quiet_hours_start_and_end_to_the_second(
     decision = send_decide(message=message, now=moment)
     assert decision.defer_until == deferred_to
     assert decision.allowed is (deferred_to is None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "smart_hours", "purpose", "locks"),
+    [
+        ({}, None, "transactional", False),  # no cap, no smart sending, New York
+        ({}, 24, "transactional", False),  # smart sending weighs marketing only
+        ({}, 24, "marketing", True),
+        ({"province_code": "FL"}, None, "transactional", True),  # Florida's 3 a day
+        ({"phone": "+13055550123"}, None, "transactional", True),  # a Miami number
+        ({"province_code": "OK", "phone": "+12125550123"}, None, "transactional", True),
+    ],
+)
+def test_a_send_needs_the_patients_lock_only_where_a_count_decides(
+    make: Any, fields: dict[str, str], smart_hours: int | None, purpose: str, locks: bool
+) -> None:
+    MessagingPolicy.objects.update_or_create(
+        organization=make.integration.organization,
+        defaults={"smart_sending_hours": smart_hours},
+    )
+    messaging_policy_forget()
+    patient = PatientFactory(
+        organization=make.integration.organization,
+        **{"phone": "+12125550123", "timezone": "America/New_York", **fields},
+    )
+    assert send_needs_lock(message=make(patient=patient, purpose=purpose)) is locks
+
+
+def test_a_channel_whose_transport_is_not_registered_is_held_to_the_state_rules(
+    make: Any,
+) -> None:
+    patient = PatientFactory(
+        organization=make.integration.organization, phone="+13055550123", province_code="FL"
+    )
+    message = make(patient=patient)
+    message.integration.adapter = "gone"  # a transport no longer installed
+    assert send_needs_lock(message=message)
+
+
+def test_a_failed_check_is_recorded_with_its_reason(make: Any) -> None:
+    message = make()
+    decision = send_decide(message=message, now=NOON_NY)
+    assert decision.checks == [{"check": "consent", "ok": False, "detail": "no SMS consent"}]
+    assert (decision.allowed, decision.reason) == (False, "no SMS consent")

@@ -733,3 +733,33 @@ def test_a_failed_check_is_recorded_with_its_reason(make: Any) -> None:
     decision = send_decide(message=message, now=NOON_NY)
     assert decision.checks == [{"check": "consent", "ok": False, "detail": "no SMS consent"}]
     assert (decision.allowed, decision.reason) == (False, "no SMS consent")
+
+
+def test_the_decision_recorded_with_a_message_says_everything_a_dry_run_shows(make: Any) -> None:
+    message = make()
+    consent = ConsentFactory(patient=message.patient)
+    MessagingPolicy.objects.filter(organization=message.organization).update(
+        quiet_hours_start=time(8, 0), quiet_hours_end=time(21, 0)
+    )
+    eleven_pm_ny = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)
+    record = send_decide(message=message, now=eleven_pm_ny).as_dict(eleven_pm_ny)
+    assert set(record) == {
+        "at",
+        "allowed",
+        "reason",
+        "defer_until",
+        "consent_record_id",
+        "rules",
+        "checks",
+    }
+    assert record["at"] == "2026-06-02T03:00:00+00:00"
+    assert record["allowed"] is False
+    assert record["reason"].startswith("quiet hours (08:00–21:00 in America/New_York")
+    assert record["defer_until"] == "2026-06-02T08:00:00-04:00"  # 08:00 in New York
+    assert record["consent_record_id"] == consent.pk
+    assert record["rules"] == "the clinic's default rules"
+    assert [check["check"] for check in record["checks"]] == list(SEND_CHECKS[:5])
+    allowed = send_decide(message=message, now=NOON_NY).as_dict(NOON_NY)
+    assert (allowed["allowed"], allowed["reason"], allowed["defer_until"]) == (True, "", None)
+    refused = send_decide(message=make(), now=NOON_NY).as_dict(NOON_NY)
+    assert refused["consent_record_id"] is None

@@ -763,3 +763,29 @@ def test_the_decision_recorded_with_a_message_says_everything_a_dry_run_shows(ma
     assert (allowed["allowed"], allowed["reason"], allowed["defer_until"]) == (True, "", None)
     refused = send_decide(message=make(), now=NOON_NY).as_dict(NOON_NY)
     assert refused["consent_record_id"] is None
+
+
+@pytest.mark.parametrize(
+    ("hours", "ago", "said"),
+    [
+        (1, timedelta(seconds=30), "1 minute ago, within the clinic's 1 hour"),
+        (1, timedelta(minutes=1), "1 minute ago, within the clinic's 1 hour"),
+        (2, timedelta(minutes=2), "2 minutes ago, within the clinic's 2 hours"),
+        (3, timedelta(minutes=119), "119 minutes ago, within the clinic's 3 hours"),
+        (3, timedelta(minutes=120), "2 hours ago, within the clinic's 3 hours"),
+    ],
+)
+def test_smart_sending_says_how_long_ago_in_minutes_then_hours(
+    make: Any, hours: int, ago: timedelta, said: str
+) -> None:
+    MessagingPolicy.objects.filter(organization=make.integration.organization).update(
+        smart_sending_hours=hours
+    )
+    messaging_policy_forget()
+    message = make(purpose="marketing")
+    ConsentFactory(patient=message.patient, purpose="marketing")
+    _sent_at(message, NOON_NY - ago, "earlier")
+    decision = send_decide(message=message, now=NOON_NY)
+    assert decision.reason == (
+        f"smart sending: this patient was sent a message {said} for marketing messages"
+    )

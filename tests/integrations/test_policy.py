@@ -789,3 +789,24 @@ def test_smart_sending_says_how_long_ago_in_minutes_then_hours(
     assert decision.reason == (
         f"smart sending: this patient was sent a message {said} for marketing messages"
     )
+
+
+def test_smart_sending_counts_this_patients_messages_and_leaves_care_texts_to_the_rest(
+    make: Any,
+) -> None:
+    MessagingPolicy.objects.filter(organization=make.integration.organization).update(
+        smart_sending_hours=24, quiet_hours_start=time(8, 0), quiet_hours_end=time(21, 0)
+    )
+    messaging_policy_forget()
+    other = make()
+    _sent_at(other, NOON_NY - timedelta(hours=1), "another patient's")
+    message = make(purpose="marketing")
+    ConsentFactory(patient=message.patient, purpose="marketing")
+    assert send_decide(message=message, now=NOON_NY).allowed
+    # a care text passes smart sending, and the checks after it still run
+    care = make(patient=message.patient)
+    ConsentFactory(patient=message.patient)
+    eleven_pm_ny = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)
+    assert send_decide(message=care, now=eleven_pm_ny).defer_until == datetime(
+        2026, 6, 2, 12, 0, tzinfo=UTC
+    )

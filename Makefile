@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck install clean bench
+.PHONY: run test lint typecheck install clean bench mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,5 +34,11 @@ bench: $(STAMP)
 	$(PY) bench/admin.py $(BENCH_ARGS)
 	$(PY) bench/replies.py $(BENCH_ARGS)
 
+# Mutation testing of the send-safety modules against the fast tests (bench/mutation.py):
+# the score per module against its target, and the survivors. MUTATION_ARGS="--changed
+# origin/main" runs only the modules a change touches; MUTATION_ARGS=integrations/policy.py one.
+mutation: $(STAMP)
+	nice -n 19 $(PY) bench/mutation.py $(MUTATION_ARGS)
+
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var mutants

@@ -128,7 +128,8 @@ def broadcast_problems(*, broadcast: Broadcast) -> dict[str, list[str]]:
     if broadcast.purpose not in ConsentRecord.Purpose.values:
         problems.setdefault("purpose", []).append("choose a consent purpose")
     try:
-        segment_patients(segment=broadcast.segment)
+        if broadcast.segment_id is not None:  # a form still being filled in may have none
+            segment_patients(segment=broadcast.segment)
     except FilterError as exc:
         # Saved before a field it names was withdrawn, or written around the admin's checks.
         problems.setdefault("segment", []).append(f"fix the segment's filter first: {exc}")

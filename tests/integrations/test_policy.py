@@ -567,3 +567,246 @@ def test_a_dry_run_of_an_email_shows_the_rules_it_went_under(email_channel: Any)
         "ok": True,
         "detail": "off for email (the clinic's email rules)",
     } in result.decision["checks"]
+
+
+def _sent_at(message: Any, started: datetime, key: str, **fields: Any) -> None:
+    """A message this patient was sent, sending started at `started`."""
+    OutboundMessage.objects.create(
+        organization=message.organization,
+        integration=message.integration,
+        patient=message.patient,
+        purpose=fields.pop("purpose", "transactional"),
+        to=message.to,
+        body="x",
+        idempotency_key=key,
+        status=fields.pop("status", "sent"),
+        sending_started_at=started,
+        **fields,
+    )
+
+
+@pytest.mark.parametrize(
+    ("period", "days"),
+    [("day", 1), ("week", 7)],
+)
+def test_a_cap_counts_the_sends_of_its_window_to_the_microsecond(
+    make: Any, period: str, days: int
+) -> None:
+    message = make()
+    ConsentFactory(patient=message.patient)
+    MessagingPolicy.objects.filter(organization=message.organization).update(
+        **{f"transactional_per_{period}": 1}
+    )
+    _sent_at(message, NOON_NY - timedelta(days=days), "edge")
+    # a send exactly one window ago still counts
+    assert send_decide(message=message, now=NOON_NY).reason == (
+        f"frequency cap: at most 1 transactional text(s) per {period} for this patient"
+    )
+    # a microsecond later it has left the window
+    assert send_decide(message=message, now=NOON_NY + timedelta(microseconds=1)).allowed
+
+
+@pytest.mark.parametrize(
+    ("status", "counted"),
+    [
+        ("sending", True),
+        ("sent", True),
+        ("delivered", True),
+        ("undelivered", True),
+        ("unknown", True),
+        ("pending", False),
+        ("failed", False),
+        ("skipped", False),
+    ],
+)
+def test_caps_count_what_reached_or_may_have_reached_the_provider(
+    make: Any, status: str, counted: bool
+) -> None:
+    message = make()
+    ConsentFactory(patient=message.patient)
+    MessagingPolicy.objects.filter(organization=message.organization).update(
+        transactional_per_day=1
+    )
+    _sent_at(message, NOON_NY - timedelta(hours=1), "earlier", status=status)
+    assert send_decide(message=message, now=NOON_NY).allowed is not counted
+
+
+def test_the_strict_state_limit_is_three_in_24_hours_to_the_microsecond(make: Any) -> None:
+    patient = PatientFactory(
+        organization=make.integration.organization,
+        phone="+14055550123",  # Oklahoma City
+        province_code="OK",
+        timezone="America/Chicago",
+    )
+    ConsentFactory(patient=patient)
+    message = make(patient=patient)
+    _sent_at(message, NOON_NY - timedelta(hours=1), "ok1")
+    _sent_at(message, NOON_NY - timedelta(hours=2), "ok2")
+    assert send_decide(message=message, now=NOON_NY).allowed  # two: a third may go
+    _sent_at(message, NOON_NY - timedelta(days=1), "ok3")
+    assert send_decide(message=message, now=NOON_NY).reason == (
+        "frequency cap: at most 3 texts in 24 hours for recipients in OK"
+    )
+    assert send_decide(message=message, now=NOON_NY + timedelta(microseconds=1)).allowed
+
+
+def test_windows_that_never_overlap_fall_back_to_the_first_zones_window(make: Any) -> None:
+    # nothing says where this patient is: every US zone, and 08:00–12:00 in New York
+    # (12:00–16:00 UTC) never overlaps 08:00–12:00 in Honolulu (18:00–22:00 UTC)
+    patient = PatientFactory(
+        organization=make.integration.organization, phone="+15005550006", timezone=""
+    )
+    ConsentFactory(patient=patient)
+    MessagingPolicy.objects.filter(organization=patient.organization).update(
+        quiet_hours_start=time(8, 0), quiet_hours_end=time(12, 0)
+    )
+    message = make(patient=patient)
+    nine_am_ny = datetime(2026, 6, 2, 13, 0, tzinfo=UTC)
+    assert ("quiet hours", True) in _checks(send_decide(message=message, now=nine_am_ny))
+    eleven_pm_ny = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)
+    decision = send_decide(message=message, now=eleven_pm_ny)
+    assert decision.defer_until == datetime(2026, 6, 2, 12, 0, tzinfo=UTC)  # 08:00 in New York
+    assert "from unknown" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("moment", "deferred_to"),
+    [
+        (datetime(2026, 6, 2, 11, 59, 59, tzinfo=UTC), datetime(2026, 6, 2, 12, 0, tzinfo=UTC)),
+        (datetime(2026, 6, 2, 12, 0, tzinfo=UTC), None),
+        (datetime(2026, 6, 3, 0, 59, 59, tzinfo=UTC), None),
+        (datetime(2026, 6, 3, 1, 0, tzinfo=UTC), datetime(2026, 6, 3, 12, 0, tzinfo=UTC)),
+    ],
+)
+def test_quiet_hours_start_and_end_to_the_second(
+    make: Any, moment: datetime, deferred_to: datetime | None
+) -> None:
+    message = make()  # in New York: UTC-4 in June
+    ConsentFactory(patient=message.patient)
+    MessagingPolicy.objects.filter(organization=message.organization).update(
+        quiet_hours_start=time(8, 0), quiet_hours_end=time(21, 0)
+    )
+    decision = send_decide(message=message, now=moment)
+    assert decision.defer_until == deferred_to
+    assert decision.allowed is (deferred_to is None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "smart_hours", "purpose", "locks"),
+    [
+        ({}, None, "transactional", False),  # no cap, no smart sending, New York
+        ({}, 24, "transactional", False),  # smart sending weighs marketing only
+        ({}, 24, "marketing", True),
+        ({"province_code": "FL"}, None, "transactional", True),  # Florida's 3 a day
+        ({"phone": "+13055550123"}, None, "transactional", True),  # a Miami number
+        ({"province_code": "OK", "phone": "+12125550123"}, None, "transactional", True),
+    ],
+)
+def test_a_send_needs_the_patients_lock_only_where_a_count_decides(
+    make: Any, fields: dict[str, str], smart_hours: int | None, purpose: str, locks: bool
+) -> None:
+    MessagingPolicy.objects.update_or_create(
+        organization=make.integration.organization,
+        defaults={"smart_sending_hours": smart_hours},
+    )
+    messaging_policy_forget()
+    patient = PatientFactory(
+        organization=make.integration.organization,
+        **{"phone": "+12125550123", "timezone": "America/New_York", **fields},
+    )
+    assert send_needs_lock(message=make(patient=patient, purpose=purpose)) is locks
+
+
+def test_a_channel_whose_transport_is_not_registered_is_held_to_the_state_rules(
+    make: Any,
+) -> None:
+    patient = PatientFactory(
+        organization=make.integration.organization, phone="+13055550123", province_code="FL"
+    )
+    message = make(patient=patient)
+    message.integration.adapter = "gone"  # a transport no longer installed
+    assert send_needs_lock(message=message)
+
+
+def test_a_failed_check_is_recorded_with_its_reason(make: Any) -> None:
+    message = make()
+    decision = send_decide(message=message, now=NOON_NY)
+    assert decision.checks == [{"check": "consent", "ok": False, "detail": "no SMS consent"}]
+    assert (decision.allowed, decision.reason) == (False, "no SMS consent")
+
+
+def test_the_decision_recorded_with_a_message_says_everything_a_dry_run_shows(make: Any) -> None:
+    message = make()
+    consent = ConsentFactory(patient=message.patient)
+    MessagingPolicy.objects.filter(organization=message.organization).update(
+        quiet_hours_start=time(8, 0), quiet_hours_end=time(21, 0)
+    )
+    eleven_pm_ny = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)
+    record = send_decide(message=message, now=eleven_pm_ny).as_dict(eleven_pm_ny)
+    assert set(record) == {
+        "at",
+        "allowed",
+        "reason",
+        "defer_until",
+        "consent_record_id",
+        "rules",
+        "checks",
+    }
+    assert record["at"] == "2026-06-02T03:00:00+00:00"
+    assert record["allowed"] is False
+    assert record["reason"].startswith("quiet hours (08:00–21:00 in America/New_York")
+    assert record["defer_until"] == "2026-06-02T08:00:00-04:00"  # 08:00 in New York
+    assert record["consent_record_id"] == consent.pk
+    assert record["rules"] == "the clinic's default rules"
+    assert [check["check"] for check in record["checks"]] == list(SEND_CHECKS[:5])
+    allowed = send_decide(message=message, now=NOON_NY).as_dict(NOON_NY)
+    assert (allowed["allowed"], allowed["reason"], allowed["defer_until"]) == (True, "", None)
+    refused = send_decide(message=make(), now=NOON_NY).as_dict(NOON_NY)
+    assert refused["consent_record_id"] is None
+
+
+@pytest.mark.parametrize(
+    ("hours", "ago", "said"),
+    [
+        (1, timedelta(seconds=30), "1 minute ago, within the clinic's 1 hour"),
+        (1, timedelta(minutes=1), "1 minute ago, within the clinic's 1 hour"),
+        (2, timedelta(minutes=2), "2 minutes ago, within the clinic's 2 hours"),
+        (3, timedelta(minutes=119), "119 minutes ago, within the clinic's 3 hours"),
+        (3, timedelta(minutes=120), "2 hours ago, within the clinic's 3 hours"),
+    ],
+)
+def test_smart_sending_says_how_long_ago_in_minutes_then_hours(
+    make: Any, hours: int, ago: timedelta, said: str
+) -> None:
+    MessagingPolicy.objects.filter(organization=make.integration.organization).update(
+        smart_sending_hours=hours
+    )
+    messaging_policy_forget()
+    message = make(purpose="marketing")
+    ConsentFactory(patient=message.patient, purpose="marketing")
+    _sent_at(message, NOON_NY - ago, "earlier")
+    decision = send_decide(message=message, now=NOON_NY)
+    assert decision.reason == (
+        f"smart sending: this patient was sent a message {said} for marketing messages"
+    )
+
+
+def test_smart_sending_counts_this_patients_messages_and_leaves_care_texts_to_the_rest(
+    make: Any,
+) -> None:
+    MessagingPolicy.objects.filter(organization=make.integration.organization).update(
+        smart_sending_hours=24, quiet_hours_start=time(8, 0), quiet_hours_end=time(21, 0)
+    )
+    messaging_policy_forget()
+    other = make()
+    _sent_at(other, NOON_NY - timedelta(hours=1), "another patient's")
+    message = make(purpose="marketing")
+    ConsentFactory(patient=message.patient, purpose="marketing")
+    assert send_decide(message=message, now=NOON_NY).allowed
+    # a care text passes smart sending, and the checks after it still run
+    care = make(patient=message.patient)
+    ConsentFactory(patient=message.patient)
+    eleven_pm_ny = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)
+    assert send_decide(message=care, now=eleven_pm_ny).defer_until == datetime(
+        2026, 6, 2, 12, 0, tzinfo=UTC
+    )

@@ -5,10 +5,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from integrations.models import OutboundMessage
-from integrations.sending import message_prepare, message_send
+from integrations.sending import message_deliver, message_prepare, message_send
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import ConsentRecord
 from tests.conftest import sandbox_account, wait_for
@@ -248,3 +249,54 @@ def test_twilios_answer_moves_a_claimed_message_to_sent(make_message: Any) -> No
         "queued",
         Status.SENT,
     )
+
+
+@pytest.mark.parametrize("by_then", [Status.SENDING, Status.SENT, Status.SKIPPED])
+def test_a_worker_that_lost_its_claim_does_not_call_twilio(
+    make_message: Any, sandbox: SandboxServer, by_then: str
+) -> None:
+    message = make_message()
+    # this worker read the message pending; another claimed it (and maybe finished) meanwhile
+    mine = OutboundMessage.objects.select_related("integration", "patient").get(pk=message.pk)
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        status=by_then, attempts=1, sending_started_at=timezone.now()
+    )
+    result = message_deliver(mine)
+    assert sandbox.stats()["creates"] == 0
+    assert (result.status, result.attempts) == (by_then, 1)  # the other worker's, re-read
+    assert OutboundMessage.objects.get(pk=message.pk).attempts == 1
+
+
+def test_a_claim_is_stale_only_after_twice_the_send_timeout_and_30_seconds(
+    make_message: Any, sandbox: SandboxServer, settings: Any
+) -> None:
+    settings.TWILIO_HTTP_TIMEOUT = 10
+    message = make_message()
+    started = timezone.now()
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        status=Status.SENDING, attempts=1, sending_started_at=started
+    )
+    # 2 × 10 s + 30 s: the claiming worker may still be waiting for Twilio's answer
+    with time_machine.travel(started + timedelta(seconds=50), tick=False):
+        assert message_send(message_id=message.pk).status == Status.SENDING
+    assert sandbox.stats()["creates"] == 0
+    # a second later it has stopped: ambiguous, so looked up at Twilio and (not found there)
+    # left for the grace period, never resent at once
+    with time_machine.travel(started + timedelta(seconds=50, milliseconds=1), tick=False):
+        result = message_send(message_id=message.pk)
+    assert (result.status, result.error_code) == (Status.UNKNOWN, "stale")
+    assert sandbox.stats()["creates"] == 0
+
+
+def test_a_retry_waits_until_its_time_to_the_second(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    message = make_message()
+    due = timezone.now() + timedelta(minutes=1)
+    OutboundMessage.objects.filter(pk=message.pk).update(next_attempt_at=due)
+    with time_machine.travel(due - timedelta(milliseconds=1), tick=False):
+        assert message_send(message_id=message.pk).status == Status.PENDING
+    assert sandbox.stats()["creates"] == 0
+    with time_machine.travel(due, tick=False):
+        assert message_send(message_id=message.pk).status == Status.SENT
+    assert sandbox.stats()["creates"] == 1

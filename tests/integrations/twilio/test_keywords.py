@@ -190,3 +190,34 @@ def test_any_text_is_matched_without_error_and_only_whole_keywords_opt_out(body:
         assert letters in {
             "".join(c for c in w.casefold() if c.isalnum()) for w in OPT_OUT_KEYWORDS
         }
+
+
+# What Twilio blocks and confirms itself on a long code, written out independently: careflow
+# confirms every other opt-out (the only confirmation the FCC rule allows), so a word missing
+# here means no confirmation at all, and one too many means two.
+TWILIO_OWN = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"]
+
+
+@pytest.mark.parametrize("word", TWILIO_OWN)
+def test_each_word_twilio_confirms_itself(word: str) -> None:
+    assert twilio_handles_opt_out(f" {word.lower()} ")
+    assert keyword_action(word) == "opt_out"
+
+
+@pytest.mark.parametrize("word", ["OPT OUT", "OPT-OUT", "STOP!", "PARAR", "START", "HELP"])
+def test_words_twilio_does_not_confirm(word: str) -> None:
+    assert not twilio_handles_opt_out(word)
+
+
+@pytest.mark.parametrize(
+    ("word", "action"),
+    [
+        ("YES", "opt_in"),
+        ("UNSTOP", "opt_in"),
+        ("START", "opt_in"),
+        ("INFO", "help"),
+        ("HELP", "help"),
+    ],
+)
+def test_opt_in_and_help_words_are_actions(word: str, action: str) -> None:
+    assert keyword_action(word.lower()) == action

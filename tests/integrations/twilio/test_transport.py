@@ -228,3 +228,66 @@ def test_the_segments_careflow_logs_are_those_twilio_reports(
     assert message.segments == 3
     assert accepted.units == 3
     assert sandbox.messages()[0]["num_segments"] == 3
+
+
+MG = "MG" + "1" * 32
+
+
+@pytest.mark.parametrize(
+    ("approved_service", "numbers", "from_number", "service", "verdict"),
+    [
+        # a Messaging Service: the clinic's own only, whatever the number
+        (MG, [], "", MG, (True, MG)),
+        (MG, ["+15005550006"], "+15005550006", MG, (True, "+15005550006")),
+        (
+            MG,
+            [],
+            "",
+            "MG" + "2" * 32,
+            (False, "messaging service is not the clinic's approved one"),
+        ),
+        ("", [], "", MG, (False, "messaging service is not the clinic's approved one")),
+        (
+            MG,
+            ["+15005550006"],
+            "+15005550006",
+            "MG" + "2" * 32,
+            (False, "messaging service is not the clinic's approved one"),
+        ),
+        # a number: one of the clinic's approved ones
+        ("", ["+15005550006"], "+15005550006", "", (True, "+15005550006")),
+        (MG, ["+15005550006"], "+15005550006", "", (True, "+15005550006")),
+        (
+            "",
+            ["+15005550006"],
+            "+14155550000",
+            "",
+            (False, "sender +14155550000 is not an approved number for this clinic"),
+        ),
+        (
+            "",
+            [],
+            "+15005550006",
+            "",
+            (False, "sender +15005550006 is not an approved number for this clinic"),
+        ),
+        ("", ["+15005550006"], "", "", (False, "no sender: the message has no From number")),
+    ],
+)
+def test_the_approved_sender_rule_for_numbers_and_messaging_services(
+    approved_service: str,
+    numbers: list[str],
+    from_number: str,
+    service: str,
+    verdict: tuple[bool, str],
+) -> None:
+    integration = IntegrationFactory(messaging_service_sid=approved_service, senders=numbers)
+    message = OutboundMessage(
+        organization=integration.organization,
+        integration=integration,
+        to="+14155550123",
+        from_number=from_number,
+        messaging_service_sid=service,
+        body="hi",
+    )
+    assert TwilioTransport().sender_check(message) == verdict

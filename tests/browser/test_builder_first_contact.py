@@ -1,15 +1,17 @@
 """The builder's SMS preview in a real browser: the clinic's first-contact wording shown and
 counted, a Media URL previewed as a link (never loaded), a bad one refused at save with its
-reason, and a good one saved with the step."""
+reason, and a good one saved with the step. docs/builder-first-contact.png is taken here
+(CAREFLOW_SCREENSHOTS=1)."""
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from integrations.models import MessagingPolicy
-from tests.browser.conftest import builder_open, builder_save
+from tests.browser.conftest import builder_open, builder_save, screenshot_path
 from tests.factories import IntegrationFactory, SmsStepFactory, WorkflowFactory
 from workflows.models import Workflow
 
@@ -40,7 +42,7 @@ def workflow(transactional_db: Any) -> Workflow:
 
 
 def test_the_preview_counts_the_wording_and_shows_media_as_a_link(
-    admin_page: Callable[[Any], Page], workflow: Workflow
+    admin_page: Callable[[Any], Page], workflow: Workflow, tmp_path: Path
 ) -> None:
     page = builder_open(admin_page, workflow)
     step = page.locator("#cf-steps > li").first
@@ -69,6 +71,7 @@ def test_the_preview_counts_the_wording_and_shows_media_as_a_link(
     expect(link).to_have_attribute("rel", "noopener noreferrer")
     assert preview.locator("img").count() == 0  # the admin never loads the media itself
     expect(page.locator("#cf-problems")).to_have_text("✓ No problems found.")
+    step.screenshot(path=str(screenshot_path("builder-first-contact.png", tmp_path)))
 
     builder_save(page)
     saved = workflow.steps.get()

@@ -1,14 +1,16 @@
 """The builder's SMS preview in a real browser with the clinic's short links on: the link is
-shown and counted as short as it will be sent, and the preview says so."""
+shown and counted as short as it will be sent, and the preview says so.
+docs/builder-short-links.png is taken here (CAREFLOW_SCREENSHOTS=1)."""
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from integrations.models import MessagingPolicy
-from tests.browser.conftest import builder_open
+from tests.browser.conftest import builder_open, screenshot_path
 from tests.factories import IntegrationFactory, SmsStepFactory, WorkflowFactory
 from workflows.models import Workflow
 
@@ -37,7 +39,7 @@ def workflow(transactional_db: Any) -> Workflow:
 
 
 def test_the_preview_counts_links_as_short_as_they_are_sent(
-    admin_page: Callable[[Any], Page], workflow: Workflow
+    admin_page: Callable[[Any], Page], workflow: Workflow, tmp_path: Path
 ) -> None:
     page = builder_open(admin_page, workflow)
     preview = page.locator("#cf-steps > li").first.locator(".cf-preview")
@@ -50,3 +52,4 @@ def test_the_preview_counts_links_as_short_as_they_are_sent(
         f"Links are shortened when sent: 1 link, it is ~{len(SHORT)} characters "
         "(https://go.sunrise.example/l/…), counted as such."
     )
+    preview.screenshot(path=str(screenshot_path("builder-short-links.png", tmp_path)))

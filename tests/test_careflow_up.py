@@ -47,7 +47,10 @@ def _child(stack: CareflowUp, role: str) -> int:
         pids = [
             pid
             for pid, argv in child_processes(stack.process.pid).items()
-            if f" celery -A config {role}" in argv
+            # "python -m celery -A config beat", or as Celery retitles its processes when
+            # setproctitle is installed: "[celery beat] -A config beat …", "[celeryd: …]
+            # -active- (-A config worker …)" (its pool's children carry no arguments).
+            if "celery" in argv and f"-A config {role} " in f"{argv} "
         ]
         return pids[0] if len(pids) == 1 else 0
 

@@ -470,6 +470,8 @@ def test_a_keyword_in_an_enabled_language_is_one_and_answered_in_it(
     assert _receive(integration, "HELP", 1).reply == "Llámenos."
     result = _receive(integration, "PARAR", 2)
     assert (result.message.action, result.reply) == ("opt_out", "Baja.")
+    # From a number with no patient: PARAR is still answered in Spanish, its own language.
+    assert _receive(integration, "PARAR", 3, phone="+14155550999").reply == "Baja."
 
 
 def test_a_stop_opts_out_only_this_clinics_patients_at_this_number(
@@ -483,3 +485,23 @@ def test_a_stop_opts_out_only_this_clinics_patients_at_this_number(
     _receive(integration, "STOP", 1)
     assert _state(here, "transactional") == "opt_out"
     assert _state(neighbour, "transactional") == _state(elsewhere, "transactional") == "opt_in"
+
+
+def test_a_redelivered_keyword_returns_the_first_record_and_answers_again(
+    integration: Integration,
+) -> None:
+    _word(integration, help_text_reply="Call us.")
+    first = _receive(integration, "HELP", 1)
+    again = _receive(integration, "HELP", 1)
+    assert (first.created, first.reply) == (True, "Call us.")
+    assert (again.created, again.message.pk, again.reply) == (False, first.message.pk, "Call us.")
+    assert InboundMessage.objects.count() == 1
+
+
+def test_the_inbound_is_linked_to_the_first_patient_at_the_number(
+    integration: Integration,
+) -> None:
+    first = PatientFactory(organization=integration.organization, phone=PHONE)
+    PatientFactory(organization=integration.organization, phone=PHONE)
+    assert _receive(integration, "hello", 1).message.patient == first
+    assert _receive(integration, "hello", 2, phone="+14155550999").message.patient is None

@@ -391,3 +391,47 @@ def test_invalid_json_is_named_without_a_doubled_is() -> None:
     with pytest.raises(TemplateError) as error:
         json_template_render("{not json", DATA)
     assert str(error.value).startswith("not valid JSON: ")
+
+
+EXAMPLE = 'e.g. {{customer.firstName}} or {{customer.firstName | default:"there"}}'
+
+
+@pytest.mark.parametrize(
+    ("template", "message", "variable"),
+    [
+        (
+            "Hi {{1x}}",
+            "“{{1x}}” is not a variable; write a name such as {{customer.firstName}}",
+            "1x",
+        ),
+        (
+            "Hi {{name | shout}}",
+            "unknown filter “shout” on name; use one of: default, upper, lower, date, money",
+            "name",
+        ),
+        ("Hi {{name | default}}", 'default needs a value, e.g. name | default:"there"', "name"),
+        (
+            "{% if x %}Hi{% endif %}",
+            "a template tag “{% … %}” is not allowed here: only variables in double braces are "
+            f"filled in, {EXAMPLE}",
+            "",
+        ),
+        (
+            "{# note #}Hi",
+            "a template comment “{# … #}” is not allowed here: only variables in double braces "
+            f"are filled in, {EXAMPLE}",
+            "",
+        ),
+        ("Hi {{name", "a “{{” is never closed with “}}”", ""),
+    ],
+)
+def test_each_syntax_mistake_has_its_exact_message_and_variable(
+    template: str, message: str, variable: str
+) -> None:
+    with pytest.raises(TemplateError) as error:
+        template_render(template, {"name": "Ann"})
+    assert (str(error.value), error.value.variable) == (message, variable)
+
+
+def test_filters_apply_in_order_each_to_the_last_ones_text() -> None:
+    assert template_render('{{order.createdAt | date:"%b %-d" | upper}}', DATA) == "NOV 26"

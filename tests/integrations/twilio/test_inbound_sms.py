@@ -505,3 +505,14 @@ def test_the_inbound_is_linked_to_the_first_patient_at_the_number(
     PatientFactory(organization=integration.organization, phone=PHONE)
     assert _receive(integration, "hello", 1).message.patient == first
     assert _receive(integration, "hello", 2, phone="+14155550999").message.patient is None
+
+
+def test_the_inbound_and_its_event_keep_the_sid_and_the_number_texted(
+    integration: Integration,
+) -> None:
+    result = _receive(integration, "hello", 7)
+    assert (result.message.to, result.message.provider_sid) == (SENDER, "SM" + "0" * 31 + "7")
+    event = Event.objects.get(type="message.inbound")
+    assert event.payload["message"]["sid"] == "SM" + "0" * 31 + "7"
+    assert event.payload["message"]["to"] == SENDER
+    assert event.dedupe_key == f"message.inbound:{integration.organization_id}:SM{'0' * 31}7"

@@ -312,3 +312,126 @@ def test_html_templates_fail_as_text_templates_do() -> None:
 def test_html_without_variables_is_kept_exactly() -> None:
     markup = '<a href="https://clinic.example/?a=1&amp;b=2">Portal</a> &copy; <br/>'
     assert parameter_render(markup, DATA, kind="html") == markup
+
+
+# --- Exact outcomes each piece of the language promises (written out, not read back) -------
+
+
+@pytest.mark.parametrize(
+    ("template", "data", "message"),
+    [
+        ("{{when | date}}", {"when": "soon"}, "“soon” is not a date"),
+        ("{{when | date}}", {"when": 5}, "“5” is not a date"),
+        ("{{total | money}}", {"total": "abc"}, "“abc” is not an amount of money"),
+    ],
+)
+def test_a_value_a_filter_cannot_format_is_named_in_the_error(
+    template: str, data: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(TemplateError) as error:
+        template_render(template, data)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("template", "variable"),
+    [
+        ("Hi {{customer.middleName}}", "customer.middleName"),
+        ("Hi {{customer.lastName}}", "customer.lastName"),
+        ("Hi {{customer.defaultAddress}}", "customer.defaultAddress"),
+        ("Hi {{order.lineItems}}", "order.lineItems"),
+    ],
+)
+def test_a_value_that_cannot_be_filled_in_names_its_variable(template: str, variable: str) -> None:
+    with pytest.raises(TemplateError) as error:
+        template_render(template, DATA)
+    assert error.value.variable == variable
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ('{{customer.firstName | default:"there"}}', "Ann"),
+        ('{{customer.firstName | default:"there" | upper}}', "ANN"),
+        ("{{customer.acceptMarketing}}", "yes"),
+        ("{{flag}}", "no"),
+        ("{{flag | upper}}", "NO"),
+    ],
+)
+def test_a_present_value_ignores_its_default_and_booleans_read_yes_or_no(
+    template: str, expected: str
+) -> None:
+    assert template_render(template, {**DATA, "flag": False}) == expected
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{{customer.firstName.0}}", "{{order.lineItems.2.name}}", "{{order.number.1}}"],
+)
+def test_a_path_past_the_end_of_a_list_or_into_text_leads_nowhere(template: str) -> None:
+    with pytest.raises(TemplateError, match="is not in this event's data"):
+        template_render(template, DATA)
+
+
+def test_html_and_json_parameters_show_timestamps_on_the_recipients_clock() -> None:
+    chicago = zoneinfo.ZoneInfo("America/Chicago")
+    data = {"at": "2026-01-15T15:00:00+00:00", "name": "Zoë"}
+    html = parameter_render('<b>{{at | date:"%H:%M"}}</b>', data, kind="html", tz=chicago)
+    assert html == "<b>09:00</b>"
+    as_json = parameter_render({"name": "{{name}}"}, data, kind="json", tz=chicago)
+    assert as_json == '{"name": "Zoë"}'  # not escaped to \\u00eb
+
+
+def test_a_json_template_reports_a_syntax_mistake_before_a_missing_value() -> None:
+    with pytest.raises(TemplateError, match="tag"):
+        json_template_render({"a": "{{customer.middleName}}", "b": "{% if x %}"}, DATA)
+
+
+def test_invalid_json_is_named_without_a_doubled_is() -> None:
+    with pytest.raises(TemplateError) as error:
+        json_template_render("{not json", DATA)
+    assert str(error.value).startswith("not valid JSON: ")
+
+
+EXAMPLE = 'e.g. {{customer.firstName}} or {{customer.firstName | default:"there"}}'
+
+
+@pytest.mark.parametrize(
+    ("template", "message", "variable"),
+    [
+        (
+            "Hi {{1x}}",
+            "“{{1x}}” is not a variable; write a name such as {{customer.firstName}}",
+            "1x",
+        ),
+        (
+            "Hi {{name | shout}}",
+            "unknown filter “shout” on name; use one of: default, upper, lower, date, money",
+            "name",
+        ),
+        ("Hi {{name | default}}", 'default needs a value, e.g. name | default:"there"', "name"),
+        (
+            "{% if x %}Hi{% endif %}",
+            "a template tag “{% … %}” is not allowed here: only variables in double braces are "
+            f"filled in, {EXAMPLE}",
+            "",
+        ),
+        (
+            "{# note #}Hi",
+            "a template comment “{# … #}” is not allowed here: only variables in double braces "
+            f"are filled in, {EXAMPLE}",
+            "",
+        ),
+        ("Hi {{name", "a “{{” is never closed with “}}”", ""),
+    ],
+)
+def test_each_syntax_mistake_has_its_exact_message_and_variable(
+    template: str, message: str, variable: str
+) -> None:
+    with pytest.raises(TemplateError) as error:
+        template_render(template, {"name": "Ann"})
+    assert (str(error.value), error.value.variable) == (message, variable)
+
+
+def test_filters_apply_in_order_each_to_the_last_ones_text() -> None:
+    assert template_render('{{order.createdAt | date:"%b %-d" | upper}}', DATA) == "NOV 26"

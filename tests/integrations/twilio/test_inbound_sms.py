@@ -1,17 +1,20 @@
 """Inbound SMS webhook: real signatures from twilio's RequestValidator; STOP/START/HELP;
 free-text revocations flagged for review; the message.inbound event; replays."""
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
-from integrations.models import InboundMessage, Integration
-from integrations.policy import send_decide
+from integrations.models import InboundMessage, Integration, MessagingPolicy
+from integrations.policy import messaging_policy_forget, send_decide
 from integrations.sending import message_prepare
 from integrations.twilio.account import twilio_account
+from integrations.twilio.keywords import inbound_sms_receive
 from patients.models import ConsentRecord
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 from workflows.models import Event
@@ -308,3 +311,208 @@ def test_a_nul_in_a_signed_inbound_is_kept_visibly_not_a_500(
     assert Event.objects.get(type="message.inbound").payload["message"]["body"] == inbound.body
     expected = "opt_out" if body.startswith("STOP") else "opt_in"
     assert _state(patient, "transactional") == expected
+
+
+# --- inbound_sms_receive called directly: what each keyword records and answers ------------
+
+SENDER = "+15005550006"
+
+
+def _receive(integration: Integration, body: str, n: int, phone: str = PHONE) -> Any:
+    return inbound_sms_receive(
+        integration=integration, sid=f"SM{n:032d}", from_=phone, to=SENDER, body=body
+    )
+
+
+def _word(integration: Integration, **texts: Any) -> None:
+    """The clinic's own keyword replies, so a test can tell which one was sent."""
+    MessagingPolicy.objects.filter(organization=integration.organization).update(**texts)
+    messaging_policy_forget(integration.organization_id)
+
+
+def test_an_opt_out_records_exactly_its_evidence(integration: Integration) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    ConsentFactory(patient=patient, purpose="transactional")
+    result = _receive(integration, "Opt out", 1)
+    records = ConsentRecord.objects.filter(patient=patient, action="opt_out")
+    assert sorted(records.values_list("purpose", flat=True)) == ["marketing", "transactional"]
+    for record in records:
+        assert record.source == "inbound_keyword" and record.consent_text == ""
+        assert record.evidence == {
+            "inbound_message_id": result.message.pk,
+            "sid": "SM" + "0" * 31 + "1",
+            "keyword": "OPT OUT",
+        }
+
+
+def test_a_restoring_start_records_exactly_its_evidence(integration: Integration) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    given = ConsentFactory(patient=patient, purpose="transactional", consent_text="Care ok")
+    _receive(integration, "STOP", 1)
+    result = _receive(integration, "Start", 2)
+    restored = ConsentRecord.objects.get(patient=patient, action="opt_in", source="inbound_keyword")
+    assert (restored.purpose, restored.channel, restored.consent_text) == (
+        "transactional",
+        "sms",
+        "Care ok",
+    )
+    assert restored.evidence == {
+        "inbound_message_id": result.message.pk,
+        "sid": "SM" + "0" * 31 + "2",
+        "keyword": "START",
+        "restored_from": given.pk,
+    }
+
+
+def test_start_restores_each_purpose_from_its_own_sms_history(integration: Integration) -> None:
+    """Marketing given alone, then opted out: START restores marketing with its own text,
+    and neither another purpose's, another channel's nor another patient's consent."""
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    ConsentFactory(patient=patient, purpose="marketing", consent_text="Offers ok")
+    ConsentFactory(patient=patient, purpose="marketing", channel="email", consent_text="Email")
+    other = PatientFactory(organization=integration.organization, phone="+14155550999")
+    ConsentFactory(patient=other, purpose="marketing", consent_text="Theirs")
+    _receive(integration, "STOP", 1)
+    _receive(integration, "START", 2)
+    assert _state(patient, "transactional") == "opt_out"  # never given: not granted
+    restored = ConsentRecord.objects.get(patient=patient, action="opt_in", source="inbound_keyword")
+    assert (restored.purpose, restored.consent_text) == ("marketing", "Offers ok")
+
+
+def test_start_restores_a_later_purpose_when_an_earlier_one_has_no_history(
+    integration: Integration,
+) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    ConsentFactory(patient=patient, purpose="marketing", consent_text="Offers ok")
+    ConsentFactory(patient=patient, purpose="marketing", action="opt_out", source="admin")
+    _receive(integration, "START", 1)
+    assert _state(patient, "marketing") == "opt_in"
+    assert not ConsentRecord.objects.filter(patient=patient, purpose="transactional").exists()
+
+
+def test_start_from_a_patient_still_opted_in_records_nothing(integration: Integration) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    ConsentFactory(patient=patient, purpose="transactional")
+    _receive(integration, "START", 1)
+    assert ConsentRecord.objects.filter(patient=patient).count() == 1
+
+
+def test_consent_history_is_read_by_when_it_happened_then_by_record(
+    integration: Integration,
+) -> None:
+    """A consent backfilled later (a paper form) counts from when it was given; two given
+    at the same instant are told apart by the order they were recorded in."""
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    now = timezone.now()
+    ConsentFactory(patient=patient, consent_text="Tied, first", occurred_at=now - timedelta(days=3))
+    ConsentFactory(patient=patient, consent_text="Tied, last", occurred_at=now - timedelta(days=3))
+    ConsentFactory(patient=patient, consent_text="Backfilled", occurred_at=now - timedelta(days=9))
+    _receive(integration, "STOP", 1)
+    # An opt-in backfilled after the STOP, from before it: the patient is still opted out.
+    ConsentFactory(patient=patient, consent_text="Older form", occurred_at=now - timedelta(days=8))
+    _receive(integration, "START", 2)
+    restored = ConsentRecord.objects.get(
+        patient=patient, purpose="transactional", source="inbound_keyword", action="opt_in"
+    )
+    assert restored.consent_text == "Tied, last"
+
+
+def test_an_opt_out_confirmation_is_suppressed_only_by_this_numbers_own_opt_out_here(
+    integration: Integration,
+) -> None:
+    _word(integration, stop_confirmation_reply="Opted out.")
+    elsewhere = IntegrationFactory()
+    _receive(elsewhere, "STOP!", 1)  # the same number, another clinic
+    _receive(integration, "STOP!", 2, phone="+14155550999")  # another number, this clinic
+    assert _receive(integration, "STOP!", 3).reply == "Opted out."
+    _receive(integration, "thanks", 4)  # free text after the opt-out changes nothing
+    assert _receive(integration, "STOP!", 5).reply is None
+
+
+def test_the_latest_opt_out_or_opt_in_decides_by_time_then_by_record(
+    integration: Integration,
+) -> None:
+    _word(integration, stop_confirmation_reply="Opted out.")
+    _receive(integration, "STOP!", 1)
+    start = _receive(integration, "START", 2).message
+    # Recorded in the same instant: the later record (the START) is the latest.
+    InboundMessage.objects.filter(pk=start.pk).update(
+        created_at=InboundMessage.objects.get(provider_sid="SM" + "0" * 31 + "1").created_at
+    )
+    assert _receive(integration, "STOP!", 3).reply == "Opted out."
+    # An opt-in recorded after that STOP but dated before it does not end the opt-out.
+    late = _receive(integration, "START", 4).message
+    InboundMessage.objects.filter(pk=late.pk).update(created_at=timezone.now() - timedelta(1))
+    assert _receive(integration, "STOP!", 5).reply is None
+
+
+def test_each_keyword_gets_its_own_reply_and_free_text_none(integration: Integration) -> None:
+    _word(integration, help_text_reply="Call us.", stop_confirmation_reply="Opted out.")
+    assert _receive(integration, "Help!", 1).reply == "Call us."
+    assert _receive(integration, "hello there", 2).reply is None
+    assert _receive(integration, "STOP!", 3).reply == "Opted out."
+
+
+def test_a_keyword_in_an_enabled_language_is_one_and_answered_in_it(
+    integration: Integration,
+) -> None:
+    organization = integration.organization
+    organization.languages = ["en", "es"]
+    organization.save(update_fields=["languages"])
+    _word(
+        integration,
+        help_text_reply="Call us.",
+        stop_confirmation_reply="Opted out.",
+        translations={"es": {"help_text_reply": "Llámenos.", "stop_confirmation_reply": "Baja."}},
+    )
+    # The patient prefers Spanish: an English keyword is answered in Spanish too.
+    PatientFactory(organization=organization, phone=PHONE, language="es")
+    assert _receive(integration, "HELP", 1).reply == "Llámenos."
+    result = _receive(integration, "PARAR", 2)
+    assert (result.message.action, result.reply) == ("opt_out", "Baja.")
+    # From a number with no patient: PARAR is still answered in Spanish, its own language.
+    assert _receive(integration, "PARAR", 3, phone="+14155550999").reply == "Baja."
+
+
+def test_a_stop_opts_out_only_this_clinics_patients_at_this_number(
+    integration: Integration,
+) -> None:
+    here = PatientFactory(organization=integration.organization, phone=PHONE)
+    neighbour = PatientFactory(organization=integration.organization, phone="+14155550999")
+    elsewhere = PatientFactory(organization=IntegrationFactory().organization, phone=PHONE)
+    for patient in (here, neighbour, elsewhere):
+        ConsentFactory(patient=patient)
+    _receive(integration, "STOP", 1)
+    assert _state(here, "transactional") == "opt_out"
+    assert _state(neighbour, "transactional") == _state(elsewhere, "transactional") == "opt_in"
+
+
+def test_a_redelivered_keyword_returns_the_first_record_and_answers_again(
+    integration: Integration,
+) -> None:
+    _word(integration, help_text_reply="Call us.")
+    first = _receive(integration, "HELP", 1)
+    again = _receive(integration, "HELP", 1)
+    assert (first.created, first.reply) == (True, "Call us.")
+    assert (again.created, again.message.pk, again.reply) == (False, first.message.pk, "Call us.")
+    assert InboundMessage.objects.count() == 1
+
+
+def test_the_inbound_is_linked_to_the_first_patient_at_the_number(
+    integration: Integration,
+) -> None:
+    first = PatientFactory(organization=integration.organization, phone=PHONE)
+    PatientFactory(organization=integration.organization, phone=PHONE)
+    assert _receive(integration, "hello", 1).message.patient == first
+    assert _receive(integration, "hello", 2, phone="+14155550999").message.patient is None
+
+
+def test_the_inbound_and_its_event_keep_the_sid_and_the_number_texted(
+    integration: Integration,
+) -> None:
+    result = _receive(integration, "hello", 7)
+    assert (result.message.to, result.message.provider_sid) == (SENDER, "SM" + "0" * 31 + "7")
+    event = Event.objects.get(type="message.inbound")
+    assert event.payload["message"]["sid"] == "SM" + "0" * 31 + "7"
+    assert event.payload["message"]["to"] == SENDER
+    assert event.dedupe_key == f"message.inbound:{integration.organization_id}:SM{'0' * 31}7"

@@ -9,11 +9,14 @@ from hypothesis import strategies as st
 
 from common.keywords import HELP_KEYWORDS, OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS, keyword_normalize
 from integrations.twilio.keywords import (
+    KeywordMatch,
     keyword_action,
     keyword_match,
     reads_like_revocation,
+    reply_language,
     twilio_handles_opt_out,
 )
+from patients.models import Organization, Patient
 
 FCC_REVOCATION_WORDS = ("stop", "quit", "end", "revoke", "opt out", "cancel", "unsubscribe")
 FAMILIES = (
@@ -221,3 +224,33 @@ def test_words_twilio_does_not_confirm(word: str) -> None:
 )
 def test_opt_in_and_help_words_are_actions(word: str, action: str) -> None:
     assert keyword_action(word.lower()) == action
+
+
+# The language a keyword is answered in. Unsaved rows: reply_language reads only their
+# fields, and the clinic enables English (its fallback), Spanish and French.
+def _clinic() -> Organization:
+    return Organization(fallback_language="en", languages=["en", "es", "fr"])
+
+
+@pytest.mark.parametrize(
+    ("match", "patient_languages", "expected"),
+    [
+        # A keyword in another language is answered in it, whatever the patient prefers.
+        (KeywordMatch("opt_out", "PARAR", "es"), ["fr"], "es"),
+        (KeywordMatch("opt_out", "PARAR", "es"), [], "es"),
+        # An English keyword (or free text) is answered in the first patient's language...
+        (KeywordMatch("opt_out", "STOP", "en"), ["fr", "es"], "fr"),
+        (KeywordMatch("help", "HELP", "en"), ["es"], "es"),
+        (KeywordMatch("none", "", ""), ["fr"], "fr"),
+        # ...when the clinic enables it; else in the clinic's own wording.
+        (KeywordMatch("opt_out", "STOP", "en"), ["de"], ""),
+        (KeywordMatch("none", "", ""), ["de", "fr"], ""),
+        (KeywordMatch("opt_out", "STOP", "en"), [], ""),
+        (KeywordMatch("none", "", ""), [], ""),
+    ],
+)
+def test_the_language_a_keyword_is_answered_in(
+    match: KeywordMatch, patient_languages: list[str], expected: str
+) -> None:
+    patients = [Patient(language=language) for language in patient_languages]
+    assert reply_language(match, patients, _clinic()) == expected

@@ -121,8 +121,14 @@ def test_an_api_key_from_the_admin_signs_up_a_patient_and_ships_an_order(
     page.get_by_role("link", name="Versions").first.click()
     expect(page.locator("#content tbody tr").first).to_contain_text("1 (current)")
     expect(page.locator("#content tbody tr").first).to_contain_text("Demo data")
-    styles = page.evaluate(
-        "[...document.styleSheets].filter(s => (s.href || '').includes('versions'))"
-        ".map(s => s.cssRules.length)"
+    # The link is served (by WhiteNoise, from collectstatic's copy) and the page applies it; the
+    # click returns before the page has loaded, so wait for the sheet rather than look once.
+    link = page.locator('link[rel="stylesheet"][href*="versions"]')
+    expect(link).to_have_count(1)
+    response = page.request.get(str(link.get_attribute("href")))
+    assert response.ok, f"the versions stylesheet answered {response.status}"
+    assert response.headers["content-type"].startswith("text/css")
+    page.wait_for_function(
+        "[...document.styleSheets].some(s => (s.href || '').includes('versions')"
+        " && s.cssRules.length > 0)"
     )
-    assert styles and styles[0] > 0, "the versions stylesheet did not load"

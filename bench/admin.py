@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -32,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common
 from bench.common import SetupError
 
-# BENCH_ADMIN_DB=careflow_bench_admin_<name> keeps concurrent runs on one machine apart.
-DB = os.environ.get("BENCH_ADMIN_DB", "careflow_bench_admin")
+DB = common.bench_db("careflow_bench_admin")
 BATCH = 200_000
 TARGET_MS = 300.0
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common
 from bench.common import PG, PY, REDIS
 
-DB = "careflow_bench_broadcasts"
+DB = common.bench_db("careflow_bench_broadcasts")
 REDIS_URL = f"{REDIS}/{os.environ.get('BENCH_BROADCAST_REDIS_DB', '6')}"
 # The share of patients seeded without marketing consent, and in a zone where it is night.
 NO_CONSENT_EVERY, QUIET_EVERY = 50, 50

@@ -29,7 +29,17 @@ PY = sys.executable
 PG = "postgres://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379"
 # Ours alone: other engineers use test_careflow, careflow_h*, careflow_ci and Redis 12-15.
-CAREFLOW_DB, BASELINE_DB = "careflow_bench", "careflow_bench_base"
+# BENCH_DB_SUFFIX="_<name>" keeps concurrent runs from two checkouts on one machine apart
+# (every script's databases and the workers' var directory); BENCH_REDIS_DBS moves Redis.
+DB_SUFFIX = os.environ.get("BENCH_DB_SUFFIX", "")
+
+
+def bench_db(name: str) -> str:
+    """A benchmark database's name, with this run's suffix."""
+    return f"{name}{DB_SUFFIX}"
+
+
+CAREFLOW_DB, BASELINE_DB = bench_db("careflow_bench"), bench_db("careflow_bench_base")
 # BENCH_REDIS_DBS="15,14" moves both when those two are taken by another run on the machine.
 CAREFLOW_REDIS_DB, BASELINE_REDIS_DB = os.environ.get("BENCH_REDIS_DBS", "10,11").split(",")
 CAREFLOW_REDIS, BASELINE_REDIS = f"{REDIS}/{CAREFLOW_REDIS_DB}", f"{REDIS}/{BASELINE_REDIS_DB}"

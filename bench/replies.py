@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common
 from bench.common import SetupError
 
-DB = "careflow_bench_replies"
+DB = common.bench_db("careflow_bench_replies")
 QUESTION = "Order {{order.number}} has shipped. Did it arrive? Reply CONFIRM"
 # Not "Yes": YES is also an opt-in keyword (integrations.twilio.keywords, as at Twilio), and
 # keywords are never answers; the figure is the conversation's, not the keyword handling's.

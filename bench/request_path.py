@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
 
-DB = "careflow_bench_rp"
+DB = common.bench_db("careflow_bench_rp")
 VARIANTS = ("careflow", "plain", "baseline")
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
 
-DB = "careflow_bench_send"
+DB = common.bench_db("careflow_bench_send")
 WARM_UP = 40
 
 

@@ -3,7 +3,9 @@ Celery worker process.
 
 Integration tests run against PostgreSQL and Redis (see config/settings_test.py) with a
 worker started as a separate `celery worker -B` process pointed at the test database, so
-tasks really cross the broker and the process boundary; nothing runs eagerly.
+tasks really cross the broker and the process boundary; nothing runs eagerly. The broker may
+be RabbitMQ instead (CELERY_BROKER_URL=amqp://…, with CAREFLOW_THROTTLE_REDIS_URL naming the
+Redis; .ci/rabbitmq): nothing here depends on which.
 """
 
 import os

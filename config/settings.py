@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -226,10 +227,15 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
         "polling_interval": 0.2,
     }
-else:
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # acks_late + Redis: an unacknowledged task is redelivered after this many seconds.
     # Every task is idempotent, so redelivery costs time, never a duplicate SMS.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+# RabbitMQ (amqp://) needs no option: it redelivers a task as soon as the connection of the
+# worker holding it closes, and closes a channel holding a task unacknowledged for longer
+# than its consumer_timeout (30 min by default). A task is held that long only while it waits
+# for its ETA in the worker, and careflow gives no task an ETA or countdown over a minute
+# (workflows.tasks.SHORT_WAIT): longer waits are rows swept by beat.
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_TASK_IGNORE_RESULT = True
@@ -328,17 +334,28 @@ CAREFLOW_RECONCILE_MAX_FAILURES = env.int("CAREFLOW_RECONCILE_MAX_FAILURES", def
 # PostgreSQL connection per task nearly halves throughput.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 
-# Redis for the per-sender throttle shared by all workers; by default the broker's Redis.
+# The Redis that coordinates every worker and web process (common.coordination: the
+# per-sender throttle, the events' waiting list; and the cache below); by default the broker's
+# Redis. With another broker (RabbitMQ) it must be set: a broker queue cannot hold a shared
+# token bucket, and without one each worker process would pace its senders on its own.
+_REDIS_SCHEMES = ("redis://", "rediss://")
 CAREFLOW_THROTTLE_REDIS_URL = env.str("CAREFLOW_THROTTLE_REDIS_URL", default=CELERY_BROKER_URL)
+if not CAREFLOW_THROTTLE_REDIS_URL.startswith(_REDIS_SCHEMES) and not CELERY_BROKER_URL.startswith(
+    ("filesystem://", "memory://")
+):
+    raise ImproperlyConfigured(
+        "CAREFLOW_THROTTLE_REDIS_URL must name a Redis (redis://…) when the Celery broker is "
+        "not Redis: the per-sender throttle is shared by all workers through it"
+    )
 
 # The cache: the API's per-key rate limits live here, so every web process (gunicorn workers)
-# must share it. By default the broker's Redis when there is one; otherwise (`make run`, one
-# web process on SQLite) files under var/, which its processes share too.
+# must share it. By default the coordinating Redis when there is one; otherwise (`make run`,
+# one web process on SQLite) files under var/, which its processes share too.
 CACHES = {
     "default": env.cache_url(
         "CAREFLOW_CACHE_URL",
-        default=CELERY_BROKER_URL
-        if CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+        default=CAREFLOW_THROTTLE_REDIS_URL
+        if CAREFLOW_THROTTLE_REDIS_URL.startswith(_REDIS_SCHEMES)
         else f"filecache://{VAR_DIR / 'cache'}",
     )
 }

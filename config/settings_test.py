@@ -1,6 +1,7 @@
 """Settings for the test suite: the production parts (PostgreSQL, Redis), never eager Celery.
 
-Only defaults are set here; DATABASE_URL / CELERY_BROKER_URL from the environment win.
+Only defaults are set here; DATABASE_URL / CELERY_BROKER_URL from the environment win (an
+amqp:// broker, RabbitMQ, with CAREFLOW_THROTTLE_REDIS_URL set: .ci/rabbitmq).
 """
 
 import os

@@ -3,7 +3,9 @@ Celery worker process.
 
 Integration tests run against PostgreSQL and Redis (see config/settings_test.py) with a
 worker started as a separate `celery worker -B` process pointed at the test database, so
-tasks really cross the broker and the process boundary; nothing runs eagerly.
+tasks really cross the broker and the process boundary; nothing runs eagerly. The broker may
+be RabbitMQ instead (CELERY_BROKER_URL=amqp://…, with CAREFLOW_THROTTLE_REDIS_URL naming the
+Redis; .ci/rabbitmq): nothing here depends on which.
 """
 
 import os
@@ -19,12 +21,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import redis
 from django.conf import settings
 from django.core.management.base import CommandError
 from django.db import connection
 from django.test import TransactionTestCase
+from kombu import Connection
 
+from common.coordination import coordination_redis
 from integrations.models import Integration
 from integrations.policy import messaging_policy_forget
 from integrations.twilio.account import twilio_account
@@ -233,6 +236,44 @@ def webhook_receiver(webhook_receiver_server: WebhookReceiver, settings: Any) ->
 
 RUNNING_WORKERS: list["WorkerProcess"] = []
 
+# The queues careflow's tasks are routed to, the default one included.
+TASK_QUEUES = sorted(
+    {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    | {settings.CELERY_TASK_DEFAULT_QUEUE}
+)
+
+
+def broker_is_redis(url: str) -> bool:
+    """Whether this Celery broker URL is a Redis (else RabbitMQ, for the tests)."""
+    return url.startswith(("redis://", "rediss://"))
+
+
+def broker_queues_purge(url: str) -> int:
+    """Empty careflow's task queues at this broker, Redis or RabbitMQ alike; how many tasks
+    were dropped. Tasks an earlier run left behind (a killed worker's unacknowledged ones go
+    back to their queue) would otherwise run against this run's database, whose ids start
+    again from 1."""
+    purged = 0
+    with Connection(url, connect_timeout=5) as broker:
+        for name in TASK_QUEUES:
+            try:
+                # A channel per queue: RabbitMQ closes the channel of a purge that fails.
+                with broker.channel() as channel:
+                    purged += int(channel.queue_purge(name) or 0)
+            except broker.channel_errors:  # never declared at this broker: nothing queued
+                continue
+    return purged
+
+
+def coordination_flush() -> None:
+    """Empty the test run's coordinating Redis (CAREFLOW_THROTTLE_REDIS_URL: throttle buckets,
+    the events' waiting list and wake-up flag; with a Redis broker and no throttle URL of its
+    own, the broker's database, unacknowledged tasks included): an earlier run's waiting
+    event ids and buckets are not this run's."""
+    client = coordination_redis()
+    if client is not None:
+        client.flushdb()
+
 
 # The session worker's PostgreSQL sessions carry this name, so a test can end theirs only.
 WORKER_APPLICATION_NAME = "careflow-test-worker"
@@ -318,9 +359,11 @@ def celery_worker_process(
     live_server: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
-    """A real `celery worker -B` process on the test database, Redis and the sandbox."""
+    """A real `celery worker -B` process on the test database, the broker (Redis or RabbitMQ)
+    and the sandbox."""
     broker_url = settings.CELERY_BROKER_URL
-    redis.Redis.from_url(broker_url).flushdb()
+    broker_queues_purge(broker_url)
+    coordination_flush()
     db = settings.DATABASES["default"]
     env = {
         **os.environ,

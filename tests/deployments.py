@@ -27,7 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # A login careflow_up prints: "  Clinic admin:   clinic / PASSWORD   (…)".
 LOGIN = re.compile(r"^\s+(?P<role>[A-Za-z ]+):\s+(?P<user>\w+) / (?P<password>\S+)")
 
-_TEST_ONLY = {"DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CELERY_BROKER_URL"}
+_TEST_ONLY = {
+    "DJANGO_SETTINGS_MODULE",
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "CAREFLOW_THROTTLE_REDIS_URL",
+}
 
 
 def fresh_env(var_dir: Path, **extra: str) -> dict[str, str]:

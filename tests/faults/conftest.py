@@ -9,6 +9,14 @@ server URL) is read from settings and fixtures at run time, so the suite runs th
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/careflow_faults .venv/bin/pytest -m faults
 
+With RabbitMQ as the session's broker (CELERY_BROKER_URL=amqp://…, a virtual host of the test
+run's own, as .ci/run's second pass makes) the workers take their tasks from it, its queues
+purged before each test, and the private Redis is only their throttle's:
+
+    CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/careflow_faults \
+    CAREFLOW_THROTTLE_REDIS_URL=redis://127.0.0.1:6379/9 \
+        .venv/bin/pytest tests/faults/test_worker_kill.py
+
 If the shared `celery_worker_process` (tests/conftest.py) was started by an earlier test of
 the session, it is stopped while this package runs: its beat would otherwise relay and sweep
 this suite's events and runs through the shared Redis, and hide the faults injected here.
@@ -37,7 +45,12 @@ from django.db import connection
 from config.celery import app as celery_app
 from integrations.email.sandbox import SandboxServer as EmailSandbox
 from integrations.twilio.sandbox import SandboxServer
-from tests.conftest import celery_worker_argv, sessions_terminate
+from tests.conftest import (
+    broker_is_redis,
+    broker_queues_purge,
+    celery_worker_argv,
+    sessions_terminate,
+)
 from tests.faults.harness import REPORTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -297,11 +310,17 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateR
 
 @pytest.fixture(scope="package")
 def faults_broker(private_redis: PrivateRedis, request: pytest.FixtureRequest) -> Iterator[str]:
-    """Point this process's Celery publisher (the on_commit event publish) at our Redis,
-    with the shared worker paused (see the module docstring)."""
+    """The broker of this suite's workers, with the shared worker paused (see the module
+    docstring). On a Redis session broker, our own Redis: this process's Celery publisher
+    (the on_commit event publish) is pointed at it. On RabbitMQ (CELERY_BROKER_URL=amqp://…),
+    the session's broker itself, as the workers of a RabbitMQ deployment would share it; its
+    queues are purged before each test instead (`worker_env`)."""
     shared = _shared_worker(request)
     if shared is not None and shared.alive():
         shared.stop()
+    if not broker_is_redis(django_settings.CELERY_BROKER_URL):
+        yield django_settings.CELERY_BROKER_URL
+        return
     conf = celery_app.conf
     # Celery prefers a CELERY_BROKER_URL environment variable (settings_test sets one) to
     # conf.broker_url, but not to the explicit read/write URLs: set those. The app's pools
@@ -360,6 +379,8 @@ def worker_env(
     if not private_redis.alive():  # a failed test may have left it stopped
         private_redis.start()
     private_redis.flush()
+    # Tasks of the previous test (a killed worker's go back to their queue) are not this one's.
+    broker_queues_purge(faults_broker)
     db = django_settings.DATABASES["default"]
     credentials = quote(db["USER"], safe="")
     if db.get("PASSWORD"):
@@ -378,7 +399,7 @@ def worker_env(
                 f"postgres://{credentials}@{host}:{port}/{db['NAME']}"
                 f"?application_name={WORKER_APPLICATION_NAME}"
             ),
-            "CELERY_BROKER_URL": private_redis.url,
+            "CELERY_BROKER_URL": faults_broker,
             # The per-sender throttle's Redis: ours too, never the shared one.
             "CAREFLOW_THROTTLE_REDIS_URL": private_redis.url,
             "TWILIO_API_BASE_URL": sandbox_server.url,

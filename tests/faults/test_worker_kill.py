@@ -9,7 +9,10 @@ A killed worker leaves its tasks unacknowledged in Redis (acks_late), and Redis 
 again only after the visibility timeout (600 s), far beyond this test's bounds: recovery must
 come from the database. A run held by the dead worker is taken over when its lease expires
 (CAREFLOW_RUN_LEASE_SECONDS=10 for this suite), and a message it left `sending` is looked up
-at the sandbox before anything is sent again. Once for SMS (Twilio's sandbox) and once for
+at the sandbox before anything is sent again. With RabbitMQ as the broker (.ci/run's second
+pass) the opposite holds: the broker hands a killed worker's tasks to the other worker at once,
+while the dead worker's run leases and `sending` messages still stand, so the redelivered
+task meets the half-done work it must neither repeat nor lose. Once for SMS (Twilio's sandbox) and once for
 email (the Postmark sandbox).
 """
 

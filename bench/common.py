@@ -819,7 +819,7 @@ class SideMeter:
                     strict=True,
                 )
             )
-        row = self._bench.execute(
+        row = self._activity.execute(
             "SELECT xact_commit + xact_rollback, tup_returned + tup_fetched, tup_inserted,"
             " tup_updated, tup_deleted, pg_current_wal_lsn() - '0/0'::pg_lsn"
             " FROM pg_stat_database WHERE datid = %s",
@@ -861,7 +861,8 @@ class SideMeter:
         self._thread.start()
 
     def _wal_lsn(self) -> float:
-        row = self._bench.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+        # Cluster-wide, so asked in the postgres database: not one of this side's statements.
+        row = self._activity.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
         return float(row[0]) if row else 0.0
 
     def stop(self) -> dict[str, Any]:

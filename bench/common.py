@@ -327,7 +327,10 @@ CPU_GROUPS = (
 
 
 class CpuMeter:
-    """CPU time of this machine's processes by group (PostgreSQL, Redis, sandbox, beat,
+    """(Kept for scripts that use it; the two-sided ones use SideMeter, which counts one
+    system's processes only, with reaped children, per event.)
+
+    CPU time of this machine's processes by group (PostgreSQL, Redis, sandbox, beat,
     worker, and the driver: this process) between start() and stop(), from /proc, as a
     percentage of one core. A process that starts in between counts from its start; one
     that ends in between is not counted. Linux only; elsewhere it reports nothing."""
@@ -357,9 +360,8 @@ class CpuMeter:
             group = self._group(entry.name)
             if group is None:
                 continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
+            fields = _stat_fields(int(entry.name))
+            if fields is None:
                 continue
             out[entry.name] = (group, int(fields[11]) + int(fields[12]))  # utime + stime
         return out

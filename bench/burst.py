@@ -20,7 +20,6 @@ import argparse
 import bisect
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -167,70 +166,49 @@ def main() -> int:
             **common.WORKER_SETTINGS,
             "sandbox": "own process, status callbacks off, no rate enforcement",
             "repetitions": f"{args.runs} pairs after a warm-up pair of {args.warmup_events} "
-            "events, alternating " + " ".join(s[0].upper() for s in systems * 2) + " …",
+            "events, alternating " + common.alternation(systems),
         },
     )
-    print(
-        "fairness: each system's database and driver are set up once; its workers (and "
-        "careflow's beat) are restarted on a flushed broker before each of its repetitions, "
-        "both sides alike, because Celery's rate_limit run is stopped unfinished with "
-        "thousands of tasks still queued or reserved, which would spill into the next one.",
+    load_before, logdir = common.measured_start(
+        "each system's database and driver are set up once; its workers (and careflow's "
+        "beat) are restarted on a flushed broker before each of its repetitions, both sides "
+        "alike, because Celery's rate_limit run is stopped unfinished with thousands of tasks "
+        "still queued or reserved, which would spill into the next one.",
+        "burst",
     )
-    print(common.COSTS_HEADER, flush=True)
-    load_before = common.loadavg()
-    common.statements_check()
-    common.check_services()
-    logdir = Path(tempfile.mkdtemp(prefix="careflow-bench-burst-"))
-    print(f"logs: {logdir}", flush=True)
     sandbox = common.Sandbox(logdir).start()
-    started: dict[str, tuple[list[common.Proc], common.Driver, dict[str, str]]] = {}
+
+    def env_of(system: str) -> dict[str, str]:
+        if system == "careflow":
+            return common.careflow_env(sandbox.url)
+        return common.baseline_env(sandbox.url, BENCH_RATE_LIMIT=f"{args.rate:g}/s")
+
+    def argv_of(system: str) -> list[str]:
+        return common.child_argv(
+            __file__,
+            system,
+            events=args.events,
+            warmup_events=args.warmup_events,
+            rate=args.rate,
+            runs=args.runs,
+            max_wait=args.max_wait,
+        )
+
     try:
-        for system in systems:
-            db = common.CAREFLOW_DB if system == "careflow" else common.BASELINE_DB
-            if system == "careflow":
-                env = common.careflow_env(sandbox.url)
-            else:
-                env = common.baseline_env(sandbox.url, BENCH_RATE_LIMIT=f"{args.rate:g}/s")
-            procs = common.system_start(system, db, env, logdir)
-            driver = common.Driver(
-                system,
-                [
-                    common.PY,
-                    __file__,
-                    "--child",
-                    system,
-                    "--events",
-                    str(args.events),
-                    "--warmup-events",
-                    str(args.warmup_events),
-                    "--rate",
-                    str(args.rate),
-                    "--runs",
-                    str(args.runs),
-                    "--max-wait",
-                    str(args.max_wait),
-                ],
-                env,
-            )
-            started[system] = (procs, driver, env)
+        with common.systems_started(systems, logdir, env_of, argv_of) as started:
 
-        def measure(system: str, tag: str) -> dict:
-            procs, driver, env = started[system]
-            common.stop_all(reversed(procs))
-            common.flush_redis(env["CELERY_BROKER_URL"])
-            start = common.careflow_worker if system == "careflow" else common.baseline_worker
-            procs[:] = start(env, logdir)
-            return driver.call(
-                "repetition", tag=tag, pids=common.side_pids(procs, sandbox), timeout=7200
-            )
+            def measure(system: str, tag: str) -> dict:
+                procs, driver, env = started[system]
+                common.stop_all(reversed(procs))
+                common.flush_redis(env["CELERY_BROKER_URL"])
+                start = common.careflow_worker if system == "careflow" else common.baseline_worker
+                procs[:] = start(env, logdir)
+                return driver.call(
+                    "repetition", tag=tag, pids=common.side_pids(procs, sandbox), timeout=7200
+                )
 
-        kept = common.interleave(args.runs, systems, measure, describe)
+            kept = common.interleave(args.runs, systems, measure, describe)
     finally:
-        for system, (procs, driver, env) in started.items():
-            driver.close()
-            common.stop_all(reversed(procs))
-            common.flush_redis(env["CELERY_BROKER_URL"])
-            common.drop_db(common.CAREFLOW_DB if system == "careflow" else common.BASELINE_DB)
         sandbox.stop()
     report(kept, args)
     print("\n" + common.load_summary(load_before, common.load_flags(kept)))

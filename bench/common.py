@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -933,7 +933,7 @@ def cost_text(measured: dict[str, Any], events: int) -> str:
             f"WAL {e['wal_bytes']:.0f} B"
         )
         if measured["pg"]["dealloc"]:
-            text += " (pg_stat_statements evicted entries meanwhile: undercounted)"
+            text += " (pg_stat_statements evicted entries meanwhile, least used first: may be undercounted)"
     else:
         text += (
             f"; {e['transactions']:.1f} transactions, rows read {e['tuples_read']:.1f} / "
@@ -1116,3 +1116,64 @@ COSTS_HEADER = (
     "shown apart. Statements and WAL per event: pg_stat_statements of this side's database "
     "only (dbid), reset per repetition"
 )
+
+
+Started = tuple[list[Proc], Driver, dict[str, str]]
+
+
+def system_db(system: str) -> str:
+    return CAREFLOW_DB if system == "careflow" else BASELINE_DB
+
+
+@contextlib.contextmanager
+def systems_started(
+    systems: Sequence[str],
+    logdir: Path,
+    env_of: Callable[[str], dict[str, str]],
+    argv_of: Callable[[str], list[str]],
+    *,
+    keep_db: bool = False,
+) -> Iterator[dict[str, Started]]:
+    """Each system's fresh database, broker, workers and a kept driver child (`argv_of`),
+    all up at once for alternating repetitions; stopped, flushed and dropped afterwards."""
+    started: dict[str, Started] = {}
+    try:
+        for system in systems:
+            env = env_of(system)
+            procs = system_start(system, system_db(system), env, logdir)
+            started[system] = (procs, Driver(system, argv_of(system), env), env)
+        yield started
+    finally:
+        for procs, driver, env in started.values():
+            driver.close()
+            stop_all(reversed(procs))
+            flush_redis(env["CELERY_BROKER_URL"])
+        for system in started:
+            if not keep_db:
+                drop_db(system_db(system))
+
+
+def alternation(systems: Sequence[str]) -> str:
+    """How the repetitions alternate, for the headers: "C B C B …"."""
+    return " ".join(s[0].upper() for s in list(systems) * 2) + " …"
+
+
+def measured_start(fairness: str, name: str) -> tuple[float, Path]:
+    """A two-sided script's start after its header: how it keeps the comparison fair, what
+    the per-event costs count, the load before, the checks; returns (load, log directory)."""
+    print(f"fairness: {fairness}")
+    print(COSTS_HEADER, flush=True)
+    load_before = loadavg()
+    statements_check()
+    check_services()
+    logdir = Path(tempfile.mkdtemp(prefix=f"careflow-bench-{name}-"))
+    print(f"logs: {logdir}", flush=True)
+    return load_before, logdir
+
+
+def child_argv(script: str, system: str, **options: Any) -> list[str]:
+    """The command line of `script`'s driver child for `system`: options as --long-names."""
+    argv = [PY, script, "--child", system]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv

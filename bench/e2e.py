@@ -16,7 +16,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -168,71 +167,47 @@ def main() -> int:
             "TWILIO_HTTP_TIMEOUT": 10,
             "sandbox": "own process (shared by both), status callbacks off",
             "repetitions": f"{args.runs} pairs after a warm-up pair, alternating "
-            + " ".join(s[0].upper() for s in systems * 2)
-            + " …",
+            + common.alternation(systems),
             "flood N": args.events,
             "paced": f"{args.paced_events} at {args.rate:g}/s",
             "careflow sender rate": f"{args.sender_rate:g} segments/s (if the throttle exists)",
         },
     )
-    print(
-        "fairness: both systems' workers, beat and drivers are started once and kept; each "
+    load_before, logdir = common.measured_start(
+        "both systems' workers, beat and drivers are started once and kept; each "
         "repetition (flood, then paced) goes to one system while the other's processes idle "
         "with empty queues, and the idle side's CPU is counted to neither. Restarting per "
         "repetition would put a cold start (imports, connections, Twilio pools) in every "
         "figure; a warm-up pair warms both instead.",
+        "e2e",
     )
-    print(common.COSTS_HEADER, flush=True)
-    load_before = common.loadavg()
-    common.statements_check()
-    common.check_services()
-    logdir = Path(tempfile.mkdtemp(prefix="careflow-bench-e2e-"))
-    print(f"logs: {logdir}", flush=True)
     sandbox = common.Sandbox(logdir).start()
-    started: dict[str, tuple[list[common.Proc], common.Driver, dict[str, str]]] = {}
+    env_of = {"careflow": common.careflow_env, "baseline": common.baseline_env}
+
+    def argv_of(system: str) -> list[str]:
+        return common.child_argv(
+            __file__,
+            system,
+            runs=args.runs,
+            events=args.events,
+            paced_events=args.paced_events,
+            rate=args.rate,
+            sender_rate=args.sender_rate,
+        )
+
     try:
-        for system in systems:
-            db = common.CAREFLOW_DB if system == "careflow" else common.BASELINE_DB
-            env_of = common.careflow_env if system == "careflow" else common.baseline_env
-            env = env_of(sandbox.url)
-            procs = common.system_start(system, db, env, logdir)
-            driver = common.Driver(
-                system,
-                [
-                    common.PY,
-                    __file__,
-                    "--child",
-                    system,
-                    "--runs",
-                    str(args.runs),
-                    "--events",
-                    str(args.events),
-                    "--paced-events",
-                    str(args.paced_events),
-                    "--rate",
-                    str(args.rate),
-                    "--sender-rate",
-                    str(args.sender_rate),
-                ],
-                env,
-            )
-            started[system] = (procs, driver, env)
+        with common.systems_started(
+            systems, logdir, lambda s: env_of[s](sandbox.url), argv_of, keep_db=args.keep_db
+        ) as started:
 
-        def measure(system: str, tag: str) -> dict:
-            procs, driver, _ = started[system]
-            return driver.call(
-                "repetition", tag=tag, pids=common.side_pids(procs, sandbox), timeout=3600
-            )
+            def measure(system: str, tag: str) -> dict:
+                procs, driver, _ = started[system]
+                return driver.call(
+                    "repetition", tag=tag, pids=common.side_pids(procs, sandbox), timeout=3600
+                )
 
-        kept = common.interleave(args.runs, systems, measure, describe)
+            kept = common.interleave(args.runs, systems, measure, describe)
     finally:
-        for procs, driver, env in started.values():
-            driver.close()
-            common.stop_all(reversed(procs))
-            common.flush_redis(env["CELERY_BROKER_URL"])
-        for system in started:
-            if not args.keep_db:
-                common.drop_db(common.CAREFLOW_DB if system == "careflow" else common.BASELINE_DB)
         sandbox.stop()
     report(kept)
     print("\n" + common.load_summary(load_before, common.load_flags(kept)))

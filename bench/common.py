@@ -952,7 +952,9 @@ def cost_text(measured: dict[str, Any], events: int) -> str:
 def serve(handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> int:
     """A persistent child driver's loop (the other end of `Driver`): one JSON command per
     stdin line, {"op": <handler>, ...}; each answer is one line, RESULT_MARK + JSON; what else
-    the handlers print passes through to the orchestrator. Ends at end of input."""
+    the handlers print passes through to the orchestrator. Ends at end of input. The first
+    answer says the set-up is done (`Driver` waits for it)."""
+    print(RESULT_MARK + json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -977,6 +979,9 @@ class Driver:
             text=True,
             start_new_session=True,
         )
+        # Its set-up (fixtures, a check that messages get through) uses the shared sandbox:
+        # nothing else may run until it is done.
+        self._answer("set-up", timeout=1800)
 
     @property
     def pid(self) -> int:
@@ -987,7 +992,6 @@ class Driver:
             os.killpg(self.process.pid, signal.SIGKILL)
 
     def call(self, op: str, timeout: float = 3600, **params: Any) -> dict[str, Any]:
-        import threading
 
         assert self.process.stdin is not None and self.process.stdout is not None
         try:
@@ -995,6 +999,12 @@ class Driver:
             self.process.stdin.flush()
         except BrokenPipeError:
             raise SetupError(f"{self.name} driver is gone (exit {self.process.poll()})") from None
+        return self._answer(op, timeout)
+
+    def _answer(self, op: str, timeout: float) -> dict[str, Any]:
+        import threading
+
+        assert self.process.stdout is not None
         watchdog = threading.Timer(timeout, self._kill)
         watchdog.start()
         try:

@@ -121,3 +121,28 @@ def test_interleave_alternates_and_discards_the_warm_up_pair(capsys: Any) -> Non
     # Pair by pair: 30/20 and 50/30, not the ratio of the medians (40/25).
     line = common.paired_line("x", kept, lambda r: r["value"], "u")
     assert "careflow ÷ baseline 1.58x (min 1.50, max 1.67" in line
+
+
+CHILD = """
+import sys
+from bench import common
+def echo(command):
+    print("passing through", flush=True)
+    if command["x"] < 0:
+        sys.exit(3)
+    return {"got": command["x"] * 2}
+common.serve({"echo": echo})
+"""
+
+
+def test_driver_waits_for_set_up_and_answers_each_command(capsys: Any) -> None:
+    env = {**os.environ, "PYTHONPATH": str(common.ROOT)}
+    driver = common.Driver("echo", [sys.executable, "-c", CHILD], env)
+    try:
+        assert driver.call("echo", x=2, timeout=60) == {"got": 4}
+        assert driver.call("echo", x=5, timeout=60) == {"got": 10}
+        assert "  passing through" in capsys.readouterr().out
+        with pytest.raises(common.SetupError, match="exit 3"):
+            driver.call("echo", x=-1, timeout=60)
+    finally:
+        driver.close()

@@ -808,7 +808,7 @@ class SideMeter:
         if self.statements:
             row = self._bench.execute(
                 "SELECT coalesce(sum(calls), 0), coalesce(sum(calls) FILTER (WHERE query ~* %s), 0),"
-                " coalesce(sum(wal_bytes), 0),"
+                " coalesce(sum(wal_bytes), 0), coalesce(sum(wal_fpi), 0),"
                 " (SELECT dealloc FROM pg_stat_statements_info)"
                 " FROM pg_stat_statements WHERE dbid = %s AND query NOT LIKE %s",
                 (_TXN, self.dbid, _OWN),
@@ -816,7 +816,7 @@ class SideMeter:
             assert row is not None
             return dict(
                 zip(
-                    ("statements", "txn_statements", "wal_bytes", "dealloc"),
+                    ("statements", "txn_statements", "wal_bytes", "wal_fpi", "dealloc"),
                     map(float, row),
                     strict=True,
                 )
@@ -930,7 +930,7 @@ def cost_text(measured: dict[str, Any], events: int) -> str:
     if measured["statements_source"] == "pg_stat_statements":
         text += (
             f"; {e['statements']:.1f} statements ({e['txn_statements']:.1f} BEGIN/COMMIT), "
-            f"WAL {e['wal_bytes']:.0f} B"
+            f"WAL {e['wal_bytes']:.0f} B ({e['wal_fpi']:.2f} full-page images)"
         )
         if measured["pg"]["dealloc"]:
             text += " (pg_stat_statements evicted entries meanwhile, least used first: may be undercounted)"
@@ -981,7 +981,11 @@ class Driver:
         )
         # Its set-up (fixtures, a check that messages get through) uses the shared sandbox:
         # nothing else may run until it is done.
-        self._answer("set-up", timeout=1800)
+        try:
+            self._answer("set-up", timeout=1800)
+        except BaseException:
+            self._kill()
+            raise
 
     @property
     def pid(self) -> int:
@@ -1147,18 +1151,24 @@ def systems_started(
     """Each system's fresh database, broker, workers and a kept driver child (`argv_of`),
     all up at once for alternating repetitions; stopped, flushed and dropped afterwards."""
     started: dict[str, Started] = {}
+    # What to stop, as soon as it exists: an interrupt during a driver's set-up must not
+    # leave the workers running.
+    drivers: list[Driver] = []
+    running: list[tuple[list[Proc], dict[str, str], str]] = []
     try:
         for system in systems:
             env = env_of(system)
-            procs = system_start(system, system_db(system), env, logdir)
-            started[system] = (procs, Driver(system, argv_of(system), env), env)
+            running.append(([], env, system))
+            running[-1][0].extend(system_start(system, system_db(system), env, logdir))
+            drivers.append(Driver(system, argv_of(system), env))
+            started[system] = (running[-1][0], drivers[-1], env)
         yield started
     finally:
-        for procs, driver, env in started.values():
+        for driver in drivers:
             driver.close()
+        for procs, env, system in running:
             stop_all(reversed(procs))
             flush_redis(env["CELERY_BROKER_URL"])
-        for system in started:
             if not keep_db:
                 drop_db(system_db(system))
 

@@ -272,6 +272,7 @@ def report(kept: dict[str, list[dict]]) -> None:
             ),
             ("  of which BEGIN/COMMIT", _pg("txn_statements"), "statements", 2),
             ("flood WAL bytes per event (pg_stat_statements, this db)", _pg("wal_bytes"), "B", 0),
+            ("  full-page images per event (after each checkpoint)", _pg("wal_fpi"), "FPI", 2),
         ]
     else:
         lines += [

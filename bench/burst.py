@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import json
+import os
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
-from bench.common import SetupError
 
 
 def parse() -> argparse.Namespace:
@@ -36,6 +35,13 @@ def parse() -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=50.0, help="segments/s of the one sender")
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="500 events")
+    p.add_argument(
+        "--warmup-events",
+        type=int,
+        default=50,
+        help="events of the discarded warm-up pair's bursts (default 50: the baseline's "
+        "rate_limit sends about 1/s)",
+    )
     p.add_argument("--only", choices=["careflow", "baseline"])
     p.add_argument(
         "--max-wait",
@@ -88,7 +94,8 @@ def child(args: argparse.Namespace) -> int:
             note = "NO per-integration rate field in integrations/models.py: measuring UNSHAPED"
         print(f"careflow: {note}", flush=True)
         org = fixtures.careflow_clinic(sender_rate=args.rate)
-        patients = fixtures.careflow_patients(org, min(args.events * args.runs + 20, 5000))
+        total = (args.events + args.warmup_events + 10) * (args.runs + 1) + 20
+        patients = fixtures.careflow_patients(org, min(total, 5000))
 
         def make(count: int, prefix: str) -> list[int]:
             return fixtures.careflow_orders(org, patients, count, prefix)
@@ -99,91 +106,119 @@ def child(args: argparse.Namespace) -> int:
         def make(count: int, prefix: str) -> list[int]:
             return fixtures.baseline_orders(count, prefix)
 
-    # Warm-up, then let the bucket drain so the burst starts from an idle sender.
-    ids = make(10, "W")
-    sandbox.reset()
-    fixtures.ship(system, ids, None)
-    if sandbox.wait_accepted(10, timeout=120, stall=60)["accepted"] < 10:
-        raise SetupError(f"{system}: warm-up messages did not reach the sandbox")
-    time.sleep(2)
-    runs = []
-    for run in range(args.runs):
-        ids = make(args.events, f"B{run}-")
+    db = settings.DATABASES["default"]["NAME"]
+
+    def repetition(command: dict) -> dict:
+        """One burst on freshly started workers; the warm-up pair's is `--warmup-events`."""
+        events = args.warmup_events if command["tag"] == "W" else args.events
+        ids = make(events, f"B{command['tag']}-")
+        meter = common.SideMeter(db, {**command["pids"], "driver": [os.getpid()]})
+        # The workers were just restarted: 10 untimed messages import and connect them.
         sandbox.reset()
+        fixtures.ship(system, make(10, f"S{command['tag']}-"), None)
+        sandbox.wait_accepted(10, timeout=120, stall=60)
+        sandbox.reset()
+        time.sleep(2)  # an idle sender's bucket is full: start every burst from there
+        meter.start()
         t0 = time.time()
         committed = fixtures.ship(system, ids, None)
         commit_s = time.time() - t0
-        expected_s = args.events / args.rate
-        stats = sandbox.wait_accepted(args.events, timeout=expected_s + args.max_wait, stall=120)
+        expected_s = events / args.rate
+        stats = sandbox.wait_accepted(events, timeout=expected_s + args.max_wait, stall=120)
+        measured = meter.stop()
+        meter.close()
         times = [m["received_at"] for m in sandbox.messages()]
         result = analyse(times, args.rate)
         result.update(
-            sent=args.events,
-            stopped_after_s=None if len(times) >= args.events else time.time() - t0,
+            sent=events,
+            stopped_after_s=None if len(times) >= events else time.time() - t0,
             stats=stats,
             commit_s=commit_s,
             first_commit_to_first_receipt_s=min(times) - min(committed.values()) if times else None,
+            measured=measured,
+            note=note,
         )
-        print(f"{system} run {run + 1}: {json.dumps(result)}", flush=True)
-        runs.append(result)
-    print(json.dumps({"runs": runs, "note": note}))
-    return 0
+        return result
+
+    return common.serve({"repetition": repetition})
+
+
+def describe(system: str, r: dict) -> str:
+    rate = r.get("steady_rate", float("nan"))
+    stopped = (
+        f" STOPPED unfinished after {r['stopped_after_s']:.0f} s" if r["stopped_after_s"] else ""
+    )
+    return (
+        f"{r['count']}/{r['sent']} received{stopped}, steady {rate:.2f} msg/s, busiest second "
+        f"{r.get('busiest_1s', 0)}, 429s {r['stats']['errors']}; "
+        f"{common.cost_text(r['measured'], r['count'])}"
+    )
 
 
 def main() -> int:
     args = parse()
     if args.child:
         return child(args)
+    systems = [args.only] if args.only else ["careflow", "baseline"]
     common.print_header(
         f"burst: {args.events} events, one sender at {args.rate:g} segments/s",
         {
             **common.WORKER_SETTINGS,
             "sandbox": "own process, status callbacks off, no rate enforcement",
-            "runs": args.runs,
+            "repetitions": f"{args.runs} pairs after a warm-up pair of {args.warmup_events} "
+            "events, alternating " + common.alternation(systems),
         },
     )
-    common.check_services()
-    logdir = Path(tempfile.mkdtemp(prefix="careflow-bench-burst-"))
-    print(f"logs: {logdir}", flush=True)
+    load_before, logdir = common.measured_start(
+        "each system's database and driver are set up once; its workers (and careflow's "
+        "beat) are restarted on a flushed broker before each of its repetitions, both sides "
+        "alike, because Celery's rate_limit run is stopped unfinished with thousands of tasks "
+        "still queued or reserved, which would spill into the next one.",
+        "burst",
+    )
     sandbox = common.Sandbox(logdir).start()
-    results = {}
+
+    def env_of(system: str) -> dict[str, str]:
+        if system == "careflow":
+            return common.careflow_env(sandbox.url)
+        return common.baseline_env(sandbox.url, BENCH_RATE_LIMIT=f"{args.rate:g}/s")
+
+    def argv_of(system: str) -> list[str]:
+        return common.child_argv(
+            __file__,
+            system,
+            events=args.events,
+            warmup_events=args.warmup_events,
+            rate=args.rate,
+            runs=args.runs,
+            max_wait=args.max_wait,
+        )
+
     try:
-        for system in [args.only] if args.only else ["careflow", "baseline"]:
-            db = common.CAREFLOW_DB if system == "careflow" else common.BASELINE_DB
-            if system == "careflow":
-                env = common.careflow_env(sandbox.url)
-            else:
-                env = common.baseline_env(sandbox.url, BENCH_RATE_LIMIT=f"{args.rate:g}/s")
-            procs = common.system_start(system, db, env, logdir)
-            try:
-                results[system] = common.run_child(
-                    [
-                        common.PY,
-                        __file__,
-                        "--child",
-                        system,
-                        "--events",
-                        str(args.events),
-                        "--rate",
-                        str(args.rate),
-                        "--runs",
-                        str(args.runs),
-                        "--max-wait",
-                        str(args.max_wait),
-                    ],
-                    env,
-                    timeout=7200,
-                )
-            finally:
+        with common.systems_started(systems, logdir, env_of, argv_of) as started:
+
+            def measure(system: str, tag: str) -> dict:
+                procs, driver, env = started[system]
                 common.stop_all(reversed(procs))
                 common.flush_redis(env["CELERY_BROKER_URL"])
-                common.drop_db(db)
+                start = common.careflow_worker if system == "careflow" else common.baseline_worker
+                procs[:] = start(env, logdir)
+                return driver.call(
+                    "repetition", tag=tag, pids=common.side_pids(procs, sandbox), timeout=7200
+                )
+
+            kept = common.interleave(args.runs, systems, measure, describe)
     finally:
         sandbox.stop()
-    print("\n--- results ---")
+    report(kept, args)
+    print("\n" + common.load_summary(load_before, common.load_flags(kept)))
+    return 0
+
+
+def report(kept: dict[str, list[dict]], args: argparse.Namespace) -> None:
+    print("\n--- results: median (min/max) of the kept repetitions ---")
     agg = {}
-    for system, r in results.items():
-        runs = r["runs"]
+    for system, runs in kept.items():
         agg[system] = {
             k: common.summary([x.get(k, float("nan")) for x in runs])
             for k in ("rate", "steady_rate", "busiest_1s")
@@ -191,7 +226,7 @@ def main() -> int:
         errors = sum(x["stats"]["errors"] for x in runs)
         received = sum(x["count"] for x in runs)
         sent = sum(x["sent"] for x in runs)
-        print(f"{system}: {r['note']}")
+        print(f"{system}: {runs[0]['note']}")
         print(f"  received {received}/{sent}; sandbox error answers (429s): {errors}")
         stopped = [x["stopped_after_s"] for x in runs if x.get("stopped_after_s")]
         if stopped:
@@ -211,12 +246,38 @@ def main() -> int:
             f"  within ±5 % of {args.rate:g}/s: {'yes' if abs(steady - args.rate) <= 0.05 * args.rate else 'NO'}"
             f" ({(steady / args.rate - 1) * 100:+.1f} %)"
         )
-    if len(agg) == 2:
+    if len(kept) == 2:
+
+        def cost(key: str) -> Callable[[dict], float]:
+            return lambda r: common.per_event(r["measured"], r["count"])[key]
+
         print(
-            f"\ncareflow ÷ baseline steady rate: "
-            f"{common.ratio(agg['careflow']['steady_rate']['median'], agg['baseline']['steady_rate']['median'])}"
+            common.paired_line("steady rate", kept, lambda r: r.get("steady_rate", 0.0), "msg/s", 2)
         )
-    return 0
+        print(
+            common.paired_line(
+                "CPU per event, all processes (redis apart)", kept, cost("cpu_total_ms"), "ms", 2
+            )
+        )
+        if kept["careflow"][0]["measured"]["statements_source"] == "pg_stat_statements":
+            print(
+                common.paired_line(
+                    "statements per event (this db)", kept, cost("statements"), "statements", 2
+                )
+            )
+            print(
+                common.paired_line("WAL bytes per event (this db)", kept, cost("wal_bytes"), "B", 0)
+            )
+        else:
+            print(
+                common.paired_line(
+                    "transactions per event (pg_stat_database)",
+                    kept,
+                    cost("transactions"),
+                    "transactions",
+                    2,
+                )
+            )
 
 
 if __name__ == "__main__":

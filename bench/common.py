@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -327,7 +327,10 @@ CPU_GROUPS = (
 
 
 class CpuMeter:
-    """CPU time of this machine's processes by group (PostgreSQL, Redis, sandbox, beat,
+    """(Kept for scripts that use it; the two-sided ones use SideMeter, which counts one
+    system's processes only, with reaped children, per event.)
+
+    CPU time of this machine's processes by group (PostgreSQL, Redis, sandbox, beat,
     worker, and the driver: this process) between start() and stop(), from /proc, as a
     percentage of one core. A process that starts in between counts from its start; one
     that ends in between is not counted. Linux only; elsewhere it reports nothing."""
@@ -357,9 +360,8 @@ class CpuMeter:
             group = self._group(entry.name)
             if group is None:
                 continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
+            fields = _stat_fields(int(entry.name))
+            if fields is None:
                 continue
             out[entry.name] = (group, int(fields[11]) + int(fields[12]))  # utime + stime
         return out
@@ -640,3 +642,558 @@ def system_start(system: str, db: str, env: dict[str, str], logdir: Any) -> Any:
     flush_redis(env["CELERY_BROKER_URL"])
     start = careflow_worker if system == "careflow" else baseline_worker
     return start(env, logdir)
+
+
+# --- measurement that survives a shared machine ---------------------------------------------
+# On a machine shared with other work, wall-clock throughput moves with the neighbours; the
+# CPU each side spends per event, and the statements and WAL it makes PostgreSQL write, move
+# much less. So every two-sided script alternates its systems repetition by repetition (the
+# first pair a discarded warm-up) and reports, next to throughput, those per-event costs,
+# each from the same repetition, and flags repetitions run on an overloaded machine.
+
+CORES = os.cpu_count() or 1
+RESULT_MARK = "@@bench-result "
+
+
+def loadavg() -> float:
+    """The 1-minute load average."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+class LoadWatch:
+    """Load average samples of one stretch of time (start, mid-run, end), and whether any
+    exceeded the core count: such a run is flagged, not hidden or dropped."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+
+    def sample(self) -> float:
+        value = loadavg()
+        self.samples.append(value)
+        return value
+
+    @property
+    def over(self) -> bool:
+        return any(s > CORES for s in self.samples)
+
+    def as_dict(self) -> dict[str, Any]:
+        s = self.samples or [float("nan")]
+        return {"before": s[0], "after": s[-1], "max": max(s), "over_cores": self.over}
+
+
+def load_text(load: dict[str, Any]) -> str:
+    text = (
+        f"load average before {load['before']:.2f}, after {load['after']:.2f}, "
+        f"max {load['max']:.2f} ({CORES} cores)"
+    )
+    return text + (" — LOAD ABOVE CORES" if load["over_cores"] else "")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_ticks(pid: int) -> int | None:
+    """utime + stime of the process and of its children it has reaped (cutime + cstime), in
+    clock ticks; None when it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return sum(int(f) for f in fields[11:15])
+
+
+def process_tree(roots: Iterable[int]) -> set[int]:
+    """The roots and all their live descendants (a Celery worker's pool children)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo.extend(children.get(pid, ()))
+    return out
+
+
+def redis_server_pids() -> list[int]:
+    """The Redis server the benchmarks use (port 6379), shared by everyone on the machine."""
+    port = REDIS.rsplit(":", 1)[1]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if cmd.startswith("redis-server") and f":{port}" in cmd:
+                found.append(int(entry.name))
+    return found
+
+
+STATEMENTS_HOWTO = (
+    "pg_stat_statements is not loaded, so statements and WAL per event fall back to "
+    "pg_stat_database and machine-wide WAL. To enable it (superuser, then restart):\n"
+    "    psql postgres://postgres@127.0.0.1:5432/postgres -c "
+    "\"ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'\"\n"
+    "    sudo systemctl restart postgresql   # or: pg_ctlcluster 15 main restart"
+)
+# Utility statements that only delimit transactions: counted, and also shown apart.
+_TXN = r"^\s*(begin|commit|rollback|start transaction|savepoint|release)"
+# The meter's own statements in the bench database.
+_OWN = "%pg_stat_statements%"
+
+
+class SideMeter:
+    """What one system spends between start() and stop(): CPU time by group from
+    /proc/<pid>/stat, PostgreSQL statements and WAL bytes of its database, and the load.
+
+    Groups: `pids` maps a name (worker, beat, driver, sandbox, web) to root pids, counted
+    with their descendants, including children they reaped in between (a prefork pool's
+    replaced child); "postgres" is the backends serving `db` (pg_stat_activity), sampled at
+    start, every `interval` seconds and at stop, so a backend that exits in between keeps
+    the CPU of its last sample (how many exited is reported: the pools are persistent, so
+    normally none); "redis" is the whole Redis server, shared by the machine (reported, not
+    in the side's total). Statements and WAL come from pg_stat_statements filtered by the
+    database's oid, reset for that database alone at start, so other databases' load does not
+    count; without the extension, pg_stat_database deltas and the machine-wide WAL position.
+    """
+
+    def __init__(self, db: str, pids: dict[str, Sequence[int]], interval: float = 0.5) -> None:
+        import psycopg
+
+        self.db, self.pids, self.interval = db, dict(pids), interval
+        self._ticks = os.sysconf("SC_CLK_TCK")
+        self._bench = psycopg.connect(f"{PG}/{db}", autocommit=True)
+        self._own_pid = self._bench.info.backend_pid
+        self._activity = psycopg.connect(f"{PG}/postgres", autocommit=True)
+        self.statements = bool(
+            self._bench.execute(
+                "SELECT current_setting('shared_preload_libraries') LIKE '%pg_stat_statements%'"
+            ).fetchone()[0]  # type: ignore[index]
+        )
+        if self.statements:
+            self._bench.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        self.dbid = self._bench.execute(
+            "SELECT oid FROM pg_database WHERE datname = current_database()"
+        ).fetchone()[0]  # type: ignore[index]
+        self._thread: Any = None
+
+    # sampling
+    def _backends(self) -> dict[int, int]:
+        rows = self._activity.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> %s",
+            (self.db, self._own_pid),
+        ).fetchall()
+        out = {}
+        for (pid,) in rows:
+            ticks = process_ticks(pid)
+            if ticks is not None:
+                out[pid] = ticks
+        return out
+
+    def _groups(self) -> dict[str, int]:
+        out = {}
+        for name, roots in self.pids.items():
+            out[name] = sum(process_ticks(p) or 0 for p in process_tree(roots))
+        return out
+
+    def _pg_counters(self) -> dict[str, float]:
+        if self.statements:
+            row = self._bench.execute(
+                "SELECT coalesce(sum(calls), 0), coalesce(sum(calls) FILTER (WHERE query ~* %s), 0),"
+                " coalesce(sum(wal_bytes), 0), coalesce(sum(wal_fpi), 0),"
+                " (SELECT dealloc FROM pg_stat_statements_info)"
+                " FROM pg_stat_statements WHERE dbid = %s AND query NOT LIKE %s",
+                (_TXN, self.dbid, _OWN),
+            ).fetchone()
+            assert row is not None
+            return dict(
+                zip(
+                    ("statements", "txn_statements", "wal_bytes", "wal_fpi", "dealloc"),
+                    map(float, row),
+                    strict=True,
+                )
+            )
+        row = self._activity.execute(
+            "SELECT xact_commit + xact_rollback, tup_returned + tup_fetched, tup_inserted,"
+            " tup_updated, tup_deleted, pg_current_wal_lsn() - '0/0'::pg_lsn"
+            " FROM pg_stat_database WHERE datid = %s",
+            (self.dbid,),
+        ).fetchone()
+        assert row is not None
+        keys = (
+            "transactions",
+            "tuples_read",
+            "tuples_inserted",
+            "tuples_updated",
+            "tuples_deleted",
+            "machine_wal_bytes",
+        )
+        return dict(zip(keys, map(float, row), strict=True))
+
+    def _sample_loop(self) -> None:
+        while not self._stopping.wait(self.interval):
+            self.load.sample()
+            self._pg_last.update(self._backends())
+
+    def start(self) -> None:
+        import threading
+
+        if self.statements:
+            self._bench.execute("SELECT pg_stat_statements_reset(0, %s, 0)", (self.dbid,))
+        self.load = LoadWatch()
+        self.load.sample()
+        self._pg_start = self._backends()
+        self._pg_last = dict(self._pg_start)
+        self._pg0 = self._pg_counters()
+        self._redis = redis_server_pids()
+        self._redis0 = sum(process_ticks(p) or 0 for p in self._redis)
+        self._wal0 = self._wal_lsn()
+        self._groups0 = self._groups()
+        self._t0 = time.monotonic()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._sample_loop, daemon=True)
+        self._thread.start()
+
+    def _wal_lsn(self) -> float:
+        # Cluster-wide, so asked in the postgres database: not one of this side's statements.
+        row = self._activity.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+        return float(row[0]) if row else 0.0
+
+    def stop(self) -> dict[str, Any]:
+        """The side's figures since start(): wall seconds, CPU ms by group (and total), the
+        PostgreSQL counters' deltas, the load; per event with `per_event`."""
+        groups = self._groups()
+        elapsed = time.monotonic() - self._t0
+        self._stopping.set()
+        self._thread.join()
+        end = self._backends()
+        self.load.sample()
+        seen = {**self._pg_last, **end}
+        exited = [pid for pid in self._pg_last if pid not in end]
+        ms = 1000 / self._ticks
+        cpu = {name: (groups[name] - self._groups0.get(name, 0)) * ms for name in groups}
+        cpu["postgres"] = sum(t - self._pg_start.get(pid, 0) for pid, t in seen.items()) * ms
+        pg1 = self._pg_counters()
+        out: dict[str, Any] = {
+            "elapsed_s": elapsed,
+            "cpu_ms": cpu,
+            "cpu_total_ms": sum(cpu.values()),
+            "redis_machine_cpu_ms": (sum(process_ticks(p) or 0 for p in self._redis) - self._redis0)
+            * ms,
+            "postgres_backends": len(seen),
+            "postgres_backends_exited": len(exited),
+            "machine_wal_bytes": self._wal_lsn() - self._wal0,
+            "load": self.load.as_dict(),
+            "statements_source": "pg_stat_statements" if self.statements else "pg_stat_database",
+        }
+        out["pg"] = {k: pg1[k] - self._pg0[k] for k in pg1}
+        return out
+
+    def close(self) -> None:
+        self._bench.close()
+        self._activity.close()
+
+
+def per_event(measured: dict[str, Any], events: int) -> dict[str, Any]:
+    """A SideMeter result divided by the events it served: CPU ms per group and in total,
+    statements and WAL bytes (pg_stat_statements), or the fallback's counters."""
+    n = max(events, 1)
+    out: dict[str, Any] = {
+        "events": events,
+        "cpu_ms": {k: v / n for k, v in measured["cpu_ms"].items()},
+        "cpu_total_ms": measured["cpu_total_ms"] / n,
+        "redis_machine_cpu_ms": measured["redis_machine_cpu_ms"] / n,
+        "machine_wal_bytes": measured["machine_wal_bytes"] / n,
+        **{k: v / n for k, v in measured["pg"].items() if k != "dealloc"},
+    }
+    return out
+
+
+def cost_text(measured: dict[str, Any], events: int) -> str:
+    """One line: CPU per event by group and in total, statements and WAL per event, load."""
+    e = per_event(measured, events)
+    cpu = ", ".join(
+        f"{k} {v:.2f}" for k, v in sorted(e["cpu_ms"].items(), key=lambda item: -item[1])
+    )
+    text = (
+        f"per event: cpu {cpu} = {e['cpu_total_ms']:.2f} ms (+ redis {e['redis_machine_cpu_ms']:.2f}, "
+        "machine-wide)"
+    )
+    if measured["statements_source"] == "pg_stat_statements":
+        text += (
+            f"; {e['statements']:.1f} statements ({e['txn_statements']:.1f} BEGIN/COMMIT), "
+            f"WAL {e['wal_bytes']:.0f} B ({e['wal_fpi']:.2f} full-page images)"
+        )
+        if measured["pg"]["dealloc"]:
+            text += " (pg_stat_statements evicted entries meanwhile, least used first: may be undercounted)"
+    else:
+        text += (
+            f"; {e['transactions']:.1f} transactions, rows read {e['tuples_read']:.1f} / "
+            f"ins {e['tuples_inserted']:.1f} / upd {e['tuples_updated']:.1f} "
+            "(pg_stat_database, this db)"
+        )
+    text += f"; WAL machine-wide {e['machine_wal_bytes']:.0f} B"
+    if measured["postgres_backends_exited"]:
+        text += (
+            f"; {measured['postgres_backends_exited']} PostgreSQL backends exited mid-run "
+            "(counted to their last sample)"
+        )
+    return f"{text}; {load_text(measured['load'])}"
+
+
+def serve(handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> int:
+    """A persistent child driver's loop (the other end of `Driver`): one JSON command per
+    stdin line, {"op": <handler>, ...}; each answer is one line, RESULT_MARK + JSON; what else
+    the handlers print passes through to the orchestrator. Ends at end of input. The first
+    answer says the set-up is done (`Driver` waits for it)."""
+    print(RESULT_MARK + json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        command = json.loads(line)
+        result = handlers[command["op"]](command)
+        print(RESULT_MARK + json.dumps(result), flush=True)
+    return 0
+
+
+class Driver:
+    """A driver child kept running in one system's settings, so that repetitions of two
+    systems can alternate without restarting anything; `call` sends it one command."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        # Its set-up (fixtures, a check that messages get through) uses the shared sandbox:
+        # nothing else may run until it is done.
+        try:
+            self._answer("set-up", timeout=1800)
+        except BaseException:
+            self._kill()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def call(self, op: str, timeout: float = 3600, **params: Any) -> dict[str, Any]:
+
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            self.process.stdin.write(json.dumps({"op": op, **params}) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            raise SetupError(f"{self.name} driver is gone (exit {self.process.poll()})") from None
+        return self._answer(op, timeout)
+
+    def _answer(self, op: str, timeout: float) -> dict[str, Any]:
+        import threading
+
+        assert self.process.stdout is not None
+        watchdog = threading.Timer(timeout, self._kill)
+        watchdog.start()
+        try:
+            for line in self.process.stdout:
+                if line.startswith(RESULT_MARK):
+                    return json.loads(line[len(RESULT_MARK) :])
+                if line.strip():
+                    print("  " + line.rstrip(), flush=True)
+        finally:
+            watchdog.cancel()
+        code = self.process.wait()
+        raise SetupError(f"{self.name} driver ended (exit {code}) during {op!r}; see output above")
+
+    def close(self) -> None:
+        if self.process.stdin:
+            with contextlib.suppress(BrokenPipeError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            self.process.wait(timeout=10)
+
+
+def interleave(
+    runs: int,
+    systems: Sequence[str],
+    measure: Callable[[str, str], dict[str, Any]],
+    describe: Callable[[str, dict[str, Any]], str],
+) -> dict[str, list[dict[str, Any]]]:
+    """Repetitions alternating A B A B …: a warm-up pair first (printed, marked, discarded),
+    then `runs` pairs. `measure(system, tag)` runs one repetition of one system; `describe`
+    makes its printed line. Returns the kept repetitions per system, pair by pair."""
+    kept: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+    for pair in range(runs + 1):
+        label = "warm-up pair, discarded" if pair == 0 else f"pair {pair}/{runs}"
+        for system in systems:
+            result = measure(system, "W" if pair == 0 else str(pair))
+            print(f"[{label}] {system}: {describe(system, result)}", flush=True)
+            if pair:
+                kept[system].append(result)
+    return kept
+
+
+def paired_line(
+    label: str,
+    kept: dict[str, list[dict[str, Any]]],
+    value: Callable[[dict[str, Any]], float],
+    unit: str,
+    digits: int = 1,
+) -> str:
+    """One figure for both systems: each side's median (min/max) over its repetitions, and
+    careflow ÷ baseline as the median (min/max) of the ratios pair by pair (the two
+    repetitions of one pair ran back to back on the same machine)."""
+    c = [value(r) for r in kept["careflow"]]
+    b = [value(r) for r in kept["baseline"]]
+    ratios = [x / y for x, y in zip(c, b, strict=False) if y]
+    r = summary(ratios)
+    text = (
+        f"{label}\n    careflow {fmt(summary(c), unit, digits)}\n"
+        f"    baseline {fmt(summary(b), unit, digits)}\n"
+    )
+    if len(ratios) < min(len(c), len(b)) or not ratios:
+        return text + "    careflow ÷ baseline n/a (the baseline has none)"
+    return text + (
+        f"    careflow ÷ baseline {r['median']:.2f}x (min {r['min']:.2f}, max {r['max']:.2f}, "
+        "pair by pair)"
+    )
+
+
+def load_flags(kept: dict[str, list[dict[str, Any]]], key: str = "measured") -> list[str]:
+    """The repetitions whose load exceeded the cores at start, end or a mid-run sample."""
+    return [
+        f"{system} repetition {i}: {load_text(r[key]['load'])}"
+        for system, runs in kept.items()
+        for i, r in enumerate(runs, start=1)
+        if r.get(key) and r[key]["load"]["over_cores"]
+    ]
+
+
+def load_summary(before: float, flags: list[str]) -> str:
+    """The closing lines every script prints: the load before and after, and the flags."""
+    lines = [f"load average: before {before:.2f}, after {loadavg():.2f} ({CORES} cores)"]
+    if flags or before > CORES or loadavg() > CORES:
+        lines.append(f"LOAD ABOVE CORES ({CORES}) during this run:")
+        lines += [f"  {flag}" for flag in flags] or ["  at start or end of the script"]
+        lines.append(
+            "  wall-clock figures of flagged repetitions are not comparable across runs; CPU "
+            "and statements per event are the figures to read"
+        )
+    return "\n".join(lines)
+
+
+def statements_check() -> bool:
+    """Whether pg_stat_statements is loaded; prints how to enable it when it is not."""
+    loaded = "pg_stat_statements" in psql("SHOW shared_preload_libraries")
+    if not loaded:
+        print(STATEMENTS_HOWTO, flush=True)
+    return loaded
+
+
+def side_pids(procs: Iterable[Proc], sandbox: Sandbox | None = None) -> dict[str, list[int]]:
+    """The CPU groups of one system's processes for a SideMeter (the driver adds itself)."""
+    out: dict[str, list[int]] = {}
+    for proc in procs:
+        if proc.process is not None:
+            group = next((g for g in ("worker", "beat", "web") if g in proc.name), proc.name)
+            out.setdefault(group, []).append(proc.process.pid)
+    if sandbox is not None and sandbox.proc.process is not None:
+        out["sandbox"] = [sandbox.proc.process.pid]
+    return out
+
+
+COSTS_HEADER = (
+    "CPU per event from /proc/<pid>/stat (utime+stime, with reaped children): worker = "
+    "consumer + pool children, beat, driver (the saving process), sandbox, postgres = the "
+    "backends of this side's database (pg_stat_activity, sampled every 0.5 s: one that exits "
+    "keeps its last sample; pools are persistent); redis is the machine's shared server, "
+    "shown apart. Statements and WAL per event: pg_stat_statements of this side's database "
+    "only (dbid), reset per repetition"
+)
+
+
+Started = tuple[list[Proc], Driver, dict[str, str]]
+
+
+def system_db(system: str) -> str:
+    return CAREFLOW_DB if system == "careflow" else BASELINE_DB
+
+
+@contextlib.contextmanager
+def systems_started(
+    systems: Sequence[str],
+    logdir: Path,
+    env_of: Callable[[str], dict[str, str]],
+    argv_of: Callable[[str], list[str]],
+    *,
+    keep_db: bool = False,
+) -> Iterator[dict[str, Started]]:
+    """Each system's fresh database, broker, workers and a kept driver child (`argv_of`),
+    all up at once for alternating repetitions; stopped, flushed and dropped afterwards."""
+    started: dict[str, Started] = {}
+    # What to stop, as soon as it exists: an interrupt during a driver's set-up must not
+    # leave the workers running.
+    drivers: list[Driver] = []
+    running: list[tuple[list[Proc], dict[str, str], str]] = []
+    try:
+        for system in systems:
+            env = env_of(system)
+            running.append(([], env, system))
+            running[-1][0].extend(system_start(system, system_db(system), env, logdir))
+            drivers.append(Driver(system, argv_of(system), env))
+            started[system] = (running[-1][0], drivers[-1], env)
+        yield started
+    finally:
+        for driver in drivers:
+            driver.close()
+        for procs, env, system in running:
+            stop_all(reversed(procs))
+            flush_redis(env["CELERY_BROKER_URL"])
+            if not keep_db:
+                drop_db(system_db(system))
+
+
+def alternation(systems: Sequence[str]) -> str:
+    """How the repetitions alternate, for the headers: "C B C B …"."""
+    return " ".join(s[0].upper() for s in list(systems) * 2) + " …"
+
+
+def measured_start(fairness: str, name: str) -> tuple[float, Path]:
+    """A two-sided script's start after its header: how it keeps the comparison fair, what
+    the per-event costs count, the load before, the checks; returns (load, log directory)."""
+    print(f"fairness: {fairness}")
+    print(COSTS_HEADER, flush=True)
+    load_before = loadavg()
+    statements_check()
+    check_services()
+    logdir = Path(tempfile.mkdtemp(prefix=f"careflow-bench-{name}-"))
+    print(f"logs: {logdir}", flush=True)
+    return load_before, logdir
+
+
+def child_argv(script: str, system: str, **options: Any) -> list[str]:
+    """The command line of `script`'s driver child for `system`: options as --long-names."""
+    argv = [PY, script, "--child", system]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv

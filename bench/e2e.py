@@ -13,10 +13,10 @@ the order number in the body. Both clocks are this machine's wall clock.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import re
 import sys
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -50,7 +50,7 @@ def parse() -> argparse.Namespace:
     return args
 
 
-# --- child: runs inside one system's Django settings -------------------------------------------
+# --- child: runs inside one system's Django settings, kept running --------------------------
 
 
 def child(args: argparse.Namespace) -> int:
@@ -62,7 +62,7 @@ def child(args: argparse.Namespace) -> int:
     sandbox = common.Sandbox.__new__(common.Sandbox)
     sandbox.url = settings.TWILIO_API_BASE_URL
     system = args.child
-    total = args.runs * (args.events + args.paced_events) + 20
+    total = (args.runs + 1) * (args.events + args.paced_events) + 20
     if system == "careflow":
         org = fixtures.careflow_clinic(sender_rate=args.sender_rate)
         print(
@@ -80,16 +80,23 @@ def child(args: argparse.Namespace) -> int:
         def make(count: int, prefix: str) -> list[int]:
             return fixtures.baseline_orders(count, prefix)
 
-    def measure(ids: list[int], rate: float | None) -> dict:
+    db = settings.DATABASES["default"]["NAME"]
+    meters: dict[str, common.SideMeter] = {}
+
+    def measure(ids: list[int], rate: float | None, pids: dict[str, list[int]] | None) -> dict:
         drained = common.broker_drain(settings.CELERY_BROKER_URL)
         if drained > 2:
             print(f"{system}: waited {drained:.1f}s for leftover queued tasks to drain", flush=True)
         sandbox.reset()
-        meter = common.CpuMeter()
-        meter.start()
+        meter = None
+        if pids is not None:
+            if "meter" not in meters:
+                meters["meter"] = common.SideMeter(db, {**pids, "driver": [os.getpid()]})
+            meter = meters["meter"]
+            meter.start()
         committed = fixtures.ship(system, ids, rate)
         stats = sandbox.wait_accepted(len(ids), timeout=900, stall=60)
-        cpu = meter.stop()
+        measured = meter.stop() if meter else None
         received = {}
         for message in sandbox.messages():
             match = NUMBER.search(message["body"])
@@ -105,112 +112,111 @@ def child(args: argparse.Namespace) -> int:
             "throughput": len(received) / (last_receipt - first_commit) if received else 0.0,
             "commit_span_s": max(committed.values()) - first_commit,
             "latencies_ms": latencies,
-            "cpu": cpu,
+            "measured": measured,
         }
 
-    # Warm-up: worker processes import, connect and open their Twilio pools.
-    warm = measure(make(20, "W"), None)
-    print(f"{system}: warm-up {warm['received']}/20 received", flush=True)
+    # Setup check: worker processes import, connect and open their Twilio pools.
+    warm = measure(make(20, "S"), None, None)
+    print(f"{system}: set-up check {warm['received']}/20 received", flush=True)
     if warm["received"] < 20:
         raise SetupError(
-            f"{system}: warm-up messages did not all reach the sandbox: {warm['stats']}"
+            f"{system}: set-up messages did not all reach the sandbox: {warm['stats']}"
         )
-    floods, paced = [], []
-    for run in range(args.runs):
-        flood = measure(make(args.events, f"F{run}-"), None)
-        print(
-            f"{system} run {run + 1}: flood {flood['received']}/{flood['sent']} in "
-            f"{flood['received'] / flood['throughput'] if flood['throughput'] else 0:.1f}s "
-            f"= {flood['throughput']:.1f} ev/s (commits took {flood['commit_span_s']:.1f}s); "
-            f"sandbox {flood['stats']}; {common.cpu_text(flood['cpu'])}",
-            flush=True,
+
+    def repetition(command: dict) -> dict:
+        tag, pids = command["tag"], command["pids"]
+        flood = measure(make(args.events, f"F{tag}-"), None, pids)
+        flood.pop("latencies_ms")
+        pace = measure(make(args.paced_events, f"P{tag}-"), args.rate, pids)
+        lat = pace.pop("latencies_ms")
+        pace.update(
+            p50=common.percentile(lat, 0.50),
+            p95=common.percentile(lat, 0.95),
+            p99=common.percentile(lat, 0.99),
+            max=max(lat) if lat else float("nan"),
         )
-        floods.append({k: v for k, v in flood.items() if k != "latencies_ms"})
-        pace = measure(make(args.paced_events, f"P{run}-"), args.rate)
-        lat = pace["latencies_ms"]
-        p = {
-            "sent": pace["sent"],
-            "received": pace["received"],
-            "p50": common.percentile(lat, 0.50),
-            "p95": common.percentile(lat, 0.95),
-            "p99": common.percentile(lat, 0.99),
-            "max": max(lat) if lat else float("nan"),
-            "commit_span_s": pace["commit_span_s"],
-        }
-        print(
-            f"{system} run {run + 1}: paced {p['received']}/{p['sent']} at {args.rate:g}/s "
-            f"(commits over {p['commit_span_s']:.1f}s): p50 {p['p50']:.1f} ms, "
-            f"p95 {p['p95']:.1f} ms, p99 {p['p99']:.1f} ms, max {p['max']:.1f} ms",
-            flush=True,
-        )
-        paced.append(p)
-    print(json.dumps({"floods": floods, "paced": paced}))
-    return 0
+        return {"flood": flood, "paced": pace, "measured": flood["measured"]}
+
+    return common.serve({"repetition": repetition})
 
 
 # --- orchestrator ------------------------------------------------------------------------------
+
+
+def describe(system: str, r: dict) -> str:
+    f, p = r["flood"], r["paced"]
+    return (
+        f"flood {f['received']}/{f['sent']} = {f['throughput']:.1f} ev/s "
+        f"(commits took {f['commit_span_s']:.1f}s), {common.cost_text(f['measured'], f['received'])}"
+        f"\n    paced {p['received']}/{p['sent']}: p50 {p['p50']:.1f} ms, p95 {p['p95']:.1f} ms, "
+        f"p99 {p['p99']:.1f} ms, max {p['max']:.1f} ms; "
+        f"{common.cost_text(p['measured'], p['received'])}"
+    )
 
 
 def main() -> int:
     args = parse()
     if args.child:
         return child(args)
+    systems = [args.only] if args.only else ["careflow", "baseline"]
     common.print_header(
         "e2e: order shipped → SMS accepted by the sandbox",
         {
             **common.WORKER_SETTINGS,
             "careflow queues": "events,runs,sends + separate beat",
             "TWILIO_HTTP_TIMEOUT": 10,
-            "sandbox": "own process, status callbacks off",
-            "runs": args.runs,
+            "sandbox": "own process (shared by both), status callbacks off",
+            "repetitions": f"{args.runs} pairs after a warm-up pair, alternating "
+            + common.alternation(systems),
             "flood N": args.events,
             "paced": f"{args.paced_events} at {args.rate:g}/s",
             "careflow sender rate": f"{args.sender_rate:g} segments/s (if the throttle exists)",
         },
     )
-    common.check_services()
-    logdir = Path(tempfile.mkdtemp(prefix="careflow-bench-e2e-"))
-    print(f"logs: {logdir}", flush=True)
+    load_before, logdir = common.measured_start(
+        "both systems' workers, beat and drivers are started once and kept; each "
+        "repetition (flood, then paced) goes to one system while the other's processes idle "
+        "with empty queues, and the idle side's CPU is counted to neither. Restarting per "
+        "repetition would put a cold start (imports, connections, Twilio pools) in every "
+        "figure; a warm-up pair warms both instead.",
+        "e2e",
+    )
     sandbox = common.Sandbox(logdir).start()
-    results = {}
-    systems = [args.only] if args.only else ["careflow", "baseline"]
+    env_of = {"careflow": common.careflow_env, "baseline": common.baseline_env}
+
+    def argv_of(system: str) -> list[str]:
+        return common.child_argv(
+            __file__,
+            system,
+            runs=args.runs,
+            events=args.events,
+            paced_events=args.paced_events,
+            rate=args.rate,
+            sender_rate=args.sender_rate,
+        )
+
     try:
-        for system in systems:
-            db = common.CAREFLOW_DB if system == "careflow" else common.BASELINE_DB
-            env_of = common.careflow_env if system == "careflow" else common.baseline_env
-            env = env_of(sandbox.url)
-            procs = common.system_start(system, db, env, logdir)
-            try:
-                results[system] = common.run_child(
-                    [
-                        common.PY,
-                        __file__,
-                        "--child",
-                        system,
-                        "--runs",
-                        str(args.runs),
-                        "--events",
-                        str(args.events),
-                        "--paced-events",
-                        str(args.paced_events),
-                        "--rate",
-                        str(args.rate),
-                        "--sender-rate",
-                        str(args.sender_rate),
-                    ],
-                    env,
-                    timeout=3600,
+        with common.systems_started(
+            systems, logdir, lambda s: env_of[s](sandbox.url), argv_of, keep_db=args.keep_db
+        ) as started:
+
+            def measure(system: str, tag: str) -> dict:
+                procs, driver, _ = started[system]
+                return driver.call(
+                    "repetition", tag=tag, pids=common.side_pids(procs, sandbox), timeout=3600
                 )
-            finally:
-                common.stop_all(reversed(procs))
-                common.flush_redis(env["CELERY_BROKER_URL"])
-            if not args.keep_db:
-                common.drop_db(db)
+
+            kept = common.interleave(args.runs, systems, measure, describe)
     finally:
         sandbox.stop()
-    report(results, args)
+    report(kept)
+    print("\n" + common.load_summary(load_before, common.load_flags(kept)))
     incomplete = [
-        s for s, r in results.items() for x in r["floods"] + r["paced"] if x["received"] < x["sent"]
+        s
+        for s, reps in kept.items()
+        for r in reps
+        for x in (r["flood"], r["paced"])
+        if x["received"] < x["sent"]
     ]
     if incomplete:
         print(f"\nWARNING: messages missing at the sandbox for: {sorted(set(incomplete))}")
@@ -218,27 +224,86 @@ def main() -> int:
     return 0
 
 
-def report(results: dict, args: argparse.Namespace) -> None:
-    print("\n--- results (median of runs; min/max in brackets) ---")
-    agg = {}
-    for system, r in results.items():
-        agg[system] = {
-            "throughput": common.summary([f["throughput"] for f in r["floods"]]),
-            **{q: common.summary([p[q] for p in r["paced"]]) for q in ("p50", "p95", "p99")},
-        }
-        a = agg[system]
-        print(f"{system:9s} throughput  {common.fmt(a['throughput'], 'events/s')}")
-        for q in ("p50", "p95", "p99"):
-            print(f"{system:9s} latency {q} {common.fmt(a[q], 'ms')}")
-    if len(agg) == 2:
-        c, b = agg["careflow"], agg["baseline"]
-        print(
-            f"\ncareflow ÷ baseline: throughput {common.ratio(c['throughput']['median'], b['throughput']['median'])}"
-            + "".join(
-                f", latency {q} {common.ratio(c[q]['median'], b[q]['median'])}"
-                for q in ("p50", "p95", "p99")
-            )
-        )
+def _cpu(group: str | None) -> Callable[[dict], float]:
+    def value(r: dict) -> float:
+        f = r["flood"]
+        e = common.per_event(f["measured"], f["received"])
+        return e["cpu_total_ms"] if group is None else e["cpu_ms"].get(group, 0.0)
+
+    return value
+
+
+def _pg(key: str) -> Callable[[dict], float]:
+    return lambda r: common.per_event(r["flood"]["measured"], r["flood"]["received"]).get(
+        key, float("nan")
+    )
+
+
+def report(kept: dict[str, list[dict]]) -> None:
+    print("\n--- results: median (min/max) of the kept repetitions; ratios pair by pair ---")
+    if len(kept) < 2:
+        for system, reps in kept.items():
+            for label, value, unit in (
+                ("throughput", lambda r: r["flood"]["throughput"], "events/s"),
+                ("CPU per event", _cpu(None), "ms"),
+                ("latency p99", lambda r: r["paced"]["p99"], "ms"),
+            ):
+                print(
+                    f"{system} {label}: {common.fmt(common.summary([value(r) for r in reps]), unit, 2)}"
+                )
+        return
+    lines = [
+        ("flood throughput", lambda r: r["flood"]["throughput"], "events/s", 1),
+        ("flood CPU per event, all processes (redis apart)", _cpu(None), "ms", 2),
+    ]
+    groups = sorted(
+        {g for reps in kept.values() for r in reps for g in r["flood"]["measured"]["cpu_ms"]}
+    )
+    lines += [(f"  of which {g}", _cpu(g), "ms", 2) for g in groups]
+    lines.append(("  redis (machine-wide, not in the total)", _pg("redis_machine_cpu_ms"), "ms", 2))
+    source = kept["careflow"][0]["flood"]["measured"]["statements_source"]
+    if source == "pg_stat_statements":
+        lines += [
+            (
+                "flood statements per event (pg_stat_statements, this db)",
+                _pg("statements"),
+                "statements",
+                2,
+            ),
+            ("  of which BEGIN/COMMIT", _pg("txn_statements"), "statements", 2),
+            ("flood WAL bytes per event (pg_stat_statements, this db)", _pg("wal_bytes"), "B", 0),
+            ("  full-page images per event (after each checkpoint)", _pg("wal_fpi"), "FPI", 2),
+        ]
+    else:
+        lines += [
+            (
+                "flood transactions per event (pg_stat_database, this db)",
+                _pg("transactions"),
+                "transactions",
+                2,
+            ),
+            (
+                "flood WAL bytes per event (MACHINE-WIDE pg_current_wal_lsn)",
+                _pg("machine_wal_bytes"),
+                "B",
+                0,
+            ),
+        ]
+    lines += [
+        ("paced latency p50", lambda r: r["paced"]["p50"], "ms", 1),
+        ("paced latency p95", lambda r: r["paced"]["p95"], "ms", 1),
+        ("paced latency p99", lambda r: r["paced"]["p99"], "ms", 1),
+        (
+            "paced CPU per event, all processes",
+            lambda r: common.per_event(r["paced"]["measured"], r["paced"]["received"])[
+                "cpu_total_ms"
+            ],
+            "ms",
+            2,
+        ),
+    ]
+    for label, value, unit, digits in lines:
+        print(common.paired_line(label, kept, value, unit, digits))
 
 
 if __name__ == "__main__":

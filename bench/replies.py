@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -59,6 +60,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--keep-db", action="store_true", help="do not drop the bench database")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--web-url", help=argparse.SUPPRESS)
+    p.add_argument("--pids", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.quick:
         args.runs, args.seconds = 1, 5.0
@@ -270,7 +272,7 @@ def child(args: argparse.Namespace) -> int:
             print(f"careflow: waited {drained:.1f}s for leftover queued tasks", flush=True)
         sandbox.reset()
         kept_before = InboundMessage.objects.filter(organization=org).count()
-        meter = common.CpuMeter()
+        meter = common.SideMeter(DB, {**json.loads(args.pids), "driver": [os.getpid()]})
         meter.start()
         phones = [p.phone for p in batch]
         timings = drive(url, common.SANDBOX_ACCOUNT[1], phones, args.rate)
@@ -281,7 +283,8 @@ def child(args: argparse.Namespace) -> int:
             for message in sandbox.messages():
                 if "confirmed" in message["body"]:
                     follow_ups.setdefault(message["to"], message["received_at"])
-        cpu = meter.stop()
+        measured = meter.stop()
+        meter.close()
         kept = InboundMessage.objects.filter(organization=org).count() - kept_before
         stages = stages_measure(timings, follow_ups) if conversing else {}
         return {
@@ -298,7 +301,7 @@ def child(args: argparse.Namespace) -> int:
             ],
             "stages": stages,
             "span_s": max(t[0] for t in timings.values()) - min(t[0] for t in timings.values()),
-            "cpu": cpu,
+            "measured": measured,
         }
 
     def line(values: list[float]) -> dict[str, float]:
@@ -336,7 +339,7 @@ def child(args: argparse.Namespace) -> int:
                 if f
                 else ""
             )
-            + f"; {common.cpu_text(result['cpu'])}",
+            + f"; {common.cost_text(result['measured'], result['replies'])}",
             flush=True,
         )
         for label, key in STAGES:
@@ -396,6 +399,9 @@ def main() -> int:
             "driver": "16 threads, keep-alive sessions, absolute schedule",
         },
     )
+    print(common.COSTS_HEADER.replace("driver (the saving process)", "web (gunicorn), driver"))
+    load_before = common.loadavg()
+    common.statements_check()
     common.check_services()
     logdir = Path(tempfile.mkdtemp(prefix="careflow-bench-replies-"))
     print(f"logs: {logdir}", flush=True)
@@ -419,6 +425,8 @@ def main() -> int:
                 str(args.seconds),
                 "--runs",
                 str(args.runs),
+                "--pids",
+                json.dumps(common.side_pids(procs, sandbox)),
             ],
             env,
             timeout=3600,
@@ -429,11 +437,27 @@ def main() -> int:
         sandbox.stop()
         if not args.keep_db:
             common.drop_db(DB)
-    return report(result)
+    code = report(result)
+    flags = common.load_flags({"careflow": result["runs"]})
+    print("\n" + common.load_summary(load_before, flags))
+    return code
 
 
 def report(result: dict[str, Any]) -> int:
     runs = result["runs"]
+    costs = [common.per_event(r["measured"], r["replies"]) for r in runs]
+    print("\n--- per reply (all processes; redis apart) ---")
+    print(
+        f"CPU per reply: {common.fmt(common.summary([c['cpu_total_ms'] for c in costs]), 'ms', 2)}"
+    )
+    if "statements" in costs[0]:
+        print(
+            "statements per reply (this db): "
+            + common.fmt(common.summary([c["statements"] for c in costs]), "statements", 2)
+        )
+        print(
+            f"WAL per reply (this db): {common.fmt(common.summary([c['wal_bytes'] for c in costs]), 'B', 0)}"
+        )
     print("\n--- results (median of runs; min/max in brackets) ---")
     webhook = {q: common.summary([r["webhook"][q] for r in runs]) for q in ("p50", "p95", "p99")}
     for q, stat in webhook.items():

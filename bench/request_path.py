@@ -92,6 +92,7 @@ def child(args: argparse.Namespace) -> int:
         queries[variant] = len(ctx.captured_queries)
         timed(variant, 50)  # warm-up
     rounds: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    loads = [common.loadavg()]
     for r in range(args.runs):
         # Save by save, the variants take turns (in a rotating order), so that a slow spell
         # of this shared machine (seen: plain saves flipping between 1.5 and 3.2 ms from
@@ -103,8 +104,12 @@ def child(args: argparse.Namespace) -> int:
                 times[variant] += timed(variant, 1)
         for variant in VARIANTS:
             rounds[variant].append(statistics.median(times[variant]))
+        loads.append(common.loadavg())
         print(
-            f"round {r + 1}: " + ", ".join(f"{v} {rounds[v][-1]:.0f} us" for v in VARIANTS),
+            f"round {r + 1}: "
+            + ", ".join(f"{v} {rounds[v][-1]:.0f} us" for v in VARIANTS)
+            + f"; load average {loads[-1]:.2f}"
+            + (" — LOAD ABOVE CORES" if loads[-1] > common.CORES else ""),
             flush=True,
         )
     profile = ""
@@ -120,7 +125,7 @@ def child(args: argparse.Namespace) -> int:
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
         profile = buf.getvalue()
-    print(json.dumps({"rounds": rounds, "queries": queries, "profile": profile}))
+    print(json.dumps({"rounds": rounds, "queries": queries, "profile": profile, "loads": loads}))
     return 0
 
 
@@ -138,6 +143,7 @@ def main() -> int:
             "other enabled workflows": args.workflows,
         },
     )
+    load_before = common.loadavg()
     common.check_services()
     common.recreate_db(DB)
     env = common.careflow_env(
@@ -173,12 +179,21 @@ def main() -> int:
         "baseline": "baseline save + on_commit(send_sms.delay)",
     }
     for v in VARIANTS:
-        print(f"{labels[v]:72s} {common.fmt(stats[v], 'us', 0)}; {result['queries'][v]} queries")
+        print(
+            f"{labels[v]:72s} {common.fmt(stats[v], 'us', 0)}; "
+            f"{result['queries'][v]} statements per save (client-side count of one save)"
+        )
     c, p, b = (stats[v]["median"] for v in VARIANTS)
     verdict = "meets" if c <= 2 * p else "MISSES"
     print(f"\ncareflow ÷ plain    = {common.ratio(c, p)} (target ≤ 2x: {verdict})")
     print(f"careflow ÷ baseline = {common.ratio(c, b)}")
     print(f"baseline ÷ plain    = {common.ratio(b, p)}")
+    over = [
+        f"round {i}: load average {x:.2f}"
+        for i, x in enumerate(result["loads"])
+        if x > common.CORES
+    ]
+    print("\n" + common.load_summary(load_before, over))
     if result["profile"]:
         print("\n--- cProfile of 200 careflow saves (cumulative) ---")
         print(result["profile"])

@@ -24,8 +24,9 @@ message, each sender's largest number of segments in any one-second sliding wind
 throttle (integrations/throttle.py) is a GCRA bucket per sender shared by all workers
 through Redis; sends reserve with burst 1 (integrations/sending.py passes none), so
 reserved send starts are at least segments/rate apart and a half-open 1-second window
-[t, t+1) holds at most `rate` segments' starts (floor(rate) for a fractional rate). That
-is the allowance: a sender over it in any window is a FAIL (exit 1). The receipt lags the
+[t, t+1) holds at most `rate` segments' starts (floor(rate) for a fractional rate; the
+window is 1 s less 0.1 ms, the resolution the bucket stores its time at). That is the
+allowance: a sender over it in any window is a FAIL (exit 1). The receipt lags the
 reserved start by the worker's wait and the HTTP call, so a window of receipts can only show
 more than the contract when those lags bunch messages together.
 """
@@ -90,6 +91,10 @@ def sender_numbers(count: int, first: int) -> list[str]:
 
 
 SHAPE_FIRST = 100  # the shaping phase's numbers: fresh buckets, apart from the flood's
+# The bucket stores its theoretical arrival time through Lua's tostring (Redis's Lua 5.1:
+# "%.14g", so a Unix time to 0.1 ms), so a reserved start may come up to 0.05 ms before its
+# exact place: the contract's window is 1 s less that resolution.
+WINDOW = 1.0 - 1e-4
 
 
 def allowance(rate: float) -> int:
@@ -98,7 +103,7 @@ def allowance(rate: float) -> int:
     return math.floor(rate + 1e-9)
 
 
-def busiest_window(times: list[float], segments: list[int], width: float = 1.0) -> int:
+def busiest_window(times: list[float], segments: list[int], width: float = WINDOW) -> int:
     """The most segments received in any half-open window [t, t + width), t a receipt."""
     order = sorted(range(len(times)), key=times.__getitem__)
     ts = [times[i] for i in order]
@@ -277,7 +282,7 @@ def child_shape(args: argparse.Namespace, sandbox: common.Sandbox) -> dict[str, 
         # slot before the window began (deferred by the throttle and sent late).
         over = []
         for k, t in enumerate(times):
-            end = bisect.bisect_left(times, t + 1.0)
+            end = bisect.bisect_left(times, t + WINDOW)
             if sum(segments[k:end]) > allowance(rate):
                 late = sum(1 for m in mine[k:end] if slots.get(m["sid"], t) < t)
                 over.append((sum(segments[k:end]), late))
@@ -287,7 +292,7 @@ def child_shape(args: argparse.Namespace, sandbox: common.Sandbox) -> dict[str, 
         starts_over = sum(
             1
             for k, t in enumerate(start_times)
-            if sum(start_units[k : bisect.bisect_left(start_times, t + 1.0)]) > allowance(rate)
+            if sum(start_units[k : bisect.bisect_left(start_times, t + WINDOW)]) > allowance(rate)
         )
         span = times[-1] - times[0] if len(times) > 1 else float("nan")
         senders.append(
@@ -546,7 +551,7 @@ def report(
             "contract (integrations/throttle.py): a GCRA bucket per sender in Redis shared by "
             "all groups, burst 1 (integrations/sending.py passes none), so reserved send starts "
             "are segments/rate apart: at most floor(rate) segments in any half-open 1-second "
-            "window [t, t+1). Checked on the reservations the workers made (recorded by "
+            "window [t, t+1) (less 0.1 ms: the bucket's time is stored to 0.1 ms). Checked on the reservations the workers made (recorded by "
             "bench/scale_probe.py) and on the sandbox's receipts (which add each send's lag)."
         )
         failed = []

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck install clean bench mutation
+.PHONY: run test lint typecheck install clean bench bench-scale mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ bench: $(STAMP)
 	$(PY) bench/burst.py $(BENCH_ARGS)
 	$(PY) bench/admin.py $(BENCH_ARGS)
 	$(PY) bench/replies.py $(BENCH_ARGS)
+
+# Scale-out (bench/scale.py): 1, 2 and 4 worker groups, and per-sender shaping across them.
+# Its own target: make bench already takes most of an hour, and this one compares careflow
+# with itself (no baseline), so it is run when sizing, not on every comparison.
+bench-scale: $(STAMP)
+	$(PY) bench/scale.py $(BENCH_ARGS)
 
 # Mutation testing of the send-safety modules against the fast tests (bench/mutation.py):
 # the score per module against its target, and the survivors. MUTATION_ARGS="--changed

@@ -543,12 +543,23 @@ def _worker_argv(app: str, queues: str, name: str) -> list[str]:
     ]
 
 
-def careflow_worker(env: dict[str, str], logdir: Path) -> list[Proc]:
+def careflow_worker(
+    env: dict[str, str], logdir: Path, groups: int = 1, include: Sequence[str] = ()
+) -> list[Proc]:
     """`celery -A config worker -Q events,runs,sends -c 2` plus a separate beat (the relay and
-    the event listener)."""
-    worker = Proc(
-        "careflow-worker", _worker_argv("config", "events,runs,sends", "cfbench"), env, logdir
-    )
+    the event listener). `groups` > 1 starts that many worker processes, each with its own
+    name and the same concurrency, as separate machines would run them (bench/scale.py);
+    `include`: modules the workers also import (celery --include)."""
+    extra = ["--include", ",".join(include)] if include else []
+    workers = [
+        Proc(
+            f"careflow-worker{suffix}",
+            [*_worker_argv("config", "events,runs,sends", f"cfbench{suffix}"), *extra],
+            env,
+            logdir,
+        )
+        for suffix in ["", *(f"-{i}" for i in range(2, groups + 1))]
+    ]
     beat = Proc(
         "careflow-beat",
         [
@@ -566,9 +577,10 @@ def careflow_worker(env: dict[str, str], logdir: Path) -> list[Proc]:
         env,
         logdir,
     )
-    worker.start(ready=b"ready.")
+    for worker in workers:
+        worker.start(ready=b"ready.")
     beat.start(ready=b"beat: Starting")
-    return [worker, beat]
+    return [*workers, beat]
 
 
 def baseline_worker(env: dict[str, str], logdir: Path) -> list[Proc]:
@@ -1197,3 +1209,114 @@ def child_argv(script: str, system: str, **options: Any) -> list[str]:
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     return argv
+
+
+# --- per-process accounting (bench/scale.py) -------------------------------------------------
+# CpuMeter above groups every process on the machine by its command line, so on a machine
+# shared with other checkouts' workers and sandboxes it counts theirs too. These count only
+# the sessions this run started (each Proc is a session leader: start_new_session) and the
+# PostgreSQL backends of this run's database.
+
+
+def pg_backends(db: str) -> list[tuple[int, int | None, str]]:
+    """(backend pid, client port, backend type) of every backend on database `db` (port
+    None: a Unix socket or no client, e.g. an autovacuum worker)."""
+    rows = psql(
+        f"SELECT pid, client_port, backend_type FROM pg_stat_activity WHERE datname = '{db}'"
+    )
+    out = []
+    for line in rows.splitlines():
+        pid, port, kind = line.split("|", 2)
+        out.append((int(pid), int(port) if port and int(port) > 0 else None, kind))
+    return out
+
+
+class SessionCpu:
+    """CPU seconds used between start() and stop() by the processes of some sessions (by
+    role: {"worker-1": session id, …}; a session's processes are its leader and everything
+    it forked, e.g. a Celery consumer and its prefork children) and by database `db`'s
+    PostgreSQL backends ("postgres"). A process that starts in between counts from its
+    start; one that ends in between is not counted. Linux only."""
+
+    def __init__(self, sessions: dict[str, int], db: str) -> None:
+        self.roles = {str(sid): role for role, sid in sessions.items()}
+        self.db = db
+        self._ticks = os.sysconf("SC_CLK_TCK")
+        self._start: dict[str, tuple[str, int]] = {}
+        self._t0 = 0.0
+
+    def _snapshot(self) -> dict[str, tuple[str, int]]:
+        backends = {str(pid) for pid, _, _ in pg_backends(self.db)}
+        out: dict[str, tuple[str, int]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            fields = _stat_fields(int(entry.name))
+            if fields is None:
+                continue
+            role = "postgres" if entry.name in backends else self.roles.get(fields[3])
+            if role is not None:
+                out[entry.name] = (role, int(fields[11]) + int(fields[12]))  # utime + stime
+        return out
+
+    def start(self) -> None:
+        self._start, self._t0 = self._snapshot(), time.monotonic()
+
+    def stop(self) -> tuple[dict[str, float], float]:
+        """({role: CPU seconds}, elapsed wall seconds)."""
+        end, elapsed = self._snapshot(), time.monotonic() - self._t0
+        used: dict[str, float] = {}
+        for pid, (role, ticks) in end.items():
+            before = self._start.get(pid, (role, 0))[1]
+            used[role] = used.get(role, 0.0) + (ticks - before) / self._ticks
+        return used, elapsed
+
+
+def _tcp_inodes_to_pg(port: int = 5432) -> dict[int, str]:
+    """{local port: socket inode} of this machine's TCP connections to PostgreSQL."""
+    out: dict[int, str] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(remote.rsplit(":", 1)[1], 16) == port and inode != "0":  # 0: TIME_WAIT
+                out[int(local.rsplit(":", 1)[1], 16)] = inode
+    return out
+
+
+def pg_sessions_by_process(db: str, sessions: dict[str, int]) -> dict[str, int]:
+    """How many of database `db`'s PostgreSQL sessions each process of `sessions` (role →
+    session id, as SessionCpu) holds, from pg_stat_activity's client ports matched to the
+    processes' sockets. Keys: "<role>" for a session leader (a Celery consumer, beat, the
+    driver), "<role> child <pid>" for a process it forked (a prefork child); a backend with no
+    client (autovacuum) by its backend type; a client that is none of ours as "other"."""
+    roles = {str(sid): role for role, sid in sessions.items()}
+    inode_owner: dict[str, str] = {}
+    for entry in Path("/proc").iterdir():
+        fields = _stat_fields(int(entry.name)) if entry.name.isdigit() else None
+        if fields is None or fields[3] not in roles:
+            continue
+        role = roles[fields[3]]
+        label = role if entry.name == fields[3] else f"{role} child {entry.name}"
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inode_owner[link[8:-1]] = label
+    by_port = _tcp_inodes_to_pg()
+    counts: dict[str, int] = {}
+    for _, port, kind in pg_backends(db):
+        if kind != "client backend":
+            owner = kind
+        else:
+            owner = inode_owner.get(by_port.get(port, ""), "other") if port else "other"
+        counts[owner] = counts.get(owner, 0) + 1
+    return dict(sorted(counts.items()))

@@ -31,10 +31,15 @@ def rate_field() -> str:
 
 
 def careflow_clinic(
-    *, other_workflows: int = 0, with_sms_workflow: bool = True, sender_rate: float | None = None
+    *,
+    other_workflows: int = 0,
+    with_sms_workflow: bool = True,
+    sender_rate: float | None = None,
+    sender: str = SANDBOX_FROM,
 ) -> Any:
     """A clinic with open-all-day quiet hours and no caps, the sandbox account as its Twilio
-    integration, and one enabled order.shipped workflow with one Twilio sendSMS step."""
+    integration (sending from `sender`, a number the sandbox account owns), and one enabled
+    order.shipped workflow with one Twilio sendSMS step."""
     from integrations.models import Integration, MessagingPolicy
     from integrations.twilio.account import ADAPTER, twilio_settings
     from patients.models import Organization
@@ -57,7 +62,7 @@ def careflow_clinic(
         adapter=ADAPTER,
         settings=twilio_settings(account_sid=SANDBOX_ACCOUNT[0], segments_per_second=sender_rate),
         secrets={"auth_token": SANDBOX_ACCOUNT[1]},
-        senders=[SANDBOX_FROM],
+        senders=[sender],
     )
     if with_sms_workflow:
         workflow = Workflow.objects.create(
@@ -68,7 +73,7 @@ def careflow_clinic(
             position=1,
             adapter="twilio",
             function="sendSMS",
-            parameters={"message": BODY, "to": "{{customer.phone}}", "from": SANDBOX_FROM},
+            parameters={"message": BODY, "to": "{{customer.phone}}", "from": sender},
         )
     others = [
         "order.created",
@@ -97,7 +102,7 @@ def careflow_clinic(
             parameters={
                 "message": "Hello {{customer.firstName}}",
                 "to": "{{customer.phone}}",
-                "from": SANDBOX_FROM,
+                "from": sender,
             },
         )
     return org
@@ -178,12 +183,15 @@ def baseline_orders(count: int, prefix: str, model: Any = None) -> list[int]:
     return [o.pk for o in orders]
 
 
-def ship(system: str, order_ids: list[int], rate: float | None) -> dict[str, float]:
-    """Change each order to shipped, one transaction per save; returns {number: commit time}.
+def ship(
+    system: str, order_ids: list[int], rate: float | None, per_transaction: int = 1
+) -> dict[str, float]:
+    """Change each order to shipped, one transaction per save (by default); returns {number: commit time}.
 
     The commit time is taken by an on_commit callback registered before the save, so it runs
     first after COMMIT, before the system's own publish callback. `rate` paces the saves
-    (events/s, on an absolute schedule); None floods.
+    (events/s, on an absolute schedule); None floods. `per_transaction` > 1 commits that many
+    saves together (a flood that one saving process can keep ahead of many workers).
     """
     from django.db import transaction
 
@@ -194,17 +202,19 @@ def ship(system: str, order_ids: list[int], rate: float | None) -> dict[str, flo
 
     committed: dict[str, float] = {}
     start = time.perf_counter()
-    for i, pk in enumerate(order_ids):
+    for first in range(0, len(order_ids), per_transaction):
         if rate:
-            due = start + i / rate
+            due = start + first / rate
             pause = due - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
-        order = model.objects.get(pk=pk)
+        chunk = order_ids[first : first + per_transaction]
+        orders = [model.objects.get(pk=pk) for pk in chunk]
         with transaction.atomic():
-            number = order.number
-            transaction.on_commit(lambda n=number: committed.__setitem__(n, time.time()))
-            order.status = "shipped"
-            order.tracking_number = "1Z999AA10123456784"
-            order.save()
+            for order in orders:
+                number = order.number
+                transaction.on_commit(lambda n=number: committed.__setitem__(n, time.time()))
+                order.status = "shipped"
+                order.tracking_number = "1Z999AA10123456784"
+                order.save()
     return committed

@@ -962,6 +962,12 @@ def test_any_item_of_a_list_of_objects_is_tested_through_the_lists_path() -> Non
             "order.totalAmount ≥ 50 and order.totalAmount < 99.5",
         ),
         ({"customer.isTest": False}, "customer.isTest is false"),
+        ({"customer.isTest": True}, "customer.isTest is true"),
+        ({"a": {"$ne": True}}, "a is not true"),
+        ({"a": {"$in": [False, True]}}, "a is one of false, true"),
+        # a float is written without a needless ".0"; an integer in full, however long
+        ({"a": {"$gte": 2.0, "$lt": 1234567}}, "a ≥ 2 and a < 1234567"),
+        ({"order.status": {"$in": ["a", "b"]}}, "order.status is one of “a”, “b”"),
         ({"order.coupon": {"$in": [None, ""]}}, "order.coupon is empty"),
         ({"changedFields": {"$nin": [None, []]}}, "changedFields is not empty"),
         ({"order.status": {"$nin": ["a", "b"]}}, "order.status is none of “a”, “b”"),
@@ -980,9 +986,27 @@ def test_any_item_of_a_list_of_objects_is_tested_through_the_lists_path() -> Non
         ({"a": {"$regex": "a.b", "$options": "i"}}, None),
         ({"a": None}, None),
         ({"$nor": [{"a": 1}]}, None),
+        ({"$where": "x"}, None),
+        ({"": 1}, None),
+        ({"$or": [{}, {"a": 1}]}, None),
+        ({"a": {"$all": ["x"]}}, None),
+        ({"a": {"$eq": "x"}}, None),
+        ({"a": {"$regex": 5}}, None),  # not a pattern (the filter is invalid)
+        ({"a": {"$elemMatch": {"$regex": "x", "$options": "i"}}}, None),  # no "does not"
         ({}, None),
         ("not a query", None),
     ],
 )
 def test_filter_summary_says_the_builders_queries_in_words(query: Any, words: str | None) -> None:
     assert filters.filter_summary(query) == words
+
+
+def test_filter_summary_says_as_deep_a_query_as_validation_accepts() -> None:
+    assert filters.filter_summary(_nested_and(19)) == "a is 1"
+    assert filters.filter_summary(_nested_and(20)) is None
+
+
+def test_an_operator_at_the_top_of_an_unvalidated_filter_is_named_there() -> None:
+    with pytest.raises(FilterError) as excinfo:
+        filter_matches({"$gt": 1}, {})
+    assert str(excinfo.value).startswith('top level: "$gt" tests a field, so it goes under one')

@@ -1010,3 +1010,119 @@ def test_an_operator_at_the_top_of_an_unvalidated_filter_is_named_there() -> Non
     with pytest.raises(FilterError) as excinfo:
         filter_matches({"$gt": 1}, {})
     assert str(excinfo.value).startswith('top level: "$gt" tests a field, so it goes under one')
+
+
+@pytest.mark.parametrize(
+    ("query", "data", "message"),
+    [
+        ({"$where": "x"}, {}, 'top level: unknown operator "$where"'),
+        ({"$and": 5}, {}, 'top level: "$and" needs a non-empty list of conditions'),
+        ({"a": {"$elemMatch": {"$options": "i"}}}, {"a": ["x"]}, 'a: "$options" only works next'),
+        ({"a": {"$elemMatch": {"$size": "x"}}}, {"a": [[1]]}, 'a: "$size" needs a whole number'),
+        ({"a": {"$elemMatch": {"$not": 5}}}, {"a": [1]}, 'a: "$not" needs an object'),
+        ({"a": {"$date": "x"}}, {"a": "2026-01-01"}, '"$date" needs an ISO-8601 date'),
+    ],
+)
+def test_matching_an_unvalidated_filter_says_where_it_is_wrong(
+    query: Any, data: Any, message: str
+) -> None:
+    with pytest.raises(FilterError) as excinfo:
+        filter_matches(query, data)
+    assert str(excinfo.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (
+            {"a": {"$gt": [1]}},
+            'a: "$gt" compares with a number, text, true/false, null or {"$date": '
+            '"2026-01-01T00:00:00Z"}, not with a list or an object',
+        ),
+        (
+            {"a": {"$regex": "x", "$options": "gx"}},
+            'a: "$options" "gx" is not supported; use any of "i" (ignore case), "m" (^ and $ '
+            'match at each line), "s" (. matches line breaks)',
+        ),
+        (
+            {"a": {"$not": 5}},
+            'a: "$not" needs an object of operators or a regex, e.g. {"$not": {"$gt": 5}} or '
+            '{"$not": {"$regex": "^test"}}',
+        ),
+        (
+            {"a": {"$eq": {"b": {"$gt": 1}}}},
+            'a: "$eq" takes plain values, so it cannot contain the operator "$gt"',
+        ),
+        (
+            {"a": {"$eq": [{"$gt": 1}]}},
+            'a: "$eq" takes plain values, so it cannot contain the operator "$gt"',
+        ),
+    ],
+)
+def test_validation_errors_in_full(query: Any, message: str) -> None:
+    with pytest.raises(FilterError) as excinfo:
+        filter_validate(query)
+    assert str(excinfo.value) == message
+
+
+def test_a_pattern_re2_refuses_is_explained_with_what_is_not_supported() -> None:
+    with pytest.raises(FilterError) as excinfo:
+        filter_validate({"a": {"$regex": "(?=x)"}})
+    assert str(excinfo.value).startswith("a: \"$regex\" pattern '(?=x)' cannot be used (")
+    assert str(excinfo.value).endswith(
+        "); backreferences such as \\1 and lookaround such as (?=…) or (?<!…) are not supported"
+    )
+
+
+def test_a_pattern_may_be_as_long_as_the_limit() -> None:
+    filter_validate({"a": {"$regex": "x" * filters.MAX_PATTERN_LENGTH}})
+    with pytest.raises(FilterError, match="pattern is 501 characters long; the limit is 500"):
+        filter_validate({"a": {"$regex": "x" * (filters.MAX_PATTERN_LENGTH + 1)}})
+
+
+def _nested_object(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = {"b": value}
+    return value
+
+
+def test_a_deep_object_is_bounded_as_a_deep_list_is() -> None:
+    filter_validate({"a": _nested_object(19)})
+    with pytest.raises(FilterError, match="the filter is nested more than 20 levels"):
+        filter_validate({"a": _nested_object(20)})
+
+
+def test_elem_match_reads_a_regex_with_its_options_on_each_element() -> None:
+    query = {"a": {"$elemMatch": {"$regex": "^x", "$options": "i"}}}
+    assert matches(query, {"a": ["y", "X1"]}) is True
+    assert matches(query, {"a": ["y", "1X"]}) is False
+
+
+@pytest.mark.parametrize(
+    ("query", "data"),
+    [
+        # a path through a list of sub-documents that ends at a list: its elements count
+        ({"order.lineItems.tags": "vip"}, {"order": {"lineItems": [{"tags": ["new", "vip"]}]}}),
+        ({"lineItems.0.tags": "vip"}, {"lineItems": [{"tags": ["new", "vip"]}]}),
+        ({"lineItems.0.tags": {"$in": ["vip"]}}, {"lineItems": [{"tags": ["vip"]}]}),
+    ],
+)
+def test_a_list_at_the_end_of_a_path_through_a_list_is_unwound(
+    query: dict[str, Any], data: Any
+) -> None:
+    assert matches(query, data) is True
+
+
+def test_a_value_json_cannot_hold_equals_nothing() -> None:
+    # A filter built in code, not read from JSON: a tuple is no JSON value, not even equal to itself.
+    assert filter_matches({"a": (1, 2)}, {"a": (1, 2)}) is False
+    assert filter_matches({"a": {"$in": [(1, 2)]}}, {"a": [1, 2]}) is False
+
+
+def test_a_payload_date_is_read_up_to_64_characters() -> None:
+    # A date-time may carry any number of fractional digits; longer than 64 characters is text.
+    query = {"a": {"$gte": {"$date": "2026-01-01T00:00:00Z"}}}
+    at_limit = "2026-01-01T00:00:00." + "1" * 38 + "+00:00"
+    assert len(at_limit) == 64 and filter_matches(query, {"a": at_limit}) is True
+    assert filter_matches(query, {"a": at_limit.replace(".", ".1", 1)}) is False

@@ -1021,6 +1021,8 @@ def test_an_operator_at_the_top_of_an_unvalidated_filter_is_named_there() -> Non
         ({"a": {"$elemMatch": {"$size": "x"}}}, {"a": [[1]]}, 'a: "$size" needs a whole number'),
         ({"a": {"$elemMatch": {"$not": 5}}}, {"a": [1]}, 'a: "$not" needs an object'),
         ({"a": {"$date": "x"}}, {"a": "2026-01-01"}, '"$date" needs an ISO-8601 date'),
+        ({"a": {"$elemMatch": {"$gt": [1]}}}, {"a": [1]}, 'a: "$gt" compares with a number'),
+        ({"a": {"$elemMatch": {"$in": 5}}}, {"a": [1]}, 'a: "$in" needs a list of values'),
     ],
 )
 def test_matching_an_unvalidated_filter_says_where_it_is_wrong(
@@ -1106,6 +1108,7 @@ def test_elem_match_reads_a_regex_with_its_options_on_each_element() -> None:
         ({"order.lineItems.tags": "vip"}, {"order": {"lineItems": [{"tags": ["new", "vip"]}]}}),
         ({"lineItems.0.tags": "vip"}, {"lineItems": [{"tags": ["new", "vip"]}]}),
         ({"lineItems.0.tags": {"$in": ["vip"]}}, {"lineItems": [{"tags": ["vip"]}]}),
+        ({"a.0.b": "v"}, {"a": [[{"b": ["w", "v"]}]]}),  # the indexed element is a list
     ],
 )
 def test_a_list_at_the_end_of_a_path_through_a_list_is_unwound(

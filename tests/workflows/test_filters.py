@@ -5,6 +5,7 @@ cases of MongoDB's own jstests/core/query/null_query_semantics.js) unless a test
 checks one of our documented deviations.
 """
 
+import json
 import time
 from typing import Any
 
@@ -1129,3 +1130,13 @@ def test_a_payload_date_is_read_up_to_64_characters() -> None:
     at_limit = "2026-01-01T00:00:00." + "1" * 38 + "+00:00"
     assert len(at_limit) == 64 and filter_matches(query, {"a": at_limit}) is True
     assert filter_matches(query, {"a": at_limit.replace(".", ".1", 1)}) is False
+
+
+def test_a_pattern_with_a_lone_surrogate_is_refused_not_a_crash() -> None:
+    # json.loads('"\\ud800"') is a lone surrogate: no UTF-8 text, so RE2 cannot take it.
+    pattern = json.loads('"^\\ud800"')
+    with pytest.raises(FilterError) as excinfo:
+        filter_validate({"a": {"$regex": pattern}})
+    assert str(excinfo.value) == (
+        "a: \"$regex\" pattern '^\\ud800' cannot be used (it holds a lone surrogate)"
+    )

@@ -1024,6 +1024,7 @@ def test_an_operator_at_the_top_of_an_unvalidated_filter_is_named_there() -> Non
         ({"a": {"$date": "x"}}, {"a": "2026-01-01"}, '"$date" needs an ISO-8601 date'),
         ({"a": {"$elemMatch": {"$gt": [1]}}}, {"a": [1]}, 'a: "$gt" compares with a number'),
         ({"a": {"$elemMatch": {"$in": 5}}}, {"a": [1]}, 'a: "$in" needs a list of values'),
+        ({"a": {"$elemMatch": {"$all": 5}}}, {"a": [1]}, 'a: "$all" needs a list of values'),
     ],
 )
 def test_matching_an_unvalidated_filter_says_where_it_is_wrong(
@@ -1140,3 +1141,19 @@ def test_a_pattern_with_a_lone_surrogate_is_refused_not_a_crash() -> None:
     assert str(excinfo.value) == (
         "a: \"$regex\" pattern '^\\ud800' cannot be used (it holds a lone surrogate)"
     )
+
+
+@pytest.mark.parametrize(
+    ("items", "data", "expected"),
+    [
+        (["x"], ["y", "x"], True),
+        (["x"], ["y"], False),
+        (["x", "x"], ["x"], True),
+        (["x", "y"], ["x", "y"], False),  # no one element is both
+        ([], ["x"], False),
+    ],
+)
+def test_all_inside_elem_match_is_tested_on_each_element(
+    items: list[str], data: list[str], expected: bool
+) -> None:
+    assert matches({"a": {"$elemMatch": {"$all": items}}}, {"a": data}) is expected

@@ -1025,6 +1025,12 @@ def test_an_operator_at_the_top_of_an_unvalidated_filter_is_named_there() -> Non
         ({"a": {"$elemMatch": {"$gt": [1]}}}, {"a": [1]}, 'a: "$gt" compares with a number'),
         ({"a": {"$elemMatch": {"$in": 5}}}, {"a": [1]}, 'a: "$in" needs a list of values'),
         ({"a": {"$elemMatch": {"$all": 5}}}, {"a": [1]}, 'a: "$all" needs a list of values'),
+        ({"a": {"$elemMatch": {"$regex": "(?=x)"}}}, {"a": ["x"]}, 'a: "$regex" pattern'),
+        (
+            {"a": {"$elemMatch": {"$elemMatch": {"$gt": [1]}}}},
+            {"a": [[1]]},
+            'a: "$gt" compares with a number',
+        ),
     ],
 )
 def test_matching_an_unvalidated_filter_says_where_it_is_wrong(

@@ -1026,6 +1026,8 @@ def test_an_operator_at_the_top_of_an_unvalidated_filter_is_named_there() -> Non
         ({"a": {"$elemMatch": {"$in": 5}}}, {"a": [1]}, 'a: "$in" needs a list of values'),
         ({"a": {"$elemMatch": {"$all": 5}}}, {"a": [1]}, 'a: "$all" needs a list of values'),
         ({"a": {"$elemMatch": {"$regex": "(?=x)"}}}, {"a": ["x"]}, 'a: "$regex" pattern'),
+        ({"a": {"$elemMatch": {"$foo": 1}}}, {"a": [1]}, 'a: unknown operator "$foo"'),
+        ({"a": {"$options": "i"}}, {"a": "x"}, 'a: "$options" only works next to "$regex"'),
         (
             {"a": {"$elemMatch": {"$elemMatch": {"$gt": [1]}}}},
             {"a": [[1]]},
@@ -1058,6 +1060,10 @@ def test_matching_an_unvalidated_filter_says_where_it_is_wrong(
             {"a": {"$not": 5}},
             'a: "$not" needs an object of operators or a regex, e.g. {"$not": {"$gt": 5}} or '
             '{"$not": {"$regex": "^test"}}',
+        ),
+        (
+            {"a": {"$ne": {"b": {"$gt": 1}}}},
+            'a: "$ne" takes plain values, so it cannot contain the operator "$gt"',
         ),
         (
             {"a": {"$eq": {"b": {"$gt": 1}}}},

@@ -1169,3 +1169,31 @@ def test_all_inside_elem_match_is_tested_on_each_element(
     items: list[str], data: list[str], expected: bool
 ) -> None:
     assert matches({"a": {"$elemMatch": {"$all": items}}}, {"a": data}) is expected
+
+
+def _elem_match_values(levels: int) -> dict[str, Any]:
+    condition: dict[str, Any] = {"$gt": 1}
+    for _ in range(levels):
+        condition = {"$elemMatch": condition}
+    return {"a": condition}
+
+
+def _elem_match_documents(levels: int) -> dict[str, Any]:
+    query: dict[str, Any] = {"b": 1}
+    for _ in range(levels):
+        query = {"a": {"$elemMatch": query}}
+    return query
+
+
+@pytest.mark.parametrize(
+    ("nested", "deepest"),
+    [
+        (lambda n: {"a": {"$in": [_nested_list(n)]}}, 18),  # field, operator, list: 3 levels
+        (_elem_match_values, 18),  # each $elemMatch of operators: one level
+        (_elem_match_documents, 9),  # each $elemMatch of a document: two (object, query)
+    ],
+)
+def test_every_kind_of_nesting_counts_against_the_depth_limit(nested: Any, deepest: int) -> None:
+    filter_validate(nested(deepest))
+    with pytest.raises(FilterError, match="the filter is nested more than 20 levels"):
+        filter_validate(nested(deepest + 1))

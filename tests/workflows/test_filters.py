@@ -1028,6 +1028,9 @@ def test_an_operator_at_the_top_of_an_unvalidated_filter_is_named_there() -> Non
         ({"a": {"$elemMatch": {"$regex": "(?=x)"}}}, {"a": ["x"]}, 'a: "$regex" pattern'),
         ({"a": {"$elemMatch": {"$foo": 1}}}, {"a": [1]}, 'a: unknown operator "$foo"'),
         ({"a": {"$options": "i"}}, {"a": "x"}, 'a: "$options" only works next to "$regex"'),
+        ({"a": {"$gtee": 1}}, {"a": 1}, 'a: unknown operator "$gtee" (did you mean "$gte"?)'),
+        ({"a": {"$not": 5}}, {"a": 1}, 'a: "$not" needs an object'),
+        ({"a": {"$all": 5}}, {"a": 1}, 'a: "$all" needs a list of values'),
         (
             {"a": {"$elemMatch": {"$elemMatch": {"$gt": [1]}}}},
             {"a": [[1]]},

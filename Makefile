@@ -42,7 +42,8 @@ bench-scale: $(STAMP)
 
 # Mutation testing of the send-safety modules against the fast tests (bench/mutation.py):
 # the score per module against its target, and the survivors. MUTATION_ARGS="--changed
-# origin/main" runs only the modules a change touches; MUTATION_ARGS=integrations/policy.py one.
+# origin/main" runs only the modules a change touches; MUTATION_ARGS=integrations/policy.py one;
+# MUTATION_ARGS="--changed-functions origin/main" the functions a change touches, as CI does.
 mutation: $(STAMP)
 	nice -n 19 $(PY) bench/mutation.py $(MUTATION_ARGS)
 

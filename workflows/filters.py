@@ -489,7 +489,7 @@ def _bound_arg(path: str, op: str, arg: Any) -> Any:
 
 def _date_arg(where: str | None, literal: Mapping[str, Any]) -> datetime:
     text = literal["$date"]
-    instant = _payload_instant(text) if isinstance(text, str) else None
+    instant = _payload_instant(text)  # None for anything but a date text
     if instant is None:
         raise _error(
             where,
@@ -541,6 +541,11 @@ def _regex_arg(path: str, pattern: Any, options: Any) -> Any:
         )
     try:
         return _compile(pattern, options)
+    except UnicodeEncodeError:
+        # JSON's "\ud800" escape gives Python a lone surrogate, which UTF-8 (and RE2) cannot hold.
+        raise _error(
+            path, f'"$regex" pattern {pattern!r} cannot be used (it holds a lone surrogate)'
+        ) from None
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args else "invalid pattern"
         raise _error(

@@ -5,6 +5,7 @@ cases of MongoDB's own jstests/core/query/null_query_semantics.js) unless a test
 checks one of our documented deviations.
 """
 
+import json
 import time
 from typing import Any
 
@@ -962,6 +963,12 @@ def test_any_item_of_a_list_of_objects_is_tested_through_the_lists_path() -> Non
             "order.totalAmount ≥ 50 and order.totalAmount < 99.5",
         ),
         ({"customer.isTest": False}, "customer.isTest is false"),
+        ({"customer.isTest": True}, "customer.isTest is true"),
+        ({"a": {"$ne": True}}, "a is not true"),
+        ({"a": {"$in": [False, True]}}, "a is one of false, true"),
+        # a float is written without a needless ".0"; an integer in full, however long
+        ({"a": {"$gte": 2.0, "$lt": 1234567}}, "a ≥ 2 and a < 1234567"),
+        ({"order.status": {"$in": ["a", "b"]}}, "order.status is one of “a”, “b”"),
         ({"order.coupon": {"$in": [None, ""]}}, "order.coupon is empty"),
         ({"changedFields": {"$nin": [None, []]}}, "changedFields is not empty"),
         ({"order.status": {"$nin": ["a", "b"]}}, "order.status is none of “a”, “b”"),
@@ -980,9 +987,216 @@ def test_any_item_of_a_list_of_objects_is_tested_through_the_lists_path() -> Non
         ({"a": {"$regex": "a.b", "$options": "i"}}, None),
         ({"a": None}, None),
         ({"$nor": [{"a": 1}]}, None),
+        ({"$where": "x"}, None),
+        ({"": 1}, None),
+        ({"$or": [{}, {"a": 1}]}, None),
+        ({"a": {"$all": ["x"]}}, None),
+        ({"a": {"$eq": "x"}}, None),
+        ({"a": {"$regex": 5}}, None),  # not a pattern (the filter is invalid)
+        ({"a": {"$elemMatch": {"$regex": "x", "$options": "i"}}}, None),  # no "does not"
         ({}, None),
         ("not a query", None),
     ],
 )
 def test_filter_summary_says_the_builders_queries_in_words(query: Any, words: str | None) -> None:
     assert filters.filter_summary(query) == words
+
+
+def test_filter_summary_says_as_deep_a_query_as_validation_accepts() -> None:
+    assert filters.filter_summary(_nested_and(19)) == "a is 1"
+    assert filters.filter_summary(_nested_and(20)) is None
+
+
+def test_an_operator_at_the_top_of_an_unvalidated_filter_is_named_there() -> None:
+    with pytest.raises(FilterError) as excinfo:
+        filter_matches({"$gt": 1}, {})
+    assert str(excinfo.value).startswith('top level: "$gt" tests a field, so it goes under one')
+
+
+@pytest.mark.parametrize(
+    ("query", "data", "message"),
+    [
+        ({"$where": "x"}, {}, 'top level: unknown operator "$where"'),
+        ({"$and": 5}, {}, 'top level: "$and" needs a non-empty list of conditions'),
+        ({"a": {"$elemMatch": {"$options": "i"}}}, {"a": ["x"]}, 'a: "$options" only works next'),
+        ({"a": {"$elemMatch": {"$size": "x"}}}, {"a": [[1]]}, 'a: "$size" needs a whole number'),
+        ({"a": {"$elemMatch": {"$not": 5}}}, {"a": [1]}, 'a: "$not" needs an object'),
+        ({"a": {"$date": "x"}}, {"a": "2026-01-01"}, '"$date" needs an ISO-8601 date'),
+        ({"a": {"$elemMatch": {"$gt": [1]}}}, {"a": [1]}, 'a: "$gt" compares with a number'),
+        ({"a": {"$elemMatch": {"$in": 5}}}, {"a": [1]}, 'a: "$in" needs a list of values'),
+        ({"a": {"$elemMatch": {"$all": 5}}}, {"a": [1]}, 'a: "$all" needs a list of values'),
+        ({"a": {"$elemMatch": {"$regex": "(?=x)"}}}, {"a": ["x"]}, 'a: "$regex" pattern'),
+        ({"a": {"$elemMatch": {"$foo": 1}}}, {"a": [1]}, 'a: unknown operator "$foo"'),
+        ({"a": {"$options": "i"}}, {"a": "x"}, 'a: "$options" only works next to "$regex"'),
+        ({"a": {"$gtee": 1}}, {"a": 1}, 'a: unknown operator "$gtee" (did you mean "$gte"?)'),
+        ({"a": {"$not": 5}}, {"a": 1}, 'a: "$not" needs an object'),
+        ({"a": {"$all": 5}}, {"a": 1}, 'a: "$all" needs a list of values'),
+        (
+            {"a": {"$elemMatch": {"$elemMatch": {"$gt": [1]}}}},
+            {"a": [[1]]},
+            'a: "$gt" compares with a number',
+        ),
+    ],
+)
+def test_matching_an_unvalidated_filter_says_where_it_is_wrong(
+    query: Any, data: Any, message: str
+) -> None:
+    with pytest.raises(FilterError) as excinfo:
+        filter_matches(query, data)
+    assert str(excinfo.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (
+            {"a": {"$gt": [1]}},
+            'a: "$gt" compares with a number, text, true/false, null or {"$date": '
+            '"2026-01-01T00:00:00Z"}, not with a list or an object',
+        ),
+        (
+            {"a": {"$regex": "x", "$options": "gx"}},
+            'a: "$options" "gx" is not supported; use any of "i" (ignore case), "m" (^ and $ '
+            'match at each line), "s" (. matches line breaks)',
+        ),
+        (
+            {"a": {"$not": 5}},
+            'a: "$not" needs an object of operators or a regex, e.g. {"$not": {"$gt": 5}} or '
+            '{"$not": {"$regex": "^test"}}',
+        ),
+        (
+            {"a": {"$ne": {"b": {"$gt": 1}}}},
+            'a: "$ne" takes plain values, so it cannot contain the operator "$gt"',
+        ),
+        (
+            {"a": {"$eq": {"b": {"$gt": 1}}}},
+            'a: "$eq" takes plain values, so it cannot contain the operator "$gt"',
+        ),
+        (
+            {"a": {"$eq": [{"$gt": 1}]}},
+            'a: "$eq" takes plain values, so it cannot contain the operator "$gt"',
+        ),
+    ],
+)
+def test_validation_errors_in_full(query: Any, message: str) -> None:
+    with pytest.raises(FilterError) as excinfo:
+        filter_validate(query)
+    assert str(excinfo.value) == message
+
+
+def test_a_pattern_re2_refuses_is_explained_with_what_is_not_supported() -> None:
+    with pytest.raises(FilterError) as excinfo:
+        filter_validate({"a": {"$regex": "(?=x)"}})
+    assert str(excinfo.value).startswith("a: \"$regex\" pattern '(?=x)' cannot be used (")
+    assert str(excinfo.value).endswith(
+        "); backreferences such as \\1 and lookaround such as (?=…) or (?<!…) are not supported"
+    )
+
+
+def test_a_pattern_may_be_as_long_as_the_limit() -> None:
+    filter_validate({"a": {"$regex": "x" * filters.MAX_PATTERN_LENGTH}})
+    with pytest.raises(FilterError, match="pattern is 501 characters long; the limit is 500"):
+        filter_validate({"a": {"$regex": "x" * (filters.MAX_PATTERN_LENGTH + 1)}})
+
+
+def _nested_object(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = {"b": value}
+    return value
+
+
+def test_a_deep_object_is_bounded_as_a_deep_list_is() -> None:
+    filter_validate({"a": _nested_object(19)})
+    with pytest.raises(FilterError, match="the filter is nested more than 20 levels"):
+        filter_validate({"a": _nested_object(20)})
+
+
+def test_elem_match_reads_a_regex_with_its_options_on_each_element() -> None:
+    query = {"a": {"$elemMatch": {"$regex": "^x", "$options": "i"}}}
+    assert matches(query, {"a": ["y", "X1"]}) is True
+    assert matches(query, {"a": ["y", "1X"]}) is False
+
+
+@pytest.mark.parametrize(
+    ("query", "data"),
+    [
+        # a path through a list of sub-documents that ends at a list: its elements count
+        ({"order.lineItems.tags": "vip"}, {"order": {"lineItems": [{"tags": ["new", "vip"]}]}}),
+        ({"lineItems.0.tags": "vip"}, {"lineItems": [{"tags": ["new", "vip"]}]}),
+        ({"lineItems.0.tags": {"$in": ["vip"]}}, {"lineItems": [{"tags": ["vip"]}]}),
+        ({"a.0.b": "v"}, {"a": [[{"b": ["w", "v"]}]]}),  # the indexed element is a list
+    ],
+)
+def test_a_list_at_the_end_of_a_path_through_a_list_is_unwound(
+    query: dict[str, Any], data: Any
+) -> None:
+    assert matches(query, data) is True
+
+
+def test_a_value_json_cannot_hold_equals_nothing() -> None:
+    # A filter built in code, not read from JSON: a tuple is no JSON value, not even equal to itself.
+    assert filter_matches({"a": (1, 2)}, {"a": (1, 2)}) is False
+    assert filter_matches({"a": {"$in": [(1, 2)]}}, {"a": [1, 2]}) is False
+
+
+def test_a_payload_date_is_read_up_to_64_characters() -> None:
+    # A date-time may carry any number of fractional digits; longer than 64 characters is text.
+    query = {"a": {"$gte": {"$date": "2026-01-01T00:00:00Z"}}}
+    at_limit = "2026-01-01T00:00:00." + "1" * 38 + "+00:00"
+    assert len(at_limit) == 64 and filter_matches(query, {"a": at_limit}) is True
+    assert filter_matches(query, {"a": at_limit.replace(".", ".1", 1)}) is False
+
+
+def test_a_pattern_with_a_lone_surrogate_is_refused_not_a_crash() -> None:
+    # json.loads('"\\ud800"') is a lone surrogate: no UTF-8 text, so RE2 cannot take it.
+    pattern = json.loads('"^\\ud800"')
+    with pytest.raises(FilterError) as excinfo:
+        filter_validate({"a": {"$regex": pattern}})
+    assert str(excinfo.value) == (
+        "a: \"$regex\" pattern '^\\ud800' cannot be used (it holds a lone surrogate)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("items", "data", "expected"),
+    [
+        (["x"], ["y", "x"], True),
+        (["x"], ["y"], False),
+        (["x", "x"], ["x"], True),
+        (["x", "y"], ["x", "y"], False),  # no one element is both
+        ([], ["x"], False),
+    ],
+)
+def test_all_inside_elem_match_is_tested_on_each_element(
+    items: list[str], data: list[str], expected: bool
+) -> None:
+    assert matches({"a": {"$elemMatch": {"$all": items}}}, {"a": data}) is expected
+
+
+def _elem_match_values(levels: int) -> dict[str, Any]:
+    condition: dict[str, Any] = {"$gt": 1}
+    for _ in range(levels):
+        condition = {"$elemMatch": condition}
+    return {"a": condition}
+
+
+def _elem_match_documents(levels: int) -> dict[str, Any]:
+    query: dict[str, Any] = {"b": 1}
+    for _ in range(levels):
+        query = {"a": {"$elemMatch": query}}
+    return query
+
+
+@pytest.mark.parametrize(
+    ("nested", "deepest"),
+    [
+        (lambda n: {"a": {"$in": [_nested_list(n)]}}, 18),  # field, operator, list: 3 levels
+        (_elem_match_values, 18),  # each $elemMatch of operators: one level
+        (_elem_match_documents, 9),  # each $elemMatch of a document: two (object, query)
+    ],
+)
+def test_every_kind_of_nesting_counts_against_the_depth_limit(nested: Any, deepest: int) -> None:
+    filter_validate(nested(deepest))
+    with pytest.raises(FilterError, match="the filter is nested more than 20 levels"):
+        filter_validate(nested(deepest + 1))

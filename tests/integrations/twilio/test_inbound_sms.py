@@ -5,6 +5,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -415,6 +416,70 @@ def test_consent_history_is_read_by_when_it_happened_then_by_record(
         patient=patient, purpose="transactional", source="inbound_keyword", action="opt_in"
     )
     assert restored.consent_text == "Tied, last"
+
+
+def _tied_records(patient: Any, *fields: dict[str, Any], physical: str) -> list[int]:
+    """Record `fields` (one consent record each, all at the same instant) with ids in the
+    order given — the last is the one recorded last — but stored in the table in `physical`
+    order ("as recorded" or "reversed"); the ids, in the order given.
+
+    With the index scans switched off for the rest of the test, PostgreSQL reads the history
+    in stored order and sorts it: if the query left ties to the plan, whichever way its sort
+    breaks them, one of the two stored orders picks the wrong record."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [ConsentRecord._meta.db_table, len(fields)],
+        )
+        ids = sorted(row[0] for row in cursor.fetchall())
+        for setting in ("enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan"):
+            cursor.execute(f"SET LOCAL {setting} = off")
+    at = timezone.now() - timedelta(days=1)
+    rows = list(zip(ids, fields, strict=True))
+    for pk, values in rows if physical == "as recorded" else reversed(rows):
+        ConsentFactory(pk=pk, patient=patient, occurred_at=at, **values)
+    return ids
+
+
+@pytest.mark.parametrize("physical", ["as recorded", "reversed"])
+def test_start_restores_the_opt_in_recorded_last_of_two_given_at_one_instant(
+    integration: Integration, physical: str
+) -> None:
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    _receive(integration, "STOP", 1)
+    _, last = _tied_records(
+        patient, {"consent_text": "Form A"}, {"consent_text": "Form B"}, physical=physical
+    )
+    _receive(integration, "STOP", 2)
+    _receive(integration, "START", 3)
+    restored = ConsentRecord.objects.get(
+        patient=patient, purpose="transactional", source="inbound_keyword", action="opt_in"
+    )
+    assert (restored.consent_text, restored.evidence["restored_from"]) == ("Form B", last)
+
+
+@pytest.mark.parametrize("physical", ["as recorded", "reversed"])
+@pytest.mark.parametrize("recorded_last", ["opt_out", "opt_in"])
+def test_start_reads_an_opt_in_and_an_opt_out_given_at_one_instant_by_the_one_recorded_last(
+    integration: Integration, physical: str, recorded_last: str
+) -> None:
+    """Staff entered an opt-out and an opt-in dated the same minute: the one recorded last
+    is the patient's state, so START restores only when that is the opt-out."""
+    patient = PatientFactory(organization=integration.organization, phone=PHONE)
+    opt_in = {"consent_text": "Care texts ok", "source": "admin"}
+    opt_out = {"action": "opt_out", "source": "admin"}
+    _tied_records(
+        patient,
+        *((opt_in, opt_out) if recorded_last == "opt_out" else (opt_out, opt_in)),
+        physical=physical,
+    )
+    _receive(integration, "START", 1)
+    restored = ConsentRecord.objects.filter(patient=patient, source="inbound_keyword")
+    if recorded_last == "opt_out":
+        assert [r.consent_text for r in restored] == ["Care texts ok"]
+    else:
+        assert not restored.exists()
+    assert _state(patient, "transactional") == "opt_in"
 
 
 def test_an_opt_out_confirmation_is_suppressed_only_by_this_numbers_own_opt_out_here(

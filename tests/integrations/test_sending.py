@@ -195,7 +195,10 @@ def test_stale_sending_claim_is_reconciled(make_message: Any, sandbox: SandboxSe
     OutboundMessage.objects.filter(pk=message.pk).update(next_attempt_at=None)
     message_send(message_id=message.pk)  # stale → unknown, reconciled at once
     result = OutboundMessage.objects.get(pk=message.pk)
-    assert result.status == Status.SENT
+    # sent, or already delivered: the look-up records what Twilio has reached meanwhile (on a
+    # loaded machine the sandbox's delivery can come before it)
+    assert result.status in (Status.SENT, Status.DELIVERED)
+    assert result.sent_at is not None
     assert result.provider_sid == sandbox.messages()[0]["sid"]
     assert len(sandbox.messages()) == 1
 

@@ -20,16 +20,18 @@ from integrations.messaging import (
 from integrations.models import OutboundMessage
 from integrations.sending import (
     MessagesAccepted,
+    _message_refused,
+    message_deliver,
     message_prepare,
     message_send,
     message_status_apply,
     messages_of_ended_runs_skip,
     sent_messages_reconcile,
 )
-from patients.models import ConsentRecord
-from tests.factories import ConsentFactory, PatientFactory, WorkflowFactory
+from patients.consent import consent_history_prefetch
+from patients.models import ConsentRecord, Patient
+from tests.factories import ConsentFactory, PatientFactory, WorkflowFactory, step_run_create
 from tests.integrations.fake_transport import FakeTransport, fake_integration, fake_transport
-from workflows.models import Event, Run, StepRun
 
 pytestmark = pytest.mark.django_db
 Status = OutboundMessage.Status
@@ -707,21 +709,11 @@ def test_one_acceptance_recorded_at_a_batchs_end_is_one_conditional_update(
     )
 
 
-def _step_run(workflow: Any) -> StepRun:
-    event = Event.objects.create(
-        organization=workflow.organization,
-        type="order.shipped",
-        dedupe_key=f"e{Event.objects.count()}",
-    )
-    run = Run.objects.create(workflow=workflow, event=event)
-    return StepRun.objects.create(run=run, index=0)
-
-
 def test_the_unsent_messages_of_runs_that_ended_early_are_skipped(
     fake_transport: FakeTransport,
 ) -> None:
     workflow = WorkflowFactory()
-    ended, other = _step_run(workflow), _step_run(workflow)
+    ended, other = step_run_create(workflow), step_run_create(workflow)
     deferred = _row(step_run=ended, next_attempt_at=T0)
     being_sent = _row(step_run=ended, status=Status.SENDING)
     of_another_run = _row(step_run=other)
@@ -741,3 +733,142 @@ def test_the_unsent_messages_of_runs_that_ended_early_are_skipped(
     messages_of_ended_runs_skip({ended.run_id}, "x" * 300)
     later.refresh_from_db()
     assert later.skip_reason == f"the run ended early: {'x' * 300}"[:200]
+
+
+def _due(**fields: Any) -> OutboundMessage:
+    """A message of the fake channel that passes every check and is due now."""
+    message = _message()
+    if fields:
+        OutboundMessage.objects.filter(pk=message.pk).update(**fields)
+    return message
+
+
+@pytest.mark.parametrize(("units", "segments"), [(0, 1), (3, 3)])
+def test_the_providers_count_of_units_is_recorded_when_it_gives_one(
+    fake_transport: FakeTransport, monkeypatch: pytest.MonkeyPatch, units: int, segments: int
+) -> None:
+    send = fake_transport.send
+
+    def counted(message: OutboundMessage) -> Accepted:
+        answer = send(message)
+        return Accepted(answer.provider_id, answer.provider_status, units=units)
+
+    monkeypatch.setattr(fake_transport, "send", counted)
+    message = _due(segments=1)
+    sent = message_send(message_id=message.pk)
+    assert (sent.status, sent.segments) == (Status.SENT, segments)
+    assert OutboundMessage.objects.get(pk=message.pk).segments == segments
+
+
+@pytest.mark.parametrize("opted_out", [False, True])
+def test_a_refusal_fails_the_message_for_good_with_the_providers_words(
+    fake_transport: FakeTransport, opted_out: bool
+) -> None:
+    fake_transport.outcome = Refused("521", "recipient refuses", opted_out=opted_out)
+    message = _due(next_attempt_at=T0)  # an earlier attempt was retried
+    failed = message_send(message_id=message.pk)
+    stored = OutboundMessage.objects.get(pk=message.pk)
+    for row in (failed, stored):
+        assert (row.status, row.error_code, row.error_message, row.next_attempt_at) == (
+            Status.FAILED,
+            "521",
+            "recipient refuses",
+            None,
+        )
+    opt_outs = ConsentRecord.objects.filter(patient=message.patient, action="opt_out")
+    assert opt_outs.count() == (2 if opted_out else 0)
+    if opted_out:
+        # a numeric code is kept as a number, with the message and the sender refused
+        assert [c.evidence for c in opt_outs] == [
+            {"error_code": 521, "message_id": message.pk, "from": "clinic@letters.test"}
+        ] * 2
+        # and the next message to this patient is refused at once, not sent
+        assert message_send(message_id=_due_for(message.patient).pk).status == Status.SKIPPED
+    assert fake_transport.sent == [message.pk]
+
+
+def _due_for(patient: Any) -> OutboundMessage:
+    return message_prepare(
+        organization=patient.organization,
+        integration=fake_integration(),
+        idempotency_key=f"next:{patient.pk}",
+        to=patient.email,
+        from_number="clinic@letters.test",
+        body="again",
+        purpose="transactional",
+        patient=patient,
+        channel="email",
+        urgent=True,
+    )
+
+
+def test_an_opt_out_refusal_of_a_message_to_no_patient_records_no_consent(
+    fake_transport: FakeTransport,
+) -> None:
+    fake_transport.outcome = Refused("521", "recipient refuses", opted_out=True)
+    message = _row(status=Status.SENDING)
+    _message_refused(message, fake_transport.outcome)
+    assert (message.status, ConsentRecord.objects.count()) == (Status.FAILED, 0)
+
+
+def test_a_retryable_refusal_waits_its_backoff_until_the_last_attempt(
+    fake_transport: FakeTransport, settings: Any
+) -> None:
+    settings.CAREFLOW_SEND_MAX_RETRIES = 3
+    fake_transport.outcome = Refused("busy", "slow down", retryable=True)
+    message = _due(lookup_failures=0)
+    now = T0
+    for attempt in (1, 2):
+        with time_machine.travel(now, tick=False):
+            retried = message_send(message_id=message.pk)
+        assert (retried.status, retried.attempts) == (Status.PENDING, attempt)
+        assert (retried.error_code, retried.error_message) == ("busy", "slow down")
+        wait = (retried.next_attempt_at - now).total_seconds()  # type: ignore[operator]
+        assert 2.0 * 2 ** (attempt - 1) * 0.5 <= wait <= 2.0 * 2 ** (attempt - 1)  # jittered
+        now = retried.next_attempt_at  # type: ignore[assignment]
+    with time_machine.travel(now, tick=False):
+        final = message_send(message_id=message.pk)
+    assert (final.status, final.attempts, final.next_attempt_at) == (Status.FAILED, 3, None)
+    assert (final.error_code, final.error_message) == (
+        "busy",
+        "gave up after 3 attempts: slow down",
+    )
+    assert OutboundMessage.objects.get(pk=message.pk).status == Status.FAILED
+
+
+def test_an_ambiguous_send_is_marked_unknown_to_be_looked_up_shortly(
+    fake_transport: FakeTransport,
+) -> None:
+    fake_transport.outcome = Ambiguous("timeout", "no answer in 30 s")
+    message = _due(lookup_failures=2)  # from an earlier attempt, found never accepted
+    with time_machine.travel(T0, tick=False):
+        unknown = message_send(message_id=message.pk)
+    stored = OutboundMessage.objects.get(pk=message.pk)
+    for row in (unknown, stored):
+        assert (row.status, row.error_code, row.error_message) == (
+            Status.UNKNOWN,
+            "timeout",
+            "no answer in 30 s",
+        )
+        assert (row.next_attempt_at, row.lookup_failures, row.updated_at) == (
+            T0 + timedelta(seconds=15),
+            0,
+            T0,
+        )
+
+
+def test_an_opt_out_refusal_is_heeded_by_the_rest_of_a_batch_read_with_its_consents(
+    fake_transport: FakeTransport,
+) -> None:
+    first = _message()
+    second = _due_for(first.patient)
+    # a batch reads its patients once, with their consent histories
+    patient = Patient.objects.prefetch_related(consent_history_prefetch()).get(pk=first.patient_id)
+    fake_transport.outcome = Refused("521", "recipient refuses", opted_out=True)
+    first.patient = patient
+    assert message_deliver(first).status == Status.FAILED
+    fake_transport.outcome = None
+    second.patient = patient
+    skipped = message_deliver(second)
+    assert (skipped.status, fake_transport.sent) == (Status.SKIPPED, [first.pk])
+    assert skipped.skip_reason.startswith("opted out of transactional email")

@@ -38,16 +38,18 @@ Status = OutboundMessage.Status
 __all__ = ["fake_transport"]  # the fixture, used by name
 
 
-def _message(channel_consent: bool = True) -> OutboundMessage:
+def _message(channel_consent: bool = True, patient: Any = None) -> OutboundMessage:
+    """A message of the fake channel, to a new patient with consent (or to `patient`)."""
     integration = fake_integration()
-    patient = PatientFactory(organization=integration.organization, timezone="UTC")
-    ConsentFactory(patient=patient)  # SMS
-    if channel_consent:
-        ConsentFactory(patient=patient, channel="email")
+    if patient is None:
+        patient = PatientFactory(organization=integration.organization, timezone="UTC")
+        ConsentFactory(patient=patient)  # SMS
+        if channel_consent:
+            ConsentFactory(patient=patient, channel="email")
     return message_prepare(
         organization=integration.organization,
         integration=integration,
-        idempotency_key=f"letters:{patient.pk}",
+        idempotency_key=f"letters:{patient.pk}:{OutboundMessage.objects.count()}",
         to=patient.email,
         from_number="clinic@letters.test",
         body="Your results are ready",
@@ -783,23 +785,10 @@ def test_a_refusal_fails_the_message_for_good_with_the_providers_words(
             {"error_code": 521, "message_id": message.pk, "from": "clinic@letters.test"}
         ] * 2
         # and the next message to this patient is refused at once, not sent
-        assert message_send(message_id=_due_for(message.patient).pk).status == Status.SKIPPED
+        assert (
+            message_send(message_id=_message(patient=message.patient).pk).status == Status.SKIPPED
+        )
     assert fake_transport.sent == [message.pk]
-
-
-def _due_for(patient: Any) -> OutboundMessage:
-    return message_prepare(
-        organization=patient.organization,
-        integration=fake_integration(),
-        idempotency_key=f"next:{patient.pk}",
-        to=patient.email,
-        from_number="clinic@letters.test",
-        body="again",
-        purpose="transactional",
-        patient=patient,
-        channel="email",
-        urgent=True,
-    )
 
 
 def test_an_opt_out_refusal_of_a_message_to_no_patient_records_no_consent(
@@ -861,7 +850,7 @@ def test_an_opt_out_refusal_is_heeded_by_the_rest_of_a_batch_read_with_its_conse
     fake_transport: FakeTransport,
 ) -> None:
     first = _message()
-    second = _due_for(first.patient)
+    second = _message(patient=first.patient)
     # a batch reads its patients once, with their consent histories
     patient = Patient.objects.prefetch_related(consent_history_prefetch()).get(pk=first.patient_id)
     fake_transport.outcome = Refused("521", "recipient refuses", opted_out=True)

@@ -28,13 +28,17 @@ def send(sandbox: SandboxServer) -> Any:
     integration = sandbox_account(sandbox, IntegrationFactory(segments_per_second=1))
 
     def send(
-        patient: Patient, key: str = "run:1:step:0", first_attempt: bool = True
+        patient: Patient,
+        key: str = "run:1:step:0",
+        first_attempt: bool = True,
+        accepted: MessagesAccepted | None = None,
     ) -> OutboundMessage:
         return message_prepare_and_deliver(
             organization=integration.organization,
             integration=integration,
             idempotency_key=key,
             first_attempt=first_attempt,
+            accepted=accepted,
             to=patient.phone,
             from_number="+15005550006",
             body="Your order shipped",
@@ -158,18 +162,7 @@ def test_concurrent_sends_under_a_cap_are_decided_one_at_a_time(
 def test_a_batchs_acceptances_are_recorded_at_its_end(send: Any, sandbox: SandboxServer) -> None:
     patient = _patient(send, consent=True)
     accepted = MessagesAccepted()
-    message = message_prepare_and_deliver(
-        organization=send.organization,
-        integration=patient.organization.integrations.get(),
-        idempotency_key="batch:1",
-        first_attempt=True,
-        accepted=accepted,
-        to=patient.phone,
-        from_number="+15005550006",
-        body="Your order shipped",
-        purpose="transactional",
-        patient=patient,
-    )
+    message = send(patient, accepted=accepted)
     (at_twilio,) = sandbox.messages()
     # Twilio took it; the row says so only when the batch writes what it was told
     assert (message.status, message.provider_sid) == (Status.SENT, at_twilio["sid"])

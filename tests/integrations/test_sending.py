@@ -406,31 +406,41 @@ T0 = datetime(2026, 6, 1, 16, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def one_a_second(sandbox: SandboxServer) -> Any:
-    """Messages from a sender Twilio lets send one segment a second (its bucket its own)."""
-    integration = sandbox_account(sandbox, IntegrationFactory(segments_per_second=1.0))
-    patient = PatientFactory(organization=integration.organization, phone="+14155550123")
-    ConsentFactory(patient=patient)
+def paced(sandbox: SandboxServer) -> Any:
+    """`paced(rate)`: a maker of messages from a sender Twilio lets send `rate` segments a
+    second, with a throttle bucket of its own (`.key`)."""
 
-    def prepare(key: str, **fields: Any) -> OutboundMessage:
-        message = message_prepare(
-            organization=integration.organization,
-            integration=integration,
-            idempotency_key=key,
-            to=patient.phone,
-            from_number="+15005550006",
-            body=f"message {key}",
-            purpose="transactional",
-            patient=patient,
+    def pace(rate: float) -> Any:
+        integration = sandbox_account(sandbox, IntegrationFactory(segments_per_second=rate))
+        patient = PatientFactory(organization=integration.organization, phone="+14155550123")
+        ConsentFactory(patient=patient)
+
+        def prepare(key: str, **fields: Any) -> OutboundMessage:
+            message = message_prepare(
+                organization=integration.organization,
+                integration=integration,
+                idempotency_key=key,
+                to=patient.phone,
+                from_number="+15005550006",
+                body=f"message {key}",
+                purpose="transactional",
+                patient=patient,
+            )
+            if fields:
+                OutboundMessage.objects.filter(pk=message.pk).update(**fields)
+            return message
+
+        prepare.key = throttle_key(  # type: ignore[attr-defined]
+            scope=twilio_account(integration).account_sid, sender="+15005550006"
         )
-        if fields:
-            OutboundMessage.objects.filter(pk=message.pk).update(**fields)
-        return message
+        return prepare
 
-    prepare.key = throttle_key(  # type: ignore[attr-defined]
-        scope=twilio_account(integration).account_sid, sender="+15005550006"
-    )
-    return prepare
+    return pace
+
+
+@pytest.fixture
+def one_a_second(paced: Any) -> Any:
+    return paced(1.0)
 
 
 def test_a_message_whose_slot_is_over_half_a_second_away_comes_back_for_it(
@@ -469,24 +479,10 @@ def test_a_slot_reserved_a_minute_ago_is_stale_and_a_new_one_is_reserved(
 
 
 def test_a_slot_at_most_half_a_second_away_is_waited_for_in_the_worker(
-    sandbox: SandboxServer,
+    paced: Any, sandbox: SandboxServer
 ) -> None:
-    integration = sandbox_account(sandbox, IntegrationFactory(segments_per_second=2.0))
-    patient = PatientFactory(organization=integration.organization, phone="+14155550123")
-    ConsentFactory(patient=patient)
-    messages = [
-        message_prepare(
-            organization=integration.organization,
-            integration=integration,
-            idempotency_key=f"half:{n}",
-            to=patient.phone,
-            from_number="+15005550006",
-            body="hi",
-            purpose="transactional",
-            patient=patient,
-        )
-        for n in range(2)
-    ]
+    two_a_second = paced(2.0)  # the second message's slot: exactly half a second on
+    messages = [two_a_second(f"half:{n}") for n in range(2)]
     with time_machine.travel(T0, tick=False):
         sent = [message_send(message_id=message.pk) for message in messages]
     assert [(m.status, m.sending_started_at) for m in sent] == [(Status.SENT, T0)] * 2

@@ -352,7 +352,7 @@ def _ambiguous(**fields: Any) -> OutboundMessage:
 
 
 def test_failed_look_ups_back_off_doubling_to_an_hour_then_leave_it_to_staff(
-    fake_transport: FakeTransport, settings: Any
+    fake_transport: FakeTransport, settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings.CAREFLOW_RECONCILE_MAX_FAILURES = 10
     lookups = _LookUps(fake_transport, Ambiguous("timeout", "no answer"))
@@ -381,6 +381,7 @@ def test_failed_look_ups_back_off_doubling_to_an_hour_then_leave_it_to_staff(
         "have gone out: check it in the provider's console."
     )
     assert len(lookups.asked) == 10
+    assert f"message {message.pk} left unconfirmed: 10 look-ups failed" in caplog.messages
     # given up: never looked up (nor sent) again
     with time_machine.travel(now + timedelta(days=1), tick=False):
         assert message_send(message_id=message.pk).status == Status.UNKNOWN
@@ -388,7 +389,7 @@ def test_failed_look_ups_back_off_doubling_to_an_hour_then_leave_it_to_staff(
 
 
 def test_a_provider_that_refuses_look_ups_leaves_the_message_to_staff_at_once(
-    fake_transport: FakeTransport,
+    fake_transport: FakeTransport, caplog: pytest.LogCaptureFixture
 ) -> None:
     _LookUps(fake_transport, LookupRefused("forbidden-for-test-keys", ""))
     message = _ambiguous()
@@ -401,6 +402,10 @@ def test_a_provider_that_refuses_look_ups_leaves_the_message_to_staff_at_once(
         None,
     )
     assert message.error_code == "forbidden-for-te"  # the field's 16 characters
+    assert (
+        f"message {message.pk} left unconfirmed: the provider refuses to look it up"
+        in caplog.messages
+    )
     assert "(the provider refuses to look it up; last answer forbidden-for-test-keys)" in (
         message.error_message
     )

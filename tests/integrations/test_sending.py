@@ -338,7 +338,7 @@ def test_a_prepared_message_records_everything_it_was_given(sandbox: SandboxServ
         "language": "fr",
     }
     built = message_build(idempotency_key="built", **fields)
-    assert built.pk is None  # for a batch to insert
+    assert (built.pk, built.idempotency_key) == (None, "built")  # for a batch to insert
     stored = message_prepare(idempotency_key="stored", **fields)
     for message in (built, OutboundMessage.objects.get(pk=stored.pk)):
         assert (message.organization, message.integration, message.patient) == (

@@ -1,11 +1,13 @@
 """The transport registry, the protocol's neutral defaults, and the messaging core driven by
 a transport that is not Twilio (an email-like channel)."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import time_machine
+from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations.messaging import (
@@ -17,7 +19,7 @@ from integrations.messaging import (
     Transport,
     transport_get,
 )
-from integrations.models import OutboundMessage
+from integrations.models import Integration, OutboundMessage
 from integrations.sending import (
     MessagesAccepted,
     _message_refused,
@@ -820,12 +822,14 @@ def test_a_retryable_refusal_waits_its_backoff_until_the_last_attempt(
         wait = (retried.next_attempt_at - now).total_seconds()  # type: ignore[operator]
         assert 2.0 * 2 ** (attempt - 1) * 0.5 <= wait <= 2.0 * 2 ** (attempt - 1)  # jittered
         now = retried.next_attempt_at  # type: ignore[assignment]
+    # the last answer is the one recorded
+    fake_transport.outcome = Refused("overloaded", "try much later", retryable=True)
     with time_machine.travel(now, tick=False):
         final = message_send(message_id=message.pk)
     assert (final.status, final.attempts, final.next_attempt_at) == (Status.FAILED, 3, None)
     assert (final.error_code, final.error_message) == (
-        "busy",
-        "gave up after 3 attempts: slow down",
+        "overloaded",
+        "gave up after 3 attempts: try much later",
     )
     assert OutboundMessage.objects.get(pk=message.pk).status == Status.FAILED
 
@@ -866,3 +870,36 @@ def test_an_opt_out_refusal_is_heeded_by_the_rest_of_a_batch_read_with_its_conse
     skipped = message_deliver(second)
     assert (skipped.status, fake_transport.sent) == (Status.SKIPPED, [first.pk])
     assert skipped.skip_reason.startswith("opted out of transactional email")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reconciliation_run_skips_messages_another_run_holds_but_not_their_integration(
+    fake_transport: FakeTransport, settings: Any
+) -> None:
+    settings.CAREFLOW_STATUS_RECONCILE_AFTER_SECONDS = 60.0
+    held = _sent(updated_at=timezone.now() - timedelta(hours=1))
+    free = _sent(updated_at=timezone.now() - timedelta(hours=1))
+    lookups = _LookUps(fake_transport, None)
+    locked, release = threading.Event(), threading.Event()
+
+    def other_run() -> None:
+        # another run has claimed `held`, and staff are saving `free`'s integration
+        try:
+            with transaction.atomic():
+                OutboundMessage.objects.select_for_update().filter(pk=held.pk).get()
+                Integration.objects.select_for_update().filter(pk=free.integration_id).get()
+                locked.set()
+                release.wait(timeout=10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_run)
+    thread.start()
+    try:
+        assert locked.wait(timeout=30)
+        sent_messages_reconcile()
+        asked = [pk for pk, _ in lookups.asked]
+    finally:
+        release.set()
+        thread.join()
+    assert asked == [free.pk]

@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations.messaging import (
+    TRANSPORTS,
     Accepted,
     Ambiguous,
     Found,
@@ -649,16 +650,23 @@ def test_status_look_ups_settle_what_the_provider_has_settled(
 
 
 def test_a_provider_that_cannot_look_up_is_not_asked_but_its_checks_are_counted(
-    fake_transport: FakeTransport, settings: Any
+    fake_transport: FakeTransport, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.CAREFLOW_STATUS_RECONCILE_AFTER_SECONDS = 60.0
     fake_transport.can_lookup = False
     lookups = _LookUps(fake_transport, Found(provider_id="<x@l>", provider_status="delivered"))
-    message = _sent(updated_at=T0 - timedelta(hours=1))
+    message = _sent(updated_at=T0 - timedelta(hours=2))
+    # another provider's message, due after it, is still looked up
+    other_transport = FakeTransport()
+    monkeypatch.setitem(TRANSPORTS, "fake-letters-2", other_transport)
+    others = _LookUps(other_transport, None)
+    other = _sent(updated_at=T0 - timedelta(hours=1))
+    Integration.objects.filter(pk=other.integration_id).update(adapter="fake-letters-2")
     with time_machine.travel(T0, tick=False):
         assert sent_messages_reconcile() == 0
     message.refresh_from_db()
     assert (message.status, message.status_checks, lookups.asked) == (Status.SENT, 1, [])
+    assert [pk for pk, _ in others.asked] == [other.pk]
 
 
 def test_acceptances_recorded_together_advance_only_messages_still_being_sent(

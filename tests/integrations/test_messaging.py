@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import time_machine
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from integrations.messaging import (
@@ -911,3 +912,19 @@ def test_a_reconciliation_run_skips_messages_another_run_holds_but_not_their_int
         release.set()
         thread.join()
     assert asked == [free.pk]
+
+
+def test_a_reconciliation_run_reads_its_messages_integrations_with_them(
+    fake_transport: FakeTransport, settings: Any
+) -> None:
+    settings.CAREFLOW_STATUS_RECONCILE_AFTER_SECONDS = 60.0
+    fake_transport.can_lookup = False  # only the claim and the transports are read
+    counts = []
+    for due in (1, 3):
+        for _ in range(due):
+            _sent(updated_at=T0 - timedelta(hours=1))
+        with time_machine.travel(T0, tick=False), CaptureQueriesContext(connection) as queries:
+            sent_messages_reconcile()
+        counts.append(len(queries.captured_queries))
+        OutboundMessage.objects.update(status=Status.DELIVERED)
+    assert counts[0] == counts[1]  # no query per message

@@ -605,7 +605,10 @@ def test_a_reconciliation_run_looks_up_its_batch_longest_unchecked_first(
 
 
 def test_status_look_ups_settle_what_the_provider_has_settled(
-    fake_transport: FakeTransport, settings: Any, monkeypatch: pytest.MonkeyPatch
+    fake_transport: FakeTransport,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings.CAREFLOW_STATUS_RECONCILE_AFTER_SECONDS = 60.0
     monkeypatch.setattr(fake_transport, "explain_error", lambda code: f"explained {code}")
@@ -631,6 +634,7 @@ def test_status_look_ups_settle_what_the_provider_has_settled(
     OutboundMessage.objects.filter(pk=delivered.pk).update(from_number="")
     with time_machine.travel(T0, tick=False):
         assert sent_messages_reconcile() == 2  # one look-up failing does not stop the rest
+    assert f"status look-up of message {unreachable.pk} failed: timeout" in caplog.messages
     assert [since for _, since in lookups.asked] == [T0 - timedelta(hours=3)] * 5
     for message in (unreachable, missing, still):
         message.refresh_from_db()

@@ -1,6 +1,7 @@
 """The transport registry, the protocol's neutral defaults, and the messaging core driven by
 a transport that is not Twilio (an email-like channel)."""
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -102,12 +103,17 @@ def test_consent_is_by_channel(fake_transport: FakeTransport) -> None:
 
 
 def test_a_provider_status_is_applied_through_the_transports_words(
-    fake_transport: FakeTransport,
+    fake_transport: FakeTransport, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="integrations.sending")
     message = message_send(message_id=_message().pk)
     assert message_status_apply(message=message, provider_status="delivered")
     assert not message_status_apply(message=message, provider_status="accepted")  # backwards
     assert not message_status_apply(message=message, provider_status="queued")  # not its word
+    assert not message_status_apply(message=message, provider_status="")  # ranked, not a word
+    assert f"ignoring unknown provider status 'queued' for message {message.pk}" in (
+        caplog.messages
+    )
     message.refresh_from_db()
     assert message.status == Status.DELIVERED
 
@@ -320,6 +326,10 @@ def test_a_report_names_the_sender_of_a_message_sent_from_a_pool(
     assert not message_status_apply(message=stale, provider_status="accepted", sender="pool-3@l")
     stale.refresh_from_db()
     assert stale.from_number == "pool-3@l"
+    unsaid = _row(status=Status.SENT, provider_status="accepted", from_number="")
+    assert message_status_apply(message=unsaid, provider_status="delivered")
+    unsaid.refresh_from_db()
+    assert unsaid.from_number == ""  # a report that names no sender fills in nothing
     named = _row(status=Status.SENT, provider_status="accepted")
     message_status_apply(message=named, provider_status="delivered", sender="pool-4@l")
     named.refresh_from_db()
@@ -852,6 +862,7 @@ def test_an_ambiguous_send_is_marked_unknown_to_be_looked_up_shortly(
 ) -> None:
     fake_transport.outcome = Ambiguous("timeout", "no answer in 30 s")
     message = _due(lookup_failures=2)  # from an earlier attempt, found never accepted
+    elsewhere = _row(status=Status.SENDING)  # another worker's send, under way
     with time_machine.travel(T0, tick=False):
         unknown = message_send(message_id=message.pk)
     stored = OutboundMessage.objects.get(pk=message.pk)
@@ -866,6 +877,8 @@ def test_an_ambiguous_send_is_marked_unknown_to_be_looked_up_shortly(
             0,
             T0,
         )
+    elsewhere.refresh_from_db()
+    assert elsewhere.status == Status.SENDING
 
 
 def test_an_opt_out_refusal_is_heeded_by_the_rest_of_a_batch_read_with_its_consents(

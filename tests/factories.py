@@ -12,7 +12,7 @@ from django.utils import timezone
 from integrations.models import Integration, MessagingPolicy, OutboundMessage, ShortLink
 from integrations.twilio.account import ADAPTER, twilio_settings
 from patients.models import ConsentRecord, Order, Organization, Patient, StaffMembership
-from workflows.models import CustomEventType, Step, Workflow
+from workflows.models import CustomEventType, Event, Run, Step, StepRun, Workflow
 
 SANDBOX_FROM = "+15005550006"  # Twilio's magic "valid sender" test number
 
@@ -184,6 +184,16 @@ class WorkflowFactory(factory.django.DjangoModelFactory[Workflow]):
     name = factory.Sequence(lambda n: f"Workflow {n}")
     trigger = "order.shipped"
     enabled = True
+
+
+def step_run_create(workflow: Workflow) -> StepRun:
+    """The first step run of a new run of `workflow` (for a message sent by a step)."""
+    event = Event.objects.create(
+        organization=workflow.organization,
+        type=workflow.trigger,
+        dedupe_key=f"step-run:{secrets.token_hex(8)}",
+    )
+    return StepRun.objects.create(run=Run.objects.create(workflow=workflow, event=event), index=0)
 
 
 class CustomEventTypeFactory(factory.django.DjangoModelFactory[CustomEventType]):

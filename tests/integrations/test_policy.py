@@ -6,11 +6,18 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from integrations import policy as policy_module
 from integrations.messaging import TRANSPORTS, transport_register
 from integrations.models import MessagingPolicy, OutboundMessage
-from integrations.policy import SEND_CHECKS, messaging_policy_forget, send_decide, send_needs_lock
+from integrations.policy import (
+    SEND_CHECKS,
+    messaging_policy,
+    messaging_policy_forget,
+    send_decide,
+    send_needs_lock,
+)
 from patients.models import ConsentRecord
-from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
+from tests.factories import ConsentFactory, IntegrationFactory, OrganizationFactory, PatientFactory
 from tests.integrations.fake_transport import ADAPTER, FakeTransport
 from workflows.adapters import adapter_get
 
@@ -810,3 +817,35 @@ def test_smart_sending_counts_this_patients_messages_and_leaves_care_texts_to_th
     assert send_decide(message=care, now=eleven_pm_ny).defer_until == datetime(
         2026, 6, 2, 12, 0, tzinfo=UTC
     )
+
+
+def test_a_process_keeps_a_clinics_policy_for_five_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(policy_module.time, "monotonic", lambda: clock[0])
+    messaging_policy_forget()
+    clinic = OrganizationFactory()
+    kept = messaging_policy(clinic.pk)
+    assert kept.organization_id == clinic.pk and kept.pk is not None  # made on first read
+    # an edit that skips save() (and its signal) is seen only when the kept copy expires
+    MessagingPolicy.objects.filter(organization=clinic).update(transactional_per_day=1)
+    clock[0] = 1004.999
+    assert messaging_policy(clinic.pk) is kept
+    clock[0] = 1005.0
+    renewed = messaging_policy(clinic.pk)
+    assert renewed is not kept and renewed.transactional_per_day == 1
+    clock[0] = 1009.999  # kept five seconds from when it was read again
+    assert messaging_policy(clinic.pk) is renewed
+
+
+def test_forgetting_one_clinics_policy_keeps_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policy_module.time, "monotonic", lambda: 1000.0)
+    messaging_policy_forget()
+    clinic, other = OrganizationFactory(), OrganizationFactory()
+    kept = {org.pk: messaging_policy(org.pk) for org in (clinic, other)}
+    messaging_policy_forget(clinic.pk)
+    assert messaging_policy(clinic.pk) is not kept[clinic.pk]
+    assert messaging_policy(other.pk) is kept[other.pk]
+    messaging_policy_forget()
+    assert messaging_policy(other.pk) is not kept[other.pk]

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from integrations.models import MessagingPolicy, OutboundMessage
 from integrations.policy import messaging_policy_forget
-from integrations.sending import message_prepare_and_deliver
+from integrations.sending import MessagesAccepted, message_prepare_and_deliver
 from integrations.throttle import throttle_backlog, throttle_key
 from integrations.twilio.account import twilio_account
 from integrations.twilio.sandbox import SandboxServer
@@ -28,13 +28,17 @@ def send(sandbox: SandboxServer) -> Any:
     integration = sandbox_account(sandbox, IntegrationFactory(segments_per_second=1))
 
     def send(
-        patient: Patient, key: str = "run:1:step:0", first_attempt: bool = True
+        patient: Patient,
+        key: str = "run:1:step:0",
+        first_attempt: bool = True,
+        accepted: MessagesAccepted | None = None,
     ) -> OutboundMessage:
         return message_prepare_and_deliver(
             organization=integration.organization,
             integration=integration,
             idempotency_key=key,
             first_attempt=first_attempt,
+            accepted=accepted,
             to=patient.phone,
             from_number="+15005550006",
             body="Your order shipped",
@@ -152,3 +156,17 @@ def test_concurrent_sends_under_a_cap_are_decided_one_at_a_time(
     skipped = [m for m in results if m.status == Status.SKIPPED]
     assert all(m.skip_reason.startswith("frequency cap") for m in skipped)
     assert len(sandbox.messages()) == 1
+
+
+@pytest.mark.django_db
+def test_a_batchs_acceptances_are_recorded_at_its_end(send: Any, sandbox: SandboxServer) -> None:
+    patient = _patient(send, consent=True)
+    accepted = MessagesAccepted()
+    message = send(patient, accepted=accepted)
+    (at_twilio,) = sandbox.messages()
+    # Twilio took it; the row says so only when the batch writes what it was told
+    assert (message.status, message.provider_sid) == (Status.SENT, at_twilio["sid"])
+    assert OutboundMessage.objects.get(pk=message.pk).status == Status.SENDING
+    accepted.write()
+    stored = OutboundMessage.objects.get(pk=message.pk)
+    assert (stored.status, stored.provider_sid) == (Status.SENT, at_twilio["sid"])

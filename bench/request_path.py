@@ -86,10 +86,14 @@ def child(args: argparse.Namespace) -> int:
         return out
 
     queries = {}
+    statements = {}
     for variant in VARIANTS:
         with CaptureQueriesContext(connection) as ctx:
             save(pools[variant].pop())
         queries[variant] = len(ctx.captured_queries)
+        # The statements' first words (no values: the bench's own made-up rows, but a
+        # statement's text is the same for a real patient's).
+        statements[variant] = [" ".join(q["sql"].split()[:6])[:90] for q in ctx.captured_queries]
         timed(variant, 50)  # warm-up
     rounds: dict[str, list[float]] = {v: [] for v in VARIANTS}
     loads = [common.loadavg()]
@@ -125,7 +129,17 @@ def child(args: argparse.Namespace) -> int:
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
         profile = buf.getvalue()
-    print(json.dumps({"rounds": rounds, "queries": queries, "profile": profile, "loads": loads}))
+    print(
+        json.dumps(
+            {
+                "rounds": rounds,
+                "queries": queries,
+                "statements": statements,
+                "profile": profile,
+                "loads": loads,
+            }
+        )
+    )
     return 0
 
 
@@ -183,9 +197,13 @@ def main() -> int:
             f"{labels[v]:72s} {common.fmt(stats[v], 'us', 0)}; "
             f"{result['queries'][v]} statements per save (client-side count of one save)"
         )
+    print("\n--- statements of one save (as Django captures them) ---")
+    for v in VARIANTS:
+        for sql in result["statements"][v]:
+            print(f"{v:9s} {sql}")
     c, p, b = (stats[v]["median"] for v in VARIANTS)
-    verdict = "meets" if c <= 2 * p else "MISSES"
-    print(f"\ncareflow ÷ plain    = {common.ratio(c, p)} (target ≤ 2x: {verdict})")
+    verdict = "meets" if c <= 1.5 * p else "MISSES"
+    print(f"\ncareflow ÷ plain    = {common.ratio(c, p)} (target ≤ 1.5x, issue 20: {verdict})")
     print(f"careflow ÷ baseline = {common.ratio(c, b)}")
     print(f"baseline ÷ plain    = {common.ratio(b, p)}")
     over = [

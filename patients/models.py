@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Q, Value
 from django.utils import timezone
 
+from common.db import ReplacedRowReturned
 from patients.channels import consent_channel_choices
 from patients.languages import (
     DEFAULT_LANGUAGE,
@@ -175,7 +176,7 @@ class StaffMembership(TimeStamped):
         return f"{self.user} @ {self.organization}"
 
 
-class Patient(ChangeTracked, TimeStamped):
+class Patient(ChangeTracked, TimeStamped, ReplacedRowReturned):
     """A patient; called "customer" in event payloads, as in the platform we model."""
 
     # The profile: a real change of any of these records customer.updated.
@@ -256,7 +257,7 @@ class Patient(ChangeTracked, TimeStamped):
         return f"{self.first_name} {self.last_name}".strip()
 
 
-class ConsentRecord(models.Model):
+class ConsentRecord(ReplacedRowReturned):
     """One consent decision, append-only: the current state is a selector over the history."""
 
     class Channel(models.TextChoices):
@@ -316,7 +317,7 @@ class ConsentRecord(models.Model):
         raise ValidationError("Consent records are append-only and cannot be deleted.")
 
 
-class Order(TimeStamped):
+class Order(TimeStamped, ReplacedRowReturned):
     class Status(models.TextChoices):
         AWAITING_PAYMENT = "awaiting_payment", "Awaiting payment"
         PROCESSING = "processing", "Processing"
@@ -441,7 +442,7 @@ class PatientRecord(ChangeTracked, TimeStamped):
             raise ValidationError({"patient": "This patient belongs to another clinic."})
 
 
-class Subscription(PatientRecord):
+class Subscription(PatientRecord, ReplacedRowReturned):
     class Status(models.TextChoices):
         CREATED = "created", "Created"
         ACTIVE = "active", "Active"
@@ -485,7 +486,7 @@ class Subscription(PatientRecord):
         return self.product_name
 
 
-class Appointment(PatientRecord):
+class Appointment(PatientRecord, ReplacedRowReturned):
     class Status(models.TextChoices):
         BOOKED = "booked", "Booked"
         CONFIRMED = "confirmed", "Confirmed"
@@ -519,7 +520,7 @@ class Appointment(PatientRecord):
         return f"Appointment {self.starts_at:%Y-%m-%d %H:%M}"
 
 
-class Cart(PatientRecord):
+class Cart(PatientRecord, ReplacedRowReturned):
     line_items = models.JSONField(
         default=list,
         blank=True,
@@ -554,7 +555,7 @@ class QuestionnaireSubmission(PatientRecord):
         return self.questionnaire_name
 
 
-class Prescription(PatientRecord):
+class Prescription(PatientRecord, ReplacedRowReturned):
     class Status(models.TextChoices):
         CREATED = "created", "Created"
         FULFILLED = "fulfilled", "Fulfilled"
@@ -567,7 +568,7 @@ class Prescription(PatientRecord):
         return self.medication_name
 
 
-class Requisition(PatientRecord):
+class Requisition(PatientRecord, ReplacedRowReturned):
     class Status(models.TextChoices):
         CREATED = "created", "Created"
         SUBMITTED = "submitted", "Sent to the lab"
@@ -631,7 +632,7 @@ class Lead(ChangeTracked, TimeStamped):
             raise ValidationError({"converted_patient": "This patient belongs to another clinic."})
 
 
-class Task(ChangeTracked, TimeStamped):
+class Task(ChangeTracked, TimeStamped, ReplacedRowReturned):
     """A to-do for clinic staff, optionally about one patient."""
 
     class Status(models.TextChoices):
@@ -674,7 +675,7 @@ class Task(ChangeTracked, TimeStamped):
             raise ValidationError({"patient": "This patient belongs to another clinic."})
 
 
-class PatientNote(PatientRecord):
+class PatientNote(PatientRecord, ReplacedRowReturned):
     """A note for the clinic's staff about one patient, written by staff or by a workflow (an
     "Update record" step). Shown on the patient's page; it fires no trigger."""
 

@@ -1,6 +1,9 @@
 """Signal receivers: turn a model change into an outbox Event, in the same transaction, and
 nothing else (no network, no matching, no sending).
 
+The save's audit entry (patients.audit), when it records an event, goes with the event: in the
+outbox's one statement, where an INSERT of its own cost a round trip on the request path.
+
 Every event has a dedupe key naming the change it records, so that each real change is
 recorded exactly once: two stale copies saving the same change collapse into one event
 through the unique key, while A→B→A→B records each change (the keys carry a version).
@@ -12,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from patients.audit import audit_entries_take
 from patients.models import (
     Appointment,
     Cart,
@@ -57,6 +61,7 @@ def patient_saved(sender: type[Patient], instance: Patient, created: bool, **kwa
             dedupe_key=signup_dedupe_key(instance.pk),
             subject_type="customer",
             subject_id=str(instance.pk),
+            rows=audit_entries_take(instance, created=True),
         )
         return
     if not instance.saved_changes:
@@ -75,6 +80,7 @@ def patient_saved(sender: type[Patient], instance: Patient, created: bool, **kwa
         dedupe_key=f"customer.updated:{instance.pk}:{instance.profile_version}:{digest}",
         subject_type="customer",
         subject_id=str(instance.pk),
+        rows=audit_entries_take(instance, created=False),
     )
 
 
@@ -98,7 +104,7 @@ def order_saved(sender: type[Order], instance: Order, created: bool, **kwargs: A
     if not recorded:
         return
     payload = order_event_payload(instance)
-    for event_type, key in recorded:
+    for i, (event_type, key) in enumerate(recorded):
         event_record(
             organization_id=instance.organization_id,
             type=event_type,
@@ -106,6 +112,7 @@ def order_saved(sender: type[Order], instance: Order, created: bool, **kwargs: A
             dedupe_key=key,
             subject_type="order",
             subject_id=str(instance.pk),
+            rows=audit_entries_take(instance, created=created) if i == 0 else (),
         )
 
 
@@ -203,7 +210,7 @@ def lifecycle_saved(sender: type[Any], instance: Any, created: bool, **kwargs: A
     if not recorded:
         return
     payload = lifecycle.payload(instance)
-    for event_type, key in recorded:
+    for i, (event_type, key) in enumerate(recorded):
         event_record(
             organization_id=instance.organization_id,
             type=event_type,
@@ -211,6 +218,7 @@ def lifecycle_saved(sender: type[Any], instance: Any, created: bool, **kwargs: A
             dedupe_key=key,
             subject_type=lifecycle.subject,
             subject_id=str(instance.pk),
+            rows=audit_entries_take(instance, created=created) if i == 0 else (),
         )
 
 
@@ -228,4 +236,5 @@ def cart_saved(sender: type[Cart], instance: Cart, created: bool, **kwargs: Any)
         dedupe_key=f"cart.checkout:{instance.pk}:{instance.checked_out_at.isoformat()}",
         subject_type="cart",
         subject_id=str(instance.pk),
+        rows=audit_entries_take(instance, created=created),
     )

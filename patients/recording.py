@@ -8,7 +8,7 @@ INSERT in the caller's transaction (DESIGN.md rule 2).
 
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ class EventRecorder(Protocol):
         subject_type: str = "",
         subject_id: str = "",
         occurred_at: datetime | None = None,
+        rows: Sequence[Any] = (),
     ) -> RecordedEvent | None: ...
 
 
@@ -55,9 +56,12 @@ def event_record(
     subject_type: str = "",
     subject_id: str = "",
     occurred_at: datetime | None = None,
+    rows: Sequence[Any] = (),
 ) -> RecordedEvent | None:
     """Write an event into the outbox inside the caller's transaction; None when an event
-    with this dedupe key exists already (see workflows.outbox.event_record)."""
+    with this dedupe key exists already. `rows`: new rows (model instances) of the same
+    change written with it, in the same statement where the outbox can (see
+    workflows.outbox.event_record)."""
     return _recorder[0](
         organization_id=organization_id,
         type=type,
@@ -66,6 +70,7 @@ def event_record(
         subject_type=subject_type,
         subject_id=subject_id,
         occurred_at=occurred_at,
+        rows=rows,
     )
 
 

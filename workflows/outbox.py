@@ -2,14 +2,15 @@
 in the caller's transaction, with a NOTIFY for beat's listener on PostgreSQL."""
 
 import functools
+from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, router, transaction
+from django.db import connections, models, router, transaction
 
-from common.db import prepared_cursor
+from common.db import model_insert, model_insert_statement, model_inserted, prepared_cursor
 from patients.models import Patient
 from patients.payloads import customer_spec, customer_sql, stored_customers, stored_customers_build
 from workflows.catalogue import CUSTOM_PREFIX, EVENT_TYPES
@@ -35,12 +36,18 @@ def event_record(
     subject_type: str = "",
     subject_id: str = "",
     occurred_at: datetime | None = None,
+    rows: Sequence[models.Model] = (),
 ) -> "Event | None":
     """Write an event into the outbox inside the caller's transaction.
 
     Returns None when an event with this dedupe key already exists (the change was already
     recorded). After commit the event is handed to Celery; if the broker is unreachable then,
     the periodic relay dispatches it later, so nothing is lost either way.
+
+    `rows` are new rows of the same change written with it, whether or not the event was
+    recorded before (the audit entry of the save that records it): on PostgreSQL in the
+    same statement, each as `common.db.model_insert` writes it, where a statement of their
+    own cost a round trip each on the request path.
     """
 
     if type not in EVENT_TYPES and not _custom_type_exists(organization_id, type):
@@ -57,7 +64,7 @@ def event_record(
         fields["occurred_at"] = occurred_at
     event = Event(**fields)
     notify = events_notify_enabled()
-    event.pk = _insert_unless_recorded(event, notify=notify)
+    event.pk = _insert_unless_recorded(event, notify=notify, rows=rows)
     if event.pk is None:
         return None
     if not notify:
@@ -76,7 +83,9 @@ def _custom_type_exists(organization_id: int, type: str) -> bool:
     )
 
 
-def _insert_unless_recorded(event: "Event", *, notify: bool) -> int | None:
+def _insert_unless_recorded(
+    event: "Event", *, notify: bool, rows: Sequence[models.Model] = ()
+) -> int | None:
     """INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING id: one statement on the
     request path, where a savepoint around a plain INSERT costs three, and a duplicate
     neither raises nor poisons the caller's transaction. With `notify` (PostgreSQL) the
@@ -87,14 +96,28 @@ def _insert_unless_recorded(event: "Event", *, notify: bool) -> int | None:
     (`patients.payloads.StoredCustomer`) from the patient's row: a record saved in a request
     rarely has its patient loaded, and reading it first cost a round trip of its own. That
     makes the statement long to plan (0.2 ms, more than it takes to run), so it is prepared:
-    planned once per connection."""
+    planned once per connection.
 
-    connection = connections[router.db_for_write(Event)]
+    `rows` (see event_record) come first, as WITH clauses; a row that model_insert writes
+    with the ORM's save (or another database) is written by it, before."""
+
+    alias = router.db_for_write(Event)
+    connection = connections[alias]
     payload, stored = stored_customers(event.payload)
     if stored and connection.vendor != "postgresql":
         payload = event.payload = stored_customers_build(event.payload)
         stored = []
     values: list[Any] = []
+    with_rows: list[tuple[models.Model, str]] = []
+    for obj in rows:
+        statement = None
+        if connection.vendor == "postgresql" and router.db_for_write(type(obj)) == alias:
+            statement = model_insert_statement(obj, alias)
+        if statement is None:
+            model_insert(obj)
+            continue
+        with_rows.append((obj, statement[0]))
+        values += statement[1]
     for column in _event_columns():
         if column.attname != "payload":
             values.append(column.get_db_prep_save(getattr(event, column.attname), connection))
@@ -102,14 +125,22 @@ def _insert_unless_recorded(event: "Event", *, notify: bool) -> int | None:
         values.append(column.get_db_prep_save(payload, connection))
         for path, customer in stored:
             values += [list(path), customer.patient_id]
-    sql = _insert_sql(notify, tuple((path, customer.summary) for path, customer in stored))
+    sql = _insert_sql(
+        notify,
+        tuple((path, customer.summary) for path, customer in stored),
+        tuple(row_sql for _, row_sql in with_rows),
+    )
     with prepared_cursor(connection) as cursor:
         cursor.execute(sql, values)
         row = cursor.fetchone()
     if stored:
         # What PostgreSQL built is in the row only: the field loads it when first read.
         del event.__dict__["payload"]
-    return int(row[0]) if row else None
+    if with_rows:
+        pks = row[2 if notify else 1 :]
+        for (obj, _), pk in zip(with_rows, pks, strict=True):
+            model_inserted(obj, pk, alias)
+    return int(row[0]) if row and row[0] is not None else None
 
 
 @functools.cache
@@ -119,11 +150,20 @@ def _event_columns() -> list[Any]:
 
 
 @functools.cache
-def _insert_sql(notify: bool, stored: tuple[tuple[tuple[str, ...], bool], ...]) -> str:
-    """The outbox INSERT, built once per shape. Its parameters: the event's columns, the
-    payload followed by a path and a patient id for each customer left to it (`stored`:
-    path, summary or not), which it sets into the payload from a scalar subquery on the
-    patient's row (JSON null, as for a record without a patient, should the row be gone)."""
+def _insert_sql(
+    notify: bool,
+    stored: tuple[tuple[tuple[str, ...], bool], ...],
+    rows: tuple[str, ...] = (),
+) -> str:
+    """The outbox INSERT, built once per shape. Its parameters: those of the `rows`' INSERTs
+    (one column returned each), then the event's columns, the payload followed by a path
+    and a patient id for each customer left to it (`stored`: path, summary or not), which
+    it sets into the payload from a scalar subquery on the patient's row (JSON null, as for
+    a record without a patient, should the row be gone).
+
+    With neither `notify` nor `rows` it returns the event's id, or no row for a duplicate;
+    otherwise always one row: the event's id or NULL, pg_notify's void if `notify`, and
+    each row's pk."""
 
     quote = connections[router.db_for_write(Event)].ops.quote_name
     patients = quote(Patient._meta.db_table)
@@ -145,9 +185,13 @@ def _insert_sql(notify: bool, stored: tuple[tuple[tuple[str, ...], bool], ...]) 
         f"VALUES ({', '.join(placeholders)}) "
         f"ON CONFLICT ({quote('dedupe_key')}) DO NOTHING RETURNING {quote('id')}"
     )
+    if not (notify or rows):
+        return sql
+    clauses = [f"row{i} AS ({row})" for i, row in enumerate(rows)] + [f"inserted AS ({sql})"]
+    # Scalar subqueries, so that the row's pks come back for a duplicate event too; the
+    # NOTIFY's is run only for an event inserted.
+    results = ["(SELECT id FROM inserted)"]
     if notify:
-        sql = (
-            f"WITH inserted AS ({sql}) "  # noqa: S608 — a constant channel name
-            f"SELECT id, pg_notify('{EVENTS_CHANNEL}', id::text) FROM inserted"
-        )
-    return sql
+        results.append(f"(SELECT pg_notify('{EVENTS_CHANNEL}', id::text) FROM inserted)")  # noqa: S608 — a constant channel name
+    results += [f"(SELECT * FROM row{i})" for i in range(len(rows))]  # noqa: S608 — no value
+    return f"WITH {', '.join(clauses)} SELECT {', '.join(results)}"

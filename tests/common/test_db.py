@@ -1,14 +1,16 @@
 """Database helpers in common.db: rows_update writes each row's own values at once;
 prepared_cursor has PostgreSQL plan a statement once per connection; model_insert writes a
-new row as the ORM's save does."""
+new row as the ORM's save does; ReplacedRowReturned's UPDATE reads the row it replaces."""
 
 import os
 import subprocess
 import sys
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -192,3 +194,56 @@ def test_insert_or_get_returns_the_row_that_exists() -> None:
     row = insert_or_get(StepRun, {"run": existing.run, "index": 0}, {"status": "failed"})
     assert row.pk == existing.pk and row.status == StepRun.Status.PENDING
     assert StepRun.objects.count() == 1
+
+
+def test_an_update_reads_the_row_it_replaces_in_the_same_statement() -> None:
+    # Given an order loaded, then changed in the database behind its back
+    order = Order.objects.get(pk=OrderFactory(coupon="", line_items=[{"name": "Kit"}]).pk)
+    Order.objects.filter(pk=order.pk).update(coupon="LATER")
+    # When the stale copy saves a change of its own (one that records no event)
+    order.tracking_number = "1Z999"
+    with CaptureQueriesContext(connection) as queries:
+        order.save()
+    # Then one statement wrote it and returned the row as the database had it (the other
+    # statement is the audit trail's entry)
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert statements[0].startswith('UPDATE "patients_order"') and len(statements) == 2
+    assert statements[1].startswith('INSERT INTO "patients_auditentry"')
+    replaced = order.replaced
+    assert replaced.pk == order.pk and replaced._state.adding is False
+    assert (replaced.tracking_number, replaced.coupon) == ("", "LATER")
+    assert replaced.line_items == [{"name": "Kit"}]  # JSON, loaded as the ORM loads it
+    stored = Order.objects.get(pk=order.pk)
+    assert replaced.total_amount == stored.total_amount
+    assert (stored.tracking_number, stored.coupon) == ("1Z999", "")  # the copy's, all of it
+
+
+def test_an_update_of_only_some_fields_writes_only_those() -> None:
+    order = Order.objects.get(pk=OrderFactory().pk)
+    order.status, order.coupon = Order.Status.SHIPPED, "MEMORY"
+    order.save(update_fields=["coupon"])
+    stored = Order.objects.get(pk=order.pk)
+    assert (stored.coupon, stored.status) == ("MEMORY", Order.Status.PROCESSING)
+    assert order.replaced.coupon == ""
+
+
+def test_an_update_with_an_expression_is_the_orms_after_a_read_of_the_row() -> None:
+    order = Order.objects.get(pk=OrderFactory(total_amount=Decimal("10.00")).pk)
+    order.total_amount = F("total_amount") + 1
+    with CaptureQueriesContext(connection) as queries:
+        order.save()
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert statements[:2] == ["SELECT", "UPDATE"]
+    assert order.replaced.total_amount == Decimal("10.00")
+    assert Order.objects.get(pk=order.pk).total_amount == Decimal("11.00")
+
+
+def test_a_save_whose_row_is_gone_inserts_it_and_replaces_nothing() -> None:
+    order = Order.objects.get(pk=OrderFactory().pk)
+    Order.objects.filter(pk=order.pk).delete()
+    AuditEntry.objects.all().delete()
+    order.coupon = "BACK"
+    order.save()
+    assert order.replaced is None
+    assert Order.objects.get(pk=order.pk).coupon == "BACK"
+    assert AuditEntry.objects.get(object_id=str(order.pk)).action == "created"

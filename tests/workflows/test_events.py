@@ -13,11 +13,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from integrations.short_links import link_click_record
 from patients.models import (
     Appointment,
+    AuditEntry,
     Lead,
     Order,
     Prescription,
@@ -269,6 +272,33 @@ def test_event_record_refuses_unknown_types() -> None:
             payload={},
             dedupe_key="x",
         )
+
+
+@pytest.mark.django_db
+def test_event_record_writes_its_rows_in_its_statement_also_for_a_duplicate() -> None:
+    organization = OrganizationFactory()
+
+    def record(note: str) -> tuple[Any, AuditEntry, list[str]]:
+        row = AuditEntry(organization=organization, action="created", model="m", changes={})
+        row.object_repr = note
+        with CaptureQueriesContext(connection) as queries:
+            event = event_record(
+                organization_id=organization.pk,
+                type="order.shipped",
+                payload={"n": 1},
+                dedupe_key="with-rows",
+                rows=[row],
+            )
+        return event, row, [q["sql"].split()[0] for q in queries.captured_queries]
+
+    first, first_row, statements = record("first")
+    assert statements == ["WITH"]
+    assert first is not None and first.pk == Event.objects.get(dedupe_key="with-rows").pk
+    duplicate, second_row, _ = record("second")
+    assert duplicate is None
+    for row in (first_row, second_row):
+        assert row.pk is not None and row._state.adding is False
+        assert AuditEntry.objects.get(pk=row.pk).object_repr == row.object_repr
 
 
 # --- every event's real payload against its schema -------------------------------------------

@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from django.contrib.postgres.operations import AddIndexConcurrently as _AddIndexConcurrently
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.backends.utils import CursorDebugWrapper
+from django.db.migrations.operations import AddIndex
 from django.db.models import signals
 
 M = TypeVar("M", bound=models.Model)
@@ -242,3 +244,26 @@ def advisory_xact_lock(key: str) -> None:
         cursor.execute(
             "SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)]
         )
+
+
+class AddIndexConcurrently(_AddIndexConcurrently):
+    """`AddIndexConcurrently` (CREATE INDEX CONCURRENTLY: writes to the table go on while
+    it is built, which a plain CREATE INDEX blocks for as long as it reads the table) on
+    PostgreSQL, a plain AddIndex elsewhere (SQLite, `make run`). In a migration with
+    `atomic = False`."""
+
+    def database_forwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+        else:
+            AddIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+        else:
+            AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)

@@ -632,6 +632,15 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
                 "deferred, and never retried; the message's decision table says why.",
             },
         ),
+        (
+            "Retention",
+            {
+                "fields": ["retention_days"],
+                "description": "The retention job (if the installation runs it) deletes "
+                "messages, runs and events older than this. Consent records and opt-outs "
+                "are kept.",
+            },
+        ),
     ]
     keywords = ("Keyword replies", {"fields": KEYWORD_REPLY_FIELDS})
     first_contact = (

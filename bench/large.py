@@ -58,6 +58,8 @@ from bench.common import SetupError
 
 CLINICS = 20
 PATIENTS_PER_CLINIC = 2_500
+# Step runs per run: the run's SMS step (a workflow of one step, as most are).
+STEPS_PER_RUN = 1
 PENDING_EVENTS = 3_000
 WAITING_RUNS = 2_000
 IN_FLIGHT_MESSAGES = 3_000
@@ -73,6 +75,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--messages", type=int, default=TIERS["large"][1], help="large tier messages")
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--batch", type=int, default=5_000, help="retention batch size")
+    p.add_argument("--retention-clinic", default="", help="retention: this clinic (id) only")
+    p.add_argument("--resume", action="store_true", help="fill: continue a fill stopped part way")
     p.add_argument("--drop", action="store_true", help="drop the databases at the end")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     p.add_argument("--tier", default="", help=argparse.SUPPRESS)
@@ -90,42 +94,54 @@ def sizes(args: argparse.Namespace, tier: str) -> tuple[int, int]:
 # --- fill -----------------------------------------------------------------------------------
 
 
-def fill(args: argparse.Namespace, tier: str) -> dict[str, Any]:
-    common.django_setup()
+def setup() -> None:
+    """The clinics, their patients, the admin users, and one real event and run (so the
+    payload and pinned definition are careflow's own)."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
-    from django.db import connection
 
     from bench import fixtures
-    from integrations.models import Integration, OutboundMessage
-    from patients.models import Order, Organization, StaffMembership
+    from patients.models import Order, StaffMembership
     from patients.roles import CLINIC_ADMIN
     from workflows.engine import event_dispatch
-    from workflows.models import Event, Run, StepRun, Workflow
+    from workflows.models import Event
 
-    events, messages = sizes(args, tier)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     orgs = [fixtures.careflow_clinic() for _ in range(CLINICS)]
-    first_patient = [
-        fixtures.careflow_patients(org, PATIENTS_PER_CLINIC, start=i * PATIENTS_PER_CLINIC)[0].pk
-        for i, org in enumerate(orgs)
-    ]
-    workflows = [Workflow.objects.get(organization=org).pk for org in orgs]
-    integrations = [Integration.objects.get(organization=org).pk for org in orgs]
-    # One real event and run, so the payload and pinned definition are careflow's own.
+    for i, org in enumerate(orgs):
+        fixtures.careflow_patients(org, PATIENTS_PER_CLINIC, start=i * PATIENTS_PER_CLINIC)
     patient = orgs[0].patients.order_by("pk").first()
     order_id = fixtures.careflow_orders(orgs[0], [patient], 1, "REAL")[0]
     order = Order.objects.get(pk=order_id)
     order.status = "shipped"
     order.save()
-    event = Event.objects.get(type="order.shipped")
-    run = Run.objects.get(pk=event_dispatch(event_id=event.pk)[0])
-    payload, definition = event.payload, run.definition
+    event_dispatch(event_id=Event.objects.get(type="order.shipped").pk)
     user = get_user_model().objects.create_user("clinicstaff", "s@example.com", "x", is_staff=True)
     user.groups.add(Group.objects.get(name=CLINIC_ADMIN))
     StaffMembership.objects.create(user=user, organization=orgs[0])
     get_user_model().objects.create_superuser("benchadmin", "b@example.com", "x")
+
+
+def fill(args: argparse.Namespace, tier: str) -> dict[str, Any]:
+    common.django_setup()
+    from django.db import connection
+
+    from bench import fixtures
+    from integrations.models import Integration, OutboundMessage
+    from patients.models import Organization
+    from workflows.models import Event, Run, StepRun, Workflow
+
+    events, messages = sizes(args, tier)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if not Organization.objects.exists():
+        setup()
+    # Loaded, not kept from setup(): a fill stopped part way is resumed where it stopped.
+    orgs = list(Organization.objects.order_by("pk"))
+    first_patient = [org.patients.order_by("pk").values_list("pk", flat=True)[0] for org in orgs]
+    workflows = [Workflow.objects.get(organization=org).pk for org in orgs]
+    integrations = [Integration.objects.get(organization=org).pk for org in orgs]
+    real = Run.objects.select_related("event").order_by("pk")[0]
+    payload, definition = real.event.payload, real.definition
     timings["clinics and patients"] = time.perf_counter() - t0
 
     arrays = {
@@ -147,89 +163,99 @@ def fill(args: argparse.Namespace, tier: str) -> dict[str, Any]:
         """One of `arrays`' values for the row's clinic (the array is the parameter)."""
         return f"(%s::bigint[])[{c}]"
 
+    def first(model: Any) -> int:
+        """The first bench row's id (after the real one), or 0 when there is none yet."""
+        ids = model.objects.order_by("pk").values_list("pk", flat=True)[1:2]
+        return ids[0] if ids else 0
+
     t0 = time.perf_counter()
-    e0 = Event.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    insert_rows(
-        Event,
-        events,
-        {
-            "organization_id": arr("orgs"),
-            "type": "'order.shipped'",
-            "payload": f"jsonb_set(%s::jsonb, '{{customer,id}}', to_jsonb({patient_id}))",
-            "subject_type": "'order'",
-            "subject_id": "g::text",
-            "dedupe_key": "'large:' || g",
-            "occurred_at": at(events),
-            "created_at": at(events),
-            "dispatched_at": f"CASE WHEN g > {PENDING_EVENTS} THEN {at(events)} END",
-        },
-        {
-            "organization_id": [arrays["orgs"]],
-            "payload": [json.dumps(payload), arrays["patients"]],
-            "occurred_at": [],
-        },
-    )
-    first_event = e0 + 1
+    if not first(Event):
+        insert_rows(
+            Event,
+            events,
+            {
+                "organization_id": arr("orgs"),
+                "type": "'order.shipped'",
+                "payload": f"jsonb_set(%s::jsonb, '{{customer,id}}', to_jsonb({patient_id}))",
+                "subject_type": "'order'",
+                "subject_id": "g::text",
+                "dedupe_key": "'large:' || g",
+                "occurred_at": at(events),
+                "created_at": at(events),
+                "dispatched_at": f"CASE WHEN g > {PENDING_EVENTS} THEN {at(events)} END",
+            },
+            {
+                "organization_id": [arrays["orgs"]],
+                "payload": [json.dumps(payload), arrays["patients"]],
+                "occurred_at": [],
+            },
+        )
+    first_event = first(Event)
     timings["events"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    r0 = Run.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     runs = events - PENDING_EVENTS
     # Run g is event PENDING_EVENTS + g's (the pending events have none yet).
     run_at = f"now() - (g + {PENDING_EVENTS}) * interval '{SPAN_DAYS * 86400 / events:.6f} seconds'"
-    insert_rows(
-        Run,
-        runs,
-        {
-            "workflow_id": arr("workflows"),
-            "event_id": f"%s + {PENDING_EVENTS} + g - 1",
-            "status": f"CASE WHEN g <= {WAITING_RUNS} THEN 'waiting' ELSE 'succeeded' END",
-            "definition": "%s::jsonb",
-            "next_index": "1",
-            "patient_key": f"({patient_id})::text",
-            "due_at": f"CASE WHEN g <= {WAITING_RUNS} THEN now() + g * interval '1.8 seconds' END",
-            "started_at": run_at,
-            "finished_at": f"CASE WHEN g > {WAITING_RUNS} THEN {run_at} END",
-            "created_at": run_at,
-            "updated_at": run_at,
-        },
-        {
-            "workflow_id": [arrays["workflows"]],
-            "event_id": [first_event],
-            "definition": [json.dumps(definition)],
-            "patient_key": [arrays["patients"]],
-        },
-    )
-    first_run = r0 + 1
+    if Run.objects.count() <= runs:
+        Run.objects.exclude(pk=real.pk).delete()  # a stage stopped part way starts again
+        insert_rows(
+            Run,
+            runs,
+            {
+                "workflow_id": arr("workflows"),
+                "event_id": f"%s + {PENDING_EVENTS} + g - 1",
+                "status": f"CASE WHEN g <= {WAITING_RUNS} THEN 'waiting' ELSE 'succeeded' END",
+                "definition": "%s::jsonb",
+                "next_index": "1",
+                "patient_key": f"({patient_id})::text",
+                "due_at": f"CASE WHEN g <= {WAITING_RUNS} THEN now() + g * interval '1.8 seconds' END",
+                "started_at": run_at,
+                "finished_at": f"CASE WHEN g > {WAITING_RUNS} THEN {run_at} END",
+                "created_at": run_at,
+                "updated_at": run_at,
+            },
+            {
+                "workflow_id": [arrays["workflows"]],
+                "event_id": [first_event],
+                "definition": [json.dumps(definition)],
+                "patient_key": [arrays["patients"]],
+            },
+        )
+    first_run = first(Run)
     timings["runs"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    s0 = StepRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     step_at = (
-        f"now() - ((g + 1) / 2 + {PENDING_EVENTS}) "
+        f"now() - ((g - 1) / {STEPS_PER_RUN} + 1 + {PENDING_EVENTS}) "
         f"* interval '{SPAN_DAYS * 86400 / events:.6f} seconds'"
     )
-    insert_rows(
-        StepRun,
-        2 * runs,
-        {
-            "run_id": "%s + (g - 1) / 2",
-            "index": "mod(g - 1, 2)",
-            "status": f"CASE WHEN g <= {2 * WAITING_RUNS} AND mod(g, 2) = 0 THEN 'waiting' "
-            "ELSE 'succeeded' END",
-            "inputs": "%s::jsonb",
-            "result": "jsonb_build_object('status', 'sent')",
-            "attempts": "1",
-            "created_at": step_at,
-            "updated_at": step_at,
-            "finished_at": step_at,
-        },
-        {
-            "run_id": [first_run],
-            "inputs": [json.dumps({"message": fixtures.BODY, "from": common.SANDBOX_FROM})],
-        },
+    if StepRun.objects.count() < STEPS_PER_RUN * runs:
+        StepRun.objects.exclude(run=real).delete()
+        insert_rows(
+            StepRun,
+            STEPS_PER_RUN * runs,
+            {
+                "run_id": f"%s + (g - 1) / {STEPS_PER_RUN}",
+                "index": f"mod(g - 1, {STEPS_PER_RUN})",
+                "status": f"CASE WHEN g <= {STEPS_PER_RUN * WAITING_RUNS} "
+                f"AND mod(g, {STEPS_PER_RUN}) = 0 THEN 'waiting' "
+                "ELSE 'succeeded' END",
+                "inputs": "%s::jsonb",
+                "result": "jsonb_build_object('status', 'sent')",
+                "attempts": "1",
+                "created_at": step_at,
+                "updated_at": step_at,
+                "finished_at": step_at,
+            },
+            {
+                "run_id": [first_run],
+                "inputs": [json.dumps({"message": fixtures.BODY, "from": common.SANDBOX_FROM})],
+            },
+        )
+    first_step = (
+        StepRun.objects.filter(run_id__gte=first_run).order_by("pk").values_list("pk", flat=True)[0]
     )
-    first_step = s0 + 1
     timings["step runs"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -262,7 +288,8 @@ def fill(args: argparse.Namespace, tier: str) -> dict[str, Any]:
             # Spread the workflow messages over the messages' span: every (messages/linked)th.
             "step_run_id": f"CASE WHEN mod(g, {max(1, messages // linked)}) = 0 "
             f"AND g / {max(1, messages // linked)} <= {linked} "
-            f"THEN %s + 2 * (g / {max(1, messages // linked)} - 1) + 1 END",
+            f"THEN %s + {STEPS_PER_RUN} * (g / {max(1, messages // linked)} - 1) "
+            f"+ {STEPS_PER_RUN - 1} END",
             "workflow_id": f"CASE WHEN mod(g, {max(1, messages // linked)}) = 0 "
             f"AND g / {max(1, messages // linked)} <= {linked} THEN {arr('workflows')} END",
             "step_index": "1",
@@ -498,14 +525,25 @@ def retention(args: argparse.Namespace, tier: str) -> dict[str, Any]:
     from django.core.management import call_command
 
     print(f"--- retention, {tier} tier, before: {table_counts()}", flush=True)
+    clinic = [f"--clinic={args.retention_clinic}"] if args.retention_clinic else []
     dry = StringIO()
-    call_command("careflow_retention", "--dry-run", stdout=dry)
+    t0 = time.perf_counter()
+    call_command("careflow_retention", "--dry-run", *clinic, stdout=dry)
+    print(f"  dry run took {time.perf_counter() - t0:.1f} s")
     print("  dry run:\n" + "\n".join("    " + line for line in dry.getvalue().splitlines()))
     out = StringIO()
     t0 = time.perf_counter()
-    call_command("careflow_retention", f"--batch-size={args.batch}", stdout=out)
+    call_command("careflow_retention", f"--batch-size={args.batch}", *clinic, stdout=out)
     elapsed = time.perf_counter() - t0
-    print("\n".join("    " + line for line in out.getvalue().splitlines()[-25:]))
+    lines = out.getvalue().splitlines()
+    deleted = sum(
+        int(part.split()[0])
+        for line in lines
+        if ": batch " in line
+        for part in line.split(": ", 2)[2].rsplit(" (", 1)[0].split(", ")
+    )
+    print(f"  {deleted:,} rows deleted in {elapsed:.1f} s: {deleted / elapsed:,.0f} rows/s")
+    print("\n".join("    " + line for line in lines[-25:]))
     print(f"  retention took {elapsed:.0f} s; after: {table_counts()}", flush=True)
     return {"seconds": elapsed}
 
@@ -544,7 +582,7 @@ def main() -> int:
             env = common.careflow_env(
                 DATABASE_URL=f"{common.PG}/{db}", CELERY_BROKER_URL="memory://"
             )
-            if phase == "fill":
+            if phase == "fill" and not args.resume:
                 common.recreate_db(db)
                 common.migrate(env, static=True)
             load = Path("/proc/loadavg").read_text().split(" ")[:3]

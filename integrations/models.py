@@ -246,8 +246,10 @@ class OutboundMessage(TimeStamped):
                 condition=UNCOUNTED,
                 name="message_uncounted",
             ),
-            # The latest message to a number before its opt-out (analytics' attribution).
-            models.Index(fields=["organization", "to", "-created_at"], name="message_to_time"),
+            # The latest message to a number before its opt-out (analytics' attribution), and
+            # the message log's search for a phone number, in one clinic or (support staff)
+            # in all: the number first, so a search without the clinic reads this too.
+            models.Index(fields=["to", "organization", "-created_at"], name="message_phone_time"),
         ]
 
     def __str__(self) -> str:

@@ -24,6 +24,7 @@ from django.utils.text import capfirst
 
 from patients.clinic_view import (
     ClinicDaysFilter,
+    EstimatedCountPaginator,
     PhoneSearchMixin,
     TechnicalDetailsMixin,
     clinic_datetime,
@@ -912,7 +913,11 @@ class EventAdmin(TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAd
     list_display = ["id", "type", "patient", "occurred", "organization"]
     list_filter = ["type", "organization"]
     list_select_related = ["organization"]
+    # Newest recorded first, by the primary key: a million events are not sorted by
+    # occurrence to show a hundred (occurred_at has no index; the outbox pays for each one).
+    ordering = ["-id"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     fieldsets = [
         (None, {"fields": ["type", "organization", "patient", "occurred", "payload_pretty"]})
     ]
@@ -1030,6 +1035,7 @@ class RunAdmin(
     phone_search_field = "event__payload__customer__phone"
     search_help_text = "Patient name, phone number or order number."
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     fieldsets = [(None, {"fields": RUN_FIELDS})]
     technical_fields = ["uuid", "event", "next_index", "lease_expires_at", "pushed_at"]
     readonly_fields = [*RUN_FIELDS, *technical_fields]
@@ -1157,6 +1163,7 @@ class EnrollmentSkipAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     list_filter = ["reason", WorkflowListFilter]
     list_select_related = ["workflow__organization", "event"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     fields = ("workflow", "patient", "trigger", "reason", "detail", "created")
     readonly_fields = fields
 
@@ -1180,6 +1187,7 @@ class StepRunAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     list_filter = ["status"]
     list_select_related = ["run__workflow__organization", "run__event"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
     @admin.display(description="Patient")
     def patient(self, obj: StepRun) -> str:

@@ -3,8 +3,14 @@
 import django.core.validators
 from django.db import migrations, models
 
+from common.db import AddIndexConcurrently, RemoveIndexConcurrently
+
 
 class Migration(migrations.Migration):
+    # The message log's indexes are built and dropped CONCURRENTLY: sends and status
+    # callbacks write to it throughout, and it holds millions of rows.
+    atomic = False
+
     dependencies = [
         ("integrations", "0017_twilio_behaviour"),
         ("patients", "0012_language"),
@@ -32,4 +38,12 @@ class Migration(migrations.Migration):
                 violation_error_message="Keep message history at least 2192 days (6 years).",
             ),
         ),
+        # The phone number first: the message log's search by number, across clinics too.
+        AddIndexConcurrently(
+            model_name="outboundmessage",
+            index=models.Index(
+                fields=["to", "organization", "-created_at"], name="message_phone_time"
+            ),
+        ),
+        RemoveIndexConcurrently(model_name="outboundmessage", name="message_to_time"),
     ]

@@ -398,3 +398,14 @@ def test_clinics_without_a_policy_row_take_the_installation_default() -> None:
 
     assert history.gone and result.days == RETENTION_FLOOR_DAYS
     assert Organization.objects.filter(pk=org.pk).exists()
+
+
+def test_the_beat_task_applies_retention_and_says_how_many_rows_went(
+    workflow: Workflow,
+) -> None:
+    from integrations.tasks import retention_apply
+
+    _history(workflow, timezone.now() - FLOOR - timedelta(days=1))
+
+    # Called as beat's task would be, in this process: the service does the work.
+    assert retention_apply() == 4

@@ -908,10 +908,27 @@ class WorkflowAdmin(WorkflowTransferAdmin):
         )
 
 
+class EventTypeFilter(admin.SimpleListFilter):
+    """Events of one type, chosen from the types the user's clinic has (the catalogue's and
+    its own): a field filter read every distinct type off the outbox on every page (1.6 s
+    for one clinic's 50,000 events)."""
+
+    title = "type"
+    parameter_name = "type"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        types = event_types(organization_id=request_organization_id(request))
+        return [(t.name, t.name) for t in types.listed]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(type=value) if value else queryset
+
+
 @admin.register(Event)
 class EventAdmin(TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmin):
     list_display = ["id", "type", "patient", "occurred", "organization"]
-    list_filter = ["type", "organization"]
+    list_filter = [EventTypeFilter, "organization"]
     list_select_related = ["organization"]
     # Newest recorded first, by the primary key: a million events are not sorted by
     # occurrence to show a hundred (occurred_at has no index; the outbox pays for each one).

@@ -150,18 +150,23 @@ def fill(args: argparse.Namespace, tier: str) -> dict[str, Any]:
         "workflows": workflows,
         "integrations": integrations,
     }
+
     # Row g's patient k, its clinic c (1-based for arrays) and time: evenly over SPAN_DAYS,
     # newest first; `total` rows of its table share the span.
+    def row(k: str) -> tuple[str, str]:
+        """For row patient `k`: its patient's id, and one of `arrays`' values for its clinic
+        (the array is the statement's parameter; the clinic is 1-based, as arrays are)."""
+        c = f"(1 + mod({k}, {CLINICS}))::int"
+        return f"(%s::bigint[])[{c}] + ({k} / {CLINICS})", f"(%s::bigint[])[{c}]"
+
     k = f"mod(g, {CLINICS * PATIENTS_PER_CLINIC})"
-    c = f"(1 + mod({k}, {CLINICS}))::int"
-    patient_id = f"(%s::bigint[])[{c}] + ({k} / {CLINICS})"
+    patient_id, clinic_value = row(k)
 
     def at(total: int) -> str:
         return f"now() - g * interval '{SPAN_DAYS * 86400 / total:.6f} seconds'"
 
     def arr(name: str) -> str:
-        """One of `arrays`' values for the row's clinic (the array is the parameter)."""
-        return f"(%s::bigint[])[{c}]"
+        return clinic_value  # late-bound: the messages' rows rebind it
 
     def first(model: Any) -> int:
         """The first bench row's id (after the real one), or 0 when there is none yet."""
@@ -271,6 +276,15 @@ def fill(args: argparse.Namespace, tier: str) -> dict[str, Any]:
             cursor.execute(f'DROP INDEX "{name}"')
         cursor.execute("SET session_replication_role = replica")
     linked = min(runs, messages)
+    ratio = max(1, messages // linked)
+    # Every ratio-th message is run g / ratio's (its SMS step's), of that run's patient and
+    # clinic; the others are broadcasts' and API sends'.
+    linked_row = f"mod(g, {ratio}) = 0 AND g / {ratio} <= {linked}"
+    k = (
+        f"(CASE WHEN {linked_row} THEN mod(g / {ratio}, {CLINICS * PATIENTS_PER_CLINIC}) "
+        f"ELSE mod(g, {CLINICS * PATIENTS_PER_CLINIC}) END)"
+    )
+    patient_id, clinic_value = row(k)
     status = (
         f"CASE WHEN g <= {IN_FLIGHT_MESSAGES} THEN (ARRAY['pending','sending','sent'])[1 + mod(g, 3)]"
         " ELSE (ARRAY['delivered','delivered','delivered','delivered','sent','skipped',"
@@ -285,13 +299,10 @@ def fill(args: argparse.Namespace, tier: str) -> dict[str, Any]:
             "organization_id": arr("orgs"),
             "integration_id": arr("integrations"),
             "patient_id": patient_id,
-            # Spread the workflow messages over the messages' span: every (messages/linked)th.
-            "step_run_id": f"CASE WHEN mod(g, {max(1, messages // linked)}) = 0 "
-            f"AND g / {max(1, messages // linked)} <= {linked} "
-            f"THEN %s + {STEPS_PER_RUN} * (g / {max(1, messages // linked)} - 1) "
+            "step_run_id": f"CASE WHEN {linked_row} "
+            f"THEN %s + {STEPS_PER_RUN} * (g / {ratio} - 1) "
             f"+ {STEPS_PER_RUN - 1} END",
-            "workflow_id": f"CASE WHEN mod(g, {max(1, messages // linked)}) = 0 "
-            f"AND g / {max(1, messages // linked)} <= {linked} THEN {arr('workflows')} END",
+            "workflow_id": f"CASE WHEN {linked_row} THEN {arr('workflows')} END",
             "step_index": "1",
             "idempotency_key": "'large:' || g",
             "counted_status": status,
@@ -562,7 +573,7 @@ def main() -> int:
     phases = args.phases.split(",")
     tiers = args.tiers.split(",")
     common.print_header(
-        "large installations: 1M events, 10M messages",
+        "large installations: {:,} events, {:,} messages".format(*sizes(args, "large")),
         {
             "databases": ", ".join(db_name(t) for t in tiers),
             "tiers": {t: sizes(args, t) for t in tiers},

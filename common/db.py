@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from django.contrib.postgres import operations as postgres_operations
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.backends.utils import CursorDebugWrapper
+from django.db.migrations.operations import AddIndex, RemoveIndex
 from django.db.models import signals
 
 M = TypeVar("M", bound=models.Model)
@@ -349,3 +351,36 @@ def advisory_xact_lock(key: str) -> None:
         cursor.execute(
             "SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)]
         )
+
+
+class _ConcurrentlyOnPostgres:
+    """Runs the PostgreSQL operation (CONCURRENTLY: writes to the table go on while the index
+    is built or dropped, which a plain CREATE/DROP INDEX blocks for as long as it reads the
+    table) on PostgreSQL, and its plain counterpart elsewhere (SQLite, `make run`). In a
+    migration with `atomic = False`."""
+
+    plain: Any
+
+    def database_forwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)  # type: ignore[misc]
+        else:
+            self.plain.database_forwards(self, app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)  # type: ignore[misc]
+        else:
+            self.plain.database_backwards(self, app_label, schema_editor, from_state, to_state)
+
+
+class AddIndexConcurrently(_ConcurrentlyOnPostgres, postgres_operations.AddIndexConcurrently):
+    plain = AddIndex
+
+
+class RemoveIndexConcurrently(_ConcurrentlyOnPostgres, postgres_operations.RemoveIndexConcurrently):
+    plain = RemoveIndex

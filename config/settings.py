@@ -262,6 +262,7 @@ CELERY_TASK_ROUTES = {
     "integrations.tasks.broadcasts_sweep": {"queue": "runs"},
     "integrations.tasks.broadcast_messages_send": {"queue": "sends"},
     "integrations.tasks.idempotency_records_purge": {"queue": "runs"},
+    "integrations.tasks.retention_apply": {"queue": "runs"},
     # The former names of the same tasks, still registered as forwarders (see the end of
     # workflows/tasks.py and integrations/tasks.py) for tasks queued before a deploy: routed
     # to the same queues. Remove with the forwarders.
@@ -317,6 +318,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
     },
 }
+# Retention (integrations.retention): events, runs, step runs and messages older than a
+# clinic's MessagingPolicy.retention_days, or this when it has none, are deleted by
+# `manage.py careflow_retention`, CAREFLOW_RETENTION_BATCH rows per transaction. Never less
+# than 6 years (HIPAA's audit records); the command refuses a shorter setting. Beat runs it
+# daily only with CAREFLOW_RETENTION_DAILY: deleting is the operator's decision.
+CAREFLOW_RETENTION_DAYS = env.int("CAREFLOW_RETENTION_DAYS", default=6 * 365 + 2)
+CAREFLOW_RETENTION_BATCH = env.int("CAREFLOW_RETENTION_BATCH", default=5000)
+if env.bool("CAREFLOW_RETENTION_DAILY", default=False):
+    CELERY_BEAT_SCHEDULE["retention-apply"] = {
+        "task": "integrations.tasks.retention_apply",
+        "schedule": 86400.0,
+    }
 # How long a message may stay "sent" without news before it is looked up at Twilio (then
 # again after twice as long each time, at most 12 hours apart), how many look-ups at most
 # (some carriers never report delivery), and how many messages one run looks up.

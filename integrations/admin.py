@@ -42,10 +42,12 @@ from integrations.short_links import short_link_host_unserved
 from integrations.throttle import throttle_backlog
 from patients.clinic_view import (
     ClinicDaysFilter,
+    EstimatedCountPaginator,
     PhoneSearchMixin,
     TechnicalDetailsMixin,
     clinic_datetime,
     request_is_clinic_role,
+    search_phone,
 )
 from patients.languages import language_name
 from patients.services import organization_languages_set
@@ -349,6 +351,7 @@ class OutboundMessageAdmin(
     phone_search_field = "to"
     search_help_text = "Patient name, phone number or email address."
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     fieldsets = [
         (
             None,
@@ -428,6 +431,16 @@ class OutboundMessageAdmin(
         # The change page needs them too; and a changelist only applies list_select_related
         # to a queryset that has none yet.
         return super().get_queryset(request).select_related(*self.list_select_related)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        # A phone number is looked up, not searched for: it cannot be in a name, and
+        # "contains" read every message of the log (a table scan of millions of rows).
+        phone = search_phone(search_term)
+        if phone is not None:
+            return queryset.filter(to=phone), False
+        return super().get_search_results(request, queryset, search_term)
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         fields = list(super().get_search_fields(request))
@@ -632,6 +645,15 @@ class MessagingPolicyAdmin(OrganizationScopedAdmin):
                 "deferred, and never retried; the message's decision table says why.",
             },
         ),
+        (
+            "Retention",
+            {
+                "fields": ["retention_days"],
+                "description": "The retention job (if the installation runs it) deletes "
+                "messages, runs and events older than this. Consent records and opt-outs "
+                "are kept.",
+            },
+        ),
     ]
     keywords = ("Keyword replies", {"fields": KEYWORD_REPLY_FIELDS})
     first_contact = (
@@ -752,6 +774,7 @@ class InboundMessageAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     list_select_related = ["patient", "reviewed_by", "organization"]
     search_fields = ["from_number", "body", "provider_sid"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     actions = ["mark_reviewed"]
 
     @admin.display(description="Received", ordering="created_at")
@@ -872,6 +895,7 @@ class AlertAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     list_filter = ["condition", "delivered_email", "delivered_webhook", "organization"]
     list_select_related = ["organization"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     fields = readonly_fields = ALERT_FIELDS
 
     @admin.display(description="Raised", ordering="created_at")

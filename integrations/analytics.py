@@ -18,7 +18,7 @@ What is counted where, for a period [start, end):
   before it came from this workflow. One index probe per opt-out, and opt-outs are rare.
 
 Every figure is one aggregate query over an index (run_workflow_time, skip_workflow_time,
-message_to_time); messages, the bulk, are read from hourly counts (MessageHourCount) kept
+message_phone_time); messages, the bulk, are read from hourly counts (MessageHourCount) kept
 exact by the roll-up below. Ten queries, whatever the number of rows.
 """
 

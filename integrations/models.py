@@ -246,8 +246,10 @@ class OutboundMessage(TimeStamped):
                 condition=UNCOUNTED,
                 name="message_uncounted",
             ),
-            # The latest message to a number before its opt-out (analytics' attribution).
-            models.Index(fields=["organization", "to", "-created_at"], name="message_to_time"),
+            # The latest message to a number before its opt-out (analytics' attribution), and
+            # the message log's search for a phone number, in one clinic or (support staff)
+            # in all: the number first, so a search without the clinic reads this too.
+            models.Index(fields=["to", "organization", "-created_at"], name="message_phone_time"),
         ]
 
     def __str__(self) -> str:
@@ -383,6 +385,10 @@ def validate_keyword_reply(value: str) -> None:
 
 
 SHORT_LINK_MAX_DAYS = 365
+# HIPAA's audit controls keep, for each send, the trigger, the consent relied on, the
+# decision and the outcome for 6 years (DOMAIN.md §5): the message log, runs and events are
+# that record, so no clinic's retention may be shorter. 6 × 365 days plus two leap days.
+RETENTION_FLOOR_DAYS = 6 * 365 + 2
 SHORT_LINK_DEFAULT_DAYS = 30
 
 
@@ -586,9 +592,29 @@ class MessagingPolicy(TimeStamped):
         "“link expired” page instead of the original link.",
     )
 
+    # How long this clinic's events, runs, step runs and messages are kept
+    # (integrations.retention, the careflow_retention command); consent records and opt-outs
+    # are never deleted by it. Blank: the installation's CAREFLOW_RETENTION_DAYS.
+    retention_days = models.PositiveIntegerField(
+        "keep message history for (days)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(RETENTION_FLOOR_DAYS)],
+        help_text=f"Messages, runs and events older than this are deleted by the retention "
+        f"job. At least {RETENTION_FLOOR_DAYS} days (6 years, HIPAA). Blank: the "
+        "installation's default.",
+    )
+
     class Meta:
         verbose_name_plural = "messaging policies"
         constraints = [
+            models.CheckConstraint(
+                condition=Q(retention_days__gte=RETENTION_FLOOR_DAYS)
+                | Q(retention_days__isnull=True),
+                name="retention_at_least_six_years",
+                violation_error_message=f"Keep message history at least {RETENTION_FLOOR_DAYS} "
+                "days (6 years).",
+            ),
             models.CheckConstraint(
                 condition=Q(quiet_hours_start__lt=models.F("quiet_hours_end")),
                 name="quiet_hours_start_before_end",

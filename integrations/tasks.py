@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from integrations import alerts, analytics, broadcasts, sending
+from integrations import alerts, analytics, broadcasts, retention, sending
 from integrations.api import idempotency as api_idempotency
 from integrations.models import OutboundMessage
 from workflows.engine import run_wake
@@ -53,6 +53,13 @@ def sent_messages_reconcile() -> int:
 def idempotency_records_purge() -> int:
     """Beat: forget API idempotency outcomes older than a day (a retry comes within minutes)."""
     return api_idempotency.idempotency_records_purge()
+
+
+@shared_task
+def retention_apply() -> int:
+    """Beat, daily with CAREFLOW_RETENTION_DAILY: delete what the clinics keep no longer
+    (see the service); safe to overlap (rows are taken with SKIP LOCKED)."""
+    return sum(sum(r.counts.values()) for r in retention.retention_apply())
 
 
 @shared_task

@@ -24,6 +24,7 @@ from django.utils.text import capfirst
 
 from patients.clinic_view import (
     ClinicDaysFilter,
+    EstimatedCountPaginator,
     PhoneSearchMixin,
     TechnicalDetailsMixin,
     clinic_datetime,
@@ -907,12 +908,33 @@ class WorkflowAdmin(WorkflowTransferAdmin):
         )
 
 
+class EventTypeFilter(admin.SimpleListFilter):
+    """Events of one type, chosen from the types the user's clinic has (the catalogue's and
+    its own): a field filter read every distinct type off the outbox on every page (1.6 s
+    for one clinic's 50,000 events)."""
+
+    title = "type"
+    parameter_name = "type"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        types = event_types(organization_id=request_organization_id(request))
+        return [(t.name, t.name) for t in types.listed]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(type=value) if value else queryset
+
+
 @admin.register(Event)
 class EventAdmin(TechnicalDetailsMixin, ReadOnlyAdminMixin, OrganizationScopedAdmin):
     list_display = ["id", "type", "patient", "occurred", "organization"]
-    list_filter = ["type", "organization"]
+    list_filter = [EventTypeFilter, "organization"]
     list_select_related = ["organization"]
+    # Newest recorded first, by the primary key: a million events are not sorted by
+    # occurrence to show a hundred (occurred_at has no index; the outbox pays for each one).
+    ordering = ["-id"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     fieldsets = [
         (None, {"fields": ["type", "organization", "patient", "occurred", "payload_pretty"]})
     ]
@@ -1030,6 +1052,7 @@ class RunAdmin(
     phone_search_field = "event__payload__customer__phone"
     search_help_text = "Patient name, phone number or order number."
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     fieldsets = [(None, {"fields": RUN_FIELDS})]
     technical_fields = ["uuid", "event", "next_index", "lease_expires_at", "pushed_at"]
     readonly_fields = [*RUN_FIELDS, *technical_fields]
@@ -1157,6 +1180,7 @@ class EnrollmentSkipAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     list_filter = ["reason", WorkflowListFilter]
     list_select_related = ["workflow__organization", "event"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     fields = ("workflow", "patient", "trigger", "reason", "detail", "created")
     readonly_fields = fields
 
@@ -1180,6 +1204,7 @@ class StepRunAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
     list_filter = ["status"]
     list_select_related = ["run__workflow__organization", "run__event"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
     @admin.display(description="Patient")
     def patient(self, obj: StepRun) -> str:

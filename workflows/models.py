@@ -47,6 +47,9 @@ class Event(models.Model):
             models.Index(
                 KT("payload__customer__id"), "type", "created_at", name="event_patient_type"
             ),
+            # A clinic's events by age: retention (integrations.retention) takes the oldest
+            # a batch at a time; without it, each batch read the whole outbox.
+            models.Index(fields=["organization", "created_at"], name="event_clinic_time"),
         ]
 
     def __str__(self) -> str:

@@ -227,6 +227,7 @@ LATER_POLICY_COLUMNS = (
     "short_link_domain",
     "short_link_days",
     "translations",
+    "retention_days",
 )
 
 

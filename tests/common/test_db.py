@@ -12,7 +12,13 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from common.db import insert_or_get, model_insert, prepared_cursor, rows_update
+from common.db import (
+    insert_or_get,
+    lazy_commits,
+    model_insert,
+    prepared_cursor,
+    rows_update,
+)
 from patients.models import AuditEntry, ConsentRecord, Order
 from tests.factories import OrderFactory, PatientFactory, SmsStepFactory, WorkflowFactory
 from workflows.models import Event, Run, StepRun
@@ -192,3 +198,44 @@ def test_insert_or_get_returns_the_row_that_exists() -> None:
     row = insert_or_get(StepRun, {"run": existing.run, "index": 0}, {"status": "failed"})
     assert row.pk == existing.pk and row.status == StepRun.Status.PENDING
     assert StepRun.objects.count() == 1
+
+
+def _synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return str(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lazy_commits_relax_only_the_block_and_its_writes_are_committed() -> None:
+    first, second = _step_runs(2)
+    assert _synchronous_commit() == "on"
+    with lazy_commits():
+        assert _synchronous_commit() == "off"
+        StepRun.objects.filter(pk=first.pk).update(status=StepRun.Status.SUCCEEDED)
+        with transaction.atomic():
+            StepRun.objects.filter(pk=second.pk).update(status=StepRun.Status.SKIPPED)
+    # The session's later commits (a message's claim) are durable again.
+    assert _synchronous_commit() == "on"
+    statuses = dict(StepRun.objects.values_list("pk", "status"))
+    assert statuses == {first.pk: StepRun.Status.SUCCEEDED, second.pk: StepRun.Status.SKIPPED}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lazy_commits_leave_the_session_durable_after_an_error() -> None:
+    (step_run,) = _step_runs(1)
+    with pytest.raises(IntegrityError), lazy_commits(), transaction.atomic():
+        StepRun.objects.filter(pk=step_run.pk).update(status=StepRun.Status.SUCCEEDED)
+        StepRun.objects.create(run=step_run.run, index=0)  # a duplicate: the block fails
+    assert StepRun.objects.get(pk=step_run.pk).status == StepRun.Status.PENDING
+    assert _synchronous_commit() == "on"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lazy_commits_inside_a_callers_transaction_keep_the_callers_durability() -> None:
+    (step_run,) = _step_runs(1)
+    with transaction.atomic(), lazy_commits():
+        StepRun.objects.filter(pk=step_run.pk).update(status=StepRun.Status.SUCCEEDED)
+        # The caller's commit, which may be a claim, must still wait for the disk.
+        assert _synchronous_commit() == "on"
+    assert StepRun.objects.get(pk=step_run.pk).status == StepRun.Status.SUCCEEDED

@@ -76,7 +76,9 @@ def model_insert(obj: models.Model) -> None:
 def _insert_compiled(model: type[models.Model], alias: str) -> tuple[str, list[Any]] | None:
     """The model's `INSERT … RETURNING pk` of every field but an automatic pk, as the ORM
     writes a new row, and those fields; None where the ORM's save is needed (a parent
-    table, a database default, a backend that cannot return the pk)."""
+    table, a backend that cannot return the pk). A field with a database default is in it:
+    a row that leaves it to the database has an expression there, which model_insert leaves
+    to the ORM's save (the messages a worker writes for every SMS give theirs)."""
     meta = model._meta
     connection = connections[alias]
     # Not a generated column: the database computes it (and refuses a value for it).
@@ -85,7 +87,6 @@ def _insert_compiled(model: type[models.Model], alias: str) -> tuple[str, list[A
         meta.parents
         or meta.auto_field is None
         or not connection.features.can_return_columns_from_insert
-        or any(f.db_default is not models.NOT_PROVIDED for f in fields)
     ):
         return None
     quote = connection.ops.quote_name

@@ -19,8 +19,16 @@ from common.db import (
     prepared_cursor,
     rows_update,
 )
+from integrations.models import OutboundMessage
 from patients.models import AuditEntry, ConsentRecord, Order
-from tests.factories import OrderFactory, PatientFactory, SmsStepFactory, WorkflowFactory
+from tests.factories import (
+    IntegrationFactory,
+    OrderFactory,
+    OutboundMessageFactory,
+    PatientFactory,
+    SmsStepFactory,
+    WorkflowFactory,
+)
 from workflows.models import Event, Run, StepRun
 
 pytestmark = pytest.mark.django_db
@@ -169,6 +177,20 @@ def test_model_insert_writes_the_row_the_orms_save_writes_in_one_prepared_statem
     assert prepared >= 1
     model_insert(StepRun(**{**fields, "index": 5}, inputs={}, started_at=timezone.now()))
     assert _prepared('INSERT INTO "workflows_steprun"') == prepared
+
+
+def test_model_insert_of_a_field_with_a_database_default_writes_a_given_value_prepared() -> None:
+    given = OutboundMessageFactory.build(language="fr", integration=IntegrationFactory())
+    with CaptureQueriesContext(connection) as queries:
+        model_insert(given)
+    assert len(queries.captured_queries) == 1
+    assert queries.captured_queries[0]["sql"].startswith('INSERT INTO "integrations_outbound')
+    assert OutboundMessage.objects.get(pk=given.pk).language == "fr"
+    assert _prepared('INSERT INTO "integrations_outboundmessage"') >= 1
+    # Not given: the database's default, through the ORM's save (the value is an expression).
+    left = OutboundMessageFactory.build(integration=given.integration)
+    model_insert(left)
+    assert left.language == "" and OutboundMessage.objects.get(pk=left.pk).language == ""
 
 
 def test_model_insert_of_a_model_with_save_receivers_is_the_orms_save() -> None:

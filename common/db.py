@@ -246,21 +246,30 @@ def advisory_xact_lock(key: str) -> None:
 
 
 @contextmanager
-def lazy_commits(using: str | None = None) -> Iterator[None]:
+def lazy_commits(*, atomic: bool = False, using: str | None = None) -> Iterator[None]:
     """Commits made inside do not wait for the write-ahead log to reach the disk
-    (PostgreSQL's `synchronous_commit` off for the session until the block ends): for
-    writes whose loss in a crash of the database server would do no more harm than the
-    worker dying just before them. That wait is about 2 ms per commit here, more than most
-    statements take. Wrap a transaction as `with lazy_commits(), transaction.atomic():`.
+    (PostgreSQL's `synchronous_commit` off): for writes whose loss in a crash of the
+    database server would do no more harm than the worker dying just before them. That
+    wait is about 2 ms per commit here, more than most statements take. With `atomic`, the
+    block is one transaction (`SET LOCAL` in it); without, each statement commits on its
+    own, and the session's setting is restored at the end.
 
     The log is one sequence: the next durable commit of any session (a message's claim
     before its provider call, say) flushes these with it, and PostgreSQL's WAL writer does
     within a fraction of a second otherwise. So a decision that calls out of the system
     still rests only on durable rows, as long as its own claim commits durably: never call
-    out inside this block. Inside a caller's transaction it does nothing (the caller's
+    out inside this block. Inside a caller's transaction it changes nothing (the caller's
     commit keeps its own durability)."""
     connection = transaction.get_connection(using)
-    if connection.in_atomic_block or connection.vendor != "postgresql":
+    relax = not connection.in_atomic_block and connection.vendor == "postgresql"
+    if atomic:
+        with transaction.atomic(using=using):
+            if relax:
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit TO off")
+            yield
+        return
+    if not relax:
         yield
         return
     with connection.cursor() as cursor:

@@ -96,7 +96,7 @@ def events_dispatch(*, event_ids: Sequence[int], claim_per_event: int) -> tuple[
     database server, the events are undispatched again with no runs, which the relay
     dispatches anew; and a run's first send commits its message's claim durably, which makes
     this transaction durable before anything goes out."""
-    with lazy_commits(), transaction.atomic():
+    with lazy_commits(atomic=True):
         now = timezone.now()
         events = _events_claim(event_ids=event_ids, now=now)
         if not events:  # dispatched already (or no such event)
@@ -339,7 +339,7 @@ class RunBatch:
         "sending" to reconciliation at the provider, never resent)."""
         if not (self.at_end or self._finished_steps or self._finished_runs):
             return
-        with lazy_commits(), transaction.atomic():
+        with lazy_commits(atomic=True):
             for write in self.at_end:
                 write()
             rows_update(StepRun, self._finished_steps, STEP_FINISH_FIELDS)

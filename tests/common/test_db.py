@@ -235,8 +235,10 @@ def test_lazy_commits_relax_only_the_block_and_its_writes_are_committed() -> Non
     with lazy_commits():
         assert _synchronous_commit() == "off"
         StepRun.objects.filter(pk=first.pk).update(status=StepRun.Status.SUCCEEDED)
-        with transaction.atomic():
-            StepRun.objects.filter(pk=second.pk).update(status=StepRun.Status.SKIPPED)
+    assert _synchronous_commit() == "on"
+    with lazy_commits(atomic=True):
+        assert _synchronous_commit() == "off" and connection.in_atomic_block
+        StepRun.objects.filter(pk=second.pk).update(status=StepRun.Status.SKIPPED)
     # The session's later commits (a message's claim) are durable again.
     assert _synchronous_commit() == "on"
     statuses = dict(StepRun.objects.values_list("pk", "status"))
@@ -246,17 +248,20 @@ def test_lazy_commits_relax_only_the_block_and_its_writes_are_committed() -> Non
 @pytest.mark.django_db(transaction=True)
 def test_lazy_commits_leave_the_session_durable_after_an_error() -> None:
     (step_run,) = _step_runs(1)
-    with pytest.raises(IntegrityError), lazy_commits(), transaction.atomic():
+    with pytest.raises(IntegrityError), lazy_commits(atomic=True):
         StepRun.objects.filter(pk=step_run.pk).update(status=StepRun.Status.SUCCEEDED)
         StepRun.objects.create(run=step_run.run, index=0)  # a duplicate: the block fails
     assert StepRun.objects.get(pk=step_run.pk).status == StepRun.Status.PENDING
+    assert _synchronous_commit() == "on"
+    with pytest.raises(IntegrityError), lazy_commits():
+        StepRun.objects.create(run=step_run.run, index=0)
     assert _synchronous_commit() == "on"
 
 
 @pytest.mark.django_db(transaction=True)
 def test_lazy_commits_inside_a_callers_transaction_keep_the_callers_durability() -> None:
     (step_run,) = _step_runs(1)
-    with transaction.atomic(), lazy_commits():
+    with transaction.atomic(), lazy_commits(), lazy_commits(atomic=True):
         StepRun.objects.filter(pk=step_run.pk).update(status=StepRun.Status.SUCCEEDED)
         # The caller's commit, which may be a claim, must still wait for the disk.
         assert _synchronous_commit() == "on"

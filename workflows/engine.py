@@ -18,7 +18,7 @@ from django.db.models import Prefetch, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from common.db import insert_or_get, rows_update
+from common.db import insert_or_get, lazy_commits, rows_update
 from patients.consent import consent_history_prefetch
 from patients.models import Patient
 from patients.payloads import payload_for_subject
@@ -90,8 +90,13 @@ def events_dispatch(*, event_ids: Sequence[int], claim_per_event: int) -> tuple[
     `runs_continue`: the common event that starts one run then costs no separate claim and
     reload. Should the worker die before continuing them, their lease expires and the
     sweeper hands them on. One claim, one read of the workflows with their steps and one
-    INSERT of runs serve the whole batch."""
-    with transaction.atomic():
+    INSERT of runs serve the whole batch.
+
+    Committed without waiting for the disk (lazy_commits): lost in a crash of the
+    database server, the events are undispatched again with no runs, which the relay
+    dispatches anew; and a run's first send commits its message's claim durably, which makes
+    this transaction durable before anything goes out."""
+    with lazy_commits(atomic=True):
         now = timezone.now()
         events = _events_claim(event_ids=event_ids, now=now)
         if not events:  # dispatched already (or no such event)
@@ -326,16 +331,24 @@ class RunBatch:
     def finish(self) -> None:
         """Make the writes adapters left to the end (StepContext.at_batch_end), then write
         the finished step runs, then the finished runs: a run cancelled meanwhile stays
-        cancelled (and is reloaded as it is)."""
-        for write in self.at_end:
-            write()
-        rows_update(StepRun, self._finished_steps, STEP_FINISH_FIELDS)
-        now = timezone.now()
-        groups: dict[tuple[str, int], list[Run]] = {}
-        for run, status in self._finished_runs:
-            groups.setdefault((status, run.next_index), []).append(run)
-        for (status, next_index), runs in groups.items():
-            _runs_transition(runs, status, finished_at=now, error="", next_index=next_index)
+        cancelled (and is reloaded as it is).
+
+        One transaction, committed without waiting for the disk (lazy_commits): lost
+        in a crash of the database server, these writes are as if the worker had died
+        before them, which the class allows for (runs to their leases, messages still
+        "sending" to reconciliation at the provider, never resent)."""
+        if not (self.at_end or self._finished_steps or self._finished_runs):
+            return
+        with lazy_commits(atomic=True):
+            for write in self.at_end:
+                write()
+            rows_update(StepRun, self._finished_steps, STEP_FINISH_FIELDS)
+            now = timezone.now()
+            groups: dict[tuple[str, int], list[Run]] = {}
+            for run, status in self._finished_runs:
+                groups.setdefault((status, run.next_index), []).append(run)
+            for (status, next_index), runs in groups.items():
+                _runs_transition(runs, status, finished_at=now, error="", next_index=next_index)
         self._finished_steps, self._finished_runs = [], []
 
 
@@ -660,7 +673,10 @@ def _adapter_execute(
     except StepConfigError as exc:
         return Outcome("failed", reason=str(exc))
     step_run.inputs = inputs
-    _step_started(step_run, "inputs")
+    # Lost in a crash of the database server, this write is as if the worker had died before
+    # the step; the message's claim, committed durably before any send, makes it durable.
+    with lazy_commits():
+        _step_started(step_run, "inputs")
     key = f"run:{run.pk}:step:{step_run.index}"
     return _adapter_call(
         run, step, step_run, batch, patient=patient, inputs=inputs, key=key, language=language

@@ -14,9 +14,23 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from common.db import insert_or_get, model_insert, prepared_cursor, rows_update
+from common.db import (
+    insert_or_get,
+    lazy_commits,
+    model_insert,
+    prepared_cursor,
+    rows_update,
+)
+from integrations.models import OutboundMessage
 from patients.models import AuditEntry, ConsentRecord, Order
-from tests.factories import OrderFactory, PatientFactory, SmsStepFactory, WorkflowFactory
+from tests.factories import (
+    IntegrationFactory,
+    OrderFactory,
+    OutboundMessageFactory,
+    PatientFactory,
+    SmsStepFactory,
+    WorkflowFactory,
+)
 from workflows.models import Event, Run, StepRun
 
 pytestmark = pytest.mark.django_db
@@ -167,6 +181,20 @@ def test_model_insert_writes_the_row_the_orms_save_writes_in_one_prepared_statem
     assert _prepared('INSERT INTO "workflows_steprun"') == prepared
 
 
+def test_model_insert_of_a_field_with_a_database_default_writes_a_given_value_prepared() -> None:
+    given = OutboundMessageFactory.build(language="fr", integration=IntegrationFactory())
+    with CaptureQueriesContext(connection) as queries:
+        model_insert(given)
+    assert len(queries.captured_queries) == 1
+    assert queries.captured_queries[0]["sql"].startswith('INSERT INTO "integrations_outbound')
+    assert OutboundMessage.objects.get(pk=given.pk).language == "fr"
+    assert _prepared('INSERT INTO "integrations_outboundmessage"') >= 1
+    # Not given: the database's default, through the ORM's save (the value is an expression).
+    left = OutboundMessageFactory.build(integration=given.integration)
+    model_insert(left)
+    assert left.language == "" and OutboundMessage.objects.get(pk=left.pk).language == ""
+
+
 def test_model_insert_of_a_model_with_save_receivers_is_the_orms_save() -> None:
     patient = PatientFactory()
     consent = ConsentRecord(
@@ -247,3 +275,49 @@ def test_a_save_whose_row_is_gone_inserts_it_and_replaces_nothing() -> None:
     assert order.replaced is None
     assert Order.objects.get(pk=order.pk).coupon == "BACK"
     assert AuditEntry.objects.get(object_id=str(order.pk)).action == "created"
+
+
+def _synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return str(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lazy_commits_relax_only_the_block_and_its_writes_are_committed() -> None:
+    first, second = _step_runs(2)
+    assert _synchronous_commit() == "on"
+    with lazy_commits():
+        assert _synchronous_commit() == "off"
+        StepRun.objects.filter(pk=first.pk).update(status=StepRun.Status.SUCCEEDED)
+    assert _synchronous_commit() == "on"
+    with lazy_commits(atomic=True):
+        assert _synchronous_commit() == "off" and connection.in_atomic_block
+        StepRun.objects.filter(pk=second.pk).update(status=StepRun.Status.SKIPPED)
+    # The session's later commits (a message's claim) are durable again.
+    assert _synchronous_commit() == "on"
+    statuses = dict(StepRun.objects.values_list("pk", "status"))
+    assert statuses == {first.pk: StepRun.Status.SUCCEEDED, second.pk: StepRun.Status.SKIPPED}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lazy_commits_leave_the_session_durable_after_an_error() -> None:
+    (step_run,) = _step_runs(1)
+    with pytest.raises(IntegrityError), lazy_commits(atomic=True):
+        StepRun.objects.filter(pk=step_run.pk).update(status=StepRun.Status.SUCCEEDED)
+        StepRun.objects.create(run=step_run.run, index=0)  # a duplicate: the block fails
+    assert StepRun.objects.get(pk=step_run.pk).status == StepRun.Status.PENDING
+    assert _synchronous_commit() == "on"
+    with pytest.raises(IntegrityError), lazy_commits():
+        StepRun.objects.create(run=step_run.run, index=0)
+    assert _synchronous_commit() == "on"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lazy_commits_inside_a_callers_transaction_keep_the_callers_durability() -> None:
+    (step_run,) = _step_runs(1)
+    with transaction.atomic(), lazy_commits(), lazy_commits(atomic=True):
+        StepRun.objects.filter(pk=step_run.pk).update(status=StepRun.Status.SUCCEEDED)
+        # The caller's commit, which may be a claim, must still wait for the disk.
+        assert _synchronous_commit() == "on"
+    assert StepRun.objects.get(pk=step_run.pk).status == StepRun.Status.SUCCEEDED

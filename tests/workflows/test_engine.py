@@ -597,3 +597,34 @@ def test_a_batch_records_twilios_answers_together_and_keeps_a_callbacks_status(
     assert {m.provider_sid for m in messages} == sids
     assert [m.status for m in messages] == ["delivered", "sent", "sent"]
     assert all(m.sent_at is not None for m in messages)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_provider_is_called_only_once_the_messages_claim_is_committed_durably(
+    clinic: dict[str, Any], sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatch and the step's start commit without waiting for the disk (lost in a
+    crash of the database server, they are redone); the claim before the send must not be:
+    its commit is what makes them, and the claim itself, durable before anything goes out."""
+    from integrations.twilio.transport import TwilioTransport
+    from workflows.tasks import events_dispatch
+
+    seen: list[tuple[bool, str, str]] = []
+    send = TwilioTransport.send
+
+    def send_watched(self: TwilioTransport, message: OutboundMessage) -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            setting = cursor.fetchone()[0]
+        claimed = OutboundMessage.objects.values_list("status", flat=True).get(pk=message.pk)
+        seen.append((connection.in_atomic_block, setting, claimed))
+        return send(self, message)
+
+    monkeypatch.setattr(TwilioTransport, "send", send_watched)
+    ConsentFactory(patient=clinic["patient"])
+    event = _ship(clinic["patient"])
+    events_dispatch([event.pk])
+    assert seen == [(False, "on", OutboundMessage.Status.SENDING)]
+    assert OutboundMessage.objects.get().status == OutboundMessage.Status.SENT
+    assert Run.objects.get().status == Run.Status.SUCCEEDED
+    assert len(sandbox.messages()) == 1

@@ -899,6 +899,7 @@ def test_an_opt_out_refusal_is_heeded_by_the_rest_of_a_batch_read_with_its_conse
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_worker")  # the session worker's beat reconciles too
 def test_a_reconciliation_run_skips_messages_another_run_holds_but_not_their_integration(
     fake_transport: FakeTransport, settings: Any
 ) -> None:

@@ -21,7 +21,10 @@ def latest_migrations() -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def migrated_back(transactional_db: Any) -> Iterator[None]:
+def migrated_back(transactional_db: Any, no_worker: None) -> Iterator[None]:
+    """Migrate back and forth alone: the session's worker and its beat are stopped first, or a
+    beat task (the message counts' roll-up, a sweep) would read or change the rows the test
+    made between its migrations, or meet a table in its old shape."""
     latest = latest_migrations()
     try:
         yield

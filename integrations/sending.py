@@ -40,7 +40,7 @@ from integrations.messaging import (
 from integrations.models import Integration, OutboundMessage
 from integrations.policy import send_decide, send_needs_lock
 from integrations.short_links import link_may_shorten, short_links_fields
-from integrations.throttle import throttle_reserve
+from integrations.throttle import SLOT_MISSED_AFTER, throttle_reserve
 from patients.consent import CONSENT_HISTORY
 from patients.models import ConsentRecord, Organization, Patient
 
@@ -207,9 +207,6 @@ def message_deliver(message: OutboundMessage) -> OutboundMessage:
 # handed back to the queue (with the time) so the worker serves other senders meanwhile.
 INLINE_WAIT_SECONDS = 0.5
 THROTTLE_RETRY_SECONDS = 5.0
-# A slot reserved longer ago than this (the message was deferred by quiet hours, say) is
-# stale: a new one is reserved.
-SLOT_STALE = timedelta(minutes=1)
 
 
 def _message_slot(
@@ -219,7 +216,7 @@ def _message_slot(
     throttle cannot be reached. A transport without a throttle sends at once. `sending`: what
     the claim will change of the message (its body, with the first-contact wording, may cost
     more segments)."""
-    if message.slot_at is not None and now - message.slot_at < SLOT_STALE:
+    if message.slot_at is not None and now - message.slot_at <= SLOT_MISSED_AFTER:
         return max(0.0, (message.slot_at - now).total_seconds())
     transport = _transport(message)
     shaped = transport.throttle(message)

@@ -14,6 +14,7 @@ process, which shapes each worker process separately; production uses Redis.
 
 import threading
 import time
+from datetime import timedelta
 
 from common.coordination import coordination_redis
 
@@ -33,6 +34,12 @@ local new_tat = tat + cost * interval
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 60000)
 return tostring(start - now)
 """
+
+# A message back later than this after its slot has missed it (a busy worker, a late task, a
+# deferral by quiet hours): the slots after it are other messages', and sending it now would
+# put two texts in one slot's place at the provider, so the sender reserves it a new slot
+# (behind the queue, or at once when the sender is idle).
+SLOT_MISSED_AFTER = timedelta(milliseconds=250)
 
 _local_lock = threading.Lock()
 _local_tat: dict[str, float] = {}

@@ -465,17 +465,36 @@ def test_a_message_whose_slot_is_over_half_a_second_away_comes_back_for_it(
 
 
 @pytest.mark.parametrize(
-    ("reserved_ago", "reserves"),
-    [(timedelta(minutes=1) - timedelta(microseconds=1), False), (timedelta(minutes=1), True)],
+    ("late", "reserves"),
+    [(timedelta(milliseconds=250), False), (timedelta(milliseconds=250, microseconds=1), True)],
+    ids=["in-its-slot", "missed"],
 )
-def test_a_slot_reserved_a_minute_ago_is_stale_and_a_new_one_is_reserved(
-    one_a_second: Any, sandbox: SandboxServer, reserved_ago: timedelta, reserves: bool
+def test_a_message_back_over_a_quarter_second_after_its_slot_reserves_a_new_one(
+    one_a_second: Any, sandbox: SandboxServer, late: timedelta, reserves: bool
 ) -> None:
-    now = T0 + timedelta(hours=1)  # the bucket is idle
-    message = one_a_second("late", slot_at=now - reserved_ago, next_attempt_at=now)
+    now = T0 + timedelta(hours=1)  # the bucket is idle: a new slot is now
+    message = one_a_second("late", slot_at=now - late, next_attempt_at=now - late)
     with time_machine.travel(now, tick=False):
         assert message_send(message_id=message.pk).status == Status.SENT
         assert throttle_backlog(key=one_a_second.key) == pytest.approx(1.0 if reserves else 0.0)
+
+
+def test_a_message_that_missed_its_slot_waits_behind_the_sender_queue_not_beside_it(
+    one_a_second: Any, sandbox: SandboxServer
+) -> None:
+    """One a second: the late message's slot (T0) has passed and T0+3 s, T0+4 s are others';
+    sending it at T0+3 s would make two texts in one second at the provider."""
+    late = one_a_second("late", slot_at=T0, next_attempt_at=T0)
+    others = [one_a_second(f"on-time:{n}") for n in range(2)]
+    with time_machine.travel(T0 + timedelta(seconds=3), tick=False):
+        assert [message_send(message_id=m.pk).status for m in others] == [
+            Status.SENT,
+            Status.PENDING,  # its slot is T0 + 4 s
+        ]
+        queued = message_send(message_id=late.pk)
+    slot = T0 + timedelta(seconds=5)
+    assert (queued.status, queued.slot_at, queued.next_attempt_at) == (Status.PENDING, slot, slot)
+    assert len(sandbox.messages()) == 1
 
 
 def test_a_slot_at_most_half_a_second_away_is_waited_for_in_the_worker(

@@ -762,6 +762,11 @@ _TXN = r"^\s*(begin|commit|rollback|start transaction|savepoint|release)"
 _OWN = "%pg_stat_statements%"
 
 
+# PostgreSQL (15+) backends flush their pending statistics at most once a second while busy and
+# PGSTAT_IDLE_INTERVAL (10 s) after going idle: how long pg_stat_database may lag a side.
+PG_STATS_IDLE_FLUSH_S = 10.5
+
+
 class SideMeter:
     """What one system spends between start() and stop(): CPU time by group from
     /proc/<pid>/stat, PostgreSQL statements and WAL bytes of its database, and the load.
@@ -893,6 +898,10 @@ class SideMeter:
         ms = 1000 / self._ticks
         cpu = {name: (groups[name] - self._groups0.get(name, 0)) * ms for name in groups}
         cpu["postgres"] = sum(t - self._pg_start.get(pid, 0) for pid, t in seen.items()) * ms
+        if not self.statements:
+            # pg_stat_database hears from an idle backend up to PostgreSQL's idle flush
+            # interval (10 s) after its last transaction; pg_stat_statements counts at once.
+            time.sleep(PG_STATS_IDLE_FLUSH_S)
         pg1 = self._pg_counters()
         out: dict[str, Any] = {
             "elapsed_s": elapsed,

@@ -62,6 +62,14 @@ Magic numbers (Twilio's test numbers):
     +15005550334   201                       sent, then undelivered, ErrorCode 30034
     anything else  201                       sent, then delivered
 
+Where it still differs from Twilio, knowingly: the magic numbers above apply to every
+account, and +15005550006 is an owned From for every account (at Twilio both work only with
+test credentials); the delivery-failure To numbers +15005550301, +15005550305, +15005550306
+and +15005550334 are the sandbox's own (Twilio has no such test numbers); MediaUrl is never
+fetched, so none of the errors a failed media fetch brings at Twilio (such as 12300, invalid
+Content-Type) occur; a Messaging Service always picks the account's lowest owned number
+(Twilio's sender pool has its own rules: sticky sender, geographic match and others).
+
 Lifecycle: `callback_delay` seconds after a message is accepted it moves to "sent" (date_sent
 is set), and `callback_delay` seconds after that callback was posted, to its final status.
 A message with a StatusCallback gets one signed POST per transition; every attempt's outcome

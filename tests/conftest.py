@@ -57,6 +57,36 @@ def _fixture_teardown_retried(self: TransactionTestCase) -> None:
 
 TransactionTestCase._fixture_teardown = _fixture_teardown_retried  # type: ignore[method-assign]
 
+# pytest may run more than once in one process: mutmut (`make mutation`) runs it in-process
+# for its statistics and a clean run, then forks a child per mutant that runs it again.
+# The databases' names as configured, before a run renames them to their test names.
+_DATABASE_NAMES = {alias: config["NAME"] for alias, config in settings.DATABASES.items()}
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """With --reuse-db a run leaves each database renamed to its test name, and the next run
+    in the same process would name it again (test_test_…): start from the names as
+    configured."""
+    from django.db import connections
+
+    for alias, name in _DATABASE_NAMES.items():
+        settings.DATABASES[alias]["NAME"] = connections[alias].settings_dict["NAME"] = name
+
+
+def pytest_sessionfinish() -> None:
+    """Close this process's database sessions when the run ends, its connection pool's too
+    (Django's close() hands a session back to the pool), so a process forked after it
+    (mutmut's children) does not inherit a live one: two processes on one socket corrupt
+    each other's session (psycopg's prepared statements went missing). Celery's prefork
+    workers do the same in their children."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        conn.close()
+        if conn.settings_dict.get("OPTIONS", {}).get("pool"):
+            conn.close_pool()
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the fault-injection suite last: it stops the session's worker, swaps the Celery

@@ -2,6 +2,8 @@
 checks every member's message goes through, cancelling, and re-running after a crash. The
 provider is the loopback sandbox over HTTP."""
 
+import re
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -24,8 +26,16 @@ from integrations.broadcasts import (
     broadcast_start,
     broadcasts_due,
 )
-from integrations.models import Broadcast, Integration, MessagingPolicy, OutboundMessage
+from integrations.email.sandbox import SandboxServer as EmailSandbox
+from integrations.models import (
+    Broadcast,
+    Integration,
+    MessagingPolicy,
+    OutboundMessage,
+    ShortLink,
+)
 from integrations.policy import messaging_policy_forget
+from integrations.short_links import CODE_LENGTH
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import ConsentRecord, Organization, Patient
 from tests.conftest import sandbox_account
@@ -33,6 +43,7 @@ from tests.factories import (
     SANDBOX_FROM,
     ConsentFactory,
     IntegrationFactory,
+    OrganizationFactory,
     PatientFactory,
     UserFactory,
 )
@@ -401,3 +412,91 @@ def test_database_constraints_hold_the_states(clinic: Organization) -> None:
     ):
         with pytest.raises(IntegrityError), transaction.atomic():
             Broadcast.objects.filter(pk=broadcast.pk).update(**bad)
+
+
+# Email ----------------------------------------------------------------------------------
+
+EMAIL_TOKEN = "broadcast-postmark-token"
+EMAIL_SENDER = "care@clinic.example"
+
+
+@pytest.fixture
+def email_sandbox(settings: Any) -> Iterator[EmailSandbox]:
+    """The Postmark sandbox over HTTP (no webhooks: the send is what is under test)."""
+    with EmailSandbox(
+        servers={EMAIL_TOKEN: {"senders": [EMAIL_SENDER]}}, webhook_delay=None
+    ) as server:
+        settings.CAREFLOW_EMAIL_DELIVERY = "esp"
+        settings.CAREFLOW_POSTMARK_API_URL = server.url + "/"
+        settings.CAREFLOW_EMAIL_HTTP_TIMEOUT = 2.0
+        yield server
+
+
+@pytest.fixture
+def email_clinic(email_sandbox: EmailSandbox) -> Organization:
+    """A clinic whose only integration is email, at the Postmark sandbox."""
+    integration = IntegrationFactory(
+        organization=OrganizationFactory(),
+        adapter="email",
+        name="Email",
+        senders=[EMAIL_SENDER],
+        settings={"esp": "postmark", "message_stream": "outbound"},
+        secrets={"server_token": EMAIL_TOKEN, "webhook_secret": "unused"},
+    )
+    organization: Organization = integration.organization
+    return organization
+
+
+def email_member(clinic: Organization, *, consent: bool = True, **fields: Any) -> Patient:
+    patient = PatientFactory(organization=clinic, **fields)
+    if consent:
+        ConsentFactory(patient=patient, purpose=MARKETING, channel="email")
+    return patient
+
+
+def test_an_email_broadcast_reaches_the_members_with_email_consent_only(
+    email_clinic: Organization, email_sandbox: EmailSandbox
+) -> None:
+    consented = [email_member(email_clinic) for _ in range(2)]
+    # Consent to marketing texts is not consent to marketing email.
+    texts_only = email_member(email_clinic, consent=False)
+    ConsentFactory(patient=texts_only, purpose=MARKETING, channel="sms")
+    opted_out = email_member(email_clinic)
+    ConsentFactory(
+        patient=opted_out,
+        purpose=MARKETING,
+        channel="email",
+        action=ConsentRecord.Action.OPT_OUT,
+    )
+    no_email = email_member(email_clinic, email="")
+    broadcast = make_broadcast(
+        email_clinic,
+        function="email.sendEmail",
+        parameters={
+            "subject": "Flu shots are in, {{customer.firstName}}",
+            "body": "Hi {{customer.firstName}},\n\nbook yours this week.",
+            "from": EMAIL_SENDER,
+        },
+    )
+    assert broadcast_problems(broadcast=broadcast) == {}
+    run_to_end(start(broadcast))
+
+    assert broadcast.status == State.COMPLETED
+    sent = {m["to"][0]: m for m in email_sandbox.messages()}
+    assert sorted(sent) == sorted(p.email for p in consented)
+    for patient in consented:
+        email = sent[patient.email]
+        assert email["from"] == EMAIL_SENDER
+        assert email["subject"] == f"Flu shots are in, {patient.first_name}"
+        assert email["text_body"] == f"Hi {patient.first_name},\n\nbook yours this week."
+    by_patient = {m.patient_id: m for m in broadcast.messages.all()}
+    assert {by_patient[p.pk].channel for p in consented} == {"email"}
+    assert {by_patient[p.pk].status for p in consented} == {Status.SENT}
+    assert by_patient[texts_only.pk].status == Status.SKIPPED
+    assert "consent" in by_patient[texts_only.pk].skip_reason
+    assert by_patient[opted_out.pk].status == Status.SKIPPED
+    assert "opted out" in by_patient[opted_out.pk].skip_reason
+    assert by_patient[no_email.pk].status == Status.SKIPPED
+    assert by_patient[no_email.pk].skip_reason == "the patient has no email"
+    progress = broadcast_progress(broadcast=broadcast)
+    assert (progress["sent"], progress["skipped"], progress["failed"]) == (2, 3, 0)

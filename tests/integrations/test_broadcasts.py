@@ -1,6 +1,6 @@
 """Broadcasts (integrations.broadcasts): the state machine, production in batches, the send-time
 checks every member's message goes through, cancelling, and re-running after a crash. The
-provider is the loopback sandbox over HTTP."""
+providers are the loopback sandboxes (Twilio, Postmark) over HTTP."""
 
 import re
 from collections.abc import Iterator
@@ -412,6 +412,87 @@ def test_database_constraints_hold_the_states(clinic: Organization) -> None:
     ):
         with pytest.raises(IntegrityError), transaction.atomic():
             Broadcast.objects.filter(pk=broadcast.pk).update(**bad)
+
+
+# First-contact wording, short links, caps: the send path's, on a broadcast's texts ---------
+
+
+def _policy(clinic: Organization, **fields: Any) -> None:
+    MessagingPolicy.objects.update_or_create(organization=clinic, defaults=fields)
+    messaging_policy_forget()
+
+
+def test_the_first_broadcast_text_to_a_number_carries_the_clinics_wording_the_next_does_not(
+    clinic: Organization, sandbox: SandboxServer
+) -> None:
+    _policy(
+        clinic,
+        first_contact_enabled=True,
+        brand_name="Sunrise Telehealth",
+        marketing_per_day=None,
+        marketing_per_week=None,
+    )
+    patient = member(clinic)
+    first = start(make_broadcast(clinic))
+    run_to_end(first)
+    second = start(make_broadcast(clinic, message="Hi {{customer.firstName}}, last call!"))
+    run_to_end(second)
+
+    assert [m["body"] for m in sandbox.messages()] == [
+        f"Sunrise Telehealth: Hi {patient.first_name}, flu shots are in! Reply STOP to opt out.",
+        f"Hi {patient.first_name}, last call!",
+    ]
+    assert first.messages.get().first_contact is True
+    assert second.messages.get().first_contact is False
+
+
+LONG = "https://sunrise.example/flu/book?campaign=autumn-2026&location=main-street-clinic"
+
+
+def test_a_long_link_in_a_broadcast_goes_out_as_the_clinics_short_link(
+    clinic: Organization, sandbox: SandboxServer
+) -> None:
+    _policy(clinic, short_links_enabled=True, short_link_domain="https://go.sunrise.example")
+    patients = [member(clinic) for _ in range(2)]
+    broadcast = start(make_broadcast(clinic, message=f"Book your flu shot: {LONG}"))
+    run_to_end(broadcast)
+
+    short = re.compile(
+        rf"Book your flu shot: (https://go\.sunrise\.example/l/([A-Za-z0-9]{{{CODE_LENGTH}}}))"
+    )
+    bodies = {m["to"]: m["body"] for m in sandbox.messages()}
+    assert sorted(bodies) == sorted(p.phone for p in patients)
+    codes = set()
+    for patient in patients:
+        found = short.fullmatch(bodies[patient.phone])
+        assert found is not None, bodies[patient.phone]
+        message = broadcast.messages.get(patient=patient)
+        assert message.body == bodies[patient.phone]  # the log shows the body as sent
+        link = ShortLink.objects.get(code=found[2])
+        assert (link.message_id, link.url) == (message.pk, LONG)
+        codes.add(found[2])
+    assert len(codes) == 2  # one link per message: a click says whose it was
+
+
+def test_a_member_at_their_frequency_cap_is_skipped_with_the_caps_reason(
+    clinic: Organization, sandbox: SandboxServer
+) -> None:
+    _policy(clinic, marketing_per_day=1, marketing_per_week=None)
+    earlier = member(clinic)
+    run_to_end(start(make_broadcast(clinic)))
+    newcomer = member(clinic)
+
+    second = start(make_broadcast(clinic, message="Hi {{customer.firstName}}, last call!"))
+    run_to_end(second)
+
+    capped = second.messages.get(patient=earlier)
+    assert capped.status == Status.SKIPPED
+    assert capped.skip_reason.startswith("frequency cap: at most 1 marketing")
+    assert second.messages.get(patient=newcomer).status == Status.SENT
+    assert [m["to"] for m in sandbox.messages()] == [earlier.phone, newcomer.phone]
+    progress = broadcast_progress(broadcast=second)
+    assert progress["skippedByReason"] == {capped.skip_reason: 1}
+    assert second.status == State.COMPLETED
 
 
 # Email ----------------------------------------------------------------------------------

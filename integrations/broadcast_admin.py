@@ -4,6 +4,7 @@ recipient count before sending or scheduling, live progress, and cancelling mid-
 A draft is the only editable state: once sending (or scheduled, cancelled, completed) the
 page is read-only, with the progress panel and, while it can still be stopped, "Cancel"."""
 
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -13,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.formats import localize
 from django.utils.html import format_html, format_html_join
 
 from integrations.broadcasts import (
@@ -147,9 +149,6 @@ class BroadcastAdmin(OrganizationScopedAdmin):
         "status",
         "recipients",
         "preview",
-        "started_at",
-        "finished_at",
-        "cancelled_at",
         "created_by",
     ]
 
@@ -163,10 +162,11 @@ class BroadcastAdmin(OrganizationScopedAdmin):
         ]
         if obj is not None:
             fieldsets.append(("Preview", {"fields": ["preview"]}))
-            sending = ["started_at", "finished_at", "cancelled_at", "created_by"]
+            sending = ["created_by"]
             if obj.status == State.DRAFT:
-                # Once started, the live progress panel shows them (a second, static copy
-                # here would contradict it within seconds).
+                # Once started, the live progress panel shows these and when it started and
+                # ended (a second, static copy here would contradict it within seconds:
+                # "Completed" there, "Finished at: -" here).
                 sending = ["status", "recipients", *sending]
             fieldsets.append(("Sending", {"fields": sending}))
         return fieldsets
@@ -386,7 +386,7 @@ class BroadcastAdmin(OrganizationScopedAdmin):
 
     def progress_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
         broadcast = self._broadcast(request, object_id, change=False)
-        return JsonResponse(broadcast_progress(broadcast=broadcast))
+        return JsonResponse(_panel_progress(broadcast))
 
     def render_change_form(
         self,
@@ -401,7 +401,7 @@ class BroadcastAdmin(OrganizationScopedAdmin):
             can_act = super().has_change_permission(request, obj)
             context["broadcast_panel"] = {
                 "progressUrl": reverse("admin:integrations_broadcast_progress", args=[obj.pk]),
-                "progress": broadcast_progress(broadcast=obj),
+                "progress": _panel_progress(obj),
                 "intervalMs": 2000,
             }
             context["send_url"] = (
@@ -416,6 +416,22 @@ class BroadcastAdmin(OrganizationScopedAdmin):
             )
             context["show_progress"] = obj.status != State.DRAFT
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+def _panel_progress(broadcast: Broadcast) -> dict[str, Any]:
+    """What the live panel shows: the progress, and when the broadcast started and ended
+    (completed or cancelled), None while it has not; written as the admin writes the
+    page's other times ("Scheduled at"), so the two agree."""
+    ended = broadcast.finished_at or broadcast.cancelled_at
+    return {
+        **broadcast_progress(broadcast=broadcast),
+        "startedAt": _admin_time(broadcast.started_at),
+        "endedAt": _admin_time(ended),
+    }
+
+
+def _admin_time(value: datetime | None) -> str | None:
+    return None if value is None else str(localize(timezone.localtime(value)))
 
 
 def _duration(seconds: float) -> str:

@@ -10,6 +10,8 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import localize
 
 from integrations.broadcasts import broadcast_advance
 from integrations.models import Broadcast, Integration, OutboundMessage
@@ -189,14 +191,35 @@ def test_progress_counts_by_status_and_reason_and_cancel_stops_it(
     progress = client.get(progress_url).json()
     assert (progress["status"], progress["recipients"], progress["made"]) == ("sending", 5, 2)
     assert progress["queued"] == 2 and progress["done"] is False
+    assert progress["startedAt"] and progress["endedAt"] is None
 
     cancel_url = reverse("admin:integrations_broadcast_cancel", args=[broadcast.pk])
     assert client.get(cancel_url).status_code == 405  # only a POST cancels
     assert client.post(cancel_url).status_code == 302
     progress = client.get(progress_url).json()
     assert progress["status"] == "cancelled" and progress["done"] is True
+    broadcast.refresh_from_db()
+    assert broadcast.cancelled_at is not None
+    assert progress["endedAt"] == localize(timezone.localtime(broadcast.cancelled_at))
     assert progress["skippedByReason"] == {"broadcast cancelled": 2}
     assert OutboundMessage.objects.filter(broadcast=broadcast).count() == 2
+
+
+def test_once_started_status_and_times_are_only_in_the_live_panel(clinic: Organization) -> None:
+    """A static copy of the status or of when it ended would contradict the live panel as
+    soon as the broadcast moved on ("Completed" above, "Finished at: -" below)."""
+    broadcast = _draft(clinic)
+    client = _client(clinic)
+    change = reverse("admin:integrations_broadcast_change", args=[broadcast.pk])
+    draft = client.get(change).content.decode()
+    assert "Status:" in draft and 'id="broadcast-progress"' not in draft
+
+    client.post(reverse("admin:integrations_broadcast_send", args=[broadcast.pk]))
+    page = client.get(change).content.decode()
+    assert 'id="broadcast-progress"' in page
+    assert 'data-count="statusLabel"' in page and 'data-count="endedAt"' in page
+    for static in ("Status:", "Recipients:", "Started at:", "Finished at:", "Cancelled at:"):
+        assert static not in page, static
 
 
 def test_clinic_staff_see_but_cannot_send_or_cancel(clinic: Organization) -> None:

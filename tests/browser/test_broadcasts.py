@@ -3,6 +3,7 @@ sends one after the confirmation with its recipient count and watches the live p
 "Completed"; then starts another at a slow sender and cancels it mid-way. The picture in
 docs/broadcast-progress.png is taken here (CAREFLOW_SCREENSHOTS=1)."""
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ def test_send_watch_it_complete_then_cancel_another_mid_way(
     expect(counts.locator("[data-count=statusLabel]")).to_have_text("Completed", timeout=30_000)
     expect(counts.locator("[data-count=sent]")).to_have_text("8")
     expect(counts.locator("[data-count=skipped]")).to_have_text("2")
+    # When it ended is in the panel too, filled in as it completes (not a static "-").
+    expect(counts.locator("[data-count=endedAt]")).to_have_text(re.compile(r"\b2\d{3}\b"))
     expect(page.locator("#broadcast-skip-reasons")).to_contain_text(": 2")
     expect(page.locator("#broadcast-cancel")).to_have_count(0)  # nothing left to cancel
     page.locator("#content").screenshot(path=screenshot_path("broadcast-progress.png", tmp_path))

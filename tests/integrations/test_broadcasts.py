@@ -1,7 +1,9 @@
 """Broadcasts (integrations.broadcasts): the state machine, production in batches, the send-time
 checks every member's message goes through, cancelling, and re-running after a crash. The
-provider is the loopback sandbox over HTTP."""
+providers are the loopback sandboxes (Twilio, Postmark) over HTTP."""
 
+import re
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -24,8 +26,16 @@ from integrations.broadcasts import (
     broadcast_start,
     broadcasts_due,
 )
-from integrations.models import Broadcast, Integration, MessagingPolicy, OutboundMessage
+from integrations.email.sandbox import SandboxServer as EmailSandbox
+from integrations.models import (
+    Broadcast,
+    Integration,
+    MessagingPolicy,
+    OutboundMessage,
+    ShortLink,
+)
 from integrations.policy import messaging_policy_forget
+from integrations.short_links import CODE_LENGTH
 from integrations.twilio.sandbox import SandboxServer
 from patients.models import ConsentRecord, Organization, Patient
 from tests.conftest import sandbox_account
@@ -33,6 +43,7 @@ from tests.factories import (
     SANDBOX_FROM,
     ConsentFactory,
     IntegrationFactory,
+    OrganizationFactory,
     PatientFactory,
     UserFactory,
 )
@@ -401,3 +412,172 @@ def test_database_constraints_hold_the_states(clinic: Organization) -> None:
     ):
         with pytest.raises(IntegrityError), transaction.atomic():
             Broadcast.objects.filter(pk=broadcast.pk).update(**bad)
+
+
+# First-contact wording, short links, caps: the send path's, on a broadcast's texts ---------
+
+
+def _policy(clinic: Organization, **fields: Any) -> None:
+    MessagingPolicy.objects.update_or_create(organization=clinic, defaults=fields)
+    messaging_policy_forget()
+
+
+def test_the_first_broadcast_text_to_a_number_carries_the_clinics_wording_the_next_does_not(
+    clinic: Organization, sandbox: SandboxServer
+) -> None:
+    _policy(
+        clinic,
+        first_contact_enabled=True,
+        brand_name="Sunrise Telehealth",
+        marketing_per_day=None,
+        marketing_per_week=None,
+    )
+    patient = member(clinic)
+    first = start(make_broadcast(clinic))
+    run_to_end(first)
+    second = start(make_broadcast(clinic, message="Hi {{customer.firstName}}, last call!"))
+    run_to_end(second)
+
+    assert [m["body"] for m in sandbox.messages()] == [
+        f"Sunrise Telehealth: Hi {patient.first_name}, flu shots are in! Reply STOP to opt out.",
+        f"Hi {patient.first_name}, last call!",
+    ]
+    assert first.messages.get().first_contact is True
+    assert second.messages.get().first_contact is False
+
+
+LONG = "https://sunrise.example/flu/book?campaign=autumn-2026&location=main-street-clinic"
+
+
+def test_a_long_link_in_a_broadcast_goes_out_as_the_clinics_short_link(
+    clinic: Organization, sandbox: SandboxServer
+) -> None:
+    _policy(clinic, short_links_enabled=True, short_link_domain="https://go.sunrise.example")
+    patients = [member(clinic) for _ in range(2)]
+    broadcast = start(make_broadcast(clinic, message=f"Book your flu shot: {LONG}"))
+    run_to_end(broadcast)
+
+    short = re.compile(
+        rf"Book your flu shot: (https://go\.sunrise\.example/l/([A-Za-z0-9]{{{CODE_LENGTH}}}))"
+    )
+    bodies = {m["to"]: m["body"] for m in sandbox.messages()}
+    assert sorted(bodies) == sorted(p.phone for p in patients)
+    codes = set()
+    for patient in patients:
+        found = short.fullmatch(bodies[patient.phone])
+        assert found is not None, bodies[patient.phone]
+        message = broadcast.messages.get(patient=patient)
+        assert message.body == bodies[patient.phone]  # the log shows the body as sent
+        link = ShortLink.objects.get(code=found[2])
+        assert (link.message_id, link.url) == (message.pk, LONG)
+        codes.add(found[2])
+    assert len(codes) == 2  # one link per message: a click says whose it was
+
+
+def test_a_member_at_their_frequency_cap_is_skipped_with_the_caps_reason(
+    clinic: Organization, sandbox: SandboxServer
+) -> None:
+    _policy(clinic, marketing_per_day=1, marketing_per_week=None)
+    earlier = member(clinic)
+    run_to_end(start(make_broadcast(clinic)))
+    newcomer = member(clinic)
+
+    second = start(make_broadcast(clinic, message="Hi {{customer.firstName}}, last call!"))
+    run_to_end(second)
+
+    capped = second.messages.get(patient=earlier)
+    assert capped.status == Status.SKIPPED
+    assert capped.skip_reason.startswith("frequency cap: at most 1 marketing")
+    assert second.messages.get(patient=newcomer).status == Status.SENT
+    assert [m["to"] for m in sandbox.messages()] == [earlier.phone, newcomer.phone]
+    progress = broadcast_progress(broadcast=second)
+    assert progress["skippedByReason"] == {capped.skip_reason: 1}
+    assert second.status == State.COMPLETED
+
+
+# Email ----------------------------------------------------------------------------------
+
+EMAIL_TOKEN = "broadcast-postmark-token"
+EMAIL_SENDER = "care@clinic.example"
+
+
+@pytest.fixture
+def email_sandbox(settings: Any) -> Iterator[EmailSandbox]:
+    """The Postmark sandbox over HTTP (no webhooks: the send is what is under test)."""
+    with EmailSandbox(
+        servers={EMAIL_TOKEN: {"senders": [EMAIL_SENDER]}}, webhook_delay=None
+    ) as server:
+        settings.CAREFLOW_EMAIL_DELIVERY = "esp"
+        settings.CAREFLOW_POSTMARK_API_URL = server.url + "/"
+        settings.CAREFLOW_EMAIL_HTTP_TIMEOUT = 2.0
+        yield server
+
+
+@pytest.fixture
+def email_clinic(email_sandbox: EmailSandbox) -> Organization:
+    """A clinic whose only integration is email, at the Postmark sandbox."""
+    integration = IntegrationFactory(
+        organization=OrganizationFactory(),
+        adapter="email",
+        name="Email",
+        senders=[EMAIL_SENDER],
+        settings={"esp": "postmark", "message_stream": "outbound"},
+        secrets={"server_token": EMAIL_TOKEN, "webhook_secret": "unused"},
+    )
+    organization: Organization = integration.organization
+    return organization
+
+
+def email_member(clinic: Organization, *, consent: bool = True, **fields: Any) -> Patient:
+    patient = PatientFactory(organization=clinic, **fields)
+    if consent:
+        ConsentFactory(patient=patient, purpose=MARKETING, channel="email")
+    return patient
+
+
+def test_an_email_broadcast_reaches_the_members_with_email_consent_only(
+    email_clinic: Organization, email_sandbox: EmailSandbox
+) -> None:
+    consented = [email_member(email_clinic) for _ in range(2)]
+    # Consent to marketing texts is not consent to marketing email.
+    texts_only = email_member(email_clinic, consent=False)
+    ConsentFactory(patient=texts_only, purpose=MARKETING, channel="sms")
+    opted_out = email_member(email_clinic)
+    ConsentFactory(
+        patient=opted_out,
+        purpose=MARKETING,
+        channel="email",
+        action=ConsentRecord.Action.OPT_OUT,
+    )
+    no_email = email_member(email_clinic, email="")
+    broadcast = make_broadcast(
+        email_clinic,
+        function="email.sendEmail",
+        parameters={
+            "subject": "Flu shots are in, {{customer.firstName}}",
+            "body": "Hi {{customer.firstName}},\n\nbook yours this week.",
+            "from": EMAIL_SENDER,
+        },
+    )
+    assert broadcast_problems(broadcast=broadcast) == {}
+    run_to_end(start(broadcast))
+
+    assert broadcast.status == State.COMPLETED
+    sent = {m["to"][0]: m for m in email_sandbox.messages()}
+    assert sorted(sent) == sorted(p.email for p in consented)
+    for patient in consented:
+        email = sent[patient.email]
+        assert email["from"] == EMAIL_SENDER
+        assert email["subject"] == f"Flu shots are in, {patient.first_name}"
+        assert email["text_body"] == f"Hi {patient.first_name},\n\nbook yours this week."
+    by_patient = {m.patient_id: m for m in broadcast.messages.all()}
+    assert {by_patient[p.pk].channel for p in consented} == {"email"}
+    assert {by_patient[p.pk].status for p in consented} == {Status.SENT}
+    assert by_patient[texts_only.pk].status == Status.SKIPPED
+    assert "consent" in by_patient[texts_only.pk].skip_reason
+    assert by_patient[opted_out.pk].status == Status.SKIPPED
+    assert "opted out" in by_patient[opted_out.pk].skip_reason
+    assert by_patient[no_email.pk].status == Status.SKIPPED
+    assert by_patient[no_email.pk].skip_reason == "the patient has no email"
+    progress = broadcast_progress(broadcast=broadcast)
+    assert (progress["sent"], progress["skipped"], progress["failed"]) == (2, 3, 0)

@@ -297,6 +297,61 @@ def test_a_report_fills_a_missing_message_id_that_no_other_message_holds(
     assert (another.status, another.provider_sid, another.sent_at) == (Status.UNKNOWN, None, None)
 
 
+def test_other_messages_without_an_id_do_not_stop_a_report_filling_this_ones(
+    fake_transport: FakeTransport,
+) -> None:
+    """Only a message holding the report's id makes it not ours; messages that have no id
+    yet (pending, or unconfirmed like this one) are no reason to refuse it."""
+    waiting = _row(status=Status.PENDING)
+    unconfirmed = _row(status=Status.UNKNOWN)
+    assert message_status_apply(message=unconfirmed, provider_status="accepted", sid="<u@l>")
+    unconfirmed.refresh_from_db()
+    waiting.refresh_from_db()
+    assert (unconfirmed.status, unconfirmed.provider_sid) == (Status.SENT, "<u@l>")
+    assert (waiting.status, waiting.provider_sid) == (Status.PENDING, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_whose_id_another_message_takes_meanwhile_changes_nothing(
+    fake_transport: FakeTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The id check and the write are one statement, but another transaction can give the
+    id to another message after the check saw it free: the unique index then refuses the
+    write, and the report is not ours (False, nothing changed, a warning naming the
+    message)."""
+    unconfirmed = _row(status=Status.UNKNOWN)
+    other = _row(status=Status.UNKNOWN)
+    taken, release = threading.Event(), threading.Event()
+
+    def take_the_id() -> None:
+        try:
+            with transaction.atomic():
+                OutboundMessage.objects.filter(pk=other.pk).update(provider_sid="<race@l>")
+                taken.set()
+                release.wait(timeout=10)  # the report's UPDATE now waits on the index
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=take_the_id)
+    thread.start()
+    try:
+        assert taken.wait(timeout=10)
+        threading.Timer(0.5, release.set).start()
+        with caplog.at_level(logging.WARNING, logger="integrations.sending"):
+            changed = message_status_apply(
+                message=unconfirmed, provider_status="accepted", sid="<race@l>"
+            )
+    finally:
+        release.set()
+        thread.join()
+    assert changed is False
+    unconfirmed.refresh_from_db()
+    assert (unconfirmed.status, unconfirmed.provider_sid) == (Status.UNKNOWN, None)
+    assert [r.getMessage() for r in caplog.records if r.name == "integrations.sending"] == [
+        f"status report for message {unconfirmed.pk} names another message's SID"
+    ]
+
+
 def test_a_stale_report_still_fills_a_missing_message_id(fake_transport: FakeTransport) -> None:
     # delivered by a report without the id; the send's own "accepted" arrives after it
     message = _row(status=Status.DELIVERED, provider_status="delivered")
@@ -604,6 +659,10 @@ def test_a_reconciliation_run_looks_up_its_batch_longest_unchecked_first(
     earlier = _sent(status_check_at=T0 - timedelta(minutes=2))
     never_a = _sent(updated_at=T0 - timedelta(hours=1))
     never_b = _sent(updated_at=T0 - timedelta(hours=2))
+    # never_a's row written again after never_b's, to a new place (an indexed column
+    # changed): neither the table's nor an index's order is the ids' any more, so only the
+    # id breaks their tie.
+    OutboundMessage.objects.filter(pk=never_a.pk).update(to="pat+a@example.com")  # not HOT
     lookups = _LookUps(fake_transport, None)
     with time_machine.travel(T0, tick=False):
         sent_messages_reconcile()  # the setting's batch

@@ -407,8 +407,13 @@ class LoopbackSandbox:
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until `stop()` is called from another thread."""
+        with self._lock:
+            # stop() may have come first (a server stopped right after start()): its socket
+            # is closed, there is nothing to serve.
+            if self._stopped:
+                return
+            self._serving = True
         self._dispatcher.start()
-        self._serving = True
         self._httpd.serve_forever(poll_interval=0.1)
 
     def stop(self) -> None:
@@ -416,7 +421,9 @@ class LoopbackSandbox:
             if self._stopped:
                 return
             self._stopped = True
-        if self._serving:
+            serving = self._serving
+        if serving:
+            # Waits for serve_forever to start its loop if it has not yet, then to leave it.
             self._httpd.shutdown()
         self._httpd.server_close()
         self._httpd.close_connections()

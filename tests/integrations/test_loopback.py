@@ -125,6 +125,23 @@ def test_stop_is_idempotent_and_frees_the_port() -> None:
         requests.get(url, timeout=5)
 
 
+def test_a_sandbox_stopped_right_after_start_leaves_no_thread_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """stop() may come before the serving thread has begun (seen in CI: the thread then
+    served a closed socket, "Invalid file descriptor: -1"); either order ends cleanly."""
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    for _ in range(30):
+        sandbox = _EchoSandbox()
+        sandbox.start()
+        sandbox.stop()
+        assert sandbox._thread is not None
+        sandbox._thread.join(timeout=5)
+        assert not sandbox._thread.is_alive()
+    assert failures == []
+
+
 def test_the_dispatcher_runs_jobs_in_time_order_and_survives_a_failing_one() -> None:
     done = threading.Event()
     seen: list[tuple[str, int]] = []

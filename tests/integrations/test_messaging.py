@@ -3,6 +3,8 @@ a transport that is not Twilio (an email-like channel)."""
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -195,6 +197,40 @@ def test_without_lookup_an_ambiguous_send_stays_unknown_and_is_never_resent(
 T0 = datetime(2026, 6, 1, 16, 0, tzinfo=UTC)
 
 
+@contextmanager
+def _in_another_session(
+    hold: Callable[[], None], *, commit_after: float | None = None
+) -> Iterator[None]:
+    """Run `hold` in a transaction of another database session (a thread) and keep that
+    transaction open while the block runs, or commit it `commit_after` seconds into it."""
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with transaction.atomic():
+                hold()
+                holding.set()
+                release.wait(timeout=30)
+        except BaseException as exc:  # noqa: BLE001 — reported below
+            errors.append(exc)
+            holding.set()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert holding.wait(timeout=30)
+        if commit_after is not None:
+            threading.Timer(commit_after, release.set).start()
+        yield
+    finally:
+        release.set()
+        thread.join()
+    assert errors == []
+
+
 def _row(**fields: Any) -> OutboundMessage:
     """A message row of the fake channel, in whatever state the test needs."""
     integration = fake_integration()
@@ -321,29 +357,18 @@ def test_a_report_whose_id_another_message_takes_meanwhile_changes_nothing(
     message)."""
     unconfirmed = _row(status=Status.UNKNOWN)
     other = _row(status=Status.UNKNOWN)
-    taken, release = threading.Event(), threading.Event()
 
     def take_the_id() -> None:
-        try:
-            with transaction.atomic():
-                OutboundMessage.objects.filter(pk=other.pk).update(provider_sid="<race@l>")
-                taken.set()
-                release.wait(timeout=10)  # the report's UPDATE now waits on the index
-        finally:
-            connection.close()
+        OutboundMessage.objects.filter(pk=other.pk).update(provider_sid="<race@l>")
 
-    thread = threading.Thread(target=take_the_id)
-    thread.start()
-    try:
-        assert taken.wait(timeout=10)
-        threading.Timer(0.5, release.set).start()
-        with caplog.at_level(logging.WARNING, logger="integrations.sending"):
-            changed = message_status_apply(
-                message=unconfirmed, provider_status="accepted", sid="<race@l>"
-            )
-    finally:
-        release.set()
-        thread.join()
+    # The report's UPDATE waits on the index until the other session commits.
+    with (
+        _in_another_session(take_the_id, commit_after=0.5),
+        caplog.at_level(logging.WARNING, logger="integrations.sending"),
+    ):
+        changed = message_status_apply(
+            message=unconfirmed, provider_status="accepted", sid="<race@l>"
+        )
     assert changed is False
     unconfirmed.refresh_from_db()
     assert (unconfirmed.status, unconfirmed.provider_sid) == (Status.UNKNOWN, None)
@@ -966,28 +991,15 @@ def test_a_reconciliation_run_skips_messages_another_run_holds_but_not_their_int
     held = _sent(updated_at=timezone.now() - timedelta(hours=1))
     free = _sent(updated_at=timezone.now() - timedelta(hours=1))
     lookups = _LookUps(fake_transport, None)
-    locked, release = threading.Event(), threading.Event()
 
     def other_run() -> None:
         # another run has claimed `held`, and staff are saving `free`'s integration
-        try:
-            with transaction.atomic():
-                OutboundMessage.objects.select_for_update().filter(pk=held.pk).get()
-                Integration.objects.select_for_update().filter(pk=free.integration_id).get()
-                locked.set()
-                release.wait(timeout=10)
-        finally:
-            connection.close()
+        OutboundMessage.objects.select_for_update().filter(pk=held.pk).get()
+        Integration.objects.select_for_update().filter(pk=free.integration_id).get()
 
-    thread = threading.Thread(target=other_run)
-    thread.start()
-    try:
-        assert locked.wait(timeout=30)
+    with _in_another_session(other_run):
         sent_messages_reconcile()
         asked = [pk for pk, _ in lookups.asked]
-    finally:
-        release.set()
-        thread.join()
     assert asked == [free.pk]
 
 

@@ -102,6 +102,23 @@ def test_without_consent_the_message_is_inserted_skipped_and_nothing_is_sent(
 
 
 @pytest.mark.django_db
+def test_a_first_text_sent_at_the_first_attempt_carries_the_clinics_first_contact_wording(
+    send: Any, sandbox: SandboxServer
+) -> None:
+    # Carriers' rules: the first text to a number says who sends it and how to stop them.
+    MessagingPolicy.objects.update_or_create(
+        organization=send.organization,
+        defaults={"first_contact_enabled": True, "brand_name": "Sunrise Telehealth"},
+    )
+    messaging_policy_forget()
+    message = send(_patient(send, consent=True))
+    worded = "Sunrise Telehealth: Your order shipped Reply STOP to opt out."
+    assert [m["body"] for m in sandbox.messages()] == [worded]
+    stored = OutboundMessage.objects.get(pk=message.pk)
+    assert (stored.status, stored.body, stored.first_contact) == (Status.SENT, worded, True)
+
+
+@pytest.mark.django_db
 def test_a_message_that_exists_goes_on_as_it_is_and_is_not_sent_twice(
     send: Any, sandbox: SandboxServer
 ) -> None:

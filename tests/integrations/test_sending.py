@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from integrations.models import MessagingPolicy, OutboundMessage
@@ -77,6 +79,25 @@ def test_sent_message_is_not_sent_again(make_message: Any, sandbox: SandboxServe
     assert message_send(message_id=message.pk).status == Status.SENT
     assert message_send(message_id=message.pk).status == Status.SENT
     assert len(sandbox.messages()) == 1
+
+
+def test_a_send_reads_the_message_with_its_integration_and_patient_in_one_query(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    # A worker sends thousands of these: the integration (credentials, adapter) and the
+    # patient (consent, caps, time zone) come with the message, not a query each.
+    message = make_message()
+    with CaptureQueriesContext(connection) as queries:
+        sent = message_send(message_id=message.pk)
+    assert sent.status == Status.SENT
+    read = [
+        match.group(1)
+        for query in queries.captured_queries
+        if (match := re.match(r'SELECT .*? FROM "(\w+)"', query["sql"]))
+    ]
+    assert read[0] == "integrations_outboundmessage"
+    assert "integrations_integration" not in read
+    assert "patients_patient" not in read
 
 
 def test_21610_records_an_opt_out_for_every_purpose_and_never_retries(

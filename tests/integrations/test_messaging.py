@@ -28,6 +28,7 @@ from integrations.sending import (
     _message_refused,
     message_deliver,
     message_prepare,
+    message_prepare_and_deliver,
     message_send,
     message_status_apply,
     messages_of_ended_runs_skip,
@@ -927,6 +928,79 @@ def test_the_providers_count_of_units_is_recorded_when_it_gives_one(
     sent = message_send(message_id=message.pk)
     assert (sent.status, sent.segments) == (Status.SENT, segments)
     assert OutboundMessage.objects.get(pk=message.pk).segments == segments
+
+
+def test_the_providers_count_of_units_is_recorded_for_a_message_sent_in_a_batch(
+    fake_transport: FakeTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send = fake_transport.send
+
+    def counted(message: OutboundMessage) -> Accepted:
+        answer = send(message)
+        return Accepted(answer.provider_id, answer.provider_status, units=3)
+
+    monkeypatch.setattr(fake_transport, "send", counted)
+    integration = fake_integration()
+    patient = PatientFactory(organization=integration.organization, timezone="UTC")
+    ConsentFactory(patient=patient, channel="email")
+    accepted = MessagesAccepted()
+    message = message_prepare_and_deliver(
+        organization=integration.organization,
+        integration=integration,
+        idempotency_key="batch:1",
+        first_attempt=True,
+        accepted=accepted,
+        to=patient.email,
+        from_number="clinic@letters.test",
+        body="Your results are ready",
+        purpose="transactional",
+        patient=patient,
+        channel="email",
+        urgent=True,
+    )
+    assert fake_transport.sent == [message.pk]
+    accepted.write()
+    stored = OutboundMessage.objects.get(pk=message.pk)
+    assert (stored.status, stored.segments) == (Status.SENT, 3)
+
+
+def test_a_stale_claim_is_taken_for_a_dead_workers_and_no_other(
+    fake_transport: FakeTransport,
+) -> None:
+    _LookUps(fake_transport, Ambiguous("timeout", "no answer"))  # left unknown: not resent
+    long_ago = T0 - timedelta(minutes=10)  # beyond twice the send timeout and 30 s
+    stale = _row(status=Status.SENDING, sending_started_at=long_ago)
+    busy = _row(status=Status.SENDING, sending_started_at=T0)  # another worker mid-call
+    answered = _row(status=Status.SENDING, sending_started_at=long_ago)
+    in_hand = OutboundMessage.objects.select_related("integration").get(pk=answered.pk)
+    # its worker was only slow: it records the provider's answer after we read the message
+    OutboundMessage.objects.filter(pk=answered.pk).update(
+        status=Status.SENT, provider_status="accepted", provider_sid="<slow@l>"
+    )
+    with time_machine.travel(T0, tick=False):
+        message_send(message_id=stale.pk)
+        message_deliver(in_hand)
+    stored = {m.pk: m for m in OutboundMessage.objects.all()}
+    assert (stored[stale.pk].status, stored[stale.pk].error_code) == (Status.UNKNOWN, "stale")
+    assert (stored[busy.pk].status, stored[busy.pk].error_code) == (Status.SENDING, "")
+    assert (stored[answered.pk].status, stored[answered.pk].error_code) == (Status.SENT, "")
+    assert fake_transport.sent == []
+
+
+def test_a_claim_records_when_the_message_last_changed(fake_transport: FakeTransport) -> None:
+    message = _due()
+    seen: list[tuple[str, datetime]] = []
+    send = fake_transport.send
+
+    def watched(sending: OutboundMessage) -> Accepted:
+        row = OutboundMessage.objects.get(pk=sending.pk)
+        seen.append((row.status, row.updated_at))
+        return send(sending)
+
+    fake_transport.send = watched  # type: ignore[method-assign]
+    with time_machine.travel(T0 + timedelta(days=1), tick=False):
+        message_send(message_id=message.pk)
+    assert seen == [(Status.SENDING, T0 + timedelta(days=1))]
 
 
 @pytest.mark.parametrize("opted_out", [False, True])

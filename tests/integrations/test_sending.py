@@ -2,6 +2,7 @@
 
 import re
 from datetime import UTC, datetime, time, timedelta
+from time import perf_counter
 from typing import Any
 
 import pytest
@@ -98,6 +99,21 @@ def test_a_send_reads_the_message_with_its_integration_and_patient_in_one_query(
     assert read[0] == "integrations_outboundmessage"
     assert "integrations_integration" not in read
     assert "patients_patient" not in read
+
+
+def test_a_first_text_to_a_number_carries_the_clinics_first_contact_wording(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    message = make_message()
+    MessagingPolicy.objects.update_or_create(
+        organization=message.organization,
+        defaults={"first_contact_enabled": True, "brand_name": "Sunrise Telehealth"},
+    )
+    messaging_policy_forget()
+    sent = message_send(message_id=message.pk)
+    worded = "Sunrise Telehealth: Your order shipped Reply STOP to opt out."
+    assert [m["body"] for m in sandbox.messages()] == [worded]
+    assert (sent.status, sent.body, sent.first_contact) == (Status.SENT, worded, True)
 
 
 def test_21610_records_an_opt_out_for_every_purpose_and_never_retries(
@@ -523,9 +539,14 @@ def test_a_slot_at_most_half_a_second_away_is_waited_for_in_the_worker(
 ) -> None:
     two_a_second = paced(2.0)  # the second message's slot: exactly half a second on
     messages = [two_a_second(f"half:{n}") for n in range(2)]
+    sent, took = [], []
     with time_machine.travel(T0, tick=False):
-        sent = [message_send(message_id=message.pk) for message in messages]
+        for message in messages:
+            started = perf_counter()  # real time: the clock above stands still
+            sent.append(message_send(message_id=message.pk))
+            took.append(perf_counter() - started)
     assert [(m.status, m.sending_started_at) for m in sent] == [(Status.SENT, T0)] * 2
+    assert took[1] >= 0.45  # the second waited for its slot before Twilio was called
     assert len(sandbox.messages()) == 2
 
 

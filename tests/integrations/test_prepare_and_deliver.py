@@ -3,15 +3,21 @@ INSERT, already carrying the send-time decision; capped sends still decide under
 patient's lock; a message that exists goes on as it is."""
 
 import threading
+import time
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from integrations.models import MessagingPolicy, OutboundMessage
 from integrations.policy import messaging_policy_forget
-from integrations.sending import MessagesAccepted, message_prepare_and_deliver
+from integrations.sending import (
+    MessagesAccepted,
+    message_prepare,
+    message_prepare_and_deliver,
+    message_send,
+)
 from integrations.throttle import throttle_backlog, throttle_key
 from integrations.twilio.account import twilio_account
 from integrations.twilio.sandbox import SandboxServer
@@ -47,6 +53,7 @@ def send(sandbox: SandboxServer) -> Any:
         )
 
     send.organization = integration.organization  # type: ignore[attr-defined]
+    send.integration = integration  # type: ignore[attr-defined]
     send.throttle_key = throttle_key(  # type: ignore[attr-defined]
         scope=twilio_account(integration).account_sid, sender="+15005550006"
     )
@@ -172,6 +179,51 @@ def test_concurrent_sends_under_a_cap_are_decided_one_at_a_time(
     assert statuses == [Status.SENT, Status.SKIPPED, Status.SKIPPED, Status.SKIPPED]
     skipped = [m for m in results if m.status == Status.SKIPPED]
     assert all(m.skip_reason.startswith("frequency cap") for m in skipped)
+    assert len(sandbox.messages()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_waits_for_one_to_the_same_patient_being_decided_and_keeps_to_its_cap(
+    send: Any, sandbox: SandboxServer
+) -> None:
+    patient = _patient(send, consent=True)
+    MessagingPolicy.objects.update_or_create(
+        organization=send.organization, defaults={"transactional_per_day": 1}
+    )
+    messaging_policy_forget()
+    first, second = (
+        message_prepare(
+            organization=send.organization,
+            integration=send.integration,
+            idempotency_key=f"run:{n}:step:0",
+            to=patient.phone,
+            from_number="+15005550006",
+            body=f"Reminder {n}",
+            purpose="transactional",
+            patient=patient,
+        )
+        for n in (1, 2)
+    )
+    deciding = threading.Event()
+
+    def other_worker() -> None:
+        # another worker holds the patient while it decides and sends the first message
+        try:
+            with transaction.atomic():
+                Patient.objects.select_for_update().get(pk=patient.pk)
+                deciding.set()
+                time.sleep(0.5)
+                message_send(message_id=first.pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    deciding.wait(5)
+    later = message_send(message_id=second.pk)
+    thread.join()
+    assert (later.status, later.skip_reason[:13]) == (Status.SKIPPED, "frequency cap")
+    assert OutboundMessage.objects.get(pk=first.pk).status == Status.SENT
     assert len(sandbox.messages()) == 1
 
 

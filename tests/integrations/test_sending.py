@@ -99,6 +99,10 @@ def test_a_send_reads_the_message_with_its_integration_and_patient_in_one_query(
     assert read[0] == "integrations_outboundmessage"
     assert "integrations_integration" not in read
     assert "patients_patient" not in read
+    # no frequency cap, no first-contact wording: nothing to lock, so no transaction held
+    # open around the decision
+    sql = [query["sql"] for query in queries.captured_queries]
+    assert not [q for q in sql if "FOR UPDATE" in q or "pg_advisory" in q or "SAVEPOINT" in q]
 
 
 def test_a_first_text_to_a_number_carries_the_clinics_first_contact_wording(
@@ -114,6 +118,24 @@ def test_a_first_text_to_a_number_carries_the_clinics_first_contact_wording(
     worded = "Sunrise Telehealth: Your order shipped Reply STOP to opt out."
     assert [m["body"] for m in sandbox.messages()] == [worded]
     assert (sent.status, sent.body, sent.first_contact) == (Status.SENT, worded, True)
+
+
+def test_a_retry_keeps_the_body_it_was_claimed_with_and_takes_no_first_contact_lock(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    message = make_message()
+    MessagingPolicy.objects.update_or_create(
+        organization=message.organization,
+        defaults={"first_contact_enabled": True, "brand_name": "Sunrise Telehealth"},
+    )
+    messaging_policy_forget()
+    # claimed before as no first contact (its first attempt was refused, to be retried)
+    OutboundMessage.objects.filter(pk=message.pk).update(first_contact=False, attempts=1)
+    with CaptureQueriesContext(connection) as queries:
+        sent = message_send(message_id=message.pk)
+    assert [m["body"] for m in sandbox.messages()] == ["Your order shipped"]
+    assert (sent.status, sent.attempts) == (Status.SENT, 2)
+    assert not [q for q in queries.captured_queries if "pg_advisory" in q["sql"]]
 
 
 def test_21610_records_an_opt_out_for_every_purpose_and_never_retries(
@@ -499,6 +521,24 @@ def test_a_message_whose_slot_is_over_half_a_second_away_comes_back_for_it(
         # it went in the slot it had: none more was reserved (the bucket is booked to T0 + 2 s)
         assert throttle_backlog(key=one_a_second.key) == pytest.approx(1.0)
     assert len(sandbox.messages()) == 2
+
+
+def test_a_first_contacts_slot_is_as_long_as_its_body_with_the_clinics_wording(
+    one_a_second: Any, sandbox: SandboxServer
+) -> None:
+    # 150 characters are one segment; with the wording added at the claim, two
+    first = one_a_second("1", body="x" * 150, segments=1)
+    second = one_a_second("2")
+    MessagingPolicy.objects.update_or_create(
+        organization=first.organization,
+        defaults={"first_contact_enabled": True, "brand_name": "Sunrise Telehealth"},
+    )
+    messaging_policy_forget()
+    with time_machine.travel(T0, tick=False):
+        sent = message_send(message_id=first.pk)
+        queued = message_send(message_id=second.pk)
+    assert (sent.status, sent.first_contact, sent.segments) == (Status.SENT, True, 2)
+    assert (queued.status, queued.slot_at) == (Status.PENDING, T0 + timedelta(seconds=2))
 
 
 @pytest.mark.parametrize(

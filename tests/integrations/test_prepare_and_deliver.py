@@ -4,9 +4,11 @@ patient's lock; a message that exists goes on as it is."""
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
@@ -26,6 +28,7 @@ from tests.conftest import sandbox_account
 from tests.factories import ConsentFactory, IntegrationFactory, PatientFactory
 
 Status = OutboundMessage.Status
+T0 = datetime(2026, 6, 1, 16, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -123,6 +126,19 @@ def test_a_first_text_sent_at_the_first_attempt_carries_the_clinics_first_contac
     assert [m["body"] for m in sandbox.messages()] == [worded]
     stored = OutboundMessage.objects.get(pk=message.pk)
     assert (stored.status, stored.body, stored.first_contact) == (Status.SENT, worded, True)
+
+
+@pytest.mark.django_db
+def test_a_new_message_whose_throttle_is_unreachable_is_inserted_to_come_back_in_five_seconds(
+    send: Any, sandbox: SandboxServer, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.CAREFLOW_THROTTLE_REDIS_URL = "redis://127.0.0.1:9/0"
+    with time_machine.travel(T0, tick=False):
+        message = send(_patient(send, consent=True))
+    stored = OutboundMessage.objects.get(pk=message.pk)
+    assert (stored.status, stored.next_attempt_at) == (Status.PENDING, T0 + timedelta(seconds=5))
+    assert "throttle unreachable; a new message waits 5 s" in caplog.messages
+    assert sandbox.messages() == []
 
 
 @pytest.mark.django_db

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from integrations.models import MessagingPolicy, OutboundMessage
+from integrations.models import MessagingPolicy, OutboundMessage, ShortLink
 from integrations.policy import messaging_policy_forget
 from integrations.sending import message_build, message_deliver, message_prepare, message_send
 from integrations.throttle import throttle_backlog, throttle_key
@@ -75,6 +75,24 @@ def test_prepare_is_idempotent_per_key(make_message: Any) -> None:
     assert again.pk == first.pk and again.body == "Your order shipped"
 
 
+def test_a_message_prepared_without_a_sender_or_language_records_neither(
+    make_message: Any,
+) -> None:
+    first = make_message()
+    pooled = message_prepare(
+        organization=first.organization,
+        integration=first.integration,
+        idempotency_key="pool:1",
+        to="+14155550123",
+        messaging_service_sid="MG" + "0" * 32,
+        body="Your order shipped",
+        purpose="transactional",
+    )
+    # blank, not a made-up value: the pool's number is filled in by the first report naming it
+    stored = OutboundMessage.objects.get(pk=pooled.pk)
+    assert (stored.from_number, stored.language) == ("", "")
+
+
 def test_sent_message_is_not_sent_again(make_message: Any, sandbox: SandboxServer) -> None:
     message = make_message()
     assert message_send(message_id=message.pk).status == Status.SENT
@@ -136,6 +154,37 @@ def test_a_retry_keeps_the_body_it_was_claimed_with_and_takes_no_first_contact_l
     assert [m["body"] for m in sandbox.messages()] == ["Your order shipped"]
     assert (sent.status, sent.attempts) == (Status.SENT, 2)
     assert not [q for q in queries.captured_queries if "pg_advisory" in q["sql"]]
+
+
+def test_a_first_text_with_a_link_carries_the_wording_around_the_shortened_link(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    url = "https://sunrise.example/patients/appointments/confirm?appointment=8812"
+    message = make_message(body=f"Confirm here: {url}")
+    MessagingPolicy.objects.update_or_create(
+        organization=message.organization,
+        defaults={
+            "first_contact_enabled": True,
+            "first_contact_every_days": 30,
+            "brand_name": "Sunrise Telehealth",
+            "short_links_enabled": True,
+            "short_link_domain": "https://go.sunrise.example",
+            "short_link_days": 30,
+        },
+    )
+    messaging_policy_forget()
+    with time_machine.travel(T0, tick=False):
+        sent = message_send(message_id=message.pk)
+    link = ShortLink.objects.get()
+    short = f"https://go.sunrise.example/l/{link.code}"
+    worded = f"Sunrise Telehealth: Confirm here: {short} Reply STOP to opt out."
+    assert [m["body"] for m in sandbox.messages()] == [worded]
+    assert (sent.status, sent.body, sent.first_contact) == (Status.SENT, worded, True)
+    assert (link.url, link.message_id, link.expires_at) == (
+        url,
+        message.pk,
+        T0 + timedelta(days=30),
+    )
 
 
 def test_21610_records_an_opt_out_for_every_purpose_and_never_retries(
@@ -591,12 +640,13 @@ def test_a_slot_at_most_half_a_second_away_is_waited_for_in_the_worker(
 
 
 def test_an_unreachable_throttle_brings_the_message_back_in_five_seconds(
-    one_a_second: Any, sandbox: SandboxServer, settings: Any
+    one_a_second: Any, sandbox: SandboxServer, settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings.CAREFLOW_THROTTLE_REDIS_URL = "redis://127.0.0.1:9/0"
     message = one_a_second("1")
     with time_machine.travel(T0, tick=False):
         waiting = message_send(message_id=message.pk)
+    assert f"throttle unreachable; message {message.pk} waits 5 s" in caplog.messages
     assert (waiting.status, waiting.next_attempt_at, waiting.slot_at) == (
         Status.PENDING,
         T0 + timedelta(seconds=5),

@@ -30,6 +30,7 @@ from integrations.sending import (
     _message_refused,
     message_deliver,
     message_prepare,
+    message_prepare_and_deliver,
     message_send,
     message_status_apply,
     messages_of_ended_runs_skip,
@@ -475,6 +476,8 @@ def test_failed_look_ups_back_off_doubling_to_an_hour_then_leave_it_to_staff(
         "have gone out: check it in the provider's console."
     )
     assert len(lookups.asked) == 10
+    # each failure is logged with the message and the provider's code, for whoever is on call
+    assert caplog.messages.count(f"reconciling message {message.pk} failed: timeout") == 10
     assert f"message {message.pk} left unconfirmed: 10 look-ups failed" in caplog.messages
     # given up: never looked up (nor sent) again
     with time_machine.travel(now + timedelta(days=1), tick=False):
@@ -528,6 +531,8 @@ def test_not_found_is_asked_again_until_the_grace_period_then_sent_again(
 ) -> None:
     _LookUps(fake_transport, None)
     message = _ambiguous()
+    # another unconfirmed message, not due for its look-up: left as it is throughout
+    other = _ambiguous(next_attempt_at=T0 + timedelta(hours=1))
     almost = T0 + timedelta(minutes=2) - timedelta(microseconds=1)
     with time_machine.travel(almost, tick=False):
         asked = message_send(message_id=message.pk)
@@ -541,6 +546,43 @@ def test_not_found_is_asked_again_until_the_grace_period_then_sent_again(
     assert (again.status, again.next_attempt_at) == (Status.PENDING, None)
     assert OutboundMessage.objects.get(pk=message.pk).updated_at == T0 + timedelta(minutes=2)
     assert fake_transport.sent == []  # sent again by the next attempt, not by the look-up
+    assert OutboundMessage.objects.get(pk=other.pk).status == Status.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("answer", "after"),
+    [
+        (Ambiguous("timeout", "no answer"), timedelta(minutes=3)),  # the look-up failed
+        (None, timedelta(minutes=1)),  # not found yet: asked again later
+        (None, timedelta(minutes=3)),  # not found after the grace period
+    ],
+)
+def test_a_status_report_arriving_during_a_look_up_is_not_undone(
+    fake_transport: FakeTransport, answer: Exception | None, after: timedelta
+) -> None:
+    # The provider's search lags behind its status callbacks: the delivery report comes in
+    # while the look-up is out, which then fails or does not find the message yet.
+    message = _ambiguous()
+
+    def reported_meanwhile(looked_up: OutboundMessage, *, since: datetime) -> Found | None:
+        row = OutboundMessage.objects.get(pk=looked_up.pk)
+        assert message_status_apply(message=row, provider_status="delivered", sid="<late@l>")
+        if answer is not None:
+            raise answer
+        return None
+
+    fake_transport.lookup = reported_meanwhile  # type: ignore[method-assign]
+    with time_machine.travel(T0 + after, tick=False):
+        message_send(message_id=message.pk)
+        message_send(message_id=message.pk)
+    stored = OutboundMessage.objects.get(pk=message.pk)
+    assert (stored.status, stored.provider_status, stored.provider_sid) == (
+        Status.DELIVERED,
+        "delivered",
+        "<late@l>",
+    )
+    assert stored.delivered_at == T0 + after
+    assert fake_transport.sent == []  # and a later attempt leaves it be
 
 
 def test_a_message_found_at_the_provider_is_recorded_as_it_found_it(
@@ -612,6 +654,43 @@ def test_a_found_message_is_accepted_as_far_as_the_providers_accepted_words_go(
         (Status.SENT, "queued"),
         (Status.DELIVERED, "delivered"),
     ]
+
+
+def test_a_found_message_keeps_the_providers_word_and_a_word_careflow_does_not_rank_is_accepted(
+    fake_transport: FakeTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a provider with two "accepted" words of one rank, and one it does not rank, listed first
+    monkeypatch.setattr(
+        fake_transport,
+        "status_map",
+        {"unranked": "sent", "accepted": "sent", "queued": "sent", "delivered": "delivered"},
+    )
+    monkeypatch.setattr(
+        fake_transport, "status_rank", {"": 0, "accepted": 1, "queued": 1, "delivered": 2}
+    )
+    _LookUps(
+        fake_transport,
+        Found(provider_id="<n@l>", provider_status=""),
+        Found(provider_id="<q@l>", provider_status="queued"),
+        Found(provider_id="<h@l>", provider_status="held"),  # a status careflow does not know
+    )
+    said_nothing, queued, held = _ambiguous(), _ambiguous(), _ambiguous()
+    with time_machine.travel(T0, tick=False):
+        for message in (said_nothing, queued, held):
+            message_send(message_id=message.pk)
+    stored = [OutboundMessage.objects.get(pk=m.pk) for m in (said_nothing, queued, held)]
+    # no status said: as far as a ranked "accepted" word goes; else the provider's own word
+    assert [(m.status, m.provider_status) for m in stored[:2]] == [
+        (Status.SENT, "accepted"),
+        (Status.SENT, "queued"),
+    ]
+    # a status careflow cannot place: the provider has the message, so it was accepted
+    assert (stored[2].status, stored[2].provider_sid, stored[2].sent_at) == (
+        Status.SENT,
+        "<h@l>",
+        T0,
+    )
+    assert fake_transport.sent == []
 
 
 def _sent(**fields: Any) -> OutboundMessage:
@@ -874,6 +953,79 @@ def test_the_providers_count_of_units_is_recorded_when_it_gives_one(
     sent = message_send(message_id=message.pk)
     assert (sent.status, sent.segments) == (Status.SENT, segments)
     assert OutboundMessage.objects.get(pk=message.pk).segments == segments
+
+
+def test_the_providers_count_of_units_is_recorded_for_a_message_sent_in_a_batch(
+    fake_transport: FakeTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send = fake_transport.send
+
+    def counted(message: OutboundMessage) -> Accepted:
+        answer = send(message)
+        return Accepted(answer.provider_id, answer.provider_status, units=3)
+
+    monkeypatch.setattr(fake_transport, "send", counted)
+    integration = fake_integration()
+    patient = PatientFactory(organization=integration.organization, timezone="UTC")
+    ConsentFactory(patient=patient, channel="email")
+    accepted = MessagesAccepted()
+    message = message_prepare_and_deliver(
+        organization=integration.organization,
+        integration=integration,
+        idempotency_key="batch:1",
+        first_attempt=True,
+        accepted=accepted,
+        to=patient.email,
+        from_number="clinic@letters.test",
+        body="Your results are ready",
+        purpose="transactional",
+        patient=patient,
+        channel="email",
+        urgent=True,
+    )
+    assert fake_transport.sent == [message.pk]
+    accepted.write()
+    stored = OutboundMessage.objects.get(pk=message.pk)
+    assert (stored.status, stored.segments) == (Status.SENT, 3)
+
+
+def test_a_stale_claim_is_taken_for_a_dead_workers_and_no_other(
+    fake_transport: FakeTransport,
+) -> None:
+    _LookUps(fake_transport, Ambiguous("timeout", "no answer"))  # left unknown: not resent
+    long_ago = T0 - timedelta(minutes=10)  # beyond twice the send timeout and 30 s
+    stale = _row(status=Status.SENDING, sending_started_at=long_ago)
+    busy = _row(status=Status.SENDING, sending_started_at=T0)  # another worker mid-call
+    answered = _row(status=Status.SENDING, sending_started_at=long_ago)
+    in_hand = OutboundMessage.objects.select_related("integration").get(pk=answered.pk)
+    # its worker was only slow: it records the provider's answer after we read the message
+    OutboundMessage.objects.filter(pk=answered.pk).update(
+        status=Status.SENT, provider_status="accepted", provider_sid="<slow@l>"
+    )
+    with time_machine.travel(T0, tick=False):
+        message_send(message_id=stale.pk)
+        message_deliver(in_hand)
+    stored = {m.pk: m for m in OutboundMessage.objects.all()}
+    assert (stored[stale.pk].status, stored[stale.pk].error_code) == (Status.UNKNOWN, "stale")
+    assert (stored[busy.pk].status, stored[busy.pk].error_code) == (Status.SENDING, "")
+    assert (stored[answered.pk].status, stored[answered.pk].error_code) == (Status.SENT, "")
+    assert fake_transport.sent == []
+
+
+def test_a_claim_records_when_the_message_last_changed(fake_transport: FakeTransport) -> None:
+    message = _due()
+    seen: list[tuple[str, datetime]] = []
+    send = fake_transport.send
+
+    def watched(sending: OutboundMessage) -> Accepted:
+        row = OutboundMessage.objects.get(pk=sending.pk)
+        seen.append((row.status, row.updated_at))
+        return send(sending)
+
+    fake_transport.send = watched  # type: ignore[method-assign]
+    with time_machine.travel(T0 + timedelta(days=1), tick=False):
+        message_send(message_id=message.pk)
+    assert seen == [(Status.SENDING, T0 + timedelta(days=1))]
 
 
 @pytest.mark.parametrize("opted_out", [False, True])

@@ -2,13 +2,16 @@
 
 import re
 from datetime import UTC, datetime, time, timedelta
+from time import perf_counter
 from typing import Any
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from integrations.models import MessagingPolicy, OutboundMessage
+from integrations.models import MessagingPolicy, OutboundMessage, ShortLink
 from integrations.policy import messaging_policy_forget
 from integrations.sending import message_build, message_deliver, message_prepare, message_send
 from integrations.throttle import throttle_backlog, throttle_key
@@ -72,11 +75,116 @@ def test_prepare_is_idempotent_per_key(make_message: Any) -> None:
     assert again.pk == first.pk and again.body == "Your order shipped"
 
 
+def test_a_message_prepared_without_a_sender_or_language_records_neither(
+    make_message: Any,
+) -> None:
+    first = make_message()
+    pooled = message_prepare(
+        organization=first.organization,
+        integration=first.integration,
+        idempotency_key="pool:1",
+        to="+14155550123",
+        messaging_service_sid="MG" + "0" * 32,
+        body="Your order shipped",
+        purpose="transactional",
+    )
+    # blank, not a made-up value: the pool's number is filled in by the first report naming it
+    stored = OutboundMessage.objects.get(pk=pooled.pk)
+    assert (stored.from_number, stored.language) == ("", "")
+
+
 def test_sent_message_is_not_sent_again(make_message: Any, sandbox: SandboxServer) -> None:
     message = make_message()
     assert message_send(message_id=message.pk).status == Status.SENT
     assert message_send(message_id=message.pk).status == Status.SENT
     assert len(sandbox.messages()) == 1
+
+
+def test_a_send_reads_the_message_with_its_integration_and_patient_in_one_query(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    # A worker sends thousands of these: the integration (credentials, adapter) and the
+    # patient (consent, caps, time zone) come with the message, not a query each.
+    message = make_message()
+    with CaptureQueriesContext(connection) as queries:
+        sent = message_send(message_id=message.pk)
+    assert sent.status == Status.SENT
+    read = [
+        match.group(1)
+        for query in queries.captured_queries
+        if (match := re.match(r'SELECT .*? FROM "(\w+)"', query["sql"]))
+    ]
+    assert read[0] == "integrations_outboundmessage"
+    assert "integrations_integration" not in read
+    assert "patients_patient" not in read
+    # no frequency cap, no first-contact wording: nothing to lock, so no transaction held
+    # open around the decision
+    sql = [query["sql"] for query in queries.captured_queries]
+    assert not [q for q in sql if "FOR UPDATE" in q or "pg_advisory" in q or "SAVEPOINT" in q]
+
+
+def test_a_first_text_to_a_number_carries_the_clinics_first_contact_wording(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    message = make_message()
+    MessagingPolicy.objects.update_or_create(
+        organization=message.organization,
+        defaults={"first_contact_enabled": True, "brand_name": "Sunrise Telehealth"},
+    )
+    messaging_policy_forget()
+    sent = message_send(message_id=message.pk)
+    worded = "Sunrise Telehealth: Your order shipped Reply STOP to opt out."
+    assert [m["body"] for m in sandbox.messages()] == [worded]
+    assert (sent.status, sent.body, sent.first_contact) == (Status.SENT, worded, True)
+
+
+def test_a_retry_keeps_the_body_it_was_claimed_with_and_takes_no_first_contact_lock(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    message = make_message()
+    MessagingPolicy.objects.update_or_create(
+        organization=message.organization,
+        defaults={"first_contact_enabled": True, "brand_name": "Sunrise Telehealth"},
+    )
+    messaging_policy_forget()
+    # claimed before as no first contact (its first attempt was refused, to be retried)
+    OutboundMessage.objects.filter(pk=message.pk).update(first_contact=False, attempts=1)
+    with CaptureQueriesContext(connection) as queries:
+        sent = message_send(message_id=message.pk)
+    assert [m["body"] for m in sandbox.messages()] == ["Your order shipped"]
+    assert (sent.status, sent.attempts) == (Status.SENT, 2)
+    assert not [q for q in queries.captured_queries if "pg_advisory" in q["sql"]]
+
+
+def test_a_first_text_with_a_link_carries_the_wording_around_the_shortened_link(
+    make_message: Any, sandbox: SandboxServer
+) -> None:
+    url = "https://sunrise.example/patients/appointments/confirm?appointment=8812"
+    message = make_message(body=f"Confirm here: {url}")
+    MessagingPolicy.objects.update_or_create(
+        organization=message.organization,
+        defaults={
+            "first_contact_enabled": True,
+            "first_contact_every_days": 30,
+            "brand_name": "Sunrise Telehealth",
+            "short_links_enabled": True,
+            "short_link_domain": "https://go.sunrise.example",
+            "short_link_days": 30,
+        },
+    )
+    messaging_policy_forget()
+    with time_machine.travel(T0, tick=False):
+        sent = message_send(message_id=message.pk)
+    link = ShortLink.objects.get()
+    short = f"https://go.sunrise.example/l/{link.code}"
+    worded = f"Sunrise Telehealth: Confirm here: {short} Reply STOP to opt out."
+    assert [m["body"] for m in sandbox.messages()] == [worded]
+    assert (sent.status, sent.body, sent.first_contact) == (Status.SENT, worded, True)
+    assert (link.url, link.message_id, link.expires_at) == (
+        url,
+        message.pk,
+        T0 + timedelta(days=30),
+    )
 
 
 def test_21610_records_an_opt_out_for_every_purpose_and_never_retries(
@@ -464,6 +572,24 @@ def test_a_message_whose_slot_is_over_half_a_second_away_comes_back_for_it(
     assert len(sandbox.messages()) == 2
 
 
+def test_a_first_contacts_slot_is_as_long_as_its_body_with_the_clinics_wording(
+    one_a_second: Any, sandbox: SandboxServer
+) -> None:
+    # 150 characters are one segment; with the wording added at the claim, two
+    first = one_a_second("1", body="x" * 150, segments=1)
+    second = one_a_second("2")
+    MessagingPolicy.objects.update_or_create(
+        organization=first.organization,
+        defaults={"first_contact_enabled": True, "brand_name": "Sunrise Telehealth"},
+    )
+    messaging_policy_forget()
+    with time_machine.travel(T0, tick=False):
+        sent = message_send(message_id=first.pk)
+        queued = message_send(message_id=second.pk)
+    assert (sent.status, sent.first_contact, sent.segments) == (Status.SENT, True, 2)
+    assert (queued.status, queued.slot_at) == (Status.PENDING, T0 + timedelta(seconds=2))
+
+
 @pytest.mark.parametrize(
     ("late", "reserves"),
     [(timedelta(milliseconds=250), False), (timedelta(milliseconds=250, microseconds=1), True)],
@@ -502,19 +628,25 @@ def test_a_slot_at_most_half_a_second_away_is_waited_for_in_the_worker(
 ) -> None:
     two_a_second = paced(2.0)  # the second message's slot: exactly half a second on
     messages = [two_a_second(f"half:{n}") for n in range(2)]
+    sent, took = [], []
     with time_machine.travel(T0, tick=False):
-        sent = [message_send(message_id=message.pk) for message in messages]
+        for message in messages:
+            started = perf_counter()  # real time: the clock above stands still
+            sent.append(message_send(message_id=message.pk))
+            took.append(perf_counter() - started)
     assert [(m.status, m.sending_started_at) for m in sent] == [(Status.SENT, T0)] * 2
+    assert took[1] >= 0.45  # the second waited for its slot before Twilio was called
     assert len(sandbox.messages()) == 2
 
 
 def test_an_unreachable_throttle_brings_the_message_back_in_five_seconds(
-    one_a_second: Any, sandbox: SandboxServer, settings: Any
+    one_a_second: Any, sandbox: SandboxServer, settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings.CAREFLOW_THROTTLE_REDIS_URL = "redis://127.0.0.1:9/0"
     message = one_a_second("1")
     with time_machine.travel(T0, tick=False):
         waiting = message_send(message_id=message.pk)
+    assert f"throttle unreachable; message {message.pk} waits 5 s" in caplog.messages
     assert (waiting.status, waiting.next_attempt_at, waiting.slot_at) == (
         Status.PENDING,
         T0 + timedelta(seconds=5),

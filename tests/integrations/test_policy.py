@@ -1054,3 +1054,10 @@ def test_a_window_a_states_rules_leave_no_time_of_is_refused_not_sent_at_night(
     assert send_decide(message=new_york, now=three_am_ny).defer_until == datetime(
         2026, 6, 3, 0, 0, tzinfo=UTC
     )  # 20:00 in New York
+
+
+@pytest.mark.parametrize("cap", ["transactional_per_day", "transactional_per_week"])
+def test_a_send_under_a_cap_of_its_purpose_takes_the_patients_lock(make: Any, cap: str) -> None:
+    _policy(make.integration.organization, **{cap: 1})
+    assert send_needs_lock(message=make())
+    assert not send_needs_lock(message=make(purpose="marketing"))  # a New York number

@@ -1061,3 +1061,14 @@ def test_a_send_under_a_cap_of_its_purpose_takes_the_patients_lock(make: Any, ca
     _policy(make.integration.organization, **{cap: 1})
     assert send_needs_lock(message=make())
     assert not send_needs_lock(message=make(purpose="marketing"))  # a New York number
+
+
+def test_a_marketing_message_smart_sending_lets_through_still_waits_for_quiet_hours(
+    make: Any,
+) -> None:
+    message = make(purpose="marketing")
+    ConsentFactory(patient=message.patient, purpose="marketing")
+    _policy(message.organization, smart_sending_hours=24)
+    decision = send_decide(message=message, now=ELEVEN_PM_NY)
+    assert decision.defer_until == datetime(2026, 6, 2, 12, 0, tzinfo=UTC)  # 08:00 EDT
+    assert _checks(decision)[-2:] == [("smart sending", True), ("quiet hours", False)]

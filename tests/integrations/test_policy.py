@@ -311,6 +311,7 @@ def test_consent_and_caps_are_per_channel(make: Any) -> None:
         email.integration = IntegrationFactory(adapter=ADAPTER, name="Letters")
         refused = send_decide(message=email, now=NOON_NY)
         assert not refused.allowed and _checks(refused) == [("consent", False)]
+        assert refused.reason == "no email consent"  # not the patient's SMS consent
         ConsentFactory(patient=text.patient, channel="email")
         assert send_decide(message=email, now=NOON_NY).allowed
         MessagingPolicy.objects.filter(organization=text.organization).update(

@@ -1073,3 +1073,26 @@ def test_a_marketing_message_smart_sending_lets_through_still_waits_for_quiet_ho
     decision = send_decide(message=message, now=ELEVEN_PM_NY)
     assert decision.defer_until == datetime(2026, 6, 2, 12, 0, tzinfo=UTC)  # 08:00 EDT
     assert _checks(decision)[-2:] == [("smart sending", True), ("quiet hours", False)]
+
+
+def test_the_number_texted_brings_its_states_rules(make: Any) -> None:
+    """A Miami number is held to Florida's rules even when the patient's record says only a
+    time zone: the recipient may be in Florida."""
+    patient = PatientFactory(
+        organization=make.integration.organization,
+        phone="+13055550123",
+        province_code="",
+        timezone="America/New_York",
+    )
+    ConsentFactory(patient=patient)
+    _policy(patient.organization)
+    message = make(patient=patient)
+    half_past_eight_pm = datetime(2026, 6, 2, 0, 30, tzinfo=UTC)
+    assert "quiet hours (08:00–20:00 in America/New_York" in (
+        send_decide(message=message, now=half_past_eight_pm).reason
+    )
+    for n in range(3):
+        _sent_at(message, NOON_NY - timedelta(hours=n + 1), f"fl{n}")
+    assert send_decide(message=message, now=NOON_NY).reason == (
+        "frequency cap: at most 3 texts in 24 hours for recipients in FL"
+    )

@@ -188,7 +188,8 @@ def _smart_sending(
 
 def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> SendDecision:
     """Decide whether `message` may go out at `now`; the first failing check gives the reason.
-    A quiet-hours failure is a deferral (`defer_until`), never a refusal."""
+    A quiet-hours failure is a deferral (`defer_until`), never a refusal, unless a state's
+    rules leave no hour of the clinic's window."""
     now = now or timezone.now()
     decision = SendDecision()
     patient = message.patient
@@ -275,7 +276,17 @@ def send_decide(*, message: OutboundMessage, now: datetime | None = None) -> Sen
         allowed_at = next_allowed(now, whereabouts.zones, window)
         if allowed_at is None:  # zones whose windows never overlap: take the first zone's
             allowed_at = next_allowed(now, whereabouts.zones[:1], window)
-        if allowed_at is not None and allowed_at > now:
+        if allowed_at is None:
+            # Even one zone has no hour: a state's rules end the day before the clinic's
+            # window starts (say 20:00–21:00 for Florida). No moment is lawful, so waiting
+            # would never end and sending now is what the rules forbid.
+            return decision.failed(
+                "quiet hours",
+                f"quiet hours: the clinic's window ({rules.start:%H:%M}–{rules.end:%H:%M}) "
+                f"leaves no time to send to recipients in {'/'.join(sorted(strict))}, where "
+                f"texts must stop at {window.end:%H:%M}{which}",
+            )
+        if allowed_at > now:
             return decision.failed(
                 "quiet hours",
                 f"quiet hours ({window.start:%H:%M}–{window.end:%H:%M} in {zones}, from "

@@ -245,8 +245,11 @@ def test_quiet_hours_defer_never_refuse_and_urgent_bypasses(make: Any) -> None:
     message.urgent = True
     urgent = send_decide(message=message, now=eleven_pm_ny)
     assert urgent.allowed
-    assert ("quiet hours", True) in _checks(urgent)
-    assert "bypassed: urgent transactional step" in str(urgent.checks)
+    assert {
+        "check": "quiet hours",
+        "ok": True,
+        "detail": "bypassed: urgent transactional step",
+    } in urgent.checks
 
 
 def test_florida_window_ends_at_20(make: Any) -> None:
@@ -311,6 +314,7 @@ def test_consent_and_caps_are_per_channel(make: Any) -> None:
         email.integration = IntegrationFactory(adapter=ADAPTER, name="Letters")
         refused = send_decide(message=email, now=NOON_NY)
         assert not refused.allowed and _checks(refused) == [("consent", False)]
+        assert refused.reason == "no email consent"  # not the patient's SMS consent
         ConsentFactory(patient=text.patient, channel="email")
         assert send_decide(message=email, now=NOON_NY).allowed
         MessagingPolicy.objects.filter(organization=text.organization).update(
@@ -849,3 +853,249 @@ def test_forgetting_one_clinics_policy_keeps_the_others(monkeypatch: pytest.Monk
     assert messaging_policy(other.pk) is kept[other.pk]
     messaging_policy_forget()
     assert messaging_policy(other.pk) is not kept[other.pk]
+
+
+# --- what a decision records, check by check ------------------------------------------------
+
+
+def _florida(make: Any) -> Any:
+    return PatientFactory(
+        organization=make.integration.organization,
+        phone="+13055550123",
+        province_code="FL",
+        timezone="America/New_York",
+    )
+
+
+def _no_patient(make: Any) -> OutboundMessage:
+    message = make()
+    message.patient = None
+    return message
+
+
+def _over_the_day_cap(make: Any) -> OutboundMessage:
+    message = make()
+    ConsentFactory(patient=message.patient)
+    _policy(message.organization, transactional_per_day=1)
+    _sent_at(message, NOON_NY - timedelta(hours=1), "earlier")
+    return message
+
+
+def _over_floridas_three(make: Any) -> OutboundMessage:
+    message = make(patient=_florida(make))
+    ConsentFactory(patient=message.patient)
+    for n in range(3):
+        _sent_at(message, NOON_NY - timedelta(hours=n + 1), f"fl{n}")
+    return message
+
+
+def _integration_disabled(make: Any) -> OutboundMessage:
+    message = make()
+    ConsentFactory(patient=message.patient)
+    message.integration.enabled = False
+    return message
+
+
+def _sender_not_approved(make: Any) -> OutboundMessage:
+    message = make(from_number="+14155550000")
+    ConsentFactory(patient=message.patient)
+    return message
+
+
+def _recipient_invalid(make: Any) -> OutboundMessage:
+    message = make(to="12")
+    ConsentFactory(patient=message.patient)
+    return message
+
+
+def _test_message_to_a_real_patient(make: Any) -> OutboundMessage:
+    message = make(is_test=True)
+    ConsentFactory(patient=message.patient)
+    return message
+
+
+@pytest.mark.parametrize(
+    ("given", "check"),
+    [
+        (_no_patient, "consent"),
+        (_over_the_day_cap, "frequency cap"),
+        (_over_floridas_three, "frequency cap"),
+        (_integration_disabled, "sender"),
+        (_sender_not_approved, "sender"),
+        (_recipient_invalid, "recipient"),
+        (_test_message_to_a_real_patient, "recipient"),
+    ],
+)
+def test_a_refusal_is_recorded_under_the_check_that_refused_after_those_that_passed(
+    make: Any, given: Any, check: str
+) -> None:
+    """The message log and dry runs show a refusal as the check it failed: the checks before
+    it passed, the ones after it were not made."""
+    decision = send_decide(message=given(make), now=NOON_NY)
+    assert not decision.allowed and decision.reason
+    ran = SEND_CHECKS[: SEND_CHECKS.index(check) + 1]
+    assert [(c["check"], c["ok"]) for c in decision.checks] == [
+        *((name, True) for name in ran[:-1]),
+        (check, False),
+    ]
+    assert decision.checks[-1]["detail"] == decision.reason
+
+
+def test_an_allowed_decision_records_what_each_check_found(make: Any) -> None:
+    message = make()
+    consent = ConsentFactory(patient=message.patient, occurred_at=NOON_NY - timedelta(days=30))
+    _policy(message.organization)
+    decision = send_decide(message=message, now=NOON_NY)
+    assert decision.checks == [
+        {
+            "check": "consent",
+            "ok": True,
+            "detail": f"transactional opt-in #{consent.pk} (Signup form, 2026-05-02)",
+        },
+        {"check": "opt-out", "ok": True, "detail": "no opt-out since"},
+        {"check": "frequency cap", "ok": True, "detail": "within the clinic's caps"},
+        {"check": "smart sending", "ok": True, "detail": "off"},
+        {
+            "check": "quiet hours",
+            "ok": True,
+            "detail": "08:00–21:00 in America/New_York (patient time zone)",
+        },
+        {"check": "sender", "ok": True, "detail": "+15005550006"},
+        {"check": "recipient", "ok": True, "detail": "valid E.164 number"},
+    ]
+
+
+def test_a_cap_counts_only_this_patients_messages_of_this_purpose(make: Any) -> None:
+    message = make()
+    ConsentFactory(patient=message.patient)
+    _policy(message.organization, transactional_per_day=1)
+    _sent_at(make(), NOON_NY - timedelta(hours=1), "another patient's care text")
+    _sent_at(message, NOON_NY - timedelta(hours=1), "an offer", purpose="marketing")
+    assert send_decide(message=message, now=NOON_NY).allowed
+    _sent_at(message, NOON_NY - timedelta(hours=1), "a care text")
+    assert not send_decide(message=message, now=NOON_NY).allowed
+
+
+@pytest.mark.parametrize(
+    ("purpose", "policy"),
+    [("transactional", {"transactional_per_day": 1}), ("marketing", {"smart_sending_hours": 1})],
+)
+def test_a_message_another_worker_claimed_meanwhile_is_not_counted_against_itself(
+    make: Any, purpose: str, policy: dict[str, int]
+) -> None:
+    """A worker that read the message pending decides it after another worker claimed it
+    (its row now says sending): counted against its own cap or smart sending, it would be
+    recorded as skipped while it is being sent."""
+    message = make(purpose=purpose)
+    ConsentFactory(patient=message.patient, purpose=purpose)
+    _policy(message.organization, **policy)
+    message.save()
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        status="sending", sending_started_at=NOON_NY - timedelta(minutes=1)
+    )
+    assert send_decide(message=message, now=NOON_NY).allowed
+
+
+def test_the_patients_time_zone_outranks_the_area_code(make: Any) -> None:
+    patient = PatientFactory(
+        organization=make.integration.organization,
+        phone="+12125550123",  # a New York number
+        timezone="America/Los_Angeles",
+    )
+    ConsentFactory(patient=patient)
+    _policy(patient.organization)
+    nine_am_ny = datetime(2026, 6, 2, 13, 0, tzinfo=UTC)  # 06:00 in Los Angeles
+    decision = send_decide(message=make(patient=patient), now=nine_am_ny)
+    assert decision.defer_until == datetime(2026, 6, 2, 15, 0, tzinfo=UTC)  # 08:00 PDT
+    assert "in America/Los_Angeles, from patient time zone" in decision.reason
+
+
+def test_a_recipient_we_cannot_place_gets_the_strictest_window_and_limit(make: Any) -> None:
+    """Nothing says where: a text must be within hours in every US zone, under the Florida
+    and Oklahoma rules (until 20:00, at most 3 in 24 hours)."""
+    patient = PatientFactory(
+        organization=make.integration.organization, phone="+15005550006", timezone=""
+    )
+    ConsentFactory(patient=patient)
+    _policy(patient.organization)
+    message = make(patient=patient)
+    nine_am_ny = datetime(2026, 6, 2, 13, 0, tzinfo=UTC)
+    decision = send_decide(message=message, now=nine_am_ny)
+    # 08:00 in Honolulu (18:00 UTC) is the first moment within 08:00–20:00 everywhere
+    assert decision.reason == (
+        "quiet hours (08:00–20:00 in America/New_York, America/Chicago, America/Denver, "
+        "America/Phoenix, America/Los_Angeles, America/Anchorage, Pacific/Honolulu, from "
+        "unknown): deferred to 2026-06-02T08:00:00-10:00"
+    )
+    assert decision.defer_until == datetime(2026, 6, 2, 18, 0, tzinfo=UTC)
+    for n in range(3):
+        _sent_at(message, NOON_NY - timedelta(hours=n + 1), f"sent{n}")
+    assert send_decide(message=message, now=NOON_NY).reason == (
+        "frequency cap: at most 3 texts in 24 hours for recipients in FL/OK"
+    )
+
+
+def test_a_window_a_states_rules_leave_no_time_of_is_refused_not_sent_at_night(
+    make: Any,
+) -> None:
+    """A clinic sending from 20:00 to 21:00 has no time left for a Florida recipient (texts
+    stop at 20:00 there): the text is refused, never sent at 03:00 nor deferred for ever."""
+    florida = make(patient=_florida(make))
+    ConsentFactory(patient=florida.patient)
+    MessagingPolicy.objects.filter(organization=florida.organization).update(
+        quiet_hours_start=time(20, 0), quiet_hours_end=time(21, 0)
+    )
+    three_am_ny = datetime(2026, 6, 2, 7, 0, tzinfo=UTC)
+    decision = send_decide(message=florida, now=three_am_ny)
+    assert (decision.allowed, decision.defer_until) == (False, None)
+    assert decision.reason == (
+        "quiet hours: the clinic's window (20:00–21:00) leaves no time to send to recipients "
+        "in FL, where texts must stop at 20:00"
+    )
+    assert decision.checks[-1]["check"] == "quiet hours"
+    new_york = make()
+    ConsentFactory(patient=new_york.patient)
+    assert send_decide(message=new_york, now=three_am_ny).defer_until == datetime(
+        2026, 6, 3, 0, 0, tzinfo=UTC
+    )  # 20:00 in New York
+
+
+@pytest.mark.parametrize("cap", ["transactional_per_day", "transactional_per_week"])
+def test_a_send_under_a_cap_of_its_purpose_takes_the_patients_lock(make: Any, cap: str) -> None:
+    _policy(make.integration.organization, **{cap: 1})
+    assert send_needs_lock(message=make())
+    assert not send_needs_lock(message=make(purpose="marketing"))  # a New York number
+
+
+def test_a_marketing_message_smart_sending_lets_through_still_waits_for_quiet_hours(
+    make: Any,
+) -> None:
+    message = make(purpose="marketing")
+    ConsentFactory(patient=message.patient, purpose="marketing")
+    _policy(message.organization, smart_sending_hours=24)
+    decision = send_decide(message=message, now=ELEVEN_PM_NY)
+    assert decision.defer_until == datetime(2026, 6, 2, 12, 0, tzinfo=UTC)  # 08:00 EDT
+    assert _checks(decision)[-2:] == [("smart sending", True), ("quiet hours", False)]
+
+
+def test_the_number_texted_brings_its_states_rules(make: Any) -> None:
+    """A Miami number is held to Florida's rules even when the patient's record says only a
+    time zone: the recipient may be in Florida."""
+    patient = PatientFactory(
+        organization=make.integration.organization,
+        phone="+13055550123",
+        province_code="",
+        timezone="America/New_York",
+    )
+    ConsentFactory(patient=patient)
+    _policy(patient.organization)
+    message = make(patient=patient)
+    half_past_eight_pm = datetime(2026, 6, 2, 0, 30, tzinfo=UTC)
+    assert "quiet hours (08:00–20:00 in America/New_York" in (
+        send_decide(message=message, now=half_past_eight_pm).reason
+    )
+    for n in range(3):
+        _sent_at(message, NOON_NY - timedelta(hours=n + 1), f"fl{n}")
+    assert send_decide(message=message, now=NOON_NY).reason == (
+        "frequency cap: at most 3 texts in 24 hours for recipients in FL"
+    )

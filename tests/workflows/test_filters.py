@@ -1031,6 +1031,8 @@ def test_an_operator_at_the_top_of_an_unvalidated_filter_is_named_there() -> Non
         ({"a": {"$gtee": 1}}, {"a": 1}, 'a: unknown operator "$gtee" (did you mean "$gte"?)'),
         ({"a": {"$not": 5}}, {"a": 1}, 'a: "$not" needs an object'),
         ({"a": {"$all": 5}}, {"a": 1}, 'a: "$all" needs a list of values'),
+        ({"a": {"$exists": 1}}, {"a": 1}, 'a: "$exists" needs true or false'),
+        ({1: "x"}, {}, "1: field names must be text"),
         (
             {"a": {"$elemMatch": {"$elemMatch": {"$gt": [1]}}}},
             {"a": [[1]]},
@@ -1075,6 +1077,11 @@ def test_matching_an_unvalidated_filter_says_where_it_is_wrong(
         (
             {"a": {"$eq": [{"$gt": 1}]}},
             'a: "$eq" takes plain values, so it cannot contain the operator "$gt"',
+        ),
+        ({1: "x"}, "top level: field names must be text, not 1"),
+        (
+            {"items": {"$elemMatch": {"$or": [{"name": {"$gtee": 1}}]}}},
+            'items.name: unknown operator "$gtee" (did you mean "$gte"?)',
         ),
     ],
 )

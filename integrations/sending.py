@@ -288,17 +288,18 @@ def _message_decide_and_claim(message: OutboundMessage) -> bool:
             first_contact_lock(message)
         now = timezone.now()
         fields, wait = _message_decide(message, now, wording)
-        if wait is None:
-            _update(message, **fields)
-            return False
-        claimed = OutboundMessage.objects.filter(pk=message.pk, status=Status.PENDING).update(
+        # The claim, or the refusal or deferral, only of a message still pending: another
+        # worker may have claimed it (and sent it) since this one read it.
+        written = OutboundMessage.objects.filter(pk=message.pk, status=Status.PENDING).update(
             **fields, updated_at=now
         )
-    if not claimed:  # another worker has it
+    if not written:  # another worker has it
         message.refresh_from_db()
         return False
-    for name, value in fields.items():
+    for name, value in {**fields, "updated_at": now}.items():
         setattr(message, name, value)
+    if wait is None:
+        return False
     _slot_wait(wait)
     return True
 

@@ -387,6 +387,25 @@ def test_a_worker_that_lost_its_claim_does_not_call_twilio(
     assert OutboundMessage.objects.get(pk=message.pk).attempts == 1
 
 
+@pytest.mark.parametrize("by_then", [Status.SENDING, Status.SENT])
+def test_a_refusal_decided_after_another_worker_claimed_the_message_changes_nothing(
+    make_message: Any, sandbox: SandboxServer, by_then: str
+) -> None:
+    """This worker read the message pending and now refuses it (the patient has no consent by
+    the time it decides); another worker claimed it meanwhile and may have sent it. The
+    refusal must not overwrite that claim: the log would say "skipped" for a text sent."""
+    message = make_message(consent=False)
+    mine = OutboundMessage.objects.select_related("integration", "patient").get(pk=message.pk)
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        status=by_then, attempts=1, sending_started_at=timezone.now()
+    )
+    result = message_deliver(mine)
+    row = OutboundMessage.objects.get(pk=message.pk)
+    assert (row.status, row.skip_reason, row.attempts) == (by_then, "", 1)
+    assert (result.status, result.skip_reason) == (by_then, "")  # the other worker's, re-read
+    assert sandbox.stats()["creates"] == 0
+
+
 def test_a_claim_is_stale_only_after_twice_the_send_timeout_and_30_seconds(
     make_message: Any, sandbox: SandboxServer, settings: Any
 ) -> None:

@@ -1058,6 +1058,13 @@ def test_a_window_a_states_rules_leave_no_time_of_is_refused_not_sent_at_night(
     assert send_decide(message=new_york, now=three_am_ny).defer_until == datetime(
         2026, 6, 3, 0, 0, tzinfo=UTC
     )  # 20:00 in New York
+    # Nowhere known: held to both states' rules, and the reason names both.
+    unknown = PatientFactory(organization=florida.organization, phone="+15005550006", timezone="")
+    ConsentFactory(patient=unknown)
+    assert send_decide(message=make(patient=unknown), now=three_am_ny).reason == (
+        "quiet hours: the clinic's window (20:00–21:00) leaves no time to send to recipients "
+        "in FL/OK, where texts must stop at 20:00"
+    )
 
 
 @pytest.mark.parametrize("cap", ["transactional_per_day", "transactional_per_week"])

@@ -7,6 +7,7 @@ checks one of our documented deviations.
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -1032,6 +1033,17 @@ def test_an_operator_at_the_top_of_an_unvalidated_filter_is_named_there() -> Non
         ({"a": {"$not": 5}}, {"a": 1}, 'a: "$not" needs an object'),
         ({"a": {"$all": 5}}, {"a": 1}, 'a: "$all" needs a list of values'),
         ({"a": {"$exists": 1}}, {"a": 1}, 'a: "$exists" needs true or false'),
+        ({"a": {"$mod": 5}}, {"a": 1}, 'a: "$mod" needs [divisor, remainder]'),
+        ({"a": {"$elemMatch": 5}}, {"a": [1]}, 'a: "$elemMatch" needs'),
+        ({"a": {"$not": {"$size": "x"}}}, {"a": [1]}, 'a: "$size" needs a whole number'),
+        # inside $elemMatch each element is matched alone, by another path of the matcher
+        ({"a": {"$elemMatch": {"$nin": 5}}}, {"a": [1]}, 'a: "$in" needs a list of values'),
+        ({"a": {"$elemMatch": {"$exists": 1}}}, {"a": [1]}, 'a: "$exists" needs true or false'),
+        (
+            {"a": {"$elemMatch": {"$not": {"$size": "x"}}}},
+            {"a": [[1]]},
+            'a: "$size" needs a whole number',
+        ),
         ({1: "x"}, {}, "1: field names must be text"),
         (
             {"a": {"$elemMatch": {"$elemMatch": {"$gt": [1]}}}},
@@ -1079,6 +1091,14 @@ def test_matching_an_unvalidated_filter_says_where_it_is_wrong(
             'a: "$eq" takes plain values, so it cannot contain the operator "$gt"',
         ),
         ({1: "x"}, "top level: field names must be text, not 1"),
+        *(
+            (
+                {"a": {op: [1]}},
+                f'a: "{op}" compares with a number, text, true/false, null or {{"$date": '
+                '"2026-01-01T00:00:00Z"}, not with a list or an object',
+            )
+            for op in ("$gte", "$lt", "$lte")
+        ),
         (
             {"items": {"$elemMatch": {"$or": [{"name": {"$gtee": 1}}]}}},
             'items.name: unknown operator "$gtee" (did you mean "$gte"?)',
@@ -1089,6 +1109,58 @@ def test_validation_errors_in_full(query: Any, message: str) -> None:
     with pytest.raises(FilterError) as excinfo:
         filter_validate(query)
     assert str(excinfo.value) == message
+
+
+def _lists(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("make", "deepest"),
+    [
+        # The filter may nest 20 levels: the filter itself is one, a field's value the next,
+        # an operator one more (and $not / $elemMatch another), each list one.
+        (lambda n: {"a": _lists(n)}, 19),
+        (lambda n: {"a": {"$eq": _lists(n)}}, 18),
+        (lambda n: {"a": {"$ne": _lists(n)}}, 18),
+        (lambda n: {"a": {"$in": [_lists(n)]}}, 18),
+        (lambda n: {"a": {"$nin": [_lists(n)]}}, 18),
+        (lambda n: {"a": {"$all": [_lists(n)]}}, 18),
+        (lambda n: {"a": {"$not": {"$eq": _lists(n)}}}, 17),
+        (lambda n: {"a": {"$elemMatch": {"$eq": _lists(n)}}}, 17),
+    ],
+    ids=["plain", "$eq", "$ne", "$in", "$nin", "$all", "$not", "$elemMatch"],
+)
+def test_a_literal_may_nest_as_deep_as_the_filter_allows_and_no_deeper(
+    make: Callable[[int], Any], deepest: int
+) -> None:
+    filter_validate(make(deepest))
+    with pytest.raises(FilterError, match="nested more than 20 levels deep"):
+        filter_validate(make(deepest + 1))
+
+
+def test_negated_operators_match_the_opposite_of_their_operator() -> None:
+    assert filter_matches({"a": {"$ne": 5}}, {"a": 5}) is False
+    assert filter_matches({"a": {"$ne": 5}}, {"a": 6}) is True
+    assert filter_matches({"a": {"$nin": [1, 2]}}, {"a": 2}) is False
+    assert filter_matches({"a": {"$nin": [1, 2]}}, {"a": 3}) is True
+    # and element by element inside $elemMatch
+    assert filter_matches({"a": {"$elemMatch": {"$ne": 5}}}, {"a": [5]}) is False
+    assert filter_matches({"a": {"$elemMatch": {"$ne": 5}}}, {"a": [5, 6]}) is True
+    assert filter_matches({"a": {"$elemMatch": {"$nin": [5]}}}, {"a": [5]}) is False
+
+
+def test_matching_an_unvalidated_filter_nested_too_deep_says_so() -> None:
+    """Deeper than Python's recursion allows: a FilterError, not a RecursionError."""
+    query: Any = {"a": 1}
+    for _ in range(5000):
+        query = {"$and": [query]}
+    with pytest.raises(FilterError) as excinfo:
+        filter_matches(query, {"a": 1})
+    assert str(excinfo.value) == "the filter is nested more than 20 levels deep"
 
 
 def test_a_pattern_re2_refuses_is_explained_with_what_is_not_supported() -> None:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from integrations.analytics import Period, WorkflowAnalytics, workflow_analytics
 from integrations.charts import Bar, day_bars_svg, horizontal_bars_svg
 from integrations.models import OutboundMessage
-from patients.clinic_view import clinic_zone
+from patients.zones import clinic_zone
 from workflows.models import EnrollmentSkip, Run, Workflow
 from workflows.pages import WorkflowPage
 

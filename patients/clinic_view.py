@@ -13,7 +13,6 @@ from collections.abc import Collection
 from datetime import UTC, date, datetime, time, timedelta
 from operator import or_
 from typing import Any, ClassVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.contrib import admin
 from django.core.exceptions import ValidationError
@@ -28,19 +27,10 @@ from django.utils.functional import cached_property
 from patients.models import Organization
 from patients.phones import phone_to_e164
 from patients.tenancy import request_organization_id, sees_all_organizations
+from patients.zones import clinic_zone
 
 # "Dec 6, 2026, 9:14 AM CST": the zone's abbreviation says which clock it is.
 DATETIME_FORMAT = "M j, Y, g:i A T"
-
-
-@functools.lru_cache(maxsize=64)
-def clinic_zone(name: str) -> ZoneInfo:
-    """The clinic's zone; UTC for a name the system does not know (validated on save, but a
-    zone database update can drop one: a page must still render)."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 def clinic_datetime(value: datetime | str | None, zone: str) -> str:

@@ -142,21 +142,28 @@ def display_zone(*, patient_timezone: str, province_code: str, clinic_timezone: 
     recipient may be, weigh every candidate zone instead (and the phone's area code)."""
     if zone_valid(patient_timezone):
         return patient_timezone
-    state_zones = STATE_ZONES.get(province_code.strip().upper(), ())
-    if state_zones:
-        return state_zones[0]
-    if zone_valid(clinic_timezone):
-        return clinic_timezone
-    return "UTC"
+    state = province_code.strip().upper()
+    if state in STATE_ZONES:
+        return STATE_ZONES[state][0]
+    return clinic_zone(clinic_timezone).key
+
+
+def clinic_zone(name: str) -> zoneinfo.ZoneInfo:
+    """A clinic's zone, for its pages and for someone careflow has no record of; UTC for a
+    name this machine does not know (validated on save, but a zone database update can drop
+    one: a page must still render)."""
+    return zoneinfo.ZoneInfo(name if zone_valid(name) else "UTC")
 
 
 def patient_zone(patient: "Patient | None", organization: "Organization") -> zoneinfo.ZoneInfo:
     """`display_zone` for a patient of `organization` (None: someone careflow has no record
     of, shown the clinic's time)."""
+    if patient is None:
+        return clinic_zone(organization.timezone)
     return zoneinfo.ZoneInfo(
         display_zone(
-            patient_timezone=patient.timezone if patient else "",
-            province_code=patient.province_code if patient else "",
+            patient_timezone=patient.timezone,
+            province_code=patient.province_code,
             clinic_timezone=organization.timezone,
         )
     )

@@ -2,7 +2,14 @@
 
 import pytest
 
-from patients.zones import STATE_NAMES, STATE_ZONES, display_zone, patient_zone, zone_valid
+from patients.zones import (
+    STATE_NAMES,
+    STATE_ZONES,
+    clinic_zone,
+    display_zone,
+    patient_zone,
+    zone_valid,
+)
 from tests.factories import OrganizationFactory, PatientFactory
 
 
@@ -44,6 +51,34 @@ def test_patient_zone_reads_the_patient_and_the_clinic() -> None:
     patient = PatientFactory(organization=clinic, timezone="", province_code="CA")
     assert patient_zone(patient, clinic).key == "America/Los_Angeles"
     assert patient_zone(None, clinic).key == "America/New_York"
+    nowhere = PatientFactory(organization=clinic, timezone="", province_code="")
+    assert patient_zone(nowhere, clinic).key == "America/New_York"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("America/Chicago", "America/Chicago"),
+        ("UTC", "UTC"),
+        ("", "UTC"),
+        ("Mars/Olympus", "UTC"),
+        ("../../etc/passwd", "UTC"),
+        ("XXUTCXX", "UTC"),
+    ],
+)
+def test_a_clinic_zone_this_machine_does_not_know_is_utc(name: str, expected: str) -> None:
+    assert clinic_zone(name).key == expected
+
+
+@pytest.mark.django_db
+def test_someone_without_a_record_is_shown_the_clinics_zone_or_utc() -> None:
+    # Whatever a patient record would have said (a state, a zone) plays no part for None.
+    assert patient_zone(None, OrganizationFactory(timezone="America/Denver")).key == (
+        "America/Denver"
+    )
+    unknown = OrganizationFactory(timezone="America/Denver")
+    unknown.timezone = "Gone/Zone"  # dropped by a zone database update after it was saved
+    assert patient_zone(None, unknown).key == "UTC"
 
 
 # Written out independently of patients/zones.py (from the IANA zones each state's counties

@@ -13,7 +13,7 @@ import psycopg
 from django.contrib.postgres import operations as postgres_operations
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.backends.utils import CursorDebugWrapper
-from django.db.migrations.operations import AddIndex, RemoveIndex
+from django.db.migrations.operations import AddIndex, AlterField, RemoveIndex
 from django.db.models import signals
 
 M = TypeVar("M", bound=models.Model)
@@ -385,6 +385,45 @@ class AddIndexConcurrently(_ConcurrentlyOnPostgres, postgres_operations.AddIndex
 
 class RemoveIndexConcurrently(_ConcurrentlyOnPostgres, postgres_operations.RemoveIndexConcurrently):
     plain = RemoveIndex
+
+
+class FieldIndexRemoveConcurrently(AlterField):
+    """A field's own index taken away (its `db_index=True` made False: a ForeignKey's, or a
+    CharField's with its `_like` twin) where an index that starts with the field serves its
+    lookups already: each INSERT and each UPDATE that moves the row wrote it for nothing.
+
+    The migration state changes as AlterField changes it. On PostgreSQL the field's
+    single-column, non-unique indexes that no `Meta.indexes` names are dropped
+    CONCURRENTLY (a plain DROP INDEX queues behind every transaction on the table, and every
+    transaction after it queues behind it); elsewhere (SQLite, `make run`) AlterField does
+    the work. In a migration with `atomic = False`. Backwards, AlterField builds the index
+    again."""
+
+    def database_forwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if schema_editor.connection.vendor != "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+            return
+        model = from_state.apps.get_model(app_label, self.model_name)
+        column = model._meta.get_field(self.name).column
+        names = schema_editor._constraint_names(
+            model,
+            [column],
+            index=True,
+            unique=False,
+            type_=models.Index.suffix,
+            exclude={index.name for index in model._meta.indexes},
+        )
+        for name in names:
+            schema_editor.execute(schema_editor._delete_index_sql(model, name, concurrently=True))
+
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        # AlterField goes back by going forwards between the states swapped: its own
+        # forwards, which builds the index, not the drop above.
+        super().database_forwards(app_label, schema_editor, from_state, to_state)
 
 
 @contextmanager

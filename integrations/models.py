@@ -97,13 +97,23 @@ class OutboundMessage(TimeStamped):
         SKIPPED = "skipped", "Skipped"
         UNKNOWN = "unknown", "Unknown (outcome ambiguous)"
 
+    # No index of its own: the (organization, -created_at) index starts with it.
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="messages"
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="messages",
+        db_index=False,
     )
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     idempotency_key = models.CharField(max_length=200, unique=True)
+    # No index of its own: the (patient, purpose, -created_at) index starts with it.
     patient = models.ForeignKey(
-        Patient, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+        Patient,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="messages",
+        db_index=False,
     )
     integration = models.ForeignKey(Integration, on_delete=models.PROTECT, related_name="messages")
     step_run = models.ForeignKey(
@@ -684,8 +694,12 @@ class InboundMessage(TimeStamped):
         HELP = "help", "Help keyword"
         NONE = "none", "Free text"
 
+    # No index of its own: the (organization, needs_review, -created_at) index starts with it.
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="inbound_messages"
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="inbound_messages",
+        db_index=False,
     )
     integration = models.ForeignKey(
         Integration, on_delete=models.PROTECT, related_name="inbound_messages"
@@ -814,7 +828,10 @@ class Alert(models.Model):
         CREDENTIALS = "credentials", "Credentials rejected"
         UNCONFIRMED = "unconfirmed", "Sends that could not be confirmed"
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="alerts")
+    # No index of its own: alert_clinic_time starts with it.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="alerts", db_index=False
+    )
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     condition = models.CharField(max_length=32, choices=Condition.choices)
     # "workflow:<id>", "sender:<integration id>:<sender>", "integration:<id>".
@@ -909,8 +926,12 @@ class IdempotencyRecord(models.Model):
     transaction as the write: a retry after a crash finds the whole outcome or nothing, and
     a second request with the key waits on the unique index, then replays the first's."""
 
+    # No index of its own: one_outcome_per_idempotency_key starts with it.
     organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="idempotency_records"
+        Organization,
+        on_delete=models.CASCADE,
+        related_name="idempotency_records",
+        db_index=False,
     )
     key = models.CharField(max_length=255)
     method = models.CharField(max_length=8)
@@ -941,8 +962,12 @@ class ShortLink(models.Model):
 
     code = models.CharField(max_length=16, unique=True)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: one_short_link_per_url starts with it.
     message = models.ForeignKey(
-        OutboundMessage, on_delete=models.CASCADE, related_name="short_links"
+        OutboundMessage,
+        on_delete=models.CASCADE,
+        related_name="short_links",
+        db_index=False,
     )
     url = models.TextField("original URL")
     expires_at = models.DateTimeField()
@@ -988,8 +1013,12 @@ class Broadcast(TimeStamped):
         CANCELLED = "cancelled", "Cancelled"
         COMPLETED = "completed", "Completed"
 
+    # No index of its own: broadcast_name_unique_per_clinic starts with it.
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="broadcasts"
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="broadcasts",
+        db_index=False,
     )
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=200)

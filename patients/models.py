@@ -206,8 +206,12 @@ class Patient(ChangeTracked, TimeStamped, ReplacedRowReturned):
         OTHER = "other", "Other"
         UNKNOWN = "unknown", "Prefer not to say"
 
+    # No index of its own: the (organization, phone) index starts with it.
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="patients"
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="patients",
+        db_index=False,
     )
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     first_name = models.CharField(max_length=100)
@@ -282,7 +286,10 @@ class ConsentRecord(ReplacedRowReturned):
         PROVIDER_EVENT = "provider_event", "Provider event (e.g. hard bounce, spam complaint)"
         IMPORT = "import", "Import"
 
-    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="consents")
+    # No index of its own: the consent history index (patient, channel, purpose, …) starts with it.
+    patient = models.ForeignKey(
+        Patient, on_delete=models.PROTECT, related_name="consents", db_index=False
+    )
     # Choices from the registered channels (patients.channels): a new channel, no migration.
     channel = models.CharField(max_length=16, choices=consent_channel_choices, default=Channel.SMS)
     purpose = models.CharField(max_length=16, choices=Purpose.choices)
@@ -328,7 +335,10 @@ class Order(TimeStamped, ReplacedRowReturned):
         AWAITING_SHIPMENT = "awaiting_shipment", "Awaiting shipment"
         SHIPPED = "shipped", "Shipped"
 
-    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="orders")
+    # No index of its own: order_number_per_org starts with it.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="orders", db_index=False
+    )
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="orders")
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     number = models.CharField(max_length=40)
@@ -738,7 +748,8 @@ class AuditEntry(models.Model):
         Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries"
     )
     action = models.CharField(max_length=8, choices=Action.choices)
-    model = models.CharField(max_length=64, db_index=True)
+    # No index of its own: the (model, object_id, -at) index starts with it.
+    model = models.CharField(max_length=64, db_index=False)
     object_id = models.CharField(max_length=64)
     object_repr = models.CharField("object", max_length=200)
     changes = models.JSONField(default=dict, help_text="field: [before, after]")

@@ -19,7 +19,10 @@ from workflows.custom_schemas import custom_schema_problems
 class Event(models.Model):
     """The outbox: written in the same transaction as the change that caused it."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="events")
+    # No index of its own: event_clinic_time starts with it.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     type = models.CharField(max_length=64, db_index=True)
     payload = models.JSONField(default=dict)
@@ -69,8 +72,12 @@ class Event(models.Model):
 
 
 class Workflow(TimeStamped):
+    # No index of its own: the (organization, trigger, enabled) index starts with it.
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="workflows"
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="workflows",
+        db_index=False,
     )
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=200)
@@ -134,8 +141,12 @@ class Segment(TimeStamped):
     to product X", "last order more than 90 days ago", "in Florida"), in the workflows' filter
     language over the segment fields (workflows.segments); broadcasts send to one."""
 
+    # No index of its own: segment_name_unique_per_clinic starts with it.
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="segments"
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="segments",
+        db_index=False,
     )
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=200)
@@ -170,8 +181,12 @@ class CustomEventType(TimeStamped):
     The name is what workflows and recorded events refer to: it cannot change once saved,
     and a type a workflow uses cannot be deleted (archive it instead)."""
 
+    # No index of its own: one_custom_event_type_per_name starts with it.
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="custom_event_types"
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="custom_event_types",
+        db_index=False,
     )
     name = models.CharField(
         max_length=CUSTOM_NAME_LENGTH,
@@ -264,7 +279,10 @@ class WorkflowVersion(models.Model):
     who saved it, when, and why. Recorded by every save (the admin's, a restore, an import),
     never edited; restoring one saves its definition again as a new version."""
 
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    # No index of its own: one_version_per_number starts with it.
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.CASCADE, related_name="versions", db_index=False
+    )
     number = models.PositiveIntegerField()
     document = models.JSONField()
     comment = models.CharField(max_length=200, blank=True)
@@ -348,7 +366,10 @@ class Run(TimeStamped):
         # Ended early by the workflow's goal or one of its exit conditions (`exit_reason`).
         EXITED = "exited", "Ended early"
 
-    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="runs")
+    # No index of its own: run_workflow_time starts with it.
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.PROTECT, related_name="runs", db_index=False
+    )
     event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="runs")
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -424,7 +445,10 @@ class EnrollmentSkip(models.Model):
         PERIOD = "period", "Enrolled within the last N days"
         ACTIVE = "active", "A run of this workflow is in progress"
 
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="skips")
+    # No index of its own: one_skip_per_workflow_event starts with it.
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.CASCADE, related_name="skips", db_index=False
+    )
     event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="+")
     reason = models.CharField(max_length=16, choices=Reason.choices)
     # Human detail for the admin ("already texted 2 days ago"); no patient data.
@@ -455,7 +479,10 @@ class Enrollment(models.Model):
     The event, not the run: the claim is taken before the batch's runs are inserted (the
     run is found by the workflow and event, unique together)."""
 
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="enrollments")
+    # No index of its own: one_enrollment_per_key starts with it.
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.CASCADE, related_name="enrollments", db_index=False
+    )
     key = models.CharField(max_length=200)
     event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="+")
     enrolled_at = models.DateTimeField()
@@ -474,7 +501,8 @@ class Enrollment(models.Model):
 class StepRun(TimeStamped):
     Status = Run.Status  # a step moves through the same states as its run
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs")
+    # No index of its own: one_step_run_per_index starts with it.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs", db_index=False)
     index = models.PositiveIntegerField(help_text="0-based index into the run's pinned steps.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     inputs = models.JSONField(default=dict, blank=True, help_text="Rendered parameters.")
@@ -518,7 +546,10 @@ class ReplyWait(TimeStamped):
         TIMED_OUT = "timed_out", "No reply in time"
         CANCELLED = "cancelled", "Cancelled"
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="reply_waits")
+    # No index of its own: one_reply_wait_per_step starts with it.
+    run = models.ForeignKey(
+        Run, on_delete=models.CASCADE, related_name="reply_waits", db_index=False
+    )
     index = models.PositiveIntegerField(help_text="0-based index of the wait step in the run.")
     # The wait step's StepRun.generation: a retried run waits afresh.
     generation = models.PositiveIntegerField(default=0)

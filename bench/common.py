@@ -926,7 +926,21 @@ class SideMeter:
             "statements_source": "pg_stat_statements" if self.statements else "pg_stat_database",
         }
         out["pg"] = {k: pg1[k] - self._pg0[k] for k in pg1}
+        if self.statements:
+            out["top_statements"] = self._top_statements()
         return out
+
+    def _top_statements(self, limit: int = 15) -> list[dict[str, Any]]:
+        """This database's statements since start(), the costliest first (planning and
+        execution time): where PostgreSQL's share goes, statement by statement."""
+        rows = self._bench.execute(
+            "SELECT calls, total_plan_time, total_exec_time, wal_bytes, query"
+            " FROM pg_stat_statements WHERE dbid = %s AND query NOT LIKE %s"
+            " ORDER BY total_plan_time + total_exec_time DESC LIMIT %s",
+            (self.dbid, _OWN, limit),
+        ).fetchall()
+        keys = ("calls", "plan_ms", "exec_ms", "wal_bytes", "query")
+        return [dict(zip(keys, (*map(float, row[:4]), row[4]), strict=True)) for row in rows]
 
     def close(self) -> None:
         self._bench.close()
@@ -946,6 +960,30 @@ def per_event(measured: dict[str, Any], events: int) -> dict[str, Any]:
         **{k: v / n for k, v in measured["pg"].items() if k != "dealloc"},
     }
     return out
+
+
+def statements_text(measured: dict[str, Any], events: int, width: int = 110) -> str:
+    """The costliest statements of a window (SideMeter's `top_statements`) per event: calls,
+    planning + execution ms, WAL bytes and the statement's start; and how much of the
+    backends' CPU they account for (the rest is parsing, the protocol, commits)."""
+    top = measured.get("top_statements")
+    if not top:
+        return "    (no per-statement figures: pg_stat_statements is not loaded)"
+    n = max(events, 1)
+    lines = [f"    {'calls':>6} {'plan ms':>8} {'exec ms':>8} {'WAL B':>7}  statement (per event)"]
+    for row in top:
+        query = " ".join(row["query"].split())
+        lines.append(
+            f"    {row['calls'] / n:6.2f} {row['plan_ms'] / n:8.3f} {row['exec_ms'] / n:8.3f} "
+            f"{row['wal_bytes'] / n:7.0f}  {query[:width]}"
+        )
+    shown = sum(row["plan_ms"] + row["exec_ms"] for row in top) / n
+    backends = measured["cpu_ms"].get("postgres", 0.0) / n
+    lines.append(
+        f"    these statements' planning + execution: {shown:.2f} ms per event, of the backends' "
+        f"{backends:.2f} ms CPU per event"
+    )
+    return "\n".join(lines)
 
 
 def cost_text(measured: dict[str, Any], events: int) -> str:

@@ -242,6 +242,7 @@ def _pg(key: str) -> Callable[[dict], float]:
 def report(kept: dict[str, list[dict]]) -> None:
     print("\n--- results: median (min/max) of the kept repetitions; ratios pair by pair ---")
     if len(kept) < 2:
+        statements_report(kept)
         for system, reps in kept.items():
             for label, value, unit in (
                 ("throughput", lambda r: r["flood"]["throughput"], "events/s"),
@@ -304,6 +305,15 @@ def report(kept: dict[str, list[dict]]) -> None:
     ]
     for label, value, unit, digits in lines:
         print(common.paired_line(label, kept, value, unit, digits))
+    statements_report(kept)
+
+
+def statements_report(kept: dict[str, list[dict]]) -> None:
+    """Where each side's PostgreSQL time went in its last kept flood, statement by statement."""
+    for system, reps in kept.items():
+        flood = reps[-1]["flood"]
+        print(f"\n--- {system}: costliest statements of its last flood, per event ---")
+        print(common.statements_text(flood["measured"], flood["received"]))
 
 
 if __name__ == "__main__":

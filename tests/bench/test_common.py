@@ -84,9 +84,27 @@ def test_side_meter_counts_its_database_only() -> None:
     if meter.statements:
         # 25 here and none of the 25 sent to the postgres database, nor the meter's own.
         assert measured["pg"]["statements"] == 25
+        (top,) = measured["top_statements"]
+        assert top["calls"] == 25 and "+ $2" in top["query"]
+        assert "+ $2" in common.statements_text(measured, 25)
     else:
         assert measured["pg"]["transactions"] >= 25
     assert measured["load"]["max"] >= measured["load"]["before"] >= 0
+
+
+def test_statements_text_gives_each_statement_per_event_and_their_share_of_the_cpu() -> None:
+    measured = {
+        "cpu_ms": {"postgres": 40.0, "worker": 100.0},
+        "top_statements": [
+            {"calls": 20.0, "plan_ms": 2.0, "exec_ms": 8.0, "wal_bytes": 4000.0, "query": "A\n x"},
+            {"calls": 1.0, "plan_ms": 0.5, "exec_ms": 1.5, "wal_bytes": 0.0, "query": "B"},
+        ],
+    }
+    lines = common.statements_text(measured, 10).splitlines()
+    assert lines[1].split() == ["2.00", "0.200", "0.800", "400", "A", "x"]
+    assert lines[2].split() == ["0.10", "0.050", "0.150", "0", "B"]
+    assert lines[3].endswith("1.20 ms per event, of the backends' 4.00 ms CPU per event")
+    assert "not loaded" in common.statements_text({"cpu_ms": {}}, 10)
 
 
 @pytest.mark.django_db

@@ -6,7 +6,7 @@ Generic: they know Django's models and connections, no model of ours.
 import functools
 import hashlib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import psycopg
@@ -20,12 +20,17 @@ M = TypeVar("M", bound=models.Model)
 
 
 def insert_or_get(
-    model: type[M], unique: dict[str, Any], defaults: dict[str, Any] | None = None
+    model: type[M],
+    unique: dict[str, Any],
+    defaults: dict[str, Any] | None = None,
+    *,
+    lazy: bool = False,
 ) -> M:
     """Create the row with these unique fields, or return the one that exists.
 
     Cheaper than get_or_create for the common case of a new row: one INSERT, and a savepoint
-    only inside a transaction (where a failed INSERT would poison it on PostgreSQL).
+    only inside a transaction (where a failed INSERT would poison it on PostgreSQL). `lazy`:
+    see model_insert.
     """
     obj = model(**unique, **(defaults or {}))
     try:
@@ -33,25 +38,40 @@ def insert_or_get(
             with transaction.atomic():
                 model_insert(obj)
         else:
-            model_insert(obj)
+            model_insert(obj, lazy=lazy)
     except IntegrityError:
         return model._default_manager.get(**unique)
     return obj
 
 
-def model_insert(obj: models.Model) -> None:
+# In an INSERT's RETURNING list: the statement's own transaction (outside any other) then
+# commits without waiting for the disk. PostgreSQL records a commit before it drops the
+# transaction's local settings, so the setting made in the statement governs its commit,
+# where `lazy_commits` spends a SET before and a RESET after it, two round trips.
+_LAZY_RETURNING = ", set_config('synchronous_commit', 'off', true)"
+
+
+def model_insert(obj: models.Model, *, lazy: bool = False) -> None:
     """`obj.save(force_insert=True)` for a new row, from an INSERT compiled once per model and
     database and prepared by PostgreSQL (`prepared_cursor`): a worker writes a step run and
     a message for every SMS, and the ORM built and compiled each INSERT anew, and PostgreSQL
     parsed and planned it anew. Where a save does more than write the row (signal receivers,
-    a parent table, a pk or a value given as an expression), it is the ORM's save."""
+    a parent table, a pk or a value given as an expression), it is the ORM's save.
+
+    `lazy`: outside a transaction, the INSERT commits as in `lazy_commits` (for a row whose
+    loss in a crash of the database server would do no harm), in the same statement; inside
+    one, or in the ORM's save, it commits as the rest does."""
     alias = router.db_for_write(type(obj), instance=obj)
     statement = model_insert_statement(obj, alias)
     if statement is None:
-        obj.save(force_insert=True, using=alias)
+        with lazy_commits(using=alias) if lazy else nullcontext():
+            obj.save(force_insert=True, using=alias)
         return
+    sql, params = statement
+    if lazy and _relaxable(connections[alias]):
+        sql += _LAZY_RETURNING
     with prepared_cursor(connections[alias]) as cursor:
-        cursor.execute(*statement)
+        cursor.execute(sql, params)
         model_inserted(obj, cursor.fetchone()[0], alias)
 
 
@@ -442,7 +462,7 @@ def lazy_commits(*, atomic: bool = False, using: str | None = None) -> Iterator[
     out inside this block. Inside a caller's transaction it changes nothing (the caller's
     commit keeps its own durability)."""
     connection = transaction.get_connection(using)
-    relax = not connection.in_atomic_block and connection.vendor == "postgresql"
+    relax = _relaxable(connection)
     if atomic:
         with transaction.atomic(using=using):
             if relax:
@@ -460,3 +480,9 @@ def lazy_commits(*, atomic: bool = False, using: str | None = None) -> Iterator[
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET synchronous_commit")
+
+
+def _relaxable(connection: Any) -> bool:
+    """Whether this connection's next commit may be made lazy: on PostgreSQL, outside a
+    caller's transaction (whose commit, which may be a claim, keeps its own durability)."""
+    return not connection.in_atomic_block and connection.vendor == "postgresql"

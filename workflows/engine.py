@@ -9,6 +9,7 @@ died is taken over once the lease expires.
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -393,17 +394,20 @@ def _step_run_get(run: Run, index: int, known: dict[int, StepRun]) -> StepRun:
     return known[index]
 
 
-def _step_save(step_run: StepRun, fields: list[str]) -> None:
+def _step_save(step_run: StepRun, fields: list[str], *, lazy: bool = False) -> None:
     """Write these fields of the step run. A new step run's first write is its INSERT, with
-    them: one statement where inserting it empty and then updating it took two."""
+    them: one statement where inserting it empty and then updating it took two. `lazy`: the
+    write commits without waiting for the disk (common.db.lazy_commits)."""
     if step_run.pk is None:
         values = {name: getattr(step_run, name) for name in [*fields, "created_at"]}
-        row = insert_or_get(StepRun, {"run": step_run.run, "index": step_run.index}, values)
+        unique = {"run": step_run.run, "index": step_run.index}
+        row = insert_or_get(StepRun, unique, values, lazy=lazy)
         step_run.pk, step_run._state.adding = row.pk, False
         if row.created_at == step_run.created_at:
             return  # our INSERT wrote every field
         # Another holder of the run created it meanwhile (a lease taken over): update it.
-    step_run.save(update_fields=fields)
+    with lazy_commits() if lazy else nullcontext():
+        step_run.save(update_fields=fields)
 
 
 def run_advance(*, run_id: int) -> Run | None:
@@ -604,8 +608,9 @@ def _step_execute(
     return _adapter_execute(run, step, step_run, values, batch), following, None
 
 
-def _step_started(step_run: StepRun, *extra: str) -> None:
-    _step_save(step_run, ["status", "attempts", "started_at", "due_at", *extra, "updated_at"])
+def _step_started(step_run: StepRun, *extra: str, lazy: bool = False) -> None:
+    fields = ["status", "attempts", "started_at", "due_at", *extra, "updated_at"]
+    _step_save(step_run, fields, lazy=lazy)
 
 
 def _delay_execute(
@@ -675,8 +680,7 @@ def _adapter_execute(
     step_run.inputs = inputs
     # Lost in a crash of the database server, this write is as if the worker had died before
     # the step; the message's claim, committed durably before any send, makes it durable.
-    with lazy_commits():
-        _step_started(step_run, "inputs")
+    _step_started(step_run, "inputs", lazy=True)
     key = f"run:{run.pk}:step:{step_run.index}"
     return _adapter_call(
         run, step, step_run, batch, patient=patient, inputs=inputs, key=key, language=language

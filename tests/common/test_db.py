@@ -31,6 +31,7 @@ from tests.factories import (
     SmsStepFactory,
     WorkflowFactory,
 )
+from workflows.listener import _connect
 from workflows.models import Event, Run, StepRun
 
 pytestmark = pytest.mark.django_db
@@ -311,6 +312,40 @@ def test_lazy_commits_leave_the_session_durable_after_an_error() -> None:
     with pytest.raises(IntegrityError), lazy_commits():
         StepRun.objects.create(run=step_run.run, index=0)
     assert _synchronous_commit() == "on"
+
+
+def _lazy_step_run(run: Run, index: int) -> tuple[StepRun, list[str]]:
+    step_run = StepRun(run=run, index=index)
+    with CaptureQueriesContext(connection) as queries:
+        model_insert(step_run, lazy=True)
+    return step_run, [query["sql"] for query in queries.captured_queries]
+
+
+_LAZY = "set_config('synchronous_commit', 'off', true)"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lazy_insert_makes_its_own_commit_lazy_in_its_one_statement() -> None:
+    (step_run,) = _step_runs(1)
+    inserted, statements = _lazy_step_run(step_run.run, 1)
+    # no SET before nor RESET after it: the setting is made in the INSERT, for its own
+    # transaction only
+    assert len(statements) == 1 and _LAZY in statements[0]
+    assert _synchronous_commit() == "on"
+    with _connect() as other:  # committed: another session sees it
+        row = other.execute("SELECT index FROM workflows_steprun WHERE id = %s", [inserted.pk])
+        assert row.fetchone() == (1,)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lazy_insert_inside_a_callers_transaction_keeps_the_callers_durability() -> None:
+    (step_run,) = _step_runs(1)
+    with transaction.atomic():
+        inserted, statements = _lazy_step_run(step_run.run, 1)
+        assert _LAZY not in statements[0]
+        # The caller's commit, which may be a claim, must still wait for the disk.
+        assert _synchronous_commit() == "on"
+    assert StepRun.objects.filter(pk=inserted.pk).exists()
 
 
 @pytest.mark.django_db(transaction=True)

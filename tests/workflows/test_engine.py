@@ -623,8 +623,14 @@ def test_the_provider_is_called_only_once_the_messages_claim_is_committed_durabl
     monkeypatch.setattr(TwilioTransport, "send", send_watched)
     ConsentFactory(patient=clinic["patient"])
     event = _ship(clinic["patient"])
-    events_dispatch([event.pk])
+    with CaptureQueriesContext(connection) as queries:
+        events_dispatch([event.pk])
     assert seen == [(False, "on", OutboundMessage.Status.SENDING)]
+    # the step's start commits lazily in its own INSERT: no SET and RESET of the session
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert not [s for s in statements if s.startswith(("SET synchronous", "RESET synchronous"))]
+    (started,) = [s for s in statements if s.startswith('INSERT INTO "workflows_steprun"')]
+    assert "set_config('synchronous_commit', 'off', true)" in started
     assert OutboundMessage.objects.get().status == OutboundMessage.Status.SENT
     assert Run.objects.get().status == Run.Status.SUCCEEDED
     assert len(sandbox.messages()) == 1
